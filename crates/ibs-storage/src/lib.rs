@@ -1,0 +1,104 @@
+//! The storage layer of ibs: one small async trait that every backend (local folder, SMB share, later S3)
+//! implements, the typed error kinds that are part of its API, decorators that add cross-cutting
+//! behaviour (retry with backoff; fault injection for tests), and the conformance suite every backend
+//! must pass.
+//!
+//! The normative contract is `docs/design/storage-contract.md`. In short:
+//! - Keys are relative, `/`-separated paths of safe components (see [`ObjectKey`]).
+//! - `put` is atomic: a reader sees the whole object or no object, never a prefix, even if the
+//!   writer is killed. Backends without an atomic put write a temporary name, flush, then rename.
+//! - `put` never silently truncates: if it returns `Ok`, `get` returns exactly those bytes.
+//! - `list` returns only published objects, never temporaries.
+//! - Errors carry an [`ErrorKind`] and a `transient` flag. Only the retry decorator retries.
+
+mod error;
+mod key;
+mod local;
+mod retry;
+
+#[cfg(feature = "testing")]
+pub mod conformance;
+#[cfg(feature = "testing")]
+pub mod faulty;
+#[cfg(feature = "testing")]
+pub mod memory;
+
+pub use error::{AlertClass, ErrorKind, StorageError};
+pub use key::ObjectKey;
+pub use local::LocalStorage;
+pub use retry::{RetryPolicy, RetryStorage};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// Result alias used by every storage operation.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// What a backend guarantees beyond the minimum contract. Callers adapt to these instead of the trait
+/// growing methods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// A `list` issued after a `put` returned sees the object (true for local disks and SMB; false for
+    /// some object stores, where the engine must tolerate listings that lag behind writes).
+    pub list_after_write: bool,
+    /// Writes are verified by reading them back inside `put` (SMB, where a server may acknowledge
+    /// cached writes that it later loses).
+    pub verifies_writes: bool,
+    /// Largest object the backend accepts in one `put`.
+    pub max_object_size: u64,
+    /// A cheap ranged read is available (all current backends).
+    pub ranged_reads: bool,
+}
+
+/// One object as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: ObjectKey,
+    pub size: u64,
+}
+
+/// Free and total space of the volume behind a backend, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpaceInfo {
+    pub available: u64,
+    pub total: u64,
+}
+
+/// An object store with the semantics in `docs/design/storage-contract.md`.
+#[async_trait]
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// A human description of the location, safe to log: never contains a secret.
+    fn location(&self) -> String;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Atomically creates or replaces the object `key` with `data`.
+    async fn put(&self, key: &ObjectKey, data: Bytes) -> Result<()>;
+
+    /// Reads a whole object. A missing object is `ErrorKind::NotFound`.
+    async fn get(&self, key: &ObjectKey) -> Result<Bytes>;
+
+    /// Reads `len` bytes at `offset`. Reading past the end is `ErrorKind::Invalid`.
+    async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes>;
+
+    /// Size of one object. A missing object is `ErrorKind::NotFound`.
+    async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo>;
+
+    /// Every published object whose key starts with `prefix` (a directory prefix such as `"packs/"`,
+    /// or `""` for all), in no particular order.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+
+    /// Removes an object. Removing a missing object is `ErrorKind::NotFound`.
+    async fn delete(&self, key: &ObjectKey) -> Result<()>;
+
+    /// Free and total space, if the backend can tell.
+    async fn space(&self) -> Result<Option<SpaceInfo>>;
+
+    /// Removes temporaries left behind by killed writers that are older than `older_than`. Returns how
+    /// many were removed. Backends with an atomic put that leaves no temporaries return 0.
+    async fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<usize>;
+}
+
+/// Shared handle used across the engine.
+pub type DynStorage = Arc<dyn Storage>;

@@ -1,0 +1,276 @@
+//! The local-folder backend. It publishes every object by writing a temporary file in the target
+//! directory, `fsync`ing it, renaming it over the final name and `fsync`ing the directory, so an object
+//! is either absent or whole after a crash or power loss (on filesystems that honour fsync: ext4, xfs,
+//! btrfs, zfs). All blocking filesystem calls run on tokio's blocking pool.
+
+use crate::key::TEMP_PREFIX;
+use crate::{Capabilities, ErrorKind, ObjectInfo, ObjectKey, Result, SpaceInfo, Storage, StorageError};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+/// A repository in a local (or locally mounted) folder.
+#[derive(Debug)]
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl LocalStorage {
+    /// Opens a folder that must already exist. A missing folder or a file in its place is a `Path`
+    /// error; use [`LocalStorage::create`] to make it.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        match fs::metadata(&root) {
+            Ok(m) if m.is_dir() => Ok(LocalStorage { root }),
+            Ok(_) => Err(StorageError::new(
+                ErrorKind::Path,
+                "open",
+                None,
+                format!("{} is not a directory", root.display()),
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StorageError::new(
+                ErrorKind::Path,
+                "open",
+                None,
+                format!("folder {} does not exist", root.display()),
+            )),
+            Err(e) => Err(StorageError::from_io("open", None, &e)),
+        }
+    }
+
+    /// Creates the folder (and parents) if needed, then opens it.
+    pub fn create(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        fs::create_dir_all(&root).map_err(|e| {
+            let mut err = StorageError::from_io("create", None, &e);
+            if err.kind == ErrorKind::NotFound {
+                err.kind = ErrorKind::Path;
+            }
+            err.message = format!("cannot create {}: {}", root.display(), err.message);
+            err
+        })?;
+        Self::open(root)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &ObjectKey) -> PathBuf {
+        self.root.join(key.as_str())
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| StorageError::new(ErrorKind::Other, op, None, format!("worker failed: {e}")))?
+    }
+
+    fn check_root(root: &Path, op: &'static str) -> Result<()> {
+        if root.is_dir() {
+            Ok(())
+        } else {
+            Err(StorageError::new(ErrorKind::Path, op, None, format!("folder {} is gone", root.display())))
+        }
+    }
+}
+
+fn io_err<'a>(op: &'static str, key: &'a ObjectKey) -> impl Fn(std::io::Error) -> StorageError + 'a {
+    move |e| StorageError::from_io(op, Some(key.as_str()), &e)
+}
+
+fn put_blocking(root: &Path, key: &ObjectKey, data: &[u8]) -> Result<()> {
+    LocalStorage::check_root(root, "put")?;
+    let target = root.join(key.as_str());
+    let dir = target.parent().unwrap_or(root).to_path_buf();
+    fs::create_dir_all(&dir).map_err(io_err("put", key))?;
+    let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!("{TEMP_PREFIX}{}-{seq}-{}", std::process::id(), key.name()));
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, &target)?;
+        // Make the rename itself durable.
+        File::open(&dir)?.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(StorageError::from_io("put", Some(key.as_str()), &e));
+    }
+    Ok(())
+}
+
+fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {
+    LocalStorage::check_root(root, "list")?;
+    // Start at the deepest directory named by the prefix, then filter by the full prefix.
+    let dir_part = match prefix.rfind('/') {
+        Some(i) => &prefix[..i],
+        None => "",
+    };
+    let start = if dir_part.is_empty() { root.to_path_buf() } else { root.join(dir_part) };
+    let mut out = Vec::new();
+    let mut stack = vec![start];
+    while let Some(dir) = stack.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(StorageError::from_io("list", Some(prefix), &e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| StorageError::from_io("list", Some(prefix), &e))?;
+            let ft = entry.file_type().map_err(|e| StorageError::from_io("list", Some(prefix), &e))?;
+            let path = entry.path();
+            if ft.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if !ft.is_file() {
+                continue;
+            }
+            let Ok(rel) = path.strip_prefix(root) else { continue };
+            let Some(rel) = rel.to_str() else { continue };
+            if !rel.starts_with(prefix) || !ObjectKey::is_valid(rel) {
+                continue; // temporaries and foreign names are not objects
+            }
+            let size = entry.metadata().map_err(|e| StorageError::from_io("list", Some(rel), &e))?.len();
+            out.push(ObjectInfo { key: ObjectKey::new(rel)?, size });
+        }
+    }
+    Ok(out)
+}
+
+fn remove_temps_blocking(root: &Path, older_than: Duration) -> Result<usize> {
+    let now = SystemTime::now();
+    let mut removed = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(path);
+            } else if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                let age = meta.modified().ok().and_then(|m| now.duration_since(m).ok()).unwrap_or_default();
+                if age >= older_than && fs::remove_file(&path).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+    }
+    Ok(removed)
+}
+
+#[async_trait]
+impl Storage for LocalStorage {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { list_after_write: true, verifies_writes: false, max_object_size: u64::MAX, ranged_reads: true }
+    }
+
+    async fn put(&self, key: &ObjectKey, data: Bytes) -> Result<()> {
+        let root = self.root.clone();
+        let key = key.clone();
+        self.blocking("put", move || put_blocking(&root, &key, &data)).await
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
+        let path = self.path_of(key);
+        let key = key.clone();
+        let root = self.root.clone();
+        self.blocking("get", move || {
+            let mut f = File::open(&path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound && !root.is_dir() {
+                    return StorageError::new(ErrorKind::Path, "get", Some(key.as_str()), "repository folder is gone");
+                }
+                StorageError::from_io("get", Some(key.as_str()), &e)
+            })?;
+            let mut buf = Vec::with_capacity(f.metadata().map(|m| m.len() as usize).unwrap_or(0));
+            f.read_to_end(&mut buf).map_err(io_err("get", &key))?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes> {
+        let path = self.path_of(key);
+        let key = key.clone();
+        self.blocking("get_range", move || {
+            let f = File::open(&path).map_err(io_err("get_range", &key))?;
+            let size = f.metadata().map_err(io_err("get_range", &key))?.len();
+            if offset.checked_add(len).is_none_or(|end| end > size) {
+                return Err(StorageError::new(
+                    ErrorKind::Invalid,
+                    "get_range",
+                    Some(key.as_str()),
+                    format!("range {offset}+{len} is past the end ({size} bytes)"),
+                ));
+            }
+            let mut buf = vec![0u8; len as usize];
+            f.read_exact_at(&mut buf, offset).map_err(io_err("get_range", &key))?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {
+        let path = self.path_of(key);
+        let key = key.clone();
+        self.blocking("stat", move || {
+            let m = fs::metadata(&path).map_err(io_err("stat", &key))?;
+            if !m.is_file() {
+                return Err(StorageError::not_found("stat", key.as_str()));
+            }
+            Ok(ObjectInfo { key, size: m.len() })
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        self.blocking("list", move || list_blocking(&root, &prefix)).await
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        let path = self.path_of(key);
+        let key = key.clone();
+        self.blocking("delete", move || fs::remove_file(&path).map_err(io_err("delete", &key))).await
+    }
+
+    async fn space(&self) -> Result<Option<SpaceInfo>> {
+        let root = self.root.clone();
+        self.blocking("space", move || {
+            let st = nix::sys::statvfs::statvfs(&root).map_err(|e| {
+                StorageError::from_io("space", None, &std::io::Error::from_raw_os_error(e as i32))
+            })?;
+            let frag = st.fragment_size() as u64;
+            Ok(Some(SpaceInfo {
+                available: st.blocks_available() as u64 * frag,
+                total: st.blocks() as u64 * frag,
+            }))
+        })
+        .await
+    }
+
+    async fn remove_stale_temporaries(&self, older_than: Duration) -> Result<usize> {
+        let root = self.root.clone();
+        self.blocking("remove_stale_temporaries", move || remove_temps_blocking(&root, older_than)).await
+    }
+}

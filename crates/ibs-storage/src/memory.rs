@@ -1,0 +1,78 @@
+//! An in-memory backend for tests. It follows the contract exactly, so tests of higher layers that use
+//! it exercise the same semantics as the real backends (which must pass the same conformance suite).
+
+use crate::{Capabilities, ErrorKind, ObjectInfo, ObjectKey, Result, SpaceInfo, Storage, StorageError};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Debug, Default)]
+pub struct MemoryStorage {
+    objects: Mutex<BTreeMap<ObjectKey, Bytes>>,
+}
+
+impl MemoryStorage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<ObjectKey, Bytes>> {
+        self.objects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl Storage for MemoryStorage {
+    fn location(&self) -> String {
+        "memory".into()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { list_after_write: true, verifies_writes: false, max_object_size: u64::MAX, ranged_reads: true }
+    }
+
+    async fn put(&self, key: &ObjectKey, data: Bytes) -> Result<()> {
+        self.map().insert(key.clone(), data);
+        Ok(())
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
+        self.map().get(key).cloned().ok_or_else(|| StorageError::not_found("get", key.as_str()))
+    }
+
+    async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes> {
+        let data = self.get(key).await?;
+        let end = offset.checked_add(len).filter(|&e| e <= data.len() as u64).ok_or_else(|| {
+            StorageError::new(ErrorKind::Invalid, "get_range", Some(key.as_str()), "range past the end")
+        })?;
+        Ok(data.slice(offset as usize..end as usize))
+    }
+
+    async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {
+        let size = self.map().get(key).map(|d| d.len() as u64);
+        size.map(|size| ObjectInfo { key: key.clone(), size }).ok_or_else(|| StorageError::not_found("stat", key.as_str()))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        Ok(self
+            .map()
+            .iter()
+            .filter(|(k, _)| k.as_str().starts_with(prefix))
+            .map(|(k, v)| ObjectInfo { key: k.clone(), size: v.len() as u64 })
+            .collect())
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        self.map().remove(key).map(|_| ()).ok_or_else(|| StorageError::not_found("delete", key.as_str()))
+    }
+
+    async fn space(&self) -> Result<Option<SpaceInfo>> {
+        Ok(None)
+    }
+
+    async fn remove_stale_temporaries(&self, _older_than: Duration) -> Result<usize> {
+        Ok(0)
+    }
+}

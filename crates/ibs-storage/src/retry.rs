@@ -1,0 +1,102 @@
+//! Retry with exponential backoff, as a decorator. This is the only place in ibs that retries storage
+//! operations: backends classify errors as transient or not, and this layer acts on that flag. Every
+//! operation of the contract is idempotent (a `put` replaces, a `delete` of a missing object is
+//! `NotFound`, which callers that retry a delete treat as success), so retrying is always safe.
+
+use crate::{Capabilities, ObjectInfo, ObjectKey, Result, SpaceInfo, Storage};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How many times and how patiently to retry transient failures.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Total attempts, including the first.
+    pub attempts: u32,
+    pub initial_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { attempts: 6, initial_delay: Duration::from_millis(200), max_delay: Duration::from_secs(10) }
+    }
+}
+
+/// Wraps a backend and retries its transient failures.
+#[derive(Debug)]
+pub struct RetryStorage {
+    inner: Arc<dyn Storage>,
+    policy: RetryPolicy,
+}
+
+impl RetryStorage {
+    pub fn new(inner: Arc<dyn Storage>, policy: RetryPolicy) -> Self {
+        RetryStorage { inner, policy }
+    }
+
+    async fn run<T, F, Fut>(&self, op: &'static str, mut f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut delay = self.policy.initial_delay;
+        let mut attempt = 1;
+        loop {
+            match f().await {
+                Err(e) if e.transient && attempt < self.policy.attempts => {
+                    tracing::warn!(op, attempt, error = %e, "transient storage error; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.policy.max_delay);
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for RetryStorage {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn put(&self, key: &ObjectKey, data: Bytes) -> Result<()> {
+        self.run("put", || self.inner.put(key, data.clone())).await
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
+        self.run("get", || self.inner.get(key)).await
+    }
+
+    async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes> {
+        self.run("get_range", || self.inner.get_range(key, offset, len)).await
+    }
+
+    async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {
+        self.run("stat", || self.inner.stat(key)).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        self.run("list", || self.inner.list(prefix)).await
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        self.run("delete", || self.inner.delete(key)).await
+    }
+
+    async fn space(&self) -> Result<Option<SpaceInfo>> {
+        self.run("space", || self.inner.space()).await
+    }
+
+    async fn remove_stale_temporaries(&self, older_than: Duration) -> Result<usize> {
+        self.run("remove_stale_temporaries", || self.inner.remove_stale_temporaries(older_than)).await
+    }
+}

@@ -1,0 +1,89 @@
+//! Every in-tree backend that needs no server passes the conformance suite; the decorators pass it too
+//! when they inject nothing.
+
+use ibs_storage::conformance::run_all;
+use ibs_storage::faulty::{Fault, FaultyStorage, Op};
+use ibs_storage::memory::MemoryStorage;
+use ibs_storage::{ErrorKind, LocalStorage, ObjectKey, RetryPolicy, RetryStorage, Storage};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[tokio::test]
+async fn local_folder_passes_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LocalStorage::open(dir.path()).unwrap();
+    run_all(&s, 24 << 20).await;
+}
+
+#[tokio::test]
+async fn memory_passes_conformance() {
+    run_all(&MemoryStorage::new(), 4 << 20).await;
+}
+
+#[tokio::test]
+async fn retry_and_faulty_decorators_pass_conformance_when_idle() {
+    let inner: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let faulty: Arc<dyn Storage> = Arc::new(FaultyStorage::new(inner));
+    run_all(&RetryStorage::new(faulty, RetryPolicy::default()), 1 << 20).await;
+}
+
+#[test]
+fn missing_folder_is_a_path_error() {
+    let err = LocalStorage::open("/nonexistent/ibs/folder").unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Path);
+}
+
+#[tokio::test]
+async fn vanished_folder_is_a_path_error_on_put() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let s = LocalStorage::create(&root).unwrap();
+    std::fs::remove_dir_all(&root).unwrap();
+    let err = s.put(&ObjectKey::new("x").unwrap(), "y".into()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Path, "{err}");
+}
+
+#[tokio::test]
+async fn killed_writer_temporaries_are_invisible_and_removable() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LocalStorage::open(dir.path()).unwrap();
+    std::fs::create_dir_all(dir.path().join("packs")).unwrap();
+    std::fs::write(dir.path().join("packs/.ibs-tmp-123-0-abc"), b"partial").unwrap();
+    assert!(s.list("").await.unwrap().is_empty(), "a temporary is never listed");
+    assert_eq!(s.remove_stale_temporaries(Duration::ZERO).await.unwrap(), 1);
+    assert!(!dir.path().join("packs/.ibs-tmp-123-0-abc").exists());
+}
+
+#[tokio::test]
+async fn retry_recovers_from_transient_errors_and_surfaces_permanent_ones() {
+    let inner: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let faulty = Arc::new(FaultyStorage::new(inner));
+    faulty.fail_nth(Op::Put, 1, Fault::Error { kind: ErrorKind::Connectivity, transient: true });
+    faulty.fail_nth(Op::Put, 2, Fault::TornWrite);
+    let policy = RetryPolicy { attempts: 4, initial_delay: Duration::from_millis(1), max_delay: Duration::from_millis(5) };
+    let retry = RetryStorage::new(faulty.clone(), policy);
+    let k = ObjectKey::new("obj").unwrap();
+    retry.put(&k, "whole".into()).await.expect("third attempt succeeds");
+    assert_eq!(retry.get(&k).await.unwrap(), "whole", "the torn prefix was replaced by the retried put");
+    assert_eq!(faulty.injected(), 2);
+
+    faulty.fail_from(Op::Put, 1, Fault::Error { kind: ErrorKind::Capacity, transient: false });
+    let err = retry.put(&k, "again".into()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Capacity, "a permanent error is surfaced at once");
+    assert_eq!(faulty.injected(), 3, "a permanent error is not retried");
+}
+
+#[tokio::test]
+async fn faulty_capacity_and_list_lag() {
+    let inner: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let faulty = FaultyStorage::new(inner);
+    faulty.set_capacity(Some(10));
+    faulty.put(&ObjectKey::new("a").unwrap(), "12345".into()).await.unwrap();
+    let err = faulty.put(&ObjectKey::new("b").unwrap(), "123456".into()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Capacity);
+    faulty.set_capacity(None);
+    faulty.set_list_lag(1);
+    faulty.put(&ObjectKey::new("c").unwrap(), "x".into()).await.unwrap();
+    let names: Vec<_> = faulty.list("").await.unwrap().into_iter().map(|o| o.key.to_string()).collect();
+    assert_eq!(names, ["a"], "the most recent put is hidden by the lagging listing");
+}
