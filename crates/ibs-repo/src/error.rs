@@ -1,0 +1,67 @@
+//! Errors of the repository layer. Every variant says which object or key it concerns, so a message
+//! can name it; none carries secret material.
+
+use ibs_storage::StorageError;
+
+pub type Result<T, E = RepoError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepoError {
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+
+    #[error("{location} is not an ibs repository (no MASBackup/config object); run `ibs repo init` first")]
+    NotARepository { location: String },
+
+    #[error("{object} has format version {found}; this ibs reads version {supported} only — upgrade ibs")]
+    UnsupportedVersion { object: String, found: u32, supported: u32 },
+
+    #[error("{object} is damaged: {detail}")]
+    Corrupt { object: String, detail: String },
+
+    #[error("key: {0}")]
+    Key(#[from] ibs_keys::KeyError),
+
+    #[error(
+        "the .pfx holds certificate {provided}, but {what} is encrypted for certificate {expected}; \
+         supply the .pfx of certificate {expected}"
+    )]
+    WrongCertificate { what: String, expected: String, provided: String },
+
+    #[error("{0}")]
+    MissingKey(String),
+
+    #[error("the key file does not belong to this repository (key check failed)")]
+    WrongKeyFile,
+
+    #[error("the writer state does not belong to this repository ({0})")]
+    StateMismatch(String),
+
+    #[error("repository is locked: {holder}")]
+    Locked { holder: String },
+
+    #[error("{0}")]
+    Invalid(String),
+
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+impl RepoError {
+    pub fn corrupt(object: impl Into<String>, detail: impl Into<String>) -> Self {
+        RepoError::Corrupt { object: object.into(), detail: detail.into() }
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        RepoError::Io { context: context.into(), source }
+    }
+
+    /// The storage error inside, if this is one (for alert classification).
+    pub fn storage(&self) -> Option<&StorageError> {
+        match self {
+            RepoError::Storage(e) => Some(e),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The chunk index: which pack holds each chunk, where, and under which data key. On storage it is a
+//! set of sealed *segments* (`index/<blake3 of object>`); in memory it is one hash map.
+//!
+//! Segment layout (format v1):
+//! ```text
+//! "IBSIDX" u16 version=1 ‖ sealed( zstd( body ) )   metadata key, aad "ibs.index.v1"
+//! body: u16 version=1, u32 pack_count, pack_count × {
+//!         pack_id[32] pack_length:u64 u32 entry_count, entry_count × pack entry (61 bytes, see pack.rs) }
+//! ```
+//! Decoding never allocates more than the decompressed body can hold: every count is checked against
+//! the bytes that remain before anything is reserved.
+
+use crate::crypto::SymKey;
+use crate::error::{RepoError, Result};
+use crate::ids::{ChunkId, KeyId, PackId};
+use crate::pack::{PackEntry, ENTRY_LEN};
+use std::collections::HashMap;
+use std::io::Read;
+
+pub const INDEX_MAGIC: &[u8; 6] = b"IBSIDX";
+pub const INDEX_VERSION: u16 = 1;
+const INDEX_AAD: &[u8] = b"ibs.index.v1";
+/// Upper bound on a decompressed segment body (a decompression bomb stops here).
+const MAX_BODY: u64 = 1 << 30;
+
+/// One pack and its entries, as listed by a segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackRecord {
+    pub id: PackId,
+    pub length: u64,
+    pub entries: Vec<PackEntry>,
+}
+
+pub fn encode_segment(packs: &[PackRecord], metadata_key: &SymKey) -> (String, Vec<u8>) {
+    let mut body = Vec::new();
+    body.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+    body.extend_from_slice(&(packs.len() as u32).to_le_bytes());
+    for p in packs {
+        body.extend_from_slice(&p.id.0);
+        body.extend_from_slice(&p.length.to_le_bytes());
+        body.extend_from_slice(&(p.entries.len() as u32).to_le_bytes());
+        for e in &p.entries {
+            e.encode(&mut body);
+        }
+    }
+    let compressed = zstd::bulk::compress(&body, 3).expect("zstd compression of an in-memory buffer");
+    let mut obj = Vec::with_capacity(8 + compressed.len() + 64);
+    obj.extend_from_slice(INDEX_MAGIC);
+    obj.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+    obj.extend_from_slice(&metadata_key.seal(INDEX_AAD, &compressed));
+    let name = blake3::hash(&obj).to_hex().to_string();
+    (name, obj)
+}
+
+pub fn decode_segment(name: &str, obj: &[u8], metadata_key: &SymKey) -> Result<Vec<PackRecord>> {
+    let what = format!("index/{name}");
+    if blake3::hash(obj).to_hex().as_str() != name {
+        return Err(RepoError::corrupt(what, "content hash does not match the segment's name"));
+    }
+    if obj.len() < 8 || &obj[..6] != INDEX_MAGIC {
+        return Err(RepoError::corrupt(what, "missing index magic"));
+    }
+    let version = u16::from_le_bytes([obj[6], obj[7]]);
+    if version != INDEX_VERSION {
+        return Err(RepoError::UnsupportedVersion { object: what, found: version as u32, supported: INDEX_VERSION as u32 });
+    }
+    let compressed =
+        metadata_key.open(INDEX_AAD, &obj[8..]).ok_or_else(|| RepoError::corrupt(&what, "authentication failed"))?;
+    let mut body = Vec::new();
+    zstd::stream::read::Decoder::new(&compressed[..])
+        .and_then(|d| d.take(MAX_BODY).read_to_end(&mut body))
+        .map_err(|e| RepoError::corrupt(&what, format!("decompression: {e}")))?;
+    parse_body(&body).map_err(|d| RepoError::corrupt(what, d))
+}
+
+fn parse_body(b: &[u8]) -> std::result::Result<Vec<PackRecord>, String> {
+    let mut r = Reader { b, pos: 0 };
+    if r.u16()? != INDEX_VERSION {
+        return Err("unknown body version".into());
+    }
+    let packs = r.u32()? as usize;
+    if packs > r.remaining() / 44 {
+        return Err("pack count exceeds the body".into());
+    }
+    let mut out = Vec::with_capacity(packs);
+    for _ in 0..packs {
+        let id = PackId::from_slice(r.take(32)?).expect("32 bytes");
+        let length = r.u64()?;
+        let n = r.u32()? as usize;
+        if n > r.remaining() / ENTRY_LEN {
+            return Err("entry count exceeds the body".into());
+        }
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            let e = PackEntry::decode(r.take(ENTRY_LEN)?).map_err(|e| e.to_string())?;
+            if e.offset as u64 + e.length as u64 > length {
+                return Err(format!("entry of pack {id} lies past the pack's end"));
+            }
+            entries.push(e);
+        }
+        out.push(PackRecord { id, length, entries });
+    }
+    if r.remaining() != 0 {
+        return Err("trailing bytes".into());
+    }
+    Ok(out)
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn remaining(&self) -> usize {
+        self.b.len() - self.pos
+    }
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
+        if self.remaining() < n {
+            return Err("truncated".into());
+        }
+        let s = &self.b[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    fn u16(&mut self) -> std::result::Result<u16, String> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2")))
+    }
+    fn u32(&mut self) -> std::result::Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    fn u64(&mut self) -> std::result::Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+}
+
+/// Where one chunk is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkLocation {
+    pub pack: PackId,
+    pub offset: u32,
+    pub length: u32,
+    pub raw_length: u32,
+    pub encoding: u8,
+    pub key_id: KeyId,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    pack: u32,
+    key: u32,
+    offset: u32,
+    length: u32,
+    raw_length: u32,
+    encoding: u8,
+}
+
+/// The in-memory index: about 60 bytes per chunk.
+#[derive(Default)]
+pub struct Index {
+    chunks: HashMap<ChunkId, Slot>,
+    packs: Vec<(PackId, u64)>,
+    pack_slot: HashMap<PackId, u32>,
+    keys: Vec<KeyId>,
+    key_slot: HashMap<KeyId, u32>,
+}
+
+impl Index {
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.chunks.contains_key(id)
+    }
+
+    pub fn add_pack(&mut self, rec: &PackRecord) {
+        let pack = *self.pack_slot.entry(rec.id).or_insert_with(|| {
+            self.packs.push((rec.id, rec.length));
+            (self.packs.len() - 1) as u32
+        });
+        for e in &rec.entries {
+            let key = *self.key_slot.entry(e.key_id).or_insert_with(|| {
+                self.keys.push(e.key_id);
+                (self.keys.len() - 1) as u32
+            });
+            // The first location seen wins; duplicates (after a crash, or a repack) are harmless.
+            self.chunks.entry(e.id).or_insert(Slot {
+                pack,
+                key,
+                offset: e.offset,
+                length: e.length,
+                raw_length: e.raw_length,
+                encoding: e.encoding,
+            });
+        }
+    }
+
+    pub fn get(&self, id: &ChunkId) -> Option<ChunkLocation> {
+        self.chunks.get(id).map(|s| ChunkLocation {
+            pack: self.packs[s.pack as usize].0,
+            offset: s.offset,
+            length: s.length,
+            raw_length: s.raw_length,
+            encoding: s.encoding,
+            key_id: self.keys[s.key as usize],
+        })
+    }
+
+    /// Every pack the index knows, with its recorded length.
+    pub fn packs(&self) -> impl Iterator<Item = (PackId, u64)> + '_ {
+        self.packs.iter().copied()
+    }
+
+    pub fn chunk_ids(&self) -> impl Iterator<Item = &ChunkId> + '_ {
+        self.chunks.keys()
+    }
+
+    /// Every data key id that some indexed chunk is sealed under.
+    pub fn key_ids(&self) -> &[KeyId] {
+        &self.keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_round_trip_and_hostile_counts() {
+        let mk = SymKey::random();
+        let rec = PackRecord {
+            id: PackId([3; 32]),
+            length: 1000,
+            entries: vec![PackEntry { id: ChunkId([1; 32]), offset: 8, length: 50, raw_length: 70, encoding: 1, key_id: KeyId([2; 16]) }],
+        };
+        let (name, obj) = encode_segment(std::slice::from_ref(&rec), &mk);
+        assert_eq!(decode_segment(&name, &obj, &mk).unwrap(), vec![rec.clone()]);
+        assert!(decode_segment(&name, &obj, &SymKey::random()).is_err());
+        // A body claiming four billion packs is refused before any allocation.
+        let mut body = INDEX_VERSION.to_le_bytes().to_vec();
+        body.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(parse_body(&body).is_err());
+        let mut idx = Index::default();
+        idx.add_pack(&rec);
+        let loc = idx.get(&ChunkId([1; 32])).unwrap();
+        assert_eq!((loc.pack, loc.offset, loc.key_id), (PackId([3; 32]), 8, KeyId([2; 16])));
+    }
+}

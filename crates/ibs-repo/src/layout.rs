@@ -1,0 +1,116 @@
+//! Object names in the repository. All names are built here and nowhere else; `docs/design/
+//! repository-format.md` §Layout is the normative list.
+
+use crate::ids::{KeyId, PackId};
+use ibs_storage::ObjectKey;
+
+/// The folder ibs creates under the configured location and writes nothing outside of.
+pub const ROOT_FOLDER: &str = "MASBackup";
+
+pub const CONFIG: &str = "config";
+pub const PACKS: &str = "packs/";
+pub const INDEX: &str = "index/";
+pub const BACKUPS: &str = "backups/";
+pub const LOCKS: &str = "locks/";
+pub const DATA_KEYS: &str = "keys/data/";
+pub const CERTS: &str = "keys/certs/";
+pub const REPO_KEYS: &str = "keys/repo-";
+
+fn key(s: String) -> ObjectKey {
+    // Every name built here is made of hex, digits, letters, '-', '.', '/' only.
+    ObjectKey::new(s).expect("layout builds valid object keys")
+}
+
+pub fn config() -> ObjectKey {
+    key(CONFIG.into())
+}
+
+pub fn pack(id: &PackId) -> ObjectKey {
+    let h = id.to_hex();
+    key(format!("{PACKS}{}/{h}", &h[..2]))
+}
+
+pub fn index(name: &str) -> ObjectKey {
+    key(format!("{INDEX}{name}"))
+}
+
+pub fn backup(id: &str) -> ObjectKey {
+    key(format!("{BACKUPS}{id}"))
+}
+
+pub fn lock(name: &str) -> ObjectKey {
+    key(format!("{LOCKS}{name}"))
+}
+
+pub fn data_key(id: &KeyId) -> ObjectKey {
+    key(format!("{DATA_KEYS}{}.p7m", id.to_hex()))
+}
+
+pub fn cert(thumbprint: &str) -> ObjectKey {
+    key(format!("{CERTS}{thumbprint}.cer"))
+}
+
+pub fn repo_key(thumbprint: &str) -> ObjectKey {
+    key(format!("{REPO_KEYS}{thumbprint}.p7m"))
+}
+
+/// Parses a pack object key back to its id (`packs/ab/ab…`).
+pub fn parse_pack(k: &ObjectKey) -> Option<PackId> {
+    let rest = k.as_str().strip_prefix(PACKS)?;
+    let (dir, name) = rest.split_once('/')?;
+    let id = PackId::from_hex(name).ok()?;
+    (dir.len() == 2 && name.starts_with(dir)).then_some(id)
+}
+
+/// Parses a data-key envelope key back to its key id.
+pub fn parse_data_key(k: &ObjectKey) -> Option<KeyId> {
+    let name = k.as_str().strip_prefix(DATA_KEYS)?.strip_suffix(".p7m")?;
+    KeyId::from_hex(name).ok()
+}
+
+/// True for a valid backup id: `YYYYMMDDTHHMMSSZ-` followed by 8 lower-case hex digits.
+pub fn is_backup_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() == 25
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[15] == b'Z'
+        && b[16] == b'-'
+        && b[17..].iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+/// Every object name that ibs itself creates under `MASBackup` (for `store prune` of foreign files).
+pub fn is_ibs_object(k: &ObjectKey) -> bool {
+    let s = k.as_str();
+    s == CONFIG
+        || parse_pack(k).is_some()
+        || parse_data_key(k).is_some()
+        || s.strip_prefix(INDEX).is_some_and(|n| n.len() == 64 && n.bytes().all(|c| c.is_ascii_hexdigit()))
+        || s.strip_prefix(BACKUPS).is_some_and(is_backup_id)
+        || s.strip_prefix(LOCKS).is_some_and(|n| !n.contains('/'))
+        || s.strip_prefix(CERTS).and_then(|n| n.strip_suffix(".cer")).is_some_and(is_thumbprint)
+        || s.strip_prefix(REPO_KEYS).and_then(|n| n.strip_suffix(".p7m")).is_some_and(is_thumbprint)
+}
+
+fn is_thumbprint(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let p = PackId([0xab; 32]);
+        assert_eq!(parse_pack(&pack(&p)), Some(p));
+        let k = KeyId([0x12; 16]);
+        assert_eq!(parse_data_key(&data_key(&k)), Some(k));
+        assert!(is_backup_id("20261126T135000Z-0a1b2c3d"));
+        assert!(!is_backup_id("20261126T135000Z-0A1B2C3D"));
+        assert!(!is_backup_id("../../etc/passwd"));
+        assert!(is_ibs_object(&backup("20261126T135000Z-0a1b2c3d")));
+        assert!(!is_ibs_object(&ObjectKey::new("notes.txt").unwrap()));
+    }
+}

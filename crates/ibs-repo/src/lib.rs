@@ -1,0 +1,24 @@
+//! The ibs repository format, version 1 (normative spec: `docs/design/repository-format.md`).
+//!
+//! This crate owns every persisted byte of a repository: ids, sealing, chunk encoding, packs, index
+//! segments, manifests, tree streams, key envelopes and lock objects, plus [`Repository`], which maps
+//! each object kind onto a [`ibs_storage::Storage`]. Operations built from these (backup, restore,
+//! check, prune) live in `ibs-engine`.
+
+pub mod chunk;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+mod error;
+pub mod ids;
+pub mod index;
+pub mod keyring;
+pub mod layout;
+pub mod lock;
+pub mod manifest;
+pub mod pack;
+mod repository;
+pub mod tree;
+
+pub use error::{RepoError, Result};
+pub use repository::{InitKeys, Repository};

@@ -1,0 +1,207 @@
+//! Backup manifests (`backups/<backup-id>`): one object in three parts.
+//!
+//! ```text
+//! "IBSMAN" u16 version=1
+//! u32 len ‖ catalog      cleartext JSON: id, times, status, per-source counts, thumbprint, data key id
+//! u32 len ‖ tree part    sealed under the backup's data key, aad "ibs.manifest.tree.v1" ‖ backup id:
+//!                        JSON {sources: [{name, kind, origin, tree: [chunk ids]}], errors: […]}
+//! u32 len ‖ refs part    sealed under the metadata key, aad "ibs.manifest.refs.v1" ‖ backup id:
+//!                        zstd(sorted, distinct chunk ids, 32 bytes each) — every chunk the backup needs
+//! ```
+//! The catalog lets anyone list backups with no key; the refs let forget, prune and check run with
+//! only the writer's metadata key; file names and contents need the data key, hence the .pfx.
+//! The manifest is the commit point of a backup: it is written last, after its packs and index.
+
+use crate::crypto::SymKey;
+use crate::error::{RepoError, Result};
+use crate::ids::ChunkId;
+use serde::{Deserialize, Serialize};
+use std::io::Read;
+
+pub const MANIFEST_MAGIC: &[u8; 6] = b"IBSMAN";
+pub const MANIFEST_VERSION: u16 = 1;
+/// Upper bound of a catalog (a hostile length field cannot make a reader allocate more).
+pub const MAX_CATALOG: usize = 4 << 20;
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum BackupStatus {
+    Succeeded,
+    PartialSucceeded,
+    Failed,
+}
+
+/// Per-source figures, in cleartext.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SourceSummary {
+    pub name: String,
+    pub kind: String,
+    pub status: BackupStatus,
+    pub files: u64,
+    pub dirs: u64,
+    pub bytes: u64,
+    pub errors: u64,
+    pub changed_while_read: u64,
+}
+
+/// The cleartext part of a manifest.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Catalog {
+    pub format_version: u32,
+    pub backup_id: String,
+    pub repository_id: String,
+    pub started: String,
+    pub finished: String,
+    pub duration_ms: u64,
+    pub status: BackupStatus,
+    pub sources: Vec<SourceSummary>,
+    /// `certificate` or `legacy-key`.
+    pub encryption_mode: String,
+    /// SHA-1 thumbprint (upper-case hex) of the certificate the data key is wrapped for.
+    pub certificate_thumbprint: Option<String>,
+    pub data_key_id: String,
+    /// Plaintext bytes read from the sources.
+    pub bytes_read: u64,
+    /// Plaintext bytes of chunks this backup added to the repository.
+    pub bytes_new: u64,
+    /// Bytes this backup added to the repository (packs, index, manifest).
+    pub bytes_stored: u64,
+    pub hostname: String,
+    pub ibs_version: String,
+}
+
+/// One source in the sealed tree part.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SourceTree {
+    pub name: String,
+    pub kind: String,
+    /// Where the source was read from (a path, or `-` for stdin).
+    pub origin: String,
+    /// Chunk ids of the source's tree stream (see tree.rs), in order.
+    pub tree: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct TreePart {
+    pub sources: Vec<SourceTree>,
+    /// Per-file errors (path and cause), at most the first 1000.
+    pub errors: Vec<String>,
+}
+
+/// A manifest with its sealed parts still sealed.
+pub struct Manifest {
+    pub catalog: Catalog,
+    pub tree_sealed: Vec<u8>,
+    pub refs_sealed: Vec<u8>,
+}
+
+fn tree_aad(id: &str) -> Vec<u8> {
+    [b"ibs.manifest.tree.v1\0".as_slice(), id.as_bytes()].concat()
+}
+
+fn refs_aad(id: &str) -> Vec<u8> {
+    [b"ibs.manifest.refs.v1\0".as_slice(), id.as_bytes()].concat()
+}
+
+impl Manifest {
+    pub fn seal(catalog: Catalog, tree: &TreePart, refs: &mut Vec<ChunkId>, data_key: &SymKey, metadata_key: &SymKey) -> Self {
+        refs.sort_unstable();
+        refs.dedup();
+        let tree_json = serde_json::to_vec(tree).expect("tree part serializes");
+        let tree_sealed = data_key.seal(&tree_aad(&catalog.backup_id), &tree_json);
+        let flat: Vec<u8> = refs.iter().flat_map(|r| r.0).collect();
+        let compressed = zstd::bulk::compress(&flat, 3).expect("zstd of an in-memory buffer");
+        let refs_sealed = metadata_key.seal(&refs_aad(&catalog.backup_id), &compressed);
+        Manifest { catalog, tree_sealed, refs_sealed }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let cat = serde_json::to_vec(&self.catalog).expect("catalog serializes");
+        let mut out = Vec::with_capacity(20 + cat.len() + self.tree_sealed.len() + self.refs_sealed.len());
+        out.extend_from_slice(MANIFEST_MAGIC);
+        out.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
+        for part in [&cat[..], &self.tree_sealed, &self.refs_sealed] {
+            out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            out.extend_from_slice(part);
+        }
+        out
+    }
+
+    /// Parses the catalog only, from a prefix of the object (listing needs no more). Returns `Ok(Err(n))`
+    /// if the prefix is too short, where `n` is the prefix length needed.
+    pub fn parse_catalog(name: &str, prefix: &[u8]) -> Result<std::result::Result<Catalog, usize>> {
+        let what = format!("backups/{name}");
+        if prefix.len() < 12 || &prefix[..6] != MANIFEST_MAGIC {
+            return Err(RepoError::corrupt(what, "missing manifest magic"));
+        }
+        let version = u16::from_le_bytes([prefix[6], prefix[7]]);
+        if version != MANIFEST_VERSION {
+            return Err(RepoError::UnsupportedVersion { object: what, found: version as u32, supported: MANIFEST_VERSION as u32 });
+        }
+        let len = u32::from_le_bytes(prefix[8..12].try_into().expect("4 bytes")) as usize;
+        if len > MAX_CATALOG {
+            return Err(RepoError::corrupt(what, "catalog length out of range"));
+        }
+        if prefix.len() < 12 + len {
+            return Ok(Err(12 + len));
+        }
+        let catalog: Catalog = serde_json::from_slice(&prefix[12..12 + len])
+            .map_err(|e| RepoError::corrupt(&what, format!("catalog: {e}")))?;
+        if catalog.backup_id != name {
+            return Err(RepoError::corrupt(what, format!("catalog names backup {}, not {name}", catalog.backup_id)));
+        }
+        if catalog.format_version != MANIFEST_VERSION as u32 {
+            return Err(RepoError::UnsupportedVersion {
+                object: what,
+                found: catalog.format_version,
+                supported: MANIFEST_VERSION as u32,
+            });
+        }
+        Ok(Ok(catalog))
+    }
+
+    pub fn from_bytes(name: &str, b: &[u8]) -> Result<Self> {
+        let what = format!("backups/{name}");
+        let catalog = Self::parse_catalog(name, b)?.map_err(|_| RepoError::corrupt(&what, "truncated catalog"))?;
+        let mut pos = 8;
+        let mut parts = Vec::new();
+        for _ in 0..3 {
+            let len = b
+                .get(pos..pos + 4)
+                .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")) as usize)
+                .ok_or_else(|| RepoError::corrupt(&what, "truncated"))?;
+            let part = b.get(pos + 4..pos + 4 + len).ok_or_else(|| RepoError::corrupt(&what, "truncated"))?;
+            parts.push(part.to_vec());
+            pos += 4 + len;
+        }
+        if pos != b.len() {
+            return Err(RepoError::corrupt(what, "trailing bytes"));
+        }
+        let refs_sealed = parts.pop().expect("3 parts");
+        let tree_sealed = parts.pop().expect("3 parts");
+        Ok(Manifest { catalog, tree_sealed, refs_sealed })
+    }
+
+    pub fn open_tree(&self, data_key: &SymKey) -> Result<TreePart> {
+        let id = &self.catalog.backup_id;
+        let plain = data_key.open(&tree_aad(id), &self.tree_sealed).ok_or_else(|| {
+            RepoError::corrupt(format!("backups/{id}"), "tree part does not open with the backup's data key")
+        })?;
+        serde_json::from_slice(&plain).map_err(|e| RepoError::corrupt(format!("backups/{id}"), format!("tree part: {e}")))
+    }
+
+    pub fn open_refs(&self, metadata_key: &SymKey) -> Result<Vec<ChunkId>> {
+        let id = &self.catalog.backup_id;
+        let what = format!("backups/{id}");
+        let compressed = metadata_key
+            .open(&refs_aad(id), &self.refs_sealed)
+            .ok_or_else(|| RepoError::corrupt(&what, "refs part does not open with the metadata key"))?;
+        let mut flat = Vec::new();
+        zstd::stream::read::Decoder::new(&compressed[..])
+            .and_then(|d| d.take(1 << 32).read_to_end(&mut flat))
+            .map_err(|e| RepoError::corrupt(&what, format!("refs: {e}")))?;
+        if flat.len() % 32 != 0 {
+            return Err(RepoError::corrupt(what, "refs length is not a multiple of 32"));
+        }
+        Ok(flat.chunks_exact(32).map(|c| ChunkId::from_slice(c).expect("32 bytes")).collect())
+    }
+}

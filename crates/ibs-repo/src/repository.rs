@@ -1,0 +1,316 @@
+//! An opened repository: its config and typed access to every kind of object. This is the only module
+//! that turns object kinds into storage calls; the engine composes these calls into operations.
+
+use crate::chunk::MAX_CHUNK;
+use crate::clock::{rfc3339, Clock};
+use crate::config::{Encryption, RepoConfig};
+use crate::crypto::SymKey;
+use crate::error::{RepoError, Result};
+use crate::ids::{KeyId, PackId, RepoId};
+use crate::index::{decode_segment, encode_segment, ChunkLocation, Index, PackRecord};
+use crate::keyring::{decode_data_key, encode_data_key, RepoKeys, Unlock};
+use crate::layout;
+use crate::manifest::{Catalog, Manifest};
+use bytes::Bytes;
+use ibs_keys::{Certificate, KeyError, LegacyKey};
+use ibs_storage::DynStorage;
+use std::sync::Arc;
+
+/// How `init` protects the keys.
+pub enum InitKeys<'a> {
+    Certificate(&'a Certificate),
+    Legacy(&'a LegacyKey),
+}
+
+pub struct Repository {
+    storage: DynStorage,
+    config: RepoConfig,
+    id: RepoId,
+    clock: Arc<dyn Clock>,
+}
+
+impl Repository {
+    /// Opens an existing repository. A missing config is `NotARepository`; an unknown version is
+    /// `UnsupportedVersion`.
+    pub async fn open(storage: DynStorage, clock: Arc<dyn Clock>) -> Result<Self> {
+        let bytes = match storage.get(&layout::config()).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Err(RepoError::NotARepository { location: storage.location() }),
+            Err(e) => return Err(e.into()),
+        };
+        let config = RepoConfig::from_bytes(&bytes)?;
+        let id = RepoId::from_hex(&config.id)?;
+        Ok(Repository { storage, config, id, clock })
+    }
+
+    /// Creates a repository. Refuses a location that already holds one.
+    pub async fn init(storage: DynStorage, clock: Arc<dyn Clock>, keys_from: InitKeys<'_>) -> Result<(Self, RepoKeys)> {
+        match storage.stat(&layout::config()).await {
+            Ok(_) => return Err(RepoError::Invalid(format!("{} already holds an ibs repository", storage.location()))),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let now = rfc3339(clock.now_unix());
+        let (keys, encryption) = match keys_from {
+            InitKeys::Certificate(c) => (
+                RepoKeys::random(),
+                Encryption::Certificate { current: c.thumbprint().into(), certificates: vec![c.thumbprint().into()] },
+            ),
+            InitKeys::Legacy(k) => (RepoKeys::from_legacy(k), Encryption::LegacyKey),
+        };
+        let config = RepoConfig::new(now, encryption, keys.metadata.check_value("metadata"));
+        let id = RepoId::from_hex(&config.id)?;
+        let repo = Repository { storage, config, id, clock };
+        if let InitKeys::Certificate(c) = keys_from {
+            repo.put_certificate(c).await?;
+            repo.put_repo_envelope(&keys, &[c]).await?;
+        }
+        // The config is written last: until it exists, the location is not a repository.
+        repo.write_config().await?;
+        Ok((repo, keys))
+    }
+
+    pub fn storage(&self) -> &DynStorage {
+        &self.storage
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    pub fn id(&self) -> &RepoId {
+        &self.id
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub async fn write_config(&self) -> Result<()> {
+        Ok(self.storage.put(&layout::config(), self.config.to_bytes().into()).await?)
+    }
+
+    /// Replaces the in-memory config (the caller then calls [`Repository::write_config`]).
+    pub fn set_encryption(&mut self, enc: Encryption) {
+        self.config.encryption = enc;
+    }
+
+    /// Fails unless `keys` are this repository's keys.
+    pub fn check_keys(&self, keys: &RepoKeys) -> Result<()> {
+        if keys.metadata.check_value("metadata") == self.config.metadata_key_check {
+            Ok(())
+        } else {
+            Err(RepoError::StateMismatch("metadata key check failed".into()))
+        }
+    }
+
+    // ---- certificates and envelopes ----
+
+    pub async fn put_certificate(&self, cert: &Certificate) -> Result<()> {
+        Ok(self.storage.put(&layout::cert(cert.thumbprint()), Bytes::copy_from_slice(cert.der())).await?)
+    }
+
+    pub async fn certificate(&self, thumbprint: &str) -> Result<Certificate> {
+        let der = self.storage.get(&layout::cert(thumbprint)).await?;
+        let cert = Certificate::from_bytes(&der)?;
+        if cert.thumbprint() != thumbprint {
+            return Err(RepoError::corrupt(layout::cert(thumbprint).to_string(), "certificate does not match its name"));
+        }
+        Ok(cert)
+    }
+
+    /// The certificate new backups are wrapped for (None in legacy mode).
+    pub async fn current_certificate(&self) -> Result<Option<Certificate>> {
+        match &self.config.encryption {
+            Encryption::Certificate { current, .. } => Ok(Some(self.certificate(current).await?)),
+            Encryption::LegacyKey => Ok(None),
+        }
+    }
+
+    pub async fn put_repo_envelope(&self, keys: &RepoKeys, recipients: &[&Certificate]) -> Result<()> {
+        let payload = keys.encode_payload(&self.id);
+        let env = ibs_keys::seal_envelope(recipients, &payload)?;
+        for c in recipients {
+            self.storage.put(&layout::repo_key(c.thumbprint()), env.clone().into()).await?;
+        }
+        Ok(())
+    }
+
+    /// Recovers the repository keys with a .pfx (from `keys/repo-<thumbprint>.p7m`) or the legacy key.
+    pub async fn open_repo_keys(&self, unlock: &Unlock) -> Result<RepoKeys> {
+        let keys = match unlock {
+            Unlock::Legacy(k) => {
+                if self.config.encryption != Encryption::LegacyKey {
+                    // A repository that switched to certificates still accepts its old key file for
+                    // the repository keys (they were derived from it).
+                }
+                RepoKeys::from_legacy(k)
+            }
+            Unlock::Identities(ids) => {
+                let mut found = None;
+                for ident in ids {
+                    let key = layout::repo_key(ident.certificate().thumbprint());
+                    match self.storage.get(&key).await {
+                        Ok(env) => {
+                            let payload = ibs_keys::open_envelope(ident, &env)?;
+                            found = Some(RepoKeys::decode_payload(&payload, &self.id, key.as_str())?);
+                            break;
+                        }
+                        Err(e) if e.is_not_found() => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                found.ok_or_else(|| RepoError::WrongCertificate {
+                    what: "this repository".into(),
+                    expected: self.expected_thumbprints(),
+                    provided: unlock.thumbprints().join(", "),
+                })?
+            }
+        };
+        if self.check_keys(&keys).is_err() {
+            return Err(match unlock {
+                Unlock::Legacy(_) => RepoError::WrongKeyFile,
+                Unlock::Identities(_) => RepoError::corrupt("repository key envelope", "keys fail the config's key check"),
+            });
+        }
+        Ok(keys)
+    }
+
+    fn expected_thumbprints(&self) -> String {
+        match &self.config.encryption {
+            Encryption::Certificate { certificates, .. } => certificates.join(" or "),
+            Encryption::LegacyKey => "(legacy key mode: use --key-file)".into(),
+        }
+    }
+
+    pub async fn put_data_key(&self, id: &KeyId, key: &SymKey, recipients: &[&Certificate]) -> Result<()> {
+        let env = ibs_keys::seal_envelope(recipients, &encode_data_key(id, key))?;
+        Ok(self.storage.put(&layout::data_key(id), env.into()).await?)
+    }
+
+    /// Opens the data key `id`. `expected` is the thumbprint the catalog recorded, used in the error
+    /// when no offered .pfx matches.
+    pub async fn open_data_key(&self, id: &KeyId, unlock: &Unlock, expected: Option<&str>) -> Result<SymKey> {
+        let key = layout::data_key(id);
+        let env = match self.storage.get(&key).await {
+            Ok(env) => env,
+            Err(e) if e.is_not_found() => {
+                if let Some(k) = unlock.legacy_data_key(id) {
+                    return Ok(k);
+                }
+                return Err(RepoError::corrupt(key.to_string(), "data key envelope is missing"));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Unlock::Identities(ids) = unlock else {
+            return Err(RepoError::MissingKey(format!(
+                "data key {id} is wrapped for a certificate; restoring it needs the .pfx (--pfx), not the key file"
+            )));
+        };
+        for ident in ids {
+            match ibs_keys::open_envelope(ident, &env) {
+                Ok(payload) => return decode_data_key(&payload, id, key.as_str()),
+                Err(KeyError::NoMatchingRecipient { .. }) => continue,
+                Err(e) => return Err(RepoError::corrupt(key.to_string(), e.to_string())),
+            }
+        }
+        Err(RepoError::WrongCertificate {
+            what: format!("data key {id}"),
+            expected: expected.map(str::to_owned).unwrap_or_else(|| self.expected_thumbprints()),
+            provided: unlock.thumbprints().join(", "),
+        })
+    }
+
+    // ---- index and packs ----
+
+    /// Loads every index segment. Returns the index and the segment names.
+    pub async fn load_index(&self, metadata_key: &SymKey) -> Result<(Index, Vec<String>)> {
+        let mut index = Index::default();
+        let mut names = Vec::new();
+        for obj in self.storage.list(layout::INDEX).await? {
+            let name = obj.key.name().to_owned();
+            let bytes = self.storage.get(&obj.key).await?;
+            for rec in decode_segment(&name, &bytes, metadata_key)? {
+                index.add_pack(&rec);
+            }
+            names.push(name);
+        }
+        Ok((index, names))
+    }
+
+    /// Writes one index segment; returns its name and size.
+    pub async fn write_index(&self, packs: &[PackRecord], metadata_key: &SymKey) -> Result<(String, u64)> {
+        let (name, obj) = encode_segment(packs, metadata_key);
+        let len = obj.len() as u64;
+        self.storage.put(&layout::index(&name), obj.into()).await?;
+        Ok((name, len))
+    }
+
+    pub async fn put_pack(&self, id: &PackId, bytes: Bytes) -> Result<()> {
+        Ok(self.storage.put(&layout::pack(id), bytes).await?)
+    }
+
+    /// Fetches one sealed chunk by its location.
+    pub async fn read_sealed(&self, loc: &ChunkLocation) -> Result<Bytes> {
+        if loc.raw_length > MAX_CHUNK {
+            return Err(RepoError::corrupt(format!("pack {}", loc.pack), "chunk length out of range"));
+        }
+        self.storage.get_range(&layout::pack(&loc.pack), loc.offset as u64, loc.length as u64).await.map_err(|e| {
+            if e.kind == ibs_storage::ErrorKind::Invalid || e.is_not_found() {
+                RepoError::corrupt(format!("pack {}", loc.pack), e.to_string())
+            } else {
+                e.into()
+            }
+        })
+    }
+
+    // ---- manifests ----
+
+    pub async fn list_backup_ids(&self) -> Result<Vec<String>> {
+        let mut ids: Vec<String> = self
+            .storage
+            .list(layout::BACKUPS)
+            .await?
+            .into_iter()
+            .map(|o| o.key.name().to_owned())
+            .filter(|n| layout::is_backup_id(n))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Reads just the catalog of a backup (a ranged read of the manifest's head when possible).
+    pub async fn read_catalog(&self, id: &str) -> Result<Catalog> {
+        let key = layout::backup(id);
+        let size = self.storage.stat(&key).await?.size;
+        let head = self.storage.get_range(&key, 0, size.min(64 << 10)).await?;
+        match Manifest::parse_catalog(id, &head)? {
+            Ok(c) => Ok(c),
+            Err(need) if (need as u64) <= size => {
+                let head = self.storage.get_range(&key, 0, need as u64).await?;
+                Manifest::parse_catalog(id, &head)?.map_err(|_| RepoError::corrupt(key.to_string(), "truncated catalog"))
+            }
+            Err(_) => Err(RepoError::corrupt(key.to_string(), "truncated catalog")),
+        }
+    }
+
+    pub async fn read_manifest(&self, id: &str) -> Result<Manifest> {
+        if !layout::is_backup_id(id) {
+            return Err(RepoError::Invalid(format!("{id:?} is not a backup id (expected e.g. 20261126T135000Z-0a1b2c3d)")));
+        }
+        let bytes = match self.storage.get(&layout::backup(id)).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Err(RepoError::Invalid(format!("backup {id} does not exist in this repository"))),
+            Err(e) => return Err(e.into()),
+        };
+        Manifest::from_bytes(id, &bytes)
+    }
+
+    /// Writes a manifest: the commit point of a backup. Returns the bytes written.
+    pub async fn put_manifest(&self, m: &Manifest) -> Result<u64> {
+        let bytes = m.to_bytes();
+        let len = bytes.len() as u64;
+        self.storage.put(&layout::backup(&m.catalog.backup_id), bytes.into()).await?;
+        Ok(len)
+    }
+}
