@@ -29,7 +29,7 @@ const PEM_END: &str = "-----END CERTIFICATE-----";
 pub struct Certificate {
     der: Vec<u8>,
     parsed: x509_cert::Certificate,
-    public_key: rsa::RsaPublicKey,
+    public_key: rsa::PublicKey,
     thumbprint: String,
     subject: String,
     issuer: String,
@@ -45,10 +45,10 @@ impl Certificate {
     /// Fails with [`KeyError::NotRsa`] for non-RSA keys, [`KeyError::KeyTooSmall`] for RSA
     /// keys under 2048 bits, and [`KeyError::CertificateParse`] for anything unreadable.
     pub fn from_bytes(bytes: &[u8]) -> Result<Certificate, KeyError> {
-        let der = if looks_like_pem(bytes) {
-            pem_to_der(bytes)?
-        } else if bytes.first() == Some(&0x30) {
+        let der = if bytes.first() == Some(&0x30) {
             bytes.to_vec()
+        } else if bytes.windows(10).any(|w| w == b"-----BEGIN") {
+            pem_to_der(bytes)?
         } else {
             return Err(parse_err("the data is neither DER nor PEM"));
         };
@@ -56,7 +56,7 @@ impl Certificate {
     }
 
     fn from_der_vec(der: Vec<u8>) -> Result<Certificate, KeyError> {
-        let parsed = x509_cert::Certificate::from_der(&der).map_err(|e| parse_err(e))?;
+        let parsed = x509_cert::Certificate::from_der(&der).map_err(parse_err)?;
         let tbs = parsed.tbs_certificate();
         let spki = tbs.subject_public_key_info();
         check_rsa_algorithm(&spki.algorithm.oid)?;
@@ -65,12 +65,11 @@ impl Certificate {
             .subject_public_key
             .as_bytes()
             .ok_or_else(|| invalid_key("the key bit string has unused bits"))?;
-        let raw = rsa::pkcs1::RsaPublicKey::from_der(key_bytes).map_err(|e| invalid_key(e))?;
+        let raw = rsa::pkcs1::RsaPublicKeyRef::from_der(key_bytes).map_err(invalid_key)?;
         let key_bits = bit_length(raw.modulus.as_bytes());
         check_key_bits(key_bits)?;
-        let spki_der = spki.to_der().map_err(|e| invalid_key(e))?;
-        let public_key =
-            rsa::RsaPublicKey::from_public_key_der(&spki_der).map_err(|e| invalid_key(e))?;
+        let spki_der = spki.to_der().map_err(invalid_key)?;
+        let public_key = rsa::PublicKey::from_public_key_der(&spki_der).map_err(invalid_key)?;
 
         let validity = tbs.validity();
         let not_before = unix_seconds(validity.not_before);
@@ -160,7 +159,7 @@ impl Certificate {
     }
 
     /// The certificate's RSA public key.
-    pub(crate) fn public_key(&self) -> &rsa::RsaPublicKey {
+    pub(crate) fn public_key(&self) -> &rsa::PublicKey {
         &self.public_key
     }
 
@@ -240,7 +239,7 @@ pub(crate) fn check_key_bits(bits: usize) -> Result<(), KeyError> {
 }
 
 /// Number of significant bits in a big-endian unsigned integer.
-fn bit_length(be: &[u8]) -> usize {
+pub(crate) fn bit_length(be: &[u8]) -> usize {
     let Some(pos) = be.iter().position(|b| *b != 0) else {
         return 0;
     };
@@ -250,18 +249,6 @@ fn bit_length(be: &[u8]) -> usize {
 
 fn unix_seconds(t: x509_cert::time::Time) -> i64 {
     i64::try_from(t.to_unix_duration().as_secs()).unwrap_or(i64::MAX)
-}
-
-fn looks_like_pem(bytes: &[u8]) -> bool {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    let rest = &bytes[start..];
-    // Tolerate a UTF-8 byte order mark and leading text such as openssl's "Bag Attributes".
-    rest.starts_with(b"\xEF\xBB\xBF-----BEGIN")
-        || rest.windows(PEM_BEGIN.len()).any(|w| w == PEM_BEGIN.as_bytes())
-        || rest.starts_with(b"-----BEGIN")
 }
 
 fn pem_to_der(bytes: &[u8]) -> Result<Vec<u8>, KeyError> {
@@ -279,7 +266,11 @@ fn pem_to_der(bytes: &[u8]) -> Result<Vec<u8>, KeyError> {
         .collect();
     base64::engine::general_purpose::STANDARD
         .decode(body.as_bytes())
-        .map_err(|e| parse_err(format!("the PEM CERTIFICATE block is not valid base64: {e}")))
+        .map_err(|e| {
+            parse_err(format!(
+                "the PEM CERTIFICATE block is not valid base64: {e}"
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -297,7 +288,12 @@ mod tests {
 
     #[test]
     fn garbage_is_a_parse_error() {
-        for input in [&b""[..], b"hello", b"\x30\x03\x01\x01", b"-----BEGIN PRIVATE KEY-----\n"] {
+        for input in [
+            &b""[..],
+            b"hello",
+            b"\x30\x03\x01\x01",
+            b"-----BEGIN PRIVATE KEY-----\n",
+        ] {
             match Certificate::from_bytes(input) {
                 Err(KeyError::CertificateParse { .. }) => {}
                 other => panic!("unexpected {other:?}"),

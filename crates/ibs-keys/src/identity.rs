@@ -31,7 +31,7 @@ use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::{SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
 use x509_cert::time::{Time, Validity};
 
-use crate::cert::{check_key_bits, check_rsa_algorithm};
+use crate::cert::{bit_length, check_key_bits, check_rsa_algorithm};
 use crate::{random_bytes, Certificate, KeyError};
 
 /// PBKDF2 and MAC iteration count used when writing `.pfx` files.
@@ -45,7 +45,7 @@ const BACKDATE_SECS: i64 = 3600;
 /// `Debug` shows only the certificate; the key is redacted.
 #[derive(Clone)]
 pub struct PrivateIdentity {
-    key: rsa::RsaPrivateKey,
+    key: rsa::PrivateKey,
     certificate: Certificate,
 }
 
@@ -145,7 +145,7 @@ impl PrivateIdentity {
     }
 
     /// The RSA private key (crate-internal; never exported in clear).
-    pub(crate) fn key(&self) -> &rsa::RsaPrivateKey {
+    pub(crate) fn key(&self) -> &rsa::PrivateKey {
         &self.key
     }
 }
@@ -181,7 +181,7 @@ pub fn generate_self_signed(
     let serial = random_serial()?;
 
     let build_err = |reason: String| KeyError::CertificateBuild { reason };
-    let key = rsa::RsaPrivateKey::new(&mut getrandom::SysRng, bits)
+    let key = rsa::PrivateKey::new(&mut getrandom::SysRng, bits)
         .map_err(|e| build_err(format!("RSA key generation failed: {e}")))?;
     let public_der = key
         .to_public_key()
@@ -244,7 +244,9 @@ fn common_name(cn: &str) -> Result<Name, KeyError> {
         return Err(invalid("the common name is empty".into()));
     }
     if cn.chars().count() > 64 {
-        return Err(invalid("the common name is longer than 64 characters".into()));
+        return Err(invalid(
+            "the common name is longer than 64 characters".into(),
+        ));
     }
     let value = Utf8StringRef::new(cn).map_err(|e| invalid(e.to_string()))?;
     let atv = x509_cert::attr::AttributeTypeAndValue {
@@ -296,21 +298,12 @@ fn random_serial() -> Result<SerialNumber, KeyError> {
 fn parse_private_key(
     oid: x509_cert::der::oid::ObjectIdentifier,
     der: &[u8],
-) -> Result<rsa::RsaPrivateKey, KeyError> {
+) -> Result<rsa::PrivateKey, KeyError> {
     check_rsa_algorithm(&oid)?;
-    let key = rsa::RsaPrivateKey::from_pkcs8_der(der).map_err(|e| match e {
-        rsa::pkcs8::Error::KeyMalformed => KeyError::InvalidPrivateKey {
-            reason: "malformed RSA key".into(),
-        },
-        other => KeyError::InvalidPrivateKey {
-            reason: other.to_string(),
-        },
+    let key = rsa::PrivateKey::from_pkcs8_der(der).map_err(|e| KeyError::InvalidPrivateKey {
+        reason: e.to_string(),
     })?;
-    let n = key.n_bytes();
-    let bits = n
-        .iter()
-        .position(|b| *b != 0)
-        .map_or(0, |p| (n.len() - p) * 8 - n[p].leading_zeros() as usize);
+    let bits = bit_length(&key.n_bytes());
     check_key_bits(bits)?;
     Ok(key)
 }

@@ -231,8 +231,13 @@ mod tests {
             "the .pfx password is wrong (PKCS#12 MAC check failed)"
         );
         let e = KeyError::NoMatchingRecipient {
-            recipients: vec!["issuer=CN=a, serial=01".into(), "issuer=CN=b, serial=02".into()],
+            recipients: vec![
+                "issuer=CN=a, serial=01".into(),
+                "issuer=CN=b, serial=02".into(),
+            ],
         };
-        assert!(e.to_string().ends_with("issuer=CN=a, serial=01; issuer=CN=b, serial=02"));
+        assert!(e
+            .to_string()
+            .ends_with("issuer=CN=a, serial=01; issuer=CN=b, serial=02"));
     }
 }

@@ -1,0 +1,332 @@
+//! The backup pipeline: walk → chunk → hash (one producer thread) → compress + seal (one thread per
+//! core) → pack (one thread) → upload (async, a few packs in flight). Every queue is bounded, so memory
+//! stays bounded whatever the data size.
+//!
+//! Commit order (the crash-safety argument of `docs/design/repository-format.md` §Ordering):
+//! data-key envelope → packs → index segment → manifest → files cache. A backup killed at any point
+//! before the manifest leaves only unreferenced objects, which `prune` removes.
+
+use crate::cache::FilesCache;
+use crate::progress::{estimate, Progress};
+use crate::state::WriterState;
+use crate::walk::{Emitter, SourceReader, SourceStats, Work};
+use crate::EngineError;
+use futures::StreamExt;
+use ibs_repo::chunk::{ChunkSealer, SealedChunk};
+use ibs_repo::clock::{new_backup_id, rfc3339};
+use ibs_repo::config::Encryption;
+use ibs_repo::crypto::SymKey;
+use ibs_repo::ids::{ChunkId, KeyId, PackId};
+use ibs_repo::index::{Index, PackRecord};
+use ibs_repo::lock::{self, LockKind};
+use ibs_repo::manifest::{BackupStatus, Catalog, Manifest, SourceSummary, SourceTree, TreePart};
+use ibs_repo::pack::{PackBuilder, PackEntry};
+use ibs_repo::Repository;
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where a source's bytes come from.
+pub enum SourceOrigin {
+    /// A directory tree or a single file.
+    Path(PathBuf),
+    /// A byte stream stored as one file (stdin, a command's stdout, a database export).
+    Stream { reader: Box<dyn Read + Send>, file_name: String },
+}
+
+pub struct SourceSpec {
+    pub name: String,
+    pub origin: SourceOrigin,
+}
+
+pub struct BackupOptions {
+    pub sources: Vec<SourceSpec>,
+    /// Sealing threads; 0 means one per core.
+    pub threads: usize,
+    pub lock_wait: Duration,
+    pub progress: Arc<Progress>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupReport {
+    pub catalog: Catalog,
+    pub errors: Vec<String>,
+    pub chunks_new: u64,
+    pub packs_new: u64,
+}
+
+/// Checks a source or component name: 1–64 characters of letters, digits, `.`, `_`, `-`, not
+/// starting with `.`.
+pub fn validate_name(name: &str) -> Result<(), EngineError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::Source(format!(
+            "source name {name:?} is invalid: use 1-64 letters, digits, '.', '_' or '-', not starting with '.'"
+        )))
+    }
+}
+
+fn validate(opts: &BackupOptions) -> Result<(), EngineError> {
+    if opts.sources.is_empty() {
+        return Err(EngineError::Source("no source given".into()));
+    }
+    let mut names = HashSet::new();
+    for s in &opts.sources {
+        validate_name(&s.name)?;
+        if !names.insert(s.name.as_str()) {
+            return Err(EngineError::Source(format!("source name {:?} is given twice", s.name)));
+        }
+        if let SourceOrigin::Path(p) = &s.origin {
+            if let Err(e) = std::fs::symlink_metadata(p) {
+                return Err(EngineError::Source(format!("source {}: {} cannot be read: {e}", s.name, p.display())));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks that the writer state belongs to this repository and that its certificate is current.
+pub fn check_state(repo: &Repository, state: &WriterState) -> Result<(), EngineError> {
+    repo.check_keys(&state.keys)?;
+    match (&repo.config().encryption, &state.certificate, &state.legacy) {
+        (Encryption::Certificate { current, .. }, Some(c), _) if c.thumbprint() == current => Ok(()),
+        (Encryption::Certificate { current, .. }, Some(c), _) => Err(EngineError::State(format!(
+            "the repository's current certificate is {current}, but this writer holds {}; run `ibs repo set-cert` or `ibs repo adopt`",
+            c.thumbprint()
+        ))),
+        (Encryption::LegacyKey, _, Some(_)) => Ok(()),
+        _ => Err(EngineError::State("the writer state does not match the repository's encryption mode".into())),
+    }
+}
+
+pub async fn backup(repo: Arc<Repository>, state: &WriterState, opts: BackupOptions) -> Result<BackupReport, EngineError> {
+    validate(&opts)?;
+    check_state(repo.as_ref(), state)?;
+    let lock = lock::acquire(repo.storage(), repo.clock().clone(), LockKind::Exclusive, "backup", opts.lock_wait).await?;
+    let result = run(repo.clone(), state, opts).await;
+    let released = lock.release().await;
+    let report = result?;
+    released?;
+    Ok(report)
+}
+
+async fn run(repo: Arc<Repository>, state: &WriterState, opts: BackupOptions) -> Result<BackupReport, EngineError> {
+    let started_unix = repo.clock().now_unix();
+    let started = Instant::now();
+    let backup_id = new_backup_id(started_unix);
+    let (index, _) = repo.load_index(&state.keys.metadata).await?;
+    let index = Arc::new(index);
+
+    // A fresh data key: in memory for this run only, persisted only inside its envelope.
+    let key_id = KeyId::random();
+    let (data_key, thumbprint) = match (&state.certificate, &state.legacy) {
+        (Some(cert), _) => {
+            let k = SymKey::random();
+            repo.put_data_key(&key_id, &k, &[cert]).await?;
+            (k, Some(cert.thumbprint().to_owned()))
+        }
+        (None, Some(legacy)) => (ibs_repo::crypto::derive_legacy_data_key(legacy.material(), &key_id), None),
+        (None, None) => return Err(EngineError::State("writer state holds neither a certificate nor a key".into())),
+    };
+
+    // Totals for percent and ETA, counted beside the backup (metadata only).
+    let roots: Vec<PathBuf> =
+        opts.sources.iter().filter_map(|s| if let SourceOrigin::Path(p) = &s.origin { Some(p.clone()) } else { None }).collect();
+    let totals = opts.progress.clone();
+    std::thread::spawn(move || {
+        for r in roots {
+            let (b, f) = estimate(&r);
+            totals.add_total(b, f);
+        }
+    });
+
+    let threads = if opts.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) } else { opts.threads };
+    let level = repo.config().compression_level;
+    let pack_target = repo.config().pack_target_size as usize;
+    let (work_tx, work_rx) = crossbeam_channel::bounded::<Work>(2 * threads);
+    let (sealed_tx, sealed_rx) = crossbeam_channel::bounded::<SealedChunk>(2 * threads);
+    let (pack_tx, mut pack_rx) = tokio::sync::mpsc::channel::<(PackId, bytes::Bytes, Vec<PackEntry>)>(1);
+
+    let mut sealers = Vec::new();
+    for _ in 0..threads {
+        let (rx, tx, key) = (work_rx.clone(), sealed_tx.clone(), data_key.clone());
+        sealers.push(std::thread::spawn(move || {
+            let mut sealer = ChunkSealer::new(level);
+            for w in rx {
+                if tx.send(sealer.seal(w.id, &w.data, &key)).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    drop((work_rx, sealed_tx));
+
+    let meta_key = state.keys.metadata.clone();
+    let packer = std::thread::spawn(move || {
+        let mut builder = PackBuilder::new(pack_target + (4 << 20));
+        for s in sealed_rx {
+            builder.add(s.id, s.encoding, s.raw_length, key_id, &s.sealed);
+            if builder.len() >= pack_target {
+                let full = std::mem::replace(&mut builder, PackBuilder::new(pack_target + (4 << 20)));
+                if pack_tx.blocking_send(full.finish(&meta_key)).is_err() {
+                    return;
+                }
+            }
+        }
+        if !builder.is_empty() {
+            let _ = pack_tx.blocking_send(builder.finish(&meta_key));
+        }
+    });
+
+    let uploader = {
+        let repo = repo.clone();
+        tokio::spawn(async move {
+            let incoming = futures::stream::poll_fn(move |cx| pack_rx.poll_recv(cx));
+            let mut uploads = incoming
+                .map(|(id, bytes, entries): (PackId, bytes::Bytes, Vec<PackEntry>)| {
+                    let repo = repo.clone();
+                    async move {
+                        let length = bytes.len() as u64;
+                        repo.put_pack(&id, bytes).await.map(|_| PackRecord { id, length, entries })
+                    }
+                })
+                .buffer_unordered(3);
+            let mut done = Vec::new();
+            while let Some(r) = uploads.next().await {
+                done.push(r?);
+            }
+            Ok::<_, ibs_repo::RepoError>(done)
+        })
+    };
+
+    // The producer: walks every source on a blocking thread.
+    let cache_path = state.files_cache_path();
+    let params = repo.config().chunker.clone();
+    let dedup = state.keys.dedup.clone();
+    let progress = opts.progress.clone();
+    let sources = opts.sources;
+    let producer = tokio::task::spawn_blocking(move || {
+        let mut cache = FilesCache::open(&cache_path)?;
+        let mut em = Emitter { dedup, index, refs: HashSet::new(), tx: work_tx, bytes_new: 0, closed: false };
+        let mut results = Vec::new();
+        for src in sources {
+            let mut reader = SourceReader {
+                name: &src.name,
+                params: &params,
+                em: &mut em,
+                cache: &mut cache,
+                progress: &progress,
+                stats: SourceStats::default(),
+                read_buf: 1 << 20,
+            };
+            let (kind, origin, tree) = match src.origin {
+                SourceOrigin::Path(p) => {
+                    let kind = if p.is_dir() { "dir" } else { "file" };
+                    let tree = reader.path(&p);
+                    (kind, p.display().to_string(), tree)
+                }
+                SourceOrigin::Stream { reader: mut r, file_name } => {
+                    ("stream", "-".to_string(), reader.stream(&file_name, &mut r, started_unix.saturating_mul(1_000_000_000)))
+                }
+            };
+            let stats = reader.stats;
+            if matches!(tree, Err(EngineError::Cancelled)) {
+                return Err(EngineError::Cancelled);
+            }
+            results.push((src.name, kind, origin, tree, stats));
+        }
+        let refs = em.refs;
+        let bytes_new = em.bytes_new;
+        drop(em.tx);
+        Ok::<_, EngineError>((results, refs, bytes_new, cache))
+    });
+
+    let joiner = tokio::task::spawn_blocking(move || {
+        for s in sealers {
+            let _ = s.join();
+        }
+        let _ = packer.join();
+    });
+    let (produced, _, uploaded) = tokio::join!(producer, joiner, uploader);
+    let produced = produced.map_err(|e| EngineError::Internal(format!("producer: {e}")))?;
+    let uploaded = uploaded.map_err(|e| EngineError::Internal(format!("uploader: {e}")))?;
+    // An upload failure is the root cause of a cancelled producer: report it first.
+    let packs = uploaded?;
+    let (results, refs, bytes_new, cache) = produced?;
+
+    let mut bytes_stored: u64 = packs.iter().map(|p| p.length).sum();
+    let chunks_new: u64 = packs.iter().map(|p| p.entries.len() as u64).sum();
+    for group in packs.chunks(2000) {
+        bytes_stored += repo.write_index(group, &state.keys.metadata).await?.1;
+    }
+
+    let mut summaries = Vec::new();
+    let mut trees = TreePart::default();
+    let mut bytes_read = 0;
+    for (name, kind, origin, tree, stats) in results {
+        bytes_read += stats.bytes;
+        let (status, tree_ids) = match tree {
+            Ok(ids) if stats.errors == 0 => (BackupStatus::Succeeded, ids),
+            Ok(ids) => (BackupStatus::PartialSucceeded, ids),
+            Err(e) => {
+                trees.errors.push(format!("{name}: {e}"));
+                (BackupStatus::Failed, Vec::new())
+            }
+        };
+        trees.errors.extend(stats.error_messages.iter().take(1000usize.saturating_sub(trees.errors.len())).cloned());
+        summaries.push(SourceSummary {
+            name: name.clone(),
+            kind: kind.into(),
+            status,
+            files: stats.files,
+            dirs: stats.dirs,
+            bytes: stats.bytes,
+            errors: stats.errors,
+            changed_while_read: stats.changed,
+        });
+        trees.sources.push(SourceTree { name, kind: kind.into(), origin, tree: tree_ids.iter().map(ChunkId::to_hex).collect() });
+    }
+    let status = if summaries.iter().all(|s| s.status == BackupStatus::Succeeded) {
+        BackupStatus::Succeeded
+    } else if summaries.iter().all(|s| s.status == BackupStatus::Failed) {
+        BackupStatus::Failed
+    } else {
+        BackupStatus::PartialSucceeded
+    };
+    let finished_unix = repo.clock().now_unix();
+    let catalog = Catalog {
+        format_version: ibs_repo::manifest::MANIFEST_VERSION as u32,
+        backup_id: backup_id.clone(),
+        repository_id: repo.config().id.clone(),
+        started: rfc3339(started_unix),
+        finished: rfc3339(finished_unix),
+        duration_ms: started.elapsed().as_millis() as u64,
+        status,
+        sources: summaries,
+        encryption_mode: if thumbprint.is_some() { "certificate" } else { "legacy-key" }.into(),
+        certificate_thumbprint: thumbprint,
+        data_key_id: key_id.to_hex(),
+        bytes_read,
+        bytes_new,
+        bytes_stored,
+        hostname: lock::hostname(),
+        ibs_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let mut refs: Vec<ChunkId> = refs.into_iter().collect();
+    let manifest = Manifest::seal(catalog.clone(), &trees, &mut refs, &data_key, &state.keys.metadata);
+    repo.put_manifest(&manifest).await?;
+    cache.commit()?;
+    Ok(BackupReport { catalog, errors: trees.errors, chunks_new, packs_new: packs.len() as u64 })
+}
+
+/// The index as loaded for a backup (exposed for tests and tools).
+pub async fn load_index(repo: &Repository, state: &WriterState) -> Result<Index, EngineError> {
+    Ok(repo.load_index(&state.keys.metadata).await?.0)
+}

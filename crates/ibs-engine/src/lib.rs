@@ -1,0 +1,63 @@
+//! Operations over an ibs repository: backup, restore, check, forget, prune, key rotation and adopt.
+//! The CLI and the controller compose these; they never touch repository objects directly.
+//!
+//! Concurrency model (ADR 0003): storage is async on tokio; CPU stages (chunking, hashing,
+//! compression, sealing, restore writes) run on dedicated threads fed by bounded channels.
+
+pub mod backup;
+pub mod cache;
+pub mod check;
+pub mod chunker;
+pub mod keyops;
+pub mod progress;
+pub mod restore;
+pub mod retention;
+pub mod state;
+pub mod walk;
+
+pub use backup::{backup, BackupOptions, BackupReport, SourceOrigin, SourceSpec};
+pub use progress::{Progress, ProgressSnapshot};
+pub use restore::{restore, RestoreOptions, RestoreReport};
+pub use state::WriterState;
+
+use ibs_repo::RepoError;
+use ibs_storage::{AlertClass, StorageError};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error("{0}")]
+    Source(String),
+    #[error("writer state: {0}")]
+    State(String),
+    #[error("{0}")]
+    Restore(String),
+    #[error("the operation was cancelled")]
+    Cancelled,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StorageError> for EngineError {
+    fn from(e: StorageError) -> Self {
+        EngineError::Repo(RepoError::Storage(e))
+    }
+}
+
+impl From<ibs_keys::KeyError> for EngineError {
+    fn from(e: ibs_keys::KeyError) -> Self {
+        EngineError::Repo(RepoError::Key(e))
+    }
+}
+
+impl EngineError {
+    /// The operator alert class, if this is a storage failure.
+    pub fn storage_class(&self) -> Option<AlertClass> {
+        match self {
+            EngineError::Repo(RepoError::Storage(e)) => Some(e.class()),
+            _ => None,
+        }
+    }
+}

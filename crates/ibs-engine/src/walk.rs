@@ -1,0 +1,371 @@
+//! Reading sources: walking a directory tree in a fixed order (parents before children, siblings in
+//! byte order of their names), and turning files, symlinks and directories into tree entries. Chunk
+//! data goes to the [`crate::backup`] pipeline through an [`Emitter`].
+
+use crate::cache::{FileStamp, FilesCache};
+use crate::chunker::Chunker;
+use crate::progress::Progress;
+use crate::EngineError;
+use ibs_repo::config::ChunkerParams;
+use ibs_repo::crypto::SymKey;
+use ibs_repo::ids::ChunkId;
+use ibs_repo::index::Index;
+use ibs_repo::tree::{header_line, EntryKind, TreeEntry};
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::Metadata;
+use std::io::Read;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A chunk of plaintext that the repository does not have yet, on its way to be sealed.
+pub struct Work {
+    pub id: ChunkId,
+    pub data: Vec<u8>,
+}
+
+/// Hashes chunks, records every reference, and forwards chunks new to the repository.
+pub struct Emitter {
+    pub dedup: SymKey,
+    pub index: Arc<Index>,
+    pub refs: HashSet<ChunkId>,
+    pub tx: crossbeam_channel::Sender<Work>,
+    pub bytes_new: u64,
+    pub closed: bool,
+}
+
+impl Emitter {
+    pub fn emit(&mut self, data: &[u8], ids: &mut Vec<ChunkId>) {
+        let id = self.dedup.chunk_id(data);
+        ids.push(id);
+        if self.refs.insert(id) && !self.index.contains(&id) {
+            self.bytes_new += data.len() as u64;
+            if self.tx.send(Work { id, data: data.to_vec() }).is_err() {
+                self.closed = true;
+            }
+        }
+    }
+
+    /// True if the repository has, or this backup is storing, every chunk of `ids`.
+    fn has_all(&self, ids: &[ChunkId]) -> bool {
+        ids.iter().all(|c| self.index.contains(c) || self.refs.contains(c))
+    }
+}
+
+/// Per-source figures collected while walking.
+#[derive(Default, Debug, Clone)]
+pub struct SourceStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub bytes: u64,
+    pub errors: u64,
+    pub changed: u64,
+    pub skipped_special: u64,
+    pub error_messages: Vec<String>,
+}
+
+impl SourceStats {
+    fn error(&mut self, msg: String) {
+        self.errors += 1;
+        if self.error_messages.len() < 1000 {
+            self.error_messages.push(msg);
+        }
+    }
+}
+
+/// Writes one source's tree stream through the chunker.
+pub struct TreeWriter {
+    chunker: Chunker,
+    pub chunks: Vec<ChunkId>,
+}
+
+impl TreeWriter {
+    pub fn new(params: &ChunkerParams, em: &mut Emitter) -> Self {
+        let mut t = TreeWriter { chunker: Chunker::new(params), chunks: Vec::new() };
+        t.chunker.push(&header_line());
+        t.flush(false, em);
+        t
+    }
+
+    pub fn add(&mut self, e: &TreeEntry, em: &mut Emitter) {
+        self.chunker.push(&e.to_line());
+        self.flush(false, em);
+    }
+
+    fn flush(&mut self, end: bool, em: &mut Emitter) {
+        let chunks = &mut self.chunks;
+        self.chunker.drain(end, |c| em.emit(c, chunks));
+    }
+
+    pub fn finish(mut self, em: &mut Emitter) -> Vec<ChunkId> {
+        self.flush(true, em);
+        self.chunks
+    }
+}
+
+pub fn mtime_ns(m: &Metadata) -> i64 {
+    m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec())
+}
+
+fn stamp(m: &Metadata) -> FileStamp {
+    FileStamp {
+        size: m.len(),
+        mtime_ns: mtime_ns(m),
+        ctime_ns: m.ctime().saturating_mul(1_000_000_000).saturating_add(m.ctime_nsec()),
+        ino: m.ino(),
+    }
+}
+
+fn base_entry(path: Vec<u8>, kind: EntryKind, m: &Metadata) -> TreeEntry {
+    TreeEntry {
+        path,
+        kind,
+        mode: m.mode(),
+        mtime_ns: mtime_ns(m),
+        uid: m.uid(),
+        gid: m.gid(),
+        size: 0,
+        chunks: Vec::new(),
+        target: None,
+        error: None,
+        changed: false,
+        sparse: false,
+    }
+}
+
+/// Walks and reads one source.
+pub struct SourceReader<'a> {
+    pub name: &'a str,
+    pub params: &'a ChunkerParams,
+    pub em: &'a mut Emitter,
+    pub cache: &'a mut FilesCache,
+    pub progress: &'a Progress,
+    pub stats: SourceStats,
+    pub read_buf: usize,
+}
+
+impl SourceReader<'_> {
+    fn cancelled(&self) -> Result<(), EngineError> {
+        if self.em.closed {
+            Err(EngineError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reads a regular file into chunks; returns its entry.
+    fn file(&mut self, rel: Vec<u8>, full: &Path, m: &Metadata) -> TreeEntry {
+        let mut e = base_entry(rel, EntryKind::File, m);
+        e.size = m.len();
+        e.sparse = m.blocks().saturating_mul(512) < m.len();
+        self.stats.files += 1;
+        let st = stamp(m);
+        if let Some(ids) = self.cache.lookup(self.name, &e.path, &st).filter(|ids| self.em.has_all(ids)) {
+            for id in &ids {
+                self.em.refs.insert(*id);
+            }
+            let _ = self.cache.record(self.name, &e.path, &st, &ids);
+            e.chunks = ids;
+            self.stats.bytes += e.size;
+            self.progress.add_bytes(e.size);
+            self.progress.add_file();
+            return e;
+        }
+        let result = std::fs::File::open(full).and_then(|mut f| {
+            let mut chunker = Chunker::new(self.params);
+            let mut ids = Vec::new();
+            let mut total = 0u64;
+            loop {
+                let want = self.read_buf;
+                let n = match f.read(chunker.spare(want)) {
+                    Ok(n) => n,
+                    Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {
+                        chunker.push_filled(want, 0);
+                        continue;
+                    }
+                    Err(err) => {
+                        chunker.push_filled(want, 0);
+                        return Err(err);
+                    }
+                };
+                chunker.push_filled(want, n);
+                total += n as u64;
+                self.progress.add_bytes(n as u64);
+                let end = n == 0;
+                chunker.drain(end, |c| self.em.emit(c, &mut ids));
+                if end || self.em.closed {
+                    break;
+                }
+            }
+            let after = f.metadata()?;
+            Ok((ids, total, stamp(&after)))
+        });
+        self.progress.add_file();
+        match result {
+            Ok((ids, total, after)) => {
+                self.stats.bytes += total;
+                e.size = total;
+                if after != st || total != st.size {
+                    e.changed = true;
+                    self.stats.changed += 1;
+                    tracing::warn!("{}: {} changed while it was read", self.name, full.display());
+                } else {
+                    let _ = self.cache.record(self.name, &e.path, &st, &ids);
+                }
+                e.chunks = ids;
+            }
+            Err(err) => {
+                self.stats.error(format!("{}/{}: {err}", self.name, String::from_utf8_lossy(&e.path)));
+                e.error = Some(err.to_string());
+                e.size = 0;
+            }
+        }
+        e
+    }
+
+    fn entry_for(&mut self, rel: Vec<u8>, full: &Path, m: &Metadata) -> Option<TreeEntry> {
+        let ft = m.file_type();
+        if ft.is_file() {
+            Some(self.file(rel, full, m))
+        } else if ft.is_symlink() {
+            let mut e = base_entry(rel, EntryKind::Symlink, m);
+            match std::fs::read_link(full) {
+                Ok(t) => e.target = Some(t.into_os_string().into_vec()),
+                Err(err) => {
+                    self.stats.error(format!("{}/{}: {err}", self.name, String::from_utf8_lossy(&e.path)));
+                    e.error = Some(err.to_string());
+                }
+            }
+            self.stats.files += 1;
+            Some(e)
+        } else if ft.is_dir() {
+            self.stats.dirs += 1;
+            Some(base_entry(rel, EntryKind::Dir, m))
+        } else {
+            self.stats.skipped_special += 1;
+            None
+        }
+    }
+
+    /// Backs up a directory tree or a single file at `root`. Returns the tree's chunk ids.
+    pub fn path(&mut self, root: &Path) -> Result<Vec<ChunkId>, EngineError> {
+        let mut tree = TreeWriter::new(self.params, self.em);
+        let m = std::fs::symlink_metadata(root)
+            .map_err(|e| EngineError::Source(format!("source {}: {}: {e}", self.name, root.display())))?;
+        if !m.is_dir() {
+            let name = root.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_else(|| self.name.as_bytes().to_vec());
+            if let Some(e) = self.entry_for(name, root, &m) {
+                tree.add(&e, self.em);
+            }
+            self.cancelled()?;
+            return Ok(tree.finish(self.em));
+        }
+        self.stats.dirs += 1;
+        tree.add(&base_entry(Vec::new(), EntryKind::Dir, &m), self.em);
+        // Stack of (directory path, its relative path, remaining child names in reverse order).
+        let mut stack: Vec<(PathBuf, Vec<u8>, Vec<OsString>)> = Vec::new();
+        match sorted_names(root) {
+            Ok(names) => stack.push((root.to_owned(), Vec::new(), names)),
+            Err(err) => {
+                return Err(EngineError::Source(format!("source {}: cannot list {}: {err}", self.name, root.display())));
+            }
+        }
+        while let Some((dir, rel, names)) = stack.last_mut() {
+            let Some(name) = names.pop() else {
+                stack.pop();
+                continue;
+            };
+            self.cancelled()?;
+            let full = dir.join(&name);
+            let mut child_rel = rel.clone();
+            if !child_rel.is_empty() {
+                child_rel.push(b'/');
+            }
+            child_rel.extend_from_slice(name.as_bytes());
+            let m = match std::fs::symlink_metadata(&full) {
+                Ok(m) => m,
+                Err(err) => {
+                    // Vanished between listing and stat: not an error of the backup.
+                    if err.kind() != std::io::ErrorKind::NotFound {
+                        self.stats.error(format!("{}/{}: {err}", self.name, String::from_utf8_lossy(&child_rel)));
+                    }
+                    continue;
+                }
+            };
+            let Some(mut e) = self.entry_for(child_rel.clone(), &full, &m) else { continue };
+            if e.kind == EntryKind::Dir {
+                match sorted_names(&full) {
+                    Ok(names) => {
+                        tree.add(&e, self.em);
+                        stack.push((full, child_rel, names));
+                    }
+                    Err(err) => {
+                        self.stats.error(format!("{}/{}: {err}", self.name, String::from_utf8_lossy(&child_rel)));
+                        e.error = Some(err.to_string());
+                        tree.add(&e, self.em);
+                    }
+                }
+            } else {
+                tree.add(&e, self.em);
+            }
+        }
+        self.cancelled()?;
+        Ok(tree.finish(self.em))
+    }
+
+    /// Backs up a byte stream (stdin, or a command's or database's export) as one file named `name`.
+    pub fn stream(&mut self, file_name: &str, reader: &mut dyn Read, now_ns: i64) -> Result<Vec<ChunkId>, EngineError> {
+        let mut tree = TreeWriter::new(self.params, self.em);
+        let mut chunker = Chunker::new(self.params);
+        let mut ids = Vec::new();
+        let mut total = 0u64;
+        loop {
+            let want = self.read_buf;
+            let n = match reader.read(chunker.spare(want)) {
+                Ok(n) => n,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {
+                    chunker.push_filled(want, 0);
+                    continue;
+                }
+                Err(err) => {
+                    return Err(EngineError::Source(format!("source {}: reading the stream failed: {err}", self.name)));
+                }
+            };
+            chunker.push_filled(want, n);
+            total += n as u64;
+            self.progress.add_bytes(n as u64);
+            chunker.drain(n == 0, |c| self.em.emit(c, &mut ids));
+            self.cancelled()?;
+            if n == 0 {
+                break;
+            }
+        }
+        self.stats.files += 1;
+        self.stats.bytes += total;
+        let e = TreeEntry {
+            path: file_name.as_bytes().to_vec(),
+            kind: EntryKind::File,
+            mode: 0o100600,
+            mtime_ns: now_ns,
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            size: total,
+            chunks: ids,
+            target: None,
+            error: None,
+            changed: false,
+            sparse: false,
+        };
+        tree.add(&e, self.em);
+        Ok(tree.finish(self.em))
+    }
+}
+
+/// A directory's entry names, sorted by bytes, reversed (so `pop` yields them in order).
+fn sorted_names(dir: &Path) -> std::io::Result<Vec<OsString>> {
+    let mut names = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect::<std::io::Result<Vec<_>>>()?;
+    names.sort_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
+    Ok(names)
+}
