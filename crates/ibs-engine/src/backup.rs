@@ -33,7 +33,10 @@ pub enum SourceOrigin {
     /// A directory tree or a single file.
     Path(PathBuf),
     /// A byte stream stored as one file (stdin, a command's stdout, a database export).
-    Stream { reader: Box<dyn Read + Send>, file_name: String },
+    Stream {
+        reader: Box<dyn Read + Send>,
+        file_name: String,
+    },
 }
 
 pub struct SourceSpec {
@@ -63,7 +66,9 @@ pub fn validate_name(name: &str) -> Result<(), EngineError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -81,11 +86,18 @@ fn validate(opts: &BackupOptions) -> Result<(), EngineError> {
     for s in &opts.sources {
         validate_name(&s.name)?;
         if !names.insert(s.name.as_str()) {
-            return Err(EngineError::Source(format!("source name {:?} is given twice", s.name)));
+            return Err(EngineError::Source(format!(
+                "source name {:?} is given twice",
+                s.name
+            )));
         }
         if let SourceOrigin::Path(p) = &s.origin {
             if let Err(e) = std::fs::symlink_metadata(p) {
-                return Err(EngineError::Source(format!("source {}: {} cannot be read: {e}", s.name, p.display())));
+                return Err(EngineError::Source(format!(
+                    "source {}: {} cannot be read: {e}",
+                    s.name,
+                    p.display()
+                )));
             }
         }
     }
@@ -106,10 +118,21 @@ pub fn check_state(repo: &Repository, state: &WriterState) -> Result<(), EngineE
     }
 }
 
-pub async fn backup(repo: Arc<Repository>, state: &WriterState, opts: BackupOptions) -> Result<BackupReport, EngineError> {
+pub async fn backup(
+    repo: Arc<Repository>,
+    state: &WriterState,
+    opts: BackupOptions,
+) -> Result<BackupReport, EngineError> {
     validate(&opts)?;
     check_state(repo.as_ref(), state)?;
-    let lock = lock::acquire(repo.storage(), repo.clock().clone(), LockKind::Exclusive, "backup", opts.lock_wait).await?;
+    let lock = lock::acquire(
+        repo.storage(),
+        repo.clock().clone(),
+        LockKind::Exclusive,
+        "backup",
+        opts.lock_wait,
+    )
+    .await?;
     let result = run(repo.clone(), state, opts).await;
     let released = lock.release().await;
     let report = result?;
@@ -117,7 +140,11 @@ pub async fn backup(repo: Arc<Repository>, state: &WriterState, opts: BackupOpti
     Ok(report)
 }
 
-async fn run(repo: Arc<Repository>, state: &WriterState, opts: BackupOptions) -> Result<BackupReport, EngineError> {
+async fn run(
+    repo: Arc<Repository>,
+    state: &WriterState,
+    opts: BackupOptions,
+) -> Result<BackupReport, EngineError> {
     let started_unix = repo.clock().now_unix();
     let started = Instant::now();
     let backup_id = new_backup_id(started_unix);
@@ -132,13 +159,29 @@ async fn run(repo: Arc<Repository>, state: &WriterState, opts: BackupOptions) ->
             repo.put_data_key(&key_id, &k, &[cert]).await?;
             (k, Some(cert.thumbprint().to_owned()))
         }
-        (None, Some(legacy)) => (ibs_repo::crypto::derive_legacy_data_key(legacy.material(), &key_id), None),
-        (None, None) => return Err(EngineError::State("writer state holds neither a certificate nor a key".into())),
+        (None, Some(legacy)) => (
+            ibs_repo::crypto::derive_legacy_data_key(legacy.material(), &key_id),
+            None,
+        ),
+        (None, None) => {
+            return Err(EngineError::State(
+                "writer state holds neither a certificate nor a key".into(),
+            ))
+        }
     };
 
     // Totals for percent and ETA, counted beside the backup (metadata only).
-    let roots: Vec<PathBuf> =
-        opts.sources.iter().filter_map(|s| if let SourceOrigin::Path(p) = &s.origin { Some(p.clone()) } else { None }).collect();
+    let roots: Vec<PathBuf> = opts
+        .sources
+        .iter()
+        .filter_map(|s| {
+            if let SourceOrigin::Path(p) = &s.origin {
+                Some(p.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
     let totals = opts.progress.clone();
     std::thread::spawn(move || {
         for r in roots {
@@ -147,12 +190,19 @@ async fn run(repo: Arc<Repository>, state: &WriterState, opts: BackupOptions) ->
         }
     });
 
-    let threads = if opts.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) } else { opts.threads };
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    } else {
+        opts.threads
+    };
     let level = repo.config().compression_level;
     let pack_target = repo.config().pack_target_size as usize;
     let (work_tx, work_rx) = crossbeam_channel::bounded::<Work>(2 * threads);
     let (sealed_tx, sealed_rx) = crossbeam_channel::bounded::<SealedChunk>(2 * threads);
-    let (pack_tx, mut pack_rx) = tokio::sync::mpsc::channel::<(PackId, bytes::Bytes, Vec<PackEntry>)>(1);
+    let (pack_tx, mut pack_rx) =
+        tokio::sync::mpsc::channel::<(PackId, bytes::Bytes, Vec<PackEntry>)>(1);
 
     let mut sealers = Vec::new();
     for _ in 0..threads {
@@ -174,7 +224,8 @@ async fn run(repo: Arc<Repository>, state: &WriterState, opts: BackupOptions) ->
         for s in sealed_rx {
             builder.add(s.id, s.encoding, s.raw_length, key_id, &s.sealed);
             if builder.len() >= pack_target {
-                let full = std::mem::replace(&mut builder, PackBuilder::new(pack_target + (4 << 20)));
+                let full =
+                    std::mem::replace(&mut builder, PackBuilder::new(pack_target + (4 << 20)));
                 if pack_tx.blocking_send(full.finish(&meta_key)).is_err() {
                     return;
                 }
@@ -190,13 +241,19 @@ async fn run(repo: Arc<Repository>, state: &WriterState, opts: BackupOptions) ->
         tokio::spawn(async move {
             let incoming = futures::stream::poll_fn(move |cx| pack_rx.poll_recv(cx));
             let mut uploads = incoming
-                .map(|(id, bytes, entries): (PackId, bytes::Bytes, Vec<PackEntry>)| {
-                    let repo = repo.clone();
-                    async move {
-                        let length = bytes.len() as u64;
-                        repo.put_pack(&id, bytes).await.map(|_| PackRecord { id, length, entries })
-                    }
-                })
+                .map(
+                    |(id, bytes, entries): (PackId, bytes::Bytes, Vec<PackEntry>)| {
+                        let repo = repo.clone();
+                        async move {
+                            let length = bytes.len() as u64;
+                            repo.put_pack(&id, bytes).await.map(|_| PackRecord {
+                                id,
+                                length,
+                                entries,
+                            })
+                        }
+                    },
+                )
                 .buffer_unordered(3);
             let mut done = Vec::new();
             while let Some(r) = uploads.next().await {
@@ -214,7 +271,14 @@ async fn run(repo: Arc<Repository>, state: &WriterState, opts: BackupOptions) ->
     let sources = opts.sources;
     let producer = tokio::task::spawn_blocking(move || {
         let mut cache = FilesCache::open(&cache_path)?;
-        let mut em = Emitter { dedup, index, refs: HashSet::new(), tx: work_tx, bytes_new: 0, closed: false };
+        let mut em = Emitter {
+            dedup,
+            index,
+            refs: HashSet::new(),
+            tx: work_tx,
+            bytes_new: 0,
+            closed: false,
+        };
         let mut results = Vec::new();
         for src in sources {
             let mut reader = SourceReader {
@@ -232,9 +296,18 @@ async fn run(repo: Arc<Repository>, state: &WriterState, opts: BackupOptions) ->
                     let tree = reader.path(&p);
                     (kind, p.display().to_string(), tree)
                 }
-                SourceOrigin::Stream { reader: mut r, file_name } => {
-                    ("stream", "-".to_string(), reader.stream(&file_name, &mut r, started_unix.saturating_mul(1_000_000_000)))
-                }
+                SourceOrigin::Stream {
+                    reader: mut r,
+                    file_name,
+                } => (
+                    "stream",
+                    "-".to_string(),
+                    reader.stream(
+                        &file_name,
+                        &mut r,
+                        started_unix.saturating_mul(1_000_000_000),
+                    ),
+                ),
             };
             let stats = reader.stats;
             if matches!(tree, Err(EngineError::Cancelled)) {
@@ -280,7 +353,13 @@ async fn run(repo: Arc<Repository>, state: &WriterState, opts: BackupOptions) ->
                 (BackupStatus::Failed, Vec::new())
             }
         };
-        trees.errors.extend(stats.error_messages.iter().take(1000usize.saturating_sub(trees.errors.len())).cloned());
+        trees.errors.extend(
+            stats
+                .error_messages
+                .iter()
+                .take(1000usize.saturating_sub(trees.errors.len()))
+                .cloned(),
+        );
         summaries.push(SourceSummary {
             name: name.clone(),
             kind: kind.into(),
@@ -291,9 +370,17 @@ async fn run(repo: Arc<Repository>, state: &WriterState, opts: BackupOptions) ->
             errors: stats.errors,
             changed_while_read: stats.changed,
         });
-        trees.sources.push(SourceTree { name, kind: kind.into(), origin, tree: tree_ids.iter().map(ChunkId::to_hex).collect() });
+        trees.sources.push(SourceTree {
+            name,
+            kind: kind.into(),
+            origin,
+            tree: tree_ids.iter().map(ChunkId::to_hex).collect(),
+        });
     }
-    let status = if summaries.iter().all(|s| s.status == BackupStatus::Succeeded) {
+    let status = if summaries
+        .iter()
+        .all(|s| s.status == BackupStatus::Succeeded)
+    {
         BackupStatus::Succeeded
     } else if summaries.iter().all(|s| s.status == BackupStatus::Failed) {
         BackupStatus::Failed
@@ -310,7 +397,12 @@ async fn run(repo: Arc<Repository>, state: &WriterState, opts: BackupOptions) ->
         duration_ms: started.elapsed().as_millis() as u64,
         status,
         sources: summaries,
-        encryption_mode: if thumbprint.is_some() { "certificate" } else { "legacy-key" }.into(),
+        encryption_mode: if thumbprint.is_some() {
+            "certificate"
+        } else {
+            "legacy-key"
+        }
+        .into(),
         certificate_thumbprint: thumbprint,
         data_key_id: key_id.to_hex(),
         bytes_read,
@@ -320,10 +412,21 @@ async fn run(repo: Arc<Repository>, state: &WriterState, opts: BackupOptions) ->
         ibs_version: env!("CARGO_PKG_VERSION").into(),
     };
     let mut refs: Vec<ChunkId> = refs.into_iter().collect();
-    let manifest = Manifest::seal(catalog.clone(), &trees, &mut refs, &data_key, &state.keys.metadata);
+    let manifest = Manifest::seal(
+        catalog.clone(),
+        &trees,
+        &mut refs,
+        &data_key,
+        &state.keys.metadata,
+    );
     repo.put_manifest(&manifest).await?;
     cache.commit()?;
-    Ok(BackupReport { catalog, errors: trees.errors, chunks_new, packs_new: packs.len() as u64 })
+    Ok(BackupReport {
+        catalog,
+        errors: trees.errors,
+        chunks_new,
+        packs_new: packs.len() as u64,
+    })
 }
 
 /// The index as loaded for a backup (exposed for tests and tools).

@@ -41,50 +41,95 @@ fn db_err(e: rusqlite::Error) -> EngineError {
 impl FilesCache {
     pub fn open(final_path: &Path) -> Result<Self, EngineError> {
         if let Some(dir) = final_path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| EngineError::State(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| EngineError::State(format!("{}: {e}", dir.display())))?;
         }
         let old = if final_path.is_file() {
             Connection::open_with_flags(final_path, OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .ok()
-                .filter(|c| c.query_row("SELECT v FROM meta WHERE k='version'", [], |r| r.get::<_, String>(0)).ok().as_deref() == Some("1"))
+                .filter(|c| {
+                    c.query_row("SELECT v FROM meta WHERE k='version'", [], |r| {
+                        r.get::<_, String>(0)
+                    })
+                    .ok()
+                    .as_deref()
+                        == Some("1")
+                })
         } else {
             None
         };
         let new_path = final_path.with_extension("sqlite.new");
         let _ = std::fs::remove_file(&new_path);
         let new = Connection::open(&new_path).map_err(db_err)?;
-        new.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;").map_err(db_err)?;
+        new.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
+            .map_err(db_err)?;
         new.execute_batch(SCHEMA).map_err(db_err)?;
-        new.execute("INSERT OR REPLACE INTO meta VALUES ('version', '1')", []).map_err(db_err)?;
+        new.execute("INSERT OR REPLACE INTO meta VALUES ('version', '1')", [])
+            .map_err(db_err)?;
         new.execute_batch("BEGIN").map_err(db_err)?;
-        Ok(FilesCache { old, new, new_path, final_path: final_path.to_owned() })
+        Ok(FilesCache {
+            old,
+            new,
+            new_path,
+            final_path: final_path.to_owned(),
+        })
     }
 
     /// The chunk ids of an unchanged file, if the cache knows it.
     pub fn lookup(&self, source: &str, path: &[u8], stamp: &FileStamp) -> Option<Vec<ChunkId>> {
         let old = self.old.as_ref()?;
         let mut stmt = old
-            .prepare_cached("SELECT size, mtime, ctime, ino, chunks FROM files WHERE source = ?1 AND path = ?2")
+            .prepare_cached(
+                "SELECT size, mtime, ctime, ino, chunks FROM files WHERE source = ?1 AND path = ?2",
+            )
             .ok()?;
         let row = stmt
             .query_row(params![source, path], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, Vec<u8>>(4)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Vec<u8>>(4)?,
+                ))
             })
             .optional()
             .ok()??;
-        let same = row.0 as u64 == stamp.size && row.1 == stamp.mtime_ns && row.2 == stamp.ctime_ns && row.3 as u64 == stamp.ino;
+        let same = row.0 as u64 == stamp.size
+            && row.1 == stamp.mtime_ns
+            && row.2 == stamp.ctime_ns
+            && row.3 as u64 == stamp.ino;
         if !same || row.4.len() % 32 != 0 {
             return None;
         }
-        Some(row.4.chunks_exact(32).map(|c| ChunkId::from_slice(c).expect("32 bytes")).collect())
+        Some(
+            row.4
+                .chunks_exact(32)
+                .map(|c| ChunkId::from_slice(c).expect("32 bytes"))
+                .collect(),
+        )
     }
 
-    pub fn record(&mut self, source: &str, path: &[u8], stamp: &FileStamp, chunks: &[ChunkId]) -> Result<(), EngineError> {
+    pub fn record(
+        &mut self,
+        source: &str,
+        path: &[u8],
+        stamp: &FileStamp,
+        chunks: &[ChunkId],
+    ) -> Result<(), EngineError> {
         let flat: Vec<u8> = chunks.iter().flat_map(|c| c.0).collect();
         self.new
             .prepare_cached("INSERT OR REPLACE INTO files VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
             .and_then(|mut s| {
-                s.execute(params![source, path, stamp.size as i64, stamp.mtime_ns, stamp.ctime_ns, stamp.ino as i64, flat])
+                s.execute(params![
+                    source,
+                    path,
+                    stamp.size as i64,
+                    stamp.mtime_ns,
+                    stamp.ctime_ns,
+                    stamp.ino as i64,
+                    flat
+                ])
             })
             .map_err(db_err)?;
         Ok(())
@@ -95,7 +140,8 @@ impl FilesCache {
         self.new.execute_batch("COMMIT").map_err(db_err)?;
         drop(self.old);
         self.new.close().map_err(|(_, e)| db_err(e))?;
-        std::fs::rename(&self.new_path, &self.final_path).map_err(|e| EngineError::State(format!("files cache: {e}")))
+        std::fs::rename(&self.new_path, &self.final_path)
+            .map_err(|e| EngineError::State(format!("files cache: {e}")))
     }
 
     /// Drops the new cache (the backup did not commit).

@@ -1,1 +1,399 @@
-//! (in progress)
+//! `check`: verifies a repository at three depths.
+//!
+//! 1. Structure (always): config, every manifest parses and names itself; with the metadata key (the
+//!    writer state or a .pfx): every index segment opens, every chunk a backup references is indexed,
+//!    every indexed pack exists with its recorded size, every needed data-key envelope exists.
+//! 2. `--read-data` (no key needed): every pack is read and re-hashed against its name; with the
+//!    metadata key its header must also match the index.
+//! 3. With a .pfx: every indexed chunk is decrypted and re-hashed, and every manifest's tree opens.
+//!
+//! Every problem names the object and, where the metadata key allows, the backups it affects.
+
+use crate::progress::Progress;
+use crate::restore::KeyCache;
+use crate::state::WriterState;
+use crate::EngineError;
+use futures::StreamExt;
+use ibs_repo::chunk::ChunkOpener;
+use ibs_repo::config::Encryption;
+use ibs_repo::ids::{ChunkId, KeyId, PackId};
+use ibs_repo::index::Index;
+use ibs_repo::keyring::{RepoKeys, Unlock};
+use ibs_repo::lock::{self, LockKind};
+use ibs_repo::pack::verify_pack;
+use ibs_repo::{layout, Repository};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct CheckOptions {
+    pub read_data: bool,
+    pub unlock: Option<Arc<Unlock>>,
+    pub state: Option<WriterState>,
+    pub progress: Arc<Progress>,
+    pub lock_wait: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    pub object: String,
+    pub detail: String,
+    /// Backups that can no longer be fully restored because of this problem (empty when unknown
+    /// or none).
+    pub backups: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct CheckReport {
+    pub level: String,
+    pub backups: u64,
+    pub index_segments: u64,
+    pub packs: u64,
+    pub packs_read: u64,
+    pub chunks_verified: u64,
+    pub bytes_read: u64,
+    pub problems: Vec<Problem>,
+    pub notes: Vec<String>,
+}
+
+impl CheckReport {
+    fn problem(
+        &mut self,
+        object: impl Into<String>,
+        detail: impl Into<String>,
+        backups: Vec<String>,
+    ) {
+        self.problems.push(Problem {
+            object: object.into(),
+            detail: detail.into(),
+            backups,
+        });
+    }
+}
+
+/// Backups whose references intersect `chunks`.
+fn affected(refs: &BTreeMap<String, Vec<ChunkId>>, chunks: &HashSet<ChunkId>) -> Vec<String> {
+    refs.iter()
+        .filter(|(_, r)| r.iter().any(|c| chunks.contains(c)))
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+pub async fn check(repo: Arc<Repository>, opts: CheckOptions) -> Result<CheckReport, EngineError> {
+    let lock = lock::acquire(
+        repo.storage(),
+        repo.clock().clone(),
+        LockKind::Shared,
+        "check",
+        opts.lock_wait,
+    )
+    .await?;
+    let result = run(&repo, &opts).await;
+    lock.release().await?;
+    result
+}
+
+async fn run(repo: &Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport, EngineError> {
+    let mut r = CheckReport::default();
+    let key_cache = match &opts.unlock {
+        Some(u) => Some(KeyCache::open(repo.clone(), u.clone()).await?),
+        None => None,
+    };
+    let keys: Option<RepoKeys> = match (&key_cache, &opts.state) {
+        (Some(kc), _) => Some(kc.repo_keys.clone()),
+        (None, Some(st)) => {
+            repo.check_keys(&st.keys)?;
+            Some(st.keys.clone())
+        }
+        (None, None) => None,
+    };
+    r.level = match (&key_cache, opts.read_data) {
+        (Some(_), _) => "decrypt",
+        (None, true) => "read-data",
+        (None, false) => "structure",
+    }
+    .into();
+    if keys.is_none() {
+        r.notes.push(
+            "no writer state and no .pfx: index, pack headers and references were not checked"
+                .into(),
+        );
+    }
+
+    // Manifests.
+    let mut refs: BTreeMap<String, Vec<ChunkId>> = BTreeMap::new();
+    let mut manifests = Vec::new();
+    for id in repo.list_backup_ids().await? {
+        r.backups += 1;
+        match repo.read_manifest(&id).await {
+            Ok(m) => {
+                if let Some(k) = &keys {
+                    match m.open_refs(&k.metadata) {
+                        Ok(c) => {
+                            refs.insert(id.clone(), c);
+                        }
+                        Err(e) => {
+                            r.problem(format!("backups/{id}"), e.to_string(), vec![id.clone()])
+                        }
+                    }
+                }
+                manifests.push(m);
+            }
+            Err(e) => r.problem(format!("backups/{id}"), e.to_string(), vec![id.clone()]),
+        }
+    }
+
+    // Index.
+    let mut index = Index::default();
+    if let Some(k) = &keys {
+        for obj in repo.storage().list(layout::INDEX).await? {
+            r.index_segments += 1;
+            let name = obj.key.name().to_owned();
+            let decoded = match repo.storage().get(&obj.key).await {
+                Ok(b) => ibs_repo::index::decode_segment(&name, &b, &k.metadata),
+                Err(e) => Err(e.into()),
+            };
+            match decoded {
+                Ok(recs) => recs.iter().for_each(|rec| index.add_pack(rec)),
+                Err(e) => r.problem(obj.key.to_string(), e.to_string(), Vec::new()),
+            }
+        }
+        for (id, chunks) in &refs {
+            let missing: Vec<&ChunkId> = chunks.iter().filter(|c| !index.contains(c)).collect();
+            if let Some(first) = missing.first() {
+                r.problem(
+                    format!("backups/{id}"),
+                    format!(
+                        "{} referenced chunks are not in the index (first: {first})",
+                        missing.len()
+                    ),
+                    vec![id.clone()],
+                );
+            }
+        }
+    }
+
+    // Packs on storage against the index.
+    let listed: HashMap<PackId, u64> = repo
+        .storage()
+        .list(layout::PACKS)
+        .await?
+        .into_iter()
+        .filter_map(|o| layout::parse_pack(&o.key).map(|id| (id, o.size)))
+        .collect();
+    r.packs = listed.len() as u64;
+    let mut pack_chunks: HashMap<PackId, HashSet<ChunkId>> = HashMap::new();
+    for id in index.chunk_ids() {
+        if let Some(loc) = index.get(id) {
+            pack_chunks.entry(loc.pack).or_default().insert(*id);
+        }
+    }
+    for (pack, len) in index.packs() {
+        let chunks = pack_chunks.get(&pack).cloned().unwrap_or_default();
+        match listed.get(&pack) {
+            None => r.problem(
+                layout::pack(&pack).to_string(),
+                "pack is missing",
+                affected(&refs, &chunks),
+            ),
+            Some(&size) if size != len => r.problem(
+                layout::pack(&pack).to_string(),
+                format!("pack is {size} bytes, the index says {len}"),
+                affected(&refs, &chunks),
+            ),
+            _ => {}
+        }
+    }
+    let unindexed = listed
+        .keys()
+        .filter(|p| keys.is_some() && !index.packs().any(|(q, _)| q == **p))
+        .count();
+    if unindexed > 0 {
+        r.notes.push(format!("{unindexed} packs are not in the index (left by an interrupted backup or prune); `prune` removes them"));
+    }
+
+    // Data-key envelopes.
+    if matches!(repo.config().encryption, Encryption::Certificate { .. }) {
+        let envelopes: HashSet<KeyId> = repo
+            .storage()
+            .list(layout::DATA_KEYS)
+            .await?
+            .iter()
+            .filter_map(|o| layout::parse_data_key(&o.key))
+            .collect();
+        let mut needed: HashMap<KeyId, Vec<String>> = HashMap::new();
+        for m in &manifests {
+            if let Ok(k) = KeyId::from_hex(&m.catalog.data_key_id) {
+                needed
+                    .entry(k)
+                    .or_default()
+                    .push(m.catalog.backup_id.clone());
+            }
+        }
+        for k in index.key_ids() {
+            needed.entry(*k).or_default();
+        }
+        for (k, backups) in needed {
+            if !envelopes.contains(&k) {
+                let chunks: HashSet<ChunkId> = index
+                    .chunk_ids()
+                    .filter(|c| index.get(c).is_some_and(|l| l.key_id == k))
+                    .copied()
+                    .collect();
+                let mut b = affected(&refs, &chunks);
+                b.extend(backups);
+                b.sort();
+                b.dedup();
+                r.problem(
+                    layout::data_key(&k).to_string(),
+                    "data key envelope is missing",
+                    b,
+                );
+            }
+        }
+    }
+
+    // Tree parts (needs the .pfx).
+    if let Some(kc) = &key_cache {
+        for m in &manifests {
+            let c = &m.catalog;
+            let opened = match KeyId::from_hex(&c.data_key_id) {
+                Ok(k) => kc
+                    .data_key(&k, c.certificate_thumbprint.as_deref())
+                    .await
+                    .and_then(|dk| Ok(m.open_tree(&dk)?)),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = opened {
+                r.problem(
+                    format!("backups/{}", c.backup_id),
+                    e.to_string(),
+                    vec![c.backup_id.clone()],
+                );
+            }
+        }
+    }
+
+    if opts.read_data || key_cache.is_some() {
+        read_packs(
+            repo,
+            &mut r,
+            &listed,
+            &index,
+            &pack_chunks,
+            &refs,
+            keys.as_ref(),
+            key_cache.as_ref(),
+            &opts.progress,
+        )
+        .await?;
+    }
+    r.problems.sort_by(|a, b| a.object.cmp(&b.object));
+    Ok(r)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn read_packs(
+    repo: &Arc<Repository>,
+    r: &mut CheckReport,
+    listed: &HashMap<PackId, u64>,
+    index: &Index,
+    pack_chunks: &HashMap<PackId, HashSet<ChunkId>>,
+    refs: &BTreeMap<String, Vec<ChunkId>>,
+    keys: Option<&RepoKeys>,
+    key_cache: Option<&KeyCache>,
+    progress: &Progress,
+) -> Result<(), EngineError> {
+    progress.add_total(listed.values().sum(), listed.len() as u64);
+    let mut packs: Vec<PackId> = listed.keys().copied().collect();
+    packs.sort();
+    let mut fetched = futures::stream::iter(packs)
+        .map(|id| async move { (id, repo.storage().get(&layout::pack(&id)).await) })
+        .buffer_unordered(2);
+    let mut opener = ChunkOpener::default();
+    while let Some((id, got)) = fetched.next().await {
+        let obj = layout::pack(&id).to_string();
+        let chunks = pack_chunks.get(&id).cloned().unwrap_or_default();
+        let bytes = match got {
+            Ok(b) => b,
+            Err(e) => {
+                r.problem(obj, e.to_string(), affected(refs, &chunks));
+                continue;
+            }
+        };
+        r.packs_read += 1;
+        r.bytes_read += bytes.len() as u64;
+        progress.add_bytes(bytes.len() as u64);
+        progress.add_file();
+        let header = match verify_pack(&id, &bytes, keys.map(|k| &k.metadata)) {
+            Ok(h) => h,
+            Err(e) => {
+                r.problem(obj, e.to_string(), affected(refs, &chunks));
+                continue;
+            }
+        };
+        if let Some(entries) = header {
+            let by_id: HashMap<ChunkId, _> = entries.iter().map(|e| (e.id, *e)).collect();
+            let mut bad = HashSet::new();
+            for c in &chunks {
+                let loc = index.get(c).expect("chunk from the index");
+                match by_id.get(c) {
+                    Some(e)
+                        if e.offset == loc.offset
+                            && e.length == loc.length
+                            && e.key_id == loc.key_id => {}
+                    _ => {
+                        bad.insert(*c);
+                    }
+                }
+            }
+            if !bad.is_empty() {
+                r.problem(
+                    obj.clone(),
+                    format!("{} index entries do not match the pack header", bad.len()),
+                    affected(refs, &bad),
+                );
+                continue;
+            }
+        }
+        if let (Some(kc), Some(k)) = (key_cache, keys) {
+            let mut bad = HashSet::new();
+            let mut first_err = None;
+            for c in &chunks {
+                let loc = index.get(c).expect("chunk from the index");
+                let sealed = &bytes[loc.offset as usize..(loc.offset + loc.length) as usize];
+                let res = match kc.data_key(&loc.key_id, None).await {
+                    Ok(dk) => opener
+                        .open(c, loc.encoding, loc.raw_length, sealed, &dk, &k.dedup)
+                        .map(|_| ())
+                        .map_err(EngineError::from),
+                    Err(e) => Err(e),
+                };
+                match res {
+                    Ok(()) => r.chunks_verified += 1,
+                    Err(e) => {
+                        first_err.get_or_insert(e.to_string());
+                        bad.insert(*c);
+                    }
+                }
+            }
+            if let Some(e) = first_err {
+                r.problem(
+                    obj,
+                    format!(
+                        "{} chunks fail to decrypt or verify (first: {e})",
+                        bad.len()
+                    ),
+                    affected(refs, &bad),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The state argument, if any, must belong to the repository; helper for callers.
+pub fn state_if_present(state_root: &std::path::Path, repo: &Repository) -> Option<WriterState> {
+    WriterState::load(state_root, &repo.config().id).ok()
+}

@@ -15,7 +15,12 @@ pub struct Chunker {
 
 impl Chunker {
     pub fn new(p: &ChunkerParams) -> Self {
-        Chunker { buf: Vec::with_capacity(2 * p.max_size as usize), min: p.min_size, avg: p.avg_size, max: p.max_size }
+        Chunker {
+            buf: Vec::with_capacity(2 * p.max_size as usize),
+            min: p.min_size,
+            avg: p.avg_size,
+            max: p.max_size,
+        }
     }
 
     /// Bytes buffered but not yet emitted.
@@ -47,7 +52,12 @@ impl Chunker {
             return;
         }
         let mut consumed = 0;
-        for c in FastCDC::new(&self.buf, self.min as usize, self.avg as usize, self.max as usize) {
+        for c in FastCDC::new(
+            &self.buf,
+            self.min as usize,
+            self.avg as usize,
+            self.max as usize,
+        ) {
             if !end && c.offset + max > self.buf.len() {
                 break;
             }
@@ -76,9 +86,21 @@ mod tests {
 
     #[test]
     fn streaming_cuts_equal_one_pass_cuts() {
-        let p = ChunkerParams { min_size: 64 << 10, avg_size: 256 << 10, max_size: 1 << 20, ..ChunkerParams::default() };
+        let p = ChunkerParams {
+            min_size: 64 << 10,
+            avg_size: 256 << 10,
+            max_size: 1 << 20,
+            ..ChunkerParams::default()
+        };
         let d = data(7_654_321);
-        let whole: Vec<usize> = FastCDC::new(&d, p.min_size as usize, p.avg_size as usize, p.max_size as usize).map(|c| c.length).collect();
+        let whole: Vec<usize> = FastCDC::new(
+            &d,
+            p.min_size as usize,
+            p.avg_size as usize,
+            p.max_size as usize,
+        )
+        .map(|c| c.length)
+        .collect();
         for piece in [1000, 65536, 3 << 20] {
             let mut ch = Chunker::new(&p);
             let mut got = Vec::new();

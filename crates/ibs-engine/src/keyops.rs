@@ -19,7 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Creates a repository and the writer state that goes with it.
-pub async fn init(storage: DynStorage, clock: Arc<dyn Clock>, state_root: &Path, keys: InitKeys<'_>) -> Result<(Repository, WriterState), EngineError> {
+pub async fn init(
+    storage: DynStorage,
+    clock: Arc<dyn Clock>,
+    state_root: &Path,
+    keys: InitKeys<'_>,
+) -> Result<(Repository, WriterState), EngineError> {
     let (cert, legacy) = match &keys {
         InitKeys::Certificate(c) => (Some((*c).clone()), None),
         InitKeys::Legacy(k) => (None, Some(LegacyKey::from_file_text(&k.to_file_text())?)),
@@ -31,13 +36,21 @@ pub async fn init(storage: DynStorage, clock: Arc<dyn Clock>, state_root: &Path,
 }
 
 /// Rebuilds the writer state from the repository with a .pfx (or the legacy key file).
-pub async fn adopt(repo: &Repository, unlock: &Unlock, state_root: &Path) -> Result<WriterState, EngineError> {
+pub async fn adopt(
+    repo: &Repository,
+    unlock: &Unlock,
+    state_root: &Path,
+) -> Result<WriterState, EngineError> {
     let keys = repo.open_repo_keys(unlock).await?;
     let (cert, legacy) = match (&repo.config().encryption, unlock) {
         (Encryption::Certificate { .. }, _) => (repo.current_certificate().await?, None),
-        (Encryption::LegacyKey, Unlock::Legacy(k)) => (None, Some(LegacyKey::from_file_text(&k.to_file_text())?)),
+        (Encryption::LegacyKey, Unlock::Legacy(k)) => {
+            (None, Some(LegacyKey::from_file_text(&k.to_file_text())?))
+        }
         (Encryption::LegacyKey, Unlock::Identities(_)) => {
-            return Err(EngineError::State("this repository uses a legacy key: adopt it with --key-file".into()))
+            return Err(EngineError::State(
+                "this repository uses a legacy key: adopt it with --key-file".into(),
+            ))
         }
     };
     let state = WriterState::new(state_root, &repo.config().id, keys, cert, legacy);
@@ -48,7 +61,10 @@ pub async fn adopt(repo: &Repository, unlock: &Unlock, state_root: &Path) -> Res
 }
 
 /// Every data key id the repository still needs: those of manifests and those of indexed chunks.
-async fn data_key_ids(repo: &Repository, state: &WriterState) -> Result<BTreeSet<KeyId>, EngineError> {
+async fn data_key_ids(
+    repo: &Repository,
+    state: &WriterState,
+) -> Result<BTreeSet<KeyId>, EngineError> {
     let mut ids: BTreeSet<KeyId> = BTreeSet::new();
     for obj in repo.storage().list(layout::DATA_KEYS).await? {
         if let Some(id) = layout::parse_data_key(&obj.key) {
@@ -68,16 +84,31 @@ async fn data_key_ids(repo: &Repository, state: &WriterState) -> Result<BTreeSet
 /// Makes `cert` the certificate new backups are wrapped for. In legacy-key mode this is the one-way
 /// switch to certificates: every existing data key (derived from the key file) is wrapped for `cert`,
 /// so the .pfx alone then reads every backup, old and new.
-pub async fn set_cert(repo: &mut Repository, state: &mut WriterState, cert: &Certificate, lock_wait: Duration) -> Result<(), EngineError> {
+pub async fn set_cert(
+    repo: &mut Repository,
+    state: &mut WriterState,
+    cert: &Certificate,
+    lock_wait: Duration,
+) -> Result<(), EngineError> {
     crate::backup::check_state(repo, state)?;
-    let guard = lock::acquire(repo.storage(), repo.clock().clone(), LockKind::Exclusive, "set-cert", lock_wait).await?;
+    let guard = lock::acquire(
+        repo.storage(),
+        repo.clock().clone(),
+        LockKind::Exclusive,
+        "set-cert",
+        lock_wait,
+    )
+    .await?;
     let result = async {
         repo.put_certificate(cert).await?;
         repo.put_repo_envelope(&state.keys, &[cert]).await?;
         let certificates = match &repo.config().encryption {
             Encryption::Certificate { certificates, .. } => certificates.clone(),
             Encryption::LegacyKey => {
-                let legacy = state.legacy.clone().ok_or_else(|| EngineError::State("legacy key missing".into()))?;
+                let legacy = state
+                    .legacy
+                    .clone()
+                    .ok_or_else(|| EngineError::State("legacy key missing".into()))?;
                 for id in data_key_ids(repo, state).await? {
                     let k = ibs_repo::crypto::derive_legacy_data_key(legacy.material(), &id);
                     repo.put_data_key(&id, &k, &[cert]).await?;
@@ -89,7 +120,10 @@ pub async fn set_cert(repo: &mut Repository, state: &mut WriterState, cert: &Cer
         if !certificates.iter().any(|t| t == cert.thumbprint()) {
             certificates.push(cert.thumbprint().into());
         }
-        repo.set_encryption(Encryption::Certificate { current: cert.thumbprint().into(), certificates });
+        repo.set_encryption(Encryption::Certificate {
+            current: cert.thumbprint().into(),
+            certificates,
+        });
         repo.write_config().await?;
         state.certificate = Some(cert.clone());
         state.legacy = None;
@@ -114,14 +148,32 @@ fn rid(c: &Certificate) -> String {
 
 /// Re-wraps every envelope that `old` can open for `new`. With `keep_old`, `old` stays a recipient;
 /// otherwise it is replaced. Other recipients are kept when their certificates are in the repository.
-pub async fn rewrap(repo: &mut Repository, old: &PrivateIdentity, new: &Certificate, keep_old: bool, lock_wait: Duration) -> Result<RewrapReport, EngineError> {
-    let guard = lock::acquire(repo.storage(), repo.clock().clone(), LockKind::Exclusive, "rewrap", lock_wait).await?;
+pub async fn rewrap(
+    repo: &mut Repository,
+    old: &PrivateIdentity,
+    new: &Certificate,
+    keep_old: bool,
+    lock_wait: Duration,
+) -> Result<RewrapReport, EngineError> {
+    let guard = lock::acquire(
+        repo.storage(),
+        repo.clock().clone(),
+        LockKind::Exclusive,
+        "rewrap",
+        lock_wait,
+    )
+    .await?;
     let result = rewrap_locked(repo, old, new, keep_old).await;
     guard.release().await?;
     result
 }
 
-async fn rewrap_locked(repo: &mut Repository, old: &PrivateIdentity, new: &Certificate, keep_old: bool) -> Result<RewrapReport, EngineError> {
+async fn rewrap_locked(
+    repo: &mut Repository,
+    old: &PrivateIdentity,
+    new: &Certificate,
+    keep_old: bool,
+) -> Result<RewrapReport, EngineError> {
     let Encryption::Certificate { certificates, .. } = repo.config().encryption.clone() else {
         return Err(EngineError::State("a legacy-key repository has no envelopes; use `ibs repo set-cert` to switch to a certificate".into()));
     };
@@ -137,7 +189,9 @@ async fn rewrap_locked(repo: &mut Repository, old: &PrivateIdentity, new: &Certi
     let old_rid = rid(old.certificate());
     let mut report = RewrapReport::default();
     for obj in repo.storage().list(layout::DATA_KEYS).await? {
-        let Some(id) = layout::parse_data_key(&obj.key) else { continue };
+        let Some(id) = layout::parse_data_key(&obj.key) else {
+            continue;
+        };
         let env = repo.storage().get(&obj.key).await?;
         let current = ibs_keys::envelope_recipients(&env)?;
         if current.contains(&rid(new)) && !current.contains(&old_rid) {
@@ -155,7 +209,11 @@ async fn rewrap_locked(repo: &mut Repository, old: &PrivateIdentity, new: &Certi
         let key = decode_data_key(&payload, &id, obj.key.as_str())?;
         let mut recipients: Vec<&Certificate> = known
             .iter()
-            .filter(|c| current.contains(&rid(c)) && (keep_old || rid(c) != old_rid) && c.thumbprint() != new.thumbprint())
+            .filter(|c| {
+                current.contains(&rid(c))
+                    && (keep_old || rid(c) != old_rid)
+                    && c.thumbprint() != new.thumbprint()
+            })
             .collect();
         recipients.push(new);
         repo.put_data_key(&id, &key, &recipients).await?;
@@ -163,13 +221,19 @@ async fn rewrap_locked(repo: &mut Repository, old: &PrivateIdentity, new: &Certi
     }
     repo.put_repo_envelope(&keys, &[new]).await?;
     if !keep_old && old.certificate().thumbprint() != new.thumbprint() {
-        let _ = repo.storage().delete(&layout::repo_key(old.certificate().thumbprint())).await;
+        let _ = repo
+            .storage()
+            .delete(&layout::repo_key(old.certificate().thumbprint()))
+            .await;
     }
     let mut certificates = certificates;
     if !certificates.iter().any(|t| t == new.thumbprint()) {
         certificates.push(new.thumbprint().into());
     }
-    repo.set_encryption(Encryption::Certificate { current: new.thumbprint().into(), certificates });
+    repo.set_encryption(Encryption::Certificate {
+        current: new.thumbprint().into(),
+        certificates,
+    });
     repo.write_config().await?;
     Ok(report)
 }

@@ -23,7 +23,8 @@ pub struct ProgressSnapshot {
 impl ProgressSnapshot {
     /// Percent done, if the total is known.
     pub fn percent(&self) -> Option<f64> {
-        (self.bytes_total > 0).then(|| (self.bytes_done as f64 * 100.0 / self.bytes_total as f64).min(100.0))
+        (self.bytes_total > 0)
+            .then(|| (self.bytes_done as f64 * 100.0 / self.bytes_total as f64).min(100.0))
     }
 }
 
@@ -54,7 +55,9 @@ pub fn estimate(root: &std::path::Path) -> (u64, u64) {
     let mut files = 0;
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {
-        let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
         if m.is_dir() {
             if let Ok(rd) = std::fs::read_dir(&p) {
                 stack.extend(rd.flatten().map(|e| e.path()));

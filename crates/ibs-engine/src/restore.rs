@@ -60,7 +60,10 @@ pub(crate) struct KeyCache {
 }
 
 impl KeyCache {
-    pub(crate) async fn open(repo: Arc<Repository>, unlock: Arc<Unlock>) -> Result<Self, EngineError> {
+    pub(crate) async fn open(
+        repo: Arc<Repository>,
+        unlock: Arc<Unlock>,
+    ) -> Result<Self, EngineError> {
         if matches!(unlock.as_ref(), Unlock::Identities(ids) if ids.is_empty()) {
             return Err(EngineError::Repo(ibs_repo::RepoError::MissingKey(
                 "decrypting backup contents needs the .pfx (private key) of the backup certificate; the writer state \
@@ -69,15 +72,27 @@ impl KeyCache {
             )));
         }
         let repo_keys = repo.open_repo_keys(&unlock).await?;
-        Ok(KeyCache { repo, unlock, keys: Mutex::new(HashMap::new()), repo_keys })
+        Ok(KeyCache {
+            repo,
+            unlock,
+            keys: Mutex::new(HashMap::new()),
+            repo_keys,
+        })
     }
 
-    pub(crate) async fn data_key(&self, id: &KeyId, expected: Option<&str>) -> Result<SymKey, EngineError> {
+    pub(crate) async fn data_key(
+        &self,
+        id: &KeyId,
+        expected: Option<&str>,
+    ) -> Result<SymKey, EngineError> {
         if let Some(k) = self.keys.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
             return Ok(k.clone());
         }
         let k = self.repo.open_data_key(id, &self.unlock, expected).await?;
-        self.keys.lock().unwrap_or_else(|p| p.into_inner()).insert(*id, k.clone());
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*id, k.clone());
         Ok(k)
     }
 }
@@ -95,20 +110,35 @@ pub(crate) fn read_chunks(
 ) -> Result<(), String> {
     let locs = ids
         .iter()
-        .map(|id| index.get(id).map(|l| (*id, l)).ok_or_else(|| format!("chunk {id} is missing from the index")))
+        .map(|id| {
+            index
+                .get(id)
+                .map(|l| (*id, l))
+                .ok_or_else(|| format!("chunk {id} is missing from the index"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     rt.block_on(async {
         let mut fetched = futures::stream::iter(locs)
             .map(|(id, loc)| async move {
                 let sealed = repo.read_sealed(&loc).await.map_err(|e| e.to_string())?;
-                let key = keys.data_key(&loc.key_id, None).await.map_err(|e| e.to_string())?;
+                let key = keys
+                    .data_key(&loc.key_id, None)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Ok::<_, String>((id, loc, sealed, key))
             })
             .buffered(4);
         while let Some(r) = fetched.next().await {
             let (id, loc, sealed, key) = r?;
             let data = opener
-                .open(&id, loc.encoding, loc.raw_length, &sealed, &key, &keys.repo_keys.dedup)
+                .open(
+                    &id,
+                    loc.encoding,
+                    loc.raw_length,
+                    &sealed,
+                    &key,
+                    &keys.repo_keys.dedup,
+                )
                 .map_err(|e| format!("{e} (in pack {})", loc.pack))?;
             sink(&data)?;
         }
@@ -124,7 +154,10 @@ pub fn safe_components(path: &[u8]) -> Result<Vec<&OsStr>, String> {
     let mut out = Vec::new();
     for c in path.split(|b| *b == b'/') {
         if c.is_empty() || c == b"." || c == b".." || c.contains(&0) {
-            return Err(format!("refusing unsafe path {:?} from the manifest", String::from_utf8_lossy(path)));
+            return Err(format!(
+                "refusing unsafe path {:?} from the manifest",
+                String::from_utf8_lossy(path)
+            ));
         }
         out.push(OsStr::from_bytes(c));
     }
@@ -148,29 +181,58 @@ struct Shared {
     seq: AtomicU64,
 }
 
-pub async fn restore(repo: Arc<Repository>, unlock: Arc<Unlock>, opts: RestoreOptions) -> Result<RestoreReport, EngineError> {
+pub async fn restore(
+    repo: Arc<Repository>,
+    unlock: Arc<Unlock>,
+    opts: RestoreOptions,
+) -> Result<RestoreReport, EngineError> {
     let keys = KeyCache::open(repo.clone(), unlock).await?;
     let manifest = repo.read_manifest(&opts.backup_id).await?;
     let cat = &manifest.catalog;
-    let data_key = keys.data_key(&KeyId::from_hex(&cat.data_key_id)?, cat.certificate_thumbprint.as_deref()).await?;
+    let data_key = keys
+        .data_key(
+            &KeyId::from_hex(&cat.data_key_id)?,
+            cat.certificate_thumbprint.as_deref(),
+        )
+        .await?;
     let tree = manifest.open_tree(&data_key)?;
     let sources: Vec<_> = match &opts.source {
         Some(name) => {
-            let s = tree.sources.iter().find(|s| &s.name == name).ok_or_else(|| {
-                let names: Vec<_> = tree.sources.iter().map(|s| s.name.as_str()).collect();
-                EngineError::Restore(format!("backup {} has no source {name:?} (it has: {})", cat.backup_id, names.join(", ")))
-            })?;
+            let s = tree
+                .sources
+                .iter()
+                .find(|s| &s.name == name)
+                .ok_or_else(|| {
+                    let names: Vec<_> = tree.sources.iter().map(|s| s.name.as_str()).collect();
+                    EngineError::Restore(format!(
+                        "backup {} has no source {name:?} (it has: {})",
+                        cat.backup_id,
+                        names.join(", ")
+                    ))
+                })?;
             vec![(s.clone(), opts.target.clone())]
         }
-        None => tree.sources.iter().map(|s| (s.clone(), opts.target.join(&s.name))).collect(),
+        None => tree
+            .sources
+            .iter()
+            .map(|s| (s.clone(), opts.target.join(&s.name)))
+            .collect(),
     };
     for (s, _) in &sources {
-        crate::backup::validate_name(&s.name).map_err(|e| EngineError::Restore(format!("manifest: {e}")))?;
+        crate::backup::validate_name(&s.name)
+            .map_err(|e| EngineError::Restore(format!("manifest: {e}")))?;
         if let Some(sum) = cat.sources.iter().find(|x| x.name == s.name) {
             opts.progress.add_total(sum.bytes, sum.files);
         }
     }
-    let lock = lock::acquire(repo.storage(), repo.clock().clone(), LockKind::Shared, "restore", opts.lock_wait).await?;
+    let lock = lock::acquire(
+        repo.storage(),
+        repo.clock().clone(),
+        LockKind::Shared,
+        "restore",
+        opts.lock_wait,
+    )
+    .await?;
     let (index, _) = repo.load_index(&keys.repo_keys.metadata).await?;
     let shared = Arc::new(Shared {
         rt: tokio::runtime::Handle::current(),
@@ -183,12 +245,24 @@ pub async fn restore(repo: Arc<Repository>, unlock: Arc<Unlock>, opts: RestoreOp
         bytes: AtomicU64::new(0),
         seq: AtomicU64::new(0),
     });
-    let threads = if opts.threads == 0 { 4.max(2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)) } else { opts.threads };
+    let threads = if opts.threads == 0 {
+        4.max(
+            2 * std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        )
+    } else {
+        opts.threads
+    };
     let sh = shared.clone();
     let result = tokio::task::spawn_blocking(move || {
         let mut report = RestoreReport::default();
         for (src, dest) in sources {
-            let ids = src.tree.iter().map(|h| ChunkId::from_hex(h)).collect::<Result<Vec<_>, _>>()?;
+            let ids = src
+                .tree
+                .iter()
+                .map(|h| ChunkId::from_hex(h))
+                .collect::<Result<Vec<_>, _>>()?;
             restore_source(&sh, &ids, &dest, threads, &mut report)?;
         }
         Ok::<_, EngineError>(report)
@@ -199,12 +273,25 @@ pub async fn restore(repo: Arc<Repository>, unlock: Arc<Unlock>, opts: RestoreOp
     let mut report = result??;
     report.files = shared.files.load(Ordering::Relaxed);
     report.bytes = shared.bytes.load(Ordering::Relaxed);
-    report.errors.extend(shared.errors.lock().unwrap_or_else(|p| p.into_inner()).drain(..));
+    report.errors.extend(
+        shared
+            .errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..),
+    );
     Ok(report)
 }
 
-fn restore_source(sh: &Arc<Shared>, tree: &[ChunkId], dest: &Path, threads: usize, report: &mut RestoreReport) -> Result<(), EngineError> {
-    std::fs::create_dir_all(dest).map_err(|e| EngineError::Restore(format!("cannot create {}: {e}", dest.display())))?;
+fn restore_source(
+    sh: &Arc<Shared>,
+    tree: &[ChunkId],
+    dest: &Path,
+    threads: usize,
+    report: &mut RestoreReport,
+) -> Result<(), EngineError> {
+    std::fs::create_dir_all(dest)
+        .map_err(|e| EngineError::Restore(format!("cannot create {}: {e}", dest.display())))?;
     let (tx, rx) = crossbeam_channel::bounded::<Job>(threads * 4);
     let workers: Vec<_> = (0..threads)
         .map(|_| {
@@ -213,7 +300,10 @@ fn restore_source(sh: &Arc<Shared>, tree: &[ChunkId], dest: &Path, threads: usiz
                 let mut opener = ChunkOpener::default();
                 for job in rx {
                     if let Err(e) = restore_file(&sh, &job, &mut opener) {
-                        sh.errors.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{}: {e}", job.dest.display()));
+                        sh.errors
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(format!("{}: {e}", job.dest.display()));
                     }
                 }
             })
@@ -227,30 +317,48 @@ fn restore_source(sh: &Arc<Shared>, tree: &[ChunkId], dest: &Path, threads: usiz
     let mut pending = Vec::<u8>::new();
     let mut header_seen = false;
     let mut opener = ChunkOpener::default();
-    let walk = read_chunks(&sh.rt, &sh.repo, &sh.keys, &sh.index, tree, &mut opener, |data| {
-        pending.extend_from_slice(data);
-        let mut start = 0;
-        while let Some(nl) = pending[start..].iter().position(|b| *b == b'\n') {
-            let line = &pending[start..start + nl];
-            start += nl + 1;
-            if !header_seen {
-                parse_header(line).map_err(|e| e.to_string())?;
-                header_seen = true;
-                continue;
+    let walk = read_chunks(
+        &sh.rt,
+        &sh.repo,
+        &sh.keys,
+        &sh.index,
+        tree,
+        &mut opener,
+        |data| {
+            pending.extend_from_slice(data);
+            let mut start = 0;
+            while let Some(nl) = pending[start..].iter().position(|b| *b == b'\n') {
+                let line = &pending[start..start + nl];
+                start += nl + 1;
+                if !header_seen {
+                    parse_header(line).map_err(|e| e.to_string())?;
+                    header_seen = true;
+                    continue;
+                }
+                let entry = TreeEntry::parse_line(line).map_err(|e| e.to_string())?;
+                dispatch(
+                    entry,
+                    dest,
+                    &mut verified,
+                    &mut dirs,
+                    &mut links,
+                    &tx,
+                    report,
+                )?;
             }
-            let entry = TreeEntry::parse_line(line).map_err(|e| e.to_string())?;
-            dispatch(entry, dest, &mut verified, &mut dirs, &mut links, &tx, report)?;
-        }
-        pending.drain(..start);
-        Ok(())
-    });
+            pending.drain(..start);
+            Ok(())
+        },
+    );
     drop(tx);
     for w in workers {
         let _ = w.join();
     }
     walk.map_err(|e| EngineError::Restore(format!("reading the backup's tree failed: {e}")))?;
     if !pending.is_empty() {
-        return Err(EngineError::Restore("the backup's tree ends in the middle of an entry".into()));
+        return Err(EngineError::Restore(
+            "the backup's tree ends in the middle of an entry".into(),
+        ));
     }
     for (path, e) in links {
         match restore_symlink(&path, &e, dest, &verified) {
@@ -286,24 +394,39 @@ fn dispatch(
         return Ok(());
     }
     if !verified.contains(&parent) {
-        return Err(format!("{}: its parent directory is not part of the restore (unsafe or malformed manifest)", path.display()));
+        return Err(format!(
+            "{}: its parent directory is not part of the restore (unsafe or malformed manifest)",
+            path.display()
+        ));
     }
     if let Some(err) = &entry.error {
-        report.skipped.push(format!("{}: unreadable at backup time: {err}", path.display()));
+        report.skipped.push(format!(
+            "{}: unreadable at backup time: {err}",
+            path.display()
+        ));
         return Ok(());
     }
     match entry.kind {
         EntryKind::Dir => {
             match std::fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => {}
-                Ok(_) => return Err(format!("{}: exists and is not a directory; refusing to restore through it", path.display())),
-                Err(_) => std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+                Ok(_) => {
+                    return Err(format!(
+                        "{}: exists and is not a directory; refusing to restore through it",
+                        path.display()
+                    ))
+                }
+                Err(_) => {
+                    std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?
+                }
             }
             verified.insert(path.clone());
             dirs.push((path, entry));
         }
         EntryKind::Symlink => links.push((path, entry)),
-        EntryKind::File => tx.send(Job { entry, dest: path }).map_err(|_| "restore workers stopped".to_string())?,
+        EntryKind::File => tx
+            .send(Job { entry, dest: path })
+            .map_err(|_| "restore workers stopped".to_string())?,
     }
     Ok(())
 }
@@ -311,7 +434,11 @@ fn dispatch(
 fn restore_file(sh: &Shared, job: &Job, opener: &mut ChunkOpener) -> Result<(), String> {
     let e = &job.entry;
     let dir = job.dest.parent().ok_or("no parent")?;
-    let tmp = dir.join(format!(".ibs-restore-{}-{}", std::process::id(), sh.seq.fetch_add(1, Ordering::Relaxed)));
+    let tmp = dir.join(format!(
+        ".ibs-restore-{}-{}",
+        std::process::id(),
+        sh.seq.fetch_add(1, Ordering::Relaxed)
+    ));
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -320,15 +447,26 @@ fn restore_file(sh: &Shared, job: &Job, opener: &mut ChunkOpener) -> Result<(), 
         .open(&tmp)
         .map_err(|err| format!("cannot create a temporary file in {}: {err}", dir.display()))?;
     let mut offset = 0u64;
-    let result = read_chunks(&sh.rt, &sh.repo, &sh.keys, &sh.index, &e.chunks, opener, |data| {
-        write_sparse(&file, offset, data).map_err(|err| format!("write: {err}"))?;
-        offset += data.len() as u64;
-        sh.progress.add_bytes(data.len() as u64);
-        Ok(())
-    })
+    let result = read_chunks(
+        &sh.rt,
+        &sh.repo,
+        &sh.keys,
+        &sh.index,
+        &e.chunks,
+        opener,
+        |data| {
+            write_sparse(&file, offset, data).map_err(|err| format!("write: {err}"))?;
+            offset += data.len() as u64;
+            sh.progress.add_bytes(data.len() as u64);
+            Ok(())
+        },
+    )
     .and_then(|()| {
         if offset != e.size {
-            return Err(format!("restored {offset} bytes but the backup recorded {}", e.size));
+            return Err(format!(
+                "restored {offset} bytes but the backup recorded {}",
+                e.size
+            ));
         }
         file.set_len(offset).map_err(|err| err.to_string())
     });
@@ -373,7 +511,12 @@ fn write_sparse(f: &std::fs::File, offset: u64, data: &[u8]) -> std::io::Result<
     Ok(())
 }
 
-fn restore_symlink(path: &Path, e: &TreeEntry, dest: &Path, verified: &HashSet<PathBuf>) -> Result<(), String> {
+fn restore_symlink(
+    path: &Path,
+    e: &TreeEntry,
+    dest: &Path,
+    verified: &HashSet<PathBuf>,
+) -> Result<(), String> {
     let parent = path.parent().unwrap_or(dest);
     if !verified.contains(parent) {
         return Err("parent directory is not part of the restore".into());
@@ -397,7 +540,10 @@ fn restore_symlink(path: &Path, e: &TreeEntry, dest: &Path, verified: &HashSet<P
 
 /// Best-effort mode, owner (root only) and mtime.
 fn apply_metadata(path: &Path, e: &TreeEntry, is_link: bool) {
-    let mtime = filetime::FileTime::from_unix_time(e.mtime_ns.div_euclid(1_000_000_000), e.mtime_ns.rem_euclid(1_000_000_000) as u32);
+    let mtime = filetime::FileTime::from_unix_time(
+        e.mtime_ns.div_euclid(1_000_000_000),
+        e.mtime_ns.rem_euclid(1_000_000_000) as u32,
+    );
     if nix::unistd::geteuid().is_root() {
         let _ = std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid));
     }

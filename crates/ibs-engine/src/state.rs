@@ -62,7 +62,13 @@ impl WriterState {
         state_root.join(repo_id)
     }
 
-    pub fn new(state_root: &Path, repo_id: &str, keys: RepoKeys, certificate: Option<Certificate>, legacy: Option<LegacyKey>) -> Self {
+    pub fn new(
+        state_root: &Path,
+        repo_id: &str,
+        keys: RepoKeys,
+        certificate: Option<Certificate>,
+        legacy: Option<LegacyKey>,
+    ) -> Self {
         WriterState {
             repo_id: repo_id.into(),
             keys,
@@ -73,7 +79,9 @@ impl WriterState {
     }
 
     pub fn exists(state_root: &Path, repo_id: &str) -> bool {
-        Self::dir_for(state_root, repo_id).join("writer.json").is_file()
+        Self::dir_for(state_root, repo_id)
+            .join("writer.json")
+            .is_file()
     }
 
     /// Loads the state of repository `repo_id`; a missing state says how to rebuild it.
@@ -90,27 +98,42 @@ impl WriterState {
             }
             Err(e) => return Err(state_io(path.display().to_string())(e)),
         };
-        let f: StateFile = serde_json::from_slice(&text).map_err(|e| EngineError::State(format!("{}: {e}", path.display())))?;
+        let f: StateFile = serde_json::from_slice(&text)
+            .map_err(|e| EngineError::State(format!("{}: {e}", path.display())))?;
         if f.version != STATE_VERSION || f.repo_id != repo_id {
-            return Err(EngineError::State(format!("{} is not a version {STATE_VERSION} state of repository {repo_id}", path.display())));
+            return Err(EngineError::State(format!(
+                "{} is not a version {STATE_VERSION} state of repository {repo_id}",
+                path.display()
+            )));
         }
         let key = |s: &str| {
-            B64.decode(s).ok().and_then(|b| SymKey::from_bytes(&b)).ok_or_else(|| EngineError::State(format!("{}: bad key", path.display())))
+            B64.decode(s)
+                .ok()
+                .and_then(|b| SymKey::from_bytes(&b))
+                .ok_or_else(|| EngineError::State(format!("{}: bad key", path.display())))
         };
         let certificate = match f.certificate_der {
             Some(d) => Some(
-                Certificate::from_bytes(&B64.decode(d).map_err(|e| EngineError::State(e.to_string()))?)
-                    .map_err(|e| EngineError::State(e.to_string()))?,
+                Certificate::from_bytes(
+                    &B64.decode(d)
+                        .map_err(|e| EngineError::State(e.to_string()))?,
+                )
+                .map_err(|e| EngineError::State(e.to_string()))?,
             ),
             None => None,
         };
         let legacy = match f.legacy_key {
-            Some(t) => Some(std::sync::Arc::new(LegacyKey::from_file_text(&t).map_err(|e| EngineError::State(e.to_string()))?)),
+            Some(t) => Some(std::sync::Arc::new(
+                LegacyKey::from_file_text(&t).map_err(|e| EngineError::State(e.to_string()))?,
+            )),
             None => None,
         };
         Ok(WriterState {
             repo_id: f.repo_id,
-            keys: RepoKeys { dedup: key(&f.dedup_key)?, metadata: key(&f.metadata_key)? },
+            keys: RepoKeys {
+                dedup: key(&f.dedup_key)?,
+                metadata: key(&f.metadata_key)?,
+            },
             certificate,
             legacy,
             dir,
@@ -131,7 +154,12 @@ impl WriterState {
         let tmp = self.dir.join("writer.json.tmp");
         let path = self.dir.join("writer.json");
         let write = || -> std::io::Result<()> {
-            let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
             file.write_all(&serde_json::to_vec_pretty(&f).expect("state serializes"))?;
             file.sync_all()?;
             std::fs::rename(&tmp, &path)

@@ -42,7 +42,14 @@ impl Emitter {
         ids.push(id);
         if self.refs.insert(id) && !self.index.contains(&id) {
             self.bytes_new += data.len() as u64;
-            if self.tx.send(Work { id, data: data.to_vec() }).is_err() {
+            if self
+                .tx
+                .send(Work {
+                    id,
+                    data: data.to_vec(),
+                })
+                .is_err()
+            {
                 self.closed = true;
             }
         }
@@ -50,7 +57,8 @@ impl Emitter {
 
     /// True if the repository has, or this backup is storing, every chunk of `ids`.
     fn has_all(&self, ids: &[ChunkId]) -> bool {
-        ids.iter().all(|c| self.index.contains(c) || self.refs.contains(c))
+        ids.iter()
+            .all(|c| self.index.contains(c) || self.refs.contains(c))
     }
 }
 
@@ -83,7 +91,10 @@ pub struct TreeWriter {
 
 impl TreeWriter {
     pub fn new(params: &ChunkerParams, em: &mut Emitter) -> Self {
-        let mut t = TreeWriter { chunker: Chunker::new(params), chunks: Vec::new() };
+        let mut t = TreeWriter {
+            chunker: Chunker::new(params),
+            chunks: Vec::new(),
+        };
         t.chunker.push(&header_line());
         t.flush(false, em);
         t
@@ -106,14 +117,19 @@ impl TreeWriter {
 }
 
 pub fn mtime_ns(m: &Metadata) -> i64 {
-    m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec())
+    m.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(m.mtime_nsec())
 }
 
 fn stamp(m: &Metadata) -> FileStamp {
     FileStamp {
         size: m.len(),
         mtime_ns: mtime_ns(m),
-        ctime_ns: m.ctime().saturating_mul(1_000_000_000).saturating_add(m.ctime_nsec()),
+        ctime_ns: m
+            .ctime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(m.ctime_nsec()),
         ino: m.ino(),
     }
 }
@@ -162,7 +178,11 @@ impl SourceReader<'_> {
         e.sparse = m.blocks().saturating_mul(512) < m.len();
         self.stats.files += 1;
         let st = stamp(m);
-        if let Some(ids) = self.cache.lookup(self.name, &e.path, &st).filter(|ids| self.em.has_all(ids)) {
+        if let Some(ids) = self
+            .cache
+            .lookup(self.name, &e.path, &st)
+            .filter(|ids| self.em.has_all(ids))
+        {
             for id in &ids {
                 self.em.refs.insert(*id);
             }
@@ -210,14 +230,22 @@ impl SourceReader<'_> {
                 if after != st || total != st.size {
                     e.changed = true;
                     self.stats.changed += 1;
-                    tracing::warn!("{}: {} changed while it was read", self.name, full.display());
+                    tracing::warn!(
+                        "{}: {} changed while it was read",
+                        self.name,
+                        full.display()
+                    );
                 } else {
                     let _ = self.cache.record(self.name, &e.path, &st, &ids);
                 }
                 e.chunks = ids;
             }
             Err(err) => {
-                self.stats.error(format!("{}/{}: {err}", self.name, String::from_utf8_lossy(&e.path)));
+                self.stats.error(format!(
+                    "{}/{}: {err}",
+                    self.name,
+                    String::from_utf8_lossy(&e.path)
+                ));
                 e.error = Some(err.to_string());
                 e.size = 0;
             }
@@ -234,7 +262,11 @@ impl SourceReader<'_> {
             match std::fs::read_link(full) {
                 Ok(t) => e.target = Some(t.into_os_string().into_vec()),
                 Err(err) => {
-                    self.stats.error(format!("{}/{}: {err}", self.name, String::from_utf8_lossy(&e.path)));
+                    self.stats.error(format!(
+                        "{}/{}: {err}",
+                        self.name,
+                        String::from_utf8_lossy(&e.path)
+                    ));
                     e.error = Some(err.to_string());
                 }
             }
@@ -252,10 +284,14 @@ impl SourceReader<'_> {
     /// Backs up a directory tree or a single file at `root`. Returns the tree's chunk ids.
     pub fn path(&mut self, root: &Path) -> Result<Vec<ChunkId>, EngineError> {
         let mut tree = TreeWriter::new(self.params, self.em);
-        let m = std::fs::symlink_metadata(root)
-            .map_err(|e| EngineError::Source(format!("source {}: {}: {e}", self.name, root.display())))?;
+        let m = std::fs::symlink_metadata(root).map_err(|e| {
+            EngineError::Source(format!("source {}: {}: {e}", self.name, root.display()))
+        })?;
         if !m.is_dir() {
-            let name = root.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_else(|| self.name.as_bytes().to_vec());
+            let name = root
+                .file_name()
+                .map(|n| n.as_bytes().to_vec())
+                .unwrap_or_else(|| self.name.as_bytes().to_vec());
             if let Some(e) = self.entry_for(name, root, &m) {
                 tree.add(&e, self.em);
             }
@@ -269,7 +305,11 @@ impl SourceReader<'_> {
         match sorted_names(root) {
             Ok(names) => stack.push((root.to_owned(), Vec::new(), names)),
             Err(err) => {
-                return Err(EngineError::Source(format!("source {}: cannot list {}: {err}", self.name, root.display())));
+                return Err(EngineError::Source(format!(
+                    "source {}: cannot list {}: {err}",
+                    self.name,
+                    root.display()
+                )));
             }
         }
         while let Some((dir, rel, names)) = stack.last_mut() {
@@ -289,12 +329,18 @@ impl SourceReader<'_> {
                 Err(err) => {
                     // Vanished between listing and stat: not an error of the backup.
                     if err.kind() != std::io::ErrorKind::NotFound {
-                        self.stats.error(format!("{}/{}: {err}", self.name, String::from_utf8_lossy(&child_rel)));
+                        self.stats.error(format!(
+                            "{}/{}: {err}",
+                            self.name,
+                            String::from_utf8_lossy(&child_rel)
+                        ));
                     }
                     continue;
                 }
             };
-            let Some(mut e) = self.entry_for(child_rel.clone(), &full, &m) else { continue };
+            let Some(mut e) = self.entry_for(child_rel.clone(), &full, &m) else {
+                continue;
+            };
             if e.kind == EntryKind::Dir {
                 match sorted_names(&full) {
                     Ok(names) => {
@@ -302,7 +348,11 @@ impl SourceReader<'_> {
                         stack.push((full, child_rel, names));
                     }
                     Err(err) => {
-                        self.stats.error(format!("{}/{}: {err}", self.name, String::from_utf8_lossy(&child_rel)));
+                        self.stats.error(format!(
+                            "{}/{}: {err}",
+                            self.name,
+                            String::from_utf8_lossy(&child_rel)
+                        ));
                         e.error = Some(err.to_string());
                         tree.add(&e, self.em);
                     }
@@ -316,7 +366,12 @@ impl SourceReader<'_> {
     }
 
     /// Backs up a byte stream (stdin, or a command's or database's export) as one file named `name`.
-    pub fn stream(&mut self, file_name: &str, reader: &mut dyn Read, now_ns: i64) -> Result<Vec<ChunkId>, EngineError> {
+    pub fn stream(
+        &mut self,
+        file_name: &str,
+        reader: &mut dyn Read,
+        now_ns: i64,
+    ) -> Result<Vec<ChunkId>, EngineError> {
         let mut tree = TreeWriter::new(self.params, self.em);
         let mut chunker = Chunker::new(self.params);
         let mut ids = Vec::new();
@@ -330,7 +385,10 @@ impl SourceReader<'_> {
                     continue;
                 }
                 Err(err) => {
-                    return Err(EngineError::Source(format!("source {}: reading the stream failed: {err}", self.name)));
+                    return Err(EngineError::Source(format!(
+                        "source {}: reading the stream failed: {err}",
+                        self.name
+                    )));
                 }
             };
             chunker.push_filled(want, n);
@@ -365,7 +423,9 @@ impl SourceReader<'_> {
 
 /// A directory's entry names, sorted by bytes, reversed (so `pop` yields them in order).
 fn sorted_names(dir: &Path) -> std::io::Result<Vec<OsString>> {
-    let mut names = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect::<std::io::Result<Vec<_>>>()?;
+    let mut names = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<Vec<_>>>()?;
     names.sort_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
     Ok(names)
 }

@@ -25,16 +25,27 @@ pub struct ChunkSealer {
 
 impl ChunkSealer {
     pub fn new(level: i32) -> Self {
-        ChunkSealer { zstd: zstd::bulk::Compressor::new(level).expect("valid zstd level") }
+        ChunkSealer {
+            zstd: zstd::bulk::Compressor::new(level).expect("valid zstd level"),
+        }
     }
 
     pub fn seal(&mut self, id: ChunkId, data: &[u8], data_key: &SymKey) -> SealedChunk {
-        let compressed = self.zstd.compress(data).ok().filter(|c| c.len() + data.len() / 32 < data.len());
+        let compressed = self
+            .zstd
+            .compress(data)
+            .ok()
+            .filter(|c| c.len() + data.len() / 32 < data.len());
         let (enc, payload) = match &compressed {
             Some(c) => (encoding::ZSTD, c.as_slice()),
             None => (encoding::RAW, data),
         };
-        SealedChunk { id, encoding: enc, raw_length: data.len() as u32, sealed: data_key.seal(&chunk_aad(&id, enc), payload) }
+        SealedChunk {
+            id,
+            encoding: enc,
+            raw_length: data.len() as u32,
+            sealed: data_key.seal(&chunk_aad(&id, enc), payload),
+        }
     }
 }
 
@@ -45,7 +56,9 @@ pub struct ChunkOpener {
 
 impl Default for ChunkOpener {
     fn default() -> Self {
-        ChunkOpener { zstd: zstd::bulk::Decompressor::new().expect("zstd decompressor") }
+        ChunkOpener {
+            zstd: zstd::bulk::Decompressor::new().expect("zstd decompressor"),
+        }
     }
 }
 
@@ -64,22 +77,33 @@ impl ChunkOpener {
         if raw_length > MAX_CHUNK {
             return Err(RepoError::corrupt(what(), "raw length out of range"));
         }
-        let payload = data_key
-            .open(&chunk_aad(id, enc), sealed)
-            .ok_or_else(|| RepoError::corrupt(what(), "authentication failed (damaged data, or wrong data key)"))?;
+        let payload = data_key.open(&chunk_aad(id, enc), sealed).ok_or_else(|| {
+            RepoError::corrupt(
+                what(),
+                "authentication failed (damaged data, or wrong data key)",
+            )
+        })?;
         let data = match enc {
             encoding::RAW => payload,
             encoding::ZSTD => self
                 .zstd
                 .decompress(&payload, raw_length as usize)
                 .map_err(|e| RepoError::corrupt(what(), format!("decompression: {e}")))?,
-            other => return Err(RepoError::corrupt(what(), format!("unknown encoding {other}"))),
+            other => {
+                return Err(RepoError::corrupt(
+                    what(),
+                    format!("unknown encoding {other}"),
+                ))
+            }
         };
         if data.len() != raw_length as usize {
             return Err(RepoError::corrupt(what(), "length differs from the index"));
         }
         if dedup_key.chunk_id(&data) != *id {
-            return Err(RepoError::corrupt(what(), "content does not hash to the chunk's id"));
+            return Err(RepoError::corrupt(
+                what(),
+                "content does not hash to the chunk's id",
+            ));
         }
         Ok(data)
     }
@@ -95,13 +119,31 @@ mod tests {
         let mut s = ChunkSealer::new(3);
         let mut o = ChunkOpener::default();
         let text = b"hello hello hello hello hello hello hello hello".repeat(100);
-        let random: Vec<u8> = (0..10_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let random: Vec<u8> = (0..10_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         for data in [&text[..], &random[..], &[][..]] {
             let id = dedup.chunk_id(data);
             let c = s.seal(id, data, &dk);
-            assert_eq!(o.open(&id, c.encoding, c.raw_length, &c.sealed, &dk, &dedup).unwrap(), data);
-            assert!(o.open(&ChunkId([0; 32]), c.encoding, c.raw_length, &c.sealed, &dk, &dedup).is_err());
+            assert_eq!(
+                o.open(&id, c.encoding, c.raw_length, &c.sealed, &dk, &dedup)
+                    .unwrap(),
+                data
+            );
+            assert!(o
+                .open(
+                    &ChunkId([0; 32]),
+                    c.encoding,
+                    c.raw_length,
+                    &c.sealed,
+                    &dk,
+                    &dedup
+                )
+                .is_err());
         }
-        assert_eq!(s.seal(dedup.chunk_id(&text), &text, &dk).encoding, encoding::ZSTD);
+        assert_eq!(
+            s.seal(dedup.chunk_id(&text), &text, &dk).encoding,
+            encoding::ZSTD
+        );
     }
 }

@@ -22,7 +22,12 @@ pub struct ChunkerParams {
 
 impl Default for ChunkerParams {
     fn default() -> Self {
-        ChunkerParams { algorithm: CHUNKER_ALGORITHM.into(), min_size: 256 << 10, avg_size: 1 << 20, max_size: 4 << 20 }
+        ChunkerParams {
+            algorithm: CHUNKER_ALGORITHM.into(),
+            min_size: 256 << 10,
+            avg_size: 1 << 20,
+            max_size: 4 << 20,
+        }
     }
 }
 
@@ -33,7 +38,10 @@ pub enum Encryption {
     /// Keys are wrapped in CMS envelopes for X.509 certificates. `current` is the thumbprint new
     /// backups are wrapped for; `certificates` lists every certificate ever used (their .cer files are
     /// under `keys/certs/`).
-    Certificate { current: String, certificates: Vec<String> },
+    Certificate {
+        current: String,
+        certificates: Vec<String>,
+    },
     /// Keys are derived from an operator-held symmetric key file (the brief's "1811 and older" mode).
     LegacyKey,
 }
@@ -86,13 +94,21 @@ impl RepoConfig {
         let probe: Probe = serde_json::from_slice(b)
             .map_err(|e| RepoError::corrupt("config", format!("not an ibs config (JSON: {e})")))?;
         if probe.format.as_deref() != Some(FORMAT_NAME) {
-            return Err(RepoError::corrupt("config", "not an ibs repository config (format field)"));
+            return Err(RepoError::corrupt(
+                "config",
+                "not an ibs repository config (format field)",
+            ));
         }
         let version = probe.version.unwrap_or(0);
         if version != FORMAT_VERSION {
-            return Err(RepoError::UnsupportedVersion { object: "config".into(), found: version, supported: FORMAT_VERSION });
+            return Err(RepoError::UnsupportedVersion {
+                object: "config".into(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
         }
-        let c: RepoConfig = serde_json::from_slice(b).map_err(|e| RepoError::corrupt("config", e.to_string()))?;
+        let c: RepoConfig =
+            serde_json::from_slice(b).map_err(|e| RepoError::corrupt("config", e.to_string()))?;
         let ch = &c.chunker;
         if ch.algorithm != CHUNKER_ALGORITHM
             || !(64 << 10..=ch.avg_size).contains(&ch.min_size)

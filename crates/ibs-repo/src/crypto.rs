@@ -43,7 +43,9 @@ impl SymKey {
 
     fn aead(&self) -> LessSafeKey {
         // Cannot fail: the key length is fixed at 32 bytes.
-        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, self.0.as_ref()).expect("32-byte AES-256 key"))
+        LessSafeKey::new(
+            UnboundKey::new(&AES_256_GCM, self.0.as_ref()).expect("32-byte AES-256 key"),
+        )
     }
 
     /// Seals `plaintext` bound to `aad`.
@@ -56,7 +58,11 @@ impl SymKey {
         out.extend_from_slice(plaintext);
         let tag = self
             .aead()
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut out[1 + NONCE_LEN..])
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut out[1 + NONCE_LEN..],
+            )
             .expect("AES-GCM sealing of an in-memory buffer");
         out.extend_from_slice(tag.as_ref());
         out
@@ -69,7 +75,11 @@ impl SymKey {
         }
         let nonce = Nonce::try_assume_unique_for_key(&sealed[1..1 + NONCE_LEN]).ok()?;
         let mut buf = sealed[1 + NONCE_LEN..].to_vec();
-        let len = self.aead().open_in_place(nonce, Aad::from(aad), &mut buf).ok()?.len();
+        let len = self
+            .aead()
+            .open_in_place(nonce, Aad::from(aad), &mut buf)
+            .ok()?
+            .len();
         buf.truncate(len);
         Some(buf)
     }
@@ -92,7 +102,8 @@ impl SymKey {
 pub fn derive_legacy(master: &[u8], info: &[u8]) -> SymKey {
     let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"ibs legacy key v1"), master);
     let mut okm = Zeroizing::new([0u8; 32]);
-    hk.expand(info, okm.as_mut()).expect("32 bytes is a valid HKDF-SHA256 output length");
+    hk.expand(info, okm.as_mut())
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
     SymKey(okm)
 }
 
@@ -123,21 +134,36 @@ mod tests {
         assert_eq!(sealed.len(), 11 + SEAL_OVERHEAD);
         assert_eq!(k.open(b"ctx", &sealed).unwrap(), b"hello world");
         assert!(k.open(b"other", &sealed).is_none(), "wrong aad");
-        assert!(SymKey::random().open(b"ctx", &sealed).is_none(), "wrong key");
+        assert!(
+            SymKey::random().open(b"ctx", &sealed).is_none(),
+            "wrong key"
+        );
         for i in 0..sealed.len() {
             let mut t = sealed.clone();
             t[i] ^= 1;
             assert!(k.open(b"ctx", &t).is_none(), "flip at {i}");
         }
-        assert!(k.open(b"ctx", &sealed[..sealed.len() - 1]).is_none(), "truncated");
+        assert!(
+            k.open(b"ctx", &sealed[..sealed.len() - 1]).is_none(),
+            "truncated"
+        );
     }
 
     #[test]
     fn legacy_derivation_is_deterministic_and_separated() {
         let m = [7u8; 64];
-        assert_eq!(derive_legacy(&m, b"a").bytes(), derive_legacy(&m, b"a").bytes());
-        assert_ne!(derive_legacy(&m, b"a").bytes(), derive_legacy(&m, b"b").bytes());
+        assert_eq!(
+            derive_legacy(&m, b"a").bytes(),
+            derive_legacy(&m, b"a").bytes()
+        );
+        assert_ne!(
+            derive_legacy(&m, b"a").bytes(),
+            derive_legacy(&m, b"b").bytes()
+        );
         let id = KeyId([1; 16]);
-        assert_ne!(derive_legacy_data_key(&m, &id).bytes(), derive_legacy(&m, b"a").bytes());
+        assert_ne!(
+            derive_legacy_data_key(&m, &id).bytes(),
+            derive_legacy(&m, b"a").bytes()
+        );
     }
 }

@@ -15,7 +15,11 @@ pub enum RepoError {
     NotARepository { location: String },
 
     #[error("{object} has format version {found}; this ibs reads version {supported} only — upgrade ibs")]
-    UnsupportedVersion { object: String, found: u32, supported: u32 },
+    UnsupportedVersion {
+        object: String,
+        found: u32,
+        supported: u32,
+    },
 
     #[error("{object} is damaged: {detail}")]
     Corrupt { object: String, detail: String },
@@ -27,7 +31,11 @@ pub enum RepoError {
         "the .pfx holds certificate {provided}, but {what} is encrypted for certificate {expected}; \
          supply the .pfx of certificate {expected}"
     )]
-    WrongCertificate { what: String, expected: String, provided: String },
+    WrongCertificate {
+        what: String,
+        expected: String,
+        provided: String,
+    },
 
     #[error("{0}")]
     MissingKey(String),
@@ -45,16 +53,25 @@ pub enum RepoError {
     Invalid(String),
 
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 impl RepoError {
     pub fn corrupt(object: impl Into<String>, detail: impl Into<String>) -> Self {
-        RepoError::Corrupt { object: object.into(), detail: detail.into() }
+        RepoError::Corrupt {
+            object: object.into(),
+            detail: detail.into(),
+        }
     }
 
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        RepoError::Io { context: context.into(), source }
+        RepoError::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     /// The storage error inside, if this is one (for alert classification).

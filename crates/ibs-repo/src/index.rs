@@ -43,7 +43,8 @@ pub fn encode_segment(packs: &[PackRecord], metadata_key: &SymKey) -> (String, V
             e.encode(&mut body);
         }
     }
-    let compressed = zstd::bulk::compress(&body, 3).expect("zstd compression of an in-memory buffer");
+    let compressed =
+        zstd::bulk::compress(&body, 3).expect("zstd compression of an in-memory buffer");
     let mut obj = Vec::with_capacity(8 + compressed.len() + 64);
     obj.extend_from_slice(INDEX_MAGIC);
     obj.extend_from_slice(&INDEX_VERSION.to_le_bytes());
@@ -55,17 +56,25 @@ pub fn encode_segment(packs: &[PackRecord], metadata_key: &SymKey) -> (String, V
 pub fn decode_segment(name: &str, obj: &[u8], metadata_key: &SymKey) -> Result<Vec<PackRecord>> {
     let what = format!("index/{name}");
     if blake3::hash(obj).to_hex().as_str() != name {
-        return Err(RepoError::corrupt(what, "content hash does not match the segment's name"));
+        return Err(RepoError::corrupt(
+            what,
+            "content hash does not match the segment's name",
+        ));
     }
     if obj.len() < 8 || &obj[..6] != INDEX_MAGIC {
         return Err(RepoError::corrupt(what, "missing index magic"));
     }
     let version = u16::from_le_bytes([obj[6], obj[7]]);
     if version != INDEX_VERSION {
-        return Err(RepoError::UnsupportedVersion { object: what, found: version as u32, supported: INDEX_VERSION as u32 });
+        return Err(RepoError::UnsupportedVersion {
+            object: what,
+            found: version as u32,
+            supported: INDEX_VERSION as u32,
+        });
     }
-    let compressed =
-        metadata_key.open(INDEX_AAD, &obj[8..]).ok_or_else(|| RepoError::corrupt(&what, "authentication failed"))?;
+    let compressed = metadata_key
+        .open(INDEX_AAD, &obj[8..])
+        .ok_or_else(|| RepoError::corrupt(&what, "authentication failed"))?;
     let mut body = Vec::new();
     zstd::stream::read::Decoder::new(&compressed[..])
         .and_then(|d| d.take(MAX_BODY).read_to_end(&mut body))
@@ -98,7 +107,11 @@ fn parse_body(b: &[u8]) -> std::result::Result<Vec<PackRecord>, String> {
             }
             entries.push(e);
         }
-        out.push(PackRecord { id, length, entries });
+        out.push(PackRecord {
+            id,
+            length,
+            entries,
+        });
     }
     if r.remaining() != 0 {
         return Err("trailing bytes".into());
@@ -236,7 +249,14 @@ mod tests {
         let rec = PackRecord {
             id: PackId([3; 32]),
             length: 1000,
-            entries: vec![PackEntry { id: ChunkId([1; 32]), offset: 8, length: 50, raw_length: 70, encoding: 1, key_id: KeyId([2; 16]) }],
+            entries: vec![PackEntry {
+                id: ChunkId([1; 32]),
+                offset: 8,
+                length: 50,
+                raw_length: 70,
+                encoding: 1,
+                key_id: KeyId([2; 16]),
+            }],
         };
         let (name, obj) = encode_segment(std::slice::from_ref(&rec), &mk);
         assert_eq!(decode_segment(&name, &obj, &mk).unwrap(), vec![rec.clone()]);
@@ -248,6 +268,9 @@ mod tests {
         let mut idx = Index::default();
         idx.add_pack(&rec);
         let loc = idx.get(&ChunkId([1; 32])).unwrap();
-        assert_eq!((loc.pack, loc.offset, loc.key_id), (PackId([3; 32]), 8, KeyId([2; 16])));
+        assert_eq!(
+            (loc.pack, loc.offset, loc.key_id),
+            (PackId([3; 32]), 8, KeyId([2; 16]))
+        );
     }
 }

@@ -27,11 +27,17 @@ pub struct RepoKeys {
 
 impl RepoKeys {
     pub fn random() -> Self {
-        RepoKeys { dedup: SymKey::random(), metadata: SymKey::random() }
+        RepoKeys {
+            dedup: SymKey::random(),
+            metadata: SymKey::random(),
+        }
     }
 
     pub fn from_legacy(key: &LegacyKey) -> Self {
-        RepoKeys { dedup: derive_legacy(key.material(), b"dedup"), metadata: derive_legacy(key.material(), b"metadata") }
+        RepoKeys {
+            dedup: derive_legacy(key.material(), b"dedup"),
+            metadata: derive_legacy(key.material(), b"metadata"),
+        }
     }
 
     pub fn encode_payload(&self, repo: &RepoId) -> Zeroizing<Vec<u8>> {
@@ -46,10 +52,16 @@ impl RepoKeys {
 
     pub fn decode_payload(b: &[u8], repo: &RepoId, object: &str) -> Result<Self> {
         if b.len() != 86 || &b[..5] != REPO_MAGIC || b[5] != PAYLOAD_VERSION {
-            return Err(RepoError::corrupt(object, "envelope payload is not an ibs repository key"));
+            return Err(RepoError::corrupt(
+                object,
+                "envelope payload is not an ibs repository key",
+            ));
         }
         if b[6..22] != repo.0 {
-            return Err(RepoError::corrupt(object, "envelope belongs to another repository"));
+            return Err(RepoError::corrupt(
+                object,
+                "envelope belongs to another repository",
+            ));
         }
         Ok(RepoKeys {
             dedup: SymKey::from_bytes(&b[22..54]).expect("32 bytes"),
@@ -69,10 +81,16 @@ pub fn encode_data_key(id: &KeyId, key: &SymKey) -> Zeroizing<Vec<u8>> {
 
 pub fn decode_data_key(b: &[u8], id: &KeyId, object: &str) -> Result<SymKey> {
     if b.len() != 54 || &b[..5] != DATA_MAGIC || b[5] != PAYLOAD_VERSION {
-        return Err(RepoError::corrupt(object, "envelope payload is not an ibs data key"));
+        return Err(RepoError::corrupt(
+            object,
+            "envelope payload is not an ibs data key",
+        ));
     }
     if b[6..22] != id.0 {
-        return Err(RepoError::corrupt(object, "envelope holds another backup's data key"));
+        return Err(RepoError::corrupt(
+            object,
+            "envelope holds another backup's data key",
+        ));
     }
     Ok(SymKey::from_bytes(&b[22..54]).expect("32 bytes"))
 }
@@ -87,7 +105,10 @@ impl Unlock {
     /// Thumbprints of the identities offered (empty for a legacy key).
     pub fn thumbprints(&self) -> Vec<String> {
         match self {
-            Unlock::Identities(ids) => ids.iter().map(|i| i.certificate().thumbprint().to_owned()).collect(),
+            Unlock::Identities(ids) => ids
+                .iter()
+                .map(|i| i.certificate().thumbprint().to_owned())
+                .collect(),
             Unlock::Legacy(_) => Vec::new(),
         }
     }

@@ -77,7 +77,9 @@ pub fn is_backup_id(id: &str) -> bool {
         && b[9..15].iter().all(u8::is_ascii_digit)
         && b[15] == b'Z'
         && b[16] == b'-'
-        && b[17..].iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+        && b[17..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
 }
 
 /// Every object name that ibs itself creates under `MASBackup` (for `store prune` of foreign files).
@@ -86,15 +88,22 @@ pub fn is_ibs_object(k: &ObjectKey) -> bool {
     s == CONFIG
         || parse_pack(k).is_some()
         || parse_data_key(k).is_some()
-        || s.strip_prefix(INDEX).is_some_and(|n| n.len() == 64 && n.bytes().all(|c| c.is_ascii_hexdigit()))
+        || s.strip_prefix(INDEX)
+            .is_some_and(|n| n.len() == 64 && n.bytes().all(|c| c.is_ascii_hexdigit()))
         || s.strip_prefix(BACKUPS).is_some_and(is_backup_id)
         || s.strip_prefix(LOCKS).is_some_and(|n| !n.contains('/'))
-        || s.strip_prefix(CERTS).and_then(|n| n.strip_suffix(".cer")).is_some_and(is_thumbprint)
-        || s.strip_prefix(REPO_KEYS).and_then(|n| n.strip_suffix(".p7m")).is_some_and(is_thumbprint)
+        || s.strip_prefix(CERTS)
+            .and_then(|n| n.strip_suffix(".cer"))
+            .is_some_and(is_thumbprint)
+        || s.strip_prefix(REPO_KEYS)
+            .and_then(|n| n.strip_suffix(".p7m"))
+            .is_some_and(is_thumbprint)
 }
 
 fn is_thumbprint(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c))
+    s.len() == 40
+        && s.bytes()
+            .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c))
 }
 
 #[cfg(test)]

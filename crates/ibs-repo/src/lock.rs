@@ -82,7 +82,10 @@ pub fn process_start(pid: u32) -> Option<u64> {
 }
 
 pub fn hostname() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "unknown".into())
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// A held lock. Dropping it without [`LockGuard::release`] leaves the object behind, which the next
@@ -110,7 +113,11 @@ impl Drop for LockGuard {
     }
 }
 
-async fn read_locks(storage: &DynStorage, clock: &dyn Clock, host: &str) -> Result<Vec<(ObjectKey, LockInfo)>> {
+async fn read_locks(
+    storage: &DynStorage,
+    clock: &dyn Clock,
+    host: &str,
+) -> Result<Vec<(ObjectKey, LockInfo)>> {
     let now = clock.now_unix();
     let mut out = Vec::new();
     for obj in storage.list(layout::LOCKS).await? {
@@ -150,11 +157,18 @@ pub async fn acquire(
     let host = hostname();
     let pid = std::process::id();
     let started = std::time::Instant::now();
-    let name = format!("{}-{}-{}", clock.now_unix(), pid, crate::ids::KeyId::random().to_hex());
+    let name = format!(
+        "{}-{}-{}",
+        clock.now_unix(),
+        pid,
+        crate::ids::KeyId::random().to_hex()
+    );
     let key = layout::lock(&name);
     loop {
         let others = read_locks(storage, clock.as_ref(), &host).await?;
-        let blocking = others.iter().find(|(k, l)| *k != key && conflicts(kind, l.kind));
+        let blocking = others
+            .iter()
+            .find(|(k, l)| *k != key && conflicts(kind, l.kind));
         if blocking.is_none() {
             let now = clock.now_unix();
             let info = LockInfo {
@@ -166,12 +180,23 @@ pub async fn acquire(
                 created: now,
                 refreshed: now,
             };
-            storage.put(&key, serde_json::to_vec(&info).expect("lock serializes").into()).await?;
+            storage
+                .put(
+                    &key,
+                    serde_json::to_vec(&info).expect("lock serializes").into(),
+                )
+                .await?;
             let after = read_locks(storage, clock.as_ref(), &host).await?;
-            let lost = after.iter().any(|(k, l)| *k != key && conflicts(kind, l.kind) && k.as_str() < key.as_str());
+            let lost = after
+                .iter()
+                .any(|(k, l)| *k != key && conflicts(kind, l.kind) && k.as_str() < key.as_str());
             if !lost {
                 let refresher = spawn_refresher(storage.clone(), key.clone(), info, clock.clone());
-                return Ok(LockGuard { storage: storage.clone(), key, refresher });
+                return Ok(LockGuard {
+                    storage: storage.clone(),
+                    key,
+                    refresher,
+                });
             }
             let _ = storage.delete(&key).await;
         }
@@ -186,12 +211,23 @@ pub async fn acquire(
     }
 }
 
-fn spawn_refresher(storage: DynStorage, key: ObjectKey, mut info: LockInfo, clock: Arc<dyn Clock>) -> tokio::task::JoinHandle<()> {
+fn spawn_refresher(
+    storage: DynStorage,
+    key: ObjectKey,
+    mut info: LockInfo,
+    clock: Arc<dyn Clock>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(REFRESH_SECS as u64)).await;
             info.refreshed = clock.now_unix();
-            if let Err(e) = storage.put(&key, serde_json::to_vec(&info).expect("lock serializes").into()).await {
+            if let Err(e) = storage
+                .put(
+                    &key,
+                    serde_json::to_vec(&info).expect("lock serializes").into(),
+                )
+                .await
+            {
                 tracing::warn!("could not refresh lock {key}: {e}");
             }
         }
@@ -200,5 +236,9 @@ fn spawn_refresher(storage: DynStorage, key: ObjectKey, mut info: LockInfo, cloc
 
 /// Every live lock, for `ibs repo locks` and for messages.
 pub async fn list(storage: &DynStorage, clock: &dyn Clock) -> Result<Vec<LockInfo>> {
-    Ok(read_locks(storage, clock, &hostname()).await?.into_iter().map(|(_, l)| l).collect())
+    Ok(read_locks(storage, clock, &hostname())
+        .await?
+        .into_iter()
+        .map(|(_, l)| l)
+        .collect())
 }

@@ -103,7 +103,13 @@ fn refs_aad(id: &str) -> Vec<u8> {
 }
 
 impl Manifest {
-    pub fn seal(catalog: Catalog, tree: &TreePart, refs: &mut Vec<ChunkId>, data_key: &SymKey, metadata_key: &SymKey) -> Self {
+    pub fn seal(
+        catalog: Catalog,
+        tree: &TreePart,
+        refs: &mut Vec<ChunkId>,
+        data_key: &SymKey,
+        metadata_key: &SymKey,
+    ) -> Self {
         refs.sort_unstable();
         refs.dedup();
         let tree_json = serde_json::to_vec(tree).expect("tree part serializes");
@@ -111,12 +117,17 @@ impl Manifest {
         let flat: Vec<u8> = refs.iter().flat_map(|r| r.0).collect();
         let compressed = zstd::bulk::compress(&flat, 3).expect("zstd of an in-memory buffer");
         let refs_sealed = metadata_key.seal(&refs_aad(&catalog.backup_id), &compressed);
-        Manifest { catalog, tree_sealed, refs_sealed }
+        Manifest {
+            catalog,
+            tree_sealed,
+            refs_sealed,
+        }
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
         let cat = serde_json::to_vec(&self.catalog).expect("catalog serializes");
-        let mut out = Vec::with_capacity(20 + cat.len() + self.tree_sealed.len() + self.refs_sealed.len());
+        let mut out =
+            Vec::with_capacity(20 + cat.len() + self.tree_sealed.len() + self.refs_sealed.len());
         out.extend_from_slice(MANIFEST_MAGIC);
         out.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
         for part in [&cat[..], &self.tree_sealed, &self.refs_sealed] {
@@ -135,7 +146,11 @@ impl Manifest {
         }
         let version = u16::from_le_bytes([prefix[6], prefix[7]]);
         if version != MANIFEST_VERSION {
-            return Err(RepoError::UnsupportedVersion { object: what, found: version as u32, supported: MANIFEST_VERSION as u32 });
+            return Err(RepoError::UnsupportedVersion {
+                object: what,
+                found: version as u32,
+                supported: MANIFEST_VERSION as u32,
+            });
         }
         let len = u32::from_le_bytes(prefix[8..12].try_into().expect("4 bytes")) as usize;
         if len > MAX_CATALOG {
@@ -147,7 +162,10 @@ impl Manifest {
         let catalog: Catalog = serde_json::from_slice(&prefix[12..12 + len])
             .map_err(|e| RepoError::corrupt(&what, format!("catalog: {e}")))?;
         if catalog.backup_id != name {
-            return Err(RepoError::corrupt(what, format!("catalog names backup {}, not {name}", catalog.backup_id)));
+            return Err(RepoError::corrupt(
+                what,
+                format!("catalog names backup {}, not {name}", catalog.backup_id),
+            ));
         }
         if catalog.format_version != MANIFEST_VERSION as u32 {
             return Err(RepoError::UnsupportedVersion {
@@ -161,7 +179,8 @@ impl Manifest {
 
     pub fn from_bytes(name: &str, b: &[u8]) -> Result<Self> {
         let what = format!("backups/{name}");
-        let catalog = Self::parse_catalog(name, b)?.map_err(|_| RepoError::corrupt(&what, "truncated catalog"))?;
+        let catalog = Self::parse_catalog(name, b)?
+            .map_err(|_| RepoError::corrupt(&what, "truncated catalog"))?;
         let mut pos = 8;
         let mut parts = Vec::new();
         for _ in 0..3 {
@@ -169,7 +188,9 @@ impl Manifest {
                 .get(pos..pos + 4)
                 .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")) as usize)
                 .ok_or_else(|| RepoError::corrupt(&what, "truncated"))?;
-            let part = b.get(pos + 4..pos + 4 + len).ok_or_else(|| RepoError::corrupt(&what, "truncated"))?;
+            let part = b
+                .get(pos + 4..pos + 4 + len)
+                .ok_or_else(|| RepoError::corrupt(&what, "truncated"))?;
             parts.push(part.to_vec());
             pos += 4 + len;
         }
@@ -178,15 +199,25 @@ impl Manifest {
         }
         let refs_sealed = parts.pop().expect("3 parts");
         let tree_sealed = parts.pop().expect("3 parts");
-        Ok(Manifest { catalog, tree_sealed, refs_sealed })
+        Ok(Manifest {
+            catalog,
+            tree_sealed,
+            refs_sealed,
+        })
     }
 
     pub fn open_tree(&self, data_key: &SymKey) -> Result<TreePart> {
         let id = &self.catalog.backup_id;
-        let plain = data_key.open(&tree_aad(id), &self.tree_sealed).ok_or_else(|| {
-            RepoError::corrupt(format!("backups/{id}"), "tree part does not open with the backup's data key")
-        })?;
-        serde_json::from_slice(&plain).map_err(|e| RepoError::corrupt(format!("backups/{id}"), format!("tree part: {e}")))
+        let plain = data_key
+            .open(&tree_aad(id), &self.tree_sealed)
+            .ok_or_else(|| {
+                RepoError::corrupt(
+                    format!("backups/{id}"),
+                    "tree part does not open with the backup's data key",
+                )
+            })?;
+        serde_json::from_slice(&plain)
+            .map_err(|e| RepoError::corrupt(format!("backups/{id}"), format!("tree part: {e}")))
     }
 
     pub fn open_refs(&self, metadata_key: &SymKey) -> Result<Vec<ChunkId>> {
@@ -194,14 +225,22 @@ impl Manifest {
         let what = format!("backups/{id}");
         let compressed = metadata_key
             .open(&refs_aad(id), &self.refs_sealed)
-            .ok_or_else(|| RepoError::corrupt(&what, "refs part does not open with the metadata key"))?;
+            .ok_or_else(|| {
+                RepoError::corrupt(&what, "refs part does not open with the metadata key")
+            })?;
         let mut flat = Vec::new();
         zstd::stream::read::Decoder::new(&compressed[..])
             .and_then(|d| d.take(1 << 32).read_to_end(&mut flat))
             .map_err(|e| RepoError::corrupt(&what, format!("refs: {e}")))?;
         if flat.len() % 32 != 0 {
-            return Err(RepoError::corrupt(what, "refs length is not a multiple of 32"));
+            return Err(RepoError::corrupt(
+                what,
+                "refs length is not a multiple of 32",
+            ));
         }
-        Ok(flat.chunks_exact(32).map(|c| ChunkId::from_slice(c).expect("32 bytes")).collect())
+        Ok(flat
+            .chunks_exact(32)
+            .map(|c| ChunkId::from_slice(c).expect("32 bytes"))
+            .collect())
     }
 }

@@ -66,7 +66,10 @@ impl PackEntry {
             key_id: KeyId::from_slice(&b[45..61]).expect("16 bytes"),
         };
         if e.encoding > encoding::ZSTD {
-            return Err(RepoError::corrupt("pack entry", format!("unknown encoding {}", e.encoding)));
+            return Err(RepoError::corrupt(
+                "pack entry",
+                format!("unknown encoding {}", e.encoding),
+            ));
         }
         Ok(e)
     }
@@ -89,13 +92,30 @@ impl PackBuilder {
         let mut buf = Vec::with_capacity(capacity);
         buf.extend_from_slice(PACK_MAGIC);
         buf.extend_from_slice(&PACK_VERSION.to_le_bytes());
-        PackBuilder { buf, entries: Vec::new() }
+        PackBuilder {
+            buf,
+            entries: Vec::new(),
+        }
     }
 
-    pub fn add(&mut self, id: ChunkId, encoding: u8, raw_length: u32, key_id: KeyId, sealed: &[u8]) {
+    pub fn add(
+        &mut self,
+        id: ChunkId,
+        encoding: u8,
+        raw_length: u32,
+        key_id: KeyId,
+        sealed: &[u8],
+    ) {
         let offset = self.buf.len() as u32;
         self.buf.extend_from_slice(sealed);
-        self.entries.push(PackEntry { id, offset, length: sealed.len() as u32, raw_length, encoding, key_id });
+        self.entries.push(PackEntry {
+            id,
+            offset,
+            length: sealed.len() as u32,
+            raw_length,
+            encoding,
+            key_id,
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -120,7 +140,8 @@ impl PackBuilder {
         }
         let sealed = metadata_key.seal(HEADER_AAD, &header);
         self.buf.extend_from_slice(&sealed);
-        self.buf.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(TRAILER_MAGIC);
         let id = PackId(*blake3::hash(&self.buf).as_bytes());
         (id, Bytes::from(self.buf), self.entries)
@@ -142,24 +163,44 @@ pub fn parse_trailer(trailer: &[u8], pack_len: u64) -> Result<(u64, u64)> {
 }
 
 /// Opens a sealed pack header and validates its entries against the header's offset.
-pub fn open_header(sealed: &[u8], header_offset: u64, metadata_key: &SymKey) -> Result<Vec<PackEntry>> {
-    let plain = metadata_key
-        .open(HEADER_AAD, sealed)
-        .ok_or_else(|| RepoError::corrupt("pack header", "authentication failed (damaged, or another repository's metadata key)"))?;
+pub fn open_header(
+    sealed: &[u8],
+    header_offset: u64,
+    metadata_key: &SymKey,
+) -> Result<Vec<PackEntry>> {
+    let plain = metadata_key.open(HEADER_AAD, sealed).ok_or_else(|| {
+        RepoError::corrupt(
+            "pack header",
+            "authentication failed (damaged, or another repository's metadata key)",
+        )
+    })?;
     if plain.len() < 6 || u16::from_le_bytes([plain[0], plain[1]]) != PACK_VERSION {
         return Err(RepoError::corrupt("pack header", "unknown header version"));
     }
     let count = u32::from_le_bytes(plain[2..6].try_into().expect("4 bytes")) as usize;
-    if plain.len() != 6 + count.checked_mul(ENTRY_LEN).ok_or_else(|| RepoError::corrupt("pack header", "count overflow"))? {
-        return Err(RepoError::corrupt("pack header", "entry count does not match the header length"));
+    if plain.len()
+        != 6 + count
+            .checked_mul(ENTRY_LEN)
+            .ok_or_else(|| RepoError::corrupt("pack header", "count overflow"))?
+    {
+        return Err(RepoError::corrupt(
+            "pack header",
+            "entry count does not match the header length",
+        ));
     }
-    let mut entries: Vec<PackEntry> = plain[6..].chunks_exact(ENTRY_LEN).map(PackEntry::decode).collect::<Result<_>>()?;
+    let mut entries: Vec<PackEntry> = plain[6..]
+        .chunks_exact(ENTRY_LEN)
+        .map(PackEntry::decode)
+        .collect::<Result<_>>()?;
     entries.sort_by_key(|e| e.offset);
     let mut next = PREFIX_LEN as u64;
     for e in &entries {
         let end = e.offset as u64 + e.length as u64;
         if (e.offset as u64) < next || end > header_offset {
-            return Err(RepoError::corrupt("pack header", "entries overlap or exceed the pack"));
+            return Err(RepoError::corrupt(
+                "pack header",
+                "entries overlap or exceed the pack",
+            ));
         }
         next = end;
     }
@@ -168,17 +209,28 @@ pub fn open_header(sealed: &[u8], header_offset: u64, metadata_key: &SymKey) -> 
 
 /// Checks a whole pack's bytes: the name matches the hash, the prefix and trailer are sound, and (with
 /// the metadata key) the header opens and is consistent. Returns the entries if the key was given.
-pub fn verify_pack(id: &PackId, bytes: &[u8], metadata_key: Option<&SymKey>) -> Result<Option<Vec<PackEntry>>> {
+pub fn verify_pack(
+    id: &PackId,
+    bytes: &[u8],
+    metadata_key: Option<&SymKey>,
+) -> Result<Option<Vec<PackEntry>>> {
     let obj = format!("pack {id}");
     if blake3::hash(bytes).as_bytes() != &id.0 {
-        return Err(RepoError::corrupt(obj, "content hash does not match the pack's name"));
+        return Err(RepoError::corrupt(
+            obj,
+            "content hash does not match the pack's name",
+        ));
     }
     if bytes.len() < PREFIX_LEN + TRAILER_LEN || &bytes[..6] != PACK_MAGIC {
         return Err(RepoError::corrupt(obj, "missing pack magic"));
     }
     let version = u16::from_le_bytes([bytes[6], bytes[7]]);
     if version != PACK_VERSION {
-        return Err(RepoError::UnsupportedVersion { object: obj, found: version as u32, supported: PACK_VERSION as u32 });
+        return Err(RepoError::UnsupportedVersion {
+            object: obj,
+            found: version as u32,
+            supported: PACK_VERSION as u32,
+        });
     }
     let (off, len) = parse_trailer(&bytes[bytes.len() - TRAILER_LEN..], bytes.len() as u64)
         .map_err(|e| RepoError::corrupt(obj.clone(), e.to_string()))?;
@@ -198,7 +250,13 @@ mod tests {
     fn build_and_verify() {
         let mk = SymKey::random();
         let mut b = PackBuilder::new(0);
-        b.add(ChunkId([1; 32]), encoding::RAW, 3, KeyId([9; 16]), b"abcdef");
+        b.add(
+            ChunkId([1; 32]),
+            encoding::RAW,
+            3,
+            KeyId([9; 16]),
+            b"abcdef",
+        );
         b.add(ChunkId([2; 32]), encoding::ZSTD, 10, KeyId([9; 16]), b"xyz");
         let (id, bytes, entries) = b.finish(&mk);
         let got = verify_pack(&id, &bytes, Some(&mk)).unwrap().unwrap();
@@ -207,6 +265,9 @@ mod tests {
         let mut bad = bytes.to_vec();
         bad[9] ^= 1;
         assert!(verify_pack(&id, &bad, Some(&mk)).is_err());
-        assert!(verify_pack(&id, &bytes, Some(&SymKey::random())).is_err(), "another repository's key");
+        assert!(
+            verify_pack(&id, &bytes, Some(&SymKey::random())).is_err(),
+            "another repository's key"
+        );
     }
 }

@@ -35,18 +35,36 @@ impl Repository {
     pub async fn open(storage: DynStorage, clock: Arc<dyn Clock>) -> Result<Self> {
         let bytes = match storage.get(&layout::config()).await {
             Ok(b) => b,
-            Err(e) if e.is_not_found() => return Err(RepoError::NotARepository { location: storage.location() }),
+            Err(e) if e.is_not_found() => {
+                return Err(RepoError::NotARepository {
+                    location: storage.location(),
+                })
+            }
             Err(e) => return Err(e.into()),
         };
         let config = RepoConfig::from_bytes(&bytes)?;
         let id = RepoId::from_hex(&config.id)?;
-        Ok(Repository { storage, config, id, clock })
+        Ok(Repository {
+            storage,
+            config,
+            id,
+            clock,
+        })
     }
 
     /// Creates a repository. Refuses a location that already holds one.
-    pub async fn init(storage: DynStorage, clock: Arc<dyn Clock>, keys_from: InitKeys<'_>) -> Result<(Self, RepoKeys)> {
+    pub async fn init(
+        storage: DynStorage,
+        clock: Arc<dyn Clock>,
+        keys_from: InitKeys<'_>,
+    ) -> Result<(Self, RepoKeys)> {
         match storage.stat(&layout::config()).await {
-            Ok(_) => return Err(RepoError::Invalid(format!("{} already holds an ibs repository", storage.location()))),
+            Ok(_) => {
+                return Err(RepoError::Invalid(format!(
+                    "{} already holds an ibs repository",
+                    storage.location()
+                )))
+            }
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
@@ -54,13 +72,21 @@ impl Repository {
         let (keys, encryption) = match keys_from {
             InitKeys::Certificate(c) => (
                 RepoKeys::random(),
-                Encryption::Certificate { current: c.thumbprint().into(), certificates: vec![c.thumbprint().into()] },
+                Encryption::Certificate {
+                    current: c.thumbprint().into(),
+                    certificates: vec![c.thumbprint().into()],
+                },
             ),
             InitKeys::Legacy(k) => (RepoKeys::from_legacy(k), Encryption::LegacyKey),
         };
         let config = RepoConfig::new(now, encryption, keys.metadata.check_value("metadata"));
         let id = RepoId::from_hex(&config.id)?;
-        let repo = Repository { storage, config, id, clock };
+        let repo = Repository {
+            storage,
+            config,
+            id,
+            clock,
+        };
         if let InitKeys::Certificate(c) = keys_from {
             repo.put_certificate(c).await?;
             repo.put_repo_envelope(&keys, &[c]).await?;
@@ -87,7 +113,10 @@ impl Repository {
     }
 
     pub async fn write_config(&self) -> Result<()> {
-        Ok(self.storage.put(&layout::config(), self.config.to_bytes().into()).await?)
+        Ok(self
+            .storage
+            .put(&layout::config(), self.config.to_bytes().into())
+            .await?)
     }
 
     /// Replaces the in-memory config (the caller then calls [`Repository::write_config`]).
@@ -107,14 +136,23 @@ impl Repository {
     // ---- certificates and envelopes ----
 
     pub async fn put_certificate(&self, cert: &Certificate) -> Result<()> {
-        Ok(self.storage.put(&layout::cert(cert.thumbprint()), Bytes::copy_from_slice(cert.der())).await?)
+        Ok(self
+            .storage
+            .put(
+                &layout::cert(cert.thumbprint()),
+                Bytes::copy_from_slice(cert.der()),
+            )
+            .await?)
     }
 
     pub async fn certificate(&self, thumbprint: &str) -> Result<Certificate> {
         let der = self.storage.get(&layout::cert(thumbprint)).await?;
         let cert = Certificate::from_bytes(&der)?;
         if cert.thumbprint() != thumbprint {
-            return Err(RepoError::corrupt(layout::cert(thumbprint).to_string(), "certificate does not match its name"));
+            return Err(RepoError::corrupt(
+                layout::cert(thumbprint).to_string(),
+                "certificate does not match its name",
+            ));
         }
         Ok(cert)
     }
@@ -127,11 +165,17 @@ impl Repository {
         }
     }
 
-    pub async fn put_repo_envelope(&self, keys: &RepoKeys, recipients: &[&Certificate]) -> Result<()> {
+    pub async fn put_repo_envelope(
+        &self,
+        keys: &RepoKeys,
+        recipients: &[&Certificate],
+    ) -> Result<()> {
         let payload = keys.encode_payload(&self.id);
         let env = ibs_keys::seal_envelope(recipients, &payload)?;
         for c in recipients {
-            self.storage.put(&layout::repo_key(c.thumbprint()), env.clone().into()).await?;
+            self.storage
+                .put(&layout::repo_key(c.thumbprint()), env.clone().into())
+                .await?;
         }
         Ok(())
     }
@@ -153,7 +197,8 @@ impl Repository {
                     match self.storage.get(&key).await {
                         Ok(env) => {
                             let payload = ibs_keys::open_envelope(ident, &env)?;
-                            found = Some(RepoKeys::decode_payload(&payload, &self.id, key.as_str())?);
+                            found =
+                                Some(RepoKeys::decode_payload(&payload, &self.id, key.as_str())?);
                             break;
                         }
                         Err(e) if e.is_not_found() => continue,
@@ -170,7 +215,10 @@ impl Repository {
         if self.check_keys(&keys).is_err() {
             return Err(match unlock {
                 Unlock::Legacy(_) => RepoError::WrongKeyFile,
-                Unlock::Identities(_) => RepoError::corrupt("repository key envelope", "keys fail the config's key check"),
+                Unlock::Identities(_) => RepoError::corrupt(
+                    "repository key envelope",
+                    "keys fail the config's key check",
+                ),
             });
         }
         Ok(keys)
@@ -183,14 +231,24 @@ impl Repository {
         }
     }
 
-    pub async fn put_data_key(&self, id: &KeyId, key: &SymKey, recipients: &[&Certificate]) -> Result<()> {
+    pub async fn put_data_key(
+        &self,
+        id: &KeyId,
+        key: &SymKey,
+        recipients: &[&Certificate],
+    ) -> Result<()> {
         let env = ibs_keys::seal_envelope(recipients, &encode_data_key(id, key))?;
         Ok(self.storage.put(&layout::data_key(id), env.into()).await?)
     }
 
     /// Opens the data key `id`. `expected` is the thumbprint the catalog recorded, used in the error
     /// when no offered .pfx matches.
-    pub async fn open_data_key(&self, id: &KeyId, unlock: &Unlock, expected: Option<&str>) -> Result<SymKey> {
+    pub async fn open_data_key(
+        &self,
+        id: &KeyId,
+        unlock: &Unlock,
+        expected: Option<&str>,
+    ) -> Result<SymKey> {
         let key = layout::data_key(id);
         let env = match self.storage.get(&key).await {
             Ok(env) => env,
@@ -198,7 +256,10 @@ impl Repository {
                 if let Some(k) = unlock.legacy_data_key(id) {
                     return Ok(k);
                 }
-                return Err(RepoError::corrupt(key.to_string(), "data key envelope is missing"));
+                return Err(RepoError::corrupt(
+                    key.to_string(),
+                    "data key envelope is missing",
+                ));
             }
             Err(e) => return Err(e.into()),
         };
@@ -216,7 +277,9 @@ impl Repository {
         }
         Err(RepoError::WrongCertificate {
             what: format!("data key {id}"),
-            expected: expected.map(str::to_owned).unwrap_or_else(|| self.expected_thumbprints()),
+            expected: expected
+                .map(str::to_owned)
+                .unwrap_or_else(|| self.expected_thumbprints()),
             provided: unlock.thumbprints().join(", "),
         })
     }
@@ -227,19 +290,37 @@ impl Repository {
     pub async fn load_index(&self, metadata_key: &SymKey) -> Result<(Index, Vec<String>)> {
         let mut index = Index::default();
         let mut names = Vec::new();
-        for obj in self.storage.list(layout::INDEX).await? {
-            let name = obj.key.name().to_owned();
-            let bytes = self.storage.get(&obj.key).await?;
-            for rec in decode_segment(&name, &bytes, metadata_key)? {
-                index.add_pack(&rec);
+        for (name, records) in self.load_segments(metadata_key).await? {
+            for rec in &records {
+                index.add_pack(rec);
             }
             names.push(name);
         }
         Ok((index, names))
     }
 
+    /// Loads every index segment as records, by segment name.
+    pub async fn load_segments(
+        &self,
+        metadata_key: &SymKey,
+    ) -> Result<Vec<(String, Vec<PackRecord>)>> {
+        let mut out = Vec::new();
+        for obj in self.storage.list(layout::INDEX).await? {
+            let name = obj.key.name().to_owned();
+            let bytes = self.storage.get(&obj.key).await?;
+            let records = decode_segment(&name, &bytes, metadata_key)?;
+            out.push((name, records));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
     /// Writes one index segment; returns its name and size.
-    pub async fn write_index(&self, packs: &[PackRecord], metadata_key: &SymKey) -> Result<(String, u64)> {
+    pub async fn write_index(
+        &self,
+        packs: &[PackRecord],
+        metadata_key: &SymKey,
+    ) -> Result<(String, u64)> {
         let (name, obj) = encode_segment(packs, metadata_key);
         let len = obj.len() as u64;
         self.storage.put(&layout::index(&name), obj.into()).await?;
@@ -253,15 +334,25 @@ impl Repository {
     /// Fetches one sealed chunk by its location.
     pub async fn read_sealed(&self, loc: &ChunkLocation) -> Result<Bytes> {
         if loc.raw_length > MAX_CHUNK {
-            return Err(RepoError::corrupt(format!("pack {}", loc.pack), "chunk length out of range"));
+            return Err(RepoError::corrupt(
+                format!("pack {}", loc.pack),
+                "chunk length out of range",
+            ));
         }
-        self.storage.get_range(&layout::pack(&loc.pack), loc.offset as u64, loc.length as u64).await.map_err(|e| {
-            if e.kind == ibs_storage::ErrorKind::Invalid || e.is_not_found() {
-                RepoError::corrupt(format!("pack {}", loc.pack), e.to_string())
-            } else {
-                e.into()
-            }
-        })
+        self.storage
+            .get_range(
+                &layout::pack(&loc.pack),
+                loc.offset as u64,
+                loc.length as u64,
+            )
+            .await
+            .map_err(|e| {
+                if e.kind == ibs_storage::ErrorKind::Invalid || e.is_not_found() {
+                    RepoError::corrupt(format!("pack {}", loc.pack), e.to_string())
+                } else {
+                    e.into()
+                }
+            })
     }
 
     // ---- manifests ----
@@ -288,7 +379,8 @@ impl Repository {
             Ok(c) => Ok(c),
             Err(need) if (need as u64) <= size => {
                 let head = self.storage.get_range(&key, 0, need as u64).await?;
-                Manifest::parse_catalog(id, &head)?.map_err(|_| RepoError::corrupt(key.to_string(), "truncated catalog"))
+                Manifest::parse_catalog(id, &head)?
+                    .map_err(|_| RepoError::corrupt(key.to_string(), "truncated catalog"))
             }
             Err(_) => Err(RepoError::corrupt(key.to_string(), "truncated catalog")),
         }
@@ -296,11 +388,17 @@ impl Repository {
 
     pub async fn read_manifest(&self, id: &str) -> Result<Manifest> {
         if !layout::is_backup_id(id) {
-            return Err(RepoError::Invalid(format!("{id:?} is not a backup id (expected e.g. 20261126T135000Z-0a1b2c3d)")));
+            return Err(RepoError::Invalid(format!(
+                "{id:?} is not a backup id (expected e.g. 20261126T135000Z-0a1b2c3d)"
+            )));
         }
         let bytes = match self.storage.get(&layout::backup(id)).await {
             Ok(b) => b,
-            Err(e) if e.is_not_found() => return Err(RepoError::Invalid(format!("backup {id} does not exist in this repository"))),
+            Err(e) if e.is_not_found() => {
+                return Err(RepoError::Invalid(format!(
+                    "backup {id} does not exist in this repository"
+                )))
+            }
             Err(e) => return Err(e.into()),
         };
         Manifest::from_bytes(id, &bytes)
@@ -310,7 +408,9 @@ impl Repository {
     pub async fn put_manifest(&self, m: &Manifest) -> Result<u64> {
         let bytes = m.to_bytes();
         let len = bytes.len() as u64;
-        self.storage.put(&layout::backup(&m.catalog.backup_id), bytes.into()).await?;
+        self.storage
+            .put(&layout::backup(&m.catalog.backup_id), bytes.into())
+            .await?;
         Ok(len)
     }
 }

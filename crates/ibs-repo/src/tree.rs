@@ -76,14 +76,23 @@ struct Line {
 fn split_bytes(b: &[u8]) -> (Option<String>, Option<String>) {
     match std::str::from_utf8(b) {
         Ok(s) => (Some(s.to_owned()), None),
-        Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(b))),
+        Err(_) => (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(b)),
+        ),
     }
 }
 
-fn join_bytes(text: Option<String>, b64: Option<String>) -> std::result::Result<Option<Vec<u8>>, String> {
+fn join_bytes(
+    text: Option<String>,
+    b64: Option<String>,
+) -> std::result::Result<Option<Vec<u8>>, String> {
     match (text, b64) {
         (Some(t), None) => Ok(Some(t.into_bytes())),
-        (None, Some(b)) => base64::engine::general_purpose::STANDARD.decode(b).map(Some).map_err(|e| e.to_string()),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map(Some)
+            .map_err(|e| e.to_string()),
         (None, None) => Ok(None),
         (Some(_), Some(_)) => Err("both text and base64 forms present".into()),
     }
@@ -99,9 +108,14 @@ pub fn parse_header(line: &[u8]) -> Result<()> {
     struct H {
         tree_format: u32,
     }
-    let h: H = serde_json::from_slice(line).map_err(|e| RepoError::corrupt("tree", format!("header: {e}")))?;
+    let h: H = serde_json::from_slice(line)
+        .map_err(|e| RepoError::corrupt("tree", format!("header: {e}")))?;
     if h.tree_format != TREE_FORMAT {
-        return Err(RepoError::UnsupportedVersion { object: "tree".into(), found: h.tree_format, supported: TREE_FORMAT });
+        return Err(RepoError::UnsupportedVersion {
+            object: "tree".into(),
+            found: h.tree_format,
+            supported: TREE_FORMAT,
+        });
     }
     Ok(())
 }
@@ -136,10 +150,16 @@ impl TreeEntry {
     }
 
     pub fn parse_line(line: &[u8]) -> Result<Self> {
-        let l: Line = serde_json::from_slice(line).map_err(|e| RepoError::corrupt("tree", format!("entry: {e}")))?;
-        let path = join_bytes(l.p, l.pb).map_err(|e| RepoError::corrupt("tree", e))?.ok_or_else(|| RepoError::corrupt("tree", "entry without a path"))?;
+        let l: Line = serde_json::from_slice(line)
+            .map_err(|e| RepoError::corrupt("tree", format!("entry: {e}")))?;
+        let path = join_bytes(l.p, l.pb)
+            .map_err(|e| RepoError::corrupt("tree", e))?
+            .ok_or_else(|| RepoError::corrupt("tree", "entry without a path"))?;
         let target = join_bytes(l.l, l.lb).map_err(|e| RepoError::corrupt("tree", e))?;
-        let chunks = l.c.iter().map(|h| ChunkId::from_hex(h)).collect::<Result<Vec<_>>>()?;
+        let chunks =
+            l.c.iter()
+                .map(|h| ChunkId::from_hex(h))
+                .collect::<Result<Vec<_>>>()?;
         Ok(TreeEntry {
             path,
             kind: l.t,

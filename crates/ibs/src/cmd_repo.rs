@@ -1,0 +1,492 @@
+//! `ibs repo …`: the engine's operations on a repository, without the controller.
+
+use crate::cli::{Location, RepoArgs, RepoCmd, UnlockArgs};
+use crate::cmd_keys::load_cert;
+use crate::output::{exit, human, table, Bar};
+use crate::{location, secrets};
+use anyhow::{bail, Context, Result};
+use ibs_engine::check::CheckOptions;
+use ibs_engine::keyops;
+use ibs_engine::state::{default_state_dir, WriterState};
+use ibs_engine::{BackupOptions, Progress, RestoreOptions, SourceOrigin, SourceSpec};
+use ibs_keys::{LegacyKey, PrivateIdentity};
+use ibs_repo::clock::{Clock, SystemClock};
+use ibs_repo::keyring::Unlock;
+use ibs_repo::manifest::BackupStatus;
+use ibs_repo::{InitKeys, Repository};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Ctx {
+    state_root: PathBuf,
+    lock_wait: Duration,
+    json: bool,
+    quiet: bool,
+}
+
+fn clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
+}
+
+async fn open_repo(loc: &Location) -> Result<Repository> {
+    let storage = location::open(loc, false).await?;
+    Ok(Repository::open(storage, clock()).await?)
+}
+
+fn load_identity(path: &Path, password: &str) -> Result<PrivateIdentity> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    PrivateIdentity::from_pfx(&bytes, password).with_context(|| format!(".pfx {}", path.display()))
+}
+
+fn unlock(args: &UnlockArgs) -> Result<Unlock> {
+    if let Some(k) = &args.key_file {
+        if !args.pfx.is_empty() {
+            bail!("give either --pfx or --key-file, not both");
+        }
+        let text = std::fs::read_to_string(k)
+            .with_context(|| format!("reading key file {}", k.display()))?;
+        return Ok(Unlock::Legacy(
+            LegacyKey::from_file_text(&text)
+                .with_context(|| format!("key file {}", k.display()))?,
+        ));
+    }
+    if args.pfx.is_empty() {
+        return Ok(Unlock::Identities(Vec::new()));
+    }
+    let password = secrets::pfx_password(args.pfx_password_file.as_deref(), false)?;
+    let ids = args
+        .pfx
+        .iter()
+        .map(|p| load_identity(p, &password))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Unlock::Identities(ids))
+}
+
+fn parse_source(s: &str) -> Result<SourceSpec> {
+    let (name, path) = s
+        .split_once('=')
+        .with_context(|| format!("--source {s:?}: expected NAME=PATH or NAME=-"))?;
+    let origin = if path == "-" {
+        SourceOrigin::Stream {
+            reader: Box::new(std::io::stdin()),
+            file_name: name.to_owned(),
+        }
+    } else {
+        SourceOrigin::Path(PathBuf::from(path))
+    };
+    Ok(SourceSpec {
+        name: name.to_owned(),
+        origin,
+    })
+}
+
+pub async fn run(args: RepoArgs, json: bool, quiet: bool) -> Result<i32> {
+    let ctx = Ctx {
+        state_root: args
+            .state
+            .clone()
+            .unwrap_or_else(|| default_state_dir(|k| std::env::var(k).ok())),
+        lock_wait: Duration::from_secs(args.lock_wait),
+        json,
+        quiet,
+    };
+    match args.cmd {
+        RepoCmd::Init {
+            loc,
+            cert,
+            key_file,
+        } => init(&ctx, &loc, cert, key_file).await,
+        RepoCmd::Backup {
+            loc,
+            sources,
+            threads,
+        } => backup(&ctx, &loc, &sources, threads).await,
+        RepoCmd::List { loc } => list(&ctx, &loc).await,
+        RepoCmd::Restore {
+            loc,
+            backup,
+            target,
+            source,
+            unlock: u,
+            threads,
+        } => {
+            let repo = Arc::new(open_repo(&loc).await?);
+            let progress = Arc::new(Progress::default());
+            let bar = Bar::start(progress.clone(), "restore", !ctx.quiet && !ctx.json);
+            let opts = RestoreOptions {
+                backup_id: backup,
+                target,
+                source,
+                threads,
+                progress,
+                lock_wait: ctx.lock_wait,
+            };
+            let report = ibs_engine::restore(repo, Arc::new(unlock(&u)?), opts).await;
+            bar.finish();
+            let report = report?;
+            if ctx.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "restored {} files, {} directories, {} symlinks, {}",
+                    report.files,
+                    report.dirs,
+                    report.symlinks,
+                    human(report.bytes)
+                );
+                for s in &report.skipped {
+                    eprintln!("skipped: {s}");
+                }
+                for e in &report.errors {
+                    eprintln!("FAILED: {e}");
+                }
+            }
+            Ok(if report.errors.is_empty() {
+                exit::OK
+            } else {
+                exit::PARTIAL
+            })
+        }
+        RepoCmd::Check {
+            loc,
+            read_data,
+            unlock: u,
+        } => {
+            let repo = Arc::new(open_repo(&loc).await?);
+            let u = unlock(&u)?;
+            let unlock = match &u {
+                Unlock::Identities(ids) if ids.is_empty() => None,
+                _ => Some(Arc::new(u)),
+            };
+            let state = WriterState::load(&ctx.state_root, &repo.config().id).ok();
+            let progress = Arc::new(Progress::default());
+            let bar = Bar::start(progress.clone(), "check", !ctx.quiet && !ctx.json);
+            let report = ibs_engine::check::check(
+                repo,
+                CheckOptions {
+                    read_data,
+                    unlock,
+                    state,
+                    progress,
+                    lock_wait: ctx.lock_wait,
+                },
+            )
+            .await;
+            bar.finish();
+            let report = report?;
+            if ctx.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "check ({}): {} backups, {} index segments, {} packs ({} read, {}), {} chunks verified",
+                    report.level, report.backups, report.index_segments, report.packs, report.packs_read, human(report.bytes_read), report.chunks_verified
+                );
+                for n in &report.notes {
+                    println!("note: {n}");
+                }
+                for p in &report.problems {
+                    let affects = if p.backups.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" — affects backups: {}", p.backups.join(", "))
+                    };
+                    println!("PROBLEM {}: {}{affects}", p.object, p.detail);
+                }
+                if report.problems.is_empty() {
+                    println!("no problems found");
+                }
+            }
+            Ok(if report.problems.is_empty() {
+                exit::OK
+            } else {
+                exit::CHECK_PROBLEMS
+            })
+        }
+        RepoCmd::Forget {
+            loc,
+            keep_days,
+            dry_run,
+        } => {
+            let repo = open_repo(&loc).await?;
+            let plan =
+                ibs_engine::retention::forget(&repo, keep_days, dry_run, ctx.lock_wait).await?;
+            if ctx.json {
+                println!("{}", serde_json::json!({"dry_run": dry_run, "plan": plan}));
+            } else {
+                let verb = if dry_run { "would remove" } else { "removed" };
+                for id in &plan.remove {
+                    println!("{verb} {id}");
+                }
+                if let Some(p) = &plan.protected {
+                    println!("kept {p} (newest successful backup, never removed)");
+                }
+                println!(
+                    "{verb} {} backups, kept {}",
+                    plan.remove.len(),
+                    plan.keep.len()
+                );
+            }
+            Ok(exit::OK)
+        }
+        RepoCmd::Prune { loc, dry_run } => {
+            let repo = open_repo(&loc).await?;
+            let state = WriterState::load(&ctx.state_root, &repo.config().id)?;
+            let plan = ibs_engine::retention::prune(&repo, &state, dry_run, ctx.lock_wait).await?;
+            if ctx.json {
+                println!("{}", serde_json::json!({"dry_run": dry_run, "plan": plan}));
+            } else {
+                let p = if dry_run { "would " } else { "" };
+                println!(
+                    "{p}delete {} unused packs and {} unindexed packs, {p}repack {} packs, keep {}; {p}free about {}; {} used / {} unused chunks; {p}delete {} data-key envelopes",
+                    plan.delete.len(), plan.unindexed.len(), plan.repack.len(), plan.keep, human(plan.bytes_freed_estimate), plan.chunks_used, plan.chunks_unused, plan.delete_keys.len()
+                );
+                for d in &plan.damaged {
+                    eprintln!("warning: pack {d} is damaged and was not repacked; run `ibs repo check --read-data`");
+                }
+            }
+            Ok(exit::OK)
+        }
+        RepoCmd::Rewrap {
+            loc,
+            pfx,
+            pfx_password_file,
+            cert,
+            keep_old,
+        } => {
+            let mut repo = open_repo(&loc).await?;
+            let password = secrets::pfx_password(pfx_password_file.as_deref(), false)?;
+            let old = load_identity(&pfx, &password)?;
+            let new = load_cert(&cert)?;
+            let report = keyops::rewrap(&mut repo, &old, &new, keep_old, ctx.lock_wait).await?;
+            if let Ok(mut st) = WriterState::load(&ctx.state_root, &repo.config().id) {
+                st.certificate = Some(new.clone());
+                st.save()?;
+            }
+            if ctx.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "rewrapped {} data keys for {} ({} already rewrapped); new backups use {}",
+                    report.rewrapped,
+                    new.thumbprint(),
+                    report.already_new,
+                    new.thumbprint()
+                );
+                if !report.not_for_old.is_empty() {
+                    println!("{} data keys are not wrapped for the old certificate and were left as they are", report.not_for_old.len());
+                }
+            }
+            Ok(exit::OK)
+        }
+        RepoCmd::SetCert { loc, cert } => {
+            let mut repo = open_repo(&loc).await?;
+            let mut state = WriterState::load(&ctx.state_root, &repo.config().id)?;
+            let cert = load_cert(&cert)?;
+            keyops::set_cert(&mut repo, &mut state, &cert, ctx.lock_wait).await?;
+            println!(
+                "new backups are encrypted for certificate {} ({})",
+                cert.thumbprint(),
+                cert.subject()
+            );
+            Ok(exit::OK)
+        }
+        RepoCmd::Adopt { loc, unlock: u } => {
+            let repo = open_repo(&loc).await?;
+            let u = unlock(&u)?;
+            if matches!(&u, Unlock::Identities(ids) if ids.is_empty()) {
+                bail!("adopt needs the .pfx (--pfx) or, in legacy-key mode, the key file (--key-file)");
+            }
+            let state = keyops::adopt(&repo, &u, &ctx.state_root).await?;
+            if ctx.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"repository_id": repo.config().id, "state": state.dir})
+                );
+            } else {
+                println!(
+                    "adopted repository {}; writer state in {}",
+                    repo.config().id,
+                    state.dir.display()
+                );
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+async fn init(
+    ctx: &Ctx,
+    loc: &Location,
+    cert: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+) -> Result<i32> {
+    let storage = location::open(loc, true).await?;
+    let (repo, state) = match (cert, key_file) {
+        (Some(c), _) => {
+            let cert = load_cert(&c)?;
+            keyops::init(
+                storage,
+                clock(),
+                &ctx.state_root,
+                InitKeys::Certificate(&cert),
+            )
+            .await?
+        }
+        (None, Some(k)) => {
+            let text = std::fs::read_to_string(&k)
+                .with_context(|| format!("reading key file {}", k.display()))?;
+            let key = LegacyKey::from_file_text(&text)
+                .with_context(|| format!("key file {}", k.display()))?;
+            if !ctx.quiet {
+                eprintln!("warning: legacy-key mode: this host can decrypt every backup; prefer a certificate (ibs cert new)");
+            }
+            keyops::init(storage, clock(), &ctx.state_root, InitKeys::Legacy(&key)).await?
+        }
+        (None, None) => bail!("give --cert FILE or --key-file FILE"),
+    };
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::json!({"repository_id": repo.config().id, "location": repo.storage().location(), "state": state.dir})
+        );
+    } else {
+        println!(
+            "initialised repository {} in {}",
+            repo.config().id,
+            repo.storage().location()
+        );
+        println!("writer state: {}", state.dir.display());
+    }
+    Ok(exit::OK)
+}
+
+async fn backup(ctx: &Ctx, loc: &Location, sources: &[String], threads: usize) -> Result<i32> {
+    let sources = sources
+        .iter()
+        .map(|s| parse_source(s))
+        .collect::<Result<Vec<_>>>()?;
+    let repo = Arc::new(open_repo(loc).await?);
+    let state = WriterState::load(&ctx.state_root, &repo.config().id)?;
+    if let Some(c) = &state.certificate {
+        if c.is_expired_at(repo.clock().now_unix()) && !ctx.quiet {
+            eprintln!(
+                "warning: certificate {} expired; backups still work, but rotate it",
+                c.thumbprint()
+            );
+        }
+    }
+    let progress = Arc::new(Progress::default());
+    let bar = Bar::start(progress.clone(), "backup", !ctx.quiet && !ctx.json);
+    let result = ibs_engine::backup(
+        repo,
+        &state,
+        BackupOptions {
+            sources,
+            threads,
+            lock_wait: ctx.lock_wait,
+            progress,
+        },
+    )
+    .await;
+    bar.finish();
+    let report = result?;
+    let c = &report.catalog;
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::json!({"catalog": c, "errors": report.errors, "chunks_new": report.chunks_new, "packs_new": report.packs_new})
+        );
+    } else {
+        println!(
+            "{:?}: read {} in {:.1}s, {} new, stored {} in {} packs",
+            c.status,
+            human(c.bytes_read),
+            c.duration_ms as f64 / 1000.0,
+            human(c.bytes_new),
+            human(c.bytes_stored),
+            report.packs_new
+        );
+        for s in &c.sources {
+            println!(
+                "  {}: {:?}, {} files, {} dirs, {}, {} errors, {} changed while read",
+                s.name,
+                s.status,
+                s.files,
+                s.dirs,
+                human(s.bytes),
+                s.errors,
+                s.changed_while_read
+            );
+        }
+        for e in report.errors.iter().take(20) {
+            eprintln!("error: {e}");
+        }
+    }
+    println!("{}", c.backup_id);
+    Ok(match c.status {
+        BackupStatus::Succeeded => exit::OK,
+        BackupStatus::PartialSucceeded => exit::PARTIAL,
+        BackupStatus::Failed => exit::FAILURE,
+    })
+}
+
+async fn list(ctx: &Ctx, loc: &Location) -> Result<i32> {
+    let repo = open_repo(loc).await?;
+    let mut rows = Vec::new();
+    let mut json_rows = Vec::new();
+    for id in repo.list_backup_ids().await? {
+        match repo.read_catalog(&id).await {
+            Ok(c) => {
+                rows.push(vec![
+                    c.backup_id.clone(),
+                    c.finished.clone(),
+                    format!("{:?}", c.status),
+                    format!("{:.1}s", c.duration_ms as f64 / 1000.0),
+                    c.sources
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    human(c.bytes_read),
+                    human(c.bytes_stored),
+                    c.certificate_thumbprint
+                        .clone()
+                        .unwrap_or_else(|| "legacy-key".into()),
+                ]);
+                json_rows.push(serde_json::to_value(&c)?);
+            }
+            Err(e) => {
+                rows.push(vec![
+                    id.clone(),
+                    "-".into(),
+                    "Damaged".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ]);
+                json_rows.push(serde_json::json!({"backup_id": id, "status": "Damaged", "error": e.to_string()}));
+            }
+        }
+    }
+    if ctx.json {
+        println!("{}", serde_json::Value::Array(json_rows));
+    } else {
+        table(
+            &[
+                "ID",
+                "FINISHED",
+                "STATUS",
+                "DURATION",
+                "SOURCES",
+                "READ",
+                "STORED",
+                "CERTIFICATE",
+            ],
+            &rows,
+        );
+    }
+    Ok(exit::OK)
+}

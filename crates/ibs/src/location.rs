@@ -1,0 +1,39 @@
+//! Turns a LOCATION argument into storage. A local folder maps to `LocalStorage` on
+//! `<folder>/MASBackup`; every backend is wrapped in the retry decorator (the one place ibs retries).
+
+use crate::cli::Location;
+use anyhow::Result;
+use ibs_repo::layout::ROOT_FOLDER;
+use ibs_storage::{DynStorage, LocalStorage, RetryPolicy, RetryStorage, Storage};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub fn is_smb(loc: &str) -> bool {
+    loc.starts_with("\\\\") || loc.starts_with("smb://") || loc.starts_with("//")
+}
+
+/// Opens (or with `create`, creates) the storage behind a location.
+pub async fn open(loc: &Location, create: bool) -> Result<DynStorage> {
+    let inner: Arc<dyn Storage> = if is_smb(&loc.repo) {
+        crate::smb::open(loc, create).await?
+    } else {
+        let root = PathBuf::from(&loc.repo).join(ROOT_FOLDER);
+        Arc::new(if create {
+            // The configured folder itself must exist: ibs creates only MASBackup under it.
+            LocalStorage::open(&loc.repo)?;
+            LocalStorage::create(root)?
+        } else {
+            LocalStorage::open(&loc.repo)?;
+            match LocalStorage::open(&root) {
+                Ok(s) => s,
+                Err(_) => {
+                    return Err(ibs_repo::RepoError::NotARepository {
+                        location: loc.repo.clone(),
+                    }
+                    .into());
+                }
+            }
+        })
+    };
+    Ok(Arc::new(RetryStorage::new(inner, RetryPolicy::default())))
+}

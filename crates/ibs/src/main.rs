@@ -1,0 +1,48 @@
+//! The `ibs` binary: parses the command line, runs the command, maps errors to exit codes. All logic
+//! lives in the library crates.
+
+mod cli;
+mod cmd_keys;
+mod cmd_repo;
+mod location;
+mod output;
+mod secrets;
+mod smb;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("IBS_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let json = cli.json;
+    let result = runtime.block_on(async move {
+        match cli.command {
+            cli::Command::Cert { cmd } => cmd_keys::cert(cmd, json),
+            cli::Command::Key { cmd } => cmd_keys::key(cmd),
+            cli::Command::Repo(args) => cmd_repo::run(args, json, cli.quiet).await,
+        }
+    });
+    let code = match result {
+        Ok(code) => code,
+        Err(err) => {
+            let code = output::code_for(&err);
+            eprintln!("error: {err:#}");
+            if let Some(r) = output::remediation(&err) {
+                eprintln!("{r}");
+            }
+            code
+        }
+    };
+    drop(runtime);
+    std::process::exit(code);
+}
