@@ -132,6 +132,7 @@ pub fn plan_prune(
     used: &HashSet<ChunkId>,
     listed: &HashMap<PackId, u64>,
     manifest_keys: &HashSet<KeyId>,
+    envelopes: &[KeyId],
 ) -> (PrunePlan, Vec<PackRecord>) {
     let mut plan = PrunePlan {
         packs_total: listed.len(),
@@ -186,13 +187,16 @@ pub fn plan_prune(
     plan.delete.sort();
     plan.repack.sort();
     plan.unindexed.sort();
-    plan.delete_keys = index
-        .key_ids()
+    // Envelopes no kept chunk and no manifest uses, including those of backups that died before
+    // committing anything.
+    plan.delete_keys = envelopes
         .iter()
+        .chain(index.key_ids())
         .filter(|k| !live_keys.contains(k))
         .copied()
         .collect();
     plan.delete_keys.sort();
+    plan.delete_keys.dedup();
     (plan, live_records)
 }
 
@@ -245,7 +249,9 @@ async fn prune_locked(
         .into_iter()
         .filter_map(|o| layout::parse_pack(&o.key).map(|id| (id, o.size)))
         .collect();
-    let (mut plan, mut live) = plan_prune(&records, &index, &used, &listed, &manifest_keys);
+    let envelopes: Vec<KeyId> =
+        repo.storage().list(layout::DATA_KEYS).await?.iter().filter_map(|o| layout::parse_data_key(&o.key)).collect();
+    let (mut plan, mut live) = plan_prune(&records, &index, &used, &listed, &manifest_keys, &envelopes);
     if dry_run {
         return Ok(plan);
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 pub mod exit {
     pub const OK: i32 = 0;
     pub const FAILURE: i32 = 1;
-    pub const USAGE: i32 = 2;
+    // 2 is clap's usage error.
     pub const PARTIAL: i32 = 3;
     pub const CHECK_PROBLEMS: i32 = 4;
     pub const KEY: i32 = 5;

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs, idempotently: openssl (certificate interop tests), Samba and
+# smbclient (the SMB share tests run a private smbd on loopback). Exits non-zero, loudly, if anything
+# cannot be installed: a missing dependency is a failure, never a skip.
+set -euo pipefail
+
+need=()
+command -v openssl >/dev/null || need+=(openssl)
+command -v smbd >/dev/null || need+=(samba)
+command -v smbclient >/dev/null || need+=(smbclient)
+command -v mount >/dev/null || need+=(mount)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "ensure-deps: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y -qq "${need[@]}" >/dev/null 2>&1; then
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}"
+  fi
+fi
+for tool in openssl smbd smbclient; do
+  command -v "$tool" >/dev/null || { echo "ensure-deps: $tool is still missing" >&2; exit 1; }
+done
+cargo fmt --version >/dev/null
+cargo clippy --version >/dev/null
