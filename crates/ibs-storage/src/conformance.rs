@@ -20,7 +20,10 @@ fn random_bytes(len: usize, seed: u64) -> Bytes {
 /// Runs every check in order against an empty storage. `large` is the size of the big-object check
 /// (at least a few MiB exercises request splitting on network backends).
 pub async fn run_all(s: &dyn Storage, large: usize) {
-    assert!(s.list("").await.expect("list of an empty store").is_empty(), "the store must start empty");
+    assert!(
+        s.list("").await.expect("list of an empty store").is_empty(),
+        "the store must start empty"
+    );
     put_get_roundtrip(s).await;
     overwrite_replaces(s).await;
     missing_objects_are_not_found(s).await;
@@ -36,51 +39,132 @@ pub async fn run_all(s: &dyn Storage, large: usize) {
 async fn put_get_roundtrip(s: &dyn Storage) {
     let data = random_bytes(1000, 1);
     s.put(&key("a/b/obj1"), data.clone()).await.expect("put");
-    assert_eq!(s.get(&key("a/b/obj1")).await.expect("get"), data, "get returns exactly what put stored");
-    assert_eq!(s.stat(&key("a/b/obj1")).await.expect("stat").size, 1000, "stat reports the stored size");
+    assert_eq!(
+        s.get(&key("a/b/obj1")).await.expect("get"),
+        data,
+        "get returns exactly what put stored"
+    );
+    assert_eq!(
+        s.stat(&key("a/b/obj1")).await.expect("stat").size,
+        1000,
+        "stat reports the stored size"
+    );
 }
 
 async fn overwrite_replaces(s: &dyn Storage) {
-    s.put(&key("over"), random_bytes(5000, 2)).await.expect("put");
+    s.put(&key("over"), random_bytes(5000, 2))
+        .await
+        .expect("put");
     let small = random_bytes(10, 3);
     s.put(&key("over"), small.clone()).await.expect("overwrite");
-    assert_eq!(s.get(&key("over")).await.expect("get"), small, "a put replaces the whole object, no tail remains");
+    assert_eq!(
+        s.get(&key("over")).await.expect("get"),
+        small,
+        "a put replaces the whole object, no tail remains"
+    );
 }
 
 async fn missing_objects_are_not_found(s: &dyn Storage) {
     let k = key("no/such/object");
-    assert_eq!(s.get(&k).await.expect_err("get of missing").kind, ErrorKind::NotFound, "get of a missing object");
-    assert_eq!(s.stat(&k).await.expect_err("stat of missing").kind, ErrorKind::NotFound, "stat of a missing object");
-    assert_eq!(s.delete(&k).await.expect_err("delete of missing").kind, ErrorKind::NotFound, "delete of a missing object");
+    assert_eq!(
+        s.get(&k).await.expect_err("get of missing").kind,
+        ErrorKind::NotFound,
+        "get of a missing object"
+    );
+    assert_eq!(
+        s.stat(&k).await.expect_err("stat of missing").kind,
+        ErrorKind::NotFound,
+        "stat of a missing object"
+    );
+    assert_eq!(
+        s.delete(&k).await.expect_err("delete of missing").kind,
+        ErrorKind::NotFound,
+        "delete of a missing object"
+    );
 }
 
 async fn ranged_reads(s: &dyn Storage) {
     let data = random_bytes(100_000, 4);
     s.put(&key("range"), data.clone()).await.expect("put");
-    let got = s.get_range(&key("range"), 12_345, 50_000).await.expect("get_range");
-    assert_eq!(got, data.slice(12_345..62_345), "get_range returns the requested slice");
-    let tail = s.get_range(&key("range"), 99_990, 10).await.expect("get_range at the end");
-    assert_eq!(tail, data.slice(99_990..), "a range ending exactly at the end is valid");
-    let err = s.get_range(&key("range"), 99_990, 11).await.expect_err("range past the end");
-    assert_eq!(err.kind, ErrorKind::Invalid, "a range past the end is Invalid, never a short read");
+    let got = s
+        .get_range(&key("range"), 12_345, 50_000)
+        .await
+        .expect("get_range");
+    assert_eq!(
+        got,
+        data.slice(12_345..62_345),
+        "get_range returns the requested slice"
+    );
+    let tail = s
+        .get_range(&key("range"), 99_990, 10)
+        .await
+        .expect("get_range at the end");
+    assert_eq!(
+        tail,
+        data.slice(99_990..),
+        "a range ending exactly at the end is valid"
+    );
+    let err = s
+        .get_range(&key("range"), 99_990, 11)
+        .await
+        .expect_err("range past the end");
+    assert_eq!(
+        err.kind,
+        ErrorKind::Invalid,
+        "a range past the end is Invalid, never a short read"
+    );
 }
 
 async fn listing(s: &dyn Storage) {
     for name in ["lst/x/1", "lst/x/2", "lst/y/3", "lstz"] {
-        s.put(&key(name), Bytes::from_static(b"v")).await.expect("put");
+        s.put(&key(name), Bytes::from_static(b"v"))
+            .await
+            .expect("put");
     }
-    let mut names: Vec<String> = s.list("lst/").await.expect("list").into_iter().map(|o| o.key.to_string()).collect();
+    let mut names: Vec<String> = s
+        .list("lst/")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|o| o.key.to_string())
+        .collect();
     names.sort();
-    assert_eq!(names, ["lst/x/1", "lst/x/2", "lst/y/3"], "list returns every object under the prefix, recursively");
-    let mut names: Vec<String> = s.list("lst/x/").await.expect("list").into_iter().map(|o| o.key.to_string()).collect();
+    assert_eq!(
+        names,
+        ["lst/x/1", "lst/x/2", "lst/y/3"],
+        "list returns every object under the prefix, recursively"
+    );
+    let mut names: Vec<String> = s
+        .list("lst/x/")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|o| o.key.to_string())
+        .collect();
     names.sort();
-    assert_eq!(names, ["lst/x/1", "lst/x/2"], "a deeper prefix narrows the listing");
+    assert_eq!(
+        names,
+        ["lst/x/1", "lst/x/2"],
+        "a deeper prefix narrows the listing"
+    );
     s.delete(&key("lst/x/1")).await.expect("delete");
-    let names: Vec<String> = s.list("lst/x/").await.expect("list").into_iter().map(|o| o.key.to_string()).collect();
+    let names: Vec<String> = s
+        .list("lst/x/")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|o| o.key.to_string())
+        .collect();
     assert_eq!(names, ["lst/x/2"], "a deleted object is no longer listed");
     let all = s.list("").await.expect("list all");
-    assert!(all.iter().any(|o| o.key.as_str() == "lstz"), "the empty prefix lists everything");
-    assert!(all.iter().all(|o| ObjectKey::is_valid(o.key.as_str())), "temporaries are never listed");
+    assert!(
+        all.iter().any(|o| o.key.as_str() == "lstz"),
+        "the empty prefix lists everything"
+    );
+    assert!(
+        all.iter().all(|o| ObjectKey::is_valid(o.key.as_str())),
+        "temporaries are never listed"
+    );
     let sized = s.list("a/").await.expect("list");
     assert_eq!(sized.len(), 1);
     assert_eq!(sized[0].size, 1000, "list reports object sizes");
@@ -88,19 +172,31 @@ async fn listing(s: &dyn Storage) {
 
 async fn empty_object(s: &dyn Storage) {
     s.put(&key("empty"), Bytes::new()).await.expect("put empty");
-    assert!(s.get(&key("empty")).await.expect("get empty").is_empty(), "an empty object round-trips");
+    assert!(
+        s.get(&key("empty")).await.expect("get empty").is_empty(),
+        "an empty object round-trips"
+    );
     assert_eq!(s.stat(&key("empty")).await.expect("stat").size, 0);
 }
 
 async fn large_object(s: &dyn Storage, size: usize) {
     let data = random_bytes(size, 5);
-    s.put(&key("large/obj"), data.clone()).await.expect("put large");
+    s.put(&key("large/obj"), data.clone())
+        .await
+        .expect("put large");
     let got = s.get(&key("large/obj")).await.expect("get large");
     assert_eq!(got.len(), data.len(), "a large object keeps its length");
     assert!(got == data, "a large object keeps its bytes");
     let mid = size / 2;
-    let part = s.get_range(&key("large/obj"), mid as u64, 4096.min((size - mid) as u64)).await.expect("range");
-    assert_eq!(part, data.slice(mid..mid + part.len()), "a range inside a large object");
+    let part = s
+        .get_range(&key("large/obj"), mid as u64, 4096.min((size - mid) as u64))
+        .await
+        .expect("range");
+    assert_eq!(
+        part,
+        data.slice(mid..mid + part.len()),
+        "a range inside a large object"
+    );
 }
 
 async fn concurrent_puts(s: &dyn Storage) {
@@ -111,13 +207,20 @@ async fn concurrent_puts(s: &dyn Storage) {
     let keys = futures::future::join_all(futs).await;
     for (i, k) in keys.into_iter().enumerate() {
         let k = k.expect("concurrent put");
-        assert_eq!(s.get(&k).await.expect("get"), random_bytes(64 * 1024, 100 + i as u64), "concurrent puts do not mix");
+        assert_eq!(
+            s.get(&k).await.expect("get"),
+            random_bytes(64 * 1024, 100 + i as u64),
+            "concurrent puts do not mix"
+        );
     }
 }
 
 async fn space_is_sane(s: &dyn Storage) {
     if let Some(sp) = s.space().await.expect("space") {
-        assert!(sp.total > 0 && sp.available <= sp.total, "available space never exceeds total: {sp:?}");
+        assert!(
+            sp.total > 0 && sp.available <= sp.total,
+            "available space never exceeds total: {sp:?}"
+        );
     }
 }
 
@@ -125,5 +228,8 @@ async fn delete_all(s: &dyn Storage) {
     for o in s.list("").await.expect("list") {
         s.delete(&o.key).await.expect("delete");
     }
-    assert!(s.list("").await.expect("list").is_empty(), "after deleting everything the store lists empty");
+    assert!(
+        s.list("").await.expect("list").is_empty(),
+        "after deleting everything the store lists empty"
+    );
 }

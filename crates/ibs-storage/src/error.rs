@@ -102,8 +102,19 @@ pub struct StorageError {
 }
 
 impl StorageError {
-    pub fn new(kind: ErrorKind, op: &'static str, key: Option<&str>, message: impl Into<String>) -> Self {
-        StorageError { kind, transient: false, op, key: key.map(str::to_owned), message: message.into() }
+    pub fn new(
+        kind: ErrorKind,
+        op: &'static str,
+        key: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
+        StorageError {
+            kind,
+            transient: false,
+            op,
+            key: key.map(str::to_owned),
+            message: message.into(),
+        }
     }
 
     pub fn transient(mut self) -> Self {
@@ -126,7 +137,10 @@ impl StorageError {
             ErrorKind::Connectivity => AlertClass::Connectivity,
             ErrorKind::Path => AlertClass::Path,
             ErrorKind::Authentication => AlertClass::Authentication,
-            ErrorKind::NotFound | ErrorKind::AlreadyExists | ErrorKind::Invalid | ErrorKind::Other => AlertClass::General,
+            ErrorKind::NotFound
+            | ErrorKind::AlreadyExists
+            | ErrorKind::Invalid
+            | ErrorKind::Other => AlertClass::General,
         }
     }
 
@@ -138,20 +152,29 @@ impl StorageError {
             K::AlreadyExists => ErrorKind::AlreadyExists,
             K::PermissionDenied => ErrorKind::Authentication,
             K::StorageFull | K::QuotaExceeded | K::FileTooLarge => ErrorKind::Capacity,
-            K::TimedOut | K::ConnectionReset | K::ConnectionAborted | K::NotConnected | K::BrokenPipe => {
-                ErrorKind::Connectivity
-            }
+            K::TimedOut
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+            | K::BrokenPipe => ErrorKind::Connectivity,
             K::InvalidInput => ErrorKind::Invalid,
             _ => match err.raw_os_error() {
                 Some(libc::ENOSPC) | Some(libc::EDQUOT) => ErrorKind::Capacity,
                 Some(libc::EACCES) | Some(libc::EPERM) => ErrorKind::Authentication,
-                Some(libc::EHOSTDOWN) | Some(libc::EHOSTUNREACH) | Some(libc::ENETDOWN) | Some(libc::ENETUNREACH) => {
-                    ErrorKind::Connectivity
-                }
+                Some(libc::EHOSTDOWN)
+                | Some(libc::EHOSTUNREACH)
+                | Some(libc::ENETDOWN)
+                | Some(libc::ENETUNREACH) => ErrorKind::Connectivity,
                 _ => ErrorKind::Other,
             },
         };
         let transient = matches!(err.kind(), K::Interrupted | K::TimedOut | K::WouldBlock);
-        StorageError { kind, transient, op, key: key.map(str::to_owned), message: err.to_string() }
+        StorageError {
+            kind,
+            transient,
+            op,
+            key: key.map(str::to_owned),
+            message: err.to_string(),
+        }
     }
 }

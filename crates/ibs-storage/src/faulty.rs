@@ -2,7 +2,9 @@
 //! torn writes (a prefix lands, then the call fails), silently short writes (a broken share that
 //! acknowledges what it did not store), latency, listings that lag behind writes, and a full disk.
 
-use crate::{Capabilities, ErrorKind, ObjectInfo, ObjectKey, Result, SpaceInfo, Storage, StorageError};
+use crate::{
+    Capabilities, ErrorKind, ObjectInfo, ObjectKey, Result, SpaceInfo, Storage, StorageError,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
@@ -55,7 +57,12 @@ pub struct FaultyStorage {
 
 impl FaultyStorage {
     pub fn new(inner: Arc<dyn Storage>) -> Self {
-        FaultyStorage { inner, plan: Mutex::default(), counters: Mutex::default(), injected: AtomicU64::new(0) }
+        FaultyStorage {
+            inner,
+            plan: Mutex::default(),
+            counters: Mutex::default(),
+            injected: AtomicU64::new(0),
+        }
     }
 
     fn plan(&self) -> std::sync::MutexGuard<'_, Plan> {
@@ -100,7 +107,12 @@ impl FaultyStorage {
     }
 
     pub fn count(&self, op: Op) -> u64 {
-        self.counters.lock().unwrap_or_else(|p| p.into_inner()).get(&op).copied().unwrap_or(0)
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&op)
+            .copied()
+            .unwrap_or(0)
     }
 
     async fn before(&self, op: Op) -> Option<Fault> {
@@ -113,7 +125,10 @@ impl FaultyStorage {
         let (latency, fault) = {
             let p = self.plan();
             let fault = p.nth.get(&(op, n)).cloned().or_else(|| {
-                p.from_nth.get(&op).filter(|(from, _)| n >= *from).map(|(_, f)| f.clone())
+                p.from_nth
+                    .get(&op)
+                    .filter(|(from, _)| n >= *from)
+                    .map(|(_, f)| f.clone())
             });
             (p.latency, fault)
         };
@@ -127,7 +142,12 @@ impl FaultyStorage {
     }
 }
 
-fn injected_error(kind: ErrorKind, transient: bool, op: &'static str, key: Option<&str>) -> StorageError {
+fn injected_error(
+    kind: ErrorKind,
+    transient: bool,
+    op: &'static str,
+    key: Option<&str>,
+) -> StorageError {
     let mut e = StorageError::new(kind, op, key, "injected fault");
     e.transient = transient;
     e
@@ -149,12 +169,21 @@ impl Storage for FaultyStorage {
 
     async fn put(&self, key: &ObjectKey, data: Bytes) -> Result<()> {
         match self.before(Op::Put).await {
-            Some(Fault::Error { kind, transient }) => return Err(injected_error(kind, transient, "put", Some(key.as_str()))),
+            Some(Fault::Error { kind, transient }) => {
+                return Err(injected_error(kind, transient, "put", Some(key.as_str())))
+            }
             Some(Fault::TornWrite) => {
                 self.inner.put(key, data.slice(..data.len() / 2)).await?;
-                return Err(injected_error(ErrorKind::Connectivity, true, "put", Some(key.as_str())));
+                return Err(injected_error(
+                    ErrorKind::Connectivity,
+                    true,
+                    "put",
+                    Some(key.as_str()),
+                ));
             }
-            Some(Fault::ShortWrite) => return self.inner.put(key, data.slice(..data.len() / 2)).await,
+            Some(Fault::ShortWrite) => {
+                return self.inner.put(key, data.slice(..data.len() / 2)).await
+            }
             None => {}
         }
         {
@@ -163,7 +192,12 @@ impl Storage for FaultyStorage {
                 if (data.len() as u64) > left {
                     drop(p);
                     self.injected.fetch_add(1, Ordering::Relaxed);
-                    return Err(StorageError::new(ErrorKind::Capacity, "put", Some(key.as_str()), "injected: disk full"));
+                    return Err(StorageError::new(
+                        ErrorKind::Capacity,
+                        "put",
+                        Some(key.as_str()),
+                        "injected: disk full",
+                    ));
                 }
                 p.capacity_left = Some(left - data.len() as u64);
             }
@@ -188,7 +222,12 @@ impl Storage for FaultyStorage {
 
     async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes> {
         if let Some(Fault::Error { kind, transient }) = self.before(Op::Get).await {
-            return Err(injected_error(kind, transient, "get_range", Some(key.as_str())));
+            return Err(injected_error(
+                kind,
+                transient,
+                "get_range",
+                Some(key.as_str()),
+            ));
         }
         self.inner.get_range(key, offset, len).await
     }
@@ -214,7 +253,12 @@ impl Storage for FaultyStorage {
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
         if let Some(Fault::Error { kind, transient }) = self.before(Op::Delete).await {
-            return Err(injected_error(kind, transient, "delete", Some(key.as_str())));
+            return Err(injected_error(
+                kind,
+                transient,
+                "delete",
+                Some(key.as_str()),
+            ));
         }
         self.inner.delete(key).await
     }

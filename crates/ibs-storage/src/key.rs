@@ -21,7 +21,12 @@ impl ObjectKey {
         if Self::is_valid(&key) {
             Ok(ObjectKey(key))
         } else {
-            Err(StorageError::new(ErrorKind::Invalid, "key", Some(&key), "invalid object key"))
+            Err(StorageError::new(
+                ErrorKind::Invalid,
+                "key",
+                Some(&key),
+                "invalid object key",
+            ))
         }
     }
 
@@ -34,7 +39,8 @@ impl ObjectKey {
                     && c != "."
                     && c != ".."
                     && !c.starts_with(TEMP_PREFIX)
-                    && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+                    && c.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
             })
     }
 
@@ -72,7 +78,19 @@ mod tests {
 
     #[test]
     fn rejects_escapes_and_odd_characters() {
-        for bad in ["", "/abs", "a//b", "../x", "a/../b", "a/./b", "a\\b", "a b", ".ibs-tmp-x", "a/", "ü"] {
+        for bad in [
+            "",
+            "/abs",
+            "a//b",
+            "../x",
+            "a/../b",
+            "a/./b",
+            "a\\b",
+            "a b",
+            ".ibs-tmp-x",
+            "a/",
+            "ü",
+        ] {
             assert!(ObjectKey::new(bad).is_err(), "{bad:?} must be rejected");
         }
         for good in ["config", "packs/ab/abcdef", "locks/x-1.lock", "a_b.c-d"] {

@@ -4,7 +4,9 @@
 //! btrfs, zfs). All blocking filesystem calls run on tokio's blocking pool.
 
 use crate::key::TEMP_PREFIX;
-use crate::{Capabilities, ErrorKind, ObjectInfo, ObjectKey, Result, SpaceInfo, Storage, StorageError};
+use crate::{
+    Capabilities, ErrorKind, ObjectInfo, ObjectKey, Result, SpaceInfo, Storage, StorageError,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::fs::{self, File, OpenOptions};
@@ -72,21 +74,29 @@ impl LocalStorage {
         op: &'static str,
         f: impl FnOnce() -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| StorageError::new(ErrorKind::Other, op, None, format!("worker failed: {e}")))?
+        tokio::task::spawn_blocking(f).await.map_err(|e| {
+            StorageError::new(ErrorKind::Other, op, None, format!("worker failed: {e}"))
+        })?
     }
 
     fn check_root(root: &Path, op: &'static str) -> Result<()> {
         if root.is_dir() {
             Ok(())
         } else {
-            Err(StorageError::new(ErrorKind::Path, op, None, format!("folder {} is gone", root.display())))
+            Err(StorageError::new(
+                ErrorKind::Path,
+                op,
+                None,
+                format!("folder {} is gone", root.display()),
+            ))
         }
     }
 }
 
-fn io_err<'a>(op: &'static str, key: &'a ObjectKey) -> impl Fn(std::io::Error) -> StorageError + 'a {
+fn io_err<'a>(
+    op: &'static str,
+    key: &'a ObjectKey,
+) -> impl Fn(std::io::Error) -> StorageError + 'a {
     move |e| StorageError::from_io(op, Some(key.as_str()), &e)
 }
 
@@ -96,7 +106,11 @@ fn put_blocking(root: &Path, key: &ObjectKey, data: &[u8]) -> Result<()> {
     let dir = target.parent().unwrap_or(root).to_path_buf();
     fs::create_dir_all(&dir).map_err(io_err("put", key))?;
     let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!("{TEMP_PREFIX}{}-{seq}-{}", std::process::id(), key.name()));
+    let tmp = dir.join(format!(
+        "{TEMP_PREFIX}{}-{seq}-{}",
+        std::process::id(),
+        key.name()
+    ));
     let result = (|| {
         let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         f.write_all(data)?;
@@ -120,7 +134,11 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {
         Some(i) => &prefix[..i],
         None => "",
     };
-    let start = if dir_part.is_empty() { root.to_path_buf() } else { root.join(dir_part) };
+    let start = if dir_part.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(dir_part)
+    };
     let mut out = Vec::new();
     let mut stack = vec![start];
     while let Some(dir) = stack.pop() {
@@ -131,7 +149,9 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {
         };
         for entry in entries {
             let entry = entry.map_err(|e| StorageError::from_io("list", Some(prefix), &e))?;
-            let ft = entry.file_type().map_err(|e| StorageError::from_io("list", Some(prefix), &e))?;
+            let ft = entry
+                .file_type()
+                .map_err(|e| StorageError::from_io("list", Some(prefix), &e))?;
             let path = entry.path();
             if ft.is_dir() {
                 stack.push(path);
@@ -140,13 +160,21 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {
             if !ft.is_file() {
                 continue;
             }
-            let Ok(rel) = path.strip_prefix(root) else { continue };
+            let Ok(rel) = path.strip_prefix(root) else {
+                continue;
+            };
             let Some(rel) = rel.to_str() else { continue };
             if !rel.starts_with(prefix) || !ObjectKey::is_valid(rel) {
                 continue; // temporaries and foreign names are not objects
             }
-            let size = entry.metadata().map_err(|e| StorageError::from_io("list", Some(rel), &e))?.len();
-            out.push(ObjectInfo { key: ObjectKey::new(rel)?, size });
+            let size = entry
+                .metadata()
+                .map_err(|e| StorageError::from_io("list", Some(rel), &e))?
+                .len();
+            out.push(ObjectInfo {
+                key: ObjectKey::new(rel)?,
+                size,
+            });
         }
     }
     Ok(out)
@@ -157,14 +185,20 @@ fn remove_temps_blocking(root: &Path, older_than: Duration) -> Result<usize> {
     let mut removed = 0;
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {
                 stack.push(path);
             } else if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                let age = meta.modified().ok().and_then(|m| now.duration_since(m).ok()).unwrap_or_default();
+                let age = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .unwrap_or_default();
                 if age >= older_than && fs::remove_file(&path).is_ok() {
                     removed += 1;
                 }
@@ -181,13 +215,19 @@ impl Storage for LocalStorage {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { list_after_write: true, verifies_writes: false, max_object_size: u64::MAX, ranged_reads: true }
+        Capabilities {
+            list_after_write: true,
+            verifies_writes: false,
+            max_object_size: u64::MAX,
+            ranged_reads: true,
+        }
     }
 
     async fn put(&self, key: &ObjectKey, data: Bytes) -> Result<()> {
         let root = self.root.clone();
         let key = key.clone();
-        self.blocking("put", move || put_blocking(&root, &key, &data)).await
+        self.blocking("put", move || put_blocking(&root, &key, &data))
+            .await
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
@@ -197,7 +237,12 @@ impl Storage for LocalStorage {
         self.blocking("get", move || {
             let mut f = File::open(&path).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound && !root.is_dir() {
-                    return StorageError::new(ErrorKind::Path, "get", Some(key.as_str()), "repository folder is gone");
+                    return StorageError::new(
+                        ErrorKind::Path,
+                        "get",
+                        Some(key.as_str()),
+                        "repository folder is gone",
+                    );
                 }
                 StorageError::from_io("get", Some(key.as_str()), &e)
             })?;
@@ -223,7 +268,8 @@ impl Storage for LocalStorage {
                 ));
             }
             let mut buf = vec![0u8; len as usize];
-            f.read_exact_at(&mut buf, offset).map_err(io_err("get_range", &key))?;
+            f.read_exact_at(&mut buf, offset)
+                .map_err(io_err("get_range", &key))?;
             Ok(Bytes::from(buf))
         })
         .await
@@ -245,13 +291,17 @@ impl Storage for LocalStorage {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let root = self.root.clone();
         let prefix = prefix.to_owned();
-        self.blocking("list", move || list_blocking(&root, &prefix)).await
+        self.blocking("list", move || list_blocking(&root, &prefix))
+            .await
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
         let path = self.path_of(key);
         let key = key.clone();
-        self.blocking("delete", move || fs::remove_file(&path).map_err(io_err("delete", &key))).await
+        self.blocking("delete", move || {
+            fs::remove_file(&path).map_err(io_err("delete", &key))
+        })
+        .await
     }
 
     async fn space(&self) -> Result<Option<SpaceInfo>> {
@@ -271,6 +321,9 @@ impl Storage for LocalStorage {
 
     async fn remove_stale_temporaries(&self, older_than: Duration) -> Result<usize> {
         let root = self.root.clone();
-        self.blocking("remove_stale_temporaries", move || remove_temps_blocking(&root, older_than)).await
+        self.blocking("remove_stale_temporaries", move || {
+            remove_temps_blocking(&root, older_than)
+        })
+        .await
     }
 }

@@ -1,7 +1,9 @@
 //! An in-memory backend for tests. It follows the contract exactly, so tests of higher layers that use
 //! it exercise the same semantics as the real backends (which must pass the same conformance suite).
 
-use crate::{Capabilities, ErrorKind, ObjectInfo, ObjectKey, Result, SpaceInfo, Storage, StorageError};
+use crate::{
+    Capabilities, ErrorKind, ObjectInfo, ObjectKey, Result, SpaceInfo, Storage, StorageError,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -30,7 +32,12 @@ impl Storage for MemoryStorage {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { list_after_write: true, verifies_writes: false, max_object_size: u64::MAX, ranged_reads: true }
+        Capabilities {
+            list_after_write: true,
+            verifies_writes: false,
+            max_object_size: u64::MAX,
+            ranged_reads: true,
+        }
     }
 
     async fn put(&self, key: &ObjectKey, data: Bytes) -> Result<()> {
@@ -39,20 +46,35 @@ impl Storage for MemoryStorage {
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
-        self.map().get(key).cloned().ok_or_else(|| StorageError::not_found("get", key.as_str()))
+        self.map()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| StorageError::not_found("get", key.as_str()))
     }
 
     async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes> {
         let data = self.get(key).await?;
-        let end = offset.checked_add(len).filter(|&e| e <= data.len() as u64).ok_or_else(|| {
-            StorageError::new(ErrorKind::Invalid, "get_range", Some(key.as_str()), "range past the end")
-        })?;
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= data.len() as u64)
+            .ok_or_else(|| {
+                StorageError::new(
+                    ErrorKind::Invalid,
+                    "get_range",
+                    Some(key.as_str()),
+                    "range past the end",
+                )
+            })?;
         Ok(data.slice(offset as usize..end as usize))
     }
 
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {
         let size = self.map().get(key).map(|d| d.len() as u64);
-        size.map(|size| ObjectInfo { key: key.clone(), size }).ok_or_else(|| StorageError::not_found("stat", key.as_str()))
+        size.map(|size| ObjectInfo {
+            key: key.clone(),
+            size,
+        })
+        .ok_or_else(|| StorageError::not_found("stat", key.as_str()))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
@@ -60,12 +82,18 @@ impl Storage for MemoryStorage {
             .map()
             .iter()
             .filter(|(k, _)| k.as_str().starts_with(prefix))
-            .map(|(k, v)| ObjectInfo { key: k.clone(), size: v.len() as u64 })
+            .map(|(k, v)| ObjectInfo {
+                key: k.clone(),
+                size: v.len() as u64,
+            })
             .collect())
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
-        self.map().remove(key).map(|_| ()).ok_or_else(|| StorageError::not_found("delete", key.as_str()))
+        self.map()
+            .remove(key)
+            .map(|_| ())
+            .ok_or_else(|| StorageError::not_found("delete", key.as_str()))
     }
 
     async fn space(&self) -> Result<Option<SpaceInfo>> {

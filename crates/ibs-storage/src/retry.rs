@@ -21,7 +21,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { attempts: 6, initial_delay: Duration::from_millis(200), max_delay: Duration::from_secs(10) }
+        RetryPolicy {
+            attempts: 6,
+            initial_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+        }
     }
 }
 
@@ -77,7 +81,8 @@ impl Storage for RetryStorage {
     }
 
     async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes> {
-        self.run("get_range", || self.inner.get_range(key, offset, len)).await
+        self.run("get_range", || self.inner.get_range(key, offset, len))
+            .await
     }
 
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {
@@ -97,6 +102,9 @@ impl Storage for RetryStorage {
     }
 
     async fn remove_stale_temporaries(&self, older_than: Duration) -> Result<usize> {
-        self.run("remove_stale_temporaries", || self.inner.remove_stale_temporaries(older_than)).await
+        self.run("remove_stale_temporaries", || {
+            self.inner.remove_stale_temporaries(older_than)
+        })
+        .await
     }
 }

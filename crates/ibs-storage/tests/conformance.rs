@@ -39,7 +39,10 @@ async fn vanished_folder_is_a_path_error_on_put() {
     let root = dir.path().join("repo");
     let s = LocalStorage::create(&root).unwrap();
     std::fs::remove_dir_all(&root).unwrap();
-    let err = s.put(&ObjectKey::new("x").unwrap(), "y".into()).await.unwrap_err();
+    let err = s
+        .put(&ObjectKey::new("x").unwrap(), "y".into())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Path, "{err}");
 }
 
@@ -49,7 +52,10 @@ async fn killed_writer_temporaries_are_invisible_and_removable() {
     let s = LocalStorage::open(dir.path()).unwrap();
     std::fs::create_dir_all(dir.path().join("packs")).unwrap();
     std::fs::write(dir.path().join("packs/.ibs-tmp-123-0-abc"), b"partial").unwrap();
-    assert!(s.list("").await.unwrap().is_empty(), "a temporary is never listed");
+    assert!(
+        s.list("").await.unwrap().is_empty(),
+        "a temporary is never listed"
+    );
     assert_eq!(s.remove_stale_temporaries(Duration::ZERO).await.unwrap(), 1);
     assert!(!dir.path().join("packs/.ibs-tmp-123-0-abc").exists());
 }
@@ -58,18 +64,47 @@ async fn killed_writer_temporaries_are_invisible_and_removable() {
 async fn retry_recovers_from_transient_errors_and_surfaces_permanent_ones() {
     let inner: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
     let faulty = Arc::new(FaultyStorage::new(inner));
-    faulty.fail_nth(Op::Put, 1, Fault::Error { kind: ErrorKind::Connectivity, transient: true });
+    faulty.fail_nth(
+        Op::Put,
+        1,
+        Fault::Error {
+            kind: ErrorKind::Connectivity,
+            transient: true,
+        },
+    );
     faulty.fail_nth(Op::Put, 2, Fault::TornWrite);
-    let policy = RetryPolicy { attempts: 4, initial_delay: Duration::from_millis(1), max_delay: Duration::from_millis(5) };
+    let policy = RetryPolicy {
+        attempts: 4,
+        initial_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+    };
     let retry = RetryStorage::new(faulty.clone(), policy);
     let k = ObjectKey::new("obj").unwrap();
-    retry.put(&k, "whole".into()).await.expect("third attempt succeeds");
-    assert_eq!(retry.get(&k).await.unwrap(), "whole", "the torn prefix was replaced by the retried put");
+    retry
+        .put(&k, "whole".into())
+        .await
+        .expect("third attempt succeeds");
+    assert_eq!(
+        retry.get(&k).await.unwrap(),
+        "whole",
+        "the torn prefix was replaced by the retried put"
+    );
     assert_eq!(faulty.injected(), 2);
 
-    faulty.fail_from(Op::Put, 1, Fault::Error { kind: ErrorKind::Capacity, transient: false });
+    faulty.fail_from(
+        Op::Put,
+        1,
+        Fault::Error {
+            kind: ErrorKind::Capacity,
+            transient: false,
+        },
+    );
     let err = retry.put(&k, "again".into()).await.unwrap_err();
-    assert_eq!(err.kind, ErrorKind::Capacity, "a permanent error is surfaced at once");
+    assert_eq!(
+        err.kind,
+        ErrorKind::Capacity,
+        "a permanent error is surfaced at once"
+    );
     assert_eq!(faulty.injected(), 3, "a permanent error is not retried");
 }
 
@@ -78,12 +113,31 @@ async fn faulty_capacity_and_list_lag() {
     let inner: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
     let faulty = FaultyStorage::new(inner);
     faulty.set_capacity(Some(10));
-    faulty.put(&ObjectKey::new("a").unwrap(), "12345".into()).await.unwrap();
-    let err = faulty.put(&ObjectKey::new("b").unwrap(), "123456".into()).await.unwrap_err();
+    faulty
+        .put(&ObjectKey::new("a").unwrap(), "12345".into())
+        .await
+        .unwrap();
+    let err = faulty
+        .put(&ObjectKey::new("b").unwrap(), "123456".into())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Capacity);
     faulty.set_capacity(None);
     faulty.set_list_lag(1);
-    faulty.put(&ObjectKey::new("c").unwrap(), "x".into()).await.unwrap();
-    let names: Vec<_> = faulty.list("").await.unwrap().into_iter().map(|o| o.key.to_string()).collect();
-    assert_eq!(names, ["a"], "the most recent put is hidden by the lagging listing");
+    faulty
+        .put(&ObjectKey::new("c").unwrap(), "x".into())
+        .await
+        .unwrap();
+    let names: Vec<_> = faulty
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["a"],
+        "the most recent put is hidden by the lagging listing"
+    );
 }
