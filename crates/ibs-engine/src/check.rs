@@ -16,8 +16,9 @@ use crate::EngineError;
 use futures::StreamExt;
 use ibs_repo::chunk::ChunkOpener;
 use ibs_repo::config::Encryption;
+use ibs_repo::crypto::SymKey;
 use ibs_repo::ids::{ChunkId, KeyId, PackId};
-use ibs_repo::index::Index;
+use ibs_repo::index::{ChunkLocation, Index};
 use ibs_repo::keyring::{RepoKeys, Unlock};
 use ibs_repo::lock::{self, LockKind};
 use ibs_repo::pack::verify_pack;
@@ -293,6 +294,93 @@ async fn run(repo: &Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport,
     Ok(r)
 }
 
+/// What reading one pack found.
+struct PackOutcome {
+    problem: Option<(String, HashSet<ChunkId>)>,
+    verified: u64,
+}
+
+/// Verifies one pack's bytes: its hash, its header against the index (with the metadata key) and
+/// every chunk (with the data keys). Pure CPU work, run on the blocking pool so packs verify in
+/// parallel.
+fn verify_one(
+    id: PackId,
+    bytes: &[u8],
+    chunks: &[(ChunkId, ChunkLocation)],
+    keys: Option<&RepoKeys>,
+    data_keys: Option<&HashMap<KeyId, Result<SymKey, String>>>,
+) -> PackOutcome {
+    let all = || chunks.iter().map(|(c, _)| *c).collect::<HashSet<_>>();
+    let header = match verify_pack(&id, bytes, keys.map(|k| &k.metadata)) {
+        Ok(h) => h,
+        Err(e) => {
+            return PackOutcome {
+                problem: Some((e.to_string(), all())),
+                verified: 0,
+            }
+        }
+    };
+    if let Some(entries) = header {
+        let by_id: HashMap<ChunkId, _> = entries.iter().map(|e| (e.id, *e)).collect();
+        let bad: HashSet<ChunkId> = chunks
+            .iter()
+            .filter(|(c, loc)| {
+                !by_id.get(c).is_some_and(|e| {
+                    e.offset == loc.offset && e.length == loc.length && e.key_id == loc.key_id
+                })
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        if !bad.is_empty() {
+            return PackOutcome {
+                problem: Some((
+                    format!("{} index entries do not match the pack header", bad.len()),
+                    bad,
+                )),
+                verified: 0,
+            };
+        }
+    }
+    let (Some(k), Some(data_keys)) = (keys, data_keys) else {
+        return PackOutcome {
+            problem: None,
+            verified: 0,
+        };
+    };
+    let mut opener = ChunkOpener::default();
+    let mut bad = HashSet::new();
+    let mut first_err = None;
+    let mut verified = 0;
+    for (c, loc) in chunks {
+        let sealed = &bytes[loc.offset as usize..(loc.offset + loc.length) as usize];
+        let res = match data_keys.get(&loc.key_id) {
+            Some(Ok(dk)) => opener
+                .open(c, loc.encoding, loc.raw_length, sealed, dk, &k.dedup)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(format!("data key {} is unknown", loc.key_id)),
+        };
+        match res {
+            Ok(()) => verified += 1,
+            Err(e) => {
+                first_err.get_or_insert(e);
+                bad.insert(*c);
+            }
+        }
+    }
+    let problem = first_err.map(|e| {
+        (
+            format!(
+                "{} chunks fail to decrypt or verify (first: {e})",
+                bad.len()
+            ),
+            bad,
+        )
+    });
+    PackOutcome { problem, verified }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn read_packs(
     repo: &Arc<Repository>,
@@ -306,87 +394,63 @@ async fn read_packs(
     progress: &Progress,
 ) -> Result<(), EngineError> {
     progress.add_total(listed.values().sum(), listed.len() as u64);
+    // Every data key is opened once, up front; a key that does not open fails its chunks below.
+    let data_keys = match key_cache {
+        Some(kc) => {
+            let mut m = HashMap::new();
+            for k in index.key_ids() {
+                m.insert(*k, kc.data_key(k, None).await.map_err(|e| e.to_string()));
+            }
+            Some(Arc::new(m))
+        }
+        None => None,
+    };
+    let keys = keys.cloned().map(Arc::new);
     let mut packs: Vec<PackId> = listed.keys().copied().collect();
     packs.sort();
-    let mut fetched = futures::stream::iter(packs)
-        .map(|id| async move { (id, repo.storage().get(&layout::pack(&id)).await) })
-        .buffer_unordered(2);
-    let mut opener = ChunkOpener::default();
-    while let Some((id, got)) = fetched.next().await {
-        let obj = layout::pack(&id).to_string();
-        let chunks = pack_chunks.get(&id).cloned().unwrap_or_default();
-        let bytes = match got {
-            Ok(b) => b,
-            Err(e) => {
-                r.problem(obj, e.to_string(), affected(refs, &chunks));
-                continue;
-            }
-        };
-        r.packs_read += 1;
-        r.bytes_read += bytes.len() as u64;
-        progress.add_bytes(bytes.len() as u64);
-        progress.add_file();
-        let header = match verify_pack(&id, &bytes, keys.map(|k| &k.metadata)) {
-            Ok(h) => h,
-            Err(e) => {
-                r.problem(obj, e.to_string(), affected(refs, &chunks));
-                continue;
-            }
-        };
-        if let Some(entries) = header {
-            let by_id: HashMap<ChunkId, _> = entries.iter().map(|e| (e.id, *e)).collect();
-            let mut bad = HashSet::new();
-            for c in &chunks {
-                let loc = index.get(c).expect("chunk from the index");
-                match by_id.get(c) {
-                    Some(e)
-                        if e.offset == loc.offset
-                            && e.length == loc.length
-                            && e.key_id == loc.key_id => {}
-                    _ => {
-                        bad.insert(*c);
-                    }
-                }
-            }
-            if !bad.is_empty() {
-                r.problem(
-                    obj.clone(),
-                    format!("{} index entries do not match the pack header", bad.len()),
-                    affected(refs, &bad),
-                );
-                continue;
-            }
-        }
-        if let (Some(kc), Some(k)) = (key_cache, keys) {
-            let mut bad = HashSet::new();
-            let mut first_err = None;
-            for c in &chunks {
-                let loc = index.get(c).expect("chunk from the index");
-                let sealed = &bytes[loc.offset as usize..(loc.offset + loc.length) as usize];
-                let res = match kc.data_key(&loc.key_id, None).await {
-                    Ok(dk) => opener
-                        .open(c, loc.encoding, loc.raw_length, sealed, &dk, &k.dedup)
-                        .map(|_| ())
-                        .map_err(EngineError::from),
-                    Err(e) => Err(e),
+    let mut outcomes = futures::stream::iter(packs)
+        .map(|id| {
+            let chunks: Vec<(ChunkId, ChunkLocation)> = pack_chunks
+                .get(&id)
+                .map(|set| {
+                    set.iter()
+                        .filter_map(|c| index.get(c).map(|l| (*c, l)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let (keys, data_keys) = (keys.clone(), data_keys.clone());
+            async move {
+                let bytes = match repo.storage().get(&layout::pack(&id)).await {
+                    Ok(b) => b,
+                    Err(e) => return (id, Err(e.to_string()), chunks),
                 };
-                match res {
-                    Ok(()) => r.chunks_verified += 1,
-                    Err(e) => {
-                        first_err.get_or_insert(e.to_string());
-                        bad.insert(*c);
-                    }
-                }
+                let len = bytes.len() as u64;
+                let chunks2 = chunks.clone();
+                let out = tokio::task::spawn_blocking(move || {
+                    verify_one(id, &bytes, &chunks2, keys.as_deref(), data_keys.as_deref())
+                })
+                .await
+                .map_err(|e| format!("verification task: {e}"));
+                (id, out.map(|o| (o, len)), chunks)
             }
-            if let Some(e) = first_err {
-                r.problem(
-                    obj,
-                    format!(
-                        "{} chunks fail to decrypt or verify (first: {e})",
-                        bad.len()
-                    ),
-                    affected(refs, &bad),
-                );
+        })
+        .buffer_unordered(2);
+    while let Some((id, result, chunks)) = outcomes.next().await {
+        let obj = layout::pack(&id).to_string();
+        match result {
+            Err(e) => {
+                let all: HashSet<ChunkId> = chunks.iter().map(|(c, _)| *c).collect();
+                r.problem(obj, e, affected(refs, &all));
+            }
+            Ok((outcome, len)) => {
+                r.packs_read += 1;
+                r.bytes_read += len;
+                r.chunks_verified += outcome.verified;
+                progress.add_bytes(len);
+                progress.add_file();
+                if let Some((detail, bad)) = outcome.problem {
+                    r.problem(obj, detail, affected(refs, &bad));
+                }
             }
         }
     }

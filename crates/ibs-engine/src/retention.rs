@@ -249,9 +249,15 @@ async fn prune_locked(
         .into_iter()
         .filter_map(|o| layout::parse_pack(&o.key).map(|id| (id, o.size)))
         .collect();
-    let envelopes: Vec<KeyId> =
-        repo.storage().list(layout::DATA_KEYS).await?.iter().filter_map(|o| layout::parse_data_key(&o.key)).collect();
-    let (mut plan, mut live) = plan_prune(&records, &index, &used, &listed, &manifest_keys, &envelopes);
+    let envelopes: Vec<KeyId> = repo
+        .storage()
+        .list(layout::DATA_KEYS)
+        .await?
+        .iter()
+        .filter_map(|o| layout::parse_data_key(&o.key))
+        .collect();
+    let (mut plan, mut live) =
+        plan_prune(&records, &index, &used, &listed, &manifest_keys, &envelopes);
     if dry_run {
         return Ok(plan);
     }
