@@ -356,3 +356,62 @@ async fn delete_ok(repo: &Repository, key: &ibs_storage::ObjectKey) -> Result<()
         Err(e) => Err(e.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ibs_repo::clock::rfc3339;
+
+    fn cat(id: &str, finished: i64, status: BackupStatus) -> Catalog {
+        Catalog {
+            format_version: 1,
+            backup_id: id.into(),
+            repository_id: String::new(),
+            started: rfc3339(finished),
+            finished: rfc3339(finished),
+            duration_ms: 0,
+            status,
+            sources: vec![],
+            encryption_mode: "certificate".into(),
+            certificate_thumbprint: None,
+            data_key_id: String::new(),
+            bytes_read: 0,
+            bytes_new: 0,
+            bytes_stored: 0,
+            hostname: String::new(),
+            ibs_version: String::new(),
+        }
+    }
+
+    const DAY: i64 = 86_400;
+
+    #[test]
+    fn forget_keeps_recent_and_the_newest_successful() {
+        let now = 100 * DAY;
+        let c = vec![
+            cat("old-ok", now - 20 * DAY, BackupStatus::Succeeded),
+            cat("old-failed", now - 15 * DAY, BackupStatus::Failed),
+            cat("newest-ok-but-old", now - 10 * DAY, BackupStatus::Succeeded),
+            cat("recent-failed", now - DAY, BackupStatus::Failed),
+        ];
+        let p = plan_forget(&c, 7, now);
+        assert_eq!(p.remove, vec!["old-failed", "old-ok"]);
+        assert_eq!(p.protected.as_deref(), Some("newest-ok-but-old"));
+        assert_eq!(p.keep, vec!["newest-ok-but-old", "recent-failed"]);
+        // Keeping 0 days removes everything but the newest successful backup.
+        let p = plan_forget(&c, 0, now);
+        assert_eq!(p.keep, vec!["newest-ok-but-old"]);
+    }
+
+    #[test]
+    fn forget_protects_a_partial_backup_when_none_succeeded() {
+        let now = 100 * DAY;
+        let c = vec![
+            cat("a", now - 30 * DAY, BackupStatus::PartialSucceeded),
+            cat("b", now - 20 * DAY, BackupStatus::Failed),
+        ];
+        let p = plan_forget(&c, 7, now);
+        assert_eq!(p.remove, vec!["b"]);
+        assert_eq!(p.protected.as_deref(), Some("a"));
+    }
+}
