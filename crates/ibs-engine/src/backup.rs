@@ -334,6 +334,7 @@ async fn run(
     let packs = uploaded?;
     let (results, refs, bytes_new, cache) = produced?;
 
+    verify_uploaded(&repo, &packs).await?;
     let mut bytes_stored: u64 = packs.iter().map(|p| p.length).sum();
     let chunks_new: u64 = packs.iter().map(|p| p.entries.len() as u64).sum();
     for group in packs.chunks(2000) {
@@ -427,6 +428,32 @@ async fn run(
         chunks_new,
         packs_new: packs.len() as u64,
     })
+}
+
+/// Confirms every new pack is on storage with its full length before anything references it, so a
+/// storage that acknowledged a write it did not (fully) keep can never lead to a committed manifest
+/// that points at missing data.
+async fn verify_uploaded(repo: &Repository, packs: &[PackRecord]) -> Result<(), EngineError> {
+    let mut checks = futures::stream::iter(packs)
+        .map(|p| async move { (p, repo.storage().stat(&ibs_repo::layout::pack(&p.id)).await) })
+        .buffer_unordered(8);
+    while let Some((p, stat)) = checks.next().await {
+        let size = stat?.size;
+        if size != p.length {
+            return Err(EngineError::Repo(ibs_repo::RepoError::Storage(
+                ibs_storage::StorageError::new(
+                    ibs_storage::ErrorKind::Other,
+                    "verify",
+                    Some(&ibs_repo::layout::pack(&p.id).to_string()),
+                    format!(
+                        "storage kept {size} of {} bytes; the backup was not committed",
+                        p.length
+                    ),
+                ),
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The index as loaded for a backup (exposed for tests and tools).

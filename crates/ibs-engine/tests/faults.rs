@@ -1,0 +1,118 @@
+//! The engine over a fault-injecting storage: transient faults are retried, permanent ones surface
+//! with their alert class, and a manifest is never committed over missing or partial data.
+
+mod common;
+use common::*;
+use ibs_repo::clock::SystemClock;
+use ibs_repo::Repository;
+use ibs_storage::faulty::{Fault, FaultyStorage, Op};
+use ibs_storage::{AlertClass, DynStorage, ErrorKind, LocalStorage, RetryPolicy, RetryStorage};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Faulty {
+    env: Env,
+    faulty: Arc<FaultyStorage>,
+}
+
+async fn faulty_env() -> Faulty {
+    let base = env().await;
+    let local: DynStorage = Arc::new(LocalStorage::open(base.repo_dir()).unwrap());
+    let faulty = Arc::new(FaultyStorage::new(local));
+    let policy = RetryPolicy {
+        attempts: 4,
+        initial_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+    };
+    let storage: DynStorage = Arc::new(RetryStorage::new(faulty.clone(), policy));
+    let repo = Arc::new(
+        Repository::open(storage, Arc::new(SystemClock))
+            .await
+            .unwrap(),
+    );
+    Faulty {
+        env: Env { repo, ..base },
+        faulty,
+    }
+}
+
+fn source(env: &Env) -> std::path::PathBuf {
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..4 {
+        std::fs::write(src.join(format!("f{i}")), bytes(i, 9 << 20)).unwrap();
+    }
+    src
+}
+
+async fn manifests(env: &Env) -> usize {
+    env.repo.list_backup_ids().await.unwrap().len()
+}
+
+#[tokio::test]
+async fn transient_faults_are_retried() {
+    let f = faulty_env().await;
+    let src = source(&f.env);
+    f.faulty.fail_nth(
+        Op::Put,
+        2,
+        Fault::Error {
+            kind: ErrorKind::Connectivity,
+            transient: true,
+        },
+    );
+    f.faulty.fail_nth(Op::Put, 3, Fault::TornWrite);
+    let r = backup(&f.env, &[("s", &src)]).await;
+    assert!(f.faulty.injected() >= 2);
+    let out = f.env.path("out");
+    restore(&f.env, &r.catalog.backup_id, &out, Some("s"))
+        .await
+        .unwrap();
+    assert_same_tree(&src, &out);
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_as_capacity_and_commits_nothing() {
+    let f = faulty_env().await;
+    let src = source(&f.env);
+    f.faulty.set_capacity(Some(12 << 20));
+    let err = try_backup(&f.env, &[("s", &src)]).await.unwrap_err();
+    assert_eq!(err.storage_class(), Some(AlertClass::Capacity), "{err}");
+    assert_eq!(manifests(&f.env).await, 0);
+    f.faulty.set_capacity(None);
+    let r = backup(&f.env, &[("s", &src)]).await;
+    assert_eq!(manifests(&f.env).await, 1);
+    let out = f.env.path("out");
+    restore(&f.env, &r.catalog.backup_id, &out, Some("s"))
+        .await
+        .unwrap();
+    assert_same_tree(&src, &out);
+}
+
+#[tokio::test]
+async fn a_silently_short_write_is_caught_before_the_manifest() {
+    let f = faulty_env().await;
+    let src = source(&f.env);
+    // Put 1 is the lock, put 2 the data-key envelope, put 3 the first pack.
+    f.faulty.fail_nth(Op::Put, 3, Fault::ShortWrite);
+    let err = try_backup(&f.env, &[("s", &src)]).await.unwrap_err();
+    assert!(err.to_string().contains("not committed"), "{err}");
+    assert_eq!(manifests(&f.env).await, 0, "no manifest over partial data");
+}
+
+#[tokio::test]
+async fn a_permanent_error_is_not_retried_and_names_its_class() {
+    let f = faulty_env().await;
+    let src = source(&f.env);
+    f.faulty.fail_from(
+        Op::Put,
+        2,
+        Fault::Error {
+            kind: ErrorKind::Authentication,
+            transient: false,
+        },
+    );
+    let err = try_backup(&f.env, &[("s", &src)]).await.unwrap_err();
+    assert_eq!(err.storage_class(), Some(AlertClass::Authentication));
+    assert_eq!(manifests(&f.env).await, 0);
+}
