@@ -444,7 +444,7 @@ async fn verify_uploaded(repo: &Repository, packs: &[PackRecord]) -> Result<(), 
                 ibs_storage::StorageError::new(
                     ibs_storage::ErrorKind::Other,
                     "verify",
-                    Some(&ibs_repo::layout::pack(&p.id).to_string()),
+                    Some(ibs_repo::layout::pack(&p.id).as_str()),
                     format!(
                         "storage kept {size} of {} bytes; the backup was not committed",
                         p.length

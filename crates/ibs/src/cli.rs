@@ -35,6 +35,25 @@ pub enum Command {
     },
     /// Work on a repository directly, without the controller.
     Repo(RepoArgs),
+    /// Run the backup controller: scheduler, jobs, alerts and the HTTP API.
+    Serve(crate::cli_controller::ServeArgs),
+    /// API tokens, created on the controller's host.
+    Token {
+        #[command(subcommand)]
+        cmd: crate::cli_controller::TokenCmd,
+    },
+    /// Backup-location settings on the controller.
+    Location(crate::cli_controller::LocationArgs),
+    /// Backups on the controller: start, list, show.
+    Backup(crate::cli_controller::BackupArgs),
+    /// Restore a backup (or one component) through the controller.
+    Restore(crate::cli_controller::RestoreArgs),
+    /// The maintenance gate: begin/end an update, FRU or secret rotation.
+    Maintenance(crate::cli_controller::MaintenanceArgs),
+    /// Alerts raised by the controller.
+    Alerts(crate::cli_controller::AlertsArgs),
+    /// The backup store: prune files ibs did not create.
+    Store(crate::cli_controller::StoreArgs),
 }
 
 #[derive(Subcommand)]
@@ -124,7 +143,7 @@ pub enum RepoCmd {
     Backup {
         #[command(flatten)]
         loc: Location,
-        #[arg(long = "source", required = true, value_name = "NAME=PATH")]
+        #[arg(long = "source", required = true, value_name = "NAME=PATH", value_parser = source_arg)]
         sources: Vec<String>,
         /// Sealing threads (default: one per core).
         #[arg(long, default_value_t = 0)]
@@ -205,4 +224,12 @@ pub enum RepoCmd {
         #[command(flatten)]
         unlock: UnlockArgs,
     },
+}
+
+/// Checks the `NAME=PATH` / `NAME=-` form at parse time, so a malformed source is a usage error (exit 2).
+fn source_arg(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => Ok(s.to_owned()),
+        _ => Err(format!("{s:?} is not NAME=PATH or NAME=- (for stdin)")),
+    }
 }

@@ -2,8 +2,11 @@
 //! lives in the library crates.
 
 mod cli;
+mod cli_controller;
+mod cmd_client;
 mod cmd_keys;
 mod cmd_repo;
+mod cmd_serve;
 mod location;
 mod output;
 mod secrets;
@@ -30,6 +33,9 @@ fn main() {
             cli::Command::Cert { cmd } => cmd_keys::cert(cmd, json),
             cli::Command::Key { cmd } => cmd_keys::key(cmd),
             cli::Command::Repo(args) => cmd_repo::run(args, json, cli.quiet).await,
+            cli::Command::Serve(args) => cmd_serve::serve(args).await,
+            cli::Command::Token { cmd } => cmd_serve::token(cmd, json),
+            other => cmd_client::run(other, json, cli.quiet),
         }
     });
     let code = match result {

@@ -1,0 +1,135 @@
+//! Bearer-token authentication and authorisation. A [`Caller`] is extracted from the
+//! `Authorization: Bearer TOKEN` header: a missing or unknown token is 401, and handlers call
+//! [`Caller::require`] for their role (403 when too low). Tokens are verified by
+//! `ibs_controller::tokens` (hashed, constant-time). Repeated failures from one client address are
+//! rate-limited: after [`MAX_FAILURES`] failures within [`WINDOW_SECS`], that address gets 429
+//! until the window has passed.
+
+use crate::error::ApiError;
+use crate::AppState;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use ibs_controller::model::Role;
+use ibs_controller::tokens::TokenIdentity;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+pub const MAX_FAILURES: usize = 10;
+pub const WINDOW_SECS: i64 = 60;
+
+#[derive(Debug, Default)]
+pub struct AuthLimiter {
+    failures: Mutex<HashMap<String, Vec<i64>>>,
+}
+
+impl AuthLimiter {
+    fn blocked(&self, ip: &str, now: i64) -> bool {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let v = f.entry(ip.to_string()).or_default();
+        v.retain(|t| now - t < WINDOW_SECS);
+        v.len() >= MAX_FAILURES
+    }
+    fn fail(&self, ip: &str, now: i64) {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        f.entry(ip.to_string()).or_default().push(now);
+        if f.len() > 10_000 {
+            f.retain(|_, v| v.iter().any(|t| now - t < WINDOW_SECS));
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub identity: TokenIdentity,
+}
+
+impl Caller {
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.identity.role >= role {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "this needs the {} role; the token has {}",
+                    role.as_str(),
+                    self.identity.role.as_str()
+                ),
+            ))
+        }
+    }
+    pub fn actor(&self) -> String {
+        self.identity.actor()
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_else(|| "local".into());
+        let now = state.ctl.now();
+        if state.limiter.blocked(&ip, now) {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "too many failed authentications from this address; try again later",
+            ));
+        }
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            state.limiter.fail(&ip, now);
+            return Err(ApiError::unauthorized());
+        };
+        match state.ctl.db().verify_token(token) {
+            Ok(Some(identity)) => Ok(Caller { identity }),
+            Ok(None) => {
+                state.limiter.fail(&ip, now);
+                tracing::warn!("rejected an unknown API token from {ip}");
+                Err(ApiError::unauthorized())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A JSON body whose every rejection (syntax, wrong types, unknown fields, missing content type)
+/// is a 400 with the parser's message.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(e) => Err(ApiError::bad_request(
+                "body",
+                format!("malformed JSON: {}", e.body_text()),
+            )),
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The controller's HTTP API: REST/JSON under `/api/v1`, plus `/healthz`, Prometheus `/metrics` and
+//! the OpenAPI document at `/api/v1/openapi.json`. This crate is a thin typed layer: handlers check
+//! the caller's role, call [`ibs_controller::Controller`], and map `ControllerError` to a status code
+//! and a safe JSON body ([`error`]). Authentication and its rate limit are in [`auth`].
+//!
+//! Roles: **reader** may GET everything; **operator** also starts backups and begins/ends
+//! maintenance; **admin** also changes settings and components, restores, closes alerts, prunes the
+//! store, creates tokens and reads the audit log.
+
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+mod routes;
+
+use axum::routing::{get, post};
+use axum::Router;
+use ibs_controller::Controller;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub ctl: Controller,
+    pub limiter: Arc<auth::AuthLimiter>,
+}
+
+impl AppState {
+    pub fn new(ctl: Controller) -> Self {
+        AppState {
+            ctl,
+            limiter: Arc::new(auth::AuthLimiter::default()),
+        }
+    }
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    use routes::{admin, backups, location};
+    let v1 = Router::new()
+        .route("/location", get(location::get).put(location::put))
+        .route(
+            "/components",
+            get(location::get_components).put(location::put_components),
+        )
+        .route("/backups", get(backups::list).post(backups::start))
+        .route("/backups/{id}", get(backups::show))
+        .route("/backups/{id}/restore", post(backups::restore))
+        .route("/jobs", get(backups::jobs))
+        .route("/jobs/{id}", get(backups::job))
+        .route(
+            "/maintenance",
+            get(admin::maintenance)
+                .post(admin::begin)
+                .delete(admin::end),
+        )
+        .route("/maintenance/end", post(admin::end))
+        .route("/maintenance/clear", post(admin::clear))
+        .route("/readiness", get(admin::readiness))
+        .route("/alerts", get(admin::alerts))
+        .route("/alerts/{id}/close", post(admin::close_alert))
+        .route("/store/prune", post(admin::prune))
+        .route("/tokens", post(admin::create_token))
+        .route("/audit", get(admin::audit))
+        .route("/openapi.json", get(openapi::document));
+    Router::new()
+        .nest("/api/v1", v1)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics::metrics))
+        .fallback(|| async { error::ApiError::not_found("no such endpoint") })
+        .with_state(state)
+}

@@ -1,0 +1,147 @@
+//! The OpenAPI 3.1 document served at `/api/v1/openapi.json`, written by hand next to the routes
+//! (the route table in `lib.rs` and this list must change together; a test checks that every
+//! documented path answers something other than 404).
+
+use axum::Json;
+use serde_json::{json, Value};
+
+/// Every documented operation: (path, method, summary, minimum role).
+pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
+    (
+        "/api/v1/location",
+        "get",
+        "Show the backup location settings (secrets are never returned)",
+        "reader",
+    ),
+    (
+        "/api/v1/location",
+        "put",
+        "Change the backup location settings (accessibility test; retention confirmation)",
+        "admin",
+    ),
+    ("/api/v1/components", "get", "List components", "reader"),
+    (
+        "/api/v1/components",
+        "put",
+        "Replace the components",
+        "admin",
+    ),
+    ("/api/v1/backups", "get", "List backups", "reader"),
+    (
+        "/api/v1/backups",
+        "post",
+        "Start an on-demand backup (409 while a job or maintenance runs)",
+        "operator",
+    ),
+    ("/api/v1/backups/{id}", "get", "Show one backup", "reader"),
+    (
+        "/api/v1/backups/{id}/restore",
+        "post",
+        "Restore a backup or one component (pfx used in memory only)",
+        "admin",
+    ),
+    (
+        "/api/v1/jobs",
+        "get",
+        "List jobs (backups, skipped runs, restores)",
+        "reader",
+    ),
+    (
+        "/api/v1/jobs/{id}",
+        "get",
+        "Show one job with live progress",
+        "reader",
+    ),
+    (
+        "/api/v1/maintenance",
+        "get",
+        "Show the maintenance operation",
+        "reader",
+    ),
+    (
+        "/api/v1/maintenance",
+        "post",
+        "Begin a maintenance operation {operation: update|fru|secret-rotation}",
+        "operator",
+    ),
+    (
+        "/api/v1/maintenance",
+        "delete",
+        "End the maintenance operation {outcome: succeeded|failed}",
+        "operator",
+    ),
+    (
+        "/api/v1/maintenance/end",
+        "post",
+        "End the maintenance operation (same as DELETE)",
+        "operator",
+    ),
+    (
+        "/api/v1/maintenance/clear",
+        "post",
+        "Clear a failed maintenance operation",
+        "admin",
+    ),
+    (
+        "/api/v1/readiness",
+        "get",
+        "Is a backup running (for update tooling)",
+        "reader",
+    ),
+    (
+        "/api/v1/alerts",
+        "get",
+        "List alerts (?state=open|all)",
+        "reader",
+    ),
+    (
+        "/api/v1/alerts/{id}/close",
+        "post",
+        "Close an alert (it comes back if the cause persists)",
+        "admin",
+    ),
+    (
+        "/api/v1/store/prune",
+        "post",
+        "Delete (or with dry_run list) files under MASBackup that ibs did not create",
+        "admin",
+    ),
+    (
+        "/api/v1/tokens",
+        "post",
+        "Create an API token {role, label}",
+        "admin",
+    ),
+    ("/api/v1/audit", "get", "The audit log", "admin"),
+];
+
+pub fn build() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (path, method, summary, role) in OPERATIONS {
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        entry[*method] = json!({
+            "summary": summary,
+            "x-ibs-role": role,
+            "security": [{ "bearer": [] }],
+            "responses": {
+                "200": { "description": "OK" },
+                "400": { "description": "Invalid input: {error: {code, message, field}}" },
+                "401": { "description": "Missing or unknown token" },
+                "403": { "description": format!("The token's role is below {role}") },
+                "409": { "description": "Conflicts with a running job, a maintenance operation, or needs confirmation" }
+            }
+        });
+    }
+    paths.insert("/healthz".into(), json!({ "get": { "summary": "Liveness", "responses": { "200": { "description": "ok" } } } }));
+    paths.insert("/metrics".into(), json!({ "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "text format 0.0.4" } } } }));
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "ibs controller API", "version": env!("CARGO_PKG_VERSION") },
+        "components": { "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } } },
+        "paths": paths,
+    })
+}
+
+pub async fn document() -> Json<Value> {
+    Json(build())
+}

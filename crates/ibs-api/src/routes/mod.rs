@@ -1,0 +1,6 @@
+//! Handlers, one module per resource: [`location`] (settings, components), [`backups`] (backups,
+//! jobs, restore) and [`admin`] (maintenance, readiness, alerts, store prune, tokens, audit).
+
+pub mod admin;
+pub mod backups;
+pub mod location;

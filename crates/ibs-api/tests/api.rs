@@ -1,0 +1,578 @@
+//! API handlers through `tower::ServiceExt::oneshot`, without a socket: authentication (401),
+//! roles (403), every 400 case of the location and components resources, 409s, and the
+//! unauthenticated endpoints.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use base64::Engine as _;
+use http_body_util::BodyExt;
+use ibs_controller::model::Role;
+use ibs_controller::testing::{self, TestController};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const T0: i64 = 1_800_000_000;
+
+struct Api {
+    t: TestController,
+    app: axum::Router,
+    admin: String,
+    operator: String,
+    reader: String,
+}
+
+fn api() -> Api {
+    let t = testing::controller(T0, vec![]);
+    let app = ibs_api::router(ibs_api::AppState::new(t.ctl.clone()));
+    let db = t.ctl.db().clone();
+    Api {
+        admin: db.create_token(Role::Admin, "a", T0).unwrap(),
+        operator: db.create_token(Role::Operator, "o", T0).unwrap(),
+        reader: db.create_token(Role::Reader, "r", T0).unwrap(),
+        t,
+        app,
+    }
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut b = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            b = b.header("Authorization", format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(text) => b
+                .header("Content-Type", "application/json")
+                .body(Body::from(text.to_string()))
+                .unwrap(),
+            None => b.body(Body::empty()).unwrap(),
+        };
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())),
+        )
+    }
+    async fn put_location(&self, body: Value) -> (StatusCode, Value) {
+        self.call(
+            Method::PUT,
+            "/api/v1/location",
+            Some(&self.admin),
+            Some(&body.to_string()),
+        )
+        .await
+    }
+}
+
+fn cert_b64() -> String {
+    base64::engine::general_purpose::STANDARD.encode(testing::identity().certificate().der())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn authentication_and_roles() {
+    let a = api();
+    assert_eq!(
+        a.call(Method::GET, "/api/v1/backups", None, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        a.call(Method::GET, "/api/v1/backups", Some("ibs_bogus"), None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        a.call(Method::GET, "/api/v1/backups", Some(&a.reader), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // reader cannot start backups or maintenance; operator cannot change settings or restore.
+    assert_eq!(
+        a.call(Method::POST, "/api/v1/backups", Some(&a.reader), None)
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    let begin = r#"{"operation":"update"}"#;
+    assert_eq!(
+        a.call(
+            Method::POST,
+            "/api/v1/maintenance",
+            Some(&a.reader),
+            Some(begin)
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(a.put_location(json!({})).await.0, StatusCode::OK);
+    let (s, _) = a
+        .call(
+            Method::PUT,
+            "/api/v1/location",
+            Some(&a.operator),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let restore = json!({"target":"/tmp/x","pfx":"","pfx_password":"p"}).to_string();
+    assert_eq!(
+        a.call(
+            Method::POST,
+            "/api/v1/backups/x/restore",
+            Some(&a.operator),
+            Some(&restore)
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        a.call(
+            Method::POST,
+            "/api/v1/store/prune",
+            Some(&a.operator),
+            Some("{}")
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        a.call(
+            Method::POST,
+            "/api/v1/alerts/1/close",
+            Some(&a.operator),
+            None
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        a.call(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(&a.operator),
+            Some(r#"{"role":"admin"}"#)
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        a.call(
+            Method::POST,
+            "/api/v1/maintenance",
+            Some(&a.operator),
+            Some(begin)
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    // admin creates a token that works.
+    let (s, v) = a
+        .call(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(&a.admin),
+            Some(r#"{"role":"reader"}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let t = v["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        a.call(Method::GET, "/api/v1/alerts", Some(&t), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // Public endpoints.
+    assert_eq!(
+        a.call(Method::GET, "/healthz", None, None).await.0,
+        StatusCode::OK
+    );
+    let (s, m) = a.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(m.as_str().unwrap().contains("ibs_backup_attempts_total"));
+    let (s, doc) = a
+        .call(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(doc["paths"]["/api/v1/backups"]["post"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_auth_failures_are_rate_limited() {
+    let a = api();
+    for _ in 0..ibs_api::auth::MAX_FAILURES {
+        assert_eq!(
+            a.call(Method::GET, "/api/v1/jobs", Some("ibs_wrong"), None)
+                .await
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        a.call(Method::GET, "/api/v1/jobs", Some(&a.admin), None)
+            .await
+            .0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    a.t.clock.advance(ibs_api::auth::WINDOW_SECS);
+    assert_eq!(
+        a.call(Method::GET, "/api/v1/jobs", Some(&a.admin), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
+
+async fn expect_400(a: &Api, body: Value, field: &str, needle: &str) {
+    let (s, v) = a.put_location(body.clone()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+    assert_eq!(v["error"]["field"], json!(field), "{body}: {v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(needle), "{body}: {msg}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_field_specific_400s() {
+    let a = api();
+    expect_400(
+        &a,
+        json!({"path": "\\\\host.contoso.com"}),
+        "path",
+        "malformed UNC path",
+    )
+    .await;
+    expect_400(
+        &a,
+        json!({"path": "\\\\\\share"}),
+        "path",
+        "malformed UNC path",
+    )
+    .await;
+    expect_400(
+        &a,
+        json!({"path": "\\\\fileserver\\backup"}),
+        "path",
+        "single-label host",
+    )
+    .await;
+    expect_400(
+        &a,
+        json!({"frequency_hours": 0}),
+        "frequency_hours",
+        "out of range",
+    )
+    .await;
+    expect_400(
+        &a,
+        json!({"frequency_hours": 25}),
+        "frequency_hours",
+        "1–24",
+    )
+    .await;
+    expect_400(
+        &a,
+        json!({"retention_days": 0}),
+        "retention_days",
+        "out of range",
+    )
+    .await;
+    expect_400(&a, json!({"retention_days": 91}), "retention_days", "1–90").await;
+    expect_400(
+        &a,
+        json!({"username": "CONTOSO\\backup"}),
+        "password",
+        "password is required",
+    )
+    .await;
+    expect_400(
+        &a,
+        json!({"certificate": "bm90IGEgY2VydA=="}),
+        "certificate",
+        "certificate",
+    )
+    .await;
+    // A 1024-bit RSA certificate and an EC certificate, made by openssl (as the ibs-keys tests do).
+    let dir = tempfile::tempdir().unwrap();
+    let make = |name: &str, newkey: &[&str]| -> String {
+        let cert = dir.path().join(format!("{name}.pem"));
+        let st = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-nodes",
+                "-days",
+                "30",
+                "-subj",
+                &format!("/CN={name}"),
+            ])
+            .args(newkey)
+            .arg("-keyout")
+            .arg(dir.path().join(format!("{name}.key")))
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl");
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(cert).unwrap())
+    };
+    expect_400(
+        &a,
+        json!({"certificate": make("short", &["-newkey", "rsa:1024"])}),
+        "certificate",
+        "at least 2048 bits",
+    )
+    .await;
+    expect_400(&a, json!({"certificate": make("ec", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])}), "certificate", "only RSA").await;
+    // Malformed JSON and unknown fields.
+    let (s, v) = a
+        .call(
+            Method::PUT,
+            "/api/v1/location",
+            Some(&a.admin),
+            Some("{\"path\": "),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("malformed JSON"),
+        "{v}"
+    );
+    let (s, _) = a
+        .call(
+            Method::PUT,
+            "/api/v1/location",
+            Some(&a.admin),
+            Some(r#"{"colour":"red"}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // Unknown component kind.
+    let (s, v) = a
+        .call(
+            Method::PUT,
+            "/api/v1/components",
+            Some(&a.admin),
+            Some(r#"[{"name":"db","kind":"oracle"}]"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"]["field"], json!("component[0].kind"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown component kind"));
+    // Nothing was stored by any of them.
+    let (_, loc) = a
+        .call(Method::GET, "/api/v1/location", Some(&a.reader), None)
+        .await;
+    assert_eq!(loc["frequency_hours"], json!(12));
+    assert!(loc["path"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_are_write_only_and_changes_audited() {
+    let a = api();
+    let (s, v) = a
+        .put_location(json!({"path": "/mem/share", "username": "CONTOSO\\svc", "password": "hunter2", "certificate": cert_b64()}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let text = v.to_string();
+    assert!(!text.contains("hunter2"));
+    assert_eq!(v["password_set"], json!(true));
+    assert_eq!(
+        v["certificate"]["thumbprint"],
+        json!(testing::identity().certificate().thumbprint())
+    );
+    assert!(v["certificate"].get("der").is_none());
+    let (_, audit) = a
+        .call(Method::GET, "/api/v1/audit", Some(&a.admin), None)
+        .await;
+    let text = audit.to_string();
+    assert!(
+        text.contains("\"password\"") && !text.contains("hunter2"),
+        "{text}"
+    );
+    assert!(text.contains("token#"), "the actor is recorded: {text}");
+    // IP hosts are accepted with a warning.
+    let (s, v) = a
+        .put_location(json!({"path": "\\\\10.1.2.3\\backup", "username": "u", "password": "p"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["warnings"][0].as_str().unwrap().contains("IP"));
+    // The accessibility test refuses a failing share with the classified error.
+    a.t.opener
+        .fail("/mem/down", Some(ibs_storage::AlertClass::Connectivity));
+    let (s, v) = a.put_location(json!({"path": "/mem/down"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"]["details"]["alert_class"], json!("connectivity"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backups_conflicts_and_maintenance() {
+    let a = api();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("f"), b"data").unwrap();
+    a.t.ctl
+        .set_components(
+            vec![testing::command("slow", "sleep 1; echo x", None, true)],
+            "t",
+        )
+        .unwrap();
+    a.put_location(json!({"path": "/mem/share", "certificate": cert_b64()}))
+        .await;
+    let (s, job) = a
+        .call(Method::POST, "/api/v1/backups", Some(&a.operator), None)
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let id = job["id"].as_str().unwrap().to_string();
+    let (s, v) = a
+        .call(Method::POST, "/api/v1/backups", Some(&a.operator), None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains(&id),
+        "409 names the running job: {v}"
+    );
+    let (_, r) = a
+        .call(Method::GET, "/api/v1/readiness", Some(&a.reader), None)
+        .await;
+    assert_eq!(r["backup_running"], json!(true));
+    assert!(a.t.ctl.wait_idle(std::time::Duration::from_secs(30)).await);
+    let (s, b) = a
+        .call(
+            Method::GET,
+            &format!("/api/v1/backups/{id}"),
+            Some(&a.reader),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["status"], json!("Succeeded"));
+    assert_eq!(
+        a.call(Method::GET, "/api/v1/backups/nope", Some(&a.reader), None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, list) = a
+        .call(Method::GET, "/api/v1/jobs", Some(&a.reader), None)
+        .await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    // Maintenance blocks on-demand backups with its reason.
+    let begin = r#"{"operation":"fru"}"#;
+    assert_eq!(
+        a.call(
+            Method::POST,
+            "/api/v1/maintenance",
+            Some(&a.operator),
+            Some(begin)
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    let (s, v) = a
+        .call(Method::POST, "/api/v1/backups", Some(&a.operator), None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(v["error"]["message"], json!("maintenance: fru in progress"));
+    let (s, _) = a
+        .call(
+            Method::POST,
+            "/api/v1/maintenance",
+            Some(&a.operator),
+            Some(r#"{"operation":"reboot"}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = a
+        .call(
+            Method::DELETE,
+            "/api/v1/maintenance",
+            Some(&a.operator),
+            Some(r#"{"outcome":"succeeded"}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        a.call(Method::POST, "/api/v1/backups", Some(&a.operator), None)
+            .await
+            .0,
+        StatusCode::ACCEPTED
+    );
+    assert!(a.t.ctl.wait_idle(std::time::Duration::from_secs(30)).await);
+    // Lowering retention that deletes backups needs confirmation.
+    a.t.clock.advance(5 * 86_400);
+    assert_eq!(
+        a.call(Method::POST, "/api/v1/backups", Some(&a.operator), None)
+            .await
+            .0,
+        StatusCode::ACCEPTED
+    );
+    assert!(a.t.ctl.wait_idle(std::time::Duration::from_secs(30)).await);
+    let (s, v) = a.put_location(json!({"retention_days": 2})).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(
+        v["error"]["details"]["would_delete"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        a.put_location(json!({"retention_days": 2, "confirm": true}))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // Store prune (dry run) as admin.
+    let (s, v) = a
+        .call(
+            Method::POST,
+            "/api/v1/store/prune",
+            Some(&a.admin),
+            Some(r#"{"dry_run":true}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["paths"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_documented_operation_is_routed() {
+    let a = api();
+    for (path, method, _, _) in ibs_api::openapi::OPERATIONS {
+        let p = path.replace("{id}", "1");
+        let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let (s, v) = a.call(m, &p, Some(&a.reader), Some("{}")).await;
+        assert_ne!(
+            v["error"]["message"],
+            json!("no such endpoint"),
+            "{method} {path}"
+        );
+        assert_ne!(s, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+    }
+}

@@ -1,0 +1,154 @@
+//! Job records in the state database. A job is stored as JSON (`body`) with its id, kind, trigger,
+//! status and creation time also in columns for filtering. Every update rewrites the whole record:
+//! records are small and there is one writer per job.
+
+use crate::db::Db;
+use crate::model::{Job, JobKind, JobStatus};
+use crate::Result;
+use rusqlite::{params, OptionalExtension};
+
+fn kind_str(k: JobKind) -> &'static str {
+    match k {
+        JobKind::Backup => "backup",
+        JobKind::Restore => "restore",
+    }
+}
+
+impl Db {
+    pub fn put_job(&self, job: &Job) -> Result<()> {
+        let body = serde_json::to_string(job).expect("job serializes");
+        let trigger = serde_json::to_value(job.trigger).expect("trigger");
+        self.conn().execute(
+            "INSERT INTO jobs (id, kind, trigger, status, created_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(id) DO UPDATE SET status = excluded.status, body = excluded.body",
+            params![
+                job.id,
+                kind_str(job.kind),
+                trigger.as_str().unwrap_or(""),
+                job.status.as_str(),
+                job.created_at,
+                body
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn job(&self, id: &str) -> Result<Option<Job>> {
+        let body: Option<String> = self
+            .conn()
+            .query_row("SELECT body FROM jobs WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        Ok(body.and_then(|b| serde_json::from_str(&b).ok()))
+    }
+
+    /// Jobs newest first, optionally of one kind, at most `limit`.
+    pub fn jobs(&self, kind: Option<JobKind>, limit: u32) -> Result<Vec<Job>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT body FROM jobs WHERE (?1 IS NULL OR kind = ?1) ORDER BY created_at DESC, rowid DESC LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![kind.map(kind_str), limit], |r| {
+            r.get::<_, String>(0)
+        })?;
+        let mut out = Vec::new();
+        for b in rows {
+            if let Ok(j) = serde_json::from_str(&b?) {
+                out.push(j);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Backups: backup jobs that were not skipped, newest first.
+    pub fn backups(&self, limit: u32) -> Result<Vec<Job>> {
+        Ok(self
+            .jobs(Some(JobKind::Backup), limit.saturating_mul(4).max(limit))?
+            .into_iter()
+            .filter(|j| j.status != JobStatus::Skipped)
+            .take(limit as usize)
+            .collect())
+    }
+
+    /// Finds a backup job by its job id or its repository backup id.
+    pub fn find_backup(&self, id: &str) -> Result<Option<Job>> {
+        if let Some(j) = self.job(id)? {
+            return Ok(Some(j));
+        }
+        Ok(self
+            .jobs(Some(JobKind::Backup), 10_000)?
+            .into_iter()
+            .find(|j| j.backup_id.as_deref() == Some(id)))
+    }
+
+    /// Marks every job left Queued or Running (by a crash or a shutdown) as Interrupted.
+    /// Returns the ids changed.
+    pub fn interrupt_unfinished(&self, now: i64) -> Result<Vec<String>> {
+        let ids: Vec<String> = {
+            let conn = self.conn();
+            let mut st =
+                conn.prepare("SELECT id FROM jobs WHERE status IN ('Queued', 'Running')")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for id in &ids {
+            if let Some(mut j) = self.job(id)? {
+                j.status = JobStatus::Interrupted;
+                j.finished_at = Some(now);
+                j.progress = None;
+                if j.error.is_none() {
+                    j.error = Some("the controller stopped while this job was running".into());
+                }
+                for c in &mut j.components {
+                    if !c.status.is_final() {
+                        c.status = JobStatus::Interrupted;
+                    }
+                }
+                self.put_job(&j)?;
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Counts of finished backup jobs by status (for metrics).
+    pub fn backup_counts(&self) -> Result<Vec<(String, u64)>> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT status, COUNT(*) FROM jobs WHERE kind = 'backup' GROUP BY status")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Trigger;
+
+    #[test]
+    fn jobs_round_trip_and_interrupt() {
+        let db = Db::open_in_memory().unwrap();
+        let mut j = Job::new(
+            "a".into(),
+            JobKind::Backup,
+            Trigger::Scheduled,
+            JobStatus::Running,
+            5,
+        );
+        db.put_job(&j).unwrap();
+        j.backup_id = Some("repo-id".into());
+        db.put_job(&j).unwrap();
+        assert_eq!(db.find_backup("repo-id").unwrap().unwrap().id, "a");
+        let skipped = Job::new(
+            "b".into(),
+            JobKind::Backup,
+            Trigger::Scheduled,
+            JobStatus::Skipped,
+            6,
+        );
+        db.put_job(&skipped).unwrap();
+        assert_eq!(db.jobs(None, 10).unwrap().len(), 2);
+        assert_eq!(db.backups(10).unwrap().len(), 1);
+        assert_eq!(db.interrupt_unfinished(9).unwrap(), vec!["a".to_string()]);
+        assert_eq!(db.job("a").unwrap().unwrap().status, JobStatus::Interrupted);
+    }
+}

@@ -1,0 +1,91 @@
+//! The ibs backup controller: everything `ibs serve` does besides speaking HTTP.
+//!
+//! Module map (each module's own doc says what it owns):
+//! - [`config`]: the TOML configuration (`ibs.toml`) and its validation.
+//! - [`component`]: the unit of backup (`files`, `command`), hooks, and the mapping to engine sources.
+//! - [`settings`]: the backup-location resource: validation, secrets, audit.
+//! - [`db`]: the SQLite state database (jobs, settings, alerts, tokens, audit, scheduler state).
+//! - [`secretbox`]: encryption at rest of secrets kept in the state database.
+//! - [`tokens`]: API bearer tokens with roles, stored hashed, compared in constant time.
+//! - [`scheduler`]: the pure scheduling decision for a tick (interval, missed runs, skips).
+//! - [`alerts`]: the alert catalogue and lifecycle.
+//! - [`controller`]: [`Controller`], the one object the API and the daemon talk to; the job gate.
+//! - [`runner`]: executes a backup job; [`restore_job`]: executes a restore job.
+//! - [`retention`]: the hourly cleanup (forget + prune) and the "what would lowering retention delete" plan.
+//! - [`bootstrap`]: first start on embedded defaults (certificate, sample folder, location, admin token).
+//!
+//! Time comes only from the injected [`ibs_repo::clock::Clock`], so every rule here is testable with
+//! `ManualClock`.
+
+pub mod alerts;
+pub mod bootstrap;
+pub mod component;
+pub mod config;
+pub mod controller;
+pub mod db;
+mod db_jobs;
+pub mod model;
+mod ops;
+pub mod restore_job;
+pub mod retention;
+pub mod runner;
+pub mod scheduler;
+pub mod secretbox;
+pub mod settings;
+pub mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod tokens;
+
+pub use controller::{Capacity, Controller, ControllerOptions, Readiness};
+pub use model::{
+    ComponentResult, Job, JobKind, JobStatus, Role, Trigger, DEFAULT_FREQUENCY_HOURS,
+    DEFAULT_RETENTION_DAYS,
+};
+pub use ops::{PruneReport, TickOutcome};
+pub use storage::{OpenError, StorageOpener, StorageTarget};
+
+use ibs_storage::AlertClass;
+
+/// Errors of the controller. Each maps to one HTTP status in `ibs-api`; messages never contain a
+/// secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControllerError {
+    /// A request field is invalid; `field` names it (`path`, `frequency_hours`, …).
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// The request conflicts with the current state (a running job, a maintenance operation,
+    /// a retention change that needs confirmation).
+    #[error("{message}")]
+    Conflict {
+        message: String,
+        details: Option<serde_json::Value>,
+    },
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The backup location failed its accessibility test or could not be opened.
+    #[error("{message}")]
+    Storage { class: AlertClass, message: String },
+    #[error("state database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ControllerError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ControllerError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ControllerError::Conflict {
+            message: message.into(),
+            details: None,
+        }
+    }
+}
+
+pub type Result<T, E = ControllerError> = std::result::Result<T, E>;

@@ -1,0 +1,231 @@
+//! The controller's data model shared with the API and the CLI: jobs, their states, triggers,
+//! per-component results, live progress, and token roles. Pure data; no I/O.
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_FREQUENCY_HOURS: u32 = 12;
+pub const DEFAULT_RETENTION_DAYS: u32 = 7;
+pub const FREQUENCY_RANGE: (u32, u32) = (1, 24);
+pub const RETENTION_RANGE: (u32, u32) = (1, 90);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    Scheduled,
+    OnDemand,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobKind {
+    Backup,
+    Restore,
+}
+
+/// A job's state. `Succeeded` and `PartialSucceeded` are set only after the engine returned, i.e.
+/// after the backup's manifest was committed to storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    PartialSucceeded,
+    Failed,
+    Skipped,
+    Interrupted,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "Queued",
+            JobStatus::Running => "Running",
+            JobStatus::Succeeded => "Succeeded",
+            JobStatus::PartialSucceeded => "PartialSucceeded",
+            JobStatus::Failed => "Failed",
+            JobStatus::Skipped => "Skipped",
+            JobStatus::Interrupted => "Interrupted",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            JobStatus::Queued,
+            JobStatus::Running,
+            JobStatus::Succeeded,
+            JobStatus::PartialSucceeded,
+            JobStatus::Failed,
+            JobStatus::Skipped,
+            JobStatus::Interrupted,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobStatus::Queued | JobStatus::Running)
+    }
+}
+
+/// The result of one component in one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentResult {
+    pub name: String,
+    pub kind: String,
+    pub status: JobStatus,
+    pub essential_for_recovery: bool,
+    /// The engine source names this component was stored under.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default)]
+    pub files: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub message: Option<String>,
+}
+
+/// Live progress of a running job (from `ibs_engine::Progress`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct JobProgress {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub files_done: u64,
+    pub files_total: u64,
+    pub percent: Option<f64>,
+    pub eta_seconds: Option<u64>,
+}
+
+/// One job record as stored and as served by the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub kind: JobKind,
+    pub trigger: Trigger,
+    pub status: JobStatus,
+    pub components: Vec<ComponentResult>,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub duration_ms: Option<u64>,
+    pub bytes_read: u64,
+    pub bytes_stored: u64,
+    pub certificate_thumbprint: Option<String>,
+    pub is_cloud_recovery_ready: bool,
+    pub progress: Option<JobProgress>,
+    /// Why the job failed or was skipped (never contains a secret).
+    pub error: Option<String>,
+    /// The alert class of a failure (`capacity`, `connectivity`, `path`, `authentication`, `general`).
+    pub alert_class: Option<String>,
+    /// The repository backup id (the manifest name) once committed.
+    pub backup_id: Option<String>,
+    /// For a restore job: the backup job it restores.
+    pub source_job: Option<String>,
+    /// Set when retention removed this backup from the store.
+    pub deleted_at: Option<i64>,
+}
+
+impl Job {
+    pub fn new(id: String, kind: JobKind, trigger: Trigger, status: JobStatus, now: i64) -> Self {
+        Job {
+            id,
+            kind,
+            trigger,
+            status,
+            components: Vec::new(),
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            bytes_read: 0,
+            bytes_stored: 0,
+            certificate_thumbprint: None,
+            is_cloud_recovery_ready: false,
+            progress: None,
+            error: None,
+            alert_class: None,
+            backup_id: None,
+            source_job: None,
+            deleted_at: None,
+        }
+    }
+}
+
+/// API token roles, each including the rights of the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read everything except secrets (which are never readable).
+    Reader,
+    /// Reader + start backups + maintenance begin/end.
+    Operator,
+    /// Operator + settings, restore, tokens, closing alerts, store prune.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "reader" => Some(Role::Reader),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// A maintenance operation that excludes backups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaintenanceOp {
+    Update,
+    Fru,
+    SecretRotation,
+}
+
+impl MaintenanceOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaintenanceOp::Update => "update",
+            MaintenanceOp::Fru => "fru",
+            MaintenanceOp::SecretRotation => "secret-rotation",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaintenanceOutcome {
+    Succeeded,
+    Failed,
+}
+
+/// The maintenance gate's persisted state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Maintenance {
+    pub operation: MaintenanceOp,
+    /// `active` while running; `failed` after it ended as failed (scheduled backups stay skipped).
+    pub state: String,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub started_by: String,
+}
+
+impl Maintenance {
+    pub fn skip_reason(&self) -> String {
+        if self.state == "failed" {
+            format!(
+                "maintenance: {} failed; scheduled backups are skipped until it succeeds or an admin clears it",
+                self.operation.as_str()
+            )
+        } else {
+            format!("maintenance: {} in progress", self.operation.as_str())
+        }
+    }
+}

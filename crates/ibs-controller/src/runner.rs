@@ -1,0 +1,411 @@
+//! Executes one backup job: open (or on first use, initialise) the repository, rotate to a newly
+//! uploaded certificate, run pre-hooks, build one engine source per component path or command,
+//! run the engine, collect command exit codes, run post-hooks (always), then record the job and
+//! update alerts. The job becomes Succeeded or PartialSucceeded only here, after the engine has
+//! returned, i.e. after the manifest was committed.
+
+use crate::alerts::AlertKind;
+use crate::component::{run_hook, Component, ComponentKind};
+use crate::controller::Controller;
+use crate::model::{ComponentResult, Job, JobStatus};
+use ibs_engine::state::WriterState;
+use ibs_engine::{keyops, BackupOptions, EngineError, Progress, SourceOrigin, SourceSpec};
+use ibs_keys::LegacyKey;
+use ibs_repo::manifest::BackupStatus;
+use ibs_repo::{InitKeys, RepoError, Repository};
+use ibs_storage::AlertClass;
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+
+/// A failure with its alert class.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub class: AlertClass,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn general(m: impl Into<String>) -> Self {
+        Failure {
+            class: AlertClass::General,
+            message: m.into(),
+        }
+    }
+    pub fn from_engine(e: &EngineError) -> Self {
+        Failure {
+            class: e.storage_class().unwrap_or(AlertClass::General),
+            message: e.to_string(),
+        }
+    }
+    fn from_repo(e: RepoError) -> Self {
+        Failure::from_engine(&EngineError::Repo(e))
+    }
+}
+
+/// Opens the configured repository and this controller's writer state. With `init`, a location
+/// without a repository gets one (certificate or legacy key from the settings).
+pub(crate) async fn open_repository(
+    ctl: &Controller,
+    init: bool,
+) -> Result<(Arc<Repository>, WriterState), Failure> {
+    let s = ctl
+        .stored_location()
+        .map_err(|e| Failure::general(e.to_string()))?;
+    let target = ctl
+        .target(&s)
+        .map_err(|e| Failure::general(e.to_string()))?
+        .ok_or_else(|| Failure::general("no backup location is configured"))?;
+    let state_root = ctl.inner.data_dir.join("state");
+    let clock = ctl.inner.clock.clone();
+    let opener = &ctl.inner.opener;
+    let storage = match opener.open(&target, false).await {
+        Ok(s) => s,
+        Err(e) if e.not_a_repository && init => {
+            opener.open(&target, true).await.map_err(|e| Failure {
+                class: e.class,
+                message: e.message,
+            })?
+        }
+        Err(e) => {
+            return Err(Failure {
+                class: e.class,
+                message: e.message,
+            })
+        }
+    };
+    ctl.record_capacity(&storage).await;
+    let repo = match Repository::open(storage.clone(), clock.clone()).await {
+        Ok(r) => r,
+        Err(RepoError::NotARepository { .. }) if init => {
+            let cert = s.certificate();
+            let legacy = match &s.legacy_key_sealed {
+                Some(k) => Some(
+                    LegacyKey::from_file_text(
+                        &ctl.inner
+                            .secrets
+                            .open("legacy-key", k)
+                            .map_err(|e| Failure::general(e.to_string()))?,
+                    )
+                    .map_err(|e| Failure::general(e.to_string()))?,
+                ),
+                None => None,
+            };
+            let keys = match (&cert, &legacy) {
+                (Some(c), _) => InitKeys::Certificate(c),
+                (None, Some(k)) => InitKeys::Legacy(k),
+                (None, None) => {
+                    return Err(Failure::general("no encryption certificate is configured"))
+                }
+            };
+            let (repo, state) = keyops::init(storage, clock, &state_root, keys)
+                .await
+                .map_err(|e| Failure::from_engine(&e))?;
+            tracing::info!(
+                "initialised repository {} at {}",
+                repo.config().id,
+                target.path
+            );
+            return Ok((Arc::new(repo), state));
+        }
+        Err(e) => return Err(Failure::from_repo(e)),
+    };
+    let state =
+        WriterState::load(&state_root, &repo.config().id).map_err(|e| Failure::from_engine(&e))?;
+    Ok((Arc::new(repo), state))
+}
+
+/// Makes the repository use the certificate in the settings, if it changed.
+async fn rotate_certificate(
+    ctl: &Controller,
+    repo: Arc<Repository>,
+    mut state: WriterState,
+) -> Result<(Arc<Repository>, WriterState), Failure> {
+    let Some(cert) = ctl
+        .stored_location()
+        .map_err(|e| Failure::general(e.to_string()))?
+        .certificate()
+    else {
+        return Ok((repo, state));
+    };
+    if state.certificate.as_ref().map(|c| c.thumbprint()) == Some(cert.thumbprint()) {
+        return Ok((repo, state));
+    }
+    let mut repo = Arc::try_unwrap(repo).map_err(|_| Failure::general("repository in use"))?;
+    keyops::set_cert(&mut repo, &mut state, &cert, ctl.inner.lock_wait)
+        .await
+        .map_err(|e| Failure::from_engine(&e))?;
+    tracing::info!("new backups use certificate {}", cert.thumbprint());
+    Ok((Arc::new(repo), state))
+}
+
+fn hook_env(component: &str, job: &str) -> Vec<(String, String)> {
+    vec![
+        ("IBS_COMPONENT".into(), component.into()),
+        ("IBS_JOB_ID".into(), job.into()),
+    ]
+}
+
+fn result_of(c: &Component) -> ComponentResult {
+    ComponentResult {
+        name: c.name.clone(),
+        kind: c.kind.name().into(),
+        status: JobStatus::Running,
+        essential_for_recovery: c.essential_for_recovery,
+        sources: c.source_names(),
+        bytes: 0,
+        files: 0,
+        message: None,
+    }
+}
+
+fn fail(r: &mut ComponentResult, m: String) {
+    r.status = JobStatus::Failed;
+    r.message = Some(match r.message.take() {
+        Some(prev) => format!("{prev}; {m}"),
+        None => m,
+    });
+}
+
+pub(crate) async fn run_backup(ctl: &Controller, mut job: Job, progress: Arc<Progress>) {
+    let outcome = execute(ctl, &mut job, progress).await;
+    let now = ctl.now();
+    job.finished_at = Some(now);
+    job.duration_ms = job.started_at.map(|s| ((now - s).max(0) as u64) * 1000);
+    job.progress = None;
+    let alerts = ctl.alerts();
+    let res = match outcome {
+        Err(f) => {
+            job.status = JobStatus::Failed;
+            job.alert_class = Some(f.class.as_str().into());
+            job.error = Some(f.message.clone());
+            alerts
+                .raise(
+                    AlertKind::BackupFailed(f.class),
+                    &format!("backup {}: {}", job.id, f.message),
+                    now,
+                )
+                .map(|_| ())
+        }
+        Ok(()) => match job.status {
+            JobStatus::Succeeded => alerts.backup_succeeded(now),
+            _ => {
+                let failed: Vec<_> = job
+                    .components
+                    .iter()
+                    .filter(|c| c.status != JobStatus::Succeeded)
+                    .map(|c| c.name.as_str())
+                    .collect();
+                alerts.backup_partial(
+                    &format!(
+                        "backup {}: components not fully backed up: {}",
+                        job.id,
+                        failed.join(", ")
+                    ),
+                    now,
+                )
+            }
+        },
+    };
+    if let Err(e) = res {
+        tracing::error!("recording alerts for job {}: {e}", job.id);
+    }
+    if let Err(e) = ctl.db().put_job(&job) {
+        tracing::error!("recording job {}: {e}", job.id);
+    }
+    let _ = ctl.evaluate_conditions();
+    tracing::info!("backup job {} ended {}", job.id, job.status.as_str());
+}
+
+async fn execute(ctl: &Controller, job: &mut Job, progress: Arc<Progress>) -> Result<(), Failure> {
+    let components = ctl
+        .components()
+        .map_err(|e| Failure::general(e.to_string()))?;
+    if components.is_empty() {
+        return Err(Failure::general("no components are configured"));
+    }
+    let (repo, state) = open_repository(ctl, true).await?;
+    let (repo, state) = rotate_certificate(ctl, repo, state).await?;
+    job.components = components.iter().map(result_of).collect();
+    ctl.db()
+        .put_job(job)
+        .map_err(|e| Failure::general(e.to_string()))?;
+
+    let env_job = job.id.clone();
+    let mut sources = Vec::new();
+    let mut children: Vec<(usize, Child)> = Vec::new();
+    let mut hooked = Vec::new();
+    for (i, c) in components.iter().enumerate() {
+        let r = &mut job.components[i];
+        if let Some(h) = &c.pre_hook {
+            if let Err(e) =
+                run_hook("pre hook", h, c.hook_timeout, hook_env(&c.name, &env_job)).await
+            {
+                fail(r, e);
+                hooked.push(i);
+                continue;
+            }
+        }
+        hooked.push(i);
+        match &c.kind {
+            ComponentKind::Files { paths, exclude } => {
+                if !exclude.is_empty() {
+                    tracing::warn!("component {}: exclude patterns are not applied yet (engine support pending)", c.name);
+                }
+                let missing: Vec<_> = paths
+                    .iter()
+                    .filter(|p| std::fs::symlink_metadata(p).is_err())
+                    .collect();
+                if !missing.is_empty() {
+                    fail(
+                        r,
+                        format!(
+                            "path(s) cannot be read: {}",
+                            missing
+                                .iter()
+                                .map(|p| p.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                    continue;
+                }
+                for (name, p) in c.source_names().into_iter().zip(paths) {
+                    sources.push(SourceSpec {
+                        name,
+                        origin: SourceOrigin::Path(p.into()),
+                    });
+                }
+            }
+            ComponentKind::Command { backup, .. } => {
+                let spawned = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(backup)
+                    .env("IBS_COMPONENT", &c.name)
+                    .env("IBS_JOB_ID", &env_job)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn();
+                match spawned {
+                    Ok(mut child) => {
+                        let out = child.stdout.take().expect("piped stdout");
+                        sources.push(SourceSpec {
+                            name: c.name.clone(),
+                            origin: SourceOrigin::Stream {
+                                reader: Box::new(out),
+                                file_name: c.stream_file_name(),
+                            },
+                        });
+                        children.push((i, child));
+                    }
+                    Err(e) => fail(r, format!("cannot start the backup command: {e}")),
+                }
+            }
+        }
+    }
+
+    let result = if sources.is_empty() {
+        Err(Failure::general("no component could be backed up"))
+    } else {
+        let opts = BackupOptions {
+            sources,
+            threads: 0,
+            lock_wait: ctl.inner.lock_wait,
+            progress,
+        };
+        ibs_engine::backup(repo.clone(), &state, opts)
+            .await
+            .map_err(|e| Failure::from_engine(&e))
+    };
+
+    // Reap the export commands: a nonzero exit fails the component.
+    for (i, mut child) in children {
+        if result.is_err() {
+            let _ = child.kill();
+        }
+        let status = tokio::task::spawn_blocking(move || child.wait()).await;
+        match status {
+            Ok(Ok(s)) if s.success() => {}
+            Ok(Ok(s)) => fail(
+                &mut job.components[i],
+                format!("backup command exited with {s}"),
+            ),
+            Ok(Err(e)) => fail(&mut job.components[i], format!("backup command: {e}")),
+            Err(e) => fail(&mut job.components[i], format!("backup command: {e}")),
+        }
+    }
+    // Post hooks always run.
+    for i in hooked {
+        let c = &components[i];
+        if let Some(h) = &c.post_hook {
+            if let Err(e) =
+                run_hook("post hook", h, c.hook_timeout, hook_env(&c.name, &env_job)).await
+            {
+                let r = &mut job.components[i];
+                r.message = Some(e);
+                if r.status == JobStatus::Succeeded || r.status == JobStatus::Running {
+                    r.status = JobStatus::PartialSucceeded;
+                }
+            }
+        }
+    }
+    let report = match result {
+        Ok(r) => r,
+        Err(f) => {
+            for r in &mut job.components {
+                if !r.status.is_final() {
+                    r.status = JobStatus::Failed;
+                }
+            }
+            return Err(f);
+        }
+    };
+
+    let cat = &report.catalog;
+    for (i, c) in components.iter().enumerate() {
+        let r = &mut job.components[i];
+        for name in c.source_names() {
+            if let Some(s) = cat.sources.iter().find(|s| s.name == name) {
+                r.bytes += s.bytes;
+                r.files += s.files;
+                match s.status {
+                    BackupStatus::Succeeded => {}
+                    BackupStatus::PartialSucceeded if r.status != JobStatus::Failed => {
+                        r.status = JobStatus::PartialSucceeded;
+                        r.message
+                            .get_or_insert_with(|| format!("{} unreadable entries", s.errors));
+                    }
+                    _ => fail(r, format!("source {name} failed")),
+                }
+            }
+        }
+        if r.status == JobStatus::Running {
+            r.status = JobStatus::Succeeded;
+        }
+    }
+    job.backup_id = Some(cat.backup_id.clone());
+    job.bytes_read = cat.bytes_read;
+    job.bytes_stored = cat.bytes_stored;
+    job.certificate_thumbprint = cat.certificate_thumbprint.clone();
+    job.is_cloud_recovery_ready = job
+        .components
+        .iter()
+        .filter(|c| c.essential_for_recovery)
+        .all(|c| c.status == JobStatus::Succeeded);
+    job.status = if job
+        .components
+        .iter()
+        .all(|c| c.status == JobStatus::Succeeded)
+    {
+        JobStatus::Succeeded
+    } else if job.components.iter().all(|c| c.status == JobStatus::Failed) {
+        JobStatus::Failed
+    } else {
+        JobStatus::PartialSucceeded
+    };
+    if job.status == JobStatus::Failed {
+        return Err(Failure::general("every component failed"));
+    }
+    ctl.record_capacity(repo.storage()).await;
+    Ok(())
+}

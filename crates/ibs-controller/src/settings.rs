@@ -1,0 +1,406 @@
+//! The backup-location resource: what is stored, what the API shows, what an update may contain,
+//! and the pure validation of an update (every 400 of the location API comes from here, with the
+//! field it concerns). Applying an update (accessibility test, retention confirmation, audit) is in
+//! [`crate::controller`].
+//!
+//! Secrets (share password, legacy key) are stored sealed by [`crate::secretbox`] and never leave
+//! this crate except to open storage; the certificate is public but only its thumbprint, subject and
+//! expiry are shown.
+
+use crate::model::{
+    DEFAULT_FREQUENCY_HOURS, DEFAULT_RETENTION_DAYS, FREQUENCY_RANGE, RETENTION_RANGE,
+};
+use crate::{ControllerError, Result};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use ibs_keys::{Certificate, LegacyKey};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+pub const META_KEY: &str = "location";
+
+/// The location settings as persisted (meta key `location`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredLocation {
+    pub path: Option<String>,
+    pub username: Option<String>,
+    pub password_sealed: Option<String>,
+    /// Base64 DER of the encryption certificate (public key only).
+    pub certificate_der: Option<String>,
+    pub legacy_key_sealed: Option<String>,
+    pub frequency_hours: u32,
+    pub retention_days: u32,
+    pub scheduler_enabled: bool,
+    pub updated_at: i64,
+}
+
+impl Default for StoredLocation {
+    fn default() -> Self {
+        StoredLocation {
+            path: None,
+            username: None,
+            password_sealed: None,
+            certificate_der: None,
+            legacy_key_sealed: None,
+            frequency_hours: DEFAULT_FREQUENCY_HOURS,
+            retention_days: DEFAULT_RETENTION_DAYS,
+            scheduler_enabled: true,
+            updated_at: 0,
+        }
+    }
+}
+
+impl StoredLocation {
+    pub fn certificate(&self) -> Option<Certificate> {
+        let der = B64.decode(self.certificate_der.as_deref()?).ok()?;
+        Certificate::from_bytes(&der).ok()
+    }
+}
+
+/// What the API returns for a certificate: never the certificate itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateInfo {
+    pub thumbprint: String,
+    pub subject: String,
+    /// Unix seconds.
+    pub not_after: i64,
+    pub expires: String,
+    pub key_bits: usize,
+}
+
+impl CertificateInfo {
+    pub fn of(c: &Certificate) -> Self {
+        CertificateInfo {
+            thumbprint: c.thumbprint().into(),
+            subject: c.subject().into(),
+            not_after: c.not_after(),
+            expires: ibs_repo::clock::rfc3339(c.not_after()),
+            key_bits: c.key_bits(),
+        }
+    }
+}
+
+/// The location as shown by `GET /api/v1/location`. Write-only fields appear only as `*_set`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocationView {
+    pub path: Option<String>,
+    pub username: Option<String>,
+    pub password_set: bool,
+    pub certificate: Option<CertificateInfo>,
+    pub legacy_key_set: bool,
+    pub encryption_mode: Option<String>,
+    pub frequency_hours: u32,
+    pub retention_days: u32,
+    pub scheduler_enabled: bool,
+    pub available_bytes: Option<u64>,
+    pub total_bytes: Option<u64>,
+    pub next_backup_time: Option<String>,
+    pub last_backup_time: Option<String>,
+    pub updated_at: Option<String>,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// A partial update (`PUT /api/v1/location`): absent fields are left unchanged.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocationUpdate {
+    pub path: Option<String>,
+    pub username: Option<String>,
+    /// Write-only.
+    pub password: Option<String>,
+    /// A `.cer`: base64 of its DER or PEM bytes, or PEM text.
+    pub certificate: Option<String>,
+    /// Write-only: the legacy key file's text.
+    pub legacy_key: Option<String>,
+    pub frequency_hours: Option<i64>,
+    pub retention_days: Option<i64>,
+    pub scheduler_enabled: Option<bool>,
+    /// Apply a retention change even though it deletes existing backups.
+    #[serde(default)]
+    pub confirm: bool,
+}
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A secret value in a validated update; its `Debug` is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretText(pub String);
+
+/// An update that passed validation: what to change, and the names of the changed fields.
+#[derive(Debug, Clone)]
+pub struct ValidatedUpdate {
+    pub path: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<SecretText>,
+    pub certificate: Option<Certificate>,
+    pub legacy_key: Option<SecretText>,
+    pub frequency_hours: Option<u32>,
+    pub retention_days: Option<u32>,
+    pub scheduler_enabled: Option<bool>,
+    pub confirm: bool,
+    /// Changed fields, for the audit log (names only).
+    pub fields: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl ValidatedUpdate {
+    /// True when the share must pass the accessibility test before the change is saved.
+    pub fn touches_share(&self) -> bool {
+        self.path.is_some() || self.username.is_some() || self.password.is_some()
+    }
+}
+
+/// Checks a location path; returns warnings (an IP address instead of an FQDN).
+pub fn validate_path(p: &str) -> Result<Vec<String>> {
+    let bad = |m: String| Err(ControllerError::invalid("path", m));
+    if p.trim().is_empty() {
+        return bad("must not be empty".into());
+    }
+    let unc = match p.strip_prefix("\\\\") {
+        Some(rest) => Some(rest.split('\\').collect::<Vec<_>>()),
+        None => p
+            .strip_prefix("smb://")
+            .or_else(|| p.strip_prefix("//"))
+            .map(|rest| rest.split('/').collect::<Vec<_>>()),
+    };
+    let Some(parts) = unc else {
+        if !p.starts_with('/') {
+            return bad(format!(
+                "{p:?} is neither a UNC path (\\\\host.fqdn\\share\\folder) nor an absolute local folder"
+            ));
+        }
+        return Ok(Vec::new());
+    };
+    let host = parts.first().copied().unwrap_or("");
+    let host = host.split(':').next().unwrap_or("");
+    if host.is_empty() || parts.len() < 2 || parts[1].is_empty() {
+        return bad(format!(
+            "malformed UNC path {p:?}: expected \\\\host.fqdn\\share[\\folder]"
+        ));
+    }
+    if host.parse::<IpAddr>().is_ok() {
+        return Ok(vec![format!(
+            "path: {host} is an IP address; an FQDN is recommended (an IP is accepted only where names cannot resolve)"
+        )]);
+    }
+    if !host.contains('.') {
+        return bad(format!(
+            "single-label host {host:?}: use the fully qualified domain name of the file server (or its IP address where names cannot resolve)"
+        ));
+    }
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        return bad(format!("host {host:?} is not a valid DNS name"));
+    }
+    Ok(Vec::new())
+}
+
+fn in_range(field: &str, v: i64, (lo, hi): (u32, u32)) -> Result<u32> {
+    if v < lo as i64 || v > hi as i64 {
+        return Err(ControllerError::invalid(
+            field,
+            format!("{v} is out of range: accepted {lo}–{hi}"),
+        ));
+    }
+    Ok(v as u32)
+}
+
+/// Parses a certificate upload: base64 of DER or PEM, or PEM text.
+pub fn parse_certificate(text: &str) -> Result<Certificate> {
+    let bytes = if text.trim_start().starts_with("-----BEGIN") {
+        text.as_bytes().to_vec()
+    } else {
+        B64.decode(text.trim()).map_err(|_| {
+            ControllerError::invalid(
+                "certificate",
+                "not base64 (send the .cer bytes base64-encoded, or PEM text)",
+            )
+        })?
+    };
+    Certificate::from_bytes(&bytes)
+        .map_err(|e| ControllerError::invalid("certificate", e.to_string()))
+}
+
+/// Validates an update against the current settings. Pure: no I/O.
+pub fn validate(u: &LocationUpdate, current: &StoredLocation, now: i64) -> Result<ValidatedUpdate> {
+    let mut v = ValidatedUpdate {
+        path: None,
+        username: None,
+        password: None,
+        certificate: None,
+        legacy_key: None,
+        frequency_hours: None,
+        retention_days: None,
+        scheduler_enabled: None,
+        confirm: u.confirm,
+        fields: Vec::new(),
+        warnings: Vec::new(),
+    };
+    if let Some(p) = &u.path {
+        v.warnings.extend(validate_path(p)?);
+        if current.path.as_deref() != Some(p.as_str()) {
+            v.path = Some(p.clone());
+            v.fields.push("path".into());
+        }
+    }
+    if let Some(name) = &u.username {
+        if name.trim().is_empty() {
+            return Err(ControllerError::invalid("username", "must not be empty"));
+        }
+        let same = current.username.as_deref() == Some(name.as_str());
+        if u.password.is_none() && (!same || current.password_sealed.is_none()) {
+            return Err(ControllerError::invalid(
+                "password",
+                "a password is required when a username is given (send it in the request body; it is never returned)",
+            ));
+        }
+        if !same {
+            v.username = Some(name.clone());
+            v.fields.push("username".into());
+        }
+    }
+    if let Some(pw) = &u.password {
+        if pw.is_empty() {
+            return Err(ControllerError::invalid("password", "must not be empty"));
+        }
+        if u.username.is_none() && current.username.is_none() {
+            return Err(ControllerError::invalid(
+                "username",
+                "a username is required with a password",
+            ));
+        }
+        v.password = Some(SecretText(pw.clone()));
+        v.fields.push("password".into());
+    }
+    match (&u.certificate, &u.legacy_key) {
+        (Some(_), Some(_)) => {
+            return Err(ControllerError::invalid(
+                "certificate",
+                "give either a certificate or a legacy key, not both",
+            ))
+        }
+        (Some(c), None) => {
+            let cert = parse_certificate(c)?;
+            if cert.is_expired_at(now) {
+                v.warnings.push(format!(
+                    "certificate: {} expired on {}",
+                    cert.thumbprint(),
+                    ibs_repo::clock::rfc3339(cert.not_after())
+                ));
+            }
+            v.certificate = Some(cert);
+            v.fields.push("certificate".into());
+        }
+        (None, Some(k)) => {
+            if current.certificate_der.is_some() {
+                return Err(ControllerError::invalid(
+                    "legacy_key",
+                    "switching from a certificate to a legacy key is not allowed (the switch to certificates is one-way)",
+                ));
+            }
+            LegacyKey::from_file_text(k)
+                .map_err(|e| ControllerError::invalid("legacy_key", e.to_string()))?;
+            v.legacy_key = Some(SecretText(k.clone()));
+            v.fields.push("legacy_key".into());
+            v.warnings.push(
+                "legacy_key: key-based encryption is deprecated; upload a certificate".into(),
+            );
+        }
+        (None, None) => {}
+    }
+    if let Some(f) = u.frequency_hours {
+        let f = in_range("frequency_hours", f, FREQUENCY_RANGE)?;
+        if f != current.frequency_hours {
+            v.frequency_hours = Some(f);
+            v.fields.push("frequency_hours".into());
+        }
+    }
+    if let Some(r) = u.retention_days {
+        let r = in_range("retention_days", r, RETENTION_RANGE)?;
+        if r != current.retention_days {
+            v.retention_days = Some(r);
+            v.fields.push("retention_days".into());
+        }
+    }
+    if let Some(s) = u.scheduler_enabled {
+        if s != current.scheduler_enabled {
+            v.scheduler_enabled = Some(s);
+            v.fields.push("scheduler_enabled".into());
+        }
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(e: ControllerError) -> String {
+        match e {
+            ControllerError::Invalid { field, .. } => field,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn paths() {
+        assert!(validate_path("\\\\files.contoso.com\\backup\\ibs")
+            .unwrap()
+            .is_empty());
+        assert_eq!(validate_path("\\\\10.0.0.5\\backup").unwrap().len(), 1);
+        assert!(validate_path("/srv/backups").unwrap().is_empty());
+        for bad in [
+            "\\\\",
+            "\\\\host.fqdn",
+            "\\\\host.fqdn\\",
+            "\\\\\\share",
+            "relative/dir",
+            "",
+        ] {
+            assert_eq!(field_of(validate_path(bad).unwrap_err()), "path", "{bad}");
+        }
+        let e = validate_path("\\\\fileserver\\backup").unwrap_err();
+        assert!(e.to_string().contains("single-label"), "{e}");
+    }
+
+    #[test]
+    fn ranges_and_password() {
+        let cur = StoredLocation::default();
+        let u = |f: &str| -> LocationUpdate { serde_json::from_str(f).unwrap() };
+        assert_eq!(
+            field_of(validate(&u(r#"{"frequency_hours":0}"#), &cur, 0).unwrap_err()),
+            "frequency_hours"
+        );
+        assert_eq!(
+            field_of(validate(&u(r#"{"frequency_hours":25}"#), &cur, 0).unwrap_err()),
+            "frequency_hours"
+        );
+        assert_eq!(
+            field_of(validate(&u(r#"{"retention_days":91}"#), &cur, 0).unwrap_err()),
+            "retention_days"
+        );
+        assert_eq!(
+            field_of(validate(&u(r#"{"username":"D\\u"}"#), &cur, 0).unwrap_err()),
+            "password"
+        );
+        let ok = validate(
+            &u(r#"{"frequency_hours":4,"retention_days":14,"path":"/x"}"#),
+            &cur,
+            0,
+        )
+        .unwrap();
+        assert_eq!(ok.fields, vec!["path", "frequency_hours", "retention_days"]);
+        assert!(!format!(
+            "{:?}",
+            validate(&u(r#"{"username":"u","password":"hunter2"}"#), &cur, 0).unwrap()
+        )
+        .contains("hunter2"));
+    }
+}

@@ -1,0 +1,88 @@
+//! How the controller reaches a backup location. The binary owns the mapping from a location path
+//! (local folder or UNC) to a [`DynStorage`] rooted at `<path>/MASBackup`, so the controller takes it
+//! as an injected [`StorageOpener`]; tests inject memory or faulty storage.
+//!
+//! Also the accessibility test of the brief: write a probe object, read it back, delete it.
+
+use async_trait::async_trait;
+use ibs_storage::{AlertClass, DynStorage, ObjectKey};
+use std::fmt;
+
+/// Where to open storage: a path and optional share credentials. `Debug` never shows the password.
+#[derive(Clone, Default)]
+pub struct StorageTarget {
+    pub path: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for StorageTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StorageTarget")
+            .field("path", &self.path)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// A failure to open a location, classified for alerts.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct OpenError {
+    pub class: AlertClass,
+    /// True when the location is reachable but holds no repository yet.
+    pub not_a_repository: bool,
+    pub message: String,
+}
+
+impl OpenError {
+    pub fn new(class: AlertClass, message: impl Into<String>) -> Self {
+        OpenError {
+            class,
+            not_a_repository: false,
+            message: message.into(),
+        }
+    }
+}
+
+#[async_trait]
+pub trait StorageOpener: Send + Sync + fmt::Debug {
+    /// Opens the storage of `target`. With `create`, creates `MASBackup` under an existing folder;
+    /// without it, a location without `MASBackup` is an error with `not_a_repository` set.
+    async fn open(&self, target: &StorageTarget, create: bool) -> Result<DynStorage, OpenError>;
+}
+
+/// The accessibility test: write a probe object, read it back, delete it.
+pub async fn probe(storage: &DynStorage) -> Result<(), OpenError> {
+    let mut r = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut r);
+    let key = ObjectKey::new(format!("ibs-probe-{}", hex::encode(r)))
+        .map_err(|e| OpenError::new(AlertClass::General, e.to_string()))?;
+    let data = bytes_of(&r);
+    let fail = |what: &str, e: ibs_storage::StorageError| {
+        OpenError::new(
+            e.class(),
+            format!("share accessibility test failed ({what}): {e}; the change was not saved"),
+        )
+    };
+    storage
+        .put(&key, data.clone().into())
+        .await
+        .map_err(|e| fail("write", e))?;
+    let back = storage.get(&key).await.map_err(|e| fail("read", e));
+    let deleted = storage.delete(&key).await.map_err(|e| fail("delete", e));
+    if back?.as_ref() != data.as_slice() {
+        return Err(OpenError::new(
+            AlertClass::General,
+            "share accessibility test failed: the probe read back differs from what was written",
+        ));
+    }
+    deleted
+}
+
+fn bytes_of(r: &[u8; 8]) -> Vec<u8> {
+    let mut v = b"ibs accessibility probe ".to_vec();
+    v.extend_from_slice(r);
+    v
+}

@@ -1,0 +1,629 @@
+//! Controller behaviour with a fake clock and in-memory storage: the scheduler (interval, on-demand
+//! not shifting the schedule, skips while running / in maintenance / disabled, a missed run after
+//! downtime), the job gate, components (command failures, essential flags, hooks), restore,
+//! alerts, retention and the restart rule.
+
+use base64::Engine as _;
+use ibs_controller::alerts::AlertKind;
+use ibs_controller::model::{JobStatus, MaintenanceOp, MaintenanceOutcome, Trigger};
+use ibs_controller::restore_job::RestoreRequest;
+use ibs_controller::scheduler::Decision;
+use ibs_controller::settings::LocationUpdate;
+use ibs_controller::testing::{self, command, files, TestController};
+use ibs_controller::{Controller, ControllerError};
+use ibs_storage::AlertClass;
+use std::time::Duration;
+
+const T0: i64 = 1_800_000_000;
+const H: i64 = 3600;
+
+fn cert_b64() -> String {
+    base64::engine::general_purpose::STANDARD.encode(testing::identity().certificate().der())
+}
+
+async fn configure(ctl: &Controller, path: &str) {
+    ctl.update_location(
+        LocationUpdate {
+            path: Some(path.into()),
+            certificate: Some(cert_b64()),
+            ..Default::default()
+        },
+        "test",
+    )
+    .await
+    .expect("configure");
+}
+
+fn sample_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("a.txt"), b"alpha").unwrap();
+    std::fs::create_dir(d.path().join("sub")).unwrap();
+    std::fs::write(d.path().join("sub/b.bin"), vec![7u8; 100_000]).unwrap();
+    d
+}
+
+async fn setup(components: Vec<ibs_controller::component::ComponentConfig>) -> TestController {
+    let t = testing::controller(T0, components);
+    configure(&t.ctl, "/mem/share").await;
+    t
+}
+
+async fn finish(out: ibs_controller::TickOutcome) {
+    for h in [out.handle, out.retention].into_iter().flatten() {
+        h.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn interval_runs_and_on_demand_does_not_shift_schedule() {
+    let src = sample_dir();
+    let t = setup(vec![files("sample", &[src.path()])]).await;
+    let out = t.ctl.tick().unwrap();
+    assert_eq!(out.decision, Decision::Run, "first backup runs immediately");
+    finish(out).await;
+    let next = t.ctl.schedule().unwrap().next_due;
+    assert_eq!(next, T0 + 12 * H);
+    let j = &t.ctl.backups(10).unwrap()[0];
+    assert_eq!(j.status, JobStatus::Succeeded);
+    assert_eq!(j.trigger, Trigger::Scheduled);
+    assert!(j.backup_id.is_some() && j.is_cloud_recovery_ready);
+    assert_eq!(
+        j.certificate_thumbprint.as_deref(),
+        Some(testing::identity().certificate().thumbprint())
+    );
+
+    t.clock.advance(2 * H);
+    let (od, h) = t.ctl.start_backup().unwrap();
+    h.await.unwrap();
+    assert_eq!(t.ctl.job(&od.id).unwrap().status, JobStatus::Succeeded);
+    assert_eq!(
+        t.ctl.schedule().unwrap().next_due,
+        next,
+        "on-demand does not shift the schedule"
+    );
+    finish(t.ctl.tick().unwrap()).await; // not due; starts the hourly retention cleanup
+    t.clock.set(next);
+    let out = t.ctl.tick().unwrap();
+    assert_eq!(out.decision, Decision::Run);
+    finish(out).await;
+    assert_eq!(t.ctl.schedule().unwrap().next_due, next + 12 * H);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missed_runs_after_downtime_run_once() {
+    let src = sample_dir();
+    let t = setup(vec![files("sample", &[src.path()])]).await;
+    finish(t.ctl.tick().unwrap()).await;
+    t.clock.advance(10 * 24 * H + 5);
+    let out = t.ctl.tick().unwrap();
+    assert_eq!(out.decision, Decision::Run);
+    finish(out).await;
+    assert_eq!(t.ctl.tick().unwrap().decision, Decision::NotDue);
+    assert_eq!(
+        t.ctl.backups(100).unwrap().len(),
+        2,
+        "one catch-up run, not twenty"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tick_while_running_is_skipped_and_on_demand_gets_409() {
+    let t = setup(vec![command("slow", "sleep 2; echo done", None, true)]).await;
+    let (running, h) = t.ctl.start_backup().unwrap();
+    assert!(t.ctl.readiness().unwrap().backup_running);
+    let out = t.ctl.tick().unwrap();
+    assert_eq!(
+        out.decision,
+        Decision::Skip(format!("backup {} is running", running.id))
+    );
+    let skipped = out.job.unwrap();
+    assert_eq!(skipped.status, JobStatus::Skipped);
+    assert!(skipped.error.unwrap().contains(&running.id));
+    match t.ctl.start_backup() {
+        Err(ControllerError::Conflict { message, .. }) => {
+            assert!(message.contains(&running.id), "{message}")
+        }
+        other => panic!("expected 409, got {other:?}"),
+    }
+    // A running job shows live progress fields.
+    assert_eq!(t.ctl.job(&running.id).unwrap().status, JobStatus::Running);
+    h.await.unwrap();
+    assert_eq!(t.ctl.job(&running.id).unwrap().status, JobStatus::Succeeded);
+    assert!(!t.ctl.readiness().unwrap().backup_running);
+    assert_eq!(
+        t.ctl.backups(10).unwrap().len(),
+        1,
+        "skipped runs are jobs, not backups"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn maintenance_gate() {
+    let src = sample_dir();
+    let t = setup(vec![files("sample", &[src.path()])]).await;
+    t.ctl
+        .begin_maintenance(MaintenanceOp::Update, "op")
+        .unwrap();
+    let out = t.ctl.tick().unwrap();
+    assert_eq!(
+        out.decision,
+        Decision::Skip("maintenance: update in progress".into())
+    );
+    finish(out).await;
+    match t.ctl.start_backup() {
+        Err(ControllerError::Conflict { message, .. }) => {
+            assert_eq!(message, "maintenance: update in progress")
+        }
+        other => panic!("expected 409, got {other:?}"),
+    }
+    assert!(
+        t.ctl.begin_maintenance(MaintenanceOp::Fru, "op").is_err(),
+        "one operation at a time"
+    );
+    // Failed: scheduled backups stay skipped, with an alert, until cleared.
+    t.ctl
+        .end_maintenance(MaintenanceOutcome::Failed, "op")
+        .unwrap();
+    assert!(t
+        .ctl
+        .alerts()
+        .is_open(AlertKind::SkippedMaintenanceFailed)
+        .unwrap());
+    t.clock.advance(12 * H);
+    assert!(matches!(t.ctl.tick().unwrap().decision, Decision::Skip(r) if r.contains("failed")));
+    t.ctl.clear_maintenance("admin").unwrap();
+    assert!(!t
+        .ctl
+        .alerts()
+        .is_open(AlertKind::SkippedMaintenanceFailed)
+        .unwrap());
+    t.clock.advance(12 * H);
+    let out = t.ctl.tick().unwrap();
+    assert_eq!(out.decision, Decision::Run);
+    finish(out).await;
+    // Succeeded: back to normal at once.
+    t.ctl
+        .begin_maintenance(MaintenanceOp::SecretRotation, "op")
+        .unwrap();
+    t.ctl
+        .end_maintenance(MaintenanceOutcome::Succeeded, "op")
+        .unwrap();
+    assert!(t.ctl.maintenance().unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disable_and_enable_scheduler() {
+    let src = sample_dir();
+    let t = setup(vec![files("sample", &[src.path()])]).await;
+    t.ctl
+        .update_location(
+            LocationUpdate {
+                scheduler_enabled: Some(false),
+                ..Default::default()
+            },
+            "admin",
+        )
+        .await
+        .unwrap();
+    assert!(t
+        .ctl
+        .alerts()
+        .is_open(AlertKind::SchedulerDisabled)
+        .unwrap());
+    assert!(t.ctl.location().unwrap().next_backup_time.is_none());
+    let out = t.ctl.tick().unwrap();
+    assert_eq!(
+        out.decision,
+        Decision::Skip("automatic backups are disabled".into())
+    );
+    finish(out).await;
+    // An operator closing the alert does not hide the cause: it comes back at the next tick.
+    let a = t
+        .ctl
+        .alerts()
+        .list(true)
+        .unwrap()
+        .into_iter()
+        .find(|a| a.kind == "automatic-backups-disabled")
+        .unwrap();
+    t.ctl.close_alert(a.id, "admin").unwrap();
+    t.ctl.tick().unwrap();
+    assert!(t
+        .ctl
+        .alerts()
+        .is_open(AlertKind::SchedulerDisabled)
+        .unwrap());
+    t.ctl
+        .update_location(
+            LocationUpdate {
+                scheduler_enabled: Some(true),
+                ..Default::default()
+            },
+            "admin",
+        )
+        .await
+        .unwrap();
+    assert!(!t
+        .ctl
+        .alerts()
+        .is_open(AlertKind::SchedulerDisabled)
+        .unwrap());
+    assert_eq!(
+        t.ctl.tick().unwrap().decision,
+        Decision::NotDue,
+        "re-enabling causes no burst"
+    );
+    t.clock.advance(12 * H);
+    let out = t.ctl.tick().unwrap();
+    assert_eq!(out.decision, Decision::Run);
+    finish(out).await;
+    let audit = t.ctl.db().audit_log(10).unwrap();
+    assert!(audit
+        .iter()
+        .any(|r| r.fields == vec!["scheduler_enabled".to_string()]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_command_gives_partial_success_and_recovery_readiness() {
+    let src = sample_dir();
+    let t = setup(vec![
+        files("sample", &[src.path()]),
+        command("export", "echo partial; exit 3", None, false),
+    ])
+    .await;
+    let (j, h) = t.ctl.start_backup().unwrap();
+    h.await.unwrap();
+    let j = t.ctl.job(&j.id).unwrap();
+    assert_eq!(j.status, JobStatus::PartialSucceeded);
+    let export = j.components.iter().find(|c| c.name == "export").unwrap();
+    assert_eq!(export.status, JobStatus::Failed);
+    assert!(export.message.as_deref().unwrap().contains("exited"));
+    assert!(
+        j.is_cloud_recovery_ready,
+        "the failed component is not essential"
+    );
+    assert!(t.ctl.alerts().is_open(AlertKind::PartialSucceeded).unwrap());
+
+    t.ctl
+        .set_components(
+            vec![
+                files("sample", &[src.path()]),
+                command("export", "exit 1", None, true),
+            ],
+            "admin",
+        )
+        .unwrap();
+    let (j, h) = t.ctl.start_backup().unwrap();
+    h.await.unwrap();
+    assert!(!t.ctl.job(&j.id).unwrap().is_cloud_recovery_ready);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hooks_run_and_post_always_runs() {
+    let src = sample_dir();
+    let marks = tempfile::tempdir().unwrap();
+    let m = marks.path().display().to_string();
+    let mut bad = files("sample", &[src.path()]);
+    bad.pre_hook = Some("exit 1".into());
+    bad.post_hook = Some(format!("touch {m}/post-ran"));
+    let t = setup(vec![bad, command("other", "echo x", None, false)]).await;
+    let (j, h) = t.ctl.start_backup().unwrap();
+    h.await.unwrap();
+    let j = t.ctl.job(&j.id).unwrap();
+    assert_eq!(j.status, JobStatus::PartialSucceeded);
+    assert!(
+        marks.path().join("post-ran").exists(),
+        "post hook runs after a failed pre hook"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_files_and_command_components_and_exclusion() {
+    let src = sample_dir();
+    let out_dir = tempfile::tempdir().unwrap();
+    let restored_cmd = out_dir.path().join("cmd.out");
+    let t = setup(vec![
+        files("sample", &[src.path()]),
+        command(
+            "db",
+            "printf 'exported-bytes'",
+            Some(&format!("cat > {}", restored_cmd.display())),
+            true,
+        ),
+    ])
+    .await;
+    let (b, h) = t.ctl.start_backup().unwrap();
+    h.await.unwrap();
+    assert_eq!(t.ctl.job(&b.id).unwrap().status, JobStatus::Succeeded);
+    let id = testing::identity();
+    let pfx = id.to_pfx("pw").unwrap();
+    let req = |component: Option<&str>, target: std::path::PathBuf| RestoreRequest {
+        component: component.map(String::from),
+        target,
+        pfx: pfx.clone(),
+        pfx_password: "pw".into(),
+    };
+    // A bad password is refused before any job exists.
+    let mut wrong = req(None, out_dir.path().join("x"));
+    wrong.pfx_password = "nope".into();
+    assert!(
+        matches!(t.ctl.start_restore(&b.id, wrong, "admin"), Err(ControllerError::Invalid { ref field, .. }) if field == "pfx")
+    );
+    assert!(matches!(
+        t.ctl
+            .start_restore(&b.id, req(Some("nope"), out_dir.path().join("x")), "admin"),
+        Err(ControllerError::Invalid { .. })
+    ));
+
+    let target = out_dir.path().join("all");
+    let (r, h) = t
+        .ctl
+        .start_restore(&b.id, req(None, target.clone()), "admin")
+        .unwrap();
+    // Restore and backup exclude each other.
+    assert!(matches!(
+        t.ctl.start_backup(),
+        Err(ControllerError::Conflict { .. })
+    ));
+    h.await.unwrap();
+    let r = t.ctl.job(&r.id).unwrap();
+    assert_eq!(r.status, JobStatus::Succeeded, "{r:?}");
+    assert_eq!(
+        std::fs::read(target.join("sample/sub/b.bin")).unwrap(),
+        vec![7u8; 100_000]
+    );
+    assert_eq!(std::fs::read(&restored_cmd).unwrap(), b"exported-bytes");
+    let one = out_dir.path().join("one");
+    let (r, h) = t
+        .ctl
+        .start_restore(&b.id, req(Some("sample"), one.clone()), "admin")
+        .unwrap();
+    h.await.unwrap();
+    assert_eq!(t.ctl.job(&r.id).unwrap().status, JobStatus::Succeeded);
+    assert_eq!(std::fs::read(one.join("a.txt")).unwrap(), b"alpha");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failure_alerts_follow_the_lifecycle() {
+    let src = sample_dir();
+    let t = setup(vec![files("sample", &[src.path()])]).await;
+    t.opener.fail("/mem/share", Some(AlertClass::Path));
+    let (j, h) = t.ctl.start_backup().unwrap();
+    h.await.unwrap();
+    let j = t.ctl.job(&j.id).unwrap();
+    assert_eq!(
+        (j.status, j.alert_class.as_deref()),
+        (JobStatus::Failed, Some("path"))
+    );
+    assert!(t
+        .ctl
+        .alerts()
+        .is_open(AlertKind::BackupFailed(AlertClass::Path))
+        .unwrap());
+    t.opener
+        .fail("/mem/share", Some(AlertClass::Authentication));
+    let (_, h) = t.ctl.start_backup().unwrap();
+    h.await.unwrap();
+    let open: Vec<_> = t
+        .ctl
+        .alerts()
+        .list(true)
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.category == "backup-failed")
+        .collect();
+    assert_eq!(open.len(), 1, "a new category closes the previous");
+    assert_eq!(open[0].title, AlertClass::Authentication.title());
+    t.opener.fail("/mem/share", None);
+    let (_, h) = t.ctl.start_backup().unwrap();
+    h.await.unwrap();
+    assert!(
+        t.ctl.alerts().list(true).unwrap().is_empty(),
+        "a success closes every failed alert"
+    );
+    assert_eq!(
+        t.ctl.alerts().list(false).unwrap().len(),
+        2,
+        "history is kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accessibility_test_refuses_a_bad_location() {
+    let t = testing::controller(T0, vec![]);
+    t.opener.fail("/mem/bad", Some(AlertClass::Authentication));
+    let e = t
+        .ctl
+        .update_location(
+            LocationUpdate {
+                path: Some("/mem/bad".into()),
+                certificate: Some(cert_b64()),
+                ..Default::default()
+            },
+            "admin",
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ControllerError::Storage {
+                class: AlertClass::Authentication,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        t.ctl.location().unwrap().path.is_none(),
+        "nothing was saved"
+    );
+    configure(&t.ctl, "/mem/good").await;
+    let s = t.opener.storage("/mem/good").unwrap();
+    assert!(
+        s.list("").await.unwrap().is_empty(),
+        "the probe was deleted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lowering_retention_needs_confirmation_and_cleanup_keeps_newest() {
+    let src = sample_dir();
+    let t = setup(vec![files("sample", &[src.path()])]).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (j, h) = t.ctl.start_backup().unwrap();
+        h.await.unwrap();
+        ids.push(j.id);
+        t.clock.advance(3 * 24 * H);
+    }
+    // Now: backups 9, 6 and 3 days old. Retention 7 → 2 would keep the newest only.
+    t.ctl
+        .update_location(
+            LocationUpdate {
+                retention_days: Some(7),
+                ..Default::default()
+            },
+            "admin",
+        )
+        .await
+        .unwrap();
+    let e = t
+        .ctl
+        .update_location(
+            LocationUpdate {
+                retention_days: Some(2),
+                ..Default::default()
+            },
+            "admin",
+        )
+        .await
+        .unwrap_err();
+    match e {
+        ControllerError::Conflict {
+            details: Some(d), ..
+        } => {
+            let list: Vec<String> = serde_json::from_value(d["would_delete"].clone()).unwrap();
+            assert_eq!(list, {
+                let mut v = ids[..2].to_vec();
+                v.sort();
+                v
+            });
+        }
+        other => panic!("expected 409 with the list, got {other:?}"),
+    }
+    assert_eq!(
+        t.ctl.location().unwrap().retention_days,
+        7,
+        "not applied without confirmation"
+    );
+    t.ctl
+        .update_location(
+            LocationUpdate {
+                retention_days: Some(2),
+                confirm: true,
+                ..Default::default()
+            },
+            "admin",
+        )
+        .await
+        .unwrap();
+    t.ctl.start_retention().unwrap().await.unwrap();
+    let repo_ids: Vec<String> = {
+        let s = t.opener.storage("/mem/share").unwrap();
+        s.list("backups/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key.as_str().to_string())
+            .collect()
+    };
+    assert_eq!(
+        repo_ids.len(),
+        1,
+        "only the newest backup is left: {repo_ids:?}"
+    );
+    assert!(t.ctl.backup(&ids[0]).unwrap().deleted_at.is_some());
+    assert!(t.ctl.backup(&ids[2]).unwrap().deleted_at.is_none());
+    assert!(!t.ctl.alerts().is_open(AlertKind::RetentionFailed).unwrap());
+    // A cleanup that cannot reach the share raises the alert.
+    t.opener.fail("/mem/share", Some(AlertClass::Connectivity));
+    t.ctl.start_retention().unwrap().await.unwrap();
+    assert!(t.ctl.alerts().is_open(AlertKind::RetentionFailed).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificate_expiry_alerts_follow_the_clock() {
+    let t = testing::controller(T0, vec![]);
+    configure(&t.ctl, "/mem/share").await;
+    let not_after = testing::identity().certificate().not_after();
+    t.clock.set(not_after - 40 * 24 * H);
+    t.ctl.evaluate_conditions().unwrap();
+    assert!(!t
+        .ctl
+        .alerts()
+        .is_open(AlertKind::CertificateExpiring)
+        .unwrap());
+    t.clock.set(not_after - 10 * 24 * H);
+    t.ctl.evaluate_conditions().unwrap();
+    assert!(t
+        .ctl
+        .alerts()
+        .is_open(AlertKind::CertificateExpiring)
+        .unwrap());
+    t.clock.set(not_after + 1);
+    t.ctl.evaluate_conditions().unwrap();
+    assert!(t
+        .ctl
+        .alerts()
+        .is_open(AlertKind::CertificateExpired)
+        .unwrap());
+    assert!(!t
+        .ctl
+        .alerts()
+        .is_open(AlertKind::CertificateExpiring)
+        .unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn store_prune_removes_only_foreign_files() {
+    let src = sample_dir();
+    let t = setup(vec![files("sample", &[src.path()])]).await;
+    let (_, h) = t.ctl.start_backup().unwrap();
+    h.await.unwrap();
+    let s = t.opener.storage("/mem/share").unwrap();
+    s.put(
+        &ibs_storage::ObjectKey::new("notes.txt").unwrap(),
+        bytes::Bytes::from_static(b"x"),
+    )
+    .await
+    .unwrap();
+    let dry = t.ctl.store_prune(true, "admin").await.unwrap();
+    assert_eq!(dry.paths, vec!["MASBackup/notes.txt"]);
+    assert_eq!(
+        t.ctl.store_prune(false, "admin").await.unwrap().paths.len(),
+        1
+    );
+    assert!(t
+        .ctl
+        .store_prune(true, "admin")
+        .await
+        .unwrap()
+        .paths
+        .is_empty());
+    assert_eq!(t.ctl.backups(10).unwrap()[0].status, JobStatus::Succeeded);
+    assert!(ibs_repo::Repository::open(s, t.ctl.clock().clone())
+        .await
+        .is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn running_jobs_are_interrupted_at_shutdown() {
+    let t = setup(vec![command("slow", "sleep 1", None, true)]).await;
+    let (j, h) = t.ctl.start_backup().unwrap();
+    assert_eq!(t.ctl.shutdown().unwrap(), vec![j.id.clone()]);
+    assert_eq!(t.ctl.job(&j.id).unwrap().status, JobStatus::Interrupted);
+    h.abort();
+    let _ = h.await;
+    assert!(t.ctl.wait_idle(Duration::from_secs(5)).await);
+}

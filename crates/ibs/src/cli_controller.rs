@@ -1,0 +1,201 @@
+//! Command-line contract of the controller commands: `serve`, `token`, and the API client commands
+//! (`location`, `backup`, `restore`, `maintenance`, `alerts`, `store`). Add, never rename.
+//! Secrets never come from argv: the API token from $IBS_TOKEN, the share password from
+//! $IBS_SHARE_PASSWORD, the .pfx password from $IBS_PFX_PASSWORD (or a file / prompt).
+
+use clap::{Args, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (every key optional; see docs/examples/ibs.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data directory (default $IBS_DATA_DIR, else ~/.local/share/ibs).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// API address (default $IBS_LISTEN, else 127.0.0.1:9440).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// First start only: the folder the `sample` component backs up (default $IBS_SAMPLE_DIR, else
+    /// a sample folder created under the data directory).
+    #[arg(long)]
+    pub sample: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Create an API token on the server host; the token is the last line of stdout.
+    Create {
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        #[arg(long)]
+        label: Option<String>,
+        /// Data directory of the controller (default $IBS_DATA_DIR, else ~/.local/share/ibs).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    Reader,
+    Operator,
+    Admin,
+}
+
+/// The controller to talk to.
+#[derive(Args, Clone)]
+pub struct Server {
+    /// Controller URL (default $IBS_SERVER, else http://127.0.0.1:9440). The token comes from $IBS_TOKEN.
+    #[arg(
+        long,
+        env = "IBS_SERVER",
+        default_value = "http://127.0.0.1:9440",
+        global = true
+    )]
+    pub server: String,
+}
+
+#[derive(Args)]
+pub struct LocationArgs {
+    #[command(subcommand)]
+    pub cmd: LocationCmd,
+    #[command(flatten)]
+    pub server: Server,
+}
+
+#[derive(Subcommand)]
+pub enum LocationCmd {
+    /// Show the backup location settings (Get-AzsBackupConfiguration).
+    Show,
+    /// Change the backup location settings (Set-AzsBackupConfiguration). The share password comes from $IBS_SHARE_PASSWORD.
+    Set {
+        /// A UNC path (\\host.fqdn\share\folder) or an absolute local folder.
+        #[arg(long)]
+        path: Option<String>,
+        #[arg(long)]
+        username: Option<String>,
+        /// The encryption certificate (.cer, public key only).
+        #[arg(long, conflicts_with = "key_file")]
+        cert: Option<PathBuf>,
+        /// A legacy key file (deprecated).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        #[arg(long)]
+        frequency_hours: Option<i64>,
+        #[arg(long)]
+        retention_days: Option<i64>,
+        #[arg(long, value_parser = ["on", "off"])]
+        scheduler: Option<String>,
+        /// Apply a retention change even though it deletes existing backups.
+        #[arg(long)]
+        confirm: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct BackupArgs {
+    #[command(subcommand)]
+    pub cmd: BackupCmd,
+    #[command(flatten)]
+    pub server: Server,
+}
+
+#[derive(Subcommand)]
+pub enum BackupCmd {
+    /// Start an on-demand backup (Start-AzsBackup); the last line of stdout is the backup id.
+    Start {
+        /// Show progress and wait until the job has really ended.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List backups (Get-AzsBackup).
+    List,
+    /// Show one backup.
+    Show { id: String },
+}
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// The backup id.
+    pub id: String,
+    /// Restore only this component.
+    #[arg(long)]
+    pub component: Option<String>,
+    /// A folder for `files` components (on the controller's host).
+    #[arg(long)]
+    pub target: String,
+    /// The .pfx of the backup certificate; its password comes from $IBS_PFX_PASSWORD, --pfx-password-file or a prompt.
+    #[arg(long)]
+    pub pfx: PathBuf,
+    #[arg(long)]
+    pub pfx_password_file: Option<PathBuf>,
+    /// Return after the job started instead of waiting for its end.
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub server: Server,
+}
+
+#[derive(Args)]
+pub struct MaintenanceArgs {
+    #[command(subcommand)]
+    pub cmd: MaintenanceCmd,
+    #[command(flatten)]
+    pub server: Server,
+}
+
+#[derive(Subcommand)]
+pub enum MaintenanceCmd {
+    /// Begin an exclusive maintenance operation: backups are skipped or refused until it ends.
+    Begin {
+        #[arg(long, value_parser = ["update", "fru", "secret-rotation"])]
+        operation: String,
+    },
+    /// End the maintenance operation.
+    End {
+        #[arg(long, value_parser = ["succeeded", "failed"])]
+        outcome: String,
+    },
+    /// Clear a failed maintenance operation (admin).
+    Clear,
+    /// Show the maintenance operation and whether a backup is running.
+    Status,
+}
+
+#[derive(Args)]
+pub struct AlertsArgs {
+    #[command(subcommand)]
+    pub cmd: AlertsCmd,
+    #[command(flatten)]
+    pub server: Server,
+}
+
+#[derive(Subcommand)]
+pub enum AlertsCmd {
+    /// List open alerts (--all: with history).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Close an alert; it comes back if its cause persists.
+    Close { id: i64 },
+}
+
+#[derive(Args)]
+pub struct StoreArgs {
+    #[command(subcommand)]
+    pub cmd: StoreCmd,
+    #[command(flatten)]
+    pub server: Server,
+}
+
+#[derive(Subcommand)]
+pub enum StoreCmd {
+    /// Delete files under MASBackup that ibs did not create (--dry-run: only list them).
+    Prune {
+        #[arg(long)]
+        dry_run: bool,
+    },
+}

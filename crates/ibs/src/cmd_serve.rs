@@ -1,0 +1,248 @@
+//! `ibs serve` (the controller daemon) and `ibs token create`. This file only composes: it resolves
+//! the configuration (flags > environment > config file > embedded defaults), opens the state
+//! database, runs first-start bootstrap, the scheduler ticker and the HTTP API, and shuts down on
+//! SIGINT/SIGTERM. The default API address is 127.0.0.1:9440.
+
+use crate::cli::Location;
+use crate::cli_controller::{RoleArg, ServeArgs, TokenCmd};
+use crate::location;
+use anyhow::{Context, Result};
+use ibs_controller::alerts::{AlertSink, Webhook};
+use ibs_controller::bootstrap::{self, BootstrapOptions};
+use ibs_controller::config::{Config, DEFAULT_LISTEN, DEFAULT_TICK_SECONDS};
+use ibs_controller::db::Db;
+use ibs_controller::model::Role;
+use ibs_controller::secretbox::SecretBox;
+use ibs_controller::{Controller, ControllerOptions, OpenError, StorageOpener, StorageTarget};
+use ibs_repo::clock::{Clock, SystemClock};
+use ibs_repo::RepoError;
+use ibs_storage::{AlertClass, DynStorage, StorageError};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.is_empty())
+}
+
+/// `$IBS_DATA_DIR`, else `~/.local/share/ibs`.
+pub fn default_data_dir() -> PathBuf {
+    env("IBS_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env("HOME").unwrap_or_else(|| "/root".into())).join(".local/share/ibs")
+    })
+}
+
+/// Opens storage through the CLI's location mapping (local folders now, UNC paths with SMB).
+#[derive(Debug)]
+struct CliOpener;
+
+fn classify(err: &anyhow::Error) -> OpenError {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<StorageError>() {
+            return OpenError::new(e.class(), format!("{err:#}"));
+        }
+        if let Some(e) = cause.downcast_ref::<RepoError>() {
+            if matches!(e, RepoError::NotARepository { .. }) {
+                return OpenError {
+                    not_a_repository: true,
+                    ..OpenError::new(AlertClass::General, e.to_string())
+                };
+            }
+            if let Some(s) = e.storage() {
+                return OpenError::new(s.class(), format!("{err:#}"));
+            }
+        }
+    }
+    OpenError::new(AlertClass::General, format!("{err:#}"))
+}
+
+#[async_trait::async_trait]
+impl StorageOpener for CliOpener {
+    async fn open(&self, t: &StorageTarget, create: bool) -> Result<DynStorage, OpenError> {
+        // NOTE: `location::open` takes the SMB password from a file or $IBS_SHARE_PASSWORD; passing the
+        // stored password in memory needs an addition to location.rs (owned by the SMB work).
+        let loc = Location {
+            repo: t.path.clone(),
+            username: t.username.clone(),
+            password_file: None,
+        };
+        location::open(&loc, create).await.map_err(|e| classify(&e))
+    }
+}
+
+fn open_db(data: &Path) -> Result<(Arc<Db>, SecretBox)> {
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let _ = std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700));
+    let db = Db::open(&data.join("state.sqlite")).context("opening the state database")?;
+    let secrets = SecretBox::open_or_create(&data.join("secret.key"))?;
+    Ok((Arc::new(db), secrets))
+}
+
+pub fn token(cmd: TokenCmd, json: bool) -> Result<i32> {
+    let TokenCmd::Create { role, label, data } = cmd;
+    let data = data.unwrap_or_else(default_data_dir);
+    let (db, _) = open_db(&data)?;
+    let role = match role {
+        RoleArg::Reader => Role::Reader,
+        RoleArg::Operator => Role::Operator,
+        RoleArg::Admin => Role::Admin,
+    };
+    let label =
+        label.unwrap_or_else(|| format!("created with ibs token create ({})", role.as_str()));
+    let token = db.create_token(role, &label, SystemClock.now_unix())?;
+    db.audit(
+        SystemClock.now_unix(),
+        "local:ibs token create",
+        "token.create",
+        &[role.as_str().into(), label],
+    )?;
+    if json {
+        println!("{}", serde_json::json!({ "role": role, "token": token }));
+    } else {
+        eprintln!(
+            "New {} token (shown once; it is stored only hashed). Use it as IBS_TOKEN:",
+            role.as_str()
+        );
+        println!("{token}");
+    }
+    Ok(0)
+}
+
+fn notice(r: &bootstrap::BootstrapReport) {
+    let bar = "!".repeat(78);
+    println!("{bar}");
+    println!("!! FIRST START: ibs generated a self-signed backup encryption certificate.");
+    println!("!!   certificate (public):  {}", r.cer.display());
+    println!("!!   PRIVATE KEY (.pfx):    {}", r.pfx.display());
+    println!(
+        "!!   .pfx password:         {}",
+        r.pfx_password_file.display()
+    );
+    println!("!!   thumbprint:            {}", r.thumbprint);
+    println!("!! In production, MOVE THE .pfx AND ITS PASSWORD OFF THIS HOST to a safe place:");
+    println!("!! anyone holding both can read every backup, and without them no backup can be");
+    println!("!! restored after this host is lost.");
+    println!("{bar}");
+    println!("Backup location: {} (local folder)", r.location.display());
+    println!("Component 'sample' backs up: {}", r.sample.display());
+    println!(
+        "Admin API token (shown once, stored hashed): {}",
+        r.admin_token
+    );
+}
+
+pub async fn serve(args: ServeArgs) -> Result<i32> {
+    let config = match &args.config {
+        Some(f) => Config::parse(
+            &std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        )
+        .with_context(|| format!("config {}", f.display()))?,
+        None => Config::default(),
+    };
+    let data = args
+        .data
+        .clone()
+        .or_else(|| env("IBS_DATA_DIR").map(PathBuf::from))
+        .or(config.data_dir.clone())
+        .unwrap_or_else(default_data_dir);
+    let listen = args
+        .listen
+        .clone()
+        .or_else(|| env("IBS_LISTEN"))
+        .or(config.listen.clone())
+        .unwrap_or_else(|| DEFAULT_LISTEN.into());
+    let listen: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("--listen {listen:?}: expected ADDRESS:PORT"))?;
+    let sample = args
+        .sample
+        .clone()
+        .or_else(|| env("IBS_SAMPLE_DIR").map(PathBuf::from))
+        .or(config.sample_dir.clone());
+    let webhook = env("IBS_WEBHOOK_URL").or(config.webhook_url.clone());
+    let tick = Duration::from_secs(config.tick_seconds.unwrap_or(DEFAULT_TICK_SECONDS));
+
+    let (db, secrets) = open_db(&data)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ctl = Controller::open(ControllerOptions {
+        data_dir: data.clone(),
+        db,
+        secrets,
+        clock,
+        opener: Arc::new(CliOpener),
+        alert_sink: webhook.map(|url| Arc::new(Webhook { url }) as Arc<dyn AlertSink>),
+        components: config.components.clone(),
+        lock_wait: Duration::from_secs(config.lock_wait_seconds.unwrap_or(60)),
+    })?;
+    // Bind before bootstrapping so a taken port fails fast.
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!("listening on {listen} (set --listen or IBS_LISTEN to use another address)")
+        })?;
+    let first = bootstrap::needed(&ctl)?;
+    if first {
+        eprintln!("first start: generating a 4096-bit RSA certificate (this takes a few seconds)…");
+        let report = bootstrap::first_start(
+            &ctl,
+            &data,
+            BootstrapOptions {
+                sample,
+                key_bits: 4096,
+            },
+        )
+        .await?;
+        notice(&report);
+    }
+    let url = format!("http://{listen}");
+    println!("ibs controller: data {}, API {url}/api/v1 (OpenAPI: {url}/api/v1/openapi.json, metrics: {url}/metrics)", data.display());
+    println!("List backups:   IBS_SERVER={url} IBS_TOKEN=<token> ibs backup list");
+    if !first {
+        println!(
+            "A new token:    ibs token create --role admin --data {}",
+            data.display()
+        );
+    }
+
+    let ticker = {
+        let ctl = ctl.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = ctl.tick() {
+                    tracing::error!("scheduler tick: {e}");
+                }
+                tokio::time::sleep(tick).await;
+            }
+        })
+    };
+    let app = ibs_api::router(ibs_api::AppState::new(ctl.clone()));
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("serving the API")?;
+    ticker.abort();
+    let interrupted = ctl.shutdown()?;
+    if !interrupted.is_empty() {
+        eprintln!(
+            "shutdown: job(s) {} marked Interrupted",
+            interrupted.join(", ")
+        );
+    }
+    eprintln!("ibs controller stopped");
+    Ok(0)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("shutting down…");
+}

@@ -1,0 +1,297 @@
+//! End to end through the real binary: `ibs serve` on embedded defaults with a temporary sample
+//! folder, then the CLI client against it: first backup, list, on-demand backup with --wait,
+//! restore byte-identical, a vanished location raising the Path alert and closing it on recovery,
+//! and a `kill -9` during a running job leaving it Interrupted after restart.
+
+use serde_json::Value;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ibs");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    token: Option<String>,
+}
+
+impl Server {
+    fn start(data: &Path, port: u16, extra: &[&str]) -> Server {
+        let log = std::fs::File::create(data.with_extension(format!("{port}.log"))).unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--data"])
+            .arg(data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("IBS_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let end = Instant::now() + Duration::from_secs(180);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < end, "ibs serve did not start");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The listener is bound before bootstrap; wait until bootstrap finished (the token file exists).
+        let mut s = Server {
+            child,
+            url,
+            token: None,
+        };
+        let out = s.ibs(
+            &[
+                "token",
+                "create",
+                "--role",
+                "admin",
+                "--data",
+                data.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        s.token = Some(last_line(&out));
+        s
+    }
+
+    fn ibs(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("IBS_SERVER", &self.url)
+            .stdin(Stdio::null());
+        if let Some(t) = &self.token {
+            c.env("IBS_TOKEN", t);
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.ibs(&a, &[]);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn wait_for(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + Duration::from_secs(180);
+        loop {
+            let v = self.json(&["backup", "list"]);
+            if f(&v) {
+                return v;
+            }
+            assert!(Instant::now() < end, "timed out waiting for {what}: {v}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn last_line(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((
+                    p.strip_prefix(root).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn statuses(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["status"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn serve_backup_restore_and_alerts_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sample = tmp.path().join("sample");
+    std::fs::create_dir_all(sample.join("nested")).unwrap();
+    std::fs::write(sample.join("hello.txt"), b"hello ibs\n").unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(sample.join("nested/big.bin"), &big).unwrap();
+    let data = tmp.path().join("data");
+    let s = Server::start(&data, free_port(), &["--sample", sample.to_str().unwrap()]);
+
+    // The first backup runs immediately on embedded defaults.
+    let list = s.wait_for("the first backup", |v| {
+        statuses(v).iter().any(|x| x == "Succeeded")
+    });
+    assert_eq!(list[0]["trigger"], "scheduled");
+    assert_eq!(list[0]["is_cloud_recovery_ready"], true);
+
+    // On-demand with --wait: the last line is the backup id, and it is final.
+    let out = s.ibs(&["backup", "start", "--wait"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = last_line(&out);
+    let shown = s.json(&["backup", "show", &id]);
+    assert_eq!(shown["status"], "Succeeded");
+    assert!(shown["backup_id"].is_string());
+
+    // Restore one component, byte-identical.
+    let target = tmp.path().join("restored");
+    let pw = std::fs::read_to_string(data.join("certs/ibs-backup.pfx.password")).unwrap();
+    let pfx = data.join("certs/ibs-backup.pfx");
+    let out = s.ibs(
+        &[
+            "restore",
+            &id,
+            "--component",
+            "sample",
+            "--target",
+            target.to_str().unwrap(),
+            "--pfx",
+            pfx.to_str().unwrap(),
+        ],
+        &[("IBS_PFX_PASSWORD", pw.trim())],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(tree(&target), tree(&sample));
+
+    // The location vanishes: the backup fails with the Path alert.
+    let loc = data.join("backups");
+    let moved = data.join("backups.moved");
+    std::fs::rename(&loc, &moved).unwrap();
+    let out = s.ibs(&["backup", "start", "--wait"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(12),
+        "path failures exit 12: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alerts = s.json(&["alerts", "list"]);
+    let open: Vec<&str> = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(open, vec!["backup-failed-path"], "{alerts}");
+    assert_eq!(
+        alerts[0]["title"],
+        "Backup failed due to a fault in the path."
+    );
+
+    // It comes back: the next backup succeeds and closes the alert.
+    std::fs::rename(&moved, &loc).unwrap();
+    let out = s.ibs(&["backup", "start", "--wait"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.json(&["alerts", "list"]), serde_json::json!([]));
+    let all = s.json(&["alerts", "list", "--all"]);
+    assert_eq!(all[0]["state"], "closed");
+
+    // Bad input through the CLI: a 400 with the field.
+    let out = s.ibs(&["location", "set", "--frequency-hours", "0"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("frequency_hours"));
+    // No token: 401.
+    let out = Command::new(BIN)
+        .args(["backup", "list"])
+        .env("IBS_SERVER", &s.url)
+        .env_remove("IBS_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    drop(s);
+}
+
+#[test]
+fn a_job_running_at_a_crash_is_interrupted_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flag = tmp.path().join("slow");
+    std::fs::write(&flag, b"").unwrap();
+    let config = tmp.path().join("ibs.toml");
+    let mut f = std::fs::File::create(&config).unwrap();
+    writeln!(
+        f,
+        "tick_seconds = 1\n[[component]]\nname = \"export\"\nkind = \"command\"\nbackup = \"if [ -f {0} ]; then sleep 60; fi; echo exported\"\nrestore = \"cat > /dev/null\"",
+        flag.display()
+    )
+    .unwrap();
+    drop(f);
+    let data = tmp.path().join("data");
+    let port = free_port();
+    let mut s = Server::start(&data, port, &["--config", config.to_str().unwrap()]);
+    s.wait_for("a running job", |v| {
+        statuses(v).iter().any(|x| x == "Running")
+    });
+    s.child.kill().unwrap(); // SIGKILL
+    s.child.wait().unwrap();
+    std::fs::remove_file(&flag).unwrap();
+
+    let s = Server::start(&data, port, &["--config", config.to_str().unwrap()]);
+    let list = s.json(&["backup", "list"]);
+    assert_eq!(statuses(&list), vec!["Interrupted"], "{list}");
+    let out = s.ibs(&["backup", "start", "--wait"], &[]);
+    assert!(
+        out.status.success(),
+        "the next backup succeeds: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = s.json(&["backup", "list"]);
+    assert_eq!(statuses(&list), vec!["Succeeded", "Interrupted"], "{list}");
+}
