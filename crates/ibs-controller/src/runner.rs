@@ -14,7 +14,7 @@ use ibs_keys::LegacyKey;
 use ibs_repo::manifest::BackupStatus;
 use ibs_repo::{InitKeys, RepoError, Repository};
 use ibs_storage::AlertClass;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 
 /// A failure with its alert class.
@@ -232,7 +232,6 @@ async fn execute(ctl: &Controller, job: &mut Job, progress: Arc<Progress>) -> Re
 
     let env_job = job.id.clone();
     let mut sources = Vec::new();
-    let mut children: Vec<(usize, Child)> = Vec::new();
     let mut hooked = Vec::new();
     for (i, c) in components.iter().enumerate() {
         let r = &mut job.components[i];
@@ -292,11 +291,14 @@ async fn execute(ctl: &Controller, job: &mut Job, progress: Arc<Progress>) -> Re
                         sources.push(SourceSpec {
                             name: c.name.clone(),
                             origin: SourceOrigin::Stream {
-                                reader: Box::new(out),
+                                reader: Box::new(CommandOutput {
+                                    child,
+                                    out,
+                                    done: false,
+                                }),
                                 file_name: c.stream_file_name(),
                             },
                         });
-                        children.push((i, child));
                     }
                     Err(e) => fail(r, format!("cannot start the backup command: {e}")),
                 }
@@ -318,22 +320,6 @@ async fn execute(ctl: &Controller, job: &mut Job, progress: Arc<Progress>) -> Re
             .map_err(|e| Failure::from_engine(&e))
     };
 
-    // Reap the export commands: a nonzero exit fails the component.
-    for (i, mut child) in children {
-        if result.is_err() {
-            let _ = child.kill();
-        }
-        let status = tokio::task::spawn_blocking(move || child.wait()).await;
-        match status {
-            Ok(Ok(s)) if s.success() => {}
-            Ok(Ok(s)) => fail(
-                &mut job.components[i],
-                format!("backup command exited with {s}"),
-            ),
-            Ok(Err(e)) => fail(&mut job.components[i], format!("backup command: {e}")),
-            Err(e) => fail(&mut job.components[i], format!("backup command: {e}")),
-        }
-    }
     // Post hooks always run.
     for i in hooked {
         let c = &components[i];
@@ -375,7 +361,16 @@ async fn execute(ctl: &Controller, job: &mut Job, progress: Arc<Progress>) -> Re
                         r.message
                             .get_or_insert_with(|| format!("{} unreadable entries", s.errors));
                     }
-                    _ => fail(r, format!("source {name} failed")),
+                    _ => {
+                        let prefix = format!("{name}: ");
+                        let why = report
+                            .errors
+                            .iter()
+                            .find(|e| e.starts_with(&prefix))
+                            .cloned()
+                            .unwrap_or_else(|| format!("source {name} failed"));
+                        fail(r, why)
+                    }
                 }
             }
         }
@@ -408,4 +403,38 @@ async fn execute(ctl: &Controller, job: &mut Job, progress: Arc<Progress>) -> Re
     }
     ctl.record_capacity(repo.storage()).await;
     Ok(())
+}
+
+/// The stdout of a `command` component's export. At end of stream it waits for the command and turns a
+/// nonzero exit into a read error, so the engine records that source as Failed in the manifest too
+/// (the manifest and the job agree). Dropped early (the backup failed), it kills the command.
+struct CommandOutput {
+    child: std::process::Child,
+    out: std::process::ChildStdout,
+    done: bool,
+}
+
+impl std::io::Read for CommandOutput {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.out.read(buf)?;
+        if n == 0 && !buf.is_empty() && !self.done {
+            self.done = true;
+            let status = self.child.wait()?;
+            if !status.success() {
+                return Err(std::io::Error::other(format!(
+                    "backup command exited with {status}"
+                )));
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for CommandOutput {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }

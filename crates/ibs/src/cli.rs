@@ -230,6 +230,6 @@ pub enum RepoCmd {
 fn source_arg(s: &str) -> Result<String, String> {
     match s.split_once('=') {
         Some((name, path)) if !name.is_empty() && !path.is_empty() => Ok(s.to_owned()),
-        _ => Err(format!("{s:?} is not NAME=PATH or NAME=- (for stdin)")),
+        _ => Err(format!("expected NAME=PATH or NAME=- (for stdin), got {s:?}")),
     }
 }

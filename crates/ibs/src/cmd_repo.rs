@@ -321,18 +321,13 @@ async fn init(
     cert: Option<PathBuf>,
     key_file: Option<PathBuf>,
 ) -> Result<i32> {
-    let storage = location::open(loc, true).await?;
-    let (repo, state) = match (cert, key_file) {
-        (Some(c), _) => {
-            let cert = load_cert(&c)?;
-            keyops::init(
-                storage,
-                clock(),
-                &ctx.state_root,
-                InitKeys::Certificate(&cert),
-            )
-            .await?
-        }
+    // Validate the key material before anything is created on the location.
+    enum Keys {
+        Cert(ibs_keys::Certificate),
+        Legacy(LegacyKey),
+    }
+    let keys = match (cert, key_file) {
+        (Some(c), _) => Keys::Cert(load_cert(&c)?),
         (None, Some(k)) => {
             let text = std::fs::read_to_string(&k)
                 .with_context(|| format!("reading key file {}", k.display()))?;
@@ -341,10 +336,16 @@ async fn init(
             if !ctx.quiet {
                 eprintln!("warning: legacy-key mode: this host can decrypt every backup; prefer a certificate (ibs cert new)");
             }
-            keyops::init(storage, clock(), &ctx.state_root, InitKeys::Legacy(&key)).await?
+            Keys::Legacy(key)
         }
         (None, None) => bail!("give --cert FILE or --key-file FILE"),
     };
+    let storage = location::open(loc, true).await?;
+    let init_keys = match &keys {
+        Keys::Cert(c) => InitKeys::Certificate(c),
+        Keys::Legacy(k) => InitKeys::Legacy(k),
+    };
+    let (repo, state) = keyops::init(storage, clock(), &ctx.state_root, init_keys).await?;
     if ctx.json {
         println!(
             "{}",

@@ -1,0 +1,145 @@
+//! Retention: `forget` (by age, never the newest successful backup) and `prune` (frees what no
+//! backup references), each with `--dry-run` that changes nothing.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn forget_dry_run_then_forget_keeps_only_the_newest_successful() {
+    let fx = Fx::new();
+    let cert = shared_cert(0);
+    fx.init_cert(&cert.cer);
+    let src = fx.path("src");
+    write(&src.join("common.txt"), b"shared\n");
+    write(&src.join("u1.bin"), &pseudo_random(101, 1 << 20));
+    let s1 = fx.backup(&[("data", &src)]);
+    next_second();
+    std::fs::remove_file(src.join("u1.bin")).unwrap();
+    write(&src.join("u2.bin"), &pseudo_random(102, 1 << 20));
+    let want2 = snapshot(&src);
+    let s2 = fx.backup(&[("data", &src)]);
+    next_second();
+    // The newest backup is only PartialSucceeded (an unreadable file): it is not the protected one.
+    let out = fx
+        .backup_cmd(&[
+            ("data", &src),
+            ("bad", std::path::Path::new("/proc/self/mem")),
+        ])
+        .run()
+        .code(3);
+    let p3 = out.last_line();
+    assert!(is_backup_id(&p3), "{out}");
+    assert_eq!(fx.catalog(&p3)["status"], "PartialSucceeded");
+    assert_eq!(fx.catalog(&s2)["status"], "Succeeded");
+    next_second();
+    let all = fx.list_ids();
+    assert_eq!(all.len(), 3);
+
+    // Nothing is older than a day.
+    let keep1 = fx.repo_cmd("forget").args(["--keep-days", "1"]).run().ok();
+    assert!(
+        keep1.stdout.contains("removed 0 backups, kept 3"),
+        "{keep1}"
+    );
+    assert_eq!(fx.list_ids(), all);
+
+    let before = listing(&fx.mas());
+    let dry = fx
+        .repo_cmd("forget")
+        .args(["--keep-days", "0", "--dry-run"])
+        .run()
+        .ok();
+    for id in [&s1, &p3] {
+        assert!(
+            dry.stdout.contains(&format!("would remove {id}")),
+            "dry run must list {id}:\n{dry}"
+        );
+    }
+    assert!(!dry.stdout.contains(&format!("would remove {s2}")), "{dry}");
+    assert!(dry.stdout.contains(&format!("kept {s2}")), "{dry}");
+    assert!(
+        dry.stdout.contains("would remove 2 backups, kept 1"),
+        "{dry}"
+    );
+    assert_eq!(fx.list_ids(), all, "a dry run removed backups");
+    assert_eq!(
+        listing(&fx.mas()),
+        before,
+        "a dry run changed the repository"
+    );
+
+    let real = fx.repo_cmd("forget").args(["--keep-days", "0"]).run().ok();
+    assert!(real.stdout.contains(&format!("removed {s1}")), "{real}");
+    assert!(real.stdout.contains(&format!("removed {p3}")), "{real}");
+    assert_eq!(fx.list_ids(), [s2.as_str()]);
+    // Again: the newest successful backup is never removed, however old.
+    next_second();
+    fx.repo_cmd("forget").args(["--keep-days", "0"]).run().ok();
+    assert_eq!(fx.list_ids(), [s2.as_str()]);
+
+    let t = fx.path("t");
+    fx.restore_cmd(&s2, &t, &[&cert.pfx])
+        .args(["--source", "data"])
+        .run()
+        .ok();
+    assert_tree(&want2, &t, "kept backup");
+}
+
+#[test]
+fn prune_dry_run_changes_nothing_and_prune_frees_forgotten_data() {
+    let fx = Fx::new();
+    let cert = shared_cert(0);
+    fx.init_cert(&cert.cer);
+    let src = fx.path("src");
+    write(&src.join("keep/shared.bin"), &pseudo_random(201, 2 << 20));
+    write(&src.join("keep/notes.txt"), &b"notes\n".repeat(10_000));
+    write(&src.join("unique.bin"), &pseudo_random(202, 6 << 20));
+    let _s1 = fx.backup(&[("data", &src)]);
+    next_second();
+    std::fs::remove_file(src.join("unique.bin")).unwrap();
+    let want2 = snapshot(&src);
+    let s2 = fx.backup(&[("data", &src)]);
+    next_second();
+    fx.repo_cmd("forget").args(["--keep-days", "0"]).run().ok();
+    assert_eq!(fx.list_ids(), [s2.as_str()]);
+
+    let before = listing(&fx.mas());
+    let size_before = dir_size(&fx.mas());
+    let dry = fx.repo_cmd("prune").arg("--dry-run").run().ok();
+    assert!(dry.stdout.contains("would "), "{dry}");
+    assert_eq!(
+        listing(&fx.mas()),
+        before,
+        "prune --dry-run changed the repository"
+    );
+
+    fx.repo_cmd("prune").run().ok();
+    let size_after = dir_size(&fx.mas());
+    assert!(
+        size_after + (5 << 20) < size_before,
+        "prune freed too little: {size_before} -> {size_after} bytes (6 MiB of unique data was forgotten)"
+    );
+    let t = fx.path("t");
+    fx.restore_cmd(&s2, &t, &[&cert.pfx])
+        .args(["--source", "data"])
+        .run()
+        .ok();
+    assert_tree(&want2, &t, "after prune");
+    fx.check_full(&cert.pfx);
+
+    // A second prune finds nothing left to do.
+    let again = fx
+        .repo_cmd("prune")
+        .args(["--dry-run", "--json"])
+        .run()
+        .ok();
+    let plan = &again.json()["plan"];
+    for k in ["delete", "repack", "unindexed", "delete_keys"] {
+        assert_eq!(
+            plan[k].as_array().unwrap().len(),
+            0,
+            "{k} after a full prune:\n{again}"
+        );
+    }
+}
