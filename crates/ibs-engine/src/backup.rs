@@ -7,6 +7,7 @@
 //! before the manifest leaves only unreferenced objects, which `prune` removes.
 
 use crate::cache::FilesCache;
+use crate::exclude::Excludes;
 use crate::progress::{estimate, Progress};
 use crate::state::WriterState;
 use crate::walk::{Emitter, SourceReader, SourceStats, Work};
@@ -32,11 +33,23 @@ use std::time::{Duration, Instant};
 pub enum SourceOrigin {
     /// A directory tree or a single file.
     Path(PathBuf),
+    /// A directory tree without the entries matching `exclude` (see [`crate::exclude`]).
+    Tree { root: PathBuf, exclude: Vec<String> },
     /// A byte stream stored as one file (stdin, a command's stdout, a database export).
     Stream {
         reader: Box<dyn Read + Send>,
         file_name: String,
     },
+}
+
+impl SourceOrigin {
+    /// The folder or file a path source reads.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            SourceOrigin::Path(p) | SourceOrigin::Tree { root: p, .. } => Some(p),
+            SourceOrigin::Stream { .. } => None,
+        }
+    }
 }
 
 pub struct SourceSpec {
@@ -91,7 +104,10 @@ fn validate(opts: &BackupOptions) -> Result<(), EngineError> {
                 s.name
             )));
         }
-        if let SourceOrigin::Path(p) = &s.origin {
+        if let SourceOrigin::Tree { exclude, .. } = &s.origin {
+            crate::exclude::Excludes::new(exclude)?;
+        }
+        if let Some(p) = s.origin.path() {
             if let Err(e) = std::fs::symlink_metadata(p) {
                 return Err(EngineError::Source(format!(
                     "source {}: {} cannot be read: {e}",
@@ -174,13 +190,7 @@ async fn run(
     let roots: Vec<PathBuf> = opts
         .sources
         .iter()
-        .filter_map(|s| {
-            if let SourceOrigin::Path(p) = &s.origin {
-                Some(p.clone())
-            } else {
-                None
-            }
-        })
+        .filter_map(|s| s.origin.path().map(|p| p.to_path_buf()))
         .collect();
     let totals = opts.progress.clone();
     std::thread::spawn(move || {
@@ -289,12 +299,19 @@ async fn run(
                 progress: &progress,
                 stats: SourceStats::default(),
                 read_buf: 1 << 20,
+                exclude: Excludes::default(),
             };
             let (kind, origin, tree) = match src.origin {
                 SourceOrigin::Path(p) => {
                     let kind = if p.is_dir() { "dir" } else { "file" };
                     let tree = reader.path(&p);
                     (kind, p.display().to_string(), tree)
+                }
+                SourceOrigin::Tree { root, exclude } => {
+                    let kind = if root.is_dir() { "dir" } else { "file" };
+                    reader.exclude = Excludes::new(&exclude)?;
+                    let tree = reader.path(&root);
+                    (kind, root.display().to_string(), tree)
                 }
                 SourceOrigin::Stream {
                     reader: mut r,

@@ -160,6 +160,8 @@ pub struct SourceReader<'a> {
     pub progress: &'a Progress,
     pub stats: SourceStats,
     pub read_buf: usize,
+    /// Entries of a folder source to leave out.
+    pub exclude: crate::exclude::Excludes,
 }
 
 impl SourceReader<'_> {
@@ -324,6 +326,9 @@ impl SourceReader<'_> {
                 child_rel.push(b'/');
             }
             child_rel.extend_from_slice(name.as_bytes());
+            if self.exclude.matches(&child_rel, &name) {
+                continue;
+            }
             let m = match std::fs::symlink_metadata(&full) {
                 Ok(m) => m,
                 Err(err) => {

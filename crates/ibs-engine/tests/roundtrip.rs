@@ -226,3 +226,67 @@ async fn unreadable_file_gives_partial_success_and_the_rest_is_stored() {
         r.skipped
     );
 }
+
+#[tokio::test]
+async fn excluded_entries_are_not_stored_and_the_rest_is() {
+    let env = env().await;
+    let src = env.path("src");
+    fs::create_dir_all(src.join("var/log")).unwrap();
+    fs::create_dir_all(src.join("app/cache/deep")).unwrap();
+    fs::write(src.join("keep.conf"), b"keep").unwrap();
+    fs::write(src.join("scratch.tmp"), b"drop").unwrap();
+    fs::write(src.join("var/log/old.gz"), b"drop").unwrap();
+    fs::write(src.join("var/log/now.log"), b"keep").unwrap();
+    fs::write(src.join("app/cache/deep/blob"), b"drop").unwrap();
+    let spec = ibs_engine::SourceSpec {
+        name: "s".into(),
+        origin: ibs_engine::SourceOrigin::Tree {
+            root: src.clone(),
+            exclude: vec!["*.tmp".into(), "var/log/*.gz".into(), "cache".into()],
+        },
+    };
+    let report = ibs_engine::backup(
+        env.repo.clone(),
+        &env.state,
+        ibs_engine::BackupOptions {
+            sources: vec![spec],
+            threads: 1,
+            lock_wait: Default::default(),
+            progress: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let out = env.path("out");
+    restore(&env, &report.catalog.backup_id, &out, Some("s"))
+        .await
+        .unwrap();
+    assert!(
+        out.join("keep.conf").exists()
+            && out.join("var/log/now.log").exists()
+            && out.join("app").is_dir()
+    );
+    for gone in ["scratch.tmp", "var/log/old.gz", "app/cache"] {
+        assert!(!out.join(gone).exists(), "{gone} was excluded");
+    }
+    let bad = ibs_engine::SourceSpec {
+        name: "s".into(),
+        origin: ibs_engine::SourceOrigin::Tree {
+            root: src,
+            exclude: vec!["a[".into()],
+        },
+    };
+    let err = ibs_engine::backup(
+        env.repo.clone(),
+        &env.state,
+        ibs_engine::BackupOptions {
+            sources: vec![bad],
+            threads: 1,
+            lock_wait: Default::default(),
+            progress: Default::default(),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("exclude pattern"), "{err}");
+}

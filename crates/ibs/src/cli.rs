@@ -145,6 +145,10 @@ pub enum RepoCmd {
         loc: Location,
         #[arg(long = "source", required = true, value_name = "NAME=PATH", value_parser = source_arg)]
         sources: Vec<String>,
+        /// Leave out matching entries of folder sources (glob; without `/` it matches names at any
+        /// depth, with `/` paths relative to the source). Repeatable.
+        #[arg(long, value_name = "PATTERN")]
+        exclude: Vec<String>,
         /// Sealing threads (default: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
@@ -230,6 +234,8 @@ pub enum RepoCmd {
 fn source_arg(s: &str) -> Result<String, String> {
     match s.split_once('=') {
         Some((name, path)) if !name.is_empty() && !path.is_empty() => Ok(s.to_owned()),
-        _ => Err(format!("expected NAME=PATH or NAME=- (for stdin), got {s:?}")),
+        _ => Err(format!(
+            "expected NAME=PATH or NAME=- (for stdin), got {s:?}"
+        )),
     }
 }

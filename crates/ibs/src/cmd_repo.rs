@@ -63,7 +63,7 @@ fn unlock(args: &UnlockArgs) -> Result<Unlock> {
     Ok(Unlock::Identities(ids))
 }
 
-fn parse_source(s: &str) -> Result<SourceSpec> {
+fn parse_source(s: &str, exclude: &[String]) -> Result<SourceSpec> {
     let (name, path) = s
         .split_once('=')
         .with_context(|| format!("--source {s:?}: expected NAME=PATH or NAME=-"))?;
@@ -72,8 +72,13 @@ fn parse_source(s: &str) -> Result<SourceSpec> {
             reader: Box::new(std::io::stdin()),
             file_name: name.to_owned(),
         }
-    } else {
+    } else if exclude.is_empty() {
         SourceOrigin::Path(PathBuf::from(path))
+    } else {
+        SourceOrigin::Tree {
+            root: PathBuf::from(path),
+            exclude: exclude.to_vec(),
+        }
     };
     Ok(SourceSpec {
         name: name.to_owned(),
@@ -100,8 +105,9 @@ pub async fn run(args: RepoArgs, json: bool, quiet: bool) -> Result<i32> {
         RepoCmd::Backup {
             loc,
             sources,
+            exclude,
             threads,
-        } => backup(&ctx, &loc, &sources, threads).await,
+        } => backup(&ctx, &loc, &sources, &exclude, threads).await,
         RepoCmd::List { loc } => list(&ctx, &loc).await,
         RepoCmd::Restore {
             loc,
@@ -362,10 +368,16 @@ async fn init(
     Ok(exit::OK)
 }
 
-async fn backup(ctx: &Ctx, loc: &Location, sources: &[String], threads: usize) -> Result<i32> {
+async fn backup(
+    ctx: &Ctx,
+    loc: &Location,
+    sources: &[String],
+    exclude: &[String],
+    threads: usize,
+) -> Result<i32> {
     let sources = sources
         .iter()
-        .map(|s| parse_source(s))
+        .map(|s| parse_source(s, exclude))
         .collect::<Result<Vec<_>>>()?;
     let repo = Arc::new(open_repo(loc).await?);
     let state = WriterState::load(&ctx.state_root, &repo.config().id)?;
