@@ -24,7 +24,7 @@ pub mod faulty;
 pub mod memory;
 
 pub use error::{AlertClass, ErrorKind, StorageError};
-pub use key::ObjectKey;
+pub use key::{ObjectKey, TEMP_PREFIX};
 pub use local::LocalStorage;
 pub use retry::{RetryPolicy, RetryStorage};
 

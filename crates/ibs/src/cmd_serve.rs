@@ -61,14 +61,20 @@ fn classify(err: &anyhow::Error) -> OpenError {
 #[async_trait::async_trait]
 impl StorageOpener for CliOpener {
     async fn open(&self, t: &StorageTarget, create: bool) -> Result<DynStorage, OpenError> {
-        // NOTE: `location::open` takes the SMB password from a file or $IBS_SHARE_PASSWORD; passing the
-        // stored password in memory needs an addition to location.rs (owned by the SMB work).
+        // The stored (decrypted) share password is handed over in memory, never through env or argv.
         let loc = Location {
             repo: t.path.clone(),
             username: t.username.clone(),
             password_file: None,
         };
-        location::open(&loc, create).await.map_err(|e| classify(&e))
+        let password = if location::is_smb(&t.path) {
+            Some(t.password.clone().unwrap_or_default())
+        } else {
+            None
+        };
+        location::open_with_password(&loc, password, create)
+            .await
+            .map_err(|e| classify(&e))
     }
 }
 

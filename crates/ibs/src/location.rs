@@ -12,10 +12,27 @@ pub fn is_smb(loc: &str) -> bool {
     loc.starts_with("\\\\") || loc.starts_with("smb://") || loc.starts_with("//")
 }
 
-/// Opens (or with `create`, creates) the storage behind a location.
+/// Opens (or with `create`, creates) the storage behind a location. For an SMB location the share
+/// password comes from `--password-file`, `$IBS_SHARE_PASSWORD` or a prompt.
 pub async fn open(loc: &Location, create: bool) -> Result<DynStorage> {
+    let password = if is_smb(&loc.repo) {
+        Some(crate::secrets::share_password(
+            loc.password_file.as_deref(),
+        )?)
+    } else {
+        None
+    };
+    open_with_password(loc, password, create).await
+}
+
+/// Like [`open`], with the share password given in memory (the controller's stored password).
+pub async fn open_with_password(
+    loc: &Location,
+    password: Option<String>,
+    create: bool,
+) -> Result<DynStorage> {
     let inner: Arc<dyn Storage> = if is_smb(&loc.repo) {
-        crate::smb::open(loc, create).await?
+        crate::smb::open(loc, password, create).await?
     } else {
         let root = PathBuf::from(&loc.repo).join(ROOT_FOLDER);
         Arc::new(if create {

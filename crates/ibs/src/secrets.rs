@@ -35,7 +35,6 @@ pub fn pfx_password(file: Option<&Path>, confirm: bool) -> Result<String> {
     secret(".pfx password", "IBS_PFX_PASSWORD", file, confirm)
 }
 
-#[allow(dead_code)] // used by SMB locations
 pub fn share_password(file: Option<&Path>) -> Result<String> {
     secret("share password", "IBS_SHARE_PASSWORD", file, false)
 }
