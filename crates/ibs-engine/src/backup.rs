@@ -299,6 +299,7 @@ async fn run(
                 progress: &progress,
                 stats: SourceStats::default(),
                 read_buf: 1 << 20,
+                chunker: crate::chunker::Chunker::new(&params),
                 exclude: Excludes::default(),
             };
             let (kind, origin, tree) = match src.origin {

@@ -7,7 +7,11 @@ use fastcdc::v2020::FastCDC;
 use ibs_repo::config::ChunkerParams;
 
 pub struct Chunker {
+    /// Working buffer; bytes `start..end` are pending. Allocated (and zeroed) once, then reused for
+    /// every file of a source, so reading costs no allocation, no zero-fill and no page faults.
     buf: Vec<u8>,
+    start: usize,
+    end: usize,
     min: u32,
     avg: u32,
     max: u32,
@@ -16,55 +20,78 @@ pub struct Chunker {
 impl Chunker {
     pub fn new(p: &ChunkerParams) -> Self {
         Chunker {
-            buf: Vec::with_capacity(2 * p.max_size as usize),
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
             min: p.min_size,
             avg: p.avg_size,
             max: p.max_size,
         }
     }
 
+    /// Forgets pending bytes (the buffer is kept for the next stream).
+    pub fn reset(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
     /// Bytes buffered but not yet emitted.
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.end - self.start
     }
 
-    /// The buffer to read new data into; call [`Chunker::push_filled`] with the count read.
+    /// Makes room for `want` more bytes after the pending ones.
+    fn reserve(&mut self, want: usize) {
+        if self.end + want <= self.buf.len() {
+            return;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end + want > self.buf.len() {
+            let size = (self.end + want).max(2 * self.max as usize + want);
+            self.buf.resize(size, 0);
+        }
+    }
+
+    /// The buffer to read up to `want` new bytes into; call [`Chunker::filled`] with the count read.
     pub fn spare(&mut self, want: usize) -> &mut [u8] {
-        let len = self.buf.len();
-        self.buf.resize(len + want, 0);
-        &mut self.buf[len..]
+        self.reserve(want);
+        &mut self.buf[self.end..self.end + want]
     }
 
-    /// Accounts for `filled` bytes written into the slice returned by `spare(want)`.
-    pub fn push_filled(&mut self, want: usize, filled: usize) {
-        let len = self.buf.len();
-        self.buf.truncate(len - want + filled);
+    /// Accounts for `n` bytes written into the slice returned by `spare`.
+    pub fn filled(&mut self, n: usize) {
+        self.end += n;
     }
 
     pub fn push(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        self.reserve(data.len());
+        self.buf[self.end..self.end + data.len()].copy_from_slice(data);
+        self.end += data.len();
     }
 
     /// Emits every chunk that is final. With `end`, emits the rest too.
     pub fn drain(&mut self, end: bool, mut emit: impl FnMut(&[u8])) {
         let max = self.max as usize;
-        if !end && self.buf.len() < 2 * max {
+        let pending = &self.buf[self.start..self.end];
+        if !end && pending.len() < 2 * max {
             return;
         }
         let mut consumed = 0;
-        for c in FastCDC::new(
-            &self.buf,
-            self.min as usize,
-            self.avg as usize,
-            self.max as usize,
-        ) {
-            if !end && c.offset + max > self.buf.len() {
+        for c in FastCDC::new(pending, self.min as usize, self.avg as usize, max) {
+            if !end && c.offset + max > pending.len() {
                 break;
             }
-            emit(&self.buf[c.offset..c.offset + c.length]);
+            emit(&pending[c.offset..c.offset + c.length]);
             consumed = c.offset + c.length;
         }
-        self.buf.drain(..consumed);
+        self.start += consumed;
+        if self.start == self.end {
+            self.reset();
+        }
     }
 }
 
@@ -110,6 +137,17 @@ mod tests {
             }
             ch.drain(true, |c| got.push(c.len()));
             assert_eq!(got, whole, "piece size {piece}");
+            // The same chunker, reused through spare/filled, cuts a second stream identically.
+            ch.reset();
+            let mut again = Vec::new();
+            for part in d.chunks(piece) {
+                ch.spare(part.len()).copy_from_slice(part);
+                ch.filled(part.len());
+                ch.drain(false, |c| again.push(c.len()));
+            }
+            ch.drain(true, |c| again.push(c.len()));
+            assert_eq!(again, whole, "reused, piece size {piece}");
+            assert_eq!(ch.pending(), 0);
         }
     }
 }

@@ -160,6 +160,8 @@ pub struct SourceReader<'a> {
     pub progress: &'a Progress,
     pub stats: SourceStats,
     pub read_buf: usize,
+    /// Reused for every file of the source.
+    pub chunker: Chunker,
     /// Entries of a folder source to leave out.
     pub exclude: crate::exclude::Excludes,
 }
@@ -196,31 +198,7 @@ impl SourceReader<'_> {
             return e;
         }
         let result = std::fs::File::open(full).and_then(|mut f| {
-            let mut chunker = Chunker::new(self.params);
-            let mut ids = Vec::new();
-            let mut total = 0u64;
-            loop {
-                let want = self.read_buf;
-                let n = match f.read(chunker.spare(want)) {
-                    Ok(n) => n,
-                    Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {
-                        chunker.push_filled(want, 0);
-                        continue;
-                    }
-                    Err(err) => {
-                        chunker.push_filled(want, 0);
-                        return Err(err);
-                    }
-                };
-                chunker.push_filled(want, n);
-                total += n as u64;
-                self.progress.add_bytes(n as u64);
-                let end = n == 0;
-                chunker.drain(end, |c| self.em.emit(c, &mut ids));
-                if end || self.em.closed {
-                    break;
-                }
-            }
+            let (ids, total) = self.read_chunks(&mut f)?;
             let after = f.metadata()?;
             Ok((ids, total, stamp(&after)))
         });
@@ -253,6 +231,30 @@ impl SourceReader<'_> {
             }
         }
         e
+    }
+
+    /// Reads `r` to its end through the chunker, emitting chunks; returns the ids and the byte count.
+    /// Stops early (without error) when the pipeline was cancelled; callers check `cancelled()`.
+    fn read_chunks(&mut self, r: &mut dyn Read) -> std::io::Result<(Vec<ChunkId>, u64)> {
+        self.chunker.reset();
+        let mut ids = Vec::new();
+        let mut total = 0u64;
+        loop {
+            let n = match r.read(self.chunker.spare(self.read_buf)) {
+                Ok(n) => n,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
+            };
+            self.chunker.filled(n);
+            total += n as u64;
+            self.progress.add_bytes(n as u64);
+            let end = n == 0;
+            let em = &mut *self.em;
+            self.chunker.drain(end, |c| em.emit(c, &mut ids));
+            if end || self.em.closed {
+                return Ok((ids, total));
+            }
+        }
     }
 
     fn entry_for(&mut self, rel: Vec<u8>, full: &Path, m: &Metadata) -> Option<TreeEntry> {
@@ -378,33 +380,13 @@ impl SourceReader<'_> {
         now_ns: i64,
     ) -> Result<Vec<ChunkId>, EngineError> {
         let mut tree = TreeWriter::new(self.params, self.em);
-        let mut chunker = Chunker::new(self.params);
-        let mut ids = Vec::new();
-        let mut total = 0u64;
-        loop {
-            let want = self.read_buf;
-            let n = match reader.read(chunker.spare(want)) {
-                Ok(n) => n,
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {
-                    chunker.push_filled(want, 0);
-                    continue;
-                }
-                Err(err) => {
-                    return Err(EngineError::Source(format!(
-                        "source {}: reading the stream failed: {err}",
-                        self.name
-                    )));
-                }
-            };
-            chunker.push_filled(want, n);
-            total += n as u64;
-            self.progress.add_bytes(n as u64);
-            chunker.drain(n == 0, |c| self.em.emit(c, &mut ids));
-            self.cancelled()?;
-            if n == 0 {
-                break;
-            }
-        }
+        let (ids, total) = self.read_chunks(reader).map_err(|err| {
+            EngineError::Source(format!(
+                "source {}: reading the stream failed: {err}",
+                self.name
+            ))
+        })?;
+        self.cancelled()?;
         self.stats.files += 1;
         self.stats.bytes += total;
         let e = TreeEntry {
