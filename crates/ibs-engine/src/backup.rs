@@ -134,10 +134,26 @@ pub fn check_state(repo: &Repository, state: &WriterState) -> Result<(), EngineE
     }
 }
 
+/// What a caller (the controller) knows beyond the sources themselves.
+#[derive(Debug, Clone, Default)]
+pub struct BackupExtras {
+    /// Names of the sources needed for cloud recovery; `None` means every source is.
+    pub essential: Option<HashSet<String>>,
+}
+
 pub async fn backup(
     repo: Arc<Repository>,
     state: &WriterState,
     opts: BackupOptions,
+) -> Result<BackupReport, EngineError> {
+    backup_with(repo, state, opts, BackupExtras::default()).await
+}
+
+pub async fn backup_with(
+    repo: Arc<Repository>,
+    state: &WriterState,
+    opts: BackupOptions,
+    extras: BackupExtras,
 ) -> Result<BackupReport, EngineError> {
     validate(&opts)?;
     check_state(repo.as_ref(), state)?;
@@ -149,7 +165,7 @@ pub async fn backup(
         opts.lock_wait,
     )
     .await?;
-    let result = run(repo.clone(), state, opts).await;
+    let result = run(repo.clone(), state, opts, extras).await;
     let released = lock.release().await;
     let report = result?;
     released?;
@@ -160,6 +176,7 @@ async fn run(
     repo: Arc<Repository>,
     state: &WriterState,
     opts: BackupOptions,
+    extras: BackupExtras,
 ) -> Result<BackupReport, EngineError> {
     let started_unix = repo.clock().now_unix();
     let started = Instant::now();
@@ -388,6 +405,7 @@ async fn run(
             bytes: stats.bytes,
             errors: stats.errors,
             changed_while_read: stats.changed,
+            essential: extras.essential.as_ref().is_none_or(|e| e.contains(&name)),
         });
         trees.sources.push(SourceTree {
             name,
@@ -429,7 +447,17 @@ async fn run(
         bytes_stored,
         hostname: lock::hostname(),
         ibs_version: env!("CARGO_PKG_VERSION").into(),
+        recovery_ready: None,
     };
+    let mut catalog = catalog;
+    catalog.recovery_ready = Some(
+        catalog.status != BackupStatus::Failed
+            && catalog
+                .sources
+                .iter()
+                .filter(|s| s.essential)
+                .all(|s| s.status == BackupStatus::Succeeded),
+    );
     let mut refs: Vec<ChunkId> = refs.into_iter().collect();
     let manifest = Manifest::seal(
         catalog.clone(),

@@ -16,7 +16,9 @@ pub mod retention;
 pub mod state;
 pub mod walk;
 
-pub use backup::{backup, BackupOptions, BackupReport, SourceOrigin, SourceSpec};
+pub use backup::{
+    backup, backup_with, BackupExtras, BackupOptions, BackupReport, SourceOrigin, SourceSpec,
+};
 pub use progress::{Progress, ProgressSnapshot};
 pub use restore::{restore, RestoreOptions, RestoreReport};
 pub use state::WriterState;

@@ -380,6 +380,7 @@ mod tests {
             bytes_stored: 0,
             hostname: String::new(),
             ibs_version: String::new(),
+            recovery_ready: None,
         }
     }
 

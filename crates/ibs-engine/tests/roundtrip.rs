@@ -83,6 +83,7 @@ proptest! {
             random_tree(&src, seed, entries);
             let report = backup(&env, &[("tree", &src)]).await;
             prop_assert_eq!(report.catalog.status, ibs_repo::manifest::BackupStatus::Succeeded);
+            prop_assert!(report.catalog.is_recovery_ready());
             let out = env.path("out");
             let r = restore(&env, &report.catalog.backup_id, &out, None).await.unwrap();
             prop_assert!(r.errors.is_empty(), "{:?}", r.errors);
@@ -289,4 +290,47 @@ async fn excluded_entries_are_not_stored_and_the_rest_is() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("exclude pattern"), "{err}");
+}
+
+#[tokio::test]
+async fn a_failed_non_essential_source_keeps_the_backup_recovery_ready() {
+    let env = env().await;
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("ok"), b"fine").unwrap();
+    let sources = vec![
+        ibs_engine::SourceSpec {
+            name: "s".into(),
+            origin: ibs_engine::SourceOrigin::Path(src),
+        },
+        ibs_engine::SourceSpec {
+            name: "mem".into(),
+            origin: ibs_engine::SourceOrigin::Path("/proc/self/mem".into()),
+        },
+    ];
+    let extras = ibs_engine::BackupExtras {
+        essential: Some(["s".to_string()].into_iter().collect()),
+    };
+    let opts = ibs_engine::BackupOptions {
+        sources,
+        threads: 1,
+        lock_wait: Default::default(),
+        progress: Default::default(),
+    };
+    let r = ibs_engine::backup_with(env.repo.clone(), &env.state, opts, extras)
+        .await
+        .unwrap();
+    assert_eq!(
+        r.catalog.status,
+        ibs_repo::manifest::BackupStatus::PartialSucceeded
+    );
+    assert!(r.catalog.is_recovery_ready());
+    assert!(
+        !r.catalog
+            .sources
+            .iter()
+            .find(|s| s.name == "mem")
+            .unwrap()
+            .essential
+    );
 }

@@ -19,7 +19,8 @@ use std::io::Read;
 
 pub const INDEX_MAGIC: &[u8; 6] = b"IBSIDX";
 pub const INDEX_VERSION: u16 = 1;
-const INDEX_AAD: &[u8] = b"ibs.index.v1";
+/// Associated data of a sealed index body (public so fuzz targets can seal crafted bodies).
+pub const INDEX_AAD: &[u8] = b"ibs.index.v1";
 /// Upper bound on a decompressed segment body (a decompression bomb stops here).
 const MAX_BODY: u64 = 1 << 30;
 

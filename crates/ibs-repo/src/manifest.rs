@@ -41,6 +41,14 @@ pub struct SourceSummary {
     pub bytes: u64,
     pub errors: u64,
     pub changed_while_read: u64,
+    /// The source is needed to rebuild the system (cloud recovery). Added in format 1.1 of the
+    /// catalog; absent in older catalogs, where every source counts as essential.
+    #[serde(default = "yes")]
+    pub essential: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The cleartext part of a manifest.
@@ -67,6 +75,18 @@ pub struct Catalog {
     pub bytes_stored: u64,
     pub hostname: String,
     pub ibs_version: String,
+    /// Every essential source succeeded: this backup can rebuild the system. Absent in older
+    /// catalogs (read as `status == Succeeded`).
+    #[serde(default)]
+    pub recovery_ready: Option<bool>,
+}
+
+impl Catalog {
+    /// Whether this backup is ready for cloud recovery.
+    pub fn is_recovery_ready(&self) -> bool {
+        self.recovery_ready
+            .unwrap_or(self.status == BackupStatus::Succeeded)
+    }
 }
 
 /// One source in the sealed tree part.
@@ -94,11 +114,13 @@ pub struct Manifest {
     pub refs_sealed: Vec<u8>,
 }
 
-fn tree_aad(id: &str) -> Vec<u8> {
+/// Associated data of a manifest's tree part (public so fuzz targets can seal crafted parts).
+pub fn tree_aad(id: &str) -> Vec<u8> {
     [b"ibs.manifest.tree.v1\0".as_slice(), id.as_bytes()].concat()
 }
 
-fn refs_aad(id: &str) -> Vec<u8> {
+/// Associated data of a manifest's refs part (public so fuzz targets can seal crafted parts).
+pub fn refs_aad(id: &str) -> Vec<u8> {
     [b"ibs.manifest.refs.v1\0".as_slice(), id.as_bytes()].concat()
 }
 

@@ -25,7 +25,8 @@ pub const TRAILER_MAGIC: &[u8; 4] = b"IBPT";
 pub const PREFIX_LEN: usize = 8;
 pub const TRAILER_LEN: usize = 8;
 pub const ENTRY_LEN: usize = 61;
-const HEADER_AAD: &[u8] = b"ibs.packheader.v1";
+/// Associated data of the sealed pack header (public so fuzz targets can seal crafted headers).
+pub const HEADER_AAD: &[u8] = b"ibs.packheader.v1";
 
 /// Chunk payload encodings (a closed set; values are stable).
 pub mod encoding {

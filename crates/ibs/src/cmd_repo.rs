@@ -466,6 +466,7 @@ async fn list(ctx: &Ctx, loc: &Location) -> Result<i32> {
                     c.certificate_thumbprint
                         .clone()
                         .unwrap_or_else(|| "legacy-key".into()),
+                    if c.is_recovery_ready() { "yes" } else { "no" }.into(),
                 ]);
                 json_rows.push(serde_json::to_value(&c)?);
             }
@@ -479,6 +480,7 @@ async fn list(ctx: &Ctx, loc: &Location) -> Result<i32> {
                     "-".into(),
                     "-".into(),
                     "-".into(),
+                    "no".into(),
                 ]);
                 json_rows.push(serde_json::json!({"backup_id": id, "status": "Damaged", "error": e.to_string()}));
             }
@@ -497,6 +499,7 @@ async fn list(ctx: &Ctx, loc: &Location) -> Result<i32> {
                 "READ",
                 "STORED",
                 "CERTIFICATE",
+                "READY",
             ],
             &rows,
         );

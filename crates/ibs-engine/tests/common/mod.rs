@@ -247,6 +247,7 @@ pub async fn crafted_backup(env: &Env, entries: &[TreeEntry], files: &[(&[u8], &
             bytes: 0,
             errors: 0,
             changed_while_read: 0,
+            essential: true,
         }],
         encryption_mode: "certificate".into(),
         certificate_thumbprint: Some(env.ident.certificate().thumbprint().into()),
@@ -256,6 +257,7 @@ pub async fn crafted_backup(env: &Env, entries: &[TreeEntry], files: &[(&[u8], &
         bytes_stored: 0,
         hostname: "test".into(),
         ibs_version: "test".into(),
+        recovery_ready: None,
     };
     let tree = TreePart {
         sources: vec![SourceTree {
