@@ -9,9 +9,13 @@
 //! - `command`: `backup` is run with `sh -c`; its stdout is stored as one file (`NAME.out`) of a
 //!   stream source. A nonzero exit marks the component Failed. `restore` is run with `sh -c` and reads
 //!   the stored bytes on stdin.
+//! - `postgres`, `mariadb`, `redis` (`url`, `password_file` or `password_env`, `tool_dir`) and
+//!   `sqlite` (`path`): service exports streamed into the repository; see [`crate::kinds`].
 
+use crate::kinds::{self, ConnUrl, PasswordSource, ServiceSpec};
 use crate::{ControllerError, Result};
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 600;
@@ -31,6 +35,21 @@ pub struct ComponentConfig {
     pub backup: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<String>,
+    /// Connection URL of a `postgres`, `mariadb` or `redis` component (never with a password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// A file holding the password of a service component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    /// An environment variable holding the password of a service component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// The database file of a `sqlite` component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// A folder holding the client tools (searched instead of `PATH`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_dir: Option<String>,
     #[serde(default = "yes")]
     pub essential_for_recovery: bool,
     #[serde(default = "default_priority")]
@@ -63,6 +82,12 @@ pub enum ComponentKind {
         backup: String,
         restore: Option<String>,
     },
+    Postgres(ServiceSpec),
+    Mariadb(ServiceSpec),
+    Redis(ServiceSpec),
+    Sqlite {
+        path: PathBuf,
+    },
 }
 
 impl ComponentKind {
@@ -70,8 +95,86 @@ impl ComponentKind {
         match self {
             ComponentKind::Files { .. } => "files",
             ComponentKind::Command { .. } => "command",
+            ComponentKind::Postgres(_) => "postgres",
+            ComponentKind::Mariadb(_) => "mariadb",
+            ComponentKind::Redis(_) => "redis",
+            ComponentKind::Sqlite { .. } => "sqlite",
         }
     }
+
+    /// Whether this kind is a service export (restored into a URL or path target, then verified).
+    pub fn is_service(&self) -> bool {
+        !matches!(
+            self,
+            ComponentKind::Files { .. } | ComponentKind::Command { .. }
+        )
+    }
+}
+
+/// Validates the settings of a service kind; `field` names a config field for errors.
+fn service_kind(c: &ComponentConfig, field: &dyn Fn(&str) -> String) -> Result<ComponentKind> {
+    let invalid = |f: &str, m: String| Err(ControllerError::invalid(field(f), m));
+    if !c.paths.is_empty() || c.backup.is_some() || c.restore.is_some() {
+        return invalid(
+            "kind",
+            format!("paths/backup/restore do not apply to the {} kind", c.kind),
+        );
+    }
+    let tool_dir = c.tool_dir.as_ref().map(PathBuf::from);
+    if c.kind == "sqlite" {
+        let Some(p) = c.path.as_deref().filter(|p| p.starts_with('/')) else {
+            return invalid("path", "a sqlite component needs an absolute path".into());
+        };
+        if c.url.is_some() || c.password_file.is_some() || c.password_env.is_some() {
+            return invalid("url", "a sqlite component takes only a path".into());
+        }
+        return Ok(ComponentKind::Sqlite { path: p.into() });
+    }
+    if c.path.is_some() {
+        return invalid(
+            "path",
+            format!("the {} kind takes a url, not a path", c.kind),
+        );
+    }
+    let schemes = match c.kind.as_str() {
+        "postgres" => kinds::postgres::SCHEMES,
+        "mariadb" => kinds::mariadb::SCHEMES,
+        _ => kinds::redis::SCHEMES,
+    };
+    let Some(u) = c.url.as_deref() else {
+        return invalid("url", format!("a {} component needs a url", c.kind));
+    };
+    let url = ConnUrl::parse(u, schemes).map_err(|e| ControllerError::invalid(field("url"), e))?;
+    if c.kind == "redis" {
+        kinds::redis::db_number(&url).map_err(|e| ControllerError::invalid(field("url"), e))?;
+    }
+    let password = match (&c.password_file, &c.password_env) {
+        (Some(_), Some(_)) => {
+            return invalid(
+                "password_env",
+                "give password_file or password_env, not both".into(),
+            )
+        }
+        (Some(f), None) if !f.starts_with('/') => {
+            return invalid("password_file", format!("{f:?} is not an absolute path"))
+        }
+        (Some(f), None) => PasswordSource::File(f.into()),
+        (None, Some(v)) if v.is_empty() => {
+            return invalid("password_env", "names no variable".into())
+        }
+        (None, Some(v)) => PasswordSource::Env(v.clone()),
+        (None, None) => PasswordSource::None,
+    };
+    let spec = ServiceSpec {
+        url,
+        password,
+        tool_dir,
+    };
+    Ok(match c.kind.as_str() {
+        "postgres" => ComponentKind::Postgres(spec),
+        "mariadb" => ComponentKind::Mariadb(spec),
+        _ => ComponentKind::Redis(spec),
+    })
 }
 
 /// A validated component.
@@ -145,10 +248,11 @@ pub fn validate(configs: &[ComponentConfig]) -> Result<Vec<Component>> {
                     restore: c.restore.clone().filter(|r| !r.trim().is_empty()),
                 }
             }
+            "postgres" | "mariadb" | "redis" | "sqlite" => service_kind(c, &field)?,
             other => {
                 return Err(ControllerError::invalid(
                     field("kind"),
-                    format!("unknown component kind {other:?}: this build supports \"files\" and \"command\""),
+                    format!("unknown component kind {other:?}: this build supports files, command, postgres, mariadb, redis and sqlite"),
                 ))
             }
         };
@@ -231,11 +335,29 @@ mod tests {
         .unwrap();
         assert_eq!(ok[0].name, "db");
         assert_eq!(ok[1].source_names(), vec!["etc-1", "etc-2"]);
-        let e = validate(&[cfg(serde_json::json!({"name":"x","kind":"postgres"}))]).unwrap_err();
+        let e = validate(&[cfg(serde_json::json!({"name":"x","kind":"oracle"}))]).unwrap_err();
         assert!(
             matches!(e, ControllerError::Invalid { ref field, .. } if field == "component[0].kind"),
             "{e}"
         );
+        let e = validate(&[cfg(serde_json::json!({"name":"x","kind":"postgres"}))]).unwrap_err();
+        assert!(e.to_string().contains("url"), "{e}");
+        let e = validate(&[cfg(
+            serde_json::json!({"name":"x","kind":"mariadb","url":"mysql://root:secret@h/db"}),
+        )])
+        .unwrap_err();
+        assert!(!e.to_string().contains("secret"), "{e}");
+        let ok = validate(&[
+            cfg(serde_json::json!({"name":"pg","kind":"postgres","url":"postgresql://u@h:5432/app","password_env":"PGPW"})),
+            cfg(serde_json::json!({"name":"r","kind":"redis","url":"redis://h:6379/2"})),
+            cfg(serde_json::json!({"name":"s","kind":"sqlite","path":"/var/lib/app.db"})),
+        ])
+        .unwrap();
+        assert!(ok.iter().all(|c| c.kind.is_service()));
+        assert!(validate(&[cfg(
+            serde_json::json!({"name":"r","kind":"redis","url":"redis://h/x"})
+        )])
+        .is_err());
         assert!(validate(&[cfg(serde_json::json!({"name":"x","kind":"files"}))]).is_err());
         assert!(validate(&[cfg(
             serde_json::json!({"name":"../x","kind":"files","paths":["/a"]})

@@ -2,7 +2,8 @@
 //!
 //! Module map (each module's own doc says what it owns):
 //! - [`config`]: the TOML configuration (`ibs.toml`) and its validation.
-//! - [`component`]: the unit of backup (`files`, `command`), hooks, and the mapping to engine sources.
+//! - [`component`]: the unit of backup (`files`, `command`, service kinds), hooks, and the mapping to engine sources.
+//! - [`kinds`]: the service kinds `postgres`, `mariadb`, `redis`, `sqlite`: streamed exports, restore, verification.
 //! - [`settings`]: the backup-location resource: validation, secrets, audit.
 //! - [`db`]: the SQLite state database (jobs, settings, alerts, tokens, audit, scheduler state).
 //! - [`secretbox`]: encryption at rest of secrets kept in the state database.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod controller;
 pub mod db;
 mod db_jobs;
+pub mod kinds;
 pub mod model;
 mod ops;
 pub mod restore_job;

@@ -81,6 +81,13 @@ pub struct ComponentResult {
     pub files: u64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub message: Option<String>,
+    /// Service kinds: why the component failed (authentication, unreachable, missing tool, …).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cause: Option<crate::kinds::Cause>,
+    /// Service kinds: what each export recorded at backup time (row and key counts), used to
+    /// verify a restore.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub exports: Vec<crate::kinds::ExportInfo>,
 }
 
 /// Live progress of a running job (from `ibs_engine::Progress`).

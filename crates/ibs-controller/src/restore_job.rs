@@ -7,6 +7,13 @@
 //! `TARGET/NAME`. A `command` component's stored stream is restored to a temporary folder under
 //! `DATA/tmp` and piped into its `restore` command (`sh -c`, with `IBS_RESTORE_TARGET` set to the
 //! target); the temporary copy is removed afterwards.
+//!
+//! A service component (`postgres`, `mariadb`, `redis`, `sqlite`) restored on its own
+//! (`component` given) goes into the target its kind names — a database URL, a Redis data folder,
+//! a SQLite file path — never into other components: its exports are restored under `DATA/tmp`,
+//! fed to the server's client, and verified (row or key counts against those recorded at backup
+//! time); see [`crate::kinds`]. A non-empty target is refused unless `force`. In a whole-backup
+//! restore, service components are restored as their export files under `TARGET/NAME`.
 
 use crate::component::ComponentKind;
 use crate::controller::Controller;
@@ -22,7 +29,11 @@ use std::sync::Arc;
 /// A restore request. `Debug` never shows the .pfx or its password.
 pub struct RestoreRequest {
     pub component: Option<String>,
+    /// A folder; for one service component: a database URL (postgres, mariadb), a Redis data
+    /// folder or a SQLite file path.
     pub target: PathBuf,
+    /// Replace a non-empty service target (drop and recreate the database, overwrite the file).
+    pub force: bool,
     pub pfx: Vec<u8>,
     pub pfx_password: String,
 }
@@ -32,6 +43,7 @@ impl std::fmt::Debug for RestoreRequest {
         f.debug_struct("RestoreRequest")
             .field("component", &self.component)
             .field("target", &self.target)
+            .field("force", &self.force)
             .finish_non_exhaustive()
     }
 }
@@ -80,11 +92,38 @@ impl Controller {
                 ));
             }
         }
-        if !req.target.is_absolute() {
-            return Err(ControllerError::invalid(
-                "target",
-                "must be an absolute folder path",
-            ));
+        let service = match &req.component {
+            Some(n) => self
+                .components()?
+                .into_iter()
+                .find(|c| &c.name == n && c.kind.is_service()),
+            None => None,
+        };
+        let url_target = match &service {
+            Some(c) => match &c.kind {
+                ComponentKind::Postgres(_) => Some(crate::kinds::postgres::SCHEMES),
+                ComponentKind::Mariadb(_) => Some(crate::kinds::mariadb::SCHEMES),
+                _ => None,
+            },
+            None => None,
+        };
+        match url_target {
+            Some(schemes) => {
+                let t = req.target.to_str().unwrap_or("");
+                crate::kinds::ConnUrl::parse(t, schemes)
+                    .map_err(|e| ControllerError::invalid("target", e))?;
+            }
+            None if !req.target.is_absolute() => {
+                return Err(ControllerError::invalid(
+                    "target",
+                    if service.is_some() {
+                        "must be an absolute path"
+                    } else {
+                        "must be an absolute folder path"
+                    },
+                ));
+            }
+            None => {}
         }
         let identity = PrivateIdentity::from_pfx(&req.pfx, &req.pfx_password)
             .map_err(|e| ControllerError::invalid("pfx", e.to_string()))?;
@@ -133,12 +172,13 @@ impl Controller {
             );
         let ctl = self.clone();
         let single = req.component.is_some();
+        let force = req.force;
         let target = req.target;
         let job2 = job.clone();
         let handle = crate::controller::spawn_job(move || async move {
             let _guard = guard;
             let unlock = Arc::new(Unlock::Identities(vec![identity]));
-            run(&ctl, job2, unlock, target, single, progress).await;
+            run(&ctl, job2, unlock, target, single, force, progress).await;
         });
         Ok((job, handle))
     }
@@ -150,9 +190,10 @@ async fn run(
     unlock: Arc<Unlock>,
     target: PathBuf,
     single: bool,
+    force: bool,
     progress: Arc<Progress>,
 ) {
-    let outcome = execute(ctl, &mut job, unlock, &target, single, progress).await;
+    let outcome = execute(ctl, &mut job, unlock, &target, single, force, progress).await;
     let now = ctl.now();
     job.finished_at = Some(now);
     job.duration_ms = job.started_at.map(|s| ((now - s).max(0) as u64) * 1000);
@@ -193,6 +234,7 @@ async fn execute(
     unlock: Arc<Unlock>,
     target: &Path,
     single: bool,
+    force: bool,
     progress: Arc<Progress>,
 ) -> Result<(), Failure> {
     let (repo, _state) = open_repository(ctl, false).await?;
@@ -214,7 +256,62 @@ async fn execute(
             progress: progress.clone(),
             lock_wait: ctl.inner.lock_wait,
         };
-        let result: Result<(), String> = if c.kind == "command" {
+        let service = configured
+            .iter()
+            .find(|x| x.name == c.name && x.kind.is_service() && x.kind.name() == c.kind);
+        let result: Result<(), String> = if let (true, Some(comp)) = (single, service) {
+            let staged = tmp_root.join(&c.name);
+            let mut r = Ok(());
+            for s in &c.sources {
+                match ibs_engine::restore(
+                    repo.clone(),
+                    unlock.clone(),
+                    restore_one(s, staged.join(s)),
+                )
+                .await
+                {
+                    Err(e) => {
+                        if let Some(class) = e.storage_class() {
+                            let _ = std::fs::remove_dir_all(&tmp_root);
+                            return Err(Failure {
+                                class,
+                                message: e.to_string(),
+                            });
+                        }
+                        r = Err(e.to_string());
+                        break;
+                    }
+                    Ok(rep) if !rep.errors.is_empty() => {
+                        r = Err(rep.errors.join("; "));
+                        break;
+                    }
+                    Ok(_) => {}
+                }
+            }
+            let t = crate::kinds::RestoreTarget {
+                target: target.to_string_lossy().into_owned(),
+                force,
+            };
+            let r = r.and_then(|()| {
+                crate::kinds::restore(comp, &c.exports, &staged, &t).map_err(|e| {
+                    job.components[i].cause = Some(e.cause);
+                    e.to_string()
+                })
+            });
+            let _ = std::fs::remove_dir_all(&staged);
+            match r {
+                Ok(summary) => {
+                    job.components[i].message = Some(summary);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        } else if single && c.kind != "files" && c.kind != "command" {
+            Err(format!(
+                "component {} ({}) is no longer configured: its settings are needed to restore it",
+                c.name, c.kind
+            ))
+        } else if c.kind == "command" {
             let cmd = configured
                 .iter()
                 .find(|x| x.name == c.name)

@@ -155,6 +155,8 @@ fn result_of(c: &Component) -> ComponentResult {
         bytes: 0,
         files: 0,
         message: None,
+        cause: None,
+        exports: Vec::new(),
     }
 }
 
@@ -233,6 +235,8 @@ async fn execute(ctl: &Controller, job: &mut Job, progress: Arc<Progress>) -> Re
     let env_job = job.id.clone();
     let mut sources = Vec::new();
     let mut hooked = Vec::new();
+    let mut logs: Vec<(usize, crate::kinds::SharedLog)> = Vec::new();
+    let tmp_dir = ctl.inner.data_dir.join("tmp").join(&job.id);
     for (i, c) in components.iter().enumerate() {
         let r = &mut job.components[i];
         if let Some(h) = &c.pre_hook {
@@ -303,6 +307,26 @@ async fn execute(ctl: &Controller, job: &mut Job, progress: Arc<Progress>) -> Re
                     Err(e) => fail(r, format!("cannot start the backup command: {e}")),
                 }
             }
+            _ => match crate::kinds::plan(c, &tmp_dir) {
+                Some(Ok(plan)) => {
+                    r.sources = plan.exports.iter().map(|e| e.source.clone()).collect();
+                    for e in plan.exports {
+                        sources.push(SourceSpec {
+                            name: e.source,
+                            origin: SourceOrigin::Stream {
+                                reader: e.reader,
+                                file_name: e.file,
+                            },
+                        });
+                    }
+                    logs.push((i, plan.log));
+                }
+                Some(Err(e)) => {
+                    r.cause = Some(e.cause);
+                    fail(r, e.to_string());
+                }
+                None => fail(r, "unsupported component kind".into()),
+            },
         }
     }
 
@@ -319,6 +343,15 @@ async fn execute(ctl: &Controller, job: &mut Job, progress: Arc<Progress>) -> Re
             .await
             .map_err(|e| Failure::from_engine(&e))
     };
+    let _ = std::fs::remove_dir_all(&tmp_dir);
+    for (i, log) in logs {
+        let log = log.lock().unwrap_or_else(|p| p.into_inner());
+        let r = &mut job.components[i];
+        r.exports = log.done.clone();
+        if let Some(f) = log.failures.first() {
+            r.cause = Some(f.cause);
+        }
+    }
 
     // Post hooks always run.
     for i in hooked {
@@ -348,9 +381,8 @@ async fn execute(ctl: &Controller, job: &mut Job, progress: Arc<Progress>) -> Re
     };
 
     let cat = &report.catalog;
-    for (i, c) in components.iter().enumerate() {
-        let r = &mut job.components[i];
-        for name in c.source_names() {
+    for r in job.components.iter_mut() {
+        for name in r.sources.clone() {
             if let Some(s) = cat.sources.iter().find(|s| s.name == name) {
                 r.bytes += s.bytes;
                 r.files += s.files;

@@ -340,6 +340,7 @@ async fn restore_files_and_command_components_and_exclusion() {
     let req = |component: Option<&str>, target: std::path::PathBuf| RestoreRequest {
         component: component.map(String::from),
         target,
+        force: false,
         pfx: pfx.clone(),
         pfx_password: "pw".into(),
     };

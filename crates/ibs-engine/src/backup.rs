@@ -183,6 +183,7 @@ async fn run(
     let backup_id = new_backup_id(started_unix);
     let (index, _) = repo.load_index(&state.keys.metadata).await?;
     let index = Arc::new(index);
+    preflight_capacity(&repo, &opts.sources).await?;
 
     // A fresh data key: in memory for this run only, persisted only inside its envelope.
     let key_id = KeyId::random();
@@ -474,6 +475,52 @@ async fn run(
         chunks_new,
         packs_new: packs.len() as u64,
     })
+}
+
+/// Fails early, as Capacity, when the backup will not fit: the projected need is what the newest
+/// backup stored (incremental backups), or half the sources' size for a first backup (zstd and
+/// deduplication rarely do worse on infrastructure data). Storage that cannot tell its free space
+/// is not checked.
+async fn preflight_capacity(repo: &Repository, sources: &[SourceSpec]) -> Result<(), EngineError> {
+    let Some(space) = repo.storage().space().await? else {
+        return Ok(());
+    };
+    let ids = repo.list_backup_ids().await?;
+    let mut previous = None;
+    for id in ids.iter().rev().take(5) {
+        if let Ok(c) = repo.read_catalog(id).await {
+            previous = Some(c.bytes_stored);
+            break;
+        }
+    }
+    let need = match previous {
+        Some(b) => b,
+        None => {
+            let roots: Vec<PathBuf> = sources
+                .iter()
+                .filter_map(|s| s.origin.path().map(|p| p.to_path_buf()))
+                .collect();
+            let total = tokio::task::spawn_blocking(move || {
+                roots.iter().map(|r| estimate(r).0).sum::<u64>()
+            })
+            .await
+            .map_err(|e| EngineError::Internal(format!("size estimate: {e}")))?;
+            total / 2
+        }
+    };
+    if space.available < need {
+        return Err(ibs_storage::StorageError::new(
+            ibs_storage::ErrorKind::Capacity,
+            "preflight",
+            None,
+            format!(
+                "the location has {} bytes free, and this backup is projected to need about {need} bytes; nothing was written",
+                space.available
+            ),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Confirms every new pack is on storage with its full length before anything references it, so a

@@ -123,9 +123,14 @@ pub struct RestoreArgs {
     /// Restore only this component.
     #[arg(long)]
     pub component: Option<String>,
-    /// A folder for `files` components (on the controller's host).
+    /// A folder for `files` components (on the controller's host); with --component, a service
+    /// component's target: a database URL (postgresql://…/DB, mysql://…/DB), a Redis data folder
+    /// or a SQLite file path.
     #[arg(long)]
     pub target: String,
+    /// Replace a non-empty target (drop and recreate the database, overwrite the file).
+    #[arg(long)]
+    pub force: bool,
     /// The .pfx of the backup certificate; its password comes from $IBS_PFX_PASSWORD, --pfx-password-file or a prompt.
     #[arg(long)]
     pub pfx: PathBuf,

@@ -451,11 +451,19 @@ fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
     let c = Client::new(&a.server);
     let pfx = std::fs::read(&a.pfx).with_context(|| format!("reading {}", a.pfx.display()))?;
     let password = secrets::pfx_password(a.pfx_password_file.as_deref(), false)?;
-    let target =
-        std::path::absolute(&a.target).with_context(|| format!("--target {}", a.target))?;
+    // A URL target (service components) is passed as is; a path is made absolute.
+    let target = if a.target.contains("://") {
+        a.target.clone()
+    } else {
+        std::path::absolute(&a.target)
+            .with_context(|| format!("--target {}", a.target))?
+            .display()
+            .to_string()
+    };
     let body = json!({
         "component": a.component,
-        "target": target.display().to_string(),
+        "target": target,
+        "force": a.force,
         "pfx": base64::engine::general_purpose::STANDARD.encode(&pfx),
         "pfx_password": password,
     });

@@ -329,11 +329,11 @@ async fn init(
 ) -> Result<i32> {
     // Validate the key material before anything is created on the location.
     enum Keys {
-        Cert(ibs_keys::Certificate),
+        Cert(Box<ibs_keys::Certificate>),
         Legacy(LegacyKey),
     }
     let keys = match (cert, key_file) {
-        (Some(c), _) => Keys::Cert(load_cert(&c)?),
+        (Some(c), _) => Keys::Cert(Box::new(load_cert(&c)?)),
         (None, Some(k)) => {
             let text = std::fs::read_to_string(&k)
                 .with_context(|| format!("reading key file {}", k.display()))?;

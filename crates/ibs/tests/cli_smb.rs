@@ -226,15 +226,25 @@ fn smb_faults_map_to_the_five_classes_with_their_exit_codes() {
     .arg(&cert.cer)
     .run()
     .code(13);
-    // Capacity: a 20 MiB share and 40 MiB of incompressible data.
+    // Capacity, early: 60 MiB of sources cannot fit a 20 MiB share; the preflight says so first.
     let (small_dir, small) = region(&Path::new(DIR).join("small"), "small", PORT);
     smb_cmd("init", &small, &fx.state)
         .arg("--cert")
         .arg(&cert.cer)
         .run()
         .ok();
+    let big = fx.path("big");
+    data(&big, 60, 4);
+    smb_cmd("backup", &small, &fx.state)
+        .arg("--source")
+        .arg(format!("data={}", big.display()))
+        .run()
+        .code(10)
+        .stderr_has("projected");
+    // Capacity, mid-write: 30 MiB of incompressible data passes the preflight (half of it is
+    // projected) and fills the share during the upload.
     let src = fx.path("src");
-    data(&src, 40, 2);
+    data(&src, 30, 2);
     smb_cmd("backup", &small, &fx.state)
         .arg("--source")
         .arg(format!("data={}", src.display()))

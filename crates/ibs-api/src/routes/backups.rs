@@ -75,6 +75,9 @@ pub async fn job(
 pub struct RestoreBody {
     component: Option<String>,
     target: String,
+    /// Replace a non-empty target (service components).
+    #[serde(default)]
+    force: bool,
     /// The .pfx, base64.
     pfx: String,
     pfx_password: String,
@@ -93,6 +96,7 @@ pub async fn restore(
     let req = RestoreRequest {
         component: b.component,
         target: b.target.into(),
+        force: b.force,
         pfx,
         pfx_password: b.pfx_password,
     };

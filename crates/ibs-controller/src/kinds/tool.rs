@@ -1,0 +1,324 @@
+//! Running client tools (`pg_dump`, `psql`, `mariadb-dump`, `redis-cli`, …).
+//!
+//! A tool is looked up in the component's `tool_dir` when one is set (and only there), otherwise on
+//! `PATH`; not finding it is [`Cause::MissingTool`]. The password goes into one environment
+//! variable of the child; arguments never hold it. stderr is captured (up to 64 KiB) and, when the
+//! tool fails, classified into a [`Cause`]; the excerpt put into the error is redacted.
+
+use super::scan::Scanner;
+use super::{Cause, ComponentError, ExportInfo, Secret, SharedLog};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+
+const STDERR_CAP: usize = 64 * 1024;
+
+/// A client tool invocation.
+#[derive(Debug, Clone)]
+pub struct Tool {
+    component: String,
+    program: String,
+    tool_dir: Option<PathBuf>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    secret_env: Option<&'static str>,
+    secret: Secret,
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+impl Tool {
+    pub fn new(component: &str, tool_dir: Option<&Path>, program: &str) -> Tool {
+        Tool {
+            component: component.into(),
+            program: program.into(),
+            tool_dir: tool_dir.map(Path::to_path_buf),
+            args: Vec::new(),
+            env: Vec::new(),
+            secret_env: None,
+            secret: Secret::default(),
+        }
+    }
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, a: I) -> Self {
+        self.args.extend(a.into_iter().map(Into::into));
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+    /// Passes `secret` (if any) in the environment variable `var`.
+    pub fn secret(mut self, var: &'static str, secret: &Secret) -> Self {
+        self.secret_env = Some(var);
+        self.secret = secret.clone();
+        self
+    }
+
+    fn err(&self, cause: Cause, detail: impl Into<String>) -> ComponentError {
+        ComponentError::new(&self.component, cause, detail)
+    }
+
+    fn command(&self) -> Result<Command, ComponentError> {
+        let path = match &self.tool_dir {
+            Some(d) => Some(d.join(&self.program)).filter(|p| p.is_file()),
+            None => find_on_path(&self.program),
+        }
+        .ok_or_else(|| {
+            self.err(
+                Cause::MissingTool,
+                match &self.tool_dir {
+                    Some(d) => format!("{} not found in tool_dir {}", self.program, d.display()),
+                    None => format!("{} not found on PATH", self.program),
+                },
+            )
+        })?;
+        let mut cmd = Command::new(path);
+        cmd.args(&self.args);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        if let (Some(var), Some(s)) = (self.secret_env, self.secret.get()) {
+            cmd.env(var, s);
+        }
+        Ok(cmd)
+    }
+
+    fn failure(&self, status: std::process::ExitStatus, stderr: &str) -> ComponentError {
+        let cause = Cause::classify(stderr);
+        let ex = super::excerpt(stderr, &self.secret);
+        self.err(
+            cause,
+            format!(
+                "{} exited with {status}{}",
+                self.program,
+                if ex.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {ex}")
+                }
+            ),
+        )
+    }
+
+    fn spawn_err(&self, e: std::io::Error) -> ComponentError {
+        let cause = if e.kind() == std::io::ErrorKind::NotFound
+            || e.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            Cause::MissingTool
+        } else {
+            Cause::Other
+        };
+        self.err(cause, format!("cannot start {}: {e}", self.program))
+    }
+
+    /// Runs the tool to completion with `input` on stdin (or nothing), returning its stdout.
+    pub fn run(&self, input: Option<std::fs::File>) -> Result<String, ComponentError> {
+        let mut cmd = self.command()?;
+        cmd.stdin(match input {
+            Some(f) => Stdio::from(f),
+            None => Stdio::null(),
+        });
+        let out = cmd.output().map_err(|e| self.spawn_err(e))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            return Err(self.failure(out.status, &stderr));
+        }
+        if !stderr.trim().is_empty() {
+            tracing::debug!(
+                "{} ({}): {}",
+                self.program,
+                self.component,
+                self.secret.redact(&stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs the tool with `script` written to its stdin.
+    pub fn run_script(&self, script: &str) -> Result<String, ComponentError> {
+        let mut f = tempfile_in_memory(script.as_bytes())
+            .map_err(|e| self.err(Cause::Other, format!("temporary file: {e}")))?;
+        use std::io::Seek;
+        f.rewind()
+            .map_err(|e| self.err(Cause::Other, e.to_string()))?;
+        self.run(Some(f))
+    }
+
+    fn spawn(&self) -> Result<Running, ComponentError> {
+        let mut cmd = self.command()?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| self.spawn_err(e))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut err = child.stderr.take().expect("piped stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            while let Ok(n) = err.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                if buf.len() < STDERR_CAP {
+                    buf.extend_from_slice(&chunk[..n.min(STDERR_CAP - buf.len())]);
+                }
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        });
+        Ok(Running {
+            child,
+            stdout,
+            stderr: Some(stderr),
+        })
+    }
+}
+
+/// An anonymous temporary file holding `data` (unlinked at once; used to feed small scripts).
+fn tempfile_in_memory(data: &[u8]) -> std::io::Result<std::fs::File> {
+    use std::io::Write;
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!("ibs-script-{}", rand::random::<u64>()));
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    let _ = std::fs::remove_file(&path);
+    f.write_all(data)?;
+    Ok(f)
+}
+
+struct Running {
+    child: Child,
+    stdout: ChildStdout,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+type Prepare = Box<dyn FnOnce(&mut ExportInfo) -> Result<(), ComponentError> + Send>;
+
+/// The stdout of an export tool as an engine stream. The tool starts on the first read (after the
+/// optional `prepare` step); at end of stream the exit status is checked: success records the
+/// export (with its row counts) in the log, failure records a classified [`ComponentError`] and is
+/// returned as a read error, so the engine marks the source Failed. Dropped early, it kills the tool.
+pub struct ExportReader {
+    tool: Tool,
+    prepare: Option<Prepare>,
+    running: Option<Running>,
+    scanner: Option<Box<dyn Scanner>>,
+    info: ExportInfo,
+    log: SharedLog,
+    finished: bool,
+}
+
+impl ExportReader {
+    pub fn new(
+        tool: Tool,
+        info: ExportInfo,
+        scanner: Option<Box<dyn Scanner>>,
+        log: SharedLog,
+    ) -> Self {
+        ExportReader {
+            tool,
+            prepare: None,
+            running: None,
+            scanner,
+            info,
+            log,
+            finished: false,
+        }
+    }
+
+    /// A step run just before the tool starts (e.g. recording a key count).
+    pub fn prepare(
+        mut self,
+        f: impl FnOnce(&mut ExportInfo) -> Result<(), ComponentError> + Send + 'static,
+    ) -> Self {
+        self.prepare = Some(Box::new(f));
+        self
+    }
+
+    fn fail(&mut self, e: ComponentError) -> std::io::Error {
+        self.finished = true;
+        let msg = e.to_string();
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failures
+            .push(e);
+        std::io::Error::other(msg)
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        let Some(mut r) = self.running.take() else {
+            return Ok(());
+        };
+        let status = match r.child.wait() {
+            Ok(s) => s,
+            Err(e) => return Err(self.fail(self.tool.err(Cause::Other, e.to_string()))),
+        };
+        let stderr = r
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        if !status.success() {
+            let e = self.tool.failure(status, &stderr);
+            return Err(self.fail(e));
+        }
+        self.finished = true;
+        if let Some(s) = self.scanner.take() {
+            self.info.rows = s.finish();
+        }
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .done
+            .push(self.info.clone());
+        Ok(())
+    }
+}
+
+impl Read for ExportReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.finished || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.running.is_none() {
+            if let Some(p) = self.prepare.take() {
+                if let Err(e) = p(&mut self.info) {
+                    return Err(self.fail(e));
+                }
+            }
+            match self.tool.spawn() {
+                Ok(r) => self.running = Some(r),
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+        let n = self.running.as_mut().expect("running").stdout.read(buf)?;
+        if n == 0 {
+            self.finish()?;
+        } else if let Some(s) = self.scanner.as_mut() {
+            s.feed(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for ExportReader {
+    fn drop(&mut self) {
+        if let Some(mut r) = self.running.take() {
+            let _ = r.child.kill();
+            let _ = r.child.wait();
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Helpers for the service component tests: the real servers (started by
+//! `scripts/ensure-services.sh` once per test process; a server that cannot be started fails the
+//! test), SQL helpers through the servers' own clients, unique database names, and a controller
+//! wired to in-memory storage.
+
+#![allow(dead_code)]
+
+use base64::Engine as _;
+use ibs_controller::component::ComponentConfig;
+use ibs_controller::model::{Job, JobStatus};
+use ibs_controller::restore_job::RestoreRequest;
+use ibs_controller::settings::LocationUpdate;
+use ibs_controller::testing::{self, TestController};
+use std::process::Command;
+use std::sync::Once;
+
+pub const PG: &str = "127.0.0.1:5432";
+pub const MY: &str = "127.0.0.1:3306";
+
+/// Starts the servers if needed, once per process; panics (fails the test) if one cannot start.
+pub fn ensure_services() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../scripts/ensure-services.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .expect("running scripts/ensure-services.sh");
+        assert!(
+            out.status.success(),
+            "the test servers are not available: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{:010x}", rand::random::<u64>() & 0xff_ffff_ffff)
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("client tool");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Runs SQL in PostgreSQL database `db` as `postgres`.
+pub fn psql(db: &str, sql: &str) -> String {
+    run(Command::new("psql").args([
+        "-X",
+        "-q",
+        "-At",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-d",
+        db,
+        "-c",
+        sql,
+    ]))
+}
+
+/// Runs SQL in MariaDB (database `db` if given) as root.
+pub fn mysql(db: Option<&str>, sql: &str) -> String {
+    let mut c = Command::new("mariadb");
+    c.args([
+        "--no-defaults",
+        "-h",
+        "127.0.0.1",
+        "--port=3306",
+        "--protocol=tcp",
+        "--user=root",
+        "-N",
+        "-B",
+        "-e",
+        sql,
+    ]);
+    if let Some(db) = db {
+        c.arg(db);
+    }
+    run(&mut c)
+}
+
+pub fn redis(args: &[&str]) -> String {
+    run(Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", "6379"])
+        .args(args))
+}
+
+pub fn component(v: serde_json::Value) -> ComponentConfig {
+    serde_json::from_value(v).expect("component")
+}
+
+pub async fn setup(components: Vec<ComponentConfig>) -> TestController {
+    ensure_services();
+    let t = testing::controller(1_800_000_000, components);
+    t.ctl
+        .update_location(
+            LocationUpdate {
+                path: Some("/mem/share".into()),
+                certificate: Some(
+                    base64::engine::general_purpose::STANDARD
+                        .encode(testing::identity().certificate().der()),
+                ),
+                ..Default::default()
+            },
+            "test",
+        )
+        .await
+        .expect("configure");
+    t
+}
+
+pub async fn backup(t: &TestController) -> Job {
+    let (j, h) = t.ctl.start_backup().expect("start backup");
+    h.await.unwrap();
+    t.ctl.job(&j.id).unwrap()
+}
+
+pub async fn restore(t: &TestController, id: &str, comp: &str, target: &str, force: bool) -> Job {
+    let req = RestoreRequest {
+        component: Some(comp.into()),
+        target: target.into(),
+        force,
+        pfx: testing::identity().to_pfx("pw").unwrap(),
+        pfx_password: "pw".into(),
+    };
+    let (j, h) = t.ctl.start_restore(id, req, "test").expect("start restore");
+    h.await.unwrap();
+    t.ctl.job(&j.id).unwrap()
+}
+
+pub fn comp<'a>(j: &'a Job, name: &str) -> &'a ibs_controller::ComponentResult {
+    j.components
+        .iter()
+        .find(|c| c.name == name)
+        .expect("component in job")
+}
+
+pub fn assert_status(j: &Job, name: &str, s: JobStatus) {
+    let c = comp(j, name);
+    assert_eq!(c.status, s, "component {name}: {c:?}");
+}
+
+/// Watches every process's argv while alive; `found()` says whether `needle` was ever seen.
+pub struct ArgvWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<bool>>,
+}
+
+impl ArgvWatch {
+    pub fn start(needle: &str) -> ArgvWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let needle = needle.as_bytes().to_vec();
+        let handle = std::thread::spawn(move || {
+            let mut seen = false;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                    if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+                        if cmd.windows(needle.len()).any(|w| w == needle) {
+                            seen = true;
+                        }
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            seen
+        });
+        ArgvWatch {
+            stop,
+            handle: Some(handle),
+        }
+    }
+    pub fn found(mut self) -> bool {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
+
+/// Asserts `secret` appears nowhere in the job records (as served by the API).
+pub fn assert_no_secret(jobs: &[&Job], secret: &str) {
+    for j in jobs {
+        let text = serde_json::to_string(j).unwrap();
+        assert!(
+            !text.contains(secret),
+            "secret leaked in job {}: {text}",
+            j.id
+        );
+    }
+}
