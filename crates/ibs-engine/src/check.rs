@@ -176,13 +176,7 @@ async fn run(repo: &Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport,
     }
 
     // Packs on storage against the index.
-    let listed: HashMap<PackId, u64> = repo
-        .storage()
-        .list(layout::PACKS)
-        .await?
-        .into_iter()
-        .filter_map(|o| layout::parse_pack(&o.key).map(|id| (id, o.size)))
-        .collect();
+    let listed: HashMap<PackId, u64> = repo.list_packs().await?;
     r.packs = listed.len() as u64;
     let mut pack_chunks: HashMap<PackId, HashSet<ChunkId>> = HashMap::new();
     for id in index.chunk_ids() {

@@ -242,13 +242,7 @@ async fn prune_locked(
         .collect();
     let mut index = Index::default();
     records.iter().for_each(|r| index.add_pack(r));
-    let listed: HashMap<PackId, u64> = repo
-        .storage()
-        .list(layout::PACKS)
-        .await?
-        .into_iter()
-        .filter_map(|o| layout::parse_pack(&o.key).map(|id| (id, o.size)))
-        .collect();
+    let listed: HashMap<PackId, u64> = repo.list_packs().await?;
     let envelopes: Vec<KeyId> = repo
         .storage()
         .list(layout::DATA_KEYS)

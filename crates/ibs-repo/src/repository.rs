@@ -327,6 +327,17 @@ impl Repository {
         Ok((name, len))
     }
 
+    /// Every pack on storage, with its size.
+    pub async fn list_packs(&self) -> Result<std::collections::HashMap<PackId, u64>> {
+        Ok(self
+            .storage
+            .list(layout::PACKS)
+            .await?
+            .into_iter()
+            .filter_map(|o| layout::parse_pack(&o.key).map(|id| (id, o.size)))
+            .collect())
+    }
+
     pub async fn put_pack(&self, id: &PackId, bytes: Bytes) -> Result<()> {
         Ok(self.storage.put(&layout::pack(id), bytes).await?)
     }
