@@ -54,6 +54,12 @@ pub enum Command {
     Alerts(crate::cli_controller::AlertsArgs),
     /// The backup store: prune files ibs did not create.
     Store(crate::cli_controller::StoreArgs),
+    /// Cloud recovery on a bare machine: restore every planned component from the share with the
+    /// .pfx alone, verify each, and adopt the repository.
+    Recover(crate::cmd_recover::RecoverArgs),
+    /// Prove a backup restorable: check every chunk, restore into a scratch area and temporary
+    /// databases, write a JSON and an HTML report.
+    Validate(crate::cmd_recover::ValidateArgs),
 }
 
 #[derive(Subcommand)]

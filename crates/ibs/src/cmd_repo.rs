@@ -39,7 +39,7 @@ fn load_identity(path: &Path, password: &str) -> Result<PrivateIdentity> {
     PrivateIdentity::from_pfx(&bytes, password).with_context(|| format!(".pfx {}", path.display()))
 }
 
-fn unlock(args: &UnlockArgs) -> Result<Unlock> {
+pub(crate) fn unlock(args: &UnlockArgs) -> Result<Unlock> {
     if let Some(k) = &args.key_file {
         if !args.pfx.is_empty() {
             bail!("give either --pfx or --key-file, not both");

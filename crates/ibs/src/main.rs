@@ -5,6 +5,7 @@ mod cli;
 mod cli_controller;
 mod cmd_client;
 mod cmd_keys;
+mod cmd_recover;
 mod cmd_repo;
 mod cmd_serve;
 mod location;
@@ -35,6 +36,8 @@ fn main() {
             cli::Command::Repo(args) => cmd_repo::run(args, json, cli.quiet).await,
             cli::Command::Serve(args) => cmd_serve::serve(args).await,
             cli::Command::Token { cmd } => cmd_serve::token(cmd, json),
+            cli::Command::Recover(args) => cmd_recover::recover(args, json, cli.quiet).await,
+            cli::Command::Validate(args) => cmd_recover::validate(args, json, cli.quiet).await,
             other => cmd_client::run(other, json, cli.quiet),
         }
     });

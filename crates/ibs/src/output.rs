@@ -19,6 +19,8 @@ pub mod exit {
     pub const KEY: i32 = 5;
     pub const LOCKED: i32 = 6;
     pub const NOT_A_REPOSITORY: i32 = 7;
+    /// The backup (or a planned component) asked for is not in the repository.
+    pub const NOT_FOUND: i32 = 8;
     pub const CAPACITY: i32 = 10;
     pub const CONNECTIVITY: i32 = 11;
     pub const PATH: i32 = 12;
@@ -54,6 +56,16 @@ fn repo_code(e: &RepoError) -> i32 {
 /// The exit code for an error, by the most specific typed cause found.
 pub fn code_for(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<ibs_recovery::RecoveryError>() {
+            use ibs_recovery::RecoveryError as R;
+            return match e {
+                R::Engine(EngineError::Repo(r)) => repo_code(r),
+                R::NoSuchBackup { .. } | R::NoReadyBackup { .. } | R::MissingComponent { .. } => {
+                    exit::NOT_FOUND
+                }
+                _ => exit::FAILURE,
+            };
+        }
         if let Some(e) = cause.downcast_ref::<EngineError>() {
             return match e {
                 EngineError::Repo(r) => repo_code(r),
@@ -86,7 +98,13 @@ pub fn remediation(err: &anyhow::Error) -> Option<String> {
             .or_else(|| match cause.downcast_ref::<EngineError>() {
                 Some(EngineError::Repo(r)) => r.storage(),
                 _ => None,
-            });
+            })
+            .or_else(
+                || match cause.downcast_ref::<ibs_recovery::RecoveryError>() {
+                    Some(ibs_recovery::RecoveryError::Engine(EngineError::Repo(r))) => r.storage(),
+                    _ => None,
+                },
+            );
         if let Some(s) = s {
             let c = s.class();
             return Some(format!(

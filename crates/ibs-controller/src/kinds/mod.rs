@@ -20,6 +20,7 @@
 
 pub mod mariadb;
 pub mod postgres;
+pub mod recovered;
 pub mod redis;
 mod scan;
 pub mod sqlite;

@@ -1,0 +1,277 @@
+//! `ibs recover` and `ibs validate`: thin commands over `ibs-recovery`. They open the location with
+//! no writer state, list the backups (no key needed), read the .pfx password from
+//! `$IBS_PFX_PASSWORD`, `--pfx-password-file` or a prompt, and print or write the reports.
+
+use crate::cli::{Location, UnlockArgs};
+use crate::output::{exit, human, table, Bar};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use ibs_engine::state::default_state_dir;
+use ibs_engine::Progress;
+use ibs_recovery::plan::Plan;
+use ibs_recovery::recover::{Outcome, RecoverOptions};
+use ibs_recovery::validate::ValidateOptions;
+use ibs_recovery::BackupRow;
+use ibs_repo::clock::SystemClock;
+use ibs_repo::Repository;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the backups are: a local folder, `\\host.fqdn\share\folder` or `smb://host[:port]/share/folder`.
+#[derive(Args, Clone)]
+pub struct LocationArg {
+    #[arg(long, value_name = "LOCATION")]
+    pub location: String,
+    /// Share user (`user` or `DOMAIN\user`); the password comes from $IBS_SHARE_PASSWORD, --password-file or a prompt.
+    #[arg(long)]
+    pub username: Option<String>,
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct RecoverArgs {
+    #[command(flatten)]
+    pub loc: LocationArg,
+    /// The backup to recover (default: the newest recovery-ready one).
+    #[arg(long)]
+    pub backup: Option<String>,
+    /// The .pfx of the backup certificate; repeat for backups written under several certificates.
+    #[arg(long, required = true)]
+    pub pfx: Vec<PathBuf>,
+    #[arg(long)]
+    pub pfx_password_file: Option<PathBuf>,
+    /// The recovery plan (TOML `[[component]]` tables with `name` and `target`).
+    #[arg(long)]
+    pub plan: PathBuf,
+    /// Writer state directory to adopt into (default as for `ibs repo`).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Seconds to wait for a conflicting lock.
+    #[arg(long, default_value_t = 0)]
+    pub lock_wait: u64,
+}
+
+#[derive(Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub loc: LocationArg,
+    #[arg(long)]
+    pub backup: String,
+    #[arg(long, required = true)]
+    pub pfx: Vec<PathBuf>,
+    #[arg(long)]
+    pub pfx_password_file: Option<PathBuf>,
+    /// The HTML report to write; the JSON report goes beside it (same name, `.json`).
+    #[arg(long, value_name = "FILE.html")]
+    pub report: PathBuf,
+    /// A recovery plan naming database servers to validate database components on.
+    #[arg(long)]
+    pub plan: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    pub lock_wait: u64,
+}
+
+async fn open(loc: &LocationArg) -> Result<Arc<Repository>> {
+    let l = Location {
+        repo: loc.location.clone(),
+        username: loc.username.clone(),
+        password_file: loc.password_file.clone(),
+    };
+    let storage = crate::location::open(&l, false).await?;
+    Ok(Arc::new(
+        Repository::open(storage, Arc::new(SystemClock)).await?,
+    ))
+}
+
+fn unlock(pfx: &[PathBuf], file: &Option<PathBuf>) -> Result<Arc<ibs_repo::keyring::Unlock>> {
+    Ok(Arc::new(crate::cmd_repo::unlock(&UnlockArgs {
+        pfx: pfx.to_vec(),
+        pfx_password_file: file.clone(),
+        key_file: None,
+    })?))
+}
+
+fn print_backups(rows: &[BackupRow]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.backup_id.clone(),
+                r.finished.clone(),
+                r.status.clone(),
+                r.sources.join(","),
+                if r.recovery_ready { "yes" } else { "no" }.into(),
+            ]
+        })
+        .collect();
+    table(&["ID", "FINISHED", "STATUS", "SOURCES", "READY"], &rows);
+}
+
+pub async fn recover(args: RecoverArgs, json: bool, quiet: bool) -> Result<i32> {
+    let plan = Plan::load(&args.plan)?;
+    let repo = open(&args.loc).await?;
+    let rows = ibs_recovery::list_backups(&repo).await?;
+    if !json {
+        println!("backups in {}:", repo.storage().location());
+        print_backups(&rows);
+    }
+    let catalog = ibs_recovery::choose_backup(&rows, args.backup.as_deref())?;
+    if !json {
+        println!(
+            "recovering backup {} (finished {})",
+            catalog.backup_id, catalog.finished
+        );
+    }
+    let unlock = unlock(&args.pfx, &args.pfx_password_file)?;
+    let state_root = args
+        .state
+        .clone()
+        .unwrap_or_else(|| default_state_dir(|k| std::env::var(k).ok()));
+    let progress = Arc::new(Progress::default());
+    let bar = Bar::start(progress.clone(), "recover", !quiet && !json);
+    let report = ibs_recovery::recover::recover(
+        repo,
+        unlock,
+        RecoverOptions {
+            catalog,
+            plan,
+            state_root,
+            lock_wait: Duration::from_secs(args.lock_wait),
+            progress,
+        },
+    )
+    .await;
+    bar.finish();
+    let report = report?;
+    if json {
+        println!("{}", serde_json::json!({"backups": rows, "report": report}));
+    } else {
+        let rows: Vec<Vec<String>> = report
+            .components
+            .iter()
+            .map(|c| {
+                vec![
+                    c.name.clone(),
+                    c.kind.clone(),
+                    c.target.clone(),
+                    match c.outcome {
+                        Outcome::Restored => c.restored.clone(),
+                        Outcome::Failed => "FAILED".into(),
+                    },
+                    human(c.bytes),
+                    format!("{:.1}s", c.duration_ms as f64 / 1000.0),
+                    if c.verified { "yes" } else { "no" }.into(),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "COMPONENT",
+                "KIND",
+                "TARGET",
+                "RESTORED",
+                "BYTES",
+                "DURATION",
+                "VERIFIED",
+            ],
+            &rows,
+        );
+        for c in &report.components {
+            match c.outcome {
+                Outcome::Restored => println!("{}: {}", c.name, c.detail),
+                Outcome::Failed => eprintln!("FAILED {}: {}", c.name, c.detail),
+            }
+        }
+        for s in &report.skipped {
+            println!("note: component {s} is in the backup but not in the plan: not restored");
+        }
+        if let Some(st) = &report.adopted_state {
+            println!(
+                "adopted repository {}; writer state in {st}: the next `ibs repo backup` continues the chain",
+                report.repository_id
+            );
+        }
+        println!(
+            "recovered backup {} in {:.1}s: {} of {} components restored and verified",
+            report.backup_id,
+            report.duration_ms as f64 / 1000.0,
+            report
+                .components
+                .iter()
+                .filter(|c| c.outcome == Outcome::Restored)
+                .count(),
+            report.components.len()
+        );
+    }
+    Ok(if report.all_restored() {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    })
+}
+
+pub async fn validate(args: ValidateArgs, json: bool, quiet: bool) -> Result<i32> {
+    if args.report.extension().and_then(|e| e.to_str()) != Some("html") {
+        bail!("--report must name an .html file (the JSON report is written beside it)");
+    }
+    let plan = args.plan.as_deref().map(Plan::load).transpose()?;
+    let repo = open(&args.loc).await?;
+    let rows = ibs_recovery::list_backups(&repo).await?;
+    let catalog = ibs_recovery::choose_backup(&rows, Some(&args.backup))?;
+    let unlock = unlock(&args.pfx, &args.pfx_password_file)?;
+    let progress = Arc::new(Progress::default());
+    let bar = Bar::start(progress.clone(), "validate", !quiet && !json);
+    let report = ibs_recovery::validate::validate(
+        repo,
+        unlock,
+        ValidateOptions {
+            catalog,
+            plan,
+            lock_wait: Duration::from_secs(args.lock_wait),
+            progress,
+        },
+    )
+    .await;
+    bar.finish();
+    let report = report?;
+    let json_path = args.report.with_extension("json");
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    std::fs::write(&args.report, ibs_recovery::html::render(&report))
+        .with_context(|| format!("writing {}", args.report.display()))?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        for c in &report.components {
+            println!("{:<14} {:<10} {}", c.status.as_str(), c.kind, c.name);
+            for k in &c.checks {
+                println!(
+                    "    {:<14} {} — {} {}",
+                    k.status.as_str(),
+                    k.what,
+                    k.figures,
+                    k.detail
+                );
+            }
+        }
+        println!(
+            "{} repository: {} — {}",
+            report.repository.status.as_str(),
+            report.repository.figures,
+            report.repository.detail
+        );
+        println!(
+            "verdict {} for backup {}; reports: {} and {}",
+            report.verdict,
+            report.backup_id,
+            args.report.display(),
+            json_path.display()
+        );
+    }
+    Ok(match report.verdict.as_str() {
+        "FAIL" => exit::CHECK_PROBLEMS,
+        _ => exit::OK,
+    })
+}
