@@ -1,6 +1,6 @@
 //! Bearer-token authentication and authorisation. A [`Caller`] is extracted from the
 //! `Authorization: Bearer TOKEN` header: a missing or unknown token is 401, and handlers call
-//! [`Caller::require`] for their role (403 when too low). Tokens are verified by
+//! [`Caller::require`] for their role (403 when too low). An expired token is 401 like an unknown one. Tokens are verified by
 //! `ibs_controller::tokens` (hashed, constant-time). Repeated failures from one client address are
 //! rate-limited: after [`MAX_FAILURES`] failures within [`WINDOW_SECS`], that address gets 429
 //! until the window has passed.
@@ -100,7 +100,7 @@ impl FromRequestParts<AppState> for Caller {
             state.limiter.fail(&ip, now);
             return Err(ApiError::unauthorized());
         };
-        match state.ctl.db().verify_token(token) {
+        match state.ctl.db().verify_token(token, now) {
             Ok(Some(identity)) => Ok(Caller { identity }),
             Ok(None) => {
                 state.limiter.fail(&ip, now);
@@ -112,8 +112,9 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// A JSON body whose every rejection (syntax, wrong types, unknown fields, missing content type)
-/// is a 400 with the parser's message.
+/// A JSON body. A body over [`crate::MAX_BODY_BYTES`] is 413 and a missing or non-JSON
+/// `Content-Type` is 415; every other rejection (syntax, wrong types, unknown fields) is a 400 with
+/// the parser's message.
 pub struct ApiJson<T>(pub T);
 
 impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
@@ -126,6 +127,16 @@ where
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                format!("the request body exceeds {} bytes", crate::MAX_BODY_BYTES),
+            )),
+            Err(e) if e.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "the request body must be JSON (Content-Type: application/json)",
+            )),
             Err(e) => Err(ApiError::bad_request(
                 "body",
                 format!("malformed JSON: {}", e.body_text()),

@@ -3,6 +3,10 @@
 //! the caller's role, call [`ibs_controller::Controller`], and map `ControllerError` to a status code
 //! and a safe JSON body ([`error`]). Authentication and its rate limit are in [`auth`].
 //!
+//! Request bodies are limited to [`MAX_BODY_BYTES`] (413 beyond, 415 when a JSON body lacks the
+//! JSON content type). Request headers are limited by hyper: a head over its read buffer (~400 KiB)
+//! or with more than 100 headers is answered 431 and the connection closed.
+//!
 //! Roles: **reader** may GET everything; **operator** also starts backups and begins/ends
 //! maintenance; **admin** also changes settings and components, restores, closes alerts, prunes the
 //! store, creates tokens and reads the audit log.
@@ -11,12 +15,18 @@ pub mod auth;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
-mod routes;
+/// Handlers and their request bodies (public so fuzz targets can deserialize the bodies).
+pub mod routes;
 
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use ibs_controller::Controller;
 use std::sync::Arc;
+
+/// The largest accepted request body (the largest legitimate one, a restore request carrying a
+/// base64 .pfx, is a few KiB).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -67,5 +77,6 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics::metrics))
         .fallback(|| async { error::ApiError::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

@@ -109,7 +109,7 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     (
         "/api/v1/tokens",
         "post",
-        "Create an API token {role, label}",
+        "Create an API token {role, label, expires_in_seconds?}",
         "admin",
     ),
     ("/api/v1/audit", "get", "The audit log", "admin"),
@@ -126,7 +126,7 @@ pub fn build() -> Value {
             "responses": {
                 "200": { "description": "OK" },
                 "400": { "description": "Invalid input: {error: {code, message, field}}" },
-                "401": { "description": "Missing or unknown token" },
+                "401": { "description": "Missing, unknown or expired token" },
                 "403": { "description": format!("The token's role is below {role}") },
                 "409": { "description": "Conflicts with a running job, a maintenance operation, or needs confirmation" }
             }

@@ -1,7 +1,8 @@
 //! API bearer tokens. A token is `ibs_` followed by 32 random bytes in base64url; only its BLAKE3 hash
 //! is stored, with a role and a label. Verification hashes the presented token and compares it with
 //! every stored hash using `blake3::Hash`'s constant-time equality, without stopping at a match, so
-//! timing reveals neither which token matched nor how much of a hash agreed.
+//! timing reveals neither which token matched nor how much of a hash agreed. A token may carry an
+//! expiry time; from then on it is rejected like an unknown token.
 
 use crate::db::Db;
 use crate::model::Role;
@@ -33,32 +34,46 @@ fn hash(token: &str) -> blake3::Hash {
 impl Db {
     /// Creates a token and returns it; it is never stored or retrievable again.
     pub fn create_token(&self, role: Role, label: &str, now: i64) -> Result<String> {
+        self.create_token_expiring(role, label, now, None)
+    }
+
+    /// Creates a token valid until `expires_at` (Unix seconds; `None`: no expiry).
+    pub fn create_token_expiring(
+        &self,
+        role: Role,
+        label: &str,
+        now: i64,
+        expires_at: Option<i64>,
+    ) -> Result<String> {
         let mut raw = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw);
         let token = format!("ibs_{}", B64URL.encode(raw));
         self.conn().execute(
-            "INSERT INTO tokens (hash, role, label, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![hash(&token).to_hex().as_str(), role.as_str(), label, now],
+            "INSERT INTO tokens (hash, role, label, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![hash(&token).to_hex().as_str(), role.as_str(), label, now, expires_at],
         )?;
         Ok(token)
     }
 
-    /// The identity of a presented token, or `None`.
-    pub fn verify_token(&self, presented: &str) -> Result<Option<TokenIdentity>> {
+    /// The identity of a presented token at time `now`, or `None` (unknown or expired).
+    pub fn verify_token(&self, presented: &str, now: i64) -> Result<Option<TokenIdentity>> {
         let h = hash(presented);
-        let rows: Vec<(i64, String, String, String)> = {
+        type Row = (i64, String, String, String, Option<i64>);
+        let rows: Vec<Row> = {
             let conn = self.conn();
-            let mut st = conn.prepare("SELECT id, hash, role, label FROM tokens")?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            let mut st = conn.prepare("SELECT id, hash, role, label, expires_at FROM tokens")?;
+            let rows = st.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?;
             rows.collect::<Result<_, _>>()?
         };
         let mut found = None;
-        for (id, stored, role, label) in rows {
+        for (id, stored, role, label, expires_at) in rows {
             let Ok(stored) = blake3::Hash::from_hex(stored.as_str()) else {
                 continue;
             };
             // blake3::Hash's PartialEq is constant-time.
-            if stored == h && found.is_none() {
+            if stored == h && found.is_none() && expires_at.is_none_or(|t| now < t) {
                 found = Role::parse(&role).map(|role| TokenIdentity { id, role, label });
             }
         }
@@ -82,9 +97,18 @@ mod tests {
         let db = Db::open_in_memory().unwrap();
         let t = db.create_token(Role::Operator, "ci", 1).unwrap();
         assert!(t.starts_with("ibs_"));
-        let id = db.verify_token(&t).unwrap().unwrap();
+        let id = db.verify_token(&t, 1).unwrap().unwrap();
         assert_eq!(id.role, Role::Operator);
-        assert!(db.verify_token("ibs_wrong").unwrap().is_none());
+        assert!(db.verify_token("ibs_wrong", 1).unwrap().is_none());
+        let e = db
+            .create_token_expiring(Role::Admin, "short", 1, Some(100))
+            .unwrap();
+        assert!(db.verify_token(&e, 99).unwrap().is_some());
+        assert!(db.verify_token(&e, 100).unwrap().is_none(), "expired");
+        assert!(
+            db.verify_token(&t, 1_000_000).unwrap().is_some(),
+            "no expiry"
+        );
         let stored: String = db
             .conn()
             .query_row("SELECT hash FROM tokens", [], |r| r.get(0))

@@ -120,6 +120,9 @@ pub struct TokenBody {
     role: Role,
     #[serde(default)]
     label: Option<String>,
+    /// The token expires this many seconds after its creation (default: never).
+    #[serde(default)]
+    expires_in_seconds: Option<i64>,
 }
 
 pub async fn create_token(
@@ -131,7 +134,21 @@ pub async fn create_token(
     let label = b
         .label
         .unwrap_or_else(|| format!("created by {}", caller.actor()));
-    let token = s.ctl.db().create_token(b.role, &label, s.ctl.now())?;
+    let now = s.ctl.now();
+    let expires_at = match b.expires_in_seconds {
+        None => None,
+        Some(n) if n > 0 => Some(now.saturating_add(n)),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "expires_in_seconds",
+                "expires_in_seconds: must be at least 1",
+            ))
+        }
+    };
+    let token = s
+        .ctl
+        .db()
+        .create_token_expiring(b.role, &label, now, expires_at)?;
     s.ctl.db().audit(
         s.ctl.now(),
         &caller.actor(),
@@ -140,7 +157,7 @@ pub async fn create_token(
     )?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "role": b.role, "token": token })),
+        Json(json!({ "role": b.role, "token": token, "expires_at": expires_at })),
     ))
 }
 

@@ -1,0 +1,553 @@
+//! Secrets never leak. A full scenario through the real binary with KNOWN secrets: the share
+//! password (an SMB location on the test Samba, scripts/samba-test-server.sh), the .pfx password
+//! (generated at first start), a database password (a `postgres` component reading a password file),
+//! the API token, plus the wrong passwords used in failure cases. Then every place a secret could
+//! surface is scanned: the daemon's stdout/stderr at IBS_LOG=debug, every API listing and record as
+//! JSON, every CLI output including failures, the command lines of the daemon and its children
+//! while a backup runs, and every byte under the data directory (the state database with its WAL
+//! included). Each secret must be absent in plaintext, base64 and hex; the share password must be in
+//! the database only sealed (it opens with DATA/secret.key).
+
+use base64::Engine as _;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ibs");
+const DIR: &str = "/tmp/ibs-samba";
+const PORT: u16 = 4455;
+const USER: &str = "ibsuser";
+
+fn smb_password() -> String {
+    std::env::var("IBS_TEST_SMB_PASSWORD").unwrap_or_else(|_| "S3cret!pw".into())
+}
+
+fn shared_server() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let out = Command::new("flock")
+            .arg("-o")
+            .arg(format!("{DIR}.lock"))
+            .arg("bash")
+            .arg(
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../scripts/samba-test-server.sh"),
+            )
+            .args(["start", DIR, &PORT.to_string()])
+            .output()
+            .expect("run samba-test-server.sh");
+        assert!(
+            out.status.success(),
+            "samba-test-server.sh failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+fn uid_of(user: &str) -> u32 {
+    std::fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{user}:x:")))
+        .and_then(|r| r.split(':').next())
+        .and_then(|u| u.parse().ok())
+        .expect("the Samba test user exists")
+}
+
+fn region() -> String {
+    let name = format!("leak-{}-{:08x}", std::process::id(), rand::random::<u32>());
+    let dir = Path::new(DIR).join("share").join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(uid_of(USER)), None).unwrap();
+    format!("smb://127.0.0.1:{PORT}/backup/{name}")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Secret {
+    name: &'static str,
+    value: String,
+}
+
+/// Every encoding of a secret the scan looks for.
+fn forms(s: &str) -> Vec<(String, Vec<u8>)> {
+    let b = s.as_bytes();
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    vec![
+        ("plaintext".into(), b.to_vec()),
+        (
+            "base64".into(),
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .encode(b)
+                .into_bytes(),
+        ),
+        (
+            "base64url".into(),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(b)
+                .into_bytes(),
+        ),
+        ("hex".into(), hex.clone().into_bytes()),
+        ("HEX".into(), hex.to_uppercase().into_bytes()),
+    ]
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Panics naming the secret, its form and the place if any form occurs in `hay`.
+fn assert_clean(place: &str, hay: &[u8], secrets: &[Secret], scanned: &mut usize) {
+    *scanned += 1;
+    for s in secrets {
+        for (form, needle) in forms(&s.value) {
+            assert!(
+                !contains(hay, &needle),
+                "LEAK: the {} ({form}) appears in {place}",
+                s.name
+            );
+        }
+    }
+}
+
+fn ibs(url: &str, token: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env("IBS_SERVER", url)
+        .env_remove("IBS_SHARE_PASSWORD")
+        .env_remove("IBS_PFX_PASSWORD")
+        .stdin(Stdio::null());
+    if let Some(t) = token {
+        c.env("IBS_TOKEN", t);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn both(o: &Output) -> Vec<u8> {
+    [o.stdout.clone(), o.stderr.clone()].concat()
+}
+
+/// GET over a plain socket; returns the whole response (head and body).
+fn http_get(port: u16, path: &str, token: &str) -> Vec<u8> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    assert!(
+        buf.starts_with(b"HTTP/1.1 200"),
+        "GET {path}: {}",
+        String::from_utf8_lossy(&buf)
+    );
+    buf
+}
+
+fn body_json(resp: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(resp);
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    serde_json::from_str(body).unwrap()
+}
+
+/// The daemon and every descendant: pid -> command line (NULs as spaces).
+fn process_tree(root: u32) -> Vec<(u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(pid) = stack.pop() {
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            out.push((pid, cmd));
+        }
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for t in tasks.flatten() {
+                if let Ok(children) = std::fs::read_to_string(t.path().join("children")) {
+                    stack.extend(
+                        children
+                            .split_whitespace()
+                            .filter_map(|c| c.parse::<u32>().ok()),
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn secrets_never_leak() {
+    shared_server();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let sample = tmp.path().join("sample");
+    std::fs::create_dir_all(&sample).unwrap();
+    std::fs::write(sample.join("a.txt"), b"hello, leak test").unwrap();
+    let db_password = format!("Db-Pa55-{:016x}", rand::random::<u64>());
+    let db_pw_file = tmp.path().join("db.password");
+    std::fs::write(&db_pw_file, &db_password).unwrap();
+    let config = tmp.path().join("ibs.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "tick_seconds = 1\n\
+             [[component]]\nname = \"files\"\nkind = \"files\"\npaths = [{sample:?}]\n\
+             [[component]]\nname = \"appdb\"\nkind = \"postgres\"\n\
+             url = \"postgresql://ibs@127.0.0.1:1/appdb\"\npassword_file = {db_pw_file:?}\n\
+             essential_for_recovery = false\n\
+             [[component]]\nname = \"slow\"\nkind = \"command\"\n\
+             backup = \"sleep 2; cat {}\"\nessential_for_recovery = false\n",
+            db_pw_file.display()
+        ),
+    )
+    .unwrap();
+
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let log_path = tmp.path().join("daemon.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let daemon = Daemon(
+        Command::new(BIN)
+            .args(["serve", "--data"])
+            .arg(&data)
+            .arg("--config")
+            .arg(&config)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--sample")
+            .arg(&sample)
+            .env("IBS_LOG", "debug")
+            .env_remove("IBS_SHARE_PASSWORD")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let end = Instant::now() + Duration::from_secs(180);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < end, "ibs serve did not start");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = ibs(
+        &url,
+        None,
+        &[
+            "token",
+            "create",
+            "--role",
+            "admin",
+            "--data",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    let pfx = data.join("certs/ibs-backup.pfx");
+    let pfx_pw_file = data.join("certs/ibs-backup.pfx.password");
+    let end = Instant::now() + Duration::from_secs(180);
+    while !pfx_pw_file.exists() {
+        assert!(Instant::now() < end, "bootstrap did not finish");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let pfx_password = std::fs::read_to_string(&pfx_pw_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(pfx_password.len() >= 12, "a real .pfx password");
+
+    let wrong_share = format!("Wr0ng-share-{:08x}", rand::random::<u32>());
+    let wrong_pfx = format!("Wr0ng-pfx-{:08x}", rand::random::<u32>());
+    let secrets = vec![
+        Secret {
+            name: "share password",
+            value: smb_password(),
+        },
+        Secret {
+            name: ".pfx password",
+            value: pfx_password.clone(),
+        },
+        Secret {
+            name: "database password",
+            value: db_password.clone(),
+        },
+        Secret {
+            name: "API token",
+            value: token.clone(),
+        },
+        Secret {
+            name: "wrong share password",
+            value: wrong_share.clone(),
+        },
+        Secret {
+            name: "wrong .pfx password",
+            value: wrong_pfx.clone(),
+        },
+    ];
+    let mut scanned = 0usize;
+    let mut cli_outputs: Vec<(String, Vec<u8>)> = Vec::new();
+
+    // The SMB location, then a failure case: the same folder with a wrong password.
+    let loc = region();
+    let out = ibs(
+        &url,
+        Some(&token),
+        &["location", "set", "--path", &loc, "--username", USER],
+        &[("IBS_SHARE_PASSWORD", &smb_password())],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&both(&out))
+    );
+    cli_outputs.push(("location set".into(), both(&out)));
+    let other = region();
+    let out = ibs(
+        &url,
+        Some(&token),
+        &["location", "set", "--path", &other, "--username", USER],
+        &[("IBS_SHARE_PASSWORD", &wrong_share)],
+    );
+    assert!(!out.status.success(), "a wrong share password is refused");
+    cli_outputs.push(("location set (wrong password)".into(), both(&out)));
+    let out = ibs(&url, Some("ibs_not_a_token"), &["backup", "list"], &[]);
+    assert!(!out.status.success());
+    cli_outputs.push(("backup list (bad token)".into(), both(&out)));
+
+    // A backup (after the first-start backup has ended: until then this is a 409); the process
+    // tree is sampled while it runs.
+    let mut cmdlines: BTreeSet<Vec<u8>> = BTreeSet::new();
+    let mut samples = 0;
+    let end = Instant::now() + Duration::from_secs(180);
+    let out = loop {
+        let mut backup = Command::new(BIN)
+            .args(["backup", "start", "--wait"])
+            .env("IBS_SERVER", &url)
+            .env("IBS_TOKEN", &token)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        while backup.try_wait().unwrap().is_none() {
+            for (_, c) in process_tree(daemon.0.id()) {
+                cmdlines.insert(c);
+            }
+            samples += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = backup.wait_with_output().unwrap();
+        cli_outputs.push(("backup start --wait".into(), both(&out)));
+        if !contains(&out.stderr, b"409") || Instant::now() > end {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let backup_id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    assert!(
+        !backup_id.is_empty(),
+        "backup start: {}",
+        String::from_utf8_lossy(&both(&out))
+    );
+    assert!(
+        cmdlines.iter().any(|c| contains(c, b"sleep")),
+        "the component's child process was sampled ({samples} samples): {:?}",
+        cmdlines
+            .iter()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+    );
+    for c in &cmdlines {
+        assert_clean(
+            &format!("a command line: {}", String::from_utf8_lossy(c)),
+            c,
+            &secrets,
+            &mut scanned,
+        );
+    }
+
+    // Restores: with the right .pfx password, and a failure with a wrong one.
+    let target = tmp.path().join("restored");
+    let out = ibs(
+        &url,
+        Some(&token),
+        &[
+            "restore",
+            &backup_id,
+            "--component",
+            "files",
+            "--target",
+            target.to_str().unwrap(),
+            "--pfx",
+            pfx.to_str().unwrap(),
+            "--pfx-password-file",
+            pfx_pw_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    cli_outputs.push(("restore".into(), both(&out)));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&both(&out))
+    );
+    let out = ibs(
+        &url,
+        Some(&token),
+        &[
+            "restore",
+            &backup_id,
+            "--component",
+            "files",
+            "--target",
+            tmp.path().join("restored2").to_str().unwrap(),
+            "--pfx",
+            pfx.to_str().unwrap(),
+        ],
+        &[("IBS_PFX_PASSWORD", &wrong_pfx)],
+    );
+    assert!(!out.status.success(), "a wrong .pfx password fails");
+    cli_outputs.push(("restore (wrong .pfx password)".into(), both(&out)));
+    for (what, o) in &cli_outputs {
+        assert_clean(
+            &format!("the output of `ibs {what}`"),
+            o,
+            &secrets,
+            &mut scanned,
+        );
+    }
+
+    // Every API listing and record.
+    let mut paths: Vec<String> = [
+        "/api/v1/location",
+        "/api/v1/components",
+        "/api/v1/backups?limit=10000",
+        "/api/v1/jobs?limit=10000",
+        "/api/v1/alerts?state=all",
+        "/api/v1/audit",
+        "/api/v1/readiness",
+        "/api/v1/maintenance",
+        "/api/v1/openapi.json",
+        "/metrics",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let jobs = body_json(&http_get(port, "/api/v1/jobs?limit=10000", &token));
+    for j in jobs.as_array().unwrap() {
+        paths.push(format!("/api/v1/jobs/{}", j["id"].as_str().unwrap()));
+    }
+    let backups = body_json(&http_get(port, "/api/v1/backups?limit=10000", &token));
+    for b in backups.as_array().unwrap() {
+        paths.push(format!("/api/v1/backups/{}", b["id"].as_str().unwrap()));
+    }
+    assert!(
+        jobs.as_array().unwrap().len() >= 3,
+        "backups and restores: {jobs}"
+    );
+    for p in &paths {
+        let resp = http_get(port, p, &token);
+        // The token is in our request, never in the response.
+        assert_clean(&format!("GET {p}"), &resp, &secrets, &mut scanned);
+    }
+    // The job records mention the database component's failure, not its password.
+    let jobs_text = jobs.to_string();
+    assert!(jobs_text.contains("appdb"), "{jobs_text}");
+
+    // Stop the daemon, then scan its log and every byte under the data directory.
+    drop(daemon);
+    let log = std::fs::read(&log_path).unwrap();
+    assert!(
+        contains(&log, b"DEBUG") || contains(&log, b"debug"),
+        "the daemon logged at debug level"
+    );
+    assert_clean("the daemon's stdout/stderr", &log, &secrets, &mut scanned);
+    let mut data_files = 0;
+    for f in files_under(&data) {
+        let bytes = std::fs::read(&f).unwrap();
+        if f == pfx_pw_file {
+            // The one designated place of the generated .pfx password (mode 0600, to be moved off
+            // the host); the other secrets must not be there either.
+            assert_eq!(bytes.trim_ascii(), pfx_password.as_bytes());
+            let others: Vec<Secret> = secrets
+                .iter()
+                .filter(|s| s.name != ".pfx password")
+                .map(|s| Secret {
+                    name: s.name,
+                    value: s.value.clone(),
+                })
+                .collect();
+            assert_clean(&f.display().to_string(), &bytes, &others, &mut scanned);
+            continue;
+        }
+        assert_clean(&f.display().to_string(), &bytes, &secrets, &mut scanned);
+        data_files += 1;
+    }
+    // The share password is in the database, sealed: it opens with DATA/secret.key.
+    let db = ibs_controller::db::Db::open(&data.join("state.sqlite")).unwrap();
+    let loc: serde_json::Value = db.get_meta("location").unwrap().unwrap();
+    let sealed = loc["password_sealed"]
+        .as_str()
+        .expect("a sealed share password");
+    let sb =
+        ibs_controller::secretbox::SecretBox::open_or_create(&data.join("secret.key")).unwrap();
+    assert_eq!(sb.open("share-password", sealed).unwrap(), smb_password());
+    println!(
+        "secrets_leak: {} secrets x {} encodings, {scanned} places scanned ({} CLI outputs, {} API responses, {} command lines over {samples} samples, {data_files} data files, the daemon log)",
+        secrets.len(),
+        forms("x").len(),
+        cli_outputs.len(),
+        paths.len(),
+        cmdlines.len()
+    );
+}

@@ -1,0 +1,54 @@
+//! Manifests: `parse_catalog` and `Manifest::from_bytes` on the raw object, then `open_tree` /
+//! `open_refs` with the fixed key, both on the parsed object and on parts made of the input sealed
+//! with the key (tree JSON parser, refs zstd and length checks).
+#![no_main]
+use ibs_repo::crypto::SymKey;
+use ibs_repo::manifest::{refs_aad, tree_aad, BackupStatus, Catalog, Manifest};
+use libfuzzer_sys::fuzz_target;
+
+const ID: &str = "20260101T000000Z-fuzz";
+
+fn catalog() -> Catalog {
+    Catalog {
+        format_version: 1,
+        backup_id: ID.into(),
+        repository_id: "00".repeat(16),
+        started: "2026-01-01T00:00:00Z".into(),
+        finished: "2026-01-01T00:00:01Z".into(),
+        duration_ms: 1000,
+        status: BackupStatus::Succeeded,
+        sources: vec![],
+        encryption_mode: "legacy-key".into(),
+        certificate_thumbprint: None,
+        data_key_id: "00".repeat(16),
+        bytes_read: 0,
+        bytes_new: 0,
+        bytes_stored: 0,
+        hostname: "fuzz".into(),
+        ibs_version: "0".into(),
+        recovery_ready: None,
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let key = SymKey::from_bytes(&[7u8; 32]).expect("32 bytes");
+    let _ = Manifest::parse_catalog(ID, data);
+    if let Ok(m) = Manifest::from_bytes(ID, data) {
+        let _ = m.open_tree(&key);
+        let _ = m.open_refs(&key);
+    }
+    let compressed = zstd::bulk::compress(data, 1).expect("zstd");
+    let m = Manifest {
+        catalog: catalog(),
+        tree_sealed: key.seal(&tree_aad(ID), data),
+        refs_sealed: key.seal(&refs_aad(ID), data),
+    };
+    let _ = m.open_tree(&key);
+    let _ = m.open_refs(&key);
+    let m = Manifest {
+        refs_sealed: key.seal(&refs_aad(ID), &compressed),
+        ..m
+    };
+    let _ = m.open_refs(&key);
+    let _ = Manifest::from_bytes(ID, &m.to_bytes());
+});
