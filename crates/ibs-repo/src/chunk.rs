@@ -18,33 +18,50 @@ pub struct SealedChunk {
     pub sealed: Vec<u8>,
 }
 
-/// A per-thread sealer that reuses its zstd context.
+/// A per-thread sealer that reuses its zstd context and its compression buffer.
 pub struct ChunkSealer {
     zstd: zstd::bulk::Compressor<'static>,
+    scratch: Vec<u8>,
 }
 
 impl ChunkSealer {
     pub fn new(level: i32) -> Self {
         ChunkSealer {
             zstd: zstd::bulk::Compressor::new(level).expect("valid zstd level"),
+            scratch: Vec::new(),
         }
     }
 
     pub fn seal(&mut self, id: ChunkId, data: &[u8], data_key: &SymKey) -> SealedChunk {
+        self.seal_into(id, data, data_key, Vec::new())
+    }
+
+    /// Seals into `out` (a recycled buffer; its contents are replaced).
+    pub fn seal_into(
+        &mut self,
+        id: ChunkId,
+        data: &[u8],
+        data_key: &SymKey,
+        mut out: Vec<u8>,
+    ) -> SealedChunk {
+        self.scratch.clear();
+        self.scratch
+            .reserve(zstd::zstd_safe::compress_bound(data.len()));
         let compressed = self
             .zstd
-            .compress(data)
-            .ok()
-            .filter(|c| c.len() + data.len() / 32 < data.len());
-        let (enc, payload) = match &compressed {
-            Some(c) => (encoding::ZSTD, c.as_slice()),
-            None => (encoding::RAW, data),
+            .compress_to_buffer(data, &mut self.scratch)
+            .is_ok_and(|n| n + data.len() / 32 < data.len());
+        let (enc, payload) = if compressed {
+            (encoding::ZSTD, self.scratch.as_slice())
+        } else {
+            (encoding::RAW, data)
         };
+        data_key.seal_into(&chunk_aad(&id, enc), payload, &mut out);
         SealedChunk {
             id,
             encoding: enc,
             raw_length: data.len() as u32,
-            sealed: data_key.seal(&chunk_aad(&id, enc), payload),
+            sealed: out,
         }
     }
 }

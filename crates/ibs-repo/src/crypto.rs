@@ -50,9 +50,17 @@ impl SymKey {
 
     /// Seals `plaintext` bound to `aad`.
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(SEAL_OVERHEAD + plaintext.len());
+        self.seal_into(aad, plaintext, &mut out);
+        out
+    }
+
+    /// Like [`SymKey::seal`], into a caller's buffer (cleared first), so hot loops can reuse memory.
+    pub fn seal_into(&self, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
         let mut nonce = [0u8; NONCE_LEN];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
-        let mut out = Vec::with_capacity(SEAL_OVERHEAD + plaintext.len());
+        out.clear();
+        out.reserve(SEAL_OVERHEAD + plaintext.len());
         out.push(ALG_AES256GCM);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
@@ -65,7 +73,6 @@ impl SymKey {
             )
             .expect("AES-GCM sealing of an in-memory buffer");
         out.extend_from_slice(tag.as_ref());
-        out
     }
 
     /// Opens a sealed blob. Any tampering, a wrong key or a wrong `aad` gives `None`.

@@ -10,8 +10,7 @@ use crate::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -267,9 +266,23 @@ impl Storage for LocalStorage {
                     format!("range {offset}+{len} is past the end ({size} bytes)"),
                 ));
             }
-            let mut buf = vec![0u8; len as usize];
-            f.read_exact_at(&mut buf, offset)
+            // Read into spare capacity (no zero-fill): seek, then read exactly `len` bytes.
+            let mut f = f;
+            f.seek(SeekFrom::Start(offset))
                 .map_err(io_err("get_range", &key))?;
+            let mut buf = Vec::with_capacity(len as usize);
+            (&mut f)
+                .take(len)
+                .read_to_end(&mut buf)
+                .map_err(io_err("get_range", &key))?;
+            if buf.len() as u64 != len {
+                return Err(StorageError::new(
+                    ErrorKind::Invalid,
+                    "get_range",
+                    Some(key.as_str()),
+                    "object shrank while it was read",
+                ));
+            }
             Ok(Bytes::from(buf))
         })
         .await
