@@ -5,7 +5,8 @@
 //! Kinds shipped here:
 //! - `files`: `paths` (folders or files) and `exclude`. Each path becomes one engine source: the
 //!   source is named after the component when there is one path, `NAME-1`, `NAME-2`, … otherwise.
-//!   `exclude` is accepted and stored but **not applied yet**: the engine has no exclude filter (future work).
+//!   `exclude` patterns (glob; without `/` they match names at any depth, with `/` paths relative to
+//!   the source) leave entries out; an excluded folder is skipped whole.
 //! - `command`: `backup` is run with `sh -c`; its stdout is stored as one file (`NAME.out`) of a
 //!   stream source. A nonzero exit marks the component Failed. `restore` is run with `sh -c` and reads
 //!   the stored bytes on stdin.
@@ -231,6 +232,8 @@ pub fn validate(configs: &[ComponentConfig]) -> Result<Vec<Component>> {
                 if c.backup.is_some() || c.restore.is_some() {
                     return Err(ControllerError::invalid(field("backup"), "backup/restore commands belong to the command kind"));
                 }
+                ibs_engine::exclude::Excludes::new(&c.exclude)
+                    .map_err(|e| ControllerError::invalid(field("exclude"), e.to_string()))?;
                 ComponentKind::Files {
                     paths: c.paths.clone(),
                     exclude: c.exclude.clone(),

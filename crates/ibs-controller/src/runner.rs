@@ -251,9 +251,6 @@ async fn execute(ctl: &Controller, job: &mut Job, progress: Arc<Progress>) -> Re
         hooked.push(i);
         match &c.kind {
             ComponentKind::Files { paths, exclude } => {
-                if !exclude.is_empty() {
-                    tracing::warn!("component {}: exclude patterns are not applied yet (engine support pending)", c.name);
-                }
                 let missing: Vec<_> = paths
                     .iter()
                     .filter(|p| std::fs::symlink_metadata(p).is_err())
@@ -273,10 +270,15 @@ async fn execute(ctl: &Controller, job: &mut Job, progress: Arc<Progress>) -> Re
                     continue;
                 }
                 for (name, p) in c.source_names().into_iter().zip(paths) {
-                    sources.push(SourceSpec {
-                        name,
-                        origin: SourceOrigin::Path(p.into()),
-                    });
+                    let origin = if exclude.is_empty() {
+                        SourceOrigin::Path(p.into())
+                    } else {
+                        SourceOrigin::Tree {
+                            root: p.into(),
+                            exclude: exclude.clone(),
+                        }
+                    };
+                    sources.push(SourceSpec { name, origin });
                 }
             }
             ComponentKind::Command { backup, .. } => {
@@ -333,13 +335,31 @@ async fn execute(ctl: &Controller, job: &mut Job, progress: Arc<Progress>) -> Re
     let result = if sources.is_empty() {
         Err(Failure::general("no component could be backed up"))
     } else {
+        // Sources of components not essential for recovery do not affect readiness. A component's
+        // sources are named NAME, NAME-<n> or NAME.<part>.
+        let essential: std::collections::HashSet<String> = sources
+            .iter()
+            .map(|s| s.name.clone())
+            .filter(|name| {
+                components.iter().any(|c| {
+                    c.essential_for_recovery
+                        && (name == &c.name
+                            || name
+                                .strip_prefix(c.name.as_str())
+                                .is_some_and(|rest| rest.starts_with('-') || rest.starts_with('.')))
+                })
+            })
+            .collect();
         let opts = BackupOptions {
             sources,
             threads: 0,
             lock_wait: ctl.inner.lock_wait,
             progress,
         };
-        ibs_engine::backup(repo.clone(), &state, opts)
+        let extras = ibs_engine::BackupExtras {
+            essential: Some(essential),
+        };
+        ibs_engine::backup_with(repo.clone(), &state, opts, extras)
             .await
             .map_err(|e| Failure::from_engine(&e))
     };

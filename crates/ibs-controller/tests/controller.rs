@@ -628,3 +628,39 @@ async fn running_jobs_are_interrupted_at_shutdown() {
     let _ = h.await;
     assert!(t.ctl.wait_idle(Duration::from_secs(5)).await);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_excludes_are_applied_and_bad_patterns_refused() {
+    let src = sample_dir();
+    std::fs::write(src.path().join("scratch.tmp"), b"drop").unwrap();
+    std::fs::create_dir(src.path().join("cache")).unwrap();
+    std::fs::write(src.path().join("cache/blob"), b"drop").unwrap();
+    let mut c = files("sample", &[src.path()]);
+    c.exclude = vec!["*.tmp".into(), "cache".into()];
+    let t = setup(vec![c]).await;
+    let (b, h) = t.ctl.start_backup().unwrap();
+    h.await.unwrap();
+    assert_eq!(t.ctl.job(&b.id).unwrap().status, JobStatus::Succeeded);
+    let out_dir = tempfile::tempdir().unwrap();
+    let pfx = testing::identity().to_pfx("pw").unwrap();
+    let req = RestoreRequest {
+        component: Some("sample".into()),
+        target: out_dir.path().join("r"),
+        force: false,
+        pfx,
+        pfx_password: "pw".into(),
+    };
+    let (r, h) = t.ctl.start_restore(&b.id, req, "admin").unwrap();
+    h.await.unwrap();
+    assert_eq!(t.ctl.job(&r.id).unwrap().status, JobStatus::Succeeded);
+    let root = out_dir.path().join("r");
+    assert_eq!(std::fs::read(root.join("a.txt")).unwrap(), b"alpha");
+    assert!(!root.join("scratch.tmp").exists() && !root.join("cache").exists());
+
+    let mut bad = files("bad", &[src.path()]);
+    bad.exclude = vec!["a[".into()];
+    let err = ibs_controller::component::validate(&[bad])
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("exclude"), "{err}");
+}
