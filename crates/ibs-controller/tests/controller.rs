@@ -659,8 +659,8 @@ async fn files_excludes_are_applied_and_bad_patterns_refused() {
 
     let mut bad = files("bad", &[src.path()]);
     bad.exclude = vec!["a[".into()];
-    let err = ibs_controller::component::validate(&[bad])
-        .err()
-        .expect("refused");
+    let Err(err) = ibs_controller::component::validate(&[bad]) else {
+        panic!("a bad exclude pattern must be refused")
+    };
     assert!(err.to_string().contains("exclude"), "{err}");
 }
