@@ -4,60 +4,15 @@
 
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Once;
+use std::path::Path;
 
-const DIR: &str = "/tmp/ibs-samba";
-const PORT: u16 = 4455;
+use common::smb::{region, script, shared_server, DIR, PORT, USER};
+
 const KILL_DIR: &str = "/tmp/ibs-samba-cli-kill";
 const KILL_PORT: u16 = 4457;
-const USER: &str = "ibsuser";
 
 fn smb_password() -> String {
-    std::env::var("IBS_TEST_SMB_PASSWORD").unwrap_or_else(|_| "S3cret!pw".into())
-}
-
-fn script(args: &[&str]) {
-    let lock = format!("{}.lock", args.get(1).copied().unwrap_or(DIR));
-    let out = Command::new("flock")
-        .arg("-o")
-        .arg(&lock)
-        .arg("bash")
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/samba-test-server.sh"))
-        .args(args)
-        .output()
-        .expect("run samba-test-server.sh");
-    assert!(
-        out.status.success(),
-        "samba-test-server.sh {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn shared_server() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| script(&["start", DIR, &PORT.to_string()]));
-}
-
-fn uid_of(user: &str) -> u32 {
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
-    passwd
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{user}:x:")))
-        .and_then(|r| r.split(':').next())
-        .and_then(|u| u.parse().ok())
-        .expect("the Samba test user exists")
-}
-
-/// A fresh region folder on a share directory (owned by the share user), and its smb:// location.
-fn region(share_dir: &Path, share: &str, port: u16) -> (PathBuf, String) {
-    let name = format!("cli-{}-{:08x}", std::process::id(), rand::random::<u32>());
-    let dir = share_dir.join(&name);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::os::unix::fs::chown(&dir, Some(uid_of(USER)), None).unwrap();
-    (dir, format!("smb://127.0.0.1:{port}/{share}/{name}"))
+    common::smb::password()
 }
 
 fn smb_cmd(sub: &str, loc: &str, state: &Path) -> Ibs {

@@ -3,6 +3,8 @@
 //! restore byte-identical, a vanished location raising the Path alert and closing it on recovery,
 //! and a `kill -9` during a running job leaving it Interrupted after restart.
 
+mod common;
+
 use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
@@ -294,4 +296,91 @@ fn a_job_running_at_a_crash_is_interrupted_after_restart() {
     );
     let list = s.json(&["backup", "list"]);
     assert_eq!(statuses(&list), vec!["Succeeded", "Interrupted"], "{list}");
+}
+
+/// The controller against a real Samba share: the share password is stored (encrypted) when the
+/// location is set; when the share starts refusing it, the backup fails with the Authentication
+/// alert; once the password works again, the next backup succeeds and closes the alert.
+#[test]
+fn smb_password_failure_raises_and_clears_the_authentication_alert() {
+    const DIR: &str = "/tmp/ibs-samba-ctl";
+    const PORT: u16 = 4458;
+    common::smb::script(&["start", DIR, &PORT.to_string()]);
+    let (_region, loc) = common::smb::region(&Path::new(DIR).join("share"), "backup", PORT);
+    let tmp = tempfile::tempdir().unwrap();
+    let sample = tmp.path().join("sample");
+    std::fs::create_dir_all(&sample).unwrap();
+    std::fs::write(sample.join("f.txt"), b"on the share\n").unwrap();
+    let data = tmp.path().join("data");
+    let s = Server::start(&data, free_port(), &["--sample", sample.to_str().unwrap()]);
+    s.wait_for("the first backup", |v| {
+        statuses(v).iter().any(|x| x == "Succeeded")
+    });
+
+    let password = common::smb::password();
+    let out = s.ibs(
+        &[
+            "location",
+            "set",
+            "--path",
+            &loc,
+            "--username",
+            common::smb::USER,
+        ],
+        &[("IBS_SHARE_PASSWORD", &password)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = s.ibs(&["backup", "start", "--wait"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(Path::new(DIR)
+        .join("share")
+        .join(loc.rsplit('/').next().unwrap())
+        .join("MASBackup/config")
+        .is_file());
+
+    // The share now refuses the stored password.
+    common::smb::set_password(DIR, "a-rotated-password-1");
+    let out = s.ibs(&["backup", "start", "--wait"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(13),
+        "authentication failures exit 13: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alerts = s.json(&["alerts", "list"]);
+    let kinds: Vec<&str> = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["backup-failed-authentication"], "{alerts}");
+    assert_eq!(
+        alerts[0]["title"],
+        "Backup failed due to authentication issue."
+    );
+    assert!(
+        !alerts.to_string().contains(&password),
+        "the password never appears in an alert"
+    );
+
+    // The password works again: success closes the alert.
+    common::smb::set_password(DIR, &password);
+    let out = s.ibs(&["backup", "start", "--wait"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.json(&["alerts", "list"]), serde_json::json!([]));
+    drop(s);
+    common::smb::script(&["stop", DIR]);
 }

@@ -3,6 +3,8 @@
 //! tree snapshots for byte-for-byte restore comparisons.
 #![allow(dead_code)]
 
+pub mod smb;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fmt;
