@@ -26,6 +26,9 @@ pub struct Config {
     pub webhook_url: Option<String>,
     /// On first start, the folder the `sample` component backs up.
     pub sample_dir: Option<PathBuf>,
+    /// Serve the API over TLS: a PEM certificate chain and its PEM private key (both or neither).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// Components; when present they replace the stored set at every start.
     #[serde(default, rename = "component")]
     pub components: Option<Vec<ComponentConfig>>,

@@ -21,6 +21,12 @@ pub struct ServeArgs {
     /// a sample folder created under the data directory).
     #[arg(long)]
     pub sample: Option<PathBuf>,
+    /// Serve the API over TLS with this PEM certificate chain (with --tls-key; default $IBS_TLS_CERT).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (default $IBS_TLS_KEY).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

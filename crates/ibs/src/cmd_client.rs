@@ -39,11 +39,25 @@ struct Client {
 
 impl Client {
     fn new(server: &Server) -> Client {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
-            .build()
-            .into();
+            .timeout_global(Some(Duration::from_secs(120)));
+        // A controller with a self-signed TLS certificate: trust it through $IBS_CA_CERT (PEM).
+        if let Some(ca) = std::env::var_os("IBS_CA_CERT") {
+            if let Ok(pem) = std::fs::read(&ca) {
+                let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                    .filter_map(|i| match i {
+                        Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                        _ => None,
+                    })
+                    .collect();
+                let tls = ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                    .build();
+                config = config.tls_config(tls);
+            }
+        }
+        let agent: ureq::Agent = config.build().into();
         Client {
             base: server.server.trim_end_matches('/').to_string(),
             token: std::env::var("IBS_TOKEN").ok(),

@@ -202,7 +202,25 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         .await?;
         notice(&report);
     }
-    let url = format!("http://{listen}");
+    let tls_cert = args
+        .tls_cert
+        .clone()
+        .or_else(|| env("IBS_TLS_CERT").map(PathBuf::from))
+        .or(config.tls_cert.clone());
+    let tls_key = args
+        .tls_key
+        .clone()
+        .or_else(|| env("IBS_TLS_KEY").map(PathBuf::from))
+        .or(config.tls_key.clone());
+    let tls = match (&tls_cert, &tls_key) {
+        (Some(c), Some(k)) => Some(crate::tls::server_config(c, k)?),
+        (None, None) => None,
+        _ => anyhow::bail!("TLS needs both a certificate and a key (--tls-cert and --tls-key)"),
+    };
+    let url = format!(
+        "{}://{listen}",
+        if tls.is_some() { "https" } else { "http" }
+    );
     println!("ibs controller: data {}, API {url}/api/v1 (OpenAPI: {url}/api/v1/openapi.json, metrics: {url}/metrics)", data.display());
     println!("List backups:   IBS_SERVER={url} IBS_TOKEN=<token> ibs backup list");
     if !first {
@@ -224,13 +242,33 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         })
     };
     let app = ibs_api::router(ibs_api::AppState::new(ctl.clone()));
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("serving the API")?;
+    match tls {
+        Some(config) => {
+            let listener = crate::tls::TlsListener {
+                tcp: listener,
+                acceptor: tokio_rustls::TlsAcceptor::from(config),
+            };
+            let app = app.layer(axum::middleware::map_request(
+                crate::tls::peer_as_socket_addr,
+            ));
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<crate::tls::TlsPeer>(),
+            )
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving the API over TLS")?;
+        }
+        None => {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving the API")?;
+        }
+    }
     ticker.abort();
     let interrupted = ctl.shutdown()?;
     if !interrupted.is_empty() {

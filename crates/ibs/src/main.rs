@@ -12,6 +12,7 @@ mod location;
 mod output;
 mod secrets;
 mod smb;
+mod tls;
 
 use clap::Parser;
 
