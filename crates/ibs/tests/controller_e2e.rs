@@ -1,7 +1,8 @@
 //! End to end through the real binary: `ibs serve` on embedded defaults with a temporary sample
 //! folder, then the CLI client against it: first backup, list, on-demand backup with --wait,
 //! restore byte-identical, a vanished location raising the Path alert and closing it on recovery,
-//! and a `kill -9` during a running job leaving it Interrupted after restart.
+//! a `kill -9` during a running job leaving it Interrupted after restart, the Authentication alert
+//! from a real Samba share, TLS, and the alert webhook.
 
 mod common;
 
@@ -476,4 +477,101 @@ fn tls_serves_the_api_with_a_certificate_and_key() {
         "curl over TLS: {}",
         String::from_utf8_lossy(&tls.stderr)
     );
+}
+
+/// A minimal HTTP endpoint that records the bodies POSTed to it.
+fn webhook_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            if reader.read_exact(&mut body).is_ok() {
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    store.lock().unwrap().push(v);
+                }
+            }
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (port, got)
+}
+
+/// `webhook_url` in the config: every alert raise and close is POSTed as JSON.
+#[test]
+fn the_webhook_receives_alert_raise_and_close() {
+    let (hook_port, got) = webhook_receiver();
+    let tmp = tempfile::tempdir().unwrap();
+    let sample = tmp.path().join("sample");
+    std::fs::create_dir_all(&sample).unwrap();
+    std::fs::write(sample.join("f"), b"x").unwrap();
+    let config = tmp.path().join("ibs.toml");
+    std::fs::write(
+        &config,
+        format!("webhook_url = \"http://127.0.0.1:{hook_port}/hook\"\n"),
+    )
+    .unwrap();
+    let s = Server::start(
+        &tmp.path().join("data"),
+        free_port(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--sample",
+            sample.to_str().unwrap(),
+        ],
+    );
+    s.wait_for("the first backup", |v| {
+        statuses(v).iter().any(|x| x == "Succeeded")
+    });
+    // Turning the scheduler off raises the "automatic backups disabled" warning; on closes it.
+    let out = s.ibs(&["location", "set", "--scheduler", "off"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wait = |event: &str| {
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            let events: Vec<Value> = got.lock().unwrap().clone();
+            if let Some(e) = events.iter().find(|e| e["event"] == event) {
+                return e.clone();
+            }
+            assert!(Instant::now() < end, "no {event:?} webhook; got {events:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let raised = wait("raised");
+    assert!(
+        raised["alert"]["kind"]
+            .as_str()
+            .unwrap()
+            .contains("disabled"),
+        "{raised}"
+    );
+    let out = s.ibs(&["location", "set", "--scheduler", "on"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let closed = wait("closed");
+    assert_eq!(closed["alert"]["kind"], raised["alert"]["kind"]);
 }
