@@ -337,38 +337,3 @@ mod tests {
         assert_ne!(kdf(&[1; 16], b"a\0", b"b\0"), kdf(&[1; 16], b"c\0", b"b\0"));
     }
 }
-
-#[cfg(test)]
-mod speed {
-    use super::*;
-
-    #[test]
-    #[ignore]
-    fn crypto_speed() {
-        let mut buf = vec![1u8; 1 << 20];
-        for (name, d, gmac) in [
-            ("cmac", Dialect::Smb311, false),
-            ("gmac", Dialect::Smb311, true),
-            ("hmac", Dialect::Smb210, false),
-        ] {
-            let k = Keys::derive(d, None, gmac, &[1; 16], &[0; 64]);
-            let t = std::time::Instant::now();
-            for _ in 0..64 {
-                std::hint::black_box(k.mac(&mut buf));
-            }
-            eprintln!("{name}: {:.0} MiB/s", 64.0 / t.elapsed().as_secs_f64());
-        }
-        let k = Keys::derive(
-            Dialect::Smb311,
-            Some(Cipher::Aes128Gcm),
-            false,
-            &[1; 16],
-            &[0; 64],
-        );
-        let t = std::time::Instant::now();
-        for _ in 0..64 {
-            std::hint::black_box(k.encrypt(1, buf.clone()).unwrap());
-        }
-        eprintln!("gcm: {:.0} MiB/s", 64.0 / t.elapsed().as_secs_f64());
-    }
-}
