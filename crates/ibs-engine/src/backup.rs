@@ -232,34 +232,25 @@ async fn run(
     let (pack_tx, mut pack_rx) =
         tokio::sync::mpsc::channel::<(PackId, bytes::Bytes, Vec<PackEntry>)>(1);
 
-    // Buffers travel back upstream once used (chunk data: sealer → producer; sealed blobs:
-    // packer → sealers), so the hot loops stop allocating — and page-faulting — after warm-up.
-    let (data_back_tx, data_back_rx) = crossbeam_channel::bounded::<Vec<u8>>(4 * threads + 4);
-    let (sealed_back_tx, sealed_back_rx) = crossbeam_channel::bounded::<Vec<u8>>(4 * threads + 4);
     let mut sealers = Vec::new();
     for _ in 0..threads {
         let (rx, tx, key) = (work_rx.clone(), sealed_tx.clone(), data_key.clone());
-        let (data_back, sealed_back) = (data_back_tx.clone(), sealed_back_rx.clone());
         sealers.push(std::thread::spawn(move || {
             let mut sealer = ChunkSealer::new(level);
             for w in rx {
-                let out = sealed_back.try_recv().unwrap_or_default();
-                let sealed = sealer.seal_into(w.id, &w.data, &key, out);
-                let _ = data_back.try_send(w.data);
-                if tx.send(sealed).is_err() {
+                if tx.send(sealer.seal(w.id, &w.data, &key)).is_err() {
                     break;
                 }
             }
         }));
     }
-    drop((work_rx, sealed_tx, data_back_tx, sealed_back_rx));
+    drop((work_rx, sealed_tx));
 
     let meta_key = state.keys.metadata.clone();
     let packer = std::thread::spawn(move || {
         let mut builder = PackBuilder::new(pack_target + (4 << 20));
         for s in sealed_rx {
             builder.add(s.id, s.encoding, s.raw_length, key_id, &s.sealed);
-            let _ = sealed_back_tx.try_send(s.sealed);
             if builder.len() >= pack_target {
                 let full =
                     std::mem::replace(&mut builder, PackBuilder::new(pack_target + (4 << 20)));
@@ -291,7 +282,7 @@ async fn run(
                         }
                     },
                 )
-                .buffer_unordered(3);
+                .buffer_unordered(2);
             let mut done = Vec::new();
             while let Some(r) = uploads.next().await {
                 done.push(r?);
@@ -313,7 +304,6 @@ async fn run(
             index,
             refs: HashSet::new(),
             tx: work_tx,
-            recycled: data_back_rx,
             bytes_new: 0,
             closed: false,
         };

@@ -32,8 +32,6 @@ pub struct Emitter {
     pub index: Arc<Index>,
     pub refs: HashSet<ChunkId>,
     pub tx: crossbeam_channel::Sender<Work>,
-    /// Chunk buffers the sealers are done with, reused for new chunks.
-    pub recycled: crossbeam_channel::Receiver<Vec<u8>>,
     pub bytes_new: u64,
     pub closed: bool,
 }
@@ -44,10 +42,14 @@ impl Emitter {
         ids.push(id);
         if self.refs.insert(id) && !self.index.contains(&id) {
             self.bytes_new += data.len() as u64;
-            let mut buf = self.recycled.try_recv().unwrap_or_default();
-            buf.clear();
-            buf.extend_from_slice(data);
-            if self.tx.send(Work { id, data: buf }).is_err() {
+            if self
+                .tx
+                .send(Work {
+                    id,
+                    data: data.to_vec(),
+                })
+                .is_err()
+            {
                 self.closed = true;
             }
         }
