@@ -11,88 +11,24 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Once;
 
-const DIR: &str = "/tmp/ibs-samba";
-const PORT: u16 = 4455;
-const USER: &str = "ibsuser";
+use common::db::psql;
+use common::smb::{DIR, PORT, USER};
+
 const TABLES: [&str; 2] = ["items", "notes"];
 
 fn smb_password() -> String {
-    std::env::var("IBS_TEST_SMB_PASSWORD").unwrap_or_else(|_| "S3cret!pw".into())
+    common::smb::password()
 }
 
 fn setup() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts");
-        let out = Command::new("bash")
-            .arg(root.join("ensure-services.sh"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = Command::new("flock")
-            .args(["-o", &format!("{DIR}.lock"), "bash"])
-            .arg(root.join("samba-test-server.sh"))
-            .args(["start", DIR, &PORT.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
-}
-
-fn uid_of(user: &str) -> u32 {
-    std::fs::read_to_string("/etc/passwd")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{user}:x:")))
-        .and_then(|r| r.split(':').next())
-        .and_then(|u| u.parse().ok())
-        .expect("the Samba test user exists")
+    common::db::ensure_services();
+    common::smb::shared_server();
 }
 
 /// A fresh region folder on the share (owned by the share user) and its smb:// location.
 fn region() -> (PathBuf, String) {
-    let name = format!("drill-{}-{:08x}", std::process::id(), rand::random::<u32>());
-    let dir = Path::new(DIR).join("share").join(&name);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::os::unix::fs::chown(&dir, Some(uid_of(USER)), None).unwrap();
-    (dir, format!("smb://127.0.0.1:{PORT}/backup/{name}"))
-}
-
-fn psql(db: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-c",
-            sql,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::smb::region(&Path::new(DIR).join("share"), "backup", PORT)
 }
 
 fn pg_dump(db: &str) -> Vec<u8> {

@@ -3,6 +3,7 @@
 //! tree snapshots for byte-for-byte restore comparisons.
 #![allow(dead_code)]
 
+pub mod db;
 pub mod smb;
 
 use std::collections::BTreeMap;
