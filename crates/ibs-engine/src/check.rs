@@ -208,6 +208,30 @@ async fn run(repo: &Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport,
         r.notes.push(format!("{unindexed} packs are not in the index (left by an interrupted backup or prune); `prune` removes them"));
     }
 
+    // Certificates and repository key envelopes: every certificate the config names must be
+    // stored, intact and under its own thumbprint, and the current one must have its envelope.
+    if let Encryption::Certificate {
+        current,
+        certificates,
+    } = &repo.config().encryption
+    {
+        for t in certificates {
+            if let Err(e) = repo.certificate(t).await {
+                r.problem(layout::cert(t).to_string(), e.to_string(), Vec::new());
+            }
+        }
+        let key = layout::repo_key(current);
+        match repo.storage().stat(&key).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => r.problem(
+                key.to_string(),
+                "the repository key envelope of the current certificate is missing; adopt and recovery need it",
+                Vec::new(),
+            ),
+            Err(e) => return Err(e.into()),
+        }
+    }
+
     // Data-key envelopes.
     if matches!(repo.config().encryption, Encryption::Certificate { .. }) {
         let envelopes: HashSet<KeyId> = repo

@@ -196,7 +196,8 @@ impl Repository {
                     let key = layout::repo_key(ident.certificate().thumbprint());
                     match self.storage.get(&key).await {
                         Ok(env) => {
-                            let payload = ibs_keys::open_envelope(ident, &env)?;
+                            let payload = ibs_keys::open_envelope(ident, &env)
+                                .map_err(|e| RepoError::corrupt(key.to_string(), e.to_string()))?;
                             found =
                                 Some(RepoKeys::decode_payload(&payload, &self.id, key.as_str())?);
                             break;
