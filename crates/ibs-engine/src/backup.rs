@@ -125,6 +125,21 @@ pub fn check_state(repo: &Repository, state: &WriterState) -> Result<(), EngineE
     repo.check_keys(&state.keys)?;
     match (&repo.config().encryption, &state.certificate, &state.legacy) {
         (Encryption::Certificate { current, .. }, Some(c), _) if c.thumbprint() == current => Ok(()),
+        // The writer's certificate is one the repository knows but no longer the current one: a
+        // rotation (set-cert or rewrap) finished on the share but not yet in this writer's state,
+        // e.g. because it was killed in between. New backups stay readable with that certificate's
+        // .pfx; re-running the rotation here brings the state up to date. The writer never takes
+        // a certificate from the share, so a planted certificate cannot redirect backups.
+        (Encryption::Certificate { current, certificates }, Some(c), _)
+            if certificates.iter().any(|t| t == c.thumbprint()) =>
+        {
+            tracing::warn!(
+                "this writer encrypts for certificate {}, but the repository's current certificate is {current}; \
+                 run `ibs repo set-cert` with the current certificate",
+                c.thumbprint()
+            );
+            Ok(())
+        }
         (Encryption::Certificate { current, .. }, Some(c), _) => Err(EngineError::State(format!(
             "the repository's current certificate is {current}, but this writer holds {}; run `ibs repo set-cert` or `ibs repo adopt`",
             c.thumbprint()

@@ -178,7 +178,21 @@ async fn rewrap_locked(
         return Err(EngineError::State("a legacy-key repository has no envelopes; use `ibs repo set-cert` to switch to a certificate".into()));
     };
     let unlock = Unlock::Identities(vec![old.clone()]);
-    let keys = repo.open_repo_keys(&unlock).await?;
+    // An earlier, interrupted run may already have moved the repository keys to the new
+    // certificate and removed the old envelope: then there is nothing left to move for them.
+    let keys = match repo.open_repo_keys(&unlock).await {
+        Ok(k) => Some(k),
+        Err(ibs_repo::RepoError::WrongCertificate { .. })
+            if repo
+                .storage()
+                .stat(&layout::repo_key(new.thumbprint()))
+                .await
+                .is_ok() =>
+        {
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
     repo.put_certificate(new).await?;
     let mut known: Vec<Certificate> = Vec::new();
     for t in &certificates {
@@ -219,12 +233,11 @@ async fn rewrap_locked(
         repo.put_data_key(&id, &key, &recipients).await?;
         report.rewrapped += 1;
     }
-    repo.put_repo_envelope(&keys, &[new]).await?;
-    if !keep_old && old.certificate().thumbprint() != new.thumbprint() {
-        let _ = repo
-            .storage()
-            .delete(&layout::repo_key(old.certificate().thumbprint()))
-            .await;
+    // Order matters for a kill at any point: the new envelope exists before the config names the
+    // new certificate, and the old envelope goes only after the config no longer names it as
+    // current, so the current certificate's envelope always exists.
+    if let Some(keys) = &keys {
+        repo.put_repo_envelope(keys, &[new]).await?;
     }
     let mut certificates = certificates;
     if !certificates.iter().any(|t| t == new.thumbprint()) {
@@ -235,5 +248,11 @@ async fn rewrap_locked(
         certificates,
     });
     repo.write_config().await?;
+    if !keep_old && old.certificate().thumbprint() != new.thumbprint() {
+        let _ = repo
+            .storage()
+            .delete(&layout::repo_key(old.certificate().thumbprint()))
+            .await;
+    }
     Ok(report)
 }

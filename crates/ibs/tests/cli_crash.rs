@@ -226,7 +226,7 @@ struct Rehearsal {
 }
 
 /// Rehearses `repo <args>` on a copy of the repository (objects hard-linked, writer state copied).
-fn rehearse(fx: &Fx, args: &[String]) -> Rehearsal {
+fn rehearse(fx: &Fx, args: &[String], pfx_password: bool) -> Rehearsal {
     let cal = fx.path("rehearsal");
     let mas = cal.join("repo/MASBackup");
     hardlink_clone(&fx.mas(), &mas);
@@ -239,6 +239,7 @@ fn rehearse(fx: &Fx, args: &[String]) -> Rehearsal {
         .arg(cal.join("state"))
         .arg("--repo")
         .arg(cal.join("repo"));
+    let cmd = if pfx_password { cmd.pw() } else { cmd };
     let t0 = Instant::now();
     let status = spawn(cmd, &log).wait().unwrap();
     let took = t0.elapsed();
@@ -496,7 +497,7 @@ fn prune_killed_at_random_points_leaves_a_consistent_repository() {
             keep(&fx, &mut backups);
             need_garbage = false;
         }
-        let rehearsal = rehearse(&fx, &prune_args);
+        let rehearsal = rehearse(&fx, &prune_args, false);
         let kill = choose_kill(&mut rng, &rehearsal, rehearsal.took);
         let log = fx.path("killed.log");
         let k = run_and_kill(&fx, fx.repo_cmd("prune"), kill, &log);
@@ -556,5 +557,172 @@ fn prune_killed_at_random_points_leaves_a_consistent_repository() {
     assert!(
         mid_work > 0,
         "no kill interrupted a prune that had changed the repository"
+    );
+}
+
+/// Checks with both .pfx files (a killed rewrap leaves some envelopes for the old certificate and
+/// some for the new one) and restores a sample of backups with both.
+fn check_and_sample(
+    fx: &Fx,
+    a: &Cert,
+    b: &Cert,
+    backups: &[(String, Snapshot)],
+    rng: &mut StdRng,
+    when: &str,
+) {
+    fx.repo_cmd("check")
+        .args(["--read-data", "--pfx"])
+        .arg(&a.pfx)
+        .arg("--pfx")
+        .arg(&b.pfx)
+        .pw()
+        .run()
+        .ok();
+    for _ in 0..2 {
+        let (id, snap) = &backups[rng.gen_range(0..backups.len())];
+        let target = fx.path("sample-restore");
+        let _ = std::fs::remove_dir_all(&target);
+        fx.restore_cmd(id, &target, &[&a.pfx, &b.pfx]).run().ok();
+        assert_tree(snap, &target.join("data"), &format!("{id} {when}"));
+    }
+}
+
+#[test]
+fn rewrap_and_adopt_killed_at_random_points_lose_nothing() {
+    let started = Instant::now();
+    let n = kill_points();
+    let (seed, mut rng) = seed(3);
+    let fx = Fx::new();
+    let (a, b) = (shared_cert(0), shared_cert(1));
+    fx.init_cert(&a.cer);
+    let src = fx.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // Many small backups: many data-key envelopes for rewrap to work through.
+    let mut backups: Vec<(String, Snapshot)> = Vec::new();
+    for i in 0..24 {
+        write(
+            &src.join(format!("f{i}.txt")),
+            format!("backup {i}\n").repeat(100).as_bytes(),
+        );
+        let snap = snapshot(&src);
+        backups.push((fx.backup(&[("data", &src)]), snap));
+    }
+    // Rewrap old -> new until one run finishes, then the other way round.
+    let (mut old, mut new) = (a, b);
+    let (mut cut, mut finished) = (0, 0);
+    for round in 0..n {
+        let args: Vec<String> = vec![
+            "rewrap".into(),
+            "--pfx".into(),
+            old.pfx.display().to_string(),
+            "--cert".into(),
+            new.cer.display().to_string(),
+        ];
+        let rehearsal = rehearse(&fx, &args, true);
+        let kill = choose_kill(&mut rng, &rehearsal, rehearsal.took);
+        let log = fx.path("killed.log");
+        let cmd = fx
+            .repo_cmd("rewrap")
+            .arg("--pfx")
+            .arg(&old.pfx)
+            .arg("--cert")
+            .arg(&new.cer)
+            .pw();
+        let k = run_and_kill(&fx, cmd, kill, &log);
+        let was_cut = interrupted(k.status, &log, "rewrap");
+        println!(
+            "  rewrap kill {round}: {kill:?} -> {} after {} ms",
+            if was_cut {
+                "interrupted"
+            } else {
+                "had finished"
+            },
+            k.at.as_millis()
+        );
+        check_and_sample(
+            &fx,
+            a,
+            b,
+            &backups,
+            &mut rng,
+            &format!("after rewrap kill {round}"),
+        );
+        // The next backup succeeds (the dead process's lock is cleared) and restores.
+        write(
+            &src.join("changing.txt"),
+            format!("round {round}\n").as_bytes(),
+        );
+        let snap = snapshot(&src);
+        backups.push((fx.backup(&[("data", &src)]), snap));
+        if was_cut {
+            cut += 1;
+        } else {
+            finished += 1;
+            std::mem::swap(&mut old, &mut new);
+        }
+    }
+    // A rewrap run to the end: afterwards every backup restores with the new .pfx alone.
+    fx.repo_cmd("rewrap")
+        .arg("--pfx")
+        .arg(&old.pfx)
+        .arg("--cert")
+        .arg(&new.cer)
+        .pw()
+        .run()
+        .ok();
+    verify_restores(&fx, &backups, &new.pfx, "after the final rewrap");
+
+    // adopt: killed at random points, the writer state is either the old one or a complete new one,
+    // and the next adopt and backup succeed.
+    let mut adopt_cut = 0;
+    for round in 0..n {
+        std::fs::remove_dir_all(&fx.state).unwrap();
+        let log = fx.path("adopt.log");
+        let kill = Kill::After(Duration::from_millis(rng.gen_range(1..=60)));
+        let k = run_and_kill(
+            &fx,
+            fx.repo_cmd("adopt").arg("--pfx").arg(&new.pfx).pw(),
+            kill,
+            &log,
+        );
+        if interrupted(k.status, &log, "adopt") {
+            adopt_cut += 1;
+            fx.repo_cmd("adopt")
+                .arg("--pfx")
+                .arg(&new.pfx)
+                .pw()
+                .run()
+                .ok();
+        }
+        write(
+            &src.join("changing.txt"),
+            format!("adopt round {round}\n").as_bytes(),
+        );
+        let snap = snapshot(&src);
+        backups.push((fx.backup(&[("data", &src)]), snap));
+        println!(
+            "  adopt kill {round}: {kill:?} -> {}",
+            if k.status.code().is_none() {
+                "interrupted"
+            } else {
+                "had finished"
+            }
+        );
+    }
+    fx.check_full(&new.pfx);
+    verify_restores(
+        &fx,
+        &backups[backups.len() - 3..],
+        &new.pfx,
+        "after the adopt kills",
+    );
+    summary(format!(
+        "cli_crash rewrap/adopt: {n} rewrap kill points ({cut} interrupted, {finished} after it finished), {n} adopt kill points ({adopt_cut} interrupted); {} backups; IBS_CRASH_SEED={seed}; {:.1} s",
+        backups.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    assert!(
+        cut > 0,
+        "no kill interrupted a rewrap: the test exercised nothing"
     );
 }
