@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: dependencies, formatting, lints, then every test of every crate
-# against real components (openssl, a private Samba smbd on loopback).
+# The whole test suite, as CI runs it: dependencies, formatting, lints, every test of every crate
+# against real components (openssl, a private Samba smbd on loopback, PostgreSQL, MariaDB, Redis),
+# the fuzz targets for a bounded time, and the API load check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
@@ -10,3 +11,7 @@ trap 'bash scripts/samba-test-server.sh stop /tmp/ibs-samba >/dev/null 2>&1 || t
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked --no-fail-fast
+# Every fuzz target for a bounded time from the committed corpus (long mode: scripts/fuzz.sh 600).
+scripts/fuzz.sh 10
+# API latency while a backup runs: p99 under 100 ms for 50 clients over 30 s (on the test build).
+IBS_BIN=target/debug/ibs bench/api_load.sh
