@@ -123,3 +123,29 @@ async fn names_with_nul_or_empty_components_are_refused() {
         assert!(r.is_err(), "{bad:?}");
     }
 }
+
+#[tokio::test]
+async fn device_and_other_special_entries_are_refused() {
+    let env = env().await;
+    std::fs::create_dir_all(env.path("outside")).unwrap();
+    std::fs::write(env.path("outside/keep"), b"k").unwrap();
+    // A character device, a block device and a FIFO, as a crafted manifest might list them.
+    for kind in ["c", "b", "p"] {
+        let line =
+            format!(r#"{{"p":"dev-{kind}","t":"{kind}","m":8630,"mt":0,"u":0,"g":0,"s":0}}"#);
+        let id =
+            crafted_backup_with_lines(&env, &[entry(b"", EntryKind::Dir)], &[], &[line.as_bytes()])
+                .await;
+        let target = env.path(&format!("target-{kind}"));
+        let err = restore(&env, &id, &target, Some("evil"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tree"), "{kind}: {err}");
+        assert!(
+            !target.join(format!("dev-{kind}")).exists(),
+            "no special file is created"
+        );
+    }
+    outside_untouched(&env.path("outside"));
+}

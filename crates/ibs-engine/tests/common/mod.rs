@@ -189,6 +189,17 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
 /// Writes a backup whose tree is exactly `entries` (for hostile-manifest tests). `files` gives the
 /// contents of file entries by path; each becomes one chunk.
 pub async fn crafted_backup(env: &Env, entries: &[TreeEntry], files: &[(&[u8], &[u8])]) -> String {
+    crafted_backup_with_lines(env, entries, files, &[]).await
+}
+
+/// Like [`crafted_backup`], with `raw` tree lines appended as they are (entries no honest writer
+/// produces, such as unknown kinds).
+pub async fn crafted_backup_with_lines(
+    env: &Env,
+    entries: &[TreeEntry],
+    files: &[(&[u8], &[u8])],
+    raw: &[&[u8]],
+) -> String {
     let repo = &env.repo;
     let key_id = KeyId::random();
     let data_key = SymKey::random();
@@ -210,6 +221,10 @@ pub async fn crafted_backup(env: &Env, entries: &[TreeEntry], files: &[(&[u8], &
             e.size = content.len() as u64;
         }
         lines.extend_from_slice(&e.to_line());
+    }
+    for r in raw {
+        lines.extend_from_slice(r);
+        lines.push(b'\n');
     }
     let tree_id: ChunkId = env.state.keys.dedup.chunk_id(&lines);
     let s = sealer.seal(tree_id, &lines, &data_key);
