@@ -279,30 +279,58 @@ async fn run(
         }
     });
 
+    // Up to two uploads in flight. After the first failure no new upload starts, but the ones in
+    // flight are awaited, never dropped: a put cancelled mid-way could leave its temporary behind
+    // (on SMB it cleans up only when it runs to its own end).
     let uploader = {
         let repo = repo.clone();
         tokio::spawn(async move {
-            let incoming = futures::stream::poll_fn(move |cx| pack_rx.poll_recv(cx));
-            let mut uploads = incoming
-                .map(
-                    |(id, bytes, entries): (PackId, bytes::Bytes, Vec<PackEntry>)| {
-                        let repo = repo.clone();
-                        async move {
-                            let length = bytes.len() as u64;
-                            repo.put_pack(&id, bytes).await.map(|_| PackRecord {
-                                id,
-                                length,
-                                entries,
-                            })
-                        }
-                    },
-                )
-                .buffer_unordered(2);
+            let upload = |(id, bytes, entries): (PackId, bytes::Bytes, Vec<PackEntry>)| {
+                let repo = repo.clone();
+                async move {
+                    let length = bytes.len() as u64;
+                    repo.put_pack(&id, bytes).await.map(|_| PackRecord {
+                        id,
+                        length,
+                        entries,
+                    })
+                }
+            };
+            let mut inflight = futures::stream::FuturesUnordered::new();
             let mut done = Vec::new();
-            while let Some(r) = uploads.next().await {
-                done.push(r?);
+            let mut failed: Option<ibs_repo::RepoError> = None;
+            let mut open = true;
+            loop {
+                let finished = if failed.is_none() && open && inflight.len() < 2 {
+                    tokio::select! {
+                        p = pack_rx.recv() => {
+                            match p {
+                                Some(p) => inflight.push(upload(p)),
+                                None => open = false,
+                            }
+                            None
+                        }
+                        Some(r) = inflight.next(), if !inflight.is_empty() => Some(r),
+                    }
+                } else {
+                    match inflight.next().await {
+                        Some(r) => Some(r),
+                        None => break,
+                    }
+                };
+                match finished {
+                    Some(Ok(rec)) => done.push(rec),
+                    Some(Err(e)) => {
+                        failed.get_or_insert(e);
+                    }
+                    None => {}
+                }
             }
-            Ok::<_, ibs_repo::RepoError>(done)
+            drop(pack_rx);
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(done),
+            }
         })
     };
 
