@@ -341,34 +341,44 @@ impl Controller {
                     class: e.class,
                     message: e.message,
                 })?;
-        let listed = storage
+        let storage_err = |e: ibs_storage::StorageError| ControllerError::Storage {
+            class: e.class(),
+            message: e.to_string(),
+        };
+        // Files with object-key names that ibs does not create, and files whose names are not
+        // object keys at all (spaces, other characters), anywhere under MASBackup.
+        let keyed: Vec<_> = storage
             .list("")
             .await
-            .map_err(|e| ControllerError::Storage {
-                class: e.class(),
-                message: e.to_string(),
-            })?;
-        let foreign: Vec<_> = listed
+            .map_err(storage_err)?
             .into_iter()
             .filter(|o| !layout::is_ibs_object(&o.key))
             .map(|o| o.key)
             .collect();
+        let other = storage.list_foreign().await.map_err(storage_err)?;
         if !dry_run {
-            for k in &foreign {
+            for k in &keyed {
                 if let Err(e) = storage.delete(k).await {
                     if !e.is_not_found() {
-                        return Err(ControllerError::Storage {
-                            class: e.class(),
-                            message: e.to_string(),
-                        });
+                        return Err(storage_err(e));
+                    }
+                }
+            }
+            for f in &other {
+                if let Err(e) = storage.delete_foreign(&f.path).await {
+                    if !e.is_not_found() {
+                        return Err(storage_err(e));
                     }
                 }
             }
         }
-        let paths: Vec<String> = foreign
+        let mut paths: Vec<String> = keyed
             .iter()
-            .map(|k| format!("{}/{}", layout::ROOT_FOLDER, k.as_str()))
+            .map(|k| k.as_str())
+            .chain(other.iter().map(|f| f.path.as_str()))
+            .map(|p| format!("{}/{p}", layout::ROOT_FOLDER))
             .collect();
+        paths.sort();
         self.db().audit(
             self.now(),
             actor,

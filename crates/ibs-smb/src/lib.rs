@@ -15,6 +15,7 @@
 pub mod client;
 pub mod crypto;
 pub mod error;
+pub mod handles;
 pub mod location;
 pub mod messages;
 pub mod ntlm;

@@ -6,10 +6,14 @@
 //!   closes it. On any failure after the temporary exists it is deleted (best effort).
 //! - `list` never returns temporaries or foreign names (only valid `ObjectKey`s).
 //! - A missing repository root is `Path`; a missing object is `NotFound`.
+//! - `get_range` reuses open read handles ([`crate::handles`]): a restore reading a pack chunk by
+//!   chunk pays one READ per chunk, not CREATE + READ + CLOSE; `put` and `delete` close the
+//!   object's cached handle first.
 //! - Errors are classified once, from typed SMB errors ([`SmbError::into_storage`]).
 
 use crate::client::{SmbClient, SmbOptions};
 use crate::error::{SmbError, SmbResult, Stage};
+use crate::handles::ReadHandles;
 use crate::location::{SmbCredentials, SmbLocation};
 use crate::messages::{self as m, CreateParams, FileId};
 use crate::ntstatus::NtStatus;
@@ -18,8 +22,8 @@ use crate::session::{Session, SessionParams};
 use async_trait::async_trait;
 use bytes::Bytes;
 use ibs_storage::{
-    Capabilities, ErrorKind, ObjectInfo, ObjectKey, Result, SpaceInfo, Storage, StorageError,
-    TEMP_PREFIX,
+    check_deletable_foreign, is_deletable_foreign, Capabilities, ErrorKind, ForeignFile,
+    ObjectInfo, ObjectKey, Result, SpaceInfo, Storage, StorageError, TEMP_PREFIX,
 };
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +43,8 @@ pub struct SmbStorage {
     options: SmbOptions,
     /// Share-relative path of the repository root (`a\b`, empty for the share root).
     root: String,
+    /// Read handles kept open between ranged reads of the same object.
+    handles: ReadHandles,
 }
 
 impl SmbStorage {
@@ -68,6 +74,7 @@ impl SmbStorage {
             location: location.clone(),
             root: location.folder_path(),
             options,
+            handles: ReadHandles::default(),
         };
         let session = s
             .client
@@ -315,7 +322,10 @@ impl SmbStorage {
         }
     }
 
-    async fn list_inner(&self, s: &Session, prefix: &str) -> SmbResult<Vec<ObjectInfo>> {
+    /// Every file (not folder) under the folder named by `prefix`'s directory part whose relative
+    /// `/`-path starts with `prefix`, with its directory entry. Folders that vanish while walking
+    /// are skipped; a failure at the root is a `Root`-stage error.
+    async fn walk_files(&self, s: &Session, prefix: &str) -> SmbResult<Vec<(String, m::DirEntry)>> {
         let dir_part = prefix.rfind('/').map(|i| &prefix[..i]).unwrap_or("");
         let mut out = Vec::new();
         let mut stack = vec![dir_part.to_owned()];
@@ -352,15 +362,27 @@ impl SmbStorage {
                 };
                 if e.is_dir {
                     stack.push(k);
-                } else if k.starts_with(prefix) && ObjectKey::is_valid(&k) {
-                    out.push(ObjectInfo {
-                        key: ObjectKey::new(k).map_err(|e| SmbError::Invalid(e.message))?,
-                        size: e.size,
-                    });
+                } else if k.starts_with(prefix) {
+                    out.push((k, e));
                 }
             }
         }
         Ok(out)
+    }
+
+    async fn list_inner(&self, s: &Session, prefix: &str) -> SmbResult<Vec<ObjectInfo>> {
+        self.walk_files(s, prefix)
+            .await?
+            .into_iter()
+            // Temporaries and foreign names are not objects.
+            .filter(|(k, _)| ObjectKey::is_valid(k))
+            .map(|(k, e)| {
+                Ok(ObjectInfo {
+                    key: ObjectKey::new(k).map_err(|e| SmbError::Invalid(e.message))?,
+                    size: e.size,
+                })
+            })
+            .collect()
     }
 
     async fn remove_temps_inner(&self, s: &Session, older_than: Duration) -> SmbResult<usize> {
@@ -369,28 +391,13 @@ impl SmbStorage {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
         let mut removed = 0;
-        let mut stack = vec![String::new()];
-        while let Some(rel) = stack.pop() {
-            let entries = match list_path(s, &self.path(&rel)).await {
-                Ok(e) => e,
-                Err(e) if !rel.is_empty() && !e.breaks_connection() => continue,
-                Err(e) => return Err(e),
-            };
-            for e in entries {
-                let k = if rel.is_empty() {
-                    e.name.clone()
-                } else {
-                    format!("{rel}/{}", e.name)
-                };
-                if e.is_dir {
-                    stack.push(k);
-                } else if e.name.starts_with(TEMP_PREFIX) {
-                    let age = now - crate::wire::filetime_to_unix_secs(e.last_write_time);
-                    if age >= older_than.as_secs() as i64
-                        && delete_path(s, &self.path(&k)).await.is_ok()
-                    {
-                        removed += 1;
-                    }
+        for (k, e) in self.walk_files(s, "").await? {
+            if e.name.starts_with(TEMP_PREFIX) {
+                let age = now - crate::wire::filetime_to_unix_secs(e.last_write_time);
+                if age >= older_than.as_secs() as i64
+                    && delete_path(s, &self.path(&k)).await.is_ok()
+                {
+                    removed += 1;
                 }
             }
         }
@@ -471,6 +478,7 @@ impl Storage for SmbStorage {
     }
 
     async fn put(&self, key: &ObjectKey, data: Bytes) -> Result<()> {
+        self.handles.forget(&self.path(key.as_str())).await;
         self.run("put", Some(key.as_str()), |s| async move {
             self.put_inner(&s, key, &data).await
         })
@@ -494,26 +502,33 @@ impl Storage for SmbStorage {
 
     async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes> {
         let path = self.path(key.as_str());
-        self.run("get_range", Some(key.as_str()), |s| async move {
-            let f = open_read(&s, &path).await.map_err(not_a_file)?;
-            let r = if offset
-                .checked_add(len)
-                .is_none_or(|end| end > f.end_of_file)
-            {
-                Err(SmbError::Invalid(format!(
-                    "range {offset}+{len} is past the end ({} bytes)",
-                    f.end_of_file
-                )))
-            } else {
+        let r = self
+            .run("get_range", Some(key.as_str()), |s| async move {
+                let f = self
+                    .handles
+                    .get_or_open(&s, &path, || async {
+                        let f = open_read(&s, &path).await.map_err(not_a_file)?;
+                        Ok((f.file_id, f.end_of_file))
+                    })
+                    .await?;
+                if offset
+                    .checked_add(len)
+                    .is_none_or(|end| end > f.end_of_file)
+                {
+                    return Err(SmbError::Invalid(format!(
+                        "range {offset}+{len} is past the end ({} bytes)",
+                        f.end_of_file
+                    )));
+                }
                 s.read_exact(f.file_id, offset, len, self.options.max_in_flight)
                     .await
-            };
-            let c = s.close(f.file_id).await;
-            let data = r?;
-            c?;
-            Ok(data)
-        })
-        .await
+            })
+            .await;
+        if r.is_err() {
+            // Whatever went wrong, the next read of this object starts from a fresh open.
+            self.handles.forget(&self.path(key.as_str())).await;
+        }
+        r
     }
 
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {
@@ -547,6 +562,7 @@ impl Storage for SmbStorage {
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
         let path = self.path(key.as_str());
+        self.handles.forget(&path).await;
         self.run("delete", Some(key.as_str()), |s| async move {
             delete_path(&s, &path).await.map_err(not_a_file)
         })
@@ -576,6 +592,28 @@ impl Storage for SmbStorage {
     async fn remove_stale_temporaries(&self, older_than: Duration) -> Result<usize> {
         self.run("remove_stale_temporaries", None, |s| async move {
             self.remove_temps_inner(&s, older_than).await
+        })
+        .await
+    }
+
+    async fn list_foreign(&self) -> Result<Vec<ForeignFile>> {
+        self.run("list_foreign", None, |s| async move {
+            Ok(self
+                .walk_files(&s, "")
+                .await?
+                .into_iter()
+                .filter(|(k, _)| is_deletable_foreign(k))
+                .map(|(path, e)| ForeignFile { path, size: e.size })
+                .collect())
+        })
+        .await
+    }
+
+    async fn delete_foreign(&self, path: &str) -> Result<()> {
+        check_deletable_foreign(path)?;
+        let full = self.path(path);
+        self.run("delete_foreign", Some(path), |s| async move {
+            delete_path(&s, &full).await.map_err(not_a_file)
         })
         .await
     }

@@ -3,13 +3,28 @@
 mod common;
 
 use common::*;
-use ibs_storage::conformance::run_all;
+use ibs_storage::conformance::{foreign_files, run_all};
 use ibs_storage::Storage;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_share_passes_conformance() {
-    let (s, _) = storage("backup", "conf", options()).await;
+    let (s, folder) = storage("backup", "conf", options()).await;
     run_all(&s, 24 << 20).await;
+    // The share `backup` is the server's folder SHARED_DIR/share.
+    let root = std::path::Path::new(SHARED_DIR)
+        .join("share/ibs-tests")
+        .join(folder);
+    foreign_files(&s, &|rel, data| {
+        // Written as root behind Samba's back; the folders are opened up so the share user (like
+        // an operator's colleague on a real share) may delete inside them.
+        use std::os::unix::fs::PermissionsExt;
+        let p = root.join(rel);
+        let dir = p.parent().unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::write(&p, data).unwrap();
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,6 +36,70 @@ pub async fn run_all(s: &dyn Storage, large: usize) {
     delete_all(s).await;
 }
 
+/// The foreign-file clause (`list_foreign`, `delete_foreign`), for backends that can hold names that
+/// are not object keys. `make(path, bytes)` creates a file at a root-relative path behind the
+/// backend's back (as an operator or another program would). Run on an empty store.
+pub async fn foreign_files(s: &dyn Storage, make: &dyn Fn(&str, &[u8])) {
+    let foreign = [
+        "Notes 2026.docx",
+        "switch configs/tor-1#a.cfg",
+        "MASBackup-old/h\u{e4}lle.txt",
+    ];
+    for f in foreign {
+        make(f, b"operator data");
+    }
+    s.put(&key("packs/ab/keep"), Bytes::from_static(b"object"))
+        .await
+        .expect("put");
+    let mut listed: Vec<String> = s
+        .list_foreign()
+        .await
+        .expect("list_foreign")
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    listed.sort();
+    let mut want: Vec<String> = foreign.iter().map(|f| f.to_string()).collect();
+    want.sort();
+    assert_eq!(listed, want, "list_foreign lists exactly the non-key files");
+    assert_eq!(
+        s.list("").await.expect("list").len(),
+        1,
+        "list never returns foreign names"
+    );
+    for bad in ["packs/ab/keep", "../escape.txt", "a//b c", "x/./y z"] {
+        assert_eq!(
+            s.delete_foreign(bad)
+                .await
+                .expect_err("delete_foreign of a key or unsafe path")
+                .kind,
+            ErrorKind::Invalid,
+            "delete_foreign refuses {bad:?}"
+        );
+    }
+    for f in foreign {
+        s.delete_foreign(f).await.expect("delete_foreign");
+    }
+    assert!(
+        s.list_foreign().await.expect("list_foreign").is_empty(),
+        "deleted foreign files are gone"
+    );
+    assert_eq!(
+        s.delete_foreign(foreign[0])
+            .await
+            .expect_err("second delete")
+            .kind,
+        ErrorKind::NotFound,
+        "deleting a missing foreign file is NotFound"
+    );
+    assert_eq!(
+        s.get(&key("packs/ab/keep")).await.expect("object kept"),
+        Bytes::from_static(b"object"),
+        "objects survive foreign-file deletion"
+    );
+    s.delete(&key("packs/ab/keep")).await.expect("delete");
+}
+
 async fn put_get_roundtrip(s: &dyn Storage) {
     let data = random_bytes(1000, 1);
     s.put(&key("a/b/obj1"), data.clone()).await.expect("put");
@@ -112,6 +176,37 @@ async fn ranged_reads(s: &dyn Storage) {
         err.kind,
         ErrorKind::Invalid,
         "a range past the end is Invalid, never a short read"
+    );
+    // Ranged reads see an overwrite and a delete at once (a backend may keep read handles open).
+    let newer = random_bytes(100_000, 5);
+    s.put(&key("range"), newer.clone())
+        .await
+        .expect("overwrite");
+    assert_eq!(
+        s.get_range(&key("range"), 12_345, 50_000)
+            .await
+            .expect("get_range after overwrite"),
+        newer.slice(12_345..62_345),
+        "a ranged read after an overwrite returns the new bytes"
+    );
+    s.delete(&key("range")).await.expect("delete");
+    assert_eq!(
+        s.get_range(&key("range"), 0, 10)
+            .await
+            .expect_err("ranged read of a deleted object")
+            .kind,
+        ErrorKind::NotFound,
+        "a ranged read after a delete is NotFound"
+    );
+    s.put(&key("range"), data.clone())
+        .await
+        .expect("put again after delete");
+    assert_eq!(
+        s.get_range(&key("range"), 0, 100)
+            .await
+            .expect("get_range after re-put"),
+        data.slice(0..100),
+        "the name is reusable at once after a delete"
     );
 }
 

@@ -270,4 +270,12 @@ impl Storage for FaultyStorage {
     async fn remove_stale_temporaries(&self, older_than: Duration) -> Result<usize> {
         self.inner.remove_stale_temporaries(older_than).await
     }
+
+    async fn list_foreign(&self) -> Result<Vec<crate::ForeignFile>> {
+        self.inner.list_foreign().await
+    }
+
+    async fn delete_foreign(&self, path: &str) -> Result<()> {
+        self.inner.delete_foreign(path).await
+    }
 }

@@ -65,6 +65,43 @@ pub struct SpaceInfo {
     pub total: u64,
 }
 
+/// A file under a backend's root whose name is not an object key (see [`Storage::list_foreign`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForeignFile {
+    /// Path relative to the root, `/`-separated.
+    pub path: String,
+    pub size: u64,
+}
+
+/// Whether `path` may be passed to [`Storage::delete_foreign`]: relative, `/`-separated, no empty,
+/// `.` or `..` component, no backslash or NUL, and not an object key or a temporary (those belong to
+/// the repository and go through `delete` / `remove_stale_temporaries`).
+pub fn is_deletable_foreign(path: &str) -> bool {
+    !path.is_empty()
+        && !ObjectKey::is_valid(path)
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains(['\\', '\0']))
+        && !path
+            .rsplit('/')
+            .next()
+            .is_some_and(|n| n.starts_with(TEMP_PREFIX))
+}
+
+/// [`is_deletable_foreign`] as a `Result`, with the `Invalid` error backends return.
+pub fn check_deletable_foreign(path: &str) -> Result<()> {
+    if is_deletable_foreign(path) {
+        Ok(())
+    } else {
+        Err(StorageError::new(
+            ErrorKind::Invalid,
+            "delete_foreign",
+            None,
+            format!("refusing to delete {path:?}: not a foreign file name"),
+        ))
+    }
+}
+
 /// An object store with the semantics in `docs/design/storage-contract.md`.
 #[async_trait]
 pub trait Storage: Send + Sync + std::fmt::Debug {
@@ -98,6 +135,15 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Removes temporaries left behind by killed writers that are older than `older_than`. Returns how
     /// many were removed. Backends with an atomic put that leaves no temporaries return 0.
     async fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<usize>;
+
+    /// Files under the root whose names are NOT object keys (spaces, other characters, …), for
+    /// `store prune`. Temporaries are not listed. Backends that can only hold object keys return an
+    /// empty list.
+    async fn list_foreign(&self) -> Result<Vec<ForeignFile>>;
+
+    /// Deletes one file returned by [`Storage::list_foreign`]. A path that fails
+    /// [`is_deletable_foreign`] is `Invalid`; a missing file is `NotFound`.
+    async fn delete_foreign(&self, path: &str) -> Result<()>;
 }
 
 /// Shared handle used across the engine.

@@ -5,7 +5,8 @@
 
 use crate::key::TEMP_PREFIX;
 use crate::{
-    Capabilities, ErrorKind, ObjectInfo, ObjectKey, Result, SpaceInfo, Storage, StorageError,
+    check_deletable_foreign, is_deletable_foreign, Capabilities, ErrorKind, ForeignFile,
+    ObjectInfo, ObjectKey, Result, SpaceInfo, Storage, StorageError,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -126,8 +127,11 @@ fn put_blocking(root: &Path, key: &ObjectKey, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {
-    LocalStorage::check_root(root, "list")?;
+/// Every regular file under `root/<dir part of prefix>` whose relative path starts with `prefix`,
+/// as (relative `/`-path, size). Names that are not UTF-8 are skipped (they cannot be keys, and a
+/// lossy name could not be deleted by name).
+fn walk_files(root: &Path, prefix: &str, op: &'static str) -> Result<Vec<(String, u64)>> {
+    LocalStorage::check_root(root, op)?;
     // Start at the deepest directory named by the prefix, then filter by the full prefix.
     let dir_part = match prefix.rfind('/') {
         Some(i) => &prefix[..i],
@@ -144,13 +148,13 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(StorageError::from_io("list", Some(prefix), &e)),
+            Err(e) => return Err(StorageError::from_io(op, Some(prefix), &e)),
         };
         for entry in entries {
-            let entry = entry.map_err(|e| StorageError::from_io("list", Some(prefix), &e))?;
+            let entry = entry.map_err(|e| StorageError::from_io(op, Some(prefix), &e))?;
             let ft = entry
                 .file_type()
-                .map_err(|e| StorageError::from_io("list", Some(prefix), &e))?;
+                .map_err(|e| StorageError::from_io(op, Some(prefix), &e))?;
             let path = entry.path();
             if ft.is_dir() {
                 stack.push(path);
@@ -163,20 +167,39 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {
                 continue;
             };
             let Some(rel) = rel.to_str() else { continue };
-            if !rel.starts_with(prefix) || !ObjectKey::is_valid(rel) {
-                continue; // temporaries and foreign names are not objects
+            if !rel.starts_with(prefix) {
+                continue;
             }
             let size = entry
                 .metadata()
-                .map_err(|e| StorageError::from_io("list", Some(rel), &e))?
+                .map_err(|e| StorageError::from_io(op, Some(rel), &e))?
                 .len();
-            out.push(ObjectInfo {
-                key: ObjectKey::new(rel)?,
-                size,
-            });
+            out.push((rel.to_owned(), size));
         }
     }
     Ok(out)
+}
+
+fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {
+    walk_files(root, prefix, "list")?
+        .into_iter()
+        // Temporaries and foreign names are not objects.
+        .filter(|(rel, _)| ObjectKey::is_valid(rel))
+        .map(|(rel, size)| {
+            Ok(ObjectInfo {
+                key: ObjectKey::new(rel)?,
+                size,
+            })
+        })
+        .collect()
+}
+
+fn list_foreign_blocking(root: &Path) -> Result<Vec<ForeignFile>> {
+    Ok(walk_files(root, "", "list_foreign")?
+        .into_iter()
+        .filter(|(rel, _)| is_deletable_foreign(rel))
+        .map(|(path, size)| ForeignFile { path, size })
+        .collect())
 }
 
 fn remove_temps_blocking(root: &Path, older_than: Duration) -> Result<usize> {
@@ -336,6 +359,38 @@ impl Storage for LocalStorage {
         let root = self.root.clone();
         self.blocking("remove_stale_temporaries", move || {
             remove_temps_blocking(&root, older_than)
+        })
+        .await
+    }
+
+    async fn list_foreign(&self) -> Result<Vec<ForeignFile>> {
+        let root = self.root.clone();
+        self.blocking("list_foreign", move || list_foreign_blocking(&root))
+            .await
+    }
+
+    async fn delete_foreign(&self, path: &str) -> Result<()> {
+        check_deletable_foreign(path)?;
+        let root = self.root.clone();
+        let rel = path.to_owned();
+        self.blocking("delete_foreign", move || {
+            let io = |e: std::io::Error| StorageError::from_io("delete_foreign", Some(&rel), &e);
+            let full = root.join(&rel);
+            // Never reach outside the root through a symlinked folder, and never delete a link's
+            // target: the parent must resolve inside the root and the file itself be a regular file.
+            let parent = full.parent().unwrap_or(&root).canonicalize().map_err(io)?;
+            if !parent.starts_with(root.canonicalize().map_err(io)?) {
+                return Err(StorageError::new(
+                    ErrorKind::Invalid,
+                    "delete_foreign",
+                    Some(&rel),
+                    "path leads outside the repository folder",
+                ));
+            }
+            match fs::symlink_metadata(&full).map_err(io)? {
+                m if m.is_file() => fs::remove_file(&full).map_err(io),
+                _ => Err(StorageError::not_found("delete_foreign", &rel)),
+            }
         })
         .await
     }

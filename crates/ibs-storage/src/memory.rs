@@ -103,4 +103,18 @@ impl Storage for MemoryStorage {
     async fn remove_stale_temporaries(&self, _older_than: Duration) -> Result<usize> {
         Ok(0)
     }
+
+    async fn list_foreign(&self) -> Result<Vec<crate::ForeignFile>> {
+        Ok(Vec::new()) // it can only hold object keys
+    }
+
+    async fn delete_foreign(&self, path: &str) -> Result<()> {
+        crate::check_deletable_foreign(path)?;
+        Err(crate::StorageError::new(
+            crate::ErrorKind::NotFound,
+            "delete_foreign",
+            None,
+            format!("{path} does not exist"),
+        ))
+    }
 }

@@ -107,4 +107,13 @@ impl Storage for RetryStorage {
         })
         .await
     }
+
+    async fn list_foreign(&self) -> Result<Vec<crate::ForeignFile>> {
+        self.run("list_foreign", || self.inner.list_foreign()).await
+    }
+
+    async fn delete_foreign(&self, path: &str) -> Result<()> {
+        self.run("delete_foreign", || self.inner.delete_foreign(path))
+            .await
+    }
 }

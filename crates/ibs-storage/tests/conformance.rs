@@ -1,7 +1,7 @@
 //! Every in-tree backend that needs no server passes the conformance suite; the decorators pass it too
 //! when they inject nothing.
 
-use ibs_storage::conformance::run_all;
+use ibs_storage::conformance::{foreign_files, run_all};
 use ibs_storage::faulty::{Fault, FaultyStorage, Op};
 use ibs_storage::memory::MemoryStorage;
 use ibs_storage::{ErrorKind, LocalStorage, ObjectKey, RetryPolicy, RetryStorage, Storage};
@@ -13,6 +13,32 @@ async fn local_folder_passes_conformance() {
     let dir = tempfile::tempdir().unwrap();
     let s = LocalStorage::open(dir.path()).unwrap();
     run_all(&s, 24 << 20).await;
+    let root = dir.path().to_path_buf();
+    foreign_files(&s, &|rel, data| {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn local_delete_foreign_never_leaves_the_folder() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("victim file.txt"), b"keep").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("link dir")).unwrap();
+    let s = LocalStorage::open(dir.path()).unwrap();
+    assert!(
+        s.list_foreign().await.unwrap().is_empty(),
+        "a symlinked folder is not walked"
+    );
+    let err = s
+        .delete_foreign("link dir/victim file.txt")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Invalid, "{err}");
+    assert!(outside.path().join("victim file.txt").exists());
 }
 
 #[tokio::test]

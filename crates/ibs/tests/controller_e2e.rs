@@ -347,6 +347,40 @@ fn smb_password_failure_raises_and_clears_the_authentication_alert() {
         .join("MASBackup/config")
         .is_file());
 
+    // `store prune` finds files ibs did not create inside MASBackup, whatever their names, and
+    // deletes only those; the sibling folders of the region stay untouched.
+    let region_dir = Path::new(DIR)
+        .join("share")
+        .join(loc.rsplit('/').next().unwrap());
+    let mas = region_dir.join("MASBackup");
+    std::fs::create_dir_all(mas.join("old exports")).unwrap();
+    std::fs::write(mas.join("old exports/Notes 2026.docx"), b"x").unwrap();
+    std::fs::write(mas.join("readme.txt"), b"x").unwrap();
+    std::fs::create_dir_all(region_dir.join("switch")).unwrap();
+    std::fs::write(region_dir.join("switch/tor-1 config.txt"), b"keep").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let open = std::fs::Permissions::from_mode(0o777);
+        std::fs::set_permissions(mas.join("old exports"), open.clone()).unwrap();
+        std::fs::set_permissions(&mas, open).unwrap();
+    }
+    let dry = s.json(&["store", "prune", "--dry-run"]);
+    assert_eq!(
+        dry["paths"],
+        serde_json::json!([
+            "MASBackup/old exports/Notes 2026.docx",
+            "MASBackup/readme.txt"
+        ]),
+        "{dry}"
+    );
+    assert!(mas.join("readme.txt").exists(), "a dry run deletes nothing");
+    let done = s.json(&["store", "prune"]);
+    assert_eq!(done["paths"].as_array().unwrap().len(), 2, "{done}");
+    assert!(!mas.join("old exports/Notes 2026.docx").exists());
+    assert!(!mas.join("readme.txt").exists());
+    assert!(region_dir.join("switch/tor-1 config.txt").exists());
+    assert!(mas.join("config").is_file(), "repository objects are kept");
+
     // The share now refuses the stored password.
     common::smb::set_password(DIR, "a-rotated-password-1");
     let out = s.ibs(&["backup", "start", "--wait"], &[]);
