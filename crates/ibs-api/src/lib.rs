@@ -56,6 +56,11 @@ pub fn router(state: AppState) -> Router {
         .route("/backups/{id}", get(backups::show))
         .route("/backups/{id}/restore", post(backups::restore))
         .route("/jobs", get(backups::jobs))
+        .route(
+            "/verification",
+            get(backups::verification).post(backups::start_verification),
+        )
+        .route("/verification/packs", get(backups::verification_packs))
         .route("/jobs/{id}", get(backups::job))
         .route(
             "/maintenance",

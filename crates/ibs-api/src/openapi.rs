@@ -43,13 +43,31 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     (
         "/api/v1/jobs",
         "get",
-        "List jobs (backups, skipped runs, restores)",
+        "List jobs (backups, skipped runs, restores, verifications)",
         "reader",
     ),
     (
         "/api/v1/jobs/{id}",
         "get",
         "Show one job with live progress",
+        "reader",
+    ),
+    (
+        "/api/v1/verification",
+        "get",
+        "Verification settings, coverage, damaged packs and Corrupted backups",
+        "reader",
+    ),
+    (
+        "/api/v1/verification",
+        "post",
+        "Start a verification of a sample of the packs now (409 while a job or maintenance runs)",
+        "operator",
+    ),
+    (
+        "/api/v1/verification/packs",
+        "get",
+        "Per-pack verification records (last verified, result)",
         "reader",
     ),
     (

@@ -576,3 +576,81 @@ async fn every_documented_operation_is_routed() {
         assert_ne!(s, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verification_status_start_and_roles() {
+    let a = api();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("f"), b"data to verify").unwrap();
+    a.t.ctl
+        .set_components(vec![testing::files("docs", &[src.path()])], "t")
+        .unwrap();
+    let (s, v) = a.put_location(json!({"verify_sample_percent": 0})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"]["field"], json!("verify_sample_percent"), "{v}");
+    let (s, v) = a.put_location(json!({"verify_every_hours": 721})).await;
+    assert_eq!(
+        (s, &v["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("verify_every_hours"))
+    );
+    let (s, _) = a
+        .put_location(json!({"path": "/mem/share", "certificate": cert_b64(), "verify_sample_percent": 100, "verify_every_hours": 12}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, b) = a
+        .call(Method::POST, "/api/v1/backups", Some(&a.operator), None)
+        .await;
+    assert!(a.t.ctl.wait_idle(std::time::Duration::from_secs(30)).await);
+    assert!(b["id"].is_string());
+
+    let (s, _) = a
+        .call(Method::POST, "/api/v1/verification", Some(&a.reader), None)
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "a reader cannot start a verification"
+    );
+    let (s, job) = a
+        .call(
+            Method::POST,
+            "/api/v1/verification",
+            Some(&a.operator),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(job["kind"], json!("verify"));
+    assert!(a.t.ctl.wait_idle(std::time::Duration::from_secs(30)).await);
+    let (s, st) = a
+        .call(Method::GET, "/api/v1/verification", Some(&a.reader), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(st["verify_every_hours"], json!(12));
+    assert_eq!(st["verify_sample_percent"], json!(100));
+    assert_eq!(st["coverage_ever"], json!(1.0));
+    assert_eq!(st["last_run"]["verification"]["damaged_found"], json!(0));
+    assert!(st["packs_recorded"].as_u64().unwrap() >= 1);
+    let (s, packs) = a
+        .call(
+            Method::GET,
+            "/api/v1/verification/packs",
+            Some(&a.reader),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        packs.as_array().unwrap().len() as u64,
+        st["packs_recorded"].as_u64().unwrap()
+    );
+    assert!(packs
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["ok"] == json!(true)));
+    let (s, _) = a
+        .call(Method::GET, "/api/v1/verification", None, None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}

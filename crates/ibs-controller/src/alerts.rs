@@ -31,6 +31,8 @@ pub enum AlertKind {
     RetentionFailed,
     LegacyKeyInUse,
     SkippedMaintenanceFailed,
+    /// Verification found damaged packs that some backups need (closed when healed or pruned).
+    BackupsCorrupted,
 }
 
 pub const CATEGORY_BACKUP_FAILED: &str = "backup-failed";
@@ -55,6 +57,7 @@ impl AlertKind {
             AlertKind::RetentionFailed => "retention-deletion-failed".into(),
             AlertKind::LegacyKeyInUse => "legacy-key-in-use".into(),
             AlertKind::SkippedMaintenanceFailed => "backup-skipped-maintenance-failed".into(),
+            AlertKind::BackupsCorrupted => "backups-corrupted".into(),
         }
     }
 
@@ -70,7 +73,8 @@ impl AlertKind {
             AlertKind::BackupFailed(_)
             | AlertKind::CertificateExpired
             | AlertKind::RetentionFailed
-            | AlertKind::SkippedMaintenanceFailed => "Critical",
+            | AlertKind::SkippedMaintenanceFailed
+            | AlertKind::BackupsCorrupted => "Critical",
             _ => "Warning",
         }
     }
@@ -119,6 +123,11 @@ impl AlertKind {
                 "A maintenance operation (update, FRU or secret rotation) ended as failed; scheduled backups stay skipped.",
                 "Complete the maintenance operation successfully, or have an admin clear it (`ibs maintenance clear`).",
             ),
+            AlertKind::BackupsCorrupted => (
+                "Backups are corrupted: data on the share failed verification.",
+                "Scheduled verification re-read packs on the backup share and found some damaged, missing or unreadable. The backups and components named in the details reference data that exists only in those packs and cannot be fully restored; they are marked Corrupted.",
+                "Check the share's disks and file server for errors. Keep the sources online: the next backup stores again every damaged chunk the sources still have, and backups whose data is then whole are no longer Corrupted. Backups whose damaged data is no longer at the source stay Corrupted; restore from another backup, or let retention remove them.",
+            ),
         }
     }
 
@@ -136,6 +145,7 @@ impl AlertKind {
             AlertKind::RetentionFailed,
             AlertKind::LegacyKeyInUse,
             AlertKind::SkippedMaintenanceFailed,
+            AlertKind::BackupsCorrupted,
         ]);
         all.into_iter().find(|k| k.as_str() == s)
     }

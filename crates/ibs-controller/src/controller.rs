@@ -5,12 +5,13 @@
 //!
 //! Locking table (controller level; the repository has its own locks, see `ibs_repo::lock`):
 //!
-//! | running \ wants     | backup (any trigger) | restore | retention cleanup | maintenance begin |
-//! |---------------------|----------------------|---------|-------------------|-------------------|
-//! | backup              | 409 / Skipped        | 409     | waits (next tick) | allowed (readiness says busy) |
-//! | restore             | 409 / Skipped        | 409     | waits             | allowed |
-//! | retention cleanup   | 409 / Skipped        | 409     | —                 | allowed |
-//! | maintenance active  | 409 / Skipped        | allowed | runs              | 409 |
+//! | running \ wants     | backup (any trigger) | restore | retention cleanup | verification | maintenance begin |
+//! |---------------------|----------------------|---------|-------------------|--------------|-------------------|
+//! | backup              | 409 / Skipped        | 409     | waits (next tick) | 409 / Skipped | allowed (readiness says busy) |
+//! | restore             | 409 / Skipped        | 409     | waits             | 409 / Skipped | allowed |
+//! | retention cleanup   | 409 / waits          | 409     | —                 | waits        | allowed |
+//! | verification        | 409 / waits          | 409     | waits             | 409 / Skipped | allowed |
+//! | maintenance active  | 409 / Skipped        | allowed | runs              | 409 / Skipped | 409 |
 
 use crate::alerts::{AlertSink, Alerts};
 use crate::component::{self, Component, ComponentConfig};
@@ -256,6 +257,8 @@ impl Controller {
             last_backup_time: last.map(rfc3339),
             updated_at: (s.updated_at > 0).then(|| rfc3339(s.updated_at)),
             warnings: Vec::new(),
+            verify_every_hours: s.verify_every_hours,
+            verify_sample_percent: s.verify_sample_percent,
         })
     }
 
@@ -327,6 +330,12 @@ impl Controller {
         }
         if let Some(e) = v.scheduler_enabled {
             next.scheduler_enabled = e;
+        }
+        if let Some(h) = v.verify_every_hours {
+            next.verify_every_hours = h;
+        }
+        if let Some(p) = v.verify_sample_percent {
+            next.verify_sample_percent = p;
         }
         if !v.fields.is_empty() {
             next.updated_at = now;

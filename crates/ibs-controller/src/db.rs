@@ -1,7 +1,8 @@
 //! The state database (SQLite via rusqlite, bundled): one file `DATA/state.sqlite` in WAL mode.
 //!
 //! Tables: `meta` (key/value JSON: location settings, scheduler state, maintenance state, cached
-//! capacity), `jobs` (see `db_jobs`), `alerts`, `tokens` (hashes only), `audit`. The schema version
+//! capacity), `jobs` (see `db_jobs`), `alerts`, `tokens` (hashes only), `audit`, `pack_checks`
+//! (see `db_verify`). The schema version
 //! is in `PRAGMA user_version`; migrations are additive.
 //!
 //! A single connection behind a mutex: every statement is short, and jobs write progress at most
@@ -15,7 +16,7 @@ use serde::Serialize;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -90,6 +91,8 @@ impl Db {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let _: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         conn.execute_batch(SCHEMA)?;
+        // Version 3: per-pack verification records.
+        conn.execute_batch(crate::db_verify::TABLE)?;
         // Version 2: optional token expiry.
         let has_expiry: bool = conn.query_row(
             "SELECT COUNT(*) FROM pragma_table_info('tokens') WHERE name = 'expires_at'",

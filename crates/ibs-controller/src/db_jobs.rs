@@ -11,6 +11,7 @@ fn kind_str(k: JobKind) -> &'static str {
     match k {
         JobKind::Backup => "backup",
         JobKind::Restore => "restore",
+        JobKind::Verify => "verify",
     }
 }
 

@@ -12,6 +12,8 @@
 //! - [`alerts`]: the alert catalogue and lifecycle.
 //! - [`controller`]: [`Controller`], the one object the API and the daemon talk to; the job gate.
 //! - [`runner`]: executes a backup job; [`restore_job`]: executes a restore job.
+//! - [`verify`]: scheduled verification of the packs on the share (no .pfx), damage markers,
+//!   Corrupted backups and their alert.
 //! - [`retention`]: the hourly cleanup (forget + prune) and the "what would lowering retention delete" plan.
 //! - [`bootstrap`]: first start on embedded defaults (certificate, sample folder, location, admin token).
 //!
@@ -25,6 +27,7 @@ pub mod config;
 pub mod controller;
 pub mod db;
 mod db_jobs;
+pub mod db_verify;
 pub mod kinds;
 pub mod model;
 mod ops;
@@ -38,6 +41,7 @@ pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tokens;
+pub mod verify;
 
 pub use controller::{Capacity, Controller, ControllerOptions, Readiness};
 pub use model::{

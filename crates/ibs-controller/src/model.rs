@@ -7,6 +7,11 @@ pub const DEFAULT_FREQUENCY_HOURS: u32 = 12;
 pub const DEFAULT_RETENTION_DAYS: u32 = 7;
 pub const FREQUENCY_RANGE: (u32, u32) = (1, 24);
 pub const RETENTION_RANGE: (u32, u32) = (1, 90);
+pub const DEFAULT_VERIFY_EVERY_HOURS: u32 = 24;
+/// From hourly to every 30 days.
+pub const VERIFY_EVERY_RANGE: (u32, u32) = (1, 720);
+pub const DEFAULT_VERIFY_SAMPLE_PERCENT: u32 = 10;
+pub const VERIFY_SAMPLE_RANGE: (u32, u32) = (1, 100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -20,6 +25,8 @@ pub enum Trigger {
 pub enum JobKind {
     Backup,
     Restore,
+    /// Scheduled or on-demand verification of a sample of the packs on the share.
+    Verify,
 }
 
 /// A job's state. `Succeeded` and `PartialSucceeded` are set only after the engine returned, i.e.
@@ -129,6 +136,50 @@ pub struct Job {
     pub source_job: Option<String>,
     /// Set when retention removed this backup from the store.
     pub deleted_at: Option<i64>,
+    /// A backup some of whose data is in damaged packs with no healthy copy: it cannot be fully
+    /// restored. `status` keeps the backup's original outcome.
+    #[serde(default)]
+    pub corrupted: Option<Corruption>,
+    /// For a verification job: what it checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerifySummary>,
+}
+
+/// Why a backup is marked Corrupted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Corruption {
+    /// Unix seconds of the verification (or backup) that first found it.
+    pub since: i64,
+    /// The affected components (by name).
+    pub components: Vec<String>,
+    /// The affected engine sources.
+    pub sources: Vec<String>,
+    /// The backup's manifest predates per-source references: every component is listed because
+    /// the affected ones cannot be told apart.
+    pub all_components: bool,
+    /// The damaged packs (hex ids) holding the only copies of its lost chunks.
+    pub packs: Vec<String>,
+    pub lost_chunks: usize,
+}
+
+/// What one verification job did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct VerifySummary {
+    pub sample_percent: u32,
+    /// Packs known (indexed or stored) when the job started.
+    pub packs_total: u64,
+    pub packs_checked: u64,
+    pub bytes_read: u64,
+    /// Packs this job found damaged (missing, unreadable, or failing their hash).
+    pub damaged_found: u64,
+    /// Share (0–1) of the current packs verified at least once.
+    pub coverage_ever: f64,
+    /// Share (0–1) of the current packs verified within the last `coverage_window_runs` runs.
+    pub coverage_window: f64,
+    /// ceil(100 / sample_percent): the runs one full pass over the packs takes.
+    pub coverage_window_runs: u32,
+    /// Backups marked Corrupted after this job.
+    pub corrupted_backups: Vec<String>,
 }
 
 impl Job {
@@ -153,6 +204,8 @@ impl Job {
             backup_id: None,
             source_job: None,
             deleted_at: None,
+            corrupted: None,
+            verification: None,
         }
     }
 }

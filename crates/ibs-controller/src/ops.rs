@@ -28,6 +28,9 @@ pub struct TickOutcome {
     pub job: Option<Job>,
     pub handle: Option<tokio::task::JoinHandle<()>>,
     pub retention: Option<tokio::task::JoinHandle<()>>,
+    /// The verification job started or recorded as Skipped by this tick, and its task.
+    pub verify_job: Option<Job>,
+    pub verify: Option<tokio::task::JoinHandle<()>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -63,6 +66,8 @@ impl Controller {
                 job: None,
                 handle: None,
                 retention: None,
+                verify_job: None,
+                verify: None,
             });
         }
         let mut state: ScheduleState = self.schedule()?;
@@ -75,6 +80,8 @@ impl Controller {
             job: None,
             handle: None,
             retention: None,
+            verify_job: None,
+            verify: None,
         };
         match decision {
             Decision::NotDue => {}
@@ -103,6 +110,11 @@ impl Controller {
                 out.job = Some(self.record_skip(&reason)?);
             }
         }
+        // Verification after the backup decision: a backup started by this tick holds the gate,
+        // so a verification due at the same time is recorded as Skipped.
+        let (verify_job, verify) = self.verification_tick(maintenance.as_ref())?;
+        out.verify_job = verify_job;
+        out.verify = verify;
         self.evaluate_conditions()?;
         out.retention = self.maybe_start_retention()?;
         Ok(out)

@@ -215,6 +215,9 @@ pub(crate) async fn run_backup(ctl: &Controller, mut job: Job, progress: Arc<Pro
         tracing::error!("recording job {}: {e}", job.id);
     }
     let _ = ctl.evaluate_conditions();
+    if job.backup_id.is_some() {
+        crate::verify::refresh_after_backup(ctl).await;
+    }
     tracing::info!("backup job {} ended {}", job.id, job.status.as_str());
 }
 

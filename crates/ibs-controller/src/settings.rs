@@ -8,7 +8,9 @@
 //! expiry are shown.
 
 use crate::model::{
-    DEFAULT_FREQUENCY_HOURS, DEFAULT_RETENTION_DAYS, FREQUENCY_RANGE, RETENTION_RANGE,
+    DEFAULT_FREQUENCY_HOURS, DEFAULT_RETENTION_DAYS, DEFAULT_VERIFY_EVERY_HOURS,
+    DEFAULT_VERIFY_SAMPLE_PERCENT, FREQUENCY_RANGE, RETENTION_RANGE, VERIFY_EVERY_RANGE,
+    VERIFY_SAMPLE_RANGE,
 };
 use crate::{ControllerError, Result};
 use base64::engine::general_purpose::STANDARD as B64;
@@ -32,6 +34,20 @@ pub struct StoredLocation {
     pub retention_days: u32,
     pub scheduler_enabled: bool,
     pub updated_at: i64,
+    /// Hours between scheduled verifications (absent in settings stored before verification).
+    #[serde(default = "default_verify_every")]
+    pub verify_every_hours: u32,
+    /// Share of the packs each verification reads, in percent.
+    #[serde(default = "default_verify_sample")]
+    pub verify_sample_percent: u32,
+}
+
+fn default_verify_every() -> u32 {
+    DEFAULT_VERIFY_EVERY_HOURS
+}
+
+fn default_verify_sample() -> u32 {
+    DEFAULT_VERIFY_SAMPLE_PERCENT
 }
 
 impl Default for StoredLocation {
@@ -46,6 +62,8 @@ impl Default for StoredLocation {
             retention_days: DEFAULT_RETENTION_DAYS,
             scheduler_enabled: true,
             updated_at: 0,
+            verify_every_hours: DEFAULT_VERIFY_EVERY_HOURS,
+            verify_sample_percent: DEFAULT_VERIFY_SAMPLE_PERCENT,
         }
     }
 }
@@ -99,6 +117,10 @@ pub struct LocationView {
     pub updated_at: Option<String>,
     #[serde(default)]
     pub warnings: Vec<String>,
+    #[serde(default = "default_verify_every")]
+    pub verify_every_hours: u32,
+    #[serde(default = "default_verify_sample")]
+    pub verify_sample_percent: u32,
 }
 
 /// A partial update (`PUT /api/v1/location`): absent fields are left unchanged.
@@ -116,6 +138,10 @@ pub struct LocationUpdate {
     pub frequency_hours: Option<i64>,
     pub retention_days: Option<i64>,
     pub scheduler_enabled: Option<bool>,
+    /// Hours between scheduled verifications of the packs on the share (1–720).
+    pub verify_every_hours: Option<i64>,
+    /// Share of the packs each verification reads, in percent (1–100).
+    pub verify_sample_percent: Option<i64>,
     /// Apply a retention change even though it deletes existing backups.
     #[serde(default)]
     pub confirm: bool,
@@ -142,6 +168,8 @@ pub struct ValidatedUpdate {
     pub frequency_hours: Option<u32>,
     pub retention_days: Option<u32>,
     pub scheduler_enabled: Option<bool>,
+    pub verify_every_hours: Option<u32>,
+    pub verify_sample_percent: Option<u32>,
     pub confirm: bool,
     /// Changed fields, for the audit log (names only).
     pub fields: Vec<String>,
@@ -239,6 +267,8 @@ pub fn validate(u: &LocationUpdate, current: &StoredLocation, now: i64) -> Resul
         frequency_hours: None,
         retention_days: None,
         scheduler_enabled: None,
+        verify_every_hours: None,
+        verify_sample_percent: None,
         confirm: u.confirm,
         fields: Vec::new(),
         warnings: Vec::new(),
@@ -333,6 +363,20 @@ pub fn validate(u: &LocationUpdate, current: &StoredLocation, now: i64) -> Resul
         if s != current.scheduler_enabled {
             v.scheduler_enabled = Some(s);
             v.fields.push("scheduler_enabled".into());
+        }
+    }
+    if let Some(h) = u.verify_every_hours {
+        let h = in_range("verify_every_hours", h, VERIFY_EVERY_RANGE)?;
+        if h != current.verify_every_hours {
+            v.verify_every_hours = Some(h);
+            v.fields.push("verify_every_hours".into());
+        }
+    }
+    if let Some(p) = u.verify_sample_percent {
+        let p = in_range("verify_sample_percent", p, VERIFY_SAMPLE_RANGE)?;
+        if p != current.verify_sample_percent {
+            v.verify_sample_percent = Some(p);
+            v.fields.push("verify_sample_percent".into());
         }
     }
     Ok(v)

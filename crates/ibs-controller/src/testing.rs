@@ -54,6 +54,29 @@ impl StorageOpener for MemOpener {
     }
 }
 
+/// Local folders, as the binary maps them: `<path>/MASBackup` on the local disk (the folder
+/// itself must exist). For tests that need a real on-disk repository (flipping a pack's byte).
+#[derive(Debug, Default)]
+pub struct LocalOpener;
+
+#[async_trait]
+impl StorageOpener for LocalOpener {
+    async fn open(&self, t: &StorageTarget, create: bool) -> Result<DynStorage, OpenError> {
+        let err = |e: ibs_storage::StorageError| OpenError::new(e.class(), e.to_string());
+        ibs_storage::LocalStorage::open(&t.path).map_err(err)?;
+        let root = std::path::Path::new(&t.path).join(ibs_repo::layout::ROOT_FOLDER);
+        let s = if create {
+            ibs_storage::LocalStorage::create(root).map_err(err)?
+        } else {
+            ibs_storage::LocalStorage::open(root).map_err(|e| OpenError {
+                not_a_repository: true,
+                ..err(e)
+            })?
+        };
+        Ok(Arc::new(s))
+    }
+}
+
 /// One 2048-bit identity per test process (key generation is slow).
 pub fn identity() -> &'static ibs_keys::PrivateIdentity {
     static ID: OnceLock<ibs_keys::PrivateIdentity> = OnceLock::new();
@@ -71,16 +94,29 @@ pub struct TestController {
 
 /// A controller at `now` with the given components, no location configured.
 pub fn controller(now: i64, components: Vec<ComponentConfig>) -> TestController {
+    controller_with(now, components, None)
+}
+
+/// Like [`controller`], opening locations with `local` instead of memory when given.
+pub fn controller_with(
+    now: i64,
+    components: Vec<ComponentConfig>,
+    local: Option<Arc<LocalOpener>>,
+) -> TestController {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = Arc::new(ManualClock::new(now));
     let opener = Arc::new(MemOpener::default());
+    let chosen: Arc<dyn StorageOpener> = match local {
+        Some(l) => l,
+        None => opener.clone(),
+    };
     let db = Arc::new(Db::open(&dir.path().join("state.sqlite")).expect("db"));
     let ctl = Controller::open(ControllerOptions {
         data_dir: dir.path().to_path_buf(),
         db,
         secrets: SecretBox::ephemeral(),
         clock: clock.clone(),
-        opener: opener.clone(),
+        opener: chosen,
         alert_sink: None,
         components: Some(components),
         lock_wait: Duration::from_secs(5),

@@ -196,7 +196,13 @@ async fn run(
     let started_unix = repo.clock().now_unix();
     let started = Instant::now();
     let backup_id = new_backup_id(started_unix);
-    let (index, _) = repo.load_index(&state.keys.metadata).await?;
+    let (mut index, _) = repo.load_index(&state.keys.metadata).await?;
+    // Self-heal: a chunk whose only copies are in damaged packs counts as absent, so a source
+    // that still has it stores it again (in a new pack, indexed by this backup's segment).
+    let healing = index.forget_damaged();
+    if healing > 0 {
+        tracing::info!("{healing} chunks have copies only in damaged packs; they are stored again if a source still has them");
+    }
     let index = Arc::new(index);
     preflight_capacity(&repo, &opts.sources).await?;
 
@@ -346,11 +352,13 @@ async fn run(
             dedup,
             index,
             refs: HashSet::new(),
+            source_refs: HashSet::new(),
             tx: work_tx,
             bytes_new: 0,
             closed: false,
         };
         let mut results = Vec::new();
+        let mut source_refs: Vec<(String, Vec<ChunkId>)> = Vec::new();
         for src in sources {
             let mut reader = SourceReader {
                 name: &src.name,
@@ -392,9 +400,12 @@ async fn run(
             if matches!(tree, Err(EngineError::Cancelled)) {
                 return Err(EngineError::Cancelled);
             }
+            let mut mine: Vec<ChunkId> = std::mem::take(&mut em.source_refs).into_iter().collect();
+            mine.sort_unstable();
+            source_refs.push((src.name.clone(), mine));
             results.push((src.name, kind, origin, tree, stats));
         }
-        let refs = em.refs;
+        let refs = (em.refs, source_refs);
         let bytes_new = em.bytes_new;
         drop(em.tx);
         Ok::<_, EngineError>((results, refs, bytes_new, cache))
@@ -502,11 +513,21 @@ async fn run(
                 .filter(|s| s.essential)
                 .all(|s| s.status == BackupStatus::Succeeded),
     );
-    let mut refs: Vec<ChunkId> = refs.into_iter().collect();
-    let manifest = Manifest::seal(
+    // Every chunk of the backup is referenced by the source that emitted it, so the union of
+    // the per-source lists is the backup's whole reference list.
+    let (all_refs, source_refs) = refs;
+    debug_assert_eq!(
+        all_refs.len(),
+        source_refs
+            .iter()
+            .flat_map(|(_, c)| c.iter())
+            .collect::<HashSet<_>>()
+            .len()
+    );
+    let manifest = Manifest::seal_with_sources(
         catalog.clone(),
         &trees,
-        &mut refs,
+        &source_refs,
         &data_key,
         &state.keys.metadata,
     );

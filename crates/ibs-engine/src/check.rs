@@ -145,8 +145,15 @@ async fn run(repo: &Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport,
         }
     }
 
-    // Index.
-    let mut index = Index::default();
+    // Index: it knows the damaged packs, so every chunk resolves to a healthy copy if one exists.
+    let damaged = repo.damaged_packs().await?;
+    if !damaged.is_empty() {
+        r.notes.push(format!(
+            "{} packs carry a damage marker (damaged/); chunks with a healthy copy elsewhere are read from it",
+            damaged.len()
+        ));
+    }
+    let mut index = Index::with_damaged(damaged);
     if let Some(k) = &keys {
         for obj in repo.storage().list(layout::INDEX).await? {
             r.index_segments += 1;
@@ -300,7 +307,6 @@ async fn run(repo: &Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport,
             &mut r,
             &listed,
             &index,
-            &pack_chunks,
             &refs,
             keys.as_ref(),
             key_cache.as_ref(),
@@ -399,13 +405,142 @@ fn verify_one(
     PackOutcome { problem, verified }
 }
 
+/// The verdict on one pack read by [`verify_packs`].
+#[derive(Debug, Clone)]
+pub struct PackVerdict {
+    pub pack: PackId,
+    /// Bytes read (0 when the pack could not be read).
+    pub bytes_read: u64,
+    /// Chunks decrypted and re-hashed (only with the data keys).
+    pub chunks_verified: u64,
+    /// What is wrong, and which chunks it touches; `None` for a sound pack.
+    pub problem: Option<PackProblem>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PackProblem {
+    pub kind: PackProblemKind,
+    pub detail: String,
+    pub chunks: HashSet<ChunkId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackProblemKind {
+    /// Storage has no such pack.
+    Missing,
+    /// Storage failed to return it with a permanent error about the object itself.
+    Unreadable,
+    /// The storage could not be reached (connectivity, path, credentials): says nothing about
+    /// the pack, so it is never recorded as damage.
+    Unavailable,
+    /// Its bytes do not hash to its name, or its header or chunks do not verify.
+    Corrupt,
+}
+
+/// Reads and verifies `packs`, two at a time: each is re-hashed against its name (no key
+/// needed); with `keys` its header must match `index`; with `data_keys` every chunk is
+/// decrypted. Used by `check --read-data` (every pack) and by scheduled verification (a sample).
+pub async fn verify_packs(
+    repo: &Arc<Repository>,
+    packs: Vec<PackId>,
+    index: &Index,
+    keys: Option<&RepoKeys>,
+    data_keys: Option<Arc<HashMap<KeyId, Result<SymKey, String>>>>,
+    progress: &Progress,
+) -> Vec<PackVerdict> {
+    let wanted: HashSet<PackId> = packs.iter().copied().collect();
+    let mut pack_chunks: HashMap<PackId, Vec<(ChunkId, ChunkLocation)>> = HashMap::new();
+    for c in index.chunk_ids() {
+        if let Some(loc) = index.get(c).filter(|l| wanted.contains(&l.pack)) {
+            pack_chunks.entry(loc.pack).or_default().push((*c, loc));
+        }
+    }
+    let keys = keys.cloned().map(Arc::new);
+    let mut outcomes = futures::stream::iter(packs)
+        .map(|id| {
+            let chunks = pack_chunks.remove(&id).unwrap_or_default();
+            let (keys, data_keys) = (keys.clone(), data_keys.clone());
+            async move {
+                let all = || chunks.iter().map(|(c, _)| *c).collect::<HashSet<_>>();
+                let bytes = match repo.storage().get(&layout::pack(&id)).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        use ibs_storage::ErrorKind as K;
+                        let kind = match e.kind {
+                            K::NotFound => PackProblemKind::Missing,
+                            K::Connectivity | K::Path | K::Authentication | K::Capacity => {
+                                PackProblemKind::Unavailable
+                            }
+                            _ => PackProblemKind::Unreadable,
+                        };
+                        let detail = if e.is_not_found() {
+                            "pack is missing".to_string()
+                        } else {
+                            e.to_string()
+                        };
+                        return PackVerdict {
+                            pack: id,
+                            bytes_read: 0,
+                            chunks_verified: 0,
+                            problem: Some(PackProblem {
+                                kind,
+                                detail,
+                                chunks: all(),
+                            }),
+                        };
+                    }
+                };
+                let len = bytes.len() as u64;
+                let chunks2 = chunks.clone();
+                let out = tokio::task::spawn_blocking(move || {
+                    verify_one(id, &bytes, &chunks2, keys.as_deref(), data_keys.as_deref())
+                })
+                .await;
+                let (problem, verified) = match out {
+                    Ok(o) => (
+                        o.problem.map(|(detail, chunks)| PackProblem {
+                            kind: PackProblemKind::Corrupt,
+                            detail,
+                            chunks,
+                        }),
+                        o.verified,
+                    ),
+                    Err(e) => (
+                        Some(PackProblem {
+                            kind: PackProblemKind::Unreadable,
+                            detail: format!("verification task: {e}"),
+                            chunks: all(),
+                        }),
+                        0,
+                    ),
+                };
+                PackVerdict {
+                    pack: id,
+                    bytes_read: len,
+                    chunks_verified: verified,
+                    problem,
+                }
+            }
+        })
+        .buffer_unordered(2);
+    let mut out = Vec::new();
+    while let Some(v) = outcomes.next().await {
+        if v.bytes_read > 0 {
+            progress.add_bytes(v.bytes_read);
+        }
+        progress.add_file();
+        out.push(v);
+    }
+    out.sort_by_key(|a| a.pack);
+    out
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn read_packs(
     repo: &Arc<Repository>,
     r: &mut CheckReport,
     listed: &HashMap<PackId, u64>,
     index: &Index,
-    pack_chunks: &HashMap<PackId, HashSet<ChunkId>>,
     refs: &BTreeMap<String, Vec<ChunkId>>,
     keys: Option<&RepoKeys>,
     key_cache: Option<&KeyCache>,
@@ -423,53 +558,20 @@ async fn read_packs(
         }
         None => None,
     };
-    let keys = keys.cloned().map(Arc::new);
     let mut packs: Vec<PackId> = listed.keys().copied().collect();
     packs.sort();
-    let mut outcomes = futures::stream::iter(packs)
-        .map(|id| {
-            let chunks: Vec<(ChunkId, ChunkLocation)> = pack_chunks
-                .get(&id)
-                .map(|set| {
-                    set.iter()
-                        .filter_map(|c| index.get(c).map(|l| (*c, l)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let (keys, data_keys) = (keys.clone(), data_keys.clone());
-            async move {
-                let bytes = match repo.storage().get(&layout::pack(&id)).await {
-                    Ok(b) => b,
-                    Err(e) => return (id, Err(e.to_string()), chunks),
-                };
-                let len = bytes.len() as u64;
-                let chunks2 = chunks.clone();
-                let out = tokio::task::spawn_blocking(move || {
-                    verify_one(id, &bytes, &chunks2, keys.as_deref(), data_keys.as_deref())
-                })
-                .await
-                .map_err(|e| format!("verification task: {e}"));
-                (id, out.map(|o| (o, len)), chunks)
-            }
-        })
-        .buffer_unordered(2);
-    while let Some((id, result, chunks)) = outcomes.next().await {
-        let obj = layout::pack(&id).to_string();
-        match result {
-            Err(e) => {
-                let all: HashSet<ChunkId> = chunks.iter().map(|(c, _)| *c).collect();
-                r.problem(obj, e, affected(refs, &all));
-            }
-            Ok((outcome, len)) => {
-                r.packs_read += 1;
-                r.bytes_read += len;
-                r.chunks_verified += outcome.verified;
-                progress.add_bytes(len);
-                progress.add_file();
-                if let Some((detail, bad)) = outcome.problem {
-                    r.problem(obj, detail, affected(refs, &bad));
-                }
-            }
+    for v in verify_packs(repo, packs, index, keys, data_keys, progress).await {
+        let obj = layout::pack(&v.pack).to_string();
+        if v.problem
+            .as_ref()
+            .is_none_or(|p| p.kind == PackProblemKind::Corrupt)
+        {
+            r.packs_read += 1;
+            r.bytes_read += v.bytes_read;
+            r.chunks_verified += v.chunks_verified;
+        }
+        if let Some(p) = v.problem {
+            r.problem(obj, p.detail, affected(refs, &p.chunks));
         }
     }
     Ok(())

@@ -7,6 +7,13 @@
 //! delete unused data-key envelopes. At every point the index on storage covers every chunk that any
 //! manifest references. Prune refuses to run if any manifest cannot be read, because it could not know
 //! what that backup needs.
+//!
+//! Damaged packs (those with a `damaged/` marker): prune builds its index knowing them, so a chunk
+//! with a healthy copy (stored again by a self-healing backup) is kept only in the healthy pack. A
+//! damaged pack none of whose still-referenced chunks lacks a healthy copy therefore has nothing
+//! live and is deleted, together with its marker. A damaged pack that still holds the only copy of
+//! some referenced chunk is kept as it is (never repacked: its bytes cannot be trusted as a whole),
+//! and so is its marker. Markers of packs that are neither indexed nor stored are removed.
 
 use crate::state::WriterState;
 use crate::EngineError;
@@ -120,6 +127,8 @@ pub struct PrunePlan {
     pub delete_keys: Vec<KeyId>,
     /// Packs that fail their hash check: never repacked (their contents cannot be trusted).
     pub damaged: Vec<PackId>,
+    /// Damage markers removed with their pack (or because their pack is gone).
+    pub delete_markers: Vec<PackId>,
 }
 
 /// A pack is repacked when more than this share of its bytes is unused.
@@ -157,8 +166,9 @@ pub fn plan_prune(
         if live.is_empty() {
             plan.delete.push(rec.id);
             plan.bytes_freed_estimate += rec.length;
-        } else if (rec.length - live_bytes.min(rec.length)) as f64
-            > REPACK_UNUSED_RATIO * rec.length as f64
+        } else if !index.is_damaged(&rec.id)
+            && (rec.length - live_bytes.min(rec.length)) as f64
+                > REPACK_UNUSED_RATIO * rec.length as f64
         {
             plan.repack.push(rec.id);
             plan.bytes_freed_estimate += rec.length - live_bytes;
@@ -240,7 +250,8 @@ async fn prune_locked(
         .iter()
         .flat_map(|(_, r)| r.iter().cloned())
         .collect();
-    let mut index = Index::default();
+    let damaged = repo.damaged_packs().await?;
+    let mut index = Index::with_damaged(damaged.clone());
     records.iter().for_each(|r| index.add_pack(r));
     let listed: HashMap<PackId, u64> = repo.list_packs().await?;
     let envelopes: Vec<KeyId> = repo
@@ -252,6 +263,17 @@ async fn prune_locked(
         .collect();
     let (mut plan, mut live) =
         plan_prune(&records, &index, &used, &listed, &manifest_keys, &envelopes);
+    let indexed: HashSet<PackId> = index.packs().map(|(p, _)| p).collect();
+    plan.delete_markers = damaged
+        .iter()
+        .filter(|p| {
+            plan.delete.contains(p)
+                || plan.unindexed.contains(p)
+                || (!indexed.contains(p) && !listed.contains_key(p))
+        })
+        .copied()
+        .collect();
+    plan.delete_markers.sort();
     if dry_run {
         return Ok(plan);
     }
@@ -332,7 +354,12 @@ async fn prune_locked(
     {
         delete_ok(repo, &layout::pack(id)).await?;
     }
-    // 5. Envelopes of data keys no chunk and no manifest uses.
+    // 5. Markers of damaged packs that are gone (after their pack: a crash in between leaves a
+    //    marker without a pack, which the next prune removes).
+    for id in &plan.delete_markers {
+        repo.delete_damage_marker(id).await?;
+    }
+    // 6. Envelopes of data keys no chunk and no manifest uses.
     for k in &plan.delete_keys {
         delete_ok(repo, &layout::data_key(k)).await?;
     }

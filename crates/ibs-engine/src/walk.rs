@@ -31,6 +31,8 @@ pub struct Emitter {
     pub dedup: SymKey,
     pub index: Arc<Index>,
     pub refs: HashSet<ChunkId>,
+    /// The chunks the source being read references (taken after each source: per-source refs).
+    pub source_refs: HashSet<ChunkId>,
     pub tx: crossbeam_channel::Sender<Work>,
     pub bytes_new: u64,
     pub closed: bool,
@@ -40,6 +42,7 @@ impl Emitter {
     pub fn emit(&mut self, data: &[u8], ids: &mut Vec<ChunkId>) {
         let id = self.dedup.chunk_id(data);
         ids.push(id);
+        self.source_refs.insert(id);
         if self.refs.insert(id) && !self.index.contains(&id) {
             self.bytes_new += data.len() as u64;
             if self
@@ -189,6 +192,7 @@ impl SourceReader<'_> {
         {
             for id in &ids {
                 self.em.refs.insert(*id);
+                self.em.source_refs.insert(*id);
             }
             let _ = self.cache.record(self.name, &e.path, &st, &ids);
             e.chunks = ids;

@@ -7,6 +7,12 @@
 //! body: u16 version=1, u32 pack_count, pack_count × {
 //!         pack_id[32] pack_length:u64 u32 entry_count, entry_count × pack entry (61 bytes, see pack.rs) }
 //! ```
+//! Damaged packs (see `damaged.rs`): an index built [`Index::with_damaged`] prefers, for each
+//! chunk, a location in a healthy pack over one in a damaged pack, whatever order segments load
+//! in; among healthy (or among damaged) locations the first seen wins. Restore and check thus read
+//! the healthy copy a self-healing backup wrote, and [`Index::forget_damaged`] lets a backup treat
+//! a chunk whose only copies are damaged as absent, so it is stored again.
+//!
 //! Decoding never allocates more than the decompressed body can hold: every count is checked against
 //! the bytes that remain before anything is reserved.
 
@@ -14,7 +20,7 @@ use crate::crypto::SymKey;
 use crate::error::{RepoError, Result};
 use crate::ids::{ChunkId, KeyId, PackId};
 use crate::pack::{PackEntry, ENTRY_LEN};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
 pub const INDEX_MAGIC: &[u8; 6] = b"IBSIDX";
@@ -177,9 +183,44 @@ pub struct Index {
     pack_slot: HashMap<PackId, u32>,
     keys: Vec<KeyId>,
     key_slot: HashMap<KeyId, u32>,
+    damaged: HashSet<PackId>,
 }
 
 impl Index {
+    /// An empty index that knows which packs are damaged (before any pack is added).
+    pub fn with_damaged(damaged: HashSet<PackId>) -> Self {
+        Index {
+            damaged,
+            ..Default::default()
+        }
+    }
+
+    pub fn is_damaged(&self, pack: &PackId) -> bool {
+        self.damaged.contains(pack)
+    }
+
+    /// The damaged packs this index was built with.
+    pub fn damaged_packs(&self) -> &HashSet<PackId> {
+        &self.damaged
+    }
+
+    /// True if the chunk is indexed only in damaged packs.
+    pub fn only_damaged(&self, id: &ChunkId) -> bool {
+        self.chunks
+            .get(id)
+            .is_some_and(|s| self.damaged.contains(&self.packs[s.pack as usize].0))
+    }
+
+    /// Drops every chunk whose only indexed locations are in damaged packs: to a backup, such a
+    /// chunk is absent and is sealed and stored again if a source still has it.
+    pub fn forget_damaged(&mut self) -> usize {
+        let before = self.chunks.len();
+        let (packs, damaged) = (&self.packs, &self.damaged);
+        self.chunks
+            .retain(|_, s| !damaged.contains(&packs[s.pack as usize].0));
+        before - self.chunks.len()
+    }
+
     pub fn len(&self) -> usize {
         self.chunks.len()
     }
@@ -202,15 +243,28 @@ impl Index {
                 self.keys.push(e.key_id);
                 (self.keys.len() - 1) as u32
             });
-            // The first location seen wins; duplicates (after a crash, or a repack) are harmless.
-            self.chunks.entry(e.id).or_insert(Slot {
+            let slot = Slot {
                 pack,
                 key,
                 offset: e.offset,
                 length: e.length,
                 raw_length: e.raw_length,
                 encoding: e.encoding,
-            });
+            };
+            // The first location seen wins (duplicates after a crash, a repack or a heal are
+            // harmless), except that a healthy location replaces a damaged one.
+            let healthy = !self.damaged.contains(&rec.id);
+            match self.chunks.entry(e.id) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(slot);
+                }
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    let old = self.packs[o.get().pack as usize].0;
+                    if healthy && self.damaged.contains(&old) {
+                        o.insert(slot);
+                    }
+                }
+            }
         }
     }
 
@@ -273,5 +327,39 @@ mod tests {
             (loc.pack, loc.offset, loc.key_id),
             (PackId([3; 32]), 8, KeyId([2; 16]))
         );
+    }
+
+    #[test]
+    fn a_healthy_location_replaces_a_damaged_one_in_any_order() {
+        let entry = |offset| PackEntry {
+            id: ChunkId([1; 32]),
+            offset,
+            length: 50,
+            raw_length: 70,
+            encoding: 1,
+            key_id: KeyId([2; 16]),
+        };
+        let bad = PackRecord {
+            id: PackId([3; 32]),
+            length: 1000,
+            entries: vec![entry(8)],
+        };
+        let good = PackRecord {
+            id: PackId([4; 32]),
+            length: 1000,
+            entries: vec![entry(16)],
+        };
+        for order in [[&bad, &good], [&good, &bad]] {
+            let mut idx = Index::with_damaged([bad.id].into());
+            order.iter().for_each(|r| idx.add_pack(r));
+            assert_eq!(idx.get(&ChunkId([1; 32])).unwrap().pack, good.id);
+            assert!(!idx.only_damaged(&ChunkId([1; 32])));
+            assert_eq!(idx.forget_damaged(), 0);
+        }
+        let mut idx = Index::with_damaged([bad.id].into());
+        idx.add_pack(&bad);
+        assert!(idx.only_damaged(&ChunkId([1; 32])));
+        assert_eq!(idx.forget_damaged(), 1);
+        assert!(!idx.contains(&ChunkId([1; 32])));
     }
 }

@@ -15,6 +15,8 @@ pub const LOCKS: &str = "locks/";
 pub const DATA_KEYS: &str = "keys/data/";
 pub const CERTS: &str = "keys/certs/";
 pub const REPO_KEYS: &str = "keys/repo-";
+/// Damage markers, one per pack that failed verification (see `damaged.rs`).
+pub const DAMAGED: &str = "damaged/";
 
 fn key(s: String) -> ObjectKey {
     // Every name built here is made of hex, digits, letters, '-', '.', '/' only.
@@ -54,6 +56,15 @@ pub fn repo_key(thumbprint: &str) -> ObjectKey {
     key(format!("{REPO_KEYS}{thumbprint}.p7m"))
 }
 
+pub fn damaged(id: &PackId) -> ObjectKey {
+    key(format!("{DAMAGED}{}", id.to_hex()))
+}
+
+/// Parses a damage-marker key back to the pack id it names (`damaged/<64 hex>`).
+pub fn parse_damaged(k: &ObjectKey) -> Option<PackId> {
+    PackId::from_hex(k.as_str().strip_prefix(DAMAGED)?).ok()
+}
+
 /// Parses a pack object key back to its id (`packs/ab/ab…`).
 pub fn parse_pack(k: &ObjectKey) -> Option<PackId> {
     let rest = k.as_str().strip_prefix(PACKS)?;
@@ -88,6 +99,7 @@ pub fn is_ibs_object(k: &ObjectKey) -> bool {
     s == CONFIG
         || parse_pack(k).is_some()
         || parse_data_key(k).is_some()
+        || parse_damaged(k).is_some()
         || s.strip_prefix(INDEX)
             .is_some_and(|n| n.len() == 64 && n.bytes().all(|c| c.is_ascii_hexdigit()))
         || s.strip_prefix(BACKUPS).is_some_and(is_backup_id)
@@ -121,5 +133,8 @@ mod tests {
         assert!(!is_backup_id("../../etc/passwd"));
         assert!(is_ibs_object(&backup("20261126T135000Z-0a1b2c3d")));
         assert!(!is_ibs_object(&ObjectKey::new("notes.txt").unwrap()));
+        assert_eq!(parse_damaged(&damaged(&p)), Some(p));
+        assert!(is_ibs_object(&damaged(&p)));
+        assert!(!is_ibs_object(&ObjectKey::new("damaged/notes").unwrap()));
     }
 }

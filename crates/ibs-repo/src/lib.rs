@@ -9,6 +9,7 @@ pub mod chunk;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod damaged;
 mod error;
 pub mod ids;
 pub mod index;

@@ -5,9 +5,17 @@
 //! u32 len ‖ catalog      cleartext JSON: id, times, status, per-source counts, thumbprint, data key id
 //! u32 len ‖ tree part    sealed under the backup's data key, aad "ibs.manifest.tree.v1" ‖ backup id:
 //!                        JSON {sources: [{name, kind, origin, tree: [chunk ids]}], errors: […]}
-//! u32 len ‖ refs part    sealed under the metadata key, aad "ibs.manifest.refs.v1" ‖ backup id:
-//!                        zstd(sorted, distinct chunk ids, 32 bytes each) — every chunk the backup needs
+//! u32 len ‖ refs part    sealed under the metadata key; one of two versions:
+//!   v1: aad "ibs.manifest.refs.v1" ‖ backup id:
+//!       zstd(sorted, distinct chunk ids, 32 bytes each) — every chunk the backup needs
+//!   v2: aad "ibs.manifest.refs.v2" ‖ backup id:
+//!       zstd(u16 version=2, u32 n, n × chunk id (sorted, distinct),
+//!            u32 s, s × {u16 name_len, name, u32 k, k × u32 position in the list above})
+//!       — the same list, plus which of its chunks each source references
 //! ```
+//! The refs version is told by the associated data (authenticated, so it cannot be confused);
+//! readers accept both. v1 manifests (written before per-source refs) cannot attribute a chunk
+//! to a source: callers then say "all components of that backup".
 //! The catalog lets anyone list backups with no key; the refs let forget, prune and check run with
 //! only the writer's metadata key; file names and contents need the data key, hence the .pfx.
 //! The manifest is the commit point of a backup: it is written last, after its packs and index.
@@ -107,6 +115,22 @@ pub struct TreePart {
     pub errors: Vec<String>,
 }
 
+/// The chunks one source references (refs v2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceRefs {
+    pub name: String,
+    pub chunks: Vec<ChunkId>,
+}
+
+/// An opened refs part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refs {
+    /// Every chunk the backup needs, sorted and distinct.
+    pub all: Vec<ChunkId>,
+    /// Per-source references; `None` for a v1 refs part, which does not record them.
+    pub sources: Option<Vec<SourceRefs>>,
+}
+
 /// A manifest with its sealed parts still sealed.
 pub struct Manifest {
     pub catalog: Catalog,
@@ -119,9 +143,101 @@ pub fn tree_aad(id: &str) -> Vec<u8> {
     [b"ibs.manifest.tree.v1\0".as_slice(), id.as_bytes()].concat()
 }
 
-/// Associated data of a manifest's refs part (public so fuzz targets can seal crafted parts).
+/// Associated data of a manifest's v1 refs part (public so fuzz targets can seal crafted parts).
 pub fn refs_aad(id: &str) -> Vec<u8> {
     [b"ibs.manifest.refs.v1\0".as_slice(), id.as_bytes()].concat()
+}
+
+/// Associated data of a manifest's v2 refs part (per-source references).
+pub fn refs_v2_aad(id: &str) -> Vec<u8> {
+    [b"ibs.manifest.refs.v2\0".as_slice(), id.as_bytes()].concat()
+}
+
+pub const REFS_V2: u16 = 2;
+
+fn encode_refs_v2(sources: &[(String, Vec<ChunkId>)]) -> Vec<u8> {
+    let mut all: Vec<ChunkId> = sources
+        .iter()
+        .flat_map(|(_, c)| c.iter().copied())
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    let mut b = REFS_V2.to_le_bytes().to_vec();
+    b.extend_from_slice(&(all.len() as u32).to_le_bytes());
+    all.iter().for_each(|c| b.extend_from_slice(&c.0));
+    b.extend_from_slice(&(sources.len() as u32).to_le_bytes());
+    for (name, chunks) in sources {
+        let name = &name.as_bytes()[..name.len().min(u16::MAX as usize)];
+        b.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        b.extend_from_slice(name);
+        let mut pos: Vec<u32> = chunks
+            .iter()
+            .map(|c| all.binary_search(c).expect("every chunk is in the list") as u32)
+            .collect();
+        pos.sort_unstable();
+        pos.dedup();
+        b.extend_from_slice(&(pos.len() as u32).to_le_bytes());
+        pos.iter()
+            .for_each(|p| b.extend_from_slice(&p.to_le_bytes()));
+    }
+    b
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
+        let s = self.b.get(self.pos..self.pos + n).ok_or("truncated")?;
+        self.pos += n;
+        Ok(s)
+    }
+}
+
+fn decode_refs_v2(b: &[u8]) -> std::result::Result<Refs, String> {
+    let mut cur = Cursor { b, pos: 0 };
+    let mut take = |n: usize| cur.take(n);
+    let version = u16::from_le_bytes(take(2)?.try_into().expect("2"));
+    if version != REFS_V2 {
+        return Err(format!("unknown refs version {version}"));
+    }
+    let n = u32::from_le_bytes(take(4)?.try_into().expect("4")) as usize;
+    if n > b.len() / 32 {
+        return Err("chunk count exceeds the part".into());
+    }
+    let all: Vec<ChunkId> = take(n * 32)?
+        .chunks_exact(32)
+        .map(|c| ChunkId::from_slice(c).expect("32 bytes"))
+        .collect();
+    let s = u32::from_le_bytes(take(4)?.try_into().expect("4")) as usize;
+    if s > b.len() / 6 {
+        return Err("source count exceeds the part".into());
+    }
+    let mut sources = Vec::with_capacity(s);
+    for _ in 0..s {
+        let len = u16::from_le_bytes(take(2)?.try_into().expect("2")) as usize;
+        let name =
+            String::from_utf8(take(len)?.to_vec()).map_err(|_| "source name is not UTF-8")?;
+        let k = u32::from_le_bytes(take(4)?.try_into().expect("4")) as usize;
+        if k > b.len() / 4 {
+            return Err("reference count exceeds the part".into());
+        }
+        let mut chunks = Vec::with_capacity(k);
+        for p in take(k * 4)?.chunks_exact(4) {
+            let p = u32::from_le_bytes(p.try_into().expect("4")) as usize;
+            chunks.push(*all.get(p).ok_or("reference position out of range")?);
+        }
+        sources.push(SourceRefs { name, chunks });
+    }
+    if cur.pos != b.len() {
+        return Err("trailing bytes".into());
+    }
+    Ok(Refs {
+        all,
+        sources: Some(sources),
+    })
 }
 
 impl Manifest {
@@ -139,6 +255,27 @@ impl Manifest {
         let flat: Vec<u8> = refs.iter().flat_map(|r| r.0).collect();
         let compressed = zstd::bulk::compress(&flat, 3).expect("zstd of an in-memory buffer");
         let refs_sealed = metadata_key.seal(&refs_aad(&catalog.backup_id), &compressed);
+        Manifest {
+            catalog,
+            tree_sealed,
+            refs_sealed,
+        }
+    }
+
+    /// Seals a manifest with a v2 refs part: the chunks each source references (the union is the
+    /// backup's reference list). New backups are written this way.
+    pub fn seal_with_sources(
+        catalog: Catalog,
+        tree: &TreePart,
+        sources: &[(String, Vec<ChunkId>)],
+        data_key: &SymKey,
+        metadata_key: &SymKey,
+    ) -> Self {
+        let tree_json = serde_json::to_vec(tree).expect("tree part serializes");
+        let tree_sealed = data_key.seal(&tree_aad(&catalog.backup_id), &tree_json);
+        let body = encode_refs_v2(sources);
+        let compressed = zstd::bulk::compress(&body, 3).expect("zstd of an in-memory buffer");
+        let refs_sealed = metadata_key.seal(&refs_v2_aad(&catalog.backup_id), &compressed);
         Manifest {
             catalog,
             tree_sealed,
@@ -242,27 +379,109 @@ impl Manifest {
             .map_err(|e| RepoError::corrupt(format!("backups/{id}"), format!("tree part: {e}")))
     }
 
+    /// Every chunk the backup needs (either refs version).
     pub fn open_refs(&self, metadata_key: &SymKey) -> Result<Vec<ChunkId>> {
+        Ok(self.open_refs_detailed(metadata_key)?.all)
+    }
+
+    /// The refs part with per-source references where the manifest records them (v2).
+    pub fn open_refs_detailed(&self, metadata_key: &SymKey) -> Result<Refs> {
         let id = &self.catalog.backup_id;
         let what = format!("backups/{id}");
+        let unzip = |compressed: Vec<u8>| {
+            let mut flat = Vec::new();
+            zstd::stream::read::Decoder::new(&compressed[..])
+                .and_then(|d| d.take(1 << 32).read_to_end(&mut flat))
+                .map_err(|e| RepoError::corrupt(&what, format!("refs: {e}")))?;
+            Ok::<_, RepoError>(flat)
+        };
+        if let Some(compressed) = metadata_key.open(&refs_v2_aad(id), &self.refs_sealed) {
+            return decode_refs_v2(&unzip(compressed)?)
+                .map_err(|d| RepoError::corrupt(&what, format!("refs: {d}")));
+        }
         let compressed = metadata_key
             .open(&refs_aad(id), &self.refs_sealed)
             .ok_or_else(|| {
                 RepoError::corrupt(&what, "refs part does not open with the metadata key")
             })?;
-        let mut flat = Vec::new();
-        zstd::stream::read::Decoder::new(&compressed[..])
-            .and_then(|d| d.take(1 << 32).read_to_end(&mut flat))
-            .map_err(|e| RepoError::corrupt(&what, format!("refs: {e}")))?;
+        let flat = unzip(compressed)?;
         if flat.len() % 32 != 0 {
             return Err(RepoError::corrupt(
                 what,
                 "refs length is not a multiple of 32",
             ));
         }
-        Ok(flat
-            .chunks_exact(32)
-            .map(|c| ChunkId::from_slice(c).expect("32 bytes"))
-            .collect())
+        Ok(Refs {
+            all: flat
+                .chunks_exact(32)
+                .map(|c| ChunkId::from_slice(c).expect("32 bytes"))
+                .collect(),
+            sources: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog(id: &str) -> Catalog {
+        Catalog {
+            format_version: 1,
+            backup_id: id.into(),
+            repository_id: String::new(),
+            started: String::new(),
+            finished: String::new(),
+            duration_ms: 0,
+            status: BackupStatus::Succeeded,
+            sources: vec![],
+            encryption_mode: "certificate".into(),
+            certificate_thumbprint: None,
+            data_key_id: String::new(),
+            bytes_read: 0,
+            bytes_new: 0,
+            bytes_stored: 0,
+            hostname: String::new(),
+            ibs_version: String::new(),
+            recovery_ready: None,
+        }
+    }
+
+    #[test]
+    fn refs_v1_and_v2_both_open() {
+        let (dk, mk) = (SymKey::random(), SymKey::random());
+        let id = "20270101T000000Z-0a1b2c3d";
+        let (a, b, c) = (ChunkId([1; 32]), ChunkId([2; 32]), ChunkId([3; 32]));
+        let m = Manifest::seal_with_sources(
+            catalog(id),
+            &TreePart::default(),
+            &[("docs".into(), vec![c, a]), ("logs".into(), vec![a, b, b])],
+            &dk,
+            &mk,
+        );
+        let back = Manifest::from_bytes(id, &m.to_bytes()).unwrap();
+        let r = back.open_refs_detailed(&mk).unwrap();
+        assert_eq!(r.all, vec![a, b, c]);
+        let s = r.sources.unwrap();
+        assert_eq!(
+            (s[0].name.as_str(), s[0].chunks.clone()),
+            ("docs", vec![a, c])
+        );
+        assert_eq!(
+            (s[1].name.as_str(), s[1].chunks.clone()),
+            ("logs", vec![a, b])
+        );
+        assert_eq!(back.open_refs(&mk).unwrap(), vec![a, b, c]);
+        // A v1 manifest (written before per-source refs) still opens, without attribution.
+        let old = Manifest::seal(catalog(id), &TreePart::default(), &mut vec![b, a], &dk, &mk);
+        let r = old.open_refs_detailed(&mk).unwrap();
+        assert_eq!((r.all, r.sources), (vec![a, b], None));
+        assert!(old.open_refs_detailed(&SymKey::random()).is_err());
+        // Hostile v2 bodies are refused without large allocations.
+        assert!(decode_refs_v2(&[2, 0, 255, 255, 255, 255]).is_err());
+        let mut body = encode_refs_v2(&[("x".into(), vec![a])]);
+        let n = body.len();
+        body[n - 4..].copy_from_slice(&9u32.to_le_bytes());
+        assert!(decode_refs_v2(&body).is_err());
     }
 }

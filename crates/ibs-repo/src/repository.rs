@@ -5,6 +5,7 @@ use crate::chunk::MAX_CHUNK;
 use crate::clock::{rfc3339, Clock};
 use crate::config::{Encryption, RepoConfig};
 use crate::crypto::SymKey;
+use crate::damaged::DamageMarker;
 use crate::error::{RepoError, Result};
 use crate::ids::{KeyId, PackId, RepoId};
 use crate::index::{decode_segment, encode_segment, ChunkLocation, Index, PackRecord};
@@ -14,6 +15,7 @@ use crate::manifest::{Catalog, Manifest};
 use bytes::Bytes;
 use ibs_keys::{Certificate, KeyError, LegacyKey};
 use ibs_storage::DynStorage;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// How `init` protects the keys.
@@ -287,9 +289,10 @@ impl Repository {
 
     // ---- index and packs ----
 
-    /// Loads every index segment. Returns the index and the segment names.
+    /// Loads every index segment. Returns the index and the segment names. The index knows the
+    /// damaged packs (markers listed first), so it prefers healthy copies of every chunk.
     pub async fn load_index(&self, metadata_key: &SymKey) -> Result<(Index, Vec<String>)> {
-        let mut index = Index::default();
+        let mut index = Index::with_damaged(self.damaged_packs().await?);
         let mut names = Vec::new();
         for (name, records) in self.load_segments(metadata_key).await? {
             for rec in &records {
@@ -365,6 +368,51 @@ impl Repository {
                     e.into()
                 }
             })
+    }
+
+    // ---- damage markers ----
+
+    /// The packs that carry a damage marker (names only; no marker body is read).
+    pub async fn damaged_packs(&self) -> Result<HashSet<PackId>> {
+        Ok(self
+            .storage
+            .list(layout::DAMAGED)
+            .await?
+            .iter()
+            .filter_map(|o| layout::parse_damaged(&o.key))
+            .collect())
+    }
+
+    /// Every damage marker with its body (a marker whose body does not parse is returned as an
+    /// error beside its pack, so one bad object does not hide the others).
+    pub async fn damage_markers(&self) -> Result<Vec<(PackId, Result<DamageMarker>)>> {
+        let mut out = Vec::new();
+        for id in self.damaged_packs().await? {
+            let m = match self.storage.get(&layout::damaged(&id)).await {
+                Ok(b) => DamageMarker::from_bytes(&id, &b),
+                Err(e) => Err(e.into()),
+            };
+            out.push((id, m));
+        }
+        out.sort_by_key(|a| a.0);
+        Ok(out)
+    }
+
+    /// Writes (or overwrites) the damage marker of one pack.
+    pub async fn put_damage_marker(&self, id: &PackId, m: &DamageMarker) -> Result<()> {
+        Ok(self
+            .storage
+            .put(&layout::damaged(id), m.to_bytes().into())
+            .await?)
+    }
+
+    /// Removes a pack's damage marker; a marker already gone is fine.
+    pub async fn delete_damage_marker(&self, id: &PackId) -> Result<()> {
+        match self.storage.delete(&layout::damaged(id)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     // ---- manifests ----

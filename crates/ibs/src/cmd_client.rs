@@ -319,10 +319,19 @@ fn wait_job(c: &Client, id: &str, label: &'static str, bar_on: bool) -> Result<J
     Ok(job)
 }
 
+/// A backup's status as listed: the original outcome, with `Corrupted` in front when
+/// verification found data it needs damaged (the original status is kept).
+fn status_text(j: &Job) -> String {
+    match &j.corrupted {
+        Some(_) => format!("Corrupted ({})", j.status.as_str()),
+        None => j.status.as_str().into(),
+    }
+}
+
 fn show_job(j: &Job) {
-    let rows = vec![
+    let mut rows = vec![
         vec!["id".into(), j.id.clone()],
-        vec!["status".into(), j.status.as_str().into()],
+        vec!["status".into(), status_text(j)],
         vec![
             "trigger".into(),
             serde_json::to_value(j.trigger)
@@ -348,6 +357,20 @@ fn show_job(j: &Job) {
         ],
         vec!["error".into(), j.error.clone().unwrap_or("-".into())],
     ];
+    if let Some(c) = &j.corrupted {
+        rows.push(vec![
+            "corrupted components".into(),
+            format!(
+                "{}{}",
+                c.components.join(", "),
+                if c.all_components {
+                    " (all: older backup without per-component references)"
+                } else {
+                    ""
+                }
+            ),
+        ]);
+    }
     table(&["FIELD", "VALUE"], &rows);
     if !j.components.is_empty() {
         println!();
@@ -419,7 +442,7 @@ fn backup(a: BackupArgs, json: bool, quiet: bool) -> Result<i32> {
                 .map(|j| {
                     vec![
                         j.id.clone(),
-                        j.status.as_str().into(),
+                        status_text(j),
                         serde_json::to_value(j.trigger)
                             .ok()
                             .and_then(|v| v.as_str().map(String::from))

@@ -1,6 +1,8 @@
 //! Backups and jobs: `GET /backups`, `GET /backups/{id}`, `POST /backups` (operator; 202 with the
 //! job, 409 naming the running job or the maintenance operation), `POST /backups/{id}/restore`
-//! (admin; the .pfx and its password are used in memory only), `GET /jobs`, `GET /jobs/{id}`.
+//! (admin; the .pfx and its password are used in memory only), `GET /jobs`, `GET /jobs/{id}`,
+//! and verification: `GET /verification`, `GET /verification/packs`, `POST /verification`
+//! (operator).
 
 use crate::auth::{ApiJson, Caller};
 use crate::error::{ApiError, ApiResult};
@@ -101,5 +103,43 @@ pub async fn restore(
         pfx_password: b.pfx_password,
     };
     let (job, _handle) = s.ctl.start_restore(&id, req, &caller.actor())?;
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+/// `GET /verification`: settings, coverage, the damaged packs and the Corrupted backups.
+pub async fn verification(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<ibs_controller::verify::VerificationStatus>> {
+    caller.require(Role::Reader)?;
+    Ok(Json(s.ctl.verification_status()?))
+}
+
+/// `GET /verification/packs`: the per-pack records (when each pack was last verified, and what
+/// that found), least recently verified first.
+pub async fn verification_packs(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<ibs_controller::db_verify::PackCheck>>> {
+    caller.require(Role::Reader)?;
+    let mut v: Vec<_> = s.ctl.db().pack_checks()?.into_values().collect();
+    v.sort_by(|a, b| (a.verified_at, &a.pack).cmp(&(b.verified_at, &b.pack)));
+    Ok(Json(v))
+}
+
+/// `POST /verification`: start a verification now (operator; 202 with the job, 409 while a job
+/// or maintenance runs).
+pub async fn start_verification(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> ApiResult<(StatusCode, Json<Job>)> {
+    caller.require(Role::Operator)?;
+    let (job, _handle) = s.ctl.start_verification()?;
+    s.ctl.db().audit(
+        s.ctl.now(),
+        &caller.actor(),
+        "verification.start",
+        std::slice::from_ref(&job.id),
+    )?;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
