@@ -8,7 +8,7 @@
 //! or with more than 100 headers is answered 431 and the connection closed.
 //!
 //! Roles: **reader** may GET everything; **operator** also starts backups and begins/ends
-//! maintenance; **admin** also changes settings and components, restores, closes alerts, prunes the
+//! maintenance; **admin** also changes settings and components, restores, validates, closes alerts, prunes the
 //! store, creates tokens and reads the audit log.
 
 pub mod auth;
@@ -55,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/backups", get(backups::list).post(backups::start))
         .route("/backups/{id}", get(backups::show))
         .route("/backups/{id}/restore", post(backups::restore))
+        .route("/backups/{id}/validate", post(backups::validate))
         .route("/jobs", get(backups::jobs))
         .route(
             "/verification",
@@ -62,6 +63,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/verification/packs", get(backups::verification_packs))
         .route("/jobs/{id}", get(backups::job))
+        .route("/jobs/{id}/report", get(backups::report))
+        .route("/jobs/{id}/report.html", get(backups::report_html))
         .route(
             "/maintenance",
             get(admin::maintenance)

@@ -41,9 +41,15 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "admin",
     ),
     (
+        "/api/v1/backups/{id}/validate",
+        "post",
+        "Validate a backup as a job: every chunk, every component restored to scratch, databases into temporary databases {pfx: base64, pfx_password} (pfx used in memory only)",
+        "admin",
+    ),
+    (
         "/api/v1/jobs",
         "get",
-        "List jobs (backups, skipped runs, restores, verifications)",
+        "List jobs (backups, skipped runs, restores, verifications, validations)",
         "reader",
     ),
     (
@@ -68,6 +74,18 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "/api/v1/verification/packs",
         "get",
         "Per-pack verification records (last verified, result)",
+        "reader",
+    ),
+    (
+        "/api/v1/jobs/{id}/report",
+        "get",
+        "A validation job's report as JSON (404 until written)",
+        "reader",
+    ),
+    (
+        "/api/v1/jobs/{id}/report.html",
+        "get",
+        "A validation job's report as one self-contained HTML page",
         "reader",
     ),
     (
@@ -150,6 +168,23 @@ pub fn build() -> Value {
             }
         });
     }
+    let validate = &mut paths["/api/v1/backups/{id}/validate"]["post"];
+    validate["requestBody"] = json!({
+        "required": true,
+        "content": { "application/json": { "schema": {
+            "type": "object",
+            "required": ["pfx", "pfx_password"],
+            "additionalProperties": false,
+            "properties": {
+                "pfx": { "type": "string", "contentEncoding": "base64",
+                         "description": format!("the .pfx of the backup's certificate, at most {} bytes decoded", ibs_recovery::job::MAX_PFX_BYTES) },
+                "pfx_password": { "type": "string", "writeOnly": true }
+            }
+        } } }
+    });
+    validate["responses"]["202"] = json!({ "description": "The validation job (poll GET /api/v1/jobs/{id}; reports at /api/v1/jobs/{id}/report and report.html)" });
+    validate["responses"]["404"] = json!({ "description": "No such backup" });
+    validate["responses"]["413"] = json!({ "description": "The .pfx or the body is too large" });
     paths.insert("/healthz".into(), json!({ "get": { "summary": "Liveness", "responses": { "200": { "description": "ok" } } } }));
     paths.insert("/metrics".into(), json!({ "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "text format 0.0.4" } } } }));
     json!({

@@ -112,6 +112,7 @@ async fn oversized_bodies_are_413_on_every_json_endpoint() {
         (Method::POST, "/api/v1/store/prune"),
         (Method::POST, "/api/v1/tokens"),
         (Method::POST, "/api/v1/backups/x/restore"),
+        (Method::POST, "/api/v1/backups/x/validate"),
     ] {
         let (s, body) = a
             .send(json_call(method.clone(), path, Some(&a.admin), &big))

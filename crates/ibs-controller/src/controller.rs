@@ -5,13 +5,14 @@
 //!
 //! Locking table (controller level; the repository has its own locks, see `ibs_repo::lock`):
 //!
-//! | running \ wants     | backup (any trigger) | restore | retention cleanup | verification | maintenance begin |
-//! |---------------------|----------------------|---------|-------------------|--------------|-------------------|
-//! | backup              | 409 / Skipped        | 409     | waits (next tick) | 409 / Skipped | allowed (readiness says busy) |
-//! | restore             | 409 / Skipped        | 409     | waits             | 409 / Skipped | allowed |
-//! | retention cleanup   | 409 / waits          | 409     | —                 | waits        | allowed |
-//! | verification        | 409 / waits          | 409     | waits             | 409 / Skipped | allowed |
-//! | maintenance active  | 409 / Skipped        | allowed | runs              | 409 / Skipped | 409 |
+//! | running \ wants     | backup (any trigger) | restore | validation | retention cleanup | verification | maintenance begin |
+//! |---------------------|----------------------|---------|------------|-------------------|--------------|-------------------|
+//! | backup              | 409 / Skipped        | 409     | 409        | waits (next tick) | 409 / Skipped | allowed (readiness says busy) |
+//! | restore             | 409 / Skipped        | 409     | 409        | waits             | 409 / Skipped | allowed |
+//! | validation          | 409 / deferred       | 409     | 409        | waits             | 409 / deferred | allowed |
+//! | retention cleanup   | 409 / waits          | 409     | 409        | —                 | waits        | allowed |
+//! | verification        | 409 / waits          | 409     | 409        | waits             | 409 / deferred | allowed |
+//! | maintenance active  | 409 / Skipped        | allowed | 409        | runs              | 409 / Skipped | 409 |
 
 use crate::alerts::{AlertSink, Alerts};
 use crate::component::{self, Component, ComponentConfig};

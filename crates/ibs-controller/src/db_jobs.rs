@@ -12,6 +12,7 @@ fn kind_str(k: JobKind) -> &'static str {
         JobKind::Backup => "backup",
         JobKind::Restore => "restore",
         JobKind::Verify => "verify",
+        JobKind::Validate => "validate",
     }
 }
 

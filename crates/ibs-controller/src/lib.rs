@@ -14,6 +14,7 @@
 //! - [`runner`]: executes a backup job; [`restore_job`]: executes a restore job.
 //! - [`verify`]: scheduled verification of the packs on the share (no .pfx), damage markers,
 //!   Corrupted backups and their alert.
+//! - [`hosted_job`]: runs a job whose work another crate supplies (validation, from `ibs-recovery`).
 //! - [`retention`]: the hourly cleanup (forget + prune) and the "what would lowering retention delete" plan.
 //! - [`bootstrap`]: first start on embedded defaults (certificate, sample folder, location, admin token).
 //!
@@ -28,6 +29,7 @@ pub mod controller;
 pub mod db;
 mod db_jobs;
 pub mod db_verify;
+pub mod hosted_job;
 pub mod kinds;
 pub mod model;
 mod ops;

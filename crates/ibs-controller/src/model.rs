@@ -27,6 +27,8 @@ pub enum JobKind {
     Restore,
     /// Scheduled or on-demand verification of a sample of the packs on the share.
     Verify,
+    /// Backup validation (`POST /backups/{id}/validate`), hosted for `ibs-recovery`.
+    Validate,
 }
 
 /// A job's state. `Succeeded` and `PartialSucceeded` are set only after the engine returned, i.e.

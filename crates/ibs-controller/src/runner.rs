@@ -8,12 +8,14 @@ use crate::alerts::AlertKind;
 use crate::component::{run_hook, Component, ComponentKind};
 use crate::controller::Controller;
 use crate::model::{ComponentResult, Job, JobStatus};
+use crate::settings::StoredLocation;
+use crate::storage::StorageTarget;
 use ibs_engine::state::WriterState;
 use ibs_engine::{keyops, BackupOptions, EngineError, Progress, SourceOrigin, SourceSpec};
 use ibs_keys::LegacyKey;
 use ibs_repo::manifest::BackupStatus;
 use ibs_repo::{InitKeys, RepoError, Repository};
-use ibs_storage::AlertClass;
+use ibs_storage::{AlertClass, DynStorage};
 use std::process::Stdio;
 use std::sync::Arc;
 
@@ -42,12 +44,12 @@ impl Failure {
     }
 }
 
-/// Opens the configured repository and this controller's writer state. With `init`, a location
-/// without a repository gets one (certificate or legacy key from the settings).
-pub(crate) async fn open_repository(
+/// Opens the configured location's storage (with `create`, a location that holds no repository
+/// yet is opened for one) and records its capacity.
+async fn open_location(
     ctl: &Controller,
-    init: bool,
-) -> Result<(Arc<Repository>, WriterState), Failure> {
+    create: bool,
+) -> Result<(StoredLocation, StorageTarget, DynStorage), Failure> {
     let s = ctl
         .stored_location()
         .map_err(|e| Failure::general(e.to_string()))?;
@@ -55,12 +57,10 @@ pub(crate) async fn open_repository(
         .target(&s)
         .map_err(|e| Failure::general(e.to_string()))?
         .ok_or_else(|| Failure::general("no backup location is configured"))?;
-    let state_root = ctl.inner.data_dir.join("state");
-    let clock = ctl.inner.clock.clone();
     let opener = &ctl.inner.opener;
     let storage = match opener.open(&target, false).await {
         Ok(s) => s,
-        Err(e) if e.not_a_repository && init => {
+        Err(e) if e.not_a_repository && create => {
             opener.open(&target, true).await.map_err(|e| Failure {
                 class: e.class,
                 message: e.message,
@@ -74,6 +74,28 @@ pub(crate) async fn open_repository(
         }
     };
     ctl.record_capacity(&storage).await;
+    Ok((s, target, storage))
+}
+
+/// Opens the configured repository to read it only: no writer state is loaded, nothing is
+/// initialised (validation).
+pub(crate) async fn open_repository_read(ctl: &Controller) -> Result<Arc<Repository>, Failure> {
+    let (_, _, storage) = open_location(ctl, false).await?;
+    Repository::open(storage, ctl.inner.clock.clone())
+        .await
+        .map(Arc::new)
+        .map_err(Failure::from_repo)
+}
+
+/// Opens the configured repository and this controller's writer state. With `init`, a location
+/// without a repository gets one (certificate or legacy key from the settings).
+pub(crate) async fn open_repository(
+    ctl: &Controller,
+    init: bool,
+) -> Result<(Arc<Repository>, WriterState), Failure> {
+    let (s, target, storage) = open_location(ctl, init).await?;
+    let state_root = ctl.inner.data_dir.join("state");
+    let clock = ctl.inner.clock.clone();
     let repo = match Repository::open(storage.clone(), clock.clone()).await {
         Ok(r) => r,
         Err(RepoError::NotARepository { .. }) if init => {

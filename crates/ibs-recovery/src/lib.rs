@@ -12,11 +12,14 @@
 //! - [`validate`]: restores a backup into a scratch area and temporary databases, checks every chunk,
 //!   and writes a JSON and a self-contained HTML report ([`html`]); everything temporary is removed
 //!   by RAII guards, even on failure.
+//! - [`job`]: the same validation as a controller job (`POST /api/v1/backups/{id}/validate`), its
+//!   database targets taken from the controller's configured components.
 //!
 //! The library takes an opened [`Repository`] and an [`Unlock`]: opening a location (local folder or
 //! SMB share) and reading secrets stay in the binary.
 
 pub mod html;
+pub mod job;
 pub mod plan;
 pub mod recover;
 pub mod validate;
@@ -129,6 +132,12 @@ pub fn choose_backup(rows: &[BackupRow], wanted: Option<&str>) -> Result<Catalog
             .find_map(|r| r.catalog.clone())
             .ok_or(RecoveryError::NoReadyBackup { count: rows.len() }),
     }
+}
+
+/// The catalog of backup `id`, read from the repository (no key needed): [`list_backups`] then
+/// [`choose_backup`], so a missing id is [`RecoveryError::NoSuchBackup`] naming the ids nearby.
+pub async fn find_backup(repo: &Repository, id: &str) -> Result<Catalog> {
+    choose_backup(&list_backups(repo).await?, Some(id))
 }
 
 /// Up to three ids on each side of where `id` would sort.

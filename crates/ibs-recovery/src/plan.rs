@@ -18,7 +18,7 @@
 //! restored by `priority`, then in plan order.
 
 use crate::{RecoveryError, Result};
-use ibs_controller::component::{self, Component, DEFAULT_PRIORITY};
+use ibs_controller::component::{self, Component, ComponentKind, DEFAULT_PRIORITY};
 use serde::Deserialize;
 use std::path::Path;
 
@@ -160,6 +160,33 @@ impl Plan {
         }
         out.sort_by_key(|p| p.priority);
         Ok(Plan { components: out })
+    }
+
+    /// The plan a controller's configured components imply, for validation: each service
+    /// component validates on its own server (a temporary database there, or a scratch copy for
+    /// Redis and SQLite) with its own credentials, exactly as a plan entry naming that server would.
+    pub fn from_components(components: &[Component]) -> Plan {
+        let mut out: Vec<Planned> = components
+            .iter()
+            .map(|c| {
+                let target = match &c.kind {
+                    ComponentKind::Postgres(s)
+                    | ComponentKind::Mariadb(s)
+                    | ComponentKind::Redis(s) => s.url.to_string(),
+                    ComponentKind::Sqlite { path } => path.display().to_string(),
+                    ComponentKind::Files { .. } | ComponentKind::Command { .. } => String::new(),
+                };
+                Planned {
+                    name: c.name.clone(),
+                    kind: c.kind.name().into(),
+                    target,
+                    priority: c.priority,
+                    service: c.kind.is_service().then(|| c.clone()),
+                }
+            })
+            .collect();
+        out.sort_by_key(|p| p.priority);
+        Plan { components: out }
     }
 
     pub fn get(&self, name: &str) -> Option<&Planned> {

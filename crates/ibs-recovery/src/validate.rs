@@ -12,6 +12,8 @@
 //!    component without a plan target is reported "not validated: no database target in the plan",
 //!    never silently passed.
 //!
+//! A source that failed when the backup was taken is reported "not validated" (nothing was stored).
+//!
 //! The verdict is `PASS` (everything checked passed), `FAIL` (something failed) or `INCOMPLETE`
 //! (nothing failed, but some component could not be validated).
 
@@ -23,10 +25,10 @@ use ibs_controller::kinds::{self, Tool};
 use ibs_engine::check::CheckOptions;
 use ibs_engine::Progress;
 use ibs_repo::keyring::Unlock;
-use ibs_repo::manifest::Catalog;
+use ibs_repo::manifest::{BackupStatus, Catalog};
 use ibs_repo::Repository;
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +37,8 @@ pub struct ValidateOptions {
     pub plan: Option<Plan>,
     pub lock_wait: Duration,
     pub progress: Arc<Progress>,
+    /// Where the scratch area is made (default: the system's temporary folder).
+    pub scratch_in: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -226,10 +230,13 @@ pub async fn validate(
     );
 
     // 2. Restore every source into the scratch area.
-    let scratch = tempfile::Builder::new()
-        .prefix("ibs-validate-")
-        .tempdir()
-        .map_err(|e| RecoveryError::Io(format!("scratch folder: {e}")))?;
+    let mut scratch = tempfile::Builder::new();
+    scratch.prefix("ibs-validate-");
+    let scratch = match &opts.scratch_in {
+        Some(dir) => scratch.tempdir_in(dir),
+        None => scratch.tempdir(),
+    }
+    .map_err(|e| RecoveryError::Io(format!("scratch folder: {e}")))?;
     let plan = opts.plan.clone().unwrap_or_default();
     let all: Vec<String> = cat.sources.iter().map(|s| s.name.clone()).collect();
     let names: Vec<&str> = plan.components.iter().map(|p| p.name.as_str()).collect();
@@ -255,7 +262,23 @@ pub async fn validate(
         let planned = plan.get(&name);
         let mut checks = Vec::new();
         let mut sniffed: Option<&'static str> = None;
+        // A source that failed when the backup was taken holds nothing to restore: it is reported
+        // not validated (the backup's own status already says it failed), never passed or failed.
+        let failed_at_backup = |s: &str| {
+            cat.sources
+                .iter()
+                .any(|x| x.name == s && x.status == BackupStatus::Failed)
+        };
         for s in &sources {
+            if failed_at_backup(s) {
+                checks.push(CheckItem {
+                    what: format!("restore of source {s} into a scratch folder"),
+                    figures: String::new(),
+                    status: Status::NotValidated,
+                    detail: "not validated: the source failed when the backup was taken; nothing was stored".into(),
+                });
+                continue;
+            }
             let dest = scratch.path().join("sources").join(s);
             let r = restore_source(
                 &repo,
@@ -287,7 +310,7 @@ pub async fn validate(
                 r,
             ));
         }
-        let restored_ok = checks.iter().all(|c| c.status == Status::Pass);
+        let restored_ok = !checks.is_empty() && checks.iter().all(|c| c.status == Status::Pass);
         let service = planned.and_then(|p| p.service.clone());
         let kind = planned
             .map(|p| p.kind.clone())
@@ -337,15 +360,25 @@ pub async fn validate(
         backup_id: cat.backup_id.clone(),
         backup_finished: cat.finished.clone(),
         backup_status: format!("{:?}", cat.status),
-        validated_at_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        validated_at_unix: repo.clock().now_unix().max(0) as u64,
         duration_ms: started.elapsed().as_millis() as u64,
         verdict: verdict.into(),
         repository,
         components,
     })
+}
+
+/// Writes the report as JSON to `json` and as one self-contained HTML page to `html` (the CLI's
+/// `--report` pair, the controller's `DATA/reports/<job>.{json,html}`).
+pub fn write_reports(report: &ValidationReport, json: &Path, html: &Path) -> Result<()> {
+    let io =
+        |p: &Path, e: std::io::Error| RecoveryError::Io(format!("writing {}: {e}", p.display()));
+    if let Some(dir) = json.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    }
+    let body = serde_json::to_vec_pretty(report).map_err(|e| RecoveryError::Io(e.to_string()))?;
+    std::fs::write(json, body).map_err(|e| io(json, e))?;
+    std::fs::write(html, crate::html::render(report)).map_err(|e| io(html, e))
 }
 
 /// Restores each database export of `c` into its own temporary database (or scratch file) and runs

@@ -124,8 +124,9 @@ pub struct Location {
 pub struct UnlockArgs {
     #[arg(long)]
     pub pfx: Vec<PathBuf>,
+    /// The .pfx password in a file: once for every --pfx, or repeated, one per --pfx in the same order.
     #[arg(long)]
-    pub pfx_password_file: Option<PathBuf>,
+    pub pfx_password_file: Vec<PathBuf>,
     #[arg(long)]
     pub key_file: Option<PathBuf>,
 }

@@ -4,7 +4,7 @@
 
 use crate::cli::{Location, UnlockArgs};
 use crate::output::{exit, human, table, Bar};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use ibs_engine::state::default_state_dir;
 use ibs_engine::Progress;
@@ -40,8 +40,9 @@ pub struct RecoverArgs {
     /// The .pfx of the backup certificate; repeat for backups written under several certificates.
     #[arg(long, required = true)]
     pub pfx: Vec<PathBuf>,
+    /// The .pfx password in a file: once for every --pfx, or one per --pfx in the same order.
     #[arg(long)]
-    pub pfx_password_file: Option<PathBuf>,
+    pub pfx_password_file: Vec<PathBuf>,
     /// The recovery plan (TOML `[[component]]` tables with `name` and `target`).
     #[arg(long)]
     pub plan: PathBuf,
@@ -61,8 +62,9 @@ pub struct ValidateArgs {
     pub backup: String,
     #[arg(long, required = true)]
     pub pfx: Vec<PathBuf>,
+    /// The .pfx password in a file: once for every --pfx, or one per --pfx in the same order.
     #[arg(long)]
-    pub pfx_password_file: Option<PathBuf>,
+    pub pfx_password_file: Vec<PathBuf>,
     /// The HTML report to write; the JSON report goes beside it (same name, `.json`).
     #[arg(long, value_name = "FILE.html")]
     pub report: PathBuf,
@@ -85,10 +87,10 @@ async fn open(loc: &LocationArg) -> Result<Arc<Repository>> {
     ))
 }
 
-fn unlock(pfx: &[PathBuf], file: &Option<PathBuf>) -> Result<Arc<ibs_repo::keyring::Unlock>> {
+fn unlock(pfx: &[PathBuf], files: &[PathBuf]) -> Result<Arc<ibs_repo::keyring::Unlock>> {
     Ok(Arc::new(crate::cmd_repo::unlock(&UnlockArgs {
         pfx: pfx.to_vec(),
-        pfx_password_file: file.clone(),
+        pfx_password_file: files.to_vec(),
         key_file: None,
     })?))
 }
@@ -218,8 +220,7 @@ pub async fn validate(args: ValidateArgs, json: bool, quiet: bool) -> Result<i32
     }
     let plan = args.plan.as_deref().map(Plan::load).transpose()?;
     let repo = open(&args.loc).await?;
-    let rows = ibs_recovery::list_backups(&repo).await?;
-    let catalog = ibs_recovery::choose_backup(&rows, Some(&args.backup))?;
+    let catalog = ibs_recovery::find_backup(&repo, &args.backup).await?;
     let unlock = unlock(&args.pfx, &args.pfx_password_file)?;
     let progress = Arc::new(Progress::default());
     let bar = Bar::start(progress.clone(), "validate", !quiet && !json);
@@ -231,16 +232,14 @@ pub async fn validate(args: ValidateArgs, json: bool, quiet: bool) -> Result<i32
             plan,
             lock_wait: Duration::from_secs(args.lock_wait),
             progress,
+            scratch_in: None,
         },
     )
     .await;
     bar.finish();
     let report = report?;
     let json_path = args.report.with_extension("json");
-    std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)
-        .with_context(|| format!("writing {}", json_path.display()))?;
-    std::fs::write(&args.report, ibs_recovery::html::render(&report))
-        .with_context(|| format!("writing {}", args.report.display()))?;
+    ibs_recovery::validate::write_reports(&report, &json_path, &args.report)?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -54,13 +54,32 @@ pub(crate) fn unlock(args: &UnlockArgs) -> Result<Unlock> {
     if args.pfx.is_empty() {
         return Ok(Unlock::Identities(Vec::new()));
     }
-    let password = secrets::pfx_password(args.pfx_password_file.as_deref(), false)?;
+    let passwords = pfx_passwords(args.pfx.len(), &args.pfx_password_file)?;
     let ids = args
         .pfx
         .iter()
-        .map(|p| load_identity(p, &password))
+        .zip(&passwords)
+        .map(|(p, pw)| load_identity(p, pw))
         .collect::<Result<Vec<_>>>()?;
     Ok(Unlock::Identities(ids))
+}
+
+/// The password of each of `count` .pfx files: from one `--pfx-password-file` (or, with none, from
+/// `$IBS_PFX_PASSWORD` or a prompt) for all of them, or from one file per .pfx, matched by position.
+fn pfx_passwords(count: usize, files: &[PathBuf]) -> Result<Vec<String>> {
+    match files.len() {
+        0 | 1 => Ok(vec![
+            secrets::pfx_password(files.first().map(PathBuf::as_path), false)?;
+            count
+        ]),
+        n if n == count => files
+            .iter()
+            .map(|f| secrets::pfx_password(Some(f), false))
+            .collect(),
+        n => bail!(
+            "{n} --pfx-password-file for {count} --pfx: give one password file for all of them, or one per --pfx in the same order"
+        ),
+    }
 }
 
 fn parse_source(s: &str, exclude: &[String]) -> Result<SourceSpec> {

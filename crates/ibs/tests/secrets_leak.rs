@@ -1,7 +1,8 @@
 //! Secrets never leak. A full scenario through the real binary with KNOWN secrets: the share
 //! password (an SMB location on the test Samba, scripts/samba-test-server.sh), the .pfx password
 //! (generated at first start), a database password (a `postgres` component reading a password file),
-//! the API token, plus the wrong passwords used in failure cases. Then every place a secret could
+//! the API token, plus the wrong passwords used in failure cases; the .pfx itself is sent, base64,
+//! to the validation endpoint (`POST /api/v1/backups/ID/validate`). Then every place a secret could
 //! surface is scanned: the daemon's stdout/stderr at IBS_LOG=debug, every API listing and record as
 //! JSON, every CLI output including failures, the command lines of the daemon and its children
 //! while a backup runs, and every byte under the data directory (the state database with its WAL
@@ -155,6 +156,20 @@ fn http_get(port: u16, path: &str, token: &str) -> Vec<u8> {
         "GET {path}: {}",
         String::from_utf8_lossy(&buf)
     );
+    buf
+}
+
+/// POST a JSON body over a plain socket; returns the whole response (head and body).
+fn http_post(port: u16, path: &str, token: &str, body: &str) -> Vec<u8> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
     buf
 }
 
@@ -458,6 +473,55 @@ fn secrets_never_leak() {
     );
     assert!(!out.status.success(), "a wrong .pfx password fails");
     cli_outputs.push(("restore (wrong .pfx password)".into(), both(&out)));
+    // Validation through the API: the .pfx (base64) and its password in the request body, then a
+    // wrong password. Both responses, the job record and its reports are scanned below.
+    let pfx_bytes = std::fs::read(&pfx).unwrap();
+    let pfx_b64 = base64::engine::general_purpose::STANDARD.encode(&pfx_bytes);
+    let validate_path = format!("/api/v1/backups/{backup_id}/validate");
+    let resp = http_post(
+        port,
+        &validate_path,
+        &token,
+        &serde_json::json!({"pfx": pfx_b64, "pfx_password": pfx_password}).to_string(),
+    );
+    assert!(
+        resp.starts_with(b"HTTP/1.1 202"),
+        "{}",
+        String::from_utf8_lossy(&resp)
+    );
+    let validation = body_json(&resp)["id"].as_str().unwrap().to_string();
+    cli_outputs.push(("POST validate".into(), resp));
+    let end = Instant::now() + Duration::from_secs(300);
+    let job = loop {
+        let j = body_json(&http_get(
+            port,
+            &format!("/api/v1/jobs/{validation}"),
+            &token,
+        ));
+        if j["status"] != "Running" {
+            break j;
+        }
+        assert!(Instant::now() < end, "the validation did not end: {j}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // The database component failed at backup time (its server is unreachable): not validated,
+    // so the verdict is INCOMPLETE, the job PartialSucceeded.
+    assert_eq!(job["status"], "PartialSucceeded", "{job:#}");
+    let resp = http_post(
+        port,
+        &validate_path,
+        &token,
+        &serde_json::json!({"pfx": pfx_b64, "pfx_password": wrong_pfx}).to_string(),
+    );
+    assert!(
+        resp.starts_with(b"HTTP/1.1 400") && contains(&resp, b"pfx_password"),
+        "{}",
+        String::from_utf8_lossy(&resp)
+    );
+    cli_outputs.push(("POST validate (wrong .pfx password)".into(), resp));
+    // The .pfx itself: nowhere but its own file (checked in the data directory scan below).
+    let pfx_window = pfx_bytes[pfx_bytes.len() / 2..][..48].to_vec();
+
     for (what, o) in &cli_outputs {
         assert_clean(
             &format!("the output of `ibs {what}`"),
@@ -487,6 +551,8 @@ fn secrets_never_leak() {
     for j in jobs.as_array().unwrap() {
         paths.push(format!("/api/v1/jobs/{}", j["id"].as_str().unwrap()));
     }
+    paths.push(format!("/api/v1/jobs/{validation}/report"));
+    paths.push(format!("/api/v1/jobs/{validation}/report.html"));
     let backups = body_json(&http_get(port, "/api/v1/backups?limit=10000", &token));
     for b in backups.as_array().unwrap() {
         paths.push(format!("/api/v1/backups/{}", b["id"].as_str().unwrap()));
@@ -499,6 +565,7 @@ fn secrets_never_leak() {
         let resp = http_get(port, p, &token);
         // The token is in our request, never in the response.
         assert_clean(&format!("GET {p}"), &resp, &secrets, &mut scanned);
+        assert!(!contains(&resp, &pfx_window), "LEAK: the .pfx in GET {p}");
     }
     // The job records mention the database component's failure, not its password.
     let jobs_text = jobs.to_string();
@@ -512,9 +579,23 @@ fn secrets_never_leak() {
         "the daemon logged at debug level"
     );
     assert_clean("the daemon's stdout/stderr", &log, &secrets, &mut scanned);
+    assert!(!contains(&log, &pfx_window), "LEAK: the .pfx in the log");
+    assert!(
+        !contains(&log, pfx_b64.as_bytes()),
+        "LEAK: the .pfx (base64) in the log"
+    );
     let mut data_files = 0;
+    let mut reports = 0;
     for f in files_under(&data) {
         let bytes = std::fs::read(&f).unwrap();
+        reports += usize::from(f.parent().is_some_and(|d| d.ends_with("reports")));
+        if f != pfx {
+            assert!(
+                !contains(&bytes, &pfx_window) && !contains(&bytes, pfx_b64.as_bytes()),
+                "LEAK: the .pfx in {}",
+                f.display()
+            );
+        }
         if f == pfx_pw_file {
             // The one designated place of the generated .pfx password (mode 0600, to be moved off
             // the host); the other secrets must not be there either.
@@ -533,6 +614,10 @@ fn secrets_never_leak() {
         assert_clean(&f.display().to_string(), &bytes, &secrets, &mut scanned);
         data_files += 1;
     }
+    assert_eq!(
+        reports, 2,
+        "the validation's JSON and HTML reports were scanned"
+    );
     // The share password is in the database, sealed: it opens with DATA/secret.key.
     let db = ibs_controller::db::Db::open(&data.join("state.sqlite")).unwrap();
     let loc: serde_json::Value = db.get_meta("location").unwrap().unwrap();

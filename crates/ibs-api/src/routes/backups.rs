@@ -1,18 +1,21 @@
 //! Backups and jobs: `GET /backups`, `GET /backups/{id}`, `POST /backups` (operator; 202 with the
 //! job, 409 naming the running job or the maintenance operation), `POST /backups/{id}/restore`
-//! (admin; the .pfx and its password are used in memory only), `GET /jobs`, `GET /jobs/{id}`,
-//! and verification: `GET /verification`, `GET /verification/packs`, `POST /verification`
-//! (operator).
+//! (admin; the .pfx and its password are used in memory only), `POST /backups/{id}/validate`
+//! (admin; the same, see [`validate`]), `GET /jobs`, `GET /jobs/{id}`, a validation job's
+//! reports `GET /jobs/{id}/report` (JSON) and `GET /jobs/{id}/report.html`, and verification:
+//! `GET /verification`, `GET /verification/packs`, `POST /verification` (operator).
 
 use crate::auth::{ApiJson, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::Json;
 use base64::Engine as _;
 use ibs_controller::model::{Job, Role};
 use ibs_controller::restore_job::RestoreRequest;
+use ibs_recovery::job::{ValidateRequest, MAX_PFX_BYTES};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -142,4 +145,82 @@ pub async fn start_verification(
         std::slice::from_ref(&job.id),
     )?;
     Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+/// The validation request body: the .pfx as base64 and its password. Deliberately no `Debug`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateBody {
+    /// The .pfx, base64 (at most [`MAX_PFX_BYTES`] decoded).
+    pfx: String,
+    pfx_password: String,
+}
+
+/// `POST /backups/{id}/validate` (admin): 202 with the validation job. 400 for a .pfx that is not
+/// base64 or not a .pfx (`field: pfx`) or a wrong password (`field: pfx_password`), 413 for a .pfx
+/// over [`MAX_PFX_BYTES`], 404 for an unknown backup, 409 while a job or maintenance runs. A .pfx
+/// of another certificate, a backup missing from the repository or a damaged pack end the job
+/// `Failed` with the reason in its `error` (and, when validation ran, in the report).
+pub async fn validate(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<ValidateBody>,
+) -> ApiResult<(StatusCode, Json<Job>)> {
+    caller.require(Role::Admin)?;
+    let too_large = || ApiError {
+        field: Some("pfx".into()),
+        ..ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("pfx: a .pfx is at most {MAX_PFX_BYTES} bytes"),
+        )
+    };
+    if b.pfx.trim().len() > MAX_PFX_BYTES.div_ceil(3) * 4 {
+        return Err(too_large());
+    }
+    let pfx = base64::engine::general_purpose::STANDARD
+        .decode(b.pfx.trim())
+        .map_err(|_| ApiError::bad_request("pfx", "pfx: not base64"))?;
+    if pfx.len() > MAX_PFX_BYTES {
+        return Err(too_large());
+    }
+    let req = ValidateRequest {
+        pfx,
+        pfx_password: b.pfx_password,
+    };
+    let (job, _handle) = ibs_recovery::job::start_validation(&s.ctl, &id, req, &caller.actor())?;
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+/// `GET /jobs/{id}/report`: a validation job's JSON report (404 until it is written).
+pub async fn report(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    caller.require(Role::Reader)?;
+    let body = s.ctl.report(&id, "json")?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body))
+}
+
+/// `GET /jobs/{id}/report.html`: the same report as one self-contained page (no scripts; the
+/// Content-Security-Policy allows only its inline style).
+pub async fn report_html(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    caller.require(Role::Reader)?;
+    let body = s.ctl.report(&id, "html")?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'",
+            ),
+        ],
+        body,
+    ))
 }
