@@ -3,7 +3,7 @@
 //! gives exactly the cuts of one pass over the whole stream. A chunk is emitted only once at least
 //! `max_size` bytes follow its start (or the stream ended), so every cut had the full look-ahead.
 
-use fastcdc::v2020::FastCDC;
+use fastcdc::v2020::{cut, select_masks, Normalization};
 use ibs_repo::config::ChunkerParams;
 
 pub struct Chunker {
@@ -15,11 +15,17 @@ pub struct Chunker {
     min: u32,
     avg: u32,
     max: u32,
+    /// FastCDC's normalisation masks (level 1, as `FastCDC::new` uses), computed once.
+    mask_s: u64,
+    mask_l: u64,
 }
 
 impl Chunker {
     pub fn new(p: &ChunkerParams) -> Self {
+        let (mask_s, mask_l) = select_masks(p.avg_size as usize, Normalization::Level1);
         Chunker {
+            mask_s,
+            mask_l,
             buf: Vec::new(),
             start: 0,
             end: 0,
@@ -74,21 +80,30 @@ impl Chunker {
     }
 
     /// Emits every chunk that is final. With `end`, emits the rest too.
+    ///
+    /// A cut is final once `max` bytes follow the chunk's start (FastCDC never looks further), so
+    /// each cut is computed exactly once: nothing is scanned and then thrown away for want of
+    /// look-ahead.
     pub fn drain(&mut self, end: bool, mut emit: impl FnMut(&[u8])) {
-        let max = self.max as usize;
-        let pending = &self.buf[self.start..self.end];
-        if !end && pending.len() < 2 * max {
-            return;
-        }
-        let mut consumed = 0;
-        for c in FastCDC::new(pending, self.min as usize, self.avg as usize, max) {
-            if !end && c.offset + max > pending.len() {
+        let (min, avg, max) = (self.min as usize, self.avg as usize, self.max as usize);
+        while self.start < self.end {
+            let pending = &self.buf[self.start..self.end];
+            if !end && pending.len() < max {
                 break;
             }
-            emit(&pending[c.offset..c.offset + c.length]);
-            consumed = c.offset + c.length;
+            let (_, n) = cut(
+                pending,
+                min,
+                avg,
+                max,
+                self.mask_s,
+                self.mask_l,
+                self.mask_s << 1,
+                self.mask_l << 1,
+            );
+            emit(&pending[..n]);
+            self.start += n;
         }
-        self.start += consumed;
         if self.start == self.end {
             self.reset();
         }
@@ -98,6 +113,7 @@ impl Chunker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fastcdc::v2020::FastCDC;
 
     fn data(n: usize) -> Vec<u8> {
         let mut x = 0x1234_5678_u64;
