@@ -97,6 +97,10 @@ impl KeyCache {
     }
 }
 
+/// Chunk fetches in flight per sequence being read (per file worker). Enough to hide a network
+/// share's round trip (each fetch is one READ); memory stays bounded at this many sealed chunks.
+const FETCH_AHEAD: usize = 8;
+
 /// Fetches, decrypts and verifies a sequence of chunks, a few fetches in flight, calling `sink` with
 /// each plaintext in order. Runs on a non-runtime thread.
 pub(crate) fn read_chunks(
@@ -127,7 +131,7 @@ pub(crate) fn read_chunks(
                     .map_err(|e| e.to_string())?;
                 Ok::<_, String>((id, loc, sealed, key))
             })
-            .buffered(4);
+            .buffered(FETCH_AHEAD);
         while let Some(r) = fetched.next().await {
             let (id, loc, sealed, key) = r?;
             let data = opener

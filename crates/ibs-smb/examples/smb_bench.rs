@@ -2,7 +2,8 @@
 //!
 //! Run (release): `cargo run --release -p ibs-smb --example smb_bench`
 //! Environment: IBS_BENCH_URL (default smb://127.0.0.1:4455/backup), IBS_BENCH_USER (ibsuser),
-//! IBS_TEST_SMB_PASSWORD (password; default S3cret!pw), IBS_BENCH_MIB (512), IBS_BENCH_IN_FLIGHT (8).
+//! IBS_TEST_SMB_PASSWORD (password; default S3cret!pw), IBS_BENCH_MIB (512), IBS_BENCH_IN_FLIGHT (8),
+//! IBS_BENCH_ROUNDS (3). Prints medians and the ibs-smb / smbclient ratios.
 //! The password is read from the environment only and handed to smbclient via its PASSWD variable.
 
 use bytes::Bytes;
@@ -131,59 +132,93 @@ async fn main() {
         .to_string_lossy()
         .to_string();
 
-    println!("{} MiB, {in_flight} x 1 MiB in flight, {}", size >> 20, loc);
+    let rounds: usize = env("IBS_BENCH_ROUNDS", "3").parse().unwrap();
     println!(
-        "{:<34} {:>10} {:>10}",
-        "client", "write MiB/s", "read MiB/s"
+        "{} MiB, {in_flight} x 1 MiB in flight, {}, median of {rounds} rounds (ours and smbclient alternate)",
+        size >> 20,
+        loc
     );
-    for (label, encrypt, protection) in [("signed", false, "sign"), ("encrypted", true, "encrypt")]
-    {
-        let variants: &[(&str, bool)] = if encrypt {
-            &[("", true)]
-        } else {
-            &[(", AES-CMAC", false), (", AES-GMAC", true)]
-        };
-        for (alg, gmac) in variants {
-            let (w, r) = ours(&loc, &user, &pw, &data, in_flight, encrypt, *gmac).await;
-            println!(
-                "{:<34} {:>10.0} {:>10.0}",
-                format!("ibs-smb ({label}{alg})"),
-                w,
-                r
+    // label -> (write MiB/s, read MiB/s) per round
+    let mut rows: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    let mut record = |label: String, w: f64, r: f64| match rows.iter_mut().find(|x| x.0 == label) {
+        Some(x) => x.1.push((w, r)),
+        None => rows.push((label, vec![(w, r)])),
+    };
+    for _ in 0..rounds {
+        for (label, encrypt, protection) in
+            [("signed", false, "sign"), ("encrypted", true, "encrypt")]
+        {
+            let variants: &[(&str, bool)] = if encrypt {
+                &[("", true)]
+            } else {
+                &[(", AES-CMAC", false), (", AES-GMAC", true)]
+            };
+            for (alg, gmac) in variants {
+                let (w, r) = ours(&loc, &user, &pw, &data, in_flight, encrypt, *gmac).await;
+                record(format!("ibs-smb ({label}{alg})"), w, r);
+            }
+            let tw = smbclient(
+                &loc,
+                &user,
+                &pw,
+                &local,
+                &format!("put {name} ibs-bench-smbclient.bin"),
+                protection,
+            );
+            std::fs::remove_file(&local).unwrap();
+            let tr = smbclient(
+                &loc,
+                &user,
+                &pw,
+                &local,
+                &format!("get ibs-bench-smbclient.bin {name}"),
+                protection,
+            );
+            assert_eq!(std::fs::metadata(&local).unwrap().len() as usize, size);
+            smbclient(
+                &loc,
+                &user,
+                &pw,
+                &local,
+                "del ibs-bench-smbclient.bin",
+                protection,
+            );
+            record(
+                format!("smbclient --client-protection={protection}"),
+                mibs(size, tw),
+                mibs(size, tr),
             );
         }
-        let tw = smbclient(
-            &loc,
-            &user,
-            &pw,
-            &local,
-            &format!("put {name} ibs-bench-smbclient.bin"),
-            protection,
-        );
-        std::fs::remove_file(&local).unwrap();
-        let tr = smbclient(
-            &loc,
-            &user,
-            &pw,
-            &local,
-            &format!("get ibs-bench-smbclient.bin {name}"),
-            protection,
-        );
-        assert_eq!(std::fs::metadata(&local).unwrap().len() as usize, size);
-        smbclient(
-            &loc,
-            &user,
-            &pw,
-            &local,
-            "del ibs-bench-smbclient.bin",
-            protection,
-        );
-        println!(
-            "{:<34} {:>10.0} {:>10.0}",
-            format!("smbclient --client-protection={protection}"),
-            mibs(size, tw),
-            mibs(size, tr)
-        );
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let mut med = std::collections::HashMap::new();
+    println!();
+    println!("| client | write MiB/s | read MiB/s |");
+    println!("|---|---:|---:|");
+    for (label, v) in &rows {
+        let w = median(&mut v.iter().map(|x| x.0).collect());
+        let r = median(&mut v.iter().map(|x| x.1).collect());
+        println!("| {label} | {w:.0} | {r:.0} |");
+        med.insert(label.clone(), (w, r));
+    }
+    println!();
+    println!("| ibs-smb / smbclient (target ≥ 0.7) | write | read |");
+    println!("|---|---:|---:|");
+    for (ours, theirs) in [
+        (
+            "ibs-smb (signed, AES-GMAC)",
+            "smbclient --client-protection=sign",
+        ),
+        (
+            "ibs-smb (encrypted)",
+            "smbclient --client-protection=encrypt",
+        ),
+    ] {
+        let (a, b) = (med[ours], med[theirs]);
+        println!("| {ours} | {:.2} | {:.2} |", a.0 / b.0, a.1 / b.1);
     }
     let _ = std::fs::remove_file(&local);
 }

@@ -125,19 +125,24 @@ impl Session {
             .step_by(chunk as usize)
             .map(|o| (offset + o, chunk.min(len - o)))
             .collect();
-        let mut parts: Vec<Bytes> = futures::stream::iter(
+        let mut parts = futures::stream::iter(
             ranges
                 .into_iter()
                 .map(|(o, n)| self.read_at(id, o, n as u32)),
         )
-        .buffered(in_flight.max(1))
-        .try_collect()
-        .await?;
-        if parts.len() == 1 {
-            return Ok(parts.pop().unwrap_or_default());
+        .buffered(in_flight.max(1));
+        let Some(first) = parts.try_next().await? else {
+            return Ok(Bytes::new());
+        };
+        if first.len() as u64 == len {
+            return Ok(first); // one request: zero-copy
         }
+        // Copy each part as it arrives, in order, so its receive buffer is freed at once and
+        // reused for the next response (no fresh pages per response).
         let mut out = BytesMut::with_capacity(len as usize);
-        for p in parts {
+        out.extend_from_slice(&first);
+        drop(first);
+        while let Some(p) = parts.try_next().await? {
             out.extend_from_slice(&p);
         }
         Ok(out.freeze())
