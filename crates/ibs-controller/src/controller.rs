@@ -175,6 +175,23 @@ impl Controller {
         })
     }
 
+    /// Registers a job's live progress (shown by the API while the job runs).
+    pub(crate) fn track_live(&self, job_id: impl Into<String>, started: i64) -> Arc<Progress> {
+        let progress = Arc::new(Progress::default());
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                job_id.into(),
+                Live {
+                    progress: progress.clone(),
+                    started,
+                },
+            );
+        progress
+    }
+
     pub fn db(&self) -> &Arc<Db> {
         &self.inner.db
     }
@@ -444,18 +461,7 @@ impl Controller {
         );
         job.started_at = Some(now);
         self.inner.db.put_job(&job)?;
-        let progress = Arc::new(Progress::default());
-        self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                id,
-                Live {
-                    progress: progress.clone(),
-                    started: now,
-                },
-            );
+        let progress = self.track_live(id, now);
         let ctl = self.clone();
         let job2 = job.clone();
         let handle = spawn_job(move || async move {

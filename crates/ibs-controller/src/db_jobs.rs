@@ -7,7 +7,7 @@ use crate::model::{Job, JobKind, JobStatus};
 use crate::Result;
 use rusqlite::{params, OptionalExtension};
 
-fn kind_str(k: JobKind) -> &'static str {
+pub(crate) fn kind_str(k: JobKind) -> &'static str {
     match k {
         JobKind::Backup => "backup",
         JobKind::Restore => "restore",

@@ -13,7 +13,7 @@
 //! Reports: a hosted job may leave `DATA/reports/<job id>.json` and `.html` ([`Controller::report`]
 //! serves them). Paths are built from the stored job id, never from request input.
 
-use crate::controller::{spawn_job, Controller, Live};
+use crate::controller::{spawn_job, Controller};
 use crate::model::{ComponentResult, Job, JobKind, JobStatus, Trigger};
 use crate::runner::{open_repository_read, Failure};
 use crate::{ControllerError, Result};
@@ -115,18 +115,7 @@ impl Controller {
                 format!("job:{job_id}"),
             ],
         )?;
-        let progress = Arc::new(Progress::default());
-        self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                job_id.clone(),
-                Live {
-                    progress: progress.clone(),
-                    started: now,
-                },
-            );
+        let progress = self.track_live(job_id.clone(), now);
         let ctx = HostedContext {
             ctl: self.clone(),
             job_id: job_id.clone(),

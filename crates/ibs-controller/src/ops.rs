@@ -121,19 +121,26 @@ impl Controller {
     }
 
     fn record_skip(&self, reason: &str) -> Result<Job> {
+        let id = ibs_repo::clock::new_backup_id(self.now());
+        self.record_skipped_job(id, JobKind::Backup, reason)
+    }
+
+    /// Records a scheduled job of `kind` that did not run, with the reason.
+    pub(crate) fn record_skipped_job(
+        &self,
+        id: String,
+        kind: JobKind,
+        reason: &str,
+    ) -> Result<Job> {
         let now = self.now();
-        let id = ibs_repo::clock::new_backup_id(now);
-        let mut job = Job::new(
-            id,
-            JobKind::Backup,
-            Trigger::Scheduled,
-            JobStatus::Skipped,
-            now,
-        );
+        let mut job = Job::new(id, kind, Trigger::Scheduled, JobStatus::Skipped, now);
         job.error = Some(reason.to_string());
         job.finished_at = Some(now);
         self.db().put_job(&job)?;
-        tracing::info!("scheduled backup skipped: {reason}");
+        tracing::info!(
+            "scheduled {} skipped: {reason}",
+            crate::db_jobs::kind_str(kind)
+        );
         Ok(job)
     }
 

@@ -158,18 +158,7 @@ impl Controller {
                 format!("target:{}", req.target.display()),
             ],
         )?;
-        let progress = Arc::new(Progress::default());
-        self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                job_id,
-                crate::controller::Live {
-                    progress: progress.clone(),
-                    started: now,
-                },
-            );
+        let progress = self.track_live(job_id, now);
         let ctl = self.clone();
         let single = req.component.is_some();
         let force = req.force;

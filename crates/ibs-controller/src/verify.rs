@@ -19,7 +19,7 @@
 //!   alert closes once nothing is affected.
 
 use crate::alerts::AlertKind;
-use crate::controller::{spawn_job, Controller, Live};
+use crate::controller::{spawn_job, Controller};
 use crate::db_verify::PackCheck;
 use crate::model::{Corruption, Job, JobKind, JobStatus, Maintenance, Trigger, VerifySummary};
 use crate::runner::Failure;
@@ -119,19 +119,7 @@ impl Controller {
     }
 
     fn record_verify_skip(&self, reason: &str) -> Result<Job> {
-        let now = self.now();
-        let mut job = Job::new(
-            verify_job_id(now),
-            JobKind::Verify,
-            Trigger::Scheduled,
-            JobStatus::Skipped,
-            now,
-        );
-        job.error = Some(reason.to_string());
-        job.finished_at = Some(now);
-        self.db().put_job(&job)?;
-        tracing::info!("scheduled verification skipped: {reason}");
-        Ok(job)
+        self.record_skipped_job(verify_job_id(self.now()), JobKind::Verify, reason)
     }
 
     /// Starts a verification now; 409 during maintenance or while another job runs.
@@ -160,18 +148,7 @@ impl Controller {
         );
         job.started_at = Some(now);
         self.db().put_job(&job)?;
-        let progress = Arc::new(Progress::default());
-        self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                id,
-                Live {
-                    progress: progress.clone(),
-                    started: now,
-                },
-            );
+        let progress = self.track_live(id, now);
         let ctl = self.clone();
         let job2 = job.clone();
         let handle = spawn_job(move || async move {
