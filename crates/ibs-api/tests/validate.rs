@@ -119,6 +119,11 @@ impl Api {
         )
     }
 
+    /// `GET path` as a reader.
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, &self.reader, None).await
+    }
+
     async fn validate(&self, backup: &str, pfx: &str, password: &str) -> (StatusCode, Value) {
         self.call(
             Method::POST,
@@ -140,14 +145,7 @@ impl Api {
             "the validation ended"
         );
         let id = job["id"].as_str().unwrap();
-        let (s, job) = self
-            .call(
-                Method::GET,
-                &format!("/api/v1/jobs/{id}"),
-                &self.reader,
-                None,
-            )
-            .await;
+        let (s, job) = self.get(&format!("/api/v1/jobs/{id}")).await;
         assert_eq!(s, StatusCode::OK);
         job
     }
@@ -231,14 +229,7 @@ async fn validation_passes_and_serves_both_reports_without_secrets() {
     );
 
     // Reports of other jobs: 404 with a reason.
-    let (s, v) = a
-        .call(
-            Method::GET,
-            &format!("/api/v1/jobs/{backup}/report"),
-            &a.reader,
-            None,
-        )
-        .await;
+    let (s, v) = a.get(&format!("/api/v1/jobs/{backup}/report")).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     assert!(
         v["error"]["message"]
@@ -248,14 +239,7 @@ async fn validation_passes_and_serves_both_reports_without_secrets() {
         "{v}"
     );
     assert_eq!(
-        a.call(
-            Method::GET,
-            "/api/v1/jobs/nope/report.html",
-            &a.reader,
-            None
-        )
-        .await
-        .0,
+        a.get("/api/v1/jobs/nope/report.html").await.0,
         StatusCode::NOT_FOUND
     );
 
@@ -271,7 +255,7 @@ async fn validation_passes_and_serves_both_reports_without_secrets() {
         hex::encode(PFX_PASSWORD).into_bytes(),
         pfx[..64].to_vec(),
     ];
-    let (_, jobs) = a.call(Method::GET, "/api/v1/jobs", &a.reader, None).await;
+    let (_, jobs) = a.get("/api/v1/jobs").await;
     let (_, audit) = a.call(Method::GET, "/api/v1/audit", &a.admin, None).await;
     assert!(audit.to_string().contains("backup.validate"), "{audit}");
     let mut places: Vec<(String, Vec<u8>)> = vec![
@@ -355,7 +339,7 @@ async fn each_failure_has_its_specific_answer() {
         .validate("20990101T000000Z-dead", &pfx_b64(), PFX_PASSWORD)
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
-    let (_, jobs) = a.call(Method::GET, "/api/v1/jobs", &a.reader, None).await;
+    let (_, jobs) = a.get("/api/v1/jobs").await;
     assert_eq!(
         jobs.as_array().unwrap().len(),
         1,
@@ -375,14 +359,7 @@ async fn each_failure_has_its_specific_answer() {
         "{err}"
     );
     let id = job["id"].as_str().unwrap();
-    let (s, v) = a
-        .call(
-            Method::GET,
-            &format!("/api/v1/jobs/{id}/report"),
-            &a.reader,
-            None,
-        )
-        .await;
+    let (s, v) = a.get(&format!("/api/v1/jobs/{id}/report")).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     assert!(
         v["error"]["message"]
@@ -466,14 +443,7 @@ async fn each_failure_has_its_specific_answer() {
         "{job:#}"
     );
     let id = job["id"].as_str().unwrap();
-    let (s, report) = a
-        .call(
-            Method::GET,
-            &format!("/api/v1/jobs/{id}/report"),
-            &a.reader,
-            None,
-        )
-        .await;
+    let (s, report) = a.get(&format!("/api/v1/jobs/{id}/report")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(report["verdict"], "FAIL", "{report:#}");
     assert_eq!(report["repository"]["status"], "FAIL", "{report:#}");
