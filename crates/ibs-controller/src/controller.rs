@@ -5,14 +5,8 @@
 //!
 //! Locking table (controller level; the repository has its own locks, see `ibs_repo::lock`):
 //!
-//! | running \ wants     | backup (any trigger) | restore | validation | retention cleanup | verification | maintenance begin |
-//! |---------------------|----------------------|---------|------------|-------------------|--------------|-------------------|
-//! | backup              | 409 / Skipped        | 409     | 409        | waits (next tick) | 409 / Skipped | allowed (readiness says busy) |
-//! | restore             | 409 / Skipped        | 409     | 409        | waits             | 409 / Skipped | allowed |
-//! | validation          | 409 / deferred       | 409     | 409        | waits             | 409 / deferred | allowed |
-//! | retention cleanup   | 409 / waits          | 409     | 409        | —                 | waits        | allowed |
-//! | verification        | 409 / waits          | 409     | 409        | waits             | 409 / deferred | allowed |
-//! | maintenance active  | 409 / Skipped        | allowed | 409        | runs              | 409 / Skipped | 409 |
+//! See the locking table in `docs/design/controller.md` ("The gate"): one job at a time; who
+//! waits, who is deferred to the next tick, who gets 409 or a Skipped record.
 
 use crate::alerts::{AlertSink, Alerts};
 use crate::component::{self, Component, ComponentConfig};

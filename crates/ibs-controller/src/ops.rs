@@ -54,8 +54,9 @@ impl Controller {
             configured: s.path.is_some()
                 && (s.certificate_der.is_some() || s.legacy_key_sealed.is_some()),
         };
-        // Housekeeping (retention cleanup, store prune) holding the gate defers a due backup to the
-        // next tick instead of skipping it.
+        // Any job other than a backup or a restore holding the gate (retention cleanup, store
+        // prune, verification, validation) defers the whole tick: a due backup or verification
+        // runs at the next tick instead of being skipped.
         if cond
             .running
             .as_ref()
