@@ -231,4 +231,21 @@ fn main() {
     ] {
         put("api_bodies", name, body.as_bytes());
     }
+
+    // delta: u16le base length ‖ base ‖ recipe, a recipe that applies and damaged variants.
+    let base = b"1\t1\t0\tfiller\n2\t1\t0\tfiller\n3\t1\t0\tfiller\n".repeat(4);
+    let mut target = base.clone();
+    target[5] = b'9';
+    let mut b = ibs_repo::delta::RecipeBuilder::new(ibs_repo::delta::RecipeHeader {
+        base: key.chunk_id(&base),
+        target: key.chunk_id(&target),
+        target_length: target.len() as u32,
+    });
+    b.copy(0, 5);
+    b.insert(b"9");
+    b.copy(6, (base.len() - 6) as u64);
+    let mut input = (base.len() as u16).to_le_bytes().to_vec();
+    input.extend_from_slice(&base);
+    input.extend_from_slice(&b.finish());
+    put_variants("delta", "recipe", &input);
 }

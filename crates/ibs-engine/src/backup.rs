@@ -259,7 +259,12 @@ async fn run(
         sealers.push(std::thread::spawn(move || {
             let mut sealer = ChunkSealer::new(level);
             for w in rx {
-                if tx.send(sealer.seal(w.id, &w.data, &key)).is_err() {
+                let sealed = if w.recipe {
+                    sealer.seal_recipe_into(w.id, &w.data, &key, Vec::new())
+                } else {
+                    sealer.seal(w.id, &w.data, &key)
+                };
+                if tx.send(sealed).is_err() {
                     break;
                 }
             }
@@ -342,6 +347,7 @@ async fn run(
 
     // The producer: walks every source on a blocking thread.
     let cache_path = state.files_cache_path();
+    let delta_dir = state.delta_dir();
     let params = repo.config().chunker.clone();
     let dedup = state.keys.dedup.clone();
     let progress = opts.progress.clone();
@@ -356,6 +362,9 @@ async fn run(
             tx: work_tx,
             bytes_new: 0,
             closed: false,
+            delta: None,
+            delta_error: None,
+            delta_pending: Vec::new(),
         };
         let mut results = Vec::new();
         let mut source_refs: Vec<(String, Vec<ChunkId>)> = Vec::new();
@@ -370,6 +379,7 @@ async fn run(
                 read_buf: 1 << 20,
                 chunker: crate::chunker::Chunker::new(&params),
                 exclude: Excludes::default(),
+                delta_dir: Some(&delta_dir),
             };
             let (kind, origin, tree) = match src.origin {
                 SourceOrigin::Path(p) => {
@@ -408,7 +418,7 @@ async fn run(
         let refs = (em.refs, source_refs);
         let bytes_new = em.bytes_new;
         drop(em.tx);
-        Ok::<_, EngineError>((results, refs, bytes_new, cache))
+        Ok::<_, EngineError>((results, refs, bytes_new, (cache, em.delta_pending)))
     });
 
     let joiner = tokio::task::spawn_blocking(move || {
@@ -422,7 +432,9 @@ async fn run(
     let uploaded = uploaded.map_err(|e| EngineError::Internal(format!("uploader: {e}")))?;
     // An upload failure is the root cause of a cancelled producer: report it first.
     let packs = uploaded?;
-    let (results, refs, bytes_new, cache) = produced?;
+    let (results, refs, bytes_new, (cache, delta_stores)) = produced?;
+    // Until the manifest is committed, the new delta stores are not in force.
+    let pending = DiscardOnDrop(delta_stores);
 
     verify_uploaded(&repo, &packs).await?;
     let mut bytes_stored: u64 = packs.iter().map(|p| p.length).sum();
@@ -533,12 +545,34 @@ async fn run(
     );
     repo.put_manifest(&manifest).await?;
     cache.commit()?;
+    for store in pending.take() {
+        if let Err(e) = store.commit() {
+            tracing::warn!("a delta signature store could not be put in place: {e}");
+        }
+    }
     Ok(BackupReport {
         catalog,
         errors: trees.errors,
         chunks_new,
         packs_new: packs.len() as u64,
     })
+}
+
+/// New delta signature stores that are thrown away unless taken (the backup failed).
+struct DiscardOnDrop(Vec<crate::delta::PendingStore>);
+
+impl DiscardOnDrop {
+    fn take(mut self) -> Vec<crate::delta::PendingStore> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for DiscardOnDrop {
+    fn drop(&mut self) {
+        for s in self.0.drain(..) {
+            s.discard();
+        }
+    }
 }
 
 /// Fails early, as Capacity, when the backup will not fit: the projected need is what the newest

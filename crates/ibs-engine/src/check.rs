@@ -318,10 +318,27 @@ async fn run(repo: &Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport,
     Ok(r)
 }
 
+/// A delta chunk's recipe must be well formed and name a base the index holds in full, and its
+/// copies must lie inside that base (the content's hash is checked when a restore applies it).
+fn check_recipe(plain: &[u8], index: &Index) -> Result<(), String> {
+    let h = ibs_repo::delta::header(plain).map_err(|e| e.to_string())?;
+    match index.get(&h.base) {
+        Some(b) if b.encoding != ibs_repo::pack::encoding::DELTA => {
+            ibs_repo::delta::validate(plain, b.raw_length as usize)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        Some(_) => Err(format!("delta base {} is itself a delta chunk", h.base)),
+        None => Err(format!("delta base {} is missing from the index", h.base)),
+    }
+}
+
 /// What reading one pack found.
 struct PackOutcome {
     problem: Option<(String, HashSet<ChunkId>)>,
     verified: u64,
+    /// The recipes of the pack's delta chunks (checked against the index by the caller).
+    recipes: Vec<(ChunkId, Vec<u8>)>,
 }
 
 /// Verifies one pack's bytes: its hash, its header against the index (with the metadata key) and
@@ -341,6 +358,7 @@ fn verify_one(
             return PackOutcome {
                 problem: Some((e.to_string(), all())),
                 verified: 0,
+                recipes: Vec::new(),
             }
         }
     };
@@ -362,6 +380,7 @@ fn verify_one(
                     bad,
                 )),
                 verified: 0,
+                recipes: Vec::new(),
             };
         }
     }
@@ -369,18 +388,24 @@ fn verify_one(
         return PackOutcome {
             problem: None,
             verified: 0,
+            recipes: Vec::new(),
         };
     };
     let mut opener = ChunkOpener::default();
     let mut bad = HashSet::new();
     let mut first_err = None;
     let mut verified = 0;
+    let mut recipes = Vec::new();
     for (c, loc) in chunks {
         let sealed = &bytes[loc.offset as usize..(loc.offset + loc.length) as usize];
         let res = match data_keys.get(&loc.key_id) {
             Some(Ok(dk)) => opener
                 .open(c, loc.encoding, loc.raw_length, sealed, dk, &k.dedup)
-                .map(|_| ())
+                .map(|plain| {
+                    if loc.encoding == ibs_repo::pack::encoding::DELTA {
+                        recipes.push((*c, plain));
+                    }
+                })
                 .map_err(|e| e.to_string()),
             Some(Err(e)) => Err(e.clone()),
             None => Err(format!("data key {} is unknown", loc.key_id)),
@@ -402,7 +427,11 @@ fn verify_one(
             bad,
         )
     });
-    PackOutcome { problem, verified }
+    PackOutcome {
+        problem,
+        verified,
+        recipes,
+    }
 }
 
 /// The verdict on one pack read by [`verify_packs`].
@@ -497,14 +526,35 @@ pub async fn verify_packs(
                 })
                 .await;
                 let (problem, verified) = match out {
-                    Ok(o) => (
-                        o.problem.map(|(detail, chunks)| PackProblem {
-                            kind: PackProblemKind::Corrupt,
-                            detail,
-                            chunks,
-                        }),
-                        o.verified,
-                    ),
+                    Ok(mut o) => {
+                        let bad: Vec<(ChunkId, String)> = o
+                            .recipes
+                            .iter()
+                            .filter_map(|(c, r)| check_recipe(r, index).err().map(|e| (*c, e)))
+                            .collect();
+                        if let Some((_, first)) = bad.first() {
+                            let (detail, chunks) = o.problem.get_or_insert_with(|| {
+                                (
+                                    format!(
+                                        "{} delta chunks do not check (first: {first})",
+                                        bad.len()
+                                    ),
+                                    HashSet::new(),
+                                )
+                            });
+                            let _ = detail;
+                            chunks.extend(bad.iter().map(|(c, _)| *c));
+                            o.verified -= bad.len() as u64;
+                        }
+                        (
+                            o.problem.map(|(detail, chunks)| PackProblem {
+                                kind: PackProblemKind::Corrupt,
+                                detail,
+                                chunks,
+                            }),
+                            o.verified,
+                        )
+                    }
                     Err(e) => (
                         Some(PackProblem {
                             kind: PackProblemKind::Unreadable,

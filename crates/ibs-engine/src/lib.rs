@@ -9,6 +9,7 @@ pub mod cache;
 pub mod check;
 pub mod chunker;
 pub mod damage;
+pub mod delta;
 pub mod exclude;
 pub mod keyops;
 pub mod progress;

@@ -18,6 +18,7 @@ use ibs_repo::ids::{ChunkId, KeyId};
 use ibs_repo::index::Index;
 use ibs_repo::keyring::{RepoKeys, Unlock};
 use ibs_repo::lock::{self, LockKind};
+use ibs_repo::pack::encoding;
 use ibs_repo::tree::{parse_header, EntryKind, TreeEntry};
 use ibs_repo::Repository;
 use std::collections::{HashMap, HashSet};
@@ -144,10 +145,53 @@ pub(crate) fn read_chunks(
                     &keys.repo_keys.dedup,
                 )
                 .map_err(|e| format!("{e} (in pack {})", loc.pack))?;
-            sink(&data)?;
+            if loc.encoding == encoding::DELTA {
+                sink(&rebuild(repo, keys, index, opener, &data).await?)?;
+            } else {
+                sink(&data)?;
+            }
         }
         Ok(())
     })
+}
+
+/// Rebuilds a delta chunk's content from its recipe and its base (a full chunk, fetched now).
+async fn rebuild(
+    repo: &Arc<Repository>,
+    keys: &KeyCache,
+    index: &Index,
+    opener: &mut ChunkOpener,
+    recipe: &[u8],
+) -> Result<Vec<u8>, String> {
+    let h = ibs_repo::delta::header(recipe).map_err(|e| e.to_string())?;
+    let loc = index.get(&h.base).ok_or_else(|| {
+        format!(
+            "chunk {}: its delta base {} is missing from the index",
+            h.target, h.base
+        )
+    })?;
+    if loc.encoding == encoding::DELTA {
+        return Err(format!(
+            "chunk {}: its delta base {} is itself a delta chunk",
+            h.target, h.base
+        ));
+    }
+    let sealed = repo.read_sealed(&loc).await.map_err(|e| e.to_string())?;
+    let key = keys
+        .data_key(&loc.key_id, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let base = opener
+        .open(
+            &h.base,
+            loc.encoding,
+            loc.raw_length,
+            &sealed,
+            &key,
+            &keys.repo_keys.dedup,
+        )
+        .map_err(|e| format!("{e} (in pack {})", loc.pack))?;
+    ibs_repo::delta::apply(recipe, &base, &keys.repo_keys.dedup).map_err(|e| e.to_string())
 }
 
 /// Splits a manifest path into checked components.

@@ -167,6 +167,11 @@ impl WriterState {
         write().map_err(state_io(path.display().to_string()))
     }
 
+    /// The delta signature stores of stream sources (`crate::delta`).
+    pub fn delta_dir(&self) -> PathBuf {
+        self.dir.join("delta")
+    }
+
     pub fn files_cache_path(&self) -> PathBuf {
         self.dir.join("files-cache.sqlite")
     }

@@ -4,6 +4,7 @@
 
 use crate::cache::{FileStamp, FilesCache};
 use crate::chunker::Chunker;
+use crate::delta::{DeltaSession, PendingStore};
 use crate::progress::Progress;
 use crate::EngineError;
 use ibs_repo::config::ChunkerParams;
@@ -24,6 +25,8 @@ use std::sync::Arc;
 pub struct Work {
     pub id: ChunkId,
     pub data: Vec<u8>,
+    /// `data` is a delta recipe (`ibs_repo::delta`), sealed as encoding 2.
+    pub recipe: bool,
 }
 
 /// Hashes chunks, records every reference, and forwards chunks new to the repository.
@@ -36,26 +39,70 @@ pub struct Emitter {
     pub tx: crossbeam_channel::Sender<Work>,
     pub bytes_new: u64,
     pub closed: bool,
+    /// Set while a stream source is read: changed chunks may be stored as delta recipes.
+    pub delta: Option<DeltaSession>,
+    /// The first failure of the delta session (it is then dropped; the backup goes on without).
+    pub delta_error: Option<String>,
+    /// New signature stores, committed with the manifest.
+    pub delta_pending: Vec<PendingStore>,
 }
 
 impl Emitter {
     pub fn emit(&mut self, data: &[u8], ids: &mut Vec<ChunkId>) {
         let id = self.dedup.chunk_id(data);
+        if self.delta.is_some() {
+            match self.emit_delta(data, id, ids) {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => {
+                    self.delta = None;
+                    self.delta_error = Some(e.to_string());
+                }
+            }
+        }
         ids.push(id);
         self.source_refs.insert(id);
         if self.refs.insert(id) && !self.index.contains(&id) {
-            self.bytes_new += data.len() as u64;
-            if self
-                .tx
-                .send(Work {
-                    id,
-                    data: data.to_vec(),
-                })
-                .is_err()
-            {
-                self.closed = true;
+            self.send(id, data.to_vec(), false);
+        }
+    }
+
+    fn send(&mut self, id: ChunkId, data: Vec<u8>, recipe: bool) {
+        self.bytes_new += data.len() as u64;
+        if self.tx.send(Work { id, data, recipe }).is_err() {
+            self.closed = true;
+        }
+    }
+
+    /// With a delta session: a chunk the repository lacks is stored as a recipe when a base is
+    /// found (returns true); otherwise the chunk's signatures are kept for the next backup and the
+    /// caller stores it whole.
+    fn emit_delta(
+        &mut self,
+        data: &[u8],
+        id: ChunkId,
+        ids: &mut Vec<ChunkId>,
+    ) -> std::io::Result<bool> {
+        let d = self.delta.as_mut().expect("checked by the caller");
+        d.prepare(data);
+        let known = self.refs.contains(&id) || self.index.contains(&id);
+        if !known {
+            if let Some((base, recipe)) = d.diff(data, id, &self.index)? {
+                let rid = self.dedup.chunk_id(&recipe);
+                ids.push(rid);
+                // The recipe needs its base: both are referenced, so prune keeps both.
+                for c in [rid, base] {
+                    self.source_refs.insert(c);
+                }
+                self.refs.insert(base);
+                if self.refs.insert(rid) && !self.index.contains(&rid) {
+                    self.send(rid, recipe, true);
+                }
+                return Ok(true);
             }
         }
+        d.record_full(id)?;
+        Ok(false)
     }
 
     /// True if the repository has, or this backup is storing, every chunk of `ids`.
@@ -167,6 +214,8 @@ pub struct SourceReader<'a> {
     pub chunker: Chunker,
     /// Entries of a folder source to leave out.
     pub exclude: crate::exclude::Excludes,
+    /// Where stream sources keep their delta signature stores; `None` turns deltas off.
+    pub delta_dir: Option<&'a Path>,
 }
 
 impl SourceReader<'_> {
@@ -258,6 +307,36 @@ impl SourceReader<'_> {
             if end || self.em.closed {
                 return Ok((ids, total));
             }
+        }
+    }
+
+    /// Closes the stream's delta session: its new store waits for the manifest.
+    fn end_delta(&mut self) {
+        if let Some(e) = self.em.delta_error.take() {
+            tracing::warn!(
+                "source {}: delta signatures failed ({e}); the rest of the stream was stored without deltas",
+                self.name
+            );
+        }
+        let Some(d) = self.em.delta.take() else {
+            return;
+        };
+        let st = d.stats;
+        if st.chunks > 0 {
+            tracing::info!(
+                "source {}: {} changed chunks ({} bytes) stored as delta recipes of {} bytes",
+                self.name,
+                st.chunks,
+                st.content_bytes,
+                st.recipe_bytes
+            );
+        }
+        match d.finish() {
+            Ok(p) => self.em.delta_pending.push(p),
+            Err(e) => tracing::warn!(
+                "source {}: the new delta signature store could not be written ({e})",
+                self.name
+            ),
         }
     }
 
@@ -384,7 +463,18 @@ impl SourceReader<'_> {
         now_ns: i64,
     ) -> Result<Vec<ChunkId>, EngineError> {
         let mut tree = TreeWriter::new(self.params, self.em);
-        let (ids, total) = self.read_chunks(reader).map_err(|err| {
+        if let Some(dir) = self.delta_dir {
+            match DeltaSession::open(dir, self.name, &self.em.dedup) {
+                Ok(d) => self.em.delta = Some(d),
+                Err(e) => tracing::warn!(
+                    "source {}: delta signatures unavailable ({e}); changed chunks are stored in full",
+                    self.name
+                ),
+            }
+        }
+        let read = self.read_chunks(reader);
+        self.end_delta();
+        let (ids, total) = read.map_err(|err| {
             EngineError::Source(format!(
                 "source {}: reading the stream failed: {err}",
                 self.name

@@ -109,6 +109,30 @@ impl ChunkSealer {
         }
     }
 
+    /// Seals a delta recipe (`crate::delta`) whose id is its keyed hash: always a zstd frame at
+    /// the configured level (a recipe is mostly inserted text), encoding [`encoding::DELTA`].
+    pub fn seal_recipe_into(
+        &mut self,
+        id: ChunkId,
+        recipe: &[u8],
+        data_key: &SymKey,
+        mut out: Vec<u8>,
+    ) -> SealedChunk {
+        self.scratch.clear();
+        self.scratch
+            .reserve(zstd::zstd_safe::compress_bound(recipe.len()));
+        self.zstd
+            .compress_to_buffer(recipe, &mut self.scratch)
+            .expect("the buffer holds zstd's bound");
+        data_key.seal_into(&chunk_aad(&id, encoding::DELTA), &self.scratch, &mut out);
+        SealedChunk {
+            id,
+            encoding: encoding::DELTA,
+            raw_length: recipe.len() as u32,
+            sealed: out,
+        }
+    }
+
     /// Seals into `out` (a recycled buffer; its contents are replaced).
     pub fn seal_into(
         &mut self,
@@ -158,7 +182,8 @@ impl Default for ChunkOpener {
 }
 
 impl ChunkOpener {
-    /// Decrypts, decompresses and verifies one chunk. Errors name the chunk.
+    /// Decrypts, decompresses and verifies one chunk. Errors name the chunk. For a delta chunk
+    /// ([`encoding::DELTA`]) this is the recipe; `crate::delta::apply` rebuilds the content.
     pub fn open(
         &mut self,
         id: &ChunkId,
@@ -180,7 +205,7 @@ impl ChunkOpener {
         })?;
         let data = match enc {
             encoding::RAW => payload,
-            encoding::ZSTD => self
+            encoding::ZSTD | encoding::DELTA => self
                 .zstd
                 .decompress(&payload, raw_length as usize)
                 .map_err(|e| RepoError::corrupt(what(), format!("decompression: {e}")))?,

@@ -32,6 +32,8 @@ pub const HEADER_AAD: &[u8] = b"ibs.packheader.v1";
 pub mod encoding {
     pub const RAW: u8 = 0;
     pub const ZSTD: u8 = 1;
+    /// A zstd frame of a delta recipe (`crate::delta`); the id is the recipe's keyed hash.
+    pub const DELTA: u8 = 2;
 }
 
 /// One chunk inside a pack.
@@ -66,7 +68,7 @@ impl PackEntry {
             encoding: b[44],
             key_id: KeyId::from_slice(&b[45..61]).expect("16 bytes"),
         };
-        if e.encoding > encoding::ZSTD {
+        if e.encoding > encoding::DELTA {
             return Err(RepoError::corrupt(
                 "pack entry",
                 format!("unknown encoding {}", e.encoding),
