@@ -28,7 +28,7 @@ use ibs_repo::pack::encoding;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 6] = b"IBSSIG";
@@ -150,7 +150,10 @@ impl DeltaSession {
         source: &str,
         dedup_key: &ibs_repo::crypto::SymKey,
     ) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
         let path = dir.join(format!("{source}.sig"));
         let tmp = dir.join(format!("{source}.sig.new"));
         let old = match OldStore::open(&path) {
@@ -163,7 +166,14 @@ impl DeltaSession {
                 None
             }
         };
-        let mut new = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        // Signatures are as private as the writer state's keys: owner only.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let mut new = BufWriter::with_capacity(1 << 20, file);
         new.write_all(MAGIC)?;
         new.write_all(&VERSION.to_le_bytes())?;
         Ok(DeltaSession {
