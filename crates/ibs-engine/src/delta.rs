@@ -37,6 +37,28 @@ const SIG_LEN: usize = 20;
 /// One block in this many is an anchor.
 const ANCHOR_EVERY: u64 = 32;
 
+/// Hashes a signature for a `HashMap` by taking its high 64 bits: signatures are already keyed
+/// BLAKE3 output, uniformly distributed, so rehashing them (SipHash by default) is wasted work.
+/// (The low bits decide which blocks are anchors, so they are not uniform among anchors.)
+#[derive(Default, Clone, Copy)]
+struct SigHasher(u64);
+
+impl std::hash::Hasher for SigHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = (v >> 64) as u64;
+    }
+}
+
+type SigMap<V> = HashMap<u128, V, std::hash::BuildHasherDefault<SigHasher>>;
+
 fn is_anchor(sig: u128) -> bool {
     (sig as u64).is_multiple_of(ANCHOR_EVERY)
 }
@@ -46,7 +68,7 @@ struct OldStore {
     file: File,
     /// Per record: chunk id, file offset of its signatures, block count.
     records: Vec<(ChunkId, u64, u32)>,
-    anchors: HashMap<u128, u32>,
+    anchors: SigMap<u32>,
 }
 
 impl OldStore {
@@ -65,7 +87,7 @@ impl OldStore {
         let mut s = OldStore {
             file,
             records: Vec::new(),
-            anchors: HashMap::new(),
+            anchors: SigMap::default(),
         };
         let mut pos = 8u64;
         let mut rec = [0u8; 36];
@@ -256,7 +278,8 @@ impl DeltaSession {
             _ => return Ok(None),
         }
         let sigs = old.read(best)?;
-        let mut at: HashMap<u128, u64> = HashMap::with_capacity(sigs.len() / SIG_LEN);
+        let mut at: SigMap<u64> =
+            SigMap::with_capacity_and_hasher(sigs.len() / SIG_LEN, Default::default());
         let mut off = 0u64;
         for s in sigs.chunks_exact(SIG_LEN) {
             let h = u128::from_le_bytes(s[..16].try_into().expect("16 bytes"));
