@@ -48,8 +48,13 @@ async fn setup(components: Vec<ibs_controller::component::ComponentConfig>) -> T
     t
 }
 
+/// Waits for every task a tick started (backup, retention cleanup, verification): a task still
+/// holding the gate would make the next tick defer (NotDue).
 async fn finish(out: ibs_controller::TickOutcome) {
-    for h in [out.handle, out.retention].into_iter().flatten() {
+    for h in [out.handle, out.retention, out.verify]
+        .into_iter()
+        .flatten()
+    {
         h.await.unwrap();
     }
 }
@@ -170,7 +175,9 @@ async fn maintenance_gate() {
         .is_open(AlertKind::SkippedMaintenanceFailed)
         .unwrap());
     t.clock.advance(12 * H);
-    assert!(matches!(t.ctl.tick().unwrap().decision, Decision::Skip(r) if r.contains("failed")));
+    let out = t.ctl.tick().unwrap();
+    assert!(matches!(&out.decision, Decision::Skip(r) if r.contains("failed")));
+    finish(out).await;
     t.ctl.clear_maintenance("admin").unwrap();
     assert!(!t
         .ctl
@@ -248,11 +255,13 @@ async fn disable_and_enable_scheduler() {
         .alerts()
         .is_open(AlertKind::SchedulerDisabled)
         .unwrap());
+    let out = t.ctl.tick().unwrap();
     assert_eq!(
-        t.ctl.tick().unwrap().decision,
+        out.decision,
         Decision::NotDue,
         "re-enabling causes no burst"
     );
+    finish(out).await;
     t.clock.advance(12 * H);
     let out = t.ctl.tick().unwrap();
     assert_eq!(out.decision, Decision::Run);

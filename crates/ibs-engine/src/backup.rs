@@ -250,8 +250,16 @@ async fn run(
     let pack_target = repo.config().pack_target_size as usize;
     let (work_tx, work_rx) = crossbeam_channel::bounded::<Work>(2 * threads);
     let (sealed_tx, sealed_rx) = crossbeam_channel::bounded::<SealedChunk>(2 * threads);
-    let (pack_tx, mut pack_rx) =
-        tokio::sync::mpsc::channel::<(PackId, bytes::Bytes, Vec<PackEntry>)>(1);
+    let (pack_tx, mut pack_rx) = tokio::sync::mpsc::channel::<(
+        PackId,
+        bytes::Bytes,
+        Vec<PackEntry>,
+        tokio::sync::OwnedSemaphorePermit,
+    )>(1);
+    // At most two finished packs exist at once (queued or uploading): the packer takes a slot
+    // before it seals the next one, and an upload gives it back when it ends. Memory then holds
+    // two finished packs plus the one being filled, whatever the storage's speed.
+    let slots = Arc::new(tokio::sync::Semaphore::new(UPLOADS_IN_FLIGHT));
 
     let mut sealers = Vec::new();
     for _ in 0..threads {
@@ -280,13 +288,20 @@ async fn run(
             if builder.len() >= pack_target {
                 let full =
                     std::mem::replace(&mut builder, PackBuilder::new(pack_target + (4 << 20)));
-                if pack_tx.blocking_send(full.finish(&meta_key)).is_err() {
+                let Ok(slot) = futures::executor::block_on(slots.clone().acquire_owned()) else {
+                    return;
+                };
+                let (id, bytes, entries) = full.finish(&meta_key);
+                if pack_tx.blocking_send((id, bytes, entries, slot)).is_err() {
                     return;
                 }
             }
         }
         if !builder.is_empty() {
-            let _ = pack_tx.blocking_send(builder.finish(&meta_key));
+            if let Ok(slot) = futures::executor::block_on(slots.clone().acquire_owned()) {
+                let (id, bytes, entries) = builder.finish(&meta_key);
+                let _ = pack_tx.blocking_send((id, bytes, entries, slot));
+            }
         }
     });
 
@@ -296,15 +311,22 @@ async fn run(
     let uploader = {
         let repo = repo.clone();
         tokio::spawn(async move {
-            let upload = |(id, bytes, entries): (PackId, bytes::Bytes, Vec<PackEntry>)| {
+            let upload = |(id, bytes, entries, slot): (
+                PackId,
+                bytes::Bytes,
+                Vec<PackEntry>,
+                tokio::sync::OwnedSemaphorePermit,
+            )| {
                 let repo = repo.clone();
                 async move {
                     let length = bytes.len() as u64;
-                    repo.put_pack(&id, bytes).await.map(|_| PackRecord {
+                    let r = repo.put_pack(&id, bytes).await.map(|_| PackRecord {
                         id,
                         length,
                         entries,
-                    })
+                    });
+                    drop(slot);
+                    r
                 }
             };
             let mut inflight = futures::stream::FuturesUnordered::new();
@@ -312,7 +334,7 @@ async fn run(
             let mut failed: Option<ibs_repo::RepoError> = None;
             let mut open = true;
             loop {
-                let finished = if failed.is_none() && open && inflight.len() < 2 {
+                let finished = if failed.is_none() && open && inflight.len() < UPLOADS_IN_FLIGHT {
                     tokio::select! {
                         p = pack_rx.recv() => {
                             match p {
@@ -557,6 +579,9 @@ async fn run(
         packs_new: packs.len() as u64,
     })
 }
+
+/// Pack uploads at once (and finished packs held in memory at most).
+const UPLOADS_IN_FLIGHT: usize = 2;
 
 /// New delta signature stores that are thrown away unless taken (the backup failed).
 struct DiscardOnDrop(Vec<crate::delta::PendingStore>);
