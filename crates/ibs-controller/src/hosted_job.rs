@@ -127,6 +127,7 @@ impl Controller {
         let mut record = job.clone();
         let handle = spawn_job(move || async move {
             let _guard = guard;
+            let began = std::time::Instant::now();
             let scratch = ctx.scratch.clone();
             let outcome = match std::fs::create_dir_all(&scratch) {
                 Ok(()) => make(ctx).await,
@@ -138,7 +139,7 @@ impl Controller {
             let _ = std::fs::remove_dir_all(&scratch);
             let now = ctl.now();
             record.finished_at = Some(now);
-            record.duration_ms = record.started_at.map(|s| ((now - s).max(0) as u64) * 1000);
+            record.duration_ms = Some(crate::model::elapsed_ms(began));
             match outcome {
                 Ok(o) => {
                     record.status = o.status;

@@ -122,6 +122,8 @@ pub struct Job {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// Measured with a monotonic clock, in milliseconds (the timestamps have second precision
+    /// and come from the controller's clock).
     pub duration_ms: Option<u64>,
     pub bytes_read: u64,
     pub bytes_stored: u64,
@@ -290,4 +292,9 @@ impl Maintenance {
             format!("maintenance: {} in progress", self.operation.as_str())
         }
     }
+}
+
+/// Milliseconds since `began` (job durations: monotonic, whatever the controller's clock does).
+pub(crate) fn elapsed_ms(began: std::time::Instant) -> u64 {
+    began.elapsed().as_millis() as u64
 }

@@ -182,10 +182,10 @@ async fn run(
     force: bool,
     progress: Arc<Progress>,
 ) {
+    let began = std::time::Instant::now();
     let outcome = execute(ctl, &mut job, unlock, &target, single, force, progress).await;
-    let now = ctl.now();
-    job.finished_at = Some(now);
-    job.duration_ms = job.started_at.map(|s| ((now - s).max(0) as u64) * 1000);
+    job.finished_at = Some(ctl.now());
+    job.duration_ms = Some(crate::model::elapsed_ms(began));
     match outcome {
         Err(f) => {
             job.status = JobStatus::Failed;

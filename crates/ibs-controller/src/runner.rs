@@ -191,10 +191,11 @@ fn fail(r: &mut ComponentResult, m: String) {
 }
 
 pub(crate) async fn run_backup(ctl: &Controller, mut job: Job, progress: Arc<Progress>) {
+    let began = std::time::Instant::now();
     let outcome = execute(ctl, &mut job, progress).await;
     let now = ctl.now();
     job.finished_at = Some(now);
-    job.duration_ms = job.started_at.map(|s| ((now - s).max(0) as u64) * 1000);
+    job.duration_ms = Some(crate::model::elapsed_ms(began));
     job.progress = None;
     let alerts = ctl.alerts();
     let res = match outcome {

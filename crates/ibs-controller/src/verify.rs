@@ -205,10 +205,10 @@ fn verify_job_id(now: i64) -> String {
 }
 
 async fn run_verification(ctl: &Controller, mut job: Job, progress: Arc<Progress>) {
+    let began = std::time::Instant::now();
     let outcome = execute(ctl, &job, &progress).await;
-    let now = ctl.now();
-    job.finished_at = Some(now);
-    job.duration_ms = job.started_at.map(|s| ((now - s).max(0) as u64) * 1000);
+    job.finished_at = Some(ctl.now());
+    job.duration_ms = Some(crate::model::elapsed_ms(began));
     match outcome {
         Ok(summary) => {
             job.status = JobStatus::Succeeded;
