@@ -106,48 +106,6 @@ fn wait_ledger(count: impl Fn() -> u64) {
     }
 }
 
-struct PgDrop(Vec<String>);
-impl Drop for PgDrop {
-    fn drop(&mut self) {
-        for d in &self.0 {
-            let _ = Command::new("psql")
-                .args([
-                    "-X",
-                    "-q",
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "postgres",
-                    "-c",
-                ])
-                .arg(format!("DROP DATABASE IF EXISTS \"{d}\" WITH (FORCE)"))
-                .output();
-        }
-    }
-}
-
-struct MyDrop(Vec<String>);
-impl Drop for MyDrop {
-    fn drop(&mut self) {
-        for d in &self.0 {
-            let _ = Command::new("mariadb")
-                .args([
-                    "--no-defaults",
-                    "-h",
-                    "127.0.0.1",
-                    "--port=3306",
-                    "--protocol=tcp",
-                    "--user=root",
-                    "-e",
-                ])
-                .arg(format!("DROP DATABASE IF EXISTS `{d}`"))
-                .output();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_round_trip_under_load_least_privilege_and_force() {
     ensure_services();

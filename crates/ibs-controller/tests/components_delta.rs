@@ -7,46 +7,9 @@ mod support;
 
 use ibs_controller::model::{Job, JobStatus};
 use ibs_controller::testing::TestController;
-use std::process::Command;
 use support::*;
 
 const ROWS: u32 = 150_000;
-
-fn drop_pg(dbs: &[&str]) {
-    for d in dbs {
-        let _ = Command::new("psql")
-            .args([
-                "-X",
-                "-q",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-c",
-            ])
-            .arg(format!("DROP DATABASE IF EXISTS \"{d}\" WITH (FORCE)"))
-            .output();
-    }
-}
-
-fn drop_my(dbs: &[&str]) {
-    for d in dbs {
-        let _ = Command::new("mariadb")
-            .args([
-                "--no-defaults",
-                "-h",
-                "127.0.0.1",
-                "--port=3306",
-                "--protocol=tcp",
-                "--user=root",
-                "-e",
-            ])
-            .arg(format!("DROP DATABASE IF EXISTS `{d}`"))
-            .output();
-    }
-}
 
 /// Backs up twice around `change`, asserting the second backup's share of the first one's bytes.
 async fn two_backups(t: &TestController, change: impl FnOnce()) -> (Job, Job) {
@@ -69,13 +32,7 @@ async fn postgres_second_backup_after_scattered_updates_stores_under_a_tenth() {
     ensure_services();
     let db = unique("ibs_d");
     let restored = format!("{db}_r");
-    struct Cleanup(String, String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            drop_pg(&[&self.0, &self.1]);
-        }
-    }
-    let _c = Cleanup(db.clone(), restored.clone());
+    let _c = PgDrop(vec![db.clone(), restored.clone()]);
     psql("postgres", &format!("CREATE DATABASE {db}"));
     psql(
         &db,
@@ -110,13 +67,7 @@ async fn mariadb_second_backup_after_scattered_updates_stores_under_a_tenth() {
     ensure_services();
     let db = unique("ibs_d");
     let restored = format!("{db}_r");
-    struct Cleanup(String, String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            drop_my(&[&self.0, &self.1]);
-        }
-    }
-    let _c = Cleanup(db.clone(), restored.clone());
+    let _c = MyDrop(vec![db.clone(), restored.clone()]);
     mysql(None, &format!("CREATE DATABASE {db}"));
     mysql(
         Some(&db),

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use ibs_repo::chunk::ChunkOpener;
 use ibs_repo::crypto::SymKey;
 use ibs_repo::ids::{ChunkId, KeyId};
-use ibs_repo::index::Index;
+use ibs_repo::index::{ChunkLocation, Index};
 use ibs_repo::keyring::{RepoKeys, Unlock};
 use ibs_repo::lock::{self, LockKind};
 use ibs_repo::pack::encoding;
@@ -125,26 +125,14 @@ pub(crate) fn read_chunks(
     rt.block_on(async {
         let mut fetched = futures::stream::iter(locs)
             .map(|(id, loc)| async move {
-                let sealed = repo.read_sealed(&loc).await.map_err(|e| e.to_string())?;
-                let key = keys
-                    .data_key(&loc.key_id, None)
+                fetch(repo, keys, &loc)
                     .await
-                    .map_err(|e| e.to_string())?;
-                Ok::<_, String>((id, loc, sealed, key))
+                    .map(|(sealed, key)| (id, loc, sealed, key))
             })
             .buffered(FETCH_AHEAD);
         while let Some(r) = fetched.next().await {
             let (id, loc, sealed, key) = r?;
-            let data = opener
-                .open(
-                    &id,
-                    loc.encoding,
-                    loc.raw_length,
-                    &sealed,
-                    &key,
-                    &keys.repo_keys.dedup,
-                )
-                .map_err(|e| format!("{e} (in pack {})", loc.pack))?;
+            let data = open(opener, keys, &id, &loc, &sealed, &key)?;
             if loc.encoding == encoding::DELTA {
                 sink(&rebuild(repo, keys, index, opener, &data).await?)?;
             } else {
@@ -153,6 +141,41 @@ pub(crate) fn read_chunks(
         }
         Ok(())
     })
+}
+
+/// Reads a chunk's sealed bytes and the data key that opens them.
+async fn fetch(
+    repo: &Repository,
+    keys: &KeyCache,
+    loc: &ChunkLocation,
+) -> Result<(bytes::Bytes, SymKey), String> {
+    let sealed = repo.read_sealed(loc).await.map_err(|e| e.to_string())?;
+    let key = keys
+        .data_key(&loc.key_id, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((sealed, key))
+}
+
+/// Decrypts and verifies a fetched chunk; errors name its pack.
+fn open(
+    opener: &mut ChunkOpener,
+    keys: &KeyCache,
+    id: &ChunkId,
+    loc: &ChunkLocation,
+    sealed: &[u8],
+    key: &SymKey,
+) -> Result<Vec<u8>, String> {
+    opener
+        .open(
+            id,
+            loc.encoding,
+            loc.raw_length,
+            sealed,
+            key,
+            &keys.repo_keys.dedup,
+        )
+        .map_err(|e| format!("{e} (in pack {})", loc.pack))
 }
 
 /// Rebuilds a delta chunk's content from its recipe and its base (a full chunk, fetched now).
@@ -176,21 +199,8 @@ async fn rebuild(
             h.target, h.base
         ));
     }
-    let sealed = repo.read_sealed(&loc).await.map_err(|e| e.to_string())?;
-    let key = keys
-        .data_key(&loc.key_id, None)
-        .await
-        .map_err(|e| e.to_string())?;
-    let base = opener
-        .open(
-            &h.base,
-            loc.encoding,
-            loc.raw_length,
-            &sealed,
-            &key,
-            &keys.repo_keys.dedup,
-        )
-        .map_err(|e| format!("{e} (in pack {})", loc.pack))?;
+    let (sealed, key) = fetch(repo, keys, &loc).await?;
+    let base = open(opener, keys, &h.base, &loc, &sealed, &key)?;
     ibs_repo::delta::apply(recipe, &base, &keys.repo_keys.dedup).map_err(|e| e.to_string())
 }
 

@@ -197,3 +197,47 @@ pub fn assert_no_secret(jobs: &[&Job], secret: &str) {
         );
     }
 }
+
+/// Drops these PostgreSQL databases (with `FORCE`) when it goes out of scope.
+pub struct PgDrop(pub Vec<String>);
+impl Drop for PgDrop {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = Command::new("psql")
+                .args([
+                    "-X",
+                    "-q",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-c",
+                ])
+                .arg(format!("DROP DATABASE IF EXISTS \"{d}\" WITH (FORCE)"))
+                .output();
+        }
+    }
+}
+
+/// Drops these MariaDB databases when it goes out of scope.
+pub struct MyDrop(pub Vec<String>);
+impl Drop for MyDrop {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = Command::new("mariadb")
+                .args([
+                    "--no-defaults",
+                    "-h",
+                    "127.0.0.1",
+                    "--port=3306",
+                    "--protocol=tcp",
+                    "--user=root",
+                    "-e",
+                ])
+                .arg(format!("DROP DATABASE IF EXISTS `{d}`"))
+                .output();
+        }
+    }
+}
