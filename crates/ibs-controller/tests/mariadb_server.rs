@@ -18,14 +18,6 @@ struct Server {
     port: u16,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn server_bin() -> PathBuf {
     [
         "/usr/sbin/mariadbd",

@@ -38,14 +38,6 @@ fn pg_bin() -> PathBuf {
     found.pop().expect("initdb not found")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn as_postgres(bin: &Path, tool: &str, args: &[&str]) {
     let out = Command::new("runuser")
         .args(["-u", "postgres", "--"])

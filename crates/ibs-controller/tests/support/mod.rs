@@ -241,3 +241,12 @@ impl Drop for MyDrop {
         }
     }
 }
+
+/// A TCP port on 127.0.0.1 free at the time of asking (for private test servers).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
