@@ -1,6 +1,7 @@
-//! The backup pipeline: walk → chunk → hash (one producer thread) → compress + seal (one thread per
-//! core) → pack (one thread) → upload (async, a few packs in flight). Every queue is bounded, so memory
-//! stays bounded whatever the data size.
+//! The backup pipeline: walk (one thread, a bounded number of files ahead) → read → chunk → hash
+//! (one producer thread) → compress + seal (one thread per core) → pack (one thread) → upload
+//! (async, one or two packs in flight; their buffers come back to the packer). Every queue is
+//! bounded, so memory stays bounded whatever the data size.
 //!
 //! Commit order (the crash-safety argument of `docs/design/repository-format.md` §Ordering):
 //! data-key envelope → packs → index segment → manifest → files cache. A backup killed at any point
@@ -258,10 +259,15 @@ async fn run(
         Vec<PackEntry>,
         tokio::sync::OwnedSemaphorePermit,
     )>(1);
-    // At most two finished packs exist at once (queued or uploading): the packer takes a slot
-    // before it seals the next one, and an upload gives it back when it ends. Memory then holds
-    // two finished packs plus the one being filled, whatever the storage's speed.
-    let slots = Arc::new(tokio::sync::Semaphore::new(UPLOADS_IN_FLIGHT));
+    // At most `uploads_in_flight` finished packs exist at once (queued or uploading): the packer
+    // takes a slot before it seals the next one, and an upload gives it back when it ends. Memory
+    // then holds those packs plus the one being filled, whatever the storage's speed.
+    let uploads_in_flight = if repo.storage().capabilities().local {
+        UPLOADS_IN_FLIGHT_LOCAL
+    } else {
+        UPLOADS_IN_FLIGHT
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(uploads_in_flight));
 
     let mut sealers = Vec::new();
     for _ in 0..threads {
@@ -283,20 +289,30 @@ async fn run(
     drop((work_rx, sealed_tx));
 
     let meta_key = state.keys.metadata.clone();
+    // Buffers of stored packs come back here for the next pack (at most one per pack in memory).
+    let (recycle_tx, recycle_rx) = crossbeam_channel::bounded::<Vec<u8>>(uploads_in_flight + 1);
     let packer = std::thread::spawn(move || {
-        let mut builder = PackBuilder::new(pack_target + (4 << 20));
+        let capacity = pack_target + (4 << 20);
+        let next = || {
+            recycle_rx
+                .try_recv()
+                .map(PackBuilder::reuse)
+                .unwrap_or_else(|_| PackBuilder::new(capacity))
+        };
+        let mut builder = next();
         for s in sealed_rx {
             builder.add(s.id, s.encoding, s.raw_length, key_id, &s.sealed);
             if builder.len() >= pack_target {
-                let full =
-                    std::mem::replace(&mut builder, PackBuilder::new(pack_target + (4 << 20)));
+                // Waiting for the slot first lets the upload that frees it hand its buffer back.
                 let Ok(slot) = futures::executor::block_on(slots.clone().acquire_owned()) else {
                     return;
                 };
+                let full = std::mem::take(&mut builder);
                 let (id, bytes, entries) = full.finish(&meta_key);
                 if pack_tx.blocking_send((id, bytes, entries, slot)).is_err() {
                     return;
                 }
+                builder = next();
             }
         }
         if !builder.is_empty() {
@@ -307,7 +323,7 @@ async fn run(
         }
     });
 
-    // Up to two uploads in flight. After the first failure no new upload starts, but the ones in
+    // Up to `uploads_in_flight` uploads at once. After the first failure no new upload starts, but the ones in
     // flight are awaited, never dropped: a put cancelled mid-way could leave its temporary behind
     // (on SMB it cleans up only when it runs to its own end).
     let uploader = {
@@ -319,14 +335,20 @@ async fn run(
                 Vec<PackEntry>,
                 tokio::sync::OwnedSemaphorePermit,
             )| {
-                let repo = repo.clone();
+                let (repo, recycle) = (repo.clone(), recycle_tx.clone());
                 async move {
                     let length = bytes.len() as u64;
+                    let mine = bytes.clone();
                     let r = repo.put_pack(&id, bytes).await.map(|_| PackRecord {
                         id,
                         length,
                         entries,
                     });
+                    // The storage has let go of the bytes: the buffer goes back to the packer
+                    // (before the slot, so the packer waiting for the slot finds it).
+                    if let Ok(buf) = mine.try_into_mut() {
+                        let _ = recycle.try_send(Vec::from(buf));
+                    }
                     drop(slot);
                     r
                 }
@@ -336,7 +358,7 @@ async fn run(
             let mut failed: Option<ibs_repo::RepoError> = None;
             let mut open = true;
             loop {
-                let finished = if failed.is_none() && open && inflight.len() < UPLOADS_IN_FLIGHT {
+                let finished = if failed.is_none() && open && inflight.len() < uploads_in_flight {
                     tokio::select! {
                         p = pack_rx.recv() => {
                             match p {
@@ -582,8 +604,13 @@ async fn run(
     })
 }
 
-/// Pack uploads at once (and finished packs held in memory at most).
+/// Pack uploads at once (and finished packs held in memory at most) to network storage (SMB),
+/// where a second upload hides the first one's round trips.
 const UPLOADS_IN_FLIGHT: usize = 2;
+/// The same for local storage: a second upload gained nothing measurable there, but kept a
+/// further 16-20 MiB pack in memory (peak RSS of the bench's full backup: 104-110 MiB with one,
+/// 125-137 MiB with two before pack buffers were recycled).
+const UPLOADS_IN_FLIGHT_LOCAL: usize = 1;
 
 /// New delta signature stores that are thrown away unless taken (the backup failed).
 struct DiscardOnDrop(Vec<crate::delta::PendingStore>);

@@ -27,11 +27,53 @@ pub struct FileStamp {
     pub ino: u64,
 }
 
+/// Read access to the cache of the last committed backup. The walker takes it to its own thread
+/// for a directory tree ([`FilesCache::take_old`]) and gives it back when the tree is done.
+#[derive(Default)]
+pub struct OldCache(Option<Connection>);
+
 pub struct FilesCache {
-    old: Option<Connection>,
+    old: OldCache,
     new: Connection,
     new_path: PathBuf,
     final_path: PathBuf,
+}
+
+impl OldCache {
+    /// The chunk ids of an unchanged file, if the cache knows it.
+    pub fn lookup(&self, source: &str, path: &[u8], stamp: &FileStamp) -> Option<Vec<ChunkId>> {
+        let old = self.0.as_ref()?;
+        let mut stmt = old
+            .prepare_cached(
+                "SELECT size, mtime, ctime, ino, chunks FROM files WHERE source = ?1 AND path = ?2",
+            )
+            .ok()?;
+        let row = stmt
+            .query_row(params![source, path], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Vec<u8>>(4)?,
+                ))
+            })
+            .optional()
+            .ok()??;
+        let same = row.0 as u64 == stamp.size
+            && row.1 == stamp.mtime_ns
+            && row.2 == stamp.ctime_ns
+            && row.3 as u64 == stamp.ino;
+        if !same || row.4.len() % 32 != 0 {
+            return None;
+        }
+        Some(
+            row.4
+                .chunks_exact(32)
+                .map(|c| ChunkId::from_slice(c).expect("32 bytes"))
+                .collect(),
+        )
+    }
 }
 
 fn db_err(e: rusqlite::Error) -> EngineError {
@@ -72,7 +114,7 @@ impl FilesCache {
             .map_err(db_err)?;
         new.execute_batch("BEGIN").map_err(db_err)?;
         Ok(FilesCache {
-            old,
+            old: OldCache(old),
             new,
             new_path,
             final_path: final_path.to_owned(),
@@ -81,37 +123,16 @@ impl FilesCache {
 
     /// The chunk ids of an unchanged file, if the cache knows it.
     pub fn lookup(&self, source: &str, path: &[u8], stamp: &FileStamp) -> Option<Vec<ChunkId>> {
-        let old = self.old.as_ref()?;
-        let mut stmt = old
-            .prepare_cached(
-                "SELECT size, mtime, ctime, ino, chunks FROM files WHERE source = ?1 AND path = ?2",
-            )
-            .ok()?;
-        let row = stmt
-            .query_row(params![source, path], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, Vec<u8>>(4)?,
-                ))
-            })
-            .optional()
-            .ok()??;
-        let same = row.0 as u64 == stamp.size
-            && row.1 == stamp.mtime_ns
-            && row.2 == stamp.ctime_ns
-            && row.3 as u64 == stamp.ino;
-        if !same || row.4.len() % 32 != 0 {
-            return None;
-        }
-        Some(
-            row.4
-                .chunks_exact(32)
-                .map(|c| ChunkId::from_slice(c).expect("32 bytes"))
-                .collect(),
-        )
+        self.old.lookup(source, path, stamp)
+    }
+
+    /// Lends the old cache out (lookups through `self` find nothing until it is given back).
+    pub fn take_old(&mut self) -> OldCache {
+        std::mem::take(&mut self.old)
+    }
+
+    pub fn give_back_old(&mut self, old: OldCache) {
+        self.old = old;
     }
 
     pub fn record(

@@ -11,6 +11,7 @@ pub mod chunker;
 pub mod damage;
 pub mod delta;
 pub mod exclude;
+pub mod fileio;
 pub mod keyops;
 pub mod progress;
 pub mod restore;

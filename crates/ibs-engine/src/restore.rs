@@ -26,7 +26,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,6 +81,19 @@ impl KeyCache {
         })
     }
 
+    /// [`KeyCache::data_key`] from a blocking thread: a key already opened costs no runtime call.
+    pub(crate) fn data_key_blocking(
+        &self,
+        rt: &tokio::runtime::Handle,
+        id: &KeyId,
+    ) -> Result<SymKey, String> {
+        if let Some(k) = self.keys.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            return Ok(k.clone());
+        }
+        rt.block_on(self.data_key(id, None))
+            .map_err(|e| e.to_string())
+    }
+
     pub(crate) async fn data_key(
         &self,
         id: &KeyId,
@@ -102,8 +115,10 @@ impl KeyCache {
 /// share's round trip (each fetch is one READ); memory stays bounded at this many sealed chunks.
 const FETCH_AHEAD: usize = 8;
 
-/// Fetches, decrypts and verifies a sequence of chunks, a few fetches in flight, calling `sink` with
-/// each plaintext in order. Runs on a non-runtime thread.
+/// Fetches, decrypts and verifies a sequence of chunks, calling `sink` with each plaintext in order.
+/// Runs on a non-runtime thread. A storage that can read on this thread (a local folder) is read
+/// one chunk after another without the runtime (the restore's several workers keep the disk busy);
+/// any other (SMB) with [`FETCH_AHEAD`] fetches in flight to hide its round trips.
 pub(crate) fn read_chunks(
     rt: &tokio::runtime::Handle,
     repo: &Arc<Repository>,
@@ -122,6 +137,30 @@ pub(crate) fn read_chunks(
                 .ok_or_else(|| format!("chunk {id} is missing from the index"))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // A storage that reads on this thread (a local folder): one chunk after another, no runtime.
+    if let Some(&(_, first)) = locs.first() {
+        if let Some(got) = repo.read_sealed_blocking(&first) {
+            let mut got = Some(got);
+            for (id, loc) in &locs {
+                let sealed = match got.take() {
+                    Some(g) => g,
+                    None => repo
+                        .read_sealed_blocking(loc)
+                        .expect("a storage reads blocking for every call or for none"),
+                }
+                .map_err(|e| e.to_string())?;
+                let key = keys.data_key_blocking(rt, &loc.key_id)?;
+                let data = open(opener, keys, id, loc, &sealed, &key)?;
+                drop(sealed);
+                if loc.encoding == encoding::DELTA {
+                    sink(&rt.block_on(rebuild(repo, keys, index, opener, &data))?)?;
+                } else {
+                    sink(&data)?;
+                }
+            }
+            return Ok(());
+        }
+    }
     rt.block_on(async {
         let mut fetched = futures::stream::iter(locs)
             .map(|(id, loc)| async move {
@@ -222,9 +261,33 @@ pub fn safe_components(path: &[u8]) -> Result<Vec<&OsStr>, String> {
     Ok(out)
 }
 
-struct Job {
+/// Files at least this large are restored in pieces by several workers at once.
+const SPLIT_MIN: u64 = 16 << 20;
+/// A piece covers whole chunks and at least this many bytes (the last one may be shorter).
+const PIECE: u64 = 8 << 20;
+
+enum Job {
+    /// A whole file, restored by one worker.
+    File { entry: TreeEntry, dest: PathBuf },
+    /// A range of a large file's chunks and the offset of its first byte; the worker that ends the
+    /// last piece puts the file in place.
+    Piece {
+        file: Arc<SplitFile>,
+        chunks: std::ops::Range<usize>,
+        offset: u64,
+    },
+}
+
+/// A large file being restored in pieces, into its temporary name.
+struct SplitFile {
     entry: TreeEntry,
     dest: PathBuf,
+    tmp: PathBuf,
+    file: std::fs::File,
+    /// Pieces not yet ended.
+    left: AtomicUsize,
+    /// The first failure of any piece; later pieces are then skipped.
+    failed: Mutex<Option<String>>,
 }
 
 struct Shared {
@@ -237,6 +300,15 @@ struct Shared {
     files: AtomicU64,
     bytes: AtomicU64,
     seq: AtomicU64,
+}
+
+impl Shared {
+    fn error(&self, path: &Path, e: String) {
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(format!("{}: {e}", path.display()));
+    }
 }
 
 pub async fn restore(
@@ -357,11 +429,17 @@ fn restore_source(
             std::thread::spawn(move || {
                 let mut opener = ChunkOpener::default();
                 for job in rx {
-                    if let Err(e) = restore_file(&sh, &job, &mut opener) {
-                        sh.errors
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(format!("{}: {e}", job.dest.display()));
+                    match job {
+                        Job::File { entry, dest } => {
+                            if let Err(e) = restore_file(&sh, &entry, &dest, &mut opener) {
+                                sh.error(&dest, e);
+                            }
+                        }
+                        Job::Piece {
+                            file,
+                            chunks,
+                            offset,
+                        } => restore_piece(&sh, &file, chunks, offset, &mut opener),
                     }
                 }
             })
@@ -369,9 +447,11 @@ fn restore_source(
         .collect();
     drop(rx);
 
-    let mut dirs: Vec<(PathBuf, TreeEntry)> = Vec::new();
-    let mut links: Vec<(PathBuf, TreeEntry)> = Vec::new();
-    let mut verified: HashSet<PathBuf> = HashSet::from([dest.to_path_buf()]);
+    let mut seen = Seen {
+        verified: HashSet::from([dest.to_path_buf()]),
+        dirs: Vec::new(),
+        links: Vec::new(),
+    };
     let mut pending = Vec::<u8>::new();
     let mut header_seen = false;
     let mut opener = ChunkOpener::default();
@@ -394,15 +474,7 @@ fn restore_source(
                     continue;
                 }
                 let entry = TreeEntry::parse_line(line).map_err(|e| e.to_string())?;
-                dispatch(
-                    entry,
-                    dest,
-                    &mut verified,
-                    &mut dirs,
-                    &mut links,
-                    &tx,
-                    report,
-                )?;
+                dispatch(sh, entry, dest, &mut seen, &tx, report)?;
             }
             pending.drain(..start);
             Ok(())
@@ -418,6 +490,11 @@ fn restore_source(
             "the backup's tree ends in the middle of an entry".into(),
         ));
     }
+    let Seen {
+        verified,
+        dirs,
+        links,
+    } = seen;
     for (path, e) in links {
         match restore_symlink(&path, &e, dest, &verified) {
             Ok(()) => report.symlinks += 1,
@@ -431,13 +508,22 @@ fn restore_source(
     Ok(())
 }
 
+/// What the walking thread keeps while it reads a source's tree.
+struct Seen {
+    /// Directories this restore created or checked (lstat: a real directory, not a symlink).
+    verified: HashSet<PathBuf>,
+    /// Directories, for their metadata once their contents are in place.
+    dirs: Vec<(PathBuf, TreeEntry)>,
+    /// Symlinks, created after every file and directory.
+    links: Vec<(PathBuf, TreeEntry)>,
+}
+
 /// Handles one tree entry on the walking thread: directories now, files to the workers, symlinks later.
 fn dispatch(
+    sh: &Shared,
     entry: TreeEntry,
     dest: &Path,
-    verified: &mut HashSet<PathBuf>,
-    dirs: &mut Vec<(PathBuf, TreeEntry)>,
-    links: &mut Vec<(PathBuf, TreeEntry)>,
+    seen: &mut Seen,
     tx: &crossbeam_channel::Sender<Job>,
     report: &mut RestoreReport,
 ) -> Result<(), String> {
@@ -448,10 +534,10 @@ fn dispatch(
     }
     let parent = path.parent().unwrap_or(dest).to_path_buf();
     if entry.kind == EntryKind::Dir && comps.is_empty() {
-        dirs.push((path, entry));
+        seen.dirs.push((path, entry));
         return Ok(());
     }
-    if !verified.contains(&parent) {
+    if !seen.verified.contains(&parent) {
         return Err(format!(
             "{}: its parent directory is not part of the restore (unsafe or malformed manifest)",
             path.display()
@@ -478,20 +564,69 @@ fn dispatch(
                     std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?
                 }
             }
-            verified.insert(path.clone());
-            dirs.push((path, entry));
+            seen.verified.insert(path.clone());
+            seen.dirs.push((path, entry));
         }
-        EntryKind::Symlink => links.push((path, entry)),
-        EntryKind::File => tx
-            .send(Job { entry, dest: path })
-            .map_err(|_| "restore workers stopped".to_string())?,
+        EntryKind::Symlink => seen.links.push((path, entry)),
+        EntryKind::File => {
+            let stopped = |_| "restore workers stopped".to_string();
+            match pieces(&sh.index, &entry) {
+                None => tx.send(Job::File { entry, dest: path }).map_err(stopped)?,
+                Some(pieces) => match create_temp(sh, &path) {
+                    Err(e) => sh.error(&path, e),
+                    Ok((tmp, file)) => {
+                        let file = Arc::new(SplitFile {
+                            entry,
+                            dest: path,
+                            tmp,
+                            file,
+                            left: AtomicUsize::new(pieces.len()),
+                            failed: Mutex::new(None),
+                        });
+                        for (chunks, offset) in pieces {
+                            let file = file.clone();
+                            tx.send(Job::Piece {
+                                file,
+                                chunks,
+                                offset,
+                            })
+                            .map_err(stopped)?;
+                        }
+                    }
+                },
+            }
+        }
     }
     Ok(())
 }
 
-fn restore_file(sh: &Shared, job: &Job, opener: &mut ChunkOpener) -> Result<(), String> {
-    let e = &job.entry;
-    let dir = job.dest.parent().ok_or("no parent")?;
+/// How to restore `e` in pieces (chunk ranges and the offset each starts at), or `None` to restore
+/// it whole: it is small, has a delta chunk (whose length is known only once its base is read), or
+/// its chunks are not all in the index or do not add up to its size (the whole-file path then
+/// reports the problem).
+fn pieces(index: &Index, e: &TreeEntry) -> Option<Vec<(std::ops::Range<usize>, u64)>> {
+    if e.size < SPLIT_MIN {
+        return None;
+    }
+    let mut out = Vec::new();
+    let (mut start, mut start_offset, mut offset) = (0, 0u64, 0u64);
+    for (i, id) in e.chunks.iter().enumerate() {
+        let loc = index.get(id)?;
+        if loc.encoding == encoding::DELTA {
+            return None;
+        }
+        offset += loc.raw_length as u64;
+        if offset - start_offset >= PIECE || i + 1 == e.chunks.len() {
+            out.push((start..i + 1, start_offset));
+            (start, start_offset) = (i + 1, offset);
+        }
+    }
+    (offset == e.size && out.len() > 1).then_some(out)
+}
+
+/// Creates the temporary file `dest` is restored into (beside it; renamed over it at the end).
+fn create_temp(sh: &Shared, dest: &Path) -> Result<(PathBuf, std::fs::File), String> {
+    let dir = dest.parent().ok_or("no parent")?;
     let tmp = dir.join(format!(
         ".ibs-restore-{}-{}",
         std::process::id(),
@@ -504,44 +639,92 @@ fn restore_file(sh: &Shared, job: &Job, opener: &mut ChunkOpener) -> Result<(), 
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)
         .map_err(|err| format!("cannot create a temporary file in {}: {err}", dir.display()))?;
-    let mut offset = 0u64;
-    let result = read_chunks(
+    Ok((tmp, file))
+}
+
+/// Writes `chunks` (decrypted and verified) into `file` from `offset` on; returns the end offset.
+fn write_chunks(
+    sh: &Shared,
+    file: &std::fs::File,
+    chunks: &[ChunkId],
+    mut offset: u64,
+    opener: &mut ChunkOpener,
+) -> Result<u64, String> {
+    read_chunks(
         &sh.rt,
         &sh.repo,
         &sh.keys,
         &sh.index,
-        &e.chunks,
+        chunks,
         opener,
         |data| {
-            write_sparse(&file, offset, data).map_err(|err| format!("write: {err}"))?;
+            write_sparse(file, offset, data).map_err(|err| format!("write: {err}"))?;
             offset += data.len() as u64;
             sh.progress.add_bytes(data.len() as u64);
             Ok(())
         },
-    )
-    .and_then(|()| {
-        if offset != e.size {
+    )?;
+    Ok(offset)
+}
+
+/// Restores one piece of a split file; the last piece to end finishes the file.
+fn restore_piece(
+    sh: &Shared,
+    f: &SplitFile,
+    chunks: std::ops::Range<usize>,
+    offset: u64,
+    opener: &mut ChunkOpener,
+) {
+    let lock = || f.failed.lock().unwrap_or_else(|p| p.into_inner());
+    if lock().is_none() {
+        if let Err(e) = write_chunks(sh, &f.file, &f.entry.chunks[chunks], offset, opener) {
+            lock().get_or_insert(e);
+        }
+    }
+    if f.left.fetch_sub(1, Ordering::AcqRel) != 1 {
+        return;
+    }
+    let result = match lock().take() {
+        Some(e) => Err(e),
+        None => f.file.set_len(f.entry.size).map_err(|e| e.to_string()),
+    };
+    if let Err(e) = result.and_then(|()| put_in_place(sh, &f.entry, &f.tmp, &f.dest)) {
+        let _ = std::fs::remove_file(&f.tmp);
+        sh.error(&f.dest, e);
+    }
+}
+
+/// Gives a fully written temporary file its metadata and its name.
+fn put_in_place(sh: &Shared, e: &TreeEntry, tmp: &Path, dest: &Path) -> Result<(), String> {
+    apply_metadata(tmp, e, false);
+    std::fs::rename(tmp, dest).map_err(|err| format!("rename into place: {err}"))?;
+    sh.files.fetch_add(1, Ordering::Relaxed);
+    sh.bytes.fetch_add(e.size, Ordering::Relaxed);
+    sh.progress.add_file();
+    Ok(())
+}
+
+fn restore_file(
+    sh: &Shared,
+    e: &TreeEntry,
+    dest: &Path,
+    opener: &mut ChunkOpener,
+) -> Result<(), String> {
+    let (tmp, file) = create_temp(sh, dest)?;
+    let result = write_chunks(sh, &file, &e.chunks, 0, opener).and_then(|end| {
+        if end != e.size {
             return Err(format!(
-                "restored {offset} bytes but the backup recorded {}",
+                "restored {end} bytes but the backup recorded {}",
                 e.size
             ));
         }
-        file.set_len(offset).map_err(|err| err.to_string())
+        file.set_len(end).map_err(|err| err.to_string())
     });
-    if let Err(err) = result {
-        drop(file);
+    drop(file);
+    if let Err(err) = result.and_then(|()| put_in_place(sh, e, &tmp, dest)) {
         let _ = std::fs::remove_file(&tmp);
         return Err(err);
     }
-    drop(file);
-    apply_metadata(&tmp, e, false);
-    if let Err(err) = std::fs::rename(&tmp, &job.dest) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(format!("rename into place: {err}"));
-    }
-    sh.files.fetch_add(1, Ordering::Relaxed);
-    sh.bytes.fetch_add(offset, Ordering::Relaxed);
-    sh.progress.add_file();
     Ok(())
 }
 

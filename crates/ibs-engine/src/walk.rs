@@ -1,10 +1,15 @@
 //! Reading sources: walking a directory tree in a fixed order (parents before children, siblings in
 //! byte order of their names), and turning files, symlinks and directories into tree entries. Chunk
 //! data goes to the [`crate::backup`] pipeline through an [`Emitter`].
+//!
+//! A directory tree is walked by a [`Walker`] on its own thread, which hands [`Item`]s in tree
+//! order over a bounded queue to the reading thread; the tree's entries are therefore written in
+//! exactly the order a single thread would write them.
 
-use crate::cache::{FileStamp, FilesCache};
+use crate::cache::{FileStamp, FilesCache, OldCache};
 use crate::chunker::Chunker;
 use crate::delta::{DeltaSession, PendingStore};
+use crate::fileio::HoleSkipping;
 use crate::progress::Progress;
 use crate::EngineError;
 use ibs_repo::config::ChunkerParams;
@@ -125,6 +130,19 @@ pub struct SourceStats {
 }
 
 impl SourceStats {
+    /// Adds the counts and errors of `o` (the walker's share of a source).
+    fn merge(&mut self, o: SourceStats) {
+        self.files += o.files;
+        self.dirs += o.dirs;
+        self.bytes += o.bytes;
+        self.changed += o.changed;
+        self.skipped_special += o.skipped_special;
+        self.errors += o.errors;
+        let room = 1000usize.saturating_sub(self.error_messages.len());
+        self.error_messages
+            .extend(o.error_messages.into_iter().take(room));
+    }
+
     fn error(&mut self, msg: String) {
         self.errors += 1;
         if self.error_messages.len() < 1000 {
@@ -227,41 +245,47 @@ impl SourceReader<'_> {
         }
     }
 
-    /// Reads a regular file into chunks; returns its entry.
-    fn file(&mut self, rel: Vec<u8>, full: &Path, m: &Metadata) -> TreeEntry {
-        let mut e = base_entry(rel, EntryKind::File, m);
-        e.size = m.len();
-        e.sparse = m.blocks().saturating_mul(512) < m.len();
-        self.stats.files += 1;
-        let st = stamp(m);
-        if let Some(ids) = self
-            .cache
-            .lookup(self.name, &e.path, &st)
-            .filter(|ids| self.em.has_all(ids))
-        {
+    /// Reads a regular file into chunks (unless the files cache knows it unchanged and every chunk
+    /// it names is present); returns its entry.
+    fn file(&mut self, f: FileItem) -> TreeEntry {
+        let FileItem {
+            mut entry,
+            full,
+            stamp: st,
+            cached,
+            opened,
+        } = f;
+        if let Some(ids) = cached.filter(|ids| self.em.has_all(ids)) {
             for id in &ids {
                 self.em.refs.insert(*id);
                 self.em.source_refs.insert(*id);
             }
-            let _ = self.cache.record(self.name, &e.path, &st, &ids);
-            e.chunks = ids;
-            self.stats.bytes += e.size;
-            self.progress.add_bytes(e.size);
+            let _ = self.cache.record(self.name, &entry.path, &st, &ids);
+            entry.chunks = ids;
+            self.stats.bytes += entry.size;
+            self.progress.add_bytes(entry.size);
             self.progress.add_file();
-            return e;
+            return entry;
         }
-        let result = std::fs::File::open(full).and_then(|mut f| {
-            let (ids, total) = self.read_chunks(&mut f)?;
-            let after = f.metadata()?;
-            Ok((ids, total, stamp(&after)))
-        });
+        let sparse = entry.sparse;
+        let result = opened
+            .unwrap_or_else(|| std::fs::File::open(&full))
+            .and_then(|mut f| {
+                let (ids, total) = if sparse {
+                    self.read_chunks(&mut HoleSkipping::new(&f))?
+                } else {
+                    self.read_chunks(&mut f)?
+                };
+                let after = f.metadata()?;
+                Ok((ids, total, stamp(&after)))
+            });
         self.progress.add_file();
         match result {
             Ok((ids, total, after)) => {
                 self.stats.bytes += total;
-                e.size = total;
+                entry.size = total;
                 if after != st || total != st.size {
-                    e.changed = true;
+                    entry.changed = true;
                     self.stats.changed += 1;
                     tracing::warn!(
                         "{}: {} changed while it was read",
@@ -269,21 +293,21 @@ impl SourceReader<'_> {
                         full.display()
                     );
                 } else {
-                    let _ = self.cache.record(self.name, &e.path, &st, &ids);
+                    let _ = self.cache.record(self.name, &entry.path, &st, &ids);
                 }
-                e.chunks = ids;
+                entry.chunks = ids;
             }
             Err(err) => {
                 self.stats.error(format!(
                     "{}/{}: {err}",
                     self.name,
-                    String::from_utf8_lossy(&e.path)
+                    String::from_utf8_lossy(&entry.path)
                 ));
-                e.error = Some(err.to_string());
-                e.size = 0;
+                entry.error = Some(err.to_string());
+                entry.size = 0;
             }
         }
-        e
+        entry
     }
 
     /// Reads `r` to its end through the chunker, emitting chunks; returns the ids and the byte count.
@@ -340,117 +364,76 @@ impl SourceReader<'_> {
         }
     }
 
-    fn entry_for(&mut self, rel: Vec<u8>, full: &Path, m: &Metadata) -> Option<TreeEntry> {
-        let ft = m.file_type();
-        if ft.is_file() {
-            Some(self.file(rel, full, m))
-        } else if ft.is_symlink() {
-            let mut e = base_entry(rel, EntryKind::Symlink, m);
-            match std::fs::read_link(full) {
-                Ok(t) => e.target = Some(t.into_os_string().into_vec()),
-                Err(err) => {
-                    self.stats.error(format!(
-                        "{}/{}: {err}",
-                        self.name,
-                        String::from_utf8_lossy(&e.path)
-                    ));
-                    e.error = Some(err.to_string());
-                }
-            }
-            self.stats.files += 1;
-            Some(e)
-        } else if ft.is_dir() {
-            self.stats.dirs += 1;
-            Some(base_entry(rel, EntryKind::Dir, m))
-        } else {
-            self.stats.skipped_special += 1;
-            None
-        }
+    /// Adds one walked item to the tree, reading it if it is a file to read.
+    fn add(&mut self, item: Item, tree: &mut TreeWriter) {
+        let e = match item {
+            Item::Ready(e) => e,
+            Item::File(f) => self.file(f),
+        };
+        tree.add(&e, self.em);
     }
 
     /// Backs up a directory tree or a single file at `root`. Returns the tree's chunk ids.
+    ///
+    /// A directory tree is walked on a second thread (listing, stat, symlinks, files-cache
+    /// lookups, and opening each file to read with a read-ahead hint) a bounded number of items
+    /// ahead of this one, which reads, chunks and hashes the files in the walk's order. So the disk
+    /// reads of the next small files overlap the chunking of the current one.
     pub fn path(&mut self, root: &Path) -> Result<Vec<ChunkId>, EngineError> {
         let mut tree = TreeWriter::new(self.params, self.em);
         let m = std::fs::symlink_metadata(root).map_err(|e| {
             EngineError::Source(format!("source {}: {}: {e}", self.name, root.display()))
         })?;
+        let mut walker = Walker {
+            name: self.name,
+            old: self.cache.take_old(),
+            exclude: self.exclude.clone(),
+            stats: SourceStats::default(),
+        };
         if !m.is_dir() {
             let name = root
                 .file_name()
                 .map(|n| n.as_bytes().to_vec())
                 .unwrap_or_else(|| self.name.as_bytes().to_vec());
-            if let Some(e) = self.entry_for(name, root, &m) {
-                tree.add(&e, self.em);
+            let item = walker.item(name, root, &m);
+            let (old, stats) = (walker.old, walker.stats);
+            self.cache.give_back_old(old);
+            self.stats.merge(stats);
+            if let Some(item) = item {
+                self.add(item, &mut tree);
             }
             self.cancelled()?;
             return Ok(tree.finish(self.em));
         }
+        let names = sorted_names(root).map_err(|err| {
+            EngineError::Source(format!(
+                "source {}: cannot list {}: {err}",
+                self.name,
+                root.display()
+            ))
+        })?;
         self.stats.dirs += 1;
         tree.add(&base_entry(Vec::new(), EntryKind::Dir, &m), self.em);
-        // Stack of (directory path, its relative path, remaining child names in reverse order).
-        let mut stack: Vec<(PathBuf, Vec<u8>, Vec<OsString>)> = Vec::new();
-        match sorted_names(root) {
-            Ok(names) => stack.push((root.to_owned(), Vec::new(), names)),
-            Err(err) => {
-                return Err(EngineError::Source(format!(
-                    "source {}: cannot list {}: {err}",
-                    self.name,
-                    root.display()
-                )));
-            }
-        }
-        while let Some((dir, rel, names)) = stack.last_mut() {
-            let Some(name) = names.pop() else {
-                stack.pop();
-                continue;
-            };
-            self.cancelled()?;
-            let full = dir.join(&name);
-            let mut child_rel = rel.clone();
-            if !child_rel.is_empty() {
-                child_rel.push(b'/');
-            }
-            child_rel.extend_from_slice(name.as_bytes());
-            if self.exclude.matches(&child_rel, &name) {
-                continue;
-            }
-            let m = match std::fs::symlink_metadata(&full) {
-                Ok(m) => m,
-                Err(err) => {
-                    // Vanished between listing and stat: not an error of the backup.
-                    if err.kind() != std::io::ErrorKind::NotFound {
-                        self.stats.error(format!(
-                            "{}/{}: {err}",
-                            self.name,
-                            String::from_utf8_lossy(&child_rel)
-                        ));
-                    }
-                    continue;
+        let (tx, rx) = crossbeam_channel::bounded::<Item>(WALK_AHEAD);
+        let walker = std::thread::scope(|s| {
+            let walking = s.spawn(move || {
+                walker.tree(root, names, &tx);
+                walker
+            });
+            for item in rx.iter() {
+                if self.em.closed {
+                    break;
                 }
-            };
-            let Some(mut e) = self.entry_for(child_rel.clone(), &full, &m) else {
-                continue;
-            };
-            if e.kind == EntryKind::Dir {
-                match sorted_names(&full) {
-                    Ok(names) => {
-                        tree.add(&e, self.em);
-                        stack.push((full, child_rel, names));
-                    }
-                    Err(err) => {
-                        self.stats.error(format!(
-                            "{}/{}: {err}",
-                            self.name,
-                            String::from_utf8_lossy(&child_rel)
-                        ));
-                        e.error = Some(err.to_string());
-                        tree.add(&e, self.em);
-                    }
-                }
-            } else {
-                tree.add(&e, self.em);
+                self.add(item, &mut tree);
             }
-        }
+            // Dropping the receiver stops a walker that is still going (cancellation).
+            drop(rx);
+            walking.join()
+        });
+        let walker =
+            walker.map_err(|_| EngineError::Internal("the tree walker panicked".into()))?;
+        self.cache.give_back_old(walker.old);
+        self.stats.merge(walker.stats);
         self.cancelled()?;
         Ok(tree.finish(self.em))
     }
@@ -499,6 +482,133 @@ impl SourceReader<'_> {
         };
         tree.add(&e, self.em);
         Ok(tree.finish(self.em))
+    }
+}
+
+/// How many walked items may wait for the reader: the read-ahead distance in files.
+const WALK_AHEAD: usize = 32;
+
+/// A regular file as the walker hands it to the reader.
+pub struct FileItem {
+    entry: TreeEntry,
+    full: PathBuf,
+    stamp: FileStamp,
+    /// The chunk ids the files cache has for this file, unchanged since the last backup.
+    cached: Option<Vec<ChunkId>>,
+    /// The file opened for reading (with a read-ahead hint) when the cache does not know it.
+    opened: Option<std::io::Result<std::fs::File>>,
+}
+
+/// What the walker hands the reader, in tree order.
+pub enum Item {
+    /// A directory, a symlink or an unreadable entry: added to the tree as it is.
+    Ready(TreeEntry),
+    File(FileItem),
+}
+
+/// Walks a source's directory tree in tree order (parents before children, siblings in byte
+/// order of their names), on its own thread.
+struct Walker<'a> {
+    name: &'a str,
+    old: OldCache,
+    exclude: crate::exclude::Excludes,
+    /// Entries counted and errors met while walking (merged into the source's).
+    stats: SourceStats,
+}
+
+impl Walker<'_> {
+    fn error(&mut self, rel: &[u8], err: impl std::fmt::Display) -> String {
+        let msg = err.to_string();
+        self.stats.error(format!(
+            "{}/{}: {msg}",
+            self.name,
+            String::from_utf8_lossy(rel)
+        ));
+        msg
+    }
+
+    /// The item for one entry, or `None` for a special file (device, socket, FIFO), skipped.
+    fn item(&mut self, rel: Vec<u8>, full: &Path, m: &Metadata) -> Option<Item> {
+        let ft = m.file_type();
+        if ft.is_file() {
+            self.stats.files += 1;
+            let mut entry = base_entry(rel, EntryKind::File, m);
+            entry.size = m.len();
+            entry.sparse = m.blocks().saturating_mul(512) < m.len();
+            let stamp = stamp(m);
+            let cached = self.old.lookup(self.name, &entry.path, &stamp);
+            let opened = cached.is_none().then(|| {
+                std::fs::File::open(full).inspect(|f| crate::fileio::prefetch(f, m.len()))
+            });
+            Some(Item::File(FileItem {
+                entry,
+                full: full.to_owned(),
+                stamp,
+                cached,
+                opened,
+            }))
+        } else if ft.is_symlink() {
+            self.stats.files += 1;
+            let mut e = base_entry(rel, EntryKind::Symlink, m);
+            match std::fs::read_link(full) {
+                Ok(t) => e.target = Some(t.into_os_string().into_vec()),
+                Err(err) => e.error = Some(self.error(&e.path, err)),
+            }
+            Some(Item::Ready(e))
+        } else if ft.is_dir() {
+            self.stats.dirs += 1;
+            Some(Item::Ready(base_entry(rel, EntryKind::Dir, m)))
+        } else {
+            self.stats.skipped_special += 1;
+            None
+        }
+    }
+
+    /// Walks below `root` (whose sorted child names are `names`), sending every item to `tx`;
+    /// stops early when the receiver is gone.
+    fn tree(&mut self, root: &Path, names: Vec<OsString>, tx: &crossbeam_channel::Sender<Item>) {
+        // Stack of (directory path, its relative path, remaining child names in reverse order).
+        let mut stack: Vec<(PathBuf, Vec<u8>, Vec<OsString>)> =
+            vec![(root.to_owned(), Vec::new(), names)];
+        while let Some((dir, rel, names)) = stack.last_mut() {
+            let Some(name) = names.pop() else {
+                stack.pop();
+                continue;
+            };
+            let full = dir.join(&name);
+            let mut child_rel = rel.clone();
+            if !child_rel.is_empty() {
+                child_rel.push(b'/');
+            }
+            child_rel.extend_from_slice(name.as_bytes());
+            if self.exclude.matches(&child_rel, &name) {
+                continue;
+            }
+            let m = match std::fs::symlink_metadata(&full) {
+                Ok(m) => m,
+                Err(err) => {
+                    // Vanished between listing and stat: not an error of the backup.
+                    if err.kind() != std::io::ErrorKind::NotFound {
+                        self.error(&child_rel, err);
+                    }
+                    continue;
+                }
+            };
+            let Some(mut item) = self.item(child_rel.clone(), &full, &m) else {
+                continue;
+            };
+            if let Item::Ready(e) = &mut item {
+                if e.kind == EntryKind::Dir {
+                    match sorted_names(&full) {
+                        Ok(names) => stack.push((full, child_rel, names)),
+                        Err(err) => e.error = Some(self.error(&child_rel, err)),
+                    }
+                }
+            }
+            if tx.send(item).is_err() {
+                return;
+            }
+        }
     }
 }
 

@@ -305,3 +305,74 @@ async fn repository_key_envelope_swapped_for_another_repositorys_is_refused() {
     let err = repo.open_repo_keys(&a.unlock()).await.err().unwrap();
     assert!(err.to_string().contains("another repository"), "{err}");
 }
+
+/// The chunk ids of `data` as the backup cuts and names them.
+fn chunk_ids(env: &Env, data: &[u8]) -> Vec<ibs_repo::ids::ChunkId> {
+    let mut chunker = ibs_engine::chunker::Chunker::new(&env.repo.config().chunker);
+    chunker.push(data);
+    let mut ids = Vec::new();
+    chunker.drain(true, |c| ids.push(env.state.keys.dedup.chunk_id(c)));
+    ids
+}
+
+#[tokio::test]
+async fn large_files_restore_in_pieces_sparse_and_a_damaged_piece_leaves_no_file() {
+    use std::io::{Seek, SeekFrom, Write};
+    let env = env().await;
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // "big": 10 MiB of data, a 20 MiB hole, 10 MiB of data (restored by several workers at once:
+    // files of 16 MiB and more are split into pieces of about 8 MiB).
+    let (head, tail) = (bytes(1, 10 << 20), bytes(2, 10 << 20));
+    let mut f = std::fs::File::create(src.join("big")).unwrap();
+    f.write_all(&head).unwrap();
+    f.seek(SeekFrom::Start(30 << 20)).unwrap();
+    f.write_all(&tail).unwrap();
+    drop(f);
+    std::fs::write(src.join("big2"), bytes(3, 24 << 20)).unwrap();
+    let id = backup(&env, &[("s", &src)]).await.catalog.backup_id;
+
+    let out = env.path("out");
+    let report = restore(&env, &id, &out, Some("s")).await.unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_same_tree(&src, &out);
+    let m = std::fs::metadata(out.join("big")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        m.blocks() * 512 < 30 << 20,
+        "the 20 MiB zero run stays a hole ({} blocks)",
+        m.blocks()
+    );
+
+    // Damage one chunk in the middle of "big"'s tail: that file fails as a whole, "big2" does not.
+    let data = std::fs::read(src.join("big")).unwrap();
+    let ids = chunk_ids(&env, &data);
+    let victim = ids[ids.len() * 3 / 4];
+    let repo = env.reopen().await;
+    let (index, _) = repo.load_index(&env.state.keys.metadata).await.unwrap();
+    let loc = index.get(&victim).unwrap();
+    let pack = objects(&env, "packs")
+        .into_iter()
+        .find(|p| p.file_name().unwrap().to_string_lossy() == loc.pack.to_hex())
+        .unwrap();
+    flip(&pack, loc.offset as usize + loc.length as usize / 2);
+    let out2 = env.path("out2");
+    let report = restore(&env, &id, &out2, Some("s")).await.unwrap();
+    assert!(
+        report.errors.iter().any(|e| e.contains("/big:")),
+        "{:?}",
+        report.errors
+    );
+    assert!(!out2.join("big").exists(), "no partial file under its name");
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(
+        std::fs::read(out2.join("big2")).unwrap() == std::fs::read(src.join("big2")).unwrap(),
+        "the undamaged large file restores byte-identical"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&out2)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".ibs-restore"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temporaries left: {leftovers:?}");
+}

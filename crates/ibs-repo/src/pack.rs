@@ -92,7 +92,13 @@ impl Default for PackBuilder {
 
 impl PackBuilder {
     pub fn new(capacity: usize) -> Self {
-        let mut buf = Vec::with_capacity(capacity);
+        Self::reuse(Vec::with_capacity(capacity))
+    }
+
+    /// A builder writing into `buf` (cleared first): a writer recycles the buffers of packs it has
+    /// stored, so their memory is neither returned to the allocator nor touched fresh per pack.
+    pub fn reuse(mut buf: Vec<u8>) -> Self {
+        buf.clear();
         buf.extend_from_slice(PACK_MAGIC);
         buf.extend_from_slice(&PACK_VERSION.to_le_bytes());
         PackBuilder {

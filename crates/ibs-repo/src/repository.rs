@@ -348,26 +348,30 @@ impl Repository {
 
     /// Fetches one sealed chunk by its location.
     pub async fn read_sealed(&self, loc: &ChunkLocation) -> Result<Bytes> {
-        if loc.raw_length > MAX_CHUNK {
-            return Err(RepoError::corrupt(
-                format!("pack {}", loc.pack),
-                "chunk length out of range",
-            ));
-        }
-        self.storage
+        check_location(loc)?;
+        let got = self
+            .storage
             .get_range(
                 &layout::pack(&loc.pack),
                 loc.offset as u64,
                 loc.length as u64,
             )
-            .await
-            .map_err(|e| {
-                if e.kind == ibs_storage::ErrorKind::Invalid || e.is_not_found() {
-                    RepoError::corrupt(format!("pack {}", loc.pack), e.to_string())
-                } else {
-                    e.into()
-                }
-            })
+            .await;
+        sealed_result(loc, got)
+    }
+
+    /// [`Repository::read_sealed`] on the calling thread, when the storage can read without the
+    /// async runtime (`Storage::get_range_blocking`); otherwise `None`.
+    pub fn read_sealed_blocking(&self, loc: &ChunkLocation) -> Option<Result<Bytes>> {
+        if let Err(e) = check_location(loc) {
+            return Some(Err(e));
+        }
+        let got = self.storage.get_range_blocking(
+            &layout::pack(&loc.pack),
+            loc.offset as u64,
+            loc.length as u64,
+        )?;
+        Some(sealed_result(loc, got))
     }
 
     // ---- damage markers ----
@@ -473,4 +477,25 @@ impl Repository {
             .await?;
         Ok(len)
     }
+}
+
+fn check_location(loc: &ChunkLocation) -> Result<()> {
+    if loc.raw_length > MAX_CHUNK {
+        return Err(RepoError::corrupt(
+            format!("pack {}", loc.pack),
+            "chunk length out of range",
+        ));
+    }
+    Ok(())
+}
+
+/// A read of a chunk's bytes: a range past the pack's end or a missing pack is corruption.
+fn sealed_result(loc: &ChunkLocation, got: ibs_storage::Result<Bytes>) -> Result<Bytes> {
+    got.map_err(|e| {
+        if e.kind == ibs_storage::ErrorKind::Invalid || e.is_not_found() {
+            RepoError::corrupt(format!("pack {}", loc.pack), e.to_string())
+        } else {
+            e.into()
+        }
+    })
 }

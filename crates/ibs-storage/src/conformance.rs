@@ -177,6 +177,7 @@ async fn ranged_reads(s: &dyn Storage) {
         ErrorKind::Invalid,
         "a range past the end is Invalid, never a short read"
     );
+    blocking_reads_agree(s, &data).await;
     // Ranged reads see an overwrite and a delete at once (a backend may keep read handles open).
     let newer = random_bytes(100_000, 5);
     s.put(&key("range"), newer.clone())
@@ -208,6 +209,37 @@ async fn ranged_reads(s: &dyn Storage) {
         data.slice(0..100),
         "the name is reusable at once after a delete"
     );
+}
+
+/// A backend's blocking ranged read (if it has one) returns what `get_range` does, bytes and
+/// error kinds alike.
+async fn blocking_reads_agree(s: &dyn Storage, data: &Bytes) {
+    let got = (
+        s.get_range_blocking(&key("range"), 12_345, 50_000),
+        s.get_range_blocking(&key("range"), 99_990, 11),
+        s.get_range_blocking(&key("no-such-object"), 0, 1),
+    );
+    match got {
+        (None, None, None) => {}
+        (Some(slice), Some(past_end), Some(missing)) => {
+            assert_eq!(
+                slice.expect("blocking get_range"),
+                data.slice(12_345..62_345),
+                "a blocking ranged read returns the requested slice"
+            );
+            assert_eq!(
+                past_end.expect_err("blocking range past the end").kind,
+                ErrorKind::Invalid,
+                "a blocking range past the end is Invalid"
+            );
+            assert_eq!(
+                missing.expect_err("blocking read of a missing object").kind,
+                ErrorKind::NotFound,
+                "a blocking read of a missing object is NotFound"
+            );
+        }
+        _ => panic!("a backend offers its blocking ranged read for every call or for none"),
+    }
 }
 
 async fn listing(s: &dyn Storage) {

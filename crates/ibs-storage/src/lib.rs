@@ -49,6 +49,9 @@ pub struct Capabilities {
     pub max_object_size: u64,
     /// A cheap ranged read is available (all current backends).
     pub ranged_reads: bool,
+    /// Every operation is a local system call, not a network round trip (a local folder, memory):
+    /// overlapping requests gains little, so a writer keeps fewer of them, and less memory, in flight.
+    pub local: bool,
 }
 
 /// One object as listed.
@@ -118,6 +121,19 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// Reads `len` bytes at `offset`. Reading past the end is `ErrorKind::Invalid`.
     async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes>;
+
+    /// The same read as [`Storage::get_range`], done on the calling (blocking, non-runtime) thread,
+    /// for backends whose reads are plain local system calls; `None` when the backend has no such
+    /// path (the caller then uses `get_range`). A restore reading thousands of chunks saves the hop
+    /// to a blocking pool thread and back for each one.
+    fn get_range_blocking(
+        &self,
+        _key: &ObjectKey,
+        _offset: u64,
+        _len: u64,
+    ) -> Option<Result<Bytes>> {
+        None
+    }
 
     /// Size of one object. A missing object is `ErrorKind::NotFound`.
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo>;

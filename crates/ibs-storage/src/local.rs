@@ -100,6 +100,98 @@ fn io_err<'a>(
     move |e| StorageError::from_io(op, Some(key.as_str()), &e)
 }
 
+/// A ranged read of the file at `path` (`get_range` and `get_range_blocking`).
+fn read_range(path: &Path, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes> {
+    let f = File::open(path).map_err(io_err("get_range", key))?;
+    let size = f.metadata().map_err(io_err("get_range", key))?.len();
+    if offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(StorageError::new(
+            ErrorKind::Invalid,
+            "get_range",
+            Some(key.as_str()),
+            format!("range {offset}+{len} is past the end ({size} bytes)"),
+        ));
+    }
+    // Read into spare capacity (no zero-fill): seek, then read exactly `len` bytes.
+    let mut f = f;
+    f.seek(SeekFrom::Start(offset))
+        .map_err(io_err("get_range", key))?;
+    let mut buf = Vec::with_capacity(len as usize);
+    (&mut f)
+        .take(len)
+        .read_to_end(&mut buf)
+        .map_err(io_err("get_range", key))?;
+    if buf.len() as u64 != len {
+        return Err(StorageError::new(
+            ErrorKind::Invalid,
+            "get_range",
+            Some(key.as_str()),
+            "object shrank while it was read",
+        ));
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Objects at least this large (packs) are written past the page cache (see [`write_direct`]).
+const DIRECT_MIN: usize = 1 << 20;
+/// O_DIRECT's alignment of buffer address, file offset and length (the common logical block size;
+/// a device with larger blocks refuses, and the write falls back to the page cache).
+const DIRECT_ALIGN: usize = 4096;
+/// The aligned bounce buffer, per writing thread.
+const BOUNCE: usize = 1 << 20;
+
+thread_local! {
+    static BOUNCE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Writes `data` to the empty file `f` with O_DIRECT where the file system allows it: the
+/// 4 KiB-aligned bulk through an aligned bounce buffer, the tail (and everything, if O_DIRECT is
+/// refused at any point) through the page cache. A backup writes hundreds of MiB of packs that it
+/// will not read again soon; copying them into the page cache cost the writer about 1.7 s of CPU
+/// per GiB on the benchmark machine (fresh page-cache pages are expensive to touch in a virtual
+/// machine) and pushed the host's useful cache out. The caller still `fsync`s.
+fn write_direct(f: &mut File, data: &[u8]) -> std::io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    let set = |direct: bool| {
+        let mut fl = flags;
+        fl.set(OFlag::O_DIRECT, direct);
+        fcntl(fd, FcntlArg::F_SETFL(fl))
+    };
+    let mut done = 0;
+    if set(true).is_ok() {
+        let bulk = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
+        BOUNCE_BUF.with(|cell| {
+            let mut bounce = cell.borrow_mut();
+            if bounce.len() < BOUNCE + DIRECT_ALIGN {
+                *bounce = vec![0; BOUNCE + DIRECT_ALIGN];
+            }
+            let at = bounce.as_ptr().align_offset(DIRECT_ALIGN);
+            let buf = &mut bounce[at..at + BOUNCE];
+            while done < bulk {
+                let n = (bulk - done).min(BOUNCE);
+                buf[..n].copy_from_slice(&data[done..done + n]);
+                match f.write(&buf[..n]) {
+                    // Only whole blocks keep the offset aligned; anything else goes buffered.
+                    Ok(w) if w > 0 && w % DIRECT_ALIGN == 0 => done += w,
+                    Ok(w) => {
+                        done += w;
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        })?;
+        set(false)?;
+    }
+    f.write_all(&data[done..])
+}
+
 fn put_blocking(root: &Path, key: &ObjectKey, data: &[u8]) -> Result<()> {
     LocalStorage::check_root(root, "put")?;
     let target = root.join(key.as_str());
@@ -113,7 +205,11 @@ fn put_blocking(root: &Path, key: &ObjectKey, data: &[u8]) -> Result<()> {
     ));
     let result = (|| {
         let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(data)?;
+        if data.len() >= DIRECT_MIN {
+            write_direct(&mut f, data)?;
+        } else {
+            f.write_all(data)?;
+        }
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, &target)?;
@@ -242,6 +338,7 @@ impl Storage for LocalStorage {
             verifies_writes: false,
             max_object_size: u64::MAX,
             ranged_reads: true,
+            local: true,
         }
     }
 
@@ -278,37 +375,12 @@ impl Storage for LocalStorage {
     async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes> {
         let path = self.path_of(key);
         let key = key.clone();
-        self.blocking("get_range", move || {
-            let f = File::open(&path).map_err(io_err("get_range", &key))?;
-            let size = f.metadata().map_err(io_err("get_range", &key))?.len();
-            if offset.checked_add(len).is_none_or(|end| end > size) {
-                return Err(StorageError::new(
-                    ErrorKind::Invalid,
-                    "get_range",
-                    Some(key.as_str()),
-                    format!("range {offset}+{len} is past the end ({size} bytes)"),
-                ));
-            }
-            // Read into spare capacity (no zero-fill): seek, then read exactly `len` bytes.
-            let mut f = f;
-            f.seek(SeekFrom::Start(offset))
-                .map_err(io_err("get_range", &key))?;
-            let mut buf = Vec::with_capacity(len as usize);
-            (&mut f)
-                .take(len)
-                .read_to_end(&mut buf)
-                .map_err(io_err("get_range", &key))?;
-            if buf.len() as u64 != len {
-                return Err(StorageError::new(
-                    ErrorKind::Invalid,
-                    "get_range",
-                    Some(key.as_str()),
-                    "object shrank while it was read",
-                ));
-            }
-            Ok(Bytes::from(buf))
-        })
-        .await
+        self.blocking("get_range", move || read_range(&path, &key, offset, len))
+            .await
+    }
+
+    fn get_range_blocking(&self, key: &ObjectKey, offset: u64, len: u64) -> Option<Result<Bytes>> {
+        Some(read_range(&self.path_of(key), key, offset, len))
     }
 
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {
@@ -393,5 +465,31 @@ impl Storage for LocalStorage {
             }
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod direct_tests {
+    use super::*;
+
+    #[test]
+    fn large_objects_written_past_the_page_cache_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        // Unaligned lengths around the O_DIRECT threshold and bounce size, and one far above.
+        for (i, len) in [
+            DIRECT_MIN - 1,
+            DIRECT_MIN,
+            DIRECT_MIN + 4097,
+            3 * BOUNCE + 123,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let data: Vec<u8> = (0..len).map(|j| (j * 31 + i) as u8).collect();
+            let key = ObjectKey::new(format!("packs/obj{i}")).unwrap();
+            put_blocking(dir.path(), &key, &data).unwrap();
+            let got = std::fs::read(dir.path().join(key.as_str())).unwrap();
+            assert!(got == data, "object of {len} bytes reads back exactly");
+        }
     }
 }

@@ -37,6 +37,7 @@ impl Storage for MemoryStorage {
             verifies_writes: false,
             max_object_size: u64::MAX,
             ranged_reads: true,
+            local: true,
         }
     }
 

@@ -85,6 +85,11 @@ impl Storage for RetryStorage {
             .await
     }
 
+    /// Not retried: the backends that have a blocking read (a local folder) have no transient errors.
+    fn get_range_blocking(&self, key: &ObjectKey, offset: u64, len: u64) -> Option<Result<Bytes>> {
+        self.inner.get_range_blocking(key, offset, len)
+    }
+
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {
         self.run("stat", || self.inner.stat(key)).await
     }
