@@ -9,7 +9,9 @@
 #   backup    read-write, on DIR/share
 #   small     read-write, on a 20 MiB tmpfs mounted at DIR/small (the disk-full test)
 #   enc       DIR/share with encryption required
-#   slow      DIR/share with strict sync + sync always (smbd answers writes with STATUS_PENDING interims)
+#   slow      DIR/share with strict sync + sync always (smbd answers writes with STATUS_PENDING interims:
+#             `aio max threads = 1`, global, queues each connection's writes behind one another's
+#             fsync, so they outlast smbd's 0.5 ms interim delay even on a fast disk)
 #   signed    DIR/share; the server also sets `server signing = mandatory` when IBS_TEST_SMB_SIGNING=mandatory
 #   readonly  DIR/ro, readable but not writable (access denied on writes)
 # A missing Samba that cannot be installed is a loud failure (non-zero exit), never a skip.
@@ -75,6 +77,7 @@ write_conf() {
   map to guest = never
   server signing = $signing
   server smb encrypt = if_required
+  aio max threads = 1
 
 [backup]
   path = $DIR/share

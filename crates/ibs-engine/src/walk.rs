@@ -414,17 +414,19 @@ impl SourceReader<'_> {
         })?;
         self.stats.dirs += 1;
         tree.add(&base_entry(Vec::new(), EntryKind::Dir, &m), self.em);
-        let (tx, rx) = crossbeam_channel::bounded::<Item>(WALK_AHEAD);
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<Item>>(WALK_AHEAD);
         let walker = std::thread::scope(|s| {
             let walking = s.spawn(move || {
                 walker.tree(root, names, &tx);
                 walker
             });
-            for item in rx.iter() {
-                if self.em.closed {
-                    break;
+            'read: for batch in rx.iter() {
+                for item in batch {
+                    if self.em.closed {
+                        break 'read;
+                    }
+                    self.add(item, &mut tree);
                 }
-                self.add(item, &mut tree);
             }
             // Dropping the receiver stops a walker that is still going (cancellation).
             drop(rx);
@@ -485,8 +487,13 @@ impl SourceReader<'_> {
     }
 }
 
-/// How many walked items may wait for the reader: the read-ahead distance in files.
+/// How many batches of walked items may wait for the reader: the read-ahead distance in files
+/// (a batch ends with each file to read).
 const WALK_AHEAD: usize = 32;
+/// Items that need no reading (directories, symlinks, files the cache knows) go to the reader in
+/// batches of up to this many: one wake-up of the reading thread per batch, not per item (an
+/// unchanged tree is all such items, and its backup is bound by the walk).
+const BATCH: usize = 64;
 
 /// A regular file as the walker hands it to the reader.
 pub struct FileItem {
@@ -564,9 +571,15 @@ impl Walker<'_> {
         }
     }
 
-    /// Walks below `root` (whose sorted child names are `names`), sending every item to `tx`;
-    /// stops early when the receiver is gone.
-    fn tree(&mut self, root: &Path, names: Vec<OsString>, tx: &crossbeam_channel::Sender<Item>) {
+    /// Walks below `root` (whose sorted child names are `names`), sending every item to `tx` in
+    /// order, in batches (see [`BATCH`]); stops early when the receiver is gone.
+    fn tree(
+        &mut self,
+        root: &Path,
+        names: Vec<OsString>,
+        tx: &crossbeam_channel::Sender<Vec<Item>>,
+    ) {
+        let mut batch = Vec::with_capacity(BATCH);
         // Stack of (directory path, its relative path, remaining child names in reverse order).
         let mut stack: Vec<(PathBuf, Vec<u8>, Vec<OsString>)> =
             vec![(root.to_owned(), Vec::new(), names)];
@@ -605,9 +618,18 @@ impl Walker<'_> {
                     }
                 }
             }
-            if tx.send(item).is_err() {
+            let to_read = matches!(&item, Item::File(f) if f.opened.is_some());
+            batch.push(item);
+            if (to_read || batch.len() >= BATCH)
+                && tx
+                    .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                    .is_err()
+            {
                 return;
             }
+        }
+        if !batch.is_empty() {
+            let _ = tx.send(batch);
         }
     }
 }
