@@ -384,13 +384,24 @@ impl SourceReader<'_> {
         let m = std::fs::symlink_metadata(root).map_err(|e| {
             EngineError::Source(format!("source {}: {}: {e}", self.name, root.display()))
         })?;
+        let names = if m.is_dir() {
+            Some(sorted_names(root).map_err(|err| {
+                EngineError::Source(format!(
+                    "source {}: cannot list {}: {err}",
+                    self.name,
+                    root.display()
+                ))
+            })?)
+        } else {
+            None
+        };
         let mut walker = Walker {
             name: self.name,
             old: self.cache.take_old(),
             exclude: self.exclude.clone(),
             stats: SourceStats::default(),
         };
-        if !m.is_dir() {
+        let Some(names) = names else {
             let name = root
                 .file_name()
                 .map(|n| n.as_bytes().to_vec())
@@ -404,14 +415,7 @@ impl SourceReader<'_> {
             }
             self.cancelled()?;
             return Ok(tree.finish(self.em));
-        }
-        let names = sorted_names(root).map_err(|err| {
-            EngineError::Source(format!(
-                "source {}: cannot list {}: {err}",
-                self.name,
-                root.display()
-            ))
-        })?;
+        };
         self.stats.dirs += 1;
         tree.add(&base_entry(Vec::new(), EntryKind::Dir, &m), self.em);
         let (tx, rx) = crossbeam_channel::bounded::<Vec<Item>>(WALK_AHEAD);
