@@ -9,6 +9,7 @@
 
 use crate::cache::FilesCache;
 use crate::exclude::Excludes;
+use crate::packing::Packing;
 use crate::progress::{estimate, Progress};
 use crate::state::WriterState;
 use crate::walk::{Emitter, SourceReader, SourceStats, Work};
@@ -18,11 +19,10 @@ use ibs_repo::chunk::{ChunkSealer, SealedChunk};
 use ibs_repo::clock::{new_backup_id, rfc3339};
 use ibs_repo::config::Encryption;
 use ibs_repo::crypto::SymKey;
-use ibs_repo::ids::{ChunkId, KeyId, PackId};
+use ibs_repo::ids::{ChunkId, KeyId};
 use ibs_repo::index::{Index, PackRecord};
 use ibs_repo::lock::{self, LockKind};
 use ibs_repo::manifest::{BackupStatus, Catalog, Manifest, SourceSummary, SourceTree, TreePart};
-use ibs_repo::pack::{PackBuilder, PackEntry};
 use ibs_repo::Repository;
 use std::collections::HashSet;
 use std::io::Read;
@@ -250,25 +250,8 @@ async fn run(
         opts.threads
     };
     let level = repo.config().compression_level;
-    let pack_target = repo.config().pack_target_size as usize;
     let (work_tx, work_rx) = crossbeam_channel::bounded::<Work>(2 * threads);
     let (sealed_tx, sealed_rx) = crossbeam_channel::bounded::<SealedChunk>(2 * threads);
-    let (pack_tx, mut pack_rx) = tokio::sync::mpsc::channel::<(
-        PackId,
-        bytes::Bytes,
-        Vec<PackEntry>,
-        tokio::sync::OwnedSemaphorePermit,
-    )>(1);
-    // At most `uploads_in_flight` finished packs exist at once (queued or uploading): the packer
-    // takes a slot before it seals the next one, and an upload gives it back when it ends. Memory
-    // then holds those packs plus the one being filled, whatever the storage's speed.
-    let uploads_in_flight = if repo.storage().capabilities().local {
-        UPLOADS_IN_FLIGHT_LOCAL
-    } else {
-        UPLOADS_IN_FLIGHT
-    };
-    let slots = Arc::new(tokio::sync::Semaphore::new(uploads_in_flight));
-
     let mut sealers = Vec::new();
     for _ in 0..threads {
         let (rx, tx, key) = (work_rx.clone(), sealed_tx.clone(), data_key.clone());
@@ -288,108 +271,13 @@ async fn run(
     }
     drop((work_rx, sealed_tx));
 
-    let meta_key = state.keys.metadata.clone();
-    // Buffers of stored packs come back here for the next pack (at most one per pack in memory).
-    let (recycle_tx, recycle_rx) = crossbeam_channel::bounded::<Vec<u8>>(uploads_in_flight + 1);
-    let packer = std::thread::spawn(move || {
-        let capacity = pack_target + (4 << 20);
-        let next = || {
-            recycle_rx
-                .try_recv()
-                .map(PackBuilder::reuse)
-                .unwrap_or_else(|_| PackBuilder::new(capacity))
-        };
-        let mut builder = next();
-        for s in sealed_rx {
-            builder.add(s.id, s.encoding, s.raw_length, key_id, &s.sealed);
-            if builder.len() >= pack_target {
-                // Waiting for the slot first lets the upload that frees it hand its buffer back.
-                let Ok(slot) = futures::executor::block_on(slots.clone().acquire_owned()) else {
-                    return;
-                };
-                let full = std::mem::take(&mut builder);
-                let (id, bytes, entries) = full.finish(&meta_key);
-                if pack_tx.blocking_send((id, bytes, entries, slot)).is_err() {
-                    return;
-                }
-                builder = next();
-            }
-        }
-        if !builder.is_empty() {
-            if let Ok(slot) = futures::executor::block_on(slots.clone().acquire_owned()) {
-                let (id, bytes, entries) = builder.finish(&meta_key);
-                let _ = pack_tx.blocking_send((id, bytes, entries, slot));
-            }
-        }
-    });
-
-    // Up to `uploads_in_flight` uploads at once. After the first failure no new upload starts, but the ones in
-    // flight are awaited, never dropped: a put cancelled mid-way could leave its temporary behind
-    // (on SMB it cleans up only when it runs to its own end).
-    let uploader = {
-        let repo = repo.clone();
-        tokio::spawn(async move {
-            let upload = |(id, bytes, entries, slot): (
-                PackId,
-                bytes::Bytes,
-                Vec<PackEntry>,
-                tokio::sync::OwnedSemaphorePermit,
-            )| {
-                let (repo, recycle) = (repo.clone(), recycle_tx.clone());
-                async move {
-                    let length = bytes.len() as u64;
-                    let mine = bytes.clone();
-                    let r = repo.put_pack(&id, bytes).await.map(|_| PackRecord {
-                        id,
-                        length,
-                        entries,
-                    });
-                    // The storage has let go of the bytes: the buffer goes back to the packer
-                    // (before the slot, so the packer waiting for the slot finds it).
-                    if let Ok(buf) = mine.try_into_mut() {
-                        let _ = recycle.try_send(Vec::from(buf));
-                    }
-                    drop(slot);
-                    r
-                }
-            };
-            let mut inflight = futures::stream::FuturesUnordered::new();
-            let mut done = Vec::new();
-            let mut failed: Option<ibs_repo::RepoError> = None;
-            let mut open = true;
-            loop {
-                let finished = if failed.is_none() && open && inflight.len() < uploads_in_flight {
-                    tokio::select! {
-                        p = pack_rx.recv() => {
-                            match p {
-                                Some(p) => inflight.push(upload(p)),
-                                None => open = false,
-                            }
-                            None
-                        }
-                        Some(r) = inflight.next(), if !inflight.is_empty() => Some(r),
-                    }
-                } else {
-                    match inflight.next().await {
-                        Some(r) => Some(r),
-                        None => break,
-                    }
-                };
-                match finished {
-                    Some(Ok(rec)) => done.push(rec),
-                    Some(Err(e)) => {
-                        failed.get_or_insert(e);
-                    }
-                    None => {}
-                }
-            }
-            drop(pack_rx);
-            match failed {
-                Some(e) => Err(e),
-                None => Ok(done),
-            }
-        })
-    };
+    let Packing { packer, uploader } = crate::packing::start(
+        repo.clone(),
+        sealed_rx,
+        key_id,
+        state.keys.metadata.clone(),
+        repo.config().pack_target_size as usize,
+    );
 
     // The producer: walks every source on a blocking thread.
     let cache_path = state.files_cache_path();
@@ -603,14 +491,6 @@ async fn run(
         packs_new: packs.len() as u64,
     })
 }
-
-/// Pack uploads at once (and finished packs held in memory at most) to network storage (SMB),
-/// where a second upload hides the first one's round trips.
-const UPLOADS_IN_FLIGHT: usize = 2;
-/// The same for local storage: a second upload gained nothing measurable there, but kept a
-/// further 16-20 MiB pack in memory (peak RSS of the bench's full backup: 104-110 MiB with one,
-/// 125-137 MiB with two before pack buffers were recycled).
-const UPLOADS_IN_FLIGHT_LOCAL: usize = 1;
 
 /// New delta signature stores that are thrown away unless taken (the backup failed).
 struct DiscardOnDrop(Vec<crate::delta::PendingStore>);

@@ -9,8 +9,8 @@
 //!
 //! Every problem names the object and, where the metadata key allows, the backups it affects.
 
+use crate::chunkread::KeyCache;
 use crate::progress::Progress;
-use crate::restore::KeyCache;
 use crate::state::WriterState;
 use crate::EngineError;
 use futures::StreamExt;

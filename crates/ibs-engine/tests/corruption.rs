@@ -89,6 +89,16 @@ async fn two_backups() -> (Env, Vec<String>) {
     (env, vec![a, b])
 }
 
+/// A restore left none of its temporary files in `dir`.
+fn assert_no_temporaries(dir: &Path) {
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".ibs-restore"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temporaries left: {leftovers:?}");
+}
+
 fn rel(env: &Env, p: &Path) -> String {
     p.strip_prefix(env.repo_dir())
         .unwrap()
@@ -179,12 +189,7 @@ async fn damaged_pack_is_named_with_affected_backups_and_restore_never_writes_wr
         }
     }
     assert!(restored > 0, "files outside the damaged pack still restore");
-    let leftovers: Vec<_> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".ibs-restore"))
-        .collect();
-    assert!(leftovers.is_empty(), "no temporaries left: {leftovers:?}");
+    assert_no_temporaries(&out);
 }
 
 #[tokio::test]
@@ -369,10 +374,5 @@ async fn large_files_restore_in_pieces_sparse_and_a_damaged_piece_leaves_no_file
         std::fs::read(out2.join("big2")).unwrap() == std::fs::read(src.join("big2")).unwrap(),
         "the undamaged large file restores byte-identical"
     );
-    let leftovers: Vec<_> = std::fs::read_dir(&out2)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".ibs-restore"))
-        .collect();
-    assert!(leftovers.is_empty(), "no temporaries left: {leftovers:?}");
+    assert_no_temporaries(&out2);
 }
