@@ -36,7 +36,7 @@ async fn ours(
         share: loc.share.clone(),
         username: user.to_owned(),
         password: Secret::new(pw),
-        dialects: vec![Dialect::Smb210, Dialect::Smb302, Dialect::Smb311],
+        dialects: vec![Dialect::Smb302, Dialect::Smb311],
         require_encryption: encrypt,
         connect_timeout: Duration::from_secs(10),
         op_timeout: Duration::from_secs(60),

@@ -25,7 +25,8 @@ pub struct SmbOptions {
     /// Encrypt everything even when the share does not require it (fails on servers without
     /// SMB 3 encryption).
     pub require_encryption: bool,
-    /// Dialects offered; the server picks the highest common one.
+    /// Dialects the client may offer; the server picks the highest common one. Those below the
+    /// location's `min_dialect` (SMB 3.0 unless the location opts into 2.1) are never offered.
     pub dialects: Vec<Dialect>,
     /// Offer AES-GMAC signing with 3.1.1 (AES-CMAC is used when off or not chosen by the server).
     pub gmac_signing: bool,

@@ -41,6 +41,16 @@ pub enum SmbError {
     /// The server sent something this client cannot accept (malformed, bad signature, unsupported).
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A reply that is not what the server sent: unsigned or badly signed where a signature is
+    /// required, a TRANSFORM_HEADER that fails to decrypt, a negotiation that VALIDATE_NEGOTIATE or
+    /// the session-setup signature proves altered. Someone or something on the network path changed
+    /// the traffic; the connection is dropped and never used again.
+    #[error("{op}: reply failed the integrity check ({reason}); the connection was dropped")]
+    Integrity { op: &'static str, reason: String },
+    /// A sub-folder the listing saw was gone when the listing opened it: the share changed under
+    /// the listing, which would otherwise come back shorter than the share.
+    #[error("folder {path} vanished during the listing; list again")]
+    ListingChanged { path: String },
     /// Authentication could not even be attempted (no NTLM offered, guest session refused).
     #[error("authentication: {0}")]
     Auth(String),
@@ -56,6 +66,13 @@ impl SmbError {
         SmbError::Status { op, stage, status }
     }
 
+    pub fn integrity(op: &'static str, reason: impl Into<String>) -> Self {
+        SmbError::Integrity {
+            op,
+            reason: reason.into(),
+        }
+    }
+
     /// The NTSTATUS if the server sent one.
     pub fn nt_status(&self) -> Option<NtStatus> {
         match self {
@@ -67,7 +84,10 @@ impl SmbError {
     /// True when the connection can no longer be used and the next call must reconnect.
     pub fn breaks_connection(&self) -> bool {
         match self {
-            SmbError::Timeout { .. } | SmbError::Disconnected(_) | SmbError::Protocol(_) => true,
+            SmbError::Timeout { .. }
+            | SmbError::Disconnected(_)
+            | SmbError::Protocol(_)
+            | SmbError::Integrity { .. } => true,
             SmbError::Status { status, .. } => status.is_session_lost(),
             _ => false,
         }
@@ -88,6 +108,11 @@ impl SmbError {
             }
             SmbError::Timeout { .. } | SmbError::Disconnected(_) => (ErrorKind::Connectivity, true),
             SmbError::Protocol(_) => (ErrorKind::Other, true),
+            // The network path, not the credentials, is at fault (ADR 0011): Connectivity. A fresh
+            // connection may get through a flaky middlebox, so it is worth a retry; a persistent
+            // attacker makes every retry fail the same way.
+            SmbError::Integrity { .. } => (ErrorKind::Connectivity, true),
+            SmbError::ListingChanged { .. } => (ErrorKind::Other, true),
             SmbError::Auth(_) => (ErrorKind::Authentication, false),
             SmbError::Invalid(_) => (ErrorKind::Invalid, false),
             SmbError::Status { stage, status, .. } => classify_status(*stage, *status),
@@ -203,5 +228,9 @@ mod tests {
             after: Duration::from_secs(1),
         };
         assert_eq!(t.classify(), (ErrorKind::Connectivity, true));
+        let forged = SmbError::integrity("query directory", "unsigned reply");
+        assert_eq!(forged.classify(), (ErrorKind::Connectivity, true));
+        assert!(forged.breaks_connection());
+        assert!(forged.to_string().contains("integrity check"));
     }
 }

@@ -2,13 +2,19 @@
 //! `smb://host[:port]/share/folder`) and with which credentials (`SmbCredentials`).
 //! Invariants: a parsed location has an FQDN or IP host, a non-empty share and folder components
 //! that are non-empty, not `.`/`..` and free of characters SMB forbids; the password is never shown
-//! by Debug or Display.
+//! by Debug or Display. The lowest dialect a location accepts is SMB 3.0 unless the location text
+//! ends in `?min-dialect=2.1` (the only opt-in to SMB 2.1; `?` cannot occur in SMB names).
 
+use crate::crypto::Dialect;
 use crate::ntlm::Secret;
 use std::fmt;
 use std::net::IpAddr;
 
 pub const DEFAULT_PORT: u16 = 445;
+/// The lowest dialect offered unless the location opts lower: SMB 3.0 (VALIDATE_NEGOTIATE,
+/// AES-CMAC signing, encryption).
+pub const DEFAULT_MIN_DIALECT: Dialect = Dialect::Smb300;
+const MIN_DIALECT_KEY: &str = "min-dialect";
 
 /// A parsed SMB location.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,6 +23,8 @@ pub struct SmbLocation {
     pub port: u16,
     pub share: String,
     pub folder: Vec<String>,
+    /// The lowest dialect offered to this server ([`DEFAULT_MIN_DIALECT`] unless opted lower).
+    pub min_dialect: Dialect,
 }
 
 /// Why a location was rejected; `field` names the part at fault.
@@ -96,6 +104,17 @@ impl SmbLocation {
     /// Parses `\\host\share\folder\sub` (also with `/`) or `smb://host[:port]/share/folder/sub`.
     pub fn parse(s: &str) -> Result<SmbLocation, LocationError> {
         let s = s.trim();
+        // `?key=value` is an option; a bare `?` stays in the path, where it is a forbidden character.
+        let (s, min_dialect) = match s.split_once('?') {
+            Some((s, query)) if query.contains('=') => (s, parse_query(query)?),
+            _ => (s, DEFAULT_MIN_DIALECT),
+        };
+        let mut loc = Self::parse_path(s)?;
+        loc.min_dialect = min_dialect;
+        Ok(loc)
+    }
+
+    fn parse_path(s: &str) -> Result<SmbLocation, LocationError> {
         let (authority, rest, url) = if let Some(r) = s
             .strip_prefix("smb://")
             .or_else(|| s.strip_prefix("SMB://"))
@@ -142,6 +161,7 @@ impl SmbLocation {
             port,
             share,
             folder,
+            min_dialect: DEFAULT_MIN_DIALECT,
         })
     }
 
@@ -168,6 +188,42 @@ impl SmbLocation {
     /// The folder as a share-relative SMB path (`a\b`), empty for the share root.
     pub fn folder_path(&self) -> String {
         self.folder.join("\\")
+    }
+}
+
+/// `min-dialect=2.1|3.0|3.0.2|3.1.1`, the only option a location carries.
+fn parse_query(q: &str) -> Result<Dialect, LocationError> {
+    let (k, v) = q.split_once('=').unwrap_or((q, ""));
+    if k != MIN_DIALECT_KEY {
+        return Err(err(
+            "location",
+            format!("unknown option '{k}' (the only one is {MIN_DIALECT_KEY}=2.1|3.0|3.0.2|3.1.1)"),
+        ));
+    }
+    dialect_from_text(v).ok_or_else(|| {
+        err(
+            "location",
+            format!("{MIN_DIALECT_KEY}={v}: expected 2.1, 3.0, 3.0.2 or 3.1.1"),
+        )
+    })
+}
+
+fn dialect_from_text(v: &str) -> Option<Dialect> {
+    Some(match v {
+        "2.1" => Dialect::Smb210,
+        "3.0" => Dialect::Smb300,
+        "3.0.2" => Dialect::Smb302,
+        "3.1.1" => Dialect::Smb311,
+        _ => return None,
+    })
+}
+
+fn dialect_text(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Smb210 => "2.1",
+        Dialect::Smb300 => "3.0",
+        Dialect::Smb302 => "3.0.2",
+        Dialect::Smb311 => "3.1.1",
     }
 }
 
@@ -208,6 +264,9 @@ impl fmt::Display for SmbLocation {
         write!(f, "\\{}", self.share)?;
         for c in &self.folder {
             write!(f, "\\{c}")?;
+        }
+        if self.min_dialect != DEFAULT_MIN_DIALECT {
+            write!(f, "?{MIN_DIALECT_KEY}={}", dialect_text(self.min_dialect))?;
         }
         Ok(())
     }
@@ -258,7 +317,8 @@ mod tests {
                 host: "fs01.contoso.com".into(),
                 port: 445,
                 share: "backup".into(),
-                folder: vec!["MAS".into(), "sub".into()]
+                folder: vec!["MAS".into(), "sub".into()],
+                min_dialect: Dialect::Smb300,
             }
         );
         let b = SmbLocation::parse("smb://fs01.contoso.com:4455/backup/MAS/sub").unwrap();
@@ -332,6 +392,26 @@ mod tests {
         ] {
             let e = SmbLocation::parse(bad).expect_err(bad);
             assert_eq!(e.field, field, "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn smb2_1_only_by_explicit_opt_in() {
+        let plain = SmbLocation::parse(r"\\fs.x.com\b\f").unwrap();
+        assert_eq!(plain.min_dialect, Dialect::Smb300);
+        let opted = SmbLocation::parse(r"\\fs.x.com\b\f?min-dialect=2.1").unwrap();
+        assert_eq!(opted.min_dialect, Dialect::Smb210);
+        assert_eq!(opted.folder, vec!["f".to_string()]);
+        assert_eq!(opted.to_string(), r"\\fs.x.com\b\f?min-dialect=2.1");
+        assert_eq!(SmbLocation::parse(&opted.to_string()).unwrap(), opted);
+        let url = SmbLocation::parse("smb://fs.x.com:4455/b/f?min-dialect=3.1.1").unwrap();
+        assert_eq!((url.port, url.min_dialect), (4455, Dialect::Smb311));
+        for bad in [r"\\fs.x.com\b?min-dialect=2.0", r"\\fs.x.com\b?dialect=2.1"] {
+            assert_eq!(
+                SmbLocation::parse(bad).unwrap_err().field,
+                "location",
+                "{bad}"
+            );
         }
     }
 

@@ -7,6 +7,10 @@ use crate::error::{SmbError, SmbResult};
 use crate::wire::{from_utf16, rd_slice, rd_u16, rd_u32, rd_u64, utf16, HEADER_LEN, W};
 
 pub const SECURITY_SIGNING_ENABLED: u16 = 1;
+pub const SECURITY_SIGNING_REQUIRED: u16 = 2;
+/// The client's SecurityMode in NEGOTIATE and SESSION_SETUP: signing enabled AND required, so the
+/// server signs every reply of the session (MS-SMB2 3.3.4.1.1).
+pub const CLIENT_SECURITY_MODE: u16 = SECURITY_SIGNING_ENABLED | SECURITY_SIGNING_REQUIRED;
 pub const CAP_DFS: u32 = 0x1;
 pub const CAP_LARGE_MTU: u32 = 0x4;
 pub const CAP_ENCRYPTION: u32 = 0x40;
@@ -64,14 +68,9 @@ pub fn negotiate(
     let mut w = W::with_capacity(256);
     w.u16(36)
         .u16(dialects.len() as u16)
-        .u16(SECURITY_SIGNING_ENABLED)
+        .u16(CLIENT_SECURITY_MODE)
         .u16(0);
-    let caps = if dialects.iter().any(|d| d.is_smb3()) {
-        CAP_LARGE_MTU | CAP_ENCRYPTION
-    } else {
-        CAP_LARGE_MTU
-    };
-    w.u32(caps).bytes(client_guid);
+    w.u32(client_capabilities(dialects)).bytes(client_guid);
     let ctx_offset_at = w.len();
     w.u32(0).u16(0).u16(0); // context offset/count, or ClientStartTime
     for d in dialects {
@@ -101,9 +100,19 @@ pub fn negotiate(
     w.0
 }
 
+/// The Capabilities this client sends in NEGOTIATE (and repeats in VALIDATE_NEGOTIATE).
+pub fn client_capabilities(dialects: &[Dialect]) -> u32 {
+    if dialects.iter().any(|d| d.is_smb3()) {
+        CAP_LARGE_MTU | CAP_ENCRYPTION
+    } else {
+        CAP_LARGE_MTU
+    }
+}
+
 #[derive(Debug)]
 pub struct NegotiateResponse {
     pub security_mode: u16,
+    pub server_guid: [u8; 16],
     pub dialect: u16,
     pub capabilities: u32,
     pub max_transact: u32,
@@ -142,8 +151,11 @@ pub fn parse_negotiate(m: &[u8]) -> SmbResult<NegotiateResponse> {
             off = (off + 8 + len).div_ceil(8) * 8;
         }
     }
+    let mut server_guid = [0u8; 16];
+    server_guid.copy_from_slice(rd_slice(b, 8, 16)?);
     Ok(NegotiateResponse {
         security_mode: rd_u16(b, 2)?,
+        server_guid,
         dialect,
         capabilities: rd_u32(b, 24)?,
         max_transact: rd_u32(b, 28)?,
@@ -165,7 +177,7 @@ pub fn session_setup(token: &[u8]) -> Vec<u8> {
     let mut w = W::with_capacity(24 + token.len());
     w.u16(25)
         .u8(0)
-        .u8(SECURITY_SIGNING_ENABLED as u8)
+        .u8(CLIENT_SECURITY_MODE as u8)
         .u32(CAP_DFS)
         .u32(0);
     w.u16((HEADER_LEN + 24) as u16)
@@ -362,6 +374,79 @@ pub fn parse_query_directory(m: &[u8]) -> SmbResult<Vec<DirEntry>> {
     Ok(out)
 }
 
+// ---- IOCTL: FSCTL_VALIDATE_NEGOTIATE_INFO ----
+
+pub const FSCTL_VALIDATE_NEGOTIATE_INFO: u32 = 0x0014_0204;
+const IOCTL_IS_FSCTL: u32 = 1;
+/// Size of a VALIDATE_NEGOTIATE_INFO response (MS-SMB2 2.2.32.6).
+pub const VALIDATE_NEGOTIATE_LEN: usize = 24;
+
+/// What this client sent in its NEGOTIATE request, repeated in VALIDATE_NEGOTIATE (2.2.31.4).
+#[derive(Clone, Debug)]
+pub struct NegotiateOffer {
+    pub capabilities: u32,
+    pub guid: [u8; 16],
+    pub security_mode: u16,
+    pub dialects: Vec<Dialect>,
+}
+
+/// The IOCTL request body carrying FSCTL_VALIDATE_NEGOTIATE_INFO (2.2.31, 2.2.31.4).
+pub fn validate_negotiate(offer: &NegotiateOffer) -> Vec<u8> {
+    let mut input = W::with_capacity(24 + 2 * offer.dialects.len());
+    input
+        .u32(offer.capabilities)
+        .bytes(&offer.guid)
+        .u16(offer.security_mode)
+        .u16(offer.dialects.len() as u16);
+    for d in &offer.dialects {
+        input.u16(*d as u16);
+    }
+    let mut w = W::with_capacity(56 + input.len());
+    w.u16(57)
+        .u16(0)
+        .u32(FSCTL_VALIDATE_NEGOTIATE_INFO)
+        .bytes(&[0xFF; 16]);
+    w.u32((HEADER_LEN + 56) as u32)
+        .u32(input.len() as u32)
+        .u32(0) // MaxInputResponse
+        .u32(0) // OutputOffset
+        .u32(0) // OutputCount
+        .u32(VALIDATE_NEGOTIATE_LEN as u32)
+        .u32(IOCTL_IS_FSCTL)
+        .u32(0)
+        .bytes(&input.0);
+    w.0
+}
+
+/// The server's answer to VALIDATE_NEGOTIATE (2.2.32.6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidateNegotiateResponse {
+    pub capabilities: u32,
+    pub guid: [u8; 16],
+    pub security_mode: u16,
+    pub dialect: u16,
+}
+
+pub fn parse_validate_negotiate(m: &[u8]) -> SmbResult<ValidateNegotiateResponse> {
+    let b = body(m)?;
+    let off = rd_u32(b, 32)? as usize;
+    let len = rd_u32(b, 36)? as usize;
+    if len < VALIDATE_NEGOTIATE_LEN {
+        return Err(SmbError::Protocol(format!(
+            "VALIDATE_NEGOTIATE response of {len} bytes"
+        )));
+    }
+    let out = rd_slice(m, off, VALIDATE_NEGOTIATE_LEN)?;
+    let mut guid = [0u8; 16];
+    guid.copy_from_slice(&out[4..20]);
+    Ok(ValidateNegotiateResponse {
+        capabilities: rd_u32(out, 0)?,
+        guid,
+        security_mode: rd_u16(out, 20)?,
+        dialect: rd_u16(out, 22)?,
+    })
+}
+
 // ---- QUERY_INFO / SET_INFO ----
 
 pub fn query_info(id: FileId, info_type: u8, class: u8, out_len: u32) -> Vec<u8> {
@@ -438,6 +523,13 @@ mod tests {
         );
         assert_eq!(query_info(id, 1, 5, 100).len(), 41);
         assert_eq!(rename_info("a", true).len(), 22);
+        let offer = NegotiateOffer {
+            capabilities: 0,
+            guid: [0; 16],
+            security_mode: CLIENT_SECURITY_MODE,
+            dialects: vec![Dialect::Smb300, Dialect::Smb302],
+        };
+        assert_eq!(validate_negotiate(&offer).len(), 56 + 24 + 4);
         let n = negotiate(
             &[Dialect::Smb210, Dialect::Smb311],
             &[0; 16],

@@ -2,16 +2,27 @@
 //! (2.1, 3.0.2, 3.1.1 with the pre-auth integrity hash and cipher contexts), NTLMv2 session setup,
 //! key derivation, and `call`, which signs or encrypts each request and checks each response.
 //!
-//! Invariants: once the session is established every request is signed (or encrypted, when the
-//! session or share requires it or the options ask for it) and every non-encrypted response must
-//! carry a valid signature; a session is never downgraded after setup.
+//! Invariants (MS-SMB2 3.2.5.1.3; ADR 0011):
+//! - Once the session is established every request is signed (or encrypted, when the session or
+//!   share requires it or the options ask for it), and EVERY reply, whatever its status, is
+//!   authenticated: it decrypted from a TRANSFORM_HEADER under this session's key, or (on a
+//!   session that does not encrypt) it carries the SIGNED flag and a valid signature. The only
+//!   replies exempt are interim STATUS_PENDING ones, which carry no result (the transport counts
+//!   their credits and keeps waiting). A reply that fails is [`SmbError::Integrity`] and kills the
+//!   connection, which is never used again.
+//! - The final SESSION_SETUP reply must be signed with the derived key (3.1.1: keyed by the
+//!   pre-auth integrity hash over the whole negotiation), so a tampered negotiation fails there.
+//! - On every dialect but 3.1.1 the negotiation is confirmed by a signed FSCTL_VALIDATE_NEGOTIATE_INFO
+//!   right after the tree connect; 3.1.1 relies on the pre-auth hash instead (its servers drop
+//!   the connection on VALIDATE_NEGOTIATE).
+//! - The server must choose a dialect the client offered; a session is never downgraded after setup.
 
 use crate::crypto::{preauth_update, Cipher, Dialect, Keys};
 use crate::error::{SmbError, SmbResult, Stage};
 use crate::messages as m;
 use crate::ntlm::{self, Secret};
 use crate::ntstatus::NtStatus;
-use crate::transport::{Connection, Outgoing, Response};
+use crate::transport::{command_name, Connection, Outgoing, Response};
 use crate::wire::{Command, FLAG_SIGNED};
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,9 +86,14 @@ impl Session {
         }
 
         // NEGOTIATE
-        let guid: [u8; 16] = rand::random();
+        let offer = m::NegotiateOffer {
+            capabilities: m::client_capabilities(&dialects),
+            guid: rand::random(),
+            security_mode: m::CLIENT_SECURITY_MODE,
+            dialects: dialects.clone(),
+        };
         let salt: [u8; 32] = rand::random();
-        let body = m::negotiate(&dialects, &guid, &salt, p.gmac_signing);
+        let body = m::negotiate(&dialects, &offer.guid, &salt, p.gmac_signing);
         let out = Outgoing {
             command: Command::Negotiate,
             body: &[&body],
@@ -94,10 +110,16 @@ impl Session {
         let dialect = Dialect::from_u16(neg.dialect)
             .filter(|d| dialects.contains(d))
             .ok_or_else(|| {
-                SmbError::Protocol(format!(
-                    "server chose unsupported dialect 0x{:04x}",
-                    neg.dialect
-                ))
+                // Either the offer was rewritten on the way (a downgrade) or the server is broken;
+                // neither may get a session.
+                SmbError::integrity(
+                    "negotiate",
+                    format!(
+                        "the server chose dialect 0x{:04x}, which was not offered ({})",
+                        neg.dialect,
+                        offered(&dialects)
+                    ),
+                )
             })?;
         let mut preauth = [0u8; 64];
         if dialect == Dialect::Smb311 {
@@ -199,9 +221,20 @@ impl Session {
             &auth.session_key,
             &preauth,
         ));
-        if resp.header.flags & FLAG_SIGNED != 0 && !keys.verify(&mut resp.msg) {
-            return Err(SmbError::Protocol(
-                "bad signature on the session setup response".into(),
+        // The final reply is always signed with the new key (MS-SMB2 3.3.5.5.3, as we ask for
+        // signing); with 3.1.1 that key depends on the pre-auth hash of everything exchanged so
+        // far, so this check also proves the negotiation unaltered.
+        if resp.header.flags & FLAG_SIGNED == 0 {
+            return Err(SmbError::integrity(
+                "session setup",
+                "the final session setup reply is not signed",
+            ));
+        }
+        if !keys.verify(&mut resp.msg) {
+            return Err(SmbError::integrity(
+                "session setup",
+                "bad signature on the final session setup reply (the negotiation was altered, \
+                 or the reply was)",
             ));
         }
         conn.set_decryption(session_id, keys.clone());
@@ -252,7 +285,78 @@ impl Session {
             encrypt = true;
         }
         s.encrypt = encrypt;
+        if dialect != Dialect::Smb311 {
+            s.validate_negotiate(&offer, &neg, t).await?;
+        }
         Ok(s)
+    }
+
+    /// FSCTL_VALIDATE_NEGOTIATE_INFO (MS-SMB2 2.2.31.4, 3.3.5.15.12): repeats the offer inside the
+    /// signed session and compares the server's view of the negotiation with what this client
+    /// received. A server that saw a different offer drops the connection; any failure here is an
+    /// integrity failure, since the negotiation it confirms was not protected.
+    async fn validate_negotiate(
+        &self,
+        offer: &m::NegotiateOffer,
+        neg: &m::NegotiateResponse,
+        t: Duration,
+    ) -> SmbResult<()> {
+        let body = m::validate_negotiate(offer);
+        let resp = match self.send(Command::Ioctl, &[&body], 1, t).await {
+            Ok(r) => r,
+            Err(e @ SmbError::Integrity { .. }) => return Err(e),
+            Err(e) => {
+                self.conn.kill_tampered("VALIDATE_NEGOTIATE failed");
+                return Err(SmbError::integrity(
+                    "validate negotiate",
+                    format!("the server refused to confirm the negotiation: {e}"),
+                ));
+            }
+        };
+        let st = resp.header.status();
+        if st != NtStatus::SUCCESS {
+            // A genuine 2.1-only server may not know the FSCTL (signed reply, so it is the
+            // server's answer); a 3.x server must confirm.
+            let legacy = self.dialect == Dialect::Smb210
+                && matches!(
+                    st,
+                    NtStatus::NOT_SUPPORTED
+                        | NtStatus::INVALID_DEVICE_REQUEST
+                        | NtStatus::FILE_CLOSED
+                );
+            if legacy {
+                return Ok(());
+            }
+            self.conn.kill_tampered("VALIDATE_NEGOTIATE failed");
+            return Err(SmbError::integrity(
+                "validate negotiate",
+                format!("the server answered {st}"),
+            ));
+        }
+        let v = m::parse_validate_negotiate(&resp.msg)?;
+        let expected = m::ValidateNegotiateResponse {
+            capabilities: neg.capabilities,
+            guid: neg.server_guid,
+            security_mode: neg.security_mode,
+            dialect: neg.dialect,
+        };
+        if v != expected {
+            self.conn.kill_tampered("VALIDATE_NEGOTIATE mismatch");
+            return Err(SmbError::integrity(
+                "validate negotiate",
+                format!(
+                    "the server negotiated dialect 0x{:04x} / capabilities 0x{:x} / security mode \
+                     {}, this client received 0x{:04x} / 0x{:x} / {}",
+                    v.dialect,
+                    v.capabilities,
+                    v.security_mode,
+                    neg.dialect,
+                    neg.capabilities,
+                    neg.security_mode
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub fn is_alive(&self) -> bool {
@@ -355,23 +459,40 @@ impl Session {
             keep_sent: false,
         };
         let (mut resp, _) = self.conn.request(out, timeout).await?;
-        let unsigned_session_error = self.encrypt
-            && resp.header.status() != NtStatus::SUCCESS
-            && resp.header.session_id == 0;
-        let valid = resp.header.flags & FLAG_SIGNED != 0 && self.keys.verify(&mut resp.msg);
-        // Unsigned error responses are tolerated (servers do not sign some of them); a success, or
-        // anything claiming a signature, must verify.
-        let must_verify =
-            resp.header.status() == NtStatus::SUCCESS || resp.header.flags & FLAG_SIGNED != 0;
-        if !resp.encrypted && !unsigned_session_error && !valid && must_verify {
-            self.conn.kill("response signature missing or invalid");
-            return Err(SmbError::Protocol(format!(
-                "{}: response signature missing or invalid",
-                crate::transport::command_name(cmd)
-            )));
+        if let Err(reason) = self.authenticate(&mut resp) {
+            self.conn.kill_tampered(&reason);
+            return Err(SmbError::integrity(command_name(cmd), reason));
         }
         Ok(resp)
     }
+
+    /// MS-SMB2 3.2.5.1.3 with signing required: a reply is authentic when it was decrypted under
+    /// this session's key, or (on a session that does not encrypt) carries a valid signature.
+    /// Error statuses get no exemption: a forged STATUS_NO_MORE_FILES or NOT_FOUND is exactly what
+    /// an attacker on the path would send.
+    fn authenticate(&self, resp: &mut Response) -> Result<(), String> {
+        let status = resp.header.status();
+        if resp.encrypted {
+            return Ok(());
+        }
+        if self.encrypt {
+            return Err(format!(
+                "plaintext reply ({status}) on an encrypted session"
+            ));
+        }
+        if resp.header.flags & FLAG_SIGNED == 0 {
+            return Err(format!("unsigned reply ({status})"));
+        }
+        if !self.keys.verify(&mut resp.msg) {
+            return Err(format!("bad signature on a reply ({status})"));
+        }
+        Ok(())
+    }
+}
+
+fn offered(dialects: &[Dialect]) -> String {
+    let v: Vec<String> = dialects.iter().map(|d| format!("{d:?}")).collect();
+    v.join(", ")
 }
 
 fn expect_ok(resp: &Response, op: &'static str, stage: Stage) -> SmbResult<()> {

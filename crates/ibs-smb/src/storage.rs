@@ -54,13 +54,32 @@ impl SmbStorage {
         creds: SmbCredentials,
         options: SmbOptions,
     ) -> Result<SmbStorage> {
+        // The location's floor (SMB 3.0 unless it opts into 2.1) bounds what the options offer.
+        let dialects: Vec<_> = options
+            .dialects
+            .iter()
+            .copied()
+            .filter(|d| *d >= location.min_dialect)
+            .collect();
+        if dialects.is_empty() {
+            return Err(StorageError::new(
+                ErrorKind::Invalid,
+                "connect",
+                None,
+                format!(
+                    "no SMB dialect left to offer: the options allow {:?}, the location {} accepts \
+                     {:?} and up (SMB 2.1 needs ?min-dialect=2.1 at the end of the location)",
+                    options.dialects, location, location.min_dialect
+                ),
+            ));
+        }
         let params = SessionParams {
             host: location.host.clone(),
             port: options.port.unwrap_or(location.port),
             share: location.share.clone(),
             username: creds.username.clone(),
             password: creds.password.clone(),
-            dialects: options.dialects.clone(),
+            dialects,
             require_encryption: options.require_encryption,
             connect_timeout: options.connect_timeout,
             op_timeout: options.op_timeout,
@@ -323,8 +342,12 @@ impl SmbStorage {
     }
 
     /// Every file (not folder) under the folder named by `prefix`'s directory part whose relative
-    /// `/`-path starts with `prefix`, with its directory entry. Folders that vanish while walking
-    /// are skipped; a failure at the root is a `Root`-stage error.
+    /// `/`-path starts with `prefix`, with its directory entry. Every reply is authenticated (see
+    /// [`crate::session`]), so "no more files" and "not found" are the server's word. A missing
+    /// start folder is an empty listing (nothing was ever put under that prefix); a sub-folder
+    /// that the walk saw and that is gone when it is opened is [`SmbError::ListingChanged`], never
+    /// skipped, so a listing cannot come back shorter than the share. A failure at the root is a
+    /// `Root`-stage error.
     async fn walk_files(&self, s: &Session, prefix: &str) -> SmbResult<Vec<(String, m::DirEntry)>> {
         let dir_part = prefix.rfind('/').map(|i| &prefix[..i]).unwrap_or("");
         let mut out = Vec::new();
@@ -332,6 +355,19 @@ impl SmbStorage {
         while let Some(rel) = stack.pop() {
             let entries = match list_path(s, &self.path(&rel)).await {
                 Ok(e) => e,
+                Err(e)
+                    if rel != dir_part
+                        && matches!(
+                            e.nt_status(),
+                            Some(
+                                NtStatus::OBJECT_NAME_NOT_FOUND
+                                    | NtStatus::OBJECT_PATH_NOT_FOUND
+                                    | NtStatus::NOT_A_DIRECTORY
+                            )
+                        ) =>
+                {
+                    return Err(SmbError::ListingChanged { path: rel })
+                }
                 Err(e)
                     if !rel.is_empty()
                         && matches!(

@@ -9,6 +9,10 @@
 //! - Every request is bounded by a deadline. On a timeout, a read/write error or EOF the connection is
 //!   killed: the semaphore closes and every pending request fails at once with `Disconnected`;
 //!   nothing can wait forever. A killed connection is never revived; the owner replaces it.
+//! - An encrypted frame that does not decrypt under the session key (or arrives before there is
+//!   one) kills the connection as tampered: every pending and later request fails with
+//!   `SmbError::Integrity`. Only interim STATUS_PENDING replies are consumed here unverified (they
+//!   carry credits, no result); every other reply goes to its request, whose session verifies it.
 
 use crate::crypto::Keys;
 use crate::error::{SmbError, SmbResult};
@@ -55,7 +59,25 @@ type Waiter = oneshot::Sender<SmbResult<Response>>;
 struct State {
     next_id: u64,
     pending: HashMap<u64, Waiter>,
-    dead: Option<String>,
+    dead: Option<Death>,
+}
+
+/// Why a connection died; decides the error every pending and later request gets.
+#[derive(Clone, Debug)]
+enum Death {
+    /// Reset, EOF, timeout, a malformed frame, or killed by its owner.
+    Lost(String),
+    /// A reply failed authentication (a TRANSFORM_HEADER that does not decrypt, a bad signature).
+    Tampered(String),
+}
+
+impl Death {
+    fn error(&self) -> SmbError {
+        match self {
+            Death::Lost(r) => SmbError::Disconnected(r.clone()),
+            Death::Tampered(r) => SmbError::integrity("receive", r.clone()),
+        }
+    }
 }
 
 struct Shared {
@@ -68,27 +90,24 @@ struct Shared {
 }
 
 impl Shared {
-    fn kill(&self, reason: &str) {
-        let waiters: Vec<Waiter> = {
+    fn kill(&self, death: Death) {
+        let (waiters, death): (Vec<Waiter>, Death) = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            if st.dead.is_none() {
-                st.dead = Some(reason.to_owned());
-            }
-            st.pending.drain().map(|(_, w)| w).collect()
+            let d = st.dead.get_or_insert(death).clone();
+            (st.pending.drain().map(|(_, w)| w).collect(), d)
         };
         self.credits.close();
         for w in waiters {
-            let _ = w.send(Err(SmbError::Disconnected(reason.to_owned())));
+            let _ = w.send(Err(death.error()));
         }
     }
 
     fn dead_error(&self) -> SmbError {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        SmbError::Disconnected(
-            st.dead
-                .clone()
-                .unwrap_or_else(|| "connection closed".into()),
-        )
+        st.dead
+            .as_ref()
+            .map(Death::error)
+            .unwrap_or_else(|| SmbError::Disconnected("connection closed".into()))
     }
 }
 
@@ -105,7 +124,7 @@ pub struct Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.shared.kill("connection dropped");
+        self.shared.kill(Death::Lost("connection dropped".into()));
         self.reader.abort();
         self.writer_task.abort();
     }
@@ -206,7 +225,15 @@ impl Connection {
 
     /// Fails every pending request and makes the connection unusable.
     pub fn kill(&self, reason: &str) {
-        self.shared.kill(reason);
+        self.shared.kill(Death::Lost(reason.to_owned()));
+        self.reader.abort();
+        self.writer_task.abort();
+    }
+
+    /// Like [`Connection::kill`], for a reply that failed authentication: every pending and later
+    /// request fails with [`SmbError::Integrity`].
+    pub fn kill_tampered(&self, reason: &str) {
+        self.shared.kill(Death::Tampered(reason.to_owned()));
         self.reader.abort();
         self.writer_task.abort();
     }
@@ -328,6 +355,7 @@ pub fn command_name(c: Command) -> &'static str {
         Command::Flush => "flush",
         Command::Read => "read",
         Command::Write => "write",
+        Command::Ioctl => "ioctl",
         Command::Echo => "echo",
         Command::QueryDirectory => "query directory",
         Command::QueryInfo => "query info",
@@ -343,7 +371,7 @@ async fn write_loop(
 ) {
     while let Some(frame) = rx.recv().await {
         if let Err(e) = w.write_all(&frame).await {
-            shared.kill(&format!("send failed: {e}"));
+            shared.kill(Death::Lost(format!("send failed: {e}")));
             return;
         }
     }
@@ -374,13 +402,13 @@ async fn read_frame(r: &mut OwnedReadHalf) -> std::io::Result<bytes::BytesMut> {
 }
 
 async fn read_loop(mut r: OwnedReadHalf, shared: Arc<Shared>) {
-    let reason = loop {
+    let death = loop {
         let frame = match read_frame(&mut r).await {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                break "server closed the connection".to_owned()
+                break Death::Lost("server closed the connection".to_owned())
             }
-            Err(e) => break format!("receive failed: {e}"),
+            Err(e) => break Death::Lost(format!("receive failed: {e}")),
         };
         let (msg, encrypted) = if frame.starts_with(&PROTO_TRANSFORM) {
             let keys = shared
@@ -389,21 +417,23 @@ async fn read_loop(mut r: OwnedReadHalf, shared: Arc<Shared>) {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
             let Some((sid, keys)) = keys else {
-                break "encrypted message before session keys".to_owned();
+                break Death::Tampered("encrypted message before session keys".to_owned());
             };
             match keys.decrypt(sid, frame) {
                 Ok(m) => (m, true),
-                Err(e) => break e.to_string(),
+                // Nothing but the server holds the key: a message that does not decrypt was
+                // forged or altered on the way.
+                Err(e) => break Death::Tampered(format!("encrypted reply rejected: {e}")),
             }
         } else {
             (frame, false)
         };
         let header = match Header::decode(&msg) {
             Ok(h) => h,
-            Err(e) => break e.to_string(),
+            Err(e) => break Death::Lost(e.to_string()),
         };
         if header.next_command != 0 {
-            break "compound responses are not supported".to_owned();
+            break Death::Lost("compound responses are not supported".to_owned());
         }
         // Credits granted by ANY response, interim ones included, go back into the pool.
         if header.credits > 0 {
@@ -441,6 +471,6 @@ async fn read_loop(mut r: OwnedReadHalf, shared: Arc<Shared>) {
             ),
         }
     };
-    tracing::debug!(%reason, "SMB connection closed");
-    shared.kill(&reason);
+    tracing::debug!(?death, "SMB connection closed");
+    shared.kill(death);
 }

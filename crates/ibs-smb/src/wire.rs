@@ -27,6 +27,7 @@ pub enum Command {
     Flush = 7,
     Read = 8,
     Write = 9,
+    Ioctl = 0xB,
     Echo = 0xD,
     QueryDirectory = 0xE,
     QueryInfo = 0x10,

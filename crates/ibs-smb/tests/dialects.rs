@@ -1,4 +1,5 @@
-//! Each dialect (2.1, 3.0.2, 3.1.1) negotiates, signs and moves data; `DOMAIN\user` works.
+//! Each dialect (2.1 through the location's opt-in, 3.0.2, 3.1.1) negotiates, signs and moves
+//! data; 2.1 is never offered without the opt-in; `DOMAIN\user` works.
 
 mod common;
 
@@ -28,7 +29,8 @@ async fn every_dialect_negotiates_signs_and_moves_data() {
             dialects: vec![d],
             ..options()
         };
-        let (s, _) = storage("backup", "dialect", opts).await;
+        // 2.1 only through the location's explicit opt-in (`?min-dialect=2.1`).
+        let (s, _) = storage_min("backup", "dialect", opts, d).await;
         let (got, encrypted) = s.session_info().await.unwrap();
         assert_eq!(got, d);
         assert!(!encrypted);
@@ -45,6 +47,24 @@ async fn every_dialect_negotiates_signs_and_moves_data() {
         );
         roundtrip(&s).await;
     }
+}
+
+#[tokio::test]
+async fn smb2_1_is_refused_without_the_location_opt_in() {
+    shared_server();
+    let opts = SmbOptions {
+        dialects: vec![Dialect::Smb210],
+        ..options()
+    };
+    let loc = location(SHARED_PORT, "backup", &["ibs-tests", &unique("no21")]);
+    let e = SmbStorage::connect(&loc, creds(), opts)
+        .await
+        .expect_err("2.1 without the opt-in");
+    assert_eq!(e.kind, ibs_storage::ErrorKind::Invalid, "{e}");
+    assert!(e.message.contains("?min-dialect=2.1"), "{e}");
+    // The default offer has no 2.1 in it, so a 3.x server still gets 3.1.1.
+    let (s, _) = storage("backup", "default3", options()).await;
+    assert_eq!(s.session_info().await.unwrap().0, Dialect::Smb311);
 }
 
 #[tokio::test]

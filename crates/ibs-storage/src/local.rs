@@ -247,11 +247,27 @@ fn walk_files(root: &Path, prefix: &str, op: &'static str) -> Result<Vec<(String
         root.join(dir_part)
     };
     let mut out = Vec::new();
-    let mut stack = vec![start];
+    let mut stack = vec![start.clone()];
     while let Some(dir) = stack.pop() {
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // Nothing was ever put under this prefix.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir == start => continue,
+            // A folder this walk saw is gone: the listing would come back shorter than the
+            // store; fail it (transient) rather than skip (storage contract, `list`).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut err = StorageError::new(
+                    ErrorKind::Other,
+                    op,
+                    Some(prefix),
+                    format!(
+                        "folder {} vanished during the listing; list again",
+                        dir.display()
+                    ),
+                );
+                err.transient = true;
+                return Err(err);
+            }
             Err(e) => return Err(StorageError::from_io(op, Some(prefix), &e)),
         };
         for entry in entries {

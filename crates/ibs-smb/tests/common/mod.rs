@@ -2,7 +2,9 @@
 //! process, serialized across test binaries with `flock`), and build storages in unique folders.
 #![allow(dead_code)]
 
-use ibs_smb::{SmbCredentials, SmbLocation, SmbOptions, SmbStorage};
+pub mod proxy;
+
+use ibs_smb::{Dialect, SmbCredentials, SmbLocation, SmbOptions, SmbStorage};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Once;
@@ -60,6 +62,7 @@ pub fn location(port: u16, share: &str, folder: &[&str]) -> SmbLocation {
         port,
         share: share.into(),
         folder: folder.iter().map(|s| s.to_string()).collect(),
+        min_dialect: ibs_smb::location::DEFAULT_MIN_DIALECT,
     }
 }
 
@@ -77,14 +80,22 @@ pub fn options() -> SmbOptions {
 
 /// A storage on the shared server in a fresh folder of `share`.
 pub async fn storage(share: &str, tag: &str, opts: SmbOptions) -> (SmbStorage, String) {
+    storage_min(share, tag, opts, ibs_smb::location::DEFAULT_MIN_DIALECT).await
+}
+
+/// Like [`storage`], with the location's lowest dialect set to `min` (`Smb210`: the 2.1 opt-in).
+pub async fn storage_min(
+    share: &str,
+    tag: &str,
+    opts: SmbOptions,
+    min: Dialect,
+) -> (SmbStorage, String) {
     shared_server();
     let folder = unique(tag);
-    let s = SmbStorage::connect(
-        &location(SHARED_PORT, share, &["ibs-tests", &folder]),
-        creds(),
-        opts,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("connect to {share}: {e}"));
+    let mut loc = location(SHARED_PORT, share, &["ibs-tests", &folder]);
+    loc.min_dialect = min;
+    let s = SmbStorage::connect(&loc, creds(), opts)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {share}: {e}"));
     (s, folder)
 }
