@@ -14,6 +14,7 @@
 #             fsync, so they outlast smbd's 0.5 ms interim delay even on a fast disk)
 #   signed    DIR/share; the server also sets `server signing = mandatory` when IBS_TEST_SMB_SIGNING=mandatory
 #   readonly  DIR/ro, readable but not writable (access denied on writes)
+# IBS_TEST_SMB_MAX_PROTOCOL (default SMB3_11) caps the server's dialect, e.g. SMB2_10 for a legacy server.
 # A missing Samba that cannot be installed is a loud failure (non-zero exit), never a skip.
 set -euo pipefail
 
@@ -60,7 +61,7 @@ write_conf() {
   smb ports = $PORT
   disable netbios = yes
   server min protocol = SMB2_10
-  server max protocol = SMB3_11
+  server max protocol = ${IBS_TEST_SMB_MAX_PROTOCOL:-SMB3_11}
   passdb backend = tdbsam:$DIR/private/passdb.tdb
   private dir = $DIR/private
   state directory = $DIR/state

@@ -105,7 +105,13 @@ impl Session {
             keep_sent: true,
         };
         let (resp, sent) = conn.request(out, t).await?;
-        expect_ok(&resp, "negotiate", Stage::Negotiate)?;
+        let op = if dialects.contains(&Dialect::Smb210) {
+            "negotiate"
+        } else {
+            // The usual cause: a server that speaks no SMB 3.x.
+            "negotiate (SMB 3.x only; a 2.1-only server needs ?min-dialect=2.1 on the location)"
+        };
+        expect_ok(&resp, op, Stage::Negotiate)?;
         let neg = m::parse_negotiate(&resp.msg)?;
         let dialect = Dialect::from_u16(neg.dialect)
             .filter(|d| dialects.contains(d))

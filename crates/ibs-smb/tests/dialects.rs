@@ -110,3 +110,40 @@ async fn aes_cmac_signing_on_3_1_1_when_gmac_is_off() {
     );
     roundtrip(&s).await;
 }
+
+/// A legacy server that speaks nothing newer than SMB 2.1 (a second private smbd, capped at
+/// SMB2_10): refused without the opt-in, with a message naming it; served with it.
+#[tokio::test]
+async fn a_2_1_only_server_needs_the_opt_in() {
+    struct Stop(String);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            run_script(&["stop", &self.0], &[]);
+            let _ = std::fs::remove_dir_all(&self.0);
+            let _ = std::fs::remove_file(format!("{}.lock", self.0));
+        }
+    }
+    let dir = format!("/tmp/ibs-samba-smb21-{}", std::process::id());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    run_script(
+        &["start", &dir, &port.to_string()],
+        &[("IBS_TEST_SMB_MAX_PROTOCOL", "SMB2_10")],
+    );
+    let _stop = Stop(dir);
+    let mut loc = location(port, "backup", &[]);
+    let e = SmbStorage::connect(&loc, creds(), options())
+        .await
+        .expect_err("a 2.1-only server without the opt-in");
+    eprintln!("legacy server without the opt-in: {e}");
+    assert!(e.message.contains("?min-dialect=2.1"), "{e}");
+    loc.min_dialect = Dialect::Smb210;
+    let s = SmbStorage::connect(&loc, creds(), options())
+        .await
+        .unwrap_or_else(|e| panic!("opted in: {e}"));
+    assert_eq!(s.session_info().await.unwrap(), (Dialect::Smb210, false));
+    roundtrip(&s).await;
+}
