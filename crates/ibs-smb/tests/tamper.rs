@@ -7,7 +7,10 @@
 mod common;
 
 use bytes::Bytes;
-use common::proxy::{Proxy, Tamper, CMD_QUERY_DIRECTORY, CMD_READ};
+use common::proxy::{
+    Proxy, Tamper, CMD_QUERY_DIRECTORY, CMD_READ, STATUS_NO_MORE_FILES,
+    STATUS_OBJECT_NAME_NOT_FOUND,
+};
 use common::*;
 use ibs_smb::{SmbOptions, SmbStorage};
 use ibs_storage::{ErrorKind, ObjectKey, Storage, StorageError};
@@ -68,13 +71,20 @@ fn key(k: &str) -> ObjectKey {
 #[tokio::test]
 async fn forged_end_of_listing_fails_the_listing() {
     let (proxy, s) = populated("backup", "mitm-nomore").await;
+    let attacked = s.client().session().await.unwrap();
     proxy.set(Tamper::QueryDirectoryAsNoMoreFiles);
     let r = s.list("backups/").await;
     assert!(proxy.hits() > 0, "the proxy never forged a reply");
     let r = r.map(|v| format!("{} of 3 objects listed", v.len()));
     assert_integrity(r, "list with a forged STATUS_NO_MORE_FILES");
+    assert!(
+        !attacked.is_alive(),
+        "the connection that carried a forged reply must never be used again"
+    );
     proxy.set(Tamper::Off);
     assert_eq!(s.list("backups/").await.unwrap().len(), 3, "recovers");
+    let fresh = s.client().session().await.unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&attacked, &fresh), "a new session");
 }
 
 #[tokio::test]
@@ -224,6 +234,13 @@ async fn tampered_transform_header_fails_on_an_encrypted_share() {
     );
     assert_integrity(s.stat(&key("backups/a")).await, "stat");
     assert!(proxy.hits() >= 2);
+    // Encryption stripped: a plaintext, unsigned "not found" or "no more files" is no answer.
+    for status in [STATUS_OBJECT_NAME_NOT_FOUND, STATUS_NO_MORE_FILES] {
+        proxy.set(Tamper::PlaintextForEncrypted { status });
+        assert_integrity(s.stat(&key("backups/a")).await, "stat, plaintext reply");
+        assert_integrity(s.delete(&key("backups/a")).await, "delete, plaintext reply");
+        assert_integrity(s.list("backups/").await, "list, plaintext reply");
+    }
     proxy.set(Tamper::Off);
     assert_eq!(s.list("backups/").await.unwrap().len(), 3);
 }

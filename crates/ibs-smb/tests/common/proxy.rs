@@ -38,6 +38,9 @@ pub enum Tamper {
     StripFinalSessionSetupSignature,
     /// Flip a byte of the nonce in every encrypted (TRANSFORM_HEADER) reply.
     FlipTransformHeader,
+    /// Replace every encrypted reply with plaintext, unsigned error replies carrying `status`, one
+    /// for each MessageId below 4096 (the attacker cannot see which one the request has).
+    PlaintextForEncrypted { status: u32 },
 }
 
 /// A running proxy. Arm it with [`Proxy::set`]; `hits` counts the frames it actually altered.
@@ -137,6 +140,13 @@ async fn pump(
             }
         }
         let t = *mode.lock().unwrap();
+        if let Some(frames) = replace_encrypted(t, dir, &body) {
+            hits.fetch_add(1, Ordering::SeqCst);
+            if w.write_all(&frames).await.is_err() {
+                return;
+            }
+            continue;
+        }
         if rewrite(t, dir, &mut body) {
             hits.fetch_add(1, Ordering::SeqCst);
         }
@@ -166,6 +176,32 @@ fn forge_error(body: &mut Vec<u8>, status: u32, keep_signed_flag: bool) {
         body[48..64].fill(0);
     }
     body.extend_from_slice(&[9, 0, 0, 0, 0, 0, 0, 0, 0]);
+}
+
+/// For [`Tamper::PlaintextForEncrypted`]: the framed forged replies that replace an encrypted one.
+fn replace_encrypted(t: Tamper, dir: Dir, body: &[u8]) -> Option<Vec<u8>> {
+    let Tamper::PlaintextForEncrypted { status } = t else {
+        return None;
+    };
+    if dir != Dir::ToClient || body.len() < 52 || body[..4] != [0xFD, b'S', b'M', b'B'] {
+        return None;
+    }
+    let session_id = &body[44..52];
+    let mut out = Vec::new();
+    for mid in 0u64..4096 {
+        let mut m = vec![0u8; 64];
+        m[..4].copy_from_slice(&[0xFE, b'S', b'M', b'B']);
+        m[4] = 64;
+        m[8..12].copy_from_slice(&status.to_le_bytes());
+        m[12..14].copy_from_slice(&CMD_CREATE.to_le_bytes());
+        m[16..20].copy_from_slice(&1u32.to_le_bytes()); // SERVER_TO_REDIR, not signed
+        m[24..32].copy_from_slice(&mid.to_le_bytes());
+        m[40..48].copy_from_slice(session_id);
+        m.extend_from_slice(&[9, 0, 0, 0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(&(m.len() as u32).to_be_bytes());
+        out.extend_from_slice(&m);
+    }
+    Some(out)
 }
 
 /// Applies `t` to one frame body; true when the frame was altered.
