@@ -234,7 +234,16 @@ async fn tampered_transform_header_fails_on_an_encrypted_share() {
     );
     assert_integrity(s.stat(&key("backups/a")).await, "stat");
     assert!(proxy.hits() >= 2);
-    // Encryption stripped: a plaintext, unsigned "not found" or "no more files" is no answer.
+    proxy.set(Tamper::Off);
+    assert_eq!(s.list("backups/").await.unwrap().len(), 3);
+}
+
+/// Encryption stripped: on an encrypted session a plaintext, unsigned "not found" or "no more
+/// files" is no answer.
+#[tokio::test]
+async fn plaintext_replies_on_an_encrypted_session_are_refused() {
+    let (proxy, s) = populated("enc", "mitm-strip").await;
+    assert!(s.session_info().await.unwrap().1, "the enc share encrypts");
     for status in [STATUS_OBJECT_NAME_NOT_FOUND, STATUS_NO_MORE_FILES] {
         proxy.set(Tamper::PlaintextForEncrypted { status });
         assert_integrity(s.stat(&key("backups/a")).await, "stat, plaintext reply");
