@@ -1,6 +1,7 @@
 //! An authenticated SMB session with one tree connect, over one [`Connection`]: dialect negotiation
-//! (2.1, 3.0.2, 3.1.1 with the pre-auth integrity hash and cipher contexts), NTLMv2 session setup,
-//! key derivation, and `call`, which signs or encrypts each request and checks each response.
+//! (3.0, 3.0.2, 3.1.1 with the pre-auth integrity hash and cipher contexts; 2.1 only when the
+//! location opts in), NTLMv2 session setup, key derivation, VALIDATE_NEGOTIATE, and `call`, which
+//! signs or encrypts each request and authenticates each response.
 //!
 //! Invariants (MS-SMB2 3.2.5.1.3; ADR 0011):
 //! - Once the session is established every request is signed (or encrypted, when the session or
