@@ -136,6 +136,15 @@ async fn all_databases_with_routines_and_accounts_restore_into_a_fresh_server() 
         Some("odd name"),
         "CREATE TABLE t (k INT PRIMARY KEY); INSERT INTO t SELECT seq FROM seq_1_to_77;",
     );
+    // A database and a table whose names read as SQL: the dump quotes them; the verification
+    // must count them without ever pasting them into SQL.
+    let hostile = "q`; DROP DATABASE shop; --";
+    a.sql(
+        None,
+        "CREATE DATABASE `q``; DROP DATABASE shop; --`; \
+         CREATE TABLE `q``; DROP DATABASE shop; --`.`new\nline` (k INT); \
+         INSERT INTO `q``; DROP DATABASE shop; --`.`new\nline` VALUES (1), (2), (3);",
+    );
     // mariadb-install-db leaves anonymous accounts, which would shadow 'shop_app'@'%' for local
     // logins; remove them as mariadb-secure-installation does.
     a.sql(None, "DELETE FROM mysql.global_priv WHERE User = ''; FLUSH PRIVILEGES; \
@@ -150,6 +159,11 @@ async fn all_databases_with_routines_and_accounts_restore_into_a_fresh_server() 
     let rows = &comp(&b, "all").exports[0].rows;
     assert!(
         rows.values().any(|&n| n == 5000) && rows.values().any(|&n| n == 77),
+        "{rows:?}"
+    );
+    assert_eq!(
+        rows.get("`q``; DROP DATABASE shop; --`.`new\nline`"),
+        Some(&3),
         "{rows:?}"
     );
 
@@ -182,6 +196,10 @@ async fn all_databases_with_routines_and_accounts_restore_into_a_fresh_server() 
         "5000\titem 999"
     );
     assert_eq!(fresh.sql(Some("odd name"), "SELECT SUM(k) FROM t"), "3003");
+    assert_eq!(
+        fresh.sql(Some(hostile), "SELECT COUNT(*) FROM `new\nline`"),
+        "3"
+    );
     assert_eq!(fresh.sql(Some("shop"), "CALL item_count()"), "5000");
     // The account and its grant came back and work.
     let grants = fresh.sql(None, "SHOW GRANTS FOR 'shop_app'@'%'");

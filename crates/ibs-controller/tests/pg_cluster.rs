@@ -109,16 +109,8 @@ impl Cluster {
                 "-h",
                 "127.0.0.1",
             ])
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                db,
-                "-c",
-                sql,
-            ])
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-c", sql])
+            .env("PGDATABASE", db)
             .output()
             .expect("psql");
         assert!(
@@ -221,4 +213,57 @@ async fn all_databases_with_roles_restore_into_a_fresh_cluster() {
             .contains("databases"),
         "{one:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_databases_mode_is_not_redirected_by_database_names() {
+    ensure_services();
+    let root = tempfile::Builder::new()
+        .prefix("ibs-pg-cluster-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let a = Cluster::start(root.path(), "a");
+    let trap = Trap::start();
+    // Listed by `SELECT datname`; as `-d NAME`, libpq would read these as connection strings.
+    let kv = format!("host=127.0.0.1 port={} dbname=x", trap.port);
+    let uri = format!("postgresql://127.0.0.1:{}/x", trap.port);
+    let nl = "two\nlines".to_string();
+    for (name, n) in [(&kv, 5), (&uri, 7), (&nl, 3)] {
+        a.psql("postgres", &format!("CREATE DATABASE \"{name}\""));
+        a.psql(
+            name,
+            &format!("CREATE TABLE items AS SELECT generate_series(1, {n}) AS id"),
+        );
+    }
+    let t = setup(vec![component(serde_json::json!({
+        "name": "pg", "kind": "postgres", "url": a.url(),
+    }))])
+    .await;
+    let b = backup(&t).await;
+    assert_eq!(
+        trap.hits(),
+        0,
+        "a database name sent pg_dump to the trap: {b:?}"
+    );
+    assert_eq!(b.status, JobStatus::Succeeded, "{b:?}");
+    let c = comp(&b, "pg");
+    for (name, n) in [(&kv, 5u64), (&uri, 7), (&nl, 3)] {
+        let e = c
+            .exports
+            .iter()
+            .find(|e| e.database.as_deref() == Some(name.as_str()))
+            .unwrap_or_else(|| panic!("no export of {name:?}: {c:?}"));
+        assert_eq!(e.rows.get("public.items"), Some(&n), "{e:?}");
+    }
+
+    // Back into the same cluster, under the same names.
+    for name in [&kv, &uri, &nl] {
+        a.psql("postgres", &format!("DROP DATABASE \"{name}\""));
+    }
+    let r = restore(&t, &b.id, "pg", &a.url(), false).await;
+    assert_eq!(trap.hits(), 0, "the restore went to the trap: {r:?}");
+    assert_eq!(r.status, JobStatus::Succeeded, "{r:?}");
+    for (name, n) in [(&kv, "5"), (&uri, "7"), (&nl, "3")] {
+        assert_eq!(a.psql(name, "SELECT count(*) FROM items"), n);
+    }
 }

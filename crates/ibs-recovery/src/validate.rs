@@ -135,9 +135,12 @@ impl TempDatabase {
                 format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name),
             ]);
         } else {
-            t = t
-                .secret("MYSQL_PWD", &secret)
-                .args(["--protocol=tcp", "-h", &u.host]);
+            t = t.secret("MYSQL_PWD", &secret).args([
+                "--no-defaults",
+                "--protocol=tcp",
+                "-h",
+                &u.host,
+            ]);
             if let Some(p) = u.port {
                 t = t.arg(format!("--port={p}"));
             }

@@ -9,14 +9,17 @@
 //! Row counts come from the dump's INSERT lines while it streams.
 //!
 //! Restore (`--target mysql://…/DB`): creates the database if missing; a database with tables is
-//! refused unless `force`, which drops and recreates it; the `mariadb` client replays the dump and
-//! each table's row count is compared with the backup's. An all-databases backup restores to a
-//! server URL without a database and always needs `force` (it replaces databases of the same names).
+//! refused unless `force`, which drops and recreates it; the `mariadb` client replays the dump, and
+//! the tables listed from `information_schema` are counted (names sent as hex and quoted by the
+//! server, never taken from the dump) and compared with the backup's counts both ways. The client
+//! runs in `--binary-mode`, so its own commands (`\!` and the like) are off while it reads a dump
+//! or a script. An all-databases backup restores to a server URL without a database and always
+//! needs `force` (it replaces databases of the same names).
 
 use super::scan::MysqlInsertScanner;
 use super::{
-    compare_counts, BackupPlan, Cause, ComponentError, ConnUrl, ExportInfo, ExportReader,
-    PlannedExport, RestoreTarget, Secret, ServiceSpec, SharedLog, Tool,
+    compare_counts, compare_exact, BackupPlan, Cause, ComponentError, ConnUrl, ExportInfo,
+    ExportReader, PlannedExport, RestoreTarget, Secret, ServiceSpec, SharedLog, Tool,
 };
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -41,18 +44,36 @@ fn tool(comp: &str, spec: &ServiceSpec, url: &ConnUrl, secret: &Secret, program:
     t
 }
 
+/// The `mariadb` client in batch mode. `--binary-mode` turns its own commands (`\!` runs a shell
+/// command, `source`, `tee`, `connect`) off for everything it reads, dumps included.
 fn client(comp: &str, spec: &ServiceSpec, url: &ConnUrl, secret: &Secret) -> Tool {
-    tool(comp, spec, url, secret, "mariadb").args(["-N", "-B"])
+    tool(comp, spec, url, secret, "mariadb").args(["-N", "-B", "--binary-mode"])
 }
 
-/// `'text'` as an SQL string literal.
-fn lit(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
-/// `` `name` `` as an identifier.
+/// `` `name` `` as an identifier: the key of a table in row-count maps (as mariadb-dump writes
+/// names), never put into SQL.
 fn ident(s: &str) -> String {
     format!("`{}`", s.replace('`', "``"))
+}
+
+/// `text` as an SQL expression that holds no quote at all: hex digits, converted by the server.
+fn hex_str(s: &str) -> String {
+    format!("CONVERT(X'{}' USING utf8mb4)", hex::encode(s))
+}
+
+/// An SQL expression for `name` quoted as an identifier by the server (backticks doubled).
+fn ident_expr(name: &str) -> String {
+    format!("CONCAT('`', REPLACE({}, '`', '``'), '`')", hex_str(name))
+}
+
+/// Runs `statement` with `name` quoted by the server in place of `{}`: no name ever passes through
+/// a client-side quoting rule.
+fn with_ident(statement: &str, name: &str) -> String {
+    let (a, b) = statement.split_once("{}").expect("placeholder");
+    format!(
+        "EXECUTE IMMEDIATE CONCAT('{a}', {}, '{b}');\n",
+        ident_expr(name)
+    )
 }
 
 pub fn plan(comp: &str, spec: &ServiceSpec, log: SharedLog) -> Result<BackupPlan, ComponentError> {
@@ -123,9 +144,7 @@ pub fn restore(
     let input =
         || std::fs::File::open(&file).map_err(|x| other(format!("{}: {x}", file.display())));
     let sql = |script: &str| {
-        client(comp, spec, &turl, &secret)
-            .args(["-e", script])
-            .run(None)
+        client(comp, spec, &turl, &secret).run_script(&format!("SET NAMES utf8mb4;\n{script}"))
     };
     let db = match (e.content.as_str(), &turl.name) {
         ("database", Some(db)) => db.clone(),
@@ -148,7 +167,7 @@ pub fn restore(
                 .filter(|(t, _)| !SERVER_MAINTAINED.contains(&t.as_str()))
                 .map(|(t, n)| (t.clone(), *n))
                 .collect();
-            let found = count_rows(comp, spec, &turl, &secret, None, expect.keys())?;
+            let found = count_rows(comp, spec, &turl, &secret, None)?;
             compare_counts("all databases", &expect, &found).map_err(&other)?;
             return Ok(format!(
                 "all databases: {} tables, {} rows verified",
@@ -158,13 +177,13 @@ pub fn restore(
         }
     };
     let exists = sql(&format!(
-        "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {}",
-        lit(&db)
+        "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {};",
+        hex_str(&db)
     ))?;
     if exists.trim() != "0" {
         let n = sql(&format!(
-            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {}",
-            lit(&db)
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {};",
+            hex_str(&db)
         ))?;
         if n.trim() != "0" {
             if !target.force {
@@ -173,17 +192,16 @@ pub fn restore(
                     n.trim()
                 )));
             }
-            sql(&format!("DROP DATABASE {}", ident(&db)))?;
-            sql(&format!("CREATE DATABASE {}", ident(&db)))?;
+            sql(&(with_ident("DROP DATABASE {}", &db) + &with_ident("CREATE DATABASE {}", &db)))?;
         }
     } else {
-        sql(&format!("CREATE DATABASE {}", ident(&db)))?;
+        sql(&with_ident("CREATE DATABASE {}", &db))?;
     }
     client(comp, spec, &turl, &secret)
         .args(["--", &db])
         .run(Some(input()?))?;
-    let found = count_rows(comp, spec, &turl, &secret, Some(&db), e.rows.keys())?;
-    compare_counts(&format!("database {db}"), &e.rows, &found).map_err(&other)?;
+    let found = count_rows(comp, spec, &turl, &secret, Some(&db))?;
+    compare_exact(&format!("database {db}"), &e.rows, &found).map_err(&other)?;
     Ok(format!(
         "{db}: {} tables, {} rows verified",
         e.rows.len(),
@@ -206,30 +224,73 @@ const SERVER_MAINTAINED: &[&str] = &[
     "`mysql`.`transaction_registry`",
 ];
 
-fn count_rows<'a>(
+/// Lists the base tables of `db` (or of every user database, keyed `` `db`.`table` ``) from
+/// `information_schema` and counts each one's rows. Names travel as hex and are quoted by the server
+/// (`EXECUTE IMMEDIATE`), so no SQL is ever made from a name, and a name holding a newline, a quote
+/// or a backtick is counted like any other.
+fn count_rows(
     comp: &str,
     spec: &ServiceSpec,
     url: &ConnUrl,
     secret: &Secret,
     db: Option<&str>,
-    tables: impl Iterator<Item = &'a String>,
 ) -> Result<BTreeMap<String, u64>, ComponentError> {
-    let tables: Vec<&String> = tables.collect();
-    if tables.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let script: String = tables
-        .iter()
-        .map(|t| format!("SELECT COUNT(*) FROM {t};\n"))
-        .collect();
+    let err = |d: String| ComponentError::new(comp, Cause::Other, format!("counting rows: {d}"));
+    let scope = match db {
+        Some(d) => format!("TABLE_SCHEMA = {}", hex_str(d)),
+        None => "TABLE_SCHEMA NOT IN ('information_schema', 'performance_schema', 'sys')".into(),
+    };
     let mut c = client(comp, spec, url, secret);
     if let Some(db) = db {
         c = c.args(["--", db]);
     }
+    let list = c.clone().run_script(&format!(
+        "SELECT HEX(TABLE_SCHEMA), HEX(TABLE_NAME) FROM information_schema.TABLES \
+         WHERE TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') AND {scope} ORDER BY 1, 2;\n"
+    ))?;
+    let text = |h: &str| {
+        hex::decode(h)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| err(format!("unexpected name {h:?}")))
+    };
+    let mut tables = Vec::new();
+    for line in list.lines().filter(|l| !l.is_empty()) {
+        let (s, t) = line
+            .split_once('\t')
+            .ok_or_else(|| err(format!("unexpected line {line:?}")))?;
+        tables.push((text(s)?, text(t)?));
+    }
+    if tables.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let mut script = String::from("SET NAMES utf8mb4;\n");
+    for (s, t) in &tables {
+        script.push_str(&format!(
+            "EXECUTE IMMEDIATE CONCAT('SELECT COUNT(*) FROM ', {}, '.', {});\n",
+            ident_expr(s),
+            ident_expr(t)
+        ));
+    }
     let out = c.run_script(&script)?;
+    let counts: Vec<u64> = out
+        .lines()
+        .map(|l| l.trim().parse::<u64>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(format!("unexpected output ({e})")))?;
+    if counts.len() != tables.len() {
+        return Err(err(format!(
+            "{} counts for {} tables",
+            counts.len(),
+            tables.len()
+        )));
+    }
     Ok(tables
         .into_iter()
-        .cloned()
-        .zip(out.lines().filter_map(|l| l.trim().parse::<u64>().ok()))
+        .zip(counts)
+        .map(|((s, t), n)| match db {
+            Some(_) => (ident(&t), n),
+            None => (format!("{}.{}", ident(&s), ident(&t)), n),
+        })
         .collect())
 }

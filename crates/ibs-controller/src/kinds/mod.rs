@@ -19,6 +19,7 @@
 //! `DATA/tmp/<job>` first and feeds it to the client from there; the copy is removed afterwards.
 
 pub mod mariadb;
+mod pgscan;
 pub mod postgres;
 pub mod recovered;
 pub mod redis;
@@ -262,6 +263,31 @@ pub fn compare_counts(
             "verification failed ({what}): {}",
             diffs.into_iter().take(10).collect::<Vec<_>>().join("; ")
         ))
+    }
+}
+
+/// Like [`compare_counts`], and also fails when a table absent from `expected` holds rows after
+/// the restore (a dump whose blocks were not all recognised cannot pass by omission).
+pub fn compare_exact(
+    what: &str,
+    expected: &BTreeMap<String, u64>,
+    found: &BTreeMap<String, u64>,
+) -> Result<(), String> {
+    let extra: Vec<String> = found
+        .iter()
+        .filter(|(k, n)| **n > 0 && !expected.contains_key(*k))
+        .map(|(k, n)| format!("{k}: not in the backup's counts, {n} rows restored"))
+        .collect();
+    match (compare_counts(what, expected, found), extra.is_empty()) {
+        (r, true) => r,
+        (Ok(()), false) => Err(format!(
+            "verification failed ({what}): {}",
+            extra.into_iter().take(10).collect::<Vec<_>>().join("; ")
+        )),
+        (Err(e), false) => Err(format!(
+            "{e}; {}",
+            extra.into_iter().take(10).collect::<Vec<_>>().join("; ")
+        )),
     }
 }
 

@@ -7,18 +7,22 @@
 //! accepts connections (templates excluded). Plain SQL, uncompressed, in pg_dump's stable order
 //! deduplicates well from one day to the next; the repository compresses.
 //!
-//! Row counts are taken from the dump's `COPY` blocks while it streams (same snapshot).
+//! Row counts are taken from the dump's `COPY` blocks while it streams (same snapshot), by a scanner
+//! that lexes the dump as psql does (`pgscan.rs`). Database names reach the tools only through
+//! `PGDATABASE`, never as `-d NAME` (see [`tool`]).
 //!
 //! Restore (`--target postgresql://…/DB`): creates the database if missing; a target with user
 //! relations is refused unless `force`, which drops and recreates it; then `psql -1 -v
-//! ON_ERROR_STOP=1` replays the dump in one transaction and each table's row count is compared with
-//! the backup's. A component holding all databases restores, to a server URL without a database,
+//! ON_ERROR_STOP=1` replays the dump in one transaction, and the tables listed from the restored
+//! database's catalog are counted (names quoted by the server, never taken from the dump) and
+//! compared with the backup's counts both ways: every table of the dump holds its rows, and no
+//! other table holds any. A component holding all databases restores, to a server URL without a database,
 //! the globals (errors such as "role already exists" are tolerated) and then every database under
 //! its own name; to a URL with a database, only if it holds exactly one database.
 
-use super::scan::PgCopyScanner;
+use super::pgscan::{self, PgCopyScanner};
 use super::{
-    compare_counts, BackupPlan, Cause, ComponentError, ConnUrl, ExportInfo, ExportReader,
+    compare_exact, BackupPlan, Cause, ComponentError, ConnUrl, ExportInfo, ExportReader,
     PlannedExport, RestoreTarget, Secret, ServiceSpec, SharedLog, Tool,
 };
 use std::collections::BTreeMap;
@@ -26,10 +30,21 @@ use std::path::Path;
 
 pub const SCHEMES: &[&str] = &["postgresql", "postgres"];
 
-fn tool(comp: &str, spec: &ServiceSpec, url: &ConnUrl, secret: &Secret, program: &str) -> Tool {
+/// A libpq client tool connected to `db`. The database name goes in `PGDATABASE`, which libpq takes
+/// literally: given as `-d NAME`, a name holding `=` or starting with `postgresql://` would be read
+/// as a connection string and could point the tool, and the password, at another server.
+fn tool(
+    comp: &str,
+    spec: &ServiceSpec,
+    url: &ConnUrl,
+    secret: &Secret,
+    program: &str,
+    db: &str,
+) -> Tool {
     let mut t = Tool::new(comp, spec.tool_dir.as_deref(), program)
         .secret("PGPASSWORD", secret)
         .env("PGCONNECT_TIMEOUT", "10")
+        .env("PGDATABASE", db)
         .args(["-w", "-h", &url.host]);
     if let Some(p) = url.port {
         t = t.args(["-p".to_string(), p.to_string()]);
@@ -41,7 +56,7 @@ fn tool(comp: &str, spec: &ServiceSpec, url: &ConnUrl, secret: &Secret, program:
 }
 
 fn psql(comp: &str, spec: &ServiceSpec, url: &ConnUrl, secret: &Secret, db: &str) -> Tool {
-    tool(comp, spec, url, secret, "psql").args(["-X", "-q", "-A", "-t", "-d", db])
+    tool(comp, spec, url, secret, "psql", db).args(["-X", "-q", "-A", "-t"])
 }
 
 /// A database name as a file/source name part.
@@ -66,7 +81,7 @@ pub fn plan(comp: &str, spec: &ServiceSpec, log: SharedLog) -> Result<BackupPlan
     let secret = spec.secret(comp)?;
     let url = &spec.url;
     let dump = |db: &str, source: String, file: String, content: &str| {
-        let t = tool(comp, spec, url, &secret, "pg_dump").args(["--format=plain", "-d", db]);
+        let t = tool(comp, spec, url, &secret, "pg_dump", db).arg("--format=plain");
         let info = ExportInfo {
             source: source.clone(),
             file: file.clone(),
@@ -94,13 +109,18 @@ pub fn plan(comp: &str, spec: &ServiceSpec, log: SharedLog) -> Result<BackupPlan
             "database",
         )),
         None => {
+            // As JSON: a name may hold a newline.
             let list = psql(comp, spec, url, &secret, "postgres")
                 .args([
                     "-c",
-                    "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1",
+                    "SELECT COALESCE(pg_catalog.json_agg(datname ORDER BY datname), '[]') \
+                     FROM pg_catalog.pg_database WHERE datallowconn AND NOT datistemplate",
                 ])
                 .run(None)?;
-            let globals = tool(comp, spec, url, &secret, "pg_dumpall").args([
+            let list: Vec<String> = serde_json::from_str(list.trim()).map_err(|e| {
+                ComponentError::new(comp, Cause::Other, format!("listing databases: {e}"))
+            })?;
+            let globals = tool(comp, spec, url, &secret, "pg_dumpall", "postgres").args([
                 "--globals-only",
                 "-l",
                 "postgres",
@@ -122,7 +142,7 @@ pub fn plan(comp: &str, spec: &ServiceSpec, log: SharedLog) -> Result<BackupPlan
                 )),
             });
             let mut used = std::collections::HashSet::new();
-            for db in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            for db in &list {
                 let mut part = safe_part(db);
                 while !used.insert(part.clone()) {
                     part.push('_');
@@ -211,8 +231,13 @@ pub fn restore(
             .args(["-1", "-v", "ON_ERROR_STOP=1", "-f"])
             .arg(file.display().to_string())
             .run(None)?;
-        let found = count_rows(comp, spec, &turl, &secret, db, e.rows.keys())?;
-        compare_counts(&format!("database {db}"), &e.rows, &found).map_err(&other)?;
+        let found = count_rows(comp, spec, &turl, &secret, db)?;
+        let expected: BTreeMap<String, u64> = e
+            .rows
+            .iter()
+            .map(|(k, n)| (pgscan::normalize_key(k).unwrap_or_else(|| k.clone()), *n))
+            .collect();
+        compare_exact(&format!("database {db}"), &expected, &found).map_err(&other)?;
         summary.push(format!(
             "{db}: {} tables, {} rows verified",
             e.rows.len(),
@@ -222,28 +247,42 @@ pub fn restore(
     Ok(summary.join("; "))
 }
 
-fn count_rows<'a>(
+/// Lists the user tables of `db` from its catalog and counts each one's rows; the server quotes
+/// the names (`format('%I.%I')`) and builds each count query (`\gexec`), so no SQL is ever made
+/// from a name. Keys are [`pgscan::pg_key`]s. Tables that belong to an extension are left out
+/// (pg_dump does not dump their rows); `search_path` is emptied and row security turned off, so
+/// neither a user's function nor a policy runs during the count.
+fn count_rows(
     comp: &str,
     spec: &ServiceSpec,
     url: &ConnUrl,
     secret: &Secret,
     db: &str,
-    tables: impl Iterator<Item = &'a String>,
 ) -> Result<BTreeMap<String, u64>, ComponentError> {
-    let tables: Vec<&String> = tables.collect();
-    if tables.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let script: String = tables
-        .iter()
-        .map(|t| format!("SELECT count(*) FROM {t};\n"))
-        .collect();
+    const SCRIPT: &str = "SELECT pg_catalog.set_config('search_path', '', false) \\g /dev/null
+SET row_security = off;
+SELECT pg_catalog.format('SELECT pg_catalog.json_build_array(%L::text, %L::text, pg_catalog.count(*)) FROM %I.%I',
+    n.nspname, c.relname, n.nspname, c.relname)
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
+    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+      WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid AND d.deptype = 'e')
+  ORDER BY n.nspname, c.relname \\gexec
+";
     let out = psql(comp, spec, url, secret, db)
         .args(["-v", "ON_ERROR_STOP=1"])
-        .run_script(&script)?;
-    Ok(tables
-        .into_iter()
-        .cloned()
-        .zip(out.lines().filter_map(|l| l.trim().parse::<u64>().ok()))
-        .collect())
+        .run_script(SCRIPT)?;
+    let mut found = BTreeMap::new();
+    for line in out.lines().filter(|l| !l.trim().is_empty()) {
+        let (schema, table, n): (String, String, u64) =
+            serde_json::from_str(line.trim()).map_err(|e| {
+                ComponentError::new(
+                    comp,
+                    Cause::Other,
+                    format!("counting rows in {db}: unexpected output ({e})"),
+                )
+            })?;
+        found.insert(pgscan::pg_key(&schema, &table), n);
+    }
+    Ok(found)
 }

@@ -8,7 +8,8 @@
 //! very scanners the backup used (pg `COPY` blocks, MariaDB `INSERT` tuples, SQLite `count(*)`), so
 //! [`super::restore`] then verifies the restored database against the dump's own counts.
 
-use super::scan::{MysqlInsertScanner, PgCopyScanner, Scanner};
+use super::pgscan::PgCopyScanner;
+use super::scan::{MysqlInsertScanner, Scanner};
 use super::{Cause, ComponentError, ExportInfo};
 use crate::component::{Component, ComponentKind};
 use std::io::Read;

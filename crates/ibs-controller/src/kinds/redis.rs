@@ -5,10 +5,10 @@
 //!
 //! Restore target: a Redis **data folder** (absolute path) of the instance to bring back. A running
 //! Redis cannot load an RDB over the network, so the restore writes `dump.rdb` into that folder
-//! (refused if one is there, unless `force`), then verifies it: a scratch `redis-server` on a free
-//! loopback port loads the file from that folder (no persistence), and its key count for the
-//! component's database must equal the count recorded at backup time. The operator then starts
-//! (or restarts) the real instance with `dir` set to that folder and `dbfilename dump.rdb`.
+//! (refused if one is there, unless `force`), then verifies it: a [`ScratchRedis`] (no TCP port, a
+//! unix socket in a 0700 folder, a random password) loads the file from that folder (no
+//! persistence), and its key count for the component's database must equal the count recorded at
+//! backup time. The operator then starts (or restarts) the real instance with `dir` set to that folder and `dbfilename dump.rdb`.
 //! Under concurrent writes the count recorded just before the snapshot can differ from the
 //! snapshot's; the verification then fails and says so.
 
@@ -90,85 +90,158 @@ pub fn plan(comp: &str, spec: &ServiceSpec, log: SharedLog) -> Result<BackupPlan
     })
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// `bytes` as one double-quoted redis.conf argument: printable ASCII as is, everything else
+/// (and `"`, `\`) as `\xHH`, which redis-server's argument splitter decodes.
+fn conf_quote(bytes: &[u8]) -> String {
+    let mut out = String::from("\"");
+    for &b in bytes {
+        if (b.is_ascii_graphic() && b != b'"' && b != b'\\') || b == b' ' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out.push('"');
+    out
 }
 
-/// Kills the scratch server however verification ends.
-struct Scratch(std::process::Child);
+/// A private `redis-server` that loads `dump.rdb` from one folder, for verification. It listens on
+/// no TCP port (`port 0`), only on a unix socket inside a fresh 0700 folder, and requires a random
+/// password; its configuration, password included, is a 0600 file in that folder (never argv).
+/// Killed, and its folder removed, on drop.
+pub struct ScratchRedis {
+    child: std::process::Child,
+    folder: tempfile::TempDir,
+    password: Secret,
+    component: String,
+    tool_dir: Option<PathBuf>,
+}
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+impl ScratchRedis {
+    /// Starts the server on `data_dir` (which holds `dump.rdb`); it loads the file in the
+    /// background ([`ScratchRedis::dbsize`] waits for it).
+    pub fn start(
+        comp: &str,
+        tool_dir: Option<&Path>,
+        data_dir: &Path,
+    ) -> Result<ScratchRedis, ComponentError> {
+        use std::io::Write;
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let other = |d: String| ComponentError::new(comp, Cause::Other, d);
+        let folder = tempfile::Builder::new()
+            .prefix("ibs-redis-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()
+            .map_err(|e| other(format!("scratch folder: {e}")))?;
+        let password = hex::encode(rand::random::<[u8; 32]>());
+        let conf = format!(
+            "port 0\nunixsocket {}\nunixsocketperm 700\nrequirepass {}\ndir {}\n\
+             dbfilename dump.rdb\nsave \"\"\nappendonly no\ndaemonize no\nlogfile {}\n",
+            conf_quote(folder.path().join("redis.sock").as_os_str().as_bytes()),
+            conf_quote(password.as_bytes()),
+            conf_quote(data_dir.as_os_str().as_bytes()),
+            conf_quote(folder.path().join("redis.log").as_os_str().as_bytes()),
+        );
+        let conf_path = folder.path().join("redis.conf");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&conf_path)
+            .and_then(|mut f| f.write_all(conf.as_bytes()))
+            .map_err(|e| other(format!("scratch configuration: {e}")))?;
+        let server = match tool_dir {
+            Some(d) => d.join("redis-server"),
+            None => PathBuf::from("redis-server"),
+        };
+        let child = std::process::Command::new(&server)
+            .arg(&conf_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                ComponentError::new(
+                    comp,
+                    Cause::MissingTool,
+                    format!("cannot start {}: {e}", server.display()),
+                )
+            })?;
+        Ok(ScratchRedis {
+            child,
+            folder,
+            password: Secret(Some(password)),
+            component: comp.into(),
+            tool_dir: tool_dir.map(Path::to_path_buf),
+        })
+    }
+
+    /// The server's unix socket.
+    pub fn socket(&self) -> PathBuf {
+        self.folder.path().join("redis.sock")
+    }
+
+    /// The private folder holding the socket, the configuration and the log.
+    pub fn folder(&self) -> &Path {
+        self.folder.path()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The key count of database `db`, once the server has loaded the file (up to 60 s).
+    pub fn dbsize(&mut self, db: u32) -> Result<u64, ComponentError> {
+        let other = |d: String| ComponentError::new(&self.component, Cause::Other, d);
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            let t = Tool::new(&self.component, self.tool_dir.as_deref(), "redis-cli")
+                .secret("REDISCLI_AUTH", &self.password)
+                .arg("-s")
+                .arg(self.socket().display().to_string())
+                .args(["-n".to_string(), db.to_string()]);
+            let e = match dbsize(&self.component, t) {
+                Ok(n) => return Ok(n),
+                Err(e) => e,
+            };
+            let log = || {
+                let text = std::fs::read_to_string(self.folder.path().join("redis.log"))
+                    .unwrap_or_default();
+                super::excerpt(&text, &self.password)
+            };
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(other(format!(
+                    "the scratch redis-server exited with {status}: {}",
+                    log()
+                )));
+            }
+            if Instant::now() > end {
+                return Err(other(format!(
+                    "the scratch server did not load dump.rdb: {e}; {}",
+                    log()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
-/// Loads `dir/dump.rdb` in a scratch server and returns the key count of database `db`.
+impl Drop for ScratchRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Loads `dir/dump.rdb` in a [`ScratchRedis`] and returns the key count of database `db`.
 pub fn count_keys_in(
     comp: &str,
     tool_dir: Option<&Path>,
     dir: &Path,
     db: u32,
 ) -> Result<u64, ComponentError> {
-    let other = |d: String| ComponentError::new(comp, Cause::Other, d);
-    let port = free_port().map_err(|e| other(format!("no free port: {e}")))?;
-    let server = match tool_dir {
-        Some(d) => d.join("redis-server"),
-        None => PathBuf::from("redis-server"),
-    };
-    let child = std::process::Command::new(&server)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .arg("--dir")
-        .arg(dir)
-        .args([
-            "--dbfilename",
-            "dump.rdb",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .args(["--daemonize", "no", "--logfile", ""])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| {
-            ComponentError::new(
-                comp,
-                Cause::MissingTool,
-                format!("cannot start {}: {e}", server.display()),
-            )
-        })?;
-    let _scratch = Scratch(child);
-    let url = ConnUrl {
-        scheme: "redis".into(),
-        user: None,
-        host: "127.0.0.1".into(),
-        port: Some(port),
-        name: None,
-    };
-    let spec = ServiceSpec {
-        url: url.clone(),
-        password: super::PasswordSource::None,
-        tool_dir: tool_dir.map(Path::to_path_buf),
-    };
-    let end = Instant::now() + Duration::from_secs(60);
-    loop {
-        let t = cli(comp, &spec, &url, &Secret::default()).args(["-n".to_string(), db.to_string()]);
-        match dbsize(comp, t) {
-            Ok(n) => return Ok(n),
-            Err(e) if Instant::now() > end => {
-                return Err(other(format!(
-                    "the scratch server did not load dump.rdb: {e}"
-                )))
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
+    ScratchRedis::start(comp, tool_dir, dir)?.dbsize(db)
 }
 
 pub fn restore(

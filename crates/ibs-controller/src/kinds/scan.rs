@@ -1,7 +1,10 @@
 //! Row counting inside a dump while it streams, so the counts recorded at backup time come from the
 //! very snapshot that was stored (a count query run beside the dump would see other transactions).
-//! Keys are the tables' SQL identifiers as the dump writes them (`public.accounts`, `` `accounts` ``,
-//! `` `db`.`accounts` ``), so a restore can count with `SELECT count(*) FROM <key>`.
+//! The [`Scanner`] trait, and the MariaDB scanner (PostgreSQL's is in `pgscan.rs`).
+//!
+//! Keys are matching keys only, never SQL: MariaDB's are the backticked identifiers as the dump
+//! writes them (`` `accounts` ``, `` `db`.`accounts` ``, backticks doubled inside), which equal
+//! `mariadb::ident` of the names the restore lists from `information_schema`.
 //!
 //! Memory stays bounded: only the first bytes of each line are kept.
 
@@ -13,61 +16,6 @@ const PREFIX_CAP: usize = 4096;
 pub trait Scanner: Send {
     fn feed(&mut self, data: &[u8]);
     fn finish(self: Box<Self>) -> BTreeMap<String, u64>;
-}
-
-/// pg_dump plain format: each `COPY <table> (...) FROM stdin;` block holds one row per line up to `\.`.
-#[derive(Default)]
-pub struct PgCopyScanner {
-    line: Vec<u8>,
-    copying: Option<(String, u64)>,
-    counts: BTreeMap<String, u64>,
-}
-
-impl PgCopyScanner {
-    fn end_line(&mut self) {
-        let line = std::mem::take(&mut self.line);
-        if let Some((table, n)) = self.copying.as_mut() {
-            if line == b"\\." {
-                self.counts.insert(std::mem::take(table), *n);
-                self.copying = None;
-            } else {
-                *n += 1;
-            }
-            return;
-        }
-        let Ok(text) = std::str::from_utf8(&line) else {
-            return;
-        };
-        if let Some(rest) = text
-            .strip_prefix("COPY ")
-            .and_then(|r| r.strip_suffix(" FROM stdin;"))
-        {
-            let table = match rest.find(" (") {
-                Some(i) => &rest[..i],
-                None => rest,
-            };
-            self.copying = Some((table.trim().to_string(), 0));
-        }
-    }
-}
-
-impl Scanner for PgCopyScanner {
-    fn feed(&mut self, data: &[u8]) {
-        for chunk in data.split_inclusive(|b| *b == b'\n') {
-            let (body, nl) = match chunk.last() {
-                Some(b'\n') => (&chunk[..chunk.len() - 1], true),
-                _ => (chunk, false),
-            };
-            let room = PREFIX_CAP.saturating_sub(self.line.len());
-            self.line.extend_from_slice(&body[..body.len().min(room)]);
-            if nl {
-                self.end_line();
-            }
-        }
-    }
-    fn finish(self: Box<Self>) -> BTreeMap<String, u64> {
-        self.counts
-    }
 }
 
 /// mariadb-dump: `CREATE TABLE` lines register a table (0 rows), `INSERT INTO ... VALUES (..),(..);`
@@ -82,6 +30,9 @@ pub struct MysqlInsertScanner {
     db: Option<String>,
     counts: BTreeMap<String, u64>,
     views: Vec<String>,
+    /// Between `DELIMITER ;;` and `DELIMITER ;`: routine, trigger and event bodies, whose lines
+    /// are the users' text and register nothing.
+    in_body: bool,
 }
 
 /// The first backticked identifier in `s`, with its backticks (`` ` `` doubled inside).
@@ -102,6 +53,31 @@ fn backticked(s: &str) -> Option<&str> {
     None
 }
 
+/// Whether `line` is one whose name is parsed (`CREATE TABLE`, `INSERT INTO`, `USE`, a view
+/// stand-in) and its backticked name is still open: a newline there belongs to the name.
+fn name_open(line: &[u8]) -> bool {
+    const KEYWORDS: [&[u8]; 4] = [
+        b"CREATE TABLE ",
+        b"INSERT INTO ",
+        b"USE ",
+        b"-- Temporary table structure for view ",
+    ];
+    let Some(rest) = KEYWORDS.iter().find_map(|k| line.strip_prefix(*k)) else {
+        return false;
+    };
+    let Some(mut rest) = rest.strip_prefix(b"`") else {
+        return false;
+    };
+    loop {
+        match rest {
+            [] => return true,
+            [b'`', b'`', r @ ..] => rest = r,
+            [b'`', ..] => return false,
+            [_, r @ ..] => rest = r,
+        }
+    }
+}
+
 impl MysqlInsertScanner {
     fn key(&self, table: &str) -> String {
         match &self.db {
@@ -115,7 +91,10 @@ impl MysqlInsertScanner {
         let Ok(text) = std::str::from_utf8(&line) else {
             return;
         };
-        if let Some(rest) = text.strip_prefix("CREATE TABLE ") {
+        if let Some(rest) = text.strip_prefix("DELIMITER ") {
+            self.in_body = rest.trim() != ";";
+        } else if self.in_body {
+        } else if let Some(rest) = text.strip_prefix("CREATE TABLE ") {
             if let Some(t) = backticked(rest) {
                 let k = self.key(t);
                 self.counts.entry(k).or_insert(0);
@@ -163,6 +142,8 @@ impl Scanner for MysqlInsertScanner {
                 // MariaDB 10.x writes `INSERT INTO `t` VALUES` alone, then one tuple per line.
                 if self.prefix.starts_with(b"INSERT INTO ") && self.prefix.ends_with(b" VALUES") {
                     self.prefix.push(b' ');
+                } else if self.prefix.len() < PREFIX_CAP && name_open(&self.prefix) {
+                    self.prefix.push(b);
                 } else {
                     self.end_prefix_line();
                     continue;
@@ -170,7 +151,10 @@ impl Scanner for MysqlInsertScanner {
             } else if self.prefix.len() < PREFIX_CAP {
                 self.prefix.push(b);
             }
-            if self.prefix.ends_with(b" VALUES ") && self.prefix.starts_with(b"INSERT INTO ") {
+            if !self.in_body
+                && self.prefix.ends_with(b" VALUES ")
+                && self.prefix.starts_with(b"INSERT INTO ")
+            {
                 let text = String::from_utf8_lossy(&self.prefix).into_owned();
                 if let Some(t) = backticked(&text["INSERT INTO ".len()..]) {
                     let k = self.key(t);
@@ -201,22 +185,15 @@ mod tests {
     }
 
     #[test]
-    fn pg_copy_blocks() {
-        let dump = "SET x;\nCOPY public.a (id, v) FROM stdin;\n1\tx\n2\ty\\nz\n\\.\n\nCOPY public.\"E\" FROM stdin;\n\\.\n";
-        for step in [1, 3, 1000] {
-            let c = scan(Box::<PgCopyScanner>::default(), dump, step);
-            assert_eq!(c.get("public.a"), Some(&2));
-            assert_eq!(c.get("public.\"E\""), Some(&0));
-        }
-    }
-
-    #[test]
     fn mysql_inserts() {
         let dump = "CREATE TABLE `a` (\n  `id` int\n);\nCREATE TABLE `empty` (\n);\n\
             INSERT INTO `a` VALUES (1,'x),(y'),(2,'it\\'s ('),(3,NULL);\n\
             INSERT INTO `empty2` VALUES\n(1,'a;b'),\n(2,'\n');\n\
             -- Temporary table structure for view `v`\nCREATE TABLE `v` (\n);\n\
-            USE `other`;\nINSERT INTO `b` VALUES (1);\n";
+            USE `other`;\nINSERT INTO `b` VALUES (1);\n\
+            CREATE TABLE `new\nline` (\n);\nINSERT INTO `new\nline` VALUES (1),(2);\n\
+            DELIMITER ;;\nCREATE PROCEDURE p() BEGIN\nCREATE TABLE `decoy` (a int);\n\
+            INSERT INTO `b` VALUES (9),(9);\nUSE `x`;\nEND ;;\nDELIMITER ;\nINSERT INTO `c` VALUES (1);\n";
         for step in [1, 5, 1000] {
             let c = scan(Box::<MysqlInsertScanner>::default(), dump, step);
             assert_eq!(c.get("`a`"), Some(&3), "{c:?}");
@@ -224,6 +201,9 @@ mod tests {
             assert_eq!(c.get("`empty2`"), Some(&2), "{c:?}");
             assert_eq!(c.get("`other`.`b`"), Some(&1));
             assert!(!c.contains_key("`v`"));
+            assert!(!c.contains_key("`other`.`decoy`"), "{c:?}");
+            assert_eq!(c.get("`other`.`c`"), Some(&1), "{c:?}");
+            assert_eq!(c.get("`other`.`new\nline`"), Some(&2), "{c:?}");
         }
     }
 }

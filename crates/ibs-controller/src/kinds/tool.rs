@@ -2,7 +2,8 @@
 //!
 //! A tool is looked up in the component's `tool_dir` when one is set (and only there), otherwise on
 //! `PATH`; not finding it is [`Cause::MissingTool`]. The password goes into one environment
-//! variable of the child; arguments never hold it. stderr is captured (up to 64 KiB) and, when the
+//! variable of the child; arguments never hold it. A script reaches the tool's stdin from a 0600 file
+//! in a 0700 folder ([`script_file`]), removed when the tool is done. stderr is captured (up to 64 KiB) and, when the
 //! tool fails, classified into a [`Cause`]; the excerpt put into the error is redacted.
 
 use super::scan::Scanner;
@@ -146,12 +147,13 @@ impl Tool {
 
     /// Runs the tool with `script` written to its stdin.
     pub fn run_script(&self, script: &str) -> Result<String, ComponentError> {
-        let mut f = tempfile_in_memory(script.as_bytes())
-            .map_err(|e| self.err(Cause::Other, format!("temporary file: {e}")))?;
-        use std::io::Seek;
-        f.rewind()
-            .map_err(|e| self.err(Cause::Other, e.to_string()))?;
-        self.run(Some(f))
+        let s = script_file(script.as_bytes())
+            .map_err(|e| self.err(Cause::Other, format!("temporary script file: {e}")))?;
+        let stdin = s
+            .file
+            .reopen()
+            .map_err(|e| self.err(Cause::Other, format!("temporary script file: {e}")))?;
+        self.run(Some(stdin))
     }
 
     fn spawn(&self) -> Result<Running, ComponentError> {
@@ -183,19 +185,31 @@ impl Tool {
     }
 }
 
-/// An anonymous temporary file holding `data` (unlinked at once; used to feed small scripts).
-fn tempfile_in_memory(data: &[u8]) -> std::io::Result<std::fs::File> {
-    use std::io::Write;
-    let dir = std::env::temp_dir();
-    let path = dir.join(format!("ibs-script-{}", rand::random::<u64>()));
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    let _ = std::fs::remove_file(&path);
-    f.write_all(data)?;
-    Ok(f)
+/// A script for a tool's stdin: a 0600 file inside a fresh 0700 folder of the system's temporary
+/// folder, so no other local user can read it or swap it, removed with the returned guards (the open
+/// handle keeps the content readable for the tool).
+pub(crate) struct ScriptFile {
+    // Field order is drop order: the file, then its folder.
+    pub file: tempfile::NamedTempFile,
+    /// Held for its drop, which removes the folder.
+    #[allow(dead_code)]
+    pub dir: tempfile::TempDir,
+}
+
+pub(crate) fn script_file(data: &[u8]) -> std::io::Result<ScriptFile> {
+    use std::io::{Seek, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("ibs-script-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()?;
+    let mut file = tempfile::Builder::new()
+        .prefix("script-")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir.path())?;
+    file.write_all(data)?;
+    file.rewind()?;
+    Ok(ScriptFile { file, dir })
 }
 
 struct Running {
@@ -320,5 +334,26 @@ impl Drop for ExportReader {
             let _ = r.child.kill();
             let _ = r.child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_script_file_is_0600_in_a_0700_folder_and_removed_afterwards() {
+        let s = script_file(b"SELECT 1;\n").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(s.dir.path()), 0o700);
+        assert_eq!(mode(s.file.path()), 0o600);
+        assert_eq!(s.file.path().parent(), Some(s.dir.path()));
+        let mut text = String::new();
+        s.file.reopen().unwrap().read_to_string(&mut text).unwrap();
+        assert_eq!(text, "SELECT 1;\n");
+        let dir = s.dir.path().to_path_buf();
+        drop(s);
+        assert!(!dir.exists(), "the script folder outlived the run");
     }
 }

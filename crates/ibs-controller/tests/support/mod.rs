@@ -250,3 +250,70 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Runs SQL in PostgreSQL database `db` (on `port`) as `postgres`; the name goes in `PGDATABASE`,
+/// which libpq takes literally, so hostile names can be set up.
+pub fn psql_db(port: u16, db: &str, sql: &str) -> String {
+    run(Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+        ])
+        .args(["-p", &port.to_string(), "-U", "postgres", "-c", sql])
+        .env("PGDATABASE", db))
+}
+
+/// A TCP listener on a free loopback port that counts the connections it receives: the server a
+/// redirected client would reach.
+pub struct Trap {
+    pub port: u16,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Trap {
+    pub fn start() -> Trap {
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (h, s) = (hits.clone(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        drop(c);
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+        });
+        Trap {
+            port,
+            hits,
+            stop,
+            handle: Some(handle),
+        }
+    }
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Trap {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
