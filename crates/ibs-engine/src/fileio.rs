@@ -1,6 +1,6 @@
-//! Reading regular files for a backup: a reader that skips a sparse file's holes instead of
+//! Regular files' bytes: for a backup, a reader that skips a sparse file's holes instead of
 //! asking the kernel for their zeros, and the read-ahead hint the walker gives for files about to
-//! be read.
+//! be read; for a restore, a writer that leaves all-zero blocks as holes.
 //!
 //! Invariant: [`HoleSkipping`] yields exactly the bytes `read` would (a hole reads as zeros), so
 //! chunk boundaries and ids do not depend on how a file is stored.
@@ -123,6 +123,30 @@ impl Read for HoleSkipping<'_> {
             }
         }
     }
+}
+
+/// Writes `data` at `offset`, skipping 4 KiB blocks that are all zero so they stay holes.
+pub(crate) fn write_sparse(f: &std::fs::File, offset: u64, data: &[u8]) -> std::io::Result<()> {
+    const BLOCK: usize = 4096;
+    let mut i = 0;
+    while i < data.len() {
+        let end = (i + BLOCK).min(data.len());
+        if data[i..end].iter().all(|b| *b == 0) {
+            i = end;
+            continue;
+        }
+        let mut j = end;
+        while j < data.len() {
+            let next = (j + BLOCK).min(data.len());
+            if data[j..next].iter().all(|b| *b == 0) {
+                break;
+            }
+            j = next;
+        }
+        f.write_all_at(&data[i..j], offset + i as u64)?;
+        i = j;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

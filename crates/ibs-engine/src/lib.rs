@@ -19,6 +19,7 @@ pub mod progress;
 pub mod restore;
 pub mod retention;
 pub mod state;
+pub mod target;
 pub mod walk;
 
 pub use backup::{

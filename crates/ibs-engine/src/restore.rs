@@ -3,14 +3,27 @@
 //!
 //! Safety invariants:
 //! - Every path from a manifest is checked: relative, no empty, `.` or `..` component, no NUL.
-//! - Every directory on the way to an entry was created or checked (lstat: a real directory, never a
-//!   symlink) by this restore; symlinks are created only after every file and directory, so no write
-//!   can pass through a symlink the manifest planted.
-//! - A file is written to a temporary name (O_NOFOLLOW, O_EXCL) and renamed into place only after all
-//!   its chunks decrypted and verified: a damaged chunk never leaves wrong bytes under the file's name.
+//! - The target is reached only through directory handles ([`crate::target::TargetDir`]): the
+//!   target folder is opened once; each folder below it is created (`mkdirat`) and opened
+//!   (`O_NOFOLLOW|O_DIRECTORY`) relative to its parent's handle, and every file, temporary, rename,
+//!   symlink and metadata change is relative to a handle or applied to an open descriptor. A
+//!   symlink, file or other non-folder already where a folder goes (also at `TARGET/<source>`) is
+//!   refused with an error naming it, never followed; a file or symlink already where a file or
+//!   symlink goes is replaced by `renameat`, never followed. A folder swapped for a symlink while the
+//!   restore runs does not redirect anything: writes go on through the handle to the real folder,
+//!   and a folder reopened later (for symlinks and folder metadata) must be the very one (device and
+//!   inode) this restore created or checked, reached with `RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS`.
+//! - Every folder on the way to an entry was created or checked by this restore (it appears earlier in
+//!   the tree); symlinks are created only after every file and folder, so no write can pass through a
+//!   symlink the manifest planted.
+//! - A file is written to a temporary name (`O_CREAT|O_EXCL|O_NOFOLLOW`, in its folder) and renamed
+//!   into place only after all its chunks decrypted and verified, its mode, owner and times already
+//!   applied to the open descriptor: a damaged chunk never leaves wrong bytes under the file's name.
+//! - Folders are created 0700 and get their own mode, owner and times after their contents.
 
 use crate::chunkread::{read_chunks, KeyCache};
 use crate::progress::Progress;
+use crate::target::{apply_metadata, Folders, Metadata, TargetDir};
 use crate::EngineError;
 use ibs_repo::chunk::ChunkOpener;
 use ibs_repo::ids::{ChunkId, KeyId};
@@ -20,10 +33,9 @@ use ibs_repo::lock::{self, LockKind};
 use ibs_repo::pack::encoding;
 use ibs_repo::tree::{parse_header, EntryKind, TreeEntry};
 use ibs_repo::Repository;
-use std::collections::HashSet;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -74,9 +86,17 @@ const SPLIT_MIN: u64 = 16 << 20;
 /// A piece covers whole chunks and at least this many bytes (the last one may be shorter).
 const PIECE: u64 = 8 << 20;
 
+/// Where a file goes: its folder's handle and its name in it.
+struct Dest {
+    dir: Arc<TargetDir>,
+    name: OsString,
+    /// The full path, for messages only.
+    path: PathBuf,
+}
+
 enum Job {
     /// A whole file, restored by one worker.
-    File { entry: TreeEntry, dest: PathBuf },
+    File { entry: TreeEntry, dest: Dest },
     /// A range of a large file's chunks and the offset of its first byte; the worker that ends the
     /// last piece puts the file in place.
     Piece {
@@ -86,11 +106,11 @@ enum Job {
     },
 }
 
-/// A large file being restored in pieces, into its temporary name.
+/// A large file being restored in pieces, into its temporary name in its folder.
 struct SplitFile {
     entry: TreeEntry,
-    dest: PathBuf,
-    tmp: PathBuf,
+    dest: Dest,
+    tmp: OsString,
     file: std::fs::File,
     /// Pieces not yet ended.
     left: AtomicUsize,
@@ -117,6 +137,25 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .push(format!("{}: {e}", path.display()));
     }
+
+    /// A fresh temporary name (unique in this process; `O_EXCL` guards against anything else).
+    fn temp_name(&self) -> OsString {
+        format!(
+            ".ibs-restore-{}-{}",
+            std::process::id(),
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        )
+        .into()
+    }
+}
+
+fn metadata(e: &TreeEntry) -> Metadata {
+    Metadata {
+        mode: e.mode,
+        uid: e.uid,
+        gid: e.gid,
+        mtime_ns: e.mtime_ns,
+    }
 }
 
 pub async fn restore(
@@ -134,6 +173,7 @@ pub async fn restore(
         )
         .await?;
     let tree = manifest.open_tree(&data_key)?;
+    // Each source with the folder it goes to below the target: `None` is the target itself.
     let sources: Vec<_> = match &opts.source {
         Some(name) => {
             let s = tree
@@ -148,12 +188,12 @@ pub async fn restore(
                         names.join(", ")
                     ))
                 })?;
-            vec![(s.clone(), opts.target.clone())]
+            vec![(s.clone(), None)]
         }
         None => tree
             .sources
             .iter()
-            .map(|s| (s.clone(), opts.target.join(&s.name)))
+            .map(|s| (s.clone(), Some(OsString::from(&s.name))))
             .collect(),
     };
     for (s, _) in &sources {
@@ -193,15 +233,23 @@ pub async fn restore(
         opts.threads
     };
     let sh = shared.clone();
+    let target = opts.target.clone();
     let result = tokio::task::spawn_blocking(move || {
         let mut report = RestoreReport::default();
-        for (src, dest) in sources {
+        let root =
+            TargetDir::open_root(&target).map_err(|e| EngineError::Restore(e.to_string()))?;
+        for (src, sub) in sources {
             let ids = src
                 .tree
                 .iter()
                 .map(|h| ChunkId::from_hex(h))
                 .collect::<Result<Vec<_>, _>>()?;
-            restore_source(&sh, &ids, &dest, threads, &mut report)?;
+            let dest = match sub {
+                None => root.open_beneath(Path::new("")),
+                Some(name) => root.create_dir(&name, 0o700).map(|(d, _)| d),
+            }
+            .map_err(|e| EngineError::Restore(e.to_string()))?;
+            restore_source(&sh, &ids, dest, threads, &mut report)?;
         }
         Ok::<_, EngineError>(report)
     })
@@ -224,12 +272,10 @@ pub async fn restore(
 fn restore_source(
     sh: &Arc<Shared>,
     tree: &[ChunkId],
-    dest: &Path,
+    dest: TargetDir,
     threads: usize,
     report: &mut RestoreReport,
 ) -> Result<(), EngineError> {
-    std::fs::create_dir_all(dest)
-        .map_err(|e| EngineError::Restore(format!("cannot create {}: {e}", dest.display())))?;
     let (tx, rx) = crossbeam_channel::bounded::<Job>(threads * 4);
     let workers: Vec<_> = (0..threads)
         .map(|_| {
@@ -240,7 +286,7 @@ fn restore_source(
                     match job {
                         Job::File { entry, dest } => {
                             if let Err(e) = restore_file(&sh, &entry, &dest, &mut opener) {
-                                sh.error(&dest, e);
+                                sh.error(&dest.path, e);
                             }
                         }
                         Job::Piece {
@@ -256,7 +302,7 @@ fn restore_source(
     drop(rx);
 
     let mut seen = Seen {
-        verified: HashSet::from([dest.to_path_buf()]),
+        folders: Folders::new(dest),
         dirs: Vec::new(),
         links: Vec::new(),
     };
@@ -282,7 +328,7 @@ fn restore_source(
                     continue;
                 }
                 let entry = TreeEntry::parse_line(line).map_err(|e| e.to_string())?;
-                dispatch(sh, entry, dest, &mut seen, &tx, report)?;
+                dispatch(sh, entry, &mut seen, &tx, report)?;
             }
             pending.drain(..start);
             Ok(())
@@ -299,30 +345,42 @@ fn restore_source(
         ));
     }
     let Seen {
-        verified,
+        folders,
         dirs,
         links,
     } = seen;
-    for (path, e) in links {
-        match restore_symlink(&path, &e, dest, &verified) {
+    let root = folders.root();
+    for (rel, e) in links {
+        match restore_symlink(sh, &folders, &rel, &e) {
             Ok(()) => report.symlinks += 1,
-            Err(err) => report.errors.push(format!("{}: {err}", path.display())),
+            Err(err) => report
+                .errors
+                .push(format!("{}: {err}", root.path().join(&rel).display())),
         }
     }
-    for (path, e) in dirs.iter().rev() {
-        apply_metadata(path, e, false);
+    for (rel, e) in dirs.iter().rev() {
+        // Best effort, as for files; but a folder that is no longer the one restored is reported.
+        match folders.reopen(rel) {
+            Ok(dir) => {
+                let _ = apply_metadata(dir.fd(), &metadata(e));
+            }
+            Err(err) => report
+                .errors
+                .push(format!("folder metadata not applied: {err}")),
+        }
     }
     report.dirs += dirs.len() as u64;
     Ok(())
 }
 
-/// What the walking thread keeps while it reads a source's tree.
+/// What the walking thread keeps while it reads a source's tree. Paths are relative to the source's
+/// folder (`""` is that folder).
 struct Seen {
-    /// Directories this restore created or checked (lstat: a real directory, not a symlink).
-    verified: HashSet<PathBuf>,
-    /// Directories, for their metadata once their contents are in place.
+    /// Folders created or checked, and handles on the way to the last entry.
+    folders: Folders,
+    /// Folders, for their metadata once their contents are in place.
     dirs: Vec<(PathBuf, TreeEntry)>,
-    /// Symlinks, created after every file and directory.
+    /// Symlinks, created after every file and folder.
     links: Vec<(PathBuf, TreeEntry)>,
 }
 
@@ -330,22 +388,24 @@ struct Seen {
 fn dispatch(
     sh: &Shared,
     entry: TreeEntry,
-    dest: &Path,
     seen: &mut Seen,
     tx: &crossbeam_channel::Sender<Job>,
     report: &mut RestoreReport,
 ) -> Result<(), String> {
     let comps = safe_components(&entry.path)?;
-    let mut path = dest.to_path_buf();
-    for c in &comps {
-        path.push(c);
-    }
-    let parent = path.parent().unwrap_or(dest).to_path_buf();
-    if entry.kind == EntryKind::Dir && comps.is_empty() {
-        seen.dirs.push((path, entry));
-        return Ok(());
-    }
-    if !seen.verified.contains(&parent) {
+    let rel: PathBuf = comps.iter().collect();
+    let path = seen.folders.root().path().join(&rel);
+    let (Some(name), Some(parent)) = (comps.last(), rel.parent()) else {
+        if entry.kind == EntryKind::Dir {
+            seen.dirs.push((rel, entry));
+            return Ok(());
+        }
+        return Err(format!(
+            "{}: the source's own entry is not a directory (unsafe or malformed manifest)",
+            path.display()
+        ));
+    };
+    if !seen.folders.is_verified(parent) {
         return Err(format!(
             "{}: its parent directory is not part of the restore (unsafe or malformed manifest)",
             path.display()
@@ -360,32 +420,28 @@ fn dispatch(
     }
     match entry.kind {
         EntryKind::Dir => {
-            match std::fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return Err(format!(
-                        "{}: exists and is not a directory; refusing to restore through it",
-                        path.display()
-                    ))
-                }
-                Err(_) => {
-                    std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?
-                }
-            }
-            seen.verified.insert(path.clone());
-            seen.dirs.push((path, entry));
+            seen.folders
+                .create(&rel, 0o700)
+                .map_err(|e| e.to_string())?;
+            seen.dirs.push((rel, entry));
         }
-        EntryKind::Symlink => seen.links.push((path, entry)),
+        EntryKind::Symlink => seen.links.push((rel, entry)),
         EntryKind::File => {
+            let parent = seen.folders.get(parent).map_err(|e| e.to_string())?;
             let stopped = |_| "restore workers stopped".to_string();
+            let dest = Dest {
+                dir: parent,
+                name: name.to_os_string(),
+                path,
+            };
             match pieces(&sh.index, &entry) {
-                None => tx.send(Job::File { entry, dest: path }).map_err(stopped)?,
-                Some(pieces) => match create_temp(sh, &path) {
-                    Err(e) => sh.error(&path, e),
+                None => tx.send(Job::File { entry, dest }).map_err(stopped)?,
+                Some(pieces) => match create_temp(sh, &dest.dir) {
+                    Err(e) => sh.error(&dest.path, e),
                     Ok((tmp, file)) => {
                         let file = Arc::new(SplitFile {
                             entry,
-                            dest: path,
+                            dest,
                             tmp,
                             file,
                             left: AtomicUsize::new(pieces.len()),
@@ -432,21 +488,15 @@ fn pieces(index: &Index, e: &TreeEntry) -> Option<Vec<(std::ops::Range<usize>, u
     (offset == e.size && out.len() > 1).then_some(out)
 }
 
-/// Creates the temporary file `dest` is restored into (beside it; renamed over it at the end).
-fn create_temp(sh: &Shared, dest: &Path) -> Result<(PathBuf, std::fs::File), String> {
-    let dir = dest.parent().ok_or("no parent")?;
-    let tmp = dir.join(format!(
-        ".ibs-restore-{}-{}",
-        std::process::id(),
-        sh.seq.fetch_add(1, Ordering::Relaxed)
-    ));
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .map_err(|err| format!("cannot create a temporary file in {}: {err}", dir.display()))?;
+/// Creates the temporary file a file of `dir` is restored into (renamed over its name at the end).
+fn create_temp(sh: &Shared, dir: &TargetDir) -> Result<(OsString, std::fs::File), String> {
+    let tmp = sh.temp_name();
+    let file = dir.create_file(&tmp, 0o600).map_err(|err| {
+        format!(
+            "cannot create a temporary file in {}: {err}",
+            dir.path().display()
+        )
+    })?;
     Ok((tmp, file))
 }
 
@@ -466,7 +516,8 @@ fn write_chunks(
         chunks,
         opener,
         |data| {
-            write_sparse(file, offset, data).map_err(|err| format!("write: {err}"))?;
+            crate::fileio::write_sparse(file, offset, data)
+                .map_err(|err| format!("write: {err}"))?;
             offset += data.len() as u64;
             sh.progress.add_bytes(data.len() as u64);
             Ok(())
@@ -496,16 +547,24 @@ fn restore_piece(
         Some(e) => Err(e),
         None => f.file.set_len(f.entry.size).map_err(|e| e.to_string()),
     };
-    if let Err(e) = result.and_then(|()| put_in_place(sh, &f.entry, &f.tmp, &f.dest)) {
-        let _ = std::fs::remove_file(&f.tmp);
-        sh.error(&f.dest, e);
+    if let Err(e) = result.and_then(|()| put_in_place(sh, &f.entry, &f.file, &f.tmp, &f.dest)) {
+        let _ = f.dest.dir.remove_file(&f.tmp);
+        sh.error(&f.dest.path, e);
     }
 }
 
-/// Gives a fully written temporary file its metadata and its name.
-fn put_in_place(sh: &Shared, e: &TreeEntry, tmp: &Path, dest: &Path) -> Result<(), String> {
-    apply_metadata(tmp, e, false);
-    std::fs::rename(tmp, dest).map_err(|err| format!("rename into place: {err}"))?;
+/// Gives a fully written temporary file its metadata (through its open descriptor) and its name.
+fn put_in_place(
+    sh: &Shared,
+    e: &TreeEntry,
+    file: &std::fs::File,
+    tmp: &OsStr,
+    dest: &Dest,
+) -> Result<(), String> {
+    let _ = apply_metadata(file.as_fd(), &metadata(e));
+    dest.dir
+        .rename(tmp, &dest.dir, &dest.name)
+        .map_err(|err| format!("rename into place: {err}"))?;
     sh.files.fetch_add(1, Ordering::Relaxed);
     sh.bytes.fetch_add(e.size, Ordering::Relaxed);
     sh.progress.add_file();
@@ -515,10 +574,10 @@ fn put_in_place(sh: &Shared, e: &TreeEntry, tmp: &Path, dest: &Path) -> Result<(
 fn restore_file(
     sh: &Shared,
     e: &TreeEntry,
-    dest: &Path,
+    dest: &Dest,
     opener: &mut ChunkOpener,
 ) -> Result<(), String> {
-    let (tmp, file) = create_temp(sh, dest)?;
+    let (tmp, file) = create_temp(sh, &dest.dir)?;
     let result = write_chunks(sh, &file, &e.chunks, 0, opener).and_then(|end| {
         if end != e.size {
             return Err(format!(
@@ -528,78 +587,34 @@ fn restore_file(
         }
         file.set_len(end).map_err(|err| err.to_string())
     });
-    drop(file);
-    if let Err(err) = result.and_then(|()| put_in_place(sh, e, &tmp, dest)) {
-        let _ = std::fs::remove_file(&tmp);
+    if let Err(err) = result.and_then(|()| put_in_place(sh, e, &file, &tmp, dest)) {
+        let _ = dest.dir.remove_file(&tmp);
         return Err(err);
     }
     Ok(())
 }
 
-/// Writes `data` at `offset`, skipping 4 KiB blocks that are all zero so they stay holes.
-fn write_sparse(f: &std::fs::File, offset: u64, data: &[u8]) -> std::io::Result<()> {
-    const BLOCK: usize = 4096;
-    let mut i = 0;
-    while i < data.len() {
-        let end = (i + BLOCK).min(data.len());
-        if data[i..end].iter().all(|b| *b == 0) {
-            i = end;
-            continue;
-        }
-        let mut j = end;
-        while j < data.len() {
-            let next = (j + BLOCK).min(data.len());
-            if data[j..next].iter().all(|b| *b == 0) {
-                break;
-            }
-            j = next;
-        }
-        f.write_all_at(&data[i..j], offset + i as u64)?;
-        i = j;
-    }
-    Ok(())
-}
-
+/// Creates the symlink `rel` in its (reopened, verified) folder: under a temporary name with its
+/// owner and times, then renamed over whatever non-folder is at its name.
 fn restore_symlink(
-    path: &Path,
+    sh: &Shared,
+    folders: &Folders,
+    rel: &Path,
     e: &TreeEntry,
-    dest: &Path,
-    verified: &HashSet<PathBuf>,
 ) -> Result<(), String> {
-    let parent = path.parent().unwrap_or(dest);
-    if !verified.contains(parent) {
-        return Err("parent directory is not part of the restore".into());
-    }
-    // The parent must still be a real directory (nothing swapped it for a link meanwhile).
-    match std::fs::symlink_metadata(parent) {
-        Ok(m) if m.is_dir() => {}
-        _ => return Err("parent is no longer a directory".into()),
-    }
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return Err("a symlink cannot be the source itself".into());
+    };
+    let dir = folders.reopen(parent).map_err(|err| err.to_string())?;
     let target = e.target.as_deref().ok_or("symlink without a target")?;
-    if let Ok(m) = std::fs::symlink_metadata(path) {
-        if m.is_dir() {
-            return Err("a directory exists where the symlink goes".into());
-        }
-        std::fs::remove_file(path).map_err(|err| err.to_string())?;
+    if dir.kind_of(name).map_err(|err| err.to_string())? == Some(rustix::fs::FileType::Directory) {
+        return Err("a directory exists where the symlink goes".into());
     }
-    std::os::unix::fs::symlink(OsStr::from_bytes(target), path).map_err(|err| err.to_string())?;
-    apply_metadata(path, e, true);
-    Ok(())
-}
-
-/// Best-effort mode, owner (root only) and mtime.
-fn apply_metadata(path: &Path, e: &TreeEntry, is_link: bool) {
-    let mtime = filetime::FileTime::from_unix_time(
-        e.mtime_ns.div_euclid(1_000_000_000),
-        e.mtime_ns.rem_euclid(1_000_000_000) as u32,
-    );
-    if nix::unistd::geteuid().is_root() {
-        let _ = std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid));
-    }
-    if is_link {
-        let _ = filetime::set_symlink_file_times(path, mtime, mtime);
-        return;
-    }
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(e.mode & 0o7777));
-    let _ = filetime::set_file_times(path, mtime, mtime);
+    let tmp = sh.temp_name();
+    dir.symlink(target, &tmp).map_err(|err| err.to_string())?;
+    let _ = dir.set_link_metadata(&tmp, &metadata(e));
+    dir.rename(&tmp, &dir, name).map_err(|err| {
+        let _ = dir.remove_file(&tmp);
+        err.to_string()
+    })
 }

@@ -149,3 +149,163 @@ async fn device_and_other_special_entries_are_refused() {
     }
     outside_untouched(&env.path("outside"));
 }
+
+/// A real backup of a small tree under source `data`: `a/b/c.txt`, `f.txt` (0600), `g.txt`, and
+/// the symlink `l -> f.txt`.
+async fn data_backup(env: &Env) -> String {
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("a/b")).unwrap();
+    std::fs::write(src.join("a/b/c.txt"), b"deep").unwrap();
+    std::fs::write(src.join("f.txt"), b"restored f").unwrap();
+    std::fs::set_permissions(
+        src.join("f.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::write(src.join("g.txt"), b"restored g").unwrap();
+    std::os::unix::fs::symlink("f.txt", src.join("l")).unwrap();
+    backup(env, &[("data", &src)]).await.catalog.backup_id
+}
+
+fn outside_with_keep(env: &Env) -> std::path::PathBuf {
+    let outside = env.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("keep"), b"k").unwrap();
+    outside
+}
+
+#[tokio::test]
+async fn a_symlink_planted_at_target_source_is_not_followed() {
+    // A whole-backup restore puts source `data` in `TARGET/data`; someone planted `data -> outside`.
+    let env = env().await;
+    let id = data_backup(&env).await;
+    let outside = outside_with_keep(&env);
+    let target = env.path("target");
+    std::fs::create_dir_all(&target).unwrap();
+    std::os::unix::fs::symlink(&outside, target.join("data")).unwrap();
+    let r = restore(&env, &id, &target, None).await;
+    outside_untouched(&outside);
+    let err = r.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "{}: exists and is not a directory",
+            target.join("data").display()
+        )),
+        "{err}"
+    );
+    assert!(std::fs::symlink_metadata(target.join("data"))
+        .unwrap()
+        .is_symlink());
+}
+
+#[tokio::test]
+async fn a_symlink_planted_at_a_deeper_folder_is_not_followed() {
+    let env = env().await;
+    let id = data_backup(&env).await;
+    let outside = outside_with_keep(&env);
+    let target = env.path("target");
+    std::fs::create_dir_all(target.join("data/a")).unwrap();
+    std::os::unix::fs::symlink(&outside, target.join("data/a/b")).unwrap();
+    let r = restore(&env, &id, &target, None).await;
+    outside_untouched(&outside);
+    let err = r.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "{}: exists and is not a directory (it is a symlink)",
+            target.join("data/a/b").display()
+        )),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn links_planted_where_files_go_are_replaced_not_followed() {
+    // `f.txt -> outside/keep`, `g.txt` a hard link to `outside/keep`, `l -> outside`: each name is
+    // replaced by the restored entry; `outside/keep` keeps its bytes and its mode.
+    use std::os::unix::fs::PermissionsExt;
+    let env = env().await;
+    let id = data_backup(&env).await;
+    let outside = outside_with_keep(&env);
+    let keep = outside.join("keep");
+    std::fs::set_permissions(&keep, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let data = env.path("target/data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::os::unix::fs::symlink(&keep, data.join("f.txt")).unwrap();
+    std::fs::hard_link(&keep, data.join("g.txt")).unwrap();
+    std::os::unix::fs::symlink(&outside, data.join("l")).unwrap();
+    let r = restore(&env, &id, &env.path("target"), None).await.unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    outside_untouched(&outside);
+    assert_eq!(std::fs::read(&keep).unwrap(), b"k");
+    assert_eq!(
+        std::fs::metadata(&keep).unwrap().permissions().mode() & 0o7777,
+        0o644
+    );
+    let f = std::fs::symlink_metadata(data.join("f.txt")).unwrap();
+    assert!(f.is_file());
+    assert_eq!(f.permissions().mode() & 0o7777, 0o600);
+    assert_eq!(std::fs::read(data.join("f.txt")).unwrap(), b"restored f");
+    assert_eq!(std::fs::read(data.join("g.txt")).unwrap(), b"restored g");
+    assert_eq!(
+        std::fs::read_link(data.join("l")).unwrap(),
+        std::path::Path::new("f.txt")
+    );
+}
+
+#[tokio::test]
+async fn entries_through_a_symlink_entry_of_the_same_tree_are_refused() {
+    let env = env().await;
+    let outside = outside_with_keep(&env);
+    let link = |path: &[u8]| {
+        let mut l = entry(path, EntryKind::Symlink);
+        l.target = Some(outside.to_string_lossy().as_bytes().to_vec());
+        l
+    };
+    // A folder (and a file in it) below a symlink entry.
+    let entries = vec![
+        entry(b"", EntryKind::Dir),
+        link(b"lnk"),
+        entry(b"lnk/sub", EntryKind::Dir),
+        entry(b"lnk/sub/pwned", EntryKind::File),
+    ];
+    let id = crafted_backup(&env, &entries, &[(b"lnk/sub/pwned", b"evil")]).await;
+    let err = restore(&env, &id, &env.path("t1"), Some("evil"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("parent directory is not part of the restore"),
+        "{err}"
+    );
+    // The source's own entry as a symlink.
+    let entries = vec![link(b""), entry(b"pwned", EntryKind::File)];
+    let id = crafted_backup(&env, &entries, &[(b"pwned", b"evil")]).await;
+    let err = restore(&env, &id, &env.path("t2"), Some("evil"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the source's own entry is not a directory"),
+        "{err}"
+    );
+    // A symlink entry with the name of a folder of the same tree: the folder and its file stay, the
+    // symlink is reported.
+    let entries = vec![
+        entry(b"", EntryKind::Dir),
+        entry(b"d", EntryKind::Dir),
+        link(b"d"),
+        entry(b"d/f", EntryKind::File),
+    ];
+    let id = crafted_backup(&env, &entries, &[(b"d/f", b"inside")]).await;
+    let t3 = env.path("t3");
+    let r = restore(&env, &id, &t3, Some("evil")).await.unwrap();
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.contains("a directory exists where the symlink goes")),
+        "{:?}",
+        r.errors
+    );
+    assert_eq!(std::fs::read(t3.join("d/f")).unwrap(), b"inside");
+    outside_untouched(&outside);
+}

@@ -55,6 +55,33 @@ fn missing_source_path_fails_and_records_nothing() {
 }
 
 #[test]
+fn restore_refuses_a_symlink_planted_at_target_source_and_writes_nothing_outside() {
+    // Someone who can write into the restore target planted `TARGET/data -> outside`.
+    let (fx, src, id) = repo_with_backup();
+    let outside = fx.path("outside");
+    write(&outside.join("keep"), b"k");
+    let t = fx.path("t");
+    std::fs::create_dir_all(&t).unwrap();
+    std::os::unix::fs::symlink(&outside, t.join("data")).unwrap();
+    fx.restore_cmd(&id, &t, &[&shared_cert(0).pfx])
+        .run()
+        .code(1)
+        .stderr_has(&format!(
+            "{}: exists and is not a directory (it is a symlink)",
+            t.join("data").display()
+        ));
+    let names: Vec<_> = std::fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["keep"], "nothing may be written outside the target");
+    assert!(std::fs::symlink_metadata(t.join("data"))
+        .unwrap()
+        .is_symlink());
+    assert_restores(&fx, &id, &src, "after a planted symlink");
+}
+
+#[test]
 fn source_without_equals_is_a_usage_error() {
     let (fx, src, id) = repo_with_backup();
     let out = fx
