@@ -13,6 +13,7 @@ pub mod damage;
 pub mod delta;
 pub mod exclude;
 pub mod fileio;
+pub mod folders;
 pub mod keyops;
 mod packing;
 pub mod progress;

@@ -22,8 +22,9 @@
 //! - Folders are created 0700 and get their own mode, owner and times after their contents.
 
 use crate::chunkread::{read_chunks, KeyCache};
+use crate::folders::Folders;
 use crate::progress::Progress;
-use crate::target::{apply_metadata, Folders, Metadata, TargetDir};
+use crate::target::{apply_metadata, Metadata, TargetDir};
 use crate::EngineError;
 use ibs_repo::chunk::ChunkOpener;
 use ibs_repo::ids::{ChunkId, KeyId};

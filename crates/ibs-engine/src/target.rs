@@ -6,8 +6,9 @@
 //! `O_NOFOLLOW`, or several at once with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (a
 //! per-component `O_NOFOLLOW` walk where the kernel lacks `openat2`). Files, folders, symlinks,
 //! hard links, FIFOs and devices are created, and renamed, relative to a handle; modes, owners and
-//! times are applied to an open descriptor ([`apply_metadata`]), or, for a symlink, by name relative
-//! to its folder's handle without following it ([`TargetDir::set_link_metadata`]).
+//! times are applied to an open descriptor ([`apply_metadata`]; a FIFO is opened for that with
+//! [`TargetDir::open_fifo`]), or, for a symlink, by name relative to its folder's handle without
+//! following it ([`TargetDir::set_link_metadata`]).
 //!
 //! Invariants:
 //! - No operation here resolves a symlink below the root: a symlink (or any non-directory) where a
@@ -18,19 +19,17 @@
 //!   symlink in its place, writes through the handle still land in the (moved) folder, which is
 //!   below the root unless someone who can already write there moved it out.
 //! - [`DirId`] (device, inode) lets a caller check that a folder reopened later is the very one it
-//!   created or checked before.
+//!   created or checked before ([`crate::folders::Folders`] does).
 
 use rustix::fs::{
     self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps,
 };
 use rustix::io::Errno;
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 /// A failed operation on the restore target, naming the path it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -362,6 +361,20 @@ impl TargetDir {
             .map_err(io("create fifo", self.child(name)))
     }
 
+    /// Opens the FIFO `name` (`O_RDONLY|O_NONBLOCK|O_NOFOLLOW`: returns at once, never through a
+    /// symlink) so that its metadata can be applied to the descriptor; anything else there is refused.
+    pub fn open_fifo(&self, name: &OsStr) -> Result<File, TargetError> {
+        check_name(name, &self.path)?;
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rfs::openat(&self.fd, name, flags, Mode::empty())
+            .map_err(io("open fifo", self.child(name)))?;
+        let st = rfs::fstat(&fd).map_err(io("stat", self.child(name)))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::Fifo {
+            return Err(io("open fifo", self.child(name))(Errno::INVAL));
+        }
+        Ok(File::from(fd))
+    }
+
     /// Creates the device or socket node `name` (fails if `name` exists; devices need root).
     pub fn mknod(
         &self,
@@ -400,100 +413,6 @@ impl TargetDir {
         owner
             .and(times)
             .map_err(io("set metadata of", self.child(name)))
-    }
-}
-
-/// At most this many handles of [`Folders`] stay open (besides the root's).
-const OPEN_MAX: usize = 64;
-
-/// The folders of one restored tree, by path relative to its root folder (`""` is the root): which
-/// were created or checked, with the identity of the folder found there, and open handles of the
-/// folders on the way to the last one asked for.
-#[derive(Debug)]
-pub struct Folders {
-    verified: HashMap<PathBuf, DirId>,
-    /// Each entry an ancestor of the next; the root's is first and stays.
-    open: Vec<(PathBuf, Arc<TargetDir>)>,
-}
-
-impl Folders {
-    pub fn new(root: TargetDir) -> Folders {
-        Folders {
-            verified: HashMap::from([(PathBuf::new(), root.id())]),
-            open: vec![(PathBuf::new(), Arc::new(root))],
-        }
-    }
-
-    pub fn root(&self) -> &Arc<TargetDir> {
-        &self.open[0].1
-    }
-
-    /// Whether `rel` is a folder this restore created or checked.
-    pub fn is_verified(&self, rel: &Path) -> bool {
-        self.verified.contains_key(rel)
-    }
-
-    /// Creates the folder `rel` (or checks the real folder there) with `mode`, in its parent, which
-    /// must be verified; records it and returns its handle.
-    pub fn create(&mut self, rel: &Path, mode: u32) -> Result<Arc<TargetDir>, TargetError> {
-        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
-            return Err(TargetError::BadPath {
-                path: self.root().path().join(rel),
-            });
-        };
-        let (dir, _) = self.get(parent)?.create_dir(name, mode)?;
-        let dir = Arc::new(dir);
-        self.verified.insert(rel.to_path_buf(), dir.id());
-        self.push(rel.to_path_buf(), dir.clone());
-        Ok(dir)
-    }
-
-    /// The handle of the verified folder `rel`: an open one, or opened below the nearest open
-    /// ancestor one `O_NOFOLLOW` component at a time, each checked to be the folder verified there.
-    pub fn get(&mut self, rel: &Path) -> Result<Arc<TargetDir>, TargetError> {
-        while self.open.len() > 1 && !rel.starts_with(&self.open[self.open.len() - 1].0) {
-            self.open.pop();
-        }
-        let (base, mut dir) = self.open[self.open.len() - 1].clone();
-        let mut cur = base.clone();
-        for c in rel.strip_prefix(&base).unwrap_or(rel).components() {
-            cur.push(c);
-            let want = *self
-                .verified
-                .get(&cur)
-                .ok_or_else(|| TargetError::NotInRestore {
-                    path: self.root().path().join(&cur),
-                })?;
-            let next = dir.open_dir(c.as_os_str())?;
-            if next.id() != want {
-                return Err(TargetError::Replaced { path: next.path });
-            }
-            dir = Arc::new(next);
-            self.push(cur.clone(), dir.clone());
-        }
-        Ok(dir)
-    }
-
-    fn push(&mut self, rel: PathBuf, dir: Arc<TargetDir>) {
-        if self.open.len() > OPEN_MAX {
-            self.open.remove(1);
-        }
-        self.open.push((rel, dir));
-    }
-
-    /// Opens the verified folder `rel` afresh from the root (`RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS`)
-    /// and checks it is the very folder verified there.
-    pub fn reopen(&self, rel: &Path) -> Result<TargetDir, TargetError> {
-        let path = || self.root().path().join(rel);
-        let want = *self
-            .verified
-            .get(rel)
-            .ok_or_else(|| TargetError::NotInRestore { path: path() })?;
-        let dir = self.root().open_beneath(rel)?;
-        if dir.id() != want {
-            return Err(TargetError::Replaced { path: path() });
-        }
-        Ok(dir)
     }
 }
 
@@ -595,31 +514,6 @@ mod tests {
     }
 
     #[test]
-    fn folders_reopen_only_the_folder_they_verified() {
-        let (t, root) = setup();
-        let mut f = Folders::new(root);
-        f.create(Path::new("n"), 0o700).unwrap();
-        f.create(Path::new("n/m"), 0o700).unwrap();
-        assert!(f.is_verified(Path::new("n/m")));
-        assert!(matches!(
-            f.create(Path::new("x/y"), 0o700),
-            Err(TargetError::NotInRestore { .. })
-        ));
-        f.get(Path::new("")).unwrap();
-        // Swap `n` for another real folder: reopening by path finds it, and refuses it.
-        std::fs::rename(t.path().join("root/n"), t.path().join("root/n2")).unwrap();
-        std::fs::create_dir_all(t.path().join("root/n/m")).unwrap();
-        assert!(matches!(
-            f.reopen(Path::new("n/m")),
-            Err(TargetError::Replaced { .. })
-        ));
-        assert!(matches!(
-            f.get(Path::new("n/m")),
-            Err(TargetError::Replaced { .. })
-        ));
-    }
-
-    #[test]
     fn a_handle_keeps_its_folder_when_the_path_is_swapped_for_a_symlink() {
         let (t, root) = setup();
         let b = root.open_beneath(Path::new("a/b")).unwrap();
@@ -627,6 +521,19 @@ mod tests {
         symlink(t.path().join("outside"), t.path().join("root/a/b")).unwrap();
         b.create_file(OsStr::new("f"), 0o600).unwrap();
         b.mkfifo(OsStr::new("p"), 0o600).unwrap();
+        let fifo = b.open_fifo(OsStr::new("p")).unwrap();
+        let m = Metadata {
+            mode: 0o640,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+        };
+        apply_metadata(fifo.as_fd(), &m).unwrap();
+        assert!(b.open_fifo(OsStr::new("f")).is_err());
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let p = std::fs::symlink_metadata(t.path().join("root/moved/p")).unwrap();
+        assert!(p.file_type().is_fifo());
+        assert_eq!(p.mode() & 0o7777, 0o640);
         b.hard_link(OsStr::new("f"), &b, OsStr::new("g")).unwrap();
         b.symlink(b"/etc", OsStr::new("l")).unwrap();
         assert!(t.path().join("root/moved/f").is_file());
