@@ -14,6 +14,7 @@ pub mod delta;
 pub mod exclude;
 pub mod fileio;
 pub mod keyops;
+pub mod keysel;
 mod packing;
 pub mod progress;
 pub mod restore;
