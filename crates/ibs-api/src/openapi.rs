@@ -37,7 +37,7 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     (
         "/api/v1/backups/{id}/restore",
         "post",
-        "Restore a backup or one component (pfx used in memory only)",
+        "Restore a backup or one component {component?, target, force?, pfx: base64, pfx_password, more_pfx?: [{pfx, pfx_password}]} (pfx files used in memory only)",
         "admin",
     ),
     (

@@ -81,7 +81,7 @@ pub async fn first_start(
 ) -> Result<BootstrapReport> {
     let now = ctl.now();
     let certs = data_dir.join("certs");
-    std::fs::create_dir_all(&certs).map_err(io(&certs))?;
+    ibs_engine::state::private_dir(&certs).map_err(|e| ControllerError::Internal(e.to_string()))?;
     let host = ibs_repo::lock::hostname();
     let bits = opts.key_bits;
     let identity = tokio::task::spawn_blocking(move || {
@@ -96,7 +96,7 @@ pub async fn first_start(
     let cer = certs.join("ibs-backup.cer");
     let pfx = certs.join("ibs-backup.pfx");
     let pw_file = certs.join("ibs-backup.pfx.password");
-    std::fs::write(&cer, identity.certificate().der()).map_err(io(&cer))?;
+    write_private(&cer, identity.certificate().der())?;
     let pfx_bytes = identity
         .to_pfx(&password)
         .map_err(|e| ControllerError::Internal(e.to_string()))?;

@@ -129,6 +129,32 @@ where
     tokio::task::spawn_blocking(move || rt.block_on(make()))
 }
 
+/// Makes the data folder private to the daemon's user: the folder and its `state` (the writer
+/// state), `certs`, `tmp` and `reports` folders 0700 with everything in them 0600, and every file directly in
+/// it (database, secret key, tokens) 0600. What an older ibs created wider is tightened here.
+/// Other folders (the embedded sample source, the embedded location `backups`) are left as they
+/// are: they hold the operator's data, not the controller's.
+pub fn secure_data_dir(data: &std::path::Path) -> Result<()> {
+    let private = |p: &std::path::Path| {
+        ibs_engine::state::private_dir(p)
+            .map_err(|e| ControllerError::Internal(format!("creating {}: {e}", p.display())))
+    };
+    private(data)?;
+    private(&data.join("state"))?;
+    private(&data.join("tmp"))?;
+    for sub in ["state", "certs", "tmp", "reports"] {
+        ibs_engine::state::tighten_tree(&data.join(sub));
+    }
+    if let Ok(entries) = std::fs::read_dir(data) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_file()) {
+                ibs_engine::state::tighten(&e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Controller {
     /// Opens the controller: marks jobs left Running by a crash as Interrupted, stores config-file
     /// components, and starts the schedule if there is none.
@@ -150,9 +176,7 @@ impl Controller {
             opts.db
                 .set_meta(scheduler::META_KEY, &ScheduleState::starting_now(now))?;
         }
-        std::fs::create_dir_all(opts.data_dir.join("state")).map_err(|e| {
-            ControllerError::Internal(format!("creating {}: {e}", opts.data_dir.display()))
-        })?;
+        secure_data_dir(&opts.data_dir)?;
         let alerts = Alerts::new(opts.db.clone(), opts.alert_sink.clone());
         Ok(Controller {
             inner: Arc::new(Inner {

@@ -78,7 +78,29 @@ pub struct Db {
 }
 
 impl Db {
+    /// Opens (or creates) the database. The file and its WAL companions are owner-only (0600):
+    /// a new file is created so before SQLite opens it (SQLite gives `-wal` and `-shm` the
+    /// database file's mode), and an existing one is tightened.
     pub fn open(path: &Path) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Err(e) = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(crate::ControllerError::Internal(format!(
+                    "{}: {e}",
+                    path.display()
+                )));
+            }
+        }
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            ibs_engine::state::tighten(Path::new(&p));
+        }
         let conn = Connection::open(path)?;
         Self::setup(conn)
     }

@@ -1,6 +1,7 @@
-//! Executes a restore job: a whole backup or one component, into a target folder. The .pfx and its
-//! password arrive in the request, are parsed into a private identity in memory, and are dropped
-//! when the job ends: they are never stored, logged or put in the job record.
+//! Executes a restore job: a whole backup or one component, into a target folder. The .pfx files
+//! and their passwords arrive in the request (several after a certificate rotation: a backup from
+//! before it needs the old certificate's), are parsed into private identities in memory, and are
+//! dropped when the job ends: they are never stored, logged or put in the job record.
 //!
 //! Where things go: with `component`, a `files` component with one path is restored directly into
 //! the target (several paths: `TARGET/NAME-n`); without it, each `files` component goes to
@@ -26,7 +27,19 @@ use ibs_repo::keyring::Unlock;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// A restore request. `Debug` never shows the .pfx or its password.
+/// A further .pfx and its password. `Debug` shows neither.
+pub struct PfxKey {
+    pub pfx: Vec<u8>,
+    pub password: String,
+}
+
+impl std::fmt::Debug for PfxKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PfxKey(..)")
+    }
+}
+
+/// A restore request. `Debug` never shows a .pfx or its password.
 pub struct RestoreRequest {
     pub component: Option<String>,
     /// A folder; for one service component: a database URL (postgres, mariadb), a Redis data
@@ -36,6 +49,9 @@ pub struct RestoreRequest {
     pub force: bool,
     pub pfx: Vec<u8>,
     pub pfx_password: String,
+    /// Further .pfx files, each with its own password: every data key a backup needs is opened
+    /// with whichever of them it is wrapped for.
+    pub more_keys: Vec<PfxKey>,
 }
 
 impl std::fmt::Debug for RestoreRequest {
@@ -44,6 +60,7 @@ impl std::fmt::Debug for RestoreRequest {
             .field("component", &self.component)
             .field("target", &self.target)
             .field("force", &self.force)
+            .field("pfx_count", &(1 + self.more_keys.len()))
             .finish_non_exhaustive()
     }
 }
@@ -125,8 +142,13 @@ impl Controller {
             }
             None => {}
         }
-        let identity = PrivateIdentity::from_pfx(&req.pfx, &req.pfx_password)
-            .map_err(|e| ControllerError::invalid("pfx", e.to_string()))?;
+        let mut identities = vec![PrivateIdentity::from_pfx(&req.pfx, &req.pfx_password)
+            .map_err(|e| ControllerError::invalid("pfx", e.to_string()))?];
+        for (i, k) in req.more_keys.iter().enumerate() {
+            identities.push(PrivateIdentity::from_pfx(&k.pfx, &k.password).map_err(|e| {
+                ControllerError::invalid("more_pfx", format!(".pfx {} of more_pfx: {e}", i + 1))
+            })?);
+        }
         let now = self.now();
         let job_id = format!("restore-{}", ibs_repo::clock::new_backup_id(now));
         let guard = self.take_gate(&job_id, "restore")?;
@@ -166,7 +188,7 @@ impl Controller {
         let job2 = job.clone();
         let handle = crate::controller::spawn_job(move || async move {
             let _guard = guard;
-            let unlock = Arc::new(Unlock::Identities(vec![identity]));
+            let unlock = Arc::new(Unlock::Identities(identities));
             run(&ctl, job2, unlock, target, single, force, progress).await;
         });
         Ok((job, handle))

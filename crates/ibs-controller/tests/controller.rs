@@ -352,6 +352,7 @@ async fn restore_files_and_command_components_and_exclusion() {
         force: false,
         pfx: pfx.clone(),
         pfx_password: "pw".into(),
+        more_keys: Vec::new(),
     };
     // A bad password is refused before any job exists.
     let mut wrong = req(None, out_dir.path().join("x"));
@@ -658,6 +659,7 @@ async fn files_excludes_are_applied_and_bad_patterns_refused() {
         force: false,
         pfx,
         pfx_password: "pw".into(),
+        more_keys: Vec::new(),
     };
     let (r, h) = t.ctl.start_restore(&b.id, req, "admin").unwrap();
     h.await.unwrap();
@@ -672,4 +674,71 @@ async fn files_excludes_are_applied_and_bad_patterns_refused() {
         panic!("a bad exclude pattern must be refused")
     };
     assert!(err.to_string().contains("exclude"), "{err}");
+}
+
+/// Issue 13 finding 9: a data folder an older ibs left with default modes (0755 folders, 0644
+/// database, writer state and certificate files) is made owner-only when the daemon opens it;
+/// the operator's own folders inside it (the embedded sample) are left alone.
+#[test]
+fn opening_an_old_data_folder_tightens_its_modes() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let loose = |p: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    for d in ["state/abc/delta", "certs", "tmp/job", "sample"] {
+        std::fs::create_dir_all(data.join(d)).unwrap();
+    }
+    let files = [
+        "admin-token",
+        "secret.key",
+        "state/abc/writer.json",
+        "state/abc/files-cache.sqlite",
+        "state/abc/delta/pg.sig",
+        "certs/ibs-backup.pfx",
+        "tmp/job/export.sql",
+    ];
+    for f in files {
+        std::fs::write(data.join(f), b"x").unwrap();
+        loose(&data.join(f), 0o644);
+    }
+    std::fs::write(data.join("sample/notes.txt"), b"operator data").unwrap();
+    loose(&data.join("sample/notes.txt"), 0o644);
+    for d in [
+        "",
+        "state",
+        "state/abc",
+        "state/abc/delta",
+        "certs",
+        "tmp",
+        "tmp/job",
+        "sample",
+    ] {
+        loose(&data.join(d), 0o755);
+    }
+    let db = ibs_controller::db::Db::open(&data.join("state.sqlite")).unwrap();
+    drop(db);
+    ibs_controller::controller::secure_data_dir(&data).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for f in files.iter().chain(&["state.sqlite"]) {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+    for d in [
+        "",
+        "state",
+        "state/abc",
+        "state/abc/delta",
+        "certs",
+        "tmp",
+        "tmp/job",
+    ] {
+        assert_eq!(mode(&data.join(d)), 0o700, "{d:?}");
+    }
+    assert_eq!(
+        mode(&data.join("sample")),
+        0o755,
+        "the operator's folder is left alone"
+    );
+    assert_eq!(mode(&data.join("sample/notes.txt")), 0o644);
 }

@@ -269,6 +269,7 @@ async fn the_next_backup_heals_what_the_sources_still_have() {
             force: false,
             pfx: testing::identity().to_pfx("pw").unwrap(),
             pfx_password: "pw".into(),
+            more_keys: Vec::new(),
         };
         let (r, h) = f.t.ctl.start_restore(&b2.id, req, "test").unwrap();
         h.await.unwrap();

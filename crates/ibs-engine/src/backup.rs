@@ -197,7 +197,8 @@ async fn run(
     let started_unix = repo.clock().now_unix();
     let started = Instant::now();
     let backup_id = new_backup_id(started_unix);
-    let (mut index, _) = repo.load_index(&state.keys.metadata).await?;
+    // Only chunks under keys wrapped for this writer's certificate count as present (keysel).
+    let mut index = crate::keysel::writer_index(&repo, state).await?;
     // Self-heal: a chunk whose only copies are in damaged packs counts as absent, so a source
     // that still has it stores it again (in a new pack, indexed by this backup's segment).
     let healing = index.forget_damaged();
@@ -213,6 +214,7 @@ async fn run(
         (Some(cert), _) => {
             let k = SymKey::random();
             repo.put_data_key(&key_id, &k, &[cert]).await?;
+            crate::keysel::remember(state, &key_id)?;
             (k, Some(cert.thumbprint().to_owned()))
         }
         (None, Some(legacy)) => (
@@ -281,13 +283,14 @@ async fn run(
 
     // The producer: walks every source on a blocking thread.
     let cache_path = state.files_cache_path();
+    let path_key = crate::cache::PathKey::derive(&state.keys.dedup);
     let delta_dir = state.delta_dir();
     let params = repo.config().chunker.clone();
     let dedup = state.keys.dedup.clone();
     let progress = opts.progress.clone();
     let sources = opts.sources;
     let producer = tokio::task::spawn_blocking(move || {
-        let mut cache = FilesCache::open(&cache_path)?;
+        let mut cache = FilesCache::open(&cache_path, path_key)?;
         let mut em = Emitter {
             dedup,
             index,

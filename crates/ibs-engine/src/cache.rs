@@ -5,8 +5,15 @@
 //!
 //! The cache is an optimisation only: an entry is used only if every chunk it names is in the index
 //! (prune may have removed some), otherwise the file is read again.
+//!
+//! Names: the cache holds no file name. A file is found by the keyed BLAKE3 hash of its source name
+//! and path, under a key derived from the writer's dedup key ([`PathKey`]): whoever reads the file
+//! without the writer state's `writer.json` learns how many files there are and their sizes and
+//! times, not their names; with it, names can only be guessed and tested one by one. The file is
+//! created 0600 (format version 2; a version 1 cache, which held paths in clear, is deleted).
 
 use crate::EngineError;
+use ibs_repo::crypto::SymKey;
 use ibs_repo::ids::ChunkId;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
@@ -27,12 +34,35 @@ pub struct FileStamp {
     pub ino: u64,
 }
 
+const VERSION: &str = "2";
+
+/// The key of the cache's path hashes (derived from the dedup key; never stored).
+#[derive(Clone)]
+pub struct PathKey(SymKey);
+
+impl PathKey {
+    pub fn derive(dedup_key: &SymKey) -> Self {
+        let k = dedup_key.chunk_id(b"ibs files cache path key v1");
+        PathKey(SymKey::from_bytes(&k.0).expect("32 bytes"))
+    }
+
+    /// The 32-byte keyed hash standing for `path` of `source`.
+    fn hash(&self, source: &str, path: &[u8]) -> [u8; 32] {
+        let mut input = Vec::with_capacity(source.len() + 1 + path.len());
+        input.extend_from_slice(source.as_bytes());
+        input.push(0);
+        input.extend_from_slice(path);
+        self.0.chunk_id(&input).0
+    }
+}
+
 /// Read access to the cache of the last committed backup. The walker takes it to its own thread
 /// for a directory tree ([`FilesCache::take_old`]) and gives it back when the tree is done.
 #[derive(Default)]
-pub struct OldCache(Option<Connection>);
+pub struct OldCache(Option<(Connection, PathKey)>);
 
 pub struct FilesCache {
+    key: PathKey,
     old: OldCache,
     new: Connection,
     new_path: PathBuf,
@@ -42,14 +72,15 @@ pub struct FilesCache {
 impl OldCache {
     /// The chunk ids of an unchanged file, if the cache knows it.
     pub fn lookup(&self, source: &str, path: &[u8], stamp: &FileStamp) -> Option<Vec<ChunkId>> {
-        let old = self.0.as_ref()?;
+        let (old, key) = self.0.as_ref()?;
+        let path = key.hash(source, path);
         let mut stmt = old
             .prepare_cached(
                 "SELECT size, mtime, ctime, ino, chunks FROM files WHERE source = ?1 AND path = ?2",
             )
             .ok()?;
         let row = stmt
-            .query_row(params![source, path], |r| {
+            .query_row(params![source, &path[..]], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, i64>(1)?,
@@ -81,10 +112,9 @@ fn db_err(e: rusqlite::Error) -> EngineError {
 }
 
 impl FilesCache {
-    pub fn open(final_path: &Path) -> Result<Self, EngineError> {
+    pub fn open(final_path: &Path, key: PathKey) -> Result<Self, EngineError> {
         if let Some(dir) = final_path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| EngineError::State(format!("{}: {e}", dir.display())))?;
+            crate::state::private_dir(dir)?;
         }
         let old = if final_path.is_file() {
             Connection::open_with_flags(final_path, OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -95,7 +125,7 @@ impl FilesCache {
                     })
                     .ok()
                     .as_deref()
-                        == Some("1")
+                        == Some(VERSION)
                 })
                 // One read transaction for the whole backup: SQLite then takes its shared lock
                 // and checks for a hot journal once, not around every lookup (that was about
@@ -104,17 +134,29 @@ impl FilesCache {
         } else {
             None
         };
+        if old.is_none() {
+            // Another version (a version 1 cache names every file in clear) or unreadable.
+            let _ = std::fs::remove_file(final_path);
+        } else {
+            crate::state::tighten(final_path);
+        }
         let new_path = final_path.with_extension("sqlite.new");
         let _ = std::fs::remove_file(&new_path);
+        // Created 0600 before SQLite opens it (SQLite keeps an existing file's mode).
+        crate::state::write_private_new(&new_path)?;
         let new = Connection::open(&new_path).map_err(db_err)?;
         new.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
             .map_err(db_err)?;
         new.execute_batch(SCHEMA).map_err(db_err)?;
-        new.execute("INSERT OR REPLACE INTO meta VALUES ('version', '1')", [])
-            .map_err(db_err)?;
+        new.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('version', ?1)",
+            [VERSION],
+        )
+        .map_err(db_err)?;
         new.execute_batch("BEGIN").map_err(db_err)?;
         Ok(FilesCache {
-            old: OldCache(old),
+            old: OldCache(old.map(|c| (c, key.clone()))),
+            key,
             new,
             new_path,
             final_path: final_path.to_owned(),
@@ -143,12 +185,13 @@ impl FilesCache {
         chunks: &[ChunkId],
     ) -> Result<(), EngineError> {
         let flat: Vec<u8> = chunks.iter().flat_map(|c| c.0).collect();
+        let path = self.key.hash(source, path);
         self.new
             .prepare_cached("INSERT OR REPLACE INTO files VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
             .and_then(|mut s| {
                 s.execute(params![
                     source,
-                    path,
+                    &path[..],
                     stamp.size as i64,
                     stamp.mtime_ns,
                     stamp.ctime_ns,

@@ -3,20 +3,33 @@
 //! turns a changed chunk into a recipe against a chunk the repository already holds in full.
 //!
 //! The store (`STATE/delta/<source>.sig`) lists, for every chunk the source's last backup held in
-//! full (read this time, or the base of one of its recipes), the keyed signature and length of each
-//! block (`ibs_repo::delta::split_blocks`). The writer cannot read old chunks (they are sealed under
-//! older data keys), so these signatures are all it knows of them. The store is written beside the
+//! full (read this time, or the base of one of its recipes), the length of each block
+//! (`ibs_repo::delta::split_blocks`) and one keyed signature per *window* of [`WINDOW`] consecutive
+//! blocks. The writer cannot read old chunks (they are sealed under older data keys), so these
+//! signatures are all it knows of them.
+//!
+//! Why windows: a signature of one block lets whoever holds the writer state (the signature key
+//! derives from its dedup key) test guesses of that one line offline. A window signature confirms
+//! a guess only of [`WINDOW`] adjacent blocks (at least `WINDOW × BLOCK_MIN` bytes, several lines)
+//! at once. The diff loses nothing for isolated changes: a block is copied when any window holding
+//! it matches, so only the changed block itself is inserted (ADR 0007). The store is written beside the
 //! old one while a backup runs and replaces it only after the manifest is committed; a store that is
 //! missing or unreadable only costs deduplication, never correctness, because every recipe is
 //! verified end to end by the target's keyed hash when it is applied.
 //!
+//! The signature key is derived per source from the dedup key, so equal lines of two sources do
+//! not show as equal signatures.
+//!
 //! File format (local, not part of the repository; little-endian):
 //! ```text
-//! "IBSSIG" u16 version=1
-//! records: chunk_id[32] u32 count, count × (u128 signature, u32 length)
+//! "IBSSIG" u16 version=2
+//! records: chunk_id[32] u32 blocks u32 windows, blocks × u32 length, windows × u128 signature
+//!          (windows = blocks - WINDOW + 1, or 0 for a chunk of fewer blocks: it is never a base)
 //! ```
+//! A version 1 store (one signature per block) is not read: the first backup after an upgrade
+//! stores changed chunks whole and writes a version 2 store.
 //!
-//! Choosing a base: one block in 32 (by signature) is an *anchor*; a new chunk's anchors vote for
+//! Choosing a base: one window in 32 (by signature) is an *anchor*; a new chunk's anchors vote for
 //! the stored chunks that hold them, and the chunk with most votes (at least two) is the base. A
 //! recipe is kept only if it inserts at most half of the chunk; otherwise the chunk is stored in
 //! full and becomes a base itself. Bases are always full chunks, so a restore never follows chains.
@@ -32,8 +45,10 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 6] = b"IBSSIG";
-const VERSION: u16 = 1;
-const SIG_LEN: usize = 20;
+const VERSION: u16 = 2;
+const SIG_LEN: usize = 16;
+/// Blocks per signature window (see the module doc).
+pub const WINDOW: usize = 4;
 /// One block in this many is an anchor.
 const ANCHOR_EVERY: u64 = 32;
 
@@ -66,9 +81,39 @@ fn is_anchor(sig: u128) -> bool {
 /// The signatures of the previous backup of one source.
 struct OldStore {
     file: File,
-    /// Per record: chunk id, file offset of its signatures, block count.
-    records: Vec<(ChunkId, u64, u32)>,
+    /// Per record: chunk id, file offset of its lengths, block count, window count.
+    records: Vec<(ChunkId, u64, u32, u32)>,
     anchors: SigMap<u32>,
+}
+
+/// One stored chunk's record: its block lengths and window signatures.
+struct Record {
+    lengths: Vec<u32>,
+    windows: Vec<u128>,
+}
+
+impl Record {
+    fn parse(raw: &[u8], blocks: usize) -> Self {
+        let (l, w) = raw.split_at(blocks * 4);
+        Record {
+            lengths: l
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+                .collect(),
+            windows: w
+                .chunks_exact(SIG_LEN)
+                .map(|b| u128::from_le_bytes(b.try_into().expect("16 bytes")))
+                .collect(),
+        }
+    }
+}
+
+fn windows_of(blocks: usize) -> usize {
+    if blocks >= WINDOW {
+        blocks - WINDOW + 1
+    } else {
+        0
+    }
 }
 
 impl OldStore {
@@ -82,7 +127,7 @@ impl OldStore {
         let mut head = [0u8; 8];
         r.read_exact(&mut head)?;
         if &head[..6] != MAGIC || u16::from_le_bytes([head[6], head[7]]) != VERSION {
-            return Err(std::io::Error::other("not a version 1 signature store"));
+            return Err(std::io::Error::other("not a version 2 signature store"));
         }
         let mut s = OldStore {
             file,
@@ -90,8 +135,9 @@ impl OldStore {
             anchors: SigMap::default(),
         };
         let mut pos = 8u64;
-        let mut rec = [0u8; 36];
+        let mut rec = [0u8; 40];
         let mut sig = [0u8; SIG_LEN];
+        let mut len = [0u8; 4];
         loop {
             match r.read_exact(&mut rec) {
                 Ok(()) => {}
@@ -99,26 +145,33 @@ impl OldStore {
                 Err(e) => return Err(e),
             }
             let id = ChunkId::from_slice(&rec[..32]).expect("32 bytes");
-            let count = u32::from_le_bytes(rec[32..36].try_into().expect("4 bytes"));
+            let blocks = u32::from_le_bytes(rec[32..36].try_into().expect("4 bytes"));
+            let windows = u32::from_le_bytes(rec[36..40].try_into().expect("4 bytes"));
+            if windows as usize != windows_of(blocks as usize) {
+                return Err(std::io::Error::other("a record's window count is wrong"));
+            }
             let idx = s.records.len() as u32;
-            pos += 36;
-            for _ in 0..count {
+            pos += 40;
+            for _ in 0..blocks {
+                r.read_exact(&mut len)?;
+            }
+            for _ in 0..windows {
                 r.read_exact(&mut sig)?;
-                let h = u128::from_le_bytes(sig[..16].try_into().expect("16 bytes"));
+                let h = u128::from_le_bytes(sig);
                 if is_anchor(h) {
                     s.anchors.entry(h).or_insert(idx);
                 }
             }
-            s.records.push((id, pos, count));
-            pos += count as u64 * SIG_LEN as u64;
+            s.records.push((id, pos, blocks, windows));
+            pos += blocks as u64 * 4 + windows as u64 * SIG_LEN as u64;
         }
         Ok(Some(s))
     }
 
-    /// The block signatures and lengths of record `idx`.
+    /// The raw lengths and signatures of record `idx`, as stored.
     fn read(&self, idx: u32) -> std::io::Result<Vec<u8>> {
-        let (_, off, count) = self.records[idx as usize];
-        let mut buf = vec![0u8; count as usize * SIG_LEN];
+        let (_, off, blocks, windows) = self.records[idx as usize];
+        let mut buf = vec![0u8; blocks as usize * 4 + windows as usize * SIG_LEN];
         self.file.read_exact_at(&mut buf, off)?;
         Ok(buf)
     }
@@ -159,8 +212,11 @@ pub struct DeltaSession {
     new: BufWriter<File>,
     pending: PendingStore,
     written: HashSet<ChunkId>,
-    /// Signatures of the chunk being emitted: (signature, start, length).
+    /// Blocks of the chunk being emitted: (block hash, start, length). Block hashes are never
+    /// stored; only window signatures are.
     cur: Vec<(u128, u32, u32)>,
+    /// Window signatures of the chunk being emitted (window `i` covers blocks `i..i + WINDOW`).
+    win: Vec<u128>,
     pub stats: DeltaStats,
 }
 
@@ -198,24 +254,38 @@ impl DeltaSession {
         let mut new = BufWriter::with_capacity(1 << 20, file);
         new.write_all(MAGIC)?;
         new.write_all(&VERSION.to_le_bytes())?;
+        // A key of this source's own (derived from the dedup key and the source name).
+        let mut label = b"ibs delta source key v2\0".to_vec();
+        label.extend_from_slice(source.as_bytes());
+        let source_key =
+            ibs_repo::crypto::SymKey::from_bytes(&dedup_key.chunk_id(&label).0).expect("32 bytes");
         Ok(DeltaSession {
-            key: SigKey::derive(dedup_key),
+            key: SigKey::derive(&source_key),
             old,
             new,
             pending: PendingStore { tmp, path },
             written: HashSet::new(),
             cur: Vec::new(),
+            win: Vec::new(),
             stats: DeltaStats::default(),
         })
     }
 
-    /// Computes the block signatures of the chunk about to be emitted.
+    /// Computes the blocks and window signatures of the chunk about to be emitted.
     pub fn prepare(&mut self, data: &[u8]) {
         self.cur.clear();
+        self.win.clear();
         let (key, cur) = (&self.key, &mut self.cur);
         split_blocks(data, |s, l| {
             cur.push((key.block(&data[s..s + l]), s as u32, l as u32))
         });
+        let mut buf = [0u8; WINDOW * 16];
+        for w in self.cur.windows(WINDOW) {
+            for (i, (h, _, _)) in w.iter().enumerate() {
+                buf[i * 16..(i + 1) * 16].copy_from_slice(&h.to_le_bytes());
+            }
+            self.win.push(self.key.block(&buf));
+        }
     }
 
     /// Records the prepared chunk, held in full under `id`, in the new store.
@@ -225,22 +295,27 @@ impl DeltaSession {
         }
         self.new.write_all(&id.0)?;
         self.new.write_all(&(self.cur.len() as u32).to_le_bytes())?;
-        for (sig, _, len) in &self.cur {
-            self.new.write_all(&sig.to_le_bytes())?;
+        self.new.write_all(&(self.win.len() as u32).to_le_bytes())?;
+        for (_, _, len) in &self.cur {
             self.new.write_all(&len.to_le_bytes())?;
+        }
+        for sig in &self.win {
+            self.new.write_all(&sig.to_le_bytes())?;
         }
         Ok(())
     }
 
-    /// Carries the old store's record of `base` into the new store.
-    fn record_base(&mut self, base: ChunkId, sigs: &[u8]) -> std::io::Result<()> {
+    /// Carries the old store's record of `base` (raw, as read) into the new store.
+    fn record_base(&mut self, base: ChunkId, rec: &Record, raw: &[u8]) -> std::io::Result<()> {
         if !self.written.insert(base) {
             return Ok(());
         }
         self.new.write_all(&base.0)?;
         self.new
-            .write_all(&((sigs.len() / SIG_LEN) as u32).to_le_bytes())?;
-        self.new.write_all(sigs)
+            .write_all(&(rec.lengths.len() as u32).to_le_bytes())?;
+        self.new
+            .write_all(&(rec.windows.len() as u32).to_le_bytes())?;
+        self.new.write_all(raw)
     }
 
     /// Tries to express the prepared chunk (`data`, content id `target`) as a recipe against a
@@ -255,7 +330,7 @@ impl DeltaSession {
             return Ok(None);
         };
         let mut votes: HashMap<u32, u32> = HashMap::new();
-        for (sig, _, _) in &self.cur {
+        for sig in &self.win {
             if is_anchor(*sig) {
                 if let Some(&r) = old.anchors.get(sig) {
                     *votes.entry(r).or_default() += 1;
@@ -272,19 +347,36 @@ impl DeltaSession {
         if n < 2 || base == target {
             return Ok(None);
         }
-        // The base must be in the repository, whole, outside damaged packs.
+        // The base must be in the (writer's) index, whole, outside damaged packs.
         match index.get(&base) {
             Some(loc) if loc.encoding != encoding::DELTA => {}
             _ => return Ok(None),
         }
-        let sigs = old.read(best)?;
-        let mut at: SigMap<u64> =
-            SigMap::with_capacity_and_hasher(sigs.len() / SIG_LEN, Default::default());
+        let raw = old.read(best)?;
+        let rec = Record::parse(&raw, old.records[best as usize].2 as usize);
+        let mut offsets = Vec::with_capacity(rec.lengths.len());
         let mut off = 0u64;
-        for s in sigs.chunks_exact(SIG_LEN) {
-            let h = u128::from_le_bytes(s[..16].try_into().expect("16 bytes"));
-            at.entry(h).or_insert(off);
-            off += u32::from_le_bytes(s[16..].try_into().expect("4 bytes")) as u64;
+        for l in &rec.lengths {
+            offsets.push(off);
+            off += u64::from(*l);
+        }
+        let mut at: SigMap<u32> =
+            SigMap::with_capacity_and_hasher(rec.windows.len(), Default::default());
+        for (i, w) in rec.windows.iter().enumerate() {
+            at.entry(*w).or_insert(i as u32);
+        }
+        // Each block of the new chunk that lies in a matching window maps to a base block of
+        // the same length (equal windows: equal blocks, up to a 2^-128 PRF collision).
+        let mut covered: Vec<Option<usize>> = vec![None; self.cur.len()];
+        for (i, w) in self.win.iter().enumerate() {
+            if let Some(&b) = at.get(w) {
+                for t in 0..WINDOW {
+                    let (bb, nb) = (b as usize + t, i + t);
+                    if rec.lengths.get(bb) == Some(&self.cur[nb].2) {
+                        covered[nb] = Some(bb);
+                    }
+                }
+            }
         }
         let mut b = RecipeBuilder::new(RecipeHeader {
             base,
@@ -292,9 +384,9 @@ impl DeltaSession {
             target_length: data.len() as u32,
         });
         let limit = data.len() / 2;
-        for (sig, start, len) in &self.cur {
-            match at.get(sig) {
-                Some(&o) => b.copy(o, *len as u64),
+        for ((_, start, len), cov) in self.cur.iter().zip(&covered) {
+            match cov {
+                Some(bb) => b.copy(offsets[*bb], u64::from(*len)),
                 None => {
                     b.insert(&data[*start as usize..(*start + *len) as usize]);
                     if b.inserted() > limit {
@@ -304,7 +396,7 @@ impl DeltaSession {
             }
         }
         let recipe = b.finish();
-        self.record_base(base, &sigs)?;
+        self.record_base(base, &rec, &raw)?;
         self.stats.chunks += 1;
         self.stats.content_bytes += data.len() as u64;
         self.stats.recipe_bytes += recipe.len() as u64;

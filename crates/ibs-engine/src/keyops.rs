@@ -56,6 +56,7 @@ pub async fn adopt(
     let state = WriterState::new(state_root, &repo.config().id, keys, cert, legacy);
     // A fresh state has no files cache: the next backup reads every file once, then dedups as usual.
     let _ = std::fs::remove_file(state.files_cache_path());
+    crate::keysel::forget(&state);
     state.save()?;
     Ok(state)
 }

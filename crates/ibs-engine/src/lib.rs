@@ -15,6 +15,7 @@ pub mod exclude;
 pub mod fileio;
 pub mod folders;
 pub mod keyops;
+pub mod keysel;
 mod packing;
 pub mod progress;
 pub mod restore;

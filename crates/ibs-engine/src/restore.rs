@@ -164,7 +164,7 @@ pub async fn restore(
     unlock: Arc<Unlock>,
     opts: RestoreOptions,
 ) -> Result<RestoreReport, EngineError> {
-    let keys = KeyCache::open(repo.clone(), unlock).await?;
+    let keys = KeyCache::open(repo.clone(), unlock.clone()).await?;
     let manifest = repo.read_manifest(&opts.backup_id).await?;
     let cat = &manifest.catalog;
     let data_key = keys
@@ -212,7 +212,7 @@ pub async fn restore(
         opts.lock_wait,
     )
     .await?;
-    let (index, _) = repo.load_index(&keys.repo_keys.metadata).await?;
+    let index = crate::keysel::reader_index(&repo, &keys.repo_keys.metadata, &unlock).await?;
     let shared = Arc::new(Shared {
         rt: tokio::runtime::Handle::current(),
         repo: repo.clone(),

@@ -251,8 +251,9 @@ async fn prune_locked(
         .flat_map(|(_, r)| r.iter().cloned())
         .collect();
     let damaged = repo.damaged_packs().await?;
-    let mut index = Index::with_damaged(damaged.clone());
-    records.iter().for_each(|r| index.add_pack(r));
+    // Where a chunk has copies under several data keys (a backup after a certificate change
+    // sealed it again), the copy kept is the one new backups depend on (keysel).
+    let index = crate::keysel::prune_index(repo, state, &damaged, &records).await?;
     let listed: HashMap<PackId, u64> = repo.list_packs().await?;
     let envelopes: Vec<KeyId> = repo
         .storage()

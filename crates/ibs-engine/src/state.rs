@@ -2,9 +2,12 @@
 //!
 //! ```text
 //! <state>/<repository id>/writer.json        certificate (public), dedup key, metadata key; legacy key in legacy mode
-//! <state>/<repository id>/files-cache.sqlite the files cache of the last committed backup
+//! <state>/<repository id>/files-cache.sqlite the files cache of the last committed backup (no names: `cache`)
+//! <state>/<repository id>/wrapped-keys.json  data key ids known wrapped for the certificate (`keysel`)
+//! <state>/<repository id>/delta/<source>.sig  delta block signatures of stream sources (`delta`)
 //! ```
-//! `writer.json` is created with mode 0600. It never holds a data key or a private key: with this state
+//! Every file of the state is created with mode 0600 and every folder 0700 (the state root too);
+//! opening a state tightens what an older ibs left wider. `writer.json` is created with mode 0600. It never holds a data key or a private key: with this state
 //! and the whole repository, nobody can read a finished backup's contents (the key-model test proves
 //! it). In legacy-key mode it must hold the key file's material, because every key derives from it.
 
@@ -16,7 +19,7 @@ use ibs_repo::crypto::SymKey;
 use ibs_repo::keyring::RepoKeys;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 const STATE_VERSION: u32 = 1;
@@ -55,6 +58,79 @@ pub fn default_state_dir(env: impl Fn(&str) -> Option<String>) -> PathBuf {
 
 fn state_io(ctx: String) -> impl FnOnce(std::io::Error) -> EngineError {
     move |e| EngineError::State(format!("{ctx}: {e}"))
+}
+
+/// Creates `dir` (and missing parents) with mode 0700, and sets 0700 on `dir` if it exists wider.
+pub fn private_dir(dir: &Path) -> Result<(), EngineError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(state_io(dir.display().to_string()))?;
+    tighten(dir);
+    Ok(())
+}
+
+/// Sets mode 0700 on a folder or 0600 on a file (never follows a symlink), if it is wider.
+pub fn tighten(path: &Path) {
+    let Ok(m) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    let want = if m.is_dir() {
+        0o700
+    } else if m.is_file() {
+        0o600
+    } else {
+        return;
+    };
+    if m.permissions().mode() & 0o777 & !want != 0 {
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(want));
+    }
+}
+
+/// Tightens `root` and everything below it (see [`tighten`]).
+pub fn tighten_tree(root: &Path) {
+    tighten(root);
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            tighten_tree(&p);
+        } else {
+            tighten(&p);
+        }
+    }
+}
+
+/// Creates an empty file with mode 0600 (replacing any file there).
+pub fn write_private_new(path: &Path) -> Result<(), EngineError> {
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(state_io(path.display().to_string()))
+}
+
+/// Writes `bytes` to `path` atomically (a 0600 temporary renamed over it).
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(state_io(path.display().to_string()))
 }
 
 impl WriterState {
@@ -98,6 +174,9 @@ impl WriterState {
             }
             Err(e) => return Err(state_io(path.display().to_string())(e)),
         };
+        // A state an older ibs wrote with default modes is made private on first use.
+        tighten(state_root);
+        tighten_tree(&dir);
         let f: StateFile = serde_json::from_slice(&text)
             .map_err(|e| EngineError::State(format!("{}: {e}", path.display())))?;
         if f.version != STATE_VERSION || f.repo_id != repo_id {
@@ -140,9 +219,12 @@ impl WriterState {
         })
     }
 
-    /// Writes `writer.json` atomically with mode 0600.
+    /// Writes `writer.json` atomically with mode 0600, in 0700 folders.
     pub fn save(&self) -> Result<(), EngineError> {
-        std::fs::create_dir_all(&self.dir).map_err(state_io(self.dir.display().to_string()))?;
+        if let Some(root) = self.dir.parent() {
+            private_dir(root)?;
+        }
+        private_dir(&self.dir)?;
         let f = StateFile {
             version: STATE_VERSION,
             repo_id: self.repo_id.clone(),
@@ -151,20 +233,8 @@ impl WriterState {
             metadata_key: B64.encode(self.keys.metadata.bytes()),
             legacy_key: self.legacy.as_ref().map(|k| k.to_file_text()),
         };
-        let tmp = self.dir.join("writer.json.tmp");
-        let path = self.dir.join("writer.json");
-        let write = || -> std::io::Result<()> {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(&serde_json::to_vec_pretty(&f).expect("state serializes"))?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        };
-        write().map_err(state_io(path.display().to_string()))
+        let bytes = serde_json::to_vec_pretty(&f).expect("state serializes");
+        write_private(&self.dir.join("writer.json"), &bytes)
     }
 
     /// The delta signature stores of stream sources (`crate::delta`).

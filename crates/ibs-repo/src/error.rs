@@ -28,8 +28,8 @@ pub enum RepoError {
     Key(#[from] ibs_keys::KeyError),
 
     #[error(
-        "the .pfx holds certificate {provided}, but {what} is encrypted for certificate {expected}; \
-         supply the .pfx of certificate {expected}"
+        "{what} is encrypted for certificate {expected}, and no .pfx given holds it \
+         (given: {provided}); supply the .pfx of certificate {expected}"
     )]
     WrongCertificate {
         what: String,

@@ -13,6 +13,13 @@
 //! the healthy copy a self-healing backup wrote, and [`Index::forget_damaged`] lets a backup treat
 //! a chunk whose only copies are damaged as absent, so it is stored again.
 //!
+//! Data keys: after a certificate change the same chunk can be stored twice, under a data key
+//! wrapped only for the old certificate and under one wrapped for the new. An index built
+//! [`Index::with_preference`] prefers, after health, a location whose key is in the preferred set
+//! (the keys a writer may depend on, or the keys a reader can open), so a backup written after the
+//! change never needs the old certificate's .pfx. [`Index::mixed_keys`] tells whether any chunk has
+//! locations under different keys (only then is a preference worth computing).
+//!
 //! Decoding never allocates more than the decompressed body can hold: every count is checked against
 //! the bytes that remain before anything is reserved.
 
@@ -184,6 +191,9 @@ pub struct Index {
     keys: Vec<KeyId>,
     key_slot: HashMap<KeyId, u32>,
     damaged: HashSet<PackId>,
+    /// Data keys whose locations win over others of the same health; `None`: no preference.
+    preferred: Option<HashSet<KeyId>>,
+    mixed_keys: bool,
 }
 
 impl Index {
@@ -193,6 +203,39 @@ impl Index {
             damaged,
             ..Default::default()
         }
+    }
+
+    /// An empty index that knows the damaged packs and prefers locations under `preferred` keys.
+    pub fn with_preference(damaged: HashSet<PackId>, preferred: HashSet<KeyId>) -> Self {
+        Index {
+            damaged,
+            preferred: Some(preferred),
+            ..Default::default()
+        }
+    }
+
+    /// True if some chunk has locations under two different data keys.
+    pub fn mixed_keys(&self) -> bool {
+        self.mixed_keys
+    }
+
+    /// Drops every chunk whose location is not under one of `keep`: to a writer, such a chunk is
+    /// absent (it is sealed again under the backup's own key). Returns how many were dropped.
+    pub fn forget_keys_except(&mut self, keep: &HashSet<KeyId>) -> usize {
+        let before = self.chunks.len();
+        let keys = &self.keys;
+        self.chunks
+            .retain(|_, s| keep.contains(&keys[s.key as usize]));
+        before - self.chunks.len()
+    }
+
+    fn rank(&self, pack: u32, key: u32) -> (bool, bool) {
+        (
+            !self.damaged.contains(&self.packs[pack as usize].0),
+            self.preferred
+                .as_ref()
+                .is_some_and(|p| p.contains(&self.keys[key as usize])),
+        )
     }
 
     pub fn is_damaged(&self, pack: &PackId) -> bool {
@@ -252,16 +295,19 @@ impl Index {
                 encoding: e.encoding,
             };
             // The first location seen wins (duplicates after a crash, a repack or a heal are
-            // harmless), except that a healthy location replaces a damaged one.
-            let healthy = !self.damaged.contains(&rec.id);
-            match self.chunks.entry(e.id) {
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(slot);
+            // harmless), except that a better-ranked one replaces it: healthy over damaged, then
+            // a preferred key over another.
+            let rank = self.rank(pack, key);
+            match self.chunks.get(&e.id).copied() {
+                None => {
+                    self.chunks.insert(e.id, slot);
                 }
-                std::collections::hash_map::Entry::Occupied(mut o) => {
-                    let old = self.packs[o.get().pack as usize].0;
-                    if healthy && self.damaged.contains(&old) {
-                        o.insert(slot);
+                Some(old) => {
+                    if old.key != key {
+                        self.mixed_keys = true;
+                    }
+                    if rank > self.rank(old.pack, old.key) {
+                        self.chunks.insert(e.id, slot);
                     }
                 }
             }
@@ -361,5 +407,40 @@ mod tests {
         assert!(idx.only_damaged(&ChunkId([1; 32])));
         assert_eq!(idx.forget_damaged(), 1);
         assert!(!idx.contains(&ChunkId([1; 32])));
+    }
+
+    #[test]
+    fn a_preferred_key_wins_over_another_in_any_order_but_health_comes_first() {
+        let entry = |key: u8| PackEntry {
+            id: ChunkId([1; 32]),
+            offset: 8,
+            length: 50,
+            raw_length: 70,
+            encoding: 1,
+            key_id: KeyId([key; 16]),
+        };
+        let pack = |p: u8, key: u8| PackRecord {
+            id: PackId([p; 32]),
+            length: 1000,
+            entries: vec![entry(key)],
+        };
+        let (old, new) = (pack(3, 1), pack(4, 2));
+        for order in [[&old, &new], [&new, &old]] {
+            let mut idx = Index::with_preference(HashSet::new(), [KeyId([2; 16])].into());
+            order.iter().for_each(|r| idx.add_pack(r));
+            assert!(idx.mixed_keys());
+            assert_eq!(idx.get(&ChunkId([1; 32])).unwrap().key_id, KeyId([2; 16]));
+            assert_eq!(idx.forget_keys_except(&[KeyId([2; 16])].into()), 0);
+            assert_eq!(idx.forget_keys_except(&[KeyId([9; 16])].into()), 1);
+        }
+        // A damaged copy under the preferred key loses to a healthy one under another.
+        let mut idx = Index::with_preference([new.id].into(), [KeyId([2; 16])].into());
+        idx.add_pack(&new);
+        idx.add_pack(&old);
+        assert_eq!(idx.get(&ChunkId([1; 32])).unwrap().pack, old.id);
+        let mut plain = Index::default();
+        plain.add_pack(&old);
+        plain.add_pack(&pack(5, 1));
+        assert!(!plain.mixed_keys(), "copies under one key are not mixed");
     }
 }

@@ -11,7 +11,7 @@
 use crate::crypto::{derive_legacy, derive_legacy_data_key, SymKey};
 use crate::error::{RepoError, Result};
 use crate::ids::{KeyId, RepoId};
-use ibs_keys::{LegacyKey, PrivateIdentity};
+use ibs_keys::{Certificate, LegacyKey, PrivateIdentity};
 use zeroize::Zeroizing;
 
 const REPO_MAGIC: &[u8; 5] = b"IBSRK";
@@ -93,6 +93,12 @@ pub fn decode_data_key(b: &[u8], id: &KeyId, object: &str) -> Result<SymKey> {
         ));
     }
     Ok(SymKey::from_bytes(&b[22..54]).expect("32 bytes"))
+}
+
+/// How an envelope names `cert` among its recipients (as [`ibs_keys::envelope_recipients`] lists
+/// them): `issuer=<issuer>, serial=<hex>`.
+pub fn recipient_id(cert: &Certificate) -> String {
+    format!("issuer={}, serial={}", cert.issuer(), cert.serial_hex())
 }
 
 /// What a reader brings to decrypt contents: one or more .pfx identities, or the legacy key file.

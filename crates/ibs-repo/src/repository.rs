@@ -278,13 +278,68 @@ impl Repository {
                 Err(e) => return Err(RepoError::corrupt(key.to_string(), e.to_string())),
             }
         }
-        Err(RepoError::WrongCertificate {
-            what: format!("data key {id}"),
-            expected: expected
+        // Name the certificate(s) this very envelope is wrapped for: the catalog's thumbprint
+        // (`expected`) is only where the backup's own key went, not where every chunk's key went.
+        let wrapped_for = match ibs_keys::envelope_recipients(&env) {
+            Ok(r) => self.describe_recipients(&r).await,
+            Err(_) => expected
                 .map(str::to_owned)
                 .unwrap_or_else(|| self.expected_thumbprints()),
-            provided: unlock.thumbprints().join(", "),
+        };
+        Err(RepoError::WrongCertificate {
+            what: format!("data key {id}"),
+            expected: wrapped_for,
+            provided: self.describe_identities(ids),
         })
+    }
+
+    /// The recipients of data key `id`'s envelope, as [`crate::keyring::recipient_id`] names
+    /// them; `None` when the envelope does not exist.
+    pub async fn data_key_recipients(&self, id: &KeyId) -> Result<Option<Vec<String>>> {
+        let key = layout::data_key(id);
+        match self.storage.get(&key).await {
+            Ok(env) => {
+                Ok(Some(ibs_keys::envelope_recipients(&env).map_err(|e| {
+                    RepoError::corrupt(key.to_string(), e.to_string())
+                })?))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Names each recipient by the thumbprint and subject of the repository's certificate it
+    /// designates (`<thumbprint> (subject "<subject>")`), or as the envelope names it when the
+    /// repository holds no such certificate.
+    async fn describe_recipients(&self, recipients: &[String]) -> String {
+        let mut known = Vec::new();
+        if let Encryption::Certificate { certificates, .. } = &self.config.encryption {
+            for t in certificates {
+                if let Ok(c) = self.certificate(t).await {
+                    known.push(c);
+                }
+            }
+        }
+        recipients
+            .iter()
+            .map(
+                |r| match known.iter().find(|c| &crate::keyring::recipient_id(c) == r) {
+                    Some(c) => format!("{} (subject \"{}\")", c.thumbprint(), c.subject()),
+                    None => format!("({r})"),
+                },
+            )
+            .collect::<Vec<_>>()
+            .join(" or ")
+    }
+
+    fn describe_identities(&self, ids: &[ibs_keys::PrivateIdentity]) -> String {
+        ids.iter()
+            .map(|i| {
+                let c = i.certificate();
+                format!("{} (subject \"{}\")", c.thumbprint(), c.subject())
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     // ---- index and packs ----

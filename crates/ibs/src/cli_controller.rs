@@ -137,11 +137,14 @@ pub struct RestoreArgs {
     /// Replace a non-empty target (drop and recreate the database, overwrite the file).
     #[arg(long)]
     pub force: bool,
-    /// The .pfx of the backup certificate; its password comes from $IBS_PFX_PASSWORD, --pfx-password-file or a prompt.
+    /// The .pfx of the backup certificate; repeat it for several (after a certificate rotation a
+    /// backup from before it needs the old certificate's .pfx, perhaps with the new one's). The
+    /// password comes from $IBS_PFX_PASSWORD, --pfx-password-file or a prompt.
+    #[arg(long, required = true)]
+    pub pfx: Vec<PathBuf>,
+    /// The .pfx password in a file: once for every --pfx, or repeated, one per --pfx in the same order.
     #[arg(long)]
-    pub pfx: PathBuf,
-    #[arg(long)]
-    pub pfx_password_file: Option<PathBuf>,
+    pub pfx_password_file: Vec<PathBuf>,
     /// Return after the job started instead of waiting for its end.
     #[arg(long)]
     pub no_wait: bool,

@@ -486,8 +486,16 @@ fn backup(a: BackupArgs, json: bool, quiet: bool) -> Result<i32> {
 
 fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
     let c = Client::new(&a.server);
-    let pfx = std::fs::read(&a.pfx).with_context(|| format!("reading {}", a.pfx.display()))?;
-    let password = secrets::pfx_password(a.pfx_password_file.as_deref(), false)?;
+    let passwords = crate::cmd_repo::pfx_passwords(a.pfx.len(), &a.pfx_password_file)?;
+    let mut keys = Vec::new();
+    for (p, password) in a.pfx.iter().zip(passwords) {
+        let pfx = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        keys.push(json!({
+            "pfx": base64::engine::general_purpose::STANDARD.encode(&pfx),
+            "pfx_password": password,
+        }));
+    }
+    let first = keys.remove(0);
     // A URL target (service components) is passed as is; a path is made absolute.
     let target = if a.target.contains("://") {
         a.target.clone()
@@ -501,8 +509,9 @@ fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
         "component": a.component,
         "target": target,
         "force": a.force,
-        "pfx": base64::engine::general_purpose::STANDARD.encode(&pfx),
-        "pfx_password": password,
+        "pfx": first["pfx"],
+        "pfx_password": first["pfx_password"],
+        "more_pfx": keys,
     });
     let j: Job = serde_json::from_value(c.call(
         "POST",

@@ -66,7 +66,7 @@ pub(crate) fn unlock(args: &UnlockArgs) -> Result<Unlock> {
 
 /// The password of each of `count` .pfx files: from one `--pfx-password-file` (or, with none, from
 /// `$IBS_PFX_PASSWORD` or a prompt) for all of them, or from one file per .pfx, matched by position.
-fn pfx_passwords(count: usize, files: &[PathBuf]) -> Result<Vec<String>> {
+pub(crate) fn pfx_passwords(count: usize, files: &[PathBuf]) -> Result<Vec<String>> {
     match files.len() {
         0 | 1 => Ok(vec![
             secrets::pfx_password(files.first().map(PathBuf::as_path), false)?;

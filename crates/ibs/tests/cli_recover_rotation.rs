@@ -209,3 +209,48 @@ fn recovery_works_across_a_certificate_rotation_and_after_rewrap() {
     w.recover_ok(&b1, &[1], &at_b1, "b1 with .pfx 2 after rewrap");
     w.recover_ok(&b2, &[1], &at_b2, "b2 with .pfx 2 after rewrap");
 }
+
+/// Issue 13 finding 14 through the binary: `ibs repo set-cert`, `ibs repo backup` of unchanged
+/// and changed data, then `ibs repo restore --pfx new.pfx` alone restores the new backup
+/// byte-identical; the old backup with the new .pfx alone is refused naming the OLD certificate
+/// (thumbprint and subject), not the .pfx that was given.
+#[test]
+fn after_set_cert_the_new_backup_restores_with_the_new_pfx_alone() {
+    let fx = Fx::new();
+    let cert1 = shared_cert(0);
+    let cert2 = shared_cert(1);
+    fx.init_cert(&cert1.cer);
+    let data = fx.path("data");
+    write(&data.join("big.bin"), &pseudo_random(21, 3 << 20));
+    write(&data.join("etc/app.conf"), &b"mode = one\n".repeat(300));
+    let b1 = fx.backup(&[("files", &data)]);
+    let at_b1 = snapshot(&data);
+    fx.repo_cmd("set-cert")
+        .arg("--cert")
+        .arg(&cert2.cer)
+        .run()
+        .ok();
+    next_second();
+    write(&data.join("etc/app.conf"), &b"mode = two\n".repeat(300));
+    let b2 = fx.backup(&[("files", &data)]);
+    let at_b2 = snapshot(&data);
+
+    let t2 = fx.path("restore-b2");
+    fx.restore_cmd(&b2, &t2, &[&cert2.pfx]).run().ok();
+    assert_tree(&at_b2, &t2.join("files"), "b2 with the new .pfx alone");
+
+    let r = fx
+        .restore_cmd(&b1, &fx.path("restore-b1-new"), &[&cert2.pfx])
+        .run()
+        .code(5);
+    assert!(r.stderr.contains(&cert1.thumbprint), "{r}");
+    assert!(
+        r.stderr.contains("ibs test shared0"),
+        "names the subject: {r}"
+    );
+    let t1 = fx.path("restore-b1");
+    fx.restore_cmd(&b1, &t1, &[&cert2.pfx, &cert1.pfx])
+        .run()
+        .ok();
+    assert_tree(&at_b1, &t1.join("files"), "b1 with both .pfx");
+}

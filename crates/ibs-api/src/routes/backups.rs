@@ -1,6 +1,6 @@
 //! Backups and jobs: `GET /backups`, `GET /backups/{id}`, `POST /backups` (operator; 202 with the
 //! job, 409 naming the running job or the maintenance operation), `POST /backups/{id}/restore`
-//! (admin; the .pfx and its password are used in memory only), `POST /backups/{id}/validate`
+//! (admin; the .pfx files and their passwords are used in memory only), `POST /backups/{id}/validate`
 //! (admin; the same, see [`validate`]), `GET /jobs`, `GET /jobs/{id}`, a validation job's
 //! reports `GET /jobs/{id}/report` (JSON) and `GET /jobs/{id}/report.html`, and verification:
 //! `GET /verification`, `GET /verification/packs`, `POST /verification` (operator).
@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use base64::Engine as _;
 use ibs_controller::model::{Job, Role};
-use ibs_controller::restore_job::RestoreRequest;
+use ibs_controller::restore_job::{PfxKey, RestoreRequest};
 use ibs_recovery::job::{ValidateRequest, MAX_PFX_BYTES};
 use serde::Deserialize;
 
@@ -86,6 +86,38 @@ pub struct RestoreBody {
     /// The .pfx, base64.
     pfx: String,
     pfx_password: String,
+    /// Further .pfx files, each with its own password (e.g. the old certificate's and the new
+    /// one's after a rotation); every data key is opened with whichever it is wrapped for.
+    #[serde(default)]
+    more_pfx: Vec<PfxBody>,
+}
+
+/// One further .pfx of a restore. Deliberately no `Debug`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PfxBody {
+    /// The .pfx, base64.
+    pfx: String,
+    pfx_password: String,
+}
+
+/// At most this many .pfx files in one restore request.
+const MAX_PFX_FILES: usize = 16;
+
+fn decode_pfx(field: &str, b64: &str) -> Result<Vec<u8>, ApiError> {
+    if b64.trim().len() > MAX_PFX_BYTES.div_ceil(3) * 4 {
+        return Err(ApiError {
+            field: Some(field.into()),
+            ..ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                format!("{field}: a .pfx is at most {MAX_PFX_BYTES} bytes"),
+            )
+        });
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|_| ApiError::bad_request(field, format!("{field}: not base64")))
 }
 
 pub async fn restore(
@@ -95,15 +127,30 @@ pub async fn restore(
     ApiJson(b): ApiJson<RestoreBody>,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     caller.require(Role::Admin)?;
-    let pfx = base64::engine::general_purpose::STANDARD
-        .decode(b.pfx.trim())
-        .map_err(|_| ApiError::bad_request("pfx", "pfx: not base64"))?;
+    if b.more_pfx.len() >= MAX_PFX_FILES {
+        return Err(ApiError::bad_request(
+            "more_pfx",
+            format!("more_pfx: at most {MAX_PFX_FILES} .pfx files in all"),
+        ));
+    }
+    let pfx = decode_pfx("pfx", &b.pfx)?;
+    let more_keys = b
+        .more_pfx
+        .into_iter()
+        .map(|k| {
+            Ok(PfxKey {
+                pfx: decode_pfx("more_pfx", &k.pfx)?,
+                password: k.pfx_password,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
     let req = RestoreRequest {
         component: b.component,
         target: b.target.into(),
         force: b.force,
         pfx,
         pfx_password: b.pfx_password,
+        more_keys,
     };
     let (job, _handle) = s.ctl.start_restore(&id, req, &caller.actor())?;
     Ok((StatusCode::ACCEPTED, Json(job)))

@@ -132,6 +132,7 @@ pub async fn restore(t: &TestController, id: &str, comp: &str, target: &str, for
         force,
         pfx: testing::identity().to_pfx("pw").unwrap(),
         pfx_password: "pw".into(),
+        more_keys: Vec::new(),
     };
     let (j, h) = t.ctl.start_restore(id, req, "test").expect("start restore");
     h.await.unwrap();

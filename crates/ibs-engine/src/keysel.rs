@@ -1,0 +1,227 @@
+//! Which data keys an operation may depend on (ADR 0013).
+//!
+//! The writer holds only the current certificate, so it cannot re-wrap an old data key for it.
+//! After a certificate change (`set-cert`), a chunk sealed under a data key whose envelope does
+//! not list the current certificate is therefore *absent* to a backup: the backup seals again
+//! every such chunk it references (and never uses one as a delta base). Invariant: every chunk a
+//! backup references is sealed under a key wrapped for the certificate that backup was written
+//! for, so its own .pfx alone restores it.
+//!
+//! Readers prefer, among copies of one chunk under different keys, a copy whose key one of the
+//! offered .pfx files opens; prune prefers the copy the writer may depend on.
+//!
+//! The writer remembers the keys it has seen wrapped for its certificate in
+//! `STATE/<repo>/wrapped-keys.json` (mode 0600: key ids and a certificate thumbprint, no key
+//! material), so a steady-state backup reads no envelope; a key not listed there costs one read
+//! of its envelope per backup. The file is only a cache: a lost one is rebuilt from the envelopes.
+
+use crate::state::WriterState;
+use crate::EngineError;
+use futures::StreamExt;
+use ibs_keys::Certificate;
+use ibs_repo::ids::KeyId;
+use ibs_repo::index::{Index, PackRecord};
+use ibs_repo::keyring::{recipient_id, Unlock};
+use ibs_repo::Repository;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashSet};
+use std::path::PathBuf;
+
+/// Envelopes read at once while sorting keys.
+const READS_AT_ONCE: usize = 8;
+
+#[derive(Serialize, Deserialize, Default)]
+struct WrappedCache {
+    thumbprint: String,
+    keys: BTreeSet<String>,
+}
+
+fn cache_path(state: &WriterState) -> PathBuf {
+    state.dir.join("wrapped-keys.json")
+}
+
+fn load_cache(state: &WriterState, cert: &Certificate) -> WrappedCache {
+    std::fs::read(cache_path(state))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<WrappedCache>(&b).ok())
+        .filter(|c| c.thumbprint == cert.thumbprint())
+        .unwrap_or_else(|| WrappedCache {
+            thumbprint: cert.thumbprint().to_owned(),
+            keys: BTreeSet::new(),
+        })
+}
+
+fn save_cache(state: &WriterState, cache: &WrappedCache) -> Result<(), EngineError> {
+    let bytes = serde_json::to_vec(cache).expect("cache serializes");
+    crate::state::write_private(&cache_path(state), &bytes)
+}
+
+/// Records that the writer itself wrapped data key `id` for its certificate.
+pub fn remember(state: &WriterState, id: &KeyId) -> Result<(), EngineError> {
+    let Some(cert) = &state.certificate else {
+        return Ok(());
+    };
+    let mut cache = load_cache(state, cert);
+    if cache.keys.insert(id.to_hex()) {
+        save_cache(state, &cache)?;
+    }
+    Ok(())
+}
+
+/// Forgets what the writer knew (a new state: adopt).
+pub fn forget(state: &WriterState) {
+    let _ = std::fs::remove_file(cache_path(state));
+}
+
+/// The keys among `ids` whose envelope lists one of `rids`; envelopes read concurrently.
+async fn listing_any(
+    repo: &Repository,
+    ids: impl Iterator<Item = KeyId>,
+    rids: &[String],
+) -> Result<HashSet<KeyId>, EngineError> {
+    let mut reads = futures::stream::iter(ids)
+        .map(|id| async move { (id, repo.data_key_recipients(&id).await) })
+        .buffer_unordered(READS_AT_ONCE);
+    let mut out = HashSet::new();
+    while let Some((id, r)) = reads.next().await {
+        if r?.is_some_and(|r| r.iter().any(|x| rids.contains(x))) {
+            out.insert(id);
+        }
+    }
+    Ok(out)
+}
+
+/// The data keys among `ids` a backup by this writer may depend on: `None` (all of them) in
+/// legacy-key mode, where every key derives from the key file; with a certificate, those whose
+/// envelope lists it.
+pub async fn writer_keys(
+    repo: &Repository,
+    state: &WriterState,
+    ids: &[KeyId],
+) -> Result<Option<HashSet<KeyId>>, EngineError> {
+    let Some(cert) = &state.certificate else {
+        return Ok(None);
+    };
+    let mut cache = load_cache(state, cert);
+    let mut keys: HashSet<KeyId> = HashSet::new();
+    let mut unknown = Vec::new();
+    for id in ids {
+        if cache.keys.contains(&id.to_hex()) {
+            keys.insert(*id);
+        } else {
+            unknown.push(*id);
+        }
+    }
+    if !unknown.is_empty() {
+        let found = listing_any(repo, unknown.into_iter(), &[recipient_id(cert)]).await?;
+        if !found.is_empty() {
+            cache.keys.extend(found.iter().map(KeyId::to_hex));
+            save_cache(state, &cache)?;
+            keys.extend(found);
+        }
+    }
+    Ok(Some(keys))
+}
+
+/// The data keys among `ids` that `unlock` opens: `None` (all of them) for a legacy key file.
+pub async fn reader_keys(
+    repo: &Repository,
+    unlock: &Unlock,
+    ids: &[KeyId],
+) -> Result<Option<HashSet<KeyId>>, EngineError> {
+    let Unlock::Identities(idents) = unlock else {
+        return Ok(None);
+    };
+    let rids: Vec<String> = idents
+        .iter()
+        .map(|i| recipient_id(i.certificate()))
+        .collect();
+    Ok(Some(listing_any(repo, ids.iter().copied(), &rids).await?))
+}
+
+fn build(
+    damaged: &HashSet<ibs_repo::ids::PackId>,
+    records: &[PackRecord],
+    preferred: Option<HashSet<KeyId>>,
+) -> Index {
+    let mut index = match preferred {
+        Some(p) => Index::with_preference(damaged.clone(), p),
+        None => Index::with_damaged(damaged.clone()),
+    };
+    records.iter().for_each(|r| index.add_pack(r));
+    index
+}
+
+/// Loads the index as loaded segment records, and builds it with `damaged`.
+async fn load(
+    repo: &Repository,
+    metadata_key: &ibs_repo::crypto::SymKey,
+) -> Result<(HashSet<ibs_repo::ids::PackId>, Vec<PackRecord>), EngineError> {
+    let damaged = repo.damaged_packs().await?;
+    let records = repo
+        .load_segments(metadata_key)
+        .await?
+        .into_iter()
+        .flat_map(|(_, r)| r)
+        .collect();
+    Ok((damaged, records))
+}
+
+/// The index a backup deduplicates against: only chunks under keys the writer may depend on
+/// ([`writer_keys`]), each at its best such location.
+pub async fn writer_index(repo: &Repository, state: &WriterState) -> Result<Index, EngineError> {
+    let (damaged, records) = load(repo, &state.keys.metadata).await?;
+    let index = build(&damaged, &records, None);
+    let Some(keys) = writer_keys(repo, state, index.key_ids()).await? else {
+        return Ok(index);
+    };
+    let mut index = if index.mixed_keys() {
+        build(&damaged, &records, Some(keys.clone()))
+    } else {
+        index
+    };
+    let dropped = index.forget_keys_except(&keys);
+    if dropped > 0 {
+        tracing::info!(
+            "{dropped} chunks are sealed under data keys not wrapped for the current certificate; \
+             this backup seals again those it references"
+        );
+    }
+    Ok(index)
+}
+
+/// The index prune works from: where a chunk has copies under several keys, the copy the writer
+/// may depend on is the one kept.
+pub async fn prune_index(
+    repo: &Repository,
+    state: &WriterState,
+    damaged: &HashSet<ibs_repo::ids::PackId>,
+    records: &[PackRecord],
+) -> Result<Index, EngineError> {
+    let index = build(damaged, records, None);
+    if !index.mixed_keys() {
+        return Ok(index);
+    }
+    Ok(match writer_keys(repo, state, index.key_ids()).await? {
+        Some(keys) => build(damaged, records, Some(keys)),
+        None => index,
+    })
+}
+
+/// The index a restore or check reads through: where a chunk has copies under several keys, a
+/// copy whose key `unlock` opens.
+pub async fn reader_index(
+    repo: &Repository,
+    metadata_key: &ibs_repo::crypto::SymKey,
+    unlock: &Unlock,
+) -> Result<Index, EngineError> {
+    let (damaged, records) = load(repo, metadata_key).await?;
+    let index = build(&damaged, &records, None);
+    if !index.mixed_keys() {
+        return Ok(index);
+    }
+    Ok(match reader_keys(repo, unlock, index.key_ids()).await? {
+        Some(keys) => build(&damaged, &records, Some(keys)),
+        None => index,
+    })
+}
