@@ -8,6 +8,9 @@ mod cmd_keys;
 mod cmd_recover;
 mod cmd_repo;
 mod cmd_serve;
+mod cmd_token;
+mod datalock;
+mod listen;
 mod location;
 mod output;
 mod secrets;
@@ -36,7 +39,7 @@ fn main() {
             cli::Command::Key { cmd } => cmd_keys::key(cmd),
             cli::Command::Repo(args) => cmd_repo::run(args, json, cli.quiet).await,
             cli::Command::Serve(args) => cmd_serve::serve(args).await,
-            cli::Command::Token { cmd } => cmd_serve::token(cmd, json),
+            cli::Command::Token { cmd } => cmd_token::token(cmd, json),
             cli::Command::Recover(args) => cmd_recover::recover(args, json, cli.quiet).await,
             cli::Command::Validate(args) => cmd_recover::validate(args, json, cli.quiet).await,
             other => cmd_client::run(other, json, cli.quiet),
