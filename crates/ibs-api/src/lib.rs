@@ -79,10 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/alerts", get(admin::alerts))
         .route("/alerts/{id}/close", post(admin::close_alert))
         .route("/store/prune", post(admin::prune))
-        .route(
-            "/tokens",
-            get(admin::list_tokens).post(admin::create_token),
-        )
+        .route("/tokens", get(admin::list_tokens).post(admin::create_token))
         .route("/tokens/{id}", axum::routing::delete(admin::revoke_token))
         .route("/audit", get(admin::audit))
         .route("/openapi.json", get(openapi::document));

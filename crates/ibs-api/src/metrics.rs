@@ -40,7 +40,11 @@ fn render(s: &AppState) -> Result<String, ibs_controller::ControllerError> {
     let mut counter = |name: &str, help: &str, v: u64| {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
     };
-    counter("ibs_backup_attempts_total", "Backup jobs started.", st.attempts);
+    counter(
+        "ibs_backup_attempts_total",
+        "Backup jobs started.",
+        st.attempts,
+    );
     counter(
         "ibs_backup_successes_total",
         "Backup jobs that succeeded.",

@@ -107,7 +107,12 @@ async fn an_admin_token_cannot_make_the_daemon_run_commands_or_read_host_files()
     ];
     for body in attacks {
         let (s, v) = a
-            .call(Method::PUT, "/api/v1/components", &a.admin, Some(body.clone()))
+            .call(
+                Method::PUT,
+                "/api/v1/components",
+                &a.admin,
+                Some(body.clone()),
+            )
             .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "accepted {body}: {v}");
         let field = v["error"]["field"].as_str().unwrap_or("");
@@ -118,14 +123,16 @@ async fn an_admin_token_cannot_make_the_daemon_run_commands_or_read_host_files()
         "nothing was stored"
     );
     // Even a backup started now finds nothing to run.
-    let _ = a.call(Method::POST, "/api/v1/backups", &a.admin, None).await;
+    let _ = a
+        .call(Method::POST, "/api/v1/backups", &a.admin, None)
+        .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(!marker.exists(), "a command named through the API ran");
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_api_references_host_components_and_declares_service_components_with_a_sealed_password(
-) {
+async fn the_api_references_host_components_and_declares_service_components_with_a_sealed_password()
+{
     let mut host = testing::files("etc", &[std::path::Path::new("/etc")]);
     host.pre_hook = Some("echo hook-secret-9182 > /dev/null".into());
     let mut pg: ibs_controller::component::ComponentConfig = serde_json::from_value(json!({
@@ -137,13 +144,14 @@ async fn the_api_references_host_components_and_declares_service_components_with
     let a = api_with(vec![host, pg]);
     // Readers and admins see that hooks and passwords are set, never what they are.
     for token in [&a.reader, &a.admin] {
-        let (s, v) = a
-            .call(Method::GET, "/api/v1/components", token, None)
-            .await;
+        let (s, v) = a.call(Method::GET, "/api/v1/components", token, None).await;
         assert_eq!(s, StatusCode::OK, "{v}");
         let text = v.to_string();
         assert!(!text.contains("hook-secret-9182"), "hook shown: {text}");
-        assert!(!text.contains("pg-password-file"), "password file shown: {text}");
+        assert!(
+            !text.contains("pg-password-file"),
+            "password file shown: {text}"
+        );
         let etc = v.as_array().unwrap().iter().find(|c| c["name"] == "etc");
         assert_eq!(etc.unwrap()["pre_hook_set"], json!(true), "{text}");
         assert_eq!(etc.unwrap()["source"], json!("config"), "{text}");
@@ -168,7 +176,11 @@ async fn the_api_references_host_components_and_declares_service_components_with
     let stored = a.t.ctl.components_config().unwrap();
     let etc = stored.iter().find(|c| c.name == "etc").unwrap();
     assert_eq!(etc.priority, 7);
-    assert!(etc.pre_hook.as_deref().unwrap().contains("hook-secret-9182"));
+    assert!(etc
+        .pre_hook
+        .as_deref()
+        .unwrap()
+        .contains("hook-secret-9182"));
     let appdb = a.t.ctl.components().unwrap();
     let appdb = appdb.iter().find(|c| c.name == "appdb").unwrap();
     match &appdb.kind {
@@ -248,7 +260,9 @@ async fn tokens_are_listed_revoked_and_expire_on_the_controller_clock() {
     assert_eq!(ci["expires_at"], json!(T0 + 3600));
     // Readers may not list or revoke.
     assert_eq!(
-        a.call(Method::GET, "/api/v1/tokens", &a.reader, None).await.0,
+        a.call(Method::GET, "/api/v1/tokens", &a.reader, None)
+            .await
+            .0,
         StatusCode::FORBIDDEN
     );
     // Valid until the controller's clock passes the expiry.

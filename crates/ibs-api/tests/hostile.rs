@@ -301,9 +301,17 @@ async fn a_guesser_on_a_shared_address_cannot_lock_out_a_valid_token() {
         "the guesser is limited"
     );
     let (s, body) = a.send(call(Some(&a.admin))).await;
-    assert_eq!(s, StatusCode::OK, "a valid admin token on the blocked address: {body}");
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "a valid admin token on the blocked address: {body}"
+    );
     let (s, body) = a.send(call(Some(&a.reader))).await;
-    assert_eq!(s, StatusCode::OK, "a valid reader token on the blocked address: {body}");
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "a valid reader token on the blocked address: {body}"
+    );
 }
 
 /// Serves the API on a loopback port (as `ibs serve` does) and returns its address.

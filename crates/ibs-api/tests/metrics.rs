@@ -44,7 +44,13 @@ async fn metrics_count_every_job_and_fail_generically() {
             } else {
                 JobStatus::Succeeded
             };
-            let mut j = Job::new(format!("b{i}"), JobKind::Backup, Trigger::Scheduled, status, T0 + i);
+            let mut j = Job::new(
+                format!("b{i}"),
+                JobKind::Backup,
+                Trigger::Scheduled,
+                status,
+                T0 + i,
+            );
             j.finished_at = Some(T0 + i + 5);
             j.duration_ms = Some(if i % 2 == 0 { 10_000 } else { 100_000 });
             tx.execute(
@@ -58,12 +64,18 @@ async fn metrics_count_every_job_and_fail_generically() {
     let (s, text) = scrape(&app).await;
     assert_eq!(s, StatusCode::OK, "{text}");
     assert_eq!(value(&text, "ibs_backup_attempts_total"), n.to_string());
-    assert_eq!(value(&text, "ibs_backup_failures_total"), (n / 10).to_string());
+    assert_eq!(
+        value(&text, "ibs_backup_failures_total"),
+        (n / 10).to_string()
+    );
     assert_eq!(
         value(&text, "ibs_backup_duration_seconds_bucket{le=\"30\"}"),
         (n / 2).to_string()
     );
-    assert_eq!(value(&text, "ibs_backup_duration_seconds_count"), n.to_string());
+    assert_eq!(
+        value(&text, "ibs_backup_duration_seconds_count"),
+        n.to_string()
+    );
     assert_eq!(
         value(&text, "ibs_backup_last_success_timestamp_seconds"),
         (T0 + n - 1 + 5).to_string()
@@ -76,6 +88,9 @@ async fn metrics_count_every_job_and_fail_generically() {
     let (s, text) = scrape(&app).await;
     assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{text}");
     for leak in ["jobs", "table", "sqlite", "SELECT"] {
-        assert!(!text.contains(leak), "the error text leaks {leak:?}: {text}");
+        assert!(
+            !text.contains(leak),
+            "the error text leaks {leak:?}: {text}"
+        );
     }
 }

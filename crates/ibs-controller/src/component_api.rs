@@ -241,8 +241,8 @@ pub fn check_restore_target(c: &crate::component::Component, target: &ConnUrl) -
         spec.password,
         PasswordSource::File(_) | PasswordSource::Env(_)
     );
-    let same_server = spec.url.host.eq_ignore_ascii_case(&target.host)
-        && spec.url.port == target.port;
+    let same_server =
+        spec.url.host.eq_ignore_ascii_case(&target.host) && spec.url.port == target.port;
     if host_secret && !same_server {
         return Err(ControllerError::invalid(
             "target",
@@ -323,7 +323,8 @@ mod tests {
         ])
         .unwrap();
         let schemes = crate::kinds::postgres::SCHEMES;
-        let evil = ConnUrl::parse("postgresql://u@evil.example:5432/app_restored", schemes).unwrap();
+        let evil =
+            ConnUrl::parse("postgresql://u@evil.example:5432/app_restored", schemes).unwrap();
         let same = ConnUrl::parse("postgresql://u@db.example:5432/app_restored", schemes).unwrap();
         let pg = cs.iter().find(|c| c.name == "pg").unwrap();
         let e = check_restore_target(pg, &evil).unwrap_err();

@@ -10,7 +10,11 @@ pub fn url(text: &str) -> String {
     let Some((scheme, rest)) = text.split_once("://") else {
         return "<url>".into();
     };
-    if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+') {
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+')
+    {
         return "<url>".into();
     }
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());

@@ -479,7 +479,10 @@ mod tests {
         )
         .unwrap();
         let d = format!("{u:?} {u:#?}");
-        assert!(!d.contains("hunter2-pw") && !d.contains("key-text-77"), "{d}");
+        assert!(
+            !d.contains("hunter2-pw") && !d.contains("key-text-77"),
+            "{d}"
+        );
         let s = SecretText::from("hunter2-pw");
         assert!(!format!("{s:?}").contains("hunter2"));
     }

@@ -95,9 +95,8 @@ impl Db {
     /// Every stored token, oldest first; `expired` is evaluated at `now`.
     pub fn list_tokens(&self, now: i64) -> Result<Vec<TokenInfo>> {
         let conn = self.conn();
-        let mut st = conn.prepare(
-            "SELECT id, role, label, created_at, expires_at FROM tokens ORDER BY id",
-        )?;
+        let mut st =
+            conn.prepare("SELECT id, role, label, created_at, expires_at FROM tokens ORDER BY id")?;
         let rows = st.query_map([], |r| {
             let expires_at: Option<i64> = r.get(4)?;
             Ok(TokenInfo {

@@ -20,11 +20,11 @@ use ibs_controller::db::Db;
 use ibs_controller::secretbox::SecretBox;
 use ibs_controller::{Controller, ControllerOptions, OpenError, StorageOpener, StorageTarget};
 use ibs_repo::clock::{Clock, SystemClock};
-use std::io::{IsTerminal, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use ibs_repo::RepoError;
 use ibs_storage::{AlertClass, DynStorage, StorageError};
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -192,7 +192,9 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
                  --tls-cert/--tls-key, listen on 127.0.0.1, or pass --insecure-http to accept that"
             );
         }
-        tracing::warn!("serving plain HTTP on {listen} (--insecure-http): API traffic is not encrypted");
+        tracing::warn!(
+            "serving plain HTTP on {listen} (--insecure-http): API traffic is not encrypted"
+        );
     }
 
     let mut lock = DataDirLock::acquire(&data)?;

@@ -3,6 +3,7 @@
 
 mod cli;
 mod cli_controller;
+mod client_guard;
 mod cmd_client;
 mod cmd_keys;
 mod cmd_recover;

@@ -55,7 +55,11 @@ impl Daemon {
         let d = Daemon { child, log };
         let end = Instant::now() + Duration::from_secs(180);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < end, "ibs serve did not start: {}", d.text());
+            assert!(
+                Instant::now() < end,
+                "ibs serve did not start: {}",
+                d.text()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         d
@@ -214,7 +218,9 @@ fn has_token(text: &str) -> bool {
 fn tls_files(dir: &Path) -> (String, String) {
     let (cert, key) = (dir.join("api.pem"), dir.join("api.key"));
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
         .args(["-subj", "/CN=localhost", "-addext"])
         .args(["subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout"])
         .arg(&key)
@@ -222,11 +228,12 @@ fn tls_files(dir: &Path) -> (String, String) {
         .arg(&cert)
         .output()
         .expect("openssl");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    (
-        cert.display().to_string(),
-        key.display().to_string(),
-    )
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert.display().to_string(), key.display().to_string())
 }
 
 fn curl(args: &[&str]) -> (Output, Duration) {
@@ -282,7 +289,8 @@ fn idle_and_slow_plain_http_connections_are_cut_and_never_delay_a_client() {
     d.wait_bootstrap();
     let mut silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     let (out, took) = curl(&[&format!("http://127.0.0.1:{port}/healthz")]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
     assert!(took < Duration::from_secs(10), "took {took:?}");
@@ -309,7 +317,8 @@ fn recorder() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
     std::thread::spawn(move || {
         for c in l.incoming() {
             let Ok(mut c) = c else { continue };
-            c.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            c.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
             let mut buf = [0u8; 65536];
             while let Ok(n) = c.read(&mut buf) {
                 if n == 0 {
