@@ -2,8 +2,11 @@
 //! `Authorization: Bearer TOKEN` header: a missing or unknown token is 401, and handlers call
 //! [`Caller::require`] for their role (403 when too low). An expired token is 401 like an unknown one. Tokens are verified by
 //! `ibs_controller::tokens` (hashed, constant-time). Repeated failures from one client address are
-//! rate-limited: after [`MAX_FAILURES`] failures within [`WINDOW_SECS`], that address gets 429
-//! until the window has passed.
+//! rate-limited: after [`MAX_FAILURES`] failures within [`WINDOW_SECS`], that address gets 429 for
+//! every request without a valid token until the window has passed. A request that carries a valid
+//! token is never refused by the limiter: a guesser sharing an address (a NAT, a proxy) cannot lock
+//! out the operators behind it. Guessing itself is hopeless (256-bit tokens); the limiter keeps
+//! failures cheap and the log quiet (a blocked address's failures are not logged one by one).
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -80,13 +83,6 @@ impl FromRequestParts<AppState> for Caller {
             .map(|c| c.0.ip().to_string())
             .unwrap_or_else(|| "local".into());
         let now = state.ctl.now();
-        if state.limiter.blocked(&ip, now) {
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate-limited",
-                "too many failed authentications from this address; try again later",
-            ));
-        }
         let token = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -95,19 +91,29 @@ impl FromRequestParts<AppState> for Caller {
                 v.strip_prefix("Bearer ")
                     .or_else(|| v.strip_prefix("bearer "))
             })
-            .map(str::trim);
-        let Some(token) = token.filter(|t| !t.is_empty()) else {
-            state.limiter.fail(&ip, now);
-            return Err(ApiError::unauthorized());
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        let verified = match token {
+            Some(t) => state.ctl.db().verify_token(t, now)?,
+            None => None,
         };
-        match state.ctl.db().verify_token(token, now) {
-            Ok(Some(identity)) => Ok(Caller { identity }),
-            Ok(None) => {
-                state.limiter.fail(&ip, now);
+        if let Some(identity) = verified {
+            return Ok(Caller { identity });
+        }
+        if state.limiter.blocked(&ip, now) {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "too many failed authentications from this address; try again later",
+            ));
+        }
+        state.limiter.fail(&ip, now);
+        match token {
+            None => Err(ApiError::unauthorized()),
+            Some(_) => {
                 tracing::warn!("rejected an unknown API token from {ip}");
                 Err(ApiError::unauthorized())
             }
-            Err(e) => Err(e.into()),
         }
     }
 }

@@ -9,7 +9,9 @@
 //!
 //! Roles: **reader** may GET everything; **operator** also starts backups and begins/ends
 //! maintenance; **admin** also changes settings and components, restores, validates, closes alerts, prunes the
-//! store, creates tokens and reads the audit log.
+//! store, creates, lists and revokes tokens and reads the audit log. No role can make the daemon run a
+//! command or read a host file or environment variable it names: those come only from the host's
+//! configuration (see `ibs_controller::component_api`).
 
 pub mod auth;
 pub mod error;
@@ -77,7 +79,8 @@ pub fn router(state: AppState) -> Router {
         .route("/alerts", get(admin::alerts))
         .route("/alerts/{id}/close", post(admin::close_alert))
         .route("/store/prune", post(admin::prune))
-        .route("/tokens", post(admin::create_token))
+        .route("/tokens", get(admin::list_tokens).post(admin::create_token))
+        .route("/tokens/{id}", axum::routing::delete(admin::revoke_token))
         .route("/audit", get(admin::audit))
         .route("/openapi.json", get(openapi::document));
     Router::new()

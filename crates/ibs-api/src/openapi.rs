@@ -19,11 +19,16 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "Change the backup location settings (accessibility test; retention confirmation)",
         "admin",
     ),
-    ("/api/v1/components", "get", "List components", "reader"),
+    (
+        "/api/v1/components",
+        "get",
+        "List components (hooks, commands and passwords appear only as *_set flags)",
+        "reader",
+    ),
     (
         "/api/v1/components",
         "put",
-        "Replace the components",
+        "Replace the components: references to the host's components, or postgres/mariadb/redis components by url with a password value",
         "admin",
     ),
     ("/api/v1/backups", "get", "List backups", "reader"),
@@ -148,6 +153,18 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "Create an API token {role, label, expires_in_seconds?}",
         "admin",
     ),
+    (
+        "/api/v1/tokens",
+        "get",
+        "List the API tokens (id, role, label, created_at, expires_at, expired; never a token)",
+        "admin",
+    ),
+    (
+        "/api/v1/tokens/{id}",
+        "delete",
+        "Revoke an API token (refused from then on)",
+        "admin",
+    ),
     ("/api/v1/audit", "get", "The audit log", "admin"),
 ];
 
@@ -185,8 +202,33 @@ pub fn build() -> Value {
     validate["responses"]["202"] = json!({ "description": "The validation job (poll GET /api/v1/jobs/{id}; reports at /api/v1/jobs/{id}/report and report.html)" });
     validate["responses"]["404"] = json!({ "description": "No such backup" });
     validate["responses"]["413"] = json!({ "description": "The .pfx or the body is too large" });
+    let components = &mut paths["/api/v1/components"]["put"];
+    components["requestBody"] = json!({
+        "required": true,
+        "content": { "application/json": { "schema": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "additionalProperties": false,
+                "description": "Without kind: a reference to a component of the host's configuration file (only priority and essential_for_recovery may change). With kind postgres, mariadb or redis: a service component by url; the password is stored sealed and never returned. Hooks, commands, host paths, tool_dir, password_file and password_env are refused (400): they come only from the host's configuration file.",
+                "properties": {
+                    "name": { "type": "string" },
+                    "kind": { "type": "string", "enum": ["postgres", "mariadb", "redis"] },
+                    "url": { "type": "string" },
+                    "password": { "type": "string", "writeOnly": true },
+                    "essential_for_recovery": { "type": "boolean" },
+                    "priority": { "type": "integer" }
+                }
+            }
+        } } }
+    });
+    paths["/api/v1/tokens/{id}"]["delete"]["responses"]["204"] =
+        json!({ "description": "Revoked" });
+    paths["/api/v1/tokens/{id}"]["delete"]["responses"]["404"] =
+        json!({ "description": "No token has this id" });
     paths.insert("/healthz".into(), json!({ "get": { "summary": "Liveness", "responses": { "200": { "description": "ok" } } } }));
-    paths.insert("/metrics".into(), json!({ "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "text format 0.0.4" } } } }));
+    paths.insert("/metrics".into(), json!({ "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "text format 0.0.4" }, "500": { "description": "The state database cannot answer (a fixed text; the cause is in the daemon's log)" } } } }));
     json!({
         "openapi": "3.1.0",
         "info": { "title": "ibs controller API", "version": env!("CARGO_PKG_VERSION") },

@@ -225,17 +225,24 @@ async fn repeated_auth_failures_are_rate_limited() {
         );
     }
     assert_eq!(
-        a.call(Method::GET, "/api/v1/jobs", Some(&a.admin), None)
+        a.call(Method::GET, "/api/v1/jobs", Some("ibs_wrong"), None)
             .await
             .0,
         StatusCode::TOO_MANY_REQUESTS
     );
-    a.t.clock.advance(ibs_api::auth::WINDOW_SECS);
+    // A valid token is never refused by the failure limiter.
     assert_eq!(
         a.call(Method::GET, "/api/v1/jobs", Some(&a.admin), None)
             .await
             .0,
         StatusCode::OK
+    );
+    a.t.clock.advance(ibs_api::auth::WINDOW_SECS);
+    assert_eq!(
+        a.call(Method::GET, "/api/v1/jobs", Some("ibs_wrong"), None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
     );
 }
 

@@ -11,7 +11,10 @@
 //!   share almost full, legacy key, maintenance failed) are re-evaluated on every controller tick,
 //!   so one closed while its cause persists comes back; a backup-failed alert comes back at the next
 //!   failure. Closed alerts are kept as history.
-//! - With a webhook configured, each raise and close is POSTed as JSON (best effort, never blocking).
+//! - With a webhook configured, each raise and close is POSTed as JSON (best effort, never blocking):
+//!   one worker thread drains a queue of at most [`WEBHOOK_QUEUE`] events; when the queue is full
+//!   the new event is dropped, counted and logged. Each POST has connect and overall timeouts. The
+//!   URL is never printed whole: logs show it through [`crate::redact::url`].
 
 use crate::db::Db;
 use crate::{ControllerError, Result};
@@ -174,21 +177,82 @@ pub trait AlertSink: Send + Sync + std::fmt::Debug {
     fn notify(&self, event: &str, alert: &Alert);
 }
 
-/// POSTs `{"event": "raised"|"closed", "alert": {...}}` to a URL, on a background thread.
-#[derive(Debug, Clone)]
+/// Events waiting for the webhook worker; more are dropped (and counted).
+pub const WEBHOOK_QUEUE: usize = 256;
+/// Connecting to the webhook receiver may take this long.
+pub const WEBHOOK_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// One whole POST (connect, send, response) may take this long.
+pub const WEBHOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// POSTs `{"event": "raised"|"closed", "alert": {...}}` to a URL from one worker thread fed by a
+/// bounded queue. `Debug` shows the URL redacted.
 pub struct Webhook {
-    pub url: String,
+    queue: std::sync::mpsc::SyncSender<serde_json::Value>,
+    shown: String,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook").field("url", &self.shown).finish()
+    }
+}
+
+impl Webhook {
+    /// Starts the worker. The URL must be `http://` or `https://`.
+    pub fn new(url: String) -> Result<Webhook> {
+        let shown = crate::redact::url(&url);
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ControllerError::invalid(
+                "webhook_url",
+                format!("{shown} is not an http:// or https:// URL"),
+            ));
+        }
+        let (queue, rx) = std::sync::mpsc::sync_channel::<serde_json::Value>(WEBHOOK_QUEUE);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(WEBHOOK_CONNECT_TIMEOUT))
+            .timeout_global(Some(WEBHOOK_TIMEOUT))
+            .build()
+            .into();
+        let worker_shown = shown.clone();
+        std::thread::Builder::new()
+            .name("ibs-webhook".into())
+            .spawn(move || {
+                for body in rx {
+                    if let Err(e) = agent.post(&url).send_json(&body) {
+                        let e = crate::redact::in_text(&e.to_string(), &url);
+                        tracing::warn!("alert webhook {worker_shown}: {e}");
+                    }
+                }
+            })
+            .map_err(|e| ControllerError::Internal(format!("starting the webhook worker: {e}")))?;
+        Ok(Webhook {
+            queue,
+            shown,
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Events dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl AlertSink for Webhook {
     fn notify(&self, event: &str, alert: &Alert) {
         let body = serde_json::json!({ "event": event, "alert": alert });
-        let url = self.url.clone();
-        std::thread::spawn(move || {
-            if let Err(e) = ureq::post(&url).send_json(&body) {
-                tracing::warn!("alert webhook {url}: {e}");
-            }
-        });
+        if self.queue.try_send(body).is_err() {
+            let n = self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            tracing::warn!(
+                "alert webhook {}: queue full ({WEBHOOK_QUEUE} events waiting); dropped the {event} event of alert {} ({n} dropped so far)",
+                self.shown,
+                alert.id
+            );
+        }
     }
 }
 
@@ -390,6 +454,62 @@ mod tests {
 
     fn alerts() -> Alerts {
         Alerts::new(Arc::new(Db::open_in_memory().unwrap()), None)
+    }
+
+    fn threads() -> usize {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Attack: a webhook receiver that accepts connections and never answers, while alerts keep
+    /// coming. The daemon must not grow a thread per event nor block the caller; the excess is
+    /// dropped and counted.
+    #[test]
+    fn a_stalled_webhook_receiver_costs_one_thread_and_a_bounded_queue() {
+        let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = blackhole.local_addr().unwrap().port();
+        let held = std::thread::spawn(move || {
+            let mut conns = Vec::new();
+            blackhole.set_nonblocking(true).unwrap();
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while std::time::Instant::now() < end {
+                if let Ok((c, _)) = blackhole.accept() {
+                    conns.push(c);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        });
+        let hook = Webhook::new(format!("http://u:pw@127.0.0.1:{port}/hook")).unwrap();
+        let alert = alerts()
+            .raise(AlertKind::SchedulerDisabled, "x", 1)
+            .unwrap();
+        let before = threads();
+        let started = std::time::Instant::now();
+        let n = WEBHOOK_QUEUE + 300;
+        for _ in 0..n {
+            hook.notify("raised", &alert);
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "notify blocked for {:?}",
+            started.elapsed()
+        );
+        // Other tests of this binary run in parallel and start a few threads of their own.
+        let grown = threads().saturating_sub(before);
+        assert!(grown < 50, "{grown} threads started for {n} events");
+        assert!(
+            hook.dropped() >= 299,
+            "only {} of {n} events dropped",
+            hook.dropped()
+        );
+        assert!(!format!("{hook:?}").contains("pw"), "{hook:?}");
+        held.join().unwrap();
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! must be moved off this host.
 
 use crate::component::ComponentConfig;
-use crate::controller::{Controller, META_COMPONENTS};
+use crate::controller::{Controller, META_COMPONENTS, META_HOST_COMPONENTS};
 use crate::model::Role;
 use crate::scheduler::{self, ScheduleState};
 use crate::settings::LocationUpdate;
@@ -127,6 +127,7 @@ pub async fn first_start(
             url: None,
             password_file: None,
             password_env: None,
+            password_sealed: None,
             path: None,
             tool_dir: None,
             essential_for_recovery: true,
@@ -135,6 +136,7 @@ pub async fn first_start(
             post_hook: None,
             hook_timeout_seconds: crate::component::DEFAULT_HOOK_TIMEOUT_SECS,
         };
+        ctl.db().set_meta(META_HOST_COMPONENTS, &vec![c.clone()])?;
         ctl.db().set_meta(META_COMPONENTS, &vec![c])?;
     }
     ctl.update_location(

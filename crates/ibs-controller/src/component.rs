@@ -12,8 +12,14 @@
 //!   the stored bytes on stdin.
 //! - `postgres`, `mariadb`, `redis` (`url`, `password_file` or `password_env`, `tool_dir`) and
 //!   `sqlite` (`path`): service exports streamed into the repository; see [`crate::kinds`].
+//!
+//! Everything that runs a command or reads a host file or environment variable (hooks, `command`
+//! backup/restore, `files` paths, `sqlite` path, `tool_dir`, `password_file`, `password_env`) comes
+//! only from the host: the configuration file, first start, or the library API. What the HTTP API
+//! may say about components is in [`crate::component_api`].
 
-use crate::kinds::{self, ConnUrl, PasswordSource, ServiceSpec};
+use crate::kinds::{self, ConnUrl, PasswordSource, Secret, ServiceSpec};
+use crate::secretbox::SecretBox;
 use crate::{ControllerError, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -45,6 +51,9 @@ pub struct ComponentConfig {
     /// An environment variable holding the password of a service component.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
+    /// A password given through the API, sealed by [`crate::secretbox`] (never in the config file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_sealed: Option<String>,
     /// The database file of a `sqlite` component.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -112,8 +121,18 @@ impl ComponentKind {
     }
 }
 
-/// Validates the settings of a service kind; `field` names a config field for errors.
-fn service_kind(c: &ComponentConfig, field: &dyn Fn(&str) -> String) -> Result<ComponentKind> {
+/// The sealing purpose of a component's API-given password (binds it to the component's name).
+pub fn password_purpose(name: &str) -> String {
+    format!("component-password:{name}")
+}
+
+/// Validates the settings of a service kind; `field` names a config field for errors. A sealed
+/// password is opened with `secrets`; without it (validation only) it stays unopened (empty).
+fn service_kind(
+    c: &ComponentConfig,
+    field: &dyn Fn(&str) -> String,
+    secrets: Option<&SecretBox>,
+) -> Result<ComponentKind> {
     let invalid = |f: &str, m: String| Err(ControllerError::invalid(field(f), m));
     if !c.paths.is_empty() || c.backup.is_some() || c.restore.is_some() {
         return invalid(
@@ -126,7 +145,11 @@ fn service_kind(c: &ComponentConfig, field: &dyn Fn(&str) -> String) -> Result<C
         let Some(p) = c.path.as_deref().filter(|p| p.starts_with('/')) else {
             return invalid("path", "a sqlite component needs an absolute path".into());
         };
-        if c.url.is_some() || c.password_file.is_some() || c.password_env.is_some() {
+        if c.url.is_some()
+            || c.password_file.is_some()
+            || c.password_env.is_some()
+            || c.password_sealed.is_some()
+        {
             return invalid("url", "a sqlite component takes only a path".into());
         }
         return Ok(ComponentKind::Sqlite { path: p.into() });
@@ -148,6 +171,33 @@ fn service_kind(c: &ComponentConfig, field: &dyn Fn(&str) -> String) -> Result<C
     let url = ConnUrl::parse(u, schemes).map_err(|e| ControllerError::invalid(field("url"), e))?;
     if c.kind == "redis" {
         kinds::redis::db_number(&url).map_err(|e| ControllerError::invalid(field("url"), e))?;
+    }
+    let sources = [
+        c.password_file.is_some(),
+        c.password_env.is_some(),
+        c.password_sealed.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() > 1 {
+        return invalid(
+            "password_env",
+            "give one of password_file, password_env or an API password, not several".into(),
+        );
+    }
+    if let Some(sealed) = &c.password_sealed {
+        let value = match secrets {
+            Some(b) => b.open(&password_purpose(&c.name), sealed)?,
+            None => String::new(),
+        };
+        let spec = ServiceSpec {
+            url,
+            password: PasswordSource::Value(Secret::new(value)),
+            tool_dir,
+        };
+        return Ok(match c.kind.as_str() {
+            "postgres" => ComponentKind::Postgres(spec),
+            "mariadb" => ComponentKind::Mariadb(spec),
+            _ => ComponentKind::Redis(spec),
+        });
     }
     let password = match (&c.password_file, &c.password_env) {
         (Some(_), Some(_)) => {
@@ -208,8 +258,17 @@ impl Component {
 }
 
 /// Validates a list of component configs: names unique and valid, known kinds, required settings.
-/// Errors name the field as `component[N].field`.
+/// Errors name the field as `component[N].field`. API-given passwords are not opened: use
+/// [`validate_with`] to get components that can run.
 pub fn validate(configs: &[ComponentConfig]) -> Result<Vec<Component>> {
+    validate_with(configs, None)
+}
+
+/// [`validate`], opening API-given passwords with `secrets`.
+pub fn validate_with(
+    configs: &[ComponentConfig],
+    secrets: Option<&SecretBox>,
+) -> Result<Vec<Component>> {
     let mut out: Vec<Component> = Vec::new();
     for (i, c) in configs.iter().enumerate() {
         let field = |f: &str| format!("component[{i}].{f}");
@@ -251,7 +310,7 @@ pub fn validate(configs: &[ComponentConfig]) -> Result<Vec<Component>> {
                     restore: c.restore.clone().filter(|r| !r.trim().is_empty()),
                 }
             }
-            "postgres" | "mariadb" | "redis" | "sqlite" => service_kind(c, &field)?,
+            "postgres" | "mariadb" | "redis" | "sqlite" => service_kind(c, &field, secrets)?,
             other => {
                 return Err(ControllerError::invalid(
                     field("kind"),

@@ -29,7 +29,9 @@ pub struct Config {
     /// Serve the API over TLS: a PEM certificate chain and its PEM private key (both or neither).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
-    /// Components; when present they replace the stored set at every start.
+    /// Components; when present they replace the stored set and the host catalog at every start.
+    /// Only here (not through the API) may a component name hooks, commands, host paths or
+    /// password sources.
     #[serde(default, rename = "component")]
     pub components: Option<Vec<ComponentConfig>>,
 }
@@ -40,6 +42,12 @@ impl Config {
             toml::from_str(text).map_err(|e| ControllerError::invalid("config", e.to_string()))?;
         if let Some(cs) = &c.components {
             component::validate(cs)?;
+            if let Some(i) = cs.iter().position(|c| c.password_sealed.is_some()) {
+                return Err(ControllerError::invalid(
+                    format!("component[{i}].password_sealed"),
+                    "is set only through the API; use password_file or password_env here",
+                ));
+            }
         }
         if let Some(l) = &c.listen {
             l.parse::<std::net::SocketAddr>().map_err(|_| {

@@ -10,6 +10,7 @@
 
 use crate::alerts::{AlertSink, Alerts};
 use crate::component::{self, Component, ComponentConfig};
+use crate::component_api::{self, ComponentRequest, ComponentView};
 use crate::db::Db;
 use crate::model::{Job, JobKind, JobProgress, JobStatus, Maintenance, Trigger};
 use crate::scheduler::{self, ScheduleState};
@@ -26,6 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub(crate) const META_COMPONENTS: &str = "components";
+/// The host catalog: components defined on the host (config file, first start, library API), the
+/// only ones that may run commands or read host files; see [`crate::component_api`].
+pub(crate) const META_HOST_COMPONENTS: &str = "host_components";
 pub(crate) const META_MAINTENANCE: &str = "maintenance";
 pub(crate) const META_CAPACITY: &str = "capacity";
 
@@ -166,7 +170,28 @@ impl Controller {
         }
         if let Some(cs) = &opts.components {
             component::validate(cs)?;
+            if let Some(c) = cs.iter().find(|c| c.password_sealed.is_some()) {
+                return Err(ControllerError::invalid(
+                    format!("component {}", c.name),
+                    "password_sealed is set only through the API",
+                ));
+            }
             opts.db.set_meta(META_COMPONENTS, cs)?;
+            opts.db.set_meta(META_HOST_COMPONENTS, cs)?;
+        } else if opts
+            .db
+            .get_meta::<Vec<ComponentConfig>>(META_HOST_COMPONENTS)?
+            .is_none()
+        {
+            // A state database from before the host catalog: what it stores was accepted as
+            // trusted then, so it becomes the catalog (API-declared components excepted).
+            let stored: Vec<ComponentConfig> =
+                opts.db.get_meta(META_COMPONENTS)?.unwrap_or_default();
+            let host: Vec<ComponentConfig> = stored
+                .into_iter()
+                .filter(|c| c.password_sealed.is_none())
+                .collect();
+            opts.db.set_meta(META_HOST_COMPONENTS, &host)?;
         }
         if opts
             .db
@@ -312,7 +337,7 @@ impl Controller {
             next.username = Some(n.clone());
         }
         if let Some(p) = &v.password {
-            next.password_sealed = Some(self.inner.secrets.seal("share-password", &p.0));
+            next.password_sealed = Some(self.inner.secrets.seal("share-password", p.expose()));
         }
         if v.touches_share() {
             let target = self.target(&next)?.ok_or_else(|| {
@@ -356,7 +381,7 @@ impl Controller {
             ));
         }
         if let Some(k) = &v.legacy_key {
-            next.legacy_key_sealed = Some(self.inner.secrets.seal("legacy-key", &k.0));
+            next.legacy_key_sealed = Some(self.inner.secrets.seal("legacy-key", k.expose()));
         }
         if let Some(f) = v.frequency_hours {
             let mut s = self.schedule()?;
@@ -390,10 +415,32 @@ impl Controller {
         Ok(self.inner.db.get_meta(META_COMPONENTS)?.unwrap_or_default())
     }
 
+    /// The components, ready to run (API-given passwords opened).
     pub fn components(&self) -> Result<Vec<Component>> {
-        component::validate(&self.components_config()?)
+        component::validate_with(&self.components_config()?, Some(&self.inner.secrets))
     }
 
+    /// The host catalog (see [`crate::component_api`]).
+    pub fn host_components(&self) -> Result<Vec<ComponentConfig>> {
+        Ok(self
+            .inner
+            .db
+            .get_meta(META_HOST_COMPONENTS)?
+            .unwrap_or_default())
+    }
+
+    /// The components as the API shows them: no hook, command or secret, only whether each is set.
+    pub fn components_view(&self) -> Result<Vec<ComponentView>> {
+        let catalog = self.host_components()?;
+        Ok(self
+            .components_config()?
+            .iter()
+            .map(|c| ComponentView::of(c, &catalog))
+            .collect())
+    }
+
+    /// Replaces the components and the host catalog with `cs`. Host-trusted: hooks, commands and
+    /// host paths are accepted. The HTTP API uses [`Controller::set_components_from_api`].
     pub fn set_components(
         &self,
         cs: Vec<ComponentConfig>,
@@ -401,11 +448,36 @@ impl Controller {
     ) -> Result<Vec<ComponentConfig>> {
         component::validate(&cs)?;
         self.inner.db.set_meta(META_COMPONENTS, &cs)?;
+        self.inner.db.set_meta(META_HOST_COMPONENTS, &cs)?;
+        self.audit_components(&cs, actor)?;
+        Ok(cs)
+    }
+
+    /// Replaces the components from an API request: references to the host catalog and declared
+    /// service components only (see [`crate::component_api`]).
+    pub fn set_components_from_api(
+        &self,
+        requests: Vec<ComponentRequest>,
+        actor: &str,
+    ) -> Result<Vec<ComponentView>> {
+        let catalog = self.host_components()?;
+        let cs = component_api::resolve(
+            requests,
+            &catalog,
+            &self.components_config()?,
+            &self.inner.secrets,
+        )?;
+        component::validate(&cs)?;
+        self.inner.db.set_meta(META_COMPONENTS, &cs)?;
+        self.audit_components(&cs, actor)?;
+        self.components_view()
+    }
+
+    fn audit_components(&self, cs: &[ComponentConfig], actor: &str) -> Result<()> {
         let names: Vec<String> = cs.iter().map(|c| format!("component:{}", c.name)).collect();
         self.inner
             .db
-            .audit(self.now(), actor, "components.update", &names)?;
-        Ok(cs)
+            .audit(self.now(), actor, "components.update", &names)
     }
 
     pub(crate) async fn record_capacity(&self, storage: &ibs_storage::DynStorage) {

@@ -16,7 +16,76 @@ pub(crate) fn kind_str(k: JobKind) -> &'static str {
     }
 }
 
+/// Aggregates over every backup job (skipped ones excepted), computed in SQL so their cost does not
+/// grow with what is loaded into memory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BackupStats {
+    pub attempts: u64,
+    pub succeeded: u64,
+    pub partial: u64,
+    /// Failed or Interrupted.
+    pub failed: u64,
+    /// Finished backups with a recorded duration, and for each bound of `buckets_secs` how many
+    /// took at most that long.
+    pub durations: u64,
+    pub duration_sum_secs: f64,
+    pub bucket_counts: Vec<u64>,
+    /// Unix time of the last successful backup (0: none).
+    pub last_success: i64,
+}
+
 impl Db {
+    /// [`BackupStats`] with a duration histogram over `buckets_secs`.
+    pub fn backup_stats(&self, buckets_secs: &[f64]) -> Result<BackupStats> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT status, COUNT(*) FROM jobs WHERE kind = 'backup' AND status != 'Skipped' GROUP BY status",
+        )?;
+        let mut out = BackupStats::default();
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (status, n) = row?;
+            let n = n.max(0) as u64;
+            out.attempts += n;
+            match JobStatus::parse(&status) {
+                Some(JobStatus::Succeeded) => out.succeeded += n,
+                Some(JobStatus::PartialSucceeded) => out.partial += n,
+                Some(JobStatus::Failed | JobStatus::Interrupted) => out.failed += n,
+                _ => {}
+            }
+        }
+        const FINISHED: &str = "kind = 'backup' AND status IN ('Succeeded', 'PartialSucceeded', 'Failed', 'Interrupted')";
+        let (count, sum): (i64, f64) = conn.query_row(
+            &format!(
+                "SELECT COUNT(d), COALESCE(SUM(d), 0) / 1000.0 FROM \
+                 (SELECT json_extract(body, '$.duration_ms') AS d FROM jobs WHERE {FINISHED}) \
+                 WHERE d IS NOT NULL"
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        out.durations = count.max(0) as u64;
+        out.duration_sum_secs = sum;
+        for b in buckets_secs {
+            let n: i64 = conn.query_row(
+                &format!(
+                    "SELECT COUNT(*) FROM jobs WHERE {FINISHED} \
+                     AND json_extract(body, '$.duration_ms') <= ?1"
+                ),
+                [b * 1000.0],
+                |r| r.get(0),
+            )?;
+            out.bucket_counts.push(n.max(0) as u64);
+        }
+        out.last_success = conn.query_row(
+            "SELECT COALESCE(MAX(json_extract(body, '$.finished_at')), 0) FROM jobs \
+             WHERE kind = 'backup' AND status = 'Succeeded'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(out)
+    }
+
     pub fn put_job(&self, job: &Job) -> Result<()> {
         let body = serde_json::to_string(job).expect("job serializes");
         let trigger = serde_json::to_value(job.trigger).expect("trigger");

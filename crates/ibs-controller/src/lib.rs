@@ -3,13 +3,16 @@
 //! Module map (each module's own doc says what it owns):
 //! - [`config`]: the TOML configuration (`ibs.toml`) and its validation.
 //! - [`component`]: the unit of backup (`files`, `command`, service kinds), hooks, and the mapping to engine sources.
+//! - [`component_api`]: what the HTTP API may say about components (references to host components,
+//!   service components with a sealed password) and the view it gets (no hook, command or secret).
 //! - [`kinds`]: the service kinds `postgres`, `mariadb`, `redis`, `sqlite`: streamed exports, restore, verification.
 //! - [`settings`]: the backup-location resource: validation, secrets, audit.
 //! - [`db`]: the SQLite state database (jobs, settings, alerts, tokens, audit, scheduler state).
 //! - [`secretbox`]: encryption at rest of secrets kept in the state database.
 //! - [`tokens`]: API bearer tokens with roles, stored hashed, compared in constant time.
 //! - [`scheduler`]: the pure scheduling decision for a tick (interval, missed runs, skips).
-//! - [`alerts`]: the alert catalogue and lifecycle.
+//! - [`alerts`]: the alert catalogue and lifecycle, and the webhook sink.
+//! - [`redact`]: URLs made safe to print (no userinfo, query or path).
 //! - [`controller`]: [`Controller`], the one object the API and the daemon talk to; the job gate.
 //! - [`runner`]: executes a backup job; [`restore_job`]: executes a restore job.
 //! - [`verify`]: scheduled verification of the packs on the share (no .pfx), damage markers,
@@ -24,6 +27,7 @@
 pub mod alerts;
 pub mod bootstrap;
 pub mod component;
+pub mod component_api;
 pub mod config;
 pub mod controller;
 pub mod db;
@@ -33,6 +37,7 @@ pub mod hosted_job;
 pub mod kinds;
 pub mod model;
 mod ops;
+pub mod redact;
 pub mod restore_job;
 pub mod retention;
 pub mod runner;
@@ -46,6 +51,7 @@ pub mod tokens;
 pub mod verify;
 
 pub use controller::{Capacity, Controller, ControllerOptions, Readiness};
+pub use db_jobs::BackupStats;
 pub use model::{
     ComponentResult, Job, JobKind, JobStatus, Role, Trigger, DEFAULT_FREQUENCY_HOURS,
     DEFAULT_RETENTION_DAYS,

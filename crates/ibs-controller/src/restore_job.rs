@@ -127,8 +127,11 @@ impl Controller {
         match url_target {
             Some(schemes) => {
                 let t = req.target.to_str().unwrap_or("");
-                crate::kinds::ConnUrl::parse(t, schemes)
+                let target = crate::kinds::ConnUrl::parse(t, schemes)
                     .map_err(|e| ControllerError::invalid("target", e))?;
+                if let Some(c) = &service {
+                    crate::component_api::check_restore_target(c, &target)?;
+                }
             }
             None if !req.target.is_absolute() => {
                 return Err(ControllerError::invalid(

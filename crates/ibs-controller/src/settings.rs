@@ -123,18 +123,19 @@ pub struct LocationView {
     pub verify_sample_percent: u32,
 }
 
-/// A partial update (`PUT /api/v1/location`): absent fields are left unchanged.
+/// A partial update (`PUT /api/v1/location`): absent fields are left unchanged. `Debug` never shows
+/// the password or the legacy key (they are [`SecretText`]).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocationUpdate {
     pub path: Option<String>,
     pub username: Option<String>,
     /// Write-only.
-    pub password: Option<String>,
+    pub password: Option<SecretText>,
     /// A `.cer`: base64 of its DER or PEM bytes, or PEM text.
     pub certificate: Option<String>,
     /// Write-only: the legacy key file's text.
-    pub legacy_key: Option<String>,
+    pub legacy_key: Option<SecretText>,
     pub frequency_hours: Option<i64>,
     pub retention_days: Option<i64>,
     pub scheduler_enabled: Option<bool>,
@@ -153,9 +154,32 @@ impl std::fmt::Debug for SecretText {
     }
 }
 
-/// A secret value in a validated update; its `Debug` is redacted.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretText(pub String);
+/// A secret value (a password, a key file's text): its `Debug` is redacted and its memory is zeroed
+/// when dropped.
+#[derive(Clone, PartialEq, Eq, Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+#[serde(transparent)]
+pub struct SecretText(String);
+
+impl SecretText {
+    pub fn new(value: String) -> SecretText {
+        SecretText(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretText {
+    fn from(value: String) -> SecretText {
+        SecretText(value)
+    }
+}
+
+impl From<&str> for SecretText {
+    fn from(value: &str) -> SecretText {
+        SecretText(value.to_string())
+    }
+}
 
 /// An update that passed validation: what to change, and the names of the changed fields.
 #[derive(Debug, Clone)]
@@ -297,7 +321,7 @@ pub fn validate(u: &LocationUpdate, current: &StoredLocation, now: i64) -> Resul
         }
     }
     if let Some(pw) = &u.password {
-        if pw.is_empty() {
+        if pw.expose().is_empty() {
             return Err(ControllerError::invalid("password", "must not be empty"));
         }
         if u.username.is_none() && current.username.is_none() {
@@ -306,7 +330,7 @@ pub fn validate(u: &LocationUpdate, current: &StoredLocation, now: i64) -> Resul
                 "a username is required with a password",
             ));
         }
-        v.password = Some(SecretText(pw.clone()));
+        v.password = Some(pw.clone());
         v.fields.push("password".into());
     }
     match (&u.certificate, &u.legacy_key) {
@@ -335,9 +359,9 @@ pub fn validate(u: &LocationUpdate, current: &StoredLocation, now: i64) -> Resul
                     "switching from a certificate to a legacy key is not allowed (the switch to certificates is one-way)",
                 ));
             }
-            LegacyKey::from_file_text(k)
+            LegacyKey::from_file_text(k.expose())
                 .map_err(|e| ControllerError::invalid("legacy_key", e.to_string()))?;
-            v.legacy_key = Some(SecretText(k.clone()));
+            v.legacy_key = Some(k.clone());
             v.fields.push("legacy_key".into());
             v.warnings.push(
                 "legacy_key: key-based encryption is deprecated; upload a certificate".into(),
@@ -446,5 +470,20 @@ mod tests {
             validate(&u(r#"{"username":"u","password":"hunter2"}"#), &cur, 0).unwrap()
         )
         .contains("hunter2"));
+    }
+
+    #[test]
+    fn debug_of_secret_holding_types_never_shows_the_secret() {
+        let u: LocationUpdate = serde_json::from_str(
+            r#"{"username":"u","password":"hunter2-pw","legacy_key":"key-text-77"}"#,
+        )
+        .unwrap();
+        let d = format!("{u:?} {u:#?}");
+        assert!(
+            !d.contains("hunter2-pw") && !d.contains("key-text-77"),
+            "{d}"
+        );
+        let s = SecretText::from("hunter2-pw");
+        assert!(!format!("{s:?}").contains("hunter2"));
     }
 }

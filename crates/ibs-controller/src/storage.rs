@@ -8,12 +8,21 @@ use async_trait::async_trait;
 use ibs_storage::{AlertClass, DynStorage, ObjectKey};
 use std::fmt;
 
-/// Where to open storage: a path and optional share credentials. `Debug` never shows the password.
+/// Where to open storage: a path and optional share credentials. `Debug` never shows the password,
+/// and the password's memory is zeroed when the target is dropped.
 #[derive(Clone, Default)]
 pub struct StorageTarget {
     pub path: String,
     pub username: Option<String>,
     pub password: Option<String>,
+}
+
+impl Drop for StorageTarget {
+    fn drop(&mut self) {
+        if let Some(p) = &mut self.password {
+            zeroize::Zeroize::zeroize(p);
+        }
+    }
 }
 
 impl fmt::Debug for StorageTarget {

@@ -12,6 +12,18 @@ use base64::Engine as _;
 use rusqlite::params;
 use serde::Serialize;
 
+/// A stored token as listed (never the token itself, nor its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub role: String,
+    pub label: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    /// True when `expires_at` has passed (the token is refused).
+    pub expired: bool,
+}
+
 /// Who presented a valid token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TokenIdentity {
@@ -80,6 +92,34 @@ impl Db {
         Ok(found)
     }
 
+    /// Every stored token, oldest first; `expired` is evaluated at `now`.
+    pub fn list_tokens(&self, now: i64) -> Result<Vec<TokenInfo>> {
+        let conn = self.conn();
+        let mut st =
+            conn.prepare("SELECT id, role, label, created_at, expires_at FROM tokens ORDER BY id")?;
+        let rows = st.query_map([], |r| {
+            let expires_at: Option<i64> = r.get(4)?;
+            Ok(TokenInfo {
+                id: r.get(0)?,
+                role: r.get(1)?,
+                label: r.get(2)?,
+                created_at: r.get(3)?,
+                expires_at,
+                expired: expires_at.is_some_and(|t| now >= t),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes a token; from then on it is refused like an unknown one. False when no token has
+    /// that id.
+    pub fn revoke_token(&self, id: i64) -> Result<bool> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM tokens WHERE id = ?1", [id])?
+            > 0)
+    }
+
     pub fn token_count(&self) -> Result<u64> {
         Ok(self
             .conn()
@@ -114,5 +154,22 @@ mod tests {
             .query_row("SELECT hash FROM tokens", [], |r| r.get(0))
             .unwrap();
         assert!(!stored.contains(&t[4..]));
+    }
+
+    #[test]
+    fn list_and_revoke() {
+        let db = Db::open_in_memory().unwrap();
+        let a = db.create_token(Role::Admin, "a", 1).unwrap();
+        let r = db
+            .create_token_expiring(Role::Reader, "r", 1, Some(50))
+            .unwrap();
+        let list = db.list_tokens(60).unwrap();
+        assert_eq!(list.len(), 2);
+        assert!(!list[0].expired && list[1].expired);
+        let text = format!("{list:?}");
+        assert!(!text.contains(&a[4..]) && !text.contains(&r[4..]));
+        assert!(db.revoke_token(list[0].id).unwrap());
+        assert!(db.verify_token(&a, 2).unwrap().is_none(), "revoked");
+        assert!(!db.revoke_token(list[0].id).unwrap());
     }
 }

@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert (default $IBS_TLS_KEY).
     #[arg(long)]
     pub tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address: tokens, share passwords and .pfx files would
+    /// cross the network in cleartext. Without it, such a listener needs --tls-cert/--tls-key.
+    #[arg(long)]
+    pub insecure_http: bool,
 }
 
 #[derive(Subcommand)]
@@ -37,6 +41,22 @@ pub enum TokenCmd {
         role: RoleArg,
         #[arg(long)]
         label: Option<String>,
+        /// The token stops working after this long: a number with s, m, h or d (e.g. 30d, 12h).
+        #[arg(long)]
+        expires: Option<String>,
+        /// Data directory of the controller (default $IBS_DATA_DIR, else ~/.local/share/ibs).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// List the tokens (id, role, label, creation and expiry; never the tokens themselves).
+    List {
+        /// Data directory of the controller (default $IBS_DATA_DIR, else ~/.local/share/ibs).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Revoke a token by its id (from `ibs token list`): it is refused from then on.
+    Revoke {
+        id: i64,
         /// Data directory of the controller (default $IBS_DATA_DIR, else ~/.local/share/ibs).
         #[arg(long)]
         data: Option<PathBuf>,

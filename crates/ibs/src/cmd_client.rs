@@ -66,6 +66,9 @@ impl Client {
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        if let Some(b) = &body {
+            crate::client_guard::refuse_cleartext_secrets(&self.base, b)?;
+        }
         let url = format!("{}/api/v1{path}", self.base);
         let auth = format!("Bearer {}", self.token.as_deref().unwrap_or(""));
         let result = match (method, body) {

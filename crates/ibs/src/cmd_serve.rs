@@ -1,23 +1,30 @@
-//! `ibs serve` (the controller daemon) and `ibs token create`. This file only composes: it resolves
-//! the configuration (flags > environment > config file > embedded defaults), opens the state
-//! database, runs first-start bootstrap, the scheduler ticker and the HTTP API, and shuts down on
-//! SIGINT/SIGTERM. The default API address is 127.0.0.1:9440.
+//! `ibs serve` (the controller daemon). This file only composes: it resolves the configuration
+//! (flags > environment > config file > embedded defaults), refuses plain HTTP on a non-loopback
+//! address (unless `--insecure-http`), takes the data directory's lock ([`crate::datalock`]), opens
+//! the state database, runs first-start bootstrap, the scheduler ticker and the HTTP API
+//! ([`crate::listen`]), and shuts down on SIGINT/SIGTERM. The default API address is 127.0.0.1:9440.
+//!
+//! The first-start admin token is printed only to a terminal; when stdout is not one (a service
+//! journal, a pipe) it goes to `DATA/first-start-admin-token` (mode 0600) and only that path is
+//! printed.
 
 use crate::cli::Location;
-use crate::cli_controller::{RoleArg, ServeArgs, TokenCmd};
+use crate::cli_controller::ServeArgs;
+use crate::datalock::DataDirLock;
 use crate::location;
 use anyhow::{Context, Result};
 use ibs_controller::alerts::{AlertSink, Webhook};
 use ibs_controller::bootstrap::{self, BootstrapOptions};
 use ibs_controller::config::{Config, DEFAULT_LISTEN, DEFAULT_TICK_SECONDS};
 use ibs_controller::db::Db;
-use ibs_controller::model::Role;
 use ibs_controller::secretbox::SecretBox;
 use ibs_controller::{Controller, ControllerOptions, OpenError, StorageOpener, StorageTarget};
 use ibs_repo::clock::{Clock, SystemClock};
 use ibs_repo::RepoError;
 use ibs_storage::{AlertClass, DynStorage, StorageError};
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -78,7 +85,7 @@ impl StorageOpener for CliOpener {
     }
 }
 
-fn open_db(data: &Path) -> Result<(Arc<Db>, SecretBox)> {
+pub(crate) fn open_db(data: &Path) -> Result<(Arc<Db>, SecretBox)> {
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let _ = std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700));
     let db = Db::open(&data.join("state.sqlite")).context("opening the state database")?;
@@ -86,37 +93,10 @@ fn open_db(data: &Path) -> Result<(Arc<Db>, SecretBox)> {
     Ok((Arc::new(db), secrets))
 }
 
-pub fn token(cmd: TokenCmd, json: bool) -> Result<i32> {
-    let TokenCmd::Create { role, label, data } = cmd;
-    let data = data.unwrap_or_else(default_data_dir);
-    let (db, _) = open_db(&data)?;
-    let role = match role {
-        RoleArg::Reader => Role::Reader,
-        RoleArg::Operator => Role::Operator,
-        RoleArg::Admin => Role::Admin,
-    };
-    let label =
-        label.unwrap_or_else(|| format!("created with ibs token create ({})", role.as_str()));
-    let token = db.create_token(role, &label, SystemClock.now_unix())?;
-    db.audit(
-        SystemClock.now_unix(),
-        "local:ibs token create",
-        "token.create",
-        &[role.as_str().into(), label],
-    )?;
-    if json {
-        println!("{}", serde_json::json!({ "role": role, "token": token }));
-    } else {
-        eprintln!(
-            "New {} token (shown once; it is stored only hashed). Use it as IBS_TOKEN:",
-            role.as_str()
-        );
-        println!("{token}");
-    }
-    Ok(0)
-}
+/// Where the first-start admin token goes when stdout is not a terminal.
+pub const TOKEN_FILE: &str = "first-start-admin-token";
 
-fn notice(r: &bootstrap::BootstrapReport) {
+fn notice(r: &bootstrap::BootstrapReport, data: &Path) -> Result<()> {
     let bar = "!".repeat(78);
     println!("{bar}");
     println!("!! FIRST START: ibs generated a self-signed backup encryption certificate.");
@@ -133,10 +113,30 @@ fn notice(r: &bootstrap::BootstrapReport) {
     println!("{bar}");
     println!("Backup location: {} (local folder)", r.location.display());
     println!("Component 'sample' backs up: {}", r.sample.display());
-    println!(
-        "Admin API token (shown once, stored hashed): {}",
-        r.admin_token
-    );
+    if std::io::stdout().is_terminal() {
+        println!(
+            "Admin API token (shown once, stored hashed): {}",
+            r.admin_token
+        );
+    } else {
+        let path = data.join(TOKEN_FILE);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        f.write_all(format!("{}\n", r.admin_token).as_bytes())?;
+        f.sync_all()?;
+        println!(
+            "Admin API token: in {} (mode 0600; stdout is not a terminal, so it is not printed). \
+             Read it, keep it elsewhere, and delete the file.",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 pub async fn serve(args: ServeArgs) -> Result<i32> {
@@ -169,39 +169,6 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         .or(config.sample_dir.clone());
     let webhook = env("IBS_WEBHOOK_URL").or(config.webhook_url.clone());
     let tick = Duration::from_secs(config.tick_seconds.unwrap_or(DEFAULT_TICK_SECONDS));
-
-    let (db, secrets) = open_db(&data)?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let ctl = Controller::open(ControllerOptions {
-        data_dir: data.clone(),
-        db,
-        secrets,
-        clock,
-        opener: Arc::new(CliOpener),
-        alert_sink: webhook.map(|url| Arc::new(Webhook { url }) as Arc<dyn AlertSink>),
-        components: config.components.clone(),
-        lock_wait: Duration::from_secs(config.lock_wait_seconds.unwrap_or(60)),
-    })?;
-    // Bind before bootstrapping so a taken port fails fast.
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| {
-            format!("listening on {listen} (set --listen or IBS_LISTEN to use another address)")
-        })?;
-    let first = bootstrap::needed(&ctl)?;
-    if first {
-        eprintln!("first start: generating a 4096-bit RSA certificate (this takes a few seconds)…");
-        let report = bootstrap::first_start(
-            &ctl,
-            &data,
-            BootstrapOptions {
-                sample,
-                key_bits: 4096,
-            },
-        )
-        .await?;
-        notice(&report);
-    }
     let tls_cert = args
         .tls_cert
         .clone()
@@ -217,10 +184,61 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         (None, None) => None,
         _ => anyhow::bail!("TLS needs both a certificate and a key (--tls-cert and --tls-key)"),
     };
+    if tls.is_none() && !listen.ip().is_loopback() {
+        if !args.insecure_http {
+            anyhow::bail!(
+                "refusing to serve plain HTTP on the non-loopback address {listen}: tokens, share \
+                 passwords and .pfx files would cross the network in cleartext. Give \
+                 --tls-cert/--tls-key, listen on 127.0.0.1, or pass --insecure-http to accept that"
+            );
+        }
+        tracing::warn!(
+            "serving plain HTTP on {listen} (--insecure-http): API traffic is not encrypted"
+        );
+    }
+
+    let mut lock = DataDirLock::acquire(&data)?;
+    let (db, secrets) = open_db(&data)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ctl = Controller::open(ControllerOptions {
+        data_dir: data.clone(),
+        db,
+        secrets,
+        clock,
+        opener: Arc::new(CliOpener),
+        alert_sink: match webhook {
+            Some(url) => Some(Arc::new(Webhook::new(url)?) as Arc<dyn AlertSink>),
+            None => None,
+        },
+        components: config.components.clone(),
+        lock_wait: Duration::from_secs(config.lock_wait_seconds.unwrap_or(60)),
+    })?;
+    // Bind before bootstrapping so a taken port fails fast.
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!("listening on {listen} (set --listen or IBS_LISTEN to use another address)")
+        })?;
     let url = format!(
-        "{}://{listen}",
-        if tls.is_some() { "https" } else { "http" }
+        "{}://{}",
+        if tls.is_some() { "https" } else { "http" },
+        listener.local_addr().unwrap_or(listen)
     );
+    lock.record(Some(&url))?;
+    let first = bootstrap::needed(&ctl)?;
+    if first {
+        eprintln!("first start: generating a 4096-bit RSA certificate (this takes a few seconds)…");
+        let report = bootstrap::first_start(
+            &ctl,
+            &data,
+            BootstrapOptions {
+                sample,
+                key_bits: 4096,
+            },
+        )
+        .await?;
+        notice(&report, &data)?;
+    }
     println!("ibs controller: data {}, API {url}/api/v1 (OpenAPI: {url}/api/v1/openapi.json, metrics: {url}/metrics)", data.display());
     println!("List backups:   IBS_SERVER={url} IBS_TOKEN=<token> ibs backup list");
     if !first {
@@ -242,33 +260,8 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         })
     };
     let app = ibs_api::router(ibs_api::AppState::new(ctl.clone()));
-    match tls {
-        Some(config) => {
-            let listener = crate::tls::TlsListener {
-                tcp: listener,
-                acceptor: tokio_rustls::TlsAcceptor::from(config),
-            };
-            let app = app.layer(axum::middleware::map_request(
-                crate::tls::peer_as_socket_addr,
-            ));
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<crate::tls::TlsPeer>(),
-            )
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("serving the API over TLS")?;
-        }
-        None => {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("serving the API")?;
-        }
-    }
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    crate::listen::serve(listener, app, acceptor, shutdown_signal()).await;
     ticker.abort();
     let interrupted = ctl.shutdown()?;
     if !interrupted.is_empty() {

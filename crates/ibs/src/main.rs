@@ -3,11 +3,15 @@
 
 mod cli;
 mod cli_controller;
+mod client_guard;
 mod cmd_client;
 mod cmd_keys;
 mod cmd_recover;
 mod cmd_repo;
 mod cmd_serve;
+mod cmd_token;
+mod datalock;
+mod listen;
 mod location;
 mod output;
 mod secrets;
@@ -36,7 +40,7 @@ fn main() {
             cli::Command::Key { cmd } => cmd_keys::key(cmd),
             cli::Command::Repo(args) => cmd_repo::run(args, json, cli.quiet).await,
             cli::Command::Serve(args) => cmd_serve::serve(args).await,
-            cli::Command::Token { cmd } => cmd_serve::token(cmd, json),
+            cli::Command::Token { cmd } => cmd_token::token(cmd, json),
             cli::Command::Recover(args) => cmd_recover::recover(args, json, cli.quiet).await,
             cli::Command::Validate(args) => cmd_recover::validate(args, json, cli.quiet).await,
             other => cmd_client::run(other, json, cli.quiet),

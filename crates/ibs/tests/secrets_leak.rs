@@ -1,7 +1,8 @@
 //! Secrets never leak. A full scenario through the real binary with KNOWN secrets: the share
 //! password (an SMB location on the test Samba, scripts/samba-test-server.sh), the .pfx password
 //! (generated at first start), a database password (a `postgres` component reading a password file),
-//! the API token, plus the wrong passwords used in failure cases; the .pfx itself is sent, base64,
+//! the API token, a webhook URL's password and query token (deliveries fail, so they are logged),
+//! plus the wrong passwords used in failure cases; the .pfx itself is sent, base64,
 //! to the validation endpoint (`POST /api/v1/backups/ID/validate`). Then every place a secret could
 //! surface is scanned: the daemon's stdout/stderr at IBS_LOG=debug, every API listing and record as
 //! JSON, every CLI output including failures, the command lines of the daemon and its children
@@ -238,11 +239,19 @@ fn secrets_never_leak() {
     let db_password = format!("Db-Pa55-{:016x}", rand::random::<u64>());
     let db_pw_file = tmp.path().join("db.password");
     std::fs::write(&db_pw_file, &db_password).unwrap();
+    // A webhook URL with credentials in its userinfo and its query; nothing listens there, so every
+    // delivery fails and is logged.
+    let hook_password = format!("Hook-Pw-{:012x}", rand::random::<u64>());
+    let hook_token = format!("HookTok{:016x}", rand::random::<u64>());
+    let hook_url = format!(
+        "http://alerts:{hook_password}@127.0.0.1:{}/hook?token={hook_token}",
+        free_port()
+    );
     let config = tmp.path().join("ibs.toml");
     std::fs::write(
         &config,
         format!(
-            "tick_seconds = 1\n\
+            "tick_seconds = 1\nwebhook_url = {hook_url:?}\n\
              [[component]]\nname = \"files\"\nkind = \"files\"\npaths = [{sample:?}]\n\
              [[component]]\nname = \"appdb\"\nkind = \"postgres\"\n\
              url = \"postgresql://ibs@127.0.0.1:1/appdb\"\npassword_file = {db_pw_file:?}\n\
@@ -343,6 +352,14 @@ fn secrets_never_leak() {
         Secret {
             name: "wrong .pfx password",
             value: wrong_pfx.clone(),
+        },
+        Secret {
+            name: "webhook URL password",
+            value: hook_password.clone(),
+        },
+        Secret {
+            name: "webhook URL token",
+            value: hook_token.clone(),
         },
     ];
     let mut scanned = 0usize;
@@ -577,6 +594,10 @@ fn secrets_never_leak() {
     assert!(
         contains(&log, b"DEBUG") || contains(&log, b"debug"),
         "the daemon logged at debug level"
+    );
+    assert!(
+        contains(&log, b"alert webhook"),
+        "a webhook delivery failed and was logged (so the URL had a chance to leak)"
     );
     assert_clean("the daemon's stdout/stderr", &log, &secrets, &mut scanned);
     assert!(!contains(&log, &pfx_window), "LEAK: the .pfx in the log");

@@ -1,6 +1,6 @@
 //! Maintenance gate (`POST /maintenance` begin, `DELETE /maintenance` or `POST /maintenance/end`
 //! end: operator; `POST /maintenance/clear`: admin), readiness, alerts (list: reader; close:
-//! admin), store prune (admin), tokens (admin) and the audit log (admin).
+//! admin), store prune (admin), tokens (create, list, revoke: admin) and the audit log (admin).
 
 use crate::auth::{ApiJson, Caller};
 use crate::error::{ApiError, ApiResult};
@@ -11,6 +11,7 @@ use axum::Json;
 use ibs_controller::alerts::Alert;
 use ibs_controller::db::AuditRecord;
 use ibs_controller::model::{Maintenance, MaintenanceOp, MaintenanceOutcome, Role};
+use ibs_controller::tokens::TokenInfo;
 use ibs_controller::{PruneReport, Readiness};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -159,6 +160,32 @@ pub async fn create_token(
         StatusCode::CREATED,
         Json(json!({ "role": b.role, "token": token, "expires_at": expires_at })),
     ))
+}
+
+pub async fn list_tokens(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<TokenInfo>>> {
+    caller.require(Role::Admin)?;
+    Ok(Json(s.ctl.db().list_tokens(s.ctl.now())?))
+}
+
+pub async fn revoke_token(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    caller.require(Role::Admin)?;
+    if !s.ctl.db().revoke_token(id)? {
+        return Err(ApiError::not_found(format!("no token has id {id}")));
+    }
+    s.ctl.db().audit(
+        s.ctl.now(),
+        &caller.actor(),
+        "token.revoke",
+        &[format!("token#{id}")],
+    )?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn audit(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<AuditRecord>>> {

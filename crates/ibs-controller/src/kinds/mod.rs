@@ -45,11 +45,21 @@ pub enum PasswordSource {
     File(PathBuf),
     /// An environment variable of the controller process.
     Env(String),
+    /// A value given through the API (stored sealed, opened by the controller at job time).
+    Value(Secret),
 }
 
-/// A password. `Debug`/`Display` never show it.
-#[derive(Clone, Default)]
+/// A password. `Debug`/`Display` never show it; its memory is zeroed when dropped.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(Option<String>);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        if let Some(s) = &mut self.0 {
+            zeroize::Zeroize::zeroize(s);
+        }
+    }
+}
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -62,6 +72,9 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(Some(value))
+    }
     pub fn get(&self) -> Option<&str> {
         self.0.as_deref()
     }
@@ -95,6 +108,7 @@ impl ServiceSpec {
             PasswordSource::Env(v) => std::env::var(v)
                 .map(|s| Secret(Some(s)))
                 .map_err(|_| err(format!("password_env names {v}, which is not set"))),
+            PasswordSource::Value(s) => Ok(s.clone()),
         }
     }
 }
