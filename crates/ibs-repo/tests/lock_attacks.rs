@@ -143,6 +143,19 @@ async fn a_live_holder_whose_clock_is_behind_is_not_judged_stale() {
 /// goes on. Whoever lists last must not conclude that it holds the lock too.
 #[tokio::test(start_paused = true)]
 async fn two_writers_racing_through_acquisition_never_both_hold() {
+    race_with_a_stalled_put(1).await;
+}
+
+/// Contender A has published that it is choosing a ticket, read the others, and stalls before it
+/// publishes its ticket; B comes and goes meanwhile. B must not ignore a contender that is still
+/// choosing: A's ticket may turn out as small as B's.
+#[tokio::test(start_paused = true)]
+async fn a_contender_still_choosing_its_ticket_is_waited_for() {
+    race_with_a_stalled_put(2).await;
+}
+
+/// A's `stalled_put`-th write waits until B's acquisition has ended, whichever way.
+async fn race_with_a_stalled_put(stalled_put: u32) {
     for round in 0..24 {
         let shared: DynStorage = Arc::new(MemoryStorage::new());
         let b_done = Arc::new(Notify::new());
@@ -152,16 +165,16 @@ async fn two_writers_racing_through_acquisition_never_both_hold() {
             let puts = puts.clone();
             Arc::new(move |op: Op, _k: &ObjectKey| {
                 let b_done = b_done.clone();
-                let first_put = op == Op::Put && puts.fetch_add(1, Ordering::SeqCst) == 0;
+                let stall = op == Op::Put && puts.fetch_add(1, Ordering::SeqCst) + 1 == stalled_put;
                 Box::pin(async move {
-                    if first_put {
+                    if stall {
                         b_done.notified().await;
                     }
                 })
                     as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
             })
         };
-        let a_store = Hooked::new(shared.clone(), hook);
+        let a_store = Hooked::over(shared.clone(), hook);
         let c = clock();
         let a = tokio::spawn({
             let c = c.clone();

@@ -39,7 +39,7 @@ impl std::fmt::Debug for Hooked {
 }
 
 impl Hooked {
-    pub fn new(inner: DynStorage, hook: Hook) -> DynStorage {
+    pub fn over(inner: DynStorage, hook: Hook) -> DynStorage {
         Arc::new(Hooked { inner, hook })
     }
 }
