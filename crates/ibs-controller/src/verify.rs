@@ -30,7 +30,7 @@ use ibs_engine::damage::{assess, record_verdicts, Assessment};
 use ibs_engine::Progress;
 use ibs_repo::crypto::SymKey;
 use ibs_repo::ids::PackId;
-use ibs_repo::lock::{self, LockKind};
+use ibs_repo::lock::LockKind;
 use ibs_repo::Repository;
 use ibs_storage::AlertClass;
 use serde::Serialize;
@@ -237,17 +237,15 @@ async fn execute(
         .map_err(|e| Failure::general(e.to_string()))?
         .verify_sample_percent;
     let (repo, state) = crate::runner::open_repository(ctl, false).await?;
-    let guard = lock::acquire(
-        repo.storage(),
-        repo.clock().clone(),
-        LockKind::Shared,
-        "verify",
-        ctl.inner.lock_wait,
-    )
-    .await
-    .map_err(|e| Failure::from_engine(&e.into()))?;
+    let guard = repo
+        .lock(LockKind::Shared, "verify", ctl.inner.lock_wait)
+        .await
+        .map_err(|e| Failure::from_engine(&e.into()))?;
     let result = verify_locked(ctl, job, &repo, &state.keys, percent, progress).await;
     let released = guard.release().await;
+    if let Err(e @ ibs_repo::RepoError::LockLost { .. }) = released {
+        return Err(Failure::from_engine(&e.into()));
+    }
     let summary = result?;
     released.map_err(|e| Failure::from_engine(&e.into()))?;
     Ok(summary)

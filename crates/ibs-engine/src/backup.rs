@@ -173,19 +173,11 @@ pub async fn backup_with(
 ) -> Result<BackupReport, EngineError> {
     validate(&opts)?;
     check_state(repo.as_ref(), state)?;
-    let lock = lock::acquire(
-        repo.storage(),
-        repo.clock().clone(),
-        LockKind::Exclusive,
-        "backup",
-        opts.lock_wait,
-    )
-    .await?;
+    let lock = repo
+        .lock(LockKind::Exclusive, "backup", opts.lock_wait)
+        .await?;
     let result = run(repo.clone(), state, opts, extras).await;
-    let released = lock.release().await;
-    let report = result?;
-    released?;
-    Ok(report)
+    lock.finish(result).await
 }
 
 async fn run(

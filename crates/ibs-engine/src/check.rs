@@ -20,7 +20,7 @@ use ibs_repo::crypto::SymKey;
 use ibs_repo::ids::{ChunkId, KeyId, PackId};
 use ibs_repo::index::{ChunkLocation, Index};
 use ibs_repo::keyring::{RepoKeys, Unlock};
-use ibs_repo::lock::{self, LockKind};
+use ibs_repo::lock::LockKind;
 use ibs_repo::pack::verify_pack;
 use ibs_repo::{layout, Repository};
 use serde::Serialize;
@@ -82,17 +82,9 @@ fn affected(refs: &BTreeMap<String, Vec<ChunkId>>, chunks: &HashSet<ChunkId>) ->
 }
 
 pub async fn check(repo: Arc<Repository>, opts: CheckOptions) -> Result<CheckReport, EngineError> {
-    let lock = lock::acquire(
-        repo.storage(),
-        repo.clock().clone(),
-        LockKind::Shared,
-        "check",
-        opts.lock_wait,
-    )
-    .await?;
+    let lock = repo.lock(LockKind::Shared, "check", opts.lock_wait).await?;
     let result = run(&repo, &opts).await;
-    lock.release().await?;
-    result
+    lock.finish(result).await
 }
 
 async fn run(repo: &Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport, EngineError> {

@@ -10,7 +10,7 @@ use ibs_repo::clock::Clock;
 use ibs_repo::config::Encryption;
 use ibs_repo::ids::KeyId;
 use ibs_repo::keyring::{decode_data_key, Unlock};
-use ibs_repo::lock::{self, LockKind};
+use ibs_repo::lock::LockKind;
 use ibs_repo::{layout, InitKeys, Repository};
 use ibs_storage::DynStorage;
 use std::collections::BTreeSet;
@@ -92,14 +92,9 @@ pub async fn set_cert(
     lock_wait: Duration,
 ) -> Result<(), EngineError> {
     crate::backup::check_state(repo, state)?;
-    let guard = lock::acquire(
-        repo.storage(),
-        repo.clock().clone(),
-        LockKind::Exclusive,
-        "set-cert",
-        lock_wait,
-    )
-    .await?;
+    let guard = repo
+        .lock(LockKind::Exclusive, "set-cert", lock_wait)
+        .await?;
     let result = async {
         repo.put_certificate(cert).await?;
         repo.put_repo_envelope(&state.keys, &[cert]).await?;
@@ -132,8 +127,7 @@ pub async fn set_cert(
         Ok::<_, EngineError>(())
     }
     .await;
-    guard.release().await?;
-    result
+    guard.finish(result).await
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -156,17 +150,9 @@ pub async fn rewrap(
     keep_old: bool,
     lock_wait: Duration,
 ) -> Result<RewrapReport, EngineError> {
-    let guard = lock::acquire(
-        repo.storage(),
-        repo.clock().clone(),
-        LockKind::Exclusive,
-        "rewrap",
-        lock_wait,
-    )
-    .await?;
+    let guard = repo.lock(LockKind::Exclusive, "rewrap", lock_wait).await?;
     let result = rewrap_locked(repo, old, new, keep_old).await;
-    guard.release().await?;
-    result
+    guard.finish(result).await
 }
 
 async fn rewrap_locked(
@@ -207,7 +193,11 @@ async fn rewrap_locked(
         let Some(id) = layout::parse_data_key(&obj.key) else {
             continue;
         };
-        let env = repo.storage().get(&obj.key).await?;
+        let env = match repo.storage().get(&obj.key).await {
+            Ok(env) => env,
+            Err(e) if e.is_not_found() => continue, // removed since the listing: nothing to rewrap
+            Err(e) => return Err(e.into()),
+        };
         let current = ibs_keys::envelope_recipients(&env)?;
         if current.contains(&rid(new)) && !current.contains(&old_rid) {
             report.already_new += 1;

@@ -30,7 +30,7 @@ use ibs_repo::chunk::ChunkOpener;
 use ibs_repo::ids::{ChunkId, KeyId};
 use ibs_repo::index::Index;
 use ibs_repo::keyring::Unlock;
-use ibs_repo::lock::{self, LockKind};
+use ibs_repo::lock::LockKind;
 use ibs_repo::pack::encoding;
 use ibs_repo::tree::{parse_header, EntryKind, TreeEntry};
 use ibs_repo::Repository;
@@ -204,14 +204,9 @@ pub async fn restore(
             opts.progress.add_total(sum.bytes, sum.files);
         }
     }
-    let lock = lock::acquire(
-        repo.storage(),
-        repo.clock().clone(),
-        LockKind::Shared,
-        "restore",
-        opts.lock_wait,
-    )
-    .await?;
+    let lock = repo
+        .lock(LockKind::Shared, "restore", opts.lock_wait)
+        .await?;
     let index = crate::keysel::reader_index(&repo, &keys.repo_keys.metadata, &unlock).await?;
     let shared = Arc::new(Shared {
         rt: tokio::runtime::Handle::current(),
@@ -256,8 +251,7 @@ pub async fn restore(
     })
     .await
     .map_err(|e| EngineError::Internal(format!("restore: {e}")));
-    lock.release().await?;
-    let mut report = result??;
+    let mut report = lock.finish(result).await??;
     report.files = shared.files.load(Ordering::Relaxed);
     report.bytes = shared.bytes.load(Ordering::Relaxed);
     report.errors.extend(

@@ -21,7 +21,7 @@ use futures::StreamExt;
 use ibs_repo::clock::parse_rfc3339;
 use ibs_repo::ids::{ChunkId, KeyId, PackId};
 use ibs_repo::index::{Index, PackRecord};
-use ibs_repo::lock::{self, LockKind};
+use ibs_repo::lock::LockKind;
 use ibs_repo::manifest::{BackupStatus, Catalog};
 use ibs_repo::pack::{verify_pack, PackBuilder, PackEntry};
 use ibs_repo::{layout, Repository};
@@ -76,16 +76,7 @@ pub async fn forget(
     let guard = if dry_run {
         None
     } else {
-        Some(
-            lock::acquire(
-                repo.storage(),
-                repo.clock().clone(),
-                LockKind::Exclusive,
-                "forget",
-                lock_wait,
-            )
-            .await?,
-        )
+        Some(repo.lock(LockKind::Exclusive, "forget", lock_wait).await?)
     };
     let result = async {
         let mut catalogs = Vec::new();
@@ -108,10 +99,10 @@ pub async fn forget(
         Ok(plan)
     }
     .await;
-    if let Some(g) = guard {
-        g.release().await?;
+    match guard {
+        Some(g) => g.finish(result).await,
+        None => result,
     }
-    result
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -217,17 +208,9 @@ pub async fn prune(
     lock_wait: Duration,
 ) -> Result<PrunePlan, EngineError> {
     repo.check_keys(&state.keys)?;
-    let guard = lock::acquire(
-        repo.storage(),
-        repo.clock().clone(),
-        LockKind::Exclusive,
-        "prune",
-        lock_wait,
-    )
-    .await?;
+    let guard = repo.lock(LockKind::Exclusive, "prune", lock_wait).await?;
     let result = prune_locked(repo, state, dry_run).await;
-    guard.release().await?;
-    result
+    guard.finish(result).await
 }
 
 async fn prune_locked(

@@ -53,15 +53,17 @@ async fn manifests(env: &Env) -> usize {
 async fn transient_faults_are_retried() {
     let f = faulty_env().await;
     let src = source(&f.env);
+    // Puts 1-3 are the lock (choosing, ticket, held), put 4 the data-key envelope, put 5 the
+    // first pack.
     f.faulty.fail_nth(
         Op::Put,
-        2,
+        4,
         Fault::Error {
             kind: ErrorKind::Connectivity,
             transient: true,
         },
     );
-    f.faulty.fail_nth(Op::Put, 3, Fault::TornWrite);
+    f.faulty.fail_nth(Op::Put, 5, Fault::TornWrite);
     let r = backup(&f.env, &[("s", &src)]).await;
     assert!(f.faulty.injected() >= 2);
     let out = f.env.path("out");
@@ -93,8 +95,9 @@ async fn a_full_disk_fails_as_capacity_and_commits_nothing() {
 async fn a_silently_short_write_is_caught_before_the_manifest() {
     let f = faulty_env().await;
     let src = source(&f.env);
-    // Put 1 is the lock, put 2 the data-key envelope, put 3 the first pack.
-    f.faulty.fail_nth(Op::Put, 3, Fault::ShortWrite);
+    // Puts 1-3 are the lock (choosing, ticket, held), put 4 the data-key envelope, put 5 the
+    // first pack.
+    f.faulty.fail_nth(Op::Put, 5, Fault::ShortWrite);
     let err = try_backup(&f.env, &[("s", &src)]).await.unwrap_err();
     assert!(err.to_string().contains("not committed"), "{err}");
     assert_eq!(manifests(&f.env).await, 0, "no manifest over partial data");
@@ -106,7 +109,7 @@ async fn a_permanent_error_is_not_retried_and_names_its_class() {
     let src = source(&f.env);
     f.faulty.fail_from(
         Op::Put,
-        2,
+        4, // the data-key envelope, the first write after the lock's three
         Fault::Error {
             kind: ErrorKind::Authentication,
             transient: false,

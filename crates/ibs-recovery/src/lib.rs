@@ -92,6 +92,8 @@ pub async fn list_backups(repo: &Repository) -> Result<Vec<BackupRow>> {
                 certificate: c.certificate_thumbprint.clone(),
                 catalog: Some(c),
             },
+            // Forgotten between the listing and the read: not in the repository any more.
+            Err(e) if e.is_not_found() => continue,
             Err(RepoError::Storage(e)) => return Err(e.into()),
             Err(_) => BackupRow {
                 backup_id: id,

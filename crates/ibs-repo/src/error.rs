@@ -49,6 +49,12 @@ pub enum RepoError {
     #[error("repository is locked: {holder}")]
     Locked { holder: String },
 
+    #[error(
+        "the repository lock of {operation} was lost ({reason}); the operation stopped before its \
+         next write. Run `ibs repo check` before relying on what it wrote"
+    )]
+    LockLost { operation: String, reason: String },
+
     #[error("{0}")]
     Invalid(String),
 
@@ -72,6 +78,12 @@ impl RepoError {
             context: context.into(),
             source,
         }
+    }
+
+    /// Whether this is storage's `NotFound`: an object listed a moment ago and gone since (deleted
+    /// by a concurrent forget or prune, or a released lock) when the caller only listed it.
+    pub fn is_not_found(&self) -> bool {
+        self.storage().is_some_and(|e| e.is_not_found())
     }
 
     /// The storage error inside, if this is one (for alert classification).

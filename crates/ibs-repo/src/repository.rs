@@ -11,6 +11,7 @@ use crate::ids::{KeyId, PackId, RepoId};
 use crate::index::{decode_segment, encode_segment, ChunkLocation, Index, PackRecord};
 use crate::keyring::{decode_data_key, encode_data_key, RepoKeys, Unlock};
 use crate::layout;
+use crate::lock::{FenceSlot, FencedStorage, LockGuard, LockKind};
 use crate::manifest::{Catalog, Manifest};
 use bytes::Bytes;
 use ibs_keys::{Certificate, KeyError, LegacyKey};
@@ -25,7 +26,11 @@ pub enum InitKeys<'a> {
 }
 
 pub struct Repository {
+    /// `raw` behind the lock fence: writes are refused once a lock held through this handle is lost.
     storage: DynStorage,
+    /// The backend itself, for the lock objects.
+    raw: DynStorage,
+    fence: Arc<FenceSlot>,
     config: RepoConfig,
     id: RepoId,
     clock: Arc<dyn Clock>,
@@ -46,12 +51,34 @@ impl Repository {
         };
         let config = RepoConfig::from_bytes(&bytes)?;
         let id = RepoId::from_hex(&config.id)?;
-        Ok(Repository {
-            storage,
+        Ok(Repository::assemble(storage, config, id, clock))
+    }
+
+    fn assemble(raw: DynStorage, config: RepoConfig, id: RepoId, clock: Arc<dyn Clock>) -> Self {
+        let fence = Arc::new(FenceSlot::default());
+        Repository {
+            storage: Arc::new(FencedStorage::new(raw.clone(), fence.clone())),
+            raw,
+            fence,
             config,
             id,
             clock,
-        })
+        }
+    }
+
+    /// Takes a repository lock (see [`crate::lock`]). While it is held, writes through this handle
+    /// are refused once the lock may be lost; [`LockGuard::finish`] then reports
+    /// [`RepoError::LockLost`].
+    pub async fn lock(
+        &self,
+        kind: LockKind,
+        operation: &str,
+        wait: std::time::Duration,
+    ) -> Result<LockGuard> {
+        let mut guard =
+            crate::lock::acquire(&self.raw, self.clock.clone(), kind, operation, wait).await?;
+        guard.arm(self.fence.clone());
+        Ok(guard)
     }
 
     /// Creates a repository. Refuses a location that already holds one.
@@ -83,12 +110,7 @@ impl Repository {
         };
         let config = RepoConfig::new(now, encryption, keys.metadata.check_value("metadata"));
         let id = RepoId::from_hex(&config.id)?;
-        let repo = Repository {
-            storage,
-            config,
-            id,
-            clock,
-        };
+        let repo = Repository::assemble(storage, config, id, clock);
         if let InitKeys::Certificate(c) = keys_from {
             repo.put_certificate(c).await?;
             repo.put_repo_envelope(&keys, &[c]).await?;

@@ -1,10 +1,15 @@
-//! Lock objects: exclusion, stale-lock recovery for dead processes and expired holders, and release.
+//! Lock objects: exclusion, stale-lock recovery for dead local processes and for holders that stop
+//! refreshing, release, locks of older versions, and the fence that stops a holder whose lock is lost.
 
 use ibs_repo::clock::{Clock, ManualClock};
-use ibs_repo::lock::{acquire, hostname, list, LockInfo, LockKind, EXPIRE_SECS};
+use ibs_repo::lock::{
+    acquire, acquire_with, list, FenceSlot, FencedStorage, Identity, LockConfig, LockKind,
+    LockTiming, STALE_SECS, VALID_SECS,
+};
 use ibs_repo::RepoError;
+use ibs_storage::faulty::{Fault, FaultyStorage, Op};
 use ibs_storage::memory::MemoryStorage;
-use ibs_storage::{DynStorage, ObjectKey};
+use ibs_storage::{DynStorage, ErrorKind, ObjectKey};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,14 +20,29 @@ fn setup() -> (DynStorage, Arc<ManualClock>) {
     )
 }
 
-async fn plant(storage: &DynStorage, name: &str, info: &LockInfo) {
+async fn plant(storage: &DynStorage, name: &str, body: serde_json::Value) {
     storage
         .put(
             &ObjectKey::new(format!("locks/{name}")).unwrap(),
-            serde_json::to_vec(info).unwrap().into(),
+            serde_json::to_vec(&body).unwrap().into(),
         )
         .await
         .unwrap();
+}
+
+/// A lock body as this version writes it, for identity `who`.
+fn body(who: &Identity, now: i64) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "exclusive", "operation": "backup", "host": who.host, "pid": who.pid,
+        "pid_start": who.pid_start, "boot_id": who.boot_id, "pid_ns": who.pid_ns,
+        "created": now, "refreshed": now, "seq": 1, "ticket": 1, "phase": "held",
+    })
+}
+
+async fn exists(s: &DynStorage, name: &str) -> bool {
+    s.stat(&ObjectKey::new(format!("locks/{name}")).unwrap())
+        .await
+        .is_ok()
 }
 
 #[tokio::test]
@@ -79,30 +99,24 @@ async fn exclusive_excludes_and_shared_coexist() {
     );
     x.release().await.unwrap();
     assert!(list(&s, clock.as_ref()).await.unwrap().is_empty());
+    assert!(
+        s.list("locks/").await.unwrap().is_empty(),
+        "a failed request left its lock"
+    );
 }
 
 #[tokio::test]
-async fn a_dead_local_holder_is_cleared() {
+async fn a_dead_local_holder_is_cleared_at_once() {
     let (s, clock) = setup();
-    // A process that has exited: spawn and reap one to get a pid that no longer exists.
+    // A process of this kernel and pid namespace that has exited.
     let mut child = std::process::Command::new("true").spawn().unwrap();
-    let dead_pid = child.id();
+    let dead = Identity {
+        pid: child.id(),
+        pid_start: Some(1),
+        ..Identity::current()
+    };
     child.wait().unwrap();
-    let now = clock.now_unix();
-    plant(
-        &s,
-        "dead",
-        &LockInfo {
-            kind: LockKind::Exclusive,
-            operation: "backup".into(),
-            host: hostname(),
-            pid: dead_pid,
-            pid_start: Some(1),
-            created: now,
-            refreshed: now,
-        },
-    )
-    .await;
+    plant(&s, "dead", body(&dead, clock.now_unix())).await;
     let g = acquire(
         &s,
         clock.clone(),
@@ -112,26 +126,40 @@ async fn a_dead_local_holder_is_cleared() {
     )
     .await
     .expect("the dead holder's lock is stale");
+    assert!(!exists(&s, "dead").await);
     g.release().await.unwrap();
 }
 
 #[tokio::test]
-async fn a_live_holder_blocks_until_it_expires() {
+async fn a_live_local_holder_is_respected() {
     let (s, clock) = setup();
-    let now = clock.now_unix();
-    // A live process on another host: only expiry frees it.
+    plant(&s, "live", body(&Identity::current(), clock.now_unix())).await;
+    let err = acquire(
+        &s,
+        clock.clone(),
+        LockKind::Exclusive,
+        "backup",
+        Duration::ZERO,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(matches!(err, RepoError::Locked { .. }), "{err}");
+    assert!(exists(&s, "live").await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_remote_holder_that_stops_refreshing_is_stale_after_the_timeout_seen_from_here() {
+    let (s, clock) = setup();
+    // Its own timestamps say it refreshed a moment ago (its clock may be anything): only what we
+    // observe counts.
     plant(
         &s,
         "remote",
-        &LockInfo {
-            kind: LockKind::Exclusive,
-            operation: "prune".into(),
-            host: "other-host.example".into(),
-            pid: 1,
-            pid_start: None,
-            created: now,
-            refreshed: now,
-        },
+        body(
+            &Identity::foreign("other-host.example", 1),
+            clock.now_unix() + 86_400,
+        ),
     )
     .await;
     let err = acquire(
@@ -145,47 +173,127 @@ async fn a_live_holder_blocks_until_it_expires() {
     .err()
     .unwrap();
     assert!(err.to_string().contains("other-host.example"), "{err}");
-    clock.advance(EXPIRE_SECS + 1);
-    acquire(
+    let t0 = tokio::time::Instant::now();
+    let g = acquire(
         &s,
         clock.clone(),
+        LockKind::Exclusive,
+        "backup",
+        Duration::from_secs(STALE_SECS + 60),
+    )
+    .await
+    .expect("a lock nobody refreshes becomes stale");
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_secs(STALE_SECS - 5),
+        "judged stale after only {waited:?}"
+    );
+    assert!(!exists(&s, "remote").await);
+    g.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lock_written_by_an_older_version_is_respected() {
+    let (s, clock) = setup();
+    // No boot id, no phase, no ticket: an older ibs on another host holds it.
+    plant(
+        &s,
+        "old",
+        serde_json::json!({
+            "kind": "exclusive", "operation": "prune", "host": "old-host", "pid": 9,
+            "pid_start": null, "created": 1, "refreshed": 1,
+        }),
+    )
+    .await;
+    let err = acquire(
+        &s,
+        clock.clone(),
+        LockKind::Shared,
+        "restore",
+        Duration::ZERO,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("old-host"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_lock_fences_every_later_write_with_a_typed_error() {
+    let mem: DynStorage = Arc::new(MemoryStorage::new());
+    let faulty = Arc::new(FaultyStorage::new(mem.clone()));
+    let raw: DynStorage = faulty.clone();
+    let slot = Arc::new(FenceSlot::default());
+    let repo_view: DynStorage = Arc::new(FencedStorage::new(raw.clone(), slot.clone()));
+    let timing = LockTiming {
+        refresh: Duration::from_secs(30),
+        ..LockTiming::default()
+    };
+    let mut guard = acquire_with(
+        &raw,
+        Arc::new(ManualClock::new(0)),
+        LockKind::Exclusive,
+        "prune",
+        Duration::ZERO,
+        &LockConfig {
+            timing,
+            ..LockConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    guard.arm(slot.clone());
+    let data = ObjectKey::new("packs/00/aa").unwrap();
+    repo_view.put(&data, "before".into()).await.unwrap();
+    // The share starts refusing writes: the next refresh fails.
+    let from = faulty.count(Op::Put) + 1;
+    faulty.fail_from(
+        Op::Put,
+        from,
+        Fault::Error {
+            kind: ErrorKind::Capacity,
+            transient: false,
+        },
+    );
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    faulty.clear();
+    // The share works again, but the holder must not write: someone may judge its lock stale.
+    let refused = repo_view.put(&data, "after".into()).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("lock of prune was lost"),
+        "{refused}"
+    );
+    assert!(repo_view.delete(&data).await.is_err());
+    assert_eq!(&mem.get(&data).await.unwrap()[..], b"before");
+    assert!(matches!(guard.check(), Err(RepoError::LockLost { .. })));
+    let released = guard.release().await.unwrap_err();
+    assert!(matches!(released, RepoError::LockLost { .. }), "{released}");
+    // Once the guard is gone, the handle writes again (nothing is held through it).
+    repo_view.put(&data, "later".into()).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_holder_whose_refresh_hangs_stops_before_others_may_take_over() {
+    let mem: DynStorage = Arc::new(MemoryStorage::new());
+    let faulty = Arc::new(FaultyStorage::new(mem.clone()));
+    let raw: DynStorage = faulty.clone();
+    let mut guard = acquire(
+        &raw,
+        Arc::new(ManualClock::new(0)),
         LockKind::Exclusive,
         "backup",
         Duration::ZERO,
     )
     .await
-    .expect("expired")
-    .release()
-    .await
     .unwrap();
-}
-
-#[tokio::test]
-async fn a_live_local_holder_is_respected() {
-    let (s, clock) = setup();
-    let now = clock.now_unix();
-    let me = std::process::id();
-    plant(
-        &s,
-        "live",
-        &LockInfo {
-            kind: LockKind::Exclusive,
-            operation: "backup".into(),
-            host: hostname(),
-            pid: me,
-            pid_start: ibs_repo::lock::process_start(me),
-            created: now,
-            refreshed: now,
-        },
-    )
-    .await;
-    assert!(acquire(
-        &s,
-        clock.clone(),
-        LockKind::Exclusive,
-        "backup",
-        Duration::ZERO
-    )
-    .await
-    .is_err());
+    let slot = Arc::new(FenceSlot::default());
+    guard.arm(slot.clone());
+    // The share answers, but only after 10 minutes: no refresh completes. The holder must give up
+    // within its validity window, which ends well before anyone may judge its lock stale.
+    faulty.set_latency(Some(Duration::from_secs(600)));
+    tokio::time::sleep(Duration::from_secs(VALID_SECS - 1)).await;
+    assert!(slot.check().is_ok(), "still within the validity window");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let err = slot.check().unwrap_err();
+    assert!(matches!(err, RepoError::LockLost { .. }), "{err}");
 }

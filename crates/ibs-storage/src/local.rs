@@ -272,9 +272,13 @@ fn walk_files(root: &Path, prefix: &str, op: &'static str) -> Result<Vec<(String
         };
         for entry in entries {
             let entry = entry.map_err(|e| StorageError::from_io(op, Some(prefix), &e))?;
-            let ft = entry
-                .file_type()
-                .map_err(|e| StorageError::from_io(op, Some(prefix), &e))?;
+            // An entry removed or renamed (a put's temporary becoming its object, a released lock)
+            // between the directory read and its stat is not part of the listing.
+            let ft = match entry.file_type() {
+                Ok(ft) => ft,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StorageError::from_io(op, Some(prefix), &e)),
+            };
             let path = entry.path();
             if ft.is_dir() {
                 stack.push(path);
@@ -290,10 +294,11 @@ fn walk_files(root: &Path, prefix: &str, op: &'static str) -> Result<Vec<(String
             if !rel.starts_with(prefix) {
                 continue;
             }
-            let size = entry
-                .metadata()
-                .map_err(|e| StorageError::from_io(op, Some(rel), &e))?
-                .len();
+            let size = match entry.metadata() {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StorageError::from_io(op, Some(rel), &e)),
+            };
             out.push((rel.to_owned(), size));
         }
     }

@@ -10,9 +10,24 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStorage {
     objects: Mutex<BTreeMap<ObjectKey, Bytes>>,
+    /// Distinct per instance, so state kept per location (lock observations) never mixes stores.
+    location: String,
+}
+
+impl Default for MemoryStorage {
+    fn default() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        MemoryStorage {
+            objects: Mutex::default(),
+            location: format!(
+                "memory:{}",
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
+        }
+    }
 }
 
 impl MemoryStorage {
@@ -28,7 +43,7 @@ impl MemoryStorage {
 #[async_trait]
 impl Storage for MemoryStorage {
     fn location(&self) -> String {
-        "memory".into()
+        self.location.clone()
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -167,3 +167,53 @@ async fn faulty_capacity_and_list_lag() {
         "the most recent put is hidden by the lagging listing"
     );
 }
+
+/// A listing runs while other processes create (temporary name, then rename) and delete objects in
+/// the same folder, as lock objects are: an entry that vanishes between the directory read and its
+/// size is simply not listed; the listing itself never fails with `NotFound`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_listing_tolerates_objects_that_vanish_while_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LocalStorage::open(dir.path()).unwrap();
+    let locks = dir.path().join("locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churners: Vec<_> = (0..2)
+        .map(|t| {
+            let locks = locks.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let tmp = locks.join(format!(".ibs-tmp-{t}-{i}"));
+                    let fin = locks.join(format!("l{t}-{}", i % 64));
+                    std::fs::write(&tmp, b"{}").unwrap();
+                    std::fs::rename(&tmp, &fin).unwrap();
+                    if i % 2 == 1 {
+                        let _ = std::fs::remove_file(locks.join(format!("l{t}-{}", (i - 1) % 64)));
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let mut failure = None;
+    let mut listings = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        match s.list("locks/").await {
+            Ok(_) => listings += 1,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churners.into_iter().for_each(|h| h.join().unwrap());
+    assert!(
+        failure.is_none(),
+        "listing {listings} failed: {}",
+        failure.unwrap()
+    );
+}

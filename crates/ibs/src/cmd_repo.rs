@@ -489,6 +489,8 @@ async fn list(ctx: &Ctx, loc: &Location) -> Result<i32> {
                 ]);
                 json_rows.push(serde_json::to_value(&c)?);
             }
+            // Forgotten between the listing and the read: not in the repository any more.
+            Err(e) if e.is_not_found() => {}
             Err(e) => {
                 rows.push(vec![
                     id.clone(),

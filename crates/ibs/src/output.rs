@@ -45,7 +45,7 @@ fn repo_code(e: &RepoError) -> i32 {
         | RepoError::WrongCertificate { .. }
         | RepoError::MissingKey(_)
         | RepoError::WrongKeyFile => exit::KEY,
-        RepoError::Locked { .. } => exit::LOCKED,
+        RepoError::Locked { .. } | RepoError::LockLost { .. } => exit::LOCKED,
         RepoError::NotARepository { .. } | RepoError::UnsupportedVersion { .. } => {
             exit::NOT_A_REPOSITORY
         }

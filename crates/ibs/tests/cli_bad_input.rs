@@ -428,6 +428,10 @@ fn lock_held_by_live_process_exits_6_then_clears_when_it_dies() {
         "host": host,
         "pid": pid,
         "pid_start": process_start(pid),
+        // What proves the holder is a process of this kernel and pid namespace (a hostname
+        // alone does not), so that its pid may be looked up here.
+        "boot_id": std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap().trim(),
+        "pid_ns": std::fs::read_link("/proc/self/ns/pid").unwrap().to_str().unwrap(),
         "created": now,
         "refreshed": now,
     });

@@ -1,0 +1,460 @@
+//! Repository locks, kept as objects under `locks/` (never `flock` or atime, which SMB and object
+//! stores do not offer). The protocol is normative in `docs/design/storage-contract.md` ("Locks");
+//! it needs nothing from storage beyond atomic `put`, `get`, `list` and `delete` of uniquely named
+//! objects, no compare-and-swap.
+//!
+//! | holder \ wants | shared (restore, check) | exclusive (backup, forget, prune, rewrap, set-cert) |
+//! |---|---|---|
+//! | shared    | granted | waits / fails |
+//! | exclusive | waits / fails | waits / fails |
+//!
+//! Acquisition is Lamport's bakery over lock objects: a contender publishes its lock in the
+//! `choosing` phase, reads every lock, takes the ticket `1 + max(tickets seen)`, publishes it
+//! (`waiting`), lets the storage settle, and enters once no conflicting lock is `choosing` and none
+//! has a smaller `(ticket, name)`. Every contender applies the same rule, so of two that see each
+//! other exactly one goes first; one that did not see the other chose its ticket after the other's
+//! was published, so its ticket is the larger. Staleness and liveness: see [`observe`] and
+//! [`identity`]. Invariant: a holder writes only while [`fence::LockState::check`] passes.
+
+mod fence;
+mod identity;
+mod observe;
+
+pub use fence::{FenceSlot, FencedStorage, LockState};
+pub use identity::{hostname, process_start, Identity};
+
+use crate::clock::Clock;
+use crate::error::{RepoError, Result};
+use crate::layout;
+use ibs_storage::{DynStorage, ObjectKey};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// A holder rewrites its lock this often.
+pub const REFRESH_SECS: u64 = 30;
+/// Others judge a lock stale once they have seen it unchanged this long.
+pub const STALE_SECS: u64 = 300;
+/// A holder stops writing once its last successful refresh began this long ago.
+pub const VALID_SECS: u64 = 120;
+// A holder stops writing before anyone may judge its lock stale, even if its last refresh was
+// delayed by almost a whole refresh interval.
+const _: () = assert!(VALID_SECS + REFRESH_SECS < STALE_SECS);
+
+/// Pause between publishing a ticket and the first check, for listings that lag behind writes.
+pub const SETTLE_MILLIS: u64 = 200;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockKind {
+    Shared,
+    Exclusive,
+}
+
+/// Where a contender is in the protocol. Locks written by older versions have no phase and count
+/// as `held` with ticket 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Choosing,
+    Waiting,
+    #[default]
+    Held,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LockInfo {
+    pub kind: LockKind,
+    pub operation: String,
+    pub host: String,
+    pub pid: u32,
+    pub pid_start: Option<u64>,
+    #[serde(default)]
+    pub boot_id: Option<String>,
+    #[serde(default)]
+    pub pid_ns: Option<String>,
+    /// The holder's own wall clock; for people only, never compared with another host's clock.
+    pub created: i64,
+    pub refreshed: i64,
+    /// Incremented by every write of the lock: a lock whose bytes change is alive.
+    #[serde(default)]
+    pub seq: u64,
+    #[serde(default)]
+    pub ticket: u64,
+    #[serde(default)]
+    pub phase: Phase,
+}
+
+impl LockInfo {
+    pub fn describe(&self) -> String {
+        format!(
+            "{} lock {} by {} (pid {} on host {}) since {}",
+            match self.kind {
+                LockKind::Shared => "shared",
+                LockKind::Exclusive => "exclusive",
+            },
+            match self.phase {
+                Phase::Held => "held",
+                Phase::Waiting | Phase::Choosing => "requested",
+            },
+            self.operation,
+            self.pid,
+            self.host,
+            crate::clock::rfc3339(self.created)
+        )
+    }
+}
+
+/// The time constants of the protocol; tests shrink them.
+#[derive(Clone, Debug)]
+pub struct LockTiming {
+    pub settle: Duration,
+    pub refresh: Duration,
+    pub stale: Duration,
+    pub valid: Duration,
+    /// Pause between checks while waiting (a random 50-150 % of it).
+    pub poll: Duration,
+}
+
+impl Default for LockTiming {
+    fn default() -> Self {
+        LockTiming {
+            settle: Duration::from_millis(SETTLE_MILLIS),
+            refresh: Duration::from_secs(REFRESH_SECS),
+            stale: Duration::from_secs(STALE_SECS),
+            valid: Duration::from_secs(VALID_SECS),
+            poll: Duration::from_millis(500),
+        }
+    }
+}
+
+/// How to acquire: timing and who we are.
+#[derive(Clone, Debug)]
+pub struct LockConfig {
+    pub timing: LockTiming,
+    pub identity: Identity,
+}
+
+impl Default for LockConfig {
+    fn default() -> Self {
+        LockConfig {
+            timing: LockTiming::default(),
+            identity: Identity::current(),
+        }
+    }
+}
+
+fn conflicts(a: LockKind, b: LockKind) -> bool {
+    a == LockKind::Exclusive || b == LockKind::Exclusive
+}
+
+/// Our own lock object and how to rewrite it.
+struct Own {
+    storage: DynStorage,
+    clock: Arc<dyn Clock>,
+    key: ObjectKey,
+    info: LockInfo,
+    written: bytes::Bytes,
+}
+
+impl Own {
+    async fn write(&mut self) -> Result<()> {
+        self.info.seq += 1;
+        self.info.refreshed = self.clock.now_unix();
+        let bytes: bytes::Bytes = serde_json::to_vec(&self.info)
+            .expect("lock serializes")
+            .into();
+        self.storage.put(&self.key, bytes.clone()).await?;
+        self.written = bytes;
+        Ok(())
+    }
+
+    async fn remove(&self) {
+        match self.storage.delete(&self.key).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => tracing::warn!("could not remove lock {}: {e}", self.key),
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.key.name()
+    }
+
+    /// The first live lock that keeps us from entering.
+    fn blocker<'a>(&self, others: &'a [(ObjectKey, LockInfo)]) -> Option<&'a LockInfo> {
+        let mine = (self.info.ticket, self.name());
+        others
+            .iter()
+            .filter(|(_, l)| conflicts(self.info.kind, l.kind))
+            .find(|(k, l)| l.phase == Phase::Choosing || (l.ticket, k.name()) < mine)
+            .map(|(_, l)| l)
+    }
+}
+
+/// Acquires a lock of `kind`, waiting up to `wait` for conflicting holders to go away.
+pub async fn acquire(
+    storage: &DynStorage,
+    clock: Arc<dyn Clock>,
+    kind: LockKind,
+    operation: &str,
+    wait: Duration,
+) -> Result<LockGuard> {
+    acquire_with(
+        storage,
+        clock,
+        kind,
+        operation,
+        wait,
+        &LockConfig::default(),
+    )
+    .await
+}
+
+/// [`acquire`] with explicit timing and identity.
+pub async fn acquire_with(
+    storage: &DynStorage,
+    clock: Arc<dyn Clock>,
+    kind: LockKind,
+    operation: &str,
+    wait: Duration,
+    cfg: &LockConfig,
+) -> Result<LockGuard> {
+    let t = &cfg.timing;
+    let me = &cfg.identity;
+    let deadline = Instant::now()
+        .checked_add(wait)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 86_400));
+    let name = hex::encode(rand::random::<[u8; 16]>());
+    let now = clock.now_unix();
+    let mut own = Own {
+        storage: storage.clone(),
+        clock: clock.clone(),
+        key: layout::lock(&name),
+        info: LockInfo {
+            kind,
+            operation: operation.into(),
+            host: me.host.clone(),
+            pid: me.pid,
+            pid_start: me.pid_start,
+            boot_id: me.boot_id.clone(),
+            pid_ns: me.pid_ns.clone(),
+            created: now,
+            refreshed: now,
+            seq: 0,
+            ticket: 0,
+            phase: Phase::Choosing,
+        },
+        written: bytes::Bytes::new(),
+    };
+    let result = contend(&mut own, me, t, deadline).await;
+    match result {
+        Ok(()) => {}
+        Err(e) => {
+            own.remove().await;
+            return Err(e);
+        }
+    }
+    let began = Instant::now();
+    own.info.phase = Phase::Held;
+    if let Err(e) = own.write().await {
+        own.remove().await;
+        return Err(e);
+    }
+    let state = LockState::new(operation, t.valid, began);
+    trace("enter", &format!("{kind:?}"), own.name());
+    let key = own.key.clone();
+    let refresher = tokio::spawn(refresh_loop(own, me.clone(), t.clone(), state.clone()));
+    Ok(LockGuard {
+        storage: storage.clone(),
+        key,
+        state,
+        refresher,
+        armed: None,
+    })
+}
+
+/// The bakery: doorway, then wait for our turn. On `Ok` we may enter; on `Err` our lock is still
+/// to be removed by the caller.
+async fn contend(own: &mut Own, me: &Identity, t: &LockTiming, deadline: Instant) -> Result<()> {
+    'doorway: loop {
+        own.info.phase = Phase::Choosing;
+        own.write().await?;
+        let view = observe::look(&own.storage, me, Some(&own.key), t.stale, true).await?;
+        own.info.ticket = 1 + view.others.iter().map(|(_, l)| l.ticket).max().unwrap_or(0);
+        own.info.phase = Phase::Waiting;
+        own.write().await?;
+        let mut last_write = Instant::now();
+        tokio::time::sleep(t.settle).await;
+        loop {
+            let view = observe::look(&own.storage, me, Some(&own.key), t.stale, true).await?;
+            if view.own.as_ref() != Some(&own.written) {
+                // Someone judged our lock stale (we were paused for longer than the stale
+                // timeout): start over with a fresh ticket.
+                tracing::warn!("lock {} vanished while waiting; requesting again", own.key);
+                continue 'doorway;
+            }
+            let blocker = own.blocker(&view.others);
+            if blocker.is_none() && view.removed == 0 {
+                return Ok(());
+            }
+            // A look that removed a stale lock does not decide: the next one, after the pause,
+            // does, even past the deadline (a dead holder never makes a caller fail).
+            if view.removed == 0 && Instant::now() >= deadline {
+                let holder = blocker
+                    .map(LockInfo::describe)
+                    .unwrap_or_else(|| "another writer".into());
+                return Err(RepoError::Locked { holder });
+            }
+            if last_write.elapsed() >= t.refresh {
+                own.write().await?;
+                last_write = Instant::now();
+            }
+            let jitter = rand::random::<f64>() + 0.5;
+            let pause = t.poll.mul_f64(jitter).max(t.settle);
+            let until_deadline = deadline.saturating_duration_since(Instant::now());
+            let pause = if view.removed == 0 && !until_deadline.is_zero() {
+                pause.min(until_deadline)
+            } else {
+                pause
+            };
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+/// Rewrites the held lock every `refresh`. Before each rewrite it checks that the object is still
+/// the one it wrote last and that no conflicting lock with a smaller key has appeared (which only
+/// a protocol violation elsewhere can cause); any failure loses the lock for good.
+async fn refresh_loop(mut own: Own, me: Identity, t: LockTiming, state: Arc<LockState>) {
+    loop {
+        tokio::time::sleep(t.refresh).await;
+        let began = Instant::now();
+        let verdict: std::result::Result<(), String> = async {
+            let view = observe::look(&own.storage, &me, Some(&own.key), t.stale, false)
+                .await
+                .map_err(|e| format!("could not read the locks: {e}"))?;
+            if view.own.as_ref() != Some(&own.written) {
+                return Err("another process removed or replaced it".into());
+            }
+            let mine = (own.info.ticket, own.name().to_owned());
+            if let Some((_, l)) = view.others.iter().find(|(k, l)| {
+                conflicts(own.info.kind, l.kind)
+                    && l.phase != Phase::Choosing
+                    && (l.ticket, k.name().to_owned()) < mine
+            }) {
+                return Err(format!("a conflicting, older {} appeared", l.describe()));
+            }
+            own.write()
+                .await
+                .map_err(|e| format!("refreshing it failed: {e}"))
+        }
+        .await;
+        match verdict {
+            Ok(()) => state.refreshed(began),
+            Err(why) => {
+                state.lose(why);
+                return;
+            }
+        }
+    }
+}
+
+/// A test and diagnostics hook: with `IBS_LOCK_TRACE=FILE`, every acquisition and release of a
+/// lock appends one line `enter|exit KIND PID NAME UNIX_NS` to FILE (one `write` per line, with
+/// `O_APPEND`, so lines of several processes never interleave).
+fn trace(what: &str, kind: &str, name: &str) {
+    let Some(path) = std::env::var_os("IBS_LOCK_TRACE") else {
+        return;
+    };
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let line = format!("{what} {kind} {} {name} {ns}\n", std::process::id());
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+/// A held lock. Dropping it without [`LockGuard::release`] stops its refreshes and leaves the
+/// object behind: this host's next acquirer removes it once this process is gone, another host's
+/// once it has seen it unchanged for the stale timeout.
+pub struct LockGuard {
+    storage: DynStorage,
+    key: ObjectKey,
+    state: Arc<LockState>,
+    refresher: tokio::task::JoinHandle<()>,
+    armed: Option<(Arc<FenceSlot>, u64)>,
+}
+
+impl LockGuard {
+    /// Ok while the lock is valid; [`RepoError::LockLost`] once it may not be.
+    pub fn check(&self) -> Result<()> {
+        self.state.check()
+    }
+
+    /// From now on, writes through the repository behind `slot` are refused once this lock is lost.
+    pub fn arm(&mut self, slot: Arc<FenceSlot>) {
+        let id = slot.arm(self.state.clone());
+        self.armed = Some((slot, id));
+    }
+
+    /// Removes the lock. If it was lost while held, fails with [`RepoError::LockLost`] (after
+    /// removing it all the same).
+    pub async fn release(mut self) -> Result<()> {
+        self.refresher.abort();
+        if let Some((slot, id)) = self.armed.take() {
+            slot.disarm(id);
+        }
+        let lost = self.state.check();
+        trace("exit", "-", self.key.name());
+        let removed = match self.storage.delete(&self.key).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into()),
+        };
+        lost.and(removed)
+    }
+
+    /// Releases the lock and returns `result`, unless the lock was lost meanwhile: then
+    /// [`RepoError::LockLost`], whatever the operation itself returned.
+    pub async fn finish<T, E: From<RepoError>>(
+        self,
+        result: std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        match self.release().await {
+            Ok(()) => result,
+            Err(e @ RepoError::LockLost { .. }) => Err(e.into()),
+            Err(e) => result.and_then(|_| Err(e.into())),
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        self.refresher.abort();
+        if let Some((slot, id)) = self.armed.take() {
+            slot.disarm(id);
+        }
+    }
+}
+
+/// Every live lock, for `ibs repo locks` and for messages (stale ones are left out, not removed).
+pub async fn list(storage: &DynStorage, _clock: &dyn Clock) -> Result<Vec<LockInfo>> {
+    let view = observe::look(
+        storage,
+        &Identity::current(),
+        None,
+        Duration::from_secs(STALE_SECS),
+        false,
+    )
+    .await?;
+    Ok(view.others.into_iter().map(|(_, l)| l).collect())
+}
