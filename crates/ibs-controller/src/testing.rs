@@ -33,6 +33,10 @@ impl MemOpener {
     pub fn storage(&self, path: &str) -> Option<DynStorage> {
         self.stores.lock().unwrap().get(path).cloned()
     }
+    /// Puts `storage` at `path` (e.g. a fault-injecting decorator over the path's memory storage).
+    pub fn insert(&self, path: &str, storage: DynStorage) {
+        self.stores.lock().unwrap().insert(path.into(), storage);
+    }
 }
 
 #[async_trait]
