@@ -124,6 +124,8 @@ pub fn controller_with(
         alert_sink: None,
         components: Some(components),
         lock_wait: Duration::from_secs(5),
+        // The fake clock and the storage's real modification times do not agree: no grace period.
+        prune_grace: Duration::ZERO,
     })
     .expect("controller");
     TestController {

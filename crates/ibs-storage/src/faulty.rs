@@ -258,7 +258,11 @@ impl Storage for FaultyStorage {
         if p.list_lag > 0 {
             all.retain(|o| !p.recent_puts.contains(&o.key));
         }
-        all.retain(|o| !p.hidden.iter().any(|h| o.key.as_str().starts_with(h.as_str())));
+        all.retain(|o| {
+            !p.hidden
+                .iter()
+                .any(|h| o.key.as_str().starts_with(h.as_str()))
+        });
         Ok(all)
     }
 

@@ -106,7 +106,12 @@ fn prune_dry_run_changes_nothing_and_prune_frees_forgotten_data() {
 
     let before = listing(&fx.mas());
     let size_before = dir_size(&fx.mas());
-    let dry = fx.repo_cmd("prune").arg("--dry-run").run().ok();
+    let dry = fx
+        .repo_cmd("prune")
+        .args(["--grace-hours", "0"])
+        .arg("--dry-run")
+        .run()
+        .ok();
     assert!(dry.stdout.contains("would "), "{dry}");
     assert_eq!(
         listing(&fx.mas()),
@@ -114,7 +119,7 @@ fn prune_dry_run_changes_nothing_and_prune_frees_forgotten_data() {
         "prune --dry-run changed the repository"
     );
 
-    fx.repo_cmd("prune").run().ok();
+    fx.repo_cmd("prune").args(["--grace-hours", "0"]).run().ok();
     let size_after = dir_size(&fx.mas());
     assert!(
         size_after + (5 << 20) < size_before,
@@ -131,6 +136,7 @@ fn prune_dry_run_changes_nothing_and_prune_frees_forgotten_data() {
     // A second prune finds nothing left to do.
     let again = fx
         .repo_cmd("prune")
+        .args(["--grace-hours", "0"])
         .args(["--dry-run", "--json"])
         .run()
         .ok();
