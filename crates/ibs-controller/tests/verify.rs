@@ -295,7 +295,10 @@ async fn the_next_backup_heals_what_the_sources_still_have() {
     j1.deleted_at = Some(1);
     f.t.ctl.db().put_job(&j1).unwrap();
     f.t.ctl.start_retention().unwrap().await.unwrap();
-    assert!(!s.join("backups").join(b1.backup_id.as_ref().unwrap()).exists());
+    assert!(!s
+        .join("backups")
+        .join(b1.backup_id.as_ref().unwrap())
+        .exists());
     assert!(p1.iter().all(|p| !p.exists()), "damaged packs were pruned");
     assert_eq!(
         std::fs::read_dir(s.join("damaged"))
