@@ -18,9 +18,7 @@ use std::collections::BTreeSet;
 
 /// How a committed backup job ended, in the engine's terms (`None`: not a committed backup).
 fn outcome(j: &Job) -> Option<BackupStatus> {
-    if j.backup_id.is_none() {
-        return None;
-    }
+    j.backup_id.as_ref()?;
     match j.status {
         JobStatus::Succeeded => Some(BackupStatus::Succeeded),
         JobStatus::PartialSucceeded => Some(BackupStatus::PartialSucceeded),
