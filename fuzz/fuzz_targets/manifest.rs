@@ -38,17 +38,18 @@ fuzz_target!(|data: &[u8]| {
         let _ = m.open_refs(&key);
     }
     let compressed = zstd::bulk::compress(data, 1).expect("zstd");
-    let m = Manifest {
-        catalog: catalog(),
-        tree_sealed: key.seal(&tree_aad(ID), data),
-        refs_sealed: key.seal(&refs_aad(ID), data),
-    };
+    let m = Manifest::from_sealed_v1(
+        catalog(),
+        key.seal(&tree_aad(ID), data),
+        key.seal(&refs_aad(ID), data),
+    );
     let _ = m.open_tree(&key);
     let _ = m.open_refs(&key);
-    let m = Manifest {
-        refs_sealed: key.seal(&refs_aad(ID), &compressed),
-        ..m
-    };
+    let m = Manifest::from_sealed_v1(
+        catalog(),
+        key.seal(&tree_aad(ID), data),
+        key.seal(&refs_aad(ID), &compressed),
+    );
     let _ = m.open_refs(&key);
     let _ = Manifest::from_bytes(ID, &m.to_bytes());
 });

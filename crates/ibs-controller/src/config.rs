@@ -22,6 +22,9 @@ pub struct Config {
     pub tick_seconds: Option<u64>,
     /// How long engine operations wait for a repository lock, in seconds.
     pub lock_wait_seconds: Option<u64>,
+    /// Prune's grace period in hours: packs and data-key envelopes younger than this are never
+    /// deleted (default 24).
+    pub prune_grace_hours: Option<u64>,
     /// POST alert raise/close events to this URL.
     pub webhook_url: Option<String>,
     /// On first start, the folder the `sample` component backs up.

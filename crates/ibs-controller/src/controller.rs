@@ -45,6 +45,8 @@ pub struct ControllerOptions {
     pub components: Option<Vec<ComponentConfig>>,
     /// How long engine operations wait for a repository lock.
     pub lock_wait: Duration,
+    /// Prune's grace period (`ibs_engine::retention::DEFAULT_GRACE` unless configured).
+    pub prune_grace: Duration,
 }
 
 /// Free and total bytes of the share, as last measured.
@@ -74,6 +76,7 @@ pub(crate) struct Inner {
     pub opener: Arc<dyn StorageOpener>,
     pub alerts: Alerts,
     pub lock_wait: Duration,
+    pub prune_grace: Duration,
     pub gate: Mutex<Option<Busy>>,
     pub live: Mutex<HashMap<String, Live>>,
 }
@@ -212,6 +215,7 @@ impl Controller {
                 opener: opts.opener,
                 alerts,
                 lock_wait: opts.lock_wait,
+                prune_grace: opts.prune_grace,
                 gate: Mutex::new(None),
                 live: Mutex::new(HashMap::new()),
             }),

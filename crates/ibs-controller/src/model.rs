@@ -136,6 +136,9 @@ pub struct Job {
     pub alert_class: Option<String>,
     /// The repository backup id (the manifest name) once committed.
     pub backup_id: Option<String>,
+    /// The id of the repository the backup was committed to (absent in records older than it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_id: Option<String>,
     /// For a restore job: the backup job it restores.
     pub source_job: Option<String>,
     /// Set when retention removed this backup from the store.
@@ -206,6 +209,7 @@ impl Job {
             error: None,
             alert_class: None,
             backup_id: None,
+            repository_id: None,
             source_job: None,
             deleted_at: None,
             corrupted: None,

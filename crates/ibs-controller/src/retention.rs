@@ -1,43 +1,56 @@
-//! Retention in the controller: the pure plan of which backups a retention period removes (used to
-//! warn before lowering retention), and the hourly cleanup that executes the engine's own
-//! plan-then-execute `forget` (keep-days = retention) and then `prune`.
+//! Retention in the controller: the plan of which backups a retention period removes (used to
+//! warn before lowering retention), and the hourly cleanup that forgets them and then prunes.
 //!
-//! Both follow the engine's rule: a backup is removed when it finished before `now - days`, except
-//! the newest successful backup (or, if none succeeded, the newest partially successful one), which
-//! is never deleted. A cleanup failure raises the "retention deletion failed" alert; a success closes it.
+//! The controller acts on its own records, never on the catalogs on the share (which anyone with
+//! write access could edit): the rule is the engine's ([`ibs_engine::retention::plan_retention`])
+//! applied to the database's backup jobs and their finish times. The cleanup marks the chosen
+//! backups deleted in the database first, then deletes their manifests (it retries any recorded
+//! deletion still listed), then prunes with the set of backups the database says exist in this
+//! repository, so a listing that hides manifests makes prune refuse rather than delete their data.
+//! A cleanup failure raises the "retention deletion failed" alert; a success closes it.
 
 use crate::alerts::AlertKind;
 use crate::controller::Controller;
-use crate::model::{Job, JobStatus};
+use crate::model::{Job, JobKind, JobStatus};
+use ibs_engine::retention::{Expected, PruneOptions, RetentionRecord};
+use ibs_repo::manifest::BackupStatus;
+use std::collections::BTreeSet;
+
+/// How a committed backup job ended, in the engine's terms (`None`: not a committed backup).
+fn outcome(j: &Job) -> Option<BackupStatus> {
+    j.backup_id.as_ref()?;
+    match j.status {
+        JobStatus::Succeeded => Some(BackupStatus::Succeeded),
+        JobStatus::PartialSucceeded => Some(BackupStatus::PartialSucceeded),
+        JobStatus::Failed => Some(BackupStatus::Failed),
+        _ => None,
+    }
+}
 
 /// The backups (job ids) that a retention of `days` would remove at `now`. Pure.
 pub fn would_delete(backups: &[Job], days: u32, now: i64) -> Vec<String> {
-    let cutoff = now - days as i64 * 86_400;
-    let committed: Vec<&Job> = backups
+    let records: Vec<RetentionRecord> = backups
         .iter()
-        .filter(|j| j.backup_id.is_some() && j.deleted_at.is_none())
-        .filter(|j| {
-            matches!(
-                j.status,
-                JobStatus::Succeeded | JobStatus::PartialSucceeded | JobStatus::Failed
-            )
+        .filter(|j| j.deleted_at.is_none())
+        .filter_map(|j| {
+            outcome(j).map(|status| RetentionRecord {
+                id: j.id.clone(),
+                finished: j.finished_at.unwrap_or(i64::MAX),
+                status,
+            })
         })
         .collect();
-    let newest = |st: JobStatus| {
-        committed
-            .iter()
-            .filter(|j| j.status == st)
-            .max_by_key(|j| (j.finished_at.unwrap_or(0), j.id.clone()))
-            .map(|j| j.id.clone())
-    };
-    let protected = newest(JobStatus::Succeeded).or_else(|| newest(JobStatus::PartialSucceeded));
-    let mut out: Vec<String> = committed
+    ibs_engine::retention::plan_retention(&records, days, now).remove
+}
+
+/// The backups the database says exist in repository `repo_id`: committed there, not deleted.
+pub fn expected_backups(backups: &[Job], repo_id: &str) -> BTreeSet<String> {
+    backups
         .iter()
-        .filter(|j| j.finished_at.unwrap_or(i64::MAX) < cutoff && Some(&j.id) != protected.as_ref())
-        .map(|j| j.id.clone())
-        .collect();
-    out.sort();
-    out
+        .filter(|j| j.deleted_at.is_none() && outcome(j).is_some())
+        .filter(|j| j.repository_id.as_deref() == Some(repo_id))
+        .filter_map(|j| j.backup_id.clone())
+        .collect()
 }
 
 /// One retention cleanup: forget, then prune. Records the outcome as an alert.
@@ -62,6 +75,9 @@ pub(crate) async fn cleanup(ctl: &Controller) {
     }
 }
 
+/// Backup jobs the cleanup considers (all of them: the database keeps one row per backup).
+const MAX_BACKUP_RECORDS: u32 = 1_000_000;
+
 async fn run(ctl: &Controller) -> Result<usize, String> {
     let days = ctl
         .stored_location()
@@ -70,21 +86,41 @@ async fn run(ctl: &Controller) -> Result<usize, String> {
     let (repo, state) = crate::runner::open_repository(ctl, false)
         .await
         .map_err(|f| f.message)?;
-    let plan = ibs_engine::retention::forget(&repo, days, false, ctl.inner.lock_wait)
+    let db = ctl.db();
+    let mut jobs = db
+        .jobs(Some(JobKind::Backup), MAX_BACKUP_RECORDS)
+        .map_err(|e| e.to_string())?;
+    let now = ctl.now();
+    let remove: BTreeSet<String> = would_delete(&jobs, days, now).into_iter().collect();
+    // Recorded before the manifests go: a crash in between leaves a manifest the records no
+    // longer expect (deleted by the next cleanup), never a record of one that is gone.
+    for j in jobs.iter_mut().filter(|j| remove.contains(&j.id)) {
+        j.deleted_at = Some(now);
+        db.put_job(j).map_err(|e| e.to_string())?;
+    }
+    let forgotten: Vec<String> = jobs
+        .iter()
+        .filter(|j| j.deleted_at.is_some())
+        .filter_map(|j| j.backup_id.clone())
+        .collect();
+    ibs_engine::retention::forget_backups(&repo, &forgotten, ctl.inner.lock_wait)
         .await
         .map_err(|e| format!("forget: {e}"))?;
-    let now = ctl.now();
-    for id in &plan.remove {
-        if let Ok(Some(mut j)) = ctl.db().find_backup(id) {
-            j.deleted_at = Some(now);
-            let _ = ctl.db().put_job(&j);
-        }
-    }
-    ibs_engine::retention::prune(&repo, &state, false, ctl.inner.lock_wait)
-        .await
-        .map_err(|e| format!("prune: {e}"))?;
+    let expected = expected_backups(&jobs, &repo.config().id);
+    ibs_engine::retention::prune(
+        &repo,
+        &state,
+        PruneOptions {
+            dry_run: false,
+            lock_wait: ctl.inner.lock_wait,
+            expected: Expected::Backups(expected),
+            grace: ctl.inner.prune_grace,
+        },
+    )
+    .await
+    .map_err(|e| format!("prune: {e}"))?;
     ctl.record_capacity(repo.storage()).await;
-    Ok(plan.remove.len())
+    Ok(remove.len())
 }
 
 #[cfg(test)]

@@ -457,6 +457,7 @@ async fn execute(ctl: &Controller, job: &mut Job, progress: Arc<Progress>) -> Re
         }
     }
     job.backup_id = Some(cat.backup_id.clone());
+    job.repository_id = Some(cat.repository_id.clone());
     job.bytes_read = cat.bytes_read;
     job.bytes_stored = cat.bytes_stored;
     job.certificate_thumbprint = cat.certificate_thumbprint.clone();

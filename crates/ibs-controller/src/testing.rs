@@ -33,6 +33,10 @@ impl MemOpener {
     pub fn storage(&self, path: &str) -> Option<DynStorage> {
         self.stores.lock().unwrap().get(path).cloned()
     }
+    /// Puts `storage` at `path` (e.g. a fault-injecting decorator over the path's memory storage).
+    pub fn insert(&self, path: &str, storage: DynStorage) {
+        self.stores.lock().unwrap().insert(path.into(), storage);
+    }
 }
 
 #[async_trait]
@@ -120,6 +124,8 @@ pub fn controller_with(
         alert_sink: None,
         components: Some(components),
         lock_wait: Duration::from_secs(5),
+        // The fake clock and the storage's real modification times do not agree: no grace period.
+        prune_grace: Duration::ZERO,
     })
     .expect("controller");
     TestController {

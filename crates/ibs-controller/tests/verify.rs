@@ -287,10 +287,18 @@ async fn the_next_backup_heals_what_the_sources_still_have() {
     }
 
     // Once B1 is gone, prune deletes the damaged packs (every still-referenced chunk has a
-    // healthy copy) and their markers.
+    // healthy copy) and their markers. B1 is removed as retention removes a backup: in the
+    // controller's records first (a manifest deleted behind the controller's back makes prune
+    // refuse), then the cleanup deletes its manifest.
     let s = f.share.path().join("MASBackup");
-    std::fs::remove_file(s.join("backups").join(b1.backup_id.as_ref().unwrap())).unwrap();
+    let mut j1 = f.t.ctl.backup(&b1.id).unwrap();
+    j1.deleted_at = Some(1);
+    f.t.ctl.db().put_job(&j1).unwrap();
     f.t.ctl.start_retention().unwrap().await.unwrap();
+    assert!(!s
+        .join("backups")
+        .join(b1.backup_id.as_ref().unwrap())
+        .exists());
     assert!(p1.iter().all(|p| !p.exists()), "damaged packs were pruned");
     assert_eq!(
         std::fs::read_dir(s.join("damaged"))

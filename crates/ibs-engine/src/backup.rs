@@ -473,6 +473,11 @@ async fn run(
         &state.keys.metadata,
     );
     repo.put_manifest(&manifest).await?;
+    // The backup is committed; the ledger is a lower bound for prune, so failing to record it
+    // only weakens that check.
+    if let Err(e) = crate::ledger::Ledger::of(state).record_written(&backup_id) {
+        tracing::warn!("recording backup {backup_id} in the writer's ledger: {e}");
+    }
     cache.commit()?;
     for store in pending.take() {
         if let Err(e) = store.commit() {

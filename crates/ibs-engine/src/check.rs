@@ -1,8 +1,11 @@
 //! `check`: verifies a repository at three depths.
 //!
 //! 1. Structure (always): config, every manifest parses and names itself; with the metadata key (the
-//!    writer state or a .pfx): every index segment opens, every chunk a backup references is indexed,
-//!    every indexed pack exists with its recorded size, every needed data-key envelope exists.
+//!    writer state or a .pfx): every manifest's refs part opens, which authenticates its catalog
+//!    (format 2: an edited time, hostname or status is a problem naming the backup), every index
+//!    segment opens, every chunk a backup references is indexed, every indexed pack exists with
+//!    its recorded size, every needed data-key envelope exists. Without a key a catalog cannot be
+//!    authenticated, and format-1 catalogs cannot be with any key; the report notes both.
 //! 2. `--read-data` (no key needed): every pack is read and re-hashed against its name; with the
 //!    metadata key its header must also match the index.
 //! 3. With a .pfx: every indexed chunk is decrypted and re-hashed, and every manifest's tree opens.
@@ -109,7 +112,7 @@ async fn run(repo: &Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport,
     .into();
     if keys.is_none() {
         r.notes.push(
-            "no writer state and no .pfx: index, pack headers and references were not checked"
+            "no writer state and no .pfx: index, pack headers and references were not checked, and catalogs (times, hostname, status) were not authenticated"
                 .into(),
         );
     }
@@ -135,6 +138,15 @@ async fn run(repo: &Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport,
             }
             Err(e) => r.problem(format!("backups/{id}"), e.to_string(), vec![id.clone()]),
         }
+    }
+    let unauthenticated = manifests
+        .iter()
+        .filter(|m| !m.catalog_authenticated())
+        .count();
+    if unauthenticated > 0 {
+        r.notes.push(format!(
+            "{unauthenticated} backups use manifest format 1, whose catalog (times, hostname, status) is not authenticated"
+        ));
     }
 
     // Index: it knows the damaged packs, so every chunk resolves to a healthy copy if one exists.

@@ -16,8 +16,10 @@ pub mod fileio;
 pub mod folders;
 pub mod keyops;
 pub mod keysel;
+pub mod ledger;
 mod packing;
 pub mod progress;
+pub mod prune;
 pub mod restore;
 pub mod retention;
 pub mod state;
@@ -47,6 +49,19 @@ pub enum EngineError {
     Restore(String),
     #[error("the operation was cancelled")]
     Cancelled,
+    /// Prune refused: the storage listing lacks backups the caller's records say exist.
+    #[error(
+        "prune refused, nothing was deleted: the storage lists {listed} backups but not {} that this writer's records say exist ({}). The listing is incomplete (a store that lags, or a server or network path that hides objects), or the backups were removed outside this writer; see the operator guide, \"prune refused\"",
+        missing.len(),
+        missing.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+    )]
+    ListingIncomplete { missing: Vec<String>, listed: usize },
+    /// Prune refused: a listed manifest does not open.
+    #[error("prune stopped: backup {backup} cannot be read ({cause}); nothing was deleted. Run `ibs repo check`")]
+    ManifestUnreadable { backup: String, cause: String },
+    /// Prune refused: backups reference chunks no listed index segment knows.
+    #[error("prune refused, nothing was deleted: {backups} backups (first: {first}) reference chunks that no listed index segment knows; the index listing is incomplete or segments were lost. Run `ibs repo check`")]
+    IndexIncomplete { backups: usize, first: String },
     #[error("internal error: {0}")]
     Internal(String),
 }

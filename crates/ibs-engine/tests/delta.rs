@@ -114,9 +114,23 @@ async fn scattered_row_changes_store_a_small_fraction_and_restore_byte_identical
         .delete(&ibs_repo::layout::backup(&first.catalog.backup_id))
         .await
         .unwrap();
-    let plan = ibs_engine::retention::prune(&env.repo, &env.state, false, Duration::ZERO)
-        .await
-        .unwrap();
+    let plan = ibs_engine::retention::prune(
+        &env.repo,
+        &env.state,
+        ibs_engine::retention::PruneOptions {
+            dry_run: false,
+            lock_wait: Duration::ZERO,
+            expected: ibs_engine::retention::Expected::Backups(
+                [&second, &third]
+                    .iter()
+                    .map(|r| r.catalog.backup_id.clone())
+                    .collect(),
+            ),
+            grace: Duration::ZERO,
+        },
+    )
+    .await
+    .unwrap();
     assert!(plan.chunks_used > 0);
     assert_eq!(restored(&env, &second.catalog.backup_id).await, v2);
     assert_eq!(restored(&env, &third.catalog.backup_id).await, v3);

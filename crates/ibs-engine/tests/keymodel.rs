@@ -314,9 +314,18 @@ async fn after_set_cert_each_backup_restores_with_its_own_pfx_alone() {
             std::fs::read(out1.join("db/db.sql")).unwrap(),
             rows(60_000, |_| false)
         );
-        ibs_engine::retention::prune(&env.repo, &env.state, false, Default::default())
-            .await
-            .unwrap();
+        ibs_engine::retention::prune(
+            &env.repo,
+            &env.state,
+            ibs_engine::retention::PruneOptions {
+                dry_run: false,
+                lock_wait: Default::default(),
+                expected: ibs_engine::retention::Expected::TrustListing,
+                grace: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
     }
     // The next backup deduplicates again (it depends only on keys wrapped for the new cert).
     let b3 = backup_tree_and_stream(&env, &src, rows(60_000, |i| i % 100 == 0)).await;

@@ -28,14 +28,11 @@ use crate::error::{RepoError, Result};
 use crate::ids::{ChunkId, KeyId, PackId};
 use crate::pack::{PackEntry, ENTRY_LEN};
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 
 pub const INDEX_MAGIC: &[u8; 6] = b"IBSIDX";
 pub const INDEX_VERSION: u16 = 1;
 /// Associated data of a sealed index body (public so fuzz targets can seal crafted bodies).
 pub const INDEX_AAD: &[u8] = b"ibs.index.v1";
-/// Upper bound on a decompressed segment body (a decompression bomb stops here).
-const MAX_BODY: u64 = 1 << 30;
 
 /// One pack and its entries, as listed by a segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,10 +86,9 @@ pub fn decode_segment(name: &str, obj: &[u8], metadata_key: &SymKey) -> Result<V
     let compressed = metadata_key
         .open(INDEX_AAD, &obj[8..])
         .ok_or_else(|| RepoError::corrupt(&what, "authentication failed"))?;
-    let mut body = Vec::new();
-    zstd::stream::read::Decoder::new(&compressed[..])
-        .and_then(|d| d.take(MAX_BODY).read_to_end(&mut body))
-        .map_err(|e| RepoError::corrupt(&what, format!("decompression: {e}")))?;
+    // A decompression bomb stops at the metadata cap (crate::inflate owns it).
+    let body = crate::inflate::decompress_metadata(&compressed)
+        .map_err(|e| RepoError::corrupt(&what, e.to_string()))?;
     parse_body(&body).map_err(|d| RepoError::corrupt(what, d))
 }
 

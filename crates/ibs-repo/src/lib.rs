@@ -14,6 +14,7 @@ pub mod delta;
 mod error;
 pub mod ids;
 pub mod index;
+pub mod inflate;
 pub mod keyring;
 pub mod layout;
 pub mod lock;

@@ -1,21 +1,30 @@
 //! Backup manifests (`backups/<backup-id>`): one object in three parts.
 //!
 //! ```text
-//! "IBSMAN" u16 version=1
+//! "IBSMAN" u16 version (2; 1 is still read)
 //! u32 len ‖ catalog      cleartext JSON: id, times, status, per-source counts, thumbprint, data key id
-//! u32 len ‖ tree part    sealed under the backup's data key, aad "ibs.manifest.tree.v1" ‖ backup id:
+//! u32 len ‖ tree part    sealed under the backup's data key:
 //!                        JSON {sources: [{name, kind, origin, tree: [chunk ids]}], errors: […]}
-//! u32 len ‖ refs part    sealed under the metadata key; one of two versions:
-//!   v1: aad "ibs.manifest.refs.v1" ‖ backup id:
-//!       zstd(sorted, distinct chunk ids, 32 bytes each) — every chunk the backup needs
-//!   v2: aad "ibs.manifest.refs.v2" ‖ backup id:
-//!       zstd(u16 version=2, u32 n, n × chunk id (sorted, distinct),
-//!            u32 s, s × {u16 name_len, name, u32 k, k × u32 position in the list above})
-//!       — the same list, plus which of its chunks each source references
+//! u32 len ‖ refs part    sealed under the metadata key: zstd(refs body), the body one of
+//!   refs v1: sorted, distinct chunk ids, 32 bytes each — every chunk the backup needs
+//!   refs v2: u16 version=2, u32 n, n × chunk id (sorted, distinct),
+//!            u32 s, s × {u16 name_len, name, u32 k, k × u32 position in the list above}
+//!            — the same list, plus which of its chunks each source references
 //! ```
-//! The refs version is told by the associated data (authenticated, so it cannot be confused);
-//! readers accept both. v1 manifests (written before per-source refs) cannot attribute a chunk
-//! to a source: callers then say "all components of that backup".
+//! Associated data (which also tells the versions apart, authenticated, so they cannot be confused):
+//! ```text
+//! version 2: tree "ibs.manifest.v2.tree\0" ‖ id ‖ "\0" ‖ BLAKE3(catalog bytes)
+//!            refs "ibs.manifest.v2.refs\0" ‖ id ‖ "\0" ‖ BLAKE3(catalog bytes)   (refs v2 body)
+//! version 1: tree "ibs.manifest.tree.v1\0" ‖ id
+//!            refs "ibs.manifest.refs.v1\0" ‖ id (refs v1) or "ibs.manifest.refs.v2\0" ‖ id (refs v2)
+//! ```
+//! In version 2 the catalog is authenticated: its exact bytes are bound into both sealed parts, so
+//! a catalog edited on storage (times, hostname, status, counts) makes the refs part fail to open
+//! with the metadata key (writer state or .pfx) and the tree part with the data key (.pfx). Without
+//! a key nothing can tell an edited catalog from a genuine one. Version 1 catalogs are not
+//! authenticated; a version-2 manifest cannot be passed off as version 1 (its parts do not open
+//! with the version-1 associated data). v1 refs cannot attribute a chunk to a source: callers
+//! then say "all components of that backup".
 //! The catalog lets anyone list backups with no key; the refs let forget, prune and check run with
 //! only the writer's metadata key; file names and contents need the data key, hence the .pfx.
 //! The manifest is the commit point of a backup: it is written last, after its packs and index.
@@ -24,10 +33,12 @@ use crate::crypto::SymKey;
 use crate::error::{RepoError, Result};
 use crate::ids::ChunkId;
 use serde::{Deserialize, Serialize};
-use std::io::Read;
 
 pub const MANIFEST_MAGIC: &[u8; 6] = b"IBSMAN";
-pub const MANIFEST_VERSION: u16 = 1;
+/// The version new manifests are written in (catalog authenticated).
+pub const MANIFEST_VERSION: u16 = 2;
+/// The first version (catalog not authenticated), still read.
+pub const MANIFEST_V1: u16 = 1;
 /// Upper bound of a catalog (a hostile length field cannot make a reader allocate more).
 pub const MAX_CATALOG: usize = 4 << 20;
 
@@ -133,9 +144,13 @@ pub struct Refs {
 
 /// A manifest with its sealed parts still sealed.
 pub struct Manifest {
+    /// The parsed catalog. What is written and authenticated are `catalog_bytes`, fixed when the
+    /// manifest is sealed or read: changing this field does not change the object.
     pub catalog: Catalog,
     pub tree_sealed: Vec<u8>,
     pub refs_sealed: Vec<u8>,
+    catalog_bytes: Vec<u8>,
+    version: u16,
 }
 
 /// Associated data of a manifest's tree part (public so fuzz targets can seal crafted parts).
@@ -151,6 +166,26 @@ pub fn refs_aad(id: &str) -> Vec<u8> {
 /// Associated data of a manifest's v2 refs part (per-source references).
 pub fn refs_v2_aad(id: &str) -> Vec<u8> {
     [b"ibs.manifest.refs.v2\0".as_slice(), id.as_bytes()].concat()
+}
+
+/// Associated data of a version-2 manifest's tree part: binds the exact catalog bytes.
+pub fn tree_v2_aad(id: &str, catalog_bytes: &[u8]) -> Vec<u8> {
+    bound_aad(b"ibs.manifest.v2.tree\0", id, catalog_bytes)
+}
+
+/// Associated data of a version-2 manifest's refs part: binds the exact catalog bytes.
+pub fn refs_v3_aad(id: &str, catalog_bytes: &[u8]) -> Vec<u8> {
+    bound_aad(b"ibs.manifest.v2.refs\0", id, catalog_bytes)
+}
+
+fn bound_aad(label: &[u8], id: &str, catalog_bytes: &[u8]) -> Vec<u8> {
+    [
+        label,
+        id.as_bytes(),
+        b"\0",
+        blake3::hash(catalog_bytes).as_bytes(),
+    ]
+    .concat()
 }
 
 pub const REFS_V2: u16 = 2;
@@ -241,13 +276,17 @@ fn decode_refs_v2(b: &[u8]) -> std::result::Result<Refs, String> {
 }
 
 impl Manifest {
+    /// Seals a version-1 manifest with a v1 refs part (no per-source references, catalog not
+    /// authenticated): how manifests were written before. Kept so tests and fuzz targets can make
+    /// old objects; backups use [`Manifest::seal_with_sources`].
     pub fn seal(
-        catalog: Catalog,
+        mut catalog: Catalog,
         tree: &TreePart,
         refs: &mut Vec<ChunkId>,
         data_key: &SymKey,
         metadata_key: &SymKey,
     ) -> Self {
+        catalog.format_version = MANIFEST_V1 as u32;
         refs.sort_unstable();
         refs.dedup();
         let tree_json = serde_json::to_vec(tree).expect("tree part serializes");
@@ -255,40 +294,65 @@ impl Manifest {
         let flat: Vec<u8> = refs.iter().flat_map(|r| r.0).collect();
         let compressed = zstd::bulk::compress(&flat, 3).expect("zstd of an in-memory buffer");
         let refs_sealed = metadata_key.seal(&refs_aad(&catalog.backup_id), &compressed);
+        Self::from_sealed_v1(catalog, tree_sealed, refs_sealed)
+    }
+
+    /// A version-1 manifest from its parts (fuzz targets build hostile ones this way).
+    pub fn from_sealed_v1(catalog: Catalog, tree_sealed: Vec<u8>, refs_sealed: Vec<u8>) -> Self {
+        let catalog_bytes = serde_json::to_vec(&catalog).expect("catalog serializes");
         Manifest {
             catalog,
             tree_sealed,
             refs_sealed,
+            catalog_bytes,
+            version: MANIFEST_V1,
         }
     }
 
-    /// Seals a manifest with a v2 refs part: the chunks each source references (the union is the
-    /// backup's reference list). New backups are written this way.
+    /// Seals a current (version 2) manifest: a v2 refs part with the chunks each source
+    /// references (the union is the backup's reference list), and the catalog's bytes bound into
+    /// both sealed parts. New backups are written this way.
     pub fn seal_with_sources(
-        catalog: Catalog,
+        mut catalog: Catalog,
         tree: &TreePart,
         sources: &[(String, Vec<ChunkId>)],
         data_key: &SymKey,
         metadata_key: &SymKey,
     ) -> Self {
+        catalog.format_version = MANIFEST_VERSION as u32;
+        let catalog_bytes = serde_json::to_vec(&catalog).expect("catalog serializes");
+        let id = &catalog.backup_id;
         let tree_json = serde_json::to_vec(tree).expect("tree part serializes");
-        let tree_sealed = data_key.seal(&tree_aad(&catalog.backup_id), &tree_json);
+        let tree_sealed = data_key.seal(&tree_v2_aad(id, &catalog_bytes), &tree_json);
         let body = encode_refs_v2(sources);
         let compressed = zstd::bulk::compress(&body, 3).expect("zstd of an in-memory buffer");
-        let refs_sealed = metadata_key.seal(&refs_v2_aad(&catalog.backup_id), &compressed);
+        let refs_sealed = metadata_key.seal(&refs_v3_aad(id, &catalog_bytes), &compressed);
         Manifest {
             catalog,
             tree_sealed,
             refs_sealed,
+            catalog_bytes,
+            version: MANIFEST_VERSION,
         }
     }
 
+    /// The manifest's format version (1 or 2).
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    /// Whether the catalog is bound into the sealed parts (version 2), so that opening them
+    /// authenticates it.
+    pub fn catalog_authenticated(&self) -> bool {
+        self.version >= MANIFEST_VERSION
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
-        let cat = serde_json::to_vec(&self.catalog).expect("catalog serializes");
+        let cat = &self.catalog_bytes;
         let mut out =
             Vec::with_capacity(20 + cat.len() + self.tree_sealed.len() + self.refs_sealed.len());
         out.extend_from_slice(MANIFEST_MAGIC);
-        out.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.version.to_le_bytes());
         for part in [&cat[..], &self.tree_sealed, &self.refs_sealed] {
             out.extend_from_slice(&(part.len() as u32).to_le_bytes());
             out.extend_from_slice(part);
@@ -304,7 +368,7 @@ impl Manifest {
             return Err(RepoError::corrupt(what, "missing manifest magic"));
         }
         let version = u16::from_le_bytes([prefix[6], prefix[7]]);
-        if version != MANIFEST_VERSION {
+        if version != MANIFEST_VERSION && version != MANIFEST_V1 {
             return Err(RepoError::UnsupportedVersion {
                 object: what,
                 found: version as u32,
@@ -326,12 +390,14 @@ impl Manifest {
                 format!("catalog names backup {}, not {name}", catalog.backup_id),
             ));
         }
-        if catalog.format_version != MANIFEST_VERSION as u32 {
-            return Err(RepoError::UnsupportedVersion {
-                object: what,
-                found: catalog.format_version,
-                supported: MANIFEST_VERSION as u32,
-            });
+        if catalog.format_version != version as u32 {
+            return Err(RepoError::corrupt(
+                what,
+                format!(
+                    "catalog says format {}, the object's header {version}",
+                    catalog.format_version
+                ),
+            ));
         }
         Ok(Ok(catalog))
     }
@@ -358,23 +424,32 @@ impl Manifest {
         }
         let refs_sealed = parts.pop().expect("3 parts");
         let tree_sealed = parts.pop().expect("3 parts");
+        let catalog_bytes = parts.pop().expect("3 parts");
         Ok(Manifest {
             catalog,
             tree_sealed,
             refs_sealed,
+            catalog_bytes,
+            version: u16::from_le_bytes([b[6], b[7]]),
         })
     }
 
     pub fn open_tree(&self, data_key: &SymKey) -> Result<TreePart> {
         let id = &self.catalog.backup_id;
+        let (aad, why) = if self.catalog_authenticated() {
+            (
+                tree_v2_aad(id, &self.catalog_bytes),
+                "tree part does not open with the backup's data key: the catalog was changed after the backup was written, or the part is damaged",
+            )
+        } else {
+            (
+                tree_aad(id),
+                "tree part does not open with the backup's data key",
+            )
+        };
         let plain = data_key
-            .open(&tree_aad(id), &self.tree_sealed)
-            .ok_or_else(|| {
-                RepoError::corrupt(
-                    format!("backups/{id}"),
-                    "tree part does not open with the backup's data key",
-                )
-            })?;
+            .open(&aad, &self.tree_sealed)
+            .ok_or_else(|| RepoError::corrupt(format!("backups/{id}"), why))?;
         serde_json::from_slice(&plain)
             .map_err(|e| RepoError::corrupt(format!("backups/{id}"), format!("tree part: {e}")))
     }
@@ -388,13 +463,23 @@ impl Manifest {
     pub fn open_refs_detailed(&self, metadata_key: &SymKey) -> Result<Refs> {
         let id = &self.catalog.backup_id;
         let what = format!("backups/{id}");
+        // A decompression bomb stops at the metadata cap (crate::inflate owns it).
         let unzip = |compressed: Vec<u8>| {
-            let mut flat = Vec::new();
-            zstd::stream::read::Decoder::new(&compressed[..])
-                .and_then(|d| d.take(1 << 32).read_to_end(&mut flat))
-                .map_err(|e| RepoError::corrupt(&what, format!("refs: {e}")))?;
-            Ok::<_, RepoError>(flat)
+            crate::inflate::decompress_metadata(&compressed)
+                .map_err(|e| RepoError::corrupt(&what, format!("refs: {e}")))
         };
+        if self.catalog_authenticated() {
+            let compressed = metadata_key
+                .open(&refs_v3_aad(id, &self.catalog_bytes), &self.refs_sealed)
+                .ok_or_else(|| {
+                    RepoError::corrupt(
+                        &what,
+                        "the catalog (times, hostname, status, counts) does not match the one sealed with the backup: it was changed after the backup was written, or the refs part is damaged",
+                    )
+                })?;
+            return decode_refs_v2(&unzip(compressed)?)
+                .map_err(|d| RepoError::corrupt(&what, format!("refs: {d}")));
+        }
         if let Some(compressed) = metadata_key.open(&refs_v2_aad(id), &self.refs_sealed) {
             return decode_refs_v2(&unzip(compressed)?)
                 .map_err(|d| RepoError::corrupt(&what, format!("refs: {d}")));
@@ -483,5 +568,72 @@ mod tests {
         let n = body.len();
         body[n - 4..].copy_from_slice(&9u32.to_le_bytes());
         assert!(decode_refs_v2(&body).is_err());
+    }
+
+    #[test]
+    fn a_v2_catalog_is_authenticated_by_both_sealed_parts() {
+        let (dk, mk) = (SymKey::random(), SymKey::random());
+        let id = "20270101T000000Z-0a1b2c3d";
+        let mut c = catalog(id);
+        c.hostname = "host-a".into();
+        c.started = "2027-01-01T00:00:00Z".into();
+        let sources = [("docs".to_string(), vec![ChunkId([1; 32])])];
+        let m = Manifest::seal_with_sources(c, &TreePart::default(), &sources, &dk, &mk);
+        let bytes = m.to_bytes();
+        assert_eq!(u16::from_le_bytes([bytes[6], bytes[7]]), MANIFEST_VERSION);
+        let back = Manifest::from_bytes(id, &bytes).unwrap();
+        assert!(back.catalog_authenticated());
+        assert_eq!(back.catalog.format_version, 2);
+        back.open_refs(&mk).unwrap();
+        back.open_tree(&dk).unwrap();
+        let edit = |from: &str, to: &str| {
+            let (from, to) = (from.as_bytes(), to.as_bytes());
+            let at = bytes.windows(from.len()).position(|w| w == from).unwrap();
+            let mut b = bytes.clone();
+            b[at..at + to.len()].copy_from_slice(to);
+            b
+        };
+        for forged in [
+            edit("host-a", "host-b"),
+            edit("2027-01-01T00:00:00Z", "2020-01-01T00:00:00Z"),
+        ] {
+            let f = Manifest::from_bytes(id, &forged).unwrap();
+            let e = f.open_refs(&mk).unwrap_err().to_string();
+            assert!(e.contains("changed after the backup was written"), "{e}");
+            assert!(f.open_tree(&dk).is_err());
+        }
+        // Claiming version 1 (header and catalog) does not shed the binding.
+        let mut down = edit("\"format_version\":2", "\"format_version\":1");
+        down[6..8].copy_from_slice(&MANIFEST_V1.to_le_bytes());
+        let d = Manifest::from_bytes(id, &down).unwrap();
+        assert!(!d.catalog_authenticated());
+        assert!(d.open_refs(&mk).is_err() && d.open_tree(&dk).is_err());
+    }
+
+    #[test]
+    fn a_refs_decompression_bomb_is_refused_at_the_metadata_cap() {
+        use std::io::Write;
+        let (dk, mk) = (SymKey::random(), SymKey::random());
+        let id = "20270101T000000Z-0a1b2c3d";
+        // A v1 refs body one chunk id past the cap: a multiple of 32, so a reader that stopped
+        // at the cap instead of refusing would take the cut list for a valid one.
+        let mut z = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        let block = vec![0u8; 1 << 20];
+        let total = crate::inflate::MAX_METADATA_BODY + 32;
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(block.len() as u64) as usize;
+            z.write_all(&block[..n]).unwrap();
+            left -= n as u64;
+        }
+        let bomb = z.finish().unwrap();
+        assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+        let m = Manifest::from_sealed_v1(
+            catalog(id),
+            dk.seal(&tree_aad(id), b"{}"),
+            mk.seal(&refs_aad(id), &bomb),
+        );
+        let e = m.open_refs(&mk).unwrap_err().to_string();
+        assert!(e.contains("more than 1073741824 bytes"), "{e}");
     }
 }

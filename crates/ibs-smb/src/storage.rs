@@ -473,6 +473,7 @@ impl Storage for SmbStorage {
             Ok(ObjectInfo {
                 key: key.clone(),
                 size: f.end_of_file,
+                modified: Some(crate::wire::filetime_to_unix_secs(f.last_write_time)),
             })
         })
         .await

@@ -29,6 +29,7 @@ pub async fn run_all(s: &dyn Storage, large: usize) {
     missing_objects_are_not_found(s).await;
     ranged_reads(s).await;
     listing(s).await;
+    object_ages(s).await;
     empty_object(s).await;
     large_object(s, large).await;
     concurrent_puts(s).await;
@@ -295,6 +296,28 @@ async fn listing(s: &dyn Storage) {
     let sized = s.list("a/").await.expect("list");
     assert_eq!(sized.len(), 1);
     assert_eq!(sized[0].size, 1000, "list reports object sizes");
+}
+
+/// `list` and `stat` report when an object was written (prune's grace period reads it); the test
+/// servers run on this host, so their clock is this one.
+async fn object_ages(s: &dyn Storage) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    s.put(&key("age/a"), Bytes::from_static(b"v"))
+        .await
+        .expect("put");
+    let listed = s.list("age/").await.expect("list");
+    let stat = s.stat(&key("age/a")).await.expect("stat");
+    for (what, m) in [("list", listed[0].modified), ("stat", stat.modified)] {
+        let m = m.unwrap_or_else(|| panic!("{what} reports no modification time"));
+        assert!(
+            (now - 300..=now + 300).contains(&m),
+            "{what} reports modification time {m}, written at about {now}"
+        );
+    }
+    s.delete(&key("age/a")).await.expect("delete");
 }
 
 async fn empty_object(s: &dyn Storage) {

@@ -1,6 +1,7 @@
 //! A fault-injecting decorator for tests, usable over any backend: an error on the k-th operation,
 //! torn writes (a prefix lands, then the call fails), silently short writes (a broken share that
-//! acknowledges what it did not store), latency, listings that lag behind writes, and a full disk.
+//! acknowledges what it did not store), latency, listings that lag behind writes, listings that
+//! hide every key under a prefix (a lying server or a man in the middle), and a full disk.
 
 use crate::{
     Capabilities, ErrorKind, ObjectInfo, ObjectKey, Result, SpaceInfo, Storage, StorageError,
@@ -43,6 +44,8 @@ struct Plan {
     /// The most recent `list_lag` written keys are hidden from `list`.
     list_lag: usize,
     recent_puts: VecDeque<ObjectKey>,
+    /// `list` omits every key under these prefixes (the objects stay readable).
+    hidden: Vec<String>,
     /// Bytes that puts may add before they fail with `Capacity`.
     capacity_left: Option<u64>,
 }
@@ -86,6 +89,13 @@ impl FaultyStorage {
         p.capacity_left = None;
         p.latency = None;
         p.list_lag = 0;
+        p.hidden.clear();
+    }
+
+    /// From now on `list` omits every key under `prefix`, as a lying server would; the objects
+    /// themselves stay readable and deletable.
+    pub fn hide_prefix(&self, prefix: &str) {
+        self.plan().hidden.push(prefix.to_owned());
     }
 
     pub fn set_latency(&self, latency: Option<Duration>) {
@@ -248,6 +258,11 @@ impl Storage for FaultyStorage {
         if p.list_lag > 0 {
             all.retain(|o| !p.recent_puts.contains(&o.key));
         }
+        all.retain(|o| {
+            !p.hidden
+                .iter()
+                .any(|h| o.key.as_str().starts_with(h.as_str()))
+        });
         Ok(all)
     }
 

@@ -59,6 +59,10 @@ pub struct Capabilities {
 pub struct ObjectInfo {
     pub key: ObjectKey,
     pub size: u64,
+    /// When the object was last written, in Unix seconds by the backend's clock (a file's
+    /// modification time, a server's last-write time); `None` when the backend cannot tell.
+    /// Prune reads an object's age from it (storage contract, "Object age").
+    pub modified: Option<i64>,
 }
 
 /// Free and total space of the volume behind a backend, in bytes.

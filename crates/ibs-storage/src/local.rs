@@ -232,9 +232,13 @@ fn put_blocking(root: &Path, key: &ObjectKey, data: &[u8]) -> Result<()> {
 }
 
 /// Every regular file under `root/<dir part of prefix>` whose relative path starts with `prefix`,
-/// as (relative `/`-path, size). Names that are not UTF-8 are skipped (they cannot be keys, and a
+/// as (relative `/`-path, size, modification time in Unix seconds). Names that are not UTF-8 are skipped (they cannot be keys, and a
 /// lossy name could not be deleted by name).
-fn walk_files(root: &Path, prefix: &str, op: &'static str) -> Result<Vec<(String, u64)>> {
+fn walk_files(
+    root: &Path,
+    prefix: &str,
+    op: &'static str,
+) -> Result<Vec<(String, u64, Option<i64>)>> {
     LocalStorage::check_root(root, op)?;
     // Start at the deepest directory named by the prefix, then filter by the full prefix.
     let dir_part = match prefix.rfind('/') {
@@ -294,12 +298,12 @@ fn walk_files(root: &Path, prefix: &str, op: &'static str) -> Result<Vec<(String
             if !rel.starts_with(prefix) {
                 continue;
             }
-            let size = match entry.metadata() {
-                Ok(m) => m.len(),
+            let m = match entry.metadata() {
+                Ok(m) => m,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(StorageError::from_io(op, Some(rel), &e)),
             };
-            out.push((rel.to_owned(), size));
+            out.push((rel.to_owned(), m.len(), modified_secs(&m)));
         }
     }
     Ok(out)
@@ -309,21 +313,31 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {
     walk_files(root, prefix, "list")?
         .into_iter()
         // Temporaries and foreign names are not objects.
-        .filter(|(rel, _)| ObjectKey::is_valid(rel))
-        .map(|(rel, size)| {
+        .filter(|(rel, _, _)| ObjectKey::is_valid(rel))
+        .map(|(rel, size, modified)| {
             Ok(ObjectInfo {
                 key: ObjectKey::new(rel)?,
                 size,
+                modified,
             })
         })
         .collect()
 }
 
+/// A file's modification time in Unix seconds.
+fn modified_secs(m: &fs::Metadata) -> Option<i64> {
+    m.modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs() as i64)
+}
+
 fn list_foreign_blocking(root: &Path) -> Result<Vec<ForeignFile>> {
     Ok(walk_files(root, "", "list_foreign")?
         .into_iter()
-        .filter(|(rel, _)| is_deletable_foreign(rel))
-        .map(|(path, size)| ForeignFile { path, size })
+        .filter(|(rel, _, _)| is_deletable_foreign(rel))
+        .map(|(path, size, _)| ForeignFile { path, size })
         .collect())
 }
 
@@ -420,7 +434,11 @@ impl Storage for LocalStorage {
             if !m.is_file() {
                 return Err(StorageError::not_found("stat", key.as_str()));
             }
-            Ok(ObjectInfo { key, size: m.len() })
+            Ok(ObjectInfo {
+                key,
+                size: m.len(),
+                modified: modified_secs(&m),
+            })
         })
         .await
     }

@@ -13,6 +13,8 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct MemoryStorage {
     objects: Mutex<BTreeMap<ObjectKey, Bytes>>,
+    /// When each object was last put (system time, Unix seconds), as a file's mtime would say.
+    written: Mutex<BTreeMap<ObjectKey, i64>>,
     /// Distinct per instance, so state kept per location (lock observations) never mixes stores.
     location: String,
 }
@@ -22,6 +24,7 @@ impl Default for MemoryStorage {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         MemoryStorage {
             objects: Mutex::default(),
+            written: Mutex::default(),
             location: format!(
                 "memory:{}",
                 NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -37,6 +40,15 @@ impl MemoryStorage {
 
     fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<ObjectKey, Bytes>> {
         self.objects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn written(&self) -> std::sync::MutexGuard<'_, BTreeMap<ObjectKey, i64>> {
+        self.written.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the modification time an object reports (tests of age-dependent behaviour).
+    pub fn set_modified(&self, key: &ObjectKey, unix: i64) {
+        self.written().insert(key.clone(), unix);
     }
 }
 
@@ -57,7 +69,13 @@ impl Storage for MemoryStorage {
     }
 
     async fn put(&self, key: &ObjectKey, data: Bytes) -> Result<()> {
-        self.map().insert(key.clone(), data);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut map = self.map();
+        self.written().insert(key.clone(), now);
+        map.insert(key.clone(), data);
         Ok(())
     }
 
@@ -89,25 +107,29 @@ impl Storage for MemoryStorage {
         size.map(|size| ObjectInfo {
             key: key.clone(),
             size,
+            modified: self.written().get(key).copied(),
         })
         .ok_or_else(|| StorageError::not_found("stat", key.as_str()))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        Ok(self
-            .map()
+        let map = self.map();
+        let written = self.written();
+        Ok(map
             .iter()
             .filter(|(k, _)| k.as_str().starts_with(prefix))
             .map(|(k, v)| ObjectInfo {
                 key: k.clone(),
                 size: v.len() as u64,
+                modified: written.get(k).copied(),
             })
             .collect())
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
-        self.map()
-            .remove(key)
+        let mut map = self.map();
+        self.written().remove(key);
+        map.remove(key)
             .map(|_| ())
             .ok_or_else(|| StorageError::not_found("delete", key.as_str()))
     }

@@ -199,11 +199,23 @@ pub enum RepoCmd {
         dry_run: bool,
     },
     /// Delete unreferenced data and repack partly used packs (no decryption).
+    ///
+    /// Prune refuses (deleting nothing) when the storage listing lacks a backup that this writer
+    /// committed and did not forget (its ledger in the writer state), and never deletes a pack or
+    /// data-key envelope younger than the grace period.
     Prune {
         #[command(flatten)]
         loc: Location,
         #[arg(long)]
         dry_run: bool,
+        /// Packs and data-key envelopes written less than this many hours ago are kept.
+        #[arg(long, default_value_t = 24)]
+        grace_hours: u64,
+        /// Trust the storage listing as complete: needed when the writer state has no ledger of
+        /// backups (adopted, or older than the ledger), or to accept backups removed outside
+        /// this writer. Check `ibs repo list` first.
+        #[arg(long)]
+        trust_listing: bool,
     },
     /// Re-wrap every envelope the old .pfx opens for a new certificate.
     Rewrap {

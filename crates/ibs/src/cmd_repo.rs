@@ -7,6 +7,8 @@ use crate::{location, secrets};
 use anyhow::{bail, Context, Result};
 use ibs_engine::check::CheckOptions;
 use ibs_engine::keyops;
+use ibs_engine::ledger::Ledger;
+use ibs_engine::retention::{Expected, PruneOptions};
 use ibs_engine::state::{default_state_dir, WriterState};
 use ibs_engine::{BackupOptions, Progress, RestoreOptions, SourceOrigin, SourceSpec};
 use ibs_keys::{LegacyKey, PrivateIdentity};
@@ -234,8 +236,20 @@ pub async fn run(args: RepoArgs, json: bool, quiet: bool) -> Result<i32> {
             dry_run,
         } => {
             let repo = open_repo(&loc).await?;
-            let plan =
-                ibs_engine::retention::forget(&repo, keep_days, dry_run, ctx.lock_wait).await?;
+            // With the writer state, catalogs are authenticated and the ledger learns what goes.
+            let state = if WriterState::exists(&ctx.state_root, &repo.config().id) {
+                Some(WriterState::load(&ctx.state_root, &repo.config().id)?)
+            } else {
+                None
+            };
+            let plan = ibs_engine::retention::forget(
+                &repo,
+                keep_days,
+                dry_run,
+                ctx.lock_wait,
+                state.as_ref(),
+            )
+            .await?;
             if ctx.json {
                 println!("{}", serde_json::json!({"dry_run": dry_run, "plan": plan}));
             } else {
@@ -254,10 +268,28 @@ pub async fn run(args: RepoArgs, json: bool, quiet: bool) -> Result<i32> {
             }
             Ok(exit::OK)
         }
-        RepoCmd::Prune { loc, dry_run } => {
+        RepoCmd::Prune {
+            loc,
+            dry_run,
+            grace_hours,
+            trust_listing,
+        } => {
             let repo = open_repo(&loc).await?;
             let state = WriterState::load(&ctx.state_root, &repo.config().id)?;
-            let plan = ibs_engine::retention::prune(&repo, &state, dry_run, ctx.lock_wait).await?;
+            let expected = match (trust_listing, Ledger::of(&state).expected()?) {
+                (true, _) => Expected::TrustListing,
+                (false, Some(known)) => Expected::Backups(known),
+                (false, None) => bail!(
+                    "this writer state has no ledger of the backups it wrote (it was adopted, or is older than the ledger), so prune cannot tell a complete storage listing from one that hides backups; nothing was deleted. Check that `ibs repo list` shows every backup you expect, then run prune with --trust-listing"
+                ),
+            };
+            let opts = PruneOptions {
+                dry_run,
+                lock_wait: ctx.lock_wait,
+                expected,
+                grace: Duration::from_secs(grace_hours.saturating_mul(3600)),
+            };
+            let plan = ibs_engine::retention::prune(&repo, &state, opts).await?;
             if ctx.json {
                 println!("{}", serde_json::json!({"dry_run": dry_run, "plan": plan}));
             } else {
@@ -266,6 +298,13 @@ pub async fn run(args: RepoArgs, json: bool, quiet: bool) -> Result<i32> {
                     "{p}delete {} unused packs and {} unindexed packs, {p}repack {} packs, keep {}; {p}free about {}; {} used / {} unused chunks; {p}delete {} data-key envelopes",
                     plan.delete.len(), plan.unindexed.len(), plan.repack.len(), plan.keep, human(plan.bytes_freed_estimate), plan.chunks_used, plan.chunks_unused, plan.delete_keys.len()
                 );
+                if !plan.young_packs.is_empty() || !plan.young_keys.is_empty() {
+                    println!(
+                        "kept {} packs and {} data-key envelopes younger than the grace period ({grace_hours} h)",
+                        plan.young_packs.len(),
+                        plan.young_keys.len()
+                    );
+                }
                 for d in &plan.damaged {
                     eprintln!("warning: pack {d} is damaged and was not repacked; run `ibs repo check --read-data`");
                 }

@@ -212,6 +212,10 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         },
         components: config.components.clone(),
         lock_wait: Duration::from_secs(config.lock_wait_seconds.unwrap_or(60)),
+        prune_grace: config
+            .prune_grace_hours
+            .map(|h| Duration::from_secs(h.saturating_mul(3600)))
+            .unwrap_or(ibs_engine::retention::DEFAULT_GRACE),
     })?;
     // Bind before bootstrapping so a taken port fails fast.
     let listener = tokio::net::TcpListener::bind(listen)

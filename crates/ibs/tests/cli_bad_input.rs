@@ -473,3 +473,50 @@ fn lock_held_by_live_process_exits_6_then_clears_when_it_dies() {
     assert_eq!(fx.list_ids().len(), 2);
     assert_restores(&fx, &id2, &src, "after lock");
 }
+
+/// A catalog edited on the share (a forged start time, finish time or hostname) is found by
+/// `check --pfx` and by `check` with the writer state, naming the backup; check without a key
+/// says it could not authenticate catalogs.
+#[test]
+fn an_edited_catalog_fails_check_naming_the_backup() {
+    let (fx, _src, id) = repo_with_backup();
+    let path = fx.mas().join("backups").join(&id);
+    let original = std::fs::read(&path).unwrap();
+    for (field, value) in [
+        ("started", "2020-01-01T00:00:00Z"),
+        ("finished", "2020-01-01T00:00:01Z"),
+        ("hostname", "elsewhere"),
+    ] {
+        let b = &original;
+        let len = u32::from_le_bytes(b[8..12].try_into().unwrap()) as usize;
+        let mut cat: serde_json::Value = serde_json::from_slice(&b[12..12 + len]).unwrap();
+        cat[field] = value.into();
+        let cat = serde_json::to_vec(&cat).unwrap();
+        let mut out = b[..8].to_vec();
+        out.extend_from_slice(&(cat.len() as u32).to_le_bytes());
+        out.extend_from_slice(&cat);
+        out.extend_from_slice(&b[12 + len..]);
+        std::fs::write(&path, out).unwrap();
+        let pfx = fx
+            .repo_cmd("check")
+            .arg("--pfx")
+            .arg(&shared_cert(0).pfx)
+            .pw()
+            .run()
+            .code(4);
+        assert!(
+            pfx.stdout.contains(&format!("PROBLEM backups/{id}"))
+                && pfx.stdout.contains("changed after the backup was written"),
+            "check --pfx missed an edited {field}:\n{pfx}"
+        );
+        let state = fx.repo_cmd("check").run().code(4);
+        assert!(
+            state.stdout.contains(&format!("PROBLEM backups/{id}")),
+            "check with the writer state missed an edited {field}:\n{state}"
+        );
+    }
+    let nokey = ibs(["repo", "check", "--repo"]).arg(&fx.repo).run().ok();
+    assert!(nokey.stdout.contains("not authenticated"), "{nokey}");
+    std::fs::write(&path, &original).unwrap();
+    fx.check_full(&shared_cert(0).pfx);
+}

@@ -118,7 +118,7 @@ fn backup_killed_at_random_points_leaves_a_consistent_repository() {
         verify_restores(&fx, &completed, &cert.pfx, &format!("after kill {round}"));
     }
     // Prune removes what the dead backups left, and every backup still restores.
-    fx.repo_cmd("prune").run().ok();
+    fx.repo_cmd("prune").args(["--grace-hours", "0"]).run().ok();
     fx.check_full(&cert.pfx);
     verify_restores(
         &fx,
@@ -128,6 +128,7 @@ fn backup_killed_at_random_points_leaves_a_consistent_repository() {
     );
     let again = fx
         .repo_cmd("prune")
+        .args(["--grace-hours", "0"])
         .args(["--dry-run", "--json"])
         .run()
         .ok();
@@ -190,7 +191,7 @@ fn prune_killed_at_random_points_leaves_a_consistent_repository() {
 
     let (mut cut, mut finished, mut refills, mut mid_work) = (0, 0, 0, 0);
     let mut need_garbage = false;
-    let prune_args = vec!["prune".to_string()];
+    let prune_args: Vec<String> = ["prune", "--grace-hours", "0"].map(String::from).to_vec();
     for round in 0..n {
         if need_garbage {
             // The last prune completed: make new garbage (a new backup, the old one forgotten).
@@ -206,7 +207,12 @@ fn prune_killed_at_random_points_leaves_a_consistent_repository() {
         let rehearsal = rehearse(&fx, &prune_args, false);
         let kill = choose_kill(&mut rng, &rehearsal, rehearsal.took);
         let log = fx.path("killed.log");
-        let k = run_and_kill(&fx, fx.repo_cmd("prune"), kill, &log);
+        let k = run_and_kill(
+            &fx,
+            fx.repo_cmd("prune").args(["--grace-hours", "0"]),
+            kill,
+            &log,
+        );
         let was_cut = interrupted(k.status, &log, "prune");
         println!(
             "  prune kill {round}: {kill:?} -> {} after {} ms, {} created + {} deleted of {} changes",
@@ -235,12 +241,13 @@ fn prune_killed_at_random_points_leaves_a_consistent_repository() {
         );
     }
     // Finally a prune runs to the end (clearing the last dead lock), and leaves nothing to do.
-    fx.repo_cmd("prune").run().ok();
+    fx.repo_cmd("prune").args(["--grace-hours", "0"]).run().ok();
     assert!(lock_files(&fx).is_empty(), "{:?}", lock_files(&fx));
     fx.check_full(&cert.pfx);
     verify_restores(&fx, &backups, &cert.pfx, "after the final prune");
     let again = fx
         .repo_cmd("prune")
+        .args(["--grace-hours", "0"])
         .args(["--dry-run", "--json"])
         .run()
         .ok();

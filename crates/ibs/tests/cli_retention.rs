@@ -106,7 +106,12 @@ fn prune_dry_run_changes_nothing_and_prune_frees_forgotten_data() {
 
     let before = listing(&fx.mas());
     let size_before = dir_size(&fx.mas());
-    let dry = fx.repo_cmd("prune").arg("--dry-run").run().ok();
+    let dry = fx
+        .repo_cmd("prune")
+        .args(["--grace-hours", "0"])
+        .arg("--dry-run")
+        .run()
+        .ok();
     assert!(dry.stdout.contains("would "), "{dry}");
     assert_eq!(
         listing(&fx.mas()),
@@ -114,7 +119,7 @@ fn prune_dry_run_changes_nothing_and_prune_frees_forgotten_data() {
         "prune --dry-run changed the repository"
     );
 
-    fx.repo_cmd("prune").run().ok();
+    fx.repo_cmd("prune").args(["--grace-hours", "0"]).run().ok();
     let size_after = dir_size(&fx.mas());
     assert!(
         size_after + (5 << 20) < size_before,
@@ -131,6 +136,7 @@ fn prune_dry_run_changes_nothing_and_prune_frees_forgotten_data() {
     // A second prune finds nothing left to do.
     let again = fx
         .repo_cmd("prune")
+        .args(["--grace-hours", "0"])
         .args(["--dry-run", "--json"])
         .run()
         .ok();
@@ -142,4 +148,59 @@ fn prune_dry_run_changes_nothing_and_prune_frees_forgotten_data() {
             "{k} after a full prune:\n{again}"
         );
     }
+}
+
+/// A listing that does not show a backup this writer committed (here: its manifest moved out of
+/// `backups/`, as a lying server would hide it) makes prune refuse and delete nothing; a writer
+/// state without a ledger needs the operator's `--trust-listing`.
+#[test]
+fn prune_refuses_when_a_known_backup_is_not_listed_or_the_ledger_is_missing() {
+    let fx = Fx::new();
+    fx.init_cert(&shared_cert(0).cer);
+    let src = fx.path("src");
+    write(&src.join("a.bin"), &pseudo_random(7, 1 << 20));
+    let id = fx.backup(&[("data", &src)]);
+    let manifest = fx.mas().join("backups").join(&id);
+    let aside = fx.path("hidden-manifest");
+    std::fs::rename(&manifest, &aside).unwrap();
+    let before = listing(&fx.mas());
+    let out = fx
+        .repo_cmd("prune")
+        .args(["--grace-hours", "0"])
+        .run()
+        .code(1);
+    assert!(
+        out.stderr.contains("prune refused") && out.stderr.contains(&id),
+        "{out}"
+    );
+    assert_eq!(
+        listing(&fx.mas()),
+        before,
+        "a refused prune changed the repository"
+    );
+    std::fs::rename(&aside, &manifest).unwrap();
+
+    let repo_id = std::fs::read_dir(&fx.state)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::remove_file(repo_id.join("backups.ledger")).unwrap();
+    let before = listing(&fx.mas());
+    fx.repo_cmd("prune")
+        .args(["--grace-hours", "0"])
+        .run()
+        .code(1)
+        .stderr_has("--trust-listing");
+    assert_eq!(listing(&fx.mas()), before);
+    fx.repo_cmd("prune")
+        .args(["--grace-hours", "0", "--trust-listing"])
+        .run()
+        .ok();
+    let t = fx.path("t");
+    fx.restore_cmd(&id, &t, &[&shared_cert(0).pfx])
+        .args(["--source", "data"])
+        .run()
+        .ok();
 }

@@ -95,6 +95,7 @@ impl SmbStorage {
                 Ok(ObjectInfo {
                     key: ObjectKey::new(k).map_err(|e| SmbError::Invalid(e.message))?,
                     size: e.size,
+                    modified: Some(crate::wire::filetime_to_unix_secs(e.last_write_time)),
                 })
             })
             .collect()

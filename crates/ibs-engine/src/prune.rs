@@ -1,0 +1,406 @@
+//! `prune`: deletes what no manifest references and repacks partly used packs by copying sealed
+//! chunks (no decryption). A pure *plan* step followed by an *execute* step, so `--dry-run` prints
+//! exactly what would happen.
+//!
+//! Prune fails safe against a listing that lies or lags (a man in the middle, a hostile server, an
+//! eventually consistent store). Before it deletes anything:
+//! - every backup the caller's own records say exists ([`Expected`]) must be listed, or prune
+//!   refuses with [`EngineError::ListingIncomplete`];
+//! - every manifest listed must open (its refs and authenticated catalog), and every chunk they
+//!   reference must be in the index, or prune refuses;
+//! - a pack or data-key envelope is deleted (or repacked) only if the listing shows it and its
+//!   age, by the listing's modification time against the repository's clock, is at least the
+//!   grace period ([`DEFAULT_GRACE`], 24 h). Anything younger, or not listed, is kept whole with
+//!   its index entries, so data written by a backup whose manifest the listing does not (yet)
+//!   show survives. A grace period of zero disables the age test (tests, and an operator who
+//!   knows the store is quiet).
+//!
+//! Crash safety: new packs → new full index segment → delete old segments → delete packs →
+//! delete unused data-key envelopes. At every point the index on storage covers every chunk that
+//! any manifest references.
+//!
+//! Damaged packs (those with a `damaged/` marker): prune builds its index knowing them, so a chunk
+//! with a healthy copy (stored again by a self-healing backup) is kept only in the healthy pack. A
+//! damaged pack none of whose still-referenced chunks lacks a healthy copy therefore has nothing
+//! live and is deleted, together with its marker. A damaged pack that still holds the only copy of
+//! some referenced chunk is kept as it is (never repacked: its bytes cannot be trusted as a whole),
+//! and so is its marker. Markers of packs that are neither indexed nor stored are removed.
+
+use crate::state::WriterState;
+use crate::EngineError;
+use futures::StreamExt;
+use ibs_repo::ids::{ChunkId, KeyId, PackId};
+use ibs_repo::index::{Index, PackRecord};
+use ibs_repo::lock::LockKind;
+use ibs_repo::pack::{verify_pack, PackBuilder, PackEntry};
+use ibs_repo::{layout, Repository};
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+/// How long a pack or envelope is kept after it was written, whatever the listing says.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// What the caller knows of the backups that must be listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expected {
+    /// Backup ids the caller's own records say exist (written, and not forgotten): prune refuses
+    /// unless the listing shows every one.
+    Backups(BTreeSet<String>),
+    /// The caller has no records and the operator vouches for the listing.
+    TrustListing,
+}
+
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    pub dry_run: bool,
+    pub lock_wait: Duration,
+    pub expected: Expected,
+    /// Packs and envelopes younger than this are never deleted ([`DEFAULT_GRACE`]).
+    pub grace: Duration,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct PrunePlan {
+    pub packs_total: usize,
+    pub delete: Vec<PackId>,
+    pub repack: Vec<PackId>,
+    pub unindexed: Vec<PackId>,
+    pub keep: usize,
+    pub bytes_freed_estimate: u64,
+    pub chunks_used: usize,
+    pub chunks_unused: usize,
+    pub delete_keys: Vec<KeyId>,
+    /// Packs that fail their hash check: never repacked (their contents cannot be trusted).
+    pub damaged: Vec<PackId>,
+    /// Damage markers removed with their pack (or because their pack is gone).
+    pub delete_markers: Vec<PackId>,
+    /// Packs that would be deleted or repacked but are younger than the grace period, or indexed
+    /// yet not listed: kept whole.
+    pub young_packs: Vec<PackId>,
+    /// Unused data-key envelopes younger than the grace period: kept.
+    pub young_keys: Vec<KeyId>,
+}
+
+/// A pack is repacked when more than this share of its bytes is unused.
+pub const REPACK_UNUSED_RATIO: f64 = 0.2;
+
+/// What the listing says of one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listed {
+    pub size: u64,
+    /// At least the grace period old (by the listing's modification time).
+    pub settled: bool,
+}
+
+/// Decides what prune does. `records` are the index's packs; `listed` what storage holds;
+/// `envelopes` the data-key envelopes storage holds. Only listed, settled objects are deleted.
+pub fn plan_prune(
+    records: &[PackRecord],
+    index: &Index,
+    used: &HashSet<ChunkId>,
+    listed: &HashMap<PackId, Listed>,
+    manifest_keys: &HashSet<KeyId>,
+    envelopes: &HashMap<KeyId, Listed>,
+) -> (PrunePlan, Vec<PackRecord>) {
+    let mut plan = PrunePlan {
+        packs_total: listed.len(),
+        ..Default::default()
+    };
+    let mut seen = HashSet::new();
+    let mut live_records = Vec::new();
+    let mut live_keys: HashSet<KeyId> = manifest_keys.clone();
+    for rec in records {
+        if !seen.insert(rec.id) {
+            continue;
+        }
+        let live: Vec<PackEntry> = rec
+            .entries
+            .iter()
+            .filter(|e| used.contains(&e.id) && index.get(&e.id).is_some_and(|l| l.pack == rec.id))
+            .copied()
+            .collect();
+        plan.chunks_used += live.len();
+        plan.chunks_unused += rec.entries.len() - live.len();
+        let settled = listed.get(&rec.id).is_some_and(|l| l.settled);
+        if !settled && live.len() < rec.entries.len() {
+            // Young or unlisted: kept whole, every entry indexed, every key live.
+            plan.young_packs.push(rec.id);
+            plan.keep += 1;
+            live_keys.extend(rec.entries.iter().map(|e| e.key_id));
+            live_records.push(rec.clone());
+            continue;
+        }
+        let live_bytes: u64 = live.iter().map(|e| e.length as u64).sum();
+        if live.is_empty() {
+            plan.delete.push(rec.id);
+            plan.bytes_freed_estimate += rec.length;
+        } else if !index.is_damaged(&rec.id)
+            && (rec.length - live_bytes.min(rec.length)) as f64
+                > REPACK_UNUSED_RATIO * rec.length as f64
+        {
+            plan.repack.push(rec.id);
+            plan.bytes_freed_estimate += rec.length - live_bytes;
+            live_keys.extend(live.iter().map(|e| e.key_id));
+            live_records.push(PackRecord {
+                id: rec.id,
+                length: rec.length,
+                entries: live,
+            });
+        } else {
+            plan.keep += 1;
+            live_keys.extend(live.iter().map(|e| e.key_id));
+            live_records.push(PackRecord {
+                id: rec.id,
+                length: rec.length,
+                entries: live,
+            });
+        }
+    }
+    for (id, l) in listed {
+        if !seen.contains(id) {
+            if l.settled {
+                plan.unindexed.push(*id);
+                plan.bytes_freed_estimate += l.size;
+            } else {
+                plan.young_packs.push(*id);
+            }
+        }
+    }
+    plan.delete.sort();
+    plan.repack.sort();
+    plan.unindexed.sort();
+    plan.young_packs.sort();
+    // Listed envelopes no kept chunk and no manifest uses, including those of backups that died
+    // before committing anything.
+    for (k, l) in envelopes {
+        if !live_keys.contains(k) {
+            if l.settled {
+                plan.delete_keys.push(*k);
+            } else {
+                plan.young_keys.push(*k);
+            }
+        }
+    }
+    plan.delete_keys.sort();
+    plan.young_keys.sort();
+    (plan, live_records)
+}
+
+pub async fn prune(
+    repo: &Repository,
+    state: &WriterState,
+    opts: PruneOptions,
+) -> Result<PrunePlan, EngineError> {
+    repo.check_keys(&state.keys)?;
+    let guard = repo
+        .lock(LockKind::Exclusive, "prune", opts.lock_wait)
+        .await?;
+    let result = prune_locked(repo, state, &opts).await;
+    guard.finish(result).await
+}
+
+/// Refuses unless the listing shows every backup the caller expects.
+fn check_expected(listed: &[String], expected: &Expected) -> Result<(), EngineError> {
+    let Expected::Backups(known) = expected else {
+        return Ok(());
+    };
+    let listed_set: HashSet<&str> = listed.iter().map(String::as_str).collect();
+    let missing: Vec<String> = known
+        .iter()
+        .filter(|id| !listed_set.contains(id.as_str()))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(EngineError::ListingIncomplete {
+            missing,
+            listed: listed.len(),
+        })
+    }
+}
+
+async fn prune_locked(
+    repo: &Repository,
+    state: &WriterState,
+    opts: &PruneOptions,
+) -> Result<PrunePlan, EngineError> {
+    let mk = &state.keys.metadata;
+    let ids = repo.list_backup_ids().await?;
+    check_expected(&ids, &opts.expected)?;
+    let mut refs: Vec<(String, Vec<ChunkId>)> = Vec::new();
+    let mut manifest_keys = HashSet::new();
+    for id in ids {
+        let opened = match repo.read_manifest(&id).await {
+            Ok(m) => m.open_refs(mk).map(|r| (m, r)),
+            Err(e) => Err(e),
+        };
+        let (m, r) = opened.map_err(|e| EngineError::ManifestUnreadable {
+            backup: id.clone(),
+            cause: e.to_string(),
+        })?;
+        refs.push((id, r));
+        manifest_keys.insert(KeyId::from_hex(&m.catalog.data_key_id)?);
+    }
+    let segments = repo.load_segments(mk).await?;
+    let records: Vec<PackRecord> = segments
+        .iter()
+        .flat_map(|(_, r)| r.iter().cloned())
+        .collect();
+    let damaged = repo.damaged_packs().await?;
+    // Where a chunk has copies under several data keys (a backup after a certificate change
+    // sealed it again), the copy kept is the one new backups depend on (keysel).
+    let index = crate::keysel::prune_index(repo, state, &damaged, &records).await?;
+    // A referenced chunk the index does not know means segments are missing from the listing
+    // (or lost): deleting "unindexed" packs could then delete that chunk's only copy.
+    let unindexed_refs: Vec<&String> = refs
+        .iter()
+        .filter(|(_, r)| r.iter().any(|c| !index.contains(c)))
+        .map(|(id, _)| id)
+        .collect();
+    if let Some(first) = unindexed_refs.first() {
+        return Err(EngineError::IndexIncomplete {
+            backups: unindexed_refs.len(),
+            first: (*first).clone(),
+        });
+    }
+    let used: HashSet<ChunkId> = refs.into_iter().flat_map(|(_, r)| r).collect();
+    let now = repo.clock().now_unix();
+    let grace = opts.grace.as_secs() as i64;
+    let listing = |o: &ibs_storage::ObjectInfo| Listed {
+        size: o.size,
+        // No grace period: the age is not consulted. Otherwise an unknown or future time
+        // counts as young.
+        settled: grace == 0 || o.modified.is_some_and(|m| now - m >= grace),
+    };
+    let listed: HashMap<PackId, Listed> = repo
+        .storage()
+        .list(layout::PACKS)
+        .await?
+        .iter()
+        .filter_map(|o| layout::parse_pack(&o.key).map(|id| (id, listing(o))))
+        .collect();
+    let envelopes: HashMap<KeyId, Listed> = repo
+        .storage()
+        .list(layout::DATA_KEYS)
+        .await?
+        .iter()
+        .filter_map(|o| layout::parse_data_key(&o.key).map(|k| (k, listing(o))))
+        .collect();
+    let (mut plan, mut live) =
+        plan_prune(&records, &index, &used, &listed, &manifest_keys, &envelopes);
+    let indexed: HashSet<PackId> = index.packs().map(|(p, _)| p).collect();
+    plan.delete_markers = damaged
+        .iter()
+        .filter(|p| {
+            plan.delete.contains(p)
+                || plan.unindexed.contains(p)
+                || (!indexed.contains(p) && !listed.contains_key(p))
+        })
+        .copied()
+        .collect();
+    plan.delete_markers.sort();
+    if opts.dry_run {
+        return Ok(plan);
+    }
+
+    // 1. Repack: copy the live sealed chunks of partly used packs into new packs.
+    let repack: HashSet<PackId> = plan.repack.iter().copied().collect();
+    let target = repo.config().pack_target_size as usize;
+    let mut builder = PackBuilder::new(target);
+    let mut new_records = Vec::new();
+    let mut kept_damaged = Vec::new();
+    let mut fetched = futures::stream::iter(
+        live.iter()
+            .filter(|r| repack.contains(&r.id))
+            .cloned()
+            .collect::<Vec<_>>(),
+    )
+    .map(|rec| async move { (repo.storage().get(&layout::pack(&rec.id)).await, rec) })
+    .buffered(2);
+    while let Some((bytes, rec)) = fetched.next().await {
+        let bytes = bytes?;
+        if verify_pack(&rec.id, &bytes, None).is_err() {
+            kept_damaged.push(rec.id);
+            continue;
+        }
+        for e in &rec.entries {
+            builder.add(
+                e.id,
+                e.encoding,
+                e.raw_length,
+                e.key_id,
+                &bytes[e.offset as usize..(e.offset + e.length) as usize],
+            );
+            if builder.len() >= target {
+                let (id, data, entries) =
+                    std::mem::replace(&mut builder, PackBuilder::new(target)).finish(mk);
+                let length = data.len() as u64;
+                repo.put_pack(&id, data).await?;
+                new_records.push(PackRecord {
+                    id,
+                    length,
+                    entries,
+                });
+            }
+        }
+    }
+    drop(fetched);
+    if !builder.is_empty() {
+        let (id, data, entries) = builder.finish(mk);
+        let length = data.len() as u64;
+        repo.put_pack(&id, data).await?;
+        new_records.push(PackRecord {
+            id,
+            length,
+            entries,
+        });
+    }
+    plan.repack.retain(|p| !kept_damaged.contains(p));
+    plan.damaged = kept_damaged;
+    let repacked: HashSet<PackId> = plan.repack.iter().copied().collect();
+    live.retain(|r| !repacked.contains(&r.id));
+    live.extend(new_records);
+
+    // 2. One new segment for everything that stays, then 3. drop the old segments.
+    let old_segments: Vec<String> = segments.into_iter().map(|(n, _)| n).collect();
+    let mut new_names = HashSet::new();
+    for group in live.chunks(2000) {
+        new_names.insert(repo.write_index(group, mk).await?.0);
+    }
+    for name in old_segments.iter().filter(|n| !new_names.contains(*n)) {
+        delete_ok(repo, &layout::index(name)).await?;
+    }
+    // 4. Packs nothing needs any more.
+    for id in plan
+        .delete
+        .iter()
+        .chain(plan.repack.iter())
+        .chain(plan.unindexed.iter())
+    {
+        delete_ok(repo, &layout::pack(id)).await?;
+    }
+    // 5. Markers of damaged packs that are gone (after their pack: a crash in between leaves a
+    //    marker without a pack, which the next prune removes).
+    for id in &plan.delete_markers {
+        repo.delete_damage_marker(id).await?;
+    }
+    // 6. Envelopes of data keys no chunk and no manifest uses.
+    for k in &plan.delete_keys {
+        delete_ok(repo, &layout::data_key(k)).await?;
+    }
+    let _ = repo
+        .storage()
+        .remove_stale_temporaries(Duration::from_secs(3600))
+        .await;
+    Ok(plan)
+}
+
+async fn delete_ok(repo: &Repository, key: &ibs_storage::ObjectKey) -> Result<(), EngineError> {
+    match repo.storage().delete(key).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
