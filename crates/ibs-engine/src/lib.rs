@@ -20,9 +20,12 @@ mod packing;
 pub mod progress;
 pub mod restore;
 pub mod retention;
+mod special;
 pub mod state;
 pub mod target;
 pub mod walk;
+mod walker;
+pub mod xattrs;
 
 pub use backup::{
     backup, backup_with, BackupExtras, BackupOptions, BackupReport, SourceOrigin, SourceSpec,
