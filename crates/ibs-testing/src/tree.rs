@@ -183,7 +183,7 @@ pub fn realistic_tree(root: &Path) -> Realistic {
     mkdir(&p("run"), 0o755);
     rustix::fs::mknodat(
         CWD,
-        &p("run/fifo"),
+        p("run/fifo"),
         FileType::Fifo,
         Mode::from_raw_mode(0o600),
         0,
@@ -236,13 +236,13 @@ pub fn realistic_tree(root: &Path) -> Realistic {
         xattr(&p("links/relative"), "trusted.link", b"on the link itself");
         write(&p("owned/by-1000"), b"someone else's", 0o640);
         rustix::fs::chown(
-            &p("owned/by-1000"),
+            p("owned/by-1000"),
             Some(rustix::fs::Uid::from_raw(1000)),
             Some(rustix::fs::Gid::from_raw(1000)),
         )
         .unwrap_or_else(|e| fail("chown", &p("owned/by-1000"), e));
         rustix::fs::chown(
-            &p("owned"),
+            p("owned"),
             Some(rustix::fs::Uid::from_raw(1001)),
             Some(rustix::fs::Gid::from_raw(1001)),
         )
@@ -254,7 +254,7 @@ pub fn realistic_tree(root: &Path) -> Realistic {
         ] {
             rustix::fs::mknodat(
                 CWD,
-                &p(name),
+                p(name),
                 ft,
                 Mode::from_raw_mode(0o640),
                 rustix::fs::makedev(dev.0, dev.1),
