@@ -139,6 +139,9 @@ fn main() {
         (&b"dir"[..], EntryKind::Dir, None),
         (&b"dir/f\xff"[..], EntryKind::File, None),
         (&b"dir/l"[..], EntryKind::Symlink, Some(b"../f".to_vec())),
+        (&b"dir/h"[..], EntryKind::HardLink, Some(b"dir/f\xff".to_vec())),
+        (&b"dir/p"[..], EntryKind::Fifo, None),
+        (&b"dir/c"[..], EntryKind::CharDevice, None),
     ] {
         t.extend(
             TreeEntry {
@@ -146,14 +149,16 @@ fn main() {
                 kind,
                 mode: 0o644,
                 mtime_ns: 1,
-                uid: 0,
-                gid: 0,
                 size: 3,
                 chunks: vec![ChunkId([1; 32])],
                 target,
-                error: None,
-                changed: false,
-                sparse: false,
+                rdev: if kind == EntryKind::CharDevice { 0x103 } else { 0 },
+                link_leader: kind == EntryKind::File,
+                xattrs: vec![ibs_repo::tree::Xattr {
+                    name: b"user.note".to_vec(),
+                    value: b"hello".to_vec(),
+                }],
+                ..Default::default()
             }
             .to_line(),
         );

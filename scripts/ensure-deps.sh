@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, idempotently: openssl (certificate interop tests), Samba and
-# smbclient (the SMB share tests run a private smbd on loopback). Exits non-zero, loudly, if anything
+# smbclient (the SMB share tests run a private smbd on loopback), acl (setfacl/getfacl) and
+# libcap2-bin (setcap/getcap) for the metadata-fidelity tests. Exits non-zero, loudly, if anything
 # cannot be installed: a missing dependency is a failure, never a skip.
 set -euo pipefail
 
@@ -9,6 +10,8 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v smbd >/dev/null || need+=(samba)
 command -v smbclient >/dev/null || need+=(smbclient)
 command -v mount >/dev/null || need+=(mount)
+command -v setfacl >/dev/null || need+=(acl)
+command -v setcap >/dev/null || need+=(libcap2-bin)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "ensure-deps: installing ${need[*]}"
@@ -18,7 +21,7 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get install -y -qq "${need[@]}"
   fi
 fi
-for tool in openssl smbd smbclient; do
+for tool in openssl smbd smbclient setfacl getfacl setcap getcap; do
   command -v "$tool" >/dev/null || { echo "ensure-deps: $tool is still missing" >&2; exit 1; }
 done
 cargo fmt --version >/dev/null

@@ -1,6 +1,8 @@
 //! `POST /api/v1/backups/{id}/validate` and the report endpoints, through `oneshot`, on a real
 //! repository (the controller's own backup into memory storage, encrypted for a real 2048-bit
-//! certificate) with its real .pfx: the happy path (a `files` component: PASS, both reports, the
+//! certificate) with its real .pfx. The `files` component's folder is the realistic tree of
+//! `ibs_testing` (symlinks of every sort, hard links, a sparse file, a FIFO, a socket, odd names,
+//! xattrs), whose entry counts the validation must find. The happy path (PASS, both reports, the
 //! scratch area gone, no secret in the job record, the reports or the audit log), then each failure
 //! with its specific answer: wrong password (400 pfx_password), not a .pfx (400 pfx), oversized .pfx
 //! (413), unknown backup (404), a .pfx of another certificate (job Failed naming both thumbprints),
@@ -26,6 +28,8 @@ struct Api {
     operator: String,
     reader: String,
     _src: tempfile::TempDir,
+    /// The entry counts of the `docs` source, as the catalog must record them.
+    want: ibs_testing::Counts,
 }
 
 fn b64(b: &[u8]) -> String {
@@ -41,9 +45,11 @@ fn pfx_b64() -> String {
 async fn with_backup(components: Vec<ibs_controller::component::ComponentConfig>) -> (Api, String) {
     let t = testing::controller(T0, vec![]);
     let src = tempfile::tempdir().unwrap();
+    ibs_testing::realistic_tree(src.path());
     std::fs::write(src.path().join("a.txt"), b"validate me").unwrap();
     std::fs::create_dir(src.path().join("sub")).unwrap();
     std::fs::write(src.path().join("sub/b.bin"), vec![7u8; 300_000]).unwrap();
+    let want = ibs_testing::counts(&ibs_testing::snapshot(src.path()));
     let mut cs = vec![testing::files("docs", &[src.path()])];
     cs.extend(components);
     t.ctl.set_components(cs, "t").unwrap();
@@ -56,6 +62,7 @@ async fn with_backup(components: Vec<ibs_controller::component::ComponentConfig>
         t,
         app,
         _src: src,
+        want,
     };
     let cert = b64(testing::identity().certificate().der());
     let (s, v) = a
@@ -203,12 +210,13 @@ async fn validation_passes_and_serves_both_reports_without_secrets() {
         (Some("docs"), Some("PASS")),
         "{report:#}"
     );
+    let figures = format!("{} files, {} folders", a.want.files, a.want.dirs);
     assert!(
         c["checks"][0]["figures"]
             .as_str()
             .unwrap()
-            .contains("2 files"),
-        "{report:#}"
+            .contains(&figures),
+        "{figures}: {report:#}"
     );
 
     // The HTML report: one self-contained page.

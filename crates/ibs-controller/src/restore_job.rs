@@ -382,6 +382,19 @@ async fn execute(
                             rep.errors.join("; ")
                         ))
                     }
+                    Ok(rep) if !rep.warnings.is_empty() => {
+                        // Restored, but some metadata was refused by the target: say which.
+                        job.components[i].message = Some(format!(
+                            "{} metadata warning(s): {}",
+                            rep.warnings.len(),
+                            rep.warnings
+                                .iter()
+                                .take(20)
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        ))
+                    }
                     Ok(_) => {}
                 }
             }

@@ -450,6 +450,21 @@ async fn execute(ctl: &Controller, job: &mut Job, progress: Arc<Progress>) -> Re
                         fail(r, why)
                     }
                 }
+                if s.skipped > 0 {
+                    let prefix = format!("{name}/");
+                    let first = report
+                        .warnings
+                        .iter()
+                        .find(|w| w.starts_with(&prefix))
+                        .cloned()
+                        .unwrap_or_default();
+                    r.message.get_or_insert_with(|| {
+                        format!(
+                            "{} entries skipped (sockets cannot be backed up): {first}",
+                            s.skipped
+                        )
+                    });
+                }
             }
         }
         if r.status == JobStatus::Running {

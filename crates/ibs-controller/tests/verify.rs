@@ -2,7 +2,9 @@
 //! `ManualClock`: sampling covers every pack, a flipped byte or a missing pack marks exactly the
 //! affected backups (and components) Corrupted with an alert, the next backup heals what the
 //! sources still have, and verification goes through the job gate (skipped in maintenance or
-//! while a backup runs).
+//! while a backup runs). The `docs` source is the realistic tree of `ibs_testing` (symlinks of every
+//! sort, hard links, a sparse file, a FIFO, a socket, odd names, xattrs), and a restore after the
+//! heal must reproduce it entry by entry.
 
 use base64::Engine as _;
 use ibs_controller::alerts::AlertKind;
@@ -29,6 +31,7 @@ async fn fixture(extra: Vec<ibs_controller::component::ComponentConfig>) -> Fixt
     let share = tempfile::tempdir().unwrap();
     let docs = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
+    ibs_testing::realistic_tree(docs.path());
     std::fs::write(
         docs.path().join("a.txt"),
         b"the docs, stable across backups",
@@ -275,7 +278,12 @@ async fn the_next_backup_heals_what_the_sources_still_have() {
         h.await.unwrap();
         let r = f.t.ctl.job(&r.id).unwrap();
         assert_eq!(r.status, JobStatus::Succeeded, "{r:?}");
-        let src = if comp == "docs" { &f.docs } else { &f.logs };
+        if comp == "docs" {
+            let expected = ibs_testing::snapshot(f.docs.path());
+            ibs_testing::assert_restored(&expected, &out.path().join("r"), "docs of B2");
+            continue;
+        }
+        let src = &f.logs;
         for e in std::fs::read_dir(src.path()).unwrap() {
             let e = e.unwrap();
             let restored = find_file(&out.path().join("r"), &e.file_name());

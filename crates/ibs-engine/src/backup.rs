@@ -70,6 +70,9 @@ pub struct BackupOptions {
 pub struct BackupReport {
     pub catalog: Catalog,
     pub errors: Vec<String>,
+    /// Entries left out of the backup and why (sockets), up to 1000; their count is in each
+    /// source's `skipped` in the catalog.
+    pub warnings: Vec<String>,
     pub chunks_new: u64,
     pub packs_new: u64,
 }
@@ -373,6 +376,7 @@ async fn run(
     }
 
     let mut summaries = Vec::new();
+    let mut warnings = Vec::new();
     let mut trees = TreePart::default();
     let mut bytes_read = 0;
     for (name, kind, origin, tree, stats) in results {
@@ -396,13 +400,21 @@ async fn run(
             name: name.clone(),
             kind: kind.into(),
             status,
-            files: stats.files,
-            dirs: stats.dirs,
+            files: stats.entries.files,
+            dirs: stats.entries.dirs,
             bytes: stats.bytes,
             errors: stats.errors,
             changed_while_read: stats.changed,
             essential: extras.essential.as_ref().is_none_or(|e| e.contains(&name)),
+            skipped: stats.skipped,
         });
+        warnings.extend(
+            stats
+                .warnings
+                .iter()
+                .take(1000usize.saturating_sub(warnings.len()))
+                .cloned(),
+        );
         trees.sources.push(SourceTree {
             name,
             kind: kind.into(),
@@ -487,6 +499,7 @@ async fn run(
     Ok(BackupReport {
         catalog,
         errors: trees.errors,
+        warnings,
         chunks_new,
         packs_new: packs.len() as u64,
     })

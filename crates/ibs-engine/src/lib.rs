@@ -22,9 +22,12 @@ pub mod progress;
 pub mod prune;
 pub mod restore;
 pub mod retention;
+mod special;
 pub mod state;
 pub mod target;
 pub mod walk;
+mod walker;
+pub mod xattrs;
 
 pub use backup::{
     backup, backup_with, BackupExtras, BackupOptions, BackupReport, SourceOrigin, SourceSpec,

@@ -1,5 +1,6 @@
 //! Restore: rebuild a backup's files under a target folder, byte-identical, with modes, mtimes,
-//! ownership (when run as root), symlinks, empty directories and sparse zero runs.
+//! ownership (when run as root), extended attributes ([`crate::xattrs`]), symlinks, hard links,
+//! FIFOs and device nodes ([`crate::special`]), empty directories and sparse zero runs.
 //!
 //! Safety invariants:
 //! - Every path from a manifest is checked: relative, no empty, `.` or `..` component, no NUL.
@@ -20,6 +21,10 @@
 //!   into place only after all its chunks decrypted and verified, its mode, owner and times already
 //!   applied to the open descriptor: a damaged chunk never leaves wrong bytes under the file's name.
 //! - Folders are created 0700 and get their own mode, owner and times after their contents.
+//! - Entries are counted as they are put in place with [`EntryCounts`], the definition the backup
+//!   counted the catalog's `files` and `dirs` with, so the two can be compared.
+//! - Extended attributes are applied after the owner (a `chown` clears `security.capability`); an
+//!   attribute the target refuses is a warning naming the entry, never dropped silently.
 
 use crate::chunkread::{read_chunks, KeyCache};
 use crate::folders::Folders;
@@ -32,7 +37,7 @@ use ibs_repo::index::Index;
 use ibs_repo::keyring::Unlock;
 use ibs_repo::lock::LockKind;
 use ibs_repo::pack::encoding;
-use ibs_repo::tree::{parse_header, EntryKind, TreeEntry};
+use ibs_repo::tree::{parse_header, EntryCounts, EntryKind, TreeEntry};
 use ibs_repo::Repository;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::AsFd;
@@ -54,10 +59,19 @@ pub struct RestoreOptions {
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct RestoreReport {
+    /// Regular files (their first names).
     pub files: u64,
     pub dirs: u64,
     pub symlinks: u64,
+    /// Further names of hard-linked files.
+    pub hardlinks: u64,
+    /// FIFOs and device nodes.
+    pub specials: u64,
     pub bytes: u64,
+    /// Every entry put in place, counted as the backup counted its catalog's `files` and `dirs`.
+    pub entries: EntryCounts,
+    /// Metadata the target refused (extended attributes), per entry; the entry itself is restored.
+    pub warnings: Vec<String>,
     /// Files that could not be restored (their names are not left with wrong bytes).
     pub errors: Vec<String>,
     /// Entries recorded at backup time as unreadable, so there is nothing to restore.
@@ -126,6 +140,8 @@ struct Shared {
     index: Index,
     progress: Arc<Progress>,
     errors: Mutex<Vec<String>>,
+    warnings: Mutex<Vec<String>>,
+    entries: Mutex<EntryCounts>,
     files: AtomicU64,
     bytes: AtomicU64,
     seq: AtomicU64,
@@ -139,6 +155,20 @@ impl Shared {
             .push(format!("{}: {e}", path.display()));
     }
 
+    fn warn(&self, path: &Path, warnings: Vec<String>) {
+        let mut w = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
+        for e in warnings {
+            w.push(format!("{}: {e}", path.display()));
+        }
+    }
+
+    fn count(&self, e: &TreeEntry) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(e);
+    }
+
     /// A fresh temporary name (unique in this process; `O_EXCL` guards against anything else).
     fn temp_name(&self) -> OsString {
         format!(
@@ -150,7 +180,7 @@ impl Shared {
     }
 }
 
-fn metadata(e: &TreeEntry) -> Metadata {
+pub(crate) fn metadata(e: &TreeEntry) -> Metadata {
     Metadata {
         mode: e.mode,
         uid: e.uid,
@@ -215,6 +245,8 @@ pub async fn restore(
         index,
         progress: opts.progress.clone(),
         errors: Mutex::new(Vec::new()),
+        warnings: Mutex::new(Vec::new()),
+        entries: Mutex::new(EntryCounts::default()),
         files: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
         seq: AtomicU64::new(0),
@@ -254,6 +286,14 @@ pub async fn restore(
     let mut report = lock.finish(result).await??;
     report.files = shared.files.load(Ordering::Relaxed);
     report.bytes = shared.bytes.load(Ordering::Relaxed);
+    report.entries = *shared.entries.lock().unwrap_or_else(|p| p.into_inner());
+    report.warnings.extend(
+        shared
+            .warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..),
+    );
     report.errors.extend(
         shared
             .errors
@@ -300,9 +340,11 @@ fn restore_source(
         folders: Folders::new(dest),
         dirs: Vec::new(),
         links: Vec::new(),
+        later: Vec::new(),
+        leaders: std::collections::HashSet::new(),
     };
     let mut pending = Vec::<u8>::new();
-    let mut header_seen = false;
+    let mut format = None;
     let mut opener = ChunkOpener::default();
     let walk = read_chunks(
         &sh.rt,
@@ -317,12 +359,11 @@ fn restore_source(
             while let Some(nl) = pending[start..].iter().position(|b| *b == b'\n') {
                 let line = &pending[start..start + nl];
                 start += nl + 1;
-                if !header_seen {
-                    parse_header(line).map_err(|e| e.to_string())?;
-                    header_seen = true;
+                let Some(format) = format else {
+                    format = Some(parse_header(line).map_err(|e| e.to_string())?);
                     continue;
-                }
-                let entry = TreeEntry::parse_line(line).map_err(|e| e.to_string())?;
+                };
+                let entry = TreeEntry::parse_line_in(line, format).map_err(|e| e.to_string())?;
                 dispatch(sh, entry, &mut seen, &tx, report)?;
             }
             pending.drain(..start);
@@ -343,14 +384,33 @@ fn restore_source(
         folders,
         dirs,
         links,
+        later,
+        leaders,
     } = seen;
     let root = folders.root();
+    for (rel, e) in later {
+        let path = root.path().join(&rel);
+        match crate::special::restore(&|| sh.temp_name(), &folders, &rel, &e, &leaders) {
+            Ok(w) => {
+                sh.warn(&path, w);
+                sh.count(&e);
+                match e.kind {
+                    EntryKind::HardLink => report.hardlinks += 1,
+                    _ => report.specials += 1,
+                }
+            }
+            Err(err) => report.errors.push(format!("{}: {err}", path.display())),
+        }
+    }
     for (rel, e) in links {
+        let path = root.path().join(&rel);
         match restore_symlink(sh, &folders, &rel, &e) {
-            Ok(()) => report.symlinks += 1,
-            Err(err) => report
-                .errors
-                .push(format!("{}: {err}", root.path().join(&rel).display())),
+            Ok(w) => {
+                sh.warn(&path, w);
+                sh.count(&e);
+                report.symlinks += 1;
+            }
+            Err(err) => report.errors.push(format!("{}: {err}", path.display())),
         }
     }
     for (rel, e) in dirs.iter().rev() {
@@ -358,6 +418,11 @@ fn restore_source(
         match folders.reopen(rel) {
             Ok(dir) => {
                 let _ = apply_metadata(dir.fd(), &metadata(e));
+                sh.warn(
+                    &root.path().join(rel),
+                    crate::xattrs::apply_fd(dir.fd(), &e.xattrs),
+                );
+                sh.count(e);
             }
             Err(err) => report
                 .errors
@@ -377,6 +442,10 @@ struct Seen {
     dirs: Vec<(PathBuf, TreeEntry)>,
     /// Symlinks, created after every file and folder.
     links: Vec<(PathBuf, TreeEntry)>,
+    /// Hard-link names, FIFOs and devices, created after every file ([`crate::special`]).
+    later: Vec<(PathBuf, TreeEntry)>,
+    /// Files of this restore that have several names (the only files a hard link may name).
+    leaders: std::collections::HashSet<PathBuf>,
 }
 
 /// Handles one tree entry on the walking thread: directories now, files to the workers, symlinks later.
@@ -421,7 +490,13 @@ fn dispatch(
             seen.dirs.push((rel, entry));
         }
         EntryKind::Symlink => seen.links.push((rel, entry)),
+        EntryKind::HardLink | EntryKind::Fifo | EntryKind::CharDevice | EntryKind::BlockDevice => {
+            seen.later.push((rel, entry))
+        }
         EntryKind::File => {
+            if entry.link_leader {
+                seen.leaders.insert(rel.clone());
+            }
             let parent = seen.folders.get(parent).map_err(|e| e.to_string())?;
             let stopped = |_| "restore workers stopped".to_string();
             let dest = Dest {
@@ -557,9 +632,12 @@ fn put_in_place(
     dest: &Dest,
 ) -> Result<(), String> {
     let _ = apply_metadata(file.as_fd(), &metadata(e));
+    let warnings = crate::xattrs::apply_fd(file.as_fd(), &e.xattrs);
     dest.dir
         .rename(tmp, &dest.dir, &dest.name)
         .map_err(|err| format!("rename into place: {err}"))?;
+    sh.warn(&dest.path, warnings);
+    sh.count(e);
     sh.files.fetch_add(1, Ordering::Relaxed);
     sh.bytes.fetch_add(e.size, Ordering::Relaxed);
     sh.progress.add_file();
@@ -590,13 +668,14 @@ fn restore_file(
 }
 
 /// Creates the symlink `rel` in its (reopened, verified) folder: under a temporary name with its
-/// owner and times, then renamed over whatever non-folder is at its name.
+/// owner, times and extended attributes, then renamed over whatever non-folder is at its name.
+/// Returns the warnings of its attributes.
 fn restore_symlink(
     sh: &Shared,
     folders: &Folders,
     rel: &Path,
     e: &TreeEntry,
-) -> Result<(), String> {
+) -> Result<Vec<String>, String> {
     let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
         return Err("a symlink cannot be the source itself".into());
     };
@@ -608,8 +687,10 @@ fn restore_symlink(
     let tmp = sh.temp_name();
     dir.symlink(target, &tmp).map_err(|err| err.to_string())?;
     let _ = dir.set_link_metadata(&tmp, &metadata(e));
+    let warnings = crate::xattrs::apply_at(dir.fd(), &tmp, &e.xattrs);
     dir.rename(&tmp, &dir, name).map_err(|err| {
         let _ = dir.remove_file(&tmp);
         err.to_string()
-    })
+    })?;
+    Ok(warnings)
 }

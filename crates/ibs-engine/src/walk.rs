@@ -1,29 +1,28 @@
-//! Reading sources: walking a directory tree in a fixed order (parents before children, siblings in
-//! byte order of their names), and turning files, symlinks and directories into tree entries. Chunk
-//! data goes to the [`crate::backup`] pipeline through an [`Emitter`].
+//! Reading sources: the files of a directory tree (walked by [`crate::walker`]), a single file, or
+//! a byte stream, chunked into the source's tree stream. Chunk data goes to the [`crate::backup`]
+//! pipeline through an [`Emitter`].
 //!
 //! A directory tree is walked by a [`Walker`] on its own thread, which hands [`Item`]s in tree
 //! order over a bounded queue to the reading thread; the tree's entries are therefore written in
-//! exactly the order a single thread would write them.
+//! exactly the order a single thread would write them. The [`TreeWriter`] counts the entries it
+//! writes ([`EntryCounts`]): those counts are the catalog's `files` and `dirs`.
 
-use crate::cache::{FileStamp, FilesCache, OldCache};
+use crate::cache::FilesCache;
 use crate::chunker::Chunker;
 use crate::delta::{DeltaSession, PendingStore};
 use crate::fileio::HoleSkipping;
 use crate::progress::Progress;
+use crate::walker::{base_entry, sorted_names, stamp, FileItem, Item, Walker, WALK_AHEAD};
 use crate::EngineError;
 use ibs_repo::config::ChunkerParams;
 use ibs_repo::crypto::SymKey;
 use ibs_repo::ids::ChunkId;
 use ibs_repo::index::Index;
-use ibs_repo::tree::{header_line, EntryKind, TreeEntry};
+use ibs_repo::tree::{header_line, EntryCounts, EntryKind, TreeEntry};
 use std::collections::HashSet;
-use std::ffi::OsString;
-use std::fs::Metadata;
 use std::io::Read;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::Arc;
 
 /// A chunk of plaintext that the repository does not have yet, on its way to be sealed.
@@ -120,33 +119,45 @@ impl Emitter {
 /// Per-source figures collected while walking.
 #[derive(Default, Debug, Clone)]
 pub struct SourceStats {
-    pub files: u64,
-    pub dirs: u64,
+    /// The entries of the source's tree, as [`EntryCounts`] defines them.
+    pub entries: EntryCounts,
     pub bytes: u64,
     pub errors: u64,
     pub changed: u64,
-    pub skipped_special: u64,
+    /// Entries that cannot be backed up (sockets), left out of the tree.
+    pub skipped: u64,
     pub error_messages: Vec<String>,
+    /// One message per skipped entry (up to 1000).
+    pub warnings: Vec<String>,
 }
 
 impl SourceStats {
-    /// Adds the counts and errors of `o` (the walker's share of a source).
+    /// Adds the counts and messages of `o` (the walker's share of a source).
     fn merge(&mut self, o: SourceStats) {
-        self.files += o.files;
-        self.dirs += o.dirs;
+        self.entries.files += o.entries.files;
+        self.entries.dirs += o.entries.dirs;
         self.bytes += o.bytes;
         self.changed += o.changed;
-        self.skipped_special += o.skipped_special;
+        self.skipped += o.skipped;
         self.errors += o.errors;
         let room = 1000usize.saturating_sub(self.error_messages.len());
         self.error_messages
             .extend(o.error_messages.into_iter().take(room));
+        let room = 1000usize.saturating_sub(self.warnings.len());
+        self.warnings.extend(o.warnings.into_iter().take(room));
     }
 
-    fn error(&mut self, msg: String) {
+    pub(crate) fn error(&mut self, msg: String) {
         self.errors += 1;
         if self.error_messages.len() < 1000 {
             self.error_messages.push(msg);
+        }
+    }
+
+    pub(crate) fn skip(&mut self, msg: String) {
+        self.skipped += 1;
+        if self.warnings.len() < 1000 {
+            self.warnings.push(msg);
         }
     }
 }
@@ -155,6 +166,8 @@ impl SourceStats {
 pub struct TreeWriter {
     chunker: Chunker,
     pub chunks: Vec<ChunkId>,
+    /// The entries written so far.
+    pub counts: EntryCounts,
 }
 
 impl TreeWriter {
@@ -162,6 +175,7 @@ impl TreeWriter {
         let mut t = TreeWriter {
             chunker: Chunker::new(params),
             chunks: Vec::new(),
+            counts: EntryCounts::default(),
         };
         t.chunker.push(&header_line());
         t.flush(false, em);
@@ -169,6 +183,7 @@ impl TreeWriter {
     }
 
     pub fn add(&mut self, e: &TreeEntry, em: &mut Emitter) {
+        self.counts.add(e);
         self.chunker.push(&e.to_line());
         self.flush(false, em);
     }
@@ -178,44 +193,10 @@ impl TreeWriter {
         self.chunker.drain(end, |c| em.emit(c, chunks));
     }
 
-    pub fn finish(mut self, em: &mut Emitter) -> Vec<ChunkId> {
+    /// Ends the stream: its chunk ids and the entries it holds.
+    pub fn finish(mut self, em: &mut Emitter) -> (Vec<ChunkId>, EntryCounts) {
         self.flush(true, em);
-        self.chunks
-    }
-}
-
-pub fn mtime_ns(m: &Metadata) -> i64 {
-    m.mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(m.mtime_nsec())
-}
-
-fn stamp(m: &Metadata) -> FileStamp {
-    FileStamp {
-        size: m.len(),
-        mtime_ns: mtime_ns(m),
-        ctime_ns: m
-            .ctime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(m.ctime_nsec()),
-        ino: m.ino(),
-    }
-}
-
-fn base_entry(path: Vec<u8>, kind: EntryKind, m: &Metadata) -> TreeEntry {
-    TreeEntry {
-        path,
-        kind,
-        mode: m.mode(),
-        mtime_ns: mtime_ns(m),
-        uid: m.uid(),
-        gid: m.gid(),
-        size: 0,
-        chunks: Vec::new(),
-        target: None,
-        error: None,
-        changed: false,
-        sparse: false,
+        (self.chunks, self.counts)
     }
 }
 
@@ -395,12 +376,7 @@ impl SourceReader<'_> {
         } else {
             None
         };
-        let mut walker = Walker {
-            name: self.name,
-            old: self.cache.take_old(),
-            exclude: self.exclude.clone(),
-            stats: SourceStats::default(),
-        };
+        let mut walker = Walker::new(self.name, self.cache.take_old(), self.exclude.clone());
         let Some(names) = names else {
             let name = root
                 .file_name()
@@ -414,10 +390,14 @@ impl SourceReader<'_> {
                 self.add(item, &mut tree);
             }
             self.cancelled()?;
-            return Ok(tree.finish(self.em));
+            return Ok(self.finish(tree));
         };
-        self.stats.dirs += 1;
-        tree.add(&base_entry(Vec::new(), EntryKind::Dir, &m), self.em);
+        let mut top = base_entry(Vec::new(), EntryKind::Dir, &m);
+        match crate::xattrs::read(root) {
+            Ok(x) => top.xattrs = x,
+            Err(err) => self.stats.error(format!("{}: {err}", self.name)),
+        }
+        tree.add(&top, self.em);
         let (tx, rx) = crossbeam_channel::bounded::<Vec<Item>>(WALK_AHEAD);
         let walker = std::thread::scope(|s| {
             let walking = s.spawn(move || {
@@ -441,7 +421,14 @@ impl SourceReader<'_> {
         self.cache.give_back_old(walker.old);
         self.stats.merge(walker.stats);
         self.cancelled()?;
-        Ok(tree.finish(self.em))
+        Ok(self.finish(tree))
+    }
+
+    /// Ends the source's tree stream, taking its entry counts into the source's figures.
+    fn finish(&mut self, tree: TreeWriter) -> Vec<ChunkId> {
+        let (ids, counts) = tree.finish(self.em);
+        self.stats.entries = counts;
+        ids
     }
 
     /// Backs up a byte stream (stdin, or a command's or database's export) as one file named `name`.
@@ -470,7 +457,6 @@ impl SourceReader<'_> {
             ))
         })?;
         self.cancelled()?;
-        self.stats.files += 1;
         self.stats.bytes += total;
         let e = TreeEntry {
             path: file_name.as_bytes().to_vec(),
@@ -481,168 +467,9 @@ impl SourceReader<'_> {
             gid: nix::unistd::getgid().as_raw(),
             size: total,
             chunks: ids,
-            target: None,
-            error: None,
-            changed: false,
-            sparse: false,
+            ..Default::default()
         };
         tree.add(&e, self.em);
-        Ok(tree.finish(self.em))
+        Ok(self.finish(tree))
     }
-}
-
-/// How many batches of walked items may wait for the reader: the read-ahead distance in files
-/// (a batch ends with each file to read).
-const WALK_AHEAD: usize = 32;
-/// Items that need no reading (directories, symlinks, files the cache knows) go to the reader in
-/// batches of up to this many: one wake-up of the reading thread per batch, not per item (an
-/// unchanged tree is all such items, and its backup is bound by the walk).
-const BATCH: usize = 64;
-
-/// A regular file as the walker hands it to the reader.
-pub struct FileItem {
-    entry: TreeEntry,
-    full: PathBuf,
-    stamp: FileStamp,
-    /// The chunk ids the files cache has for this file, unchanged since the last backup.
-    cached: Option<Vec<ChunkId>>,
-    /// The file opened for reading (with a read-ahead hint) when the cache does not know it.
-    opened: Option<std::io::Result<std::fs::File>>,
-}
-
-/// What the walker hands the reader, in tree order.
-pub enum Item {
-    /// A directory, a symlink or an unreadable entry: added to the tree as it is.
-    Ready(TreeEntry),
-    File(FileItem),
-}
-
-/// Walks a source's directory tree in tree order (parents before children, siblings in byte
-/// order of their names), on its own thread.
-struct Walker<'a> {
-    name: &'a str,
-    old: OldCache,
-    exclude: crate::exclude::Excludes,
-    /// Entries counted and errors met while walking (merged into the source's).
-    stats: SourceStats,
-}
-
-impl Walker<'_> {
-    fn error(&mut self, rel: &[u8], err: impl std::fmt::Display) -> String {
-        let msg = err.to_string();
-        self.stats.error(format!(
-            "{}/{}: {msg}",
-            self.name,
-            String::from_utf8_lossy(rel)
-        ));
-        msg
-    }
-
-    /// The item for one entry, or `None` for a special file (device, socket, FIFO), skipped.
-    fn item(&mut self, rel: Vec<u8>, full: &Path, m: &Metadata) -> Option<Item> {
-        let ft = m.file_type();
-        if ft.is_file() {
-            self.stats.files += 1;
-            let mut entry = base_entry(rel, EntryKind::File, m);
-            entry.size = m.len();
-            entry.sparse = m.blocks().saturating_mul(512) < m.len();
-            let stamp = stamp(m);
-            let cached = self.old.lookup(self.name, &entry.path, &stamp);
-            let opened = cached.is_none().then(|| {
-                std::fs::File::open(full).inspect(|f| crate::fileio::prefetch(f, m.len()))
-            });
-            Some(Item::File(FileItem {
-                entry,
-                full: full.to_owned(),
-                stamp,
-                cached,
-                opened,
-            }))
-        } else if ft.is_symlink() {
-            self.stats.files += 1;
-            let mut e = base_entry(rel, EntryKind::Symlink, m);
-            match std::fs::read_link(full) {
-                Ok(t) => e.target = Some(t.into_os_string().into_vec()),
-                Err(err) => e.error = Some(self.error(&e.path, err)),
-            }
-            Some(Item::Ready(e))
-        } else if ft.is_dir() {
-            self.stats.dirs += 1;
-            Some(Item::Ready(base_entry(rel, EntryKind::Dir, m)))
-        } else {
-            self.stats.skipped_special += 1;
-            None
-        }
-    }
-
-    /// Walks below `root` (whose sorted child names are `names`), sending every item to `tx` in
-    /// order, in batches (see [`BATCH`]); stops early when the receiver is gone.
-    fn tree(
-        &mut self,
-        root: &Path,
-        names: Vec<OsString>,
-        tx: &crossbeam_channel::Sender<Vec<Item>>,
-    ) {
-        let mut batch = Vec::with_capacity(BATCH);
-        // Stack of (directory path, its relative path, remaining child names in reverse order).
-        let mut stack: Vec<(PathBuf, Vec<u8>, Vec<OsString>)> =
-            vec![(root.to_owned(), Vec::new(), names)];
-        while let Some((dir, rel, names)) = stack.last_mut() {
-            let Some(name) = names.pop() else {
-                stack.pop();
-                continue;
-            };
-            let full = dir.join(&name);
-            let mut child_rel = rel.clone();
-            if !child_rel.is_empty() {
-                child_rel.push(b'/');
-            }
-            child_rel.extend_from_slice(name.as_bytes());
-            if self.exclude.matches(&child_rel, &name) {
-                continue;
-            }
-            let m = match std::fs::symlink_metadata(&full) {
-                Ok(m) => m,
-                Err(err) => {
-                    // Vanished between listing and stat: not an error of the backup.
-                    if err.kind() != std::io::ErrorKind::NotFound {
-                        self.error(&child_rel, err);
-                    }
-                    continue;
-                }
-            };
-            let Some(mut item) = self.item(child_rel.clone(), &full, &m) else {
-                continue;
-            };
-            if let Item::Ready(e) = &mut item {
-                if e.kind == EntryKind::Dir {
-                    match sorted_names(&full) {
-                        Ok(names) => stack.push((full, child_rel, names)),
-                        Err(err) => e.error = Some(self.error(&child_rel, err)),
-                    }
-                }
-            }
-            let to_read = matches!(&item, Item::File(f) if f.opened.is_some());
-            batch.push(item);
-            if (to_read || batch.len() >= BATCH)
-                && tx
-                    .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
-                    .is_err()
-            {
-                return;
-            }
-        }
-        if !batch.is_empty() {
-            let _ = tx.send(batch);
-        }
-    }
-}
-
-/// A directory's entry names, sorted by bytes, reversed (so `pop` yields them in order).
-fn sorted_names(dir: &Path) -> std::io::Result<Vec<OsString>> {
-    let mut names = std::fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    names.sort_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
-    Ok(names)
 }

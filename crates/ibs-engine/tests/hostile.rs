@@ -13,15 +13,7 @@ fn entry(path: &[u8], kind: EntryKind) -> TreeEntry {
         } else {
             0o100644
         },
-        mtime_ns: 0,
-        uid: 0,
-        gid: 0,
-        size: 0,
-        chunks: vec![],
-        target: None,
-        error: None,
-        changed: false,
-        sparse: false,
+        ..Default::default()
     }
 }
 
@@ -125,23 +117,30 @@ async fn names_with_nul_or_empty_components_are_refused() {
 }
 
 #[tokio::test]
-async fn device_and_other_special_entries_are_refused() {
+async fn special_entries_in_a_format_1_tree_are_refused() {
     let env = env().await;
     std::fs::create_dir_all(env.path("outside")).unwrap();
     std::fs::write(env.path("outside/keep"), b"k").unwrap();
-    // A character device, a block device and a FIFO, as a crafted manifest might list them.
-    for kind in ["c", "b", "p"] {
-        let line =
-            format!(r#"{{"p":"dev-{kind}","t":"{kind}","m":8630,"mt":0,"u":0,"g":0,"s":0}}"#);
-        let id =
-            crafted_backup_with_lines(&env, &[entry(b"", EntryKind::Dir)], &[], &[line.as_bytes()])
-                .await;
+    // A character device, a block device, a FIFO and a hard link, as a crafted format-1 manifest
+    // might list them: format 1 has no such kinds.
+    for kind in ["c", "b", "p", "h"] {
+        let line = format!(
+            r#"{{"p":"dev-{kind}","t":"{kind}","m":8630,"mt":0,"u":0,"g":0,"s":0,"l":"x"}}"#
+        );
+        let id = crafted_backup_in(
+            &env,
+            b"{\"tree_format\":1}\n",
+            &[entry(b"", EntryKind::Dir)],
+            &[],
+            &[line.as_bytes()],
+        )
+        .await;
         let target = env.path(&format!("target-{kind}"));
         let err = restore(&env, &id, &target, Some("evil"))
             .await
             .unwrap_err()
             .to_string();
-        assert!(err.contains("tree"), "{kind}: {err}");
+        assert!(err.contains("tree format 1"), "{kind}: {err}");
         assert!(
             !target.join(format!("dev-{kind}")).exists(),
             "no special file is created"
@@ -308,4 +307,52 @@ async fn entries_through_a_symlink_entry_of_the_same_tree_are_refused() {
     );
     assert_eq!(std::fs::read(t3.join("d/f")).unwrap(), b"inside");
     outside_untouched(&outside);
+}
+
+/// A hard-link entry may only give another name to a multiply-linked file this restore wrote: not
+/// to a file outside the target, not to a file that was already in the target, not to a file of
+/// the backup that had one name.
+#[tokio::test]
+async fn hard_links_name_only_files_this_restore_wrote() {
+    let env = env().await;
+    std::fs::create_dir_all(env.path("outside")).unwrap();
+    std::fs::write(env.path("outside/keep"), b"k").unwrap();
+    let target = env.path("target");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("already-there"), b"the operator's file").unwrap();
+    let link = |name: &[u8], to: &[u8]| TreeEntry {
+        target: Some(to.to_vec()),
+        ..entry(name, EntryKind::HardLink)
+    };
+    let mut leader = entry(b"leader", EntryKind::File);
+    leader.link_leader = true;
+    let entries = vec![
+        entry(b"", EntryKind::Dir),
+        leader,
+        entry(b"single", EntryKind::File),
+        link(b"ok", b"leader"),
+        link(b"to-outside", b"../outside/keep"),
+        link(b"to-existing", b"already-there"),
+        link(b"to-single", b"single"),
+    ];
+    let id = crafted_backup(&env, &entries, &[(b"leader", b"L"), (b"single", b"S")]).await;
+    let r = restore(&env, &id, &target, Some("evil")).await.unwrap();
+    outside_untouched(&env.path("outside"));
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: &str| std::fs::metadata(target.join(p)).unwrap().ino();
+    assert_eq!(ino("ok"), ino("leader"), "the honest link is made");
+    for bad in ["to-outside", "to-existing", "to-single"] {
+        assert!(!target.join(bad).exists(), "{bad} must not be created");
+        assert!(
+            r.errors.iter().any(|e| e.contains(bad)),
+            "{bad} is reported: {:?}",
+            r.errors
+        );
+    }
+    assert_eq!(
+        std::fs::metadata(target.join("already-there"))
+            .unwrap()
+            .nlink(),
+        1
+    );
 }

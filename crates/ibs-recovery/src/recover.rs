@@ -7,7 +7,8 @@
 //!
 //! - `files`/`command`: each source through the engine into the target folder (one source directly
 //!   into it, several into `TARGET/SOURCE`). The engine verifies every chunk it writes (hash and
-//!   AEAD) and renames a file into place only when all its bytes verified; on top, the restored file
+//!   AEAD) and renames a file into place only when all its bytes verified; on top, the restored
+//!   entry counts (files, folders: [`EntryCounts`], the one definition the backup counted with)
 //!   and byte counts must equal the backup catalog's.
 //! - database kinds: the stored export is restored to a scratch folder, its row counts are taken from
 //!   the dump itself ([`ibs_controller::kinds::recovered`]: the controller's job records with the
@@ -24,6 +25,7 @@ use ibs_engine::{keyops, EngineError, Progress, RestoreOptions};
 use ibs_repo::ids::KeyId;
 use ibs_repo::keyring::Unlock;
 use ibs_repo::manifest::Catalog;
+use ibs_repo::tree::EntryCounts;
 use ibs_repo::Repository;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -180,10 +182,16 @@ pub(crate) fn verify_counts(
     let Some(s) = catalog.sources.iter().find(|s| s.name == source) else {
         return Err(format!("source {source} is not in the catalog"));
     };
-    if s.files != r.files || s.bytes != r.bytes {
+    // Both sides count with `EntryCounts`: the backup as it wrote the tree, the restore as it put
+    // entries in place.
+    let recorded = EntryCounts {
+        files: s.files,
+        dirs: s.dirs,
+    };
+    if recorded != r.entries || s.bytes != r.bytes {
         return Err(format!(
-            "source {source}: the backup recorded {} files / {} bytes, {} files / {} bytes were restored",
-            s.files, s.bytes, r.files, r.bytes
+            "source {source}: the backup recorded {} files, {} folders / {} bytes; {} files, {} folders / {} bytes were restored",
+            s.files, s.dirs, s.bytes, r.entries.files, r.entries.dirs, r.bytes
         ));
     }
     Ok(())
@@ -265,7 +273,8 @@ async fn restore_files(
     rep: &mut ComponentReport,
 ) -> Result<std::result::Result<(), String>> {
     let base = PathBuf::from(&p.target);
-    let (mut dirs, mut links) = (0, 0);
+    let (mut dirs, mut links, mut hardlinks, mut specials) = (0, 0, 0, 0);
+    let mut warnings = Vec::new();
     for s in sources {
         let dest = if sources.len() == 1 {
             base.clone()
@@ -286,15 +295,33 @@ async fn restore_files(
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
-        rep.files += r.files;
+        rep.files += r.entries.files;
         rep.bytes += r.bytes;
         dirs += r.dirs;
         links += r.symlinks;
+        hardlinks += r.hardlinks;
+        specials += r.specials;
+        warnings.extend(r.warnings.iter().cloned());
         if let Err(e) = verify_counts(cat, s, &r) {
             return Ok(Err(e));
         }
     }
-    rep.restored = format!("{} files, {} folders, {} symlinks", rep.files, dirs, links);
+    rep.restored = format!(
+        "{} files ({} symlinks, {} hard links, {} FIFOs/devices), {} folders",
+        rep.files, links, hardlinks, specials, dirs
+    );
+    if !warnings.is_empty() {
+        rep.restored.push_str(&format!(
+            "; {} metadata warnings: {}",
+            warnings.len(),
+            warnings
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
     rep.detail = "every chunk hash-verified; file and byte counts match the backup catalog".into();
     Ok(Ok(()))
 }
@@ -326,7 +353,7 @@ async fn restore_service(
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
-        rep.files += r.files;
+        rep.files += r.entries.files;
         rep.bytes += r.bytes;
         if let Err(e) = verify_counts(cat, s, &r) {
             return Ok(Err(e));

@@ -296,7 +296,10 @@ pub async fn validate(
             let (figures, r) = match r {
                 Err(e) => (String::new(), Err(e)),
                 Ok(r) => (
-                    format!("{} files, {} folders, {} bytes", r.files, r.dirs, r.bytes),
+                    format!(
+                        "{} files, {} folders, {} bytes",
+                        r.entries.files, r.entries.dirs, r.bytes
+                    ),
                     verify_counts(cat, s, &r).map(|()| {
                         "every chunk hash-verified; counts match the catalog".to_string()
                     }),

@@ -64,6 +64,10 @@ pub struct SourceSummary {
     /// catalog; absent in older catalogs, where every source counts as essential.
     #[serde(default = "yes")]
     pub essential: bool,
+    /// Entries left out because they cannot be backed up (sockets). Added with tree format 2;
+    /// absent (0) in older catalogs.
+    #[serde(default)]
+    pub skipped: u64,
 }
 
 fn yes() -> bool {

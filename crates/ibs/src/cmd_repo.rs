@@ -156,14 +156,19 @@ pub async fn run(args: RepoArgs, json: bool, quiet: bool) -> Result<i32> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 println!(
-                    "restored {} files, {} directories, {} symlinks, {}",
+                    "restored {} files, {} directories, {} symlinks, {} hard links, {} FIFOs/devices, {}",
                     report.files,
                     report.dirs,
                     report.symlinks,
+                    report.hardlinks,
+                    report.specials,
                     human(report.bytes)
                 );
                 for s in &report.skipped {
                     eprintln!("skipped: {s}");
+                }
+                for w in &report.warnings {
+                    eprintln!("warning: {w}");
                 }
                 for e in &report.errors {
                     eprintln!("FAILED: {e}");
@@ -466,7 +471,7 @@ async fn backup(
     if ctx.json {
         println!(
             "{}",
-            serde_json::json!({"catalog": c, "errors": report.errors, "chunks_new": report.chunks_new, "packs_new": report.packs_new})
+            serde_json::json!({"catalog": c, "errors": report.errors, "warnings": report.warnings, "chunks_new": report.chunks_new, "packs_new": report.packs_new})
         );
     } else {
         println!(
@@ -480,18 +485,22 @@ async fn backup(
         );
         for s in &c.sources {
             println!(
-                "  {}: {:?}, {} files, {} dirs, {}, {} errors, {} changed while read",
+                "  {}: {:?}, {} files, {} dirs, {}, {} errors, {} changed while read, {} skipped",
                 s.name,
                 s.status,
                 s.files,
                 s.dirs,
                 human(s.bytes),
                 s.errors,
-                s.changed_while_read
+                s.changed_while_read,
+                s.skipped
             );
         }
         for e in report.errors.iter().take(20) {
             eprintln!("error: {e}");
+        }
+        for w in report.warnings.iter().take(20) {
+            eprintln!("warning: {w}");
         }
     }
     println!("{}", c.backup_id);

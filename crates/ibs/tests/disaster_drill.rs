@@ -1,8 +1,11 @@
 //! The disaster drill, through the real binary, a real Samba share on loopback and the real
-//! PostgreSQL server: machine A backs up a folder and a PostgreSQL export (`pg_dump --format=plain`
+//! PostgreSQL server: machine A backs up a folder (the realistic tree of `ibs_testing`: symlinks
+//! of every sort, hard links, a sparse file, a FIFO, a socket, odd names, xattrs, ACLs, and as
+//! root owners, a file capability and device nodes) and a PostgreSQL export (`pg_dump --format=plain`
 //! piped as a stream source) twice with changes in between; A's state, its private certificate copy,
 //! its data and its database are destroyed; machine B recovers from the share and the .pfx alone
-//! (`ibs recover`), every byte and row is compared with A's at the recovered backup, `ibs validate`
+//! (`ibs recover`), every entry (contents, kinds, link targets, modes, owners, mtimes, hard-link
+//! groups, xattrs) and row is compared with A's at the recovered backup, `ibs validate`
 //! proves the backup restorable, and B's next backup deduplicates against A's chain. The failure
 //! paths (wrong .pfx, missing backup id, damaged pack, unreachable share) each assert their message
 //! and exit code. A missing Samba or PostgreSQL fails these tests; they never skip.
@@ -147,6 +150,7 @@ fn disaster_drill_recovers_everything_from_the_share_and_the_pfx() {
         .run()
         .ok();
     let data = a.join("data");
+    ibs_testing::realistic_tree(&data);
     write(&data.join("blob.bin"), &pseudo_random(1, 4 << 20));
     write(
         &data.join("etc/app.conf"),
@@ -179,7 +183,7 @@ fn disaster_drill_recovers_everything_from_the_share_and_the_pfx() {
     psql(&db, "INSERT INTO notes VALUES (3, 'after backup 1')");
     let second = backup(&loc, &state_a, &data, pg_dump(&db));
     let b2 = second["backup_id"].as_str().unwrap().to_string();
-    let tree_at_b2 = snapshot(&data);
+    let tree_at_b2 = ibs_testing::snapshot(&data);
     let rows_at_b2 = table_dumps(&db);
 
     // Catastrophe: A's state, certificate copy, data and database are gone.
@@ -238,7 +242,7 @@ fn disaster_drill_recovers_everything_from_the_share_and_the_pfx() {
     );
     assert!(j["backups"].as_array().unwrap().len() == 2);
 
-    assert_tree(&tree_at_b2, &target, "recovered files");
+    ibs_testing::assert_restored(&tree_at_b2, &target, "recovered files");
     assert_eq!(table_dumps(&db_b), rows_at_b2, "every row as at backup 2");
 
     // Validation: with a database server in the plan (temporary database, dropped afterwards) …
@@ -328,7 +332,9 @@ fn recover_failure_paths_have_specific_messages_and_exit_codes() {
         .ok();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     write(&a.join("a.bin"), &pseudo_random(3, 1 << 20));
+    ibs_testing::realistic_tree(&b);
     write(&b.join("b.bin"), &pseudo_random(4, 1 << 20));
+    let at_b = ibs_testing::snapshot(&b);
     let packs = |d: &Path| files_under(&d.join("MASBackup/packs"));
     repo_cmd("backup", &loc, &state)
         .arg("--source")
@@ -404,7 +410,7 @@ fn recover_failure_paths_have_specific_messages_and_exit_codes() {
         .run()
         .code(3);
     assert!(r.stderr.contains("FAILED a"), "{r}");
-    assert_eq!(hash_file(&out.join("b/b.bin")), hash_file(&b.join("b.bin")));
+    ibs_testing::assert_restored(&at_b, &out.join("b"), "b, beside a failed a");
     assert!(
         !out.join("a/a.bin").exists(),
         "no wrong bytes under a's name"

@@ -200,6 +200,18 @@ pub async fn crafted_backup_with_lines(
     files: &[(&[u8], &[u8])],
     raw: &[&[u8]],
 ) -> String {
+    crafted_backup_in(env, &header_line(), entries, files, raw).await
+}
+
+/// Like [`crafted_backup_with_lines`], with the tree stream's header line given (e.g. an older
+/// tree format's).
+pub async fn crafted_backup_in(
+    env: &Env,
+    header: &[u8],
+    entries: &[TreeEntry],
+    files: &[(&[u8], &[u8])],
+    raw: &[&[u8]],
+) -> String {
     let repo = &env.repo;
     let key_id = KeyId::random();
     let data_key = SymKey::random();
@@ -209,7 +221,7 @@ pub async fn crafted_backup_with_lines(
     let mut sealer = ChunkSealer::new(3);
     let mut pack = PackBuilder::new(0);
     let mut refs = Vec::new();
-    let mut lines = header_line();
+    let mut lines = header.to_vec();
     for e in entries {
         let mut e = e.clone();
         if let Some((_, content)) = files.iter().find(|(p, _)| *p == e.path.as_slice()) {
@@ -263,6 +275,7 @@ pub async fn crafted_backup_with_lines(
             errors: 0,
             changed_while_read: 0,
             essential: true,
+            skipped: 0,
         }],
         encryption_mode: "certificate".into(),
         certificate_thumbprint: Some(env.ident.certificate().thumbprint().into()),

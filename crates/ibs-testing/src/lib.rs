@@ -1,0 +1,19 @@
+//! Dev-only test support shared by the crates' test suites (never a normal dependency).
+//!
+//! - [`realistic_tree`] builds the kind of tree a real host has and toy fixtures lack: relative,
+//!   absolute and dangling symlinks, empty folders, hard links, a sparse file, 0600/0700 modes,
+//!   255-byte and non-UTF-8 names, a FIFO, a socket, extended attributes and POSIX ACLs, and as root
+//!   also foreign owners, a file capability, an SELinux label, `trusted.*` attributes and device
+//!   nodes.
+//! - [`snapshot`] and [`assert_restored`] compare a restored tree with its source: kinds, contents,
+//!   sparseness, link targets, modes, owners, mtimes (to the nanosecond), hard-link groups, device
+//!   numbers and every extended attribute.
+//!
+//! The comparison is written independently of the engine (its own walk and xattr reads), so it is
+//! an oracle for the engine's fidelity, not a copy of it.
+
+mod snapshot;
+mod tree;
+
+pub use snapshot::{assert_restored, counts, snapshot, Counts, Kind, Node, Snapshot};
+pub use tree::{pseudo_random, realistic_tree, Realistic, CAP_NET_RAW_EP, SELINUX_LABEL};
