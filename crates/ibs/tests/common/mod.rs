@@ -3,6 +3,7 @@
 //! tree snapshots for byte-for-byte restore comparisons.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod db;
 pub mod smb;
 

@@ -1,0 +1,151 @@
+//! A real `ibs serve` for the controller end-to-end tests: start on a free port, wait for first
+//! start, run the CLI client against it, and stop it when dropped.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ibs");
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub token: Option<String>,
+}
+
+impl Server {
+    pub fn start(data: &Path, port: u16, extra: &[&str]) -> Server {
+        let log = std::fs::File::create(data.with_extension(format!("{port}.log"))).unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--data"])
+            .arg(data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("IBS_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let end = Instant::now() + Duration::from_secs(180);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < end, "ibs serve did not start");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The listener is bound before bootstrap; wait until bootstrap finished (the token file exists).
+        let mut s = Server {
+            child,
+            url,
+            token: None,
+        };
+        let out = s.ibs(
+            &[
+                "token",
+                "create",
+                "--role",
+                "admin",
+                "--data",
+                data.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        s.token = Some(last_line(&out));
+        s
+    }
+
+    pub fn ibs(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("IBS_SERVER", &self.url)
+            .stdin(Stdio::null());
+        if let Some(t) = &self.token {
+            c.env("IBS_TOKEN", t);
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.ibs(&a, &[]);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn wait_for(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + Duration::from_secs(180);
+        loop {
+            let v = self.json(&["backup", "list"]);
+            if f(&v) {
+                return v;
+            }
+            assert!(Instant::now() < end, "timed out waiting for {what}: {v}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn last_line(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+pub fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((
+                    p.strip_prefix(root).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn statuses(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["status"].as_str().unwrap().to_string())
+        .collect()
+}
