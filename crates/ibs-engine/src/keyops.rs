@@ -18,18 +18,29 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Creates a repository and the writer state that goes with it.
+/// Creates a repository (default pack size) and the writer state that goes with it.
 pub async fn init(
     storage: DynStorage,
     clock: Arc<dyn Clock>,
     state_root: &Path,
     keys: InitKeys<'_>,
 ) -> Result<(Repository, WriterState), EngineError> {
+    init_with(storage, clock, state_root, keys, None).await
+}
+
+/// [`init`] with a pack target size in bytes (`None`: the default; see `Repository::init_with`).
+pub async fn init_with(
+    storage: DynStorage,
+    clock: Arc<dyn Clock>,
+    state_root: &Path,
+    keys: InitKeys<'_>,
+    pack_target_size: Option<u32>,
+) -> Result<(Repository, WriterState), EngineError> {
     let (cert, legacy) = match &keys {
         InitKeys::Certificate(c) => (Some((*c).clone()), None),
         InitKeys::Legacy(k) => (None, Some(LegacyKey::from_file_text(&k.to_file_text())?)),
     };
-    let (repo, repo_keys) = Repository::init(storage, clock, keys).await?;
+    let (repo, repo_keys) = Repository::init_with(storage, clock, keys, pack_target_size).await?;
     let state = WriterState::new(state_root, &repo.config().id, repo_keys, cert, legacy);
     state.save()?;
     Ok((repo, state))

@@ -81,11 +81,22 @@ impl Repository {
         Ok(guard)
     }
 
-    /// Creates a repository. Refuses a location that already holds one.
+    /// Creates a repository with the default pack size. Refuses a location that already holds one.
     pub async fn init(
         storage: DynStorage,
         clock: Arc<dyn Clock>,
         keys_from: InitKeys<'_>,
+    ) -> Result<(Self, RepoKeys)> {
+        Self::init_with(storage, clock, keys_from, None).await
+    }
+
+    /// [`Self::init`] with packs closed at `pack_target_size` bytes (see
+    /// `RepoConfig::set_pack_target_size`).
+    pub async fn init_with(
+        storage: DynStorage,
+        clock: Arc<dyn Clock>,
+        keys_from: InitKeys<'_>,
+        pack_target_size: Option<u32>,
     ) -> Result<(Self, RepoKeys)> {
         match storage.stat(&layout::config()).await {
             Ok(_) => {
@@ -108,7 +119,10 @@ impl Repository {
             ),
             InitKeys::Legacy(k) => (RepoKeys::from_legacy(k), Encryption::LegacyKey),
         };
-        let config = RepoConfig::new(now, encryption, keys.metadata.check_value("metadata"));
+        let mut config = RepoConfig::new(now, encryption, keys.metadata.check_value("metadata"));
+        if let Some(size) = pack_target_size {
+            config.set_pack_target_size(size)?;
+        }
         let id = RepoId::from_hex(&config.id)?;
         let repo = Repository::assemble(storage, config, id, clock);
         if let InitKeys::Certificate(c) = keys_from {
