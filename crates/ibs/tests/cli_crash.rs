@@ -42,6 +42,8 @@ struct Tally {
     backups: usize,
     refills: usize,
     adopt_cut: usize,
+    /// Adopt kills that came after it had begun writing the new state.
+    adopt_mid: usize,
 }
 
 #[test]
@@ -377,11 +379,13 @@ fn rewrap_and_adopt_killed_at_random_points_lose_nothing() {
         segment_done("rewrap/adopt", &range, &plan, started);
     }
     summary(format!(
-        "cli_crash rewrap/adopt: {n} rewrap kill points in {} segment(s) ({} interrupted, {} after it finished), {n} adopt kill points ({} interrupted); {} backups; IBS_CRASH_SEED={seed}; {:.1} s",
+        "cli_crash rewrap/adopt: {n} rewrap kill points in {} segment(s) ({} interrupted, {} of them after it had changed the repository; {} after it finished), {n} adopt kill points ({} interrupted, {} of them after it had begun writing the state); {} backups; IBS_CRASH_SEED={seed}; {:.1} s",
         plan.segments().len(),
         t.cut,
+        t.mid_work,
         t.finished,
         t.adopt_cut,
+        t.adopt_mid,
         t.backups,
         started.elapsed().as_secs_f64(),
         n = plan.exercised(),
@@ -438,13 +442,16 @@ fn rewrap_adopt_segment(
         let k = run_and_kill(&fx, cmd, kill, &log);
         let was_cut = interrupted(k.status, &log, "rewrap");
         println!(
-            "  rewrap kill {round}: {kill:?} -> {} after {} ms",
+            "  rewrap kill {round}: {kill:?} -> {} after {} ms, {} created + {} deleted of {} changes",
             if was_cut {
                 "interrupted"
             } else {
                 "had finished"
             },
-            k.at.as_millis()
+            k.at.as_millis(),
+            k.created,
+            k.deleted,
+            rehearsal.changes
         );
         check_and_sample(
             &fx,
@@ -463,6 +470,9 @@ fn rewrap_adopt_segment(
         backups.push((fx.backup(&[("data", &src)]), snap));
         if was_cut {
             t.cut += 1;
+            if k.created + k.deleted > 0 {
+                t.mid_work += 1;
+            }
         } else {
             t.finished += 1;
             std::mem::swap(&mut old, &mut new);
@@ -493,6 +503,9 @@ fn rewrap_adopt_segment(
         );
         if interrupted(k.status, &log, "adopt") {
             t.adopt_cut += 1;
+            if fx.state.exists() {
+                t.adopt_mid += 1;
+            }
             fx.repo_cmd("adopt")
                 .arg("--pfx")
                 .arg(&new.pfx)
