@@ -5,7 +5,7 @@
 //! reverse.
 //!
 //! Files: this one (opening, the gate and starting jobs, job queries, the state the API reads),
-//! [`location`] (location and component settings), [`tick`] (the scheduler tick), [`admin`]
+//! `location` (location and component settings), `tick` (the scheduler tick), `admin`
 //! (maintenance, alerts, tokens, audit, store prune) and [`bootstrap`] (first start).
 //!
 //! Locking: see the locking table in `docs/design/controller.md` ("The gate"): one job at a time;

@@ -1,15 +1,15 @@
 //! Executes one backup job, in stages:
-//! 1. [`prepare`]: read the components, open (or on first use, initialise) the repository, rotate
+//! 1. `prepare`: read the components, open (or on first use, initialise) the repository, rotate
 //!    to a newly uploaded certificate, record one Running result per component.
-//! 2. [`sources::build`]: run each component's pre-hook and turn it into engine sources (paths,
+//! 2. `sources::build`: run each component's pre-hook and turn it into engine sources (paths,
 //!    a command's stdout, a service kind's streamed exports).
-//! 3. [`run_engine`]: run the engine over the sources (the manifest is committed here).
-//! 4. [`post_hooks`]: post-hooks always run, whatever the engine did.
-//! 5. [`report::apply`] and [`report::summarise`]: fold the engine's per-source outcome into the
+//! 3. `run_engine`: run the engine over the sources (the manifest is committed here).
+//! 4. `post_hooks`: post-hooks always run, whatever the engine did.
+//! 5. `report::apply` and `report::summarise`: fold the engine's per-source outcome into the
 //!    component results and roll them up into the job's status.
 //!
 //! The job becomes Succeeded or PartialSucceeded only after the engine has returned, i.e. after
-//! the manifest was committed. [`run_backup`] then records the job and updates the alerts.
+//! the manifest was committed. `run_backup` then records the job and updates the alerts.
 
 mod report;
 mod sources;

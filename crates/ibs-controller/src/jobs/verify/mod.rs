@@ -1,7 +1,7 @@
 //! Scheduled verification of the packs on the share, without the .pfx.
 //!
 //! - Schedule: every `verify_every_hours` (setting), as its own [`ScheduleState`] (meta key
-//!   `verify_schedule`) driven by the same pure [`scheduler::tick`] as backups: missed slots
+//!   `verify_schedule`) driven by the same pure [`crate::scheduler::tick`] as backups: missed slots
 //!   collapse into one run, and a due slot that cannot run (maintenance, another job holding the
 //!   gate, no location) is recorded as a Skipped `verify` job with its reason.
 //! - A run takes the job gate, a shared repository lock, and reads `ceil(sample% × packs)` packs:
