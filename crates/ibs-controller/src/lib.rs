@@ -1,16 +1,16 @@
 //! The ibs backup controller: everything `ibs serve` does besides speaking HTTP.
 //!
-//! Module map (each module's own doc says what it owns), from the bottom up; dependencies point
-//! one way, up the list never down:
+//! Module map (each module's own doc says what it owns). Dependencies point one way; no module
+//! below the facade imports `controller`:
 //!
 //! ```text
-//!   controller (facade: gate use, tick, settings, admin, bootstrap)   hosted_job
-//!        |                                                               |
-//!        v                                                               v
-//!   jobs::{backup, restore, verify, retention}  ---------------->  context, gate
-//!        |   (backup -> verify::corruption)                              |
-//!        v                                                               v
-//!   conditions -> context -> db, alerts, settings, storage, secretbox, component, kinds, model
+//! controller (facade) ──> jobs::{backup, restore, verify, retention} ──> conditions ──> context
+//!      │                    (backup ──> verify::corruption)         └─────────────────> context
+//!      ├──> gate ──> model
+//!      ├──> conditions, context
+//!      └──> scheduler, settings, component_api, tokens, db
+//! hosted_job ──> controller, context
+//! context ──> db, alerts, settings, storage, secretbox, component, model
 //! ```
 //!
 //! - [`model`]: jobs, their states, the status roll-up over components, gate kinds, maintenance.
