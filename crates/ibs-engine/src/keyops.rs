@@ -28,7 +28,8 @@ pub async fn init(
     init_with(storage, clock, state_root, keys, None).await
 }
 
-/// [`init`] with a pack target size in bytes (`None`: the default; see `Repository::init_with`).
+/// [`init`] with a pack target size in bytes (`None`: the default; see
+/// `RepoConfig::set_pack_target_size`).
 pub async fn init_with(
     storage: DynStorage,
     clock: Arc<dyn Clock>,
@@ -40,9 +41,22 @@ pub async fn init_with(
         InitKeys::Certificate(c) => (Some((*c).clone()), None),
         InitKeys::Legacy(k) => (None, Some(LegacyKey::from_file_text(&k.to_file_text())?)),
     };
-    let (repo, repo_keys) = Repository::init_with(storage, clock, keys, pack_target_size).await?;
-    let state = WriterState::new(state_root, &repo.config().id, repo_keys, cert, legacy);
+    // The writer state is saved before the config is written: a process killed in between leaves a
+    // state for a repository that never came to be (harmless; the next init draws a new id), never a
+    // repository whose writer keys were lost with the process.
+    let mut pending = Repository::prepare_init(storage, clock, keys).await?;
+    if let Some(size) = pack_target_size {
+        pending.set_pack_target_size(size)?;
+    }
+    let state = WriterState::new(
+        state_root,
+        &pending.config().id,
+        pending.keys().clone(),
+        cert,
+        legacy,
+    );
     state.save()?;
+    let repo = pending.commit().await?;
     Ok((repo, state))
 }
 
