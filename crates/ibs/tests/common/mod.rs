@@ -290,12 +290,14 @@ pub fn new_cert(dir: &Path, name: &str) -> Cert {
     }
 }
 
+/// This test process's folder of shared certificates. Each folder names its owner in `owner.pid`;
+/// folders of earlier runs are removed once they are over an hour old and their owner is gone (a
+/// long crash run outlives the hour and keeps its certificates).
 fn shared_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
         std::fs::create_dir_all(base).unwrap();
-        // Clear shared folders of earlier runs (older than an hour, so parallel runs are spared).
         if let Ok(rd) = std::fs::read_dir(base) {
             for e in rd.flatten() {
                 let old = e
@@ -304,7 +306,12 @@ fn shared_dir() -> &'static Path {
                     .ok()
                     .and_then(|m| SystemTime::now().duration_since(m).ok())
                     .is_some_and(|age| age > Duration::from_secs(3600));
+                let owner_alive = std::fs::read_to_string(e.path().join("owner.pid"))
+                    .ok()
+                    .and_then(|p| p.trim().parse::<u32>().ok())
+                    .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
                 if old
+                    && !owner_alive
                     && e.file_name()
                         .to_string_lossy()
                         .starts_with("ibs-e2e-certs-")
@@ -313,11 +320,13 @@ fn shared_dir() -> &'static Path {
                 }
             }
         }
-        tempfile::Builder::new()
+        let dir = tempfile::Builder::new()
             .prefix("ibs-e2e-certs-")
             .tempdir_in(base)
             .unwrap()
-            .keep()
+            .keep();
+        std::fs::write(dir.join("owner.pid"), std::process::id().to_string()).unwrap();
+        dir
     })
 }
 
