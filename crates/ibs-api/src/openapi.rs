@@ -194,7 +194,7 @@ pub fn build() -> Value {
             "additionalProperties": false,
             "properties": {
                 "pfx": { "type": "string", "contentEncoding": "base64",
-                         "description": format!("the .pfx of the backup's certificate, at most {} bytes decoded", ibs_recovery::job::MAX_PFX_BYTES) },
+                         "description": format!("the .pfx of the backup's certificate, at most {} bytes decoded", ibs_controller::jobs::validate::MAX_PFX_BYTES) },
                 "pfx_password": { "type": "string", "writeOnly": true }
             }
         } } }

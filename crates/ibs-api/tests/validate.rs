@@ -336,7 +336,10 @@ async fn each_failure_has_its_specific_answer() {
         (StatusCode::BAD_REQUEST, Some("pfx")),
         "{v}"
     );
-    let big = b64(&vec![0u8; ibs_recovery::job::MAX_PFX_BYTES + 1]);
+    let big = b64(&vec![
+        0u8;
+        ibs_controller::jobs::validate::MAX_PFX_BYTES + 1
+    ]);
     let (s, v) = a.validate(&backup, &big, PFX_PASSWORD).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),

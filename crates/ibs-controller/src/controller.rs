@@ -421,7 +421,10 @@ impl Controller {
 
     /// The components, ready to run (API-given passwords opened).
     pub fn components(&self) -> Result<Vec<Component>> {
-        component::validate_with(&self.components_config()?, Some(&self.inner.secrets))
+        Ok(component::validate_with(
+            &self.components_config()?,
+            Some(&self.inner.secrets),
+        )?)
     }
 
     /// The host catalog (see [`crate::component_api`]).

@@ -2,10 +2,9 @@
 //!
 //! Module map (each module's own doc says what it owns):
 //! - [`config`]: the TOML configuration (`ibs.toml`) and its validation.
-//! - [`component`]: the unit of backup (`files`, `command`, service kinds), hooks, and the mapping to engine sources.
+//! - [`component`], [`kinds`]: the component model and kinds, from `ibs-sources` (re-exported).
 //! - [`component_api`]: what the HTTP API may say about components (references to host components,
 //!   service components with a sealed password) and the view it gets (no hook, command or secret).
-//! - [`kinds`]: the service kinds `postgres`, `mariadb`, `redis`, `sqlite`: streamed exports, restore, verification.
 //! - [`settings`]: the backup-location resource: validation, secrets, audit.
 //! - [`db`]: the SQLite state database (jobs, settings, alerts, tokens, audit, scheduler state).
 //! - [`secretbox`]: encryption at rest of secrets kept in the state database.
@@ -17,7 +16,7 @@
 //! - [`runner`]: executes a backup job; [`restore_job`]: executes a restore job.
 //! - [`verify`]: scheduled verification of the packs on the share (no .pfx), damage markers,
 //!   Corrupted backups and their alert.
-//! - [`hosted_job`]: runs a job whose work another crate supplies (validation, from `ibs-recovery`).
+//! - [`jobs`]: one module per job kind; [`jobs::validate`] runs backup validation (`ibs-recovery`).
 //! - [`retention`]: the hourly cleanup (forget + prune) and the "what would lowering retention delete" plan.
 //! - [`bootstrap`]: first start on embedded defaults (certificate, sample folder, location, admin token).
 //!
@@ -26,15 +25,13 @@
 
 pub mod alerts;
 pub mod bootstrap;
-pub mod component;
 pub mod component_api;
 pub mod config;
 pub mod controller;
 pub mod db;
 mod db_jobs;
 pub mod db_verify;
-pub mod hosted_job;
-pub mod kinds;
+pub mod jobs;
 pub mod model;
 mod ops;
 pub mod redact;
@@ -49,6 +46,15 @@ pub mod storage;
 pub mod testing;
 pub mod tokens;
 pub mod verify;
+
+/// The component model, re-exported for the controller's API consumers.
+pub use ibs_sources::component;
+
+/// The component kinds and their dispatch, re-exported for the controller's API consumers.
+pub mod kinds {
+    pub use ibs_sources::kinds::*;
+    pub use ibs_sources::mapping::{plan, restore};
+}
 
 pub use controller::{Capacity, Controller, ControllerOptions, Readiness};
 pub use db_jobs::BackupStats;
@@ -98,6 +104,17 @@ impl ControllerError {
         ControllerError::Conflict {
             message: message.into(),
             details: None,
+        }
+    }
+}
+
+impl From<ibs_sources::component::ConfigError> for ControllerError {
+    fn from(e: ibs_sources::component::ConfigError) -> Self {
+        use ibs_sources::component::ConfigError;
+        match e {
+            ConfigError::Invalid { field, message } => ControllerError::Invalid { field, message },
+            ConfigError::Sealed(message) => ControllerError::Internal(message),
+            other => ControllerError::Internal(other.to_string()),
         }
     }
 }

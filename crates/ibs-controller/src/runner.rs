@@ -5,18 +5,17 @@
 //! returned, i.e. after the manifest was committed.
 
 use crate::alerts::AlertKind;
-use crate::component::{run_hook, Component, ComponentKind};
 use crate::controller::Controller;
 use crate::model::{ComponentResult, Job, JobStatus};
 use crate::settings::StoredLocation;
 use crate::storage::StorageTarget;
 use ibs_engine::state::WriterState;
-use ibs_engine::{keyops, BackupOptions, EngineError, Progress, SourceOrigin, SourceSpec};
+use ibs_engine::{keyops, BackupOptions, EngineError, Progress};
 use ibs_keys::LegacyKey;
 use ibs_repo::manifest::BackupStatus;
 use ibs_repo::{InitKeys, RepoError, Repository};
+use ibs_sources::component::{run_hook, Component};
 use ibs_storage::{AlertClass, DynStorage};
-use std::process::Stdio;
 use std::sync::Arc;
 
 /// A failure with its alert class.
@@ -261,7 +260,7 @@ async fn execute(ctl: &Controller, job: &mut Job, progress: Arc<Progress>) -> Re
     let env_job = job.id.clone();
     let mut sources = Vec::new();
     let mut hooked = Vec::new();
-    let mut logs: Vec<(usize, crate::kinds::SharedLog)> = Vec::new();
+    let mut logs: Vec<(usize, ibs_sources::kinds::SharedLog)> = Vec::new();
     let tmp_dir = ctl.inner.data_dir.join("tmp").join(&job.id);
     for (i, c) in components.iter().enumerate() {
         let r = &mut job.components[i];
@@ -275,86 +274,20 @@ async fn execute(ctl: &Controller, job: &mut Job, progress: Arc<Progress>) -> Re
             }
         }
         hooked.push(i);
-        match &c.kind {
-            ComponentKind::Files { paths, exclude } => {
-                let missing: Vec<_> = paths
-                    .iter()
-                    .filter(|p| std::fs::symlink_metadata(p).is_err())
-                    .collect();
-                if !missing.is_empty() {
-                    fail(
-                        r,
-                        format!(
-                            "path(s) cannot be read: {}",
-                            missing
-                                .iter()
-                                .map(|p| p.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    );
-                    continue;
+        match ibs_sources::mapping::engine_sources(c, &env_job, &tmp_dir) {
+            Ok(m) => {
+                if let Some(log) = m.exports {
+                    r.sources = m.sources.iter().map(|s| s.name.clone()).collect();
+                    logs.push((i, log));
                 }
-                for (name, p) in c.source_names().into_iter().zip(paths) {
-                    let origin = if exclude.is_empty() {
-                        SourceOrigin::Path(p.into())
-                    } else {
-                        SourceOrigin::Tree {
-                            root: p.into(),
-                            exclude: exclude.clone(),
-                        }
-                    };
-                    sources.push(SourceSpec { name, origin });
-                }
+                sources.extend(m.sources);
             }
-            ComponentKind::Command { backup, .. } => {
-                let spawned = std::process::Command::new("sh")
-                    .arg("-c")
-                    .arg(backup)
-                    .env("IBS_COMPONENT", &c.name)
-                    .env("IBS_JOB_ID", &env_job)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .spawn();
-                match spawned {
-                    Ok(mut child) => {
-                        let out = child.stdout.take().expect("piped stdout");
-                        sources.push(SourceSpec {
-                            name: c.name.clone(),
-                            origin: SourceOrigin::Stream {
-                                reader: Box::new(CommandOutput {
-                                    child,
-                                    out,
-                                    done: false,
-                                }),
-                                file_name: c.stream_file_name(),
-                            },
-                        });
-                    }
-                    Err(e) => fail(r, format!("cannot start the backup command: {e}")),
+            Err(f) => {
+                if f.cause.is_some() {
+                    r.cause = f.cause;
                 }
+                fail(r, f.message);
             }
-            _ => match crate::kinds::plan(c, &tmp_dir) {
-                Some(Ok(plan)) => {
-                    r.sources = plan.exports.iter().map(|e| e.source.clone()).collect();
-                    for e in plan.exports {
-                        sources.push(SourceSpec {
-                            name: e.source,
-                            origin: SourceOrigin::Stream {
-                                reader: e.reader,
-                                file_name: e.file,
-                            },
-                        });
-                    }
-                    logs.push((i, plan.log));
-                }
-                Some(Err(e)) => {
-                    r.cause = Some(e.cause);
-                    fail(r, e.to_string());
-                }
-                None => fail(r, "unsupported component kind".into()),
-            },
         }
     }
 
@@ -497,38 +430,4 @@ async fn execute(ctl: &Controller, job: &mut Job, progress: Arc<Progress>) -> Re
     }
     ctl.record_capacity(repo.storage()).await;
     Ok(())
-}
-
-/// The stdout of a `command` component's export. At end of stream it waits for the command and turns a
-/// nonzero exit into a read error, so the engine records that source as Failed in the manifest too
-/// (the manifest and the job agree). Dropped early (the backup failed), it kills the command.
-struct CommandOutput {
-    child: std::process::Child,
-    out: std::process::ChildStdout,
-    done: bool,
-}
-
-impl std::io::Read for CommandOutput {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.out.read(buf)?;
-        if n == 0 && !buf.is_empty() && !self.done {
-            self.done = true;
-            let status = self.child.wait()?;
-            if !status.success() {
-                return Err(std::io::Error::other(format!(
-                    "backup command exited with {status}"
-                )));
-            }
-        }
-        Ok(n)
-    }
-}
-
-impl Drop for CommandOutput {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }

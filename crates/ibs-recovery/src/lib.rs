@@ -12,14 +12,15 @@
 //! - [`validate`]: restores a backup into a scratch area and temporary databases, checks every chunk,
 //!   and writes a JSON and a self-contained HTML report ([`html`]); everything temporary is removed
 //!   by RAII guards, even on failure.
-//! - [`job`]: the same validation as a controller job (`POST /api/v1/backups/{id}/validate`), its
-//!   database targets taken from the controller's configured components.
+//!
+//! The component kinds (validation, restore, verification) come from `ibs-sources`. The controller
+//! depends on this crate and runs [`validate`] as a job (`POST /api/v1/backups/{id}/validate`), its
+//! database targets taken from its configured components ([`plan::Plan::from_components`]).
 //!
 //! The library takes an opened [`Repository`] and an [`Unlock`]: opening a location (local folder or
 //! SMB share) and reading secrets stay in the binary.
 
 pub mod html;
-pub mod job;
 pub mod plan;
 pub mod recover;
 pub mod validate;

@@ -20,13 +20,14 @@
 use crate::plan::{base_name, sources_of, Plan};
 use crate::recover::{open_keys, restore_source, verify_counts};
 use crate::{RecoveryError, Result};
-use ibs_controller::component::{Component, ComponentKind};
-use ibs_controller::kinds::{self, Tool};
 use ibs_engine::check::CheckOptions;
 use ibs_engine::Progress;
 use ibs_repo::keyring::Unlock;
 use ibs_repo::manifest::{BackupStatus, Catalog};
 use ibs_repo::Repository;
+use ibs_sources::component::{Component, ComponentKind};
+use ibs_sources::kinds::{self, Tool};
+use ibs_sources::mapping;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -397,7 +398,7 @@ async fn validate_database(
     let (c, sources, staged) = (c.clone(), sources.to_vec(), staged.to_path_buf());
     tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
-        let exports = match kinds::recovered::exports_from_staged(&c, &sources, &staged) {
+        let exports = match mapping::exports_from_staged(&c, &sources, &staged) {
             Ok(e) => e,
             Err(e) => {
                 return vec![item(
@@ -481,7 +482,7 @@ fn service_restore_one(
     staged: &Path,
     target: &str,
 ) -> std::result::Result<String, String> {
-    kinds::restore(
+    mapping::restore(
         c,
         std::slice::from_ref(e),
         staged,

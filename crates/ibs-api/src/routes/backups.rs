@@ -13,9 +13,9 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use base64::Engine as _;
+use ibs_controller::jobs::validate::{ValidateRequest, MAX_PFX_BYTES};
 use ibs_controller::model::{Job, Role};
 use ibs_controller::restore_job::{PfxKey, RestoreRequest};
-use ibs_recovery::job::{ValidateRequest, MAX_PFX_BYTES};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -236,7 +236,7 @@ pub async fn validate(
         pfx,
         pfx_password: b.pfx_password,
     };
-    let (job, _handle) = ibs_recovery::job::start_validation(&s.ctl, &id, req, &caller.actor())?;
+    let (job, _handle) = s.ctl.start_validation(&id, req, &caller.actor())?;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 

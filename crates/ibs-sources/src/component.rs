@@ -16,14 +16,44 @@
 //! Everything that runs a command or reads a host file or environment variable (hooks, `command`
 //! backup/restore, `files` paths, `sqlite` path, `tool_dir`, `password_file`, `password_env`) comes
 //! only from the host: the configuration file, first start, or the library API. What the HTTP API
-//! may say about components is in [`crate::component_api`].
+//! may say about components is in the controller's `component_api`.
+//!
+//! This module depends on [`crate::kinds`] (service specs, URL schemes), never the other way round;
+//! what runs a component lives in [`crate::mapping`].
 
 use crate::kinds::{self, ConnUrl, PasswordSource, Secret, ServiceSpec};
-use crate::secretbox::SecretBox;
-use crate::{ControllerError, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// Why a component configuration was refused. Messages never contain a secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A field is invalid; `field` names it as `component[N].field`.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// A password given through the API could not be opened (the sealing key changed).
+    #[error("{0}")]
+    Sealed(String),
+}
+
+impl ConfigError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+/// Opens the passwords the HTTP API stored sealed (the controller's secret box implements it).
+pub trait SealedSecrets {
+    /// The plaintext of `sealed`, sealed for `purpose`; the error text names no secret.
+    fn open_sealed(&self, purpose: &str, sealed: &str) -> std::result::Result<String, String>;
+}
 
 pub const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 600;
 pub const DEFAULT_PRIORITY: i32 = 100;
@@ -51,7 +81,7 @@ pub struct ComponentConfig {
     /// An environment variable holding the password of a service component.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
-    /// A password given through the API, sealed by [`crate::secretbox`] (never in the config file).
+    /// A password given through the API, sealed by the controller (never in the config file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_sealed: Option<String>,
     /// The database file of a `sqlite` component.
@@ -131,9 +161,9 @@ pub fn password_purpose(name: &str) -> String {
 fn service_kind(
     c: &ComponentConfig,
     field: &dyn Fn(&str) -> String,
-    secrets: Option<&SecretBox>,
+    secrets: Option<&dyn SealedSecrets>,
 ) -> Result<ComponentKind> {
-    let invalid = |f: &str, m: String| Err(ControllerError::invalid(field(f), m));
+    let invalid = |f: &str, m: String| Err(ConfigError::invalid(field(f), m));
     if !c.paths.is_empty() || c.backup.is_some() || c.restore.is_some() {
         return invalid(
             "kind",
@@ -168,9 +198,9 @@ fn service_kind(
     let Some(u) = c.url.as_deref() else {
         return invalid("url", format!("a {} component needs a url", c.kind));
     };
-    let url = ConnUrl::parse(u, schemes).map_err(|e| ControllerError::invalid(field("url"), e))?;
+    let url = ConnUrl::parse(u, schemes).map_err(|e| ConfigError::invalid(field("url"), e))?;
     if c.kind == "redis" {
-        kinds::redis::db_number(&url).map_err(|e| ControllerError::invalid(field("url"), e))?;
+        kinds::redis::db_number(&url).map_err(|e| ConfigError::invalid(field("url"), e))?;
     }
     let sources = [
         c.password_file.is_some(),
@@ -185,7 +215,9 @@ fn service_kind(
     }
     if let Some(sealed) = &c.password_sealed {
         let value = match secrets {
-            Some(b) => b.open(&password_purpose(&c.name), sealed)?,
+            Some(b) => b
+                .open_sealed(&password_purpose(&c.name), sealed)
+                .map_err(ConfigError::Sealed)?,
             None => String::new(),
         };
         let spec = ServiceSpec {
@@ -267,15 +299,15 @@ pub fn validate(configs: &[ComponentConfig]) -> Result<Vec<Component>> {
 /// [`validate`], opening API-given passwords with `secrets`.
 pub fn validate_with(
     configs: &[ComponentConfig],
-    secrets: Option<&SecretBox>,
+    secrets: Option<&dyn SealedSecrets>,
 ) -> Result<Vec<Component>> {
     let mut out: Vec<Component> = Vec::new();
     for (i, c) in configs.iter().enumerate() {
         let field = |f: &str| format!("component[{i}].{f}");
         ibs_engine::backup::validate_name(&c.name)
-            .map_err(|e| ControllerError::invalid(field("name"), e.to_string()))?;
+            .map_err(|e| ConfigError::invalid(field("name"), e.to_string()))?;
         if out.iter().any(|o| o.name == c.name) {
-            return Err(ControllerError::invalid(
+            return Err(ConfigError::invalid(
                 field("name"),
                 format!("component name {:?} is used twice", c.name),
             ));
@@ -283,16 +315,16 @@ pub fn validate_with(
         let kind = match c.kind.as_str() {
             "files" => {
                 if c.paths.is_empty() {
-                    return Err(ControllerError::invalid(field("paths"), "a files component needs at least one path"));
+                    return Err(ConfigError::invalid(field("paths"), "a files component needs at least one path"));
                 }
                 if let Some(p) = c.paths.iter().find(|p| !p.starts_with('/')) {
-                    return Err(ControllerError::invalid(field("paths"), format!("{p:?} is not an absolute path")));
+                    return Err(ConfigError::invalid(field("paths"), format!("{p:?} is not an absolute path")));
                 }
                 if c.backup.is_some() || c.restore.is_some() {
-                    return Err(ControllerError::invalid(field("backup"), "backup/restore commands belong to the command kind"));
+                    return Err(ConfigError::invalid(field("backup"), "backup/restore commands belong to the command kind"));
                 }
                 ibs_engine::exclude::Excludes::new(&c.exclude)
-                    .map_err(|e| ControllerError::invalid(field("exclude"), e.to_string()))?;
+                    .map_err(|e| ConfigError::invalid(field("exclude"), e.to_string()))?;
                 ComponentKind::Files {
                     paths: c.paths.clone(),
                     exclude: c.exclude.clone(),
@@ -300,10 +332,10 @@ pub fn validate_with(
             }
             "command" => {
                 let backup = c.backup.clone().filter(|b| !b.trim().is_empty()).ok_or_else(|| {
-                    ControllerError::invalid(field("backup"), "a command component needs a backup command")
+                    ConfigError::invalid(field("backup"), "a command component needs a backup command")
                 })?;
                 if !c.paths.is_empty() {
-                    return Err(ControllerError::invalid(field("paths"), "paths belong to the files kind"));
+                    return Err(ConfigError::invalid(field("paths"), "paths belong to the files kind"));
                 }
                 ComponentKind::Command {
                     backup,
@@ -312,14 +344,14 @@ pub fn validate_with(
             }
             "postgres" | "mariadb" | "redis" | "sqlite" => service_kind(c, &field, secrets)?,
             other => {
-                return Err(ControllerError::invalid(
+                return Err(ConfigError::invalid(
                     field("kind"),
                     format!("unknown component kind {other:?}: this build supports files, command, postgres, mariadb, redis and sqlite"),
                 ))
             }
         };
         if c.hook_timeout_seconds == 0 {
-            return Err(ControllerError::invalid(
+            return Err(ConfigError::invalid(
                 field("hook_timeout_seconds"),
                 "must be at least 1",
             ));
@@ -399,7 +431,7 @@ mod tests {
         assert_eq!(ok[1].source_names(), vec!["etc-1", "etc-2"]);
         let e = validate(&[cfg(serde_json::json!({"name":"x","kind":"oracle"}))]).unwrap_err();
         assert!(
-            matches!(e, ControllerError::Invalid { ref field, .. } if field == "component[0].kind"),
+            matches!(e, ConfigError::Invalid { ref field, .. } if field == "component[0].kind"),
             "{e}"
         );
         let e = validate(&[cfg(serde_json::json!({"name":"x","kind":"postgres"}))]).unwrap_err();

@@ -1,7 +1,12 @@
-//! Service component kinds: `postgres`, `mariadb`, `redis` and `sqlite`. Each exports its data with the
-//! service's own online mechanism and streams it straight into the repository (an engine
-//! `SourceOrigin::Stream` reading the tool's stdout); nothing is staged locally, except SQLite (see
-//! [`sqlite`]).
+//! The component kinds, one module each: [`files`] and [`command`] (host folders and a command's
+//! output), and the service kinds [`postgres`], [`mariadb`], [`redis`] and [`sqlite`]. Each service
+//! kind exports its data with the service's own online mechanism and streams it straight into the
+//! repository (an engine `SourceOrigin::Stream` reading the tool's stdout); nothing is staged
+//! locally, except SQLite (see [`sqlite`]). [`recovered`] rebuilds export records from the stored
+//! exports alone.
+//!
+//! The kinds know nothing of [`crate::component`]: they take the settings they need (a
+//! [`ServiceSpec`], a path). Dispatch from a component to its kind is [`crate::mapping`].
 //!
 //! Shared machinery here:
 //! - [`ServiceSpec`]: a validated connection (URL without a password, where the password comes from,
@@ -18,6 +23,8 @@
 //! Restore staging: the engine restores files, not streams, so a restore writes the stored export to
 //! `DATA/tmp/<job>` first and feeds it to the client from there; the copy is removed afterwards.
 
+pub mod command;
+pub mod files;
 pub mod mariadb;
 mod pgscan;
 pub mod postgres;
@@ -31,7 +38,6 @@ mod url;
 pub use tool::{ExportReader, Tool};
 pub use url::ConnUrl;
 
-use crate::component::{Component, ComponentKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -338,39 +344,6 @@ pub(crate) fn copy_into_place(from: &Path, to: &Path) -> Result<(), String> {
             let _ = std::fs::remove_file(&tmp);
             format!("writing {}: {e}", to.display())
         })
-}
-
-/// Plans one backup of a service component (`None` for the `files` and `command` kinds).
-pub fn plan(c: &Component, tmp_dir: &Path) -> Option<Result<BackupPlan, ComponentError>> {
-    let log = SharedLog::default();
-    Some(match &c.kind {
-        ComponentKind::Postgres(s) => postgres::plan(&c.name, s, log),
-        ComponentKind::Mariadb(s) => mariadb::plan(&c.name, s, log),
-        ComponentKind::Redis(s) => redis::plan(&c.name, s, log),
-        ComponentKind::Sqlite { path } => Ok(sqlite::plan(&c.name, path, tmp_dir, log)),
-        _ => return None,
-    })
-}
-
-/// Restores a service component from its exports staged under `staged`, then verifies it.
-/// Returns a one-line summary of what was verified.
-pub fn restore(
-    c: &Component,
-    exports: &[ExportInfo],
-    staged: &Path,
-    target: &RestoreTarget,
-) -> Result<String, ComponentError> {
-    match &c.kind {
-        ComponentKind::Postgres(s) => postgres::restore(&c.name, s, exports, staged, target),
-        ComponentKind::Mariadb(s) => mariadb::restore(&c.name, s, exports, staged, target),
-        ComponentKind::Redis(s) => redis::restore(&c.name, s, exports, staged, target),
-        ComponentKind::Sqlite { .. } => sqlite::restore(&c.name, exports, staged, target),
-        _ => Err(ComponentError::new(
-            &c.name,
-            Cause::Other,
-            "not a service component",
-        )),
-    }
 }
 
 #[cfg(test)]
