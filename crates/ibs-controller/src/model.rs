@@ -27,7 +27,7 @@ pub enum JobKind {
     Restore,
     /// Scheduled or on-demand verification of a sample of the packs on the share.
     Verify,
-    /// Backup validation (`POST /backups/{id}/validate`), hosted for `ibs-recovery`.
+    /// Backup validation (`POST /backups/{id}/validate`, [`crate::jobs::validate`]).
     Validate,
 }
 
