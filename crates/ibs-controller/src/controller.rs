@@ -421,10 +421,8 @@ impl Controller {
 
     /// The components, ready to run (API-given passwords opened).
     pub fn components(&self) -> Result<Vec<Component>> {
-        Ok(component::validate_with(
-            &self.components_config()?,
-            Some(&self.inner.secrets),
-        )?)
+        let cs = self.components_config()?;
+        Ok(component::validate_with(&cs, Some(&self.inner.secrets))?)
     }
 
     /// The host catalog (see [`crate::component_api`]).
