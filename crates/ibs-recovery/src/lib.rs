@@ -17,8 +17,8 @@
 //! depends on this crate and runs [`validate`] as a job (`POST /api/v1/backups/{id}/validate`), its
 //! database targets taken from its configured components ([`plan::Plan::from_components`]).
 //!
-//! The library takes an opened [`Repository`] and an [`Unlock`]: opening a location (local folder or
-//! SMB share) and reading secrets stay in the binary.
+//! The library takes an opened [`Repository`] and an [`Unlock`](ibs_repo::keyring::Unlock):
+//! opening a location (local folder or SMB share) and reading secrets stay in the binary.
 
 pub mod html;
 pub mod plan;
