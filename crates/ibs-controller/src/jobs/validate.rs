@@ -15,16 +15,18 @@
 //! their credentials ([`Plan::from_components`]). The job ends `Succeeded` (verdict PASS),
 //! `PartialSucceeded` (INCOMPLETE) or `Failed` (FAIL, or no report).
 //!
-//! Reports: `DATA/reports/<job id>.json` and `.html` ([`Controller::report`] serves them). Paths are
+//! The facade (`Controller::start_validation`) takes the gate and records the job; this module
+//! prepares the request ([`prepare`]), builds the record ([`new_job`]) and does the work ([`run`]).
+//!
+//! Reports: `DATA/reports/<job id>.json` and `.html` ([`report`] reads them back). Paths are
 //! built from the stored job id, never from request input.
 //!
 //! Secrets: the .pfx bytes and password are used once, to parse the identity, and dropped; the
 //! identity lives in the job's future and is dropped when the job ends. Neither reaches the job
 //! record, the audit log, the reports or a log line.
 
-use crate::controller::{spawn_job, Controller};
+use crate::context::{Failure, JobContext};
 use crate::model::{ComponentResult, Job, JobKind, JobStatus, Trigger};
-use crate::runner::{open_repository_read, Failure};
 use crate::{ControllerError, Result};
 use ibs_engine::Progress;
 use ibs_keys::{KeyError, PrivateIdentity};
@@ -32,7 +34,7 @@ use ibs_recovery::plan::Plan;
 use ibs_recovery::validate::{write_reports, Status, ValidateOptions, ValidationReport};
 use ibs_recovery::RecoveryError;
 use ibs_repo::keyring::Unlock;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// The largest .pfx accepted (a 8192-bit RSA key with a certificate chain is a few KiB).
@@ -52,6 +54,13 @@ impl std::fmt::Debug for ValidateRequest {
     }
 }
 
+/// A checked request: what the job needs.
+pub(crate) struct Prepared {
+    backup_id: String,
+    identity: PrivateIdentity,
+    plan: Plan,
+}
+
 /// How a validation job ended: what its record says.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -62,157 +71,117 @@ pub struct Outcome {
     pub components: Vec<ComponentResult>,
 }
 
-impl Controller {
-    /// Starts validating backup `id` (a job id or a repository backup id) as a job; see the module
-    /// doc.
-    pub fn start_validation(
-        &self,
-        id: &str,
-        req: ValidateRequest,
-        actor: &str,
-    ) -> Result<(Job, tokio::task::JoinHandle<()>)> {
-        let backup = self.backup(id)?;
-        let Some(backup_id) = backup.backup_id.clone().filter(|_| {
-            matches!(
-                backup.status,
-                JobStatus::Succeeded | JobStatus::PartialSucceeded
-            )
-        }) else {
-            return Err(ControllerError::conflict(format!(
-                "backup {id} is {} and has nothing to validate",
-                backup.status.as_str()
-            )));
+/// Checks a request for validating `backup` (looked up by `id`) before any job exists: the backup
+/// has something to validate, the .pfx opens with its password (400 naming the field). The .pfx
+/// bytes and password are dropped here.
+pub(crate) fn prepare(
+    ctx: &JobContext,
+    id: &str,
+    backup: &Job,
+    req: ValidateRequest,
+) -> Result<Prepared> {
+    let Some(backup_id) = backup.backup_id.clone().filter(|_| {
+        matches!(
+            backup.status,
+            JobStatus::Succeeded | JobStatus::PartialSucceeded
+        )
+    }) else {
+        return Err(ControllerError::conflict(format!(
+            "backup {id} is {} and has nothing to validate",
+            backup.status.as_str()
+        )));
+    };
+    if backup.deleted_at.is_some() {
+        return Err(ControllerError::conflict(format!(
+            "backup {id} was deleted by retention"
+        )));
+    }
+    if req.pfx.len() > MAX_PFX_BYTES {
+        return Err(ControllerError::invalid(
+            "pfx",
+            format!("larger than {MAX_PFX_BYTES} bytes: not a .pfx"),
+        ));
+    }
+    let identity = PrivateIdentity::from_pfx(&req.pfx, &req.pfx_password).map_err(|e| {
+        let field = match e {
+            KeyError::WrongPfxPassword | KeyError::PfxDecrypt { .. } => "pfx_password",
+            _ => "pfx",
         };
-        if backup.deleted_at.is_some() {
-            return Err(ControllerError::conflict(format!(
-                "backup {id} was deleted by retention"
-            )));
-        }
-        if req.pfx.len() > MAX_PFX_BYTES {
-            return Err(ControllerError::invalid(
-                "pfx",
-                format!("larger than {MAX_PFX_BYTES} bytes: not a .pfx"),
-            ));
-        }
-        let identity = PrivateIdentity::from_pfx(&req.pfx, &req.pfx_password).map_err(|e| {
-            let field = match e {
-                KeyError::WrongPfxPassword | KeyError::PfxDecrypt { .. } => "pfx_password",
-                _ => "pfx",
-            };
-            ControllerError::invalid(field, e.to_string())
-        })?;
-        drop(req);
-        let plan = Plan::from_components(&self.components()?);
-
-        if let Some(m) = self.maintenance()?.filter(|m| m.state == "active") {
-            return Err(ControllerError::Conflict {
-                message: format!("{}; try again when it has ended", m.skip_reason()),
-                details: Some(serde_json::json!({ "maintenance": m })),
-            });
-        }
-        let now = self.now();
-        let job_id = format!("validate-{}", ibs_repo::clock::new_backup_id(now));
-        let guard = self.take_gate(&job_id, "validation")?;
-        let mut job = Job::new(
-            job_id.clone(),
-            JobKind::Validate,
-            Trigger::OnDemand,
-            JobStatus::Running,
-            now,
-        );
-        job.started_at = Some(now);
-        job.source_job = Some(backup.id.clone());
-        job.backup_id = backup.backup_id.clone();
-        job.certificate_thumbprint = backup.certificate_thumbprint.clone();
-        self.db().put_job(&job)?;
-        self.db().audit(
-            now,
-            actor,
-            "backup.validate",
-            &[format!("backup:{}", backup.id), format!("job:{job_id}")],
-        )?;
-        let progress = self.track_live(job_id.clone(), now);
-        let scratch = self.inner.data_dir.join("tmp").join(&job_id);
-        let ctl = self.clone();
-        let mut record = job.clone();
-        let handle = spawn_job(move || async move {
-            let _guard = guard;
-            let began = std::time::Instant::now();
-            let outcome = match std::fs::create_dir_all(&scratch) {
-                Ok(()) => {
-                    let unlock = Arc::new(Unlock::Identities(vec![identity]));
-                    run(
-                        &ctl, &record.id, &backup_id, unlock, plan, progress, &scratch,
-                    )
-                    .await
-                }
-                Err(e) => Err(Failure::general(format!(
-                    "creating the scratch folder {}: {e}",
-                    scratch.display()
-                ))),
-            };
-            let _ = std::fs::remove_dir_all(&scratch);
-            record.finished_at = Some(ctl.now());
-            record.duration_ms = Some(crate::model::elapsed_ms(began));
-            match outcome {
-                Ok(o) => {
-                    record.status = o.status;
-                    record.error = o.error;
-                    record.components = o.components;
-                }
-                Err(f) => {
-                    record.status = JobStatus::Failed;
-                    record.alert_class = Some(f.class.as_str().into());
-                    record.error = Some(f.message);
-                }
-            }
-            if let Err(e) = ctl.db().put_job(&record) {
-                tracing::error!("recording job {}: {e}", record.id);
-            }
-            tracing::info!("job {} ended {}", record.id, record.status.as_str());
-        });
-        Ok((job, handle))
-    }
-
-    fn report_path(&self, job_id: &str, ext: &str) -> PathBuf {
-        self.inner
-            .data_dir
-            .join("reports")
-            .join(format!("{job_id}.{ext}"))
-    }
-
-    /// The report (`json` or `html`) a validation job left. 404 for an unknown job, or one without
-    /// a report (still running, or it failed before it could write one).
-    pub fn report(&self, id: &str, ext: &str) -> Result<Vec<u8>> {
-        let job = self.job(id)?;
-        if job.kind != JobKind::Validate {
-            return Err(ControllerError::NotFound(format!(
-                "report of job {id} (only validation jobs have reports)"
-            )));
-        }
-        match std::fs::read(self.report_path(&job.id, ext)) {
-            Ok(b) => Ok(b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(ControllerError::NotFound(format!(
-                    "report of job {id} (it is {}{})",
-                    job.status.as_str(),
-                    if job.status.is_final() {
-                        ": it ended before a report was written"
-                    } else {
-                        ": the report is written when it ends"
-                    }
-                )))
-            }
-            Err(e) => Err(ControllerError::Internal(format!(
-                "reading the report of job {id}: {e}"
-            ))),
-        }
-    }
+        ControllerError::invalid(field, e.to_string())
+    })?;
+    drop(req);
+    Ok(Prepared {
+        backup_id,
+        identity,
+        plan: Plan::from_components(&ctx.components()?),
+    })
 }
 
-/// The job's work: open the repository read-only, find the backup, validate it, write the reports.
-async fn run(
-    ctl: &Controller,
+/// The Running record of validation job `job_id` of `backup`.
+pub(crate) fn new_job(job_id: String, backup: &Job, now: i64) -> Job {
+    let mut job = Job::new(
+        job_id,
+        JobKind::Validate,
+        Trigger::OnDemand,
+        JobStatus::Running,
+        now,
+    );
+    job.started_at = Some(now);
+    job.source_job = Some(backup.id.clone());
+    job.backup_id = backup.backup_id.clone();
+    job.certificate_thumbprint = backup.certificate_thumbprint.clone();
+    job
+}
+
+/// Runs validation job `record` with its scratch folder `DATA/tmp/<job>` (removed afterwards,
+/// however the job ends) and records how it ended.
+pub(crate) async fn run(ctx: &JobContext, mut record: Job, p: Prepared, progress: Arc<Progress>) {
+    let began = std::time::Instant::now();
+    let scratch = ctx.tmp_dir(&record.id);
+    let outcome = match std::fs::create_dir_all(&scratch) {
+        Ok(()) => {
+            let unlock = Arc::new(Unlock::Identities(vec![p.identity]));
+            let job_id = record.id.clone();
+            work(
+                ctx,
+                &job_id,
+                &p.backup_id,
+                unlock,
+                p.plan,
+                progress,
+                &scratch,
+            )
+            .await
+        }
+        Err(e) => Err(Failure::general(format!(
+            "creating the scratch folder {}: {e}",
+            scratch.display()
+        ))),
+    };
+    let _ = std::fs::remove_dir_all(&scratch);
+    record.finished_at = Some(ctx.now());
+    record.duration_ms = Some(crate::model::elapsed_ms(began));
+    match outcome {
+        Ok(o) => {
+            record.status = o.status;
+            record.error = o.error;
+            record.components = o.components;
+        }
+        Err(f) => {
+            record.status = JobStatus::Failed;
+            record.alert_class = Some(f.class.as_str().into());
+            record.error = Some(f.message);
+        }
+    }
+    if let Err(e) = ctx.db.put_job(&record) {
+        tracing::error!("recording job {}: {e}", record.id);
+    }
+    tracing::info!("job {} ended {}", record.id, record.status.as_str());
+}
+
+/// The work: open the repository read-only, find the backup, validate it, write the reports.
+async fn work(
+    ctx: &JobContext,
     job_id: &str,
     backup_id: &str,
     unlock: Arc<Unlock>,
@@ -220,7 +189,7 @@ async fn run(
     progress: Arc<Progress>,
     scratch: &Path,
 ) -> std::result::Result<Outcome, Failure> {
-    let repo = open_repository_read(ctl).await?;
+    let repo = ctx.open_repository_read().await?;
     let fail = |e: RecoveryError| match e {
         RecoveryError::Engine(e) => Failure::from_engine(&e),
         other => Failure::general(other.to_string()),
@@ -234,7 +203,7 @@ async fn run(
         ValidateOptions {
             catalog,
             plan: Some(plan),
-            lock_wait: ctl.inner.lock_wait,
+            lock_wait: ctx.lock_wait,
             progress,
             scratch_in: Some(scratch.to_path_buf()),
         },
@@ -243,11 +212,39 @@ async fn run(
     .map_err(fail)?;
     write_reports(
         &report,
-        &ctl.report_path(job_id, "json"),
-        &ctl.report_path(job_id, "html"),
+        &ctx.report_path(job_id, "json"),
+        &ctx.report_path(job_id, "html"),
     )
     .map_err(fail)?;
     Ok(outcome(&report))
+}
+
+/// The report (`json` or `html`) validation job `job` left. 404 for a job of another kind, or one
+/// without a report (still running, or it failed before it could write one).
+/// `id` is the id it was asked for.
+pub(crate) fn report(ctx: &JobContext, id: &str, job: &Job, ext: &str) -> Result<Vec<u8>> {
+    if job.kind != JobKind::Validate {
+        return Err(ControllerError::NotFound(format!(
+            "report of job {id} (only validation jobs have reports)"
+        )));
+    }
+    match std::fs::read(ctx.report_path(&job.id, ext)) {
+        Ok(b) => Ok(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(ControllerError::NotFound(format!(
+                "report of job {id} (it is {}{})",
+                job.status.as_str(),
+                if job.status.is_final() {
+                    ": it ended before a report was written"
+                } else {
+                    ": the report is written when it ends"
+                }
+            )))
+        }
+        Err(e) => Err(ControllerError::Internal(format!(
+            "reading the report of job {id}: {e}"
+        ))),
+    }
 }
 
 /// The job record's view of a report: one component result per validated component, the verdict
