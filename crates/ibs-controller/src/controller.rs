@@ -20,7 +20,6 @@ use crate::storage::{StorageOpener, StorageTarget};
 use crate::{ControllerError, Result};
 use ibs_engine::Progress;
 use ibs_repo::clock::{rfc3339, Clock};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -49,13 +48,7 @@ pub struct ControllerOptions {
     pub prune_grace: Duration,
 }
 
-/// Free and total bytes of the share, as last measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Capacity {
-    pub available: u64,
-    pub total: u64,
-    pub at: i64,
-}
+pub use ibs_types::admin::Capacity;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Busy {
@@ -81,14 +74,7 @@ pub(crate) struct Inner {
     pub live: Mutex<HashMap<String, Live>>,
 }
 
-/// Whether update tooling may proceed (`GET /api/v1/readiness`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Readiness {
-    pub backup_running: bool,
-    pub running_job: Option<String>,
-    pub running_kind: Option<String>,
-    pub maintenance: Option<Maintenance>,
-}
+pub use ibs_types::admin::Readiness;
 
 #[derive(Clone)]
 pub struct Controller {
@@ -302,7 +288,7 @@ impl Controller {
             path: s.path.clone(),
             username: s.username.clone(),
             password_set: s.password_sealed.is_some(),
-            certificate: cert.as_ref().map(settings::CertificateInfo::of),
+            certificate: cert.as_ref().map(settings::certificate_info),
             legacy_key_set: s.legacy_key_sealed.is_some(),
             encryption_mode: if cert.is_some() {
                 Some("certificate".into())
@@ -439,7 +425,7 @@ impl Controller {
         Ok(self
             .components_config()?
             .iter()
-            .map(|c| ComponentView::of(c, &catalog))
+            .map(|c| component_api::view(c, &catalog))
             .collect())
     }
 

@@ -10,7 +10,6 @@ use crate::model::{
 use crate::scheduler::{self, Conditions, Decision, ScheduleState};
 use crate::{ControllerError, Result};
 use ibs_repo::layout;
-use serde::Serialize;
 
 /// Certificates expiring within this many days raise an alert.
 pub const CERT_EXPIRY_DAYS: i64 = 30;
@@ -33,12 +32,7 @@ pub struct TickOutcome {
     pub verify: Option<tokio::task::JoinHandle<()>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct PruneReport {
-    pub dry_run: bool,
-    /// Paths (relative to the location) of files under MASBackup that ibs did not create.
-    pub paths: Vec<String>,
-}
+pub use ibs_types::admin::PruneReport;
 
 impl Controller {
     /// One scheduler tick: consume a due slot (run or record Skipped), refresh condition alerts,
