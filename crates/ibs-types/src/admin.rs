@@ -51,6 +51,16 @@ impl MaintenanceOp {
             MaintenanceOp::SecretRotation => "secret-rotation",
         }
     }
+    /// The operation named as on the wire (`update`, `fru`, `secret-rotation`).
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            MaintenanceOp::Update,
+            MaintenanceOp::Fru,
+            MaintenanceOp::SecretRotation,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -58,6 +68,21 @@ impl MaintenanceOp {
 pub enum MaintenanceOutcome {
     Succeeded,
     Failed,
+}
+
+impl MaintenanceOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaintenanceOutcome::Succeeded => "succeeded",
+            MaintenanceOutcome::Failed => "failed",
+        }
+    }
+    /// The outcome named as on the wire (`succeeded`, `failed`).
+    pub fn parse(s: &str) -> Option<Self> {
+        [MaintenanceOutcome::Succeeded, MaintenanceOutcome::Failed]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
 }
 
 /// The maintenance gate's persisted state.
