@@ -17,7 +17,6 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use ibs_keys::{Certificate, LegacyKey};
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
 
 pub const META_KEY: &str = "location";
 
@@ -108,51 +107,10 @@ impl ValidatedUpdate {
     }
 }
 
-/// Checks a location path; returns warnings (an IP address instead of an FQDN).
+/// Checks a location path; returns warnings (an IP address instead of an FQDN). The rule is
+/// [`ibs_types::location::validate_path`]; its refusal becomes [`ControllerError::Invalid`].
 pub fn validate_path(p: &str) -> Result<Vec<String>> {
-    let bad = |m: String| Err(ControllerError::invalid("path", m));
-    if p.trim().is_empty() {
-        return bad("must not be empty".into());
-    }
-    let unc = match p.strip_prefix("\\\\") {
-        Some(rest) => Some(rest.split('\\').collect::<Vec<_>>()),
-        None => p
-            .strip_prefix("smb://")
-            .or_else(|| p.strip_prefix("//"))
-            .map(|rest| rest.split('/').collect::<Vec<_>>()),
-    };
-    let Some(parts) = unc else {
-        if !p.starts_with('/') {
-            return bad(format!(
-                "{p:?} is neither a UNC path (\\\\host.fqdn\\share\\folder) nor an absolute local folder"
-            ));
-        }
-        return Ok(Vec::new());
-    };
-    let host = parts.first().copied().unwrap_or("");
-    let host = host.split(':').next().unwrap_or("");
-    if host.is_empty() || parts.len() < 2 || parts[1].is_empty() {
-        return bad(format!(
-            "malformed UNC path {p:?}: expected \\\\host.fqdn\\share[\\folder]"
-        ));
-    }
-    if host.parse::<IpAddr>().is_ok() {
-        return Ok(vec![format!(
-            "path: {host} is an IP address; an FQDN is recommended (an IP is accepted only where names cannot resolve)"
-        )]);
-    }
-    if !host.contains('.') {
-        return bad(format!(
-            "single-label host {host:?}: use the fully qualified domain name of the file server (or its IP address where names cannot resolve)"
-        ));
-    }
-    if !host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-    {
-        return bad(format!("host {host:?} is not a valid DNS name"));
-    }
-    Ok(Vec::new())
+    ibs_types::location::validate_path(p).map_err(|e| ControllerError::invalid(e.field, e.message))
 }
 
 fn in_range(field: &str, v: i64, (lo, hi): (u32, u32)) -> Result<u32> {

@@ -1,9 +1,11 @@
 //! The backup-location resource on the wire: what `GET /api/v1/location` shows ([`LocationView`];
 //! write-only fields appear only as `*_set`), what `PUT` may change ([`LocationUpdate`]), and the
 //! certificate as shown ([`CertificateInfo`], never the certificate itself). Also the settings'
-//! defaults and ranges, which the view's defaults and the controller's validation share.
+//! defaults and ranges, which the view's defaults and the controller's validation share, and the
+//! pure check of a location path ([`validate_path`]).
 
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
 use utoipa::ToSchema;
 
 pub const DEFAULT_FREQUENCY_HOURS: u32 = 12;
@@ -137,4 +139,75 @@ impl From<&str> for SecretText {
     fn from(value: &str) -> SecretText {
         SecretText(value.to_string())
     }
+}
+
+/// A request field refused by a check of this crate: which field, and why (never a secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: String,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(field: &str, message: String) -> Self {
+        Invalid {
+            field: field.into(),
+            message,
+        }
+    }
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// Checks a location path; returns warnings (an IP address instead of an FQDN).
+pub fn validate_path(p: &str) -> Result<Vec<String>, Invalid> {
+    let bad = |m: String| Err(Invalid::new("path", m));
+    if p.trim().is_empty() {
+        return bad("must not be empty".into());
+    }
+    let unc = match p.strip_prefix("\\\\") {
+        Some(rest) => Some(rest.split('\\').collect::<Vec<_>>()),
+        None => p
+            .strip_prefix("smb://")
+            .or_else(|| p.strip_prefix("//"))
+            .map(|rest| rest.split('/').collect::<Vec<_>>()),
+    };
+    let Some(parts) = unc else {
+        if !p.starts_with('/') {
+            return bad(format!(
+                "{p:?} is neither a UNC path (\\\\host.fqdn\\share\\folder) nor an absolute local folder"
+            ));
+        }
+        return Ok(Vec::new());
+    };
+    let host = parts.first().copied().unwrap_or("");
+    let host = host.split(':').next().unwrap_or("");
+    if host.is_empty() || parts.len() < 2 || parts[1].is_empty() {
+        return bad(format!(
+            "malformed UNC path {p:?}: expected \\\\host.fqdn\\share[\\folder]"
+        ));
+    }
+    if host.parse::<IpAddr>().is_ok() {
+        return Ok(vec![format!(
+            "path: {host} is an IP address; an FQDN is recommended (an IP is accepted only where names cannot resolve)"
+        )]);
+    }
+    if !host.contains('.') {
+        return bad(format!(
+            "single-label host {host:?}: use the fully qualified domain name of the file server (or its IP address where names cannot resolve)"
+        ));
+    }
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        return bad(format!("host {host:?} is not a valid DNS name"));
+    }
+    Ok(Vec::new())
 }
