@@ -83,7 +83,10 @@ fn names_parse_back() {
         assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
     }
     assert_eq!(MaintenanceOp::parse("reboot"), None);
-    assert_eq!(JobStatus::parse("PartialSucceeded"), Some(JobStatus::PartialSucceeded));
+    assert_eq!(
+        JobStatus::parse("PartialSucceeded"),
+        Some(JobStatus::PartialSucceeded)
+    );
     assert_eq!(Role::parse("admin"), Some(Role::Admin));
 }
 
