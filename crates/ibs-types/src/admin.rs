@@ -85,12 +85,20 @@ impl MaintenanceOutcome {
     }
 }
 
+/// Where a maintenance operation is: `active` while running; `failed` after it ended as failed
+/// (scheduled backups stay skipped until it succeeds or an admin clears it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MaintenanceState {
+    Active,
+    Failed,
+}
+
 /// The maintenance gate's persisted state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Maintenance {
     pub operation: MaintenanceOp,
-    /// `active` while running; `failed` after it ended as failed (scheduled backups stay skipped).
-    pub state: String,
+    pub state: MaintenanceState,
     pub started_at: i64,
     pub ended_at: Option<i64>,
     pub started_by: String,
@@ -98,7 +106,7 @@ pub struct Maintenance {
 
 impl Maintenance {
     pub fn skip_reason(&self) -> String {
-        if self.state == "failed" {
+        if self.state == MaintenanceState::Failed {
             format!(
                 "maintenance: {} failed; scheduled backups are skipped until it succeeds or an admin clears it",
                 self.operation.as_str()
@@ -106,6 +114,48 @@ impl Maintenance {
         } else {
             format!("maintenance: {} in progress", self.operation.as_str())
         }
+    }
+    pub fn is_active(&self) -> bool {
+        self.state == MaintenanceState::Active
+    }
+    pub fn is_failed(&self) -> bool {
+        self.state == MaintenanceState::Failed
+    }
+}
+
+/// What holds the job gate; its text names the job in a 409 and in `running_kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum GateKind {
+    #[serde(rename = "backup")]
+    Backup,
+    #[serde(rename = "restore")]
+    Restore,
+    #[serde(rename = "retention cleanup")]
+    RetentionCleanup,
+    #[serde(rename = "store prune")]
+    StorePrune,
+    #[serde(rename = "verification")]
+    Verification,
+    #[serde(rename = "validation")]
+    Validation,
+}
+
+impl GateKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateKind::Backup => "backup",
+            GateKind::Restore => "restore",
+            GateKind::RetentionCleanup => "retention cleanup",
+            GateKind::StorePrune => "store prune",
+            GateKind::Verification => "verification",
+            GateKind::Validation => "validation",
+        }
+    }
+}
+
+impl std::fmt::Display for GateKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -128,7 +178,7 @@ pub struct EndMaintenance {
 pub struct Readiness {
     pub backup_running: bool,
     pub running_job: Option<String>,
-    pub running_kind: Option<String>,
+    pub running_kind: Option<GateKind>,
     pub maintenance: Option<Maintenance>,
 }
 

@@ -27,9 +27,9 @@ pub mod location;
 pub mod requests;
 
 pub use admin::{
-    Alert, AlertQuery, AuditRecord, BeginMaintenance, Capacity, EndMaintenance, Maintenance,
-    MaintenanceOp, MaintenanceOutcome, PruneReport, PruneRequest, Readiness, Role, TokenCreated,
-    TokenInfo, TokenRequest,
+    Alert, AlertQuery, AuditRecord, BeginMaintenance, Capacity, EndMaintenance, GateKind,
+    Maintenance, MaintenanceOp, MaintenanceOutcome, MaintenanceState, PruneReport, PruneRequest,
+    Readiness, Role, TokenCreated, TokenInfo, TokenRequest,
 };
 pub use component::{Cause, ComponentRequest, ComponentView, ExportInfo};
 pub use error::{ErrorBody, ErrorDetail};

@@ -13,7 +13,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use base64::Engine as _;
-use ibs_controller::restore_job::{PfxKey, RestoreRequest};
+use ibs_controller::{PfxKey, RestoreRequest};
 use ibs_recovery::job::{ValidateRequest, MAX_PFX_BYTES};
 use ibs_types::{
     ErrorBody, Job, ListQuery, PackCheck, RestoreBody, Role, ValidateBody, VerificationStatus,
@@ -59,8 +59,7 @@ pub async fn start(
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     caller.require(Role::Operator)?;
     let (job, _handle) = s.ctl.start_backup()?;
-    s.ctl.db().audit(
-        s.ctl.now(),
+    s.ctl.audit(
         &caller.actor(),
         "backup.start",
         std::slice::from_ref(&job.id),
@@ -186,9 +185,7 @@ pub async fn verification_packs(
     caller: Caller,
 ) -> ApiResult<Json<Vec<PackCheck>>> {
     caller.require(Role::Reader)?;
-    let mut v: Vec<_> = s.ctl.db().pack_checks()?.into_values().collect();
-    v.sort_by(|a, b| (a.verified_at, &a.pack).cmp(&(b.verified_at, &b.pack)));
-    Ok(Json(v))
+    Ok(Json(s.ctl.verification_packs()?))
 }
 
 /// Start a verification of a sample of the packs now (409 while a job or maintenance runs).
@@ -201,8 +198,7 @@ pub async fn start_verification(
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     caller.require(Role::Operator)?;
     let (job, _handle) = s.ctl.start_verification()?;
-    s.ctl.db().audit(
-        s.ctl.now(),
+    s.ctl.audit(
         &caller.actor(),
         "verification.start",
         std::slice::from_ref(&job.id),
