@@ -20,7 +20,6 @@ use crate::db::Db;
 use crate::{ControllerError, Result};
 use ibs_storage::AlertClass;
 use rusqlite::{params, OptionalExtension};
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -154,23 +153,7 @@ impl AlertKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Alert {
-    pub id: i64,
-    pub kind: String,
-    pub category: String,
-    pub severity: String,
-    pub title: String,
-    pub description: String,
-    pub remediation: String,
-    pub details: String,
-    /// `open` or `closed`.
-    pub state: String,
-    pub raised_at: i64,
-    pub updated_at: i64,
-    pub closed_at: Option<i64>,
-    pub closed_by: Option<String>,
-}
+pub use ibs_types::admin::Alert;
 
 /// Where raise and close events go besides the database.
 pub trait AlertSink: Send + Sync + std::fmt::Debug {

@@ -32,7 +32,6 @@ use crate::storage::StorageOpener;
 use crate::{ControllerError, Result};
 use ibs_engine::Progress;
 use ibs_repo::clock::Clock;
-use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,14 +57,7 @@ pub struct ControllerOptions {
     pub restore_roots: Vec<PathBuf>,
 }
 
-/// Whether update tooling may proceed (`GET /api/v1/readiness`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Readiness {
-    pub backup_running: bool,
-    pub running_job: Option<String>,
-    pub running_kind: Option<GateKind>,
-    pub maintenance: Option<Maintenance>,
-}
+pub use ibs_types::admin::Readiness;
 
 #[derive(Clone)]
 pub struct Controller {

@@ -61,16 +61,7 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 ";
 
-/// One audit record: who changed what, when. `fields` names the changed fields, never their values
-/// when they are secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct AuditRecord {
-    pub id: i64,
-    pub at: i64,
-    pub actor: String,
-    pub action: String,
-    pub fields: Vec<String>,
-}
+pub use ibs_types::admin::AuditRecord;
 
 #[derive(Debug)]
 pub struct Db {

@@ -3,8 +3,22 @@
 //! Secrets never come from argv: the API token from $IBS_TOKEN, the share password from
 //! $IBS_SHARE_PASSWORD, the .pfx password from $IBS_PFX_PASSWORD (or a file / prompt).
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand, ValueEnum};
+use ibs_types::{MaintenanceOp, MaintenanceOutcome};
 use std::path::PathBuf;
+
+/// `--operation`: the API's maintenance operations, by their wire names.
+fn maintenance_op() -> impl TypedValueParser<Value = MaintenanceOp> {
+    PossibleValuesParser::new(["update", "fru", "secret-rotation"])
+        .map(|s| MaintenanceOp::parse(&s).expect("one of the possible values"))
+}
+
+/// `--outcome`: the API's maintenance outcomes, by their wire names.
+fn maintenance_outcome() -> impl TypedValueParser<Value = MaintenanceOutcome> {
+    PossibleValuesParser::new(["succeeded", "failed"])
+        .map(|s| MaintenanceOutcome::parse(&s).expect("one of the possible values"))
+}
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -188,13 +202,13 @@ pub struct MaintenanceArgs {
 pub enum MaintenanceCmd {
     /// Begin an exclusive maintenance operation: backups are skipped or refused until it ends.
     Begin {
-        #[arg(long, value_parser = ["update", "fru", "secret-rotation"])]
-        operation: String,
+        #[arg(long, value_parser = maintenance_op())]
+        operation: MaintenanceOp,
     },
     /// End the maintenance operation.
     End {
-        #[arg(long, value_parser = ["succeeded", "failed"])]
-        outcome: String,
+        #[arg(long, value_parser = maintenance_outcome())]
+        outcome: MaintenanceOutcome,
     },
     /// Clear a failed maintenance operation (admin).
     Clear,

@@ -11,14 +11,8 @@ use crate::model::{
 use crate::tokens::{TokenIdentity, TokenInfo};
 use crate::{ControllerError, Result};
 use ibs_repo::layout;
-use serde::Serialize;
 
-#[derive(Debug, Clone, Serialize)]
-pub struct PruneReport {
-    pub dry_run: bool,
-    /// Paths (relative to the location) of files under MASBackup that ibs did not create.
-    pub paths: Vec<String>,
-}
+pub use ibs_types::admin::PruneReport;
 
 impl Controller {
     // ---- audit, alerts, tokens ----------------------------------------------------------------

@@ -44,7 +44,7 @@ impl Controller {
             path: s.path.clone(),
             username: s.username.clone(),
             password_set: s.password_sealed.is_some(),
-            certificate: cert.as_ref().map(settings::CertificateInfo::of),
+            certificate: cert.as_ref().map(settings::certificate_info),
             legacy_key_set: s.legacy_key_sealed.is_some(),
             encryption_mode: if cert.is_some() {
                 Some("certificate".into())
@@ -182,7 +182,7 @@ impl Controller {
         Ok(self
             .components_config()?
             .iter()
-            .map(|c| ComponentView::of(c, &catalog))
+            .map(|c| component_api::view(c, &catalog))
             .collect())
     }
 

@@ -18,7 +18,7 @@
 
 use crate::component::ComponentKind;
 use crate::context::{Failure, JobContext};
-use crate::model::{ComponentResult, Job, JobKind, JobStatus, Trigger};
+use crate::model::{ComponentResult, Job, JobKind, JobOutcome, JobStatus, Trigger};
 use crate::{ControllerError, Result};
 use ibs_engine::{Progress, RestoreOptions};
 use ibs_keys::PrivateIdentity;

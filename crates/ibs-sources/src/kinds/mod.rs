@@ -38,7 +38,6 @@ mod url;
 pub use tool::{ExportReader, Tool};
 pub use url::ConnUrl;
 
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -119,78 +118,7 @@ impl ServiceSpec {
     }
 }
 
-/// Why a service component failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Cause {
-    Authentication,
-    Unreachable,
-    MissingTool,
-    IncompatibleVersion,
-    Other,
-}
-
-impl Cause {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Cause::Authentication => "authentication failed",
-            Cause::Unreachable => "server unreachable",
-            Cause::MissingTool => "missing client tool",
-            Cause::IncompatibleVersion => "incompatible client/server version",
-            Cause::Other => "failed",
-        }
-    }
-
-    /// Classifies a client tool's stderr.
-    pub fn classify(stderr: &str) -> Cause {
-        let s = stderr.to_ascii_lowercase();
-        let any = |pats: &[&str]| pats.iter().any(|p| s.contains(p));
-        if any(&[
-            "version mismatch",
-            "unsupported version",
-            "server version",
-            "unsupported frontend protocol",
-            "can't handle rdb format",
-        ]) {
-            Cause::IncompatibleVersion
-        } else if any(&[
-            "password authentication failed",
-            "authentication failed",
-            "no password supplied",
-            "access denied",
-            "noauth",
-            "wrongpass",
-            "invalid username-password",
-            "fe_sendauth",
-        ]) || (s.contains("role \"") && s.contains("does not exist"))
-        {
-            Cause::Authentication
-        } else if any(&[
-            "connection refused",
-            "could not connect",
-            "can't connect",
-            "could not translate host name",
-            "name or service not known",
-            "no route to host",
-            "timeout expired",
-            "timed out",
-            "unknown server host",
-            "network is unreachable",
-            "lost connection",
-            "connection reset",
-        ]) {
-            Cause::Unreachable
-        } else {
-            Cause::Other
-        }
-    }
-}
-
-impl std::fmt::Display for Cause {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use ibs_types::component::Cause;
 
 /// A service component's failure: names the component and the cause; never holds a secret.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -211,26 +139,7 @@ impl ComponentError {
     }
 }
 
-/// What one export recorded at backup time, kept in the job's component result and used to verify
-/// a restore.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct ExportInfo {
-    /// The engine source holding the export.
-    pub source: String,
-    /// The stored file name inside that source.
-    pub file: String,
-    /// What the export holds: `database`, `globals`, `all-databases`, `rdb`, `sqlite`.
-    pub content: String,
-    /// The database it holds, when one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub database: Option<String>,
-    /// Rows per table, counted in the export itself (same snapshot as the data).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub rows: BTreeMap<String, u64>,
-    /// Redis: keys of the component's database at backup time (`DBSIZE`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keys: Option<u64>,
-}
+pub use ibs_types::component::ExportInfo;
 
 /// Collected by the exports while the engine reads them; read by the runner afterwards.
 #[derive(Debug, Default)]
