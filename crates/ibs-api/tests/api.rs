@@ -2,36 +2,16 @@
 //! roles (403), every 400 case of the location and components resources, 409s, and the
 //! unauthenticated endpoints.
 
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use base64::Engine as _;
-use http_body_util::BodyExt;
-use ibs_controller::model::Role;
-use ibs_controller::testing::{self, TestController};
+use ibs_controller::testing::{self};
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-const T0: i64 = 1_800_000_000;
-
-struct Api {
-    t: TestController,
-    app: axum::Router,
-    admin: String,
-    operator: String,
-    reader: String,
-}
+mod support;
+use support::{Api, Call};
 
 fn api() -> Api {
-    let t = testing::controller(T0, vec![]);
-    let app = ibs_api::router(ibs_api::AppState::new(t.ctl.clone()));
-    let db = t.ctl.db().clone();
-    Api {
-        admin: db.create_token(Role::Admin, "a", T0).unwrap(),
-        operator: db.create_token(Role::Operator, "o", T0).unwrap(),
-        reader: db.create_token(Role::Reader, "r", T0).unwrap(),
-        t,
-        app,
-    }
+    Api::with(vec![])
 }
 
 impl Api {
@@ -42,25 +22,11 @@ impl Api {
         token: Option<&str>,
         body: Option<&str>,
     ) -> (StatusCode, Value) {
-        let mut b = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            b = b.header("Authorization", format!("Bearer {t}"));
+        let c = Call::new(method, path, token);
+        match body {
+            Some(text) => self.send(c.json(text)).await,
+            None => self.send(c).await,
         }
-        let req = match body {
-            Some(text) => b
-                .header("Content-Type", "application/json")
-                .body(Body::from(text.to_string()))
-                .unwrap(),
-            None => b.body(Body::empty()).unwrap(),
-        };
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())),
-        )
     }
     async fn put_location(&self, body: Value) -> (StatusCode, Value) {
         self.call(

@@ -9,11 +9,31 @@
 //!   sparseness, link targets, modes, owners, mtimes (to the nanosecond), hard-link groups, device
 //!   numbers and every extended attribute.
 //!
+//! - [`db`]: the PostgreSQL, MariaDB and Redis servers of the tests, their clients, and the
+//!   scratch-database guards [`db::PgDrop`] and [`db::MyDrop`].
+//! - [`samba`]: the private Samba servers (`scripts/samba-test-server.sh`) and share regions.
+//!
 //! The comparison is written independently of the engine (its own walk and xattr reads), so it is
 //! an oracle for the engine's fidelity, not a copy of it.
 
+pub mod db;
+pub mod samba;
 mod snapshot;
 mod tree;
 
 pub use snapshot::{assert_restored, counts, snapshot, Counts, Kind, Node, Snapshot};
 pub use tree::{pseudo_random, realistic_tree, Realistic, CAP_NET_RAW_EP, SELINUX_LABEL};
+
+/// The workspace root (where `scripts/` lives), found from this crate's manifest folder.
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A TCP port on 127.0.0.1 free at the time of asking (for private test servers and daemons).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
