@@ -38,6 +38,7 @@ pub struct Node {
     pub mtime_ns: i128,
     /// Files: size, a hash of the contents, and whether fewer blocks than bytes are allocated.
     pub size: u64,
+    /// SipHash-1-3 (zero keys) of the contents: stable across builds and toolchains.
     pub hash: u64,
     pub sparse: bool,
     /// Symlinks: the target bytes.
@@ -122,7 +123,9 @@ fn xattrs(p: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
 
 fn hash_file(p: &Path) -> u64 {
     let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
-    let mut h = std::hash::DefaultHasher::new();
+    // SipHash-1-3 with zero keys from `siphasher`, not std's `DefaultHasher`: the value is stable
+    // across builds, so a snapshot can be committed (see `manifest`).
+    let mut h = siphasher::sip::SipHasher13::new();
     h.write(&bytes);
     h.finish()
 }
