@@ -15,18 +15,6 @@ fn api_with(components: Vec<ibs_controller::component::ComponentConfig>) -> Api 
     Api::with(components)
 }
 
-impl Api {
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        self.call_json(method, path, Some(token), body).await
-    }
-}
-
 /// Every byte under `dir` (the state database, its WAL, the secret key…).
 fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
     let mut out = Vec::new();

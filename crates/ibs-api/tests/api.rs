@@ -15,7 +15,7 @@ fn api() -> Api {
 }
 
 impl Api {
-    async fn call(
+    async fn call_text(
         &self,
         method: Method,
         path: &str,
@@ -29,7 +29,7 @@ impl Api {
         }
     }
     async fn put_location(&self, body: Value) -> (StatusCode, Value) {
-        self.call(
+        self.call_text(
             Method::PUT,
             "/api/v1/location",
             Some(&self.admin),
@@ -47,31 +47,33 @@ fn cert_b64() -> String {
 async fn authentication_and_roles() {
     let a = api();
     assert_eq!(
-        a.call(Method::GET, "/api/v1/backups", None, None).await.0,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        a.call(Method::GET, "/api/v1/backups", Some("ibs_bogus"), None)
+        a.call_text(Method::GET, "/api/v1/backups", None, None)
             .await
             .0,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        a.call(Method::GET, "/api/v1/backups", Some(&a.reader), None)
+        a.call_text(Method::GET, "/api/v1/backups", Some("ibs_bogus"), None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        a.call_text(Method::GET, "/api/v1/backups", Some(&a.reader), None)
             .await
             .0,
         StatusCode::OK
     );
     // reader cannot start backups or maintenance; operator cannot change settings or restore.
     assert_eq!(
-        a.call(Method::POST, "/api/v1/backups", Some(&a.reader), None)
+        a.call_text(Method::POST, "/api/v1/backups", Some(&a.reader), None)
             .await
             .0,
         StatusCode::FORBIDDEN
     );
     let begin = r#"{"operation":"update"}"#;
     assert_eq!(
-        a.call(
+        a.call_text(
             Method::POST,
             "/api/v1/maintenance",
             Some(&a.reader),
@@ -83,7 +85,7 @@ async fn authentication_and_roles() {
     );
     assert_eq!(a.put_location(json!({})).await.0, StatusCode::OK);
     let (s, _) = a
-        .call(
+        .call_text(
             Method::PUT,
             "/api/v1/location",
             Some(&a.operator),
@@ -93,7 +95,7 @@ async fn authentication_and_roles() {
     assert_eq!(s, StatusCode::FORBIDDEN);
     let restore = json!({"target":"/tmp/x","pfx":"","pfx_password":"p"}).to_string();
     assert_eq!(
-        a.call(
+        a.call_text(
             Method::POST,
             "/api/v1/backups/x/restore",
             Some(&a.operator),
@@ -104,7 +106,7 @@ async fn authentication_and_roles() {
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        a.call(
+        a.call_text(
             Method::POST,
             "/api/v1/store/prune",
             Some(&a.operator),
@@ -115,7 +117,7 @@ async fn authentication_and_roles() {
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        a.call(
+        a.call_text(
             Method::POST,
             "/api/v1/alerts/1/close",
             Some(&a.operator),
@@ -126,7 +128,7 @@ async fn authentication_and_roles() {
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        a.call(
+        a.call_text(
             Method::POST,
             "/api/v1/tokens",
             Some(&a.operator),
@@ -137,7 +139,7 @@ async fn authentication_and_roles() {
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        a.call(
+        a.call_text(
             Method::POST,
             "/api/v1/maintenance",
             Some(&a.operator),
@@ -149,7 +151,7 @@ async fn authentication_and_roles() {
     );
     // admin creates a token that works.
     let (s, v) = a
-        .call(
+        .call_text(
             Method::POST,
             "/api/v1/tokens",
             Some(&a.admin),
@@ -159,21 +161,21 @@ async fn authentication_and_roles() {
     assert_eq!(s, StatusCode::CREATED);
     let t = v["token"].as_str().unwrap().to_string();
     assert_eq!(
-        a.call(Method::GET, "/api/v1/alerts", Some(&t), None)
+        a.call_text(Method::GET, "/api/v1/alerts", Some(&t), None)
             .await
             .0,
         StatusCode::OK
     );
     // Public endpoints.
     assert_eq!(
-        a.call(Method::GET, "/healthz", None, None).await.0,
+        a.call_text(Method::GET, "/healthz", None, None).await.0,
         StatusCode::OK
     );
-    let (s, m) = a.call(Method::GET, "/metrics", None, None).await;
+    let (s, m) = a.call_text(Method::GET, "/metrics", None, None).await;
     assert_eq!(s, StatusCode::OK);
     assert!(m.as_str().unwrap().contains("ibs_backup_attempts_total"));
     let (s, doc) = a
-        .call(Method::GET, "/api/v1/openapi.json", None, None)
+        .call_text(Method::GET, "/api/v1/openapi.json", None, None)
         .await;
     assert_eq!(s, StatusCode::OK);
     assert!(doc["paths"]["/api/v1/backups"]["post"].is_object());
@@ -184,28 +186,28 @@ async fn repeated_auth_failures_are_rate_limited() {
     let a = api();
     for _ in 0..ibs_api::auth::MAX_FAILURES {
         assert_eq!(
-            a.call(Method::GET, "/api/v1/jobs", Some("ibs_wrong"), None)
+            a.call_text(Method::GET, "/api/v1/jobs", Some("ibs_wrong"), None)
                 .await
                 .0,
             StatusCode::UNAUTHORIZED
         );
     }
     assert_eq!(
-        a.call(Method::GET, "/api/v1/jobs", Some("ibs_wrong"), None)
+        a.call_text(Method::GET, "/api/v1/jobs", Some("ibs_wrong"), None)
             .await
             .0,
         StatusCode::TOO_MANY_REQUESTS
     );
     // A valid token is never refused by the failure limiter.
     assert_eq!(
-        a.call(Method::GET, "/api/v1/jobs", Some(&a.admin), None)
+        a.call_text(Method::GET, "/api/v1/jobs", Some(&a.admin), None)
             .await
             .0,
         StatusCode::OK
     );
     a.t.clock.advance(ibs_api::auth::WINDOW_SECS);
     assert_eq!(
-        a.call(Method::GET, "/api/v1/jobs", Some("ibs_wrong"), None)
+        a.call_text(Method::GET, "/api/v1/jobs", Some("ibs_wrong"), None)
             .await
             .0,
         StatusCode::UNAUTHORIZED
@@ -318,7 +320,7 @@ async fn bad_input_gets_field_specific_400s() {
     expect_400(&a, json!({"certificate": make("ec", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])}), "certificate", "only RSA").await;
     // Malformed JSON and unknown fields.
     let (s, v) = a
-        .call(
+        .call_text(
             Method::PUT,
             "/api/v1/location",
             Some(&a.admin),
@@ -334,7 +336,7 @@ async fn bad_input_gets_field_specific_400s() {
         "{v}"
     );
     let (s, _) = a
-        .call(
+        .call_text(
             Method::PUT,
             "/api/v1/location",
             Some(&a.admin),
@@ -344,7 +346,7 @@ async fn bad_input_gets_field_specific_400s() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // Unknown component kind.
     let (s, v) = a
-        .call(
+        .call_text(
             Method::PUT,
             "/api/v1/components",
             Some(&a.admin),
@@ -359,7 +361,7 @@ async fn bad_input_gets_field_specific_400s() {
         .contains("unknown component kind"));
     // Nothing was stored by any of them.
     let (_, loc) = a
-        .call(Method::GET, "/api/v1/location", Some(&a.reader), None)
+        .call_text(Method::GET, "/api/v1/location", Some(&a.reader), None)
         .await;
     assert_eq!(loc["frequency_hours"], json!(12));
     assert!(loc["path"].is_null());
@@ -381,7 +383,7 @@ async fn secrets_are_write_only_and_changes_audited() {
     );
     assert!(v["certificate"].get("der").is_none());
     let (_, audit) = a
-        .call(Method::GET, "/api/v1/audit", Some(&a.admin), None)
+        .call_text(Method::GET, "/api/v1/audit", Some(&a.admin), None)
         .await;
     let text = audit.to_string();
     assert!(
@@ -417,12 +419,12 @@ async fn backups_conflicts_and_maintenance() {
     a.put_location(json!({"path": "/mem/share", "certificate": cert_b64()}))
         .await;
     let (s, job) = a
-        .call(Method::POST, "/api/v1/backups", Some(&a.operator), None)
+        .call_text(Method::POST, "/api/v1/backups", Some(&a.operator), None)
         .await;
     assert_eq!(s, StatusCode::ACCEPTED);
     let id = job["id"].as_str().unwrap().to_string();
     let (s, v) = a
-        .call(Method::POST, "/api/v1/backups", Some(&a.operator), None)
+        .call_text(Method::POST, "/api/v1/backups", Some(&a.operator), None)
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
     assert!(
@@ -430,12 +432,12 @@ async fn backups_conflicts_and_maintenance() {
         "409 names the running job: {v}"
     );
     let (_, r) = a
-        .call(Method::GET, "/api/v1/readiness", Some(&a.reader), None)
+        .call_text(Method::GET, "/api/v1/readiness", Some(&a.reader), None)
         .await;
     assert_eq!(r["backup_running"], json!(true));
     assert!(a.t.ctl.wait_idle(std::time::Duration::from_secs(30)).await);
     let (s, b) = a
-        .call(
+        .call_text(
             Method::GET,
             &format!("/api/v1/backups/{id}"),
             Some(&a.reader),
@@ -445,19 +447,19 @@ async fn backups_conflicts_and_maintenance() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b["status"], json!("Succeeded"));
     assert_eq!(
-        a.call(Method::GET, "/api/v1/backups/nope", Some(&a.reader), None)
+        a.call_text(Method::GET, "/api/v1/backups/nope", Some(&a.reader), None)
             .await
             .0,
         StatusCode::NOT_FOUND
     );
     let (_, list) = a
-        .call(Method::GET, "/api/v1/jobs", Some(&a.reader), None)
+        .call_text(Method::GET, "/api/v1/jobs", Some(&a.reader), None)
         .await;
     assert_eq!(list.as_array().unwrap().len(), 1);
     // Maintenance blocks on-demand backups with its reason.
     let begin = r#"{"operation":"fru"}"#;
     assert_eq!(
-        a.call(
+        a.call_text(
             Method::POST,
             "/api/v1/maintenance",
             Some(&a.operator),
@@ -468,12 +470,12 @@ async fn backups_conflicts_and_maintenance() {
         StatusCode::OK
     );
     let (s, v) = a
-        .call(Method::POST, "/api/v1/backups", Some(&a.operator), None)
+        .call_text(Method::POST, "/api/v1/backups", Some(&a.operator), None)
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
     assert_eq!(v["error"]["message"], json!("maintenance: fru in progress"));
     let (s, _) = a
-        .call(
+        .call_text(
             Method::POST,
             "/api/v1/maintenance",
             Some(&a.operator),
@@ -482,7 +484,7 @@ async fn backups_conflicts_and_maintenance() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _) = a
-        .call(
+        .call_text(
             Method::DELETE,
             "/api/v1/maintenance",
             Some(&a.operator),
@@ -491,7 +493,7 @@ async fn backups_conflicts_and_maintenance() {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
-        a.call(Method::POST, "/api/v1/backups", Some(&a.operator), None)
+        a.call_text(Method::POST, "/api/v1/backups", Some(&a.operator), None)
             .await
             .0,
         StatusCode::ACCEPTED
@@ -500,7 +502,7 @@ async fn backups_conflicts_and_maintenance() {
     // Lowering retention that deletes backups needs confirmation.
     a.t.clock.advance(5 * 86_400);
     assert_eq!(
-        a.call(Method::POST, "/api/v1/backups", Some(&a.operator), None)
+        a.call_text(Method::POST, "/api/v1/backups", Some(&a.operator), None)
             .await
             .0,
         StatusCode::ACCEPTED
@@ -523,7 +525,7 @@ async fn backups_conflicts_and_maintenance() {
     );
     // Store prune (dry run) as admin.
     let (s, v) = a
-        .call(
+        .call_text(
             Method::POST,
             "/api/v1/store/prune",
             Some(&a.admin),
@@ -540,7 +542,7 @@ async fn every_documented_operation_is_routed() {
     for (path, method, _, _) in ibs_api::openapi::OPERATIONS {
         let p = path.replace("{id}", "1");
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-        let (s, v) = a.call(m, &p, Some(&a.reader), Some("{}")).await;
+        let (s, v) = a.call_text(m, &p, Some(&a.reader), Some("{}")).await;
         assert_ne!(
             v["error"]["message"],
             json!("no such endpoint"),
@@ -571,13 +573,13 @@ async fn verification_status_start_and_roles() {
         .await;
     assert_eq!(s, StatusCode::OK);
     let (_, b) = a
-        .call(Method::POST, "/api/v1/backups", Some(&a.operator), None)
+        .call_text(Method::POST, "/api/v1/backups", Some(&a.operator), None)
         .await;
     assert!(a.t.ctl.wait_idle(std::time::Duration::from_secs(30)).await);
     assert!(b["id"].is_string());
 
     let (s, _) = a
-        .call(Method::POST, "/api/v1/verification", Some(&a.reader), None)
+        .call_text(Method::POST, "/api/v1/verification", Some(&a.reader), None)
         .await;
     assert_eq!(
         s,
@@ -585,7 +587,7 @@ async fn verification_status_start_and_roles() {
         "a reader cannot start a verification"
     );
     let (s, job) = a
-        .call(
+        .call_text(
             Method::POST,
             "/api/v1/verification",
             Some(&a.operator),
@@ -596,7 +598,7 @@ async fn verification_status_start_and_roles() {
     assert_eq!(job["kind"], json!("verify"));
     assert!(a.t.ctl.wait_idle(std::time::Duration::from_secs(30)).await);
     let (s, st) = a
-        .call(Method::GET, "/api/v1/verification", Some(&a.reader), None)
+        .call_text(Method::GET, "/api/v1/verification", Some(&a.reader), None)
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(st["verify_every_hours"], json!(12));
@@ -605,7 +607,7 @@ async fn verification_status_start_and_roles() {
     assert_eq!(st["last_run"]["verification"]["damaged_found"], json!(0));
     assert!(st["packs_recorded"].as_u64().unwrap() >= 1);
     let (s, packs) = a
-        .call(
+        .call_text(
             Method::GET,
             "/api/v1/verification/packs",
             Some(&a.reader),
@@ -623,7 +625,7 @@ async fn verification_status_start_and_roles() {
         .iter()
         .all(|p| p["ok"] == json!(true)));
     let (s, _) = a
-        .call(Method::GET, "/api/v1/verification", None, None)
+        .call_text(Method::GET, "/api/v1/verification", None, None)
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }

@@ -94,16 +94,6 @@ impl Api {
         }
     }
 
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        self.call_json(method, path, Some(token), body).await
-    }
-
     /// `GET path` as a reader.
     async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call(Method::GET, path, &self.reader, None).await

@@ -6,7 +6,7 @@
 //! they depend on who restores, not on the repository. Content hashes are [`Node::hash`], stable
 //! across builds.
 
-use crate::snapshot::{snapshot, Kind, Node, Snapshot};
+use crate::snapshot::{report, snapshot, Kind, Node, Snapshot};
 use serde_json::{json, Map, Value};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -102,16 +102,5 @@ pub fn assert_matches_json(expected: &Value, restored: &Path, what: &str) {
             diffs.push(format!("unexpected {k:?}: {g}"));
         }
     }
-    assert!(
-        diffs.is_empty(),
-        "{what}: the restored tree {} differs from the expected contents in {} entries:\n{}",
-        restored.display(),
-        diffs.len(),
-        diffs
-            .iter()
-            .take(40)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    report(what, restored, "the expected contents", &diffs);
 }

@@ -231,17 +231,21 @@ pub fn assert_restored(expected: &Snapshot, restored: &Path, what: &str) {
             diffs.push(format!("unexpected {}: {g:?}", show(k)));
         }
     }
-    if !diffs.is_empty() {
-        panic!(
-            "{what}: the restored tree {} differs from the source in {} entries:\n{}",
-            restored.display(),
-            diffs.len(),
-            diffs
-                .iter()
-                .take(40)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
+    report(what, restored, "the source", &diffs);
+}
+
+/// Panics naming `restored`, what it was compared with and up to 40 of `diffs`, if there are any.
+pub(crate) fn report(what: &str, restored: &Path, against: &str, diffs: &[String]) {
+    assert!(
+        diffs.is_empty(),
+        "{what}: the restored tree {} differs from {against} in {} entries:\n{}",
+        restored.display(),
+        diffs.len(),
+        diffs
+            .iter()
+            .take(40)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

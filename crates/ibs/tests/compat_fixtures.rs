@@ -203,20 +203,10 @@ fn generate() {
     let mut certs = Vec::new();
     for (i, password) in PASSWORDS.iter().enumerate() {
         let n = i + 1;
-        let cer = keys.join(format!("cert{n}.cer"));
-        let pfx = out.join(format!("cert{n}.pfx"));
-        ibs(["cert", "new", "--subject"])
-            .arg(format!("ibs compat fixture {n}"))
-            .arg("--cer")
-            .arg(&cer)
-            .arg("--pfx")
-            .arg(&pfx)
-            .args(["--bits", "2048"])
-            .env("IBS_PFX_PASSWORD", password)
-            .run()
-            .ok();
+        let c = new_cert_with_password(&keys, &format!("compat-fixture-{n}"), password);
+        std::fs::copy(&c.pfx, out.join(format!("cert{n}.pfx"))).unwrap();
         std::fs::write(out.join(format!("cert{n}.pfx.password")), password).unwrap();
-        certs.push(cer);
+        certs.push(c.cer);
     }
 
     fx.init_cert(&certs[0]);

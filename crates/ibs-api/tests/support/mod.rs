@@ -114,7 +114,7 @@ impl Api {
         (s, json_or_text(&bytes))
     }
 
-    /// `method path` with `token` and, if given, the JSON `body`.
+    /// `method path` with an optional `token` and, if given, the JSON `body`.
     pub async fn call_json(
         &self,
         method: Method,
@@ -127,5 +127,16 @@ impl Api {
             Some(v) => self.send(c.json(v.to_string())).await,
             None => self.send(c).await,
         }
+    }
+
+    /// `method path` with `token` and, if given, the JSON `body`.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call_json(method, path, Some(token), body).await
     }
 }

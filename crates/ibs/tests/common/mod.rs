@@ -263,6 +263,11 @@ pub struct Cert {
 
 /// Makes a 2048-bit certificate with `ibs cert new` in `dir`.
 pub fn new_cert(dir: &Path, name: &str) -> Cert {
+    new_cert_with_password(dir, name, PASSWORD)
+}
+
+/// [`new_cert`] with the .pfx under `password`.
+pub fn new_cert_with_password(dir: &Path, name: &str, password: &str) -> Cert {
     let cer = dir.join(format!("{name}.cer"));
     let pfx = dir.join(format!("{name}.pfx"));
     ibs(["cert", "new", "--subject"])
@@ -272,7 +277,7 @@ pub fn new_cert(dir: &Path, name: &str) -> Cert {
         .arg("--pfx")
         .arg(&pfx)
         .args(["--bits", "2048"])
-        .pw()
+        .env("IBS_PFX_PASSWORD", password)
         .run()
         .ok();
     let thumbprint = thumbprint(&cer);
