@@ -104,3 +104,38 @@ pub fn assert_matches_json(expected: &Value, restored: &Path, what: &str) {
     }
     report(what, restored, "the expected contents", &diffs);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("ibs-testing-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn escape_keeps_printable_ascii_and_escapes_everything_else() {
+        assert_eq!(escape(b"plain/name.txt"), "plain/name.txt");
+        assert_eq!(escape(b"a\\b"), "a\\\\b");
+        assert_eq!(escape(b"n-\xff\xe9\n"), "n-\\xff\\xe9\\x0a");
+    }
+
+    #[test]
+    fn a_tree_matches_its_own_json_and_a_changed_file_does_not() {
+        let d = scratch("manifest");
+        std::fs::write(d.join("f"), b"one").unwrap();
+        std::os::unix::fs::symlink("f", d.join("l")).unwrap();
+        let want = to_json(&snapshot(&d));
+        assert_eq!(want["l"]["target"], "f");
+        assert_eq!(want["f"]["size"], 3);
+        assert_matches_json(&want, &d, "unchanged");
+        std::fs::write(d.join("f"), b"two").unwrap();
+        let changed = std::panic::catch_unwind(|| assert_matches_json(&want, &d, "changed"));
+        std::fs::remove_dir_all(&d).unwrap();
+        let msg = *changed.unwrap_err().downcast::<String>().unwrap();
+        assert!(msg.contains("\"f\""), "{msg}");
+    }
+}
