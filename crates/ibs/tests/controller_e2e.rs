@@ -293,36 +293,8 @@ fn smb_password_failure_raises_and_clears_the_authentication_alert() {
 #[test]
 fn tls_serves_the_api_with_a_certificate_and_key() {
     let tmp = tempfile::tempdir().unwrap();
-    let (cert, key) = (tmp.path().join("api.pem"), tmp.path().join("api.key"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args([
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (cert, key) =
+        common::daemon::self_signed_tls(tmp.path(), &["basicConstraints=critical,CA:FALSE"]);
     let sample = tmp.path().join("sample");
     std::fs::create_dir_all(&sample).unwrap();
     std::fs::write(sample.join("f"), b"x").unwrap();

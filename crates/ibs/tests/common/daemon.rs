@@ -2,7 +2,7 @@
 //! start, run the CLI client against it, and stop it when dropped.
 
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -143,4 +143,32 @@ pub fn statuses(v: &Value) -> Vec<String> {
         .iter()
         .map(|j| j["status"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// A self-signed TLS certificate for `localhost` and 127.0.0.1 (openssl, RSA 2048, 2 days) and its
+/// key, written to `dir/api.pem` and `dir/api.key`; each of `extra` is one more `-addext`.
+pub fn self_signed_tls(dir: &Path, extra: &[&str]) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("api.pem"), dir.join("api.key"));
+    let mut c = Command::new("openssl");
+    c.args([
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+    ])
+    .args(["-subj", "/CN=localhost", "-addext"])
+    .arg("subjectAltName=IP:127.0.0.1,DNS:localhost");
+    for e in extra {
+        c.arg("-addext").arg(e);
+    }
+    let out = c
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
 }
