@@ -6,7 +6,7 @@
 
 use axum::http::{Method, StatusCode};
 use ibs_controller::testing::{self};
-use serde_json::{json, Value};
+use serde_json::json;
 
 mod support;
 use support::{Api, T0};
