@@ -274,17 +274,8 @@ async fn mariadb_hostile_names_and_routine_decoys_are_counted_and_run_nothing() 
             t = q(t)
         ));
     }
-    let out = Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "-h",
-            "127.0.0.1",
-            "--port=3306",
-            "--protocol=tcp",
-            "--user=root",
-            "--",
-            &db,
-        ])
+    let out = ibs_testing::db::mariadb()
+        .args(["--", &db])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
