@@ -57,7 +57,7 @@ pub use model::{
     DEFAULT_RETENTION_DAYS,
 };
 pub use ops::{PruneReport, TickOutcome};
-pub use storage::{OpenError, StorageOpener, StorageTarget};
+pub use storage::{LocationOpener, OpenError, StorageOpener, StorageTarget};
 
 use ibs_storage::AlertClass;
 

@@ -13,7 +13,7 @@ use crate::packing::Packing;
 use crate::progress::{estimate, Progress};
 use crate::state::WriterState;
 use crate::walk::{Emitter, SourceReader, SourceStats, Work};
-use crate::EngineError;
+use crate::{EngineError, SourceError, StateError};
 use futures::StreamExt;
 use ibs_repo::chunk::{ChunkSealer, SealedChunk};
 use ibs_repo::clock::{new_backup_id, rfc3339};
@@ -79,7 +79,7 @@ pub struct BackupReport {
 
 /// Checks a source or component name: 1–64 characters of letters, digits, `.`, `_`, `-`, not
 /// starting with `.`.
-pub fn validate_name(name: &str) -> Result<(), EngineError> {
+pub fn validate_name(name: &str) -> Result<(), SourceError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
@@ -89,35 +89,36 @@ pub fn validate_name(name: &str) -> Result<(), EngineError> {
     if ok {
         Ok(())
     } else {
-        Err(EngineError::Source(format!(
-            "source name {name:?} is invalid: use 1-64 letters, digits, '.', '_' or '-', not starting with '.'"
-        )))
+        Err(SourceError::InvalidName {
+            name: name.to_owned(),
+        })
     }
 }
 
 fn validate(opts: &BackupOptions) -> Result<(), EngineError> {
     if opts.sources.is_empty() {
-        return Err(EngineError::Source("no source given".into()));
+        return Err(SourceError::NoSource.into());
     }
     let mut names = HashSet::new();
     for s in &opts.sources {
         validate_name(&s.name)?;
         if !names.insert(s.name.as_str()) {
-            return Err(EngineError::Source(format!(
-                "source name {:?} is given twice",
-                s.name
-            )));
+            return Err(SourceError::DuplicateName {
+                name: s.name.clone(),
+            }
+            .into());
         }
         if let SourceOrigin::Tree { exclude, .. } = &s.origin {
             crate::exclude::Excludes::new(exclude)?;
         }
         if let Some(p) = s.origin.path() {
-            if let Err(e) = std::fs::symlink_metadata(p) {
-                return Err(EngineError::Source(format!(
-                    "source {}: {} cannot be read: {e}",
-                    s.name,
-                    p.display()
-                )));
+            if let Err(cause) = std::fs::symlink_metadata(p) {
+                return Err(SourceError::Unreadable {
+                    name: s.name.clone(),
+                    path: p.to_owned(),
+                    cause,
+                }
+                .into());
             }
         }
     }
@@ -128,15 +129,22 @@ fn validate(opts: &BackupOptions) -> Result<(), EngineError> {
 pub fn check_state(repo: &Repository, state: &WriterState) -> Result<(), EngineError> {
     repo.check_keys(&state.keys)?;
     match (&repo.config().encryption, &state.certificate, &state.legacy) {
-        (Encryption::Certificate { current, .. }, Some(c), _) if c.thumbprint() == current => Ok(()),
+        (Encryption::Certificate { current, .. }, Some(c), _) if c.thumbprint() == current => {
+            Ok(())
+        }
         // The writer's certificate is one the repository knows but no longer the current one: a
         // rotation (set-cert or rewrap) finished on the share but not yet in this writer's state,
         // e.g. because it was killed in between. New backups stay readable with that certificate's
         // .pfx; re-running the rotation here brings the state up to date. The writer never takes
         // a certificate from the share, so a planted certificate cannot redirect backups.
-        (Encryption::Certificate { current, certificates }, Some(c), _)
-            if certificates.iter().any(|t| t == c.thumbprint()) =>
-        {
+        (
+            Encryption::Certificate {
+                current,
+                certificates,
+            },
+            Some(c),
+            _,
+        ) if certificates.iter().any(|t| t == c.thumbprint()) => {
             tracing::warn!(
                 "this writer encrypts for certificate {}, but the repository's current certificate is {current}; \
                  run `ibs repo set-cert` with the current certificate",
@@ -144,12 +152,15 @@ pub fn check_state(repo: &Repository, state: &WriterState) -> Result<(), EngineE
             );
             Ok(())
         }
-        (Encryption::Certificate { current, .. }, Some(c), _) => Err(EngineError::State(format!(
-            "the repository's current certificate is {current}, but this writer holds {}; run `ibs repo set-cert` or `ibs repo adopt`",
-            c.thumbprint()
-        ))),
+        (Encryption::Certificate { current, .. }, Some(c), _) => {
+            Err(StateError::CertificateNotCurrent {
+                current: current.clone(),
+                held: c.thumbprint().to_owned(),
+            }
+            .into())
+        }
         (Encryption::LegacyKey, _, Some(_)) => Ok(()),
-        _ => Err(EngineError::State("the writer state does not match the repository's encryption mode".into())),
+        _ => Err(StateError::EncryptionMismatch.into()),
     }
 }
 
@@ -216,11 +227,7 @@ async fn run(
             ibs_repo::crypto::derive_legacy_data_key(legacy.material(), &key_id),
             None,
         ),
-        (None, None) => {
-            return Err(EngineError::State(
-                "writer state holds neither a certificate nor a key".into(),
-            ))
-        }
+        (None, None) => return Err(StateError::NoKey.into()),
     };
 
     // Totals for percent and ETA, counted beside the backup (metadata only). The walk also runs
@@ -360,8 +367,14 @@ async fn run(
         let _ = packer.join();
     });
     let (produced, _, uploaded) = tokio::join!(producer, joiner, uploader);
-    let produced = produced.map_err(|e| EngineError::Internal(format!("producer: {e}")))?;
-    let uploaded = uploaded.map_err(|e| EngineError::Internal(format!("uploader: {e}")))?;
+    let produced = produced.map_err(|cause| EngineError::Task {
+        task: "producer",
+        cause,
+    })?;
+    let uploaded = uploaded.map_err(|cause| EngineError::Task {
+        task: "uploader",
+        cause,
+    })?;
     // An upload failure is the root cause of a cancelled producer: report it first.
     let packs = uploaded?;
     let (results, refs, bytes_new, (cache, delta_stores)) = produced?;
@@ -549,7 +562,10 @@ async fn preflight_capacity(repo: &Repository, sources: &[SourceSpec]) -> Result
                 roots.iter().map(|r| estimate(r).0).sum::<u64>()
             })
             .await
-            .map_err(|e| EngineError::Internal(format!("size estimate: {e}")))?;
+            .map_err(|cause| EngineError::Task {
+                task: "size estimate",
+                cause,
+            })?;
             total / 2
         }
     };

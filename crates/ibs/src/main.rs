@@ -15,7 +15,6 @@ mod listen;
 mod location;
 mod output;
 mod secrets;
-mod smb;
 mod tls;
 
 use clap::Parser;
