@@ -113,7 +113,7 @@ pub fn write_private_new(path: &Path) -> Result<(), EngineError> {
         .mode(0o600)
         .open(path)
         .map(drop)
-        .map_err(state_io(&path))
+        .map_err(state_io(path))
 }
 
 /// Writes `bytes` to `path` atomically (a 0600 temporary renamed over it).
@@ -130,7 +130,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
         file.sync_all()?;
         std::fs::rename(&tmp, path)
     };
-    write().map_err(state_io(&path))
+    write().map_err(state_io(path))
 }
 
 impl WriterState {
