@@ -187,16 +187,14 @@ mod tests {
         let missing = dir.path().join("absent");
         let e = open(missing.to_str().unwrap(), None, None, false)
             .await
-            .err()
-            .expect("a missing folder does not open");
+            .expect_err("a missing folder does not open");
         assert_eq!(e.class(), AlertClass::Path, "{e}");
         assert!(!e.is_not_a_repository());
 
         let here = dir.path().to_str().unwrap();
         let e = open(here, None, None, false)
             .await
-            .err()
-            .expect("a folder without MASBackup is no repository");
+            .expect_err("a folder without MASBackup is no repository");
         assert!(e.is_not_a_repository(), "{e}");
 
         open(here, None, None, true)
