@@ -20,7 +20,7 @@ use ibs_repo::crypto::SymKey;
 use ibs_repo::ids::KeyId;
 use ibs_repo::index::{Index, PackRecord};
 use ibs_repo::lock::LockKind;
-use ibs_repo::manifest::{BackupStatus, Catalog, Manifest};
+use ibs_repo::manifest::{Catalog, Manifest};
 use ibs_repo::Repository;
 use std::collections::HashSet;
 use std::io::Read;
@@ -222,16 +222,7 @@ async fn run(
         trees,
         bytes_read,
     } = summarise(outcomes, &extras);
-    let status = if summaries
-        .iter()
-        .all(|s| s.status == BackupStatus::Succeeded)
-    {
-        BackupStatus::Succeeded
-    } else if summaries.iter().all(|s| s.status == BackupStatus::Failed) {
-        BackupStatus::Failed
-    } else {
-        BackupStatus::PartialSucceeded
-    };
+    let status = crate::status::roll_up(summaries.iter().map(|s| s.status));
     let figures = Figures {
         bytes_read,
         bytes_new,

@@ -26,6 +26,7 @@ pub mod restore;
 pub mod retention;
 mod special;
 pub mod state;
+pub mod status;
 mod summary;
 pub mod target;
 pub mod walk;
