@@ -25,6 +25,9 @@ pub struct Config {
     /// Prune's grace period in hours: packs and data-key envelopes younger than this are never
     /// deleted (default 24).
     pub prune_grace_hours: Option<u64>,
+    /// Folders an API restore may write beneath (default `DATA/restores`); see
+    /// `ibs_controller::restore_roots`. Absolute paths only.
+    pub restore_roots: Option<Vec<PathBuf>>,
     /// POST alert raise/close events to this URL.
     pub webhook_url: Option<String>,
     /// On first start, the folder the `sample` component backs up.
@@ -56,6 +59,14 @@ impl Config {
             l.parse::<std::net::SocketAddr>().map_err(|_| {
                 ControllerError::invalid("listen", format!("{l:?} is not ADDRESS:PORT"))
             })?;
+        }
+        for (i, r) in c.restore_roots.iter().flatten().enumerate() {
+            if !r.is_absolute() {
+                return Err(ControllerError::invalid(
+                    format!("restore_roots[{i}]"),
+                    format!("{} is not an absolute path", r.display()),
+                ));
+            }
         }
         if c.tick_seconds == Some(0) {
             return Err(ControllerError::invalid(

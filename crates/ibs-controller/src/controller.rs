@@ -54,6 +54,8 @@ pub struct ControllerOptions {
     pub lock_wait: Duration,
     /// Prune's grace period (`ibs_engine::retention::DEFAULT_GRACE` unless configured).
     pub prune_grace: Duration,
+    /// Folders an API restore may write beneath ([`crate::restore_roots`]).
+    pub restore_roots: Vec<PathBuf>,
 }
 
 /// Whether update tooling may proceed (`GET /api/v1/readiness`).
@@ -159,6 +161,7 @@ impl Controller {
                 alerts,
                 lock_wait: opts.lock_wait,
                 prune_grace: opts.prune_grace,
+                restore_roots: opts.restore_roots,
             }),
             gate: Arc::new(Gate::default()),
         })

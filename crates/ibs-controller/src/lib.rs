@@ -26,6 +26,7 @@
 //! - [`scheduler`]: the pure scheduling decision for a tick (interval, missed runs, skips).
 //! - [`alerts`]: the alert catalogue and lifecycle, and the webhook sink.
 //! - [`redact`]: URLs made safe to print (no userinfo, query or path).
+//! - [`restore_roots`]: the host-configured folders an API restore may write beneath.
 //! - [`storage`]: the injected storage opener and the share accessibility test.
 //! - [`context`]: [`context::JobContext`], what a job may use (database, clock, storage opener,
 //!   alerts, paths), and [`Failure`].
@@ -57,6 +58,7 @@ pub mod jobs;
 pub mod kinds;
 pub mod model;
 pub mod redact;
+pub mod restore_roots;
 pub mod scheduler;
 pub mod secretbox;
 pub mod settings;

@@ -126,6 +126,8 @@ pub fn controller_with(
         lock_wait: Duration::from_secs(5),
         // The fake clock and the storage's real modification times do not agree: no grace period.
         prune_grace: Duration::ZERO,
+        // Tests restore into their own temporary folders.
+        restore_roots: vec![std::env::temp_dir()],
     })
     .expect("controller");
     TestController {
