@@ -85,7 +85,7 @@ pub use model::{
     ComponentResult, GateKind, Job, JobKind, JobStatus, MaintenanceState, Role, Trigger,
     DEFAULT_FREQUENCY_HOURS, DEFAULT_RETENTION_DAYS,
 };
-pub use storage::{OpenError, StorageOpener, StorageTarget};
+pub use storage::{LocationOpener, OpenError, StorageOpener, StorageTarget};
 
 use ibs_storage::AlertClass;
 

@@ -30,7 +30,7 @@ use crate::chunkread::{read_chunks, KeyCache};
 use crate::folders::Folders;
 use crate::progress::Progress;
 use crate::target::{apply_metadata, Metadata, TargetDir};
-use crate::EngineError;
+use crate::{EngineError, RestoreError};
 use ibs_repo::chunk::ChunkOpener;
 use ibs_repo::ids::{ChunkId, KeyId};
 use ibs_repo::index::Index;
@@ -211,13 +211,10 @@ pub async fn restore(
                 .sources
                 .iter()
                 .find(|s| &s.name == name)
-                .ok_or_else(|| {
-                    let names: Vec<_> = tree.sources.iter().map(|s| s.name.as_str()).collect();
-                    EngineError::Restore(format!(
-                        "backup {} has no source {name:?} (it has: {})",
-                        cat.backup_id,
-                        names.join(", ")
-                    ))
+                .ok_or_else(|| RestoreError::NoSuchSource {
+                    backup: cat.backup_id.clone(),
+                    source_name: name.clone(),
+                    has: tree.sources.iter().map(|s| s.name.clone()).collect(),
                 })?;
             vec![(s.clone(), None)]
         }
@@ -228,8 +225,7 @@ pub async fn restore(
             .collect(),
     };
     for (s, _) in &sources {
-        crate::backup::validate_name(&s.name)
-            .map_err(|e| EngineError::Restore(format!("manifest: {e}")))?;
+        crate::backup::validate_name(&s.name).map_err(RestoreError::BadSourceName)?;
         if let Some(sum) = cat.sources.iter().find(|x| x.name == s.name) {
             opts.progress.add_total(sum.bytes, sum.files);
         }
@@ -264,8 +260,7 @@ pub async fn restore(
     let target = opts.target.clone();
     let result = tokio::task::spawn_blocking(move || {
         let mut report = RestoreReport::default();
-        let root =
-            TargetDir::open_root(&target).map_err(|e| EngineError::Restore(e.to_string()))?;
+        let root = TargetDir::open_root(&target).map_err(RestoreError::Target)?;
         for (src, sub) in sources {
             let ids = src
                 .tree
@@ -276,13 +271,16 @@ pub async fn restore(
                 None => root.open_beneath(Path::new("")),
                 Some(name) => root.create_dir(&name, 0o700).map(|(d, _)| d),
             }
-            .map_err(|e| EngineError::Restore(e.to_string()))?;
+            .map_err(RestoreError::Target)?;
             restore_source(&sh, &ids, dest, threads, &mut report)?;
         }
         Ok::<_, EngineError>(report)
     })
     .await
-    .map_err(|e| EngineError::Internal(format!("restore: {e}")));
+    .map_err(|cause| EngineError::Task {
+        task: "restore",
+        cause,
+    });
     let mut report = lock.finish(result).await??;
     report.files = shared.files.load(Ordering::Relaxed);
     report.bytes = shared.bytes.load(Ordering::Relaxed);
@@ -374,11 +372,9 @@ fn restore_source(
     for w in workers {
         let _ = w.join();
     }
-    walk.map_err(|e| EngineError::Restore(format!("reading the backup's tree failed: {e}")))?;
+    walk.map_err(|detail| RestoreError::TreeUnreadable { detail })?;
     if !pending.is_empty() {
-        return Err(EngineError::Restore(
-            "the backup's tree ends in the middle of an entry".into(),
-        ));
+        return Err(RestoreError::TreeTruncated.into());
     }
     let Seen {
         folders,

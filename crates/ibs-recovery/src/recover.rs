@@ -207,11 +207,11 @@ pub async fn recover(
     open_keys(&repo, &unlock, cat).await?;
     let (matched, skipped) = match_plan(&opts.plan, cat)?;
     std::fs::create_dir_all(&opts.state_root)
-        .map_err(|e| RecoveryError::Io(format!("{}: {e}", opts.state_root.display())))?;
+        .map_err(RecoveryError::io(opts.state_root.display().to_string()))?;
     let scratch = tempfile::Builder::new()
         .prefix(".ibs-recover-")
         .tempdir_in(&opts.state_root)
-        .map_err(|e| RecoveryError::Io(format!("scratch folder: {e}")))?;
+        .map_err(RecoveryError::io("scratch folder"))?;
     let mut components = Vec::new();
     for (p, sources) in matched {
         let t0 = Instant::now();
@@ -367,7 +367,7 @@ async fn restore_service(
     );
     let r = tokio::task::spawn_blocking(move || service_restore(&c, &sources, &staged, &target))
         .await
-        .map_err(|e| RecoveryError::Io(format!("restore task: {e}")))?;
+        .map_err(RecoveryError::task("restore task"))?;
     Ok(r.map(|summary| {
         rep.restored = summary;
         rep.detail =

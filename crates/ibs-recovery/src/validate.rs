@@ -240,7 +240,7 @@ pub async fn validate(
         Some(dir) => scratch.tempdir_in(dir),
         None => scratch.tempdir(),
     }
-    .map_err(|e| RecoveryError::Io(format!("scratch folder: {e}")))?;
+    .map_err(RecoveryError::io("scratch folder"))?;
     let plan = opts.plan.clone().unwrap_or_default();
     let all: Vec<String> = cat.sources.iter().map(|s| s.name.clone()).collect();
     let names: Vec<&str> = plan.components.iter().map(|p| p.name.as_str()).collect();
@@ -378,12 +378,11 @@ pub async fn validate(
 /// Writes the report as JSON to `json` and as one self-contained HTML page to `html` (the CLI's
 /// `--report` pair, the controller's `DATA/reports/<job>.{json,html}`).
 pub fn write_reports(report: &ValidationReport, json: &Path, html: &Path) -> Result<()> {
-    let io =
-        |p: &Path, e: std::io::Error| RecoveryError::Io(format!("writing {}: {e}", p.display()));
+    let io = |p: &Path, e: std::io::Error| RecoveryError::io(format!("writing {}", p.display()))(e);
     if let Some(dir) = json.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     }
-    let body = serde_json::to_vec_pretty(report).map_err(|e| RecoveryError::Io(e.to_string()))?;
+    let body = serde_json::to_vec_pretty(report).map_err(RecoveryError::Report)?;
     std::fs::write(json, body).map_err(|e| io(json, e))?;
     std::fs::write(html, crate::html::render(report)).map_err(|e| io(html, e))
 }
@@ -473,7 +472,7 @@ async fn validate_database(
         out
     })
     .await
-    .map_err(|e| RecoveryError::Io(format!("validation task: {e}")))
+    .map_err(RecoveryError::task("validation task"))
 }
 
 fn service_restore_one(

@@ -6,7 +6,7 @@ use crate::clock::{rfc3339, Clock};
 use crate::config::{Encryption, RepoConfig};
 use crate::crypto::SymKey;
 use crate::damaged::DamageMarker;
-use crate::error::{RepoError, Result};
+use crate::error::{MissingKey, RepoError, Result};
 use crate::ids::{KeyId, PackId, RepoId};
 use crate::index::{decode_segment, encode_segment, ChunkLocation, Index, PackRecord};
 use crate::keyring::{decode_data_key, encode_data_key, RepoKeys, Unlock};
@@ -105,10 +105,9 @@ impl Repository {
     ) -> Result<PendingInit<'k>> {
         match storage.stat(&layout::config()).await {
             Ok(_) => {
-                return Err(RepoError::Invalid(format!(
-                    "{} already holds an ibs repository",
-                    storage.location()
-                )))
+                return Err(RepoError::AlreadyARepository {
+                    location: storage.location(),
+                })
             }
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
@@ -166,7 +165,7 @@ impl Repository {
         if keys.metadata.check_value("metadata") == self.config.metadata_key_check {
             Ok(())
         } else {
-            Err(RepoError::StateMismatch("metadata key check failed".into()))
+            Err(RepoError::StateMismatch)
         }
     }
 
@@ -302,9 +301,9 @@ impl Repository {
             Err(e) => return Err(e.into()),
         };
         let Unlock::Identities(ids) = unlock else {
-            return Err(RepoError::MissingKey(format!(
-                "data key {id} is wrapped for a certificate; restoring it needs the .pfx (--pfx), not the key file"
-            )));
+            return Err(RepoError::MissingKey(MissingKey::PfxForDataKey {
+                id: id.to_string(),
+            }));
         };
         for ident in ids {
             match ibs_keys::open_envelope(ident, &env) {
@@ -542,16 +541,12 @@ impl Repository {
 
     pub async fn read_manifest(&self, id: &str) -> Result<Manifest> {
         if !layout::is_backup_id(id) {
-            return Err(RepoError::Invalid(format!(
-                "{id:?} is not a backup id (expected e.g. 20261126T135000Z-0a1b2c3d)"
-            )));
+            return Err(RepoError::NotABackupId { id: id.to_owned() });
         }
         let bytes = match self.storage.get(&layout::backup(id)).await {
             Ok(b) => b,
             Err(e) if e.is_not_found() => {
-                return Err(RepoError::Invalid(format!(
-                    "backup {id} does not exist in this repository"
-                )))
+                return Err(RepoError::NoSuchBackup { id: id.to_owned() })
             }
             Err(e) => return Err(e.into()),
         };

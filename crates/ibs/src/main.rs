@@ -16,7 +16,6 @@ mod listen;
 mod location;
 mod output;
 mod secrets;
-mod smb;
 mod tls;
 
 use clap::Parser;
