@@ -49,7 +49,12 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use routes::{admin, backups, location};
     let v1 = Router::new()
-        .route("/location", get(location::get).put(location::put))
+        .route(
+            "/location",
+            get(location::get)
+                .put(location::put)
+                .delete(location::clear),
+        )
         .route(
             "/components",
             get(location::get_components).put(location::put_components),

@@ -20,6 +20,12 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "admin",
     ),
     (
+        "/api/v1/location",
+        "delete",
+        "Clear the location configuration: defaults with no share, share credentials and legacy key deleted, automatic backups off; history and audit kept (409 while a job runs)",
+        "admin",
+    ),
+    (
         "/api/v1/components",
         "get",
         "List components (hooks, commands and passwords appear only as *_set flags)",

@@ -47,6 +47,9 @@ pub struct ControllerOptions {
     pub lock_wait: Duration,
     /// Prune's grace period (`ibs_engine::retention::DEFAULT_GRACE` unless configured).
     pub prune_grace: Duration,
+    /// Closed alerts are purged this many days after closing
+    /// ([`crate::alert_purge::DEFAULT_CLOSED_ALERT_RETENTION_DAYS`] unless configured).
+    pub closed_alert_retention_days: u32,
 }
 
 /// Free and total bytes of the share, as last measured.
@@ -77,6 +80,7 @@ pub(crate) struct Inner {
     pub alerts: Alerts,
     pub lock_wait: Duration,
     pub prune_grace: Duration,
+    pub closed_alert_retention_days: u32,
     pub gate: Mutex<Option<Busy>>,
     pub live: Mutex<HashMap<String, Live>>,
 }
@@ -216,6 +220,7 @@ impl Controller {
                 alerts,
                 lock_wait: opts.lock_wait,
                 prune_grace: opts.prune_grace,
+                closed_alert_retention_days: opts.closed_alert_retention_days,
                 gate: Mutex::new(None),
                 live: Mutex::new(HashMap::new()),
             }),

@@ -11,7 +11,9 @@
 //! - [`secretbox`]: encryption at rest of secrets kept in the state database.
 //! - [`tokens`]: API bearer tokens with roles, stored hashed, compared in constant time.
 //! - [`scheduler`]: the pure scheduling decision for a tick (interval, missed runs, skips).
-//! - [`alerts`]: the alert catalogue and lifecycle, and the webhook sink.
+//! - [`alerts`]: the alert catalogue and lifecycle, and the webhook sink; [`alert_purge`]: closed
+//!   alerts purged after `closed_alert_retention_days`, each into the audit trail.
+//! - [`unconfigured`]: clearing the location configuration, and the `share-not-configured` alert.
 //! - [`redact`]: URLs made safe to print (no userinfo, query or path).
 //! - [`controller`]: [`Controller`], the one object the API and the daemon talk to; the job gate.
 //! - [`runner`]: executes a backup job; [`restore_job`]: executes a restore job.
@@ -24,6 +26,7 @@
 //! Time comes only from the injected [`ibs_repo::clock::Clock`], so every rule here is testable with
 //! `ManualClock`.
 
+pub mod alert_purge;
 pub mod alerts;
 pub mod bootstrap;
 pub mod component;
@@ -48,6 +51,7 @@ pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tokens;
+pub mod unconfigured;
 pub mod verify;
 
 pub use controller::{Capacity, Controller, ControllerOptions, Readiness};

@@ -41,18 +41,19 @@ pub struct PruneReport {
 }
 
 impl Controller {
-    /// One scheduler tick: consume a due slot (run or record Skipped), refresh condition alerts,
-    /// and start the hourly retention cleanup when due.
+    /// One scheduler tick: purge old closed alerts (hourly), consume a due slot (run or record
+    /// Skipped; with no location also raise `share-not-configured`), refresh condition alerts, and
+    /// start the hourly retention cleanup when due.
     pub fn tick(&self) -> Result<TickOutcome> {
         let now = self.now();
+        self.maybe_purge_closed_alerts()?;
         let s = self.stored_location()?;
         let maintenance = self.maintenance()?;
         let cond = Conditions {
             scheduler_enabled: s.scheduler_enabled,
             maintenance: maintenance.as_ref().map(Maintenance::skip_reason),
             running: self.busy(),
-            configured: s.path.is_some()
-                && (s.certificate_der.is_some() || s.legacy_key_sealed.is_some()),
+            configured: s.is_configured(),
         };
         // Any job other than a backup or a restore holding the gate (retention cleanup, store
         // prune, verification, validation) defers the whole tick: a due backup or verification
@@ -107,6 +108,9 @@ impl Controller {
                         ),
                         now,
                     )?;
+                }
+                if reason == scheduler::NOT_CONFIGURED {
+                    self.raise_share_not_configured(state.next_due)?;
                 }
                 out.job = Some(self.record_skip(&reason)?);
             }
@@ -214,7 +218,7 @@ impl Controller {
         }
         let (full, detail) = self.almost_full()?;
         a.set_condition(AlertKind::ShareAlmostFull, full, &detail, now)?;
-        Ok(())
+        self.share_not_configured_condition(&s)
     }
 
     /// Less than 30 % free and less free than the projected need: the mean stored size of recent

@@ -69,6 +69,11 @@ impl Default for StoredLocation {
 }
 
 impl StoredLocation {
+    /// A share and an encryption (certificate or legacy key) are set: scheduled backups can run.
+    pub fn is_configured(&self) -> bool {
+        self.path.is_some() && (self.certificate_der.is_some() || self.legacy_key_sealed.is_some())
+    }
+
     pub fn certificate(&self) -> Option<Certificate> {
         let der = B64.decode(self.certificate_der.as_deref()?).ok()?;
         Certificate::from_bytes(&der).ok()

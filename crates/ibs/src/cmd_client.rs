@@ -88,6 +88,11 @@ impl Client {
                 .put(&url)
                 .header("Authorization", &auth)
                 .send_json(b),
+            ("DELETE", None) => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &auth)
+                .call(),
             _ => bail!("unsupported request {method} {path}"),
         };
         let mut resp = result.map_err(|e| {
@@ -175,6 +180,13 @@ fn location(a: LocationArgs, json: bool) -> Result<i32> {
     let c = Client::new(&a.server);
     let v = match a.cmd {
         LocationCmd::Show => c.call("GET", "/location", None)?,
+        LocationCmd::Clear => {
+            let v = c.call("DELETE", "/location", None)?;
+            if !json {
+                eprintln!("location cleared: no share, credentials deleted, automatic backups off");
+            }
+            v
+        }
         LocationCmd::Set {
             path,
             username,
