@@ -50,11 +50,9 @@ fn configured() -> Value {
     json!({"path": "/mem/share", "username": "CONTOSO\\svc", "password": "hunter2-api-pw", "certificate": cert})
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn delete_location_is_admin_only_refused_while_a_job_runs_and_audited() {
-    let t = testing::controller(T0, vec![command("slow", "sleep 2; echo x", None, true)]);
+async fn put_configured(t: &TestController) {
     let (s, v) = call(
-        &t,
+        t,
         Method::PUT,
         "/api/v1/location",
         Role::Admin,
@@ -62,6 +60,24 @@ async fn delete_location_is_admin_only_refused_while_a_job_runs_and_audited() {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+/// The newest audit record of `action`.
+async fn audited(t: &TestController, action: &str) -> Value {
+    let (_, audit) = call(t, Method::GET, "/api/v1/audit", Role::Admin, None).await;
+    audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == action)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {action} in {audit}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_location_is_admin_only_refused_while_a_job_runs_and_audited() {
+    let t = testing::controller(T0, vec![command("slow", "sleep 2; echo x", None, true)]);
+    put_configured(&t).await;
     for role in [Role::Reader, Role::Operator] {
         let (s, _) = call(&t, Method::DELETE, "/api/v1/location", role, None).await;
         assert_eq!(s, StatusCode::FORBIDDEN);
@@ -81,19 +97,14 @@ async fn delete_location_is_admin_only_refused_while_a_job_runs_and_audited() {
     assert_eq!(v["scheduler_enabled"], json!(false));
     let (_, shown) = call(&t, Method::GET, "/api/v1/location", Role::Reader, None).await;
     assert_eq!(shown, v);
-    let (_, audit) = call(&t, Method::GET, "/api/v1/audit", Role::Admin, None).await;
-    let clear = audit
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["action"] == "location.clear")
-        .unwrap_or_else(|| panic!("no location.clear in {audit}"));
+    let clear = audited(&t, "location.clear").await;
     assert!(clear["actor"].as_str().unwrap().starts_with("token#"));
     assert!(clear["fields"]
         .as_array()
         .unwrap()
         .contains(&json!("password")));
-    assert!(!audit.to_string().contains("hunter2"));
+    let (_, audit) = call(&t, Method::GET, "/api/v1/audit", Role::Admin, None).await;
+    assert!(!audit.to_string().contains("hunter2") && !v.to_string().contains("hunter2"));
     let (_, jobs) = call(&t, Method::GET, "/api/v1/backups", Role::Reader, None).await;
     assert_eq!(jobs.as_array().unwrap().len(), 1, "history is kept: {jobs}");
 }
@@ -115,15 +126,7 @@ async fn share_not_configured_shows_in_the_alert_list_and_purged_alerts_stay_aud
     let id = a["id"].as_i64().unwrap();
 
     // Configuring closes it (kept in the history).
-    let (s, v) = call(
-        &t,
-        Method::PUT,
-        "/api/v1/location",
-        Role::Admin,
-        Some(configured()),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    put_configured(&t).await;
     let (_, open) = call(&t, Method::GET, "/api/v1/alerts", Role::Reader, None).await;
     assert!(
         open.as_array().unwrap().iter().all(|x| x["id"] != id),
@@ -166,13 +169,7 @@ async fn share_not_configured_shows_in_the_alert_list_and_purged_alerts_stay_aud
         all.as_array().unwrap().iter().all(|x| x["id"] != id),
         "{all}"
     );
-    let (_, audit) = call(&t, Method::GET, "/api/v1/audit", Role::Admin, None).await;
-    let purge = audit
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["action"] == "alert.purge")
-        .unwrap_or_else(|| panic!("no alert.purge in {audit}"));
+    let purge = audited(&t, "alert.purge").await;
     let fields = purge["fields"].as_array().unwrap();
     assert!(fields.contains(&json!(format!("alert:{id}"))), "{purge}");
     assert!(
