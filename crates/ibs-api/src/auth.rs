@@ -94,7 +94,7 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|t| !t.is_empty());
         let verified = match token {
-            Some(t) => state.ctl.db().verify_token(t, now)?,
+            Some(t) => state.ctl.verify_token(t, now)?,
             None => None,
         };
         if let Some(identity) = verified {

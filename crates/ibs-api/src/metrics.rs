@@ -35,7 +35,7 @@ pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 fn render(s: &AppState) -> Result<String, ibs_controller::ControllerError> {
-    let st = s.ctl.db().backup_stats(&BUCKETS)?;
+    let st = s.ctl.backup_stats(&BUCKETS)?;
     let mut o = String::new();
     let mut counter = |name: &str, help: &str, v: u64| {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
@@ -84,7 +84,7 @@ fn render(s: &AppState) -> Result<String, ibs_controller::ControllerError> {
         o,
         "# HELP ibs_open_alerts Open alerts by kind.\n# TYPE ibs_open_alerts gauge"
     );
-    for (kind, n) in s.ctl.alerts().open_counts()? {
+    for (kind, n) in s.ctl.open_alert_counts()? {
         let _ = writeln!(o, "ibs_open_alerts{{kind=\"{kind}\"}} {n}");
     }
     Ok(o)

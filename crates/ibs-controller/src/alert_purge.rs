@@ -8,10 +8,9 @@
 //! delete are one transaction: the trail keeps every alert the table drops.
 //!
 //! The controller's tick runs the purge at most once per [`PURGE_INTERVAL_SECS`] (by the injected
-//! clock); [`Controller::purge_closed_alerts`] runs it now.
+//! clock); `Controller::purge_closed_alerts` runs it now.
 
 use crate::alerts::{self, Alert};
-use crate::controller::Controller;
 use crate::db::Db;
 use crate::Result;
 use ibs_repo::clock::rfc3339;
@@ -23,7 +22,8 @@ pub const PURGE_INTERVAL_SECS: i64 = 3600;
 pub const AUDIT_ACTION: &str = "alert.purge";
 /// The actor of the purge's audit records (the controller itself, not a token).
 pub const AUDIT_ACTOR: &str = "controller";
-const META_PURGE_LAST: &str = "alert_purge_last_run";
+/// When the last purge ran (meta key).
+pub(crate) const META_PURGE_LAST: &str = "alert_purge_last_run";
 
 /// The audit fields of a purged alert (`name:value`; alert texts hold no secret).
 fn audit_fields(a: &Alert) -> Vec<String> {
@@ -64,29 +64,6 @@ pub fn purge_closed(db: &Db, cutoff: i64, now: i64) -> Result<Vec<Alert>> {
     }
     tx.commit()?;
     Ok(purged)
-}
-
-impl Controller {
-    /// Purges now the alerts closed at least `closed_alert_retention_days` ago; returns them.
-    pub fn purge_closed_alerts(&self) -> Result<Vec<Alert>> {
-        let now = self.now();
-        let days = i64::from(self.inner.closed_alert_retention_days);
-        let purged = purge_closed(self.db(), now - days * 86_400, now)?;
-        self.db().set_meta(META_PURGE_LAST, &now)?;
-        for a in &purged {
-            tracing::info!("purged closed alert {} ({})", a.id, a.kind);
-        }
-        Ok(purged)
-    }
-
-    /// The tick's purge: at most once per [`PURGE_INTERVAL_SECS`].
-    pub(crate) fn maybe_purge_closed_alerts(&self) -> Result<Vec<Alert>> {
-        let last: i64 = self.db().get_meta(META_PURGE_LAST)?.unwrap_or(i64::MIN);
-        if self.now().saturating_sub(last) < PURGE_INTERVAL_SECS {
-            return Ok(Vec::new());
-        }
-        self.purge_closed_alerts()
-    }
 }
 
 #[cfg(test)]

@@ -1,37 +1,44 @@
-//! [`Controller`]: the one object the API and the daemon talk to. It owns the job gate (one backup
-//! or restore or retention cleanup at a time), the live progress of running jobs, the location
-//! settings and components, and the periodic [`Controller::tick`] that drives the scheduler, the
-//! condition alerts and the hourly retention cleanup.
+//! [`Controller`]: the facade the API and the daemon talk to. It holds the job gate, starts jobs
+//! through it, runs the periodic [`Controller::tick`] (scheduler, condition alerts, hourly
+//! retention cleanup) and owns the settings (location, components). The work of each job lives in
+//! [`crate::jobs`], written against the [`JobContext`]; the facade depends on the jobs, never the
+//! reverse.
 //!
-//! Locking table (controller level; the repository has its own locks, see `ibs_repo::lock`):
+//! Files: this one (opening, the gate and starting jobs, job queries, the state the API reads),
+//! `location` (location and component settings), `tick` (the scheduler tick), `admin`
+//! (maintenance, alerts, tokens, audit, store prune) and [`bootstrap`] (first start).
 //!
-//! See the locking table in `docs/design/controller.md` ("The gate"): one job at a time; who
-//! waits, who is deferred to the next tick, who gets 409 or a Skipped record.
+//! Locking: see the locking table in `docs/design/controller.md` ("The gate"): one job at a time;
+//! who waits, who is deferred to the next tick, who gets 409 or a Skipped record.
+
+mod admin;
+pub mod bootstrap;
+mod location;
+mod tick;
+
+pub use admin::PruneReport;
+pub use tick::{TickOutcome, RETENTION_INTERVAL_SECS};
 
 use crate::alerts::{AlertSink, Alerts};
-use crate::component::{self, Component, ComponentConfig};
-use crate::component_api::{self, ComponentRequest, ComponentView};
+use crate::component::{self, ComponentConfig};
+use crate::context::{JobContext, META_COMPONENTS, META_HOST_COMPONENTS};
 use crate::db::Db;
-use crate::model::{Job, JobKind, JobProgress, JobStatus, Maintenance, Trigger};
+use crate::gate::{spawn_job, Gate, GateGuard};
+use crate::jobs;
+use crate::model::{GateKind, Job, JobKind, JobProgress, JobStatus, Maintenance, Trigger};
 use crate::scheduler::{self, ScheduleState};
 use crate::secretbox::SecretBox;
-use crate::settings::{self, LocationUpdate, LocationView, StoredLocation};
-use crate::storage::{StorageOpener, StorageTarget};
+use crate::storage::StorageOpener;
 use crate::{ControllerError, Result};
 use ibs_engine::Progress;
-use ibs_repo::clock::{rfc3339, Clock};
+use ibs_repo::clock::Clock;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) const META_COMPONENTS: &str = "components";
-/// The host catalog: components defined on the host (config file, first start, library API), the
-/// only ones that may run commands or read host files; see [`crate::component_api`].
-pub(crate) const META_HOST_COMPONENTS: &str = "host_components";
-pub(crate) const META_MAINTENANCE: &str = "maintenance";
-pub(crate) const META_CAPACITY: &str = "capacity";
+pub use crate::context::Capacity;
 
 pub struct ControllerOptions {
     /// The data directory: writer state goes to `DATA/state`, temporary restore files to `DATA/tmp`.
@@ -52,92 +59,28 @@ pub struct ControllerOptions {
     pub closed_alert_retention_days: u32,
 }
 
-/// Free and total bytes of the share, as last measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Capacity {
-    pub available: u64,
-    pub total: u64,
-    pub at: i64,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Busy {
-    pub id: String,
-    pub what: &'static str,
-}
-
-pub(crate) struct Live {
-    pub progress: Arc<Progress>,
-    pub started: i64,
-}
-
-pub(crate) struct Inner {
-    pub data_dir: PathBuf,
-    pub db: Arc<Db>,
-    pub secrets: SecretBox,
-    pub clock: Arc<dyn Clock>,
-    pub opener: Arc<dyn StorageOpener>,
-    pub alerts: Alerts,
-    pub lock_wait: Duration,
-    pub prune_grace: Duration,
-    pub closed_alert_retention_days: u32,
-    pub gate: Mutex<Option<Busy>>,
-    pub live: Mutex<HashMap<String, Live>>,
-}
-
 /// Whether update tooling may proceed (`GET /api/v1/readiness`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Readiness {
     pub backup_running: bool,
     pub running_job: Option<String>,
-    pub running_kind: Option<String>,
+    pub running_kind: Option<GateKind>,
     pub maintenance: Option<Maintenance>,
 }
 
 #[derive(Clone)]
 pub struct Controller {
-    pub(crate) inner: Arc<Inner>,
+    ctx: Arc<JobContext>,
+    gate: Arc<Gate>,
+    closed_alert_retention_days: u32,
 }
 
 impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Controller")
-            .field("data_dir", &self.inner.data_dir)
+            .field("data_dir", &self.ctx.data_dir)
             .finish()
     }
-}
-
-/// Releases the gate when a job's task ends, however it ends.
-pub(crate) struct GateGuard {
-    pub inner: Arc<Inner>,
-    pub id: String,
-}
-
-impl Drop for GateGuard {
-    fn drop(&mut self) {
-        let mut g = self.inner.gate.lock().unwrap_or_else(|p| p.into_inner());
-        if g.as_ref().is_some_and(|b| b.id == self.id) {
-            *g = None;
-        }
-        self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
-    }
-}
-
-/// Runs a job's future to completion on a blocking-pool thread. Job futures borrow across awaits
-/// in ways rustc cannot prove `Send` for (higher-ranked lifetimes through the engine), and a job
-/// is long-running anyway, so it gets its own thread driving it with `Handle::block_on`.
-/// The future is created on that thread, so it never has to be `Send`.
-pub(crate) fn spawn_job<M, F>(make: M) -> tokio::task::JoinHandle<()>
-where
-    M: FnOnce() -> F + Send + 'static,
-    F: std::future::Future<Output = ()>,
-{
-    let rt = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || rt.block_on(make()))
 }
 
 /// Makes the data folder private to the daemon's user: the folder and its `state` (the writer
@@ -211,7 +154,7 @@ impl Controller {
         secure_data_dir(&opts.data_dir)?;
         let alerts = Alerts::new(opts.db.clone(), opts.alert_sink.clone());
         Ok(Controller {
-            inner: Arc::new(Inner {
+            ctx: Arc::new(JobContext {
                 data_dir: opts.data_dir,
                 db: opts.db,
                 secrets: opts.secrets,
@@ -220,327 +163,103 @@ impl Controller {
                 alerts,
                 lock_wait: opts.lock_wait,
                 prune_grace: opts.prune_grace,
-                closed_alert_retention_days: opts.closed_alert_retention_days,
-                gate: Mutex::new(None),
-                live: Mutex::new(HashMap::new()),
             }),
+            gate: Arc::new(Gate::default()),
+            closed_alert_retention_days: opts.closed_alert_retention_days,
         })
     }
 
-    /// Registers a job's live progress (shown by the API while the job runs).
-    pub(crate) fn track_live(&self, job_id: impl Into<String>, started: i64) -> Arc<Progress> {
-        let progress = Arc::new(Progress::default());
-        self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                job_id.into(),
-                Live {
-                    progress: progress.clone(),
-                    started,
-                },
-            );
-        progress
-    }
-
-    pub fn db(&self) -> &Arc<Db> {
-        &self.inner.db
-    }
-    pub fn alerts(&self) -> &Alerts {
-        &self.inner.alerts
-    }
-    pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.inner.clock
-    }
     pub fn now(&self) -> i64 {
-        self.inner.clock.now_unix()
+        self.ctx.now()
     }
 
-    // ---- settings -------------------------------------------------------------------------
-
-    pub fn stored_location(&self) -> Result<StoredLocation> {
-        Ok(self
-            .inner
-            .db
-            .get_meta(settings::META_KEY)?
-            .unwrap_or_default())
+    /// Test support: the state database, alerts and clock behind the facade.
+    #[cfg(feature = "testing")]
+    pub fn db(&self) -> &Arc<Db> {
+        &self.ctx.db
+    }
+    #[cfg(feature = "testing")]
+    pub fn alerts(&self) -> &Alerts {
+        &self.ctx.alerts
+    }
+    #[cfg(feature = "testing")]
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.ctx.clock
     }
 
-    pub(crate) fn target(&self, s: &StoredLocation) -> Result<Option<StorageTarget>> {
-        let Some(path) = &s.path else { return Ok(None) };
-        let password = match &s.password_sealed {
-            Some(p) => Some(self.inner.secrets.open("share-password", p)?),
-            None => None,
-        };
-        Ok(Some(StorageTarget {
-            path: path.clone(),
-            username: s.username.clone(),
-            password,
-        }))
-    }
+    // ---- the gate and starting jobs ---------------------------------------------------------
 
-    pub fn schedule(&self) -> Result<ScheduleState> {
-        Ok(self
-            .inner
-            .db
-            .get_meta(scheduler::META_KEY)?
-            .unwrap_or_else(|| ScheduleState::starting_now(self.now())))
-    }
-
-    pub fn capacity(&self) -> Result<Option<Capacity>> {
-        self.inner.db.get_meta(META_CAPACITY)
-    }
-
-    pub fn location(&self) -> Result<LocationView> {
-        let s = self.stored_location()?;
-        let cap = self.capacity()?;
-        let last = self
-            .inner
-            .db
-            .backups(50)?
-            .into_iter()
-            .find(|j| matches!(j.status, JobStatus::Succeeded | JobStatus::PartialSucceeded))
-            .and_then(|j| j.finished_at);
-        let cert = s.certificate();
-        Ok(LocationView {
-            path: s.path.clone(),
-            username: s.username.clone(),
-            password_set: s.password_sealed.is_some(),
-            certificate: cert.as_ref().map(settings::CertificateInfo::of),
-            legacy_key_set: s.legacy_key_sealed.is_some(),
-            encryption_mode: if cert.is_some() {
-                Some("certificate".into())
-            } else if s.legacy_key_sealed.is_some() {
-                Some("legacy-key".into())
-            } else {
-                None
-            },
-            frequency_hours: s.frequency_hours,
-            retention_days: s.retention_days,
-            scheduler_enabled: s.scheduler_enabled,
-            available_bytes: cap.map(|c| c.available),
-            total_bytes: cap.map(|c| c.total),
-            next_backup_time: (s.scheduler_enabled && s.path.is_some())
-                .then(|| self.schedule().ok().map(|x| rfc3339(x.next_due)))
-                .flatten(),
-            last_backup_time: last.map(rfc3339),
-            updated_at: (s.updated_at > 0).then(|| rfc3339(s.updated_at)),
-            warnings: Vec::new(),
-            verify_every_hours: s.verify_every_hours,
-            verify_sample_percent: s.verify_sample_percent,
-        })
-    }
-
-    /// Applies a location update: validate, run the accessibility test when the share changes,
-    /// require confirmation when lowering retention deletes backups, store, audit.
-    pub async fn update_location(&self, u: LocationUpdate, actor: &str) -> Result<LocationView> {
-        let now = self.now();
-        let cur = self.stored_location()?;
-        let v = settings::validate(&u, &cur, now)?;
-        let mut next = cur.clone();
-        if let Some(p) = &v.path {
-            next.path = Some(p.clone());
-        }
-        if let Some(n) = &v.username {
-            next.username = Some(n.clone());
-        }
-        if let Some(p) = &v.password {
-            next.password_sealed = Some(self.inner.secrets.seal("share-password", p.expose()));
-        }
-        if v.touches_share() {
-            let target = self.target(&next)?.ok_or_else(|| {
-                ControllerError::invalid("path", "a path is required with credentials")
-            })?;
-            let storage = self.inner.opener.open(&target, true).await.map_err(|e| {
-                ControllerError::Storage {
-                    class: e.class,
-                    message: format!(
-                        "share accessibility test failed: {e}; the change was not saved"
-                    ),
-                }
-            })?;
-            crate::storage::probe(&storage)
-                .await
-                .map_err(|e| ControllerError::Storage {
-                    class: e.class,
-                    message: e.message,
-                })?;
-            self.record_capacity(&storage).await;
-        }
-        if let Some(r) = v.retention_days {
-            if r < cur.retention_days {
-                let gone = crate::retention::would_delete(&self.inner.db.backups(10_000)?, r, now);
-                if !gone.is_empty() && !v.confirm {
-                    return Err(ControllerError::Conflict {
-                        message: format!(
-                            "lowering retention to {r} days deletes {} existing backup(s); repeat with confirm=true to apply",
-                            gone.len()
-                        ),
-                        details: Some(serde_json::json!({ "would_delete": gone })),
-                    });
-                }
-            }
-            next.retention_days = r;
-        }
-        if let Some(c) = &v.certificate {
-            next.certificate_der = Some(base64::Engine::encode(
-                &base64::engine::general_purpose::STANDARD,
-                c.der(),
-            ));
-        }
-        if let Some(k) = &v.legacy_key {
-            next.legacy_key_sealed = Some(self.inner.secrets.seal("legacy-key", k.expose()));
-        }
-        if let Some(f) = v.frequency_hours {
-            let mut s = self.schedule()?;
-            scheduler::reschedule(&mut s, cur.frequency_hours, f, now);
-            self.inner.db.set_meta(scheduler::META_KEY, &s)?;
-            next.frequency_hours = f;
-        }
-        if let Some(e) = v.scheduler_enabled {
-            next.scheduler_enabled = e;
-        }
-        if let Some(h) = v.verify_every_hours {
-            next.verify_every_hours = h;
-        }
-        if let Some(p) = v.verify_sample_percent {
-            next.verify_sample_percent = p;
-        }
-        if !v.fields.is_empty() {
-            next.updated_at = now;
-            self.inner.db.set_meta(settings::META_KEY, &next)?;
-            self.inner
-                .db
-                .audit(now, actor, "location.update", &v.fields)?;
-        }
-        self.evaluate_conditions()?;
-        let mut view = self.location()?;
-        view.warnings = v.warnings;
-        Ok(view)
-    }
-
-    pub fn components_config(&self) -> Result<Vec<ComponentConfig>> {
-        Ok(self.inner.db.get_meta(META_COMPONENTS)?.unwrap_or_default())
-    }
-
-    /// The components, ready to run (API-given passwords opened).
-    pub fn components(&self) -> Result<Vec<Component>> {
-        component::validate_with(&self.components_config()?, Some(&self.inner.secrets))
-    }
-
-    /// The host catalog (see [`crate::component_api`]).
-    pub fn host_components(&self) -> Result<Vec<ComponentConfig>> {
-        Ok(self
-            .inner
-            .db
-            .get_meta(META_HOST_COMPONENTS)?
-            .unwrap_or_default())
-    }
-
-    /// The components as the API shows them: no hook, command or secret, only whether each is set.
-    pub fn components_view(&self) -> Result<Vec<ComponentView>> {
-        let catalog = self.host_components()?;
-        Ok(self
-            .components_config()?
-            .iter()
-            .map(|c| ComponentView::of(c, &catalog))
-            .collect())
-    }
-
-    /// Replaces the components and the host catalog with `cs`. Host-trusted: hooks, commands and
-    /// host paths are accepted. The HTTP API uses [`Controller::set_components_from_api`].
-    pub fn set_components(
+    /// Takes the gate for job `job` (as `kind`), records it, registers its live progress, and runs
+    /// `work` on its own thread with the gate held until it ends, however it ends.
+    pub(crate) fn launch<W, F>(
         &self,
-        cs: Vec<ComponentConfig>,
-        actor: &str,
-    ) -> Result<Vec<ComponentConfig>> {
-        component::validate(&cs)?;
-        self.inner.db.set_meta(META_COMPONENTS, &cs)?;
-        self.inner.db.set_meta(META_HOST_COMPONENTS, &cs)?;
-        self.audit_components(&cs, actor)?;
-        Ok(cs)
+        kind: GateKind,
+        job: Job,
+        work: W,
+    ) -> Result<(Job, tokio::task::JoinHandle<()>)>
+    where
+        W: FnOnce(Arc<JobContext>, Job, Arc<Progress>) -> F + Send + 'static,
+        F: Future<Output = ()>,
+    {
+        let guard = self.gate.take(&job.id, kind)?;
+        self.launch_held(guard, job, work)
     }
 
-    /// Replaces the components from an API request: references to the host catalog and declared
-    /// service components only (see [`crate::component_api`]).
-    pub fn set_components_from_api(
+    /// [`Controller::launch`] with the gate already taken (checks that must hold it came first).
+    pub(crate) fn launch_held<W, F>(
         &self,
-        requests: Vec<ComponentRequest>,
-        actor: &str,
-    ) -> Result<Vec<ComponentView>> {
-        let catalog = self.host_components()?;
-        let cs = component_api::resolve(
-            requests,
-            &catalog,
-            &self.components_config()?,
-            &self.inner.secrets,
-        )?;
-        component::validate(&cs)?;
-        self.inner.db.set_meta(META_COMPONENTS, &cs)?;
-        self.audit_components(&cs, actor)?;
-        self.components_view()
-    }
-
-    fn audit_components(&self, cs: &[ComponentConfig], actor: &str) -> Result<()> {
-        let names: Vec<String> = cs.iter().map(|c| format!("component:{}", c.name)).collect();
-        self.inner
-            .db
-            .audit(self.now(), actor, "components.update", &names)
-    }
-
-    pub(crate) async fn record_capacity(&self, storage: &ibs_storage::DynStorage) {
-        if let Ok(Some(s)) = storage.space().await {
-            let _ = self.inner.db.set_meta(
-                META_CAPACITY,
-                &Capacity {
-                    available: s.available,
-                    total: s.total,
-                    at: self.now(),
-                },
-            );
-        }
-    }
-
-    // ---- jobs ------------------------------------------------------------------------------
-
-    /// Takes the gate for a new job, or says who holds it.
-    pub(crate) fn take_gate(&self, id: &str, what: &'static str) -> Result<GateGuard> {
-        let mut g = self.inner.gate.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(b) = g.as_ref() {
-            return Err(ControllerError::Conflict {
-                message: format!("{} {} is running", b.what, b.id),
-                details: Some(serde_json::json!({ "running_job": b.id, "running_kind": b.what })),
-            });
-        }
-        *g = Some(Busy {
-            id: id.into(),
-            what,
-        });
-        Ok(GateGuard {
-            inner: self.inner.clone(),
-            id: id.into(),
-        })
-    }
-
-    pub(crate) fn busy(&self) -> Option<(String, String)> {
-        self.inner
+        guard: GateGuard,
+        job: Job,
+        work: W,
+    ) -> Result<(Job, tokio::task::JoinHandle<()>)>
+    where
+        W: FnOnce(Arc<JobContext>, Job, Arc<Progress>) -> F + Send + 'static,
+        F: Future<Output = ()>,
+    {
+        self.ctx.db.put_job(&job)?;
+        let progress = self
             .gate
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|b| (b.id.clone(), b.what.to_string()))
+            .track_live(&job.id, job.started_at.unwrap_or(job.created_at));
+        let ctx = self.ctx.clone();
+        let record = job.clone();
+        let handle = spawn_job(move || async move {
+            let _guard = guard;
+            work(ctx, record, progress).await;
+        });
+        Ok((job, handle))
     }
 
-    pub fn maintenance(&self) -> Result<Option<Maintenance>> {
-        self.inner.db.get_meta(META_MAINTENANCE)
+    /// Takes the gate for work that is not a recorded job (store prune).
+    pub(crate) fn take_gate(&self, id: &str, kind: GateKind) -> Result<GateGuard> {
+        self.gate.take(id, kind)
+    }
+
+    /// The id and kind of the job holding the gate.
+    pub(crate) fn busy(&self) -> Option<(String, GateKind)> {
+        self.gate.holder()
+    }
+
+    /// Where job `job_id`'s report with extension `ext` is kept.
+    pub(crate) fn report_path(&self, job_id: &str, ext: &str) -> PathBuf {
+        self.ctx.report_path(job_id, ext)
+    }
+
+    fn refuse_during_maintenance(&self) -> Result<()> {
+        match self.maintenance()?.filter(Maintenance::is_active) {
+            Some(m) => Err(ControllerError::conflict(m.skip_reason())),
+            None => Ok(()),
+        }
+    }
+
+    fn running_job(id: String, kind: JobKind, trigger: Trigger, now: i64) -> Job {
+        let mut job = Job::new(id, kind, trigger, JobStatus::Running, now);
+        job.started_at = Some(now);
+        job
     }
 
     /// Starts an on-demand backup; 409 (Conflict) during maintenance or while a job runs.
     pub fn start_backup(&self) -> Result<(Job, tokio::task::JoinHandle<()>)> {
-        if let Some(m) = self.maintenance()?.filter(|m| m.state == "active") {
-            return Err(ControllerError::conflict(m.skip_reason()));
-        }
+        self.refuse_during_maintenance()?;
         self.launch_backup(Trigger::OnDemand)
     }
 
@@ -550,37 +269,81 @@ impl Controller {
     ) -> Result<(Job, tokio::task::JoinHandle<()>)> {
         let now = self.now();
         let id = ibs_repo::clock::new_backup_id(now);
-        let guard = self.take_gate(&id, "backup")?;
-        let mut job = Job::new(
-            id.clone(),
-            JobKind::Backup,
-            trigger,
-            JobStatus::Running,
-            now,
-        );
-        job.started_at = Some(now);
-        self.inner.db.put_job(&job)?;
-        let progress = self.track_live(id, now);
-        let ctl = self.clone();
-        let job2 = job.clone();
-        let handle = spawn_job(move || async move {
-            let _guard = guard;
-            crate::runner::run_backup(&ctl, job2, progress).await;
-        });
-        Ok((job, handle))
+        let job = Self::running_job(id, JobKind::Backup, trigger, now);
+        self.launch(GateKind::Backup, job, |ctx, job, progress| async move {
+            jobs::backup::run_backup(&ctx, job, progress).await
+        })
     }
+
+    /// Starts restoring backup `id`. Bad input (unknown backup or component, unusable .pfx) fails
+    /// before a job is created.
+    pub fn start_restore(
+        &self,
+        id: &str,
+        req: jobs::restore::RestoreRequest,
+        actor: &str,
+    ) -> Result<(Job, tokio::task::JoinHandle<()>)> {
+        let backup = self.backup(id)?;
+        let prepared = jobs::restore::prepare(&self.ctx, id, &backup, req)?;
+        let now = self.now();
+        let job_id = format!("restore-{}", ibs_repo::clock::new_backup_id(now));
+        let guard = self.gate.take(&job_id, GateKind::Restore)?;
+        let job = jobs::restore::new_job(job_id, &backup, &prepared, now);
+        self.ctx.db.audit(
+            now,
+            actor,
+            "backup.restore",
+            &[
+                format!("backup:{}", backup.id),
+                format!("target:{}", prepared.target().display()),
+            ],
+        )?;
+        self.launch_held(guard, job, |ctx, job, progress| async move {
+            jobs::restore::run(&ctx, job, prepared, progress).await
+        })
+    }
+
+    /// Starts a verification now; 409 during maintenance or while another job runs.
+    pub fn start_verification(&self) -> Result<(Job, tokio::task::JoinHandle<()>)> {
+        self.refuse_during_maintenance()?;
+        if self.stored_location()?.path.is_none() {
+            return Err(ControllerError::conflict(
+                "no backup location is configured",
+            ));
+        }
+        self.launch_verification(Trigger::OnDemand)
+    }
+
+    pub(crate) fn launch_verification(
+        &self,
+        trigger: Trigger,
+    ) -> Result<(Job, tokio::task::JoinHandle<()>)> {
+        let now = self.now();
+        let job = Self::running_job(jobs::verify::job_id(now), JobKind::Verify, trigger, now);
+        self.launch(
+            GateKind::Verification,
+            job,
+            |ctx, job, progress| async move { jobs::verify::run(&ctx, job, progress).await },
+        )
+    }
+
+    /// Starts the retention cleanup now (forget + prune) unless a job runs.
+    pub fn start_retention(&self) -> Result<tokio::task::JoinHandle<()>> {
+        let id = format!("retention-{}", self.now());
+        let guard = self.gate.take(&id, GateKind::RetentionCleanup)?;
+        let ctx = self.ctx.clone();
+        Ok(spawn_job(move || async move {
+            let _guard = guard;
+            jobs::retention::cleanup(&ctx).await;
+        }))
+    }
+
+    // ---- queries ----------------------------------------------------------------------------
 
     fn with_progress(&self, mut j: Job) -> Job {
         if j.status == JobStatus::Running {
-            if let Some(l) = self
-                .inner
-                .live
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&j.id)
-            {
-                let s = l.progress.snapshot();
-                let elapsed = (self.now() - l.started).max(0) as u64;
+            if let Some((s, started)) = self.gate.live(&j.id) {
+                let elapsed = (self.now() - started).max(0) as u64;
                 let eta = (s.bytes_done > 0 && s.bytes_total > s.bytes_done)
                     .then(|| elapsed * (s.bytes_total - s.bytes_done) / s.bytes_done);
                 j.progress = Some(JobProgress {
@@ -597,7 +360,7 @@ impl Controller {
     }
 
     pub fn job(&self, id: &str) -> Result<Job> {
-        self.inner
+        self.ctx
             .db
             .job(id)?
             .map(|j| self.with_progress(j))
@@ -606,7 +369,7 @@ impl Controller {
 
     pub fn jobs(&self, limit: u32) -> Result<Vec<Job>> {
         Ok(self
-            .inner
+            .ctx
             .db
             .jobs(None, limit)?
             .into_iter()
@@ -616,7 +379,7 @@ impl Controller {
 
     pub fn backups(&self, limit: u32) -> Result<Vec<Job>> {
         Ok(self
-            .inner
+            .ctx
             .db
             .backups(limit)?
             .into_iter()
@@ -625,12 +388,33 @@ impl Controller {
     }
 
     pub fn backup(&self, id: &str) -> Result<Job> {
-        self.inner
+        self.ctx
             .db
             .find_backup(id)?
             .filter(|j| j.kind == JobKind::Backup)
             .map(|j| self.with_progress(j))
             .ok_or_else(|| ControllerError::NotFound(format!("backup {id}")))
+    }
+
+    /// Verification status, coverage and the damaged packs.
+    pub fn verification_status(&self) -> Result<jobs::verify::VerificationStatus> {
+        jobs::verify::status(&self.ctx)
+    }
+
+    /// The per-pack verification records, least recently verified first.
+    pub fn verification_packs(&self) -> Result<Vec<crate::db_verify::PackCheck>> {
+        let mut v: Vec<_> = self.ctx.db.pack_checks()?.into_values().collect();
+        v.sort_by(|a, b| (a.verified_at, &a.pack).cmp(&(b.verified_at, &b.pack)));
+        Ok(v)
+    }
+
+    /// Backup counts and durations for `/metrics`.
+    pub fn backup_stats(&self, buckets_secs: &[f64]) -> Result<crate::BackupStats> {
+        self.ctx.db.backup_stats(buckets_secs)
+    }
+
+    pub fn maintenance(&self) -> Result<Option<Maintenance>> {
+        self.ctx.maintenance()
     }
 
     pub fn readiness(&self) -> Result<Readiness> {
@@ -657,6 +441,6 @@ impl Controller {
 
     /// Graceful shutdown: a job still running is recorded as Interrupted now.
     pub fn shutdown(&self) -> Result<Vec<String>> {
-        self.inner.db.interrupt_unfinished(self.now())
+        self.ctx.db.interrupt_unfinished(self.now())
     }
 }

@@ -13,9 +13,9 @@
 //! Reports: a hosted job may leave `DATA/reports/<job id>.json` and `.html` ([`Controller::report`]
 //! serves them). Paths are built from the stored job id, never from request input.
 
-use crate::controller::{spawn_job, Controller};
-use crate::model::{ComponentResult, Job, JobKind, JobStatus, Trigger};
-use crate::runner::{open_repository_read, Failure};
+use crate::context::{Failure, JobContext};
+use crate::controller::Controller;
+use crate::model::{ComponentResult, GateKind, Job, JobKind, JobStatus, Trigger};
 use crate::{ControllerError, Result};
 use ibs_engine::Progress;
 use ibs_repo::Repository;
@@ -25,7 +25,7 @@ use std::time::Duration;
 
 /// What a hosted job's work may use.
 pub struct HostedContext {
-    ctl: Controller,
+    ctx: Arc<JobContext>,
     pub job_id: String,
     pub progress: Arc<Progress>,
     /// A folder for temporary files, `DATA/tmp/<job id>`; removed when the job ends.
@@ -37,16 +37,16 @@ pub struct HostedContext {
 impl HostedContext {
     /// Opens the configured repository to read it (no writer state; never initialises one).
     pub async fn open_repository(&self) -> Result<Arc<Repository>, Failure> {
-        open_repository_read(&self.ctl).await
+        self.ctx.open_repository_read().await
     }
 
     /// Where the job's report with extension `ext` (`json`, `html`) goes.
     pub fn report_path(&self, ext: &str) -> PathBuf {
-        self.ctl.report_path(&self.job_id, ext)
+        self.ctx.report_path(&self.job_id, ext)
     }
 
     pub fn now(&self) -> i64 {
-        self.ctl.now()
+        self.ctx.now()
     }
 }
 
@@ -64,7 +64,7 @@ pub struct HostedOutcome {
 pub struct HostedJob {
     pub kind: JobKind,
     /// How the gate names it in a 409 (`validation`).
-    pub what: &'static str,
+    pub what: GateKind,
     /// The job id prefix (`validate`).
     pub prefix: &'static str,
     /// The backup job it works on.
@@ -85,7 +85,7 @@ impl Controller {
         M: FnOnce(HostedContext) -> F + Send + 'static,
         F: std::future::Future<Output = std::result::Result<HostedOutcome, Failure>>,
     {
-        if let Some(m) = self.maintenance()?.filter(|m| m.state == "active") {
+        if let Some(m) = self.maintenance()?.filter(|m| m.is_active()) {
             return Err(ControllerError::Conflict {
                 message: format!("{}; try again when it has ended", m.skip_reason()),
                 details: Some(serde_json::json!({ "maintenance": m })),
@@ -105,8 +105,7 @@ impl Controller {
         job.source_job = Some(spec.backup.id.clone());
         job.backup_id = spec.backup.backup_id.clone();
         job.certificate_thumbprint = spec.backup.certificate_thumbprint.clone();
-        self.db().put_job(&job)?;
-        self.db().audit(
+        self.audit_at(
             now,
             actor,
             spec.audit,
@@ -115,30 +114,25 @@ impl Controller {
                 format!("job:{job_id}"),
             ],
         )?;
-        let progress = self.track_live(job_id.clone(), now);
-        let ctx = HostedContext {
-            ctl: self.clone(),
-            job_id: job_id.clone(),
-            progress,
-            scratch: self.inner.data_dir.join("tmp").join(&job_id),
-            lock_wait: self.inner.lock_wait,
-        };
-        let ctl = self.clone();
-        let mut record = job.clone();
-        let handle = spawn_job(move || async move {
-            let _guard = guard;
+        self.launch_held(guard, job, move |ctx, mut record, progress| async move {
             let began = std::time::Instant::now();
-            let scratch = ctx.scratch.clone();
+            let scratch = ctx.tmp_dir(&record.id);
+            let cx = HostedContext {
+                ctx: ctx.clone(),
+                job_id: record.id.clone(),
+                progress,
+                scratch: scratch.clone(),
+                lock_wait: ctx.lock_wait,
+            };
             let outcome = match std::fs::create_dir_all(&scratch) {
-                Ok(()) => make(ctx).await,
+                Ok(()) => make(cx).await,
                 Err(e) => Err(Failure::general(format!(
                     "creating the scratch folder {}: {e}",
                     scratch.display()
                 ))),
             };
             let _ = std::fs::remove_dir_all(&scratch);
-            let now = ctl.now();
-            record.finished_at = Some(now);
+            record.finished_at = Some(ctx.now());
             record.duration_ms = Some(crate::model::elapsed_ms(began));
             match outcome {
                 Ok(o) => {
@@ -152,19 +146,11 @@ impl Controller {
                     record.error = Some(f.message);
                 }
             }
-            if let Err(e) = ctl.db().put_job(&record) {
+            if let Err(e) = ctx.db.put_job(&record) {
                 tracing::error!("recording job {}: {e}", record.id);
             }
             tracing::info!("job {} ended {}", record.id, record.status.as_str());
-        });
-        Ok((job, handle))
-    }
-
-    fn report_path(&self, job_id: &str, ext: &str) -> PathBuf {
-        self.inner
-            .data_dir
-            .join("reports")
-            .join(format!("{job_id}.{ext}"))
+        })
     }
 
     /// The report (`json` or `html`) a hosted job left. 404 for an unknown job, or one without a

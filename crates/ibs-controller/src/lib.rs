@@ -1,6 +1,19 @@
 //! The ibs backup controller: everything `ibs serve` does besides speaking HTTP.
 //!
-//! Module map (each module's own doc says what it owns):
+//! Module map (each module's own doc says what it owns). Dependencies point one way; no module
+//! below the facade imports `controller`:
+//!
+//! ```text
+//! controller (facade) ──> jobs::{backup, restore, verify, retention} ──> conditions ──> context
+//!      │                    (backup ──> verify::corruption)         └─────────────────> context
+//!      ├──> gate ──> model
+//!      ├──> conditions, context
+//!      └──> scheduler, settings, component_api, tokens, db
+//! hosted_job ──> controller, context
+//! context ──> db, alerts, settings, storage, secretbox, component, model
+//! ```
+//!
+//! - [`model`]: jobs, their states, the status roll-up over components, gate kinds, maintenance.
 //! - [`config`]: the TOML configuration (`ibs.toml`) and its validation.
 //! - [`component`]: the unit of backup (`files`, `command`, service kinds), hooks, and the mapping to engine sources.
 //! - [`component_api`]: what the HTTP API may say about components (references to host components,
@@ -13,37 +26,39 @@
 //! - [`scheduler`]: the pure scheduling decision for a tick (interval, missed runs, skips).
 //! - [`alerts`]: the alert catalogue and lifecycle, and the webhook sink; [`alert_purge`]: closed
 //!   alerts purged after `closed_alert_retention_days`, each into the audit trail.
-//! - [`unconfigured`]: clearing the location configuration, and the `share-not-configured` alert.
 //! - [`redact`]: URLs made safe to print (no userinfo, query or path).
-//! - [`controller`]: [`Controller`], the one object the API and the daemon talk to; the job gate.
-//! - [`runner`]: executes a backup job; [`restore_job`]: executes a restore job.
-//! - [`verify`]: scheduled verification of the packs on the share (no .pfx), damage markers,
-//!   Corrupted backups and their alert.
+//! - [`storage`]: the injected storage opener and the share accessibility test.
+//! - [`context`]: [`context::JobContext`], what a job may use (database, clock, storage opener,
+//!   alerts, paths), and [`Failure`].
+//! - [`conditions`]: the condition alerts (scheduler off, certificate expiry, share almost full, …).
+//! - `gate`: one job at a time, and the running jobs' live progress.
+//! - [`jobs`]: one module per job kind: [`jobs::backup`], [`jobs::restore`], [`jobs::verify`]
+//!   (scheduled pack verification, Corrupted backups), [`jobs::retention`] (hourly forget + prune).
 //! - [`hosted_job`]: runs a job whose work another crate supplies (validation, from `ibs-recovery`).
-//! - [`retention`]: the hourly cleanup (forget + prune) and the "what would lowering retention delete" plan.
-//! - [`bootstrap`]: first start on embedded defaults (certificate, sample folder, location, admin token).
+//! - [`controller`]: [`Controller`], the facade the API and the daemon talk to: it takes the gate
+//!   and starts jobs, runs the scheduler tick, owns the settings; [`bootstrap`] is its first start
+//!   on embedded defaults (certificate, sample folder, location, admin token).
 //!
 //! Time comes only from the injected [`ibs_repo::clock::Clock`], so every rule here is testable with
 //! `ManualClock`.
 
 pub mod alert_purge;
 pub mod alerts;
-pub mod bootstrap;
 pub mod component;
 pub mod component_api;
+pub mod conditions;
 pub mod config;
+pub mod context;
 pub mod controller;
 pub mod db;
 mod db_jobs;
 pub mod db_verify;
+mod gate;
 pub mod hosted_job;
+pub mod jobs;
 pub mod kinds;
 pub mod model;
-mod ops;
 pub mod redact;
-pub mod restore_job;
-pub mod retention;
-pub mod runner;
 pub mod scheduler;
 pub mod secretbox;
 pub mod settings;
@@ -51,16 +66,18 @@ pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tokens;
-pub mod unconfigured;
-pub mod verify;
 
-pub use controller::{Capacity, Controller, ControllerOptions, Readiness};
-pub use db_jobs::BackupStats;
-pub use model::{
-    ComponentResult, Job, JobKind, JobStatus, Role, Trigger, DEFAULT_FREQUENCY_HOURS,
-    DEFAULT_RETENTION_DAYS,
+pub use context::{Capacity, Failure};
+pub use controller::{
+    bootstrap, Controller, ControllerOptions, PruneReport, Readiness, TickOutcome,
 };
-pub use ops::{PruneReport, TickOutcome};
+pub use db_jobs::BackupStats;
+pub use jobs::restore::{PfxKey, RestoreRequest};
+pub use jobs::verify::VerificationStatus;
+pub use model::{
+    ComponentResult, GateKind, Job, JobKind, JobStatus, MaintenanceState, Role, Trigger,
+    DEFAULT_FREQUENCY_HOURS, DEFAULT_RETENTION_DAYS,
+};
 pub use storage::{OpenError, StorageOpener, StorageTarget};
 
 use ibs_storage::AlertClass;

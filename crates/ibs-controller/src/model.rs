@@ -1,6 +1,7 @@
 //! The controller's data model shared with the API and the CLI: jobs, their states, triggers,
 //! per-component results, live progress, and token roles. Pure data; no I/O.
 
+use ibs_repo::manifest::BackupStatus;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_FREQUENCY_HOURS: u32 = 12;
@@ -71,6 +72,68 @@ impl JobStatus {
     }
     pub fn is_final(self) -> bool {
         !matches!(self, JobStatus::Queued | JobStatus::Running)
+    }
+    /// A finished job's outcome in the engine's terms; `None` for a job that did not end as one
+    /// of Succeeded, PartialSucceeded or Failed.
+    pub fn backup_outcome(self) -> Option<BackupStatus> {
+        match self {
+            JobStatus::Succeeded => Some(BackupStatus::Succeeded),
+            JobStatus::PartialSucceeded => Some(BackupStatus::PartialSucceeded),
+            JobStatus::Failed => Some(BackupStatus::Failed),
+            _ => None,
+        }
+    }
+    /// The engine's roll-up ([`ibs_engine::status::roll_up`]) over components' statuses; a
+    /// status that is not an outcome counts as a partial success.
+    pub fn roll_up(parts: impl IntoIterator<Item = JobStatus>) -> JobStatus {
+        let outcomes = parts
+            .into_iter()
+            .map(|s| s.backup_outcome().unwrap_or(BackupStatus::PartialSucceeded));
+        match ibs_engine::status::roll_up(outcomes) {
+            BackupStatus::Succeeded => JobStatus::Succeeded,
+            BackupStatus::PartialSucceeded => JobStatus::PartialSucceeded,
+            BackupStatus::Failed => JobStatus::Failed,
+        }
+    }
+}
+
+/// What holds the job gate; its text names the job in a 409 and in `running_kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GateKind {
+    #[serde(rename = "backup")]
+    Backup,
+    #[serde(rename = "restore")]
+    Restore,
+    #[serde(rename = "retention cleanup")]
+    RetentionCleanup,
+    #[serde(rename = "store prune")]
+    StorePrune,
+    #[serde(rename = "verification")]
+    Verification,
+    #[serde(rename = "validation")]
+    Validation,
+    /// Clearing the location configuration (held for the few milliseconds it takes).
+    #[serde(rename = "location clear")]
+    LocationClear,
+}
+
+impl GateKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateKind::Backup => "backup",
+            GateKind::Restore => "restore",
+            GateKind::RetentionCleanup => "retention cleanup",
+            GateKind::StorePrune => "store prune",
+            GateKind::Verification => "verification",
+            GateKind::Validation => "validation",
+            GateKind::LocationClear => "location clear",
+        }
+    }
+}
+
+impl std::fmt::Display for GateKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -274,12 +337,20 @@ pub enum MaintenanceOutcome {
     Failed,
 }
 
+/// Where a maintenance operation is: `active` while running; `failed` after it ended as failed
+/// (scheduled backups stay skipped until it succeeds or an admin clears it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaintenanceState {
+    Active,
+    Failed,
+}
+
 /// The maintenance gate's persisted state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Maintenance {
     pub operation: MaintenanceOp,
-    /// `active` while running; `failed` after it ended as failed (scheduled backups stay skipped).
-    pub state: String,
+    pub state: MaintenanceState,
     pub started_at: i64,
     pub ended_at: Option<i64>,
     pub started_by: String,
@@ -287,7 +358,7 @@ pub struct Maintenance {
 
 impl Maintenance {
     pub fn skip_reason(&self) -> String {
-        if self.state == "failed" {
+        if self.state == MaintenanceState::Failed {
             format!(
                 "maintenance: {} failed; scheduled backups are skipped until it succeeds or an admin clears it",
                 self.operation.as_str()
@@ -295,6 +366,12 @@ impl Maintenance {
         } else {
             format!("maintenance: {} in progress", self.operation.as_str())
         }
+    }
+    pub fn is_active(&self) -> bool {
+        self.state == MaintenanceState::Active
+    }
+    pub fn is_failed(&self) -> bool {
+        self.state == MaintenanceState::Failed
     }
 }
 

@@ -11,6 +11,7 @@
 //! - Changing the frequency keeps the slot anchor: the next run is the previous slot plus the new
 //!   period (or now, if that is already past).
 
+use crate::model::GateKind;
 use serde::{Deserialize, Serialize};
 
 pub const META_KEY: &str = "schedule";
@@ -43,7 +44,7 @@ pub struct Conditions {
     /// The skip reason of an active or failed maintenance operation.
     pub maintenance: Option<String>,
     /// The id and kind of the job holding the gate.
-    pub running: Option<(String, String)>,
+    pub running: Option<(String, GateKind)>,
     pub configured: bool,
 }
 
@@ -132,7 +133,7 @@ mod tests {
             matches!(tick(&mut s, 4 * 3600, 4, &off), Decision::Skip(r) if r.contains("disabled"))
         );
         let busy = Conditions {
-            running: Some(("j1".into(), "backup".into())),
+            running: Some(("j1".into(), GateKind::Backup)),
             ..ok()
         };
         assert_eq!(

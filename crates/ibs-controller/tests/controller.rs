@@ -6,10 +6,10 @@
 use base64::Engine as _;
 use ibs_controller::alerts::AlertKind;
 use ibs_controller::model::{JobStatus, MaintenanceOp, MaintenanceOutcome, Trigger};
-use ibs_controller::restore_job::RestoreRequest;
 use ibs_controller::scheduler::Decision;
 use ibs_controller::settings::LocationUpdate;
 use ibs_controller::testing::{self, command, files, TestController};
+use ibs_controller::RestoreRequest;
 use ibs_controller::{Controller, ControllerError};
 use ibs_storage::AlertClass;
 use std::time::Duration;

@@ -9,10 +9,10 @@
 use base64::Engine as _;
 use ibs_controller::alerts::AlertKind;
 use ibs_controller::model::{Job, JobKind, JobStatus, MaintenanceOp, MaintenanceOutcome};
-use ibs_controller::restore_job::RestoreRequest;
 use ibs_controller::settings::LocationUpdate;
 use ibs_controller::testing::{self, command, files, LocalOpener, TestController};
 use ibs_controller::ControllerError;
+use ibs_controller::RestoreRequest;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

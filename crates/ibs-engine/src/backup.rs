@@ -422,16 +422,7 @@ async fn run(
             tree: tree_ids.iter().map(ChunkId::to_hex).collect(),
         });
     }
-    let status = if summaries
-        .iter()
-        .all(|s| s.status == BackupStatus::Succeeded)
-    {
-        BackupStatus::Succeeded
-    } else if summaries.iter().all(|s| s.status == BackupStatus::Failed) {
-        BackupStatus::Failed
-    } else {
-        BackupStatus::PartialSucceeded
-    };
+    let status = crate::status::roll_up(summaries.iter().map(|s| s.status));
     let finished_unix = repo.clock().now_unix();
     let catalog = Catalog {
         format_version: ibs_repo::manifest::MANIFEST_VERSION as u32,

@@ -24,6 +24,7 @@ pub mod restore;
 pub mod retention;
 mod special;
 pub mod state;
+pub mod status;
 pub mod target;
 pub mod walk;
 mod walker;

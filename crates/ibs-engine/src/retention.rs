@@ -42,6 +42,18 @@ pub struct RetentionRecord {
     pub status: BackupStatus,
 }
 
+impl RetentionRecord {
+    /// A record whose finish time may be unknown (unreadable in a catalog, missing in a job
+    /// record): unknown counts as the future, so the backup is kept.
+    pub fn new(id: String, finished: Option<i64>, status: BackupStatus) -> Self {
+        RetentionRecord {
+            id,
+            finished: finished.unwrap_or(i64::MAX),
+            status,
+        }
+    }
+}
+
 /// The retention rule: a backup is removed when it finished before `now - keep_days`, except the
 /// newest successful backup (or, if none succeeded, the newest partially successful one), which is
 /// never removed. Pure: the same inputs always give the same plan.
@@ -77,11 +89,7 @@ pub fn plan_retention(records: &[RetentionRecord], keep_days: u32, now: i64) -> 
 pub fn plan_forget(catalogs: &[Catalog], keep_days: u32, now: i64) -> ForgetPlan {
     let records: Vec<RetentionRecord> = catalogs
         .iter()
-        .map(|c| RetentionRecord {
-            id: c.backup_id.clone(),
-            finished: parse_rfc3339(&c.finished).unwrap_or(i64::MAX),
-            status: c.status,
-        })
+        .map(|c| RetentionRecord::new(c.backup_id.clone(), parse_rfc3339(&c.finished), c.status))
         .collect();
     plan_retention(&records, keep_days, now)
 }

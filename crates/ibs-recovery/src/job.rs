@@ -22,9 +22,8 @@ use crate::plan::Plan;
 use crate::validate::{write_reports, Status, ValidateOptions, ValidationReport};
 use crate::RecoveryError;
 use ibs_controller::hosted_job::{HostedContext, HostedJob, HostedOutcome};
-use ibs_controller::model::{ComponentResult, Job, JobKind, JobStatus};
-use ibs_controller::runner::Failure;
-use ibs_controller::{Controller, ControllerError};
+use ibs_controller::model::{ComponentResult, GateKind, Job, JobKind, JobStatus};
+use ibs_controller::{Controller, ControllerError, Failure};
 use ibs_keys::{KeyError, PrivateIdentity};
 use ibs_repo::keyring::Unlock;
 use std::sync::Arc;
@@ -88,7 +87,7 @@ pub fn start_validation(
     ctl.start_hosted(
         HostedJob {
             kind: JobKind::Validate,
-            what: "validation",
+            what: GateKind::Validation,
             prefix: "validate",
             backup,
             audit: "backup.validate",

@@ -87,7 +87,7 @@ pub async fn alerts(
             ))
         }
     };
-    Ok(Json(s.ctl.alerts().list(open_only)?))
+    Ok(Json(s.ctl.alert_list(open_only)?))
 }
 
 pub async fn close_alert(
@@ -146,12 +146,8 @@ pub async fn create_token(
             ))
         }
     };
-    let token = s
-        .ctl
-        .db()
-        .create_token_expiring(b.role, &label, now, expires_at)?;
-    s.ctl.db().audit(
-        s.ctl.now(),
+    let token = s.ctl.create_token(b.role, &label, now, expires_at)?;
+    s.ctl.audit(
         &caller.actor(),
         "token.create",
         &[b.role.as_str().to_string(), label],
@@ -167,7 +163,7 @@ pub async fn list_tokens(
     caller: Caller,
 ) -> ApiResult<Json<Vec<TokenInfo>>> {
     caller.require(Role::Admin)?;
-    Ok(Json(s.ctl.db().list_tokens(s.ctl.now())?))
+    Ok(Json(s.ctl.list_tokens()?))
 }
 
 pub async fn revoke_token(
@@ -176,19 +172,15 @@ pub async fn revoke_token(
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
     caller.require(Role::Admin)?;
-    if !s.ctl.db().revoke_token(id)? {
+    if !s.ctl.revoke_token(id)? {
         return Err(ApiError::not_found(format!("no token has id {id}")));
     }
-    s.ctl.db().audit(
-        s.ctl.now(),
-        &caller.actor(),
-        "token.revoke",
-        &[format!("token#{id}")],
-    )?;
+    s.ctl
+        .audit(&caller.actor(), "token.revoke", &[format!("token#{id}")])?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn audit(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<AuditRecord>>> {
     caller.require(Role::Admin)?;
-    Ok(Json(s.ctl.db().audit_log(1000)?))
+    Ok(Json(s.ctl.audit_log(1000)?))
 }

@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use base64::Engine as _;
 use ibs_controller::model::{Job, Role};
-use ibs_controller::restore_job::{PfxKey, RestoreRequest};
+use ibs_controller::{PfxKey, RestoreRequest};
 use ibs_recovery::job::{ValidateRequest, MAX_PFX_BYTES};
 use serde::Deserialize;
 
@@ -47,8 +47,7 @@ pub async fn start(
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     caller.require(Role::Operator)?;
     let (job, _handle) = s.ctl.start_backup()?;
-    s.ctl.db().audit(
-        s.ctl.now(),
+    s.ctl.audit(
         &caller.actor(),
         "backup.start",
         std::slice::from_ref(&job.id),
@@ -160,7 +159,7 @@ pub async fn restore(
 pub async fn verification(
     State(s): State<AppState>,
     caller: Caller,
-) -> ApiResult<Json<ibs_controller::verify::VerificationStatus>> {
+) -> ApiResult<Json<ibs_controller::VerificationStatus>> {
     caller.require(Role::Reader)?;
     Ok(Json(s.ctl.verification_status()?))
 }
@@ -172,9 +171,7 @@ pub async fn verification_packs(
     caller: Caller,
 ) -> ApiResult<Json<Vec<ibs_controller::db_verify::PackCheck>>> {
     caller.require(Role::Reader)?;
-    let mut v: Vec<_> = s.ctl.db().pack_checks()?.into_values().collect();
-    v.sort_by(|a, b| (a.verified_at, &a.pack).cmp(&(b.verified_at, &b.pack)));
-    Ok(Json(v))
+    Ok(Json(s.ctl.verification_packs()?))
 }
 
 /// `POST /verification`: start a verification now (operator; 202 with the job, 409 while a job
@@ -185,8 +182,7 @@ pub async fn start_verification(
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     caller.require(Role::Operator)?;
     let (job, _handle) = s.ctl.start_verification()?;
-    s.ctl.db().audit(
-        s.ctl.now(),
+    s.ctl.audit(
         &caller.actor(),
         "verification.start",
         std::slice::from_ref(&job.id),

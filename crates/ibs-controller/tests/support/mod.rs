@@ -8,9 +8,9 @@
 use base64::Engine as _;
 use ibs_controller::component::ComponentConfig;
 use ibs_controller::model::{Job, JobStatus};
-use ibs_controller::restore_job::RestoreRequest;
 use ibs_controller::settings::LocationUpdate;
 use ibs_controller::testing::{self, TestController};
+use ibs_controller::RestoreRequest;
 use std::process::Command;
 use std::sync::Once;
 

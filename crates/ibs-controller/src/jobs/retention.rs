@@ -10,8 +10,8 @@
 //! A cleanup failure raises the "retention deletion failed" alert; a success closes it.
 
 use crate::alerts::AlertKind;
-use crate::controller::Controller;
-use crate::model::{Job, JobKind, JobStatus};
+use crate::context::JobContext;
+use crate::model::{Job, JobKind};
 use ibs_engine::retention::{Expected, PruneOptions, RetentionRecord};
 use ibs_repo::manifest::BackupStatus;
 use std::collections::BTreeSet;
@@ -19,12 +19,7 @@ use std::collections::BTreeSet;
 /// How a committed backup job ended, in the engine's terms (`None`: not a committed backup).
 fn outcome(j: &Job) -> Option<BackupStatus> {
     j.backup_id.as_ref()?;
-    match j.status {
-        JobStatus::Succeeded => Some(BackupStatus::Succeeded),
-        JobStatus::PartialSucceeded => Some(BackupStatus::PartialSucceeded),
-        JobStatus::Failed => Some(BackupStatus::Failed),
-        _ => None,
-    }
+    j.status.backup_outcome()
 }
 
 /// The backups (job ids) that a retention of `days` would remove at `now`. Pure.
@@ -33,11 +28,7 @@ pub fn would_delete(backups: &[Job], days: u32, now: i64) -> Vec<String> {
         .iter()
         .filter(|j| j.deleted_at.is_none())
         .filter_map(|j| {
-            outcome(j).map(|status| RetentionRecord {
-                id: j.id.clone(),
-                finished: j.finished_at.unwrap_or(i64::MAX),
-                status,
-            })
+            outcome(j).map(|status| RetentionRecord::new(j.id.clone(), j.finished_at, status))
         })
         .collect();
     ibs_engine::retention::plan_retention(&records, days, now).remove
@@ -54,10 +45,10 @@ pub fn expected_backups(backups: &[Job], repo_id: &str) -> BTreeSet<String> {
 }
 
 /// One retention cleanup: forget, then prune. Records the outcome as an alert.
-pub(crate) async fn cleanup(ctl: &Controller) {
-    let now = ctl.now();
-    let result = run(ctl).await;
-    let alerts = ctl.alerts();
+pub(crate) async fn cleanup(ctx: &JobContext) {
+    let now = ctx.now();
+    let result = run(ctx).await;
+    let alerts = &ctx.alerts;
     let r = match result {
         Ok(n) => {
             tracing::info!("retention cleanup removed {n} backup(s)");
@@ -78,19 +69,17 @@ pub(crate) async fn cleanup(ctl: &Controller) {
 /// Backup jobs the cleanup considers (all of them: the database keeps one row per backup).
 const MAX_BACKUP_RECORDS: u32 = 1_000_000;
 
-async fn run(ctl: &Controller) -> Result<usize, String> {
-    let days = ctl
+async fn run(ctx: &JobContext) -> Result<usize, String> {
+    let days = ctx
         .stored_location()
         .map_err(|e| e.to_string())?
         .retention_days;
-    let (repo, state) = crate::runner::open_repository(ctl, false)
-        .await
-        .map_err(|f| f.message)?;
-    let db = ctl.db();
+    let (repo, state) = ctx.open_repository(false).await.map_err(|f| f.message)?;
+    let db = &ctx.db;
     let mut jobs = db
         .jobs(Some(JobKind::Backup), MAX_BACKUP_RECORDS)
         .map_err(|e| e.to_string())?;
-    let now = ctl.now();
+    let now = ctx.now();
     let remove: BTreeSet<String> = would_delete(&jobs, days, now).into_iter().collect();
     // Recorded before the manifests go: a crash in between leaves a manifest the records no
     // longer expect (deleted by the next cleanup), never a record of one that is gone.
@@ -103,7 +92,7 @@ async fn run(ctl: &Controller) -> Result<usize, String> {
         .filter(|j| j.deleted_at.is_some())
         .filter_map(|j| j.backup_id.clone())
         .collect();
-    ibs_engine::retention::forget_backups(&repo, &forgotten, ctl.inner.lock_wait)
+    ibs_engine::retention::forget_backups(&repo, &forgotten, ctx.lock_wait)
         .await
         .map_err(|e| format!("forget: {e}"))?;
     let expected = expected_backups(&jobs, &repo.config().id);
@@ -112,21 +101,21 @@ async fn run(ctl: &Controller) -> Result<usize, String> {
         &state,
         PruneOptions {
             dry_run: false,
-            lock_wait: ctl.inner.lock_wait,
+            lock_wait: ctx.lock_wait,
             expected: Expected::Backups(expected),
-            grace: ctl.inner.prune_grace,
+            grace: ctx.prune_grace,
         },
     )
     .await
     .map_err(|e| format!("prune: {e}"))?;
-    ctl.record_capacity(repo.storage()).await;
+    ctx.record_capacity(repo.storage()).await;
     Ok(remove.len())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{JobKind, Trigger};
+    use crate::model::{JobStatus, Trigger};
 
     fn job(id: &str, status: JobStatus, finished: i64) -> Job {
         let mut j = Job::new(

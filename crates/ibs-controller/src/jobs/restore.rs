@@ -17,9 +17,8 @@
 //! restore, service components are restored as their export files under `TARGET/NAME`.
 
 use crate::component::ComponentKind;
-use crate::controller::Controller;
+use crate::context::{Failure, JobContext};
 use crate::model::{ComponentResult, Job, JobKind, JobStatus, Trigger};
-use crate::runner::{open_repository, Failure};
 use crate::{ControllerError, Result};
 use ibs_engine::{Progress, RestoreOptions};
 use ibs_keys::PrivateIdentity;
@@ -65,151 +64,153 @@ impl std::fmt::Debug for RestoreRequest {
     }
 }
 
-impl Controller {
-    /// Starts restoring backup `id`. Bad input (unknown backup or component, unusable .pfx) fails
-    /// before a job is created.
-    pub fn start_restore(
-        &self,
-        id: &str,
-        req: RestoreRequest,
-        actor: &str,
-    ) -> Result<(Job, tokio::task::JoinHandle<()>)> {
-        let backup = self.backup(id)?;
-        if !matches!(
-            backup.status,
-            JobStatus::Succeeded | JobStatus::PartialSucceeded
-        ) || backup.backup_id.is_none()
-        {
-            return Err(ControllerError::conflict(format!(
-                "backup {id} is {} and cannot be restored",
-                backup.status.as_str()
-            )));
-        }
-        if backup.deleted_at.is_some() {
-            return Err(ControllerError::conflict(format!(
-                "backup {id} was deleted by retention"
-            )));
-        }
-        let comps: Vec<ComponentResult> = backup
-            .components
-            .iter()
-            .filter(|c| matches!(c.status, JobStatus::Succeeded | JobStatus::PartialSucceeded))
-            .filter(|c| req.component.as_deref().is_none_or(|n| n == c.name))
-            .cloned()
-            .collect();
-        if let Some(n) = &req.component {
-            if comps.is_empty() {
-                let names: Vec<_> = backup.components.iter().map(|c| c.name.as_str()).collect();
-                return Err(ControllerError::invalid(
-                    "component",
-                    format!(
-                        "backup {id} has no restorable component {n:?} (it has: {})",
-                        names.join(", ")
-                    ),
-                ));
-            }
-        }
-        let service = match &req.component {
-            Some(n) => self
-                .components()?
-                .into_iter()
-                .find(|c| &c.name == n && c.kind.is_service()),
-            None => None,
-        };
-        let url_target = match &service {
-            Some(c) => match &c.kind {
-                ComponentKind::Postgres(_) => Some(crate::kinds::postgres::SCHEMES),
-                ComponentKind::Mariadb(_) => Some(crate::kinds::mariadb::SCHEMES),
-                _ => None,
-            },
-            None => None,
-        };
-        match url_target {
-            Some(schemes) => {
-                let t = req.target.to_str().unwrap_or("");
-                let target = crate::kinds::ConnUrl::parse(t, schemes)
-                    .map_err(|e| ControllerError::invalid("target", e))?;
-                if let Some(c) = &service {
-                    crate::component_api::check_restore_target(c, &target)?;
-                }
-            }
-            None if !req.target.is_absolute() => {
-                return Err(ControllerError::invalid(
-                    "target",
-                    if service.is_some() {
-                        "must be an absolute path"
-                    } else {
-                        "must be an absolute folder path"
-                    },
-                ));
-            }
-            None => {}
-        }
-        let mut identities = vec![PrivateIdentity::from_pfx(&req.pfx, &req.pfx_password)
-            .map_err(|e| ControllerError::invalid("pfx", e.to_string()))?];
-        for (i, k) in req.more_keys.iter().enumerate() {
-            identities.push(PrivateIdentity::from_pfx(&k.pfx, &k.password).map_err(|e| {
-                ControllerError::invalid("more_pfx", format!(".pfx {} of more_pfx: {e}", i + 1))
-            })?);
-        }
-        let now = self.now();
-        let job_id = format!("restore-{}", ibs_repo::clock::new_backup_id(now));
-        let guard = self.take_gate(&job_id, "restore")?;
-        let mut job = Job::new(
-            job_id.clone(),
-            JobKind::Restore,
-            Trigger::OnDemand,
-            JobStatus::Running,
-            now,
-        );
-        job.started_at = Some(now);
-        job.source_job = Some(backup.id.clone());
-        job.backup_id = backup.backup_id.clone();
-        job.components = comps
-            .iter()
-            .map(|c| ComponentResult {
-                status: JobStatus::Running,
-                message: None,
-                ..c.clone()
-            })
-            .collect();
-        self.db().put_job(&job)?;
-        self.db().audit(
-            now,
-            actor,
-            "backup.restore",
-            &[
-                format!("backup:{}", backup.id),
-                format!("target:{}", req.target.display()),
-            ],
-        )?;
-        let progress = self.track_live(job_id, now);
-        let ctl = self.clone();
-        let single = req.component.is_some();
-        let force = req.force;
-        let target = req.target;
-        let job2 = job.clone();
-        let handle = crate::controller::spawn_job(move || async move {
-            let _guard = guard;
-            let unlock = Arc::new(Unlock::Identities(identities));
-            run(&ctl, job2, unlock, target, single, force, progress).await;
-        });
-        Ok((job, handle))
+/// A validated restore, ready to run: what [`prepare`] accepted.
+pub(crate) struct Prepared {
+    /// The components to restore (as the backup recorded them).
+    components: Vec<ComponentResult>,
+    identities: Vec<PrivateIdentity>,
+    target: PathBuf,
+    /// One component, restored into the target itself.
+    single: bool,
+    force: bool,
+}
+
+impl Prepared {
+    /// The target, as the audit log names it.
+    pub fn target(&self) -> &Path {
+        &self.target
     }
 }
 
-async fn run(
-    ctl: &Controller,
-    mut job: Job,
-    unlock: Arc<Unlock>,
-    target: PathBuf,
-    single: bool,
-    force: bool,
-    progress: Arc<Progress>,
-) {
+/// Checks a restore request against backup job `backup` (found by `id`): the backup is
+/// restorable, the component exists in it, the target suits the component, the .pfx files open.
+/// Bad input fails here, before a job is created.
+pub(crate) fn prepare(
+    ctx: &JobContext,
+    id: &str,
+    backup: &Job,
+    req: RestoreRequest,
+) -> Result<Prepared> {
+    if !matches!(
+        backup.status,
+        JobStatus::Succeeded | JobStatus::PartialSucceeded
+    ) || backup.backup_id.is_none()
+    {
+        return Err(ControllerError::conflict(format!(
+            "backup {id} is {} and cannot be restored",
+            backup.status.as_str()
+        )));
+    }
+    if backup.deleted_at.is_some() {
+        return Err(ControllerError::conflict(format!(
+            "backup {id} was deleted by retention"
+        )));
+    }
+    let comps: Vec<ComponentResult> = backup
+        .components
+        .iter()
+        .filter(|c| matches!(c.status, JobStatus::Succeeded | JobStatus::PartialSucceeded))
+        .filter(|c| req.component.as_deref().is_none_or(|n| n == c.name))
+        .cloned()
+        .collect();
+    if let Some(n) = &req.component {
+        if comps.is_empty() {
+            let names: Vec<_> = backup.components.iter().map(|c| c.name.as_str()).collect();
+            return Err(ControllerError::invalid(
+                "component",
+                format!(
+                    "backup {id} has no restorable component {n:?} (it has: {})",
+                    names.join(", ")
+                ),
+            ));
+        }
+    }
+    let service = match &req.component {
+        Some(n) => ctx
+            .components()?
+            .into_iter()
+            .find(|c| &c.name == n && c.kind.is_service()),
+        None => None,
+    };
+    let url_target = match &service {
+        Some(c) => match &c.kind {
+            ComponentKind::Postgres(_) => Some(crate::kinds::postgres::SCHEMES),
+            ComponentKind::Mariadb(_) => Some(crate::kinds::mariadb::SCHEMES),
+            _ => None,
+        },
+        None => None,
+    };
+    match url_target {
+        Some(schemes) => {
+            let t = req.target.to_str().unwrap_or("");
+            let target = crate::kinds::ConnUrl::parse(t, schemes)
+                .map_err(|e| ControllerError::invalid("target", e))?;
+            if let Some(c) = &service {
+                crate::component_api::check_restore_target(c, &target)?;
+            }
+        }
+        None if !req.target.is_absolute() => {
+            return Err(ControllerError::invalid(
+                "target",
+                if service.is_some() {
+                    "must be an absolute path"
+                } else {
+                    "must be an absolute folder path"
+                },
+            ));
+        }
+        None => {}
+    }
+    let mut identities = vec![PrivateIdentity::from_pfx(&req.pfx, &req.pfx_password)
+        .map_err(|e| ControllerError::invalid("pfx", e.to_string()))?];
+    for (i, k) in req.more_keys.iter().enumerate() {
+        identities.push(PrivateIdentity::from_pfx(&k.pfx, &k.password).map_err(|e| {
+            ControllerError::invalid("more_pfx", format!(".pfx {} of more_pfx: {e}", i + 1))
+        })?);
+    }
+    Ok(Prepared {
+        components: comps,
+        identities,
+        single: req.component.is_some(),
+        force: req.force,
+        target: req.target,
+    })
+}
+
+/// The Running record of restore job `job_id` for backup job `backup`.
+pub(crate) fn new_job(job_id: String, backup: &Job, p: &Prepared, now: i64) -> Job {
+    let mut job = Job::new(
+        job_id,
+        JobKind::Restore,
+        Trigger::OnDemand,
+        JobStatus::Running,
+        now,
+    );
+    job.started_at = Some(now);
+    job.source_job = Some(backup.id.clone());
+    job.backup_id = backup.backup_id.clone();
+    job.components = p
+        .components
+        .iter()
+        .map(|c| ComponentResult {
+            status: JobStatus::Running,
+            message: None,
+            ..c.clone()
+        })
+        .collect();
+    job
+}
+
+/// Runs restore job `job` (recorded as Running by the caller) and records how it ended. The
+/// private identities are dropped when it returns.
+pub(crate) async fn run(ctx: &JobContext, mut job: Job, p: Prepared, progress: Arc<Progress>) {
     let began = std::time::Instant::now();
-    let outcome = execute(ctl, &mut job, unlock, &target, single, force, progress).await;
-    job.finished_at = Some(ctl.now());
+    let unlock = Arc::new(Unlock::Identities(p.identities));
+    let outcome = execute(
+        ctx, &mut job, unlock, &p.target, p.single, p.force, progress,
+    )
+    .await;
+    job.finished_at = Some(ctx.now());
     job.duration_ms = Some(crate::model::elapsed_ms(began));
     match outcome {
         Err(f) => {
@@ -222,28 +223,16 @@ async fn run(
                 }
             }
         }
-        Ok(()) => {
-            job.status = if job
-                .components
-                .iter()
-                .all(|c| c.status == JobStatus::Succeeded)
-            {
-                JobStatus::Succeeded
-            } else if job.components.iter().all(|c| c.status == JobStatus::Failed) {
-                JobStatus::Failed
-            } else {
-                JobStatus::PartialSucceeded
-            };
-        }
+        Ok(()) => job.status = JobStatus::roll_up(job.components.iter().map(|c| c.status)),
     }
-    if let Err(e) = ctl.db().put_job(&job) {
+    if let Err(e) = ctx.db.put_job(&job) {
         tracing::error!("recording restore job {}: {e}", job.id);
     }
     tracing::info!("restore job {} ended {}", job.id, job.status.as_str());
 }
 
 async fn execute(
-    ctl: &Controller,
+    ctx: &JobContext,
     job: &mut Job,
     unlock: Arc<Unlock>,
     target: &Path,
@@ -251,10 +240,10 @@ async fn execute(
     force: bool,
     progress: Arc<Progress>,
 ) -> Result<(), Failure> {
-    let (repo, _state) = open_repository(ctl, false).await?;
+    let (repo, _state) = ctx.open_repository(false).await?;
     let backup_id = job.backup_id.clone().unwrap_or_default();
-    let configured = ctl.components().unwrap_or_default();
-    let tmp_root = ctl.inner.data_dir.join("tmp").join(&job.id);
+    let configured = ctx.components().unwrap_or_default();
+    let tmp_root = ctx.tmp_dir(&job.id);
     for i in 0..job.components.len() {
         let c = job.components[i].clone();
         let base = if single {
@@ -268,7 +257,7 @@ async fn execute(
             source: Some(source.to_string()),
             threads: 0,
             progress: progress.clone(),
-            lock_wait: ctl.inner.lock_wait,
+            lock_wait: ctx.lock_wait,
         };
         let service = configured
             .iter()

@@ -6,8 +6,9 @@
 //! first backup immediately. The binary prints the notice; in production the .pfx and its password
 //! must be moved off this host.
 
+use super::Controller;
 use crate::component::ComponentConfig;
-use crate::controller::{Controller, META_COMPONENTS, META_HOST_COMPONENTS};
+use crate::context::{META_COMPONENTS, META_HOST_COMPONENTS};
 use crate::model::Role;
 use crate::scheduler::{self, ScheduleState};
 use crate::settings::LocationUpdate;
@@ -38,7 +39,7 @@ pub struct BootstrapReport {
 }
 
 pub fn needed(ctl: &Controller) -> Result<bool> {
-    Ok(ctl.db().get_meta::<i64>(META_BOOTSTRAPPED)?.is_none()
+    Ok(ctl.ctx.db.get_meta::<i64>(META_BOOTSTRAPPED)?.is_none()
         && ctl.stored_location()?.path.is_none())
 }
 
@@ -136,8 +137,10 @@ pub async fn first_start(
             post_hook: None,
             hook_timeout_seconds: crate::component::DEFAULT_HOOK_TIMEOUT_SECS,
         };
-        ctl.db().set_meta(META_HOST_COMPONENTS, &vec![c.clone()])?;
-        ctl.db().set_meta(META_COMPONENTS, &vec![c])?;
+        ctl.ctx
+            .db
+            .set_meta(META_HOST_COMPONENTS, &vec![c.clone()])?;
+        ctl.ctx.db.set_meta(META_COMPONENTS, &vec![c])?;
     }
     ctl.update_location(
         LocationUpdate {
@@ -150,12 +153,14 @@ pub async fn first_start(
         "bootstrap",
     )
     .await?;
-    ctl.db()
+    ctl.ctx
+        .db
         .set_meta(scheduler::META_KEY, &ScheduleState::starting_now(now))?;
     let admin_token = ctl
-        .db()
+        .ctx
+        .db
         .create_token(Role::Admin, "first-start admin", now)?;
-    ctl.db().set_meta(META_BOOTSTRAPPED, &now)?;
+    ctl.ctx.db.set_meta(META_BOOTSTRAPPED, &now)?;
     Ok(BootstrapReport {
         cer,
         pfx,

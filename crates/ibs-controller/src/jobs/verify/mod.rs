@@ -1,0 +1,282 @@
+//! Scheduled verification of the packs on the share, without the .pfx.
+//!
+//! - Schedule: every `verify_every_hours` (setting), as its own [`ScheduleState`] (meta key
+//!   `verify_schedule`) driven by the same pure [`crate::scheduler::tick`] as backups: missed slots
+//!   collapse into one run, and a due slot that cannot run (maintenance, another job holding the
+//!   gate, no location) is recorded as a Skipped `verify` job with its reason.
+//! - A run takes the job gate, a shared repository lock, and reads `ceil(sample% × packs)` packs:
+//!   never verified first, then least recently verified (ties by pack id), so
+//!   `ceil(100 / sample%)` runs cover every pack. Each pack is re-hashed against its name (no key)
+//!   and its header checked against the index (metadata key from the writer state). Per-pack
+//!   results go to `pack_checks`.
+//! - Damage (hash mismatch, truncation, missing while indexed, unreadable) becomes a repository
+//!   damage marker (`damaged/<pack>`); a marked pack that verifies sound again loses its marker.
+//!   Unreachable storage fails the job and marks nothing.
+//! - Corruption: the backups referencing chunks whose only copies are damaged are marked
+//!   Corrupted in their job records (the original status is kept) and named, with their
+//!   components, in the `backups-corrupted` alert. This is recomputed after every verification
+//!   and after every backup while markers exist, so self-healed backups lose the mark and the
+//!   alert closes once nothing is affected.
+
+use crate::context::{Failure, JobContext};
+use crate::db_verify::PackCheck;
+use crate::model::{Job, JobKind, JobStatus, VerifySummary};
+use crate::scheduler::ScheduleState;
+use crate::{ControllerError, Result};
+use ibs_engine::check::{verify_packs, PackProblemKind};
+use ibs_engine::damage::record_verdicts;
+use ibs_engine::Progress;
+use ibs_repo::ids::PackId;
+use ibs_repo::lock::LockKind;
+use ibs_repo::Repository;
+use ibs_storage::AlertClass;
+use serde::Serialize;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+pub mod corruption;
+
+/// The verification schedule's state-database key (a [`ScheduleState`] of its own).
+pub const META_VERIFY_SCHEDULE: &str = "verify_schedule";
+
+/// What `GET /api/v1/verification` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerificationStatus {
+    pub verify_every_hours: u32,
+    pub verify_sample_percent: u32,
+    pub next_verification_time: Option<String>,
+    /// The last verification job that ran (not skipped).
+    pub last_run: Option<Job>,
+    /// Packs with a verification record.
+    pub packs_recorded: u64,
+    /// Packs known at the last run (indexed or stored).
+    pub packs_total: u64,
+    pub coverage_ever: f64,
+    pub coverage_window: f64,
+    pub oldest_verified_at: Option<String>,
+    pub newest_verified_at: Option<String>,
+    /// Packs whose last verification found damage.
+    pub damaged: Vec<PackCheck>,
+    /// Backup job ids currently marked Corrupted.
+    pub corrupted_backups: Vec<String>,
+}
+
+/// The packs a run verifies: never verified first, then least recently verified, ties by id.
+pub fn pick_sample(
+    packs: &BTreeSet<PackId>,
+    records: &std::collections::HashMap<String, PackCheck>,
+    percent: u32,
+) -> Vec<PackId> {
+    let n = (packs.len() * percent.clamp(1, 100) as usize).div_ceil(100);
+    let mut order: Vec<(Option<i64>, PackId)> = packs
+        .iter()
+        .map(|p| (records.get(&p.to_hex()).map(|r| r.verified_at), *p))
+        .collect();
+    order.sort();
+    order.into_iter().take(n).map(|(_, p)| p).collect()
+}
+
+/// Verification status, coverage and the damaged packs.
+pub fn status(ctx: &JobContext) -> Result<VerificationStatus> {
+    let s = ctx.stored_location()?;
+    let records = ctx.db.pack_checks()?;
+    let last_run = ctx
+        .db
+        .jobs(Some(JobKind::Verify), 200)?
+        .into_iter()
+        .find(|j| j.status != JobStatus::Skipped);
+    let summary = last_run.as_ref().and_then(|j| j.verification.clone());
+    let times: Vec<i64> = records.values().map(|r| r.verified_at).collect();
+    let mut damaged: Vec<PackCheck> = records.values().filter(|r| !r.ok).cloned().collect();
+    damaged.sort_by(|a, b| a.pack.cmp(&b.pack));
+    let corrupted_backups = ctx
+        .db
+        .jobs(Some(JobKind::Backup), 10_000)?
+        .into_iter()
+        .filter(|j| j.corrupted.is_some() && j.deleted_at.is_none())
+        .map(|j| j.id)
+        .collect();
+    let next = ctx
+        .db
+        .get_meta::<ScheduleState>(META_VERIFY_SCHEDULE)?
+        .filter(|_| s.path.is_some())
+        .map(|st| ibs_repo::clock::rfc3339(st.next_due));
+    Ok(VerificationStatus {
+        verify_every_hours: s.verify_every_hours,
+        verify_sample_percent: s.verify_sample_percent,
+        next_verification_time: next,
+        packs_recorded: records.len() as u64,
+        packs_total: summary.as_ref().map(|v| v.packs_total).unwrap_or(0),
+        coverage_ever: summary.as_ref().map(|v| v.coverage_ever).unwrap_or(0.0),
+        coverage_window: summary.as_ref().map(|v| v.coverage_window).unwrap_or(0.0),
+        oldest_verified_at: times.iter().min().map(|t| ibs_repo::clock::rfc3339(*t)),
+        newest_verified_at: times.iter().max().map(|t| ibs_repo::clock::rfc3339(*t)),
+        last_run,
+        damaged,
+        corrupted_backups,
+    })
+}
+
+/// A verification job's id.
+pub(crate) fn job_id(now: i64) -> String {
+    format!("verify-{}", ibs_repo::clock::new_backup_id(now))
+}
+
+/// Runs verification job `job` (recorded as Running by the caller) and records how it ended.
+pub(crate) async fn run(ctx: &JobContext, mut job: Job, progress: Arc<Progress>) {
+    let began = std::time::Instant::now();
+    let outcome = execute(ctx, &job, &progress).await;
+    job.finished_at = Some(ctx.now());
+    job.duration_ms = Some(crate::model::elapsed_ms(began));
+    match outcome {
+        Ok(summary) => {
+            job.status = JobStatus::Succeeded;
+            job.bytes_read = summary.bytes_read;
+            job.verification = Some(summary);
+        }
+        Err(f) => {
+            job.status = JobStatus::Failed;
+            job.alert_class = Some(f.class.as_str().into());
+            job.error = Some(f.message);
+        }
+    }
+    if let Err(e) = ctx.db.put_job(&job) {
+        tracing::error!("recording verification job {}: {e}", job.id);
+    }
+    tracing::info!("verification job {} ended {}", job.id, job.status.as_str());
+}
+
+async fn execute(
+    ctx: &JobContext,
+    job: &Job,
+    progress: &Progress,
+) -> std::result::Result<VerifySummary, Failure> {
+    let percent = ctx
+        .stored_location()
+        .map_err(|e| Failure::general(e.to_string()))?
+        .verify_sample_percent;
+    let (repo, state) = ctx.open_repository(false).await?;
+    let guard = repo
+        .lock(LockKind::Shared, "verify", ctx.lock_wait)
+        .await
+        .map_err(|e| Failure::from_engine(&e.into()))?;
+    let result = verify_locked(ctx, job, &repo, &state.keys, percent, progress).await;
+    let released = guard.release().await;
+    if let Err(e @ ibs_repo::RepoError::LockLost { .. }) = released {
+        return Err(Failure::from_engine(&e.into()));
+    }
+    let summary = result?;
+    released.map_err(|e| Failure::from_engine(&e.into()))?;
+    Ok(summary)
+}
+
+async fn verify_locked(
+    ctx: &JobContext,
+    job: &Job,
+    repo: &Arc<Repository>,
+    keys: &ibs_repo::keyring::RepoKeys,
+    percent: u32,
+    progress: &Progress,
+) -> std::result::Result<VerifySummary, Failure> {
+    let engine = |e: ibs_engine::EngineError| Failure::from_engine(&e);
+    let db = |e: ControllerError| Failure::general(e.to_string());
+    let (index, _) = repo
+        .load_index(&keys.metadata)
+        .await
+        .map_err(|e| engine(e.into()))?;
+    let listed = repo.list_packs().await.map_err(|e| engine(e.into()))?;
+    let packs: BTreeSet<PackId> = index
+        .packs()
+        .map(|(p, _)| p)
+        .chain(listed.keys().copied())
+        .collect();
+    let present: HashSet<String> = packs.iter().map(PackId::to_hex).collect();
+    ctx.db.retain_pack_checks(&present).map_err(db)?;
+    let records = ctx.db.pack_checks().map_err(db)?;
+    let sample = pick_sample(&packs, &records, percent);
+    progress.add_total(
+        sample.iter().filter_map(|p| listed.get(p)).sum(),
+        sample.len() as u64,
+    );
+    let verdicts = verify_packs(repo, sample, &index, Some(keys), None, progress).await;
+    if let Some(p) = verdicts
+        .iter()
+        .filter_map(|v| v.problem.as_ref())
+        .find(|p| p.kind == PackProblemKind::Unavailable)
+    {
+        return Err(Failure {
+            class: AlertClass::Connectivity,
+            message: format!(
+                "the share could not be read; nothing was recorded: {}",
+                p.detail
+            ),
+        });
+    }
+    let now = ctx.now();
+    let mut damaged_found = 0;
+    let mut bytes_read = 0;
+    for v in &verdicts {
+        bytes_read += v.bytes_read;
+        let reason = v.problem.as_ref().map(|p| {
+            let kind = match p.kind {
+                PackProblemKind::Missing => "missing",
+                PackProblemKind::Unreadable => "unreadable",
+                _ => "hash-mismatch",
+            };
+            format!("{kind}: {}", p.detail)
+        });
+        damaged_found += reason.is_some() as u64;
+        ctx.db
+            .record_pack_check(
+                &v.pack.to_hex(),
+                now,
+                reason.is_none(),
+                reason.as_deref(),
+                v.bytes_read,
+            )
+            .map_err(db)?;
+    }
+    record_verdicts(repo, &verdicts).await.map_err(engine)?;
+    let corrupted = corruption::refresh(ctx, repo, &keys.metadata)
+        .await
+        .map_err(engine)?;
+
+    // Coverage: of the current packs, those verified ever, and within the window of runs one
+    // full pass takes (this run included).
+    let records = ctx.db.pack_checks().map_err(db)?;
+    let window_runs = 100u32.div_ceil(percent.clamp(1, 100));
+    let window_start = ctx
+        .db
+        .jobs(Some(JobKind::Verify), 1000)
+        .map_err(db)?
+        .into_iter()
+        .filter(|j| j.id == job.id || j.status == JobStatus::Succeeded)
+        .take(window_runs as usize)
+        .filter_map(|j| j.started_at)
+        .min()
+        .unwrap_or(now);
+    let total = packs.len().max(1) as f64;
+    let ever = packs
+        .iter()
+        .filter(|p| records.contains_key(&p.to_hex()))
+        .count() as f64;
+    let recent = packs
+        .iter()
+        .filter(|p| {
+            records
+                .get(&p.to_hex())
+                .is_some_and(|r| r.verified_at >= window_start)
+        })
+        .count() as f64;
+    Ok(VerifySummary {
+        sample_percent: percent,
+        packs_total: packs.len() as u64,
+        packs_checked: verdicts.len() as u64,
+        bytes_read,
+        damaged_found,
+        coverage_ever: ever / total,
+        coverage_window: recent / total,
+        coverage_window_runs: window_runs,
+        corrupted_backups: corrupted,
+    })
+}
