@@ -29,9 +29,19 @@ pub async fn init(
         InitKeys::Certificate(c) => (Some((*c).clone()), None),
         InitKeys::Legacy(k) => (None, Some(LegacyKey::from_file_text(&k.to_file_text())?)),
     };
-    let (repo, repo_keys) = Repository::init(storage, clock, keys).await?;
-    let state = WriterState::new(state_root, &repo.config().id, repo_keys, cert, legacy);
+    // The writer state is saved before the config is written: a process killed in between leaves a
+    // state for a repository that never came to be (harmless; the next init draws a new id), never a
+    // repository whose writer keys were lost with the process.
+    let pending = Repository::prepare_init(storage, clock, keys).await?;
+    let state = WriterState::new(
+        state_root,
+        &pending.config().id,
+        pending.keys().clone(),
+        cert,
+        legacy,
+    );
     state.save()?;
+    let repo = pending.commit().await?;
     Ok((repo, state))
 }
 

@@ -119,3 +119,99 @@ async fn a_permanent_error_is_not_retried_and_names_its_class() {
     assert_eq!(err.storage_class(), Some(AlertClass::Authentication));
     assert_eq!(manifests(&f.env).await, 0);
 }
+
+/// The writer state is saved before the repository config is written: if the state cannot be
+/// saved (or the process dies there), the location holds no repository whose writer keys exist
+/// nowhere, and a later init succeeds.
+#[tokio::test]
+async fn an_init_that_cannot_save_its_writer_state_leaves_no_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage: DynStorage = Arc::new(LocalStorage::create(dir.path().join("repo")).unwrap());
+    let ident = identity();
+    // A file where the state folder should be: saving the writer state fails.
+    let blocked = dir.path().join("state");
+    std::fs::write(&blocked, b"not a folder").unwrap();
+    let err = ibs_engine::keyops::init(
+        storage.clone(),
+        Arc::new(SystemClock),
+        &blocked,
+        ibs_repo::InitKeys::Certificate(ident.certificate()),
+    )
+    .await
+    .err()
+    .expect("init with an unwritable state folder succeeded");
+    assert!(
+        matches!(
+            Repository::open(storage.clone(), Arc::new(SystemClock)).await,
+            Err(ibs_repo::RepoError::NotARepository { .. })
+        ),
+        "a repository was left whose writer state was never saved (init failed with: {err})"
+    );
+    // With a usable state folder the next init succeeds and its state loads.
+    let state_root = dir.path().join("state2");
+    let (repo, _) = ibs_engine::keyops::init(
+        storage.clone(),
+        Arc::new(SystemClock),
+        &state_root,
+        ibs_repo::InitKeys::Certificate(ident.certificate()),
+    )
+    .await
+    .unwrap();
+    ibs_engine::state::WriterState::load(&state_root, &repo.config().id).unwrap();
+}
+
+/// A config write that fails after the certificate and envelope were stored leaves no repository;
+/// the next init overwrites the leftovers and works.
+#[tokio::test]
+async fn an_init_whose_config_write_fails_can_be_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let local: DynStorage = Arc::new(LocalStorage::create(dir.path().join("repo")).unwrap());
+    let faulty = Arc::new(FaultyStorage::new(local));
+    let storage: DynStorage = faulty.clone();
+    // Put 1 is the certificate, put 2 the repository-key envelope, put 3 the config.
+    faulty.fail_nth(
+        Op::Put,
+        3,
+        Fault::Error {
+            kind: ErrorKind::Connectivity,
+            transient: false,
+        },
+    );
+    let ident = identity();
+    let state_root = dir.path().join("state");
+    assert!(ibs_engine::keyops::init(
+        storage.clone(),
+        Arc::new(SystemClock),
+        &state_root,
+        ibs_repo::InitKeys::Certificate(ident.certificate()),
+    )
+    .await
+    .is_err());
+    assert_eq!(faulty.injected(), 1);
+    assert!(matches!(
+        Repository::open(storage.clone(), Arc::new(SystemClock)).await,
+        Err(ibs_repo::RepoError::NotARepository { .. })
+    ));
+    let (repo, state) = ibs_engine::keyops::init(
+        storage.clone(),
+        Arc::new(SystemClock),
+        &state_root,
+        ibs_repo::InitKeys::Certificate(ident.certificate()),
+    )
+    .await
+    .unwrap();
+    let repo = Arc::new(repo);
+    let env = Env {
+        dir,
+        repo,
+        state,
+        ident,
+    };
+    let src = source(&env);
+    let r = backup(&env, &[("s", &src)]).await;
+    let out = env.path("out");
+    restore(&env, &r.catalog.backup_id, &out, Some("s"))
+        .await
+        .unwrap();
+    assert_same_tree(&src, &out);
+}

@@ -24,4 +24,4 @@ mod repository;
 pub mod tree;
 
 pub use error::{RepoError, Result};
-pub use repository::{InitKeys, Repository};
+pub use repository::{InitKeys, PendingInit, Repository};
