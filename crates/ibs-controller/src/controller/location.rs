@@ -172,9 +172,11 @@ impl Controller {
         let db = &self.ctx.db;
         db.set_meta(settings::META_KEY, &cleared)?;
         db.delete_meta(META_CAPACITY)?;
-        db.scrub()?;
         db.audit(now, actor, "location.clear", &fields)?;
         self.evaluate_conditions()?;
+        // Last: if the rewrite fails (the database busy), the clear is already stored and
+        // audited, and repeating it repeats the rewrite.
+        db.scrub()?;
         self.location()
     }
 
