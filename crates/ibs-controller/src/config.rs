@@ -27,6 +27,9 @@ pub struct Config {
     pub prune_grace_hours: Option<u64>,
     /// Closed alerts are purged (into the audit trail) this many days after closing (default 7).
     pub closed_alert_retention_days: Option<u32>,
+    /// Folders an API restore may write beneath (default `DATA/restores`); see
+    /// `ibs_controller::restore_roots`. Absolute paths only.
+    pub restore_roots: Option<Vec<PathBuf>>,
     /// POST alert raise/close events to this URL.
     pub webhook_url: Option<String>,
     /// On first start, the folder the `sample` component backs up.
@@ -64,6 +67,14 @@ impl Config {
                 "closed_alert_retention_days",
                 "must be at least 1",
             ));
+        }
+        for (i, r) in c.restore_roots.iter().flatten().enumerate() {
+            if !r.is_absolute() {
+                return Err(ControllerError::invalid(
+                    format!("restore_roots[{i}]"),
+                    format!("{} is not an absolute path", r.display()),
+                ));
+            }
         }
         if c.tick_seconds == Some(0) {
             return Err(ControllerError::invalid(

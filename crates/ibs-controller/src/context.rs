@@ -81,6 +81,8 @@ pub struct JobContext {
     pub lock_wait: Duration,
     /// Prune's grace period.
     pub prune_grace: Duration,
+    /// Folders an API restore may write beneath ([`crate::restore_roots`]).
+    pub restore_roots: Vec<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for JobContext {

@@ -57,6 +57,8 @@ pub struct ControllerOptions {
     /// Closed alerts are purged this many days after closing
     /// ([`crate::alert_purge::DEFAULT_CLOSED_ALERT_RETENTION_DAYS`] unless configured).
     pub closed_alert_retention_days: u32,
+    /// Folders an API restore may write beneath ([`crate::restore_roots`]).
+    pub restore_roots: Vec<PathBuf>,
 }
 
 /// Whether update tooling may proceed (`GET /api/v1/readiness`).
@@ -163,6 +165,7 @@ impl Controller {
                 alerts,
                 lock_wait: opts.lock_wait,
                 prune_grace: opts.prune_grace,
+                restore_roots: opts.restore_roots,
             }),
             gate: Arc::new(Gate::default()),
             closed_alert_retention_days: opts.closed_alert_retention_days,

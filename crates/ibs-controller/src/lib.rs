@@ -27,6 +27,7 @@
 //! - [`alerts`]: the alert catalogue and lifecycle, and the webhook sink; [`alert_purge`]: closed
 //!   alerts purged after `closed_alert_retention_days`, each into the audit trail.
 //! - [`redact`]: URLs made safe to print (no userinfo, query or path).
+//! - [`restore_roots`]: the host-configured folders an API restore may write beneath.
 //! - [`storage`]: the injected storage opener and the share accessibility test.
 //! - [`context`]: [`context::JobContext`], what a job may use (database, clock, storage opener,
 //!   alerts, paths), and [`Failure`].
@@ -59,6 +60,7 @@ pub mod jobs;
 pub mod kinds;
 pub mod model;
 pub mod redact;
+pub mod restore_roots;
 pub mod scheduler;
 pub mod secretbox;
 pub mod settings;

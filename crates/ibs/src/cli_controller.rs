@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// cross the network in cleartext. Without it, such a listener needs --tls-cert/--tls-key.
     #[arg(long)]
     pub insecure_http: bool,
+    /// A folder API restores may write beneath (repeatable; adds to `restore_roots` of the config;
+    /// default DATA/restores when neither names one).
+    #[arg(long = "restore-root")]
+    pub restore_roots: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]

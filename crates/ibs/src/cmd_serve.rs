@@ -139,6 +139,28 @@ fn notice(r: &bootstrap::BootstrapReport, data: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The restore roots: the config's and `--restore-root`'s, else `DATA/restores` (created, private).
+fn restore_roots(args: &ServeArgs, config: &Config, data: &Path) -> Result<Vec<PathBuf>> {
+    let mut roots: Vec<PathBuf> = config.restore_roots.clone().unwrap_or_default();
+    for r in &args.restore_roots {
+        anyhow::ensure!(
+            r.is_absolute(),
+            "--restore-root {} is not an absolute path",
+            r.display()
+        );
+        roots.push(r.clone());
+    }
+    if roots.is_empty() {
+        roots = ibs_controller::restore_roots::default_roots(data);
+        for r in &roots {
+            std::fs::create_dir_all(r).with_context(|| format!("creating {}", r.display()))?;
+            std::fs::set_permissions(r, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("securing {}", r.display()))?;
+        }
+    }
+    Ok(roots)
+}
+
 pub async fn serve(args: ServeArgs) -> Result<i32> {
     let config = match &args.config {
         Some(f) => Config::parse(
@@ -219,6 +241,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         closed_alert_retention_days: config
             .closed_alert_retention_days
             .unwrap_or(ibs_controller::alert_purge::DEFAULT_CLOSED_ALERT_RETENTION_DAYS),
+        restore_roots: restore_roots(&args, &config, &data)?,
     })?;
     // Bind before bootstrapping so a taken port fails fast.
     let listener = tokio::net::TcpListener::bind(listen)

@@ -274,6 +274,8 @@ fn secrets_never_leak() {
             .arg("--config")
             .arg(&config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--restore-root")
+            .arg(std::env::temp_dir())
             .arg("--sample")
             .arg(&sample)
             .env("IBS_LOG", "debug")

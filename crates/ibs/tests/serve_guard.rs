@@ -45,6 +45,8 @@ impl Daemon {
             .arg(data)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--sample"])
             .arg(&sample)
+            .arg("--restore-root")
+            .arg(std::env::temp_dir())
             .args(extra)
             .env("IBS_LOG", "info")
             .stdin(Stdio::null())

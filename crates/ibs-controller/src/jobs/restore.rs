@@ -159,7 +159,7 @@ pub(crate) fn prepare(
                 },
             ));
         }
-        None => {}
+        None => crate::restore_roots::check(&ctx.restore_roots, &req.target)?,
     }
     let mut identities = vec![PrivateIdentity::from_pfx(&req.pfx, &req.pfx_password)
         .map_err(|e| ControllerError::invalid("pfx", e.to_string()))?];

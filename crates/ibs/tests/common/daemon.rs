@@ -29,6 +29,8 @@ impl Server {
             .args(["serve", "--data"])
             .arg(data)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--restore-root")
+            .arg(std::env::temp_dir())
             .args(extra)
             .env("IBS_LOG", "info")
             .stdout(log.try_clone().unwrap())
