@@ -85,6 +85,7 @@ fn routes() -> Routes {
     }
     .op(M::GET, "/api/v1/location", location::get)
     .op(M::PUT, "/api/v1/location", location::put)
+    .op(M::DELETE, "/api/v1/location", location::clear)
     .op(M::GET, "/api/v1/components", location::get_components)
     .op(M::PUT, "/api/v1/components", location::put_components)
     .op(M::GET, "/api/v1/backups", backups::list)

@@ -16,7 +16,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
 #[openapi(
     info(title = "ibs controller API"),
     paths(
-        location::get, location::put, location::get_components, location::put_components,
+        location::get, location::put, location::clear, location::get_components,
+        location::put_components,
         backups::list, backups::start, backups::show, backups::restore, backups::validate,
         backups::jobs, backups::job, backups::report, backups::report_html,
         backups::verification, backups::start_verification, backups::verification_packs,

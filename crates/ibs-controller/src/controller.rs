@@ -53,6 +53,9 @@ pub struct ControllerOptions {
     pub lock_wait: Duration,
     /// Prune's grace period (`ibs_engine::retention::DEFAULT_GRACE` unless configured).
     pub prune_grace: Duration,
+    /// Closed alerts are purged this many days after closing
+    /// ([`crate::alert_purge::DEFAULT_CLOSED_ALERT_RETENTION_DAYS`] unless configured).
+    pub closed_alert_retention_days: u32,
     /// Folders an API restore may write beneath ([`crate::restore_roots`]).
     pub restore_roots: Vec<PathBuf>,
 }
@@ -63,6 +66,7 @@ pub use ibs_types::admin::Readiness;
 pub struct Controller {
     ctx: Arc<JobContext>,
     gate: Arc<Gate>,
+    closed_alert_retention_days: u32,
 }
 
 impl std::fmt::Debug for Controller {
@@ -156,6 +160,7 @@ impl Controller {
                 restore_roots: opts.restore_roots,
             }),
             gate: Arc::new(Gate::default()),
+            closed_alert_retention_days: opts.closed_alert_retention_days,
         })
     }
 

@@ -148,6 +148,15 @@ impl Db {
         Ok(())
     }
 
+    /// Rewrites the database file without free space and truncates the WAL, so that content
+    /// overwritten or deleted before (a cleared secret) no longer lies anywhere on disk.
+    pub fn scrub(&self) -> Result<()> {
+        let conn = self.conn();
+        conn.execute_batch("VACUUM")?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     pub fn audit(&self, at: i64, actor: &str, action: &str, fields: &[String]) -> Result<()> {
         self.conn().execute(
             "INSERT INTO audit (at, actor, action, fields) VALUES (?1, ?2, ?3, ?4)",

@@ -25,7 +25,8 @@
 //! - [`secretbox`]: encryption at rest of secrets kept in the state database.
 //! - [`tokens`]: API bearer tokens with roles, stored hashed, compared in constant time.
 //! - [`scheduler`]: the pure scheduling decision for a tick (interval, missed runs, skips).
-//! - [`alerts`]: the alert catalogue and lifecycle, and the webhook sink.
+//! - [`alerts`]: the alert catalogue and lifecycle, and the webhook sink; [`alert_purge`]: closed
+//!   alerts purged after `closed_alert_retention_days`, each into the audit trail.
 //! - [`redact`]: URLs made safe to print (no userinfo, query or path).
 //! - [`restore_roots`]: the host-configured folders an API restore may write beneath.
 //! - [`storage`]: the injected storage opener and the share accessibility test.
@@ -43,6 +44,7 @@
 //! Time comes only from the injected [`ibs_repo::clock::Clock`], so every rule here is testable with
 //! `ManualClock`.
 
+pub mod alert_purge;
 pub mod alerts;
 pub mod component_api;
 pub mod conditions;

@@ -62,6 +62,56 @@ impl Default for StoredLocation {
 }
 
 impl StoredLocation {
+    /// A share and an encryption (certificate or legacy key) are set: scheduled backups can run.
+    pub fn is_configured(&self) -> bool {
+        self.path.is_some() && (self.certificate_der.is_some() || self.legacy_key_sealed.is_some())
+    }
+
+    /// What clearing the location leaves at `now`: the defaults (no share, no credentials, no
+    /// encryption) with automatic backups off.
+    pub fn cleared(now: i64) -> StoredLocation {
+        StoredLocation {
+            scheduler_enabled: false,
+            updated_at: now,
+            ..StoredLocation::default()
+        }
+    }
+
+    /// The names of the settings that differ in `next` (for the audit log; never values).
+    pub fn changed_fields(&self, next: &StoredLocation) -> Vec<String> {
+        [
+            ("path", self.path != next.path),
+            ("username", self.username != next.username),
+            ("password", self.password_sealed != next.password_sealed),
+            ("certificate", self.certificate_der != next.certificate_der),
+            (
+                "legacy_key",
+                self.legacy_key_sealed != next.legacy_key_sealed,
+            ),
+            (
+                "frequency_hours",
+                self.frequency_hours != next.frequency_hours,
+            ),
+            ("retention_days", self.retention_days != next.retention_days),
+            (
+                "scheduler_enabled",
+                self.scheduler_enabled != next.scheduler_enabled,
+            ),
+            (
+                "verify_every_hours",
+                self.verify_every_hours != next.verify_every_hours,
+            ),
+            (
+                "verify_sample_percent",
+                self.verify_sample_percent != next.verify_sample_percent,
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(name, _)| name.to_string())
+        .collect()
+    }
+
     pub fn certificate(&self) -> Option<Certificate> {
         let der = B64.decode(self.certificate_der.as_deref()?).ok()?;
         Certificate::from_bytes(&der).ok()
@@ -329,6 +379,23 @@ mod tests {
             validate(&u(r#"{"username":"u","password":"hunter2"}"#), &cur, 0).unwrap()
         )
         .contains("hunter2"));
+    }
+
+    #[test]
+    fn clearing_names_the_fields_that_had_a_value() {
+        let cur = StoredLocation {
+            path: Some("/x".into()),
+            username: Some("u".into()),
+            password_sealed: Some("sealed".into()),
+            ..StoredLocation::default()
+        };
+        assert_eq!(
+            cur.changed_fields(&StoredLocation::cleared(5)),
+            ["path", "username", "password", "scheduler_enabled"]
+        );
+        assert!(StoredLocation::cleared(5)
+            .changed_fields(&StoredLocation::cleared(9))
+            .is_empty());
     }
 
     #[test]

@@ -138,6 +138,9 @@ pub enum GateKind {
     Verification,
     #[serde(rename = "validation")]
     Validation,
+    /// Clearing the location configuration (held for the few milliseconds it takes).
+    #[serde(rename = "location clear")]
+    LocationClear,
 }
 
 impl GateKind {
@@ -149,6 +152,7 @@ impl GateKind {
             GateKind::StorePrune => "store prune",
             GateKind::Verification => "verification",
             GateKind::Validation => "validation",
+            GateKind::LocationClear => "location clear",
         }
     }
 }

@@ -82,6 +82,11 @@ impl Client {
         )
     }
 
+    /// A DELETE without a body; the answer parsed as `R`.
+    pub fn delete<R: DeserializeOwned>(&self, path: &str) -> Result<R> {
+        parse(path, &self.call("DELETE", path, None)?)
+    }
+
     /// Sends one request; returns the body of a 2xx answer, or the API's error as [`HttpError`].
     fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<String> {
         if let Some(b) = &body {
@@ -106,6 +111,11 @@ impl Client {
                 .put(&url)
                 .header("Authorization", &auth)
                 .send_json(b),
+            ("DELETE", None) => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &auth)
+                .call(),
             _ => bail!("unsupported request {method} {path}"),
         };
         let mut resp = result.map_err(|e| {

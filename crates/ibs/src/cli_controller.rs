@@ -136,6 +136,10 @@ pub enum LocationCmd {
         #[arg(long)]
         confirm: bool,
     },
+    /// Clear the backup location configuration: settings back to defaults with no share, the
+    /// share credentials and legacy key deleted, automatic backups off. Backup history, alerts
+    /// and the audit trail are kept. Refused (exit 6) while a job runs.
+    Clear,
 }
 
 #[derive(Args)]

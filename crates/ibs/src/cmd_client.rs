@@ -65,6 +65,13 @@ fn location(a: LocationArgs, json: bool) -> Result<i32> {
     let c = Client::new(&a.server);
     let v: LocationView = match a.cmd {
         LocationCmd::Show => c.get("/location")?,
+        LocationCmd::Clear => {
+            let v = c.delete("/location")?;
+            if !json {
+                eprintln!("location cleared: no share, credentials deleted, automatic backups off");
+            }
+            v
+        }
         LocationCmd::Set {
             path,
             username,

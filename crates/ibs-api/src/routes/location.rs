@@ -1,4 +1,4 @@
-//! `GET/PUT /api/v1/location` (reader / admin) and `GET/PUT /api/v1/components` (reader / admin).
+//! `GET/PUT/DELETE /api/v1/location` (reader / admin / admin) and `GET/PUT /api/v1/components` (reader / admin).
 //! Components through the API are references to the host's components or service components with a
 //! password value; hooks, commands, host paths and password sources are refused (see
 //! `ibs_controller::component_api`), and no response shows a hook, a command or a secret.
@@ -36,6 +36,16 @@ pub async fn put(
 ) -> ApiResult<Json<LocationView>> {
     caller.require(Role::Admin)?;
     Ok(Json(s.ctl.update_location(u, &caller.actor()).await?))
+}
+
+/// Clear the location configuration: defaults, no share, stored credentials deleted, scheduler
+/// off; job history and the audit trail stay. 409 while a job runs.
+#[utoipa::path(delete, path = "/api/v1/location", tag = "location",
+    extensions(("x-ibs-role" = json!("admin"))),
+    responses((status = 200, description = "The location after the clear", body = LocationView)))]
+pub async fn clear(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<LocationView>> {
+    caller.require(Role::Admin)?;
+    Ok(Json(s.ctl.clear_location(&caller.actor())?))
 }
 
 /// List components (hooks, commands and passwords appear only as `*_set` flags).
