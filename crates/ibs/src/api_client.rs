@@ -16,6 +16,17 @@ use std::time::Duration;
 pub struct HttpError {
     pub status: u16,
     pub message: String,
+    /// For a 409 from the job gate: what holds it (`backup`, `retention cleanup`, …).
+    pub running_kind: Option<String>,
+}
+
+impl HttpError {
+    /// The controller's own housekeeping job holding the gate, if that is why this is a 409.
+    fn housekeeping(&self) -> Option<&str> {
+        self.running_kind
+            .as_deref()
+            .filter(|k| matches!(*k, "retention cleanup" | "verification"))
+    }
 }
 
 impl std::fmt::Display for HttpError {
@@ -88,7 +99,36 @@ impl Client {
     }
 
     /// Sends one request; returns the body of a 2xx answer, or the API's error as [`HttpError`].
+    /// A 409 because the controller's own housekeeping (retention cleanup, verification) holds the
+    /// job gate is waited out for up to [`HOUSEKEEPING_WAIT`]: those jobs start by themselves and
+    /// end by themselves, and an operator's request should not fail because one happened to run.
     fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<String> {
+        let started = std::time::Instant::now();
+        let mut told = false;
+        loop {
+            match self.call_once(method, path, body.clone()) {
+                Err(e) if started.elapsed() < HOUSEKEEPING_WAIT => {
+                    let Some(kind) = e.downcast_ref::<HttpError>().and_then(|h| h.housekeeping())
+                    else {
+                        return Err(e);
+                    };
+                    if !told {
+                        eprintln!("waiting for the controller's {kind} to finish …");
+                        told = true;
+                    }
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn call_once(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<String> {
         if let Some(b) = &body {
             crate::client_guard::refuse_cleartext_secrets(&self.base, b)?;
         }
@@ -140,6 +180,9 @@ pub fn parse<R: DeserializeOwned>(path: &str, text: &str) -> Result<R> {
 
 /// The API's error body made into one message (with what a retention change would delete, or the
 /// remediation of an inaccessible location).
+/// How long a request waits for housekeeping that holds the job gate.
+const HOUSEKEEPING_WAIT: Duration = Duration::from_secs(180);
+
 fn http_error(status: u16, text: &str, no_token: bool) -> HttpError {
     let body = serde_json::from_str::<ErrorBody>(text).ok();
     let mut message = match &body {
@@ -152,6 +195,11 @@ fn http_error(status: u16, text: &str, no_token: bool) -> HttpError {
         );
     }
     let details = body.and_then(|b| b.error.details);
+    let running_kind = details
+        .as_ref()
+        .filter(|_| status == 409)
+        .and_then(|d| d["running_kind"].as_str())
+        .map(String::from);
     if let Some(d) = details {
         if let Some(list) = d["would_delete"].as_array() {
             let ids: Vec<_> = list.iter().filter_map(|v| v.as_str()).collect();
@@ -164,7 +212,11 @@ fn http_error(status: u16, text: &str, no_token: bool) -> HttpError {
             ));
         }
     }
-    HttpError { status, message }
+    HttpError {
+        status,
+        message,
+        running_kind,
+    }
 }
 
 /// Exit code for a client error (HTTP status aware).
