@@ -40,7 +40,7 @@ pub async fn put(
 
 /// Clear the location configuration: defaults, no share, stored credentials deleted, scheduler
 /// off; job history and the audit trail stay. 409 while a job runs.
-#[utoipa::path(delete, path = "/api/v1/location", tag = "location",
+#[utoipa::path(delete, path = "/api/v1/location", tag = "location", operation_id = "clear_location",
     extensions(("x-ibs-role" = json!("admin"))),
     responses((status = 200, description = "The location after the clear", body = LocationView)))]
 pub async fn clear(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<LocationView>> {
