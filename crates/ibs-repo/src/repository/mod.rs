@@ -1,8 +1,12 @@
 //! An opened repository: its config and typed access to every kind of object. This is the only module
 //! that turns object kinds into storage calls; the engine composes these calls into operations.
 
+mod init;
+
+pub use init::PendingInit;
+
 use crate::chunk::MAX_CHUNK;
-use crate::clock::{rfc3339, Clock};
+use crate::clock::Clock;
 use crate::config::{Encryption, RepoConfig};
 use crate::crypto::SymKey;
 use crate::damaged::DamageMarker;
@@ -82,56 +86,6 @@ impl Repository {
     }
 
     /// Creates a repository. Refuses a location that already holds one.
-    /// Creates a new repository at `storage`: fresh keys, config and (with a certificate) its
-    /// envelope. Nothing a writer needs may exist only in memory when the config lands, so callers
-    /// that keep writer state use [`Repository::prepare_init`] and save it before
-    /// [`PendingInit::commit`]; this is both in one step.
-    pub async fn init(
-        storage: DynStorage,
-        clock: Arc<dyn Clock>,
-        keys_from: InitKeys<'_>,
-    ) -> Result<(Self, RepoKeys)> {
-        let pending = Self::prepare_init(storage, clock, keys_from).await?;
-        let keys = pending.keys.clone();
-        Ok((pending.commit().await?, keys))
-    }
-
-    /// The first half of [`Repository::init`]: refuses a location that already holds a repository,
-    /// then draws the keys and the config without writing anything.
-    pub async fn prepare_init<'k>(
-        storage: DynStorage,
-        clock: Arc<dyn Clock>,
-        keys_from: InitKeys<'k>,
-    ) -> Result<PendingInit<'k>> {
-        match storage.stat(&layout::config()).await {
-            Ok(_) => {
-                return Err(RepoError::AlreadyARepository {
-                    location: storage.location(),
-                })
-            }
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
-        let now = rfc3339(clock.now_unix());
-        let (keys, encryption) = match keys_from {
-            InitKeys::Certificate(c) => (
-                RepoKeys::random(),
-                Encryption::Certificate {
-                    current: c.thumbprint().into(),
-                    certificates: vec![c.thumbprint().into()],
-                },
-            ),
-            InitKeys::Legacy(k) => (RepoKeys::from_legacy(k), Encryption::LegacyKey),
-        };
-        let config = RepoConfig::new(now, encryption, keys.metadata.check_value("metadata"));
-        let id = RepoId::from_hex(&config.id)?;
-        Ok(PendingInit {
-            repo: Repository::assemble(storage, config, id, clock),
-            keys,
-            keys_from,
-        })
-    }
-
     pub fn storage(&self) -> &DynStorage {
         &self.storage
     }
@@ -583,33 +537,4 @@ fn sealed_result(loc: &ChunkLocation, got: ibs_storage::Result<Bytes>) -> Result
             e.into()
         }
     })
-}
-
-/// A repository whose keys and config exist in memory only: [`Repository::prepare_init`] made it,
-/// [`PendingInit::commit`] writes it. Until the config is written the location is no repository, so
-/// a process killed before or during `commit` leaves nothing a later `init` refuses.
-pub struct PendingInit<'k> {
-    repo: Repository,
-    keys: RepoKeys,
-    keys_from: InitKeys<'k>,
-}
-
-impl PendingInit<'_> {
-    pub fn config(&self) -> &RepoConfig {
-        &self.repo.config
-    }
-
-    pub fn keys(&self) -> &RepoKeys {
-        &self.keys
-    }
-
-    /// Writes the certificate and the repository-key envelope, then the config last.
-    pub async fn commit(self) -> Result<Repository> {
-        if let InitKeys::Certificate(c) = self.keys_from {
-            self.repo.put_certificate(c).await?;
-            self.repo.put_repo_envelope(&self.keys, &[c]).await?;
-        }
-        self.repo.write_config().await?;
-        Ok(self.repo)
-    }
 }
