@@ -18,12 +18,24 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Creates a repository and the writer state that goes with it.
+/// Creates a repository (default pack size) and the writer state that goes with it.
 pub async fn init(
     storage: DynStorage,
     clock: Arc<dyn Clock>,
     state_root: &Path,
     keys: InitKeys<'_>,
+) -> Result<(Repository, WriterState), EngineError> {
+    init_with(storage, clock, state_root, keys, None).await
+}
+
+/// [`init`] with a pack target size in bytes (`None`: the default; see
+/// `RepoConfig::set_pack_target_size`).
+pub async fn init_with(
+    storage: DynStorage,
+    clock: Arc<dyn Clock>,
+    state_root: &Path,
+    keys: InitKeys<'_>,
+    pack_target_size: Option<u32>,
 ) -> Result<(Repository, WriterState), EngineError> {
     let (cert, legacy) = match &keys {
         InitKeys::Certificate(c) => (Some((*c).clone()), None),
@@ -32,7 +44,10 @@ pub async fn init(
     // The writer state is saved before the config is written: a process killed in between leaves a
     // state for a repository that never came to be (harmless; the next init draws a new id), never a
     // repository whose writer keys were lost with the process.
-    let pending = Repository::prepare_init(storage, clock, keys).await?;
+    let mut pending = Repository::prepare_init(storage, clock, keys).await?;
+    if let Some(size) = pack_target_size {
+        pending.set_pack_target_size(size)?;
+    }
     let state = WriterState::new(
         state_root,
         &pending.config().id,

@@ -78,6 +78,21 @@ impl RepoConfig {
         }
     }
 
+    /// Sets the size at which packs are closed; refuses one below the chunker's largest chunk
+    /// (a chunk must fit a pack) or above 256 MiB, the ranges `from_bytes` enforces.
+    pub fn set_pack_target_size(&mut self, size: u32) -> Result<()> {
+        let min = self.chunker.max_size;
+        if !(min..=256 << 20).contains(&size) {
+            return Err(RepoError::PackSizeOutOfRange {
+                size,
+                min,
+                max: 256 << 20,
+            });
+        }
+        self.pack_target_size = size;
+        Ok(())
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).expect("config serializes");
         v.push(b'\n');
@@ -122,5 +137,24 @@ impl RepoConfig {
             return Err(RepoError::corrupt("config", "parameters out of range"));
         }
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_target_size_is_set_within_the_range_readers_accept_and_refused_outside_it() {
+        let mut c = RepoConfig::new("now".into(), Encryption::LegacyKey, "00".into());
+        for bad in [(4 << 20) - 1, (256 << 20) + 1, 0] {
+            assert!(c.set_pack_target_size(bad).is_err(), "{bad} accepted");
+            assert_eq!(c.pack_target_size, 16 << 20);
+        }
+        for good in [4 << 20, 256 << 20] {
+            c.set_pack_target_size(good).unwrap();
+            let back = RepoConfig::from_bytes(&c.to_bytes()).unwrap();
+            assert_eq!(back.pack_target_size, good);
+        }
     }
 }

@@ -58,6 +58,9 @@ pub enum RepoError {
     #[error("{location} already holds an ibs repository")]
     AlreadyARepository { location: String },
 
+    #[error("pack size {size} bytes is out of range ({} MiB to {} MiB)", min >> 20, max >> 20)]
+    PackSizeOutOfRange { size: u32, min: u32, max: u32 },
+
     #[error("{id:?} is not a backup id (expected e.g. 20261126T135000Z-0a1b2c3d)")]
     NotABackupId { id: String },
 

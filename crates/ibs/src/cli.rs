@@ -145,6 +145,10 @@ pub enum RepoCmd {
         cert: Option<PathBuf>,
         #[arg(long)]
         key_file: Option<PathBuf>,
+        /// Size at which a pack file is closed, in MiB (4 to 256; default 16). Smaller packs suit
+        /// small repositories and slow shares; fixed for the repository's life.
+        #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(4..=256))]
+        pack_size: Option<u32>,
     },
     /// Back up named sources: NAME=PATH (a folder or a file) or NAME=- (stdin).
     Backup {

@@ -124,7 +124,8 @@ pub async fn run(args: RepoArgs, json: bool, quiet: bool) -> Result<i32> {
             loc,
             cert,
             key_file,
-        } => init(&ctx, &loc, cert, key_file).await,
+            pack_size,
+        } => init(&ctx, &loc, cert, key_file, pack_size).await,
         RepoCmd::Backup {
             loc,
             sources,
@@ -285,6 +286,7 @@ async fn init(
     loc: &Location,
     cert: Option<PathBuf>,
     key_file: Option<PathBuf>,
+    pack_size_mib: Option<u32>,
 ) -> Result<i32> {
     // Validate the key material before anything is created on the location.
     enum Keys {
@@ -310,7 +312,9 @@ async fn init(
         Keys::Cert(c) => InitKeys::Certificate(c),
         Keys::Legacy(k) => InitKeys::Legacy(k),
     };
-    let (repo, state) = keyops::init(storage, clock(), &ctx.state_root, init_keys).await?;
+    let pack_size = pack_size_mib.map(|m| m << 20);
+    let (repo, state) =
+        keyops::init_with(storage, clock(), &ctx.state_root, init_keys, pack_size).await?;
     if ctx.json {
         println!(
             "{}",

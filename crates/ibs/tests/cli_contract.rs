@@ -389,3 +389,42 @@ fn check_levels_pass_on_healthy_repo() {
     assert!(v["chunks_verified"].as_u64().unwrap() > 0, "{j}");
     assert!(v["packs_read"].as_u64().unwrap() > 0, "{j}");
 }
+
+#[test]
+fn init_pack_size_sets_where_packs_are_closed_and_refuses_out_of_range_sizes() {
+    let cert = shared_cert(0);
+    for bad in ["3", "257", "0", "x"] {
+        let fx = Fx::new();
+        fx.repo_cmd("init")
+            .arg("--cert")
+            .arg(&cert.cer)
+            .args(["--pack-size", bad])
+            .run()
+            .code(2);
+        assert!(
+            !fx.mas().join("config").exists(),
+            "--pack-size {bad} created a repository"
+        );
+    }
+    let fx = Fx::new();
+    fx.repo_cmd("init")
+        .arg("--cert")
+        .arg(&cert.cer)
+        .args(["--pack-size", "4"])
+        .run()
+        .ok();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fx.mas().join("config")).unwrap()).unwrap();
+    assert_eq!(config["pack_target_size"], 4 << 20);
+    // 12 MiB of incompressible data fills at least three 4 MiB packs (one 16 MiB pack by default).
+    let src = fx.path("src");
+    for i in 0..4 {
+        write(&src.join(format!("r{i}.bin")), &pseudo_random(i, 3 << 20));
+    }
+    let id = fx.backup(&[("data", &src)]);
+    let packs = files_under(&fx.mas().join("packs"));
+    assert!(packs.len() >= 3, "{} packs: {packs:?}", packs.len());
+    let target = fx.path("restored");
+    fx.restore_cmd(&id, &target, &[&cert.pfx]).run().ok();
+    assert_tree(&snapshot(&src), &target.join("data"), "4 MiB packs");
+}

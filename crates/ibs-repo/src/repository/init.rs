@@ -82,6 +82,11 @@ impl PendingInit<'_> {
         &self.keys
     }
 
+    /// See [`RepoConfig::set_pack_target_size`].
+    pub fn set_pack_target_size(&mut self, size: u32) -> Result<()> {
+        self.repo.config.set_pack_target_size(size)
+    }
+
     /// Writes the certificate and the repository-key envelope, then the config last.
     pub async fn commit(self) -> Result<Repository> {
         if let InitKeys::Certificate(c) = self.keys_from {

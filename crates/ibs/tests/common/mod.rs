@@ -19,8 +19,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// The .pfx password every test certificate uses (passed through the environment only).
 pub const PASSWORD: &str = "correct horse battery staple 7";
 
+/// The `ibs` binary under test: this build's, or `IBS_TEST_BIN` (a long run keeps its own copy
+/// while the tree is rebuilt).
 pub fn ibs_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ibs")
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("IBS_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ibs").to_owned())
+    })
 }
 
 /// The result of one `ibs` run.

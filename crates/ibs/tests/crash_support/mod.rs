@@ -11,28 +11,133 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn kill_points() -> usize {
-    std::env::var("IBS_CRASH_POINTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10)
-        .max(10)
+/// How a run is laid out: `IBS_CRASH_POINTS` kill points per operation (at least 10), split into
+/// segments of `IBS_CRASH_SEGMENT` (default 20) kill points, each on a fresh repository with the same
+/// certificate, so the repository, and with it the cost of `check --read-data`, stays bounded. After
+/// a backup kill the newest completed backup and `IBS_CRASH_SAMPLE` (default 2; `all`) earlier ones
+/// of the segment, picked by the seeded RNG, are restored; at the end of every segment all of them.
+/// With 10 points or fewer (the default mode) every backup is restored after every kill, and the
+/// repository has the default 16 MiB packs and the full-size source.
+pub struct Plan {
+    pub points: usize,
+    pub segment: usize,
+    /// Earlier backups restored after each kill besides the newest (`None`: all of them).
+    pub sample: Option<usize>,
+    /// Long mode: repositories with 4 MiB packs (`repo init --pack-size 4`) and about a quarter of
+    /// the data, so each round still stores a pack mid-run at a third of the cost
+    /// (`IBS_CRASH_COMPACT=1` or `0` chooses either way in any mode).
+    pub compact: bool,
 }
 
-/// The seed to print and reproduce with (`IBS_CRASH_SEED`), and each test's RNG (salted per test).
-pub fn seed(salt: u64) -> (u64, StdRng) {
-    let base = std::env::var("IBS_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x1b5_c4a5);
-    (base, StdRng::seed_from_u64(base ^ salt))
+impl Plan {
+    pub fn from_env() -> Plan {
+        let var = |k: &str| std::env::var(k).ok();
+        let points = var("IBS_CRASH_POINTS")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10usize)
+            .max(10);
+        let segment = var("IBS_CRASH_SEGMENT")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20usize)
+            .max(1);
+        let sample = match var("IBS_CRASH_SAMPLE").as_deref() {
+            Some("all") => None,
+            Some(v) => Some(v.parse().expect("IBS_CRASH_SAMPLE: a number or `all`")),
+            None if points <= 10 => None,
+            None => Some(2),
+        };
+        Plan {
+            points,
+            segment,
+            sample,
+            compact: match var("IBS_CRASH_COMPACT").as_deref() {
+                Some(v) => v == "1",
+                None => points > 10,
+            },
+        }
+    }
+
+    /// A fresh repository for a segment, under `cert`.
+    pub fn init(&self, fx: &Fx, cer: &Path) {
+        let cmd = fx.repo_cmd("init").arg("--cert").arg(cer);
+        let cmd = if self.compact {
+            cmd.args(["--pack-size", "4"])
+        } else {
+            cmd
+        };
+        cmd.run().ok();
+    }
+
+    /// The global kill-point numbers of each segment, from the one holding `IBS_CRASH_FROM` on
+    /// (default 0: all).
+    pub fn segments(&self) -> Vec<std::ops::Range<usize>> {
+        let from = std::env::var("IBS_CRASH_FROM")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0usize);
+        (0..self.points)
+            .step_by(self.segment)
+            .map(|s| s..(s + self.segment).min(self.points))
+            .filter(|r| r.end > from)
+            .collect()
+    }
+
+    /// Kill points this run exercises (all of them unless `IBS_CRASH_FROM` skips some).
+    pub fn exercised(&self) -> usize {
+        self.segments().iter().map(|r| r.len()).sum()
+    }
+
+    /// The backups to restore after a kill: the newest and a seeded sample of the earlier ones.
+    pub fn after_kill<'a>(
+        &self,
+        rng: &mut StdRng,
+        backups: &'a [(String, Snapshot)],
+    ) -> Vec<&'a (String, Snapshot)> {
+        let Some((newest, earlier)) = backups.split_last() else {
+            return Vec::new();
+        };
+        let mut out: Vec<&(String, Snapshot)> = match self.sample {
+            Some(k) if k < earlier.len() => rand::seq::index::sample(rng, earlier.len(), k)
+                .into_iter()
+                .map(|i| &earlier[i])
+                .collect(),
+            _ => earlier.iter().collect(),
+        };
+        out.push(newest);
+        out
+    }
 }
 
-/// ~60 MiB of mixed data: incompressible files, text, duplicated content, zero runs, many small files,
-/// nested folders, a symlink and an empty folder.
-pub fn make_source(dir: &Path, rng: &mut StdRng) {
+/// Progress of a long run, one line per segment (shown with `--nocapture`).
+pub fn segment_done(what: &str, range: &std::ops::Range<usize>, plan: &Plan, since: Instant) {
+    println!(
+        "{what}: segment done, kill points {}..{} of {} passed, {:.0} s",
+        range.start,
+        range.end,
+        plan.points,
+        since.elapsed().as_secs_f64()
+    );
+}
+
+/// The seed to print and reproduce with (`IBS_CRASH_SEED`).
+pub fn seed() -> u64 {
+    std::env::var("IBS_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x1b5_c4a5)
+}
+
+/// A segment's RNG, salted per test and by the segment's first kill point, so a segment replays
+/// alone (`IBS_CRASH_FROM`).
+pub fn segment_rng(seed: u64, salt: u64, first: usize) -> StdRng {
+    StdRng::seed_from_u64(seed ^ salt ^ ((first as u64) << 24))
+}
+
+/// ~75 MiB (compact: ~20 MiB) of mixed data: incompressible files, text, duplicated content, zero
+/// runs, many small files, nested folders, a symlink and an empty folder.
+pub fn make_source(dir: &Path, rng: &mut StdRng, compact: bool) {
     let mut first_random = None;
-    for i in 0..16 {
+    for i in 0..if compact { 4 } else { 16 } {
         let len = rng.gen_range(1_500_000..3_500_000);
         let data = pseudo_random(rng.gen(), len);
         if first_random.is_none() {
@@ -40,7 +145,7 @@ pub fn make_source(dir: &Path, rng: &mut StdRng) {
         }
         write(&dir.join(format!("bin/d{}/r{i:02}.bin", i % 3)), &data);
     }
-    for i in 0..8 {
+    for i in 0..if compact { 2 } else { 8 } {
         let mut text = Vec::new();
         let n: u64 = rng.gen();
         while text.len() < 1_200_000 {
@@ -59,7 +164,7 @@ pub fn make_source(dir: &Path, rng: &mut StdRng) {
     let dup = first_random.unwrap();
     write(&dir.join("copies/dup-a.bin"), &dup);
     write(&dir.join("copies/dup-b.bin"), &dup);
-    let mut img = vec![0u8; 6 << 20];
+    let mut img = vec![0u8; if compact { 3 << 20 } else { 6 << 20 }];
     let island = pseudo_random(rng.gen(), 300_000);
     img[2 << 20..(2 << 20) + island.len()].copy_from_slice(&island);
     write(&dir.join("images/zeros.img"), &img);
@@ -75,10 +180,11 @@ pub fn make_source(dir: &Path, rng: &mut StdRng) {
 }
 
 /// Changes roughly a third of the data: rewrites, in-place edits, appends, deletions and additions.
-pub fn mutate(dir: &Path, rng: &mut StdRng, round: usize) {
+pub fn mutate(dir: &Path, rng: &mut StdRng, round: usize, compact: bool) {
     let bins = files_under(&dir.join("bin"));
-    // About 20 MiB of new data: more than one 16 MiB pack, so a pack is stored mid-run.
-    for _ in 0..8 {
+    // About 20 MiB of new data (compact: about 7.5 MiB): more than one pack of 16 MiB (compact:
+    // 4 MiB), so a pack is stored mid-run.
+    for _ in 0..if compact { 3 } else { 8 } {
         let f = &bins[rng.gen_range(0..bins.len())];
         let len = rng.gen_range(1_500_000..3_500_000);
         std::fs::write(f, pseudo_random(rng.gen(), len)).unwrap();
@@ -130,14 +236,20 @@ pub fn interrupted(status: ExitStatus, log: &Path, what: &str) -> bool {
 }
 
 /// Restores every `(id, snapshot)` (two at a time) and compares it with the source as it was.
-pub fn verify_restores(fx: &Fx, backups: &[(String, Snapshot)], pfx: &Path, when: &str) {
+pub fn verify_restores<'a>(
+    fx: &Fx,
+    backups: impl IntoIterator<Item = &'a (String, Snapshot)>,
+    pfx: &Path,
+    when: &str,
+) {
+    let backups: Vec<&(String, Snapshot)> = backups.into_iter().collect();
     std::thread::scope(|s| {
         for (k, part) in [0usize, 1]
             .iter()
             .map(|k| (k, backups.iter().skip(*k).step_by(2)))
         {
             s.spawn(move || {
-                for (id, snap) in part {
+                for &(id, snap) in part {
                     let t = fx.path(&format!("verify{k}"));
                     if t.exists() {
                         std::fs::remove_dir_all(&t).unwrap();
