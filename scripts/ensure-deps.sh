@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, idempotently: openssl (certificate interop tests), Samba and
 # smbclient (the SMB share tests run a private smbd on loopback), acl (setfacl/getfacl) and
-# libcap2-bin (setcap/getcap) for the metadata-fidelity tests. Exits non-zero, loudly, if anything
+# libcap2-bin (setcap/getcap) for the metadata-fidelity tests, and openapi-spec-validator (PyPI) for
+# the API document's test. Exits non-zero, loudly, if anything
 # cannot be installed: a missing dependency is a failure, never a skip.
 set -euo pipefail
 
@@ -21,7 +22,11 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get install -y -qq "${need[@]}"
   fi
 fi
-for tool in openssl smbd smbclient setfacl getfacl setcap getcap; do
+if ! command -v openapi-spec-validator >/dev/null; then
+  echo "ensure-deps: installing openapi-spec-validator (pip)"
+  python3 -m pip install --quiet 'openapi-spec-validator>=0.7,<1'
+fi
+for tool in openssl smbd smbclient setfacl getfacl setcap getcap openapi-spec-validator; do
   command -v "$tool" >/dev/null || { echo "ensure-deps: $tool is still missing" >&2; exit 1; }
 done
 cargo fmt --version >/dev/null

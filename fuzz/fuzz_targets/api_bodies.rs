@@ -1,12 +1,15 @@
-//! Every JSON request body the API deserializes (through the same serde types the handlers use),
-//! followed by the pure validation the handlers run on them: `PUT /location` (`LocationUpdate`,
-//! `validate_path`), `PUT /components` (`Vec<ComponentConfig>`, `component::validate`),
-//! `POST /maintenance`, `/maintenance/end`, `/store/prune`, `/tokens`, `/backups/{id}/restore`.
+//! Every JSON request body the API deserializes, through the `ibs-types` request types the
+//! handlers use, followed by the pure checks the handlers run on them: `PUT /location`
+//! (`LocationUpdate`, `validate_path`), `PUT /components` (the host-only field check, then
+//! `Vec<ComponentRequest>`), `POST /maintenance`, `/maintenance/end`, `/store/prune`, `/tokens`,
+//! `/backups/{id}/restore` and `/backups/{id}/validate`.
 #![no_main]
-use ibs_api::routes::admin::{BeginBody, EndBody, PruneBody, TokenBody};
-use ibs_api::routes::backups::RestoreBody;
-use ibs_controller::component::{self, ComponentConfig};
-use ibs_controller::settings::{validate_path, LocationUpdate};
+use ibs_controller::component_api::reject_host_only;
+use ibs_types::location::validate_path;
+use ibs_types::{
+    BeginMaintenance, ComponentRequest, EndMaintenance, LocationUpdate, PruneRequest, RestoreBody,
+    TokenRequest, ValidateBody,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -15,12 +18,15 @@ fuzz_target!(|data: &[u8]| {
             let _ = validate_path(p);
         }
     }
-    if let Ok(cs) = serde_json::from_slice::<Vec<ComponentConfig>>(data) {
-        let _ = component::validate(&cs);
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
+        if reject_host_only(&v).is_ok() {
+            let _ = serde_json::from_value::<Vec<ComponentRequest>>(v);
+        }
     }
-    let _ = serde_json::from_slice::<BeginBody>(data);
-    let _ = serde_json::from_slice::<EndBody>(data);
-    let _ = serde_json::from_slice::<PruneBody>(data);
-    let _ = serde_json::from_slice::<TokenBody>(data);
+    let _ = serde_json::from_slice::<BeginMaintenance>(data);
+    let _ = serde_json::from_slice::<EndMaintenance>(data);
+    let _ = serde_json::from_slice::<PruneRequest>(data);
+    let _ = serde_json::from_slice::<TokenRequest>(data);
     let _ = serde_json::from_slice::<RestoreBody>(data);
+    let _ = serde_json::from_slice::<ValidateBody>(data);
 });

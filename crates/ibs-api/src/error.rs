@@ -1,4 +1,5 @@
-//! `ApiError`: a status code and a safe JSON body `{"error": {"code", "message", "field"?, "details"?}}`.
+//! `ApiError`: a status code and a safe JSON body, [`ErrorBody`]:
+//! `{"error": {"code", "message", "field"?, "details"?}}`.
 //! Controller errors map to statuses here and nowhere else: Invalid → 400, Conflict → 409,
 //! NotFound → 404, Storage (accessibility test) → 400 with the alert class, Db/Internal → 500
 //! (with a generic message; the detail goes to the log).
@@ -7,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ibs_controller::ControllerError;
+use ibs_types::{ErrorBody, ErrorDetail};
 use serde_json::{json, Value};
 
 #[derive(Debug)]
@@ -85,14 +87,15 @@ impl From<ControllerError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "code": self.code, "message": self.message });
-        if let Some(f) = self.field {
-            body["field"] = json!(f);
-        }
-        if let Some(d) = self.details {
-            body["details"] = d;
-        }
-        (self.status, Json(json!({ "error": body }))).into_response()
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.into(),
+                details: self.details,
+                field: self.field,
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 

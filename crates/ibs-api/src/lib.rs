@@ -1,7 +1,9 @@
 //! The controller's HTTP API: REST/JSON under `/api/v1`, plus `/healthz`, Prometheus `/metrics` and
 //! the OpenAPI document at `/api/v1/openapi.json`. This crate is a thin typed layer: handlers check
 //! the caller's role, call [`ibs_controller::Controller`], and map `ControllerError` to a status code
-//! and a safe JSON body ([`error`]). Authentication and its rate limit are in [`auth`].
+//! and a safe JSON body ([`error`]). Authentication and its rate limit are in [`auth`]. The request
+//! and response bodies are the types of `ibs-types`; the OpenAPI document is generated from them
+//! and from each handler's `#[utoipa::path]` ([`openapi`]).
 //!
 //! Request bodies are limited to [`MAX_BODY_BYTES`] (413 beyond, 415 when a JSON body lacks the
 //! JSON content type). Request headers are limited by hyper: a head over its read buffer (~400 KiB)
@@ -17,11 +19,13 @@ pub mod auth;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
-/// Handlers and their request bodies (public so fuzz targets can deserialize the bodies).
+/// Handlers, each documented by its `#[utoipa::path]`.
 pub mod routes;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::{on, MethodFilter};
 use axum::Router;
 use ibs_controller::Controller;
 use std::sync::Arc;
@@ -45,48 +49,92 @@ impl AppState {
     }
 }
 
+/// The routes being registered, and a record of each (method, path) as it is registered: the
+/// record is what the test comparing the router with the OpenAPI document reads.
+struct Routes {
+    router: Router<AppState>,
+    table: Vec<(Method, &'static str)>,
+}
+
+impl Routes {
+    fn op<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).expect("a routable method");
+        self.router = self.router.route(path, on(filter, handler));
+        self.table.push((method, path));
+        self
+    }
+}
+
+/// Liveness (no token needed).
+#[utoipa::path(get, path = "/healthz", tag = "public",
+    responses((status = 200, description = "`ok`", body = String, content_type = "text/plain")))]
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+fn routes() -> Routes {
+    use routes::{admin, backups, location};
+    use Method as M;
+    Routes {
+        router: Router::new(),
+        table: Vec::new(),
+    }
+    .op(M::GET, "/api/v1/location", location::get)
+    .op(M::PUT, "/api/v1/location", location::put)
+    .op(M::DELETE, "/api/v1/location", location::clear)
+    .op(M::GET, "/api/v1/components", location::get_components)
+    .op(M::PUT, "/api/v1/components", location::put_components)
+    .op(M::GET, "/api/v1/backups", backups::list)
+    .op(M::POST, "/api/v1/backups", backups::start)
+    .op(M::GET, "/api/v1/backups/{id}", backups::show)
+    .op(M::POST, "/api/v1/backups/{id}/restore", backups::restore)
+    .op(M::POST, "/api/v1/backups/{id}/validate", backups::validate)
+    .op(M::GET, "/api/v1/jobs", backups::jobs)
+    .op(M::GET, "/api/v1/jobs/{id}", backups::job)
+    .op(M::GET, "/api/v1/jobs/{id}/report", backups::report)
+    .op(
+        M::GET,
+        "/api/v1/jobs/{id}/report.html",
+        backups::report_html,
+    )
+    .op(M::GET, "/api/v1/verification", backups::verification)
+    .op(M::POST, "/api/v1/verification", backups::start_verification)
+    .op(
+        M::GET,
+        "/api/v1/verification/packs",
+        backups::verification_packs,
+    )
+    .op(M::GET, "/api/v1/maintenance", admin::maintenance)
+    .op(M::POST, "/api/v1/maintenance", admin::begin)
+    .op(M::DELETE, "/api/v1/maintenance", admin::end)
+    .op(M::POST, "/api/v1/maintenance/end", admin::end_post)
+    .op(M::POST, "/api/v1/maintenance/clear", admin::clear)
+    .op(M::GET, "/api/v1/readiness", admin::readiness)
+    .op(M::GET, "/api/v1/alerts", admin::alerts)
+    .op(M::POST, "/api/v1/alerts/{id}/close", admin::close_alert)
+    .op(M::POST, "/api/v1/store/prune", admin::prune)
+    .op(M::GET, "/api/v1/tokens", admin::list_tokens)
+    .op(M::POST, "/api/v1/tokens", admin::create_token)
+    .op(M::DELETE, "/api/v1/tokens/{id}", admin::revoke_token)
+    .op(M::GET, "/api/v1/audit", admin::audit)
+    .op(M::GET, "/api/v1/openapi.json", openapi::document)
+    .op(M::GET, "/healthz", healthz)
+    .op(M::GET, "/metrics", metrics::metrics)
+}
+
+/// Every (method, path) the router serves, in registration order (`GET` also answers `HEAD`).
+pub fn routed_operations() -> Vec<(Method, &'static str)> {
+    routes().table
+}
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    use routes::{admin, backups, location};
-    let v1 = Router::new()
-        .route("/location", get(location::get).put(location::put))
-        .route(
-            "/components",
-            get(location::get_components).put(location::put_components),
-        )
-        .route("/backups", get(backups::list).post(backups::start))
-        .route("/backups/{id}", get(backups::show))
-        .route("/backups/{id}/restore", post(backups::restore))
-        .route("/backups/{id}/validate", post(backups::validate))
-        .route("/jobs", get(backups::jobs))
-        .route(
-            "/verification",
-            get(backups::verification).post(backups::start_verification),
-        )
-        .route("/verification/packs", get(backups::verification_packs))
-        .route("/jobs/{id}", get(backups::job))
-        .route("/jobs/{id}/report", get(backups::report))
-        .route("/jobs/{id}/report.html", get(backups::report_html))
-        .route(
-            "/maintenance",
-            get(admin::maintenance)
-                .post(admin::begin)
-                .delete(admin::end),
-        )
-        .route("/maintenance/end", post(admin::end))
-        .route("/maintenance/clear", post(admin::clear))
-        .route("/readiness", get(admin::readiness))
-        .route("/alerts", get(admin::alerts))
-        .route("/alerts/{id}/close", post(admin::close_alert))
-        .route("/store/prune", post(admin::prune))
-        .route("/tokens", get(admin::list_tokens).post(admin::create_token))
-        .route("/tokens/{id}", axum::routing::delete(admin::revoke_token))
-        .route("/audit", get(admin::audit))
-        .route("/openapi.json", get(openapi::document));
-    Router::new()
-        .nest("/api/v1", v1)
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics::metrics))
+    routes()
+        .router
         .fallback(|| async { error::ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -16,6 +16,11 @@ use std::fmt::Write;
 
 const BUCKETS: [f64; 8] = [30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0];
 
+/// Prometheus metrics (no token needed).
+#[utoipa::path(get, path = "/metrics", tag = "public",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
+        (status = 500, description = "The state database cannot answer (a fixed text; the cause is in the daemon's log)", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     match render(&s) {
         Ok(body) => (

@@ -4,63 +4,15 @@
 //! server of its choosing; read hook strings or secrets back. Also token management: list, revoke,
 //! and expiry on the injected clock.
 
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
-use http_body_util::BodyExt;
-use ibs_controller::model::Role;
-use ibs_controller::testing::{self, TestController};
-use serde_json::{json, Value};
-use tower::ServiceExt;
+use axum::http::{Method, StatusCode};
+use ibs_controller::testing::{self};
+use serde_json::json;
 
-const T0: i64 = 1_800_000_000;
-
-struct Api {
-    t: TestController,
-    app: axum::Router,
-    admin: String,
-    reader: String,
-}
+mod support;
+use support::{Api, T0};
 
 fn api_with(components: Vec<ibs_controller::component::ComponentConfig>) -> Api {
-    let t = testing::controller(T0, components);
-    let app = ibs_api::router(ibs_api::AppState::new(t.ctl.clone()));
-    let db = t.ctl.db().clone();
-    Api {
-        admin: db.create_token(Role::Admin, "a", T0).unwrap(),
-        reader: db.create_token(Role::Reader, "r", T0).unwrap(),
-        t,
-        app,
-    }
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let b = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("Authorization", format!("Bearer {token}"));
-        let req = match body {
-            Some(v) => b
-                .header("Content-Type", "application/json")
-                .body(Body::from(v.to_string()))
-                .unwrap(),
-            None => b.body(Body::empty()).unwrap(),
-        };
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())),
-        )
-    }
+    Api::with(components)
 }
 
 /// Every byte under `dir` (the state database, its WAL, the secret key…).

@@ -2,68 +2,34 @@
 //! roles (403), every 400 case of the location and components resources, 409s, and the
 //! unauthenticated endpoints.
 
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use base64::Engine as _;
-use http_body_util::BodyExt;
-use ibs_controller::model::Role;
-use ibs_controller::testing::{self, TestController};
+use ibs_controller::testing::{self};
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-const T0: i64 = 1_800_000_000;
-
-struct Api {
-    t: TestController,
-    app: axum::Router,
-    admin: String,
-    operator: String,
-    reader: String,
-}
+mod support;
+use support::{Api, Call};
 
 fn api() -> Api {
-    let t = testing::controller(T0, vec![]);
-    let app = ibs_api::router(ibs_api::AppState::new(t.ctl.clone()));
-    let db = t.ctl.db().clone();
-    Api {
-        admin: db.create_token(Role::Admin, "a", T0).unwrap(),
-        operator: db.create_token(Role::Operator, "o", T0).unwrap(),
-        reader: db.create_token(Role::Reader, "r", T0).unwrap(),
-        t,
-        app,
-    }
+    Api::with(vec![])
 }
 
 impl Api {
-    async fn call(
+    async fn call_text(
         &self,
         method: Method,
         path: &str,
         token: Option<&str>,
         body: Option<&str>,
     ) -> (StatusCode, Value) {
-        let mut b = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            b = b.header("Authorization", format!("Bearer {t}"));
+        let c = Call::new(method, path, token);
+        match body {
+            Some(text) => self.send(c.json(text)).await,
+            None => self.send(c).await,
         }
-        let req = match body {
-            Some(text) => b
-                .header("Content-Type", "application/json")
-                .body(Body::from(text.to_string()))
-                .unwrap(),
-            None => b.body(Body::empty()).unwrap(),
-        };
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())),
-        )
     }
     async fn put_location(&self, body: Value) -> (StatusCode, Value) {
-        self.call(
+        self.call_text(
             Method::PUT,
             "/api/v1/location",
             Some(&self.admin),
@@ -81,31 +47,33 @@ fn cert_b64() -> String {
 async fn authentication_and_roles() {
     let a = api();
     assert_eq!(
-        a.call(Method::GET, "/api/v1/backups", None, None).await.0,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        a.call(Method::GET, "/api/v1/backups", Some("ibs_bogus"), None)
+        a.call_text(Method::GET, "/api/v1/backups", None, None)
             .await
             .0,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        a.call(Method::GET, "/api/v1/backups", Some(&a.reader), None)
+        a.call_text(Method::GET, "/api/v1/backups", Some("ibs_bogus"), None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        a.call_text(Method::GET, "/api/v1/backups", Some(&a.reader), None)
             .await
             .0,
         StatusCode::OK
     );
     // reader cannot start backups or maintenance; operator cannot change settings or restore.
     assert_eq!(
-        a.call(Method::POST, "/api/v1/backups", Some(&a.reader), None)
+        a.call_text(Method::POST, "/api/v1/backups", Some(&a.reader), None)
             .await
             .0,
         StatusCode::FORBIDDEN
     );
     let begin = r#"{"operation":"update"}"#;
     assert_eq!(
-        a.call(
+        a.call_text(
             Method::POST,
             "/api/v1/maintenance",
             Some(&a.reader),
@@ -117,7 +85,7 @@ async fn authentication_and_roles() {
     );
     assert_eq!(a.put_location(json!({})).await.0, StatusCode::OK);
     let (s, _) = a
-        .call(
+        .call_text(
             Method::PUT,
             "/api/v1/location",
             Some(&a.operator),
@@ -127,7 +95,7 @@ async fn authentication_and_roles() {
     assert_eq!(s, StatusCode::FORBIDDEN);
     let restore = json!({"target":"/tmp/x","pfx":"","pfx_password":"p"}).to_string();
     assert_eq!(
-        a.call(
+        a.call_text(
             Method::POST,
             "/api/v1/backups/x/restore",
             Some(&a.operator),
@@ -138,7 +106,7 @@ async fn authentication_and_roles() {
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        a.call(
+        a.call_text(
             Method::POST,
             "/api/v1/store/prune",
             Some(&a.operator),
@@ -149,7 +117,7 @@ async fn authentication_and_roles() {
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        a.call(
+        a.call_text(
             Method::POST,
             "/api/v1/alerts/1/close",
             Some(&a.operator),
@@ -160,7 +128,7 @@ async fn authentication_and_roles() {
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        a.call(
+        a.call_text(
             Method::POST,
             "/api/v1/tokens",
             Some(&a.operator),
@@ -171,7 +139,7 @@ async fn authentication_and_roles() {
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        a.call(
+        a.call_text(
             Method::POST,
             "/api/v1/maintenance",
             Some(&a.operator),
@@ -183,7 +151,7 @@ async fn authentication_and_roles() {
     );
     // admin creates a token that works.
     let (s, v) = a
-        .call(
+        .call_text(
             Method::POST,
             "/api/v1/tokens",
             Some(&a.admin),
@@ -193,21 +161,21 @@ async fn authentication_and_roles() {
     assert_eq!(s, StatusCode::CREATED);
     let t = v["token"].as_str().unwrap().to_string();
     assert_eq!(
-        a.call(Method::GET, "/api/v1/alerts", Some(&t), None)
+        a.call_text(Method::GET, "/api/v1/alerts", Some(&t), None)
             .await
             .0,
         StatusCode::OK
     );
     // Public endpoints.
     assert_eq!(
-        a.call(Method::GET, "/healthz", None, None).await.0,
+        a.call_text(Method::GET, "/healthz", None, None).await.0,
         StatusCode::OK
     );
-    let (s, m) = a.call(Method::GET, "/metrics", None, None).await;
+    let (s, m) = a.call_text(Method::GET, "/metrics", None, None).await;
     assert_eq!(s, StatusCode::OK);
     assert!(m.as_str().unwrap().contains("ibs_backup_attempts_total"));
     let (s, doc) = a
-        .call(Method::GET, "/api/v1/openapi.json", None, None)
+        .call_text(Method::GET, "/api/v1/openapi.json", None, None)
         .await;
     assert_eq!(s, StatusCode::OK);
     assert!(doc["paths"]["/api/v1/backups"]["post"].is_object());
@@ -218,28 +186,28 @@ async fn repeated_auth_failures_are_rate_limited() {
     let a = api();
     for _ in 0..ibs_api::auth::MAX_FAILURES {
         assert_eq!(
-            a.call(Method::GET, "/api/v1/jobs", Some("ibs_wrong"), None)
+            a.call_text(Method::GET, "/api/v1/jobs", Some("ibs_wrong"), None)
                 .await
                 .0,
             StatusCode::UNAUTHORIZED
         );
     }
     assert_eq!(
-        a.call(Method::GET, "/api/v1/jobs", Some("ibs_wrong"), None)
+        a.call_text(Method::GET, "/api/v1/jobs", Some("ibs_wrong"), None)
             .await
             .0,
         StatusCode::TOO_MANY_REQUESTS
     );
     // A valid token is never refused by the failure limiter.
     assert_eq!(
-        a.call(Method::GET, "/api/v1/jobs", Some(&a.admin), None)
+        a.call_text(Method::GET, "/api/v1/jobs", Some(&a.admin), None)
             .await
             .0,
         StatusCode::OK
     );
     a.t.clock.advance(ibs_api::auth::WINDOW_SECS);
     assert_eq!(
-        a.call(Method::GET, "/api/v1/jobs", Some("ibs_wrong"), None)
+        a.call_text(Method::GET, "/api/v1/jobs", Some("ibs_wrong"), None)
             .await
             .0,
         StatusCode::UNAUTHORIZED
@@ -352,7 +320,7 @@ async fn bad_input_gets_field_specific_400s() {
     expect_400(&a, json!({"certificate": make("ec", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])}), "certificate", "only RSA").await;
     // Malformed JSON and unknown fields.
     let (s, v) = a
-        .call(
+        .call_text(
             Method::PUT,
             "/api/v1/location",
             Some(&a.admin),
@@ -368,7 +336,7 @@ async fn bad_input_gets_field_specific_400s() {
         "{v}"
     );
     let (s, _) = a
-        .call(
+        .call_text(
             Method::PUT,
             "/api/v1/location",
             Some(&a.admin),
@@ -378,7 +346,7 @@ async fn bad_input_gets_field_specific_400s() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // Unknown component kind.
     let (s, v) = a
-        .call(
+        .call_text(
             Method::PUT,
             "/api/v1/components",
             Some(&a.admin),
@@ -393,7 +361,7 @@ async fn bad_input_gets_field_specific_400s() {
         .contains("unknown component kind"));
     // Nothing was stored by any of them.
     let (_, loc) = a
-        .call(Method::GET, "/api/v1/location", Some(&a.reader), None)
+        .call_text(Method::GET, "/api/v1/location", Some(&a.reader), None)
         .await;
     assert_eq!(loc["frequency_hours"], json!(12));
     assert!(loc["path"].is_null());
@@ -415,7 +383,7 @@ async fn secrets_are_write_only_and_changes_audited() {
     );
     assert!(v["certificate"].get("der").is_none());
     let (_, audit) = a
-        .call(Method::GET, "/api/v1/audit", Some(&a.admin), None)
+        .call_text(Method::GET, "/api/v1/audit", Some(&a.admin), None)
         .await;
     let text = audit.to_string();
     assert!(
@@ -451,12 +419,12 @@ async fn backups_conflicts_and_maintenance() {
     a.put_location(json!({"path": "/mem/share", "certificate": cert_b64()}))
         .await;
     let (s, job) = a
-        .call(Method::POST, "/api/v1/backups", Some(&a.operator), None)
+        .call_text(Method::POST, "/api/v1/backups", Some(&a.operator), None)
         .await;
     assert_eq!(s, StatusCode::ACCEPTED);
     let id = job["id"].as_str().unwrap().to_string();
     let (s, v) = a
-        .call(Method::POST, "/api/v1/backups", Some(&a.operator), None)
+        .call_text(Method::POST, "/api/v1/backups", Some(&a.operator), None)
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
     assert!(
@@ -464,12 +432,12 @@ async fn backups_conflicts_and_maintenance() {
         "409 names the running job: {v}"
     );
     let (_, r) = a
-        .call(Method::GET, "/api/v1/readiness", Some(&a.reader), None)
+        .call_text(Method::GET, "/api/v1/readiness", Some(&a.reader), None)
         .await;
     assert_eq!(r["backup_running"], json!(true));
     assert!(a.t.ctl.wait_idle(std::time::Duration::from_secs(30)).await);
     let (s, b) = a
-        .call(
+        .call_text(
             Method::GET,
             &format!("/api/v1/backups/{id}"),
             Some(&a.reader),
@@ -479,19 +447,19 @@ async fn backups_conflicts_and_maintenance() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b["status"], json!("Succeeded"));
     assert_eq!(
-        a.call(Method::GET, "/api/v1/backups/nope", Some(&a.reader), None)
+        a.call_text(Method::GET, "/api/v1/backups/nope", Some(&a.reader), None)
             .await
             .0,
         StatusCode::NOT_FOUND
     );
     let (_, list) = a
-        .call(Method::GET, "/api/v1/jobs", Some(&a.reader), None)
+        .call_text(Method::GET, "/api/v1/jobs", Some(&a.reader), None)
         .await;
     assert_eq!(list.as_array().unwrap().len(), 1);
     // Maintenance blocks on-demand backups with its reason.
     let begin = r#"{"operation":"fru"}"#;
     assert_eq!(
-        a.call(
+        a.call_text(
             Method::POST,
             "/api/v1/maintenance",
             Some(&a.operator),
@@ -502,12 +470,12 @@ async fn backups_conflicts_and_maintenance() {
         StatusCode::OK
     );
     let (s, v) = a
-        .call(Method::POST, "/api/v1/backups", Some(&a.operator), None)
+        .call_text(Method::POST, "/api/v1/backups", Some(&a.operator), None)
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
     assert_eq!(v["error"]["message"], json!("maintenance: fru in progress"));
     let (s, _) = a
-        .call(
+        .call_text(
             Method::POST,
             "/api/v1/maintenance",
             Some(&a.operator),
@@ -516,7 +484,7 @@ async fn backups_conflicts_and_maintenance() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _) = a
-        .call(
+        .call_text(
             Method::DELETE,
             "/api/v1/maintenance",
             Some(&a.operator),
@@ -525,7 +493,7 @@ async fn backups_conflicts_and_maintenance() {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
-        a.call(Method::POST, "/api/v1/backups", Some(&a.operator), None)
+        a.call_text(Method::POST, "/api/v1/backups", Some(&a.operator), None)
             .await
             .0,
         StatusCode::ACCEPTED
@@ -534,7 +502,7 @@ async fn backups_conflicts_and_maintenance() {
     // Lowering retention that deletes backups needs confirmation.
     a.t.clock.advance(5 * 86_400);
     assert_eq!(
-        a.call(Method::POST, "/api/v1/backups", Some(&a.operator), None)
+        a.call_text(Method::POST, "/api/v1/backups", Some(&a.operator), None)
             .await
             .0,
         StatusCode::ACCEPTED
@@ -557,7 +525,7 @@ async fn backups_conflicts_and_maintenance() {
     );
     // Store prune (dry run) as admin.
     let (s, v) = a
-        .call(
+        .call_text(
             Method::POST,
             "/api/v1/store/prune",
             Some(&a.admin),
@@ -571,10 +539,23 @@ async fn backups_conflicts_and_maintenance() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_documented_operation_is_routed() {
     let a = api();
-    for (path, method, _, _) in ibs_api::openapi::OPERATIONS {
+    let doc = serde_json::to_value(ibs_api::openapi::build()).unwrap();
+    let ops: Vec<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (path.clone(), m.clone()))
+        })
+        .collect();
+    assert!(ops.len() >= 32, "{} operations", ops.len());
+    for (path, method) in &ops {
         let p = path.replace("{id}", "1");
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-        let (s, v) = a.call(m, &p, Some(&a.reader), Some("{}")).await;
+        let (s, v) = a.call_text(m, &p, Some(&a.reader), Some("{}")).await;
         assert_ne!(
             v["error"]["message"],
             json!("no such endpoint"),
@@ -605,13 +586,13 @@ async fn verification_status_start_and_roles() {
         .await;
     assert_eq!(s, StatusCode::OK);
     let (_, b) = a
-        .call(Method::POST, "/api/v1/backups", Some(&a.operator), None)
+        .call_text(Method::POST, "/api/v1/backups", Some(&a.operator), None)
         .await;
     assert!(a.t.ctl.wait_idle(std::time::Duration::from_secs(30)).await);
     assert!(b["id"].is_string());
 
     let (s, _) = a
-        .call(Method::POST, "/api/v1/verification", Some(&a.reader), None)
+        .call_text(Method::POST, "/api/v1/verification", Some(&a.reader), None)
         .await;
     assert_eq!(
         s,
@@ -619,7 +600,7 @@ async fn verification_status_start_and_roles() {
         "a reader cannot start a verification"
     );
     let (s, job) = a
-        .call(
+        .call_text(
             Method::POST,
             "/api/v1/verification",
             Some(&a.operator),
@@ -630,7 +611,7 @@ async fn verification_status_start_and_roles() {
     assert_eq!(job["kind"], json!("verify"));
     assert!(a.t.ctl.wait_idle(std::time::Duration::from_secs(30)).await);
     let (s, st) = a
-        .call(Method::GET, "/api/v1/verification", Some(&a.reader), None)
+        .call_text(Method::GET, "/api/v1/verification", Some(&a.reader), None)
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(st["verify_every_hours"], json!(12));
@@ -639,7 +620,7 @@ async fn verification_status_start_and_roles() {
     assert_eq!(st["last_run"]["verification"]["damaged_found"], json!(0));
     assert!(st["packs_recorded"].as_u64().unwrap() >= 1);
     let (s, packs) = a
-        .call(
+        .call_text(
             Method::GET,
             "/api/v1/verification/packs",
             Some(&a.reader),
@@ -657,7 +638,7 @@ async fn verification_status_start_and_roles() {
         .iter()
         .all(|p| p["ok"] == json!(true)));
     let (s, _) = a
-        .call(Method::GET, "/api/v1/verification", None, None)
+        .call_text(Method::GET, "/api/v1/verification", None, None)
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }

@@ -3,92 +3,27 @@
 //! wrong-role tokens (401/403), and token guessing: failures are rate-limited per client address
 //! (429) while other clients are unaffected.
 
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{Method, Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::{Method, StatusCode};
 use ibs_api::MAX_BODY_BYTES;
-use ibs_controller::model::Role;
-use ibs_controller::testing::{self, TestController};
 use serde_json::Value;
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tower::ServiceExt;
 
-const T0: i64 = 1_800_000_000;
-
-struct Api {
-    t: TestController,
-    app: axum::Router,
-    admin: String,
-    reader: String,
-}
+mod support;
+use support::{Api, Call, T0};
 
 fn api() -> Api {
-    let t = testing::controller(T0, vec![]);
-    let app = ibs_api::router(ibs_api::AppState::new(t.ctl.clone()));
-    let db = t.ctl.db().clone();
-    Api {
-        admin: db.create_token(Role::Admin, "a", T0).unwrap(),
-        reader: db.create_token(Role::Reader, "r", T0).unwrap(),
-        t,
-        app,
-    }
-}
-
-struct Call<'a> {
-    method: Method,
-    path: &'a str,
-    token: Option<&'a str>,
-    content_type: Option<&'a str>,
-    body: Vec<u8>,
-    from: Option<SocketAddr>,
+    Api::with(vec![])
 }
 
 fn get<'a>(path: &'a str, token: Option<&'a str>) -> Call<'a> {
-    Call {
-        method: Method::GET,
-        path,
-        token,
-        content_type: None,
-        body: vec![],
-        from: None,
-    }
+    let mut c = Call::new(Method::GET, path, token);
+    c.body = Some(vec![]);
+    c
 }
 
 fn json_call<'a>(method: Method, path: &'a str, token: Option<&'a str>, body: &[u8]) -> Call<'a> {
-    Call {
-        method,
-        path,
-        token,
-        content_type: Some("application/json"),
-        body: body.to_vec(),
-        from: None,
-    }
-}
-
-impl Api {
-    async fn send(&self, c: Call<'_>) -> (StatusCode, Value) {
-        let mut b = Request::builder().method(c.method).uri(c.path);
-        if let Some(t) = c.token {
-            b = b.header("Authorization", format!("Bearer {t}"));
-        }
-        if let Some(ct) = c.content_type {
-            b = b.header("Content-Type", ct);
-        }
-        let mut req = b.body(Body::from(c.body)).unwrap();
-        if let Some(addr) = c.from {
-            req.extensions_mut().insert(ConnectInfo(addr));
-        }
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())),
-        )
-    }
+    Call::new(method, path, token).json(body)
 }
 
 /// A JSON document of exactly `n` bytes: `{"path":"aaaa…"}`.

@@ -8,28 +8,30 @@
 //! (413), unknown backup (404), a .pfx of another certificate (job Failed naming both thumbprints),
 //! maintenance and a running job (409), and a damaged pack (job Failed, report verdict FAIL).
 
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use base64::Engine as _;
-use http_body_util::BodyExt;
-use ibs_controller::model::Role;
-use ibs_controller::testing::{self, TestController};
+use ibs_controller::testing::{self};
 use serde_json::{json, Value};
 use std::time::Duration;
-use tower::ServiceExt;
 
-const T0: i64 = 1_800_000_000;
+mod support;
+use support::{Api, Call, T0};
+
 const PFX_PASSWORD: &str = "Validate-Pfx-Pa55-7a1c";
 
-struct Api {
-    t: TestController,
-    app: axum::Router,
-    admin: String,
-    operator: String,
-    reader: String,
+/// The API over a controller with a backup of a realistic `docs` source.
+struct Fixture {
+    api: Api,
     _src: tempfile::TempDir,
     /// The entry counts of the `docs` source, as the catalog must record them.
     want: ibs_testing::Counts,
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 fn b64(b: &[u8]) -> String {
@@ -42,7 +44,9 @@ fn pfx_b64() -> String {
 
 /// A controller with one `files` component, a location encrypted for the test certificate, and
 /// one successful backup. Returns the API and the backup's job id.
-async fn with_backup(components: Vec<ibs_controller::component::ComponentConfig>) -> (Api, String) {
+async fn with_backup(
+    components: Vec<ibs_controller::component::ComponentConfig>,
+) -> (Fixture, String) {
     let t = testing::controller(T0, vec![]);
     let src = tempfile::tempdir().unwrap();
     ibs_testing::realistic_tree(src.path());
@@ -53,14 +57,8 @@ async fn with_backup(components: Vec<ibs_controller::component::ComponentConfig>
     let mut cs = vec![testing::files("docs", &[src.path()])];
     cs.extend(components);
     t.ctl.set_components(cs, "t").unwrap();
-    let app = ibs_api::router(ibs_api::AppState::new(t.ctl.clone()));
-    let db = t.ctl.db().clone();
-    let a = Api {
-        admin: db.create_token(Role::Admin, "a", T0).unwrap(),
-        operator: db.create_token(Role::Operator, "o", T0).unwrap(),
-        reader: db.create_token(Role::Reader, "r", T0).unwrap(),
-        t,
-        app,
+    let a = Fixture {
+        api: Api::new(t),
         _src: src,
         want,
     };
@@ -89,41 +87,11 @@ impl Api {
         token: &str,
         body: Option<Value>,
     ) -> (StatusCode, Vec<u8>, String) {
-        let b = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("Authorization", format!("Bearer {token}"));
-        let req = match body {
-            Some(v) => b
-                .header("Content-Type", "application/json")
-                .body(Body::from(v.to_string()))
-                .unwrap(),
-            None => b.body(Body::empty()).unwrap(),
-        };
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let ctype = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, bytes.to_vec(), ctype)
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let (s, bytes, _) = self.raw(method, path, token, body).await;
-        (
-            s,
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())),
-        )
+        let c = Call::new(method, path, Some(token));
+        match body {
+            Some(v) => self.send_raw(c.json(v.to_string())).await,
+            None => self.send_raw(c).await,
+        }
     }
 
     /// `GET path` as a reader.
@@ -336,7 +304,10 @@ async fn each_failure_has_its_specific_answer() {
         (StatusCode::BAD_REQUEST, Some("pfx")),
         "{v}"
     );
-    let big = b64(&vec![0u8; ibs_recovery::job::MAX_PFX_BYTES + 1]);
+    let big = b64(&vec![
+        0u8;
+        ibs_controller::jobs::validate::MAX_PFX_BYTES + 1
+    ]);
     let (s, v) = a.validate(&backup, &big, PFX_PASSWORD).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),

@@ -10,7 +10,8 @@
 //! - An operator may close any alert. Condition alerts (scheduler disabled, certificate expiry,
 //!   share almost full, legacy key, maintenance failed) are re-evaluated on every controller tick,
 //!   so one closed while its cause persists comes back; a backup-failed alert comes back at the next
-//!   failure. Closed alerts are kept as history.
+//!   failure. Closed alerts are kept as history for `closed_alert_retention_days` (default 7), then
+//!   purged by [`crate::alert_purge`], each into the audit trail.
 //! - With a webhook configured, each raise and close is POSTed as JSON (best effort, never blocking):
 //!   one worker thread drains a queue of at most [`WEBHOOK_QUEUE`] events; when the queue is full
 //!   the new event is dropped, counted and logged. Each POST has connect and overall timeouts. The
@@ -20,7 +21,6 @@ use crate::db::Db;
 use crate::{ControllerError, Result};
 use ibs_storage::AlertClass;
 use rusqlite::{params, OptionalExtension};
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,6 +36,9 @@ pub enum AlertKind {
     SkippedMaintenanceFailed,
     /// Verification found damaged packs that some backups need (closed when healed or pruned).
     BackupsCorrupted,
+    /// A scheduled backup was due with no location (share and encryption) configured; closed when
+    /// one is configured or automatic backups are turned off.
+    ShareNotConfigured,
 }
 
 pub const CATEGORY_BACKUP_FAILED: &str = "backup-failed";
@@ -61,6 +64,7 @@ impl AlertKind {
             AlertKind::LegacyKeyInUse => "legacy-key-in-use".into(),
             AlertKind::SkippedMaintenanceFailed => "backup-skipped-maintenance-failed".into(),
             AlertKind::BackupsCorrupted => "backups-corrupted".into(),
+            AlertKind::ShareNotConfigured => "share-not-configured".into(),
         }
     }
 
@@ -77,7 +81,8 @@ impl AlertKind {
             | AlertKind::CertificateExpired
             | AlertKind::RetentionFailed
             | AlertKind::SkippedMaintenanceFailed
-            | AlertKind::BackupsCorrupted => "Critical",
+            | AlertKind::BackupsCorrupted
+            | AlertKind::ShareNotConfigured => "Critical",
             _ => "Warning",
         }
     }
@@ -131,6 +136,11 @@ impl AlertKind {
                 "Scheduled verification re-read packs on the backup share and found some damaged, missing or unreadable. The backups and components named in the details reference data that exists only in those packs and cannot be fully restored; they are marked Corrupted.",
                 "Check the share's disks and file server for errors. Keep the sources online: the next backup stores again every damaged chunk the sources still have, and backups whose data is then whole are no longer Corrupted. Backups whose damaged data is no longer at the source stay Corrupted; restore from another backup, or let retention remove them.",
             ),
+            AlertKind::ShareNotConfigured => (
+                "Backup skipped because the backup share is not configured.",
+                "A scheduled backup was due, but no file share path or no encryption certificate is configured, so the backup controller can't export backup files.",
+                "Configure the backup location with the share's path and an encryption certificate (`ibs location set --path PATH --cert FILE`), or turn automatic backups off if backups are not wanted.",
+            ),
         }
     }
 
@@ -149,28 +159,13 @@ impl AlertKind {
             AlertKind::LegacyKeyInUse,
             AlertKind::SkippedMaintenanceFailed,
             AlertKind::BackupsCorrupted,
+            AlertKind::ShareNotConfigured,
         ]);
         all.into_iter().find(|k| k.as_str() == s)
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Alert {
-    pub id: i64,
-    pub kind: String,
-    pub category: String,
-    pub severity: String,
-    pub title: String,
-    pub description: String,
-    pub remediation: String,
-    pub details: String,
-    /// `open` or `closed`.
-    pub state: String,
-    pub raised_at: i64,
-    pub updated_at: i64,
-    pub closed_at: Option<i64>,
-    pub closed_by: Option<String>,
-}
+pub use ibs_types::admin::Alert;
 
 /// Where raise and close events go besides the database.
 pub trait AlertSink: Send + Sync + std::fmt::Debug {
@@ -263,7 +258,7 @@ pub struct Alerts {
     sink: Option<Arc<dyn AlertSink>>,
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Alert> {
+pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Alert> {
     Ok(Alert {
         id: r.get(0)?,
         kind: r.get(1)?,
@@ -281,7 +276,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Alert> {
     })
 }
 
-const COLS: &str = "id, kind, category, severity, title, description, remediation, details, state, raised_at, updated_at, closed_at, closed_by";
+pub(crate) const COLS: &str = "id, kind, category, severity, title, description, remediation, details, state, raised_at, updated_at, closed_at, closed_by";
 
 impl Alerts {
     pub fn new(db: Arc<Db>, sink: Option<Arc<dyn AlertSink>>) -> Self {
@@ -555,6 +550,7 @@ mod tests {
             "backup-failed-path",
             "share-almost-full",
             "certificate-expired",
+            "share-not-configured",
         ] {
             assert_eq!(AlertKind::parse(k).unwrap().as_str(), k);
         }

@@ -16,9 +16,7 @@
 use crate::component::{password_purpose, ComponentConfig, DEFAULT_PRIORITY};
 use crate::kinds::ConnUrl;
 use crate::secretbox::SecretBox;
-use crate::settings::SecretText;
 use crate::{ControllerError, Result};
-use serde::{Deserialize, Serialize};
 
 /// Fields that name a command, a host path or a host environment variable: the API may not send
 /// them.
@@ -39,69 +37,30 @@ pub const HOST_ONLY_FIELDS: [&str; 11] = [
 /// Kinds the API can declare itself (the others run commands or read host files).
 pub const API_KINDS: [&str; 3] = ["postgres", "mariadb", "redis"];
 
-/// One entry of `PUT /api/v1/components`. `Debug` never shows the password.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ComponentRequest {
-    pub name: String,
-    /// Absent: a reference to the host catalog component of that name.
-    #[serde(default)]
-    pub kind: Option<String>,
-    #[serde(default)]
-    pub url: Option<String>,
-    /// Write-only; omitted on a later PUT with the same kind and url, the stored one is kept.
-    #[serde(default)]
-    pub password: Option<SecretText>,
-    #[serde(default)]
-    pub essential_for_recovery: Option<bool>,
-    #[serde(default)]
-    pub priority: Option<i32>,
-}
+pub use ibs_types::component::{ComponentRequest, ComponentView};
 
-/// A component as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ComponentView {
-    pub name: String,
-    pub kind: String,
-    /// `config` (defined on the host) or `api`.
-    pub source: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub paths: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    pub essential_for_recovery: bool,
-    pub priority: i32,
-    pub pre_hook_set: bool,
-    pub post_hook_set: bool,
-    pub commands_set: bool,
-    pub password_set: bool,
-}
-
-impl ComponentView {
-    pub fn of(c: &ComponentConfig, catalog: &[ComponentConfig]) -> ComponentView {
-        let set = |o: &Option<String>| o.as_deref().is_some_and(|s| !s.trim().is_empty());
-        ComponentView {
-            name: c.name.clone(),
-            kind: c.kind.clone(),
-            source: if catalog.iter().any(|h| h.name == c.name) {
-                "config".into()
-            } else {
-                "api".into()
-            },
-            paths: c.paths.clone(),
-            url: c.url.clone(),
-            path: c.path.clone(),
-            essential_for_recovery: c.essential_for_recovery,
-            priority: c.priority,
-            pre_hook_set: set(&c.pre_hook),
-            post_hook_set: set(&c.post_hook),
-            commands_set: set(&c.backup) || set(&c.restore),
-            password_set: c.password_file.is_some()
-                || c.password_env.is_some()
-                || c.password_sealed.is_some(),
-        }
+/// What the API shows of a stored component: `source` is `config` when the host catalog defines it.
+pub fn view(c: &ComponentConfig, catalog: &[ComponentConfig]) -> ComponentView {
+    let set = |o: &Option<String>| o.as_deref().is_some_and(|s| !s.trim().is_empty());
+    ComponentView {
+        name: c.name.clone(),
+        kind: c.kind.clone(),
+        source: if catalog.iter().any(|h| h.name == c.name) {
+            "config".into()
+        } else {
+            "api".into()
+        },
+        paths: c.paths.clone(),
+        url: c.url.clone(),
+        path: c.path.clone(),
+        essential_for_recovery: c.essential_for_recovery,
+        priority: c.priority,
+        pre_hook_set: set(&c.pre_hook),
+        post_hook_set: set(&c.post_hook),
+        commands_set: set(&c.backup) || set(&c.restore),
+        password_set: c.password_file.is_some()
+            || c.password_env.is_some()
+            || c.password_sealed.is_some(),
     }
 }
 
@@ -306,7 +265,7 @@ mod tests {
         )
         .unwrap();
         assert!(moved[0].password_sealed.is_none());
-        let v = ComponentView::of(&out[0], std::slice::from_ref(&host));
+        let v = view(&out[0], std::slice::from_ref(&host));
         assert!(v.pre_hook_set && v.source == "config");
         assert!(!serde_json::to_string(&v).unwrap().contains("sync"));
     }

@@ -1,5 +1,5 @@
 //! Condition alerts: scheduler disabled, certificate expiry, legacy key in use, maintenance
-//! failed, share almost full. Each is re-evaluated from the stored state (after a settings change,
+//! failed, share almost full, share not configured (raised by a due slot, closed here). Each is re-evaluated from the stored state (after a settings change,
 //! after a backup, on every tick): a condition that holds keeps its alert open, one that no longer
 //! holds closes it.
 
@@ -59,6 +59,30 @@ pub fn evaluate(ctx: &JobContext) -> Result<()> {
     }
     let (full, detail) = almost_full(ctx)?;
     a.set_condition(AlertKind::ShareAlmostFull, full, &detail, now)?;
+    if s.is_configured() || !s.scheduler_enabled {
+        a.close_kind(AlertKind::ShareNotConfigured, "condition cleared", now)?;
+    }
+    Ok(())
+}
+
+/// A due scheduled slot found no location (share path and certificate or legacy key): raises
+/// `share-not-configured` (or refreshes its details). It is closed by [`evaluate`] once a location
+/// is configured or automatic backups are off; an operator's close lasts until the next due slot.
+pub fn share_not_configured(ctx: &JobContext, next_due: i64) -> Result<()> {
+    let s = ctx.stored_location()?;
+    let missing = match (&s.path, s.is_configured()) {
+        (None, _) => "no share path is set",
+        (Some(_), false) => "no encryption certificate (or legacy key) is set",
+        (Some(_), true) => return Ok(()),
+    };
+    ctx.alerts.raise(
+        AlertKind::ShareNotConfigured,
+        &format!(
+            "scheduled backup skipped: {missing}; next backup time {}",
+            ibs_repo::clock::rfc3339(next_due)
+        ),
+        ctx.now(),
+    )?;
     Ok(())
 }
 

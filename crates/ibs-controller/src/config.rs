@@ -25,6 +25,11 @@ pub struct Config {
     /// Prune's grace period in hours: packs and data-key envelopes younger than this are never
     /// deleted (default 24).
     pub prune_grace_hours: Option<u64>,
+    /// Closed alerts are purged (into the audit trail) this many days after closing (default 7).
+    pub closed_alert_retention_days: Option<u32>,
+    /// Folders an API restore may write beneath (default `DATA/restores`); see
+    /// `ibs_controller::restore_roots`. Absolute paths only.
+    pub restore_roots: Option<Vec<PathBuf>>,
     /// POST alert raise/close events to this URL.
     pub webhook_url: Option<String>,
     /// On first start, the folder the `sample` component backs up.
@@ -57,6 +62,20 @@ impl Config {
                 ControllerError::invalid("listen", format!("{l:?} is not ADDRESS:PORT"))
             })?;
         }
+        if c.closed_alert_retention_days == Some(0) {
+            return Err(ControllerError::invalid(
+                "closed_alert_retention_days",
+                "must be at least 1",
+            ));
+        }
+        for (i, r) in c.restore_roots.iter().flatten().enumerate() {
+            if !r.is_absolute() {
+                return Err(ControllerError::invalid(
+                    format!("restore_roots[{i}]"),
+                    format!("{} is not an absolute path", r.display()),
+                ));
+            }
+        }
         if c.tick_seconds == Some(0) {
             return Err(ControllerError::invalid(
                 "tick_seconds",
@@ -76,6 +95,14 @@ mod tests {
         let text = include_str!("../../../docs/examples/ibs.toml");
         let c = Config::parse(text).unwrap();
         assert!(c.components.unwrap().len() >= 2);
+    }
+
+    #[test]
+    fn closed_alert_retention_days_is_read_and_must_be_positive() {
+        let c = Config::parse("closed_alert_retention_days = 30\n").unwrap();
+        assert_eq!(c.closed_alert_retention_days, Some(30));
+        let e = Config::parse("closed_alert_retention_days = 0\n").unwrap_err();
+        assert!(e.to_string().contains("closed_alert_retention_days"), "{e}");
     }
 
     #[test]

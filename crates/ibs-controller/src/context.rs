@@ -21,7 +21,6 @@ use ibs_keys::LegacyKey;
 use ibs_repo::clock::Clock;
 use ibs_repo::{InitKeys, RepoError, Repository};
 use ibs_storage::{AlertClass, DynStorage};
-use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,13 +33,7 @@ pub(crate) const META_HOST_COMPONENTS: &str = "host_components";
 pub(crate) const META_MAINTENANCE: &str = "maintenance";
 pub(crate) const META_CAPACITY: &str = "capacity";
 
-/// Free and total bytes of the share, as last measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Capacity {
-    pub available: u64,
-    pub total: u64,
-    pub at: i64,
-}
+pub use ibs_types::admin::Capacity;
 
 /// A job failure with its alert class.
 #[derive(Debug, Clone)]
@@ -81,6 +74,8 @@ pub struct JobContext {
     pub lock_wait: Duration,
     /// Prune's grace period.
     pub prune_grace: Duration,
+    /// Folders an API restore may write beneath ([`crate::restore_roots`]).
+    pub restore_roots: Vec<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for JobContext {
@@ -140,7 +135,8 @@ impl JobContext {
 
     /// The components, ready to run (API-given passwords opened).
     pub fn components(&self) -> Result<Vec<Component>> {
-        component::validate_with(&self.components_config()?, Some(&self.secrets))
+        let cs = self.components_config()?;
+        Ok(component::validate_with(&cs, Some(&self.secrets))?)
     }
 
     /// Records the share's free and total bytes (best effort).

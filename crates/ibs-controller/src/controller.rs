@@ -32,7 +32,6 @@ use crate::storage::StorageOpener;
 use crate::{ControllerError, Result};
 use ibs_engine::Progress;
 use ibs_repo::clock::Clock;
-use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,21 +53,20 @@ pub struct ControllerOptions {
     pub lock_wait: Duration,
     /// Prune's grace period (`ibs_engine::retention::DEFAULT_GRACE` unless configured).
     pub prune_grace: Duration,
+    /// Closed alerts are purged this many days after closing
+    /// ([`crate::alert_purge::DEFAULT_CLOSED_ALERT_RETENTION_DAYS`] unless configured).
+    pub closed_alert_retention_days: u32,
+    /// Folders an API restore may write beneath ([`crate::restore_roots`]).
+    pub restore_roots: Vec<PathBuf>,
 }
 
-/// Whether update tooling may proceed (`GET /api/v1/readiness`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Readiness {
-    pub backup_running: bool,
-    pub running_job: Option<String>,
-    pub running_kind: Option<GateKind>,
-    pub maintenance: Option<Maintenance>,
-}
+pub use ibs_types::admin::Readiness;
 
 #[derive(Clone)]
 pub struct Controller {
     ctx: Arc<JobContext>,
     gate: Arc<Gate>,
+    closed_alert_retention_days: u32,
 }
 
 impl std::fmt::Debug for Controller {
@@ -159,8 +157,10 @@ impl Controller {
                 alerts,
                 lock_wait: opts.lock_wait,
                 prune_grace: opts.prune_grace,
+                restore_roots: opts.restore_roots,
             }),
             gate: Arc::new(Gate::default()),
+            closed_alert_retention_days: opts.closed_alert_retention_days,
         })
     }
 
@@ -234,11 +234,6 @@ impl Controller {
         self.gate.holder()
     }
 
-    /// Where job `job_id`'s report with extension `ext` is kept.
-    pub(crate) fn report_path(&self, job_id: &str, ext: &str) -> PathBuf {
-        self.ctx.report_path(job_id, ext)
-    }
-
     fn refuse_during_maintenance(&self) -> Result<()> {
         match self.maintenance()?.filter(Maintenance::is_active) {
             Some(m) => Err(ControllerError::conflict(m.skip_reason())),
@@ -296,6 +291,43 @@ impl Controller {
         self.launch_held(guard, job, |ctx, job, progress| async move {
             jobs::restore::run(&ctx, job, prepared, progress).await
         })
+    }
+
+    /// Starts validating backup `id` (a job id or a repository backup id); see
+    /// [`jobs::validate`]. Bad input (unknown backup, unusable .pfx) fails before a job is created;
+    /// 409 during active maintenance (naming it) or while another job runs.
+    pub fn start_validation(
+        &self,
+        id: &str,
+        req: jobs::validate::ValidateRequest,
+        actor: &str,
+    ) -> Result<(Job, tokio::task::JoinHandle<()>)> {
+        let backup = self.backup(id)?;
+        let prepared = jobs::validate::prepare(&self.ctx, id, &backup, req)?;
+        if let Some(m) = self.maintenance()?.filter(Maintenance::is_active) {
+            return Err(ControllerError::Conflict {
+                message: format!("{}; try again when it has ended", m.skip_reason()),
+                details: Some(serde_json::json!({ "maintenance": m })),
+            });
+        }
+        let now = self.now();
+        let job_id = format!("validate-{}", ibs_repo::clock::new_backup_id(now));
+        let guard = self.gate.take(&job_id, GateKind::Validation)?;
+        let job = jobs::validate::new_job(job_id.clone(), &backup, now);
+        self.ctx.db.audit(
+            now,
+            actor,
+            "backup.validate",
+            &[format!("backup:{}", backup.id), format!("job:{job_id}")],
+        )?;
+        self.launch_held(guard, job, |ctx, job, progress| async move {
+            jobs::validate::run(&ctx, job, prepared, progress).await
+        })
+    }
+
+    /// The report (`json` or `html`) validation job `id` left; see [`jobs::validate`].
+    pub fn report(&self, id: &str, ext: &str) -> Result<Vec<u8>> {
+        jobs::validate::report(&self.ctx, id, &self.job(id)?, ext)
     }
 
     /// Starts a verification now; 409 during maintenance or while another job runs.

@@ -61,16 +61,7 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 ";
 
-/// One audit record: who changed what, when. `fields` names the changed fields, never their values
-/// when they are secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct AuditRecord {
-    pub id: i64,
-    pub at: i64,
-    pub actor: String,
-    pub action: String,
-    pub fields: Vec<String>,
-}
+pub use ibs_types::admin::AuditRecord;
 
 #[derive(Debug)]
 pub struct Db {
@@ -154,6 +145,15 @@ impl Db {
     pub fn delete_meta(&self, key: &str) -> Result<()> {
         self.conn()
             .execute("DELETE FROM meta WHERE key = ?1", [key])?;
+        Ok(())
+    }
+
+    /// Rewrites the database file without free space and truncates the WAL, so that content
+    /// overwritten or deleted before (a cleared secret) no longer lies anywhere on disk.
+    pub fn scrub(&self) -> Result<()> {
+        let conn = self.conn();
+        conn.execute_batch("VACUUM")?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
 

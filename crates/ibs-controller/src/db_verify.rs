@@ -5,7 +5,6 @@
 use crate::db::Db;
 use crate::Result;
 use rusqlite::params;
-use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 
 pub(crate) const TABLE: &str = "
@@ -19,20 +18,7 @@ CREATE TABLE IF NOT EXISTS pack_checks (
 );
 ";
 
-/// The last verification of one pack.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PackCheck {
-    /// Hex pack id.
-    pub pack: String,
-    /// Unix seconds of the last verification.
-    pub verified_at: i64,
-    pub ok: bool,
-    /// What was wrong (`missing: …`, `hash-mismatch: …`), when not ok.
-    pub reason: Option<String>,
-    pub bytes: u64,
-    /// How many times the pack was verified.
-    pub checks: u64,
-}
+pub use ibs_types::requests::PackCheck;
 
 impl Db {
     /// Every pack record, by hex pack id.

@@ -4,36 +4,39 @@
 //! below the facade imports `controller`:
 //!
 //! ```text
-//! controller (facade) ──> jobs::{backup, restore, verify, retention} ──> conditions ──> context
-//!      │                    (backup ──> verify::corruption)         └─────────────────> context
+//! controller (facade) ──> jobs::{backup, restore, verify, retention, validate} ──> conditions ──> context
+//!      │                    (backup ──> verify::corruption)                   └───────────────> context
 //!      ├──> gate ──> model
 //!      ├──> conditions, context
 //!      └──> scheduler, settings, component_api, tokens, db
-//! hosted_job ──> controller, context
 //! context ──> db, alerts, settings, storage, secretbox, component, model
 //! ```
 //!
+//! Below the crate: `ibs-recovery` (validation, for [`jobs::validate`]) and `ibs-sources` (the
+//! component model and kinds, re-exported here as [`component`] and [`kinds`]).
+//!
 //! - [`model`]: jobs, their states, the status roll-up over components, gate kinds, maintenance.
 //! - [`config`]: the TOML configuration (`ibs.toml`) and its validation.
-//! - [`component`]: the unit of backup (`files`, `command`, service kinds), hooks, and the mapping to engine sources.
+//! - [`component`], [`kinds`]: the component model and kinds, from `ibs-sources` (re-exported).
 //! - [`component_api`]: what the HTTP API may say about components (references to host components,
 //!   service components with a sealed password) and the view it gets (no hook, command or secret).
-//! - [`kinds`]: the service kinds `postgres`, `mariadb`, `redis`, `sqlite`: streamed exports, restore, verification.
 //! - [`settings`]: the backup-location resource: validation, secrets, audit.
 //! - [`db`]: the SQLite state database (jobs, settings, alerts, tokens, audit, scheduler state).
 //! - [`secretbox`]: encryption at rest of secrets kept in the state database.
 //! - [`tokens`]: API bearer tokens with roles, stored hashed, compared in constant time.
 //! - [`scheduler`]: the pure scheduling decision for a tick (interval, missed runs, skips).
-//! - [`alerts`]: the alert catalogue and lifecycle, and the webhook sink.
+//! - [`alerts`]: the alert catalogue and lifecycle, and the webhook sink; [`alert_purge`]: closed
+//!   alerts purged after `closed_alert_retention_days`, each into the audit trail.
 //! - [`redact`]: URLs made safe to print (no userinfo, query or path).
+//! - [`restore_roots`]: the host-configured folders an API restore may write beneath.
 //! - [`storage`]: the injected storage opener and the share accessibility test.
 //! - [`context`]: [`context::JobContext`], what a job may use (database, clock, storage opener,
 //!   alerts, paths), and [`Failure`].
 //! - [`conditions`]: the condition alerts (scheduler off, certificate expiry, share almost full, …).
 //! - `gate`: one job at a time, and the running jobs' live progress.
 //! - [`jobs`]: one module per job kind: [`jobs::backup`], [`jobs::restore`], [`jobs::verify`]
-//!   (scheduled pack verification, Corrupted backups), [`jobs::retention`] (hourly forget + prune).
-//! - [`hosted_job`]: runs a job whose work another crate supplies (validation, from `ibs-recovery`).
+//!   (scheduled pack verification, Corrupted backups), [`jobs::retention`] (hourly forget + prune),
+//!   [`jobs::validate`] (backup validation, `ibs-recovery`'s, with its reports).
 //! - [`controller`]: [`Controller`], the facade the API and the daemon talk to: it takes the gate
 //!   and starts jobs, runs the scheduler tick, owns the settings; [`bootstrap`] is its first start
 //!   on embedded defaults (certificate, sample folder, location, admin token).
@@ -41,8 +44,8 @@
 //! Time comes only from the injected [`ibs_repo::clock::Clock`], so every rule here is testable with
 //! `ManualClock`.
 
+pub mod alert_purge;
 pub mod alerts;
-pub mod component;
 pub mod component_api;
 pub mod conditions;
 pub mod config;
@@ -52,11 +55,10 @@ pub mod db;
 mod db_jobs;
 pub mod db_verify;
 mod gate;
-pub mod hosted_job;
 pub mod jobs;
-pub mod kinds;
 pub mod model;
 pub mod redact;
+pub mod restore_roots;
 pub mod scheduler;
 pub mod secretbox;
 pub mod settings;
@@ -64,6 +66,15 @@ pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tokens;
+
+/// The component model, re-exported for the controller's API consumers.
+pub use ibs_sources::component;
+
+/// The component kinds and their dispatch, re-exported for the controller's API consumers.
+pub mod kinds {
+    pub use ibs_sources::kinds::*;
+    pub use ibs_sources::mapping::{plan, restore};
+}
 
 pub use context::{Capacity, Failure};
 pub use controller::{
@@ -76,7 +87,7 @@ pub use model::{
     ComponentResult, GateKind, Job, JobKind, JobStatus, MaintenanceState, Role, Trigger,
     DEFAULT_FREQUENCY_HOURS, DEFAULT_RETENTION_DAYS,
 };
-pub use storage::{OpenError, StorageOpener, StorageTarget};
+pub use storage::{LocationOpener, OpenError, StorageOpener, StorageTarget};
 
 use ibs_storage::AlertClass;
 
@@ -117,6 +128,17 @@ impl ControllerError {
         ControllerError::Conflict {
             message: message.into(),
             details: None,
+        }
+    }
+}
+
+impl From<ibs_sources::component::ConfigError> for ControllerError {
+    fn from(e: ibs_sources::component::ConfigError) -> Self {
+        use ibs_sources::component::ConfigError;
+        match e {
+            ConfigError::Invalid { field, message } => ControllerError::Invalid { field, message },
+            ConfigError::Sealed(message) => ControllerError::Internal(message),
+            other => ControllerError::Internal(other.to_string()),
         }
     }
 }

@@ -15,6 +15,9 @@ use crate::model::GateKind;
 use serde::{Deserialize, Serialize};
 
 pub const META_KEY: &str = "schedule";
+/// The skip reason of a due slot with no location configured (it also raises the
+/// `share-not-configured` alert).
+pub const NOT_CONFIGURED: &str = "no backup location is configured";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduleState {
@@ -72,7 +75,7 @@ pub fn tick(state: &mut ScheduleState, now: i64, frequency_hours: u32, c: &Condi
     } else if let Some((id, kind)) = &c.running {
         Decision::Skip(format!("{kind} {id} is running"))
     } else if !c.configured {
-        Decision::Skip("no backup location is configured".into())
+        Decision::Skip(NOT_CONFIGURED.into())
     } else {
         Decision::Run
     }

@@ -73,6 +73,12 @@ impl SecretBox {
     }
 }
 
+impl ibs_sources::component::SealedSecrets for SecretBox {
+    fn open_sealed(&self, purpose: &str, sealed: &str) -> std::result::Result<String, String> {
+        self.open(purpose, sealed).map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

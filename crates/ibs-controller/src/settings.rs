@@ -17,7 +17,6 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use ibs_keys::{Certificate, LegacyKey};
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
 
 pub const META_KEY: &str = "location";
 
@@ -42,13 +41,7 @@ pub struct StoredLocation {
     pub verify_sample_percent: u32,
 }
 
-fn default_verify_every() -> u32 {
-    DEFAULT_VERIFY_EVERY_HOURS
-}
-
-fn default_verify_sample() -> u32 {
-    DEFAULT_VERIFY_SAMPLE_PERCENT
-}
+use ibs_types::location::{default_verify_every, default_verify_sample};
 
 impl Default for StoredLocation {
     fn default() -> Self {
@@ -69,115 +62,72 @@ impl Default for StoredLocation {
 }
 
 impl StoredLocation {
+    /// A share and an encryption (certificate or legacy key) are set: scheduled backups can run.
+    pub fn is_configured(&self) -> bool {
+        self.path.is_some() && (self.certificate_der.is_some() || self.legacy_key_sealed.is_some())
+    }
+
+    /// What clearing the location leaves at `now`: the defaults (no share, no credentials, no
+    /// encryption) with automatic backups off.
+    pub fn cleared(now: i64) -> StoredLocation {
+        StoredLocation {
+            scheduler_enabled: false,
+            updated_at: now,
+            ..StoredLocation::default()
+        }
+    }
+
+    /// The names of the settings that differ in `next` (for the audit log; never values).
+    pub fn changed_fields(&self, next: &StoredLocation) -> Vec<String> {
+        [
+            ("path", self.path != next.path),
+            ("username", self.username != next.username),
+            ("password", self.password_sealed != next.password_sealed),
+            ("certificate", self.certificate_der != next.certificate_der),
+            (
+                "legacy_key",
+                self.legacy_key_sealed != next.legacy_key_sealed,
+            ),
+            (
+                "frequency_hours",
+                self.frequency_hours != next.frequency_hours,
+            ),
+            ("retention_days", self.retention_days != next.retention_days),
+            (
+                "scheduler_enabled",
+                self.scheduler_enabled != next.scheduler_enabled,
+            ),
+            (
+                "verify_every_hours",
+                self.verify_every_hours != next.verify_every_hours,
+            ),
+            (
+                "verify_sample_percent",
+                self.verify_sample_percent != next.verify_sample_percent,
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(name, _)| name.to_string())
+        .collect()
+    }
+
     pub fn certificate(&self) -> Option<Certificate> {
         let der = B64.decode(self.certificate_der.as_deref()?).ok()?;
         Certificate::from_bytes(&der).ok()
     }
 }
 
-/// What the API returns for a certificate: never the certificate itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CertificateInfo {
-    pub thumbprint: String,
-    pub subject: String,
-    /// Unix seconds.
-    pub not_after: i64,
-    pub expires: String,
-    pub key_bits: usize,
-}
+pub use ibs_types::location::{CertificateInfo, LocationUpdate, LocationView, SecretText};
 
-impl CertificateInfo {
-    pub fn of(c: &Certificate) -> Self {
-        CertificateInfo {
-            thumbprint: c.thumbprint().into(),
-            subject: c.subject().into(),
-            not_after: c.not_after(),
-            expires: ibs_repo::clock::rfc3339(c.not_after()),
-            key_bits: c.key_bits(),
-        }
-    }
-}
-
-/// The location as shown by `GET /api/v1/location`. Write-only fields appear only as `*_set`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LocationView {
-    pub path: Option<String>,
-    pub username: Option<String>,
-    pub password_set: bool,
-    pub certificate: Option<CertificateInfo>,
-    pub legacy_key_set: bool,
-    pub encryption_mode: Option<String>,
-    pub frequency_hours: u32,
-    pub retention_days: u32,
-    pub scheduler_enabled: bool,
-    pub available_bytes: Option<u64>,
-    pub total_bytes: Option<u64>,
-    pub next_backup_time: Option<String>,
-    pub last_backup_time: Option<String>,
-    pub updated_at: Option<String>,
-    #[serde(default)]
-    pub warnings: Vec<String>,
-    #[serde(default = "default_verify_every")]
-    pub verify_every_hours: u32,
-    #[serde(default = "default_verify_sample")]
-    pub verify_sample_percent: u32,
-}
-
-/// A partial update (`PUT /api/v1/location`): absent fields are left unchanged. `Debug` never shows
-/// the password or the legacy key (they are [`SecretText`]).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LocationUpdate {
-    pub path: Option<String>,
-    pub username: Option<String>,
-    /// Write-only.
-    pub password: Option<SecretText>,
-    /// A `.cer`: base64 of its DER or PEM bytes, or PEM text.
-    pub certificate: Option<String>,
-    /// Write-only: the legacy key file's text.
-    pub legacy_key: Option<SecretText>,
-    pub frequency_hours: Option<i64>,
-    pub retention_days: Option<i64>,
-    pub scheduler_enabled: Option<bool>,
-    /// Hours between scheduled verifications of the packs on the share (1–720).
-    pub verify_every_hours: Option<i64>,
-    /// Share of the packs each verification reads, in percent (1–100).
-    pub verify_sample_percent: Option<i64>,
-    /// Apply a retention change even though it deletes existing backups.
-    #[serde(default)]
-    pub confirm: bool,
-}
-
-impl std::fmt::Debug for SecretText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// A secret value (a password, a key file's text): its `Debug` is redacted and its memory is zeroed
-/// when dropped.
-#[derive(Clone, PartialEq, Eq, Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
-#[serde(transparent)]
-pub struct SecretText(String);
-
-impl SecretText {
-    pub fn new(value: String) -> SecretText {
-        SecretText(value)
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for SecretText {
-    fn from(value: String) -> SecretText {
-        SecretText(value)
-    }
-}
-
-impl From<&str> for SecretText {
-    fn from(value: &str) -> SecretText {
-        SecretText(value.to_string())
+/// What the API shows of a certificate: never the certificate itself.
+pub fn certificate_info(c: &Certificate) -> CertificateInfo {
+    CertificateInfo {
+        thumbprint: c.thumbprint().into(),
+        subject: c.subject().into(),
+        not_after: c.not_after(),
+        expires: ibs_repo::clock::rfc3339(c.not_after()),
+        key_bits: c.key_bits(),
     }
 }
 
@@ -207,51 +157,10 @@ impl ValidatedUpdate {
     }
 }
 
-/// Checks a location path; returns warnings (an IP address instead of an FQDN).
+/// Checks a location path; returns warnings (an IP address instead of an FQDN). The rule is
+/// [`ibs_types::location::validate_path`]; its refusal becomes [`ControllerError::Invalid`].
 pub fn validate_path(p: &str) -> Result<Vec<String>> {
-    let bad = |m: String| Err(ControllerError::invalid("path", m));
-    if p.trim().is_empty() {
-        return bad("must not be empty".into());
-    }
-    let unc = match p.strip_prefix("\\\\") {
-        Some(rest) => Some(rest.split('\\').collect::<Vec<_>>()),
-        None => p
-            .strip_prefix("smb://")
-            .or_else(|| p.strip_prefix("//"))
-            .map(|rest| rest.split('/').collect::<Vec<_>>()),
-    };
-    let Some(parts) = unc else {
-        if !p.starts_with('/') {
-            return bad(format!(
-                "{p:?} is neither a UNC path (\\\\host.fqdn\\share\\folder) nor an absolute local folder"
-            ));
-        }
-        return Ok(Vec::new());
-    };
-    let host = parts.first().copied().unwrap_or("");
-    let host = host.split(':').next().unwrap_or("");
-    if host.is_empty() || parts.len() < 2 || parts[1].is_empty() {
-        return bad(format!(
-            "malformed UNC path {p:?}: expected \\\\host.fqdn\\share[\\folder]"
-        ));
-    }
-    if host.parse::<IpAddr>().is_ok() {
-        return Ok(vec![format!(
-            "path: {host} is an IP address; an FQDN is recommended (an IP is accepted only where names cannot resolve)"
-        )]);
-    }
-    if !host.contains('.') {
-        return bad(format!(
-            "single-label host {host:?}: use the fully qualified domain name of the file server (or its IP address where names cannot resolve)"
-        ));
-    }
-    if !host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-    {
-        return bad(format!("host {host:?} is not a valid DNS name"));
-    }
-    Ok(Vec::new())
+    ibs_types::location::validate_path(p).map_err(|e| ControllerError::invalid(e.field, e.message))
 }
 
 fn in_range(field: &str, v: i64, (lo, hi): (u32, u32)) -> Result<u32> {
@@ -470,6 +379,23 @@ mod tests {
             validate(&u(r#"{"username":"u","password":"hunter2"}"#), &cur, 0).unwrap()
         )
         .contains("hunter2"));
+    }
+
+    #[test]
+    fn clearing_names_the_fields_that_had_a_value() {
+        let cur = StoredLocation {
+            path: Some("/x".into()),
+            username: Some("u".into()),
+            password_sealed: Some("sealed".into()),
+            ..StoredLocation::default()
+        };
+        assert_eq!(
+            cur.changed_fields(&StoredLocation::cleared(5)),
+            ["path", "username", "password", "scheduler_enabled"]
+        );
+        assert!(StoredLocation::cleared(5)
+            .changed_fields(&StoredLocation::cleared(9))
+            .is_empty());
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! How the controller reaches a backup location. The binary owns the mapping from a location path
-//! (local folder or UNC) to a [`DynStorage`] rooted at `<path>/MASBackup`, so the controller takes it
-//! as an injected [`StorageOpener`]; tests inject memory or faulty storage.
+//! How the controller reaches a backup location: through an injected [`StorageOpener`]. The daemon
+//! injects [`LocationOpener`], which maps a location path (local folder or UNC) to a [`DynStorage`]
+//! rooted at `<path>/MASBackup` through [`ibs_location`]; tests inject memory or faulty storage.
 //!
 //! Also the accessibility test of the brief: write a probe object, read it back, delete it.
 
 use async_trait::async_trait;
+use ibs_location::LocationError;
 use ibs_storage::{AlertClass, DynStorage, ObjectKey};
 use std::fmt;
 
@@ -55,11 +56,38 @@ impl OpenError {
     }
 }
 
+impl From<LocationError> for OpenError {
+    fn from(e: LocationError) -> Self {
+        OpenError {
+            class: e.class(),
+            not_a_repository: e.is_not_a_repository(),
+            message: e.to_string(),
+        }
+    }
+}
+
 #[async_trait]
 pub trait StorageOpener: Send + Sync + fmt::Debug {
     /// Opens the storage of `target`. With `create`, creates `MASBackup` under an existing folder;
     /// without it, a location without `MASBackup` is an error with `not_a_repository` set.
     async fn open(&self, target: &StorageTarget, create: bool) -> Result<DynStorage, OpenError>;
+}
+
+/// Opens real locations (local folders, SMB shares) through [`ibs_location`]. The stored
+/// (decrypted) share password is handed over in memory, never through the environment or argv.
+#[derive(Debug, Default)]
+pub struct LocationOpener;
+
+#[async_trait]
+impl StorageOpener for LocationOpener {
+    async fn open(&self, target: &StorageTarget, create: bool) -> Result<DynStorage, OpenError> {
+        let password =
+            ibs_location::is_smb(&target.path).then(|| target.password.clone().unwrap_or_default());
+        for w in ibs_location::warnings(&target.path) {
+            tracing::warn!("location {}: {w}", target.path);
+        }
+        Ok(ibs_location::open(&target.path, target.username.as_deref(), password, create).await?)
+    }
 }
 
 /// The accessibility test: write a probe object, read it back, delete it.

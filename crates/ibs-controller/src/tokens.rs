@@ -12,17 +12,7 @@ use base64::Engine as _;
 use rusqlite::params;
 use serde::Serialize;
 
-/// A stored token as listed (never the token itself, nor its hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct TokenInfo {
-    pub id: i64,
-    pub role: String,
-    pub label: String,
-    pub created_at: i64,
-    pub expires_at: Option<i64>,
-    /// True when `expires_at` has passed (the token is refused).
-    pub expired: bool,
-}
+pub use ibs_types::admin::TokenInfo;
 
 /// Who presented a valid token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

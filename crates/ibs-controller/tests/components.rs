@@ -202,16 +202,8 @@ async fn mariadb_round_trip_under_load_and_force() {
     }))])
     .await;
 
-    let mut cmd = Command::new("mariadb");
-    cmd.args([
-        "--no-defaults",
-        "-h",
-        "127.0.0.1",
-        "--port=3306",
-        "--protocol=tcp",
-        "--user=root",
-        &db,
-    ]);
+    let mut cmd = ibs_testing::db::mariadb();
+    cmd.arg(&db);
     let w = Writer::start(cmd, "START TRANSACTION;");
     wait_ledger(|| {
         mysql(Some(&db), "SELECT COUNT(*) FROM ledger")

@@ -2,14 +2,15 @@
 //! servers: table names and row data built to break out of the restore's verification queries,
 //! database names that libpq would read as connection strings, decoys in function bodies. The
 //! restore's verification and the validation path (export records rebuilt from the stored dump,
-//! then [`kinds::restore`] into a temporary database, as `ibs validate` does) must run nothing
+//! then [`mapping::restore`] into a temporary database, as `ibs validate` does) must run nothing
 //! but their own queries and count every table right.
 
 mod support;
 
-use ibs_controller::component::{self, Component};
-use ibs_controller::kinds::{self, recovered, RestoreTarget};
 use ibs_controller::model::JobStatus;
+use ibs_sources::component::{self, Component};
+use ibs_sources::kinds::{self, RestoreTarget};
+use ibs_sources::mapping;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -31,9 +32,9 @@ fn validate_like(
     source: &str,
     target: &str,
 ) -> Result<String, String> {
-    let exports = recovered::exports_from_staged(c, &[source.to_string()], staged)
+    let exports = mapping::exports_from_staged(c, &[source.to_string()], staged)
         .map_err(|e| e.to_string())?;
-    kinds::restore(
+    mapping::restore(
         c,
         &exports,
         staged,
@@ -273,17 +274,8 @@ async fn mariadb_hostile_names_and_routine_decoys_are_counted_and_run_nothing() 
             t = q(t)
         ));
     }
-    let out = Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "-h",
-            "127.0.0.1",
-            "--port=3306",
-            "--protocol=tcp",
-            "--user=root",
-            "--",
-            &db,
-        ])
+    let out = ibs_testing::db::mariadb()
+        .args(["--", &db])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()

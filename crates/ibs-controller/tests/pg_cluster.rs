@@ -99,26 +99,7 @@ impl Cluster {
     }
 
     fn psql(&self, db: &str, sql: &str) -> String {
-        let out = Command::new("psql")
-            .args([
-                "-X",
-                "-q",
-                "-At",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-            ])
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-c", sql])
-            .env("PGDATABASE", db)
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "psql {db}: {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        ibs_testing::db::psql_db(self.port, db, sql)
     }
 }
 

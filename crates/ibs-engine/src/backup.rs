@@ -8,27 +8,25 @@
 //! before the manifest leaves only unreferenced objects, which `prune` removes.
 
 use crate::cache::FilesCache;
-use crate::exclude::Excludes;
 use crate::packing::Packing;
+use crate::produce::{spawn_producer, start_sealers, Produced, Sealing};
 use crate::progress::{estimate, Progress};
 use crate::state::WriterState;
-use crate::walk::{Emitter, SourceReader, SourceStats, Work};
-use crate::EngineError;
+use crate::summary::{build_catalog, summarise, DataKey, Figures, Start, Summary};
+use crate::{EngineError, SourceError, StateError};
 use futures::StreamExt;
-use ibs_repo::chunk::{ChunkSealer, SealedChunk};
-use ibs_repo::clock::{new_backup_id, rfc3339};
 use ibs_repo::config::Encryption;
 use ibs_repo::crypto::SymKey;
-use ibs_repo::ids::{ChunkId, KeyId};
+use ibs_repo::ids::KeyId;
 use ibs_repo::index::{Index, PackRecord};
-use ibs_repo::lock::{self, LockKind};
-use ibs_repo::manifest::{BackupStatus, Catalog, Manifest, SourceSummary, SourceTree, TreePart};
+use ibs_repo::lock::LockKind;
+use ibs_repo::manifest::{Catalog, Manifest};
 use ibs_repo::Repository;
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Where a source's bytes come from.
 pub enum SourceOrigin {
@@ -79,7 +77,7 @@ pub struct BackupReport {
 
 /// Checks a source or component name: 1–64 characters of letters, digits, `.`, `_`, `-`, not
 /// starting with `.`.
-pub fn validate_name(name: &str) -> Result<(), EngineError> {
+pub fn validate_name(name: &str) -> Result<(), SourceError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
@@ -89,35 +87,36 @@ pub fn validate_name(name: &str) -> Result<(), EngineError> {
     if ok {
         Ok(())
     } else {
-        Err(EngineError::Source(format!(
-            "source name {name:?} is invalid: use 1-64 letters, digits, '.', '_' or '-', not starting with '.'"
-        )))
+        Err(SourceError::InvalidName {
+            name: name.to_owned(),
+        })
     }
 }
 
 fn validate(opts: &BackupOptions) -> Result<(), EngineError> {
     if opts.sources.is_empty() {
-        return Err(EngineError::Source("no source given".into()));
+        return Err(SourceError::NoSource.into());
     }
     let mut names = HashSet::new();
     for s in &opts.sources {
         validate_name(&s.name)?;
         if !names.insert(s.name.as_str()) {
-            return Err(EngineError::Source(format!(
-                "source name {:?} is given twice",
-                s.name
-            )));
+            return Err(SourceError::DuplicateName {
+                name: s.name.clone(),
+            }
+            .into());
         }
         if let SourceOrigin::Tree { exclude, .. } = &s.origin {
             crate::exclude::Excludes::new(exclude)?;
         }
         if let Some(p) = s.origin.path() {
-            if let Err(e) = std::fs::symlink_metadata(p) {
-                return Err(EngineError::Source(format!(
-                    "source {}: {} cannot be read: {e}",
-                    s.name,
-                    p.display()
-                )));
+            if let Err(cause) = std::fs::symlink_metadata(p) {
+                return Err(SourceError::Unreadable {
+                    name: s.name.clone(),
+                    path: p.to_owned(),
+                    cause,
+                }
+                .into());
             }
         }
     }
@@ -128,15 +127,22 @@ fn validate(opts: &BackupOptions) -> Result<(), EngineError> {
 pub fn check_state(repo: &Repository, state: &WriterState) -> Result<(), EngineError> {
     repo.check_keys(&state.keys)?;
     match (&repo.config().encryption, &state.certificate, &state.legacy) {
-        (Encryption::Certificate { current, .. }, Some(c), _) if c.thumbprint() == current => Ok(()),
+        (Encryption::Certificate { current, .. }, Some(c), _) if c.thumbprint() == current => {
+            Ok(())
+        }
         // The writer's certificate is one the repository knows but no longer the current one: a
         // rotation (set-cert or rewrap) finished on the share but not yet in this writer's state,
         // e.g. because it was killed in between. New backups stay readable with that certificate's
         // .pfx; re-running the rotation here brings the state up to date. The writer never takes
         // a certificate from the share, so a planted certificate cannot redirect backups.
-        (Encryption::Certificate { current, certificates }, Some(c), _)
-            if certificates.iter().any(|t| t == c.thumbprint()) =>
-        {
+        (
+            Encryption::Certificate {
+                current,
+                certificates,
+            },
+            Some(c),
+            _,
+        ) if certificates.iter().any(|t| t == c.thumbprint()) => {
             tracing::warn!(
                 "this writer encrypts for certificate {}, but the repository's current certificate is {current}; \
                  run `ibs repo set-cert` with the current certificate",
@@ -144,12 +150,15 @@ pub fn check_state(repo: &Repository, state: &WriterState) -> Result<(), EngineE
             );
             Ok(())
         }
-        (Encryption::Certificate { current, .. }, Some(c), _) => Err(EngineError::State(format!(
-            "the repository's current certificate is {current}, but this writer holds {}; run `ibs repo set-cert` or `ibs repo adopt`",
-            c.thumbprint()
-        ))),
+        (Encryption::Certificate { current, .. }, Some(c), _) => {
+            Err(StateError::CertificateNotCurrent {
+                current: current.clone(),
+                held: c.thumbprint().to_owned(),
+            }
+            .into())
+        }
         (Encryption::LegacyKey, _, Some(_)) => Ok(()),
-        _ => Err(EngineError::State("the writer state does not match the repository's encryption mode".into())),
+        _ => Err(StateError::EncryptionMismatch.into()),
     }
 }
 
@@ -183,283 +192,45 @@ pub async fn backup_with(
     lock.finish(result).await
 }
 
+/// The backup under the exclusive lock: prepare the index and a data key, run the pipeline, store
+/// the index, then commit the manifest and the writer's local state.
 async fn run(
     repo: Arc<Repository>,
     state: &WriterState,
     opts: BackupOptions,
     extras: BackupExtras,
 ) -> Result<BackupReport, EngineError> {
-    let started_unix = repo.clock().now_unix();
-    let started = Instant::now();
-    let backup_id = new_backup_id(started_unix);
-    // Only chunks under keys wrapped for this writer's certificate count as present (keysel).
-    let mut index = crate::keysel::writer_index(&repo, state).await?;
-    // Self-heal: a chunk whose only copies are in damaged packs counts as absent, so a source
-    // that still has it stores it again (in a new pack, indexed by this backup's segment).
-    let healing = index.forget_damaged();
-    if healing > 0 {
-        tracing::info!("{healing} chunks have copies only in damaged packs; they are stored again if a source still has them");
-    }
-    let index = Arc::new(index);
+    let start = Start::now(&repo);
+    let index = writer_index(&repo, state).await?;
     preflight_capacity(&repo, &opts.sources).await?;
-
-    // A fresh data key: in memory for this run only, persisted only inside its envelope.
-    let key_id = KeyId::random();
-    let (data_key, thumbprint) = match (&state.certificate, &state.legacy) {
-        (Some(cert), _) => {
-            let k = SymKey::random();
-            repo.put_data_key(&key_id, &k, &[cert]).await?;
-            crate::keysel::remember(state, &key_id)?;
-            (k, Some(cert.thumbprint().to_owned()))
-        }
-        (None, Some(legacy)) => (
-            ibs_repo::crypto::derive_legacy_data_key(legacy.material(), &key_id),
-            None,
-        ),
-        (None, None) => {
-            return Err(EngineError::State(
-                "writer state holds neither a certificate nor a key".into(),
-            ))
-        }
-    };
-
-    // Totals for percent and ETA, counted beside the backup (metadata only). The walk also runs
-    // ahead of the producer's own, so on a cold cache the two overlap their metadata reads: the
-    // no-change backup of the bench tree takes 0.29 s with it and 0.42-0.46 s without.
-    let roots: Vec<PathBuf> = opts
-        .sources
-        .iter()
-        .filter_map(|s| s.origin.path().map(|p| p.to_path_buf()))
-        .collect();
-    let totals = opts.progress.clone();
-    std::thread::spawn(move || {
-        for r in roots {
-            let (b, f) = estimate(&r);
-            totals.add_total(b, f);
-        }
-    });
-
-    let threads = if opts.threads == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    } else {
-        opts.threads
-    };
-    let level = repo.config().compression_level;
-    let (work_tx, work_rx) = crossbeam_channel::bounded::<Work>(2 * threads);
-    let (sealed_tx, sealed_rx) = crossbeam_channel::bounded::<SealedChunk>(2 * threads);
-    let mut sealers = Vec::new();
-    for _ in 0..threads {
-        let (rx, tx, key) = (work_rx.clone(), sealed_tx.clone(), data_key.clone());
-        sealers.push(std::thread::spawn(move || {
-            let mut sealer = ChunkSealer::new(level);
-            for w in rx {
-                let sealed = if w.recipe {
-                    sealer.seal_recipe_into(w.id, &w.data, &key, Vec::new())
-                } else {
-                    sealer.seal(w.id, &w.data, &key)
-                };
-                if tx.send(sealed).is_err() {
-                    break;
-                }
-            }
-        }));
-    }
-    drop((work_rx, sealed_tx));
-
-    let Packing { packer, uploader } = crate::packing::start(
-        repo.clone(),
-        sealed_rx,
-        key_id,
-        state.keys.metadata.clone(),
-        repo.config().pack_target_size as usize,
-    );
-
-    // The producer: walks every source on a blocking thread.
-    let cache_path = state.files_cache_path();
-    let path_key = crate::cache::PathKey::derive(&state.keys.dedup);
-    let delta_dir = state.delta_dir();
-    let params = repo.config().chunker.clone();
-    let dedup = state.keys.dedup.clone();
-    let progress = opts.progress.clone();
-    let sources = opts.sources;
-    let producer = tokio::task::spawn_blocking(move || {
-        let mut cache = FilesCache::open(&cache_path, path_key)?;
-        let mut em = Emitter {
-            dedup,
-            index,
-            refs: HashSet::new(),
-            source_refs: HashSet::new(),
-            tx: work_tx,
-            bytes_new: 0,
-            closed: false,
-            delta: None,
-            delta_error: None,
-            delta_pending: Vec::new(),
-        };
-        let mut results = Vec::new();
-        let mut source_refs: Vec<(String, Vec<ChunkId>)> = Vec::new();
-        for src in sources {
-            let mut reader = SourceReader {
-                name: &src.name,
-                params: &params,
-                em: &mut em,
-                cache: &mut cache,
-                progress: &progress,
-                stats: SourceStats::default(),
-                read_buf: 1 << 20,
-                chunker: crate::chunker::Chunker::new(&params),
-                exclude: Excludes::default(),
-                delta_dir: Some(&delta_dir),
-            };
-            let (kind, origin, tree) = match src.origin {
-                SourceOrigin::Path(p) => {
-                    let kind = if p.is_dir() { "dir" } else { "file" };
-                    let tree = reader.path(&p);
-                    (kind, p.display().to_string(), tree)
-                }
-                SourceOrigin::Tree { root, exclude } => {
-                    let kind = if root.is_dir() { "dir" } else { "file" };
-                    reader.exclude = Excludes::new(&exclude)?;
-                    let tree = reader.path(&root);
-                    (kind, root.display().to_string(), tree)
-                }
-                SourceOrigin::Stream {
-                    reader: mut r,
-                    file_name,
-                } => (
-                    "stream",
-                    "-".to_string(),
-                    reader.stream(
-                        &file_name,
-                        &mut r,
-                        started_unix.saturating_mul(1_000_000_000),
-                    ),
-                ),
-            };
-            let stats = reader.stats;
-            if matches!(tree, Err(EngineError::Cancelled)) {
-                return Err(EngineError::Cancelled);
-            }
-            let mut mine: Vec<ChunkId> = std::mem::take(&mut em.source_refs).into_iter().collect();
-            mine.sort_unstable();
-            source_refs.push((src.name.clone(), mine));
-            results.push((src.name, kind, origin, tree, stats));
-        }
-        let refs = (em.refs, source_refs);
-        let bytes_new = em.bytes_new;
-        drop(em.tx);
-        Ok::<_, EngineError>((results, refs, bytes_new, (cache, em.delta_pending)))
-    });
-
-    let joiner = tokio::task::spawn_blocking(move || {
-        for s in sealers {
-            let _ = s.join();
-        }
-        let _ = packer.join();
-    });
-    let (produced, _, uploaded) = tokio::join!(producer, joiner, uploader);
-    let produced = produced.map_err(|e| EngineError::Internal(format!("producer: {e}")))?;
-    let uploaded = uploaded.map_err(|e| EngineError::Internal(format!("uploader: {e}")))?;
-    // An upload failure is the root cause of a cancelled producer: report it first.
-    let packs = uploaded?;
-    let (results, refs, bytes_new, (cache, delta_stores)) = produced?;
+    let key = new_data_key(&repo, state).await?;
+    let (packs, produced) = run_pipeline(&repo, state, opts, index, &key, start.unix).await?;
+    let Produced {
+        outcomes,
+        all_refs,
+        source_refs,
+        bytes_new,
+        cache,
+        delta_pending,
+    } = produced;
     // Until the manifest is committed, the new delta stores are not in force.
-    let pending = DiscardOnDrop(delta_stores);
-
-    verify_uploaded(&repo, &packs).await?;
-    let mut bytes_stored: u64 = packs.iter().map(|p| p.length).sum();
-    let chunks_new: u64 = packs.iter().map(|p| p.entries.len() as u64).sum();
-    for group in packs.chunks(2000) {
-        bytes_stored += repo.write_index(group, &state.keys.metadata).await?.1;
-    }
-
-    let mut summaries = Vec::new();
-    let mut warnings = Vec::new();
-    let mut trees = TreePart::default();
-    let mut bytes_read = 0;
-    for (name, kind, origin, tree, stats) in results {
-        bytes_read += stats.bytes;
-        let (status, tree_ids) = match tree {
-            Ok(ids) if stats.errors == 0 => (BackupStatus::Succeeded, ids),
-            Ok(ids) => (BackupStatus::PartialSucceeded, ids),
-            Err(e) => {
-                trees.errors.push(format!("{name}: {e}"));
-                (BackupStatus::Failed, Vec::new())
-            }
-        };
-        trees.errors.extend(
-            stats
-                .error_messages
-                .iter()
-                .take(1000usize.saturating_sub(trees.errors.len()))
-                .cloned(),
-        );
-        summaries.push(SourceSummary {
-            name: name.clone(),
-            kind: kind.into(),
-            status,
-            files: stats.entries.files,
-            dirs: stats.entries.dirs,
-            bytes: stats.bytes,
-            errors: stats.errors,
-            changed_while_read: stats.changed,
-            essential: extras.essential.as_ref().is_none_or(|e| e.contains(&name)),
-            skipped: stats.skipped,
-        });
-        warnings.extend(
-            stats
-                .warnings
-                .iter()
-                .take(1000usize.saturating_sub(warnings.len()))
-                .cloned(),
-        );
-        trees.sources.push(SourceTree {
-            name,
-            kind: kind.into(),
-            origin,
-            tree: tree_ids.iter().map(ChunkId::to_hex).collect(),
-        });
-    }
+    let pending = DiscardOnDrop(delta_pending);
+    let (chunks_new, bytes_stored) = store_index(&repo, state, &packs).await?;
+    let Summary {
+        summaries,
+        warnings,
+        trees,
+        bytes_read,
+    } = summarise(outcomes, &extras);
     let status = crate::status::roll_up(summaries.iter().map(|s| s.status));
-    let finished_unix = repo.clock().now_unix();
-    let catalog = Catalog {
-        format_version: ibs_repo::manifest::MANIFEST_VERSION as u32,
-        backup_id: backup_id.clone(),
-        repository_id: repo.config().id.clone(),
-        started: rfc3339(started_unix),
-        finished: rfc3339(finished_unix),
-        duration_ms: started.elapsed().as_millis() as u64,
-        status,
-        sources: summaries,
-        encryption_mode: if thumbprint.is_some() {
-            "certificate"
-        } else {
-            "legacy-key"
-        }
-        .into(),
-        certificate_thumbprint: thumbprint,
-        data_key_id: key_id.to_hex(),
+    let figures = Figures {
         bytes_read,
         bytes_new,
         bytes_stored,
-        hostname: lock::hostname(),
-        ibs_version: env!("CARGO_PKG_VERSION").into(),
-        recovery_ready: None,
     };
-    let mut catalog = catalog;
-    catalog.recovery_ready = Some(
-        catalog.status != BackupStatus::Failed
-            && catalog
-                .sources
-                .iter()
-                .filter(|s| s.essential)
-                .all(|s| s.status == BackupStatus::Succeeded),
-    );
+    let catalog = build_catalog(&repo, &start, &key, status, summaries, figures);
     // Every chunk of the backup is referenced by the source that emitted it, so the union of
     // the per-source lists is the backup's whole reference list.
-    let (all_refs, source_refs) = refs;
     debug_assert_eq!(
         all_refs.len(),
         source_refs
@@ -472,13 +243,162 @@ async fn run(
         catalog.clone(),
         &trees,
         &source_refs,
-        &data_key,
+        &key.key,
         &state.keys.metadata,
     );
-    repo.put_manifest(&manifest).await?;
-    // The backup is committed; the ledger is a lower bound for prune, so failing to record it
-    // only weakens that check.
-    if let Err(e) = crate::ledger::Ledger::of(state).record_written(&backup_id) {
+    commit(&repo, state, &manifest, cache, pending).await?;
+    Ok(BackupReport {
+        catalog,
+        errors: trees.errors,
+        warnings,
+        chunks_new,
+        packs_new: packs.len() as u64,
+    })
+}
+
+/// The index this writer dedups against: only chunks under keys wrapped for its certificate count
+/// as present (keysel), and a chunk whose only copies are in damaged packs counts as absent, so a
+/// source that still has it stores it again (self-heal, in a new pack indexed by this backup).
+async fn writer_index(repo: &Repository, state: &WriterState) -> Result<Arc<Index>, EngineError> {
+    let mut index = crate::keysel::writer_index(repo, state).await?;
+    let healing = index.forget_damaged();
+    if healing > 0 {
+        tracing::info!("{healing} chunks have copies only in damaged packs; they are stored again if a source still has them");
+    }
+    Ok(Arc::new(index))
+}
+
+/// A fresh data key for this backup: in memory for this run only, persisted only inside its
+/// envelope for the writer's certificate (or derived from the legacy key).
+async fn new_data_key(repo: &Repository, state: &WriterState) -> Result<DataKey, EngineError> {
+    let key_id = KeyId::random();
+    let (data_key, thumbprint) = match (&state.certificate, &state.legacy) {
+        (Some(cert), _) => {
+            let k = SymKey::random();
+            repo.put_data_key(&key_id, &k, &[cert]).await?;
+            crate::keysel::remember(state, &key_id)?;
+            (k, Some(cert.thumbprint().to_owned()))
+        }
+        (None, Some(legacy)) => (
+            ibs_repo::crypto::derive_legacy_data_key(legacy.material(), &key_id),
+            None,
+        ),
+        (None, None) => return Err(StateError::NoKey.into()),
+    };
+    Ok(DataKey {
+        id: key_id,
+        key: data_key,
+        thumbprint,
+    })
+}
+
+/// Runs the pipeline to its end: producer → sealers → packer → uploader, with the size estimate
+/// beside it. Returns the stored packs and what the producer read; an upload failure, the root
+/// cause of a cancelled producer, is reported first.
+async fn run_pipeline(
+    repo: &Arc<Repository>,
+    state: &WriterState,
+    opts: BackupOptions,
+    index: Arc<Index>,
+    key: &DataKey,
+    started_unix: i64,
+) -> Result<(Vec<PackRecord>, Produced), EngineError> {
+    spawn_totals(&opts);
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    } else {
+        opts.threads
+    };
+    let Sealing {
+        work_tx,
+        sealed_rx,
+        threads: sealers,
+    } = start_sealers(threads, repo.config().compression_level, &key.key);
+    let Packing { packer, uploader } = crate::packing::start(
+        repo.clone(),
+        sealed_rx,
+        key.id,
+        state.keys.metadata.clone(),
+        repo.config().pack_target_size as usize,
+    );
+    let producer = spawn_producer(
+        repo,
+        state,
+        index,
+        opts.sources,
+        work_tx,
+        opts.progress.clone(),
+        started_unix,
+    );
+    let joiner = tokio::task::spawn_blocking(move || {
+        for s in sealers {
+            let _ = s.join();
+        }
+        let _ = packer.join();
+    });
+    let (produced, _, uploaded) = tokio::join!(producer, joiner, uploader);
+    let produced = produced.map_err(|cause| EngineError::Task {
+        task: "producer",
+        cause,
+    })?;
+    let uploaded = uploaded.map_err(|cause| EngineError::Task {
+        task: "uploader",
+        cause,
+    })?;
+    let packs = uploaded?;
+    Ok((packs, produced?))
+}
+
+/// Counts the sources' totals for percent and ETA beside the backup (metadata only). The walk
+/// also runs ahead of the producer's own, so on a cold cache the two overlap their metadata reads:
+/// the no-change backup of the bench tree takes 0.29 s with it and 0.42-0.46 s without.
+fn spawn_totals(opts: &BackupOptions) {
+    let roots: Vec<PathBuf> = opts
+        .sources
+        .iter()
+        .filter_map(|s| s.origin.path().map(|p| p.to_path_buf()))
+        .collect();
+    let totals = opts.progress.clone();
+    std::thread::spawn(move || {
+        for r in roots {
+            let (b, f) = estimate(&r);
+            totals.add_total(b, f);
+        }
+    });
+}
+
+/// Confirms the new packs are stored whole, then writes the index segments that reference them.
+/// Returns the number of new chunks and the bytes stored (packs and segments).
+async fn store_index(
+    repo: &Repository,
+    state: &WriterState,
+    packs: &[PackRecord],
+) -> Result<(u64, u64), EngineError> {
+    verify_uploaded(repo, packs).await?;
+    let mut bytes_stored: u64 = packs.iter().map(|p| p.length).sum();
+    let chunks_new: u64 = packs.iter().map(|p| p.entries.len() as u64).sum();
+    for group in packs.chunks(2000) {
+        bytes_stored += repo.write_index(group, &state.keys.metadata).await?.1;
+    }
+    Ok((chunks_new, bytes_stored))
+}
+
+/// Commits the backup: the manifest, then (the backup is committed) the writer's ledger, files
+/// cache and delta signature stores. The ledger is a lower bound for prune, so failing to record
+/// the backup only weakens that check, and a delta store that cannot be put in place only costs
+/// the next backup its deltas.
+async fn commit(
+    repo: &Repository,
+    state: &WriterState,
+    manifest: &Manifest,
+    cache: FilesCache,
+    pending: DiscardOnDrop,
+) -> Result<(), EngineError> {
+    repo.put_manifest(manifest).await?;
+    let backup_id = &manifest.catalog.backup_id;
+    if let Err(e) = crate::ledger::Ledger::of(state).record_written(backup_id) {
         tracing::warn!("recording backup {backup_id} in the writer's ledger: {e}");
     }
     cache.commit()?;
@@ -487,13 +407,7 @@ async fn run(
             tracing::warn!("a delta signature store could not be put in place: {e}");
         }
     }
-    Ok(BackupReport {
-        catalog,
-        errors: trees.errors,
-        warnings,
-        chunks_new,
-        packs_new: packs.len() as u64,
-    })
+    Ok(())
 }
 
 /// New delta signature stores that are thrown away unless taken (the backup failed).
@@ -540,7 +454,10 @@ async fn preflight_capacity(repo: &Repository, sources: &[SourceSpec]) -> Result
                 roots.iter().map(|r| estimate(r).0).sum::<u64>()
             })
             .await
-            .map_err(|e| EngineError::Internal(format!("size estimate: {e}")))?;
+            .map_err(|cause| EngineError::Task {
+                task: "size estimate",
+                cause,
+            })?;
             total / 2
         }
     };

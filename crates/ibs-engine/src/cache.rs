@@ -12,7 +12,7 @@
 //! times, not their names; with it, names can only be guessed and tested one by one. The file is
 //! created 0600 (format version 2; a version 1 cache, which held paths in clear, is deleted).
 
-use crate::EngineError;
+use crate::{EngineError, StateError};
 use ibs_repo::crypto::SymKey;
 use ibs_repo::ids::ChunkId;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -108,7 +108,7 @@ impl OldCache {
 }
 
 fn db_err(e: rusqlite::Error) -> EngineError {
-    EngineError::State(format!("files cache: {e}"))
+    StateError::FilesCache(e).into()
 }
 
 impl FilesCache {
@@ -209,7 +209,7 @@ impl FilesCache {
         drop(self.old);
         self.new.close().map_err(|(_, e)| db_err(e))?;
         std::fs::rename(&self.new_path, &self.final_path)
-            .map_err(|e| EngineError::State(format!("files cache: {e}")))
+            .map_err(|e| StateError::FilesCacheIo(e).into())
     }
 
     /// Drops the new cache (the backup did not commit).

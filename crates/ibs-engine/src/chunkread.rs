@@ -30,9 +30,7 @@ impl KeyCache {
     ) -> Result<Self, EngineError> {
         if matches!(unlock.as_ref(), Unlock::Identities(ids) if ids.is_empty()) {
             return Err(EngineError::Repo(ibs_repo::RepoError::MissingKey(
-                "decrypting backup contents needs the .pfx (private key) of the backup certificate; the writer state \
-                 holds only the public certificate, which cannot decrypt. Pass --pfx FILE (or --key-file in legacy-key mode)"
-                    .into(),
+                ibs_repo::MissingKey::PfxToDecrypt,
             )));
         }
         let repo_keys = repo.open_repo_keys(&unlock).await?;

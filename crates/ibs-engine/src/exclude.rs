@@ -3,7 +3,7 @@
 //! source root (`var/log/*.gz`, `**/node_modules`). An excluded directory is skipped with everything
 //! under it.
 
-use crate::EngineError;
+use crate::SourceError;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -26,21 +26,21 @@ impl Default for Excludes {
 }
 
 impl Excludes {
-    pub fn new(patterns: &[String]) -> Result<Self, EngineError> {
+    pub fn new(patterns: &[String]) -> Result<Self, SourceError> {
         let (mut by_name, mut by_path) = (GlobSetBuilder::new(), GlobSetBuilder::new());
         for p in patterns {
-            let glob = Glob::new(p.trim_start_matches('/'))
-                .map_err(|e| EngineError::Source(format!("exclude pattern {p:?}: {e}")))?;
+            let glob =
+                Glob::new(p.trim_start_matches('/')).map_err(|cause| SourceError::BadExclude {
+                    pattern: p.clone(),
+                    cause,
+                })?;
             if p.contains('/') {
                 by_path.add(glob);
             } else {
                 by_name.add(glob);
             }
         }
-        let built = |b: GlobSetBuilder| {
-            b.build()
-                .map_err(|e| EngineError::Source(format!("exclude patterns: {e}")))
-        };
+        let built = |b: GlobSetBuilder| b.build().map_err(SourceError::Excludes);
         Ok(Excludes {
             by_name: built(by_name)?,
             by_path: built(by_path)?,

@@ -4,7 +4,7 @@
 //! no longer needed). Each is idempotent: re-running it after a crash completes it.
 
 use crate::state::WriterState;
-use crate::EngineError;
+use crate::{EngineError, StateError};
 use ibs_keys::{Certificate, KeyError, LegacyKey, PrivateIdentity};
 use ibs_repo::clock::Clock;
 use ibs_repo::config::Encryption;
@@ -73,9 +73,7 @@ pub async fn adopt(
             (None, Some(LegacyKey::from_file_text(&k.to_file_text())?))
         }
         (Encryption::LegacyKey, Unlock::Identities(_)) => {
-            return Err(EngineError::State(
-                "this repository uses a legacy key: adopt it with --key-file".into(),
-            ))
+            return Err(StateError::LegacyNeedsKeyFile.into())
         }
     };
     let state = WriterState::new(state_root, &repo.config().id, keys, cert, legacy);
@@ -126,10 +124,7 @@ pub async fn set_cert(
         let certificates = match &repo.config().encryption {
             Encryption::Certificate { certificates, .. } => certificates.clone(),
             Encryption::LegacyKey => {
-                let legacy = state
-                    .legacy
-                    .clone()
-                    .ok_or_else(|| EngineError::State("legacy key missing".into()))?;
+                let legacy = state.legacy.clone().ok_or(StateError::LegacyKeyMissing)?;
                 for id in data_key_ids(repo, state).await? {
                     let k = ibs_repo::crypto::derive_legacy_data_key(legacy.material(), &id);
                     repo.put_data_key(&id, &k, &[cert]).await?;
@@ -187,7 +182,7 @@ async fn rewrap_locked(
     keep_old: bool,
 ) -> Result<RewrapReport, EngineError> {
     let Encryption::Certificate { certificates, .. } = repo.config().encryption.clone() else {
-        return Err(EngineError::State("a legacy-key repository has no envelopes; use `ibs repo set-cert` to switch to a certificate".into()));
+        return Err(StateError::NoEnvelopes.into());
     };
     let unlock = Unlock::Identities(vec![old.clone()]);
     // An earlier, interrupted run may already have moved the repository keys to the new

@@ -14,7 +14,7 @@
 //! listing instead (`ibs repo prune --trust-listing`).
 
 use crate::state::WriterState;
-use crate::EngineError;
+use crate::{EngineError, StateError};
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -39,7 +39,7 @@ impl Ledger {
         if ids.is_empty() {
             return Ok(());
         }
-        let io = |e: std::io::Error| EngineError::State(format!("{}: {e}", self.path.display()));
+        let io = |e: std::io::Error| EngineError::from(StateError::io(&self.path)(e));
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
@@ -66,7 +66,7 @@ impl Ledger {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(EngineError::State(format!("{}: {e}", self.path.display()))),
+            Err(e) => return Err(StateError::io(&self.path)(e).into()),
         };
         let mut set = BTreeSet::new();
         // Only complete lines: a crash may have torn the last one.

@@ -238,7 +238,7 @@ async fn prune_locked(
         };
         let (m, r) = opened.map_err(|e| EngineError::ManifestUnreadable {
             backup: id.clone(),
-            cause: e.to_string(),
+            cause: e,
         })?;
         refs.push((id, r));
         manifest_keys.insert(KeyId::from_hex(&m.catalog.data_key_id)?);

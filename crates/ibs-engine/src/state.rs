@@ -11,7 +11,7 @@
 //! and the whole repository, nobody can read a finished backup's contents (the key-model test proves
 //! it). In legacy-key mode it must hold the key file's material, because every key derives from it.
 
-use crate::EngineError;
+use crate::{EngineError, StateError};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use ibs_keys::{Certificate, LegacyKey};
@@ -56,8 +56,8 @@ pub fn default_state_dir(env: impl Fn(&str) -> Option<String>) -> PathBuf {
     PathBuf::from(env("HOME").unwrap_or_else(|| "/root".into())).join(".local/state/ibs")
 }
 
-fn state_io(ctx: String) -> impl FnOnce(std::io::Error) -> EngineError {
-    move |e| EngineError::State(format!("{ctx}: {e}"))
+fn state_io(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
+    move |e| StateError::io(path)(e).into()
 }
 
 /// Creates `dir` (and missing parents) with mode 0700, and sets 0700 on `dir` if it exists wider.
@@ -66,7 +66,7 @@ pub fn private_dir(dir: &Path) -> Result<(), EngineError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(state_io(dir.display().to_string()))?;
+        .map_err(state_io(dir))?;
     tighten(dir);
     Ok(())
 }
@@ -113,7 +113,7 @@ pub fn write_private_new(path: &Path) -> Result<(), EngineError> {
         .mode(0o600)
         .open(path)
         .map(drop)
-        .map_err(state_io(path.display().to_string()))
+        .map_err(state_io(path))
 }
 
 /// Writes `bytes` to `path` atomically (a 0600 temporary renamed over it).
@@ -130,7 +130,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
         file.sync_all()?;
         std::fs::rename(&tmp, path)
     };
-    write().map_err(state_io(path.display().to_string()))
+    write().map_err(state_io(path))
 }
 
 impl WriterState {
@@ -167,43 +167,45 @@ impl WriterState {
         let text = match std::fs::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(EngineError::State(format!(
-                    "no writer state for repository {repo_id} in {} — run `ibs repo adopt --pfx FILE` (or pass the right --state)",
-                    state_root.display()
-                )))
+                return Err(StateError::Missing {
+                    repo_id: repo_id.to_owned(),
+                    state_root: state_root.to_owned(),
+                }
+                .into())
             }
-            Err(e) => return Err(state_io(path.display().to_string())(e)),
+            Err(e) => return Err(state_io(&path)(e)),
         };
         // A state an older ibs wrote with default modes is made private on first use.
         tighten(state_root);
         tighten_tree(&dir);
-        let f: StateFile = serde_json::from_slice(&text)
-            .map_err(|e| EngineError::State(format!("{}: {e}", path.display())))?;
+        let f: StateFile = serde_json::from_slice(&text).map_err(|cause| StateError::Parse {
+            path: path.clone(),
+            cause,
+        })?;
         if f.version != STATE_VERSION || f.repo_id != repo_id {
-            return Err(EngineError::State(format!(
-                "{} is not a version {STATE_VERSION} state of repository {repo_id}",
-                path.display()
-            )));
+            return Err(StateError::WrongVersion {
+                path,
+                version: STATE_VERSION,
+                repo_id: repo_id.to_owned(),
+            }
+            .into());
         }
         let key = |s: &str| {
             B64.decode(s)
                 .ok()
                 .and_then(|b| SymKey::from_bytes(&b))
-                .ok_or_else(|| EngineError::State(format!("{}: bad key", path.display())))
+                .ok_or_else(|| StateError::BadKey { path: path.clone() })
         };
         let certificate = match f.certificate_der {
             Some(d) => Some(
-                Certificate::from_bytes(
-                    &B64.decode(d)
-                        .map_err(|e| EngineError::State(e.to_string()))?,
-                )
-                .map_err(|e| EngineError::State(e.to_string()))?,
+                Certificate::from_bytes(&B64.decode(d).map_err(StateError::CertificateEncoding)?)
+                    .map_err(StateError::Key)?,
             ),
             None => None,
         };
         let legacy = match f.legacy_key {
             Some(t) => Some(std::sync::Arc::new(
-                LegacyKey::from_file_text(&t).map_err(|e| EngineError::State(e.to_string()))?,
+                LegacyKey::from_file_text(&t).map_err(StateError::Key)?,
             )),
             None => None,
         };

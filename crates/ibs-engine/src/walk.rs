@@ -13,7 +13,7 @@ use crate::delta::{DeltaSession, PendingStore};
 use crate::fileio::HoleSkipping;
 use crate::progress::Progress;
 use crate::walker::{base_entry, sorted_names, stamp, FileItem, Item, Walker, WALK_AHEAD};
-use crate::EngineError;
+use crate::{EngineError, SourceError};
 use ibs_repo::config::ChunkerParams;
 use ibs_repo::crypto::SymKey;
 use ibs_repo::ids::ChunkId;
@@ -362,16 +362,16 @@ impl SourceReader<'_> {
     /// reads of the next small files overlap the chunking of the current one.
     pub fn path(&mut self, root: &Path) -> Result<Vec<ChunkId>, EngineError> {
         let mut tree = TreeWriter::new(self.params, self.em);
-        let m = std::fs::symlink_metadata(root).map_err(|e| {
-            EngineError::Source(format!("source {}: {}: {e}", self.name, root.display()))
+        let m = std::fs::symlink_metadata(root).map_err(|cause| SourceError::Root {
+            name: self.name.to_owned(),
+            path: root.to_owned(),
+            cause,
         })?;
         let names = if m.is_dir() {
-            Some(sorted_names(root).map_err(|err| {
-                EngineError::Source(format!(
-                    "source {}: cannot list {}: {err}",
-                    self.name,
-                    root.display()
-                ))
+            Some(sorted_names(root).map_err(|cause| SourceError::List {
+                name: self.name.to_owned(),
+                path: root.to_owned(),
+                cause,
             })?)
         } else {
             None
@@ -416,8 +416,7 @@ impl SourceReader<'_> {
             drop(rx);
             walking.join()
         });
-        let walker =
-            walker.map_err(|_| EngineError::Internal("the tree walker panicked".into()))?;
+        let walker = walker.map_err(|_| EngineError::WalkerPanicked)?;
         self.cache.give_back_old(walker.old);
         self.stats.merge(walker.stats);
         self.cancelled()?;
@@ -450,11 +449,9 @@ impl SourceReader<'_> {
         }
         let read = self.read_chunks(reader);
         self.end_delta();
-        let (ids, total) = read.map_err(|err| {
-            EngineError::Source(format!(
-                "source {}: reading the stream failed: {err}",
-                self.name
-            ))
+        let (ids, total) = read.map_err(|cause| SourceError::Stream {
+            name: self.name.to_owned(),
+            cause,
         })?;
         self.cancelled()?;
         self.stats.bytes += total;

@@ -12,14 +12,15 @@
 //! - [`validate`]: restores a backup into a scratch area and temporary databases, checks every chunk,
 //!   and writes a JSON and a self-contained HTML report ([`html`]); everything temporary is removed
 //!   by RAII guards, even on failure.
-//! - [`job`]: the same validation as a controller job (`POST /api/v1/backups/{id}/validate`), its
-//!   database targets taken from the controller's configured components.
 //!
-//! The library takes an opened [`Repository`] and an [`Unlock`]: opening a location (local folder or
-//! SMB share) and reading secrets stay in the binary.
+//! The component kinds (validation, restore, verification) come from `ibs-sources`. The controller
+//! depends on this crate and runs [`validate`] as a job (`POST /api/v1/backups/{id}/validate`), its
+//! database targets taken from its configured components ([`plan::Plan::from_components`]).
+//!
+//! The library takes an opened [`Repository`] and an [`Unlock`](ibs_repo::keyring::Unlock):
+//! opening a location (local folder or SMB share) and reading secrets stay in the binary.
 
 pub mod html;
-pub mod job;
 pub mod plan;
 pub mod recover;
 pub mod validate;
@@ -46,8 +47,33 @@ pub enum RecoveryError {
         missing: String,
         holds: String,
     },
+    #[error("backup {id} is damaged: its manifest cannot be read")]
+    Damaged { id: String },
+    /// A local file or folder (scratch space, state, reports) could not be made or written.
+    #[error("{context}: {cause}")]
+    Io {
+        context: String,
+        cause: std::io::Error,
+    },
     #[error("{0}")]
-    Io(String),
+    Report(serde_json::Error),
+    /// A worker task failed (panicked or was aborted).
+    #[error("{task}: {cause}")]
+    Task {
+        task: &'static str,
+        cause: tokio::task::JoinError,
+    },
+}
+
+impl RecoveryError {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RecoveryError {
+        let context = context.into();
+        move |cause| RecoveryError::Io { context, cause }
+    }
+
+    pub(crate) fn task(task: &'static str) -> impl FnOnce(tokio::task::JoinError) -> RecoveryError {
+        move |cause| RecoveryError::Task { task, cause }
+    }
 }
 
 impl From<RepoError> for RecoveryError {
@@ -119,9 +145,7 @@ pub fn choose_backup(rows: &[BackupRow], wanted: Option<&str>) -> Result<Catalog
             Some(BackupRow {
                 catalog: Some(c), ..
             }) => Ok(c.clone()),
-            Some(_) => Err(RecoveryError::Io(format!(
-                "backup {id} is damaged: its manifest cannot be read"
-            ))),
+            Some(_) => Err(RecoveryError::Damaged { id: id.into() }),
             None => Err(RecoveryError::NoSuchBackup {
                 id: id.into(),
                 nearby: nearby(rows, id),

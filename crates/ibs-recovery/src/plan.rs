@@ -18,7 +18,7 @@
 //! restored by `priority`, then in plan order.
 
 use crate::{RecoveryError, Result};
-use ibs_controller::component::{self, Component, ComponentKind, DEFAULT_PRIORITY};
+use ibs_sources::component::{self, Component, ComponentKind, DEFAULT_PRIORITY};
 use serde::Deserialize;
 use std::path::Path;
 

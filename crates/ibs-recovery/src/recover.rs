@@ -11,7 +11,7 @@
 //!   entry counts (files, folders: [`EntryCounts`], the one definition the backup counted with)
 //!   and byte counts must equal the backup catalog's.
 //! - database kinds: the stored export is restored to a scratch folder, its row counts are taken from
-//!   the dump itself ([`ibs_controller::kinds::recovered`]: the controller's job records with the
+//!   the dump itself ([`ibs_sources::kinds::recovered`]: the controller's job records with the
 //!   backup-time counts are gone), then the kind's own restore replays it into the target and
 //!   compares the restored tables' row counts with the dump's.
 //!
@@ -207,11 +207,11 @@ pub async fn recover(
     open_keys(&repo, &unlock, cat).await?;
     let (matched, skipped) = match_plan(&opts.plan, cat)?;
     std::fs::create_dir_all(&opts.state_root)
-        .map_err(|e| RecoveryError::Io(format!("{}: {e}", opts.state_root.display())))?;
+        .map_err(RecoveryError::io(opts.state_root.display().to_string()))?;
     let scratch = tempfile::Builder::new()
         .prefix(".ibs-recover-")
         .tempdir_in(&opts.state_root)
-        .map_err(|e| RecoveryError::Io(format!("scratch folder: {e}")))?;
+        .map_err(RecoveryError::io("scratch folder"))?;
     let mut components = Vec::new();
     for (p, sources) in matched {
         let t0 = Instant::now();
@@ -331,7 +331,7 @@ async fn restore_service(
     repo: &Arc<Repository>,
     unlock: &Arc<Unlock>,
     cat: &Catalog,
-    c: &ibs_controller::component::Component,
+    c: &ibs_sources::component::Component,
     target: &str,
     sources: &[String],
     staged: &Path,
@@ -367,7 +367,7 @@ async fn restore_service(
     );
     let r = tokio::task::spawn_blocking(move || service_restore(&c, &sources, &staged, &target))
         .await
-        .map_err(|e| RecoveryError::Io(format!("restore task: {e}")))?;
+        .map_err(RecoveryError::task("restore task"))?;
     Ok(r.map(|summary| {
         rep.restored = summary;
         rep.detail =
@@ -377,15 +377,14 @@ async fn restore_service(
 
 /// Rebuilds the export records from the staged dumps and runs the kind's restore and verification.
 pub(crate) fn service_restore(
-    c: &ibs_controller::component::Component,
+    c: &ibs_sources::component::Component,
     sources: &[String],
     staged: &Path,
     target: &str,
 ) -> std::result::Result<String, String> {
-    use ibs_controller::kinds;
-    let exports =
-        kinds::recovered::exports_from_staged(c, sources, staged).map_err(|e| e.to_string())?;
-    kinds::restore(
+    use ibs_sources::{kinds, mapping};
+    let exports = mapping::exports_from_staged(c, sources, staged).map_err(|e| e.to_string())?;
+    mapping::restore(
         c,
         &exports,
         staged,

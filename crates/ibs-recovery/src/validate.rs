@@ -20,13 +20,14 @@
 use crate::plan::{base_name, sources_of, Plan};
 use crate::recover::{open_keys, restore_source, verify_counts};
 use crate::{RecoveryError, Result};
-use ibs_controller::component::{Component, ComponentKind};
-use ibs_controller::kinds::{self, Tool};
 use ibs_engine::check::CheckOptions;
 use ibs_engine::Progress;
 use ibs_repo::keyring::Unlock;
 use ibs_repo::manifest::{BackupStatus, Catalog};
 use ibs_repo::Repository;
+use ibs_sources::component::{Component, ComponentKind};
+use ibs_sources::kinds::{self, Tool};
+use ibs_sources::mapping;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -239,7 +240,7 @@ pub async fn validate(
         Some(dir) => scratch.tempdir_in(dir),
         None => scratch.tempdir(),
     }
-    .map_err(|e| RecoveryError::Io(format!("scratch folder: {e}")))?;
+    .map_err(RecoveryError::io("scratch folder"))?;
     let plan = opts.plan.clone().unwrap_or_default();
     let all: Vec<String> = cat.sources.iter().map(|s| s.name.clone()).collect();
     let names: Vec<&str> = plan.components.iter().map(|p| p.name.as_str()).collect();
@@ -377,12 +378,11 @@ pub async fn validate(
 /// Writes the report as JSON to `json` and as one self-contained HTML page to `html` (the CLI's
 /// `--report` pair, the controller's `DATA/reports/<job>.{json,html}`).
 pub fn write_reports(report: &ValidationReport, json: &Path, html: &Path) -> Result<()> {
-    let io =
-        |p: &Path, e: std::io::Error| RecoveryError::Io(format!("writing {}: {e}", p.display()));
+    let io = |p: &Path, e: std::io::Error| RecoveryError::io(format!("writing {}", p.display()))(e);
     if let Some(dir) = json.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     }
-    let body = serde_json::to_vec_pretty(report).map_err(|e| RecoveryError::Io(e.to_string()))?;
+    let body = serde_json::to_vec_pretty(report).map_err(RecoveryError::Report)?;
     std::fs::write(json, body).map_err(|e| io(json, e))?;
     std::fs::write(html, crate::html::render(report)).map_err(|e| io(html, e))
 }
@@ -397,7 +397,7 @@ async fn validate_database(
     let (c, sources, staged) = (c.clone(), sources.to_vec(), staged.to_path_buf());
     tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
-        let exports = match kinds::recovered::exports_from_staged(&c, &sources, &staged) {
+        let exports = match mapping::exports_from_staged(&c, &sources, &staged) {
             Ok(e) => e,
             Err(e) => {
                 return vec![item(
@@ -472,7 +472,7 @@ async fn validate_database(
         out
     })
     .await
-    .map_err(|e| RecoveryError::Io(format!("validation task: {e}")))
+    .map_err(RecoveryError::task("validation task"))
 }
 
 fn service_restore_one(
@@ -481,7 +481,7 @@ fn service_restore_one(
     staged: &Path,
     target: &str,
 ) -> std::result::Result<String, String> {
-    kinds::restore(
+    mapping::restore(
         c,
         std::slice::from_ref(e),
         staged,

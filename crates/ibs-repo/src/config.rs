@@ -83,10 +83,11 @@ impl RepoConfig {
     pub fn set_pack_target_size(&mut self, size: u32) -> Result<()> {
         let min = self.chunker.max_size;
         if !(min..=256 << 20).contains(&size) {
-            return Err(RepoError::Invalid(format!(
-                "pack size {size} bytes is out of range ({} MiB to 256 MiB)",
-                min >> 20
-            )));
+            return Err(RepoError::PackSizeOutOfRange {
+                size,
+                min,
+                max: 256 << 20,
+            });
         }
         self.pack_target_size = size;
         Ok(())

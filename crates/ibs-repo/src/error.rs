@@ -38,13 +38,13 @@ pub enum RepoError {
     },
 
     #[error("{0}")]
-    MissingKey(String),
+    MissingKey(MissingKey),
 
     #[error("the key file does not belong to this repository (key check failed)")]
     WrongKeyFile,
 
-    #[error("the writer state does not belong to this repository ({0})")]
-    StateMismatch(String),
+    #[error("the writer state does not belong to this repository (metadata key check failed)")]
+    StateMismatch,
 
     #[error("repository is locked: {holder}")]
     Locked { holder: String },
@@ -55,14 +55,36 @@ pub enum RepoError {
     )]
     LockLost { operation: String, reason: String },
 
-    #[error("{0}")]
-    Invalid(String),
+    #[error("{location} already holds an ibs repository")]
+    AlreadyARepository { location: String },
+
+    #[error("pack size {size} bytes is out of range ({} MiB to {} MiB)", min >> 20, max >> 20)]
+    PackSizeOutOfRange { size: u32, min: u32, max: u32 },
+
+    #[error("{id:?} is not a backup id (expected e.g. 20261126T135000Z-0a1b2c3d)")]
+    NotABackupId { id: String },
+
+    #[error("backup {id} does not exist in this repository")]
+    NoSuchBackup { id: String },
 
     #[error("{context}: {source}")]
     Io {
         context: String,
         source: std::io::Error,
     },
+}
+
+/// A key the operation needs and was not given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MissingKey {
+    /// A data key is wrapped for a certificate, and only a legacy key file was given.
+    #[error("data key {id} is wrapped for a certificate; restoring it needs the .pfx (--pfx), not the key file")]
+    PfxForDataKey { id: String },
+    /// Decrypting contents was asked for with neither a .pfx nor a key file.
+    #[error("decrypting backup contents needs the .pfx (private key) of the backup certificate; the writer state \
+             holds only the public certificate, which cannot decrypt. Pass --pfx FILE (or --key-file in legacy-key mode)")]
+    PfxToDecrypt,
 }
 
 impl RepoError {

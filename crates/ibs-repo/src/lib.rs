@@ -23,5 +23,5 @@ pub mod pack;
 mod repository;
 pub mod tree;
 
-pub use error::{RepoError, Result};
+pub use error::{MissingKey, RepoError, Result};
 pub use repository::{InitKeys, PendingInit, Repository};

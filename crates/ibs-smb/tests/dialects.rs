@@ -115,25 +115,9 @@ async fn aes_cmac_signing_on_3_1_1_when_gmac_is_off() {
 /// SMB2_10): refused without the opt-in, with a message naming it; served with it.
 #[tokio::test]
 async fn a_2_1_only_server_needs_the_opt_in() {
-    struct Stop(String);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            run_script(&["stop", &self.0], &[]);
-            let _ = std::fs::remove_dir_all(&self.0);
-            let _ = std::fs::remove_file(format!("{}.lock", self.0));
-        }
-    }
-    let dir = format!("/tmp/ibs-samba-smb21-{}", std::process::id());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    run_script(
-        &["start", &dir, &port.to_string()],
-        &[("IBS_TEST_SMB_MAX_PROTOCOL", "SMB2_10")],
-    );
-    let _stop = Stop(dir);
+    let server =
+        ibs_testing::samba::Server::start("smb21", &[("IBS_TEST_SMB_MAX_PROTOCOL", "SMB2_10")]);
+    let port = server.port;
     let mut loc = location(port, "backup", &[]);
     let e = SmbStorage::connect(&loc, creds(), options())
         .await

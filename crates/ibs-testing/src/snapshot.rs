@@ -38,6 +38,7 @@ pub struct Node {
     pub mtime_ns: i128,
     /// Files: size, a hash of the contents, and whether fewer blocks than bytes are allocated.
     pub size: u64,
+    /// SipHash-1-3 (zero keys) of the contents: stable across builds and toolchains.
     pub hash: u64,
     pub sparse: bool,
     /// Symlinks: the target bytes.
@@ -122,7 +123,9 @@ fn xattrs(p: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
 
 fn hash_file(p: &Path) -> u64 {
     let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
-    let mut h = std::hash::DefaultHasher::new();
+    // SipHash-1-3 with zero keys from `siphasher`, not std's `DefaultHasher`: the value is stable
+    // across builds, so a snapshot can be committed (see `manifest`).
+    let mut h = siphasher::sip::SipHasher13::new();
     h.write(&bytes);
     h.finish()
 }
@@ -228,17 +231,21 @@ pub fn assert_restored(expected: &Snapshot, restored: &Path, what: &str) {
             diffs.push(format!("unexpected {}: {g:?}", show(k)));
         }
     }
-    if !diffs.is_empty() {
-        panic!(
-            "{what}: the restored tree {} differs from the source in {} entries:\n{}",
-            restored.display(),
-            diffs.len(),
-            diffs
-                .iter()
-                .take(40)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
+    report(what, restored, "the source", &diffs);
+}
+
+/// Panics naming `restored`, what it was compared with and up to 40 of `diffs`, if there are any.
+pub(crate) fn report(what: &str, restored: &Path, against: &str, diffs: &[String]) {
+    assert!(
+        diffs.is_empty(),
+        "{what}: the restored tree {} differs from {against} in {} entries:\n{}",
+        restored.display(),
+        diffs.len(),
+        diffs
+            .iter()
+            .take(40)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

@@ -91,7 +91,8 @@ fn symlink(target: &str, p: &Path) {
     std::os::unix::fs::symlink(target, p).unwrap_or_else(|e| fail("symlink", p, e));
 }
 
-fn xattr(p: &Path, name: &str, value: &[u8]) {
+/// Sets extended attribute `name` on `p` itself (not a symlink's target); panics on failure.
+pub fn set_xattr(p: &Path, name: &str, value: &[u8]) {
     rustix::fs::lsetxattr(p, name, value, XattrFlags::empty())
         .unwrap_or_else(|e| fail(&format!("setxattr {name} on"), p, e));
 }
@@ -196,10 +197,10 @@ pub fn realistic_tree(root: &Path) -> Realistic {
     );
 
     write(&p("attrs/noted"), b"a file with notes", 0o644);
-    xattr(&p("attrs/noted"), "user.note", b"hello");
-    xattr(&p("attrs/noted"), "user.empty", b"");
+    set_xattr(&p("attrs/noted"), "user.note", b"hello");
+    set_xattr(&p("attrs/noted"), "user.empty", b"");
     write(&p("attrs/acl"), b"a file with an access ACL", 0o640);
-    xattr(
+    set_xattr(
         &p("attrs/acl"),
         "system.posix_acl_access",
         &acl(&[
@@ -211,7 +212,7 @@ pub fn realistic_tree(root: &Path) -> Realistic {
         ]),
     );
     mkdir(&p("attrs/acl-dir"), 0o750);
-    xattr(
+    set_xattr(
         &p("attrs/acl-dir"),
         "system.posix_acl_default",
         &acl(&[
@@ -228,12 +229,12 @@ pub fn realistic_tree(root: &Path) -> Realistic {
     if privileged {
         let ping = p("attrs/ping");
         write(&ping, &pseudo_random(11, 40_000), 0o755);
-        xattr(&ping, "security.capability", &CAP_NET_RAW_EP);
+        set_xattr(&ping, "security.capability", &CAP_NET_RAW_EP);
         write(&p("attrs/labelled"), b"labelled", 0o644);
-        xattr(&p("attrs/labelled"), "security.selinux", SELINUX_LABEL);
+        set_xattr(&p("attrs/labelled"), "security.selinux", SELINUX_LABEL);
         write(&p("attrs/trusted"), b"trusted", 0o644);
-        xattr(&p("attrs/trusted"), "trusted.ibs", b"only root sees this");
-        xattr(&p("links/relative"), "trusted.link", b"on the link itself");
+        set_xattr(&p("attrs/trusted"), "trusted.ibs", b"only root sees this");
+        set_xattr(&p("links/relative"), "trusted.link", b"on the link itself");
         write(&p("owned/by-1000"), b"someone else's", 0o640);
         rustix::fs::chown(
             p("owned/by-1000"),

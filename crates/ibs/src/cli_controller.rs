@@ -3,8 +3,22 @@
 //! Secrets never come from argv: the API token from $IBS_TOKEN, the share password from
 //! $IBS_SHARE_PASSWORD, the .pfx password from $IBS_PFX_PASSWORD (or a file / prompt).
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand, ValueEnum};
+use ibs_types::{MaintenanceOp, MaintenanceOutcome};
 use std::path::PathBuf;
+
+/// `--operation`: the API's maintenance operations, by their wire names.
+fn maintenance_op() -> impl TypedValueParser<Value = MaintenanceOp> {
+    PossibleValuesParser::new(["update", "fru", "secret-rotation"])
+        .map(|s| MaintenanceOp::parse(&s).expect("one of the possible values"))
+}
+
+/// `--outcome`: the API's maintenance outcomes, by their wire names.
+fn maintenance_outcome() -> impl TypedValueParser<Value = MaintenanceOutcome> {
+    PossibleValuesParser::new(["succeeded", "failed"])
+        .map(|s| MaintenanceOutcome::parse(&s).expect("one of the possible values"))
+}
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -31,6 +45,10 @@ pub struct ServeArgs {
     /// cross the network in cleartext. Without it, such a listener needs --tls-cert/--tls-key.
     #[arg(long)]
     pub insecure_http: bool,
+    /// A folder API restores may write beneath (repeatable; adds to `restore_roots` of the config;
+    /// default DATA/restores when neither names one).
+    #[arg(long = "restore-root")]
+    pub restore_roots: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -118,6 +136,10 @@ pub enum LocationCmd {
         #[arg(long)]
         confirm: bool,
     },
+    /// Clear the backup location configuration: settings back to defaults with no share, the
+    /// share credentials and legacy key deleted, automatic backups off. Backup history, alerts
+    /// and the audit trail are kept. Refused (exit 6) while a job runs.
+    Clear,
 }
 
 #[derive(Args)]
@@ -184,13 +206,13 @@ pub struct MaintenanceArgs {
 pub enum MaintenanceCmd {
     /// Begin an exclusive maintenance operation: backups are skipped or refused until it ends.
     Begin {
-        #[arg(long, value_parser = ["update", "fru", "secret-rotation"])]
-        operation: String,
+        #[arg(long, value_parser = maintenance_op())]
+        operation: MaintenanceOp,
     },
     /// End the maintenance operation.
     End {
-        #[arg(long, value_parser = ["succeeded", "failed"])]
-        outcome: String,
+        #[arg(long, value_parser = maintenance_outcome())]
+        outcome: MaintenanceOutcome,
     },
     /// Clear a failed maintenance operation (admin).
     Clear,

@@ -3,134 +3,24 @@
 //! $IBS_SERVER; the token from $IBS_TOKEN, never argv). `--json` prints the API's JSON; otherwise
 //! aligned tables. Exit codes: 0 ok, 1 failure, 2 rejected input (HTTP 400), 3 partial success,
 //! 6 conflict (HTTP 409), 12–14 etc. as for `ibs repo` when a backup failed with that alert class.
+//! Requests and responses are the API's own types (`ibs-types`).
 
+use crate::api_client::{code_for, parse, Client};
 use crate::cli::Command;
 use crate::cli_controller::*;
 use crate::output::{exit, human, table, Bar};
 use crate::secrets;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result};
 use base64::Engine as _;
-use ibs_controller::alerts::Alert;
-use ibs_controller::model::{Job, JobStatus};
 use ibs_engine::Progress;
-use serde_json::{json, Value};
+use ibs_types::{
+    Alert, BeginMaintenance, EndMaintenance, Job, JobProgress, JobStatus, LocationUpdate,
+    LocationView, Maintenance, PfxBody, PruneReport, PruneRequest, Readiness, RestoreBody,
+    SecretText,
+};
+use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// An HTTP error from the controller, with its status code.
-#[derive(Debug)]
-pub struct HttpError {
-    pub status: u16,
-    pub message: String,
-}
-
-impl std::fmt::Display for HttpError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HTTP {}: {}", self.status, self.message)
-    }
-}
-impl std::error::Error for HttpError {}
-
-struct Client {
-    base: String,
-    token: Option<String>,
-    agent: ureq::Agent,
-}
-
-impl Client {
-    fn new(server: &Server) -> Client {
-        let mut config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)));
-        // A controller with a self-signed TLS certificate: trust it through $IBS_CA_CERT (PEM).
-        if let Some(ca) = std::env::var_os("IBS_CA_CERT") {
-            if let Ok(pem) = std::fs::read(&ca) {
-                let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
-                    .filter_map(|i| match i {
-                        Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                        _ => None,
-                    })
-                    .collect();
-                let tls = ureq::tls::TlsConfig::builder()
-                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
-                    .build();
-                config = config.tls_config(tls);
-            }
-        }
-        let agent: ureq::Agent = config.build().into();
-        Client {
-            base: server.server.trim_end_matches('/').to_string(),
-            token: std::env::var("IBS_TOKEN").ok(),
-            agent,
-        }
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
-        if let Some(b) = &body {
-            crate::client_guard::refuse_cleartext_secrets(&self.base, b)?;
-        }
-        let url = format!("{}/api/v1{path}", self.base);
-        let auth = format!("Bearer {}", self.token.as_deref().unwrap_or(""));
-        let result = match (method, body) {
-            ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call(),
-            ("POST", Some(b)) => self
-                .agent
-                .post(&url)
-                .header("Authorization", &auth)
-                .send_json(b),
-            ("POST", None) => self
-                .agent
-                .post(&url)
-                .header("Authorization", &auth)
-                .send_empty(),
-            ("PUT", Some(b)) => self
-                .agent
-                .put(&url)
-                .header("Authorization", &auth)
-                .send_json(b),
-            _ => bail!("unsupported request {method} {path}"),
-        };
-        let mut resp = result.map_err(|e| {
-            anyhow!(
-                "cannot reach the controller at {}: {e} (set --server or IBS_SERVER)",
-                self.base
-            )
-        })?;
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if status >= 400 {
-            let mut message = value["error"]["message"]
-                .as_str()
-                .unwrap_or(text.trim())
-                .to_string();
-            if status == 401 && self.token.is_none() {
-                message.push_str(" — set IBS_TOKEN (create one with `ibs token create --role …` on the controller host)");
-            }
-            if let Some(list) = value["error"]["details"]["would_delete"].as_array() {
-                let ids: Vec<_> = list.iter().filter_map(Value::as_str).collect();
-                message.push_str(&format!("\nwould delete: {}", ids.join(", ")));
-            }
-            if let Some(r) = value["error"]["details"]["remediation"].as_str() {
-                message.push_str(&format!(
-                    "\n{} Remediation: {r}",
-                    value["error"]["details"]["title"].as_str().unwrap_or("")
-                ));
-            }
-            return Err(HttpError { status, message }.into());
-        }
-        Ok(value)
-    }
-}
-
-/// Exit code for a client error (HTTP status aware).
-pub fn code_for(err: &anyhow::Error) -> Option<i32> {
-    err.downcast_ref::<HttpError>().map(|e| match e.status {
-        400 => 2,
-        409 => exit::LOCKED,
-        _ => exit::FAILURE,
-    })
-}
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
     println!("{}", serde_json::to_string(v)?);
@@ -173,8 +63,15 @@ pub fn run(cmd: Command, json: bool, quiet: bool) -> Result<i32> {
 
 fn location(a: LocationArgs, json: bool) -> Result<i32> {
     let c = Client::new(&a.server);
-    let v = match a.cmd {
-        LocationCmd::Show => c.call("GET", "/location", None)?,
+    let v: LocationView = match a.cmd {
+        LocationCmd::Show => c.get("/location")?,
+        LocationCmd::Clear => {
+            let v = c.delete("/location")?;
+            if !json {
+                eprintln!("location cleared: no share, credentials deleted, automatic backups off");
+            }
+            v
+        }
         LocationCmd::Set {
             path,
             username,
@@ -185,98 +82,73 @@ fn location(a: LocationArgs, json: bool) -> Result<i32> {
             scheduler,
             confirm,
         } => {
-            let mut body = json!({ "confirm": confirm });
-            if let Some(p) = path {
-                body["path"] = json!(p);
-            }
+            let mut body = LocationUpdate {
+                path,
+                confirm,
+                frequency_hours,
+                retention_days,
+                scheduler_enabled: scheduler.map(|s| s == "on"),
+                ..LocationUpdate::default()
+            };
             if let Some(u) = username {
-                body["username"] = json!(u);
-                body["password"] = json!(secrets::share_password(None)?);
+                body.username = Some(u);
+                body.password = Some(SecretText::new(secrets::share_password(None)?));
             } else if let Ok(p) = std::env::var("IBS_SHARE_PASSWORD") {
-                body["password"] = json!(p);
+                body.password = Some(SecretText::new(p));
             }
             if let Some(f) = cert {
                 let bytes =
                     std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
-                body["certificate"] =
-                    json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+                body.certificate = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
             }
             if let Some(f) = key_file {
-                body["legacy_key"] = json!(std::fs::read_to_string(&f)
-                    .with_context(|| format!("reading {}", f.display()))?);
+                body.legacy_key = Some(SecretText::new(
+                    std::fs::read_to_string(&f)
+                        .with_context(|| format!("reading {}", f.display()))?,
+                ));
             }
-            if let Some(n) = frequency_hours {
-                body["frequency_hours"] = json!(n);
-            }
-            if let Some(n) = retention_days {
-                body["retention_days"] = json!(n);
-            }
-            if let Some(s) = scheduler {
-                body["scheduler_enabled"] = json!(s == "on");
-            }
-            c.call("PUT", "/location", Some(body))?
+            c.put("/location", &body)?
         }
     };
     if json {
         return print_json(&v).map(|_| exit::OK);
     }
-    let s = |k: &str| match &v[k] {
-        Value::Null => "-".to_string(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    let s = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
     let rows: Vec<Vec<String>> = vec![
-        vec!["path".into(), s("path")],
-        vec!["username".into(), s("username")],
+        vec!["path".into(), s(&v.path)],
+        vec!["username".into(), s(&v.username)],
         vec![
             "password".into(),
-            if v["password_set"] == json!(true) {
-                "(set)".into()
-            } else {
-                "-".into()
-            },
+            if v.password_set { "(set)" } else { "-" }.into(),
         ],
-        vec!["encryption".into(), s("encryption_mode")],
+        vec!["encryption".into(), s(&v.encryption_mode)],
         vec![
             "certificate".into(),
-            v["certificate"]["thumbprint"]
-                .as_str()
-                .map(|t| {
-                    format!(
-                        "{t} ({}, expires {})",
-                        v["certificate"]["subject"].as_str().unwrap_or(""),
-                        v["certificate"]["expires"].as_str().unwrap_or("")
-                    )
-                })
+            v.certificate
+                .as_ref()
+                .map(|c| format!("{} ({}, expires {})", c.thumbprint, c.subject, c.expires))
                 .unwrap_or("-".into()),
         ],
-        vec!["frequency".into(), format!("{} h", s("frequency_hours"))],
-        vec!["retention".into(), format!("{} days", s("retention_days"))],
+        vec!["frequency".into(), format!("{} h", v.frequency_hours)],
+        vec!["retention".into(), format!("{} days", v.retention_days)],
         vec![
             "scheduler".into(),
-            if v["scheduler_enabled"] == json!(true) {
-                "on".into()
-            } else {
-                "OFF".into()
-            },
+            if v.scheduler_enabled { "on" } else { "OFF" }.into(),
         ],
         vec![
             "available".into(),
-            v["available_bytes"]
-                .as_u64()
-                .map(human)
-                .unwrap_or("-".into()),
+            v.available_bytes.map(human).unwrap_or("-".into()),
         ],
         vec![
             "total".into(),
-            v["total_bytes"].as_u64().map(human).unwrap_or("-".into()),
+            v.total_bytes.map(human).unwrap_or("-".into()),
         ],
-        vec!["next backup".into(), s("next_backup_time")],
-        vec!["last backup".into(), s("last_backup_time")],
+        vec!["next backup".into(), s(&v.next_backup_time)],
+        vec!["last backup".into(), s(&v.last_backup_time)],
     ];
     table(&["SETTING", "VALUE"], &rows);
-    for w in v["warnings"].as_array().into_iter().flatten() {
-        eprintln!("warning: {}", w.as_str().unwrap_or(""));
+    for w in &v.warnings {
+        eprintln!("warning: {w}");
     }
     Ok(exit::OK)
 }
@@ -299,9 +171,9 @@ fn job_code(j: &Job) -> i32 {
 fn wait_job(c: &Client, id: &str, label: &'static str, bar_on: bool) -> Result<Job> {
     let progress = Arc::new(Progress::default());
     let bar = Bar::start(progress.clone(), label, bar_on);
-    let mut seen = ibs_controller::model::JobProgress::default();
+    let mut seen = JobProgress::default();
     let job = loop {
-        let j: Job = serde_json::from_value(c.call("GET", &format!("/jobs/{id}"), None)?)?;
+        let j: Job = c.get(&format!("/jobs/{id}"))?;
         if let Some(p) = j.progress {
             progress.add_total(
                 p.bytes_total.saturating_sub(seen.bytes_total),
@@ -409,7 +281,7 @@ fn backup(a: BackupArgs, json: bool, quiet: bool) -> Result<i32> {
     let c = Client::new(&a.server);
     match a.cmd {
         BackupCmd::Start { wait } => {
-            let j: Job = serde_json::from_value(c.call("POST", "/backups", None)?)?;
+            let j: Job = parse("/backups", &c.post_empty("/backups")?)?;
             let j = if wait {
                 wait_job(&c, &j.id, "backup", !quiet && !json)?
             } else {
@@ -436,7 +308,7 @@ fn backup(a: BackupArgs, json: bool, quiet: bool) -> Result<i32> {
             Ok(if wait { job_code(&j) } else { exit::OK })
         }
         BackupCmd::List => {
-            let list: Vec<Job> = serde_json::from_value(c.call("GET", "/backups", None)?)?;
+            let list: Vec<Job> = c.get("/backups")?;
             if json {
                 return print_json(&list).map(|_| exit::OK);
             }
@@ -476,7 +348,7 @@ fn backup(a: BackupArgs, json: bool, quiet: bool) -> Result<i32> {
             Ok(exit::OK)
         }
         BackupCmd::Show { id } => {
-            let j: Job = serde_json::from_value(c.call("GET", &format!("/backups/{id}"), None)?)?;
+            let j: Job = c.get(&format!("/backups/{id}"))?;
             if json {
                 print_json(&j)?;
             } else {
@@ -493,10 +365,10 @@ fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
     let mut keys = Vec::new();
     for (p, password) in a.pfx.iter().zip(passwords) {
         let pfx = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-        keys.push(json!({
-            "pfx": base64::engine::general_purpose::STANDARD.encode(&pfx),
-            "pfx_password": password,
-        }));
+        keys.push(PfxBody {
+            pfx: base64::engine::general_purpose::STANDARD.encode(&pfx),
+            pfx_password: password,
+        });
     }
     let first = keys.remove(0);
     // A URL target (service components) is passed as is; a path is made absolute.
@@ -508,19 +380,15 @@ fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
             .display()
             .to_string()
     };
-    let body = json!({
-        "component": a.component,
-        "target": target,
-        "force": a.force,
-        "pfx": first["pfx"],
-        "pfx_password": first["pfx_password"],
-        "more_pfx": keys,
-    });
-    let j: Job = serde_json::from_value(c.call(
-        "POST",
-        &format!("/backups/{}/restore", a.id),
-        Some(body),
-    )?)?;
+    let body = RestoreBody {
+        component: a.component.clone(),
+        target,
+        force: a.force,
+        pfx: first.pfx,
+        pfx_password: first.pfx_password,
+        more_pfx: keys,
+    };
+    let j: Job = c.post(&format!("/backups/{}/restore", a.id), &body)?;
     let j = if a.no_wait {
         j
     } else {
@@ -548,26 +416,34 @@ fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
 
 fn maintenance(a: MaintenanceArgs, json: bool) -> Result<i32> {
     let c = Client::new(&a.server);
-    let v = match a.cmd {
-        MaintenanceCmd::Begin { operation } => c.call(
-            "POST",
-            "/maintenance",
-            Some(json!({ "operation": operation })),
-        )?,
-        MaintenanceCmd::End { outcome } => c.call(
-            "POST",
-            "/maintenance/end",
-            Some(json!({ "outcome": outcome })),
-        )?,
-        MaintenanceCmd::Clear => c.call("POST", "/maintenance/clear", None)?,
-        MaintenanceCmd::Status => c.call("GET", "/readiness", None)?,
-    };
+    match a.cmd {
+        MaintenanceCmd::Begin { operation } => {
+            let m: Maintenance = c.post("/maintenance", &BeginMaintenance { operation })?;
+            show_maybe(json, Some(&m))
+        }
+        MaintenanceCmd::End { outcome } => {
+            let m: Option<Maintenance> = c.post("/maintenance/end", &EndMaintenance { outcome })?;
+            show_maybe(json, m.as_ref())
+        }
+        MaintenanceCmd::Clear => {
+            c.post_empty("/maintenance/clear")?;
+            show_maybe::<Maintenance>(json, None)
+        }
+        MaintenanceCmd::Status => {
+            let r: Readiness = c.get("/readiness")?;
+            show_maybe(json, Some(&r))
+        }
+    }
+}
+
+/// Prints a maintenance answer: JSON, or pretty JSON, or that none is active.
+fn show_maybe<T: Serialize>(json: bool, v: Option<&T>) -> Result<i32> {
     if json {
         print_json(&v)?;
-    } else if v.is_null() {
-        println!("no maintenance operation is active");
+    } else if let Some(v) = v {
+        println!("{}", serde_json::to_string_pretty(v)?);
     } else {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("no maintenance operation is active");
     }
     Ok(exit::OK)
 }
@@ -576,11 +452,7 @@ fn alerts(a: AlertsArgs, json: bool) -> Result<i32> {
     let c = Client::new(&a.server);
     match a.cmd {
         AlertsCmd::List { all } => {
-            let list: Vec<Alert> = serde_json::from_value(c.call(
-                "GET",
-                if all { "/alerts?state=all" } else { "/alerts" },
-                None,
-            )?)?;
+            let list: Vec<Alert> = c.get(if all { "/alerts?state=all" } else { "/alerts" })?;
             if json {
                 return print_json(&list).map(|_| exit::OK);
             }
@@ -609,8 +481,8 @@ fn alerts(a: AlertsArgs, json: bool) -> Result<i32> {
             }
         }
         AlertsCmd::Close { id } => {
-            let x: Alert =
-                serde_json::from_value(c.call("POST", &format!("/alerts/{id}/close"), None)?)?;
+            let path = format!("/alerts/{id}/close");
+            let x: Alert = parse(&path, &c.post_empty(&path)?)?;
             if json {
                 print_json(&x)?;
             } else {
@@ -627,20 +499,14 @@ fn alerts(a: AlertsArgs, json: bool) -> Result<i32> {
 fn store(a: StoreArgs, json: bool) -> Result<i32> {
     let c = Client::new(&a.server);
     let StoreCmd::Prune { dry_run } = a.cmd;
-    let v = c.call("POST", "/store/prune", Some(json!({ "dry_run": dry_run })))?;
+    let v: PruneReport = c.post("/store/prune", &PruneRequest { dry_run })?;
     if json {
         return print_json(&v).map(|_| exit::OK);
     }
-    let paths: Vec<&str> = v["paths"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    if paths.is_empty() {
+    if v.paths.is_empty() {
         println!("no unrecognised files");
     }
-    for p in &paths {
+    for p in &v.paths {
         println!("{} {p}", if dry_run { "would delete" } else { "deleted" });
     }
     Ok(exit::OK)

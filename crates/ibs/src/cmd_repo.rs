@@ -1,5 +1,8 @@
 //! `ibs repo …`: the engine's operations on a repository, without the controller.
 
+mod keys;
+mod maintain;
+
 use crate::cli::{Location, RepoArgs, RepoCmd, UnlockArgs};
 use crate::cmd_keys::load_cert;
 use crate::output::{exit, human, table, Bar};
@@ -7,8 +10,6 @@ use crate::{location, secrets};
 use anyhow::{bail, Context, Result};
 use ibs_engine::check::CheckOptions;
 use ibs_engine::keyops;
-use ibs_engine::ledger::Ledger;
-use ibs_engine::retention::{Expected, PruneOptions};
 use ibs_engine::state::{default_state_dir, WriterState};
 use ibs_engine::{BackupOptions, Progress, RestoreOptions, SourceOrigin, SourceSpec};
 use ibs_keys::{LegacyKey, PrivateIdentity};
@@ -107,6 +108,7 @@ fn parse_source(s: &str, exclude: &[String]) -> Result<SourceSpec> {
     })
 }
 
+/// Dispatches an `ibs repo` subcommand.
 pub async fn run(args: RepoArgs, json: bool, quiet: bool) -> Result<i32> {
     let ctx = Ctx {
         state_root: args
@@ -138,251 +140,145 @@ pub async fn run(args: RepoArgs, json: bool, quiet: bool) -> Result<i32> {
             source,
             unlock: u,
             threads,
-        } => {
-            let repo = Arc::new(open_repo(&loc).await?);
-            let progress = Arc::new(Progress::default());
-            let bar = Bar::start(progress.clone(), "restore", !ctx.quiet && !ctx.json);
-            let opts = RestoreOptions {
-                backup_id: backup,
-                target,
-                source,
-                threads,
-                progress,
-                lock_wait: ctx.lock_wait,
-            };
-            let report = ibs_engine::restore(repo, Arc::new(unlock(&u)?), opts).await;
-            bar.finish();
-            let report = report?;
-            if ctx.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!(
-                    "restored {} files, {} directories, {} symlinks, {} hard links, {} FIFOs/devices, {}",
-                    report.files,
-                    report.dirs,
-                    report.symlinks,
-                    report.hardlinks,
-                    report.specials,
-                    human(report.bytes)
-                );
-                for s in &report.skipped {
-                    eprintln!("skipped: {s}");
-                }
-                for w in &report.warnings {
-                    eprintln!("warning: {w}");
-                }
-                for e in &report.errors {
-                    eprintln!("FAILED: {e}");
-                }
-            }
-            Ok(if report.errors.is_empty() {
-                exit::OK
-            } else {
-                exit::PARTIAL
-            })
-        }
+        } => restore(&ctx, loc, backup, target, source, u, threads).await,
         RepoCmd::Check {
             loc,
             read_data,
             unlock: u,
-        } => {
-            let repo = Arc::new(open_repo(&loc).await?);
-            let u = unlock(&u)?;
-            let unlock = match &u {
-                Unlock::Identities(ids) if ids.is_empty() => None,
-                _ => Some(Arc::new(u)),
-            };
-            let state = WriterState::load(&ctx.state_root, &repo.config().id).ok();
-            let progress = Arc::new(Progress::default());
-            let bar = Bar::start(progress.clone(), "check", !ctx.quiet && !ctx.json);
-            let report = ibs_engine::check::check(
-                repo,
-                CheckOptions {
-                    read_data,
-                    unlock,
-                    state,
-                    progress,
-                    lock_wait: ctx.lock_wait,
-                },
-            )
-            .await;
-            bar.finish();
-            let report = report?;
-            if ctx.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!(
-                    "check ({}): {} backups, {} index segments, {} packs ({} read, {}), {} chunks verified",
-                    report.level, report.backups, report.index_segments, report.packs, report.packs_read, human(report.bytes_read), report.chunks_verified
-                );
-                for n in &report.notes {
-                    println!("note: {n}");
-                }
-                for p in &report.problems {
-                    let affects = if p.backups.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" — affects backups: {}", p.backups.join(", "))
-                    };
-                    println!("PROBLEM {}: {}{affects}", p.object, p.detail);
-                }
-                if report.problems.is_empty() {
-                    println!("no problems found");
-                }
-            }
-            Ok(if report.problems.is_empty() {
-                exit::OK
-            } else {
-                exit::CHECK_PROBLEMS
-            })
-        }
+        } => check(&ctx, loc, read_data, u).await,
         RepoCmd::Forget {
             loc,
             keep_days,
             dry_run,
-        } => {
-            let repo = open_repo(&loc).await?;
-            // With the writer state, catalogs are authenticated and the ledger learns what goes.
-            let state = if WriterState::exists(&ctx.state_root, &repo.config().id) {
-                Some(WriterState::load(&ctx.state_root, &repo.config().id)?)
-            } else {
-                None
-            };
-            let plan = ibs_engine::retention::forget(
-                &repo,
-                keep_days,
-                dry_run,
-                ctx.lock_wait,
-                state.as_ref(),
-            )
-            .await?;
-            if ctx.json {
-                println!("{}", serde_json::json!({"dry_run": dry_run, "plan": plan}));
-            } else {
-                let verb = if dry_run { "would remove" } else { "removed" };
-                for id in &plan.remove {
-                    println!("{verb} {id}");
-                }
-                if let Some(p) = &plan.protected {
-                    println!("kept {p} (newest successful backup, never removed)");
-                }
-                println!(
-                    "{verb} {} backups, kept {}",
-                    plan.remove.len(),
-                    plan.keep.len()
-                );
-            }
-            Ok(exit::OK)
-        }
+        } => maintain::forget(&ctx, loc, keep_days, dry_run).await,
         RepoCmd::Prune {
             loc,
             dry_run,
             grace_hours,
             trust_listing,
-        } => {
-            let repo = open_repo(&loc).await?;
-            let state = WriterState::load(&ctx.state_root, &repo.config().id)?;
-            let expected = match (trust_listing, Ledger::of(&state).expected()?) {
-                (true, _) => Expected::TrustListing,
-                (false, Some(known)) => Expected::Backups(known),
-                (false, None) => bail!(
-                    "this writer state has no ledger of the backups it wrote (it was adopted, or is older than the ledger), so prune cannot tell a complete storage listing from one that hides backups; nothing was deleted. Check that `ibs repo list` shows every backup you expect, then run prune with --trust-listing"
-                ),
-            };
-            let opts = PruneOptions {
-                dry_run,
-                lock_wait: ctx.lock_wait,
-                expected,
-                grace: Duration::from_secs(grace_hours.saturating_mul(3600)),
-            };
-            let plan = ibs_engine::retention::prune(&repo, &state, opts).await?;
-            if ctx.json {
-                println!("{}", serde_json::json!({"dry_run": dry_run, "plan": plan}));
-            } else {
-                let p = if dry_run { "would " } else { "" };
-                println!(
-                    "{p}delete {} unused packs and {} unindexed packs, {p}repack {} packs, keep {}; {p}free about {}; {} used / {} unused chunks; {p}delete {} data-key envelopes",
-                    plan.delete.len(), plan.unindexed.len(), plan.repack.len(), plan.keep, human(plan.bytes_freed_estimate), plan.chunks_used, plan.chunks_unused, plan.delete_keys.len()
-                );
-                if !plan.young_packs.is_empty() || !plan.young_keys.is_empty() {
-                    println!(
-                        "kept {} packs and {} data-key envelopes younger than the grace period ({grace_hours} h)",
-                        plan.young_packs.len(),
-                        plan.young_keys.len()
-                    );
-                }
-                for d in &plan.damaged {
-                    eprintln!("warning: pack {d} is damaged and was not repacked; run `ibs repo check --read-data`");
-                }
-            }
-            Ok(exit::OK)
-        }
+        } => maintain::prune(&ctx, loc, dry_run, grace_hours, trust_listing).await,
         RepoCmd::Rewrap {
             loc,
             pfx,
             pfx_password_file,
             cert,
             keep_old,
-        } => {
-            let mut repo = open_repo(&loc).await?;
-            let password = secrets::pfx_password(pfx_password_file.as_deref(), false)?;
-            let old = load_identity(&pfx, &password)?;
-            let new = load_cert(&cert)?;
-            let report = keyops::rewrap(&mut repo, &old, &new, keep_old, ctx.lock_wait).await?;
-            if let Ok(mut st) = WriterState::load(&ctx.state_root, &repo.config().id) {
-                st.certificate = Some(new.clone());
-                st.save()?;
-            }
-            if ctx.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!(
-                    "rewrapped {} data keys for {} ({} already rewrapped); new backups use {}",
-                    report.rewrapped,
-                    new.thumbprint(),
-                    report.already_new,
-                    new.thumbprint()
-                );
-                if !report.not_for_old.is_empty() {
-                    println!("{} data keys are not wrapped for the old certificate and were left as they are", report.not_for_old.len());
-                }
-            }
-            Ok(exit::OK)
+        } => keys::rewrap(&ctx, loc, pfx, pfx_password_file, cert, keep_old).await,
+        RepoCmd::SetCert { loc, cert } => keys::set_cert(&ctx, loc, cert).await,
+        RepoCmd::Adopt { loc, unlock: u } => keys::adopt(&ctx, loc, u).await,
+    }
+}
+
+/// `ibs repo restore`: restores a backup (or one source of it) into a folder.
+async fn restore(
+    ctx: &Ctx,
+    loc: Location,
+    backup: String,
+    target: PathBuf,
+    source: Option<String>,
+    u: UnlockArgs,
+    threads: usize,
+) -> Result<i32> {
+    let repo = Arc::new(open_repo(&loc).await?);
+    let progress = Arc::new(Progress::default());
+    let bar = Bar::start(progress.clone(), "restore", !ctx.quiet && !ctx.json);
+    let opts = RestoreOptions {
+        backup_id: backup,
+        target,
+        source,
+        threads,
+        progress,
+        lock_wait: ctx.lock_wait,
+    };
+    let report = ibs_engine::restore(repo, Arc::new(unlock(&u)?), opts).await;
+    bar.finish();
+    let report = report?;
+    if ctx.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "restored {} files, {} directories, {} symlinks, {} hard links, {} FIFOs/devices, {}",
+            report.files,
+            report.dirs,
+            report.symlinks,
+            report.hardlinks,
+            report.specials,
+            human(report.bytes)
+        );
+        for s in &report.skipped {
+            eprintln!("skipped: {s}");
         }
-        RepoCmd::SetCert { loc, cert } => {
-            let mut repo = open_repo(&loc).await?;
-            let mut state = WriterState::load(&ctx.state_root, &repo.config().id)?;
-            let cert = load_cert(&cert)?;
-            keyops::set_cert(&mut repo, &mut state, &cert, ctx.lock_wait).await?;
-            println!(
-                "new backups are encrypted for certificate {} ({})",
-                cert.thumbprint(),
-                cert.subject()
-            );
-            Ok(exit::OK)
+        for w in &report.warnings {
+            eprintln!("warning: {w}");
         }
-        RepoCmd::Adopt { loc, unlock: u } => {
-            let repo = open_repo(&loc).await?;
-            let u = unlock(&u)?;
-            if matches!(&u, Unlock::Identities(ids) if ids.is_empty()) {
-                bail!("adopt needs the .pfx (--pfx) or, in legacy-key mode, the key file (--key-file)");
-            }
-            let state = keyops::adopt(&repo, &u, &ctx.state_root).await?;
-            if ctx.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"repository_id": repo.config().id, "state": state.dir})
-                );
-            } else {
-                println!(
-                    "adopted repository {}; writer state in {}",
-                    repo.config().id,
-                    state.dir.display()
-                );
-            }
-            Ok(exit::OK)
+        for e in &report.errors {
+            eprintln!("FAILED: {e}");
         }
     }
+    Ok(if report.errors.is_empty() {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    })
+}
+
+/// `ibs repo check`: verifies the repository at the depth the keys and `--read-data` allow.
+async fn check(ctx: &Ctx, loc: Location, read_data: bool, u: UnlockArgs) -> Result<i32> {
+    let repo = Arc::new(open_repo(&loc).await?);
+    let u = unlock(&u)?;
+    let unlock = match &u {
+        Unlock::Identities(ids) if ids.is_empty() => None,
+        _ => Some(Arc::new(u)),
+    };
+    let state = WriterState::load(&ctx.state_root, &repo.config().id).ok();
+    let progress = Arc::new(Progress::default());
+    let bar = Bar::start(progress.clone(), "check", !ctx.quiet && !ctx.json);
+    let report = ibs_engine::check::check(
+        repo,
+        CheckOptions {
+            read_data,
+            unlock,
+            state,
+            progress,
+            lock_wait: ctx.lock_wait,
+        },
+    )
+    .await;
+    bar.finish();
+    let report = report?;
+    if ctx.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "check ({}): {} backups, {} index segments, {} packs ({} read, {}), {} chunks verified",
+            report.level,
+            report.backups,
+            report.index_segments,
+            report.packs,
+            report.packs_read,
+            human(report.bytes_read),
+            report.chunks_verified
+        );
+        for n in &report.notes {
+            println!("note: {n}");
+        }
+        for p in &report.problems {
+            let affects = if p.backups.is_empty() {
+                String::new()
+            } else {
+                format!(" — affects backups: {}", p.backups.join(", "))
+            };
+            println!("PROBLEM {}: {}{affects}", p.object, p.detail);
+        }
+        if report.problems.is_empty() {
+            println!("no problems found");
+        }
+    }
+    Ok(if report.problems.is_empty() {
+        exit::OK
+    } else {
+        exit::CHECK_PROBLEMS
+    })
 }
 
 async fn init(

@@ -8,20 +8,16 @@
 //! journal, a pipe) it goes to `DATA/first-start-admin-token` (mode 0600) and only that path is
 //! printed.
 
-use crate::cli::Location;
 use crate::cli_controller::ServeArgs;
 use crate::datalock::DataDirLock;
-use crate::location;
 use anyhow::{Context, Result};
 use ibs_controller::alerts::{AlertSink, Webhook};
 use ibs_controller::bootstrap::{self, BootstrapOptions};
 use ibs_controller::config::{Config, DEFAULT_LISTEN, DEFAULT_TICK_SECONDS};
 use ibs_controller::db::Db;
 use ibs_controller::secretbox::SecretBox;
-use ibs_controller::{Controller, ControllerOptions, OpenError, StorageOpener, StorageTarget};
+use ibs_controller::{Controller, ControllerOptions, LocationOpener};
 use ibs_repo::clock::{Clock, SystemClock};
-use ibs_repo::RepoError;
-use ibs_storage::{AlertClass, DynStorage, StorageError};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
@@ -39,50 +35,6 @@ pub fn default_data_dir() -> PathBuf {
     env("IBS_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(env("HOME").unwrap_or_else(|| "/root".into())).join(".local/share/ibs")
     })
-}
-
-/// Opens storage through the CLI's location mapping (local folders now, UNC paths with SMB).
-#[derive(Debug)]
-struct CliOpener;
-
-fn classify(err: &anyhow::Error) -> OpenError {
-    for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<StorageError>() {
-            return OpenError::new(e.class(), format!("{err:#}"));
-        }
-        if let Some(e) = cause.downcast_ref::<RepoError>() {
-            if matches!(e, RepoError::NotARepository { .. }) {
-                return OpenError {
-                    not_a_repository: true,
-                    ..OpenError::new(AlertClass::General, e.to_string())
-                };
-            }
-            if let Some(s) = e.storage() {
-                return OpenError::new(s.class(), format!("{err:#}"));
-            }
-        }
-    }
-    OpenError::new(AlertClass::General, format!("{err:#}"))
-}
-
-#[async_trait::async_trait]
-impl StorageOpener for CliOpener {
-    async fn open(&self, t: &StorageTarget, create: bool) -> Result<DynStorage, OpenError> {
-        // The stored (decrypted) share password is handed over in memory, never through env or argv.
-        let loc = Location {
-            repo: t.path.clone(),
-            username: t.username.clone(),
-            password_file: None,
-        };
-        let password = if location::is_smb(&t.path) {
-            Some(t.password.clone().unwrap_or_default())
-        } else {
-            None
-        };
-        location::open_with_password(&loc, password, create)
-            .await
-            .map_err(|e| classify(&e))
-    }
 }
 
 pub(crate) fn open_db(data: &Path) -> Result<(Arc<Db>, SecretBox)> {
@@ -137,6 +89,28 @@ fn notice(r: &bootstrap::BootstrapReport, data: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The restore roots: the config's and `--restore-root`'s, else `DATA/restores` (created, private).
+fn restore_roots(args: &ServeArgs, config: &Config, data: &Path) -> Result<Vec<PathBuf>> {
+    let mut roots: Vec<PathBuf> = config.restore_roots.clone().unwrap_or_default();
+    for r in &args.restore_roots {
+        anyhow::ensure!(
+            r.is_absolute(),
+            "--restore-root {} is not an absolute path",
+            r.display()
+        );
+        roots.push(r.clone());
+    }
+    if roots.is_empty() {
+        roots = ibs_controller::restore_roots::default_roots(data);
+        for r in &roots {
+            std::fs::create_dir_all(r).with_context(|| format!("creating {}", r.display()))?;
+            std::fs::set_permissions(r, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("securing {}", r.display()))?;
+        }
+    }
+    Ok(roots)
 }
 
 pub async fn serve(args: ServeArgs) -> Result<i32> {
@@ -205,7 +179,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         db,
         secrets,
         clock,
-        opener: Arc::new(CliOpener),
+        opener: Arc::new(LocationOpener),
         alert_sink: match webhook {
             Some(url) => Some(Arc::new(Webhook::new(url)?) as Arc<dyn AlertSink>),
             None => None,
@@ -216,6 +190,10 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
             .prune_grace_hours
             .map(|h| Duration::from_secs(h.saturating_mul(3600)))
             .unwrap_or(ibs_engine::retention::DEFAULT_GRACE),
+        closed_alert_retention_days: config
+            .closed_alert_retention_days
+            .unwrap_or(ibs_controller::alert_purge::DEFAULT_CLOSED_ALERT_RETENTION_DAYS),
+        restore_roots: restore_roots(&args, &config, &data)?,
     })?;
     // Bind before bootstrapping so a taken port fails fast.
     let listener = tokio::net::TcpListener::bind(listen)

@@ -1,6 +1,7 @@
 //! The `ibs` binary: parses the command line, runs the command, maps errors to exit codes. All logic
 //! lives in the library crates.
 
+mod api_client;
 mod cli;
 mod cli_controller;
 mod client_guard;
@@ -15,7 +16,6 @@ mod listen;
 mod location;
 mod output;
 mod secrets;
-mod smb;
 mod tls;
 
 use clap::Parser;

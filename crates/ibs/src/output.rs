@@ -3,6 +3,7 @@
 
 use ibs_engine::{EngineError, Progress};
 use ibs_keys::KeyError;
+use ibs_location::LocationError;
 use ibs_repo::RepoError;
 use ibs_storage::{AlertClass, StorageError};
 use std::io::IsTerminal;
@@ -53,6 +54,14 @@ fn repo_code(e: &RepoError) -> i32 {
     }
 }
 
+fn location_code(e: &LocationError) -> i32 {
+    match e {
+        LocationError::Storage(s) => storage_code(s),
+        LocationError::NotARepository { .. } => exit::NOT_A_REPOSITORY,
+        _ => exit::FAILURE,
+    }
+}
+
 /// The exit code for an error, by the most specific typed cause found.
 pub fn code_for(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {
@@ -75,6 +84,9 @@ pub fn code_for(err: &anyhow::Error) -> i32 {
         if let Some(e) = cause.downcast_ref::<RepoError>() {
             return repo_code(e);
         }
+        if let Some(e) = cause.downcast_ref::<LocationError>() {
+            return location_code(e);
+        }
         if let Some(e) = cause.downcast_ref::<StorageError>() {
             return storage_code(e);
         }
@@ -94,6 +106,11 @@ pub fn remediation(err: &anyhow::Error) -> Option<String> {
                 cause
                     .downcast_ref::<RepoError>()
                     .and_then(RepoError::storage)
+            })
+            .or_else(|| {
+                cause
+                    .downcast_ref::<LocationError>()
+                    .and_then(LocationError::storage)
             })
             .or_else(|| match cause.downcast_ref::<EngineError>() {
                 Some(EngineError::Repo(r)) => r.storage(),

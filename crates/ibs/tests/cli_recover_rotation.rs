@@ -18,27 +18,6 @@ use std::path::{Path, PathBuf};
 
 const PASSWORD2: &str = "another pfx password, for certificate 2";
 
-/// Certificate 2: made with `ibs cert new` under its own password.
-fn cert_with_password(dir: &Path, name: &str, password: &str) -> Cert {
-    let cer = dir.join(format!("{name}.cer"));
-    let pfx = dir.join(format!("{name}.pfx"));
-    ibs(["cert", "new", "--subject"])
-        .arg(format!("ibs test {name}"))
-        .arg("--cer")
-        .arg(&cer)
-        .arg("--pfx")
-        .arg(&pfx)
-        .args(["--bits", "2048"])
-        .env("IBS_PFX_PASSWORD", password)
-        .run()
-        .ok();
-    Cert {
-        thumbprint: thumbprint(&cer),
-        cer,
-        pfx,
-    }
-}
-
 struct World {
     fx: Fx,
     /// (.pfx, its password file) for certificates 1 and 2.
@@ -111,7 +90,7 @@ impl World {
 fn recovery_works_across_a_certificate_rotation_and_after_rewrap() {
     let fx = Fx::new();
     let cert1 = new_cert(&fx.root, "cert1");
-    let cert2 = cert_with_password(&fx.root, "cert2", PASSWORD2);
+    let cert2 = new_cert_with_password(&fx.root, "cert2", PASSWORD2);
     assert_ne!(cert1.thumbprint, cert2.thumbprint);
     let pw1 = fx.path("pw1");
     let pw2 = fx.path("pw2");

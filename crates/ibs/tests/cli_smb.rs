@@ -6,13 +6,13 @@ mod common;
 use common::*;
 use std::path::Path;
 
-use common::smb::{region, script, shared_server, DIR, PORT, USER};
+use ibs_testing::samba::{region, script, shared_server, DIR, PORT, USER};
 
 const KILL_DIR: &str = "/tmp/ibs-samba-cli-kill";
 const KILL_PORT: u16 = 4457;
 
 fn smb_password() -> String {
-    common::smb::password()
+    ibs_testing::samba::password()
 }
 
 fn smb_cmd(sub: &str, loc: &str, state: &Path) -> Ibs {

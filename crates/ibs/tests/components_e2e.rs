@@ -11,34 +11,18 @@ mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ibs");
 
-use common::db::ensure_services;
+use ibs_testing::db::{ensure_services, psql, PgDrop};
 
-fn psql(db: &str, sql: &str) -> String {
-    common::db::psql(db, sql).trim().to_string()
+/// Kills the daemon, then (its fields dropping) the scratch databases.
+struct Cleanup {
+    _dbs: PgDrop,
+    daemon: Option<Child>,
 }
-
-struct Cleanup(Vec<String>, Option<Child>);
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if let Some(c) = self.1.as_mut() {
+        if let Some(c) = self.daemon.as_mut() {
             let _ = c.kill();
             let _ = c.wait();
-        }
-        for d in &self.0 {
-            let _ = Command::new("psql")
-                .args([
-                    "-X",
-                    "-q",
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "postgres",
-                    "-c",
-                ])
-                .arg(format!("DROP DATABASE IF EXISTS \"{d}\" WITH (FORCE)"))
-                .output();
         }
     }
 }
@@ -48,7 +32,10 @@ fn postgres_component_backup_and_restore_through_the_cli() {
     ensure_services();
     let db = format!("ibs_e2e_{:08x}", rand::random::<u32>());
     let restored = format!("{db}_r");
-    let mut cleanup = Cleanup(vec![db.clone(), restored.clone()], None);
+    let mut cleanup = Cleanup {
+        _dbs: PgDrop(vec![db.clone(), restored.clone()]),
+        daemon: None,
+    };
     psql("postgres", &format!("CREATE DATABASE {db}"));
     psql(
         &db,
@@ -73,7 +60,7 @@ fn postgres_component_backup_and_restore_through_the_cli() {
         .port();
     let log_path = tmp.path().join("serve.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    cleanup.1 = Some(
+    cleanup.daemon = Some(
         Command::new(BIN)
             .args(["serve", "--data"])
             .arg(&data)

@@ -174,8 +174,8 @@ fn a_job_running_at_a_crash_is_interrupted_after_restart() {
 fn smb_password_failure_raises_and_clears_the_authentication_alert() {
     const DIR: &str = "/tmp/ibs-samba-ctl";
     const PORT: u16 = 4458;
-    common::smb::script(&["start", DIR, &PORT.to_string()]);
-    let (_region, loc) = common::smb::region(&Path::new(DIR).join("share"), "backup", PORT);
+    ibs_testing::samba::script(&["start", DIR, &PORT.to_string()]);
+    let (_region, loc) = ibs_testing::samba::region(&Path::new(DIR).join("share"), "backup", PORT);
     let tmp = tempfile::tempdir().unwrap();
     let sample = tmp.path().join("sample");
     std::fs::create_dir_all(&sample).unwrap();
@@ -186,7 +186,7 @@ fn smb_password_failure_raises_and_clears_the_authentication_alert() {
         statuses(v).iter().any(|x| x == "Succeeded")
     });
 
-    let password = common::smb::password();
+    let password = ibs_testing::samba::password();
     let out = s.ibs(
         &[
             "location",
@@ -194,7 +194,7 @@ fn smb_password_failure_raises_and_clears_the_authentication_alert() {
             "--path",
             &loc,
             "--username",
-            common::smb::USER,
+            ibs_testing::samba::USER,
         ],
         &[("IBS_SHARE_PASSWORD", &password)],
     );
@@ -250,7 +250,7 @@ fn smb_password_failure_raises_and_clears_the_authentication_alert() {
     assert!(mas.join("config").is_file(), "repository objects are kept");
 
     // The share now refuses the stored password.
-    common::smb::set_password(DIR, "a-rotated-password-1");
+    ibs_testing::samba::set_password(DIR, "a-rotated-password-1");
     let out = s.ibs(&["backup", "start", "--wait"], &[]);
     assert_eq!(
         out.status.code(),
@@ -276,7 +276,7 @@ fn smb_password_failure_raises_and_clears_the_authentication_alert() {
     );
 
     // The password works again: success closes the alert.
-    common::smb::set_password(DIR, &password);
+    ibs_testing::samba::set_password(DIR, &password);
     let out = s.ibs(&["backup", "start", "--wait"], &[]);
     assert!(
         out.status.success(),
@@ -285,7 +285,7 @@ fn smb_password_failure_raises_and_clears_the_authentication_alert() {
     );
     assert_eq!(s.json(&["alerts", "list"]), serde_json::json!([]));
     drop(s);
-    common::smb::script(&["stop", DIR]);
+    ibs_testing::samba::script(&["stop", DIR]);
 }
 
 /// `ibs serve --tls-cert --tls-key` serves the API over TLS only; the CLI client trusts a
@@ -293,36 +293,8 @@ fn smb_password_failure_raises_and_clears_the_authentication_alert() {
 #[test]
 fn tls_serves_the_api_with_a_certificate_and_key() {
     let tmp = tempfile::tempdir().unwrap();
-    let (cert, key) = (tmp.path().join("api.pem"), tmp.path().join("api.key"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args([
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (cert, key) =
+        common::daemon::self_signed_tls(tmp.path(), &["basicConstraints=critical,CA:FALSE"]);
     let sample = tmp.path().join("sample");
     std::fs::create_dir_all(&sample).unwrap();
     std::fs::write(sample.join("f"), b"x").unwrap();

@@ -13,46 +13,25 @@
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::db::psql;
-use common::smb::{DIR, PORT, USER};
+// The table dumps are compared exactly as `psql -At` printed them.
+use ibs_testing::db::{pg_dump, psql_raw as psql, PgDrop};
+use ibs_testing::samba::{DIR, PORT, USER};
 
 const TABLES: [&str; 2] = ["items", "notes"];
 
 fn smb_password() -> String {
-    common::smb::password()
+    ibs_testing::samba::password()
 }
 
 fn setup() {
-    common::db::ensure_services();
-    common::smb::shared_server();
+    ibs_testing::db::ensure_services();
+    ibs_testing::samba::shared_server();
 }
 
 /// A fresh region folder on the share (owned by the share user) and its smb:// location.
 fn region() -> (PathBuf, String) {
-    common::smb::region(&Path::new(DIR).join("share"), "backup", PORT)
-}
-
-fn pg_dump(db: &str) -> Vec<u8> {
-    let out = Command::new("pg_dump")
-        .args([
-            "--format=plain",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            db,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    ibs_testing::samba::region(&Path::new(DIR).join("share"), "backup", PORT)
 }
 
 fn table_dumps(db: &str) -> Vec<String> {
@@ -67,29 +46,6 @@ fn temp_databases() -> String {
         "postgres",
         "SELECT datname FROM pg_database WHERE datname LIKE 'ibs_validate_%'",
     )
-}
-
-/// Drops the listed databases when the test ends, however it ends.
-struct Dbs(Vec<String>);
-impl Drop for Dbs {
-    fn drop(&mut self) {
-        for d in &self.0 {
-            let _ = Command::new("psql")
-                .args([
-                    "-X",
-                    "-q",
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "postgres",
-                    "-c",
-                ])
-                .arg(format!("DROP DATABASE IF EXISTS \"{d}\" WITH (FORCE)"))
-                .output();
-        }
-    }
 }
 
 fn repo_cmd(sub: &str, loc: &str, state: &Path) -> Ibs {
@@ -137,7 +93,7 @@ fn disaster_drill_recovers_everything_from_the_share_and_the_pfx() {
     }
     let db = format!("ibs_drill_{:08x}", rand::random::<u32>());
     let db_b = format!("{db}_b");
-    let _dbs = Dbs(vec![db.clone(), db_b.clone()]);
+    let _dbs = PgDrop(vec![db.clone(), db_b.clone()]);
 
     // Machine A: certificate (its .pfx also kept in the vault), repository, data, database.
     let cert = new_cert(&a, "drill");

@@ -15,65 +15,19 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ibs");
-const DIR: &str = "/tmp/ibs-samba";
-const PORT: u16 = 4455;
-const USER: &str = "ibsuser";
+use ibs_testing::free_port;
+use ibs_testing::samba::{shared_server, DIR, PORT, USER};
 
 fn smb_password() -> String {
-    std::env::var("IBS_TEST_SMB_PASSWORD").unwrap_or_else(|_| "S3cret!pw".into())
-}
-
-fn shared_server() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let out = Command::new("flock")
-            .arg("-o")
-            .arg(format!("{DIR}.lock"))
-            .arg("bash")
-            .arg(
-                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                    .join("../../scripts/samba-test-server.sh"),
-            )
-            .args(["start", DIR, &PORT.to_string()])
-            .output()
-            .expect("run samba-test-server.sh");
-        assert!(
-            out.status.success(),
-            "samba-test-server.sh failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
-}
-
-fn uid_of(user: &str) -> u32 {
-    std::fs::read_to_string("/etc/passwd")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{user}:x:")))
-        .and_then(|r| r.split(':').next())
-        .and_then(|u| u.parse().ok())
-        .expect("the Samba test user exists")
+    ibs_testing::samba::password()
 }
 
 fn region() -> String {
-    let name = format!("leak-{}-{:08x}", std::process::id(), rand::random::<u32>());
-    let dir = Path::new(DIR).join("share").join(&name);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::os::unix::fs::chown(&dir, Some(uid_of(USER)), None).unwrap();
-    format!("smb://127.0.0.1:{PORT}/backup/{name}")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let share = std::path::Path::new(DIR).join("share");
+    ibs_testing::samba::region_named("leak", &share, "backup", PORT).1
 }
 
 struct Secret {
@@ -274,6 +228,8 @@ fn secrets_never_leak() {
             .arg("--config")
             .arg(&config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--restore-root")
+            .arg(std::env::temp_dir())
             .arg("--sample")
             .arg(&sample)
             .env("IBS_LOG", "debug")

@@ -11,13 +11,9 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ibs");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+
+use ibs_testing::free_port;
 
 struct Daemon {
     child: Child,
@@ -45,6 +41,8 @@ impl Daemon {
             .arg(data)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--sample"])
             .arg(&sample)
+            .arg("--restore-root")
+            .arg(std::env::temp_dir())
             .args(extra)
             .env("IBS_LOG", "info")
             .stdin(Stdio::null())
@@ -216,23 +214,7 @@ fn has_token(text: &str) -> bool {
 }
 
 fn tls_files(dir: &Path) -> (String, String) {
-    let (cert, key) = (dir.join("api.pem"), dir.join("api.key"));
-    let out = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", "/CN=localhost", "-addext"])
-        .args(["subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (cert, key) = common::daemon::self_signed_tls(dir, &[]);
     (cert.display().to_string(), key.display().to_string())
 }
 

@@ -8,26 +8,15 @@ use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use ibs_controller::alerts::Alert;
-use ibs_controller::db::AuditRecord;
-use ibs_controller::model::{Maintenance, MaintenanceOp, MaintenanceOutcome, Role};
-use ibs_controller::tokens::TokenInfo;
-use ibs_controller::{PruneReport, Readiness};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use ibs_types::{
+    Alert, AlertQuery, AuditRecord, BeginMaintenance, EndMaintenance, ErrorBody, Maintenance,
+    PruneReport, PruneRequest, Readiness, Role, TokenCreated, TokenInfo, TokenRequest,
+};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BeginBody {
-    operation: MaintenanceOp,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EndBody {
-    outcome: MaintenanceOutcome,
-}
-
+/// Show the maintenance operation (null when none).
+#[utoipa::path(get, path = "/api/v1/maintenance", tag = "admin",
+    extensions(("x-ibs-role" = json!("reader"))),
+    responses((status = 200, description = "The maintenance operation, or null", body = Option<Maintenance>)))]
 pub async fn maintenance(
     State(s): State<AppState>,
     caller: Caller,
@@ -36,41 +25,71 @@ pub async fn maintenance(
     Ok(Json(s.ctl.maintenance()?))
 }
 
+/// Begin a maintenance operation (409 while a job runs or another operation is active).
+#[utoipa::path(post, path = "/api/v1/maintenance", tag = "admin",
+    extensions(("x-ibs-role" = json!("operator"))),
+    request_body = BeginMaintenance,
+    responses((status = 200, description = "The operation begun", body = Maintenance)))]
 pub async fn begin(
     State(s): State<AppState>,
     caller: Caller,
-    ApiJson(b): ApiJson<BeginBody>,
+    ApiJson(b): ApiJson<BeginMaintenance>,
 ) -> ApiResult<Json<Maintenance>> {
     caller.require(Role::Operator)?;
     Ok(Json(s.ctl.begin_maintenance(b.operation, &caller.actor())?))
 }
 
+/// End the maintenance operation (`POST /maintenance/end` is the same).
+#[utoipa::path(delete, path = "/api/v1/maintenance", tag = "admin",
+    extensions(("x-ibs-role" = json!("operator"))),
+    request_body = EndMaintenance,
+    responses((status = 200, description = "The operation after it ended: kept while failed, null after success", body = Option<Maintenance>)))]
 pub async fn end(
     State(s): State<AppState>,
     caller: Caller,
-    ApiJson(b): ApiJson<EndBody>,
+    ApiJson(b): ApiJson<EndMaintenance>,
 ) -> ApiResult<Json<Option<Maintenance>>> {
     caller.require(Role::Operator)?;
     Ok(Json(s.ctl.end_maintenance(b.outcome, &caller.actor())?))
 }
 
+/// `POST /maintenance/end`: the same as `DELETE /maintenance`, for clients without DELETE bodies.
+#[utoipa::path(post, path = "/api/v1/maintenance/end", tag = "admin",
+    extensions(("x-ibs-role" = json!("operator"))),
+    request_body = EndMaintenance,
+    responses((status = 200, description = "The operation after it ended: kept while failed, null after success", body = Option<Maintenance>)))]
+pub async fn end_post(
+    state: State<AppState>,
+    caller: Caller,
+    body: ApiJson<EndMaintenance>,
+) -> ApiResult<Json<Option<Maintenance>>> {
+    end(state, caller, body).await
+}
+
+/// Clear a failed maintenance operation.
+#[utoipa::path(post, path = "/api/v1/maintenance/clear", tag = "admin",
+    extensions(("x-ibs-role" = json!("admin"))),
+    responses((status = 204, description = "Cleared")))]
 pub async fn clear(State(s): State<AppState>, caller: Caller) -> ApiResult<StatusCode> {
     caller.require(Role::Admin)?;
     s.ctl.clear_maintenance(&caller.actor())?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Is a backup running (for update tooling).
+#[utoipa::path(get, path = "/api/v1/readiness", tag = "admin",
+    extensions(("x-ibs-role" = json!("reader"))),
+    responses((status = 200, description = "Readiness", body = Readiness)))]
 pub async fn readiness(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Readiness>> {
     caller.require(Role::Reader)?;
     Ok(Json(s.ctl.readiness()?))
 }
 
-#[derive(Deserialize)]
-pub struct AlertQuery {
-    /// `open` (default) or `all`.
-    state: Option<String>,
-}
-
+/// List alerts (`?state=open|all`, default open).
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "admin",
+    extensions(("x-ibs-role" = json!("reader"))),
+    params(AlertQuery),
+    responses((status = 200, description = "The alerts", body = Vec<Alert>)))]
 pub async fn alerts(
     State(s): State<AppState>,
     caller: Caller,
@@ -90,6 +109,13 @@ pub async fn alerts(
     Ok(Json(s.ctl.alert_list(open_only)?))
 }
 
+/// Close an alert (it comes back if the cause persists).
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/close", tag = "admin",
+    extensions(("x-ibs-role" = json!("admin"))),
+    params(("id" = i64, Path, description = "The alert's id")),
+    responses(
+        (status = 200, description = "The closed alert", body = Alert),
+        (status = 404, description = "No such alert", body = ErrorBody)))]
 pub async fn close_alert(
     State(s): State<AppState>,
     caller: Caller,
@@ -99,38 +125,30 @@ pub async fn close_alert(
     Ok(Json(s.ctl.close_alert(id, &caller.actor())?))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct PruneBody {
-    #[serde(default)]
-    dry_run: bool,
-}
-
+/// Delete (or with `dry_run` list) files under MASBackup that ibs did not create.
+#[utoipa::path(post, path = "/api/v1/store/prune", tag = "admin",
+    extensions(("x-ibs-role" = json!("admin"))),
+    request_body = PruneRequest,
+    responses((status = 200, description = "What was (or would be) deleted", body = PruneReport)))]
 pub async fn prune(
     State(s): State<AppState>,
     caller: Caller,
-    ApiJson(b): ApiJson<PruneBody>,
+    ApiJson(b): ApiJson<PruneRequest>,
 ) -> ApiResult<Json<PruneReport>> {
     caller.require(Role::Admin)?;
     Ok(Json(s.ctl.store_prune(b.dry_run, &caller.actor()).await?))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenBody {
-    role: Role,
-    #[serde(default)]
-    label: Option<String>,
-    /// The token expires this many seconds after its creation (default: never).
-    #[serde(default)]
-    expires_in_seconds: Option<i64>,
-}
-
+/// Create an API token; the answer is the only time the token is shown.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "admin",
+    extensions(("x-ibs-role" = json!("admin"))),
+    request_body = TokenRequest,
+    responses((status = 201, description = "The token", body = TokenCreated)))]
 pub async fn create_token(
     State(s): State<AppState>,
     caller: Caller,
-    ApiJson(b): ApiJson<TokenBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    ApiJson(b): ApiJson<TokenRequest>,
+) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
     caller.require(Role::Admin)?;
     let label = b
         .label
@@ -154,10 +172,18 @@ pub async fn create_token(
     )?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "role": b.role, "token": token, "expires_at": expires_at })),
+        Json(TokenCreated {
+            expires_at,
+            role: b.role,
+            token,
+        }),
     ))
 }
 
+/// List the API tokens (never a token itself).
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "admin",
+    extensions(("x-ibs-role" = json!("admin"))),
+    responses((status = 200, description = "The tokens", body = Vec<TokenInfo>)))]
 pub async fn list_tokens(
     State(s): State<AppState>,
     caller: Caller,
@@ -166,6 +192,13 @@ pub async fn list_tokens(
     Ok(Json(s.ctl.list_tokens()?))
 }
 
+/// Revoke an API token (refused from then on).
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "admin",
+    extensions(("x-ibs-role" = json!("admin"))),
+    params(("id" = i64, Path, description = "The token's id (from the token list)")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No token has this id", body = ErrorBody)))]
 pub async fn revoke_token(
     State(s): State<AppState>,
     caller: Caller,
@@ -180,6 +213,10 @@ pub async fn revoke_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The audit log (the latest 1000 records).
+#[utoipa::path(get, path = "/api/v1/audit", tag = "admin",
+    extensions(("x-ibs-role" = json!("admin"))),
+    responses((status = 200, description = "The audit records", body = Vec<AuditRecord>)))]
 pub async fn audit(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<AuditRecord>>> {
     caller.require(Role::Admin)?;
     Ok(Json(s.ctl.audit_log(1000)?))

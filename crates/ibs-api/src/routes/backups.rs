@@ -13,16 +13,17 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use base64::Engine as _;
-use ibs_controller::model::{Job, Role};
+use ibs_controller::jobs::validate::{ValidateRequest, MAX_PFX_BYTES};
 use ibs_controller::{PfxKey, RestoreRequest};
-use ibs_recovery::job::{ValidateRequest, MAX_PFX_BYTES};
-use serde::Deserialize;
+use ibs_types::{
+    ErrorBody, Job, ListQuery, PackCheck, RestoreBody, Role, ValidateBody, VerificationStatus,
+};
 
-#[derive(Deserialize)]
-pub struct ListQuery {
-    limit: Option<u32>,
-}
-
+/// List backups, newest first.
+#[utoipa::path(get, path = "/api/v1/backups", tag = "backups",
+    extensions(("x-ibs-role" = json!("reader"))),
+    params(ListQuery),
+    responses((status = 200, description = "The backups", body = Vec<Job>)))]
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
@@ -32,6 +33,13 @@ pub async fn list(
     Ok(Json(s.ctl.backups(q.limit.unwrap_or(100).min(10_000))?))
 }
 
+/// Show one backup.
+#[utoipa::path(get, path = "/api/v1/backups/{id}", tag = "backups",
+    extensions(("x-ibs-role" = json!("reader"))),
+    params(("id" = String, Path, description = "The backup job's id")),
+    responses(
+        (status = 200, description = "The backup", body = Job),
+        (status = 404, description = "No such backup", body = ErrorBody)))]
 pub async fn show(
     State(s): State<AppState>,
     caller: Caller,
@@ -41,6 +49,10 @@ pub async fn show(
     Ok(Json(s.ctl.backup(&id)?))
 }
 
+/// Start an on-demand backup (409 while a job or maintenance runs).
+#[utoipa::path(post, path = "/api/v1/backups", tag = "backups",
+    extensions(("x-ibs-role" = json!("operator"))),
+    responses((status = 202, description = "The backup job, started", body = Job)))]
 pub async fn start(
     State(s): State<AppState>,
     caller: Caller,
@@ -55,6 +67,11 @@ pub async fn start(
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
+/// List jobs (backups, skipped runs, restores, verifications, validations), newest first.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "backups",
+    extensions(("x-ibs-role" = json!("reader"))),
+    params(ListQuery),
+    responses((status = 200, description = "The jobs", body = Vec<Job>)))]
 pub async fn jobs(
     State(s): State<AppState>,
     caller: Caller,
@@ -64,6 +81,13 @@ pub async fn jobs(
     Ok(Json(s.ctl.jobs(q.limit.unwrap_or(100).min(10_000))?))
 }
 
+/// Show one job with live progress.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "backups",
+    extensions(("x-ibs-role" = json!("reader"))),
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job", body = Job),
+        (status = 404, description = "No such job", body = ErrorBody)))]
 pub async fn job(
     State(s): State<AppState>,
     caller: Caller,
@@ -71,33 +95,6 @@ pub async fn job(
 ) -> ApiResult<Json<Job>> {
     caller.require(Role::Reader)?;
     Ok(Json(s.ctl.job(&id)?))
-}
-
-/// The restore request body. Deliberately no `Debug`: it holds the .pfx password.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RestoreBody {
-    component: Option<String>,
-    target: String,
-    /// Replace a non-empty target (service components).
-    #[serde(default)]
-    force: bool,
-    /// The .pfx, base64.
-    pfx: String,
-    pfx_password: String,
-    /// Further .pfx files, each with its own password (e.g. the old certificate's and the new
-    /// one's after a rotation); every data key is opened with whichever it is wrapped for.
-    #[serde(default)]
-    more_pfx: Vec<PfxBody>,
-}
-
-/// One further .pfx of a restore. Deliberately no `Debug`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PfxBody {
-    /// The .pfx, base64.
-    pfx: String,
-    pfx_password: String,
 }
 
 /// At most this many .pfx files in one restore request.
@@ -119,6 +116,18 @@ fn decode_pfx(field: &str, b64: &str) -> Result<Vec<u8>, ApiError> {
         .map_err(|_| ApiError::bad_request(field, format!("{field}: not base64")))
 }
 
+/// Restore a backup or one component.
+///
+/// The .pfx files and their passwords are used in memory only. A target that is not empty is
+/// refused unless `force` (service components).
+#[utoipa::path(post, path = "/api/v1/backups/{id}/restore", tag = "backups",
+    extensions(("x-ibs-role" = json!("admin"))),
+    params(("id" = String, Path, description = "The backup job's id")),
+    request_body = RestoreBody,
+    responses(
+        (status = 202, description = "The restore job, started", body = Job),
+        (status = 404, description = "No such backup", body = ErrorBody),
+        (status = 413, description = "A .pfx or the body is too large", body = ErrorBody)))]
 pub async fn restore(
     State(s): State<AppState>,
     caller: Caller,
@@ -155,27 +164,34 @@ pub async fn restore(
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
-/// `GET /verification`: settings, coverage, the damaged packs and the Corrupted backups.
+/// Verification settings, coverage, damaged packs and Corrupted backups.
+#[utoipa::path(get, path = "/api/v1/verification", tag = "backups",
+    extensions(("x-ibs-role" = json!("reader"))),
+    responses((status = 200, description = "Verification status", body = VerificationStatus)))]
 pub async fn verification(
     State(s): State<AppState>,
     caller: Caller,
-) -> ApiResult<Json<ibs_controller::VerificationStatus>> {
+) -> ApiResult<Json<VerificationStatus>> {
     caller.require(Role::Reader)?;
     Ok(Json(s.ctl.verification_status()?))
 }
 
-/// `GET /verification/packs`: the per-pack records (when each pack was last verified, and what
-/// that found), least recently verified first.
+/// Per-pack verification records (last verified, result), least recently verified first.
+#[utoipa::path(get, path = "/api/v1/verification/packs", tag = "backups",
+    extensions(("x-ibs-role" = json!("reader"))),
+    responses((status = 200, description = "The pack records", body = Vec<PackCheck>)))]
 pub async fn verification_packs(
     State(s): State<AppState>,
     caller: Caller,
-) -> ApiResult<Json<Vec<ibs_controller::db_verify::PackCheck>>> {
+) -> ApiResult<Json<Vec<PackCheck>>> {
     caller.require(Role::Reader)?;
     Ok(Json(s.ctl.verification_packs()?))
 }
 
-/// `POST /verification`: start a verification now (operator; 202 with the job, 409 while a job
-/// or maintenance runs).
+/// Start a verification of a sample of the packs now (409 while a job or maintenance runs).
+#[utoipa::path(post, path = "/api/v1/verification", tag = "backups",
+    extensions(("x-ibs-role" = json!("operator"))),
+    responses((status = 202, description = "The verification job, started", body = Job)))]
 pub async fn start_verification(
     State(s): State<AppState>,
     caller: Caller,
@@ -190,20 +206,24 @@ pub async fn start_verification(
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
-/// The validation request body: the .pfx as base64 and its password. Deliberately no `Debug`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ValidateBody {
-    /// The .pfx, base64 (at most [`MAX_PFX_BYTES`] decoded).
-    pfx: String,
-    pfx_password: String,
-}
-
-/// `POST /backups/{id}/validate` (admin): 202 with the validation job. 400 for a .pfx that is not
+/// Validate a backup as a job.
+///
+/// Every chunk is read and every component restored to scratch, databases into temporary
+/// databases. The .pfx and its password are used in memory only.
+/// 202 with the validation job (poll `GET /api/v1/jobs/{id}`; reports at `/api/v1/jobs/{id}/report`
+/// and `report.html`). 400 for a .pfx that is not
 /// base64 or not a .pfx (`field: pfx`) or a wrong password (`field: pfx_password`), 413 for a .pfx
 /// over [`MAX_PFX_BYTES`], 404 for an unknown backup, 409 while a job or maintenance runs. A .pfx
 /// of another certificate, a backup missing from the repository or a damaged pack end the job
 /// `Failed` with the reason in its `error` (and, when validation ran, in the report).
+#[utoipa::path(post, path = "/api/v1/backups/{id}/validate", tag = "backups",
+    extensions(("x-ibs-role" = json!("admin"))),
+    params(("id" = String, Path, description = "The backup job's id")),
+    request_body = ValidateBody,
+    responses(
+        (status = 202, description = "The validation job, started", body = Job),
+        (status = 404, description = "No such backup", body = ErrorBody),
+        (status = 413, description = "The .pfx or the body is too large", body = ErrorBody)))]
 pub async fn validate(
     State(s): State<AppState>,
     caller: Caller,
@@ -232,11 +252,17 @@ pub async fn validate(
         pfx,
         pfx_password: b.pfx_password,
     };
-    let (job, _handle) = ibs_recovery::job::start_validation(&s.ctl, &id, req, &caller.actor())?;
+    let (job, _handle) = s.ctl.start_validation(&id, req, &caller.actor())?;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
-/// `GET /jobs/{id}/report`: a validation job's JSON report (404 until it is written).
+/// A validation job's report as JSON (404 until written).
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/report", tag = "backups",
+    extensions(("x-ibs-role" = json!("reader"))),
+    params(("id" = String, Path, description = "The validation job's id")),
+    responses(
+        (status = 200, description = "The report", body = Object),
+        (status = 404, description = "No such job or no report yet", body = ErrorBody)))]
 pub async fn report(
     State(s): State<AppState>,
     caller: Caller,
@@ -247,8 +273,15 @@ pub async fn report(
     Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }
 
-/// `GET /jobs/{id}/report.html`: the same report as one self-contained page (no scripts; the
-/// Content-Security-Policy allows only its inline style).
+/// A validation job's report as one self-contained HTML page.
+///
+/// No scripts; the Content-Security-Policy allows only its inline style.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/report.html", tag = "backups",
+    extensions(("x-ibs-role" = json!("reader"))),
+    params(("id" = String, Path, description = "The validation job's id")),
+    responses(
+        (status = 200, description = "The report page", body = String, content_type = "text/html"),
+        (status = 404, description = "No such job or no report yet", body = ErrorBody)))]
 pub async fn report_html(
     State(s): State<AppState>,
     caller: Caller,

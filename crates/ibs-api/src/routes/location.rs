@@ -1,4 +1,4 @@
-//! `GET/PUT /api/v1/location` (reader / admin) and `GET/PUT /api/v1/components` (reader / admin).
+//! `GET/PUT/DELETE /api/v1/location` (reader / admin / admin) and `GET/PUT /api/v1/components` (reader / admin).
 //! Components through the API are references to the host's components or service components with a
 //! password value; hooks, commands, host paths and password sources are refused (see
 //! `ibs_controller::component_api`), and no response shows a hook, a command or a secret.
@@ -8,15 +8,27 @@ use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 use axum::extract::State;
 use axum::Json;
-use ibs_controller::component_api::{self, ComponentRequest, ComponentView};
-use ibs_controller::model::Role;
-use ibs_controller::settings::{LocationUpdate, LocationView};
+use ibs_controller::component_api;
+use ibs_types::{ComponentRequest, ComponentView, LocationUpdate, LocationView, Role};
 
+/// Show the backup location settings (secrets are never returned).
+#[utoipa::path(get, path = "/api/v1/location", tag = "location",
+    extensions(("x-ibs-role" = json!("reader"))),
+    responses((status = 200, description = "The location", body = LocationView)))]
 pub async fn get(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<LocationView>> {
     caller.require(Role::Reader)?;
     Ok(Json(s.ctl.location()?))
 }
 
+/// Change the backup location settings.
+///
+/// Absent fields are left unchanged. A changed share must pass the accessibility test (400
+/// `location-inaccessible` with the alert class in `details`); lowering retention so that backups
+/// would be deleted needs `confirm` (409 with `details.would_delete` otherwise).
+#[utoipa::path(put, path = "/api/v1/location", tag = "location",
+    extensions(("x-ibs-role" = json!("admin"))),
+    request_body = LocationUpdate,
+    responses((status = 200, description = "The location after the change", body = LocationView)))]
 pub async fn put(
     State(s): State<AppState>,
     caller: Caller,
@@ -26,6 +38,20 @@ pub async fn put(
     Ok(Json(s.ctl.update_location(u, &caller.actor()).await?))
 }
 
+/// Clear the location configuration: defaults, no share, stored credentials deleted, scheduler
+/// off; job history and the audit trail stay. 409 while a job runs.
+#[utoipa::path(delete, path = "/api/v1/location", tag = "location", operation_id = "clear_location",
+    extensions(("x-ibs-role" = json!("admin"))),
+    responses((status = 200, description = "The location after the clear", body = LocationView)))]
+pub async fn clear(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<LocationView>> {
+    caller.require(Role::Admin)?;
+    Ok(Json(s.ctl.clear_location(&caller.actor())?))
+}
+
+/// List components (hooks, commands and passwords appear only as `*_set` flags).
+#[utoipa::path(get, path = "/api/v1/components", tag = "location",
+    extensions(("x-ibs-role" = json!("reader"))),
+    responses((status = 200, description = "The components", body = Vec<ComponentView>)))]
 pub async fn get_components(
     State(s): State<AppState>,
     caller: Caller,
@@ -34,6 +60,15 @@ pub async fn get_components(
     Ok(Json(s.ctl.components_view()?))
 }
 
+/// Replace the components.
+///
+/// Each entry references a component of the host's configuration by name, or declares a
+/// postgres, mariadb or redis component by url with a password value. Hooks, commands, host paths
+/// and password sources are refused (400 naming the field).
+#[utoipa::path(put, path = "/api/v1/components", tag = "location",
+    extensions(("x-ibs-role" = json!("admin"))),
+    request_body = Vec<ComponentRequest>,
+    responses((status = 200, description = "The components after the change", body = Vec<ComponentView>)))]
 pub async fn put_components(
     State(s): State<AppState>,
     caller: Caller,

@@ -1,7 +1,8 @@
-//! Administrative operations of the facade: the maintenance gate, alerts, API tokens, the audit
-//! log, and pruning foreign files from the store.
+//! Administrative operations of the facade: the maintenance gate, alerts (closing, purging closed
+//! ones), API tokens, the audit log, and pruning foreign files from the store.
 
 use super::Controller;
+use crate::alert_purge;
 use crate::alerts::{Alert, AlertKind};
 use crate::context::META_MAINTENANCE;
 use crate::db::AuditRecord;
@@ -11,14 +12,8 @@ use crate::model::{
 use crate::tokens::{TokenIdentity, TokenInfo};
 use crate::{ControllerError, Result};
 use ibs_repo::layout;
-use serde::Serialize;
 
-#[derive(Debug, Clone, Serialize)]
-pub struct PruneReport {
-    pub dry_run: bool,
-    /// Paths (relative to the location) of files under MASBackup that ibs did not create.
-    pub paths: Vec<String>,
-}
+pub use ibs_types::admin::PruneReport;
 
 impl Controller {
     // ---- audit, alerts, tokens ----------------------------------------------------------------
@@ -158,6 +153,32 @@ impl Controller {
             .db
             .audit(self.now(), actor, "alert.close", &[format!("alert:{id}")])?;
         Ok(a)
+    }
+
+    /// Purges now the alerts closed at least `closed_alert_retention_days` ago, each into the
+    /// audit trail ([`crate::alert_purge`]); returns them.
+    pub fn purge_closed_alerts(&self) -> Result<Vec<Alert>> {
+        let now = self.now();
+        let days = i64::from(self.closed_alert_retention_days);
+        let purged = alert_purge::purge_closed(&self.ctx.db, now - days * 86_400, now)?;
+        self.ctx.db.set_meta(alert_purge::META_PURGE_LAST, &now)?;
+        for a in &purged {
+            tracing::info!("purged closed alert {} ({})", a.id, a.kind);
+        }
+        Ok(purged)
+    }
+
+    /// The tick's purge: at most once per [`alert_purge::PURGE_INTERVAL_SECS`].
+    pub(super) fn maybe_purge_closed_alerts(&self) -> Result<Vec<Alert>> {
+        let last: i64 = self
+            .ctx
+            .db
+            .get_meta(alert_purge::META_PURGE_LAST)?
+            .unwrap_or(i64::MIN);
+        if self.now().saturating_sub(last) < alert_purge::PURGE_INTERVAL_SECS {
+            return Ok(Vec::new());
+        }
+        self.purge_closed_alerts()
     }
 
     /// Lists (and unless `dry_run`, deletes) files under MASBackup that ibs did not create.

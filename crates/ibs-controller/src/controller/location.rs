@@ -1,12 +1,12 @@
 //! The settings side of the facade: the backup location (view, validated update with the
-//! accessibility test and the retention confirmation, audit) and the components (the host
+//! accessibility test and the retention confirmation, clear, audit) and the components (the host
 //! catalog, API requests resolved against it).
 
 use super::Controller;
 use crate::component::{self, Component, ComponentConfig};
 use crate::component_api::{self, ComponentRequest, ComponentView};
-use crate::context::{Capacity, META_COMPONENTS, META_HOST_COMPONENTS};
-use crate::model::JobStatus;
+use crate::context::{Capacity, META_CAPACITY, META_COMPONENTS, META_HOST_COMPONENTS};
+use crate::model::{GateKind, JobStatus};
 use crate::scheduler::{self, ScheduleState};
 use crate::settings::{self, LocationUpdate, LocationView, StoredLocation};
 use crate::{ControllerError, Result};
@@ -44,7 +44,7 @@ impl Controller {
             path: s.path.clone(),
             username: s.username.clone(),
             password_set: s.password_sealed.is_some(),
-            certificate: cert.as_ref().map(settings::CertificateInfo::of),
+            certificate: cert.as_ref().map(settings::certificate_info),
             legacy_key_set: s.legacy_key_sealed.is_some(),
             encryption_mode: if cert.is_some() {
                 Some("certificate".into())
@@ -158,6 +158,28 @@ impl Controller {
         Ok(view)
     }
 
+    /// Clears the location configuration: the defaults with no share, credentials and legacy key
+    /// deleted from the state database (rewritten, so no old page keeps them), the cached
+    /// capacity dropped, automatic backups off. Jobs, alerts and the audit trail stay; the clear is
+    /// audited (`location.clear`, the reset field names). It takes the gate for its duration: 409
+    /// while a job runs.
+    pub fn clear_location(&self, actor: &str) -> Result<LocationView> {
+        let now = self.now();
+        let _gate = self.take_gate(&format!("location-clear-{now}"), GateKind::LocationClear)?;
+        let cur = self.stored_location()?;
+        let cleared = StoredLocation::cleared(now);
+        let fields = cur.changed_fields(&cleared);
+        let db = &self.ctx.db;
+        db.set_meta(settings::META_KEY, &cleared)?;
+        db.delete_meta(META_CAPACITY)?;
+        db.audit(now, actor, "location.clear", &fields)?;
+        self.evaluate_conditions()?;
+        // Last: if the rewrite fails (the database busy), the clear is already stored and
+        // audited, and repeating it repeats the rewrite.
+        db.scrub()?;
+        self.location()
+    }
+
     pub fn components_config(&self) -> Result<Vec<ComponentConfig>> {
         self.ctx.components_config()
     }
@@ -182,7 +204,7 @@ impl Controller {
         Ok(self
             .components_config()?
             .iter()
-            .map(|c| ComponentView::of(c, &catalog))
+            .map(|c| component_api::view(c, &catalog))
             .collect())
     }
 

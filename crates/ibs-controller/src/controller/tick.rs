@@ -1,6 +1,6 @@
-//! The periodic tick: consume a due backup slot (run, or record Skipped), the same for the
-//! verification schedule, refresh the condition alerts, and start the hourly retention cleanup
-//! when due. The decisions are the pure [`crate::scheduler`]; this file applies them.
+//! The periodic tick: purge old closed alerts (hourly), consume a due backup slot (run, or record
+//! Skipped), the same for the verification schedule, refresh the condition alerts, and start the
+//! hourly retention cleanup when due. The decisions are the pure [`crate::scheduler`]; this file applies them.
 
 use super::Controller;
 use crate::alerts::AlertKind;
@@ -40,18 +40,19 @@ impl TickOutcome {
 }
 
 impl Controller {
-    /// One scheduler tick: consume a due slot (run or record Skipped), refresh condition alerts,
-    /// and start the hourly retention cleanup when due.
+    /// One scheduler tick: purge old closed alerts (hourly), consume a due slot (run or record
+    /// Skipped; with no location also raise `share-not-configured`), refresh condition alerts, and
+    /// start the hourly retention cleanup when due.
     pub fn tick(&self) -> Result<TickOutcome> {
         let now = self.now();
+        self.maybe_purge_closed_alerts()?;
         let s = self.stored_location()?;
         let maintenance = self.maintenance()?;
         let cond = Conditions {
             scheduler_enabled: s.scheduler_enabled,
             maintenance: maintenance.as_ref().map(Maintenance::skip_reason),
             running: self.busy(),
-            configured: s.path.is_some()
-                && (s.certificate_der.is_some() || s.legacy_key_sealed.is_some()),
+            configured: s.is_configured(),
         };
         // Any job other than a backup or a restore holding the gate (retention cleanup, store
         // prune, verification, validation) defers the whole tick: a due backup or verification
@@ -92,6 +93,9 @@ impl Controller {
                         ),
                         now,
                     )?;
+                }
+                if reason == scheduler::NOT_CONFIGURED {
+                    crate::conditions::share_not_configured(&self.ctx, state.next_due)?;
                 }
                 out.job = Some(self.record_skip(&reason)?);
             }

@@ -9,4 +9,5 @@
 pub mod backup;
 pub mod restore;
 pub mod retention;
+pub mod validate;
 pub mod verify;

@@ -18,7 +18,7 @@
 
 use crate::component::ComponentKind;
 use crate::context::{Failure, JobContext};
-use crate::model::{ComponentResult, Job, JobKind, JobStatus, Trigger};
+use crate::model::{ComponentResult, Job, JobKind, JobOutcome, JobStatus, Trigger};
 use crate::{ControllerError, Result};
 use ibs_engine::{Progress, RestoreOptions};
 use ibs_keys::PrivateIdentity;
@@ -159,7 +159,7 @@ pub(crate) fn prepare(
                 },
             ));
         }
-        None => {}
+        None => crate::restore_roots::check(&ctx.restore_roots, &req.target)?,
     }
     let mut identities = vec![PrivateIdentity::from_pfx(&req.pfx, &req.pfx_password)
         .map_err(|e| ControllerError::invalid("pfx", e.to_string()))?];

@@ -11,7 +11,7 @@
 
 use crate::alerts::AlertKind;
 use crate::context::JobContext;
-use crate::model::{Job, JobKind};
+use crate::model::{Job, JobKind, JobOutcome};
 use ibs_engine::retention::{Expected, PruneOptions, RetentionRecord};
 use ibs_repo::manifest::BackupStatus;
 use std::collections::BTreeSet;

@@ -1,7 +1,6 @@
-//! Helpers for the service component tests: the real servers (started by
-//! `scripts/ensure-services.sh` once per test process; a server that cannot be started fails the
-//! test), SQL helpers through the servers' own clients, unique database names, and a controller
-//! wired to in-memory storage.
+//! Helpers for the service component tests that need controller types: a controller wired to
+//! in-memory storage, backup and restore jobs, and their checks. The real servers, their clients,
+//! unique database names and the scratch-database guards come from `ibs_testing::db`.
 
 #![allow(dead_code)]
 
@@ -11,89 +10,13 @@ use ibs_controller::model::{Job, JobStatus};
 use ibs_controller::settings::LocationUpdate;
 use ibs_controller::testing::{self, TestController};
 use ibs_controller::RestoreRequest;
-use std::process::Command;
-use std::sync::Once;
 
-pub const PG: &str = "127.0.0.1:5432";
-pub const MY: &str = "127.0.0.1:3306";
-
-/// Starts the servers if needed, once per process; panics (fails the test) if one cannot start.
-pub fn ensure_services() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../scripts/ensure-services.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .output()
-            .expect("running scripts/ensure-services.sh");
-        assert!(
-            out.status.success(),
-            "the test servers are not available: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
-}
-
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}_{:010x}", rand::random::<u64>() & 0xff_ffff_ffff)
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("client tool");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Runs SQL in PostgreSQL database `db` as `postgres`.
-pub fn psql(db: &str, sql: &str) -> String {
-    run(Command::new("psql").args([
-        "-X",
-        "-q",
-        "-At",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-h",
-        "127.0.0.1",
-        "-U",
-        "postgres",
-        "-d",
-        db,
-        "-c",
-        sql,
-    ]))
-}
-
-/// Runs SQL in MariaDB (database `db` if given) as root.
-pub fn mysql(db: Option<&str>, sql: &str) -> String {
-    let mut c = Command::new("mariadb");
-    c.args([
-        "--no-defaults",
-        "-h",
-        "127.0.0.1",
-        "--port=3306",
-        "--protocol=tcp",
-        "--user=root",
-        "-N",
-        "-B",
-        "-e",
-        sql,
-    ]);
-    if let Some(db) = db {
-        c.arg(db);
-    }
-    run(&mut c)
-}
-
-pub fn redis(args: &[&str]) -> String {
-    run(Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", "6379"])
-        .args(args))
-}
+#[allow(unused_imports)] // each test binary uses a part
+pub use ibs_testing::db::{
+    ensure_services, mysql, psql, psql_db, redis, unique, MyDrop, PgDrop, MY, PG,
+};
+#[allow(unused_imports)]
+pub use ibs_testing::free_port;
 
 pub fn component(v: serde_json::Value) -> ComponentConfig {
     serde_json::from_value(v).expect("component")
@@ -197,76 +120,6 @@ pub fn assert_no_secret(jobs: &[&Job], secret: &str) {
             j.id
         );
     }
-}
-
-/// Drops these PostgreSQL databases (with `FORCE`) when it goes out of scope.
-pub struct PgDrop(pub Vec<String>);
-impl Drop for PgDrop {
-    fn drop(&mut self) {
-        for d in &self.0 {
-            let _ = Command::new("psql")
-                .args([
-                    "-X",
-                    "-q",
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "postgres",
-                    "-c",
-                ])
-                .arg(format!("DROP DATABASE IF EXISTS \"{d}\" WITH (FORCE)"))
-                .output();
-        }
-    }
-}
-
-/// Drops these MariaDB databases when it goes out of scope.
-pub struct MyDrop(pub Vec<String>);
-impl Drop for MyDrop {
-    fn drop(&mut self) {
-        for d in &self.0 {
-            let _ = Command::new("mariadb")
-                .args([
-                    "--no-defaults",
-                    "-h",
-                    "127.0.0.1",
-                    "--port=3306",
-                    "--protocol=tcp",
-                    "--user=root",
-                    "-e",
-                ])
-                .arg(format!("DROP DATABASE IF EXISTS `{d}`"))
-                .output();
-        }
-    }
-}
-
-/// A TCP port on 127.0.0.1 free at the time of asking (for private test servers).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Runs SQL in PostgreSQL database `db` (on `port`) as `postgres`; the name goes in `PGDATABASE`,
-/// which libpq takes literally, so hostile names can be set up.
-pub fn psql_db(port: u16, db: &str, sql: &str) -> String {
-    run(Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-        ])
-        .args(["-p", &port.to_string(), "-U", "postgres", "-c", sql])
-        .env("PGDATABASE", db))
 }
 
 /// A TCP listener on a free loopback port that counts the connections it receives: the server a

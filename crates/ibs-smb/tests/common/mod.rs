@@ -1,52 +1,17 @@
-//! Test helpers: start the private Samba server through `scripts/samba-test-server.sh` (once per
-//! process, serialized across test binaries with `flock`), and build storages in unique folders.
+//! Test helpers: the private Samba server of `ibs_testing::samba` (started through
+//! `scripts/samba-test-server.sh` once per process, serialized across test binaries with `flock`),
+//! and storages in unique folders.
 #![allow(dead_code)]
 
 pub mod proxy;
 
 use ibs_smb::{Dialect, SmbCredentials, SmbLocation, SmbOptions, SmbStorage};
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::Once;
 use std::time::Duration;
 
-pub const SHARED_DIR: &str = "/tmp/ibs-samba";
-pub const SHARED_PORT: u16 = 4455;
-
-pub fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/samba-test-server.sh")
-}
-
-pub fn password() -> String {
-    std::env::var("IBS_TEST_SMB_PASSWORD").unwrap_or_else(|_| "S3cret!pw".into())
-}
-
-/// Runs the script with `args` under a lock; panics (never skips) when it fails.
-pub fn run_script(args: &[&str], envs: &[(&str, &str)]) {
-    let lock = format!("{}.lock", args.get(1).copied().unwrap_or(SHARED_DIR));
-    // -o: smbd, forked by the script, must not inherit (and hold) the lock.
-    let out = Command::new("flock")
-        .arg("-o")
-        .arg(&lock)
-        .arg("bash")
-        .arg(script())
-        .args(args)
-        .envs(envs.iter().copied())
-        .output()
-        .expect("run samba-test-server.sh");
-    assert!(
-        out.status.success(),
-        "samba-test-server.sh {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Starts the shared server (idempotent).
-pub fn shared_server() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| run_script(&["start", SHARED_DIR, &SHARED_PORT.to_string()], &[]));
-}
+#[allow(unused_imports)] // each test binary uses a part
+pub use ibs_testing::samba::{
+    password, run_script, shared_server, DIR as SHARED_DIR, PORT as SHARED_PORT,
+};
 
 pub fn unique(tag: &str) -> String {
     let nanos = std::time::SystemTime::now()

@@ -2,19 +2,14 @@
 //! start, run the CLI client against it, and stop it when dropped.
 
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ibs");
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[allow(unused_imports)] // not every test binary starts a daemon
+pub use ibs_testing::free_port;
 
 pub struct Server {
     pub child: Child,
@@ -29,6 +24,8 @@ impl Server {
             .args(["serve", "--data"])
             .arg(data)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--restore-root")
+            .arg(std::env::temp_dir())
             .args(extra)
             .env("IBS_LOG", "info")
             .stdout(log.try_clone().unwrap())
@@ -148,4 +145,32 @@ pub fn statuses(v: &Value) -> Vec<String> {
         .iter()
         .map(|j| j["status"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// A self-signed TLS certificate for `localhost` and 127.0.0.1 (openssl, RSA 2048, 2 days) and its
+/// key, written to `dir/api.pem` and `dir/api.key`; each of `extra` is one more `-addext`.
+pub fn self_signed_tls(dir: &Path, extra: &[&str]) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("api.pem"), dir.join("api.key"));
+    let mut c = Command::new("openssl");
+    c.args([
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+    ])
+    .args(["-subj", "/CN=localhost", "-addext"])
+    .arg("subjectAltName=IP:127.0.0.1,DNS:localhost");
+    for e in extra {
+        c.arg("-addext").arg(e);
+    }
+    let out = c
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
 }

@@ -4,8 +4,6 @@
 #![allow(dead_code)]
 
 pub mod daemon;
-pub mod db;
-pub mod smb;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -270,6 +268,11 @@ pub struct Cert {
 
 /// Makes a 2048-bit certificate with `ibs cert new` in `dir`.
 pub fn new_cert(dir: &Path, name: &str) -> Cert {
+    new_cert_with_password(dir, name, PASSWORD)
+}
+
+/// [`new_cert`] with the .pfx under `password`.
+pub fn new_cert_with_password(dir: &Path, name: &str, password: &str) -> Cert {
     let cer = dir.join(format!("{name}.cer"));
     let pfx = dir.join(format!("{name}.pfx"));
     ibs(["cert", "new", "--subject"])
@@ -279,7 +282,7 @@ pub fn new_cert(dir: &Path, name: &str) -> Cert {
         .arg("--pfx")
         .arg(&pfx)
         .args(["--bits", "2048"])
-        .pw()
+        .env("IBS_PFX_PASSWORD", password)
         .run()
         .ok();
     let thumbprint = thumbprint(&cer);
@@ -667,16 +670,5 @@ pub fn set_mtime(p: &Path, secs: i64) {
     f.set_modified(t).unwrap();
 }
 
-/// Deterministic pseudo-random bytes (xorshift; good enough to be incompressible).
-pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+#[allow(unused_imports)] // used by some test binaries only
+pub use ibs_testing::pseudo_random;

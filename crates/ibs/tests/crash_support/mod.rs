@@ -309,19 +309,7 @@ pub fn objects_in(mas: &Path) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-/// A real copy of a folder (the writer state: its files cache is updated in place).
-pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
+pub use ibs_testing::copy_dir;
 
 /// What a rehearsal of a command on a throw-away copy of the repository showed.
 pub struct Rehearsal {

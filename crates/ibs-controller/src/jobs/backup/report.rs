@@ -5,7 +5,7 @@
 
 use crate::component::Component;
 use crate::kinds::SharedLog;
-use crate::model::{ComponentResult, Job, JobStatus};
+use crate::model::{ComponentResult, Job, JobOutcome, JobStatus};
 use ibs_engine::BackupReport;
 use ibs_repo::manifest::BackupStatus;
 

@@ -1,14 +1,14 @@
-//! Stage 2 of a backup: each component's pre-hook, then the engine sources it contributes —
-//! `files` paths (with their excludes), a `command`'s stdout, a service kind's streamed exports.
+//! Stage 2 of a backup: each component's pre-hook, then the engine sources it contributes
+//! (`ibs_sources::mapping::engine_sources`: `files` paths with their excludes, a `command`'s stdout,
+//! a service kind's streamed exports).
 //! A component whose pre-hook or source fails is marked Failed here and contributes nothing.
 
 use super::report::fail;
-use crate::component::{run_hook, Component, ComponentKind};
-use crate::kinds::SharedLog;
 use crate::model::Job;
-use ibs_engine::{SourceOrigin, SourceSpec};
+use ibs_engine::SourceSpec;
+use ibs_sources::component::{run_hook, Component};
+use ibs_sources::kinds::SharedLog;
 use std::path::Path;
-use std::process::Stdio;
 
 /// What stage 2 produced.
 pub(super) struct Staged {
@@ -54,113 +54,21 @@ pub(super) async fn build(job: &mut Job, components: &[Component], tmp_dir: &Pat
                 continue;
             }
         }
-        match &c.kind {
-            ComponentKind::Files { paths, exclude } => {
-                let missing: Vec<_> = paths
-                    .iter()
-                    .filter(|p| std::fs::symlink_metadata(p).is_err())
-                    .map(|p| p.as_str())
-                    .collect();
-                if !missing.is_empty() {
-                    fail(r, format!("path(s) cannot be read: {}", missing.join(", ")));
-                    continue;
+        match ibs_sources::mapping::engine_sources(c, &env_job, tmp_dir) {
+            Ok(m) => {
+                if let Some(log) = m.exports {
+                    r.sources = m.sources.iter().map(|s| s.name.clone()).collect();
+                    staged.logs.push((i, log));
                 }
-                for (name, p) in c.source_names().into_iter().zip(paths) {
-                    let origin = if exclude.is_empty() {
-                        SourceOrigin::Path(p.into())
-                    } else {
-                        SourceOrigin::Tree {
-                            root: p.into(),
-                            exclude: exclude.clone(),
-                        }
-                    };
-                    staged.sources.push(SourceSpec { name, origin });
-                }
+                staged.sources.extend(m.sources);
             }
-            ComponentKind::Command { backup, .. } => {
-                let spawned = std::process::Command::new("sh")
-                    .arg("-c")
-                    .arg(backup)
-                    .env("IBS_COMPONENT", &c.name)
-                    .env("IBS_JOB_ID", &env_job)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .spawn();
-                match spawned {
-                    Ok(mut child) => {
-                        let out = child.stdout.take().expect("piped stdout");
-                        staged.sources.push(SourceSpec {
-                            name: c.name.clone(),
-                            origin: SourceOrigin::Stream {
-                                reader: Box::new(CommandOutput {
-                                    child,
-                                    out,
-                                    done: false,
-                                }),
-                                file_name: c.stream_file_name(),
-                            },
-                        });
-                    }
-                    Err(e) => fail(r, format!("cannot start the backup command: {e}")),
+            Err(f) => {
+                if f.cause.is_some() {
+                    r.cause = f.cause;
                 }
+                fail(r, f.message);
             }
-            _ => match crate::kinds::plan(c, tmp_dir) {
-                Some(Ok(plan)) => {
-                    r.sources = plan.exports.iter().map(|e| e.source.clone()).collect();
-                    for e in plan.exports {
-                        staged.sources.push(SourceSpec {
-                            name: e.source,
-                            origin: SourceOrigin::Stream {
-                                reader: e.reader,
-                                file_name: e.file,
-                            },
-                        });
-                    }
-                    staged.logs.push((i, plan.log));
-                }
-                Some(Err(e)) => {
-                    r.cause = Some(e.cause);
-                    fail(r, e.to_string());
-                }
-                None => fail(r, "unsupported component kind".into()),
-            },
         }
     }
     staged
-}
-
-/// The stdout of a `command` component's export. At end of stream it waits for the command and
-/// turns a nonzero exit into a read error, so the engine records that source as Failed in the
-/// manifest too (the manifest and the job agree). Dropped early (the backup failed), it kills the
-/// command.
-struct CommandOutput {
-    child: std::process::Child,
-    out: std::process::ChildStdout,
-    done: bool,
-}
-
-impl std::io::Read for CommandOutput {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.out.read(buf)?;
-        if n == 0 && !buf.is_empty() && !self.done {
-            self.done = true;
-            let status = self.child.wait()?;
-            if !status.success() {
-                return Err(std::io::Error::other(format!(
-                    "backup command exited with {status}"
-                )));
-            }
-        }
-        Ok(n)
-    }
-}
-
-impl Drop for CommandOutput {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }

@@ -30,7 +30,6 @@ use ibs_repo::ids::PackId;
 use ibs_repo::lock::LockKind;
 use ibs_repo::Repository;
 use ibs_storage::AlertClass;
-use serde::Serialize;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
@@ -39,27 +38,7 @@ pub mod corruption;
 /// The verification schedule's state-database key (a [`ScheduleState`] of its own).
 pub const META_VERIFY_SCHEDULE: &str = "verify_schedule";
 
-/// What `GET /api/v1/verification` shows.
-#[derive(Debug, Clone, Serialize)]
-pub struct VerificationStatus {
-    pub verify_every_hours: u32,
-    pub verify_sample_percent: u32,
-    pub next_verification_time: Option<String>,
-    /// The last verification job that ran (not skipped).
-    pub last_run: Option<Job>,
-    /// Packs with a verification record.
-    pub packs_recorded: u64,
-    /// Packs known at the last run (indexed or stored).
-    pub packs_total: u64,
-    pub coverage_ever: f64,
-    pub coverage_window: f64,
-    pub oldest_verified_at: Option<String>,
-    pub newest_verified_at: Option<String>,
-    /// Packs whose last verification found damage.
-    pub damaged: Vec<PackCheck>,
-    /// Backup job ids currently marked Corrupted.
-    pub corrupted_backups: Vec<String>,
-}
+pub use ibs_types::requests::VerificationStatus;
 
 /// The packs a run verifies: never verified first, then least recently verified, ties by id.
 pub fn pick_sample(

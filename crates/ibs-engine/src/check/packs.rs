@@ -1,0 +1,328 @@
+//! `check` at depths 2 and 3: every pack is read and re-hashed against its name; with the metadata
+//! key its header must match the index, with the .pfx every chunk is decrypted and re-hashed and
+//! every delta recipe must name a base the index holds in full. Packs are verified in parallel on
+//! the blocking pool; each problem names the pack and the chunks it loses.
+
+use super::{affected, CheckReport};
+use crate::chunkread::KeyCache;
+use crate::progress::Progress;
+use crate::EngineError;
+use futures::StreamExt;
+use ibs_repo::chunk::ChunkOpener;
+use ibs_repo::crypto::SymKey;
+use ibs_repo::ids::{ChunkId, KeyId, PackId};
+use ibs_repo::index::{ChunkLocation, Index};
+use ibs_repo::keyring::RepoKeys;
+use ibs_repo::pack::verify_pack;
+use ibs_repo::{layout, Repository};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+/// A delta chunk's recipe must be well formed and name a base the index holds in full, and its
+/// copies must lie inside that base (the content's hash is checked when a restore applies it).
+fn check_recipe(plain: &[u8], index: &Index) -> Result<(), String> {
+    let h = ibs_repo::delta::header(plain).map_err(|e| e.to_string())?;
+    match index.get(&h.base) {
+        Some(b) if b.encoding != ibs_repo::pack::encoding::DELTA => {
+            ibs_repo::delta::validate(plain, b.raw_length as usize)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        Some(_) => Err(format!("delta base {} is itself a delta chunk", h.base)),
+        None => Err(format!("delta base {} is missing from the index", h.base)),
+    }
+}
+
+/// What reading one pack found.
+struct PackOutcome {
+    problem: Option<(String, HashSet<ChunkId>)>,
+    verified: u64,
+    /// The recipes of the pack's delta chunks (checked against the index by the caller).
+    recipes: Vec<(ChunkId, Vec<u8>)>,
+}
+
+/// Verifies one pack's bytes: its hash, its header against the index (with the metadata key) and
+/// every chunk (with the data keys). Pure CPU work, run on the blocking pool so packs verify in
+/// parallel.
+fn verify_one(
+    id: PackId,
+    bytes: &[u8],
+    chunks: &[(ChunkId, ChunkLocation)],
+    keys: Option<&RepoKeys>,
+    data_keys: Option<&HashMap<KeyId, Result<SymKey, String>>>,
+) -> PackOutcome {
+    let all = || chunks.iter().map(|(c, _)| *c).collect::<HashSet<_>>();
+    let header = match verify_pack(&id, bytes, keys.map(|k| &k.metadata)) {
+        Ok(h) => h,
+        Err(e) => {
+            return PackOutcome {
+                problem: Some((e.to_string(), all())),
+                verified: 0,
+                recipes: Vec::new(),
+            }
+        }
+    };
+    if let Some(entries) = header {
+        let by_id: HashMap<ChunkId, _> = entries.iter().map(|e| (e.id, *e)).collect();
+        let bad: HashSet<ChunkId> = chunks
+            .iter()
+            .filter(|(c, loc)| {
+                !by_id.get(c).is_some_and(|e| {
+                    e.offset == loc.offset && e.length == loc.length && e.key_id == loc.key_id
+                })
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        if !bad.is_empty() {
+            return PackOutcome {
+                problem: Some((
+                    format!("{} index entries do not match the pack header", bad.len()),
+                    bad,
+                )),
+                verified: 0,
+                recipes: Vec::new(),
+            };
+        }
+    }
+    let (Some(k), Some(data_keys)) = (keys, data_keys) else {
+        return PackOutcome {
+            problem: None,
+            verified: 0,
+            recipes: Vec::new(),
+        };
+    };
+    let mut opener = ChunkOpener::default();
+    let mut bad = HashSet::new();
+    let mut first_err = None;
+    let mut verified = 0;
+    let mut recipes = Vec::new();
+    for (c, loc) in chunks {
+        let sealed = &bytes[loc.offset as usize..(loc.offset + loc.length) as usize];
+        let res = match data_keys.get(&loc.key_id) {
+            Some(Ok(dk)) => opener
+                .open(c, loc.encoding, loc.raw_length, sealed, dk, &k.dedup)
+                .map(|plain| {
+                    if loc.encoding == ibs_repo::pack::encoding::DELTA {
+                        recipes.push((*c, plain));
+                    }
+                })
+                .map_err(|e| e.to_string()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(format!("data key {} is unknown", loc.key_id)),
+        };
+        match res {
+            Ok(()) => verified += 1,
+            Err(e) => {
+                first_err.get_or_insert(e);
+                bad.insert(*c);
+            }
+        }
+    }
+    let problem = first_err.map(|e| {
+        (
+            format!(
+                "{} chunks fail to decrypt or verify (first: {e})",
+                bad.len()
+            ),
+            bad,
+        )
+    });
+    PackOutcome {
+        problem,
+        verified,
+        recipes,
+    }
+}
+
+/// The verdict on one pack read by [`verify_packs`].
+#[derive(Debug, Clone)]
+pub struct PackVerdict {
+    pub pack: PackId,
+    /// Bytes read (0 when the pack could not be read).
+    pub bytes_read: u64,
+    /// Chunks decrypted and re-hashed (only with the data keys).
+    pub chunks_verified: u64,
+    /// What is wrong, and which chunks it touches; `None` for a sound pack.
+    pub problem: Option<PackProblem>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PackProblem {
+    pub kind: PackProblemKind,
+    pub detail: String,
+    pub chunks: HashSet<ChunkId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackProblemKind {
+    /// Storage has no such pack.
+    Missing,
+    /// Storage failed to return it with a permanent error about the object itself.
+    Unreadable,
+    /// The storage could not be reached (connectivity, path, credentials): says nothing about
+    /// the pack, so it is never recorded as damage.
+    Unavailable,
+    /// Its bytes do not hash to its name, or its header or chunks do not verify.
+    Corrupt,
+}
+
+/// Reads and verifies `packs`, two at a time: each is re-hashed against its name (no key
+/// needed); with `keys` its header must match `index`; with `data_keys` every chunk is
+/// decrypted. Used by `check --read-data` (every pack) and by scheduled verification (a sample).
+pub async fn verify_packs(
+    repo: &Arc<Repository>,
+    packs: Vec<PackId>,
+    index: &Index,
+    keys: Option<&RepoKeys>,
+    data_keys: Option<Arc<HashMap<KeyId, Result<SymKey, String>>>>,
+    progress: &Progress,
+) -> Vec<PackVerdict> {
+    let wanted: HashSet<PackId> = packs.iter().copied().collect();
+    let mut pack_chunks: HashMap<PackId, Vec<(ChunkId, ChunkLocation)>> = HashMap::new();
+    for c in index.chunk_ids() {
+        if let Some(loc) = index.get(c).filter(|l| wanted.contains(&l.pack)) {
+            pack_chunks.entry(loc.pack).or_default().push((*c, loc));
+        }
+    }
+    let keys = keys.cloned().map(Arc::new);
+    let mut outcomes = futures::stream::iter(packs)
+        .map(|id| {
+            let chunks = pack_chunks.remove(&id).unwrap_or_default();
+            let (keys, data_keys) = (keys.clone(), data_keys.clone());
+            async move {
+                let all = || chunks.iter().map(|(c, _)| *c).collect::<HashSet<_>>();
+                let bytes = match repo.storage().get(&layout::pack(&id)).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        use ibs_storage::ErrorKind as K;
+                        let kind = match e.kind {
+                            K::NotFound => PackProblemKind::Missing,
+                            K::Connectivity | K::Path | K::Authentication | K::Capacity => {
+                                PackProblemKind::Unavailable
+                            }
+                            _ => PackProblemKind::Unreadable,
+                        };
+                        let detail = if e.is_not_found() {
+                            "pack is missing".to_string()
+                        } else {
+                            e.to_string()
+                        };
+                        return PackVerdict {
+                            pack: id,
+                            bytes_read: 0,
+                            chunks_verified: 0,
+                            problem: Some(PackProblem {
+                                kind,
+                                detail,
+                                chunks: all(),
+                            }),
+                        };
+                    }
+                };
+                let len = bytes.len() as u64;
+                let chunks2 = chunks.clone();
+                let out = tokio::task::spawn_blocking(move || {
+                    verify_one(id, &bytes, &chunks2, keys.as_deref(), data_keys.as_deref())
+                })
+                .await;
+                let (problem, verified) = match out {
+                    Ok(mut o) => {
+                        let bad: Vec<(ChunkId, String)> = o
+                            .recipes
+                            .iter()
+                            .filter_map(|(c, r)| check_recipe(r, index).err().map(|e| (*c, e)))
+                            .collect();
+                        if let Some((_, first)) = bad.first() {
+                            let (detail, chunks) = o.problem.get_or_insert_with(|| {
+                                (
+                                    format!(
+                                        "{} delta chunks do not check (first: {first})",
+                                        bad.len()
+                                    ),
+                                    HashSet::new(),
+                                )
+                            });
+                            let _ = detail;
+                            chunks.extend(bad.iter().map(|(c, _)| *c));
+                            o.verified -= bad.len() as u64;
+                        }
+                        (
+                            o.problem.map(|(detail, chunks)| PackProblem {
+                                kind: PackProblemKind::Corrupt,
+                                detail,
+                                chunks,
+                            }),
+                            o.verified,
+                        )
+                    }
+                    Err(e) => (
+                        Some(PackProblem {
+                            kind: PackProblemKind::Unreadable,
+                            detail: format!("verification task: {e}"),
+                            chunks: all(),
+                        }),
+                        0,
+                    ),
+                };
+                PackVerdict {
+                    pack: id,
+                    bytes_read: len,
+                    chunks_verified: verified,
+                    problem,
+                }
+            }
+        })
+        .buffer_unordered(2);
+    let mut out = Vec::new();
+    while let Some(v) = outcomes.next().await {
+        if v.bytes_read > 0 {
+            progress.add_bytes(v.bytes_read);
+        }
+        progress.add_file();
+        out.push(v);
+    }
+    out.sort_by_key(|a| a.pack);
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn read_packs(
+    repo: &Arc<Repository>,
+    r: &mut CheckReport,
+    listed: &HashMap<PackId, u64>,
+    index: &Index,
+    refs: &BTreeMap<String, Vec<ChunkId>>,
+    keys: Option<&RepoKeys>,
+    key_cache: Option<&KeyCache>,
+    progress: &Progress,
+) -> Result<(), EngineError> {
+    progress.add_total(listed.values().sum(), listed.len() as u64);
+    // Every data key is opened once, up front; a key that does not open fails its chunks below.
+    let data_keys = match key_cache {
+        Some(kc) => {
+            let mut m = HashMap::new();
+            for k in index.key_ids() {
+                m.insert(*k, kc.data_key(k, None).await.map_err(|e| e.to_string()));
+            }
+            Some(Arc::new(m))
+        }
+        None => None,
+    };
+    let mut packs: Vec<PackId> = listed.keys().copied().collect();
+    packs.sort();
+    for v in verify_packs(repo, packs, index, keys, data_keys, progress).await {
+        let obj = layout::pack(&v.pack).to_string();
+        if v.problem
+            .as_ref()
+            .is_none_or(|p| p.kind == PackProblemKind::Corrupt)
+        {
+            r.packs_read += 1;
+            r.bytes_read += v.bytes_read;
+            r.chunks_verified += v.chunks_verified;
+        }
+        if let Some(p) = v.problem {
+            r.problem(obj, p.detail, affected(refs, &p.chunks));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! Writing one entry under the target: a whole file, a piece of a large file, a symlink. Every
+//! write goes to a temporary name in its folder (through the folder's handle) and is renamed into
+//! place only once its chunks are verified and its metadata applied (the invariants of
+//! [`super`]).
+
+use super::*;
+
+/// How to restore `e` in pieces (chunk ranges and the offset each starts at), or `None` to restore
+/// it whole: it is small, has a delta chunk (whose length is known only once its base is read), or
+/// its chunks are not all in the index or do not add up to its size (the whole-file path then
+/// reports the problem).
+pub(super) fn pieces(index: &Index, e: &TreeEntry) -> Option<Vec<(std::ops::Range<usize>, u64)>> {
+    if e.size < SPLIT_MIN {
+        return None;
+    }
+    let mut out = Vec::new();
+    let (mut start, mut start_offset, mut offset) = (0, 0u64, 0u64);
+    for (i, id) in e.chunks.iter().enumerate() {
+        let loc = index.get(id)?;
+        if loc.encoding == encoding::DELTA {
+            return None;
+        }
+        offset += loc.raw_length as u64;
+        if offset - start_offset >= PIECE || i + 1 == e.chunks.len() {
+            out.push((start..i + 1, start_offset));
+            (start, start_offset) = (i + 1, offset);
+        }
+    }
+    (offset == e.size && out.len() > 1).then_some(out)
+}
+
+/// Creates the temporary file a file of `dir` is restored into (renamed over its name at the end).
+pub(super) fn create_temp(
+    sh: &Shared,
+    dir: &TargetDir,
+) -> Result<(OsString, std::fs::File), String> {
+    let tmp = sh.temp_name();
+    let file = dir.create_file(&tmp, 0o600).map_err(|err| {
+        format!(
+            "cannot create a temporary file in {}: {err}",
+            dir.path().display()
+        )
+    })?;
+    Ok((tmp, file))
+}
+
+/// Writes `chunks` (decrypted and verified) into `file` from `offset` on; returns the end offset.
+pub(super) fn write_chunks(
+    sh: &Shared,
+    file: &std::fs::File,
+    chunks: &[ChunkId],
+    mut offset: u64,
+    opener: &mut ChunkOpener,
+) -> Result<u64, String> {
+    read_chunks(
+        &sh.rt,
+        &sh.repo,
+        &sh.keys,
+        &sh.index,
+        chunks,
+        opener,
+        |data| {
+            crate::fileio::write_sparse(file, offset, data)
+                .map_err(|err| format!("write: {err}"))?;
+            offset += data.len() as u64;
+            sh.progress.add_bytes(data.len() as u64);
+            Ok(())
+        },
+    )?;
+    Ok(offset)
+}
+
+/// Restores one piece of a split file; the last piece to end finishes the file.
+pub(super) fn restore_piece(
+    sh: &Shared,
+    f: &SplitFile,
+    chunks: std::ops::Range<usize>,
+    offset: u64,
+    opener: &mut ChunkOpener,
+) {
+    let lock = || f.failed.lock().unwrap_or_else(|p| p.into_inner());
+    if lock().is_none() {
+        if let Err(e) = write_chunks(sh, &f.file, &f.entry.chunks[chunks], offset, opener) {
+            lock().get_or_insert(e);
+        }
+    }
+    if f.left.fetch_sub(1, Ordering::AcqRel) != 1 {
+        return;
+    }
+    let result = match lock().take() {
+        Some(e) => Err(e),
+        None => f.file.set_len(f.entry.size).map_err(|e| e.to_string()),
+    };
+    if let Err(e) = result.and_then(|()| put_in_place(sh, &f.entry, &f.file, &f.tmp, &f.dest)) {
+        let _ = f.dest.dir.remove_file(&f.tmp);
+        sh.error(&f.dest.path, e);
+    }
+}
+
+/// Gives a fully written temporary file its metadata (through its open descriptor) and its name.
+pub(super) fn put_in_place(
+    sh: &Shared,
+    e: &TreeEntry,
+    file: &std::fs::File,
+    tmp: &OsStr,
+    dest: &Dest,
+) -> Result<(), String> {
+    let _ = apply_metadata(file.as_fd(), &metadata(e));
+    let warnings = crate::xattrs::apply_fd(file.as_fd(), &e.xattrs);
+    dest.dir
+        .rename(tmp, &dest.dir, &dest.name)
+        .map_err(|err| format!("rename into place: {err}"))?;
+    sh.warn(&dest.path, warnings);
+    sh.count(e);
+    sh.files.fetch_add(1, Ordering::Relaxed);
+    sh.bytes.fetch_add(e.size, Ordering::Relaxed);
+    sh.progress.add_file();
+    Ok(())
+}
+
+pub(super) fn restore_file(
+    sh: &Shared,
+    e: &TreeEntry,
+    dest: &Dest,
+    opener: &mut ChunkOpener,
+) -> Result<(), String> {
+    let (tmp, file) = create_temp(sh, &dest.dir)?;
+    let result = write_chunks(sh, &file, &e.chunks, 0, opener).and_then(|end| {
+        if end != e.size {
+            return Err(format!(
+                "restored {end} bytes but the backup recorded {}",
+                e.size
+            ));
+        }
+        file.set_len(end).map_err(|err| err.to_string())
+    });
+    if let Err(err) = result.and_then(|()| put_in_place(sh, e, &file, &tmp, dest)) {
+        let _ = dest.dir.remove_file(&tmp);
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Creates the symlink `rel` in its (reopened, verified) folder: under a temporary name with its
+/// owner, times and extended attributes, then renamed over whatever non-folder is at its name.
+/// Returns the warnings of its attributes.
+pub(super) fn restore_symlink(
+    sh: &Shared,
+    folders: &Folders,
+    rel: &Path,
+    e: &TreeEntry,
+) -> Result<Vec<String>, String> {
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return Err("a symlink cannot be the source itself".into());
+    };
+    let dir = folders.reopen(parent).map_err(|err| err.to_string())?;
+    let target = e.target.as_deref().ok_or("symlink without a target")?;
+    if dir.kind_of(name).map_err(|err| err.to_string())? == Some(rustix::fs::FileType::Directory) {
+        return Err("a directory exists where the symlink goes".into());
+    }
+    let tmp = sh.temp_name();
+    dir.symlink(target, &tmp).map_err(|err| err.to_string())?;
+    let _ = dir.set_link_metadata(&tmp, &metadata(e));
+    let warnings = crate::xattrs::apply_at(dir.fd(), &tmp, &e.xattrs);
+    dir.rename(&tmp, &dir, name).map_err(|err| {
+        let _ = dir.remove_file(&tmp);
+        err.to_string()
+    })?;
+    Ok(warnings)
+}

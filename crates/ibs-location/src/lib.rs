@@ -1,0 +1,232 @@
+//! Turns a configured backup location into opened storage: a local folder becomes `LocalStorage`
+//! on `<folder>/MASBackup`, an SMB location (`\\host.fqdn\share\folder…`, `smb://host[:port]/…`)
+//! becomes `SmbStorage` through ibs's own client. Every backend is wrapped in the retry decorator
+//! here, the one place ibs assembles storage decorators.
+//!
+//! The configured folder itself must exist; ibs creates only `MASBackup` in it. Failures are a
+//! [`LocationError`], whose [`LocationError::class`] is the operator alert class: the CLI maps it to
+//! an exit code and the controller to an alert, neither by inspecting message text.
+//!
+//! Credentials are handed over in memory by the caller (a prompt, a password file, the controller's
+//! sealed setting); this crate reads no files and no environment.
+
+use ibs_repo::layout::ROOT_FOLDER;
+use ibs_smb::{SmbCredentials, SmbLocation, SmbOptions, SmbStorage};
+use ibs_storage::{
+    AlertClass, DynStorage, ErrorKind, LocalStorage, RetryPolicy, RetryStorage, Storage,
+    StorageError,
+};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Why a location could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocationError {
+    /// The storage refused or failed: an unreachable host, rejected credentials, a missing or
+    /// malformed path, a full share. Its kind decides the alert class.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+
+    /// The location is reachable but holds no repository (no `MASBackup` folder).
+    #[error("{location} is not an ibs repository (no MASBackup/config object); run `ibs repo init` first")]
+    NotARepository { location: String },
+
+    /// An SMB location was given without a user name.
+    #[error("{location}: an SMB location needs --username (user or DOMAIN\\user)")]
+    MissingUsername { location: String },
+
+    /// An SMB location was given without a share password.
+    #[error("{location}: no share password (set $IBS_SHARE_PASSWORD or --password-file)")]
+    MissingPassword { location: String },
+}
+
+impl LocationError {
+    /// The operator alert class: the storage error's class, else `General`.
+    pub fn class(&self) -> AlertClass {
+        match self {
+            LocationError::Storage(e) => e.class(),
+            LocationError::NotARepository { .. }
+            | LocationError::MissingUsername { .. }
+            | LocationError::MissingPassword { .. } => AlertClass::General,
+        }
+    }
+
+    /// True when the location is reachable but holds no repository yet.
+    pub fn is_not_a_repository(&self) -> bool {
+        matches!(self, LocationError::NotARepository { .. })
+    }
+
+    /// The storage error inside, if this is one.
+    pub fn storage(&self) -> Option<&StorageError> {
+        match self {
+            LocationError::Storage(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `location` names an SMB share rather than a local folder.
+pub fn is_smb(location: &str) -> bool {
+    location.starts_with("\\\\") || location.starts_with("smb://") || location.starts_with("//")
+}
+
+/// Operator warnings about `location` (an SMB host given as an IP address); none for a local
+/// folder or a location that does not parse (opening it reports that).
+pub fn warnings(location: &str) -> Vec<String> {
+    if !is_smb(location) {
+        return Vec::new();
+    }
+    SmbLocation::parse(location)
+        .map(|l| l.warnings())
+        .unwrap_or_default()
+}
+
+/// Opens (or with `create`, creates `MASBackup` in) the storage behind `location`, wrapped in the
+/// retry decorator. `username` and `password` are used for an SMB location only, where both are
+/// required. Without `create`, a reachable location without `MASBackup` is
+/// [`LocationError::NotARepository`].
+pub async fn open(
+    location: &str,
+    username: Option<&str>,
+    password: Option<String>,
+    create: bool,
+) -> Result<DynStorage, LocationError> {
+    let inner: Arc<dyn Storage> = if is_smb(location) {
+        open_smb(location, username, password, create).await?
+    } else {
+        Arc::new(open_local(location, create)?)
+    };
+    Ok(Arc::new(RetryStorage::new(inner, RetryPolicy::default())))
+}
+
+/// A local folder: the folder must exist; `MASBackup` under it is created or must exist.
+fn open_local(folder: &str, create: bool) -> Result<LocalStorage, LocationError> {
+    let root = PathBuf::from(folder).join(ROOT_FOLDER);
+    LocalStorage::open(folder)?;
+    if create {
+        return Ok(LocalStorage::create(root)?);
+    }
+    LocalStorage::open(&root).map_err(|_| LocationError::NotARepository {
+        location: folder.to_owned(),
+    })
+}
+
+fn path_error(e: impl ToString) -> StorageError {
+    StorageError::new(ErrorKind::Path, "location", None, e.to_string())
+}
+
+async fn connect(
+    at: &SmbLocation,
+    creds: &SmbCredentials,
+    create_folder: bool,
+) -> Result<SmbStorage, StorageError> {
+    let options = SmbOptions {
+        create_folder,
+        ..SmbOptions::default()
+    };
+    SmbStorage::connect(at, creds.clone(), options).await
+}
+
+/// An SMB location: the region folder must exist; `MASBackup` in it is created or must exist.
+async fn open_smb(
+    location: &str,
+    username: Option<&str>,
+    password: Option<String>,
+    create: bool,
+) -> Result<Arc<dyn Storage>, LocationError> {
+    let region = SmbLocation::parse(location).map_err(path_error)?;
+    let Some(username) = username else {
+        return Err(LocationError::MissingUsername {
+            location: location.to_owned(),
+        });
+    };
+    let Some(password) = password else {
+        return Err(LocationError::MissingPassword {
+            location: location.to_owned(),
+        });
+    };
+    let creds = SmbCredentials::new(username, password);
+    let root = region.join(ROOT_FOLDER).map_err(path_error)?;
+    if create {
+        drop(connect(&region, &creds, false).await?);
+        return Ok(Arc::new(connect(&root, &creds, true).await?));
+    }
+    match connect(&root, &creds, false).await {
+        Ok(s) => Ok(Arc::new(s)),
+        Err(e) if e.kind == ErrorKind::Path => {
+            // Tell a missing region folder (Path) from a folder without a repository.
+            connect(&region, &creds, false).await?;
+            Err(LocationError::NotARepository {
+                location: location.to_owned(),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_a_repository_reads_as_the_repository_layers_message() {
+        let location = "/srv/backups".to_owned();
+        let ours = LocationError::NotARepository {
+            location: location.clone(),
+        };
+        let repo = ibs_repo::RepoError::NotARepository { location };
+        assert_eq!(ours.to_string(), repo.to_string());
+        assert!(ours.is_not_a_repository());
+        assert_eq!(ours.class(), AlertClass::General);
+    }
+
+    #[tokio::test]
+    async fn a_missing_folder_is_a_path_error_and_an_empty_one_is_not_a_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("absent");
+        let e = open(missing.to_str().unwrap(), None, None, false)
+            .await
+            .expect_err("a missing folder does not open");
+        assert_eq!(e.class(), AlertClass::Path, "{e}");
+        assert!(!e.is_not_a_repository());
+
+        let here = dir.path().to_str().unwrap();
+        let e = open(here, None, None, false)
+            .await
+            .expect_err("a folder without MASBackup is no repository");
+        assert!(e.is_not_a_repository(), "{e}");
+
+        open(here, None, None, true)
+            .await
+            .expect("create MASBackup");
+        assert!(dir.path().join(ROOT_FOLDER).is_dir());
+        open(here, None, None, false)
+            .await
+            .expect("opens once created");
+    }
+
+    #[tokio::test]
+    async fn smb_locations_need_a_user_and_a_password_and_a_valid_path() {
+        let e = open(
+            r"\\files.example.com\share\ibs",
+            None,
+            Some("pw".into()),
+            false,
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(matches!(e, LocationError::MissingUsername { .. }), "{e}");
+        let e = open(r"\\files.example.com\share\ibs", Some("u"), None, false)
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, LocationError::MissingPassword { .. }), "{e}");
+        let e = open(r"\\files.example.com", Some("u"), Some("pw".into()), false)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.class(), AlertClass::Path, "{e}");
+    }
+}

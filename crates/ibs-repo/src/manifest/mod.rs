@@ -1,0 +1,514 @@
+//! Backup manifests (`backups/<backup-id>`): one object in three parts.
+//!
+//! ```text
+//! "IBSMAN" u16 version (2; 1 is still read)
+//! u32 len ‖ catalog      cleartext JSON: id, times, status, per-source counts, thumbprint, data key id
+//! u32 len ‖ tree part    sealed under the backup's data key:
+//!                        JSON {sources: [{name, kind, origin, tree: [chunk ids]}], errors: […]}
+//! u32 len ‖ refs part    sealed under the metadata key: zstd(refs body), the body one of
+//!   refs v1: sorted, distinct chunk ids, 32 bytes each — every chunk the backup needs
+//!   refs v2: u16 version=2, u32 n, n × chunk id (sorted, distinct),
+//!            u32 s, s × {u16 name_len, name, u32 k, k × u32 position in the list above}
+//!            — the same list, plus which of its chunks each source references
+//! ```
+//! Associated data (which also tells the versions apart, authenticated, so they cannot be confused):
+//! ```text
+//! version 2: tree "ibs.manifest.v2.tree\0" ‖ id ‖ "\0" ‖ BLAKE3(catalog bytes)
+//!            refs "ibs.manifest.v2.refs\0" ‖ id ‖ "\0" ‖ BLAKE3(catalog bytes)   (refs v2 body)
+//! version 1: tree "ibs.manifest.tree.v1\0" ‖ id
+//!            refs "ibs.manifest.refs.v1\0" ‖ id (refs v1) or "ibs.manifest.refs.v2\0" ‖ id (refs v2)
+//! ```
+//! In version 2 the catalog is authenticated: its exact bytes are bound into both sealed parts, so
+//! a catalog edited on storage (times, hostname, status, counts) makes the refs part fail to open
+//! with the metadata key (writer state or .pfx) and the tree part with the data key (.pfx). Without
+//! a key nothing can tell an edited catalog from a genuine one. Version 1 catalogs are not
+//! authenticated; a version-2 manifest cannot be passed off as version 1 (its parts do not open
+//! with the version-1 associated data). v1 refs cannot attribute a chunk to a source: callers
+//! then say "all components of that backup".
+//! The catalog lets anyone list backups with no key; the refs let forget, prune and check run with
+//! only the writer's metadata key; file names and contents need the data key, hence the .pfx.
+//! The manifest is the commit point of a backup: it is written last, after its packs and index.
+
+use crate::crypto::SymKey;
+use crate::error::{RepoError, Result};
+use crate::ids::ChunkId;
+use serde::{Deserialize, Serialize};
+
+pub const MANIFEST_MAGIC: &[u8; 6] = b"IBSMAN";
+/// The version new manifests are written in (catalog authenticated).
+pub const MANIFEST_VERSION: u16 = 2;
+/// The first version (catalog not authenticated), still read.
+pub const MANIFEST_V1: u16 = 1;
+/// Upper bound of a catalog (a hostile length field cannot make a reader allocate more).
+pub const MAX_CATALOG: usize = 4 << 20;
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum BackupStatus {
+    Succeeded,
+    PartialSucceeded,
+    Failed,
+}
+
+/// Per-source figures, in cleartext.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SourceSummary {
+    pub name: String,
+    pub kind: String,
+    pub status: BackupStatus,
+    pub files: u64,
+    pub dirs: u64,
+    pub bytes: u64,
+    pub errors: u64,
+    pub changed_while_read: u64,
+    /// The source is needed to rebuild the system (cloud recovery). Added in format 1.1 of the
+    /// catalog; absent in older catalogs, where every source counts as essential.
+    #[serde(default = "yes")]
+    pub essential: bool,
+    /// Entries left out because they cannot be backed up (sockets). Added with tree format 2;
+    /// absent (0) in older catalogs.
+    #[serde(default)]
+    pub skipped: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The cleartext part of a manifest.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Catalog {
+    pub format_version: u32,
+    pub backup_id: String,
+    pub repository_id: String,
+    pub started: String,
+    pub finished: String,
+    pub duration_ms: u64,
+    pub status: BackupStatus,
+    pub sources: Vec<SourceSummary>,
+    /// `certificate` or `legacy-key`.
+    pub encryption_mode: String,
+    /// SHA-1 thumbprint (upper-case hex) of the certificate the data key is wrapped for.
+    pub certificate_thumbprint: Option<String>,
+    pub data_key_id: String,
+    /// Plaintext bytes read from the sources.
+    pub bytes_read: u64,
+    /// Plaintext bytes of chunks this backup added to the repository.
+    pub bytes_new: u64,
+    /// Bytes this backup added to the repository (packs, index, manifest).
+    pub bytes_stored: u64,
+    pub hostname: String,
+    pub ibs_version: String,
+    /// Every essential source succeeded: this backup can rebuild the system. Absent in older
+    /// catalogs (read as `status == Succeeded`).
+    #[serde(default)]
+    pub recovery_ready: Option<bool>,
+}
+
+impl Catalog {
+    /// Whether this backup is ready for cloud recovery.
+    pub fn is_recovery_ready(&self) -> bool {
+        self.recovery_ready
+            .unwrap_or(self.status == BackupStatus::Succeeded)
+    }
+}
+
+/// One source in the sealed tree part.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SourceTree {
+    pub name: String,
+    pub kind: String,
+    /// Where the source was read from (a path, or `-` for stdin).
+    pub origin: String,
+    /// Chunk ids of the source's tree stream (see tree.rs), in order.
+    pub tree: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct TreePart {
+    pub sources: Vec<SourceTree>,
+    /// Per-file errors (path and cause), at most the first 1000.
+    pub errors: Vec<String>,
+}
+
+/// The chunks one source references (refs v2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceRefs {
+    pub name: String,
+    pub chunks: Vec<ChunkId>,
+}
+
+/// An opened refs part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refs {
+    /// Every chunk the backup needs, sorted and distinct.
+    pub all: Vec<ChunkId>,
+    /// Per-source references; `None` for a v1 refs part, which does not record them.
+    pub sources: Option<Vec<SourceRefs>>,
+}
+
+/// A manifest with its sealed parts still sealed.
+pub struct Manifest {
+    /// The parsed catalog. What is written and authenticated are `catalog_bytes`, fixed when the
+    /// manifest is sealed or read: changing this field does not change the object.
+    pub catalog: Catalog,
+    pub tree_sealed: Vec<u8>,
+    pub refs_sealed: Vec<u8>,
+    catalog_bytes: Vec<u8>,
+    version: u16,
+}
+
+/// Associated data of a manifest's tree part (public so fuzz targets can seal crafted parts).
+pub fn tree_aad(id: &str) -> Vec<u8> {
+    [b"ibs.manifest.tree.v1\0".as_slice(), id.as_bytes()].concat()
+}
+
+/// Associated data of a manifest's v1 refs part (public so fuzz targets can seal crafted parts).
+pub fn refs_aad(id: &str) -> Vec<u8> {
+    [b"ibs.manifest.refs.v1\0".as_slice(), id.as_bytes()].concat()
+}
+
+/// Associated data of a manifest's v2 refs part (per-source references).
+pub fn refs_v2_aad(id: &str) -> Vec<u8> {
+    [b"ibs.manifest.refs.v2\0".as_slice(), id.as_bytes()].concat()
+}
+
+/// Associated data of a version-2 manifest's tree part: binds the exact catalog bytes.
+pub fn tree_v2_aad(id: &str, catalog_bytes: &[u8]) -> Vec<u8> {
+    bound_aad(b"ibs.manifest.v2.tree\0", id, catalog_bytes)
+}
+
+/// Associated data of a version-2 manifest's refs part: binds the exact catalog bytes.
+pub fn refs_v3_aad(id: &str, catalog_bytes: &[u8]) -> Vec<u8> {
+    bound_aad(b"ibs.manifest.v2.refs\0", id, catalog_bytes)
+}
+
+fn bound_aad(label: &[u8], id: &str, catalog_bytes: &[u8]) -> Vec<u8> {
+    [
+        label,
+        id.as_bytes(),
+        b"\0",
+        blake3::hash(catalog_bytes).as_bytes(),
+    ]
+    .concat()
+}
+
+pub const REFS_V2: u16 = 2;
+
+fn encode_refs_v2(sources: &[(String, Vec<ChunkId>)]) -> Vec<u8> {
+    let mut all: Vec<ChunkId> = sources
+        .iter()
+        .flat_map(|(_, c)| c.iter().copied())
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    let mut b = REFS_V2.to_le_bytes().to_vec();
+    b.extend_from_slice(&(all.len() as u32).to_le_bytes());
+    all.iter().for_each(|c| b.extend_from_slice(&c.0));
+    b.extend_from_slice(&(sources.len() as u32).to_le_bytes());
+    for (name, chunks) in sources {
+        let name = &name.as_bytes()[..name.len().min(u16::MAX as usize)];
+        b.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        b.extend_from_slice(name);
+        let mut pos: Vec<u32> = chunks
+            .iter()
+            .map(|c| all.binary_search(c).expect("every chunk is in the list") as u32)
+            .collect();
+        pos.sort_unstable();
+        pos.dedup();
+        b.extend_from_slice(&(pos.len() as u32).to_le_bytes());
+        pos.iter()
+            .for_each(|p| b.extend_from_slice(&p.to_le_bytes()));
+    }
+    b
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
+        let s = self.b.get(self.pos..self.pos + n).ok_or("truncated")?;
+        self.pos += n;
+        Ok(s)
+    }
+}
+
+fn decode_refs_v2(b: &[u8]) -> std::result::Result<Refs, String> {
+    let mut cur = Cursor { b, pos: 0 };
+    let mut take = |n: usize| cur.take(n);
+    let version = u16::from_le_bytes(take(2)?.try_into().expect("2"));
+    if version != REFS_V2 {
+        return Err(format!("unknown refs version {version}"));
+    }
+    let n = u32::from_le_bytes(take(4)?.try_into().expect("4")) as usize;
+    if n > b.len() / 32 {
+        return Err("chunk count exceeds the part".into());
+    }
+    let all: Vec<ChunkId> = take(n * 32)?
+        .chunks_exact(32)
+        .map(|c| ChunkId::from_slice(c).expect("32 bytes"))
+        .collect();
+    let s = u32::from_le_bytes(take(4)?.try_into().expect("4")) as usize;
+    if s > b.len() / 6 {
+        return Err("source count exceeds the part".into());
+    }
+    let mut sources = Vec::with_capacity(s);
+    for _ in 0..s {
+        let len = u16::from_le_bytes(take(2)?.try_into().expect("2")) as usize;
+        let name =
+            String::from_utf8(take(len)?.to_vec()).map_err(|_| "source name is not UTF-8")?;
+        let k = u32::from_le_bytes(take(4)?.try_into().expect("4")) as usize;
+        if k > b.len() / 4 {
+            return Err("reference count exceeds the part".into());
+        }
+        let mut chunks = Vec::with_capacity(k);
+        for p in take(k * 4)?.chunks_exact(4) {
+            let p = u32::from_le_bytes(p.try_into().expect("4")) as usize;
+            chunks.push(*all.get(p).ok_or("reference position out of range")?);
+        }
+        sources.push(SourceRefs { name, chunks });
+    }
+    if cur.pos != b.len() {
+        return Err("trailing bytes".into());
+    }
+    Ok(Refs {
+        all,
+        sources: Some(sources),
+    })
+}
+
+impl Manifest {
+    /// Seals a version-1 manifest with a v1 refs part (no per-source references, catalog not
+    /// authenticated): how manifests were written before. Kept so tests and fuzz targets can make
+    /// old objects; backups use [`Manifest::seal_with_sources`].
+    pub fn seal(
+        mut catalog: Catalog,
+        tree: &TreePart,
+        refs: &mut Vec<ChunkId>,
+        data_key: &SymKey,
+        metadata_key: &SymKey,
+    ) -> Self {
+        catalog.format_version = MANIFEST_V1 as u32;
+        refs.sort_unstable();
+        refs.dedup();
+        let tree_json = serde_json::to_vec(tree).expect("tree part serializes");
+        let tree_sealed = data_key.seal(&tree_aad(&catalog.backup_id), &tree_json);
+        let flat: Vec<u8> = refs.iter().flat_map(|r| r.0).collect();
+        let compressed = zstd::bulk::compress(&flat, 3).expect("zstd of an in-memory buffer");
+        let refs_sealed = metadata_key.seal(&refs_aad(&catalog.backup_id), &compressed);
+        Self::from_sealed_v1(catalog, tree_sealed, refs_sealed)
+    }
+
+    /// A version-1 manifest from its parts (fuzz targets build hostile ones this way).
+    pub fn from_sealed_v1(catalog: Catalog, tree_sealed: Vec<u8>, refs_sealed: Vec<u8>) -> Self {
+        let catalog_bytes = serde_json::to_vec(&catalog).expect("catalog serializes");
+        Manifest {
+            catalog,
+            tree_sealed,
+            refs_sealed,
+            catalog_bytes,
+            version: MANIFEST_V1,
+        }
+    }
+
+    /// Seals a current (version 2) manifest: a v2 refs part with the chunks each source
+    /// references (the union is the backup's reference list), and the catalog's bytes bound into
+    /// both sealed parts. New backups are written this way.
+    pub fn seal_with_sources(
+        mut catalog: Catalog,
+        tree: &TreePart,
+        sources: &[(String, Vec<ChunkId>)],
+        data_key: &SymKey,
+        metadata_key: &SymKey,
+    ) -> Self {
+        catalog.format_version = MANIFEST_VERSION as u32;
+        let catalog_bytes = serde_json::to_vec(&catalog).expect("catalog serializes");
+        let id = &catalog.backup_id;
+        let tree_json = serde_json::to_vec(tree).expect("tree part serializes");
+        let tree_sealed = data_key.seal(&tree_v2_aad(id, &catalog_bytes), &tree_json);
+        let body = encode_refs_v2(sources);
+        let compressed = zstd::bulk::compress(&body, 3).expect("zstd of an in-memory buffer");
+        let refs_sealed = metadata_key.seal(&refs_v3_aad(id, &catalog_bytes), &compressed);
+        Manifest {
+            catalog,
+            tree_sealed,
+            refs_sealed,
+            catalog_bytes,
+            version: MANIFEST_VERSION,
+        }
+    }
+
+    /// The manifest's format version (1 or 2).
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    /// Whether the catalog is bound into the sealed parts (version 2), so that opening them
+    /// authenticates it.
+    pub fn catalog_authenticated(&self) -> bool {
+        self.version >= MANIFEST_VERSION
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let cat = &self.catalog_bytes;
+        let mut out =
+            Vec::with_capacity(20 + cat.len() + self.tree_sealed.len() + self.refs_sealed.len());
+        out.extend_from_slice(MANIFEST_MAGIC);
+        out.extend_from_slice(&self.version.to_le_bytes());
+        for part in [&cat[..], &self.tree_sealed, &self.refs_sealed] {
+            out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            out.extend_from_slice(part);
+        }
+        out
+    }
+
+    /// Parses the catalog only, from a prefix of the object (listing needs no more). Returns `Ok(Err(n))`
+    /// if the prefix is too short, where `n` is the prefix length needed.
+    pub fn parse_catalog(name: &str, prefix: &[u8]) -> Result<std::result::Result<Catalog, usize>> {
+        let what = format!("backups/{name}");
+        if prefix.len() < 12 || &prefix[..6] != MANIFEST_MAGIC {
+            return Err(RepoError::corrupt(what, "missing manifest magic"));
+        }
+        let version = u16::from_le_bytes([prefix[6], prefix[7]]);
+        if version != MANIFEST_VERSION && version != MANIFEST_V1 {
+            return Err(RepoError::UnsupportedVersion {
+                object: what,
+                found: version as u32,
+                supported: MANIFEST_VERSION as u32,
+            });
+        }
+        let len = u32::from_le_bytes(prefix[8..12].try_into().expect("4 bytes")) as usize;
+        if len > MAX_CATALOG {
+            return Err(RepoError::corrupt(what, "catalog length out of range"));
+        }
+        if prefix.len() < 12 + len {
+            return Ok(Err(12 + len));
+        }
+        let catalog: Catalog = serde_json::from_slice(&prefix[12..12 + len])
+            .map_err(|e| RepoError::corrupt(&what, format!("catalog: {e}")))?;
+        if catalog.backup_id != name {
+            return Err(RepoError::corrupt(
+                what,
+                format!("catalog names backup {}, not {name}", catalog.backup_id),
+            ));
+        }
+        if catalog.format_version != version as u32 {
+            return Err(RepoError::corrupt(
+                what,
+                format!(
+                    "catalog says format {}, the object's header {version}",
+                    catalog.format_version
+                ),
+            ));
+        }
+        Ok(Ok(catalog))
+    }
+
+    pub fn from_bytes(name: &str, b: &[u8]) -> Result<Self> {
+        let what = format!("backups/{name}");
+        let catalog = Self::parse_catalog(name, b)?
+            .map_err(|_| RepoError::corrupt(&what, "truncated catalog"))?;
+        let mut pos = 8;
+        let mut parts = Vec::new();
+        for _ in 0..3 {
+            let len = b
+                .get(pos..pos + 4)
+                .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")) as usize)
+                .ok_or_else(|| RepoError::corrupt(&what, "truncated"))?;
+            let part = b
+                .get(pos + 4..pos + 4 + len)
+                .ok_or_else(|| RepoError::corrupt(&what, "truncated"))?;
+            parts.push(part.to_vec());
+            pos += 4 + len;
+        }
+        if pos != b.len() {
+            return Err(RepoError::corrupt(what, "trailing bytes"));
+        }
+        let refs_sealed = parts.pop().expect("3 parts");
+        let tree_sealed = parts.pop().expect("3 parts");
+        let catalog_bytes = parts.pop().expect("3 parts");
+        Ok(Manifest {
+            catalog,
+            tree_sealed,
+            refs_sealed,
+            catalog_bytes,
+            version: u16::from_le_bytes([b[6], b[7]]),
+        })
+    }
+
+    pub fn open_tree(&self, data_key: &SymKey) -> Result<TreePart> {
+        let id = &self.catalog.backup_id;
+        let (aad, why) = if self.catalog_authenticated() {
+            (
+                tree_v2_aad(id, &self.catalog_bytes),
+                "tree part does not open with the backup's data key: the catalog was changed after the backup was written, or the part is damaged",
+            )
+        } else {
+            (
+                tree_aad(id),
+                "tree part does not open with the backup's data key",
+            )
+        };
+        let plain = data_key
+            .open(&aad, &self.tree_sealed)
+            .ok_or_else(|| RepoError::corrupt(format!("backups/{id}"), why))?;
+        serde_json::from_slice(&plain)
+            .map_err(|e| RepoError::corrupt(format!("backups/{id}"), format!("tree part: {e}")))
+    }
+
+    /// Every chunk the backup needs (either refs version).
+    pub fn open_refs(&self, metadata_key: &SymKey) -> Result<Vec<ChunkId>> {
+        Ok(self.open_refs_detailed(metadata_key)?.all)
+    }
+
+    /// The refs part with per-source references where the manifest records them (v2).
+    pub fn open_refs_detailed(&self, metadata_key: &SymKey) -> Result<Refs> {
+        let id = &self.catalog.backup_id;
+        let what = format!("backups/{id}");
+        // A decompression bomb stops at the metadata cap (crate::inflate owns it).
+        let unzip = |compressed: Vec<u8>| {
+            crate::inflate::decompress_metadata(&compressed)
+                .map_err(|e| RepoError::corrupt(&what, format!("refs: {e}")))
+        };
+        if self.catalog_authenticated() {
+            let compressed = metadata_key
+                .open(&refs_v3_aad(id, &self.catalog_bytes), &self.refs_sealed)
+                .ok_or_else(|| {
+                    RepoError::corrupt(
+                        &what,
+                        "the catalog (times, hostname, status, counts) does not match the one sealed with the backup: it was changed after the backup was written, or the refs part is damaged",
+                    )
+                })?;
+            return decode_refs_v2(&unzip(compressed)?)
+                .map_err(|d| RepoError::corrupt(&what, format!("refs: {d}")));
+        }
+        if let Some(compressed) = metadata_key.open(&refs_v2_aad(id), &self.refs_sealed) {
+            return decode_refs_v2(&unzip(compressed)?)
+                .map_err(|d| RepoError::corrupt(&what, format!("refs: {d}")));
+        }
+        let compressed = metadata_key
+            .open(&refs_aad(id), &self.refs_sealed)
+            .ok_or_else(|| {
+                RepoError::corrupt(&what, "refs part does not open with the metadata key")
+            })?;
+        let flat = unzip(compressed)?;
+        if flat.len() % 32 != 0 {
+            return Err(RepoError::corrupt(
+                what,
+                "refs length is not a multiple of 32",
+            ));
+        }
+        Ok(Refs {
+            all: flat
+                .chunks_exact(32)
+                .map(|c| ChunkId::from_slice(c).expect("32 bytes"))
+                .collect(),
+            sources: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,129 @@
+//! Unit tests of the manifest encoding (versions, AAD binding, refs).
+use super::*;
+
+fn catalog(id: &str) -> Catalog {
+    Catalog {
+        format_version: 1,
+        backup_id: id.into(),
+        repository_id: String::new(),
+        started: String::new(),
+        finished: String::new(),
+        duration_ms: 0,
+        status: BackupStatus::Succeeded,
+        sources: vec![],
+        encryption_mode: "certificate".into(),
+        certificate_thumbprint: None,
+        data_key_id: String::new(),
+        bytes_read: 0,
+        bytes_new: 0,
+        bytes_stored: 0,
+        hostname: String::new(),
+        ibs_version: String::new(),
+        recovery_ready: None,
+    }
+}
+
+#[test]
+fn refs_v1_and_v2_both_open() {
+    let (dk, mk) = (SymKey::random(), SymKey::random());
+    let id = "20270101T000000Z-0a1b2c3d";
+    let (a, b, c) = (ChunkId([1; 32]), ChunkId([2; 32]), ChunkId([3; 32]));
+    let m = Manifest::seal_with_sources(
+        catalog(id),
+        &TreePart::default(),
+        &[("docs".into(), vec![c, a]), ("logs".into(), vec![a, b, b])],
+        &dk,
+        &mk,
+    );
+    let back = Manifest::from_bytes(id, &m.to_bytes()).unwrap();
+    let r = back.open_refs_detailed(&mk).unwrap();
+    assert_eq!(r.all, vec![a, b, c]);
+    let s = r.sources.unwrap();
+    assert_eq!(
+        (s[0].name.as_str(), s[0].chunks.clone()),
+        ("docs", vec![a, c])
+    );
+    assert_eq!(
+        (s[1].name.as_str(), s[1].chunks.clone()),
+        ("logs", vec![a, b])
+    );
+    assert_eq!(back.open_refs(&mk).unwrap(), vec![a, b, c]);
+    // A v1 manifest (written before per-source refs) still opens, without attribution.
+    let old = Manifest::seal(catalog(id), &TreePart::default(), &mut vec![b, a], &dk, &mk);
+    let r = old.open_refs_detailed(&mk).unwrap();
+    assert_eq!((r.all, r.sources), (vec![a, b], None));
+    assert!(old.open_refs_detailed(&SymKey::random()).is_err());
+    // Hostile v2 bodies are refused without large allocations.
+    assert!(decode_refs_v2(&[2, 0, 255, 255, 255, 255]).is_err());
+    let mut body = encode_refs_v2(&[("x".into(), vec![a])]);
+    let n = body.len();
+    body[n - 4..].copy_from_slice(&9u32.to_le_bytes());
+    assert!(decode_refs_v2(&body).is_err());
+}
+
+#[test]
+fn a_v2_catalog_is_authenticated_by_both_sealed_parts() {
+    let (dk, mk) = (SymKey::random(), SymKey::random());
+    let id = "20270101T000000Z-0a1b2c3d";
+    let mut c = catalog(id);
+    c.hostname = "host-a".into();
+    c.started = "2027-01-01T00:00:00Z".into();
+    let sources = [("docs".to_string(), vec![ChunkId([1; 32])])];
+    let m = Manifest::seal_with_sources(c, &TreePart::default(), &sources, &dk, &mk);
+    let bytes = m.to_bytes();
+    assert_eq!(u16::from_le_bytes([bytes[6], bytes[7]]), MANIFEST_VERSION);
+    let back = Manifest::from_bytes(id, &bytes).unwrap();
+    assert!(back.catalog_authenticated());
+    assert_eq!(back.catalog.format_version, 2);
+    back.open_refs(&mk).unwrap();
+    back.open_tree(&dk).unwrap();
+    let edit = |from: &str, to: &str| {
+        let (from, to) = (from.as_bytes(), to.as_bytes());
+        let at = bytes.windows(from.len()).position(|w| w == from).unwrap();
+        let mut b = bytes.clone();
+        b[at..at + to.len()].copy_from_slice(to);
+        b
+    };
+    for forged in [
+        edit("host-a", "host-b"),
+        edit("2027-01-01T00:00:00Z", "2020-01-01T00:00:00Z"),
+    ] {
+        let f = Manifest::from_bytes(id, &forged).unwrap();
+        let e = f.open_refs(&mk).unwrap_err().to_string();
+        assert!(e.contains("changed after the backup was written"), "{e}");
+        assert!(f.open_tree(&dk).is_err());
+    }
+    // Claiming version 1 (header and catalog) does not shed the binding.
+    let mut down = edit("\"format_version\":2", "\"format_version\":1");
+    down[6..8].copy_from_slice(&MANIFEST_V1.to_le_bytes());
+    let d = Manifest::from_bytes(id, &down).unwrap();
+    assert!(!d.catalog_authenticated());
+    assert!(d.open_refs(&mk).is_err() && d.open_tree(&dk).is_err());
+}
+
+#[test]
+fn a_refs_decompression_bomb_is_refused_at_the_metadata_cap() {
+    use std::io::Write;
+    let (dk, mk) = (SymKey::random(), SymKey::random());
+    let id = "20270101T000000Z-0a1b2c3d";
+    // A v1 refs body one chunk id past the cap: a multiple of 32, so a reader that stopped
+    // at the cap instead of refusing would take the cut list for a valid one.
+    let mut z = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+    let block = vec![0u8; 1 << 20];
+    let total = crate::inflate::MAX_METADATA_BODY + 32;
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        z.write_all(&block[..n]).unwrap();
+        left -= n as u64;
+    }
+    let bomb = z.finish().unwrap();
+    assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+    let m = Manifest::from_sealed_v1(
+        catalog(id),
+        dk.seal(&tree_aad(id), b"{}"),
+        mk.seal(&refs_aad(id), &bomb),
+    );
+    let e = m.open_refs(&mk).unwrap_err().to_string();
+    assert!(e.contains("more than 1073741824 bytes"), "{e}");
+}

@@ -1,0 +1,540 @@
+//! An opened repository: its config and typed access to every kind of object. This is the only module
+//! that turns object kinds into storage calls; the engine composes these calls into operations.
+
+mod init;
+
+pub use init::PendingInit;
+
+use crate::chunk::MAX_CHUNK;
+use crate::clock::Clock;
+use crate::config::{Encryption, RepoConfig};
+use crate::crypto::SymKey;
+use crate::damaged::DamageMarker;
+use crate::error::{MissingKey, RepoError, Result};
+use crate::ids::{KeyId, PackId, RepoId};
+use crate::index::{decode_segment, encode_segment, ChunkLocation, Index, PackRecord};
+use crate::keyring::{decode_data_key, encode_data_key, RepoKeys, Unlock};
+use crate::layout;
+use crate::lock::{FenceSlot, FencedStorage, LockGuard, LockKind};
+use crate::manifest::{Catalog, Manifest};
+use bytes::Bytes;
+use ibs_keys::{Certificate, KeyError, LegacyKey};
+use ibs_storage::DynStorage;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// How `init` protects the keys.
+pub enum InitKeys<'a> {
+    Certificate(&'a Certificate),
+    Legacy(&'a LegacyKey),
+}
+
+pub struct Repository {
+    /// `raw` behind the lock fence: writes are refused once a lock held through this handle is lost.
+    storage: DynStorage,
+    /// The backend itself, for the lock objects.
+    raw: DynStorage,
+    fence: Arc<FenceSlot>,
+    config: RepoConfig,
+    id: RepoId,
+    clock: Arc<dyn Clock>,
+}
+
+impl Repository {
+    /// Opens an existing repository. A missing config is `NotARepository`; an unknown version is
+    /// `UnsupportedVersion`.
+    pub async fn open(storage: DynStorage, clock: Arc<dyn Clock>) -> Result<Self> {
+        let bytes = match storage.get(&layout::config()).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
+                return Err(RepoError::NotARepository {
+                    location: storage.location(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let config = RepoConfig::from_bytes(&bytes)?;
+        let id = RepoId::from_hex(&config.id)?;
+        Ok(Repository::assemble(storage, config, id, clock))
+    }
+
+    fn assemble(raw: DynStorage, config: RepoConfig, id: RepoId, clock: Arc<dyn Clock>) -> Self {
+        let fence = Arc::new(FenceSlot::default());
+        Repository {
+            storage: Arc::new(FencedStorage::new(raw.clone(), fence.clone())),
+            raw,
+            fence,
+            config,
+            id,
+            clock,
+        }
+    }
+
+    /// Takes a repository lock (see [`crate::lock`]). While it is held, writes through this handle
+    /// are refused once the lock may be lost; [`LockGuard::finish`] then reports
+    /// [`RepoError::LockLost`].
+    pub async fn lock(
+        &self,
+        kind: LockKind,
+        operation: &str,
+        wait: std::time::Duration,
+    ) -> Result<LockGuard> {
+        let mut guard =
+            crate::lock::acquire(&self.raw, self.clock.clone(), kind, operation, wait).await?;
+        guard.arm(self.fence.clone());
+        Ok(guard)
+    }
+
+    /// Creates a repository. Refuses a location that already holds one.
+    pub fn storage(&self) -> &DynStorage {
+        &self.storage
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    pub fn id(&self) -> &RepoId {
+        &self.id
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub async fn write_config(&self) -> Result<()> {
+        Ok(self
+            .storage
+            .put(&layout::config(), self.config.to_bytes().into())
+            .await?)
+    }
+
+    /// Replaces the in-memory config (the caller then calls [`Repository::write_config`]).
+    pub fn set_encryption(&mut self, enc: Encryption) {
+        self.config.encryption = enc;
+    }
+
+    /// Fails unless `keys` are this repository's keys.
+    pub fn check_keys(&self, keys: &RepoKeys) -> Result<()> {
+        if keys.metadata.check_value("metadata") == self.config.metadata_key_check {
+            Ok(())
+        } else {
+            Err(RepoError::StateMismatch)
+        }
+    }
+
+    // ---- certificates and envelopes ----
+
+    pub async fn put_certificate(&self, cert: &Certificate) -> Result<()> {
+        Ok(self
+            .storage
+            .put(
+                &layout::cert(cert.thumbprint()),
+                Bytes::copy_from_slice(cert.der()),
+            )
+            .await?)
+    }
+
+    pub async fn certificate(&self, thumbprint: &str) -> Result<Certificate> {
+        let der = self.storage.get(&layout::cert(thumbprint)).await?;
+        let cert = Certificate::from_bytes(&der)?;
+        if cert.thumbprint() != thumbprint {
+            return Err(RepoError::corrupt(
+                layout::cert(thumbprint).to_string(),
+                "certificate does not match its name",
+            ));
+        }
+        Ok(cert)
+    }
+
+    /// The certificate new backups are wrapped for (None in legacy mode).
+    pub async fn current_certificate(&self) -> Result<Option<Certificate>> {
+        match &self.config.encryption {
+            Encryption::Certificate { current, .. } => Ok(Some(self.certificate(current).await?)),
+            Encryption::LegacyKey => Ok(None),
+        }
+    }
+
+    pub async fn put_repo_envelope(
+        &self,
+        keys: &RepoKeys,
+        recipients: &[&Certificate],
+    ) -> Result<()> {
+        let payload = keys.encode_payload(&self.id);
+        let env = ibs_keys::seal_envelope(recipients, &payload)?;
+        for c in recipients {
+            self.storage
+                .put(&layout::repo_key(c.thumbprint()), env.clone().into())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Recovers the repository keys with a .pfx (from `keys/repo-<thumbprint>.p7m`) or the legacy key.
+    pub async fn open_repo_keys(&self, unlock: &Unlock) -> Result<RepoKeys> {
+        let keys = match unlock {
+            Unlock::Legacy(k) => {
+                if self.config.encryption != Encryption::LegacyKey {
+                    // A repository that switched to certificates still accepts its old key file for
+                    // the repository keys (they were derived from it).
+                }
+                RepoKeys::from_legacy(k)
+            }
+            Unlock::Identities(ids) => {
+                let mut found = None;
+                for ident in ids {
+                    let key = layout::repo_key(ident.certificate().thumbprint());
+                    match self.storage.get(&key).await {
+                        Ok(env) => {
+                            let payload = ibs_keys::open_envelope(ident, &env)
+                                .map_err(|e| RepoError::corrupt(key.to_string(), e.to_string()))?;
+                            found =
+                                Some(RepoKeys::decode_payload(&payload, &self.id, key.as_str())?);
+                            break;
+                        }
+                        Err(e) if e.is_not_found() => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                found.ok_or_else(|| RepoError::WrongCertificate {
+                    what: "this repository".into(),
+                    expected: self.expected_thumbprints(),
+                    provided: unlock.thumbprints().join(", "),
+                })?
+            }
+        };
+        if self.check_keys(&keys).is_err() {
+            return Err(match unlock {
+                Unlock::Legacy(_) => RepoError::WrongKeyFile,
+                Unlock::Identities(_) => RepoError::corrupt(
+                    "repository key envelope",
+                    "keys fail the config's key check",
+                ),
+            });
+        }
+        Ok(keys)
+    }
+
+    fn expected_thumbprints(&self) -> String {
+        match &self.config.encryption {
+            Encryption::Certificate { certificates, .. } => certificates.join(" or "),
+            Encryption::LegacyKey => "(legacy key mode: use --key-file)".into(),
+        }
+    }
+
+    pub async fn put_data_key(
+        &self,
+        id: &KeyId,
+        key: &SymKey,
+        recipients: &[&Certificate],
+    ) -> Result<()> {
+        let env = ibs_keys::seal_envelope(recipients, &encode_data_key(id, key))?;
+        Ok(self.storage.put(&layout::data_key(id), env.into()).await?)
+    }
+
+    /// Opens the data key `id`. `expected` is the thumbprint the catalog recorded, used in the error
+    /// when no offered .pfx matches.
+    pub async fn open_data_key(
+        &self,
+        id: &KeyId,
+        unlock: &Unlock,
+        expected: Option<&str>,
+    ) -> Result<SymKey> {
+        let key = layout::data_key(id);
+        let env = match self.storage.get(&key).await {
+            Ok(env) => env,
+            Err(e) if e.is_not_found() => {
+                if let Some(k) = unlock.legacy_data_key(id) {
+                    return Ok(k);
+                }
+                return Err(RepoError::corrupt(
+                    key.to_string(),
+                    "data key envelope is missing",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Unlock::Identities(ids) = unlock else {
+            return Err(RepoError::MissingKey(MissingKey::PfxForDataKey {
+                id: id.to_string(),
+            }));
+        };
+        for ident in ids {
+            match ibs_keys::open_envelope(ident, &env) {
+                Ok(payload) => return decode_data_key(&payload, id, key.as_str()),
+                Err(KeyError::NoMatchingRecipient { .. }) => continue,
+                Err(e) => return Err(RepoError::corrupt(key.to_string(), e.to_string())),
+            }
+        }
+        // Name the certificate(s) this very envelope is wrapped for: the catalog's thumbprint
+        // (`expected`) is only where the backup's own key went, not where every chunk's key went.
+        let wrapped_for = match ibs_keys::envelope_recipients(&env) {
+            Ok(r) => self.describe_recipients(&r).await,
+            Err(_) => expected
+                .map(str::to_owned)
+                .unwrap_or_else(|| self.expected_thumbprints()),
+        };
+        Err(RepoError::WrongCertificate {
+            what: format!("data key {id}"),
+            expected: wrapped_for,
+            provided: self.describe_identities(ids),
+        })
+    }
+
+    /// The recipients of data key `id`'s envelope, as [`crate::keyring::recipient_id`] names
+    /// them; `None` when the envelope does not exist.
+    pub async fn data_key_recipients(&self, id: &KeyId) -> Result<Option<Vec<String>>> {
+        let key = layout::data_key(id);
+        match self.storage.get(&key).await {
+            Ok(env) => {
+                Ok(Some(ibs_keys::envelope_recipients(&env).map_err(|e| {
+                    RepoError::corrupt(key.to_string(), e.to_string())
+                })?))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Names each recipient by the thumbprint and subject of the repository's certificate it
+    /// designates (`<thumbprint> (subject "<subject>")`), or as the envelope names it when the
+    /// repository holds no such certificate.
+    async fn describe_recipients(&self, recipients: &[String]) -> String {
+        let mut known = Vec::new();
+        if let Encryption::Certificate { certificates, .. } = &self.config.encryption {
+            for t in certificates {
+                if let Ok(c) = self.certificate(t).await {
+                    known.push(c);
+                }
+            }
+        }
+        recipients
+            .iter()
+            .map(
+                |r| match known.iter().find(|c| &crate::keyring::recipient_id(c) == r) {
+                    Some(c) => format!("{} (subject \"{}\")", c.thumbprint(), c.subject()),
+                    None => format!("({r})"),
+                },
+            )
+            .collect::<Vec<_>>()
+            .join(" or ")
+    }
+
+    fn describe_identities(&self, ids: &[ibs_keys::PrivateIdentity]) -> String {
+        ids.iter()
+            .map(|i| {
+                let c = i.certificate();
+                format!("{} (subject \"{}\")", c.thumbprint(), c.subject())
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    // ---- index and packs ----
+
+    /// Loads every index segment. Returns the index and the segment names. The index knows the
+    /// damaged packs (markers listed first), so it prefers healthy copies of every chunk.
+    pub async fn load_index(&self, metadata_key: &SymKey) -> Result<(Index, Vec<String>)> {
+        let mut index = Index::with_damaged(self.damaged_packs().await?);
+        let mut names = Vec::new();
+        for (name, records) in self.load_segments(metadata_key).await? {
+            for rec in &records {
+                index.add_pack(rec);
+            }
+            names.push(name);
+        }
+        Ok((index, names))
+    }
+
+    /// Loads every index segment as records, by segment name.
+    pub async fn load_segments(
+        &self,
+        metadata_key: &SymKey,
+    ) -> Result<Vec<(String, Vec<PackRecord>)>> {
+        let mut out = Vec::new();
+        for obj in self.storage.list(layout::INDEX).await? {
+            let name = obj.key.name().to_owned();
+            let bytes = self.storage.get(&obj.key).await?;
+            let records = decode_segment(&name, &bytes, metadata_key)?;
+            out.push((name, records));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Writes one index segment; returns its name and size.
+    pub async fn write_index(
+        &self,
+        packs: &[PackRecord],
+        metadata_key: &SymKey,
+    ) -> Result<(String, u64)> {
+        let (name, obj) = encode_segment(packs, metadata_key);
+        let len = obj.len() as u64;
+        self.storage.put(&layout::index(&name), obj.into()).await?;
+        Ok((name, len))
+    }
+
+    /// Every pack on storage, with its size.
+    pub async fn list_packs(&self) -> Result<std::collections::HashMap<PackId, u64>> {
+        Ok(self
+            .storage
+            .list(layout::PACKS)
+            .await?
+            .into_iter()
+            .filter_map(|o| layout::parse_pack(&o.key).map(|id| (id, o.size)))
+            .collect())
+    }
+
+    pub async fn put_pack(&self, id: &PackId, bytes: Bytes) -> Result<()> {
+        Ok(self.storage.put(&layout::pack(id), bytes).await?)
+    }
+
+    /// Fetches one sealed chunk by its location.
+    pub async fn read_sealed(&self, loc: &ChunkLocation) -> Result<Bytes> {
+        check_location(loc)?;
+        let got = self
+            .storage
+            .get_range(
+                &layout::pack(&loc.pack),
+                loc.offset as u64,
+                loc.length as u64,
+            )
+            .await;
+        sealed_result(loc, got)
+    }
+
+    /// [`Repository::read_sealed`] on the calling thread, when the storage can read without the
+    /// async runtime (`Storage::get_range_blocking`); otherwise `None`.
+    pub fn read_sealed_blocking(&self, loc: &ChunkLocation) -> Option<Result<Bytes>> {
+        if let Err(e) = check_location(loc) {
+            return Some(Err(e));
+        }
+        let got = self.storage.get_range_blocking(
+            &layout::pack(&loc.pack),
+            loc.offset as u64,
+            loc.length as u64,
+        )?;
+        Some(sealed_result(loc, got))
+    }
+
+    // ---- damage markers ----
+
+    /// The packs that carry a damage marker (names only; no marker body is read).
+    pub async fn damaged_packs(&self) -> Result<HashSet<PackId>> {
+        Ok(self
+            .storage
+            .list(layout::DAMAGED)
+            .await?
+            .iter()
+            .filter_map(|o| layout::parse_damaged(&o.key))
+            .collect())
+    }
+
+    /// Every damage marker with its body (a marker whose body does not parse is returned as an
+    /// error beside its pack, so one bad object does not hide the others).
+    pub async fn damage_markers(&self) -> Result<Vec<(PackId, Result<DamageMarker>)>> {
+        let mut out = Vec::new();
+        for id in self.damaged_packs().await? {
+            let m = match self.storage.get(&layout::damaged(&id)).await {
+                Ok(b) => DamageMarker::from_bytes(&id, &b),
+                Err(e) => Err(e.into()),
+            };
+            out.push((id, m));
+        }
+        out.sort_by_key(|a| a.0);
+        Ok(out)
+    }
+
+    /// Writes (or overwrites) the damage marker of one pack.
+    pub async fn put_damage_marker(&self, id: &PackId, m: &DamageMarker) -> Result<()> {
+        Ok(self
+            .storage
+            .put(&layout::damaged(id), m.to_bytes().into())
+            .await?)
+    }
+
+    /// Removes a pack's damage marker; a marker already gone is fine.
+    pub async fn delete_damage_marker(&self, id: &PackId) -> Result<()> {
+        match self.storage.delete(&layout::damaged(id)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    // ---- manifests ----
+
+    pub async fn list_backup_ids(&self) -> Result<Vec<String>> {
+        let mut ids: Vec<String> = self
+            .storage
+            .list(layout::BACKUPS)
+            .await?
+            .into_iter()
+            .map(|o| o.key.name().to_owned())
+            .filter(|n| layout::is_backup_id(n))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Reads just the catalog of a backup (a ranged read of the manifest's head when possible).
+    pub async fn read_catalog(&self, id: &str) -> Result<Catalog> {
+        let key = layout::backup(id);
+        let size = self.storage.stat(&key).await?.size;
+        let head = self.storage.get_range(&key, 0, size.min(64 << 10)).await?;
+        match Manifest::parse_catalog(id, &head)? {
+            Ok(c) => Ok(c),
+            Err(need) if (need as u64) <= size => {
+                let head = self.storage.get_range(&key, 0, need as u64).await?;
+                Manifest::parse_catalog(id, &head)?
+                    .map_err(|_| RepoError::corrupt(key.to_string(), "truncated catalog"))
+            }
+            Err(_) => Err(RepoError::corrupt(key.to_string(), "truncated catalog")),
+        }
+    }
+
+    pub async fn read_manifest(&self, id: &str) -> Result<Manifest> {
+        if !layout::is_backup_id(id) {
+            return Err(RepoError::NotABackupId { id: id.to_owned() });
+        }
+        let bytes = match self.storage.get(&layout::backup(id)).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
+                return Err(RepoError::NoSuchBackup { id: id.to_owned() })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Manifest::from_bytes(id, &bytes)
+    }
+
+    /// Writes a manifest: the commit point of a backup. Returns the bytes written.
+    pub async fn put_manifest(&self, m: &Manifest) -> Result<u64> {
+        let bytes = m.to_bytes();
+        let len = bytes.len() as u64;
+        self.storage
+            .put(&layout::backup(&m.catalog.backup_id), bytes.into())
+            .await?;
+        Ok(len)
+    }
+}
+
+fn check_location(loc: &ChunkLocation) -> Result<()> {
+    if loc.raw_length > MAX_CHUNK {
+        return Err(RepoError::corrupt(
+            format!("pack {}", loc.pack),
+            "chunk length out of range",
+        ));
+    }
+    Ok(())
+}
+
+/// A read of a chunk's bytes: a range past the pack's end or a missing pack is corruption.
+fn sealed_result(loc: &ChunkLocation, got: ibs_storage::Result<Bytes>) -> Result<Bytes> {
+    got.map_err(|e| {
+        if e.kind == ibs_storage::ErrorKind::Invalid || e.is_not_found() {
+            RepoError::corrupt(format!("pack {}", loc.pack), e.to_string())
+        } else {
+            e.into()
+        }
+    })
+}

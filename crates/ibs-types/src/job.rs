@@ -1,0 +1,210 @@
+//! Jobs as stored and served: kind, trigger, state, live progress, per-component results, and what
+//! a verification found (corruption markers, coverage). Pure data plus the status names.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    Scheduled,
+    OnDemand,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobKind {
+    Backup,
+    Restore,
+    /// Scheduled or on-demand verification of a sample of the packs on the share.
+    Verify,
+    /// Backup validation (`POST /backups/{id}/validate`), hosted for `ibs-recovery`.
+    Validate,
+}
+
+/// A job's state. `Succeeded` and `PartialSucceeded` are set only after the engine returned, i.e.
+/// after the backup's manifest was committed to storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    PartialSucceeded,
+    Failed,
+    Skipped,
+    Interrupted,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "Queued",
+            JobStatus::Running => "Running",
+            JobStatus::Succeeded => "Succeeded",
+            JobStatus::PartialSucceeded => "PartialSucceeded",
+            JobStatus::Failed => "Failed",
+            JobStatus::Skipped => "Skipped",
+            JobStatus::Interrupted => "Interrupted",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            JobStatus::Queued,
+            JobStatus::Running,
+            JobStatus::Succeeded,
+            JobStatus::PartialSucceeded,
+            JobStatus::Failed,
+            JobStatus::Skipped,
+            JobStatus::Interrupted,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobStatus::Queued | JobStatus::Running)
+    }
+}
+
+/// The result of one component in one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ComponentResult {
+    pub name: String,
+    pub kind: String,
+    pub status: JobStatus,
+    pub essential_for_recovery: bool,
+    /// The engine source names this component was stored under.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default)]
+    pub files: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub message: Option<String>,
+    /// Service kinds: why the component failed (authentication, unreachable, missing tool, …).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cause: Option<crate::component::Cause>,
+    /// Service kinds: what each export recorded at backup time (row and key counts), used to
+    /// verify a restore.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub exports: Vec<crate::component::ExportInfo>,
+}
+
+/// Live progress of a running job (from `ibs_engine::Progress`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema, Default)]
+pub struct JobProgress {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub files_done: u64,
+    pub files_total: u64,
+    pub percent: Option<f64>,
+    pub eta_seconds: Option<u64>,
+}
+
+/// One job record as stored and as served by the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    pub id: String,
+    pub kind: JobKind,
+    pub trigger: Trigger,
+    pub status: JobStatus,
+    pub components: Vec<ComponentResult>,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// Measured with a monotonic clock, in milliseconds (the timestamps have second precision
+    /// and come from the controller's clock).
+    pub duration_ms: Option<u64>,
+    pub bytes_read: u64,
+    pub bytes_stored: u64,
+    pub certificate_thumbprint: Option<String>,
+    pub is_cloud_recovery_ready: bool,
+    pub progress: Option<JobProgress>,
+    /// Why the job failed or was skipped (never contains a secret).
+    pub error: Option<String>,
+    /// The alert class of a failure (`capacity`, `connectivity`, `path`, `authentication`, `general`).
+    pub alert_class: Option<String>,
+    /// The repository backup id (the manifest name) once committed.
+    pub backup_id: Option<String>,
+    /// The id of the repository the backup was committed to (absent in records older than it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_id: Option<String>,
+    /// For a restore job: the backup job it restores.
+    pub source_job: Option<String>,
+    /// Set when retention removed this backup from the store.
+    pub deleted_at: Option<i64>,
+    /// A backup some of whose data is in damaged packs with no healthy copy: it cannot be fully
+    /// restored. `status` keeps the backup's original outcome.
+    #[serde(default)]
+    pub corrupted: Option<Corruption>,
+    /// For a verification job: what it checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerifySummary>,
+}
+
+/// Why a backup is marked Corrupted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Corruption {
+    /// Unix seconds of the verification (or backup) that first found it.
+    pub since: i64,
+    /// The affected components (by name).
+    pub components: Vec<String>,
+    /// The affected engine sources.
+    pub sources: Vec<String>,
+    /// The backup's manifest predates per-source references: every component is listed because
+    /// the affected ones cannot be told apart.
+    pub all_components: bool,
+    /// The damaged packs (hex ids) holding the only copies of its lost chunks.
+    pub packs: Vec<String>,
+    pub lost_chunks: usize,
+}
+
+/// What one verification job did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, Default)]
+pub struct VerifySummary {
+    pub sample_percent: u32,
+    /// Packs known (indexed or stored) when the job started.
+    pub packs_total: u64,
+    pub packs_checked: u64,
+    pub bytes_read: u64,
+    /// Packs this job found damaged (missing, unreadable, or failing their hash).
+    pub damaged_found: u64,
+    /// Share (0–1) of the current packs verified at least once.
+    pub coverage_ever: f64,
+    /// Share (0–1) of the current packs verified within the last `coverage_window_runs` runs.
+    pub coverage_window: f64,
+    /// ceil(100 / sample_percent): the runs one full pass over the packs takes.
+    pub coverage_window_runs: u32,
+    /// Backups marked Corrupted after this job.
+    pub corrupted_backups: Vec<String>,
+}
+
+impl Job {
+    pub fn new(id: String, kind: JobKind, trigger: Trigger, status: JobStatus, now: i64) -> Self {
+        Job {
+            id,
+            kind,
+            trigger,
+            status,
+            components: Vec::new(),
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            bytes_read: 0,
+            bytes_stored: 0,
+            certificate_thumbprint: None,
+            is_cloud_recovery_ready: false,
+            progress: None,
+            error: None,
+            alert_class: None,
+            backup_id: None,
+            repository_id: None,
+            source_job: None,
+            deleted_at: None,
+            corrupted: None,
+            verification: None,
+        }
+    }
+}
