@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p ibs
-ibs=$PWD/target/release/ibs
+# The binary cargo built: honours CARGO_TARGET_DIR (absolute or relative to the workspace).
+target_dir=${CARGO_TARGET_DIR:-target}
+case $target_dir in /*) ;; *) target_dir=$PWD/$target_dir ;; esac
+ibs=$target_dir/release/ibs
 work=${IBS_QUICKSTART_DIR:-$(mktemp -d /tmp/ibs-quickstart.XXXXXX)}
 mkdir -p "$work"
 src=${1:-$work/sample}

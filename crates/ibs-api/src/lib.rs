@@ -76,6 +76,21 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// The API's front door (no token needed): what `ibs serve` prints as the API URL answers with
+/// the version and where the document, health and metrics are.
+#[utoipa::path(get, path = "/api/v1", tag = "public",
+    responses((status = 200, description = "Version and links: `openapi`, `health`, `metrics`", body = Object)))]
+pub async fn index() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "service": "ibs controller API",
+        "version": env!("CARGO_PKG_VERSION"),
+        "openapi": "/api/v1/openapi.json",
+        "health": "/healthz",
+        "metrics": "/metrics",
+        "auth": "Authorization: Bearer TOKEN (create one with `ibs token create --role ROLE` on the controller host)",
+    }))
+}
+
 fn routes() -> Routes {
     use routes::{admin, backups, location};
     use Method as M;
@@ -121,6 +136,7 @@ fn routes() -> Routes {
     .op(M::POST, "/api/v1/tokens", admin::create_token)
     .op(M::DELETE, "/api/v1/tokens/{id}", admin::revoke_token)
     .op(M::GET, "/api/v1/audit", admin::audit)
+    .op(M::GET, "/api/v1", index)
     .op(M::GET, "/api/v1/openapi.json", openapi::document)
     .op(M::GET, "/healthz", healthz)
     .op(M::GET, "/metrics", metrics::metrics)

@@ -2,7 +2,7 @@
 //! `#[utoipa::path]` attributes and the `ibs-types` schemas. [`ApiDoc`] lists the handlers;
 //! [`Conventions`] adds what every `/api/v1` operation shares: the bearer security scheme and the
 //! error responses (400, 401, 403, 409, 429, 500 with [`ErrorBody`]), leaving the public operations
-//! (`/healthz`, `/metrics`, the document itself) without a token. Tests check that the document
+//! (`/healthz`, `/metrics`, the `/api/v1` index, the document itself) without a token. Tests check that the document
 //! lists exactly the routed operations and passes a third-party validator.
 
 use crate::routes::{admin, backups, location};
@@ -24,7 +24,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         admin::maintenance, admin::begin, admin::end, admin::end_post, admin::clear,
         admin::readiness, admin::alerts, admin::close_alert, admin::prune,
         admin::list_tokens, admin::create_token, admin::revoke_token, admin::audit,
-        document, crate::healthz, crate::metrics::metrics,
+        document, crate::index, crate::healthz, crate::metrics::metrics,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Conventions),
@@ -32,7 +32,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 pub struct ApiDoc;
 
 /// Operations that need no token.
-const PUBLIC: [&str; 3] = ["/healthz", "/metrics", "/api/v1/openapi.json"];
+const PUBLIC: [&str; 4] = ["/healthz", "/metrics", "/api/v1", "/api/v1/openapi.json"];
 
 /// The error responses every authenticated operation may give.
 const ERRORS: [(&str, &str); 6] = [

@@ -217,9 +217,19 @@ impl Controller {
             .track_live(&job.id, job.started_at.unwrap_or(job.created_at));
         let ctx = self.ctx.clone();
         let record = job.clone();
+        // One log line when a job starts and one when it ends (the operator's view of the daemon
+        // at the default level; ADR 0027).
+        tracing::info!(
+            job = %job.id,
+            kind = %job_kind(&job),
+            trigger = %wire(&job.trigger),
+            "job started"
+        );
         let handle = spawn_job(move || async move {
             let _guard = guard;
-            work(ctx, record, progress).await;
+            let id = record.id.clone();
+            work(ctx.clone(), record, progress).await;
+            log_end(&ctx, &id);
         });
         Ok((job, handle))
     }
@@ -469,5 +479,52 @@ impl Controller {
     /// Graceful shutdown: a job still running is recorded as Interrupted now.
     pub fn shutdown(&self) -> Result<Vec<String>> {
         self.ctx.db.interrupt_unfinished(self.now())
+    }
+}
+
+/// A serde unit enum as its wire text.
+fn wire<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+fn job_kind(job: &Job) -> String {
+    wire(&job.kind)
+}
+
+/// The end-of-job log line: id, kind, status, duration and bytes, as recorded.
+fn log_end(ctx: &JobContext, id: &str) {
+    match ctx.db.job(id) {
+        Ok(Some(j)) => {
+            if matches!(
+                j.status,
+                JobStatus::Succeeded | JobStatus::PartialSucceeded | JobStatus::Skipped
+            ) {
+                tracing::info!(
+                    job = %j.id,
+                    kind = %job_kind(&j),
+                    status = j.status.as_str(),
+                    duration_ms = j.duration_ms.unwrap_or(0),
+                    bytes_read = j.bytes_read,
+                    bytes_stored = j.bytes_stored,
+                    "job ended"
+                );
+            } else {
+                tracing::warn!(
+                    job = %j.id,
+                    kind = %job_kind(&j),
+                    status = j.status.as_str(),
+                    duration_ms = j.duration_ms.unwrap_or(0),
+                    bytes_read = j.bytes_read,
+                    bytes_stored = j.bytes_stored,
+                    error = j.error.as_deref().unwrap_or(""),
+                    "job ended"
+                );
+            }
+        }
+        Ok(None) => tracing::warn!(job = %id, "job ended without a record"),
+        Err(e) => tracing::warn!(job = %id, "job ended; reading its record failed: {e}"),
     }
 }

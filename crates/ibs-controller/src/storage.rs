@@ -83,8 +83,16 @@ impl StorageOpener for LocationOpener {
     async fn open(&self, target: &StorageTarget, create: bool) -> Result<DynStorage, OpenError> {
         let password =
             ibs_location::is_smb(&target.path).then(|| target.password.clone().unwrap_or_default());
+        // Each warning is logged once per path and daemon, not on every opening (which is every
+        // job); `ibs location show` and `location set` show it to the operator as well.
+        static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
         for w in ibs_location::warnings(&target.path) {
-            tracing::warn!("location {}: {w}", target.path);
+            let key = format!("{}\n{w}", target.path);
+            let mut seen = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+            if !seen.contains(&key) {
+                tracing::warn!("location {}: {w}", target.path);
+                seen.push(key);
+            }
         }
         Ok(ibs_location::open(&target.path, target.username.as_deref(), password, create).await?)
     }

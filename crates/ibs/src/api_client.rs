@@ -1,11 +1,11 @@
 //! The HTTP side of the API client commands: one [`Client`] per command (the controller's URL, the
 //! token from $IBS_TOKEN, a CA from $IBS_CA_CERT), typed requests and answers (`ibs-types`), the
 //! cleartext-secret guard before anything is sent, and the API's error body made into an
-//! [`HttpError`] whose status chooses the exit code ([`code_for`]).
+//! [`HttpError`] whose status and field choose the exit code (`crate::errors::code_for`); a
+//! controller that cannot be reached is an [`Unreachable`] (exit 11).
 
 use crate::cli_controller::Server;
-use crate::output::exit;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use ibs_types::ErrorBody;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -18,6 +18,37 @@ pub struct HttpError {
     pub message: String,
     /// For a 409 from the job gate: what holds it (`backup`, `retention cleanup`, …).
     pub running_kind: Option<String>,
+    /// The request field a 400 concerns (`pfx`, `path`, …).
+    pub field: Option<String>,
+    /// For an inaccessible location: its alert class (`path`, `authentication`, …).
+    pub alert_class: Option<String>,
+}
+
+/// The controller could not be reached (refused, timed out, TLS spoken to plain HTTP, …).
+#[derive(Debug)]
+pub struct Unreachable(pub String);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Unreachable {}
+
+/// The message for a failed connection, with what to do about the usual causes.
+fn unreachable(base: &str, e: &ureq::Error) -> Unreachable {
+    let text = e.to_string();
+    let next = if text.contains("InvalidContentType") || text.contains("corrupt message") {
+        format!(
+            "the controller at {base} does not speak TLS: use {} (or start `ibs serve` with --tls-cert/--tls-key)",
+            base.replacen("https://", "http://", 1)
+        )
+    } else {
+        "check that `ibs serve` runs there, or set --server or IBS_SERVER".to_string()
+    };
+    Unreachable(format!(
+        "cannot reach the controller at {base}: {text} — {next}"
+    ))
 }
 
 impl HttpError {
@@ -64,8 +95,8 @@ impl Client {
         }
         let agent: ureq::Agent = config.build().into();
         Client {
-            base: server.server.trim_end_matches('/').to_string(),
-            token: std::env::var("IBS_TOKEN").ok(),
+            base: server.url().trim_end_matches('/').to_string(),
+            token: std::env::var("IBS_TOKEN").ok().filter(|t| !t.is_empty()),
             agent,
         }
     }
@@ -113,7 +144,7 @@ impl Client {
                         return Err(e);
                     };
                     if !told {
-                        eprintln!("waiting for the controller's {kind} to finish …");
+                        errln!("waiting for the controller's {kind} to finish …");
                         told = true;
                     }
                     std::thread::sleep(Duration::from_secs(2));
@@ -158,12 +189,7 @@ impl Client {
                 .call(),
             _ => bail!("unsupported request {method} {path}"),
         };
-        let mut resp = result.map_err(|e| {
-            anyhow!(
-                "cannot reach the controller at {}: {e} (set --server or IBS_SERVER)",
-                self.base
-            )
-        })?;
+        let mut resp = result.map_err(|e| unreachable(&self.base, &e))?;
         let status = resp.status().as_u16();
         let text = resp.body_mut().read_to_string().unwrap_or_default();
         if status >= 400 {
@@ -189,12 +215,19 @@ fn http_error(status: u16, text: &str, no_token: bool) -> HttpError {
         Some(b) => b.error.message.clone(),
         None => text.trim().to_string(),
     };
-    if status == 401 && no_token {
-        message.push_str(
-            " — set IBS_TOKEN (create one with `ibs token create --role …` on the controller host)",
-        );
+    if status == 401 {
+        message = if no_token {
+            "no API token: set IBS_TOKEN (create one with `ibs token create --role …` on the controller host)".into()
+        } else {
+            "the API token in IBS_TOKEN is not valid here (wrong, revoked or expired); list tokens with `ibs token list` on the controller host and create a new one with `ibs token create --role …`".into()
+        };
     }
+    let field = body.as_ref().and_then(|b| b.error.field.clone());
     let details = body.and_then(|b| b.error.details);
+    let alert_class = details
+        .as_ref()
+        .and_then(|d| d["alert_class"].as_str())
+        .map(String::from);
     let running_kind = details
         .as_ref()
         .filter(|_| status == 409)
@@ -216,14 +249,7 @@ fn http_error(status: u16, text: &str, no_token: bool) -> HttpError {
         status,
         message,
         running_kind,
+        field,
+        alert_class,
     }
-}
-
-/// Exit code for a client error (HTTP status aware).
-pub fn code_for(err: &anyhow::Error) -> Option<i32> {
-    err.downcast_ref::<HttpError>().map(|e| match e.status {
-        400 => 2,
-        409 => exit::LOCKED,
-        _ => exit::FAILURE,
-    })
 }

@@ -13,10 +13,10 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Print machine-readable JSON instead of tables.
+    /// Print machine-readable JSON instead of tables; errors too, as one JSON object on stderr.
     #[arg(long, global = true)]
     pub json: bool,
-    /// No progress bars or notices.
+    /// No progress bars, notices or summaries: a command whose result is an id prints only that.
     #[arg(long, short, global = true)]
     pub quiet: bool,
 }
@@ -66,30 +66,38 @@ pub enum Command {
 pub enum CertCmd {
     /// Make a self-signed RSA certificate: a .cer for the controller and a .pfx to keep off-site.
     New {
-        /// Subject common name, e.g. "ibs backup contoso nyc".
+        /// Subject common name, e.g. "ibs backup contoso nyc" (a leading `CN=` is accepted).
         #[arg(long)]
         subject: String,
-        #[arg(long)]
+        /// Where to write the public certificate (.cer, DER); must not exist yet.
+        #[arg(long, value_name = "FILE")]
         cer: PathBuf,
-        #[arg(long)]
+        /// Where to write the private key (.pfx, PKCS#12, mode 0600); must not exist yet.
+        #[arg(long, value_name = "FILE")]
         pfx: PathBuf,
-        #[arg(long, default_value_t = 730)]
+        /// Validity in days (1 to 36500).
+        #[arg(long, default_value_t = 730, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
+        /// RSA key size in bits (2048 to 8192).
         #[arg(long, default_value_t = 4096)]
         bits: usize,
         /// File holding the .pfx password (else $IBS_PFX_PASSWORD, else a prompt).
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         pfx_password_file: Option<PathBuf>,
     },
     /// Show a certificate's thumbprint, subject, expiry and key size.
-    Show { cer: PathBuf },
+    Show {
+        /// The certificate file (.cer, DER or PEM).
+        cer: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum KeyCmd {
     /// Write a new legacy key file (64 random bytes, base64).
     New {
-        #[arg(long)]
+        /// Where to write the key file (mode 0600); must not exist yet.
+        #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
 }
@@ -101,8 +109,8 @@ pub struct RepoArgs {
     /// Writer state directory (default $IBS_STATE_DIR, $XDG_STATE_HOME/ibs or ~/.local/state/ibs).
     #[arg(long, global = true)]
     pub state: Option<PathBuf>,
-    /// Seconds to wait for a conflicting lock before failing.
-    #[arg(long, global = true, default_value_t = 0)]
+    /// Seconds to wait for a conflicting repository lock before failing (exit 6); 0 fails at once.
+    #[arg(long, global = true, default_value_t = 0, value_name = "SECONDS")]
     pub lock_wait: u64,
 }
 
@@ -110,24 +118,30 @@ pub struct RepoArgs {
 /// The repository lives in its `MASBackup` subfolder.
 #[derive(Args, Clone)]
 pub struct Location {
+    /// Where the repository is: a local folder, \\host.fqdn\share\folder or
+    /// smb://host[:port]/share/folder (the repository lives in its MASBackup subfolder).
     #[arg(long = "repo", value_name = "LOCATION")]
     pub repo: String,
     /// Share user (`user` or `DOMAIN\user`); the password comes from $IBS_SHARE_PASSWORD, --password-file or a prompt.
     #[arg(long)]
     pub username: Option<String>,
-    #[arg(long)]
+    /// File holding the share password (first line; else $IBS_SHARE_PASSWORD, else a prompt).
+    #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
 }
 
 /// How to unlock backup contents: .pfx file(s) (password from $IBS_PFX_PASSWORD, --pfx-password-file or a prompt), or a legacy key file.
 #[derive(Args, Clone, Default)]
 pub struct UnlockArgs {
-    #[arg(long)]
+    /// The .pfx (private key) of the backup certificate; repeat it for backups written under
+    /// several certificates.
+    #[arg(long, value_name = "FILE")]
     pub pfx: Vec<PathBuf>,
     /// The .pfx password in a file: once for every --pfx, or repeated, one per --pfx in the same order.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub pfx_password_file: Vec<PathBuf>,
-    #[arg(long)]
+    /// A legacy symmetric key file instead of a .pfx (deprecated).
+    #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
 }
 
@@ -137,13 +151,18 @@ pub enum RepoCmd {
     Init {
         #[command(flatten)]
         loc: Location,
+        /// The certificate (.cer, public key only) new backups are encrypted for; required
+        /// unless --key-file is given.
         #[arg(
             long,
+            value_name = "FILE",
             conflicts_with = "key_file",
             required_unless_present = "key_file"
         )]
         cert: Option<PathBuf>,
-        #[arg(long)]
+        /// A legacy symmetric key file instead of a certificate (deprecated: this host could
+        /// then decrypt every backup).
+        #[arg(long, value_name = "FILE")]
         key_file: Option<PathBuf>,
         /// Size at which a pack file is closed, in MiB (4 to 256; default 16). Smaller packs suit
         /// small repositories and slow shares; fixed for the repository's life.
@@ -154,13 +173,15 @@ pub enum RepoCmd {
     Backup {
         #[command(flatten)]
         loc: Location,
+        /// A source to back up: NAME=PATH (a folder or a file) or NAME=- (stdin); repeatable,
+        /// at least one.
         #[arg(long = "source", required = true, value_name = "NAME=PATH", value_parser = source_arg)]
         sources: Vec<String>,
         /// Leave out matching entries of folder sources (glob; without `/` it matches names at any
         /// depth, with `/` paths relative to the source). Repeatable.
         #[arg(long, value_name = "PATTERN")]
         exclude: Vec<String>,
-        /// Sealing threads (default: one per core).
+        /// Sealing threads; 0 means one per core.
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
@@ -173,21 +194,32 @@ pub enum RepoCmd {
     Restore {
         #[command(flatten)]
         loc: Location,
-        #[arg(long)]
+        /// The backup id (from `ibs repo list`), `latest` (the newest that did not fail) or
+        /// `latest:SOURCE` (the newest with that source, which is then restored alone).
+        #[arg(long, value_name = "ID")]
         backup: String,
-        #[arg(long)]
+        /// The folder to restore into (created if missing).
+        #[arg(long, value_name = "DIR")]
         target: PathBuf,
-        #[arg(long)]
+        /// Restore only this source of the backup, into the target itself (default: every
+        /// source, each in a subfolder named after it).
+        #[arg(long, value_name = "NAME")]
         source: Option<String>,
         #[command(flatten)]
         unlock: UnlockArgs,
+        /// Decryption threads; 0 means one per core.
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Replace files at the target that differ from the backup's (without it such a restore
+        /// is refused, exit 6, and nothing is written; identical files are never a conflict).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Verify the repository: structure; --read-data re-hashes every pack; --pfx decrypts every chunk.
     Check {
         #[command(flatten)]
         loc: Location,
+        /// Also download and re-hash every pack (slow: reads the whole repository).
         #[arg(long)]
         read_data: bool,
         #[command(flatten)]
@@ -197,8 +229,10 @@ pub enum RepoCmd {
     Forget {
         #[command(flatten)]
         loc: Location,
-        #[arg(long)]
+        /// Keep backups younger than this many days (0 keeps only the newest successful one).
+        #[arg(long, value_name = "DAYS")]
         keep_days: u32,
+        /// Only print what would be removed.
         #[arg(long)]
         dry_run: bool,
     },
@@ -210,10 +244,11 @@ pub enum RepoCmd {
     Prune {
         #[command(flatten)]
         loc: Location,
+        /// Only print what would be deleted and repacked.
         #[arg(long)]
         dry_run: bool,
         /// Packs and data-key envelopes written less than this many hours ago are kept.
-        #[arg(long, default_value_t = 24)]
+        #[arg(long, default_value_t = 24, value_name = "HOURS")]
         grace_hours: u64,
         /// Trust the storage listing as complete: needed when the writer state has no ledger of
         /// backups (adopted, or older than the ledger), or to accept backups removed outside
@@ -226,12 +261,13 @@ pub enum RepoCmd {
         #[command(flatten)]
         loc: Location,
         /// The old certificate's .pfx (used only while this command runs).
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         pfx: PathBuf,
-        #[arg(long)]
+        /// File holding the old .pfx's password (else $IBS_PFX_PASSWORD, else a prompt).
+        #[arg(long, value_name = "FILE")]
         pfx_password_file: Option<PathBuf>,
         /// The new certificate (.cer).
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         cert: PathBuf,
         /// Keep the old certificate as a recipient too.
         #[arg(long)]
@@ -241,7 +277,8 @@ pub enum RepoCmd {
     SetCert {
         #[command(flatten)]
         loc: Location,
-        #[arg(long)]
+        /// The certificate (.cer, public key only) new backups are encrypted for.
+        #[arg(long, value_name = "FILE")]
         cert: PathBuf,
     },
     /// Rebuild this machine's writer state from the repository and the .pfx (or legacy key file).
@@ -260,5 +297,105 @@ fn source_arg(s: &str) -> Result<String, String> {
         _ => Err(format!(
             "expected NAME=PATH or NAME=- (for stdin), got {s:?}"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The help is part of the contract: every argument of every command explains itself, and
+    //! every `--flag` the binary's messages name exists.
+    use super::Cli;
+    use clap::CommandFactory;
+    use std::collections::BTreeSet;
+
+    fn walk(cmd: &clap::Command, path: &str, f: &mut dyn FnMut(&str, &clap::Arg)) {
+        for a in cmd.get_arguments() {
+            f(path, a);
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, &format!("{path} {}", sub.get_name()), f);
+        }
+    }
+
+    #[test]
+    fn every_argument_of_every_command_has_help_text() {
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "ibs", &mut |path, a| {
+            let id = a.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                return;
+            }
+            let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+            if help.trim().is_empty() {
+                missing.push(format!(
+                    "{path} {}",
+                    a.get_long()
+                        .map(|l| format!("--{l}"))
+                        .unwrap_or(id.to_uppercase())
+                ));
+            }
+        });
+        assert!(
+            missing.is_empty(),
+            "arguments without help text:\n{}",
+            missing.join("\n")
+        );
+    }
+
+    #[test]
+    fn every_flag_named_in_a_message_exists() {
+        let mut longs = BTreeSet::new();
+        walk(&Cli::command(), "ibs", &mut |_, a| {
+            if let Some(l) = a.get_long() {
+                longs.insert(format!("--{l}"));
+            }
+        });
+        longs.insert("--help".to_string());
+        longs.insert("--version".to_string());
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut unknown = Vec::new();
+        let mut stack = vec![src];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                    continue;
+                }
+                let text = std::fs::read_to_string(&p).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    // A placeholder instead of a flag name (dashes, then an ellipsis) is never a flag.
+                    if line.contains(concat!("--", "\u{2026}")) {
+                        unknown.push(format!("{}:{}: placeholder flag", p.display(), n + 1));
+                    }
+                    // Only string literals and doc comments speak to the operator.
+                    let spoken = line.trim_start().starts_with("///") || line.contains('"');
+                    if !spoken {
+                        continue;
+                    }
+                    let b = line.as_bytes();
+                    let mut i = 0;
+                    while let Some(at) = line[i..].find("--") {
+                        let s = i + at;
+                        let mut e = s + 2;
+                        while e < b.len() && (b[e].is_ascii_lowercase() || b[e] == b'-') {
+                            e += 1;
+                        }
+                        let flag = line[s..e].trim_end_matches('-');
+                        let preceded =
+                            s > 0 && (b[s - 1].is_ascii_alphanumeric() || b[s - 1] == b'-');
+                        if flag.len() > 2 && !preceded && !longs.contains(flag) {
+                            unknown.push(format!("{}:{}: {flag}", p.display(), n + 1));
+                        }
+                        i = e.max(s + 2);
+                    }
+                }
+            }
+        }
+        assert!(
+            unknown.is_empty(),
+            "messages name flags no command has:\n{}",
+            unknown.join("\n")
+        );
     }
 }

@@ -47,16 +47,23 @@ pub struct ServeArgs {
     pub insecure_http: bool,
     /// A folder API restores may write beneath (repeatable; adds to `restore_roots` of the config;
     /// default DATA/restores when neither names one).
-    #[arg(long = "restore-root")]
+    #[arg(long = "restore-root", value_name = "DIR")]
     pub restore_roots: Vec<PathBuf>,
+    /// Log line format on stderr: text (coloured only on a terminal) or json (one object per
+    /// line, for log shippers). The level comes from $IBS_LOG (default info).
+    #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
 }
 
 #[derive(Subcommand)]
 pub enum TokenCmd {
     /// Create an API token on the server host; the token is the last line of stdout.
     Create {
+        /// What the token may do: reader (read everything but secrets), operator (+ start
+        /// backups, maintenance begin/end) or admin (+ settings, restore, tokens, alerts, store).
         #[arg(long, value_enum)]
         role: RoleArg,
+        /// A note shown by `ibs token list` (default: "created with ibs token create (ROLE)").
         #[arg(long)]
         label: Option<String>,
         /// The token stops working after this long: a number with s, m, h or d (e.g. 30d, 12h).
@@ -74,6 +81,7 @@ pub enum TokenCmd {
     },
     /// Revoke a token by its id (from `ibs token list`): it is refused from then on.
     Revoke {
+        /// The token's id, as `ibs token list` shows it.
         id: i64,
         /// Data directory of the controller (default $IBS_DATA_DIR, else ~/.local/share/ibs).
         #[arg(long)]
@@ -83,22 +91,30 @@ pub enum TokenCmd {
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum RoleArg {
+    /// Read everything except secrets.
     Reader,
+    /// Reader + start backups + maintenance begin/end.
     Operator,
+    /// Operator + settings, restore, tokens, closing alerts, store prune.
     Admin,
 }
 
 /// The controller to talk to.
 #[derive(Args, Clone)]
 pub struct Server {
-    /// Controller URL (default $IBS_SERVER, else http://127.0.0.1:9440). The token comes from $IBS_TOKEN.
-    #[arg(
-        long,
-        env = "IBS_SERVER",
-        default_value = "http://127.0.0.1:9440",
-        global = true
-    )]
-    pub server: String,
+    /// Controller URL (default $IBS_SERVER, else http://127.0.0.1:9440); the token comes from $IBS_TOKEN.
+    #[arg(long, value_name = "URL", global = true)]
+    pub server: Option<String>,
+}
+
+impl Server {
+    /// `--server`, else `$IBS_SERVER`, else the default address of `ibs serve`.
+    pub fn url(&self) -> String {
+        self.server
+            .clone()
+            .or_else(|| std::env::var("IBS_SERVER").ok().filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| "http://127.0.0.1:9440".into())
+    }
 }
 
 #[derive(Args)]
@@ -118,6 +134,7 @@ pub enum LocationCmd {
         /// A UNC path (\\host.fqdn\share\folder) or an absolute local folder.
         #[arg(long)]
         path: Option<String>,
+        /// Share user (`user` or `DOMAIN\user`); the password comes from $IBS_SHARE_PASSWORD or a prompt.
         #[arg(long)]
         username: Option<String>,
         /// The encryption certificate (.cer, public key only).
@@ -126,10 +143,13 @@ pub enum LocationCmd {
         /// A legacy key file (deprecated).
         #[arg(long)]
         key_file: Option<PathBuf>,
-        #[arg(long)]
+        /// Hours between automatic backups (1 to 24; default 12).
+        #[arg(long, value_name = "HOURS")]
         frequency_hours: Option<i64>,
-        #[arg(long)]
+        /// Days backups are kept before retention deletes them (1 to 90; default 7).
+        #[arg(long, value_name = "DAYS")]
         retention_days: Option<i64>,
+        /// Automatic backups on or off (default on once a location is set).
         #[arg(long, value_parser = ["on", "off"])]
         scheduler: Option<String>,
         /// Apply a retention change even though it deletes existing backups.
@@ -161,7 +181,10 @@ pub enum BackupCmd {
     /// List backups (Get-AzsBackup).
     List,
     /// Show one backup.
-    Show { id: String },
+    Show {
+        /// The backup id, as `ibs backup list` shows it.
+        id: String,
+    },
 }
 
 #[derive(Args)]
@@ -176,8 +199,10 @@ pub struct RestoreArgs {
     /// or a SQLite file path.
     #[arg(long)]
     pub target: String,
-    /// Replace a non-empty target (drop and recreate the database, overwrite the file).
-    #[arg(long)]
+    /// Replace what is at the target: files that differ from the backup's (without it such a
+    /// restore fails before writing anything), or a non-empty service target (drop and recreate
+    /// the database, overwrite the file).
+    #[arg(long, visible_alias = "overwrite")]
     pub force: bool,
     /// The .pfx of the backup certificate; repeat it for several (after a certificate rotation a
     /// backup from before it needs the old certificate's .pfx, perhaps with the new one's). The
@@ -206,11 +231,14 @@ pub struct MaintenanceArgs {
 pub enum MaintenanceCmd {
     /// Begin an exclusive maintenance operation: backups are skipped or refused until it ends.
     Begin {
+        /// What the maintenance is: update, fru (field replaceable unit) or secret-rotation.
         #[arg(long, value_parser = maintenance_op())]
         operation: MaintenanceOp,
     },
     /// End the maintenance operation.
     End {
+        /// How it ended: succeeded (backups resume) or failed (scheduled backups stay skipped
+        /// until one succeeds or an admin runs `ibs maintenance clear`).
         #[arg(long, value_parser = maintenance_outcome())]
         outcome: MaintenanceOutcome,
     },
@@ -232,11 +260,15 @@ pub struct AlertsArgs {
 pub enum AlertsCmd {
     /// List open alerts (--all: with history).
     List {
+        /// Closed alerts too (the history), not only open ones.
         #[arg(long)]
         all: bool,
     },
     /// Close an alert; it comes back if its cause persists.
-    Close { id: i64 },
+    Close {
+        /// The alert id, as `ibs alerts list` shows it.
+        id: i64,
+    },
 }
 
 #[derive(Args)]
@@ -251,6 +283,7 @@ pub struct StoreArgs {
 pub enum StoreCmd {
     /// Delete files under MASBackup that ibs did not create (--dry-run: only list them).
     Prune {
+        /// Only list the files that would be deleted.
         #[arg(long)]
         dry_run: bool,
     },

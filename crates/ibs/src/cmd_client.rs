@@ -1,14 +1,15 @@
 //! The API client commands: `location`, `backup`, `restore`, `maintenance`, `alerts`, `store`. They
 //! map the brief's PowerShell cmdlets one to one and talk to `ibs serve` over HTTP (`--server` or
 //! $IBS_SERVER; the token from $IBS_TOKEN, never argv). `--json` prints the API's JSON; otherwise
-//! aligned tables. Exit codes: 0 ok, 1 failure, 2 rejected input (HTTP 400), 3 partial success,
-//! 6 conflict (HTTP 409), 12–14 etc. as for `ibs repo` when a backup failed with that alert class.
+//! aligned tables. Exit codes are the one table of `output::exit`, chosen in `crate::errors`
+//! (HTTP 400 → 2, a key field → 5, 401/403 → 9, 404 → 8, 409 → 6, unreachable → 11) and, for a
+//! job that ended, by its status and alert class ([`job_code`]).
 //! Requests and responses are the API's own types (`ibs-types`).
 
-use crate::api_client::{code_for, parse, Client};
+use crate::api_client::{parse, Client};
 use crate::cli::Command;
 use crate::cli_controller::*;
-use crate::output::{exit, human, table, Bar};
+use crate::output::{count, duration_ms, exit, human, table, Bar};
 use crate::secrets;
 use anyhow::{Context, Result};
 use base64::Engine as _;
@@ -23,8 +24,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string(v)?);
+    outln!("{}", serde_json::to_string(v)?);
     Ok(())
+}
+
+/// Several of `serde`'s unit enums (trigger, …) as their wire text.
+fn wire<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
 }
 
 fn time(t: Option<i64>) -> String {
@@ -33,17 +42,11 @@ fn time(t: Option<i64>) -> String {
 }
 
 fn duration(ms: Option<u64>) -> String {
-    match ms {
-        Some(ms) => {
-            let s = ms / 1000;
-            format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-        }
-        None => "-".into(),
-    }
+    ms.map(duration_ms).unwrap_or_else(|| "-".into())
 }
 
 pub fn run(cmd: Command, json: bool, quiet: bool) -> Result<i32> {
-    let r = match cmd {
+    match cmd {
         Command::Location(a) => location(a, json),
         Command::Backup(a) => backup(a, json, quiet),
         Command::Restore(a) => restore(a, json, quiet),
@@ -51,13 +54,6 @@ pub fn run(cmd: Command, json: bool, quiet: bool) -> Result<i32> {
         Command::Alerts(a) => alerts(a, json),
         Command::Store(a) => store(a, json),
         _ => unreachable!("dispatched in main"),
-    };
-    match r {
-        Err(e) if code_for(&e).is_some() => {
-            eprintln!("error: {e:#}");
-            Ok(code_for(&e).unwrap_or(exit::FAILURE))
-        }
-        other => other,
     }
 }
 
@@ -68,7 +64,7 @@ fn location(a: LocationArgs, json: bool) -> Result<i32> {
         LocationCmd::Clear => {
             let v = c.delete("/location")?;
             if !json {
-                eprintln!("location cleared: no share, credentials deleted, automatic backups off");
+                errln!("location cleared: no share, credentials deleted, automatic backups off");
             }
             v
         }
@@ -92,11 +88,13 @@ fn location(a: LocationArgs, json: bool) -> Result<i32> {
             };
             if let Some(u) = username {
                 body.username = Some(u);
-                body.password = Some(SecretText::new(secrets::share_password(None)?));
+                body.password = Some(SecretText::new(secrets::share_password(None, None)?));
             } else if let Ok(p) = std::env::var("IBS_SHARE_PASSWORD") {
                 body.password = Some(SecretText::new(p));
             }
             if let Some(f) = cert {
+                // Checked here first: a .pfx given by mistake is refused before it leaves this host.
+                crate::cmd_keys::load_cert(&f)?;
                 let bytes =
                     std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
                 body.certificate = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
@@ -129,8 +127,8 @@ fn location(a: LocationArgs, json: bool) -> Result<i32> {
                 .map(|c| format!("{} ({}, expires {})", c.thumbprint, c.subject, c.expires))
                 .unwrap_or("-".into()),
         ],
-        vec!["frequency".into(), format!("{} h", v.frequency_hours)],
-        vec!["retention".into(), format!("{} days", v.retention_days)],
+        vec!["frequency".into(), count(v.frequency_hours, "hour")],
+        vec!["retention".into(), count(v.retention_days, "day")],
         vec![
             "scheduler".into(),
             if v.scheduler_enabled { "on" } else { "OFF" }.into(),
@@ -148,7 +146,7 @@ fn location(a: LocationArgs, json: bool) -> Result<i32> {
     ];
     table(&["SETTING", "VALUE"], &rows);
     for w in &v.warnings {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
     Ok(exit::OK)
 }
@@ -158,10 +156,10 @@ fn job_code(j: &Job) -> i32 {
         JobStatus::Succeeded => exit::OK,
         JobStatus::PartialSucceeded => exit::PARTIAL,
         _ => match j.alert_class.as_deref() {
-            Some("capacity") => exit::CAPACITY,
-            Some("connectivity") => exit::CONNECTIVITY,
-            Some("path") => exit::PATH,
-            Some("authentication") => exit::AUTHENTICATION,
+            // `general` stays 1 here: a job's own failure, as before the table was shared.
+            Some(c) if c != "general" => {
+                crate::errors::alert_class_code(c).unwrap_or(exit::FAILURE)
+            }
             _ => exit::FAILURE,
         },
     }
@@ -207,13 +205,7 @@ fn show_job(j: &Job) {
     let mut rows = vec![
         vec!["id".into(), j.id.clone()],
         vec!["status".into(), status_text(j)],
-        vec![
-            "trigger".into(),
-            serde_json::to_value(j.trigger)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
-        ],
+        vec!["trigger".into(), wire(&j.trigger)],
         vec!["started".into(), time(j.started_at)],
         vec!["duration".into(), duration(j.duration_ms)],
         vec!["bytes read".into(), human(j.bytes_read)],
@@ -248,7 +240,7 @@ fn show_job(j: &Job) {
     }
     table(&["FIELD", "VALUE"], &rows);
     if !j.components.is_empty() {
-        println!();
+        outln!();
         let rows: Vec<Vec<String>> = j
             .components
             .iter()
@@ -291,7 +283,7 @@ fn backup(a: BackupArgs, json: bool, quiet: bool) -> Result<i32> {
                 print_json(&j)?;
             } else {
                 if wait {
-                    eprintln!(
+                    errln!(
                         "backup {}: {}{}",
                         j.id,
                         j.status.as_str(),
@@ -301,9 +293,9 @@ fn backup(a: BackupArgs, json: bool, quiet: bool) -> Result<i32> {
                             .unwrap_or_default()
                     );
                 } else {
-                    eprintln!("backup started; follow it with `ibs backup show {}`", j.id);
+                    errln!("backup started; follow it with `ibs backup show {}`", j.id);
                 }
-                println!("{}", j.id);
+                outln!("{}", j.id);
             }
             Ok(if wait { job_code(&j) } else { exit::OK })
         }
@@ -318,10 +310,7 @@ fn backup(a: BackupArgs, json: bool, quiet: bool) -> Result<i32> {
                     vec![
                         j.id.clone(),
                         status_text(j),
-                        serde_json::to_value(j.trigger)
-                            .ok()
-                            .and_then(|v| v.as_str().map(String::from))
-                            .unwrap_or_default(),
+                        wire(&j.trigger),
                         time(j.started_at),
                         duration(j.duration_ms),
                         human(j.bytes_stored),
@@ -365,6 +354,10 @@ fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
     let mut keys = Vec::new();
     for (p, password) in a.pfx.iter().zip(passwords) {
         let pfx = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        // Opened here first: a wrong password or a file that is no .pfx fails as it does in
+        // `ibs repo restore` (exit 5), and is never sent to the controller.
+        ibs_keys::PrivateIdentity::from_pfx(&pfx, &password)
+            .with_context(|| format!(".pfx {}", p.display()))?;
         keys.push(PfxBody {
             pfx: base64::engine::general_purpose::STANDARD.encode(&pfx),
             pfx_password: password,
@@ -380,6 +373,7 @@ fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
             .display()
             .to_string()
     };
+    let body_target = target.clone();
     let body = RestoreBody {
         component: a.component.clone(),
         target,
@@ -397,9 +391,20 @@ fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
     if json {
         print_json(&j)?;
     } else {
-        eprintln!("restore {} of backup {}: {}", j.id, a.id, j.status.as_str());
+        let done = if j.status.is_final() {
+            format!(" — {} restored", human(j.bytes_read))
+        } else {
+            String::new()
+        };
+        errln!(
+            "restore {} of backup {} into {}: {}{done}",
+            j.id,
+            a.id,
+            body_target,
+            j.status.as_str()
+        );
         for comp in &j.components {
-            eprintln!(
+            errln!(
                 "  {}: {}{}",
                 comp.name,
                 comp.status.as_str(),
@@ -409,7 +414,10 @@ fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
                     .unwrap_or_default()
             );
         }
-        println!("{}", j.id);
+        if let Some(e) = &j.error {
+            errln!("  {e}");
+        }
+        outln!("{}", j.id);
     }
     Ok(if a.no_wait { exit::OK } else { job_code(&j) })
 }
@@ -419,33 +427,73 @@ fn maintenance(a: MaintenanceArgs, json: bool) -> Result<i32> {
     match a.cmd {
         MaintenanceCmd::Begin { operation } => {
             let m: Maintenance = c.post("/maintenance", &BeginMaintenance { operation })?;
-            show_maybe(json, Some(&m))
+            if json {
+                return print_json(&m).map(|_| exit::OK);
+            }
+            maintenance_table(Some(&m));
         }
         MaintenanceCmd::End { outcome } => {
             let m: Option<Maintenance> = c.post("/maintenance/end", &EndMaintenance { outcome })?;
-            show_maybe(json, m.as_ref())
+            if json {
+                return print_json(&m).map(|_| exit::OK);
+            }
+            match &m {
+                // A failed end leaves the operation recorded as failed: show it.
+                Some(m) => maintenance_table(Some(m)),
+                None => outln!("maintenance {} ended; backups run again", outcome.as_str()),
+            }
         }
         MaintenanceCmd::Clear => {
             c.post_empty("/maintenance/clear")?;
-            show_maybe::<Maintenance>(json, None)
+            if json {
+                return print_json(&None::<Maintenance>).map(|_| exit::OK);
+            }
+            outln!("maintenance cleared; backups run again");
         }
         MaintenanceCmd::Status => {
             let r: Readiness = c.get("/readiness")?;
-            show_maybe(json, Some(&r))
+            if json {
+                return print_json(&r).map(|_| exit::OK);
+            }
+            maintenance_table(r.maintenance.as_ref());
+            outln!();
+            let job = match (&r.running_job, r.running_kind) {
+                (Some(id), Some(k)) => format!("{} {id}", k.as_str()),
+                (Some(id), None) => id.clone(),
+                (None, _) => "-".into(),
+            };
+            table(
+                &["FIELD", "VALUE"],
+                &[
+                    vec!["backup running".into(), yes_no(r.backup_running)],
+                    vec!["running job".into(), job],
+                ],
+            );
         }
     }
+    Ok(exit::OK)
 }
 
-/// Prints a maintenance answer: JSON, or pretty JSON, or that none is active.
-fn show_maybe<T: Serialize>(json: bool, v: Option<&T>) -> Result<i32> {
-    if json {
-        print_json(&v)?;
-    } else if let Some(v) = v {
-        println!("{}", serde_json::to_string_pretty(v)?);
-    } else {
-        println!("no maintenance operation is active");
-    }
-    Ok(exit::OK)
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
+}
+
+/// The maintenance operation as a table with ISO times (or that none is active).
+fn maintenance_table(m: Option<&Maintenance>) {
+    let Some(m) = m else {
+        outln!("no maintenance operation is active");
+        return;
+    };
+    table(
+        &["OPERATION", "STATE", "STARTED", "ENDED", "BY"],
+        &[vec![
+            m.operation.as_str().into(),
+            wire(&m.state),
+            time(Some(m.started_at)),
+            time(m.ended_at),
+            m.started_by.clone(),
+        ]],
+    );
 }
 
 fn alerts(a: AlertsArgs, json: bool) -> Result<i32> {
@@ -474,9 +522,13 @@ fn alerts(a: AlertsArgs, json: bool) -> Result<i32> {
                 &rows,
             );
             for x in list.iter().filter(|x| x.state == "open") {
-                println!(
+                outln!(
                     "\n[{}] {}\n  {}\n  Details: {}\n  Remediation: {}",
-                    x.id, x.title, x.description, x.details, x.remediation
+                    x.id,
+                    x.title,
+                    x.description,
+                    x.details,
+                    x.remediation
                 );
             }
         }
@@ -486,7 +538,7 @@ fn alerts(a: AlertsArgs, json: bool) -> Result<i32> {
             if json {
                 print_json(&x)?;
             } else {
-                println!(
+                outln!(
                     "alert {} closed (it comes back if its cause persists)",
                     x.id
                 );
@@ -504,10 +556,10 @@ fn store(a: StoreArgs, json: bool) -> Result<i32> {
         return print_json(&v).map(|_| exit::OK);
     }
     if v.paths.is_empty() {
-        println!("no unrecognised files");
+        outln!("no unrecognised files");
     }
     for p in &v.paths {
-        println!("{} {p}", if dry_run { "would delete" } else { "deleted" });
+        outln!("{} {p}", if dry_run { "would delete" } else { "deleted" });
     }
     Ok(exit::OK)
 }

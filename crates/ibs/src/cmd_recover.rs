@@ -21,12 +21,15 @@ use std::time::Duration;
 /// Where the backups are: a local folder, `\\host.fqdn\share\folder` or `smb://host[:port]/share/folder`.
 #[derive(Args, Clone)]
 pub struct LocationArg {
+    /// Where the backups are: a local folder, \\host.fqdn\share\folder or
+    /// smb://host[:port]/share/folder (the folder that holds MASBackup).
     #[arg(long, value_name = "LOCATION")]
     pub location: String,
     /// Share user (`user` or `DOMAIN\user`); the password comes from $IBS_SHARE_PASSWORD, --password-file or a prompt.
     #[arg(long)]
     pub username: Option<String>,
-    #[arg(long)]
+    /// File holding the share password (first line; else $IBS_SHARE_PASSWORD, else a prompt).
+    #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
 }
 
@@ -49,8 +52,8 @@ pub struct RecoverArgs {
     /// Writer state directory to adopt into (default as for `ibs repo`).
     #[arg(long)]
     pub state: Option<PathBuf>,
-    /// Seconds to wait for a conflicting lock.
-    #[arg(long, default_value_t = 0)]
+    /// Seconds to wait for a conflicting repository lock (exit 6 after); 0 fails at once.
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
     pub lock_wait: u64,
 }
 
@@ -58,9 +61,11 @@ pub struct RecoverArgs {
 pub struct ValidateArgs {
     #[command(flatten)]
     pub loc: LocationArg,
-    #[arg(long)]
+    /// The backup id to validate (from `ibs repo list`).
+    #[arg(long, value_name = "ID")]
     pub backup: String,
-    #[arg(long, required = true)]
+    /// The .pfx of the backup certificate; repeat for backups written under several certificates.
+    #[arg(long, required = true, value_name = "FILE")]
     pub pfx: Vec<PathBuf>,
     /// The .pfx password in a file: once for every --pfx, or one per --pfx in the same order.
     #[arg(long)]
@@ -71,7 +76,8 @@ pub struct ValidateArgs {
     /// A recovery plan naming database servers to validate database components on.
     #[arg(long)]
     pub plan: Option<PathBuf>,
-    #[arg(long, default_value_t = 0)]
+    /// Seconds to wait for a conflicting repository lock (exit 6 after); 0 fails at once.
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
     pub lock_wait: u64,
 }
 
@@ -116,14 +122,15 @@ pub async fn recover(args: RecoverArgs, json: bool, quiet: bool) -> Result<i32> 
     let repo = open(&args.loc).await?;
     let rows = ibs_recovery::list_backups(&repo).await?;
     if !json {
-        println!("backups in {}:", repo.storage().location());
+        outln!("backups in {}:", repo.storage().location());
         print_backups(&rows);
     }
     let catalog = ibs_recovery::choose_backup(&rows, args.backup.as_deref())?;
     if !json {
-        println!(
+        outln!(
             "recovering backup {} (finished {})",
-            catalog.backup_id, catalog.finished
+            catalog.backup_id,
+            catalog.finished
         );
     }
     let unlock = unlock(&args.pfx, &args.pfx_password_file)?;
@@ -148,7 +155,7 @@ pub async fn recover(args: RecoverArgs, json: bool, quiet: bool) -> Result<i32> 
     bar.finish();
     let report = report?;
     if json {
-        println!("{}", serde_json::json!({"backups": rows, "report": report}));
+        outln!("{}", serde_json::json!({"backups": rows, "report": report}));
     } else {
         let rows: Vec<Vec<String>> = report
             .components
@@ -182,20 +189,20 @@ pub async fn recover(args: RecoverArgs, json: bool, quiet: bool) -> Result<i32> 
         );
         for c in &report.components {
             match c.outcome {
-                Outcome::Restored => println!("{}: {}", c.name, c.detail),
-                Outcome::Failed => eprintln!("FAILED {}: {}", c.name, c.detail),
+                Outcome::Restored => outln!("{}: {}", c.name, c.detail),
+                Outcome::Failed => errln!("FAILED {}: {}", c.name, c.detail),
             }
         }
         for s in &report.skipped {
-            println!("note: component {s} is in the backup but not in the plan: not restored");
+            outln!("note: component {s} is in the backup but not in the plan: not restored");
         }
         if let Some(st) = &report.adopted_state {
-            println!(
+            outln!(
                 "adopted repository {}; writer state in {st}: the next `ibs repo backup` continues the chain",
                 report.repository_id
             );
         }
-        println!(
+        outln!(
             "recovered backup {} in {:.1}s: {} of {} components restored and verified",
             report.backup_id,
             report.duration_ms as f64 / 1000.0,
@@ -241,12 +248,12 @@ pub async fn validate(args: ValidateArgs, json: bool, quiet: bool) -> Result<i32
     let json_path = args.report.with_extension("json");
     ibs_recovery::validate::write_reports(&report, &json_path, &args.report)?;
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?);
     } else {
         for c in &report.components {
-            println!("{:<14} {:<10} {}", c.status.as_str(), c.kind, c.name);
+            outln!("{:<14} {:<10} {}", c.status.as_str(), c.kind, c.name);
             for k in &c.checks {
-                println!(
+                outln!(
                     "    {:<14} {} — {} {}",
                     k.status.as_str(),
                     k.what,
@@ -255,13 +262,13 @@ pub async fn validate(args: ValidateArgs, json: bool, quiet: bool) -> Result<i32
                 );
             }
         }
-        println!(
+        outln!(
             "{} repository: {} — {}",
             report.repository.status.as_str(),
             report.repository.figures,
             report.repository.detail
         );
-        println!(
+        outln!(
             "verdict {} for backup {}; reports: {} and {}",
             report.verdict,
             report.backup_id,

@@ -5,7 +5,7 @@ mod maintain;
 
 use crate::cli::{Location, RepoArgs, RepoCmd, UnlockArgs};
 use crate::cmd_keys::load_cert;
-use crate::output::{exit, human, table, Bar};
+use crate::output::{count, duration_ms, exit, human, table, Bar};
 use crate::{location, secrets};
 use anyhow::{bail, Context, Result};
 use ibs_engine::check::CheckOptions;
@@ -45,7 +45,9 @@ fn load_identity(path: &Path, password: &str) -> Result<PrivateIdentity> {
 pub(crate) fn unlock(args: &UnlockArgs) -> Result<Unlock> {
     if let Some(k) = &args.key_file {
         if !args.pfx.is_empty() {
-            bail!("give either --pfx or --key-file, not both");
+            return Err(crate::errors::usage(
+                "give either --pfx or --key-file, not both",
+            ));
         }
         let text = std::fs::read_to_string(k)
             .with_context(|| format!("reading key file {}", k.display()))?;
@@ -79,9 +81,9 @@ pub(crate) fn pfx_passwords(count: usize, files: &[PathBuf]) -> Result<Vec<Strin
             .iter()
             .map(|f| secrets::pfx_password(Some(f), false))
             .collect(),
-        n => bail!(
+        n => Err(crate::errors::usage(format!(
             "{n} --pfx-password-file for {count} --pfx: give one password file for all of them, or one per --pfx in the same order"
-        ),
+        ))),
     }
 }
 
@@ -140,7 +142,18 @@ pub async fn run(args: RepoArgs, json: bool, quiet: bool) -> Result<i32> {
             source,
             unlock: u,
             threads,
-        } => restore(&ctx, loc, backup, target, source, u, threads).await,
+            overwrite,
+        } => {
+            let opts = RestoreOptions {
+                backup_id: backup,
+                target,
+                source,
+                threads,
+                progress: Arc::new(Progress::default()),
+                lock_wait: ctx.lock_wait,
+            };
+            restore(&ctx, loc, opts, u, overwrite).await
+        }
         RepoCmd::Check {
             loc,
             read_data,
@@ -170,49 +183,63 @@ pub async fn run(args: RepoArgs, json: bool, quiet: bool) -> Result<i32> {
 }
 
 /// `ibs repo restore`: restores a backup (or one source of it) into a folder.
+/// Without `overwrite`, refuses (exit 6, nothing written) when a file at the target differs from
+/// the backup's; see `ibs_engine::restore::conflicts`.
 async fn restore(
     ctx: &Ctx,
     loc: Location,
-    backup: String,
-    target: PathBuf,
-    source: Option<String>,
+    opts: RestoreOptions,
     u: UnlockArgs,
-    threads: usize,
+    overwrite: bool,
 ) -> Result<i32> {
+    let mut opts = opts;
     let repo = Arc::new(open_repo(&loc).await?);
-    let progress = Arc::new(Progress::default());
-    let bar = Bar::start(progress.clone(), "restore", !ctx.quiet && !ctx.json);
-    let opts = RestoreOptions {
-        backup_id: backup,
-        target,
-        source,
-        threads,
-        progress,
-        lock_wait: ctx.lock_wait,
-    };
-    let report = ibs_engine::restore(repo, Arc::new(unlock(&u)?), opts).await;
+    let (id, source) = resolve_backup(&repo, &opts.backup_id).await?;
+    opts.backup_id = id;
+    if opts.source.is_none() {
+        opts.source = source;
+    }
+    let unlock = Arc::new(unlock(&u)?);
+    if !overwrite {
+        let found = ibs_engine::restore::conflicts(repo.clone(), unlock.clone(), &opts, 2).await?;
+        if let Some(first) = found.first() {
+            return Err(crate::errors::coded(
+                exit::LOCKED,
+                format!(
+                    "{} exists and differs from the backup's{}; nothing was restored",
+                    first.display(),
+                    if found.len() > 1 { " (and more)" } else { "" }
+                ),
+                "pass --overwrite to replace such files, or restore into an empty folder",
+            ));
+        }
+    }
+    let target = opts.target.clone();
+    let bar = Bar::start(opts.progress.clone(), "restore", !ctx.quiet && !ctx.json);
+    let report = ibs_engine::restore(repo, unlock, opts).await;
     bar.finish();
     let report = report?;
     if ctx.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
-            "restored {} files, {} directories, {} symlinks, {} hard links, {} FIFOs/devices, {}",
-            report.files,
-            report.dirs,
-            report.symlinks,
-            report.hardlinks,
-            report.specials,
+        outln!(
+            "restored into {}: {}, {}, {}, {}, {}, {}",
+            target.display(),
+            count(report.files, "file"),
+            count(report.dirs, "directory|directories"),
+            count(report.symlinks, "symlink"),
+            count(report.hardlinks, "hard link"),
+            count(report.specials, "FIFO/device|FIFOs/devices"),
             human(report.bytes)
         );
         for s in &report.skipped {
-            eprintln!("skipped: {s}");
+            errln!("skipped: {s}");
         }
         for w in &report.warnings {
-            eprintln!("warning: {w}");
+            errln!("warning: {w}");
         }
         for e in &report.errors {
-            eprintln!("FAILED: {e}");
+            errln!("FAILED: {e}");
         }
     }
     Ok(if report.errors.is_empty() {
@@ -220,6 +247,47 @@ async fn restore(
     } else {
         exit::PARTIAL
     })
+}
+
+/// A `--backup` value as a backup id: an id as is; `latest` is the newest backup that did not
+/// fail; `latest:NAME` the newest such backup with source NAME (then restored alone, unless
+/// `--source` says otherwise).
+async fn resolve_backup(repo: &Repository, spec: &str) -> Result<(String, Option<String>)> {
+    let Some(rest) = spec.strip_prefix("latest") else {
+        return Ok((spec.to_string(), None));
+    };
+    let source = match rest {
+        "" => None,
+        r => match r.strip_prefix(':') {
+            Some(name) if !name.is_empty() => Some(name.to_string()),
+            _ => {
+                return Err(crate::errors::usage(format!(
+                    "--backup {spec:?}: expected an id, latest or latest:SOURCE"
+                )))
+            }
+        },
+    };
+    let mut ids = repo.list_backup_ids().await?;
+    ids.sort();
+    for id in ids.iter().rev() {
+        let Ok(c) = repo.read_catalog(id).await else {
+            continue;
+        };
+        let has = source
+            .as_deref()
+            .is_none_or(|n| c.sources.iter().any(|s| s.name == n));
+        if c.status != BackupStatus::Failed && has {
+            return Ok((id.clone(), source));
+        }
+    }
+    Err(crate::errors::coded(
+        exit::NOT_FOUND,
+        match &source {
+            Some(n) => format!("no backup with source {n:?} in this repository"),
+            None => "no backup in this repository".to_string(),
+        },
+        "list them with `ibs repo list`",
+    ))
 }
 
 /// `ibs repo check`: verifies the repository at the depth the keys and `--read-data` allow.
@@ -247,9 +315,9 @@ async fn check(ctx: &Ctx, loc: Location, read_data: bool, u: UnlockArgs) -> Resu
     bar.finish();
     let report = report?;
     if ctx.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
+        outln!(
             "check ({}): {} backups, {} index segments, {} packs ({} read, {}), {} chunks verified",
             report.level,
             report.backups,
@@ -260,7 +328,7 @@ async fn check(ctx: &Ctx, loc: Location, read_data: bool, u: UnlockArgs) -> Resu
             report.chunks_verified
         );
         for n in &report.notes {
-            println!("note: {n}");
+            outln!("note: {n}");
         }
         for p in &report.problems {
             let affects = if p.backups.is_empty() {
@@ -268,10 +336,10 @@ async fn check(ctx: &Ctx, loc: Location, read_data: bool, u: UnlockArgs) -> Resu
             } else {
                 format!(" — affects backups: {}", p.backups.join(", "))
             };
-            println!("PROBLEM {}: {}{affects}", p.object, p.detail);
+            outln!("PROBLEM {}: {}{affects}", p.object, p.detail);
         }
         if report.problems.is_empty() {
-            println!("no problems found");
+            outln!("no problems found");
         }
     }
     Ok(if report.problems.is_empty() {
@@ -301,7 +369,7 @@ async fn init(
             let key = LegacyKey::from_file_text(&text)
                 .with_context(|| format!("key file {}", k.display()))?;
             if !ctx.quiet {
-                eprintln!("warning: legacy-key mode: this host can decrypt every backup; prefer a certificate (ibs cert new)");
+                errln!("warning: legacy-key mode: this host can decrypt every backup; prefer a certificate (ibs cert new)");
             }
             Keys::Legacy(key)
         }
@@ -316,17 +384,19 @@ async fn init(
     let (repo, state) =
         keyops::init_with(storage, clock(), &ctx.state_root, init_keys, pack_size).await?;
     if ctx.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"repository_id": repo.config().id, "location": repo.storage().location(), "state": state.dir})
         );
+    } else if ctx.quiet {
+        outln!("{}", repo.config().id);
     } else {
-        println!(
+        outln!(
             "initialised repository {} in {}",
             repo.config().id,
             repo.storage().location()
         );
-        println!("writer state: {}", state.dir.display());
+        outln!("writer state: {}", state.dir.display());
     }
     Ok(exit::OK)
 }
@@ -346,7 +416,7 @@ async fn backup(
     let state = WriterState::load(&ctx.state_root, &repo.config().id)?;
     if let Some(c) = &state.certificate {
         if c.is_expired_at(repo.clock().now_unix()) && !ctx.quiet {
-            eprintln!(
+            errln!(
                 "warning: certificate {} expired; backups still work, but rotate it",
                 c.thumbprint()
             );
@@ -369,46 +439,56 @@ async fn backup(
     let report = result?;
     let c = &report.catalog;
     if ctx.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"catalog": c, "errors": report.errors, "warnings": report.warnings, "chunks_new": report.chunks_new, "packs_new": report.packs_new})
         );
     } else {
-        println!(
-            "{:?}: read {} in {:.1}s, {} new, stored {} in {} packs",
-            c.status,
-            human(c.bytes_read),
-            c.duration_ms as f64 / 1000.0,
-            human(c.bytes_new),
-            human(c.bytes_stored),
-            report.packs_new
-        );
-        for s in &c.sources {
-            println!(
-                "  {}: {:?}, {} files, {} dirs, {}, {} errors, {} changed while read, {} skipped",
-                s.name,
-                s.status,
-                s.files,
-                s.dirs,
-                human(s.bytes),
-                s.errors,
-                s.changed_while_read,
-                s.skipped
-            );
+        if !ctx.quiet {
+            backup_summary(&report);
         }
         for e in report.errors.iter().take(20) {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
         }
-        for w in report.warnings.iter().take(20) {
-            eprintln!("warning: {w}");
+        if !ctx.quiet {
+            for w in report.warnings.iter().take(20) {
+                errln!("warning: {w}");
+            }
         }
     }
-    println!("{}", c.backup_id);
+    outln!("{}", c.backup_id);
     Ok(match c.status {
         BackupStatus::Succeeded => exit::OK,
         BackupStatus::PartialSucceeded => exit::PARTIAL,
         BackupStatus::Failed => exit::FAILURE,
     })
+}
+
+/// The summary of a finished backup: totals, then one line per source.
+fn backup_summary(report: &ibs_engine::BackupReport) {
+    let c = &report.catalog;
+    outln!(
+        "{:?}: read {} in {}, {} new, stored {} in {}",
+        c.status,
+        human(c.bytes_read),
+        duration_ms(c.duration_ms),
+        human(c.bytes_new),
+        human(c.bytes_stored),
+        count(report.packs_new, "pack")
+    );
+    for s in &c.sources {
+        outln!(
+            "  {}: {:?}, {}, {}, {}, {}, {} changed while read, {} skipped",
+            s.name,
+            s.status,
+            count(s.files, "file"),
+            count(s.dirs, "dir"),
+            human(s.bytes),
+            count(s.errors, "error"),
+            s.changed_while_read,
+            s.skipped
+        );
+    }
 }
 
 async fn list(ctx: &Ctx, loc: &Location) -> Result<i32> {
@@ -422,7 +502,7 @@ async fn list(ctx: &Ctx, loc: &Location) -> Result<i32> {
                     c.backup_id.clone(),
                     c.finished.clone(),
                     format!("{:?}", c.status),
-                    format!("{:.1}s", c.duration_ms as f64 / 1000.0),
+                    duration_ms(c.duration_ms),
                     c.sources
                         .iter()
                         .map(|s| s.name.as_str())
@@ -456,7 +536,7 @@ async fn list(ctx: &Ctx, loc: &Location) -> Result<i32> {
         }
     }
     if ctx.json {
-        println!("{}", serde_json::Value::Array(json_rows));
+        outln!("{}", serde_json::Value::Array(json_rows));
     } else {
         table(
             &[

@@ -50,23 +50,25 @@ pub const TOKEN_FILE: &str = "first-start-admin-token";
 
 fn notice(r: &bootstrap::BootstrapReport, data: &Path) -> Result<()> {
     let bar = "!".repeat(78);
-    println!("{bar}");
-    println!("!! FIRST START: ibs generated a self-signed backup encryption certificate.");
-    println!("!!   certificate (public):  {}", r.cer.display());
-    println!("!!   PRIVATE KEY (.pfx):    {}", r.pfx.display());
-    println!(
+    outln!("{bar}");
+    outln!("!! FIRST START: ibs generated a self-signed backup encryption certificate.");
+    outln!("!!   certificate (public):  {}", r.cer.display());
+    outln!("!!   PRIVATE KEY (.pfx):    {}", r.pfx.display());
+    outln!(
         "!!   .pfx password:         {}",
         r.pfx_password_file.display()
     );
-    println!("!!   thumbprint:            {}", r.thumbprint);
-    println!("!! In production, MOVE THE .pfx AND ITS PASSWORD OFF THIS HOST to a safe place:");
-    println!("!! anyone holding both can read every backup, and without them no backup can be");
-    println!("!! restored after this host is lost.");
-    println!("{bar}");
-    println!("Backup location: {} (local folder)", r.location.display());
-    println!("Component 'sample' backs up: {}", r.sample.display());
+    outln!("!!   thumbprint:            {}", r.thumbprint);
+    outln!("!! In production, MOVE THE .pfx AND ITS PASSWORD OFF THIS HOST to a safe place:");
+    outln!("!! anyone holding both can read every backup, and without them no backup can be");
+    outln!("!! restored after this host is lost.");
+    outln!("{bar}");
+    outln!("Backup location: {} (local folder)", r.location.display());
+    if let Some(sample) = &r.sample {
+        outln!("Component 'sample' backs up: {}", sample.display());
+    }
     if std::io::stdout().is_terminal() {
-        println!(
+        outln!(
             "Admin API token (shown once, stored hashed): {}",
             r.admin_token
         );
@@ -82,7 +84,7 @@ fn notice(r: &bootstrap::BootstrapReport, data: &Path) -> Result<()> {
         f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         f.write_all(format!("{}\n", r.admin_token).as_bytes())?;
         f.sync_all()?;
-        println!(
+        outln!(
             "Admin API token: in {} (mode 0600; stdout is not a terminal, so it is not printed). \
              Read it, keep it elsewhere, and delete the file.",
             path.display()
@@ -209,7 +211,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
     lock.record(Some(&url))?;
     let first = bootstrap::needed(&ctl)?;
     if first {
-        eprintln!("first start: generating a 4096-bit RSA certificate (this takes a few seconds)…");
+        errln!("first start: generating a 4096-bit RSA certificate (this takes a few seconds)…");
         let report = bootstrap::first_start(
             &ctl,
             &data,
@@ -221,11 +223,12 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         .await?;
         notice(&report, &data)?;
     }
-    println!("ibs controller: data {}, API {url}/api/v1 (OpenAPI: {url}/api/v1/openapi.json, metrics: {url}/metrics)", data.display());
-    println!("List backups:   IBS_SERVER={url} IBS_TOKEN=<token> ibs backup list");
+    outln!("ibs controller: data {}, API {url}/api/v1 (OpenAPI: {url}/api/v1/openapi.json, metrics: {url}/metrics)", data.display());
+    let ibs = command_name();
+    outln!("List backups:   IBS_SERVER={url} IBS_TOKEN=<token> {ibs} backup list");
     if !first {
-        println!(
-            "A new token:    ibs token create --role admin --data {}",
+        outln!(
+            "A new token:    {ibs} token create --role admin --data {}",
             data.display()
         );
     }
@@ -247,13 +250,35 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
     ticker.abort();
     let interrupted = ctl.shutdown()?;
     if !interrupted.is_empty() {
-        eprintln!(
+        errln!(
             "shutdown: job(s) {} marked Interrupted",
             interrupted.join(", ")
         );
     }
-    eprintln!("ibs controller stopped");
+    errln!("ibs controller stopped");
     Ok(0)
+}
+
+/// How to run this binary from a shell: `ibs` when that name on $PATH is this binary, else its
+/// full path (e.g. `target/release/ibs` after `cargo run`), so a printed hint works when pasted.
+fn command_name() -> String {
+    let Ok(me) = std::env::current_exe().and_then(std::fs::canonicalize) else {
+        return "ibs".into();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p)
+            .any(|d| std::fs::canonicalize(d.join("ibs")).is_ok_and(|found| found == me))
+    });
+    if on_path {
+        "ibs".into()
+    } else {
+        let text = me.display().to_string();
+        if text.contains(char::is_whitespace) {
+            format!("'{text}'")
+        } else {
+            text
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -263,5 +288,5 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    eprintln!("shutting down…");
+    errln!("shutting down…");
 }

@@ -32,6 +32,25 @@ pub fn parse_duration(text: &str) -> Result<i64> {
     }
 }
 
+/// Opens the state database of an existing controller data directory; refuses (creating nothing)
+/// where there is none, so a mistyped --data cannot mint a token no controller knows.
+fn open_existing(
+    data: Option<std::path::PathBuf>,
+) -> Result<std::sync::Arc<ibs_controller::db::Db>> {
+    let data = data.unwrap_or_else(default_data_dir);
+    if !data.join("state.sqlite").is_file() {
+        return Err(crate::errors::coded(
+            exit::NOT_FOUND,
+            format!(
+                "{} holds no controller data (no state.sqlite); nothing was created",
+                data.display()
+            ),
+            "give the --data directory `ibs serve` uses (its banner prints it), or start `ibs serve` once to create it",
+        ));
+    }
+    Ok(open_db(&data)?.0)
+}
+
 pub fn token(cmd: TokenCmd, json: bool) -> Result<i32> {
     let now = SystemClock.now_unix();
     match cmd {
@@ -45,7 +64,7 @@ pub fn token(cmd: TokenCmd, json: bool) -> Result<i32> {
                 Some(e) => Some(now.saturating_add(parse_duration(e)?)),
                 None => None,
             };
-            let (db, _) = open_db(&data.unwrap_or_else(default_data_dir))?;
+            let db = open_existing(data)?;
             let role = match role {
                 RoleArg::Reader => Role::Reader,
                 RoleArg::Operator => Role::Operator,
@@ -61,7 +80,7 @@ pub fn token(cmd: TokenCmd, json: bool) -> Result<i32> {
                 &[role.as_str().into(), label],
             )?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({ "role": role, "token": token, "expires_at": expires_at })
                 );
@@ -69,19 +88,19 @@ pub fn token(cmd: TokenCmd, json: bool) -> Result<i32> {
                 let until = expires_at
                     .map(|t| format!(", valid until {}", rfc3339(t)))
                     .unwrap_or_default();
-                eprintln!(
+                errln!(
                     "New {} token{until} (shown once; it is stored only hashed). Use it as IBS_TOKEN:",
                     role.as_str()
                 );
-                println!("{token}");
+                outln!("{token}");
             }
             Ok(exit::OK)
         }
         TokenCmd::List { data } => {
-            let (db, _) = open_db(&data.unwrap_or_else(default_data_dir))?;
+            let db = open_existing(data)?;
             let list = db.list_tokens(now)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                outln!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 let rows: Vec<Vec<String>> = list
                     .iter()
@@ -104,7 +123,7 @@ pub fn token(cmd: TokenCmd, json: bool) -> Result<i32> {
             Ok(exit::OK)
         }
         TokenCmd::Revoke { id, data } => {
-            let (db, _) = open_db(&data.unwrap_or_else(default_data_dir))?;
+            let db = open_existing(data)?;
             if !db.revoke_token(id)? {
                 bail!("no token has id {id} (see `ibs token list`)");
             }
@@ -114,7 +133,7 @@ pub fn token(cmd: TokenCmd, json: bool) -> Result<i32> {
                 "token.revoke",
                 &[format!("token#{id}")],
             )?;
-            eprintln!("token {id} revoked");
+            errln!("token {id} revoked");
             Ok(exit::OK)
         }
     }

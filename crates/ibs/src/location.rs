@@ -8,15 +8,49 @@ use ibs_storage::DynStorage;
 /// Opens (or with `create`, creates) the storage behind a location. For an SMB location the share
 /// password comes from `--password-file`, `$IBS_SHARE_PASSWORD` or a prompt.
 pub async fn open(loc: &Location, create: bool) -> Result<DynStorage> {
+    let last = loc
+        .repo
+        .trim_end_matches(['/', '\\'])
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or("");
+    if last.eq_ignore_ascii_case("MASBackup") {
+        let parent = &loc.repo[..loc.repo.trim_end_matches(['/', '\\']).len() - last.len()];
+        return Err(crate::errors::coded(
+            crate::output::exit::USAGE,
+            format!(
+                "{} is the repository's own MASBackup folder, not its location",
+                loc.repo
+            ),
+            format!(
+                "give the folder that holds MASBackup: --repo {}",
+                parent.trim_end_matches(['/', '\\'])
+            ),
+        ));
+    }
+    // `init` does not create a missing local folder: an unmounted share's mount point must not
+    // silently become a repository on the local disk. It says what to do instead.
+    if create && !ibs_location::is_smb(&loc.repo) && !std::path::Path::new(&loc.repo).exists() {
+        return Err(crate::errors::coded(
+            crate::output::exit::PATH,
+            format!("the folder {} does not exist", loc.repo),
+            format!(
+                "create it (mkdir -p {}) if the repository is to live on this machine, or mount \
+                 the share there first; then run init again",
+                loc.repo
+            ),
+        ));
+    }
     let password = if ibs_location::is_smb(&loc.repo) {
         Some(crate::secrets::share_password(
             loc.password_file.as_deref(),
+            Some("--password-file"),
         )?)
     } else {
         None
     };
     for w in ibs_location::warnings(&loc.repo) {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
     Ok(ibs_location::open(&loc.repo, loc.username.as_deref(), password, create).await?)
 }

@@ -1,139 +1,86 @@
-//! Presentation: exit codes (documented in docs/operator-guide.md §Exit codes), human sizes, tables
-//! and progress bars. Progress goes to stderr and only on a terminal.
+//! Presentation: the exit-code table (documented in docs/operator-guide.md §Exit codes), writing
+//! to stdout and stderr, human sizes, durations and counts, tables and progress bars. Progress goes
+//! to stderr and only on a terminal.
+//!
+//! Every line the binary prints goes through [`outln!`] / [`errln!`] (a test forbids `println!`
+//! and `eprintln!` in this crate). A closed pipe (`ibs backup list | head -1`) ends the output
+//! quietly: the failed write is remembered, later output to that stream is dropped, and the
+//! command finishes its work and exits with its own code — no panic, no SIGPIPE death half-way
+//! through a command that holds a repository lock or feeds a child process (ADR 0027).
 
-use ibs_engine::{EngineError, Progress};
-use ibs_keys::KeyError;
-use ibs_location::LocationError;
-use ibs_repo::RepoError;
-use ibs_storage::{AlertClass, StorageError};
-use std::io::IsTerminal;
+use ibs_engine::Progress;
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// `println!` that ends quietly on a closed stdout.
+macro_rules! outln {
+    () => {
+        $crate::output::out_line("")
+    };
+    ($($t:tt)*) => {
+        $crate::output::out_line(&format!($($t)*))
+    };
+}
+
+/// `eprintln!` that ends quietly on a closed stderr.
+macro_rules! errln {
+    () => {
+        $crate::output::err_line("")
+    };
+    ($($t:tt)*) => {
+        $crate::output::err_line(&format!($($t)*))
+    };
+}
+
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+static STDERR_CLOSED: AtomicBool = AtomicBool::new(false);
+
+fn write_line(mut w: impl Write, closed: &AtomicBool, line: &str) {
+    if closed.load(Ordering::Relaxed) {
+        return;
+    }
+    if writeln!(w, "{line}").and_then(|_| w.flush()).is_err() {
+        closed.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Writes one line to stdout; after a failed write (a closed pipe) it writes nothing more.
+pub fn out_line(line: &str) {
+    write_line(std::io::stdout().lock(), &STDOUT_CLOSED, line);
+}
+
+/// Writes one line to stderr; after a failed write it writes nothing more.
+pub fn err_line(line: &str) {
+    write_line(std::io::stderr().lock(), &STDERR_CLOSED, line);
+}
+
 pub mod exit {
+    //! The one exit-code table (docs/operator-guide.md §Exit codes, ADR 0027): every command, `ibs
+    //! repo …` and the controller client commands alike, exits with these.
     pub const OK: i32 = 0;
     pub const FAILURE: i32 = 1;
-    // 2 is clap's usage error.
+    /// Bad flags or values (clap), and input the controller rejected (HTTP 400).
+    pub const USAGE: i32 = 2;
     pub const PARTIAL: i32 = 3;
     pub const CHECK_PROBLEMS: i32 = 4;
+    /// Wrong or missing .pfx, wrong .pfx password, wrong certificate, wrong key file.
     pub const KEY: i32 = 5;
+    /// Refused because something holds it or is in the way: a repository lock, a controller job
+    /// (HTTP 409), a restore target with different files.
     pub const LOCKED: i32 = 6;
     pub const NOT_A_REPOSITORY: i32 = 7;
-    /// The backup (or a planned component) asked for is not in the repository.
+    /// The backup (or a planned component, a job, an alert) asked for does not exist (HTTP 404).
     pub const NOT_FOUND: i32 = 8;
+    /// The API token is missing, wrong or expired, or its role lacks the right (HTTP 401/403).
+    pub const ACCESS_DENIED: i32 = 9;
     pub const CAPACITY: i32 = 10;
+    /// The share, or the controller, cannot be reached.
     pub const CONNECTIVITY: i32 = 11;
     pub const PATH: i32 = 12;
     pub const AUTHENTICATION: i32 = 13;
     pub const GENERAL: i32 = 14;
-}
-
-fn storage_code(e: &StorageError) -> i32 {
-    match e.class() {
-        AlertClass::Capacity => exit::CAPACITY,
-        AlertClass::Connectivity => exit::CONNECTIVITY,
-        AlertClass::Path => exit::PATH,
-        AlertClass::Authentication => exit::AUTHENTICATION,
-        AlertClass::General => exit::GENERAL,
-    }
-}
-
-fn repo_code(e: &RepoError) -> i32 {
-    match e {
-        RepoError::Storage(s) => storage_code(s),
-        RepoError::Key(_)
-        | RepoError::WrongCertificate { .. }
-        | RepoError::MissingKey(_)
-        | RepoError::WrongKeyFile => exit::KEY,
-        RepoError::Locked { .. } | RepoError::LockLost { .. } => exit::LOCKED,
-        RepoError::NotARepository { .. } | RepoError::UnsupportedVersion { .. } => {
-            exit::NOT_A_REPOSITORY
-        }
-        _ => exit::FAILURE,
-    }
-}
-
-fn location_code(e: &LocationError) -> i32 {
-    match e {
-        LocationError::Storage(s) => storage_code(s),
-        LocationError::NotARepository { .. } => exit::NOT_A_REPOSITORY,
-        _ => exit::FAILURE,
-    }
-}
-
-/// The exit code for an error, by the most specific typed cause found.
-pub fn code_for(err: &anyhow::Error) -> i32 {
-    for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<ibs_recovery::RecoveryError>() {
-            use ibs_recovery::RecoveryError as R;
-            return match e {
-                R::Engine(EngineError::Repo(r)) => repo_code(r),
-                R::NoSuchBackup { .. } | R::NoReadyBackup { .. } | R::MissingComponent { .. } => {
-                    exit::NOT_FOUND
-                }
-                _ => exit::FAILURE,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<EngineError>() {
-            return match e {
-                EngineError::Repo(r) => repo_code(r),
-                _ => exit::FAILURE,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<RepoError>() {
-            return repo_code(e);
-        }
-        if let Some(e) = cause.downcast_ref::<LocationError>() {
-            return location_code(e);
-        }
-        if let Some(e) = cause.downcast_ref::<StorageError>() {
-            return storage_code(e);
-        }
-        if cause.downcast_ref::<KeyError>().is_some() {
-            return exit::KEY;
-        }
-    }
-    exit::FAILURE
-}
-
-/// A remediation line for storage failures (the brief's alert texts).
-pub fn remediation(err: &anyhow::Error) -> Option<String> {
-    for cause in err.chain() {
-        let s = cause
-            .downcast_ref::<StorageError>()
-            .or_else(|| {
-                cause
-                    .downcast_ref::<RepoError>()
-                    .and_then(RepoError::storage)
-            })
-            .or_else(|| {
-                cause
-                    .downcast_ref::<LocationError>()
-                    .and_then(LocationError::storage)
-            })
-            .or_else(|| match cause.downcast_ref::<EngineError>() {
-                Some(EngineError::Repo(r)) => r.storage(),
-                _ => None,
-            })
-            .or_else(
-                || match cause.downcast_ref::<ibs_recovery::RecoveryError>() {
-                    Some(ibs_recovery::RecoveryError::Engine(EngineError::Repo(r))) => r.storage(),
-                    _ => None,
-                },
-            );
-        if let Some(s) = s {
-            let c = s.class();
-            return Some(format!(
-                "{} ({}) {} Remediation: {}",
-                c.title(),
-                c.as_str(),
-                c.description(),
-                c.remediation()
-            ));
-        }
-    }
-    None
 }
 
 pub fn human(bytes: u64) -> String {
@@ -151,6 +98,30 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
+/// A duration, the one way every command prints one: `4.2s` under a minute, `3m 04s` under an
+/// hour, else `2h 03m 04s`.
+pub fn duration_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    if s < 60 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if s < 3600 {
+        format!("{}m {:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h {:02}m {:02}s", s / 3600, s / 60 % 60, s % 60)
+    }
+}
+
+/// `n` with the noun in the right number: `count(1, "day")` is `1 day`, `count(2, "day")` is
+/// `2 days`; nouns whose plural is not `+s` are given as `singular|plural` (`directory|directories`).
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    let (one, many) = match noun.split_once('|') {
+        Some((a, b)) => (a.to_string(), b.to_string()),
+        None => (noun.to_string(), format!("{noun}s")),
+    };
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Prints rows as an aligned table.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -165,13 +136,20 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
             .enumerate()
             .map(|(i, c)| format!("{c:<width$}", width = w[i]))
             .collect();
-        println!("{}", s.join("  ").trim_end());
+        out_line(s.join("  ").trim_end());
     };
     line(header.iter().map(|s| s.to_string()).collect());
     for r in rows {
         line(r.clone());
     }
 }
+
+/// The progress line before the total is known: no bar, no total.
+pub const BAR_COUNTING: &str =
+    "{prefix} [{elapsed_precise}] {spinner} {bytes} {bytes_per_sec} {msg}";
+/// The progress line once the total is known.
+pub const BAR_SIZED: &str =
+    "{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}";
 
 /// A progress bar on stderr fed from `progress`, if stderr is a terminal and output is for people.
 pub struct Bar {
@@ -188,18 +166,22 @@ impl Bar {
         let s = stop.clone();
         let handle = std::thread::spawn(move || {
             let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
-                )
-                .expect("valid template"),
-            );
+            let style =
+                |t: &str| indicatif::ProgressStyle::with_template(t).expect("valid template");
+            // Until the total is known, a spinner: a bar of length 0 would draw full at "0 B/0 B".
+            bar.set_style(style(BAR_COUNTING));
             bar.set_prefix(label);
+            let mut sized = false;
             while !s.load(Ordering::Relaxed) {
                 let snap = progress.snapshot();
+                if !sized && snap.bytes_total > 0 {
+                    bar.set_style(style(BAR_SIZED));
+                    sized = true;
+                }
+                bar.tick();
                 bar.set_length(snap.bytes_total.max(snap.bytes_done));
                 bar.set_position(snap.bytes_done);
-                bar.set_message(format!("{} files", snap.files_done));
+                bar.set_message(count(snap.files_done, "file"));
                 std::thread::sleep(Duration::from_millis(100));
             }
             bar.finish_and_clear();
@@ -215,5 +197,29 @@ impl Bar {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_counts() {
+        assert_eq!(duration_ms(0), "0.0s");
+        assert_eq!(duration_ms(4_200), "4.2s");
+        assert_eq!(duration_ms(184_000), "3m 04s");
+        assert_eq!(duration_ms(7_384_000), "2h 03m 04s");
+        assert_eq!(count(1u64, "day"), "1 day");
+        assert_eq!(count(2u64, "day"), "2 days");
+        assert_eq!(count(0u64, "symlink"), "0 symlinks");
+        assert_eq!(count(1u64, "directory|directories"), "1 directory");
+        assert_eq!(count(3u64, "directory|directories"), "3 directories");
+    }
+
+    #[test]
+    fn the_bar_before_a_total_shows_no_total() {
+        assert!(!BAR_COUNTING.contains("total_bytes") && !BAR_COUNTING.contains("bar"));
+        assert!(BAR_SIZED.contains("{total_bytes}"));
     }
 }

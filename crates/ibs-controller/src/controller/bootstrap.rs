@@ -34,7 +34,9 @@ pub struct BootstrapReport {
     pub pfx_password_file: PathBuf,
     pub thumbprint: String,
     pub location: PathBuf,
-    pub sample: PathBuf,
+    /// The folder the `sample` component backs up; `None` when the configuration defines
+    /// components (then no sample is declared and no `DATA/sample` is created).
+    pub sample: Option<PathBuf>,
     pub admin_token: String,
 }
 
@@ -104,20 +106,22 @@ pub async fn first_start(
     write_private(&pfx, &pfx_bytes)?;
     write_private(&pw_file, format!("{password}\n").as_bytes())?;
 
-    let sample = match opts.sample {
-        Some(p) => p,
-        None => {
-            let d = data_dir.join("sample");
-            make_sample(&d)?;
-            d
-        }
-    };
-    let sample = std::fs::canonicalize(&sample).map_err(io(&sample))?;
     let backups = data_dir.join("backups");
     std::fs::create_dir_all(&backups).map_err(io(&backups))?;
     let backups = std::fs::canonicalize(&backups).map_err(io(&backups))?;
 
+    let mut sample_dir = None;
     if ctl.components_config()?.is_empty() {
+        let sample = match opts.sample {
+            Some(p) => p,
+            None => {
+                let d = data_dir.join("sample");
+                make_sample(&d)?;
+                d
+            }
+        };
+        let sample = std::fs::canonicalize(&sample).map_err(io(&sample))?;
+        sample_dir = Some(sample.clone());
         let c = ComponentConfig {
             name: "sample".into(),
             kind: "files".into(),
@@ -167,7 +171,7 @@ pub async fn first_start(
         pfx_password_file: pw_file,
         thumbprint: identity.certificate().thumbprint().into(),
         location: backups,
-        sample,
+        sample: sample_dir,
         admin_token,
     })
 }

@@ -207,9 +207,17 @@ pub(crate) async fn run(ctx: &JobContext, mut job: Job, p: Prepared, progress: A
     let began = std::time::Instant::now();
     let unlock = Arc::new(Unlock::Identities(p.identities));
     let outcome = execute(
-        ctx, &mut job, unlock, &p.target, p.single, p.force, progress,
+        ctx,
+        &mut job,
+        unlock,
+        &p.target,
+        p.single,
+        p.force,
+        progress.clone(),
     )
     .await;
+    // For a restore, `bytes_read` is what it read back out of the repository: the bytes restored.
+    job.bytes_read = progress.snapshot().bytes_done;
     job.finished_at = Some(ctx.now());
     job.duration_ms = Some(crate::model::elapsed_ms(began));
     match outcome {
@@ -228,7 +236,7 @@ pub(crate) async fn run(ctx: &JobContext, mut job: Job, p: Prepared, progress: A
     if let Err(e) = ctx.db.put_job(&job) {
         tracing::error!("recording restore job {}: {e}", job.id);
     }
-    tracing::info!("restore job {} ended {}", job.id, job.status.as_str());
+    tracing::debug!("restore job {} ended {}", job.id, job.status.as_str());
 }
 
 async fn execute(
@@ -244,6 +252,55 @@ async fn execute(
     let backup_id = job.backup_id.clone().unwrap_or_default();
     let configured = ctx.components().unwrap_or_default();
     let tmp_root = ctx.tmp_dir(&job.id);
+    // Restored as files into the target: (component index, source, destination).
+    let file_dests: Vec<(usize, String, PathBuf)> = job
+        .components
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            let service = configured
+                .iter()
+                .any(|x| x.name == c.name && x.kind.is_service() && x.kind.name() == c.kind);
+            !(single && service)
+                && !(single && c.kind != "files" && c.kind != "command")
+                && c.kind != "command"
+        })
+        .flat_map(|(i, c)| {
+            let base = if single {
+                target.to_path_buf()
+            } else {
+                target.join(&c.name)
+            };
+            let one = c.sources.len() == 1;
+            c.sources.iter().map(move |s| {
+                let dest = if one { base.clone() } else { base.join(s) };
+                (i, s.clone(), dest)
+            })
+        })
+        .collect();
+    // Without `force`, nothing is written when a file at the target differs from the backup's.
+    if !force {
+        for (_, s, dest) in &file_dests {
+            let opts = RestoreOptions {
+                backup_id: backup_id.clone(),
+                target: dest.clone(),
+                source: Some(s.clone()),
+                threads: 0,
+                progress: progress.clone(),
+                lock_wait: ctx.lock_wait,
+            };
+            let found = ibs_engine::restore::conflicts(repo.clone(), unlock.clone(), &opts, 1)
+                .await
+                .map_err(|e| Failure::from_engine(&e))?;
+            if let Some(p) = found.first() {
+                return Err(Failure::general(format!(
+                    "{} exists and differs from the backup's; nothing was restored (restore with \
+                     --overwrite to replace such files, or into an empty folder)",
+                    p.display()
+                )));
+            }
+        }
+    }
     for i in 0..job.components.len() {
         let c = job.components[i].clone();
         let base = if single {

@@ -176,7 +176,7 @@ pub(crate) async fn run(ctx: &JobContext, mut record: Job, p: Prepared, progress
     if let Err(e) = ctx.db.put_job(&record) {
         tracing::error!("recording job {}: {e}", record.id);
     }
-    tracing::info!("job {} ended {}", record.id, record.status.as_str());
+    tracing::debug!("job {} ended {}", record.id, record.status.as_str());
 }
 
 /// The work: open the repository read-only, find the backup, validate it, write the reports.

@@ -26,7 +26,10 @@
 //! - Extended attributes are applied after the owner (a `chown` clears `security.capability`); an
 //!   attribute the target refuses is a warning naming the entry, never dropped silently.
 
+mod conflicts;
 mod write;
+
+pub use conflicts::conflicts;
 
 use crate::chunkread::{read_chunks, KeyCache};
 use crate::folders::Folders;

@@ -31,9 +31,9 @@ pub(super) async fn rewrap(
         st.save()?;
     }
     if ctx.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
+        outln!(
             "rewrapped {} data keys for {} ({} already rewrapped); new backups use {}",
             report.rewrapped,
             new.thumbprint(),
@@ -41,7 +41,7 @@ pub(super) async fn rewrap(
             new.thumbprint()
         );
         if !report.not_for_old.is_empty() {
-            println!(
+            outln!(
                 "{} data keys are not wrapped for the old certificate and were left as they are",
                 report.not_for_old.len()
             );
@@ -56,7 +56,7 @@ pub(super) async fn set_cert(ctx: &Ctx, loc: Location, cert: PathBuf) -> Result<
     let mut state = WriterState::load(&ctx.state_root, &repo.config().id)?;
     let cert = load_cert(&cert)?;
     keyops::set_cert(&mut repo, &mut state, &cert, ctx.lock_wait).await?;
-    println!(
+    outln!(
         "new backups are encrypted for certificate {} ({})",
         cert.thumbprint(),
         cert.subject()
@@ -73,12 +73,12 @@ pub(super) async fn adopt(ctx: &Ctx, loc: Location, u: UnlockArgs) -> Result<i32
     }
     let state = keyops::adopt(&repo, &u, &ctx.state_root).await?;
     if ctx.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"repository_id": repo.config().id, "state": state.dir})
         );
     } else {
-        println!(
+        outln!(
             "adopted repository {}; writer state in {}",
             repo.config().id,
             state.dir.display()

@@ -22,16 +22,16 @@ pub(super) async fn forget(ctx: &Ctx, loc: Location, keep_days: u32, dry_run: bo
         ibs_engine::retention::forget(&repo, keep_days, dry_run, ctx.lock_wait, state.as_ref())
             .await?;
     if ctx.json {
-        println!("{}", serde_json::json!({"dry_run": dry_run, "plan": plan}));
+        outln!("{}", serde_json::json!({"dry_run": dry_run, "plan": plan}));
     } else {
         let verb = if dry_run { "would remove" } else { "removed" };
         for id in &plan.remove {
-            println!("{verb} {id}");
+            outln!("{verb} {id}");
         }
         if let Some(p) = &plan.protected {
-            println!("kept {p} (newest successful backup, never removed)");
+            outln!("kept {p} (newest successful backup, never removed)");
         }
-        println!(
+        outln!(
             "{verb} {} backups, kept {}",
             plan.remove.len(),
             plan.keep.len()
@@ -65,22 +65,22 @@ pub(super) async fn prune(
     };
     let plan = ibs_engine::retention::prune(&repo, &state, opts).await?;
     if ctx.json {
-        println!("{}", serde_json::json!({"dry_run": dry_run, "plan": plan}));
+        outln!("{}", serde_json::json!({"dry_run": dry_run, "plan": plan}));
     } else {
         let p = if dry_run { "would " } else { "" };
-        println!(
+        outln!(
             "{p}delete {} unused packs and {} unindexed packs, {p}repack {} packs, keep {}; {p}free about {}; {} used / {} unused chunks; {p}delete {} data-key envelopes",
             plan.delete.len(), plan.unindexed.len(), plan.repack.len(), plan.keep, human(plan.bytes_freed_estimate), plan.chunks_used, plan.chunks_unused, plan.delete_keys.len()
         );
         if !plan.young_packs.is_empty() || !plan.young_keys.is_empty() {
-            println!(
+            outln!(
                 "kept {} packs and {} data-key envelopes younger than the grace period ({grace_hours} h)",
                 plan.young_packs.len(),
                 plan.young_keys.len()
             );
         }
         for d in &plan.damaged {
-            eprintln!("warning: pack {d} is damaged and was not repacked; run `ibs repo check --read-data`");
+            errln!("warning: pack {d} is damaged and was not repacked; run `ibs repo check --read-data`");
         }
     }
     Ok(exit::OK)

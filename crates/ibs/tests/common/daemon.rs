@@ -19,15 +19,29 @@ pub struct Server {
 
 impl Server {
     pub fn start(data: &Path, port: u16, extra: &[&str]) -> Server {
-        let log = std::fs::File::create(data.with_extension(format!("{port}.log"))).unwrap();
-        let child = Command::new(BIN)
+        Self::start_logging(data, port, extra, Some("info"))
+    }
+
+    /// The daemon's stdout and stderr, as [`Server::start`] writes them.
+    pub fn log_path(data: &Path, port: u16) -> PathBuf {
+        data.with_extension(format!("{port}.log"))
+    }
+
+    /// [`Server::start`] with `IBS_LOG` set to `level`, or unset (the default level) for `None`.
+    pub fn start_logging(data: &Path, port: u16, extra: &[&str], level: Option<&str>) -> Server {
+        let log = std::fs::File::create(Self::log_path(data, port)).unwrap();
+        let mut cmd = Command::new(BIN);
+        match level {
+            Some(l) => cmd.env("IBS_LOG", l),
+            None => cmd.env_remove("IBS_LOG"),
+        };
+        let child = cmd
             .args(["serve", "--data"])
             .arg(data)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--restore-root")
             .arg(std::env::temp_dir())
             .args(extra)
-            .env("IBS_LOG", "info")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

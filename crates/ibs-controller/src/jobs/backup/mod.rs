@@ -76,7 +76,7 @@ pub(crate) async fn run_backup(ctx: &JobContext, mut job: Job, progress: Arc<Pro
     if job.backup_id.is_some() {
         super::verify::corruption::refresh_after_backup(ctx).await;
     }
-    tracing::info!("backup job {} ended {}", job.id, job.status.as_str());
+    tracing::debug!("backup job {} ended {}", job.id, job.status.as_str());
 }
 
 async fn execute(ctx: &JobContext, job: &mut Job, progress: Arc<Progress>) -> Result<(), Failure> {

@@ -122,7 +122,7 @@ pub(crate) async fn run(ctx: &JobContext, mut job: Job, progress: Arc<Progress>)
     if let Err(e) = ctx.db.put_job(&job) {
         tracing::error!("recording verification job {}: {e}", job.id);
     }
-    tracing::info!("verification job {} ended {}", job.id, job.status.as_str());
+    tracing::debug!("verification job {} ended {}", job.id, job.status.as_str());
 }
 
 async fn execute(
