@@ -354,10 +354,6 @@ fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
     let mut keys = Vec::new();
     for (p, password) in a.pfx.iter().zip(passwords) {
         let pfx = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-        // Opened here first: a wrong password or a file that is no .pfx fails as it does in
-        // `ibs repo restore` (exit 5), and is never sent to the controller.
-        ibs_keys::PrivateIdentity::from_pfx(&pfx, &password)
-            .with_context(|| format!(".pfx {}", p.display()))?;
         keys.push(PfxBody {
             pfx: base64::engine::general_purpose::STANDARD.encode(&pfx),
             pfx_password: password,
