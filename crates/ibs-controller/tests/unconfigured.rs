@@ -352,3 +352,34 @@ async fn closed_alerts_are_purged_after_seven_days_and_kept_in_the_audit_trail()
         .iter()
         .any(|r| r.action == "alert.purge" && r.fields.contains(&format!("alert:{}", young.id))));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn switching_from_a_share_to_a_local_folder_drops_the_share_credentials() {
+    let t = testing::controller(T0, vec![]);
+    set(
+        &t.ctl,
+        LocationUpdate {
+            username: Some("CONTOSO\\backup".into()),
+            password: Some("hunter2-share-pw".into()),
+            ..share("\\\\fs01.contoso.com\\backups\\nyc")
+        },
+    )
+    .await;
+    let view = t.ctl.location().unwrap();
+    assert_eq!(view.username.as_deref(), Some("CONTOSO\\backup"));
+    assert!(view.password_set);
+    // A local folder takes no credentials: `location show` must not go on naming the share user.
+    set(
+        &t.ctl,
+        LocationUpdate {
+            path: Some("/srv/ibs-local".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let view = t.ctl.location().unwrap();
+    assert_eq!(view.path.as_deref(), Some("/srv/ibs-local"));
+    assert_eq!(view.username, None);
+    assert!(!view.password_set);
+    assert_eq!(t.ctl.stored_location().unwrap().password_sealed, None);
+}
