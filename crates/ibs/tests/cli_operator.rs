@@ -278,7 +278,11 @@ fn help_describes_every_option_and_server_is_optional_with_one_default() {
             .position(|l| l.trim_start().starts_with(flag))
             .unwrap();
         // The description follows on the flag's line, or (long help) on the next one.
-        let same = lines[at].split_once('>').map(|(_, d)| d).unwrap_or("").trim();
+        let same = lines[at]
+            .split_once('>')
+            .map(|(_, d)| d)
+            .unwrap_or("")
+            .trim();
         let described = if same.is_empty() {
             lines[at + 1].trim()
         } else {

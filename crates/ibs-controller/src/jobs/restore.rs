@@ -261,9 +261,8 @@ async fn execute(
             let service = configured
                 .iter()
                 .any(|x| x.name == c.name && x.kind.is_service() && x.kind.name() == c.kind);
-            !(single && service)
-                && !(single && c.kind != "files" && c.kind != "command")
-                && c.kind != "command"
+            // As the loop below decides: not a command, and not one service component alone.
+            c.kind != "command" && !(single && (service || c.kind != "files"))
         })
         .flat_map(|(i, c)| {
             let base = if single {
