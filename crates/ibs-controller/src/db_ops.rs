@@ -31,7 +31,7 @@ CREATE INDEX IF NOT EXISTS operations_started ON operations (started_at);
 /// One row of the combined list: a job (its detail is the job record) or another operation.
 #[derive(Debug, Clone)]
 pub enum OperationRow {
-    Job(Job),
+    Job(Box<Job>),
     Other(Operation),
 }
 
@@ -147,7 +147,7 @@ impl Db {
                     let body: String = r.get(3)?;
                     serde_json::from_str::<Job>(&body)
                         .ok()
-                        .map(OperationRow::Job)
+                        .map(|j| OperationRow::Job(Box::new(j)))
                 } else {
                     let kind: String = r.get(4)?;
                     let status: String = r.get(5)?;

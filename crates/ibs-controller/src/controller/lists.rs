@@ -72,7 +72,7 @@ impl Controller {
             .db
             .operations_page(filter, req)?
             .map(|row| match row {
-                OperationRow::Job(j) => job_operation(self.with_progress(j)),
+                OperationRow::Job(j) => job_operation(self.with_progress(*j)),
                 OperationRow::Other(o) => o,
             }))
     }
