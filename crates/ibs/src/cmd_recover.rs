@@ -170,7 +170,7 @@ pub async fn recover(args: RecoverArgs, json: bool, quiet: bool) -> Result<i32> 
                         Outcome::Failed => "FAILED".into(),
                     },
                     human(c.bytes),
-                    format!("{:.1}s", c.duration_ms as f64 / 1000.0),
+                    crate::output::duration_ms(c.duration_ms),
                     if c.verified { "yes" } else { "no" }.into(),
                 ]
             })
@@ -203,9 +203,9 @@ pub async fn recover(args: RecoverArgs, json: bool, quiet: bool) -> Result<i32> 
             );
         }
         outln!(
-            "recovered backup {} in {:.1}s: {} of {} components restored and verified",
+            "recovered backup {} in {}: {} of {} components restored and verified",
             report.backup_id,
-            report.duration_ms as f64 / 1000.0,
+            crate::output::duration_ms(report.duration_ms),
             report
                 .components
                 .iter()
