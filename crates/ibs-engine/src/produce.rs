@@ -98,6 +98,7 @@ pub(crate) fn spawn_producer(
     work_tx: crossbeam_channel::Sender<Work>,
     progress: Arc<Progress>,
     started_unix: i64,
+    cancel: Option<crate::cancel::CancelToken>,
 ) -> tokio::task::JoinHandle<Result<Produced, EngineError>> {
     let cache_path = state.files_cache_path();
     let path_key = PathKey::derive(&state.keys.dedup);
@@ -114,6 +115,7 @@ pub(crate) fn spawn_producer(
             tx: work_tx,
             bytes_new: 0,
             closed: false,
+            cancel,
             delta: None,
             delta_error: None,
             delta_pending: Vec::new(),
@@ -121,6 +123,7 @@ pub(crate) fn spawn_producer(
         let mut outcomes = Vec::new();
         let mut source_refs: Vec<(String, Vec<ChunkId>)> = Vec::new();
         for src in sources {
+            crate::cancel::check(em.cancel.as_ref())?;
             let mut reader = SourceReader {
                 name: &src.name,
                 params: &params,

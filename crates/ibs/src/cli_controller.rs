@@ -162,6 +162,16 @@ pub enum BackupCmd {
     List,
     /// Show one backup.
     Show { id: String },
+    /// Cancel a running backup job: it stops within seconds, ends Canceled, and commits nothing.
+    /// Waits until the job has ended unless --no-wait. Unknown id: exit 1; a job that already
+    /// ended: exit 6 naming its status.
+    Cancel {
+        /// The job id (as `ibs backup start` printed it).
+        id: String,
+        /// Return once the cancel is requested instead of waiting for the job to end.
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 #[derive(Args)]

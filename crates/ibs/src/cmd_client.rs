@@ -347,6 +347,44 @@ fn backup(a: BackupArgs, json: bool, quiet: bool) -> Result<i32> {
             );
             Ok(exit::OK)
         }
+        BackupCmd::Cancel { id, no_wait } => {
+            let path = format!("/jobs/{id}/cancel");
+            let j: Job = parse(&path, &c.post_empty(&path)?)?;
+            let j = if no_wait {
+                j
+            } else {
+                wait_job(&c, &j.id, "cancel", false)?
+            };
+            if json {
+                print_json(&j)?;
+            } else if no_wait {
+                eprintln!(
+                    "cancel requested; follow it with `ibs backup show {}`",
+                    j.id
+                );
+            } else {
+                eprintln!(
+                    "job {}: {}{}",
+                    j.id,
+                    j.status.as_str(),
+                    j.error
+                        .as_deref()
+                        .map(|e| format!(" — {e}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(match j.status {
+                JobStatus::Canceled | JobStatus::Running => exit::OK,
+                // It committed before the cancel took effect.
+                _ => {
+                    eprintln!(
+                        "the job ended {} before the cancel took effect",
+                        j.status.as_str()
+                    );
+                    exit::FAILURE
+                }
+            })
+        }
         BackupCmd::Show { id } => {
             let j: Job = c.get(&format!("/backups/{id}"))?;
             if json {
