@@ -9,7 +9,7 @@ use axum::http::{Method, StatusCode};
 use base64::Engine as _;
 use ibs_controller::testing;
 use ibs_storage::faulty::FaultyStorage;
-use ibs_storage::{OpTimeouts, Storage, TimeoutStorage};
+use ibs_storage::{OpTimeouts, TimeoutStorage};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

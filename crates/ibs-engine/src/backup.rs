@@ -11,7 +11,7 @@
 
 use crate::cache::FilesCache;
 use crate::packing::Packing;
-use crate::produce::{spawn_producer, start_sealers, Produced, Sealing};
+use crate::produce::{spawn_producer, start_sealers, Produced, ProducerRun, Sealing};
 use crate::progress::{estimate, Progress};
 use crate::state::WriterState;
 use crate::summary::{build_catalog, summarise, DataKey, Figures, Start, Summary};
@@ -341,9 +341,11 @@ async fn run_pipeline(
         index,
         opts.sources,
         work_tx,
-        opts.progress.clone(),
-        started_unix,
-        cancel,
+        ProducerRun {
+            progress: opts.progress.clone(),
+            started_unix,
+            cancel,
+        },
     );
     let joiner = tokio::task::spawn_blocking(move || {
         for s in sealers {
