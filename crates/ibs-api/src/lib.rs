@@ -111,6 +111,7 @@ fn routes() -> Routes {
     .op(M::POST, "/api/v1/backups/{id}/validate", backups::validate)
     .op(M::GET, "/api/v1/jobs", backups::jobs)
     .op(M::GET, "/api/v1/jobs/{id}", backups::job)
+    .op(M::POST, "/api/v1/jobs/{id}/cancel", backups::cancel)
     .op(M::GET, "/api/v1/jobs/{id}/report", backups::report)
     .op(
         M::GET,

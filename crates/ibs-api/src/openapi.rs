@@ -19,7 +19,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         location::get, location::put, location::clear, location::get_components,
         location::put_components,
         backups::list, backups::start, backups::show, backups::restore, backups::validate,
-        backups::jobs, backups::job, backups::report, backups::report_html,
+        backups::jobs, backups::job, backups::cancel, backups::report, backups::report_html,
         backups::verification, backups::start_verification, backups::verification_packs,
         operations::list,
         admin::maintenance, admin::begin, admin::end, admin::end_post, admin::clear,

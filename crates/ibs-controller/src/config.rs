@@ -25,6 +25,14 @@ pub struct Config {
     /// Prune's grace period in hours: packs and data-key envelopes younger than this are never
     /// deleted (default 24).
     pub prune_grace_hours: Option<u64>,
+    /// A backup job running longer than this many seconds is stopped (nothing is committed) and
+    /// recorded Failed "timed out after …" with the general alert (default 14400: 4 hours; 1 second
+    /// to 7 days).
+    pub job_timeout_seconds: Option<u64>,
+    /// Bound on every single storage operation in seconds, for every operation kind (default: 600
+    /// for data transfers and listings, 120 for small requests; 1 second to 1 day). A timed-out
+    /// operation is retried, then fails the job with the connectivity alert.
+    pub storage_timeout_seconds: Option<u64>,
     /// Closed alerts are purged (into the audit trail) this many days after closing (default 7).
     pub closed_alert_retention_days: Option<u32>,
     /// Folders an API restore may write beneath (default `DATA/restores`); see
@@ -76,6 +84,23 @@ impl Config {
                 ));
             }
         }
+        if let Some(t) = c.job_timeout_seconds {
+            let (lo, hi) = crate::stop::JOB_TIMEOUT_BOUNDS_SECS;
+            if !(lo..=hi).contains(&t) {
+                return Err(ControllerError::invalid(
+                    "job_timeout_seconds",
+                    format!("{t} is out of range: must be {lo} to {hi} seconds (7 days)"),
+                ));
+            }
+        }
+        if let Some(t) = c.storage_timeout_seconds {
+            if !(1..=86_400).contains(&t) {
+                return Err(ControllerError::invalid(
+                    "storage_timeout_seconds",
+                    format!("{t} is out of range: must be 1 to 86400 seconds (1 day)"),
+                ));
+            }
+        }
         if c.tick_seconds == Some(0) {
             return Err(ControllerError::invalid(
                 "tick_seconds",
@@ -103,6 +128,30 @@ mod tests {
         assert_eq!(c.closed_alert_retention_days, Some(30));
         let e = Config::parse("closed_alert_retention_days = 0\n").unwrap_err();
         assert!(e.to_string().contains("closed_alert_retention_days"), "{e}");
+    }
+
+    #[test]
+    fn job_timeout_seconds_is_read_and_bounded() {
+        let c = Config::parse("job_timeout_seconds = 7200\n").unwrap();
+        assert_eq!(c.job_timeout_seconds, Some(7200));
+        for bad in ["0", "604801"] {
+            let e = Config::parse(&format!("job_timeout_seconds = {bad}\n")).unwrap_err();
+            let m = e.to_string();
+            assert!(
+                m.contains("job_timeout_seconds") && m.contains("out of range"),
+                "{m}"
+            );
+        }
+        let c = Config::parse("storage_timeout_seconds = 30\n").unwrap();
+        assert_eq!(c.storage_timeout_seconds, Some(30));
+        for bad in ["0", "86401"] {
+            let e = Config::parse(&format!("storage_timeout_seconds = {bad}\n")).unwrap_err();
+            let m = e.to_string();
+            assert!(
+                m.contains("storage_timeout_seconds") && m.contains("out of range"),
+                "{m}"
+            );
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::jobs;
 use crate::model::{GateKind, Job, JobKind, JobProgress, JobStatus, Maintenance, Trigger};
 use crate::scheduler::{self, ScheduleState};
 use crate::secretbox::SecretBox;
+use crate::stop::{JobStop, StopReason};
 use crate::storage::StorageOpener;
 use crate::{ControllerError, Result};
 use ibs_engine::Progress;
@@ -59,6 +60,9 @@ pub struct ControllerOptions {
     pub closed_alert_retention_days: u32,
     /// Folders an API restore may write beneath ([`crate::restore_roots`]).
     pub restore_roots: Vec<PathBuf>,
+    /// A backup job running longer than this is stopped and recorded Failed
+    /// ([`crate::stop::DEFAULT_JOB_TIMEOUT`] unless configured).
+    pub job_timeout: Duration,
 }
 
 pub use ibs_types::admin::Readiness;
@@ -68,6 +72,7 @@ pub struct Controller {
     ctx: Arc<JobContext>,
     gate: Arc<Gate>,
     closed_alert_retention_days: u32,
+    job_timeout: Duration,
 }
 
 impl std::fmt::Debug for Controller {
@@ -163,6 +168,7 @@ impl Controller {
             }),
             gate: Arc::new(Gate::default()),
             closed_alert_retention_days: opts.closed_alert_retention_days,
+            job_timeout: opts.job_timeout,
         })
     }
 
@@ -199,14 +205,17 @@ impl Controller {
         F: Future<Output = ()>,
     {
         let guard = self.gate.take(&job.id, kind)?;
-        self.launch_held(guard, job, work)
+        self.launch_held(guard, job, None, work)
     }
 
     /// [`Controller::launch`] with the gate already taken (checks that must hold it came first).
+    /// A job given a `stop` can be cancelled ([`Controller::cancel_job`]) and is stopped after
+    /// the job timeout.
     pub(crate) fn launch_held<W, F>(
         &self,
         guard: GateGuard,
         job: Job,
+        stop: Option<Arc<JobStop>>,
         work: W,
     ) -> Result<(Job, tokio::task::JoinHandle<()>)>
     where
@@ -214,9 +223,14 @@ impl Controller {
         F: Future<Output = ()>,
     {
         self.ctx.db.put_job(&job)?;
-        let progress = self
-            .gate
-            .track_live(&job.id, job.started_at.unwrap_or(job.created_at));
+        let progress = self.gate.track_live(
+            &job.id,
+            job.started_at.unwrap_or(job.created_at),
+            stop.clone(),
+        );
+        if let Some(s) = &stop {
+            s.arm_timeout(self.job_timeout);
+        }
         let ctx = self.ctx.clone();
         let record = job.clone();
         // One log line when a job starts and one when it ends (the operator's view of the daemon
@@ -272,8 +286,11 @@ impl Controller {
         let now = self.now();
         let id = ibs_repo::clock::new_backup_id(now);
         let job = Self::running_job(id, JobKind::Backup, trigger, now);
-        self.launch(GateKind::Backup, job, |ctx, job, progress| async move {
-            jobs::backup::run_backup(&ctx, job, progress).await
+        let guard = self.gate.take(&job.id, GateKind::Backup)?;
+        let stop = JobStop::new();
+        let held = stop.clone();
+        self.launch_held(guard, job, Some(stop), |ctx, job, progress| async move {
+            jobs::backup::run_backup(&ctx, job, progress, held).await
         })
     }
 
@@ -300,7 +317,7 @@ impl Controller {
                 format!("target:{}", prepared.target().display()),
             ],
         )?;
-        self.launch_held(guard, job, |ctx, job, progress| async move {
+        self.launch_held(guard, job, None, |ctx, job, progress| async move {
             jobs::restore::run(&ctx, job, prepared, progress).await
         })
     }
@@ -332,7 +349,7 @@ impl Controller {
             "backup.validate",
             &[format!("backup:{}", backup.id), format!("job:{job_id}")],
         )?;
-        self.launch_held(guard, job, |ctx, job, progress| async move {
+        self.launch_held(guard, job, None, |ctx, job, progress| async move {
             jobs::validate::run(&ctx, job, prepared, progress).await
         })
     }
@@ -387,6 +404,56 @@ impl Controller {
                 tracing::error!("recording the retention cleanup's end: {e}");
             }
         }))
+    }
+
+    /// Cancels running job `id` on behalf of `actor` (recorded in the audit trail). Returns the
+    /// job as it is now (still Running: it ends Canceled within seconds, unless it had already
+    /// committed its backup). 404 for an unknown job, 409 naming the status of a job that already
+    /// ended, 409 for a running job of a kind that cannot be cancelled.
+    pub fn cancel_job(&self, id: &str, actor: &str) -> Result<Job> {
+        let job = self.job(id)?;
+        let ended = |j: &Job| ControllerError::Conflict {
+            message: format!(
+                "job {} has already ended ({}); only a running job can be canceled",
+                j.id,
+                j.status.as_str()
+            ),
+            details: Some(serde_json::json!({ "status": j.status })),
+        };
+        if job.status.is_final() {
+            return Err(ended(&job));
+        }
+        match self.gate.stop_of(id) {
+            Some(Some(stop)) => {
+                if stop.stop(StopReason::Canceled {
+                    by: actor.to_string(),
+                }) {
+                    self.ctx
+                        .db
+                        .audit(self.now(), actor, "job.cancel", &[format!("job:{id}")])?;
+                    tracing::info!("job {id}: cancel requested by {actor}");
+                }
+                self.job(id)
+            }
+            Some(None) => Err(ControllerError::conflict(format!(
+                "job {id} is a {} job; only backup jobs can be canceled",
+                serde_json::to_value(job.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            ))),
+            None => {
+                // It ended between the two reads, or it is a record left by another process.
+                let now = self.job(id)?;
+                if now.status.is_final() {
+                    Err(ended(&now))
+                } else {
+                    Err(ControllerError::conflict(format!(
+                        "job {id} is not running in this controller"
+                    )))
+                }
+            }
+        }
     }
 
     // ---- queries ----------------------------------------------------------------------------

@@ -40,7 +40,7 @@ impl Db {
     pub fn backup_stats(&self, buckets_secs: &[f64]) -> Result<BackupStats> {
         let conn = self.conn();
         let mut st = conn.prepare(
-            "SELECT status, COUNT(*) FROM jobs WHERE kind = 'backup' AND status != 'Skipped' GROUP BY status",
+            "SELECT status, COUNT(*) FROM jobs WHERE kind = 'backup' AND status NOT IN ('Skipped', 'Canceled') GROUP BY status",
         )?;
         let mut out = BackupStats::default();
         let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;

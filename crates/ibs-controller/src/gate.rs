@@ -1,12 +1,14 @@
 //! The job gate: at most one job (backup, restore, verification, validation, retention cleanup,
 //! store prune) runs at a time. Taking it names the holder ([`GateKind`] and job id) so a refusal
 //! can say who runs; the [`GateGuard`] releases it when the job's task ends, however it ends. The
-//! gate also keeps each running job's live [`Progress`] for the API.
+//! gate also keeps each running job's live [`Progress`] for the API and, for a job that can be
+//! stopped, its [`JobStop`] (cancel, timeout).
 //!
 //! Who waits, who is deferred to the next tick, and who gets 409 or a Skipped record: see the
 //! locking table in `docs/design/controller.md` ("The gate").
 
 use crate::model::GateKind;
+use crate::stop::JobStop;
 use crate::{ControllerError, Result};
 use ibs_engine::{Progress, ProgressSnapshot};
 use std::collections::HashMap;
@@ -21,6 +23,8 @@ struct Busy {
 struct Live {
     progress: Arc<Progress>,
     started: i64,
+    /// `None`: the job cannot be stopped.
+    stop: Option<Arc<JobStop>>,
 }
 
 #[derive(Default)]
@@ -59,16 +63,28 @@ impl Gate {
     }
 
     /// Registers a job's live progress (shown by the API while the job runs).
-    pub fn track_live(&self, job_id: &str, started: i64) -> Arc<Progress> {
+    pub fn track_live(
+        &self,
+        job_id: &str,
+        started: i64,
+        stop: Option<Arc<JobStop>>,
+    ) -> Arc<Progress> {
         let progress = Arc::new(Progress::default());
         lock(&self.live).insert(
             job_id.into(),
             Live {
                 progress: progress.clone(),
                 started,
+                stop,
             },
         );
         progress
+    }
+
+    /// A running job's stop signal: `None` when the job is not running here, `Some(None)` when
+    /// it runs but cannot be stopped.
+    pub fn stop_of(&self, job_id: &str) -> Option<Option<Arc<JobStop>>> {
+        lock(&self.live).get(job_id).map(|l| l.stop.clone())
     }
 
     /// A running job's progress and start time.

@@ -66,6 +66,7 @@ pub mod restore_roots;
 pub mod scheduler;
 pub mod secretbox;
 pub mod settings;
+pub mod stop;
 pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -75,8 +75,12 @@ pub trait StorageOpener: Send + Sync + fmt::Debug {
 
 /// Opens real locations (local folders, SMB shares) through [`ibs_location`]. The stored
 /// (decrypted) share password is handed over in memory, never through the environment or argv.
+/// Every storage operation is bounded by `timeouts` (the config file's `storage_timeout_seconds`,
+/// else the per-kind defaults of [`ibs_location::OpTimeouts`]).
 #[derive(Debug, Default)]
-pub struct LocationOpener;
+pub struct LocationOpener {
+    pub timeouts: ibs_location::OpTimeouts,
+}
 
 #[async_trait]
 impl StorageOpener for LocationOpener {
@@ -94,7 +98,8 @@ impl StorageOpener for LocationOpener {
                 seen.push(key);
             }
         }
-        Ok(ibs_location::open(&target.path, target.username.as_deref(), password, create).await?)
+        let user = target.username.as_deref();
+        Ok(ibs_location::open_with(&target.path, user, password, create, self.timeouts).await?)
     }
 }
 

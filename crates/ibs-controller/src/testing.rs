@@ -129,6 +129,7 @@ pub fn controller_with(
         closed_alert_retention_days: crate::alert_purge::DEFAULT_CLOSED_ALERT_RETENTION_DAYS,
         // Tests restore into their own temporary folders.
         restore_roots: vec![std::env::temp_dir()],
+        job_timeout: crate::stop::DEFAULT_JOB_TIMEOUT,
     })
     .expect("controller");
     TestController {

@@ -5,11 +5,13 @@
 //!
 //! Commit order (the crash-safety argument of `docs/design/repository-format.md` §Ordering):
 //! data-key envelope → packs → index segment → manifest → files cache. A backup killed at any point
-//! before the manifest leaves only unreferenced objects, which `prune` removes.
+//! before the manifest leaves only unreferenced objects, which `prune` removes. A cancelled backup
+//! ([`BackupExtras::cancel`]) stops the same way: the token is checked by the producer at every
+//! chunk and source, and before the index and the manifest are written.
 
 use crate::cache::FilesCache;
 use crate::packing::Packing;
-use crate::produce::{spawn_producer, start_sealers, Produced, Sealing};
+use crate::produce::{spawn_producer, start_sealers, Produced, ProducerRun, Sealing};
 use crate::progress::{estimate, Progress};
 use crate::state::WriterState;
 use crate::summary::{build_catalog, summarise, DataKey, Figures, Start, Summary};
@@ -167,6 +169,9 @@ pub fn check_state(repo: &Repository, state: &WriterState) -> Result<(), EngineE
 pub struct BackupExtras {
     /// Names of the sources needed for cloud recovery; `None` means every source is.
     pub essential: Option<HashSet<String>>,
+    /// Stops the backup before its manifest is committed ([`crate::cancel`]); a cancel that comes
+    /// after the commit has no effect.
+    pub cancel: Option<crate::cancel::CancelToken>,
 }
 
 pub async fn backup(
@@ -203,8 +208,12 @@ async fn run(
     let start = Start::now(&repo);
     let index = writer_index(&repo, state).await?;
     preflight_capacity(&repo, &opts.sources).await?;
+    let cancel = extras.cancel.clone();
+    crate::cancel::check(cancel.as_ref())?;
     let key = new_data_key(&repo, state).await?;
-    let (packs, produced) = run_pipeline(&repo, state, opts, index, &key, start.unix).await?;
+    let (packs, produced) =
+        run_pipeline(&repo, state, opts, index, &key, start.unix, cancel.clone()).await?;
+    crate::cancel::check(cancel.as_ref())?;
     let Produced {
         outcomes,
         all_refs,
@@ -246,6 +255,8 @@ async fn run(
         &key.key,
         &state.keys.metadata,
     );
+    // The last point a cancel stops the backup: from here on the manifest is being committed.
+    crate::cancel::check(cancel.as_ref())?;
     commit(&repo, state, &manifest, cache, pending).await?;
     Ok(BackupReport {
         catalog,
@@ -302,6 +313,7 @@ async fn run_pipeline(
     index: Arc<Index>,
     key: &DataKey,
     started_unix: i64,
+    cancel: Option<crate::cancel::CancelToken>,
 ) -> Result<(Vec<PackRecord>, Produced), EngineError> {
     spawn_totals(&opts);
     let threads = if opts.threads == 0 {
@@ -329,8 +341,11 @@ async fn run_pipeline(
         index,
         opts.sources,
         work_tx,
-        opts.progress.clone(),
-        started_unix,
+        ProducerRun {
+            progress: opts.progress.clone(),
+            started_unix,
+            cancel,
+        },
     );
     let joiner = tokio::task::spawn_blocking(move || {
         for s in sealers {

@@ -6,6 +6,7 @@
 
 pub mod backup;
 pub mod cache;
+pub mod cancel;
 pub mod check;
 pub mod chunker;
 mod chunkread;
@@ -36,6 +37,7 @@ pub mod xattrs;
 pub use backup::{
     backup, backup_with, BackupExtras, BackupOptions, BackupReport, SourceOrigin, SourceSpec,
 };
+pub use cancel::CancelToken;
 pub use progress::{Progress, ProgressSnapshot};
 pub use restore::{restore, RestoreOptions, RestoreReport};
 pub use state::WriterState;

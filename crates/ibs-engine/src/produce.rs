@@ -88,6 +88,14 @@ pub(crate) struct Produced {
     pub delta_pending: Vec<PendingStore>,
 }
 
+/// What the producer reports to and is steered by: live progress, the backup's start time (the
+/// mtime of stream files) and its cancel token.
+pub(crate) struct ProducerRun {
+    pub progress: Arc<Progress>,
+    pub started_unix: i64,
+    pub cancel: Option<crate::cancel::CancelToken>,
+}
+
 /// Starts the producer on a blocking thread: reads `sources` in turn against `index`, sending
 /// chunks new to the repository to `work_tx` (dropped when it ends, which ends the sealers).
 pub(crate) fn spawn_producer(
@@ -96,9 +104,13 @@ pub(crate) fn spawn_producer(
     index: Arc<Index>,
     sources: Vec<SourceSpec>,
     work_tx: crossbeam_channel::Sender<Work>,
-    progress: Arc<Progress>,
-    started_unix: i64,
+    run: ProducerRun,
 ) -> tokio::task::JoinHandle<Result<Produced, EngineError>> {
+    let ProducerRun {
+        progress,
+        started_unix,
+        cancel,
+    } = run;
     let cache_path = state.files_cache_path();
     let path_key = PathKey::derive(&state.keys.dedup);
     let delta_dir = state.delta_dir();
@@ -114,6 +126,7 @@ pub(crate) fn spawn_producer(
             tx: work_tx,
             bytes_new: 0,
             closed: false,
+            cancel,
             delta: None,
             delta_error: None,
             delta_pending: Vec::new(),
@@ -121,6 +134,7 @@ pub(crate) fn spawn_producer(
         let mut outcomes = Vec::new();
         let mut source_refs: Vec<(String, Vec<ChunkId>)> = Vec::new();
         for src in sources {
+            crate::cancel::check(em.cancel.as_ref())?;
             let mut reader = SourceReader {
                 name: &src.name,
                 params: &params,

@@ -43,6 +43,8 @@ pub struct Emitter {
     pub tx: crossbeam_channel::Sender<Work>,
     pub bytes_new: u64,
     pub closed: bool,
+    /// Cancelling it closes the emitter at its next chunk or check ([`Emitter::stopped`]).
+    pub cancel: Option<crate::cancel::CancelToken>,
     /// Set while a stream source is read: changed chunks may be stored as delta recipes.
     pub delta: Option<DeltaSession>,
     /// The first failure of the delta session (it is then dropped; the backup goes on without).
@@ -52,7 +54,18 @@ pub struct Emitter {
 }
 
 impl Emitter {
+    /// Whether the pipeline was cancelled (downstream gone, or the cancel token set).
+    pub fn stopped(&mut self) -> bool {
+        if !self.closed && self.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+            self.closed = true;
+        }
+        self.closed
+    }
+
     pub fn emit(&mut self, data: &[u8], ids: &mut Vec<ChunkId>) {
+        if self.stopped() {
+            return;
+        }
         let id = self.dedup.chunk_id(data);
         if self.delta.is_some() {
             match self.emit_delta(data, id, ids) {
@@ -218,8 +231,8 @@ pub struct SourceReader<'a> {
 }
 
 impl SourceReader<'_> {
-    fn cancelled(&self) -> Result<(), EngineError> {
-        if self.em.closed {
+    fn cancelled(&mut self) -> Result<(), EngineError> {
+        if self.em.stopped() {
             Err(EngineError::Cancelled)
         } else {
             Ok(())
@@ -309,7 +322,7 @@ impl SourceReader<'_> {
             let end = n == 0;
             let em = &mut *self.em;
             self.chunker.drain(end, |c| em.emit(c, &mut ids));
-            if end || self.em.closed {
+            if end || self.em.stopped() {
                 return Ok((ids, total));
             }
         }
@@ -406,7 +419,7 @@ impl SourceReader<'_> {
             });
             'read: for batch in rx.iter() {
                 for item in batch {
-                    if self.em.closed {
+                    if self.em.stopped() {
                         break 'read;
                     }
                     self.add(item, &mut tree);
@@ -449,6 +462,8 @@ impl SourceReader<'_> {
         }
         let read = self.read_chunks(reader);
         self.end_delta();
+        // A cancelled source's reader may fail as it is stopped (a killed export): cancelled.
+        self.cancelled()?;
         let (ids, total) = read.map_err(|cause| SourceError::Stream {
             name: self.name.to_owned(),
             cause,

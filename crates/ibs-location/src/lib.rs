@@ -1,7 +1,8 @@
 //! Turns a configured backup location into opened storage: a local folder becomes `LocalStorage`
 //! on `<folder>/MASBackup`, an SMB location (`\\host.fqdn\share\folder…`, `smb://host[:port]/…`)
-//! becomes `SmbStorage` through ibs's own client. Every backend is wrapped in the retry decorator
-//! here, the one place ibs assembles storage decorators.
+//! becomes `SmbStorage` through ibs's own client. Every backend is wrapped here, the one place ibs
+//! assembles storage decorators: `RetryStorage(TimeoutStorage(backend))`, so each attempt of an
+//! operation is bounded by its kind's timeout ([`OpTimeouts`]) and a timed-out attempt is retried.
 //!
 //! The configured folder itself must exist; ibs creates only `MASBackup` in it. Failures are a
 //! [`LocationError`], whose [`LocationError::class`] is the operator alert class: the CLI maps it to
@@ -12,9 +13,10 @@
 
 use ibs_repo::layout::ROOT_FOLDER;
 use ibs_smb::{SmbCredentials, SmbLocation, SmbOptions, SmbStorage};
+pub use ibs_storage::OpTimeouts;
 use ibs_storage::{
     AlertClass, DynStorage, ErrorKind, LocalStorage, RetryPolicy, RetryStorage, Storage,
-    StorageError,
+    StorageError, TimeoutStorage,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -92,12 +94,24 @@ pub async fn open(
     password: Option<String>,
     create: bool,
 ) -> Result<DynStorage, LocationError> {
+    open_with(location, username, password, create, OpTimeouts::default()).await
+}
+
+/// [`open`] with per-operation timeouts `timeouts` instead of the defaults.
+pub async fn open_with(
+    location: &str,
+    username: Option<&str>,
+    password: Option<String>,
+    create: bool,
+    timeouts: OpTimeouts,
+) -> Result<DynStorage, LocationError> {
     let inner: Arc<dyn Storage> = if is_smb(location) {
         open_smb(location, username, password, create).await?
     } else {
         Arc::new(open_local(location, create)?)
     };
-    Ok(Arc::new(RetryStorage::new(inner, RetryPolicy::default())))
+    let bounded: Arc<dyn Storage> = Arc::new(TimeoutStorage::new(inner, timeouts));
+    Ok(Arc::new(RetryStorage::new(bounded, RetryPolicy::default())))
 }
 
 /// A local folder: the folder must exist; `MASBackup` under it is created or must exist.

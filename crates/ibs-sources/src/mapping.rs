@@ -28,10 +28,13 @@ pub struct MapFailure {
 
 /// Maps component `c` of backup job `job_id` to its engine sources. A service export that has to
 /// stage a copy (SQLite) stages it under `tmp_dir`, which the caller removes after the backup.
+/// A `command`'s process group is killed when `cancel` is cancelled; a service export's tool is
+/// killed when the engine, seeing the cancel, drops its reader.
 pub fn engine_sources(
     c: &Component,
     job_id: &str,
     tmp_dir: &Path,
+    cancel: Option<&ibs_engine::CancelToken>,
 ) -> Result<EngineSources, MapFailure> {
     let plain = |message: String| MapFailure {
         message,
@@ -47,6 +50,7 @@ pub fn engine_sources(
             backup,
             c.name.clone(),
             c.stream_file_name(),
+            cancel,
         )
         .map_err(plain)?],
         _ => {

@@ -16,6 +16,10 @@ pub enum ErrorKind {
     Capacity,
     /// The server cannot be reached, or the connection was lost or timed out.
     Connectivity,
+    /// The operation did not finish within its per-operation bound ([`crate::TimeoutStorage`]): a
+    /// server or mount that accepted the request and went silent. Transient; alert class
+    /// Connectivity.
+    TimedOut,
     /// The location (host, share, folder) cannot be resolved or does not exist.
     Path,
     /// The credentials were rejected, or access was denied.
@@ -134,7 +138,7 @@ impl StorageError {
     pub fn class(&self) -> AlertClass {
         match self.kind {
             ErrorKind::Capacity => AlertClass::Capacity,
-            ErrorKind::Connectivity => AlertClass::Connectivity,
+            ErrorKind::Connectivity | ErrorKind::TimedOut => AlertClass::Connectivity,
             ErrorKind::Path => AlertClass::Path,
             ErrorKind::Authentication => AlertClass::Authentication,
             ErrorKind::NotFound

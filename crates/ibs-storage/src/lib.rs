@@ -1,6 +1,7 @@
 //! The storage layer of ibs: one small async trait that every backend (local folder, SMB share, later S3)
 //! implements, the typed error kinds that are part of its API, decorators that add cross-cutting
-//! behaviour (retry with backoff; fault injection for tests), and the conformance suite every backend
+//! behaviour (retry with backoff; per-operation timeouts; fault injection for tests), and the
+//! conformance suite every backend
 //! must pass.
 //!
 //! The normative contract is `docs/design/storage-contract.md`. In short:
@@ -15,6 +16,7 @@ mod error;
 mod key;
 mod local;
 mod retry;
+mod timeout;
 
 #[cfg(feature = "testing")]
 pub mod conformance;
@@ -27,6 +29,7 @@ pub use error::{AlertClass, ErrorKind, StorageError};
 pub use key::{ObjectKey, TEMP_PREFIX};
 pub use local::LocalStorage;
 pub use retry::{RetryPolicy, RetryStorage};
+pub use timeout::{OpTimeouts, TimeoutStorage};
 
 use async_trait::async_trait;
 use bytes::Bytes;

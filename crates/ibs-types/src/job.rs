@@ -33,6 +33,8 @@ pub enum JobStatus {
     Failed,
     Skipped,
     Interrupted,
+    /// Stopped on request (`POST /jobs/{id}/cancel`) before it committed anything.
+    Canceled,
 }
 
 impl JobStatus {
@@ -45,6 +47,7 @@ impl JobStatus {
             JobStatus::Failed => "Failed",
             JobStatus::Skipped => "Skipped",
             JobStatus::Interrupted => "Interrupted",
+            JobStatus::Canceled => "Canceled",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -56,6 +59,7 @@ impl JobStatus {
             JobStatus::Failed,
             JobStatus::Skipped,
             JobStatus::Interrupted,
+            JobStatus::Canceled,
         ]
         .into_iter()
         .find(|x| x.as_str() == s)

@@ -205,6 +205,16 @@ pub enum BackupCmd {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Cancel a running backup job: it stops within seconds, ends Canceled, and commits nothing.
+    /// Waits until the job has ended unless --no-wait. Unknown id: exit 8; a job that already
+    /// ended: exit 6 naming its status.
+    Cancel {
+        /// The job id (as `ibs backup start` printed it).
+        id: String,
+        /// Return once the cancel is requested instead of waiting for the job to end.
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 /// Paging of a list command (ADR 0024).

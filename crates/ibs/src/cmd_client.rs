@@ -320,6 +320,9 @@ fn backup(a: BackupArgs, json: bool, quiet: bool) -> Result<i32> {
             json,
             quiet,
         ),
+        BackupCmd::Cancel { id, no_wait } => {
+            crate::cmd_cancel::backup_cancel(&c, &id, no_wait, json)
+        }
         BackupCmd::Show { id } => {
             let j: Job = c.get(&format!("/backups/{id}"))?;
             if json {

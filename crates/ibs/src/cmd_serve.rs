@@ -181,7 +181,12 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         db,
         secrets,
         clock,
-        opener: Arc::new(LocationOpener),
+        opener: Arc::new(LocationOpener {
+            timeouts: config
+                .storage_timeout_seconds
+                .map(|s| ibs_location::OpTimeouts::uniform(Duration::from_secs(s)))
+                .unwrap_or_default(),
+        }),
         alert_sink: match webhook {
             Some(url) => Some(Arc::new(Webhook::new(url)?) as Arc<dyn AlertSink>),
             None => None,
@@ -196,6 +201,10 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
             .closed_alert_retention_days
             .unwrap_or(ibs_controller::alert_purge::DEFAULT_CLOSED_ALERT_RETENTION_DAYS),
         restore_roots: restore_roots(&args, &config, &data)?,
+        job_timeout: config
+            .job_timeout_seconds
+            .map(Duration::from_secs)
+            .unwrap_or(ibs_controller::stop::DEFAULT_JOB_TIMEOUT),
     })?;
     // Bind before bootstrapping so a taken port fails fast.
     let listener = tokio::net::TcpListener::bind(listen)

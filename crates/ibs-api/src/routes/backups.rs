@@ -1,7 +1,8 @@
 //! Backups and jobs: `GET /backups`, `GET /backups/{id}`, `POST /backups` (operator; 202 with the
 //! job, 409 naming the running job or the maintenance operation), `POST /backups/{id}/restore`
 //! (admin; the .pfx files and their passwords are used in memory only), `POST /backups/{id}/validate`
-//! (admin; the same, see [`validate`]), `GET /jobs`, `GET /jobs/{id}`, a validation job's
+//! (admin; the same, see [`validate`]), `GET /jobs`, `GET /jobs/{id}`, `POST /jobs/{id}/cancel`
+//! (operator; 202, 404, 409 naming the status of an ended job), a validation job's
 //! reports `GET /jobs/{id}/report` (JSON) and `GET /jobs/{id}/report.html`, and verification:
 //! `GET /verification`, `GET /verification/packs`, `POST /verification` (operator).
 
@@ -107,6 +108,31 @@ pub async fn job(
 ) -> ApiResult<Json<Job>> {
     caller.require(Role::Reader)?;
     Ok(Json(s.ctl.job(&id)?))
+}
+
+/// Cancel a running job (backups).
+///
+/// The job stops within seconds and ends `Canceled`; nothing of it is committed (no backup is
+/// listed for it). A backup whose manifest was already being committed ends with its real outcome.
+/// The cancel is recorded in the audit trail with the caller. 404 for an unknown job; 409 naming
+/// the status of a job that already ended, or for a running job that cannot be canceled.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "backups", operation_id = "cancel_job",
+    extensions(("x-ibs-role" = json!("operator"))),
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 202, description = "Cancel requested; the job as it is now (poll it until it ends)", body = Job),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job has already ended (its status is named), or cannot be canceled", body = ErrorBody)))]
+pub async fn cancel(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Job>)> {
+    caller.require(Role::Operator)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(s.ctl.cancel_job(&id, &caller.actor())?),
+    ))
 }
 
 /// At most this many .pfx files in one restore request.

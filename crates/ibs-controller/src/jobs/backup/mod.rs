@@ -10,6 +10,11 @@
 //!
 //! The job becomes Succeeded or PartialSucceeded only after the engine has returned, i.e. after
 //! the manifest was committed. `run_backup` then records the job and updates the alerts.
+//!
+//! A job stopped ([`JobStop`]: an operator's cancel or the job timeout) before its manifest was
+//! committed ends Canceled (no alert) or Failed "timed out after …" (the general alert). The stop
+//! is checked between the stages and by the engine; a `command` component's process group is
+//! killed at once, a service export's tool when the engine drops its reader.
 
 mod report;
 mod sources;
@@ -18,6 +23,7 @@ use crate::alerts::AlertKind;
 use crate::component::{run_hook, Component};
 use crate::context::{Failure, JobContext};
 use crate::model::{Job, JobStatus};
+use crate::stop::{JobStop, StopReason};
 use ibs_engine::state::WriterState;
 use ibs_engine::{keyops, BackupOptions, BackupReport, Progress, SourceSpec};
 use ibs_repo::Repository;
@@ -25,16 +31,36 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Runs backup job `job` (recorded as Running by the caller) and records how it ended.
-pub(crate) async fn run_backup(ctx: &JobContext, mut job: Job, progress: Arc<Progress>) {
+pub(crate) async fn run_backup(
+    ctx: &JobContext,
+    mut job: Job,
+    progress: Arc<Progress>,
+    stop: Arc<JobStop>,
+) {
     let began = std::time::Instant::now();
-    let outcome = execute(ctx, &mut job, progress).await;
+    let outcome = execute(ctx, &mut job, progress, &stop).await;
+    // Stopped before the commit: the reason decides the outcome (a committed backup keeps its own).
+    let outcome = match (outcome, stop.reason()) {
+        (Err(_), Some(StopReason::Canceled { by })) => {
+            tracing::info!("backup job {} canceled by {by}", job.id);
+            Err(None)
+        }
+        (Err(_), Some(r @ StopReason::TimedOut { .. })) => Err(Some(Failure::general(r.message()))),
+        (Err(f), None) => Err(Some(f)),
+        (Ok(()), _) => Ok(()),
+    };
     let now = ctx.now();
     job.finished_at = Some(now);
     job.duration_ms = Some(crate::model::elapsed_ms(began));
     job.progress = None;
     let alerts = &ctx.alerts;
     let res = match outcome {
-        Err(f) => {
+        Err(None) => {
+            job.status = JobStatus::Canceled;
+            job.error = stop.reason().map(|r| r.message());
+            Ok(())
+        }
+        Err(Some(f)) => {
             job.status = JobStatus::Failed;
             job.alert_class = Some(f.class.as_str().into());
             job.error = Some(f.message.clone());
@@ -79,20 +105,48 @@ pub(crate) async fn run_backup(ctx: &JobContext, mut job: Job, progress: Arc<Pro
     tracing::debug!("backup job {} ended {}", job.id, job.status.as_str());
 }
 
-async fn execute(ctx: &JobContext, job: &mut Job, progress: Arc<Progress>) -> Result<(), Failure> {
+async fn execute(
+    ctx: &JobContext,
+    job: &mut Job,
+    progress: Arc<Progress>,
+    stop: &JobStop,
+) -> Result<(), Failure> {
+    let stopped = || stop.token().check().map_err(|e| Failure::from_engine(&e));
+    stopped()?;
     let (components, repo, state) = prepare(ctx, job).await?;
     let tmp_dir = ctx.tmp_dir(&job.id);
-    let staged = sources::build(job, &components, &tmp_dir).await;
-    let result = run_engine(ctx, &repo, &state, staged.sources, &components, progress).await;
+    stopped()?;
+    let staged = sources::build(job, &components, &tmp_dir, stop.token()).await;
+    let result = match stopped() {
+        // Dropping the staged sources kills the exports they started.
+        Err(f) => Err(f),
+        Ok(()) => {
+            let cancel = stop.token().clone();
+            run_engine(
+                ctx,
+                &repo,
+                &state,
+                staged.sources,
+                &components,
+                progress,
+                cancel,
+            )
+            .await
+        }
+    };
     let _ = std::fs::remove_dir_all(&tmp_dir);
     report::collect_exports(job, staged.logs);
     post_hooks(job, &components, &staged.hooked).await;
     let report = match result {
         Ok(r) => r,
         Err(f) => {
+            let end = match stop.reason() {
+                Some(StopReason::Canceled { .. }) => JobStatus::Canceled,
+                _ => JobStatus::Failed,
+            };
             for r in &mut job.components {
                 if !r.status.is_final() {
-                    r.status = JobStatus::Failed;
+                    r.status = end;
                 }
             }
             return Err(f);
@@ -161,6 +215,7 @@ async fn run_engine(
     sources: Vec<SourceSpec>,
     components: &[Component],
     progress: Arc<Progress>,
+    cancel: ibs_engine::CancelToken,
 ) -> Result<BackupReport, Failure> {
     if sources.is_empty() {
         return Err(Failure::general("no component could be backed up"));
@@ -182,6 +237,7 @@ async fn run_engine(
     };
     let extras = ibs_engine::BackupExtras {
         essential: Some(essential),
+        cancel: Some(cancel),
     };
     ibs_engine::backup_with(repo.clone(), state, opts, extras)
         .await

@@ -36,7 +36,13 @@ pub(super) fn is_source_of(source: &str, component: &str) -> bool {
 }
 
 /// Runs the pre-hooks and builds the sources; service exports stage under `tmp_dir`.
-pub(super) async fn build(job: &mut Job, components: &[Component], tmp_dir: &Path) -> Staged {
+/// A cancel of `cancel` kills the `command` exports started here.
+pub(super) async fn build(
+    job: &mut Job,
+    components: &[Component],
+    tmp_dir: &Path,
+    cancel: &ibs_engine::CancelToken,
+) -> Staged {
     let env_job = job.id.clone();
     let mut staged = Staged {
         sources: Vec::new(),
@@ -44,6 +50,9 @@ pub(super) async fn build(job: &mut Job, components: &[Component], tmp_dir: &Pat
         logs: Vec::new(),
     };
     for (i, c) in components.iter().enumerate() {
+        if cancel.is_cancelled() {
+            break;
+        }
         let r = &mut job.components[i];
         staged.hooked.push(i);
         if let Some(h) = &c.pre_hook {
@@ -54,7 +63,7 @@ pub(super) async fn build(job: &mut Job, components: &[Component], tmp_dir: &Pat
                 continue;
             }
         }
-        match ibs_sources::mapping::engine_sources(c, &env_job, tmp_dir) {
+        match ibs_sources::mapping::engine_sources(c, &env_job, tmp_dir, Some(cancel)) {
             Ok(m) => {
                 if let Some(log) = m.exports {
                     r.sources = m.sources.iter().map(|s| s.name.clone()).collect();
