@@ -167,6 +167,12 @@ pub fn check_state(repo: &Repository, state: &WriterState) -> Result<(), EngineE
 pub struct BackupExtras {
     /// Names of the sources needed for cloud recovery; `None` means every source is.
     pub essential: Option<HashSet<String>>,
+    /// The deployment writing the backup ([`crate::state::deployment_id`]), recorded in the
+    /// catalog.
+    pub deployment_id: Option<String>,
+    /// The server version each service source was read from, by source name, recorded in the
+    /// catalog's source summaries.
+    pub server_versions: std::collections::BTreeMap<String, String>,
 }
 
 pub async fn backup(
@@ -228,7 +234,7 @@ async fn run(
         bytes_new,
         bytes_stored,
     };
-    let catalog = build_catalog(&repo, &start, &key, status, summaries, figures);
+    let catalog = build_catalog(&repo, &start, &key, status, summaries, figures, &extras);
     // Every chunk of the backup is referenced by the source that emitted it, so the union of
     // the per-source lists is the backup's whole reference list.
     debug_assert_eq!(

@@ -21,6 +21,7 @@ pub mod ledger;
 mod packing;
 mod produce;
 pub mod progress;
+pub mod provenance;
 pub mod prune;
 pub mod restore;
 pub mod retention;

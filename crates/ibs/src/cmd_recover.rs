@@ -52,6 +52,10 @@ pub struct RecoverArgs {
     /// Seconds to wait for a conflicting lock.
     #[arg(long, default_value_t = 0)]
     pub lock_wait: u64,
+    /// Recover a backup written by a newer ibs version or repository format revision than this
+    /// one (refused otherwise: this build may not restore it correctly).
+    #[arg(long)]
+    pub allow_newer: bool,
 }
 
 #[derive(Args)]
@@ -105,10 +109,17 @@ fn print_backups(rows: &[BackupRow]) {
                 r.status.clone(),
                 r.sources.join(","),
                 if r.recovery_ready { "yes" } else { "no" }.into(),
+                r.catalog
+                    .as_ref()
+                    .map(crate::cmd_repo::written_by)
+                    .unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
-    table(&["ID", "FINISHED", "STATUS", "SOURCES", "READY"], &rows);
+    table(
+        &["ID", "FINISHED", "STATUS", "SOURCES", "READY", "WRITTEN BY"],
+        &rows,
+    );
 }
 
 pub async fn recover(args: RecoverArgs, json: bool, quiet: bool) -> Result<i32> {
@@ -126,6 +137,11 @@ pub async fn recover(args: RecoverArgs, json: bool, quiet: bool) -> Result<i32> 
             catalog.backup_id, catalog.finished
         );
     }
+    // Before anything is written: refuse a backup from a newer build, warn about older servers.
+    let warnings = ibs_recovery::preflight::preflight(&catalog, &plan, args.allow_newer).await?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     let unlock = unlock(&args.pfx, &args.pfx_password_file)?;
     let state_root = args
         .state
@@ -142,13 +158,17 @@ pub async fn recover(args: RecoverArgs, json: bool, quiet: bool) -> Result<i32> 
             state_root,
             lock_wait: Duration::from_secs(args.lock_wait),
             progress,
+            allow_newer: args.allow_newer,
         },
     )
     .await;
     bar.finish();
     let report = report?;
     if json {
-        println!("{}", serde_json::json!({"backups": rows, "report": report}));
+        println!(
+            "{}",
+            serde_json::json!({"backups": rows, "report": report, "warnings": warnings})
+        );
     } else {
         let rows: Vec<Vec<String>> = report
             .components

@@ -22,6 +22,8 @@ pub mod exit {
     pub const NOT_A_REPOSITORY: i32 = 7;
     /// The backup (or a planned component) asked for is not in the repository.
     pub const NOT_FOUND: i32 = 8;
+    /// `ibs recover`: the backup was written by a newer ibs or format revision (`--allow-newer`).
+    pub const NEWER_BACKUP: i32 = 9;
     pub const CAPACITY: i32 = 10;
     pub const CONNECTIVITY: i32 = 11;
     pub const PATH: i32 = 12;
@@ -72,6 +74,7 @@ pub fn code_for(err: &anyhow::Error) -> i32 {
                 R::NoSuchBackup { .. } | R::NoReadyBackup { .. } | R::MissingComponent { .. } => {
                     exit::NOT_FOUND
                 }
+                R::NewerBackup(_) => exit::NEWER_BACKUP,
                 _ => exit::FAILURE,
             };
         }

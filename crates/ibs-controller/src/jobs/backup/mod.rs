@@ -81,9 +81,25 @@ pub(crate) async fn run_backup(ctx: &JobContext, mut job: Job, progress: Arc<Pro
 
 async fn execute(ctx: &JobContext, job: &mut Job, progress: Arc<Progress>) -> Result<(), Failure> {
     let (components, repo, state) = prepare(ctx, job).await?;
+    // Before any hook runs: a failure here must not leave a pre-hook without its post-hook.
+    let deployment_id = ctx.deployment_id()?;
     let tmp_dir = ctx.tmp_dir(&job.id);
     let staged = sources::build(job, &components, &tmp_dir).await;
-    let result = run_engine(ctx, &repo, &state, staged.sources, &components, progress).await;
+    let extras = ibs_engine::BackupExtras {
+        essential: None,
+        deployment_id: Some(deployment_id),
+        server_versions: staged.server_versions,
+    };
+    let result = run_engine(
+        ctx,
+        &repo,
+        &state,
+        staged.sources,
+        &components,
+        extras,
+        progress,
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&tmp_dir);
     report::collect_exports(job, staged.logs);
     post_hooks(job, &components, &staged.hooked).await;
@@ -152,7 +168,8 @@ async fn rotate_certificate(
     Ok((Arc::new(repo), state))
 }
 
-/// Stage 3: the engine over the sources. Sources of components not essential for recovery do
+/// Stage 3: the engine over the sources, recording the deployment and server versions in
+/// `extras`. Sources of components not essential for recovery do
 /// not affect readiness.
 async fn run_engine(
     ctx: &JobContext,
@@ -160,6 +177,7 @@ async fn run_engine(
     state: &WriterState,
     sources: Vec<SourceSpec>,
     components: &[Component],
+    mut extras: ibs_engine::BackupExtras,
     progress: Arc<Progress>,
 ) -> Result<BackupReport, Failure> {
     if sources.is_empty() {
@@ -180,9 +198,7 @@ async fn run_engine(
         lock_wait: ctx.lock_wait,
         progress,
     };
-    let extras = ibs_engine::BackupExtras {
-        essential: Some(essential),
-    };
+    extras.essential = Some(essential);
     ibs_engine::backup_with(repo.clone(), state, opts, extras)
         .await
         .map_err(|e| Failure::from_engine(&e))
