@@ -310,6 +310,7 @@ async fn a_failed_non_essential_source_keeps_the_backup_recovery_ready() {
     ];
     let extras = ibs_engine::BackupExtras {
         essential: Some(["s".to_string()].into_iter().collect()),
+        ..Default::default()
     };
     let opts = ibs_engine::BackupOptions {
         sources,
