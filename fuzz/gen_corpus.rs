@@ -114,6 +114,8 @@ fn main() {
         hostname: "fuzz".into(),
         ibs_version: "0".into(),
         recovery_ready: Some(true),
+        deployment_id: None,
+        format_revision: None,
     };
     let tree = TreePart {
         sources: vec![SourceTree {

@@ -27,6 +27,8 @@ fn catalog() -> Catalog {
         hostname: "fuzz".into(),
         ibs_version: "0".into(),
         recovery_ready: None,
+        deployment_id: None,
+        format_revision: None,
     }
 }
 

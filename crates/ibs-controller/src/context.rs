@@ -177,6 +177,17 @@ impl JobContext {
         Ok((s, target, storage))
     }
 
+    /// This controller's writer-state root, `DATA/state`.
+    pub fn state_root(&self) -> std::path::PathBuf {
+        self.data_dir.join("state")
+    }
+
+    /// This controller's deployment id (created once in `DATA/state`, see
+    /// [`ibs_engine::state::deployment_id`]).
+    pub fn deployment_id(&self) -> Result<String, Failure> {
+        ibs_engine::state::deployment_id(&self.state_root()).map_err(|e| Failure::from_engine(&e))
+    }
+
     /// Opens the configured repository to read it only: no writer state is loaded, nothing is
     /// initialised (validation).
     pub async fn open_repository_read(&self) -> Result<Arc<Repository>, Failure> {
@@ -194,7 +205,7 @@ impl JobContext {
         init: bool,
     ) -> Result<(Arc<Repository>, WriterState), Failure> {
         let (s, target, storage) = self.open_location(init).await?;
-        let state_root = self.data_dir.join("state");
+        let state_root = self.state_root();
         let clock = self.clock.clone();
         let repo = match Repository::open(storage.clone(), clock.clone()).await {
             Ok(r) => r,

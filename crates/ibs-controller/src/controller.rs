@@ -294,16 +294,18 @@ impl Controller {
         })
     }
 
-    /// Starts restoring backup `id`. Bad input (unknown backup or component, unusable .pfx) fails
-    /// before a job is created.
-    pub fn start_restore(
+    /// Starts restoring backup `id`. Bad input (unknown backup or component, unusable .pfx) and a
+    /// backup written by a newer build (without `allow_newer`) fail before a job is created; an
+    /// older target server major version is a warning kept on the job.
+    pub async fn start_restore(
         &self,
         id: &str,
         req: jobs::restore::RestoreRequest,
         actor: &str,
     ) -> Result<(Job, tokio::task::JoinHandle<()>)> {
         let backup = self.backup(id)?;
-        let prepared = jobs::restore::prepare(&self.ctx, id, &backup, req)?;
+        let mut prepared = jobs::restore::prepare(&self.ctx, id, &backup, req)?;
+        jobs::restore::preflight(&self.ctx, &backup, &mut prepared).await?;
         let now = self.now();
         let job_id = format!("restore-{}", ibs_repo::clock::new_backup_id(now));
         let guard = self.gate.take(&job_id, GateKind::Restore)?;

@@ -94,16 +94,18 @@ async fn restore_files_and_command_components_and_exclusion() {
         pfx: pfx.clone(),
         pfx_password: "pw".into(),
         more_keys: Vec::new(),
+        allow_newer: false,
     };
     // A bad password is refused before any job exists.
     let mut wrong = req(None, out_dir.path().join("x"));
     wrong.pfx_password = "nope".into();
     assert!(
-        matches!(t.ctl.start_restore(&b.id, wrong, "admin"), Err(ControllerError::Invalid { ref field, .. }) if field == "pfx")
+        matches!(t.ctl.start_restore(&b.id, wrong, "admin").await, Err(ControllerError::Invalid { ref field, .. }) if field == "pfx")
     );
     assert!(matches!(
         t.ctl
-            .start_restore(&b.id, req(Some("nope"), out_dir.path().join("x")), "admin"),
+            .start_restore(&b.id, req(Some("nope"), out_dir.path().join("x")), "admin")
+            .await,
         Err(ControllerError::Invalid { .. })
     ));
 
@@ -111,6 +113,7 @@ async fn restore_files_and_command_components_and_exclusion() {
     let (r, h) = t
         .ctl
         .start_restore(&b.id, req(None, target.clone()), "admin")
+        .await
         .unwrap();
     // Restore and backup exclude each other.
     assert!(matches!(
@@ -129,6 +132,7 @@ async fn restore_files_and_command_components_and_exclusion() {
     let (r, h) = t
         .ctl
         .start_restore(&b.id, req(Some("sample"), one.clone()), "admin")
+        .await
         .unwrap();
     h.await.unwrap();
     assert_eq!(t.ctl.job(&r.id).unwrap().status, JobStatus::Succeeded);
@@ -401,8 +405,9 @@ async fn files_excludes_are_applied_and_bad_patterns_refused() {
         pfx,
         pfx_password: "pw".into(),
         more_keys: Vec::new(),
+        allow_newer: false,
     };
-    let (r, h) = t.ctl.start_restore(&b.id, req, "admin").unwrap();
+    let (r, h) = t.ctl.start_restore(&b.id, req, "admin").await.unwrap();
     h.await.unwrap();
     assert_eq!(t.ctl.job(&r.id).unwrap().status, JobStatus::Succeeded);
     let root = out_dir.path().join("r");

@@ -18,6 +18,7 @@ fn request(target: PathBuf) -> RestoreRequest {
         pfx: testing::identity().to_pfx("pw").unwrap(),
         pfx_password: "pw".into(),
         more_keys: Vec::new(),
+        allow_newer: false,
     }
 }
 
@@ -54,7 +55,11 @@ async fn api_restores_outside_the_restore_roots_are_refused_and_write_nothing() 
         inside.path().join("link/deeper"),
     ];
     for target in attacks {
-        match t.ctl.start_restore(&b.id, request(target.clone()), "admin") {
+        match t
+            .ctl
+            .start_restore(&b.id, request(target.clone()), "admin")
+            .await
+        {
             Err(ControllerError::Invalid { field, message }) => {
                 assert_eq!(field, "target", "{target:?}: {message}");
             }
@@ -77,6 +82,7 @@ async fn api_restores_outside_the_restore_roots_are_refused_and_write_nothing() 
     let (r, h) = t
         .ctl
         .start_restore(&b.id, request(ok.clone()), "admin")
+        .await
         .unwrap();
     h.await.unwrap();
     assert_eq!(t.ctl.job(&r.id).unwrap().status, JobStatus::Succeeded);

@@ -273,8 +273,9 @@ async fn the_next_backup_heals_what_the_sources_still_have() {
             pfx: testing::identity().to_pfx("pw").unwrap(),
             pfx_password: "pw".into(),
             more_keys: Vec::new(),
+            allow_newer: false,
         };
-        let (r, h) = f.t.ctl.start_restore(&b2.id, req, "test").unwrap();
+        let (r, h) = f.t.ctl.start_restore(&b2.id, req, "test").await.unwrap();
         h.await.unwrap();
         let r = f.t.ctl.job(&r.id).unwrap();
         assert_eq!(r.status, JobStatus::Succeeded, "{r:?}");

@@ -172,6 +172,12 @@ pub struct BackupExtras {
     /// Stops the backup before its manifest is committed ([`crate::cancel`]); a cancel that comes
     /// after the commit has no effect.
     pub cancel: Option<crate::cancel::CancelToken>,
+    /// The deployment writing the backup ([`crate::state::deployment_id`]), recorded in the
+    /// catalog.
+    pub deployment_id: Option<String>,
+    /// The server version each service source was read from, by source name, recorded in the
+    /// catalog's source summaries.
+    pub server_versions: std::collections::BTreeMap<String, String>,
 }
 
 pub async fn backup(
@@ -237,7 +243,7 @@ async fn run(
         bytes_new,
         bytes_stored,
     };
-    let catalog = build_catalog(&repo, &start, &key, status, summaries, figures);
+    let catalog = build_catalog(&repo, &start, &key, status, summaries, figures, &extras);
     // Every chunk of the backup is referenced by the source that emitted it, so the union of
     // the per-source lists is the backup's whole reference list.
     debug_assert_eq!(

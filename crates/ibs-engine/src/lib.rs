@@ -22,6 +22,7 @@ pub mod ledger;
 mod packing;
 mod produce;
 pub mod progress;
+pub mod provenance;
 pub mod prune;
 pub mod restore;
 pub mod retention;

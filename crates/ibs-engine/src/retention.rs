@@ -209,6 +209,8 @@ mod tests {
             hostname: String::new(),
             ibs_version: String::new(),
             recovery_ready: None,
+            deployment_id: None,
+            format_revision: None,
         }
     }
 

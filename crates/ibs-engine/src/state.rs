@@ -5,6 +5,7 @@
 //! <state>/<repository id>/files-cache.sqlite the files cache of the last committed backup (no names: `cache`)
 //! <state>/<repository id>/wrapped-keys.json  data key ids known wrapped for the certificate (`keysel`)
 //! <state>/<repository id>/delta/<source>.sig  delta block signatures of stream sources (`delta`)
+//! <state>/deployment-id                      this deployment's id (`deployment_id`), one line of 32 hex digits
 //! ```
 //! Every file of the state is created with mode 0600 and every folder 0700 (the state root too);
 //! opening a state tightens what an older ibs left wider. `writer.json` is created with mode 0600. It never holds a data key or a private key: with this state
@@ -114,6 +115,58 @@ pub fn write_private_new(path: &Path) -> Result<(), EngineError> {
         .open(path)
         .map(drop)
         .map_err(state_io(path))
+}
+
+/// The name of the deployment-id file in the state root.
+pub const DEPLOYMENT_ID_FILE: &str = "deployment-id";
+
+/// This deployment's id: 32 random lower-case hex digits created once in `state_root`
+/// (`deployment-id`, mode 0600) and read from there afterwards. A controller's state root is
+/// `DATA/state`, a CLI writer's the state directory, so each controller and each CLI host has its
+/// own. Every backup records it in its catalog. Two callers racing on a new root agree: the file
+/// is linked into place only if absent, and the loser reads the winner's.
+pub fn deployment_id(state_root: &Path) -> Result<String, EngineError> {
+    let path = state_root.join(DEPLOYMENT_ID_FILE);
+    let valid = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    match std::fs::read_to_string(&path) {
+        Ok(s) if valid(s.trim()) => return Ok(s.trim().to_ascii_lowercase()),
+        Ok(_) => {
+            return Err(StateError::io(&path)(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not a deployment id (32 hex digits); remove the file to make a new one",
+            ))
+            .into())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(state_io(&path)(e)),
+    }
+    private_dir(state_root)?;
+    // 16 random bytes from the OS generator (the key-id generator), as 32 hex digits.
+    let id = ibs_repo::ids::KeyId::random().to_hex();
+    let tmp = state_root.join(format!(
+        ".{DEPLOYMENT_ID_FILE}.{}",
+        ibs_repo::ids::KeyId::random().to_hex()
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(format!("{id}\n").as_bytes())?;
+        file.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(state_io(&tmp)(e));
+    }
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(id),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => deployment_id(state_root),
+        Err(e) => Err(state_io(&path)(e)),
+    }
 }
 
 /// Writes `bytes` to `path` atomically (a 0600 temporary renamed over it).

@@ -44,7 +44,8 @@ pub(crate) struct Figures {
     pub bytes_stored: u64,
 }
 
-/// The catalog of a backup that ends now with `status`. It is recovery-ready when it did not fail
+/// The catalog of a backup that ends now with `status`, recording who wrote it (this build's
+/// version and format revision, the deployment in `extras`). It is recovery-ready when it did not fail
 /// and every essential source succeeded.
 pub(crate) fn build_catalog(
     repo: &Repository,
@@ -53,6 +54,7 @@ pub(crate) fn build_catalog(
     status: BackupStatus,
     sources: Vec<SourceSummary>,
     figures: Figures,
+    extras: &BackupExtras,
 ) -> Catalog {
     let finished_unix = repo.clock().now_unix();
     let mut catalog = Catalog {
@@ -78,6 +80,8 @@ pub(crate) fn build_catalog(
         hostname: lock::hostname(),
         ibs_version: env!("CARGO_PKG_VERSION").into(),
         recovery_ready: None,
+        deployment_id: extras.deployment_id.clone(),
+        format_revision: Some(ibs_repo::manifest::FORMAT_REVISION),
     };
     catalog.recovery_ready = Some(
         catalog.status != BackupStatus::Failed
@@ -141,6 +145,7 @@ pub(crate) fn summarise(outcomes: Vec<SourceOutcome>, extras: &BackupExtras) -> 
             changed_while_read: stats.changed,
             essential: extras.essential.as_ref().is_none_or(|e| e.contains(&name)),
             skipped: stats.skipped,
+            server_version: extras.server_versions.get(&name).cloned(),
         });
         warnings.extend(
             stats

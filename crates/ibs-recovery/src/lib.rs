@@ -6,6 +6,7 @@
 //!
 //! - [`plan`]: the recovery plan file (TOML `[[component]]` tables mapping each component to a
 //!   target folder or database URL), and which engine sources belong to which component.
+//! - [`preflight`]: the version-mismatch rule and older-server warnings, before anything is written.
 //! - [`recover`]: lists the backups (no key needed), picks one, restores every planned component in
 //!   priority order, verifies each, and adopts the repository so the next backup continues the
 //!   deduplicated chain.
@@ -22,6 +23,7 @@
 
 pub mod html;
 pub mod plan;
+pub mod preflight;
 pub mod recover;
 pub mod validate;
 
@@ -47,6 +49,10 @@ pub enum RecoveryError {
         missing: String,
         holds: String,
     },
+    /// The backup was written by a newer ibs version or format revision, and the override was
+    /// not given.
+    #[error(transparent)]
+    NewerBackup(ibs_engine::provenance::NewerBackup),
     #[error("backup {id} is damaged: its manifest cannot be read")]
     Damaged { id: String },
     /// A local file or folder (scratch space, state, reports) could not be made or written.

@@ -1,6 +1,7 @@
 //! `recover`: rebuild every planned component from one backup, verify it, then adopt the repository.
 //!
-//! Order of work: the keys are opened first (a wrong .pfx fails before anything is written, naming
+//! Order of work: the version rule first (a backup from a newer build is refused unless
+//! `allow_newer`, [`crate::preflight`]); then the keys are opened (a wrong .pfx fails before anything is written, naming
 //! the certificate the backup needs and the one given); the plan is matched against the backup's
 //! sources (a planned component the backup lacks is an error naming it; a backup component the plan
 //! does not name is skipped with a note); then components restore in priority order:
@@ -39,6 +40,9 @@ pub struct RecoverOptions {
     pub state_root: PathBuf,
     pub lock_wait: Duration,
     pub progress: Arc<Progress>,
+    /// Recover a backup written by a newer ibs version or format revision (refused otherwise,
+    /// see [`crate::preflight`]).
+    pub allow_newer: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -204,6 +208,7 @@ pub async fn recover(
 ) -> Result<RecoverReport> {
     let started = Instant::now();
     let cat = &opts.catalog;
+    crate::preflight::check_versions(cat, opts.allow_newer)?;
     open_keys(&repo, &unlock, cat).await?;
     let (matched, skipped) = match_plan(&opts.plan, cat)?;
     std::fs::create_dir_all(&opts.state_root)

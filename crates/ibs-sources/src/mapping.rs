@@ -99,6 +99,41 @@ pub fn plan(c: &Component, tmp_dir: &Path) -> Option<Result<BackupPlan, Componen
     })
 }
 
+/// The version of the server component `c` reads from, as the server reports it (for `sqlite`,
+/// the SQLite library of this build); `None` for the `files` and `command` kinds.
+pub fn server_version(c: &Component) -> Option<Result<String, ComponentError>> {
+    Some(match &c.kind {
+        ComponentKind::Postgres(s) => kinds::postgres::server_version(&c.name, s, &s.url),
+        ComponentKind::Mariadb(s) => kinds::mariadb::server_version(&c.name, s, &s.url),
+        ComponentKind::Redis(s) => kinds::redis::server_version(&c.name, s, &s.url),
+        ComponentKind::Sqlite { .. } => Ok(kinds::sqlite::library_version()),
+        _ => return None,
+    })
+}
+
+/// The version of the server a restore of component `c` into `target` writes to: the database
+/// kinds' target URL (with the component's credentials); `None` for kinds whose target is a
+/// file or folder (`redis` data folder, `sqlite` file) or not a server.
+pub fn target_server_version(
+    c: &Component,
+    target: &str,
+) -> Option<Result<String, ComponentError>> {
+    let other = |e: String| ComponentError::new(&c.name, Cause::Other, format!("target: {e}"));
+    Some(match &c.kind {
+        ComponentKind::Postgres(s) => kinds::ConnUrl::parse(target, kinds::postgres::SCHEMES)
+            .map_err(other)
+            .and_then(|mut u| {
+                // The target database may not exist yet: ask the server's `postgres` database.
+                u.name = None;
+                kinds::postgres::server_version(&c.name, s, &u)
+            }),
+        ComponentKind::Mariadb(s) => kinds::ConnUrl::parse(target, kinds::mariadb::SCHEMES)
+            .map_err(other)
+            .and_then(|u| kinds::mariadb::server_version(&c.name, s, &u)),
+        _ => return None,
+    })
+}
+
 /// Restores a service component from its exports staged under `staged`, then verifies it.
 /// Returns a one-line summary of what was verified.
 pub fn restore(

@@ -92,6 +92,24 @@ pub struct ComponentResult {
     /// verify a restore.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub exports: Vec<crate::component::ExportInfo>,
+    /// Service kinds: the version the server reported when the backup read it (PostgreSQL
+    /// `server_version`, MariaDB `VERSION()`, Redis `redis_version`, the SQLite library's
+    /// version), as recorded in the backup's catalog.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub server_version: Option<String>,
+}
+
+/// Who wrote a backup, as its catalog in the repository records it (absent for backups written
+/// before ibs recorded it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BackupMetadata {
+    /// The id of the deployment (controller or CLI writer host) that wrote it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub deployment_id: Option<String>,
+    /// The version of the ibs build that wrote it.
+    pub ibs_version: String,
+    /// The repository format revision of that build.
+    pub format_revision: u32,
 }
 
 /// Live progress of a running job (from `ibs_engine::Progress`).
@@ -145,6 +163,13 @@ pub struct Job {
     /// For a verification job: what it checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<VerifySummary>,
+    /// For a backup job: who wrote the backup (deployment, ibs version, format revision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BackupMetadata>,
+    /// For a restore job: warnings given before it started (e.g. a database restored into an
+    /// older server major version, or a backup from a newer build restored with `allow_newer`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Why a backup is marked Corrupted.
@@ -209,6 +234,8 @@ impl Job {
             deleted_at: None,
             corrupted: None,
             verification: None,
+            metadata: None,
+            warnings: Vec::new(),
         }
     }
 }

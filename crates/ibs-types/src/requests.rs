@@ -37,6 +37,10 @@ pub struct RestoreBody {
     /// 16 .pfx files in all.
     #[serde(default)]
     pub more_pfx: Vec<PfxBody>,
+    /// Restore a backup written by a newer ibs version or repository format revision than this
+    /// controller's (refused with 409 otherwise).
+    #[serde(default)]
+    pub allow_newer: bool,
 }
 
 /// One further .pfx of a restore.

@@ -22,6 +22,8 @@ pub struct HttpError {
     pub field: Option<String>,
     /// For an inaccessible location: its alert class (`path`, `authentication`, …).
     pub alert_class: Option<String>,
+    /// For a refusal that a request field overrides (`allow_newer`): that field.
+    pub override_flag: Option<String>,
 }
 
 /// The controller could not be reached (refused, timed out, TLS spoken to plain HTTP, …).
@@ -253,6 +255,11 @@ fn http_error(status: u16, text: &str, no_token: bool) -> HttpError {
         .filter(|_| status == 409)
         .and_then(|d| d["running_kind"].as_str())
         .map(String::from);
+    let override_flag = details
+        .as_ref()
+        .filter(|_| status == 409)
+        .and_then(|d| d["override"].as_str())
+        .map(String::from);
     if let Some(d) = details {
         if let Some(list) = d["would_delete"].as_array() {
             let ids: Vec<_> = list.iter().filter_map(|v| v.as_str()).collect();
@@ -271,5 +278,6 @@ fn http_error(status: u16, text: &str, no_token: bool) -> HttpError {
         running_kind,
         field,
         alert_class,
+        override_flag,
     }
 }

@@ -330,6 +330,10 @@ pub struct RestoreArgs {
     /// Return after the job started instead of waiting for its end.
     #[arg(long)]
     pub no_wait: bool,
+    /// Restore a backup written by a newer ibs version or repository format revision than the
+    /// controller's (refused otherwise: this build may not restore it correctly).
+    #[arg(long)]
+    pub allow_newer: bool,
     #[command(flatten)]
     pub server: Server,
 }

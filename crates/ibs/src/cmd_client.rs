@@ -230,6 +230,20 @@ pub(crate) fn show_job(j: &Job) {
         ],
         vec!["error".into(), j.error.clone().unwrap_or("-".into())],
     ];
+    if let Some(m) = &j.metadata {
+        rows.push(vec!["ibs version".into(), m.ibs_version.clone()]);
+        rows.push(vec![
+            "format revision".into(),
+            m.format_revision.to_string(),
+        ]);
+        rows.push(vec![
+            "deployment".into(),
+            m.deployment_id.clone().unwrap_or("-".into()),
+        ]);
+    }
+    for w in &j.warnings {
+        rows.push(vec!["warning".into(), w.clone()]);
+    }
     if let Some(c) = &j.corrupted {
         rows.push(vec![
             "corrupted components".into(),
@@ -257,6 +271,7 @@ pub(crate) fn show_job(j: &Job) {
                     c.status.as_str().into(),
                     c.essential_for_recovery.to_string(),
                     human(c.bytes),
+                    c.server_version.clone().unwrap_or("-".into()),
                     c.message.clone().unwrap_or_default(),
                 ]
             })
@@ -268,6 +283,7 @@ pub(crate) fn show_job(j: &Job) {
                 "STATUS",
                 "ESSENTIAL",
                 "BYTES",
+                "SERVER",
                 "MESSAGE",
             ],
             &rows,
@@ -364,8 +380,15 @@ fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
         pfx: first.pfx,
         pfx_password: first.pfx_password,
         more_pfx: keys,
+        allow_newer: a.allow_newer,
     };
     let j: Job = c.post(&format!("/backups/{}/restore", a.id), &body)?;
+    // Given before the restore writes anything (older target server, --allow-newer).
+    if !json {
+        for w in &j.warnings {
+            eprintln!("warning: {w}");
+        }
+    }
     let j = if a.no_wait {
         j
     } else {

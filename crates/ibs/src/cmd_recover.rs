@@ -55,6 +55,10 @@ pub struct RecoverArgs {
     /// Seconds to wait for a conflicting repository lock (exit 6 after); 0 fails at once.
     #[arg(long, default_value_t = 0, value_name = "SECONDS")]
     pub lock_wait: u64,
+    /// Recover a backup written by a newer ibs version or repository format revision than this
+    /// one (refused otherwise: this build may not restore it correctly).
+    #[arg(long)]
+    pub allow_newer: bool,
 }
 
 #[derive(Args)]
@@ -111,10 +115,17 @@ fn print_backups(rows: &[BackupRow]) {
                 r.status.clone(),
                 r.sources.join(","),
                 if r.recovery_ready { "yes" } else { "no" }.into(),
+                r.catalog
+                    .as_ref()
+                    .map(crate::cmd_repo::written_by)
+                    .unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
-    table(&["ID", "FINISHED", "STATUS", "SOURCES", "READY"], &rows);
+    table(
+        &["ID", "FINISHED", "STATUS", "SOURCES", "READY", "WRITTEN BY"],
+        &rows,
+    );
 }
 
 pub async fn recover(args: RecoverArgs, json: bool, quiet: bool) -> Result<i32> {
@@ -133,6 +144,11 @@ pub async fn recover(args: RecoverArgs, json: bool, quiet: bool) -> Result<i32> 
             catalog.finished
         );
     }
+    // Before anything is written: refuse a backup from a newer build, warn about older servers.
+    let warnings = ibs_recovery::preflight::preflight(&catalog, &plan, args.allow_newer).await?;
+    for w in &warnings {
+        errln!("warning: {w}");
+    }
     let unlock = unlock(&args.pfx, &args.pfx_password_file)?;
     let state_root = args
         .state
@@ -149,13 +165,17 @@ pub async fn recover(args: RecoverArgs, json: bool, quiet: bool) -> Result<i32> 
             state_root,
             lock_wait: Duration::from_secs(args.lock_wait),
             progress,
+            allow_newer: args.allow_newer,
         },
     )
     .await;
     bar.finish();
     let report = report?;
     if json {
-        outln!("{}", serde_json::json!({"backups": rows, "report": report}));
+        outln!(
+            "{}",
+            serde_json::json!({"backups": rows, "report": report, "warnings": warnings})
+        );
     } else {
         let rows: Vec<Vec<String>> = report
             .components

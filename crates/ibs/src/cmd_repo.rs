@@ -422,9 +422,14 @@ async fn backup(
             );
         }
     }
+    // This host's writer deployment id, recorded in the catalog (created once in the state root).
+    let extras = ibs_engine::BackupExtras {
+        deployment_id: Some(ibs_engine::state::deployment_id(&ctx.state_root)?),
+        ..Default::default()
+    };
     let progress = Arc::new(Progress::default());
     let bar = Bar::start(progress.clone(), "backup", !ctx.quiet && !ctx.json);
-    let result = ibs_engine::backup(
+    let result = ibs_engine::backup_with(
         repo,
         &state,
         BackupOptions {
@@ -433,6 +438,7 @@ async fn backup(
             lock_wait: ctx.lock_wait,
             progress,
         },
+        extras,
     )
     .await;
     bar.finish();
@@ -514,6 +520,7 @@ async fn list(ctx: &Ctx, loc: &Location) -> Result<i32> {
                         .clone()
                         .unwrap_or_else(|| "legacy-key".into()),
                     if c.is_recovery_ready() { "yes" } else { "no" }.into(),
+                    written_by(&c),
                 ]);
                 json_rows.push(serde_json::to_value(&c)?);
             }
@@ -530,6 +537,7 @@ async fn list(ctx: &Ctx, loc: &Location) -> Result<i32> {
                     "-".into(),
                     "-".into(),
                     "no".into(),
+                    "-".into(),
                 ]);
                 json_rows.push(serde_json::json!({"backup_id": id, "status": "Damaged", "error": e.to_string()}));
             }
@@ -549,9 +557,21 @@ async fn list(ctx: &Ctx, loc: &Location) -> Result<i32> {
                 "STORED",
                 "CERTIFICATE",
                 "READY",
+                "WRITTEN BY",
             ],
             &rows,
         );
     }
     Ok(exit::OK)
+}
+
+/// Who wrote a backup, for listings: `ibs VERSION rREVISION` and the deployment id's first 8
+/// digits; `ibs VERSION` alone for catalogs from before format revisions.
+pub(crate) fn written_by(c: &ibs_repo::manifest::Catalog) -> String {
+    let p = ibs_engine::provenance::Provenance::of(c);
+    match (p.format_revision, p.deployment_id) {
+        (0, _) => format!("ibs {}", p.ibs_version),
+        (r, Some(d)) => format!("ibs {} r{r} @{}", p.ibs_version, &d[..d.len().min(8)]),
+        (r, None) => format!("ibs {} r{r}", p.ibs_version),
+    }
 }

@@ -122,6 +122,7 @@ fn http_code(e: &HttpError) -> i32 {
         },
         401 | 403 => exit::ACCESS_DENIED,
         404 => exit::NOT_FOUND,
+        409 if e.override_flag.as_deref() == Some("allow_newer") => exit::NEWER_BACKUP,
         409 => exit::LOCKED,
         _ => exit::FAILURE,
     }
@@ -149,6 +150,7 @@ pub fn code_for(err: &anyhow::Error) -> i32 {
                 R::NoSuchBackup { .. } | R::NoReadyBackup { .. } | R::MissingComponent { .. } => {
                     exit::NOT_FOUND
                 }
+                R::NewerBackup(_) => exit::NEWER_BACKUP,
                 _ => exit::FAILURE,
             };
         }

@@ -75,6 +75,9 @@ pub mod exit {
     pub const NOT_FOUND: i32 = 8;
     /// The API token is missing, wrong or expired, or its role lacks the right (HTTP 401/403).
     pub const ACCESS_DENIED: i32 = 9;
+    /// A backup written by a newer ibs version or format revision, refused without `--allow-newer`
+    /// (`ibs recover`; through the controller, its 409 with `override: allow_newer`).
+    pub const NEWER_BACKUP: i32 = 15;
     pub const CAPACITY: i32 = 10;
     /// The share, or the controller, cannot be reached.
     pub const CONNECTIVITY: i32 = 11;

@@ -3,7 +3,8 @@
 //! it. For each fixture, on a copy of it: `ibs repo list` names the recorded backups,
 //! `ibs repo check --read-data` with its .pfx files finds no problem, and every backup restores to
 //! exactly the recorded contents (`expected.json`: kinds, permission bits, mtimes, sizes and
-//! content hashes, sparseness, link targets, hard-link groups, extended attributes).
+//! content hashes, sparseness, link targets, hard-link groups, extended attributes), and recovers
+//! the same way through `ibs recover`, which applies the version-mismatch rule (ADR 0023).
 //!
 //! The fixture of the current format (named by its structure versions, see [`current`]) must
 //! exist: a build that bumps a version fails here until someone runs the generator,
@@ -135,6 +136,31 @@ fn every_fixture_lists_checks_and_restores_with_this_build() {
                 &b["entries"],
                 &target.join(source),
                 &format!("{name}: backup {id}"),
+            );
+            // `ibs recover` applies the version-mismatch rule (ADR 0023): a backup from an older
+            // build, with or without recorded metadata, recovers without --allow-newer.
+            let recovered = fx.path(&format!("recover-{id}"));
+            let plan = fx.path(&format!("plan-{id}.toml"));
+            std::fs::write(
+                &plan,
+                format!(
+                    "[[component]]\nname = \"{source}\"\ntarget = \"{}\"\n",
+                    recovered.display()
+                ),
+            )
+            .unwrap();
+            let recover = ibs(["recover", "--backup", id, "--location"])
+                .arg(&fx.repo)
+                .arg("--plan")
+                .arg(&plan)
+                .arg("--state")
+                .arg(fx.path(&format!("state-recover-{id}")));
+            let out = f.unlock(recover).run().ok();
+            assert!(!out.stderr.contains("warning"), "{name}: {out}");
+            ibs_testing::manifest::assert_matches_json(
+                &b["entries"],
+                &recovered,
+                &format!("{name}: recovered backup {id}"),
             );
         }
     }

@@ -157,7 +157,10 @@ fn decode_pfx(field: &str, b64: &str) -> Result<Vec<u8>, ApiError> {
 /// Restore a backup or one component.
 ///
 /// The .pfx files and their passwords are used in memory only. A target that is not empty is
-/// refused unless `force` (service components).
+/// refused unless `force` (service components). A backup written by a newer ibs version or
+/// repository format revision is refused (409, naming both) unless `allow_newer`; restoring a
+/// database component into an older server major version starts with a warning in the job's
+/// `warnings`.
 #[utoipa::path(post, path = "/api/v1/backups/{id}/restore", tag = "backups",
     extensions(("x-ibs-role" = json!("admin"))),
     params(("id" = String, Path, description = "The backup job's id")),
@@ -165,6 +168,7 @@ fn decode_pfx(field: &str, b64: &str) -> Result<Vec<u8>, ApiError> {
     responses(
         (status = 202, description = "The restore job, started", body = Job),
         (status = 404, description = "No such backup", body = ErrorBody),
+        (status = 409, description = "The backup was written by a newer ibs (without allow_newer), or a job or maintenance is running", body = ErrorBody),
         (status = 413, description = "A .pfx or the body is too large", body = ErrorBody)))]
 pub async fn restore(
     State(s): State<AppState>,
@@ -197,8 +201,9 @@ pub async fn restore(
         pfx,
         pfx_password: b.pfx_password,
         more_keys,
+        allow_newer: b.allow_newer,
     };
-    let (job, _handle) = s.ctl.start_restore(&id, req, &caller.actor())?;
+    let (job, _handle) = s.ctl.start_restore(&id, req, &caller.actor()).await?;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 

@@ -51,6 +51,9 @@ pub struct RestoreRequest {
     /// Further .pfx files, each with its own password: every data key a backup needs is opened
     /// with whichever of them it is wrapped for.
     pub more_keys: Vec<PfxKey>,
+    /// Restore a backup written by a newer ibs version or format revision (refused otherwise;
+    /// see [`ibs_engine::provenance`]).
+    pub allow_newer: bool,
 }
 
 impl std::fmt::Debug for RestoreRequest {
@@ -59,6 +62,7 @@ impl std::fmt::Debug for RestoreRequest {
             .field("component", &self.component)
             .field("target", &self.target)
             .field("force", &self.force)
+            .field("allow_newer", &self.allow_newer)
             .field("pfx_count", &(1 + self.more_keys.len()))
             .finish_non_exhaustive()
     }
@@ -73,6 +77,9 @@ pub(crate) struct Prepared {
     /// One component, restored into the target itself.
     single: bool,
     force: bool,
+    allow_newer: bool,
+    /// Warnings given before the job starts ([`preflight`]), kept on the job record.
+    warnings: Vec<String>,
 }
 
 impl Prepared {
@@ -173,8 +180,103 @@ pub(crate) fn prepare(
         identities,
         single: req.component.is_some(),
         force: req.force,
+        allow_newer: req.allow_newer,
         target: req.target,
+        warnings: Vec::new(),
     })
+}
+
+/// The checks that need the repository, before a job is created: the version-mismatch rule on
+/// the backup's catalog ([`ibs_engine::provenance::check_not_newer`]: a backup from a newer build
+/// is refused with 409 unless `allow_newer`), and, for one database component restored into a
+/// server, whether that server's major version is older than the one backed up (a warning). The
+/// warnings are logged here and kept on the job. A repository that cannot be opened is left to
+/// the job, which fails with the storage alert class as before. The catalog read here is not
+/// authenticated: an edited one can only cause a refusal (overridable); the restore itself opens
+/// the backup's tree part, which authenticates the catalog, and fails if it was changed.
+pub(crate) async fn preflight(ctx: &JobContext, backup: &Job, p: &mut Prepared) -> Result<()> {
+    let Some(backup_id) = backup.backup_id.as_deref() else {
+        return Ok(());
+    };
+    let repo = match ctx.open_repository_read().await {
+        Ok(r) => r,
+        Err(f) => {
+            tracing::debug!(
+                "restore preflight: repository not opened ({}); the job will report it",
+                f.message
+            );
+            return Ok(());
+        }
+    };
+    let catalog = match repo.read_catalog(backup_id).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(
+                "restore preflight: catalog of {backup_id}: {e}; the job will report it"
+            );
+            return Ok(());
+        }
+    };
+    match ibs_engine::provenance::check_not_newer(&catalog, p.allow_newer) {
+        Ok(Some(w)) => p.warnings.push(w),
+        Ok(None) => {}
+        Err(e) => {
+            return Err(ControllerError::Conflict {
+                message: e.to_string(),
+                details: Some(serde_json::json!({
+                    "backup": backup.id,
+                    "written_by": e.written,
+                    "this_build": e.running,
+                    "override": "allow_newer",
+                })),
+            })
+        }
+    }
+    if p.single {
+        let older = older_server_warning(ctx, &catalog, p).await;
+        p.warnings.extend(older);
+    }
+    for w in &p.warnings {
+        tracing::warn!("restore of backup {}: {w}", backup.id);
+    }
+    Ok(())
+}
+
+/// The older-server warning of the one database component `p` restores, if its target server's
+/// major version is older than the one the backup recorded. A target that cannot be asked is
+/// left to the restore, which reports it.
+async fn older_server_warning(
+    ctx: &JobContext,
+    catalog: &ibs_repo::manifest::Catalog,
+    p: &Prepared,
+) -> Option<String> {
+    let c = p.components.first()?;
+    let recorded = ibs_engine::provenance::Provenance::of(catalog);
+    let backed_up = c
+        .sources
+        .iter()
+        .find_map(|s| recorded.server_version(s))?
+        .to_string();
+    let comp = ctx
+        .components()
+        .ok()?
+        .into_iter()
+        .find(|x| x.name == c.name && x.kind.name() == c.kind)?;
+    let target = p.target.to_string_lossy().into_owned();
+    let asked = tokio::task::spawn_blocking(move || {
+        ibs_sources::mapping::target_server_version(&comp, &target)
+    })
+    .await
+    .ok()??;
+    match asked {
+        Ok(v) => {
+            ibs_sources::kinds::version::older_server_warning(&c.name, &c.kind, &backed_up, &v)
+        }
+        Err(e) => {
+            tracing::debug!("restore preflight: server version of the target: {e}");
+            None
+        }
+    }
 }
 
 /// The Running record of restore job `job_id` for backup job `backup`.
@@ -188,6 +290,7 @@ pub(crate) fn new_job(job_id: String, backup: &Job, p: &Prepared, now: i64) -> J
     );
     job.started_at = Some(now);
     job.source_job = Some(backup.id.clone());
+    job.warnings = p.warnings.clone();
     job.backup_id = backup.backup_id.clone();
     job.components = p
         .components

@@ -298,6 +298,7 @@ pub fn outcome(r: &ValidationReport) -> Outcome {
                 ),
                 cause: None,
                 exports: Vec::new(),
+                server_version: None,
             })
             .collect(),
     }

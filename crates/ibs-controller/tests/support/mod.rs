@@ -56,8 +56,13 @@ pub async fn restore(t: &TestController, id: &str, comp: &str, target: &str, for
         pfx: testing::identity().to_pfx("pw").unwrap(),
         pfx_password: "pw".into(),
         more_keys: Vec::new(),
+        allow_newer: false,
     };
-    let (j, h) = t.ctl.start_restore(id, req, "test").expect("start restore");
+    let (j, h) = t
+        .ctl
+        .start_restore(id, req, "test")
+        .await
+        .expect("start restore");
     h.await.unwrap();
     t.ctl.job(&j.id).unwrap()
 }

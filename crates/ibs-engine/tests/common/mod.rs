@@ -276,6 +276,7 @@ pub async fn crafted_backup_in(
             changed_while_read: 0,
             essential: true,
             skipped: 0,
+            server_version: None,
         }],
         encryption_mode: "certificate".into(),
         certificate_thumbprint: Some(env.ident.certificate().thumbprint().into()),
@@ -286,6 +287,8 @@ pub async fn crafted_backup_in(
         hostname: "test".into(),
         ibs_version: "test".into(),
         recovery_ready: None,
+        deployment_id: None,
+        format_revision: None,
     };
     let tree = TreePart {
         sources: vec![SourceTree {

@@ -39,6 +39,13 @@ pub const MANIFEST_MAGIC: &[u8; 6] = b"IBSMAN";
 pub const MANIFEST_VERSION: u16 = 2;
 /// The first version (catalog not authenticated), still read.
 pub const MANIFEST_V1: u16 = 1;
+/// The repository format revision this build writes and reads: one number for the whole
+/// combination of structure versions and additive changes (fields, encodings) a build knows
+/// (`docs/design/repository-format.md` §14). Revision 1: config 1, manifest 2, tree 2, chunk
+/// encodings 1 and 2, catalogs with `deployment_id`, `format_revision` and `server_version`.
+/// Every later format change bumps it; a backup with a higher revision was written by a newer
+/// build and restores refuse it unless overridden.
+pub const FORMAT_REVISION: u32 = 1;
 /// Upper bound of a catalog (a hostile length field cannot make a reader allocate more).
 pub const MAX_CATALOG: usize = 4 << 20;
 
@@ -68,6 +75,11 @@ pub struct SourceSummary {
     /// absent (0) in older catalogs.
     #[serde(default)]
     pub skipped: u64,
+    /// The version the source's server reported when the backup read it (PostgreSQL
+    /// `server_version`, MariaDB `VERSION()`, Redis `redis_version`, the SQLite library's version);
+    /// absent for files and command sources and in catalogs older than format revision 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
 }
 
 fn yes() -> bool {
@@ -102,6 +114,14 @@ pub struct Catalog {
     /// catalogs (read as `status == Succeeded`).
     #[serde(default)]
     pub recovery_ready: Option<bool>,
+    /// The id of the deployment (controller, or CLI writer host) that wrote the backup; absent in
+    /// catalogs older than format revision 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
+    /// The repository format revision of the build that wrote the backup ([`FORMAT_REVISION`]);
+    /// absent (revision 0) in catalogs older than revision 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format_revision: Option<u32>,
 }
 
 impl Catalog {
@@ -109,6 +129,11 @@ impl Catalog {
     pub fn is_recovery_ready(&self) -> bool {
         self.recovery_ready
             .unwrap_or(self.status == BackupStatus::Succeeded)
+    }
+
+    /// The catalog's format revision: 0 when it records none.
+    pub fn revision(&self) -> u32 {
+        self.format_revision.unwrap_or(0)
     }
 }
 

@@ -20,6 +20,8 @@ fn catalog(id: &str) -> Catalog {
         hostname: String::new(),
         ibs_version: String::new(),
         recovery_ready: None,
+        deployment_id: None,
+        format_revision: None,
     }
 }
 

@@ -76,6 +76,19 @@ fn with_ident(statement: &str, name: &str) -> String {
     )
 }
 
+/// The server's version as it reports it (`SELECT VERSION()`, e.g. `10.11.6-MariaDB-0+deb12u1`).
+pub fn server_version(
+    comp: &str,
+    spec: &ServiceSpec,
+    url: &ConnUrl,
+) -> Result<String, ComponentError> {
+    let secret = spec.secret(comp)?;
+    let out = client(comp, spec, url, &secret)
+        .args(["-e", "SELECT VERSION()"])
+        .run(None)?;
+    super::version::reported(comp, &out)
+}
+
 pub fn plan(comp: &str, spec: &ServiceSpec, log: SharedLog) -> Result<BackupPlan, ComponentError> {
     let secret = spec.secret(comp)?;
     let url = &spec.url;

@@ -34,6 +34,7 @@ mod scan;
 pub mod sqlite;
 mod tool;
 mod url;
+pub mod version;
 
 pub use tool::{ExportReader, Tool};
 pub use url::ConnUrl;

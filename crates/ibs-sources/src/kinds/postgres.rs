@@ -75,6 +75,21 @@ pub(crate) fn safe_part(s: &str) -> String {
     s.trim_start_matches('.').to_string()
 }
 
+/// The server's version as it reports it (`SHOW server_version`, e.g. `16.4 (Debian 16.4-1)`), on
+/// the server `url` names (database `postgres` when the URL names none).
+pub fn server_version(
+    comp: &str,
+    spec: &ServiceSpec,
+    url: &ConnUrl,
+) -> Result<String, ComponentError> {
+    let secret = spec.secret(comp)?;
+    let db = url.name.as_deref().unwrap_or("postgres");
+    let out = psql(comp, spec, url, &secret, db)
+        .args(["-c", "SHOW server_version"])
+        .run(None)?;
+    super::version::reported(comp, &out)
+}
+
 /// Plans the exports of one backup. Without a database in the URL, lists the databases first
 /// (a connection or authentication failure shows here).
 pub fn plan(comp: &str, spec: &ServiceSpec, log: SharedLog) -> Result<BackupPlan, ComponentError> {

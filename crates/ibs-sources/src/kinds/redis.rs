@@ -57,6 +57,23 @@ fn dbsize(comp: &str, t: Tool) -> Result<u64, ComponentError> {
     })
 }
 
+/// The server's version (`redis_version` of `INFO server`).
+pub fn server_version(
+    comp: &str,
+    spec: &ServiceSpec,
+    url: &ConnUrl,
+) -> Result<String, ComponentError> {
+    let secret = spec.secret(comp)?;
+    let out = cli(comp, spec, url, &secret)
+        .args(["INFO", "server"])
+        .run(None)?;
+    let line = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("redis_version:"))
+        .unwrap_or("");
+    super::version::reported(comp, line)
+}
+
 pub fn plan(comp: &str, spec: &ServiceSpec, log: SharedLog) -> Result<BackupPlan, ComponentError> {
     let secret = spec.secret(comp)?;
     let url = spec.url.clone();

@@ -131,6 +131,12 @@ impl Read for SqliteExport {
     }
 }
 
+/// The version of the SQLite library this build makes (and restores) copies with: a `sqlite`
+/// component has no server, the library linked into ibs is what reads and writes the file.
+pub fn library_version() -> String {
+    rusqlite::version().to_string()
+}
+
 pub fn plan(comp: &str, path: &Path, tmp_dir: &Path, log: SharedLog) -> BackupPlan {
     let file = path
         .file_name()

@@ -114,22 +114,29 @@ async fn execute(
     let stopped = || stop.token().check().map_err(|e| Failure::from_engine(&e));
     stopped()?;
     let (components, repo, state) = prepare(ctx, job).await?;
+    // Before any hook runs: a failure here must not leave a pre-hook without its post-hook.
+    let deployment_id = ctx.deployment_id()?;
     let tmp_dir = ctx.tmp_dir(&job.id);
     stopped()?;
     let staged = sources::build(job, &components, &tmp_dir, stop.token()).await;
+    let extras = ibs_engine::BackupExtras {
+        essential: None,
+        cancel: Some(stop.token().clone()),
+        deployment_id: Some(deployment_id),
+        server_versions: staged.server_versions,
+    };
     let result = match stopped() {
         // Dropping the staged sources kills the exports they started.
         Err(f) => Err(f),
         Ok(()) => {
-            let cancel = stop.token().clone();
             run_engine(
                 ctx,
                 &repo,
                 &state,
                 staged.sources,
                 &components,
+                extras,
                 progress,
-                cancel,
             )
             .await
         }
@@ -206,7 +213,8 @@ async fn rotate_certificate(
     Ok((Arc::new(repo), state))
 }
 
-/// Stage 3: the engine over the sources. Sources of components not essential for recovery do
+/// Stage 3: the engine over the sources, recording the deployment and server versions in
+/// `extras`. Sources of components not essential for recovery do
 /// not affect readiness.
 async fn run_engine(
     ctx: &JobContext,
@@ -214,8 +222,8 @@ async fn run_engine(
     state: &WriterState,
     sources: Vec<SourceSpec>,
     components: &[Component],
+    mut extras: ibs_engine::BackupExtras,
     progress: Arc<Progress>,
-    cancel: ibs_engine::CancelToken,
 ) -> Result<BackupReport, Failure> {
     if sources.is_empty() {
         return Err(Failure::general("no component could be backed up"));
@@ -235,10 +243,7 @@ async fn run_engine(
         lock_wait: ctx.lock_wait,
         progress,
     };
-    let extras = ibs_engine::BackupExtras {
-        essential: Some(essential),
-        cancel: Some(cancel),
-    };
+    extras.essential = Some(essential);
     ibs_engine::backup_with(repo.clone(), state, opts, extras)
         .await
         .map_err(|e| Failure::from_engine(&e))

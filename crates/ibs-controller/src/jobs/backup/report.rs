@@ -22,6 +22,7 @@ pub(super) fn result_of(c: &Component) -> ComponentResult {
         message: None,
         cause: None,
         exports: Vec::new(),
+        server_version: None,
     }
 }
 
@@ -58,6 +59,9 @@ pub(super) fn apply(job: &mut Job, report: &BackupReport) {
             };
             r.bytes += s.bytes;
             r.files += s.files;
+            if r.server_version.is_none() {
+                r.server_version = s.server_version.clone();
+            }
             match s.status {
                 BackupStatus::Succeeded => {}
                 BackupStatus::PartialSucceeded if r.status != JobStatus::Failed => {
@@ -98,6 +102,16 @@ pub(super) fn apply(job: &mut Job, report: &BackupReport) {
     }
 }
 
+/// Who wrote a backup, as its catalog records it.
+pub(crate) fn metadata_of(cat: &ibs_repo::manifest::Catalog) -> crate::model::BackupMetadata {
+    let p = ibs_engine::provenance::Provenance::of(cat);
+    crate::model::BackupMetadata {
+        deployment_id: p.deployment_id,
+        ibs_version: p.ibs_version,
+        format_revision: p.format_revision,
+    }
+}
+
 /// The job's figures from the committed catalog, its recovery readiness (every essential
 /// component succeeded) and its status (the roll-up of its components).
 pub(super) fn summarise(job: &mut Job, report: &BackupReport) {
@@ -107,6 +121,7 @@ pub(super) fn summarise(job: &mut Job, report: &BackupReport) {
     job.bytes_read = cat.bytes_read;
     job.bytes_stored = cat.bytes_stored;
     job.certificate_thumbprint = cat.certificate_thumbprint.clone();
+    job.metadata = Some(metadata_of(cat));
     job.is_cloud_recovery_ready = job
         .components
         .iter()

@@ -8,6 +8,7 @@ use crate::model::Job;
 use ibs_engine::SourceSpec;
 use ibs_sources::component::{run_hook, Component};
 use ibs_sources::kinds::SharedLog;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// What stage 2 produced.
@@ -17,6 +18,8 @@ pub(super) struct Staged {
     pub hooked: Vec<usize>,
     /// Service kinds' export logs, by component index.
     pub logs: Vec<(usize, SharedLog)>,
+    /// The server version each service source reads from, by source name.
+    pub server_versions: BTreeMap<String, String>,
 }
 
 pub(super) fn hook_env(component: &str, job: &str) -> Vec<(String, String)> {
@@ -48,6 +51,7 @@ pub(super) async fn build(
         sources: Vec::new(),
         hooked: Vec::new(),
         logs: Vec::new(),
+        server_versions: BTreeMap::new(),
     };
     for (i, c) in components.iter().enumerate() {
         if cancel.is_cancelled() {
@@ -65,6 +69,18 @@ pub(super) async fn build(
         }
         match ibs_sources::mapping::engine_sources(c, &env_job, tmp_dir, Some(cancel)) {
             Ok(m) => {
+                // Recorded in the catalog; an export that cannot reach its server fails on its
+                // own, with the cause, so a version query failing here only goes to the log.
+                match ibs_sources::mapping::server_version(c) {
+                    Some(Ok(v)) => {
+                        r.server_version = Some(v.clone());
+                        for s in &m.sources {
+                            staged.server_versions.insert(s.name.clone(), v.clone());
+                        }
+                    }
+                    Some(Err(e)) => tracing::warn!("server version of component {}: {e}", c.name),
+                    None => {}
+                }
                 if let Some(log) = m.exports {
                     r.sources = m.sources.iter().map(|s| s.name.clone()).collect();
                     staged.logs.push((i, log));
