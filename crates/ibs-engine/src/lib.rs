@@ -22,6 +22,7 @@ mod packing;
 mod produce;
 pub mod progress;
 pub mod prune;
+pub mod refs;
 pub mod restore;
 pub mod retention;
 mod special;
