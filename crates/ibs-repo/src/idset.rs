@@ -214,7 +214,7 @@ impl<V: Copy> ChunkIdMap<V> {
     fn merge(&mut self) {
         let mut add: Vec<(ChunkId, V)> = self.recent.drain().collect();
         self.recent.shrink_to(MERGE_MIN.max(self.sorted.len() / 8));
-        add.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        add.sort_unstable_by_key(|a| a.0);
         merge_into(&mut self.sorted, add, |e| &e.0);
         self.rebuild();
     }
