@@ -19,6 +19,7 @@ pub mod auth;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
+pub mod paging;
 /// Handlers, each documented by its `#[utoipa::path]`.
 pub mod routes;
 
@@ -77,7 +78,7 @@ pub async fn healthz() -> &'static str {
 }
 
 fn routes() -> Routes {
-    use routes::{admin, backups, location};
+    use routes::{admin, backups, location, operations};
     use Method as M;
     Routes {
         router: Router::new(),
@@ -108,6 +109,7 @@ fn routes() -> Routes {
         "/api/v1/verification/packs",
         backups::verification_packs,
     )
+    .op(M::GET, "/api/v1/operations", operations::list)
     .op(M::GET, "/api/v1/maintenance", admin::maintenance)
     .op(M::POST, "/api/v1/maintenance", admin::begin)
     .op(M::DELETE, "/api/v1/maintenance", admin::end)

@@ -5,7 +5,7 @@
 //! (`/healthz`, `/metrics`, the document itself) without a token. Tests check that the document
 //! lists exactly the routed operations and passes a third-party validator.
 
-use crate::routes::{admin, backups, location};
+use crate::routes::{admin, backups, location, operations};
 use axum::Json;
 use ibs_types::ErrorBody;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
@@ -21,6 +21,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         backups::list, backups::start, backups::show, backups::restore, backups::validate,
         backups::jobs, backups::job, backups::report, backups::report_html,
         backups::verification, backups::start_verification, backups::verification_packs,
+        operations::list,
         admin::maintenance, admin::begin, admin::end, admin::end_post, admin::clear,
         admin::readiness, admin::alerts, admin::close_alert, admin::prune,
         admin::list_tokens, admin::create_token, admin::revoke_token, admin::audit,

@@ -18,6 +18,7 @@
 //!   URL is never printed whole: logs show it through [`crate::redact::url`].
 
 use crate::db::Db;
+use crate::paging::{Page, PageKey, PageRequest};
 use crate::{ControllerError, Result};
 use ibs_storage::AlertClass;
 use rusqlite::{params, OptionalExtension};
@@ -322,6 +323,32 @@ impl Alerts {
         ))?;
         let rows = st.query_map([open_only as i64], row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One page of the alerts (open first, newest first), or of the open ones. Key:
+    /// `(open ? 1 : 0, id)`. An alert closed between two page fetches moves behind the open
+    /// ones (its key changed), so a walk of `all` may serve it once more there.
+    pub fn list_page(&self, open_only: bool, req: &PageRequest) -> Result<Page<Alert>> {
+        let conn = self.db.conn();
+        let mut st = conn.prepare(&format!(
+            "SELECT {COLS}, (state = 'open') AS o FROM alerts
+             WHERE (?1 = 0 OR state = 'open') AND (?2 IS NULL OR ((state = 'open'), id) < (?2, ?3))
+             ORDER BY o DESC, id DESC LIMIT ?4"
+        ))?;
+        let after = req.after.as_ref();
+        let rows = st.query_map(
+            rusqlite::params![
+                open_only as i64,
+                after.map(|k| k.a),
+                after.map(|k| k.b),
+                req.fetch()
+            ],
+            |r| {
+                let a = row(r)?;
+                Ok((PageKey::nums(i64::from(a.state == "open"), a.id), a))
+            },
+        )?;
+        Ok(Page::from_rows(rows.collect::<Result<_, _>>()?, req.limit))
     }
 
     pub fn is_open(&self, kind: AlertKind) -> Result<bool> {

@@ -5,7 +5,7 @@
 //! reverse.
 //!
 //! Files: this one (opening, the gate and starting jobs, job queries, the state the API reads),
-//! `location` (location and component settings), `tick` (the scheduler tick), `admin`
+//! `location` (location and component settings), `tick` (the scheduler tick), `lists` (the paged lists), `admin`
 //! (maintenance, alerts, tokens, audit, store prune) and [`bootstrap`] (first start).
 //!
 //! Locking: see the locking table in `docs/design/controller.md` ("The gate"): one job at a time;
@@ -13,6 +13,7 @@
 
 mod admin;
 pub mod bootstrap;
+mod lists;
 mod location;
 mod tick;
 
@@ -112,6 +113,7 @@ impl Controller {
         for id in &interrupted {
             tracing::warn!("job {id} was running when the controller stopped: marked Interrupted");
         }
+        opts.db.interrupt_unfinished_ops(now)?;
         if let Some(cs) = &opts.components {
             component::validate(cs)?;
             if let Some(c) = cs.iter().find(|c| c.password_sealed.is_some()) {
@@ -358,10 +360,22 @@ impl Controller {
     pub fn start_retention(&self) -> Result<tokio::task::JoinHandle<()>> {
         let id = format!("retention-{}", self.now());
         let guard = self.gate.take(&id, GateKind::RetentionCleanup)?;
+        let op = self.ctx.db.op_begin(
+            ibs_types::OperationKind::RetentionCleanup,
+            self.now(),
+            "scheduler",
+            None,
+        )?;
         let ctx = self.ctx.clone();
         Ok(spawn_job(move || async move {
             let _guard = guard;
-            jobs::retention::cleanup(&ctx).await;
+            let (status, detail) = match jobs::retention::cleanup(&ctx).await {
+                Ok(n) => (JobStatus::Succeeded, format!("removed {n} backup(s)")),
+                Err(m) => (JobStatus::Failed, m),
+            };
+            if let Err(e) = ctx.db.op_end(op, status, ctx.now(), Some(&detail)) {
+                tracing::error!("recording the retention cleanup's end: {e}");
+            }
         }))
     }
 

@@ -2,13 +2,14 @@
 //!
 //! Tables: `meta` (key/value JSON: location settings, scheduler state, maintenance state, cached
 //! capacity), `jobs` (see `db_jobs`), `alerts`, `tokens` (hashes only), `audit`, `pack_checks`
-//! (see `db_verify`). The schema version
+//! (see `db_verify`), `operations` (see `db_ops`). The schema version
 //! is in `PRAGMA user_version`; migrations are additive.
 //!
 //! A single connection behind a mutex: every statement is short, and jobs write progress at most
 //! once a second, so contention is negligible. `ibs token create` opens the same file from another
 //! process; the busy timeout makes that safe while the daemon runs.
 
+use crate::paging::{Page, PageKey, PageRequest};
 use crate::Result;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::de::DeserializeOwned;
@@ -16,7 +17,7 @@ use serde::Serialize;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -106,6 +107,8 @@ impl Db {
         conn.execute_batch(SCHEMA)?;
         // Version 3: per-pack verification records.
         conn.execute_batch(crate::db_verify::TABLE)?;
+        // Version 4: operations outside the job records.
+        conn.execute_batch(crate::db_ops::TABLE)?;
         // Version 2: optional token expiry.
         let has_expiry: bool = conn.query_row(
             "SELECT COUNT(*) FROM pragma_table_info('tokens') WHERE name = 'expires_at'",
@@ -171,20 +174,31 @@ impl Db {
     }
 
     pub fn audit_log(&self, limit: u32) -> Result<Vec<AuditRecord>> {
+        Ok(self.audit_page(&PageRequest::first(limit))?.items)
+    }
+
+    /// One page of the audit log, newest first. Key: `id`.
+    pub fn audit_page(&self, req: &PageRequest) -> Result<Page<AuditRecord>> {
         let conn = self.conn();
-        let mut st = conn
-            .prepare("SELECT id, at, actor, action, fields FROM audit ORDER BY id DESC LIMIT ?1")?;
-        let rows = st.query_map([limit], |r| {
+        let mut st = conn.prepare(
+            "SELECT id, at, actor, action, fields FROM audit WHERE (?1 IS NULL OR id < ?1)
+             ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![req.after.as_ref().map(|k| k.a), req.fetch()], |r| {
             let fields: String = r.get(4)?;
-            Ok(AuditRecord {
-                id: r.get(0)?,
-                at: r.get(1)?,
-                actor: r.get(2)?,
-                action: r.get(3)?,
-                fields: serde_json::from_str(&fields).unwrap_or_default(),
-            })
+            let id: i64 = r.get(0)?;
+            Ok((
+                PageKey::nums(id, 0),
+                AuditRecord {
+                    id,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    fields: serde_json::from_str(&fields).unwrap_or_default(),
+                },
+            ))
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(Page::from_rows(rows.collect::<Result<_, _>>()?, req.limit))
     }
 }
 

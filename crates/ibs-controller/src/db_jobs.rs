@@ -4,6 +4,7 @@
 
 use crate::db::Db;
 use crate::model::{Job, JobKind, JobStatus};
+use crate::paging::{Page, PageKey, PageRequest};
 use crate::Result;
 use rusqlite::{params, OptionalExtension};
 
@@ -132,12 +133,57 @@ impl Db {
 
     /// Backups: backup jobs that were not skipped, newest first.
     pub fn backups(&self, limit: u32) -> Result<Vec<Job>> {
-        Ok(self
-            .jobs(Some(JobKind::Backup), limit.saturating_mul(4).max(limit))?
-            .into_iter()
-            .filter(|j| j.status != JobStatus::Skipped)
-            .take(limit as usize)
-            .collect())
+        Ok(self.backups_page(&PageRequest::first(limit))?.items)
+    }
+
+    /// One page of the jobs, newest first, optionally of one kind. Key: `(created_at, rowid)`.
+    pub fn jobs_page(&self, kind: Option<JobKind>, req: &PageRequest) -> Result<Page<Job>> {
+        self.jobs_page_where(kind, false, req)
+    }
+
+    /// One page of the backups (backup jobs not skipped), newest first. Key as [`Db::jobs_page`].
+    pub fn backups_page(&self, req: &PageRequest) -> Result<Page<Job>> {
+        self.jobs_page_where(Some(JobKind::Backup), true, req)
+    }
+
+    fn jobs_page_where(
+        &self,
+        kind: Option<JobKind>,
+        no_skipped: bool,
+        req: &PageRequest,
+    ) -> Result<Page<Job>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT created_at, rowid, body FROM jobs
+             WHERE (?1 IS NULL OR kind = ?1) AND (?2 = 0 OR status != 'Skipped')
+               AND (?3 IS NULL OR (created_at, rowid) < (?3, ?4))
+             ORDER BY created_at DESC, rowid DESC LIMIT ?5",
+        )?;
+        let after = req.after.as_ref();
+        let rows = st.query_map(
+            params![
+                kind.map(kind_str),
+                no_skipped as i64,
+                after.map(|k| k.a),
+                after.map(|k| k.b),
+                req.fetch()
+            ],
+            |r| Ok((PageKey::nums(r.get(0)?, r.get(1)?), r.get::<_, String>(2)?)),
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (k, b) = row?;
+            // A record this build cannot read is left out; its key still advances the page.
+            match serde_json::from_str::<Job>(&b) {
+                Ok(j) => out.push((k, Some(j))),
+                Err(_) => out.push((k, None)),
+            }
+        }
+        let page = Page::from_rows(out, req.limit);
+        Ok(Page {
+            items: page.items.into_iter().flatten().collect(),
+            next: page.next,
+        })
     }
 
     /// Finds a backup job by its job id or its repository backup id.

@@ -3,6 +3,7 @@
 //! never verified first, then the least recently verified, so repeated runs cover every pack.
 
 use crate::db::Db;
+use crate::paging::{Page, PageKey, PageRequest};
 use crate::Result;
 use rusqlite::params;
 use std::collections::{HashMap, HashSet};
@@ -42,6 +43,39 @@ impl Db {
             out.insert(c.pack.clone(), c);
         }
         Ok(out)
+    }
+
+    /// One page of the pack records, least recently verified first. Key: `(verified_at, pack)`.
+    /// A pack verified again between two page fetches moves to the end of the list (its key
+    /// changed), so a walk may serve it once more there.
+    pub fn pack_checks_page(&self, req: &PageRequest) -> Result<Page<PackCheck>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT pack, verified_at, ok, reason, bytes, checks FROM pack_checks
+             WHERE (?1 IS NULL OR (verified_at, pack) > (?1, ?2))
+             ORDER BY verified_at, pack LIMIT ?3",
+        )?;
+        let after = req.after.as_ref();
+        let rows = st.query_map(
+            params![after.map(|k| k.a), after.map(|k| k.s.clone()), req.fetch()],
+            |r| {
+                let c = PackCheck {
+                    pack: r.get(0)?,
+                    verified_at: r.get(1)?,
+                    ok: r.get::<_, i64>(2)? != 0,
+                    reason: r.get(3)?,
+                    bytes: r.get::<_, i64>(4)? as u64,
+                    checks: r.get::<_, i64>(5)? as u64,
+                };
+                let k = PageKey {
+                    a: c.verified_at,
+                    b: 0,
+                    s: c.pack.clone(),
+                };
+                Ok((k, c))
+            },
+        )?;
+        Ok(Page::from_rows(rows.collect::<Result<_, _>>()?, req.limit))
     }
 
     pub fn record_pack_check(

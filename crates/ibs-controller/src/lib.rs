@@ -22,6 +22,8 @@
 //!   service components with a sealed password) and the view it gets (no hook, command or secret).
 //! - [`settings`]: the backup-location resource: validation, secrets, audit.
 //! - [`db`]: the SQLite state database (jobs, settings, alerts, tokens, audit, scheduler state).
+//! - [`paging`]: keyset pages of the lists; [`db_ops`]: operations outside the job records and the
+//!   combined operations list.
 //! - [`secretbox`]: encryption at rest of secrets kept in the state database.
 //! - [`tokens`]: API bearer tokens with roles, stored hashed, compared in constant time.
 //! - [`scheduler`]: the pure scheduling decision for a tick (interval, missed runs, skips).
@@ -53,10 +55,12 @@ pub mod context;
 pub mod controller;
 pub mod db;
 mod db_jobs;
+pub mod db_ops;
 pub mod db_verify;
 mod gate;
 pub mod jobs;
 pub mod model;
+pub mod paging;
 pub mod redact;
 pub mod restore_roots;
 pub mod scheduler;
@@ -87,6 +91,7 @@ pub use model::{
     ComponentResult, GateKind, Job, JobKind, JobStatus, MaintenanceState, Role, Trigger,
     DEFAULT_FREQUENCY_HOURS, DEFAULT_RETENTION_DAYS,
 };
+pub use paging::{Page, PageKey, PageRequest};
 pub use storage::{LocationOpener, OpenError, StorageOpener, StorageTarget};
 
 use ibs_storage::AlertClass;

@@ -6,6 +6,7 @@
 
 use crate::db::Db;
 use crate::model::Role;
+use crate::paging::{Page, PageKey, PageRequest};
 use crate::Result;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
@@ -99,6 +100,31 @@ impl Db {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One page of the stored tokens, oldest first. Key: `id`.
+    pub fn tokens_page(&self, now: i64, req: &PageRequest) -> Result<Page<TokenInfo>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT id, role, label, created_at, expires_at FROM tokens
+             WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![req.after.as_ref().map(|k| k.a), req.fetch()], |r| {
+            let expires_at: Option<i64> = r.get(4)?;
+            let id: i64 = r.get(0)?;
+            Ok((
+                PageKey::nums(id, 0),
+                TokenInfo {
+                    id,
+                    role: r.get(1)?,
+                    label: r.get(2)?,
+                    created_at: r.get(3)?,
+                    expires_at,
+                    expired: expires_at.is_some_and(|t| now >= t),
+                },
+            ))
+        })?;
+        Ok(Page::from_rows(rows.collect::<Result<_, _>>()?, req.limit))
     }
 
     /// Deletes a token; from then on it is refused like an unknown one. False when no token has

@@ -17,6 +17,7 @@
 //! - [`admin`]: roles, maintenance, readiness, alerts, prune, tokens, audit.
 //! - [`requests`]: the bodies and queries of the job-starting and listing operations (restore,
 //!   validate, list limits, alert filter) and verification status.
+//! - [`paging`]: `limit` and `cursor` of every list, and the operations list.
 //! - [`error`]: the error body every non-2xx JSON response carries.
 
 pub mod admin;
@@ -24,6 +25,7 @@ pub mod component;
 pub mod error;
 pub mod job;
 pub mod location;
+pub mod paging;
 pub mod requests;
 
 pub use admin::{
@@ -37,4 +39,5 @@ pub use job::{
     ComponentResult, Corruption, Job, JobKind, JobProgress, JobStatus, Trigger, VerifySummary,
 };
 pub use location::{CertificateInfo, LocationUpdate, LocationView, SecretText};
+pub use paging::{Operation, OperationKind, OperationsQuery, PageQuery};
 pub use requests::{ListQuery, PackCheck, PfxBody, RestoreBody, ValidateBody, VerificationStatus};

@@ -71,38 +71,53 @@ impl Client {
     }
 
     pub fn get<R: DeserializeOwned>(&self, path: &str) -> Result<R> {
-        parse(path, &self.call("GET", path, None)?)
+        parse(path, &self.call("GET", path, None)?.0)
+    }
+
+    /// One page of a list (`path` carries its own query, or none): the rows and the
+    /// `X-Next-Cursor` of the next page, if any.
+    pub fn get_page<R: DeserializeOwned>(&self, path: &str) -> Result<(Vec<R>, Option<String>)> {
+        let (text, next) = self.call("GET", path, None)?;
+        Ok((parse(path, &text)?, next))
     }
 
     pub fn post<B: Serialize, R: DeserializeOwned>(&self, path: &str, body: &B) -> Result<R> {
         parse(
             path,
-            &self.call("POST", path, Some(serde_json::to_value(body)?))?,
+            &self
+                .call("POST", path, Some(serde_json::to_value(body)?))?
+                .0,
         )
     }
 
     /// A POST without a body; the answer is returned as text (empty for 204).
     pub fn post_empty(&self, path: &str) -> Result<String> {
-        self.call("POST", path, None)
+        Ok(self.call("POST", path, None)?.0)
     }
 
     pub fn put<B: Serialize, R: DeserializeOwned>(&self, path: &str, body: &B) -> Result<R> {
         parse(
             path,
-            &self.call("PUT", path, Some(serde_json::to_value(body)?))?,
+            &self.call("PUT", path, Some(serde_json::to_value(body)?))?.0,
         )
     }
 
     /// A DELETE without a body; the answer parsed as `R`.
     pub fn delete<R: DeserializeOwned>(&self, path: &str) -> Result<R> {
-        parse(path, &self.call("DELETE", path, None)?)
+        parse(path, &self.call("DELETE", path, None)?.0)
     }
 
     /// Sends one request; returns the body of a 2xx answer, or the API's error as [`HttpError`].
     /// A 409 because the controller's own housekeeping (retention cleanup, verification) holds the
     /// job gate is waited out for up to [`HOUSEKEEPING_WAIT`]: those jobs start by themselves and
     /// end by themselves, and an operator's request should not fail because one happened to run.
-    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<String> {
+    /// The answer's body and its `X-Next-Cursor` header (a paged list's next page).
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(String, Option<String>)> {
         let started = std::time::Instant::now();
         let mut told = false;
         loop {
@@ -128,7 +143,7 @@ impl Client {
         method: &str,
         path: &str,
         body: Option<serde_json::Value>,
-    ) -> Result<String> {
+    ) -> Result<(String, Option<String>)> {
         if let Some(b) = &body {
             crate::client_guard::refuse_cleartext_secrets(&self.base, b)?;
         }
@@ -165,11 +180,16 @@ impl Client {
             )
         })?;
         let status = resp.status().as_u16();
+        let next = resp
+            .headers()
+            .get(ibs_types::paging::NEXT_CURSOR_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
         let text = resp.body_mut().read_to_string().unwrap_or_default();
         if status >= 400 {
             return Err(http_error(status, &text, self.token.is_none()).into());
         }
-        Ok(text)
+        Ok((text, next))
     }
 }
 

@@ -44,7 +44,7 @@ pub enum Command {
     },
     /// Backup-location settings on the controller.
     Location(crate::cli_controller::LocationArgs),
-    /// Backups on the controller: start, list, show.
+    /// Backups on the controller: start, list, show, validate.
     Backup(crate::cli_controller::BackupArgs),
     /// Restore a backup (or one component) through the controller.
     Restore(crate::cli_controller::RestoreArgs),
@@ -54,6 +54,17 @@ pub enum Command {
     Alerts(crate::cli_controller::AlertsArgs),
     /// The backup store: prune files ibs did not create.
     Store(crate::cli_controller::StoreArgs),
+    /// Jobs on the controller (every kind): list, show.
+    Jobs(crate::cli_controller::JobsArgs),
+    /// The running and recent operations of every kind (jobs, retention cleanups, maintenance,
+    /// location clears, store prunes), newest first.
+    Operations(crate::cli_controller::OperationsArgs),
+    /// The controller's audit log, newest first (admin).
+    Audit(crate::cli_controller::ListArgs),
+    /// The components the controller backs up.
+    Components(crate::cli_controller::ListArgs),
+    /// Pack verification on the controller: status, start, per-pack records.
+    Verification(crate::cli_controller::VerificationArgs),
     /// Cloud recovery on a bare machine: restore every planned component from the share with the
     /// .pfx alone, verify each, and adopt the repository.
     Recover(crate::cmd_recover::RecoverArgs),

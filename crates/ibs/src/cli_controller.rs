@@ -1,5 +1,6 @@
 //! Command-line contract of the controller commands: `serve`, `token`, and the API client commands
-//! (`location`, `backup`, `restore`, `maintenance`, `alerts`, `store`). Add, never rename.
+//! (`location`, `backup`, `restore`, `maintenance`, `alerts`, `store`, `jobs`, `operations`,
+//! `audit`, `components`, `verification`). Add, never rename.
 //! Secrets never come from argv: the API token from $IBS_TOKEN, the share password from
 //! $IBS_SHARE_PASSWORD, the .pfx password from $IBS_PFX_PASSWORD (or a file / prompt).
 
@@ -158,10 +159,114 @@ pub enum BackupCmd {
         #[arg(long)]
         wait: bool,
     },
-    /// List backups (Get-AzsBackup).
-    List,
+    /// List backups (Get-AzsBackup), newest first.
+    List {
+        #[command(flatten)]
+        page: PageArgs,
+    },
     /// Show one backup.
     Show { id: String },
+    /// Validate a backup on the controller as a job: every chunk read, every component restored to
+    /// scratch (databases into temporary databases); the reports stay on the controller.
+    Validate {
+        /// The backup id.
+        id: String,
+        /// The .pfx of the backup's certificate (sent to the controller, used in memory only). The
+        /// password comes from $IBS_PFX_PASSWORD, --pfx-password-file or a prompt.
+        #[arg(long)]
+        pfx: PathBuf,
+        /// A file holding the .pfx password (default: $IBS_PFX_PASSWORD, else a prompt).
+        #[arg(long)]
+        pfx_password_file: Option<PathBuf>,
+        /// Return after the job started instead of waiting for its end (default: wait).
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+/// Paging of a list command (ADR 0024).
+#[derive(Args, Clone, Default)]
+pub struct PageArgs {
+    /// Rows per page, 1 to 1000 (default 100).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+    /// Start after the page that printed this cursor (default: the first page).
+    #[arg(long, value_name = "CURSOR")]
+    pub cursor: Option<String>,
+    /// Follow every page to the end of the list (default: one page; --limit sets the page size).
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Args)]
+pub struct JobsArgs {
+    #[command(subcommand)]
+    pub cmd: JobsCmd,
+    #[command(flatten)]
+    pub server: Server,
+}
+
+#[derive(Subcommand)]
+pub enum JobsCmd {
+    /// List jobs of every kind (backups, skipped runs, restores, verifications, validations),
+    /// newest first.
+    List {
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Show one job with its live progress.
+    Show {
+        /// The job id (from `ibs jobs list`).
+        id: String,
+    },
+}
+
+#[derive(Args)]
+pub struct OperationsArgs {
+    /// Only what runs now (default: running and finished).
+    #[arg(long)]
+    pub running: bool,
+    /// Only this kind: backup, restore, verify, validate, retention-cleanup, maintenance,
+    /// location-clear, store-prune (default: every kind).
+    #[arg(long, value_parser = ["backup", "restore", "verify", "validate", "retention-cleanup", "maintenance", "location-clear", "store-prune"])]
+    pub kind: Option<String>,
+    #[command(flatten)]
+    pub page: PageArgs,
+    #[command(flatten)]
+    pub server: Server,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub page: PageArgs,
+    #[command(flatten)]
+    pub server: Server,
+}
+
+#[derive(Args)]
+pub struct VerificationArgs {
+    #[command(subcommand)]
+    pub cmd: VerificationCmd,
+    #[command(flatten)]
+    pub server: Server,
+}
+
+#[derive(Subcommand)]
+pub enum VerificationCmd {
+    /// Show verification settings, coverage, damaged packs and Corrupted backups.
+    Status,
+    /// Start a verification of a sample of the packs now (operator).
+    Start {
+        /// Show progress and wait until the job has ended (default: return once started).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List the per-pack verification records, least recently verified first.
+    Packs {
+        #[command(flatten)]
+        page: PageArgs,
+    },
 }
 
 #[derive(Args)]

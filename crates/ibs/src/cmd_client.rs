@@ -1,4 +1,5 @@
-//! The API client commands: `location`, `backup`, `restore`, `maintenance`, `alerts`, `store`. They
+//! The API client commands: `location`, `backup`, `restore`, `maintenance`, `alerts`, `store` (the
+//! paged lists and job commands are in `cmd_lists`). They
 //! map the brief's PowerShell cmdlets one to one and talk to `ibs serve` over HTTP (`--server` or
 //! $IBS_SERVER; the token from $IBS_TOKEN, never argv). `--json` prints the API's JSON; otherwise
 //! aligned tables. Exit codes: 0 ok, 1 failure, 2 rejected input (HTTP 400), 3 partial success,
@@ -22,17 +23,17 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn print_json(v: &impl serde::Serialize) -> Result<()> {
+pub(crate) fn print_json(v: &impl serde::Serialize) -> Result<()> {
     println!("{}", serde_json::to_string(v)?);
     Ok(())
 }
 
-fn time(t: Option<i64>) -> String {
+pub(crate) fn time(t: Option<i64>) -> String {
     t.map(ibs_repo::clock::rfc3339)
         .unwrap_or_else(|| "-".into())
 }
 
-fn duration(ms: Option<u64>) -> String {
+pub(crate) fn duration(ms: Option<u64>) -> String {
     match ms {
         Some(ms) => {
             let s = ms / 1000;
@@ -50,6 +51,11 @@ pub fn run(cmd: Command, json: bool, quiet: bool) -> Result<i32> {
         Command::Maintenance(a) => maintenance(a, json),
         Command::Alerts(a) => alerts(a, json),
         Command::Store(a) => store(a, json),
+        Command::Jobs(a) => crate::cmd_lists::jobs(a, json),
+        Command::Operations(a) => crate::cmd_lists::operations(a, json),
+        Command::Audit(a) => crate::cmd_lists::audit(a, json),
+        Command::Components(a) => crate::cmd_lists::components(a, json),
+        Command::Verification(a) => crate::cmd_lists::verification(a, json, quiet),
         _ => unreachable!("dispatched in main"),
     };
     match r {
@@ -153,7 +159,7 @@ fn location(a: LocationArgs, json: bool) -> Result<i32> {
     Ok(exit::OK)
 }
 
-fn job_code(j: &Job) -> i32 {
+pub(crate) fn job_code(j: &Job) -> i32 {
     match j.status {
         JobStatus::Succeeded => exit::OK,
         JobStatus::PartialSucceeded => exit::PARTIAL,
@@ -168,7 +174,7 @@ fn job_code(j: &Job) -> i32 {
 }
 
 /// Polls a job until it ends, feeding a progress bar.
-fn wait_job(c: &Client, id: &str, label: &'static str, bar_on: bool) -> Result<Job> {
+pub(crate) fn wait_job(c: &Client, id: &str, label: &'static str, bar_on: bool) -> Result<Job> {
     let progress = Arc::new(Progress::default());
     let bar = Bar::start(progress.clone(), label, bar_on);
     let mut seen = JobProgress::default();
@@ -196,14 +202,14 @@ fn wait_job(c: &Client, id: &str, label: &'static str, bar_on: bool) -> Result<J
 
 /// A backup's status as listed: the original outcome, with `Corrupted` in front when
 /// verification found data it needs damaged (the original status is kept).
-fn status_text(j: &Job) -> String {
+pub(crate) fn status_text(j: &Job) -> String {
     match &j.corrupted {
         Some(_) => format!("Corrupted ({})", j.status.as_str()),
         None => j.status.as_str().into(),
     }
 }
 
-fn show_job(j: &Job) {
+pub(crate) fn show_job(j: &Job) {
     let mut rows = vec![
         vec!["id".into(), j.id.clone()],
         vec!["status".into(), status_text(j)],
@@ -307,46 +313,21 @@ fn backup(a: BackupArgs, json: bool, quiet: bool) -> Result<i32> {
             }
             Ok(if wait { job_code(&j) } else { exit::OK })
         }
-        BackupCmd::List => {
-            let list: Vec<Job> = c.get("/backups")?;
-            if json {
-                return print_json(&list).map(|_| exit::OK);
-            }
-            let rows: Vec<Vec<String>> = list
-                .iter()
-                .map(|j| {
-                    vec![
-                        j.id.clone(),
-                        status_text(j),
-                        serde_json::to_value(j.trigger)
-                            .ok()
-                            .and_then(|v| v.as_str().map(String::from))
-                            .unwrap_or_default(),
-                        time(j.started_at),
-                        duration(j.duration_ms),
-                        human(j.bytes_stored),
-                        if j.is_cloud_recovery_ready {
-                            "yes".into()
-                        } else {
-                            "no".into()
-                        },
-                    ]
-                })
-                .collect();
-            table(
-                &[
-                    "ID",
-                    "STATUS",
-                    "TRIGGER",
-                    "STARTED",
-                    "DURATION",
-                    "STORED",
-                    "RECOVERY-READY",
-                ],
-                &rows,
-            );
-            Ok(exit::OK)
-        }
+        BackupCmd::List { page } => crate::cmd_lists::backup_list(&c, &page, json),
+        BackupCmd::Validate {
+            id,
+            pfx,
+            pfx_password_file,
+            no_wait,
+        } => crate::cmd_lists::backup_validate(
+            &c,
+            &id,
+            &pfx,
+            pfx_password_file.as_deref(),
+            no_wait,
+            json,
+            quiet,
+        ),
         BackupCmd::Show { id } => {
             let j: Job = c.get(&format!("/backups/{id}"))?;
             if json {

@@ -7,6 +7,7 @@ mod cli_controller;
 mod client_guard;
 mod cmd_client;
 mod cmd_keys;
+mod cmd_lists;
 mod cmd_recover;
 mod cmd_repo;
 mod cmd_serve;

@@ -508,10 +508,10 @@ fn secrets_never_leak() {
     let mut paths: Vec<String> = [
         "/api/v1/location",
         "/api/v1/components",
-        "/api/v1/backups?limit=10000",
-        "/api/v1/jobs?limit=10000",
+        "/api/v1/backups?limit=1000",
+        "/api/v1/jobs?limit=1000",
         "/api/v1/alerts?state=all",
-        "/api/v1/audit",
+        "/api/v1/audit?limit=1000",
         "/api/v1/readiness",
         "/api/v1/maintenance",
         "/api/v1/openapi.json",
@@ -520,13 +520,13 @@ fn secrets_never_leak() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let jobs = body_json(&http_get(port, "/api/v1/jobs?limit=10000", &token));
+    let jobs = body_json(&http_get(port, "/api/v1/jobs?limit=1000", &token));
     for j in jobs.as_array().unwrap() {
         paths.push(format!("/api/v1/jobs/{}", j["id"].as_str().unwrap()));
     }
     paths.push(format!("/api/v1/jobs/{validation}/report"));
     paths.push(format!("/api/v1/jobs/{validation}/report.html"));
-    let backups = body_json(&http_get(port, "/api/v1/backups?limit=10000", &token));
+    let backups = body_json(&http_get(port, "/api/v1/backups?limit=1000", &token));
     for b in backups.as_array().unwrap() {
         paths.push(format!("/api/v1/backups/{}", b["id"].as_str().unwrap()));
     }

@@ -4,13 +4,15 @@
 
 use crate::auth::{ApiJson, Caller};
 use crate::error::{ApiError, ApiResult};
+use crate::paging::{self, List, Paged};
 use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::http::Uri;
 use axum::Json;
 use ibs_types::{
     Alert, AlertQuery, AuditRecord, BeginMaintenance, EndMaintenance, ErrorBody, Maintenance,
-    PruneReport, PruneRequest, Readiness, Role, TokenCreated, TokenInfo, TokenRequest,
+    PageQuery, PruneReport, PruneRequest, Readiness, Role, TokenCreated, TokenInfo, TokenRequest,
 };
 
 /// Show the maintenance operation (null when none).
@@ -85,16 +87,21 @@ pub async fn readiness(State(s): State<AppState>, caller: Caller) -> ApiResult<J
     Ok(Json(s.ctl.readiness()?))
 }
 
-/// List alerts (`?state=open|all`, default open).
+/// List alerts (`?state=open|all`, default open), open first, newest first (paged).
 #[utoipa::path(get, path = "/api/v1/alerts", tag = "admin",
     extensions(("x-ibs-role" = json!("reader"))),
-    params(AlertQuery),
-    responses((status = 200, description = "The alerts", body = Vec<Alert>)))]
+    params(AlertQuery, PageQuery),
+    responses((status = 200, description = "One page of the alerts", body = Vec<Alert>,
+        headers(
+            ("x-next-cursor" = String, description = "The cursor of the next page (absent on the last page)"),
+            ("link" = String, description = "`<URL>; rel=\"next\"` (RFC 8288) of the next page (absent on the last page)")))))]
 pub async fn alerts(
     State(s): State<AppState>,
     caller: Caller,
+    uri: Uri,
     Query(q): Query<AlertQuery>,
-) -> ApiResult<Json<Vec<Alert>>> {
+    Query(pq): Query<PageQuery>,
+) -> ApiResult<Paged<Alert>> {
     caller.require(Role::Reader)?;
     let open_only = match q.state.as_deref() {
         None | Some("open") => true,
@@ -106,7 +113,12 @@ pub async fn alerts(
             ))
         }
     };
-    Ok(Json(s.ctl.alert_list(open_only)?))
+    let req = paging::request(List::Alerts, &pq)?;
+    Ok(Paged::new(
+        List::Alerts,
+        s.ctl.alerts_page(open_only, &req)?,
+        &uri,
+    ))
 }
 
 /// Close an alert (it comes back if the cause persists).
@@ -180,16 +192,23 @@ pub async fn create_token(
     ))
 }
 
-/// List the API tokens (never a token itself).
+/// List the API tokens (never a token itself), oldest first (paged).
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "admin",
     extensions(("x-ibs-role" = json!("admin"))),
-    responses((status = 200, description = "The tokens", body = Vec<TokenInfo>)))]
+    params(PageQuery),
+    responses((status = 200, description = "One page of the tokens", body = Vec<TokenInfo>,
+        headers(
+            ("x-next-cursor" = String, description = "The cursor of the next page (absent on the last page)"),
+            ("link" = String, description = "`<URL>; rel=\"next\"` (RFC 8288) of the next page (absent on the last page)")))))]
 pub async fn list_tokens(
     State(s): State<AppState>,
     caller: Caller,
-) -> ApiResult<Json<Vec<TokenInfo>>> {
+    uri: Uri,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Paged<TokenInfo>> {
     caller.require(Role::Admin)?;
-    Ok(Json(s.ctl.list_tokens()?))
+    let req = paging::request(List::Tokens, &q)?;
+    Ok(Paged::new(List::Tokens, s.ctl.tokens_page(&req)?, &uri))
 }
 
 /// Revoke an API token (refused from then on).
@@ -213,11 +232,21 @@ pub async fn revoke_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The audit log (the latest 1000 records).
+/// The audit log, newest first (paged).
 #[utoipa::path(get, path = "/api/v1/audit", tag = "admin",
     extensions(("x-ibs-role" = json!("admin"))),
-    responses((status = 200, description = "The audit records", body = Vec<AuditRecord>)))]
-pub async fn audit(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<AuditRecord>>> {
+    params(PageQuery),
+    responses((status = 200, description = "One page of the audit records", body = Vec<AuditRecord>,
+        headers(
+            ("x-next-cursor" = String, description = "The cursor of the next page (absent on the last page)"),
+            ("link" = String, description = "`<URL>; rel=\"next\"` (RFC 8288) of the next page (absent on the last page)")))))]
+pub async fn audit(
+    State(s): State<AppState>,
+    caller: Caller,
+    uri: Uri,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Paged<AuditRecord>> {
     caller.require(Role::Admin)?;
-    Ok(Json(s.ctl.audit_log(1000)?))
+    let req = paging::request(List::Audit, &q)?;
+    Ok(Paged::new(List::Audit, s.ctl.audit_page(&req)?, &uri))
 }

@@ -7,8 +7,10 @@
 
 use crate::auth::{ApiJson, Caller};
 use crate::error::{ApiError, ApiResult};
+use crate::paging::{self, List, Paged};
 use crate::AppState;
 use axum::extract::{Path, Query, State};
+use axum::http::Uri;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -16,21 +18,26 @@ use base64::Engine as _;
 use ibs_controller::jobs::validate::{ValidateRequest, MAX_PFX_BYTES};
 use ibs_controller::{PfxKey, RestoreRequest};
 use ibs_types::{
-    ErrorBody, Job, ListQuery, PackCheck, RestoreBody, Role, ValidateBody, VerificationStatus,
+    ErrorBody, Job, PackCheck, PageQuery, RestoreBody, Role, ValidateBody, VerificationStatus,
 };
 
-/// List backups, newest first.
+/// List backups, newest first (paged: `limit`, `cursor`).
 #[utoipa::path(get, path = "/api/v1/backups", tag = "backups",
     extensions(("x-ibs-role" = json!("reader"))),
-    params(ListQuery),
-    responses((status = 200, description = "The backups", body = Vec<Job>)))]
+    params(PageQuery),
+    responses((status = 200, description = "One page of the backups", body = Vec<Job>,
+        headers(
+            ("x-next-cursor" = String, description = "The cursor of the next page (absent on the last page)"),
+            ("link" = String, description = "`<URL>; rel=\"next\"` (RFC 8288) of the next page (absent on the last page)")))))]
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Vec<Job>>> {
+    uri: Uri,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Paged<Job>> {
     caller.require(Role::Reader)?;
-    Ok(Json(s.ctl.backups(q.limit.unwrap_or(100).min(10_000))?))
+    let req = paging::request(List::Backups, &q)?;
+    Ok(Paged::new(List::Backups, s.ctl.backups_page(&req)?, &uri))
 }
 
 /// Show one backup.
@@ -67,18 +74,23 @@ pub async fn start(
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
-/// List jobs (backups, skipped runs, restores, verifications, validations), newest first.
+/// List jobs (backups, skipped runs, restores, verifications, validations), newest first (paged).
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "backups",
     extensions(("x-ibs-role" = json!("reader"))),
-    params(ListQuery),
-    responses((status = 200, description = "The jobs", body = Vec<Job>)))]
+    params(PageQuery),
+    responses((status = 200, description = "One page of the jobs", body = Vec<Job>,
+        headers(
+            ("x-next-cursor" = String, description = "The cursor of the next page (absent on the last page)"),
+            ("link" = String, description = "`<URL>; rel=\"next\"` (RFC 8288) of the next page (absent on the last page)")))))]
 pub async fn jobs(
     State(s): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Vec<Job>>> {
+    uri: Uri,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Paged<Job>> {
     caller.require(Role::Reader)?;
-    Ok(Json(s.ctl.jobs(q.limit.unwrap_or(100).min(10_000))?))
+    let req = paging::request(List::Jobs, &q)?;
+    Ok(Paged::new(List::Jobs, s.ctl.jobs_page(&req)?, &uri))
 }
 
 /// Show one job with live progress.
@@ -176,16 +188,27 @@ pub async fn verification(
     Ok(Json(s.ctl.verification_status()?))
 }
 
-/// Per-pack verification records (last verified, result), least recently verified first.
+/// Per-pack verification records (last verified, result), least recently verified first (paged).
 #[utoipa::path(get, path = "/api/v1/verification/packs", tag = "backups",
     extensions(("x-ibs-role" = json!("reader"))),
-    responses((status = 200, description = "The pack records", body = Vec<PackCheck>)))]
+    params(PageQuery),
+    responses((status = 200, description = "One page of the pack records", body = Vec<PackCheck>,
+        headers(
+            ("x-next-cursor" = String, description = "The cursor of the next page (absent on the last page)"),
+            ("link" = String, description = "`<URL>; rel=\"next\"` (RFC 8288) of the next page (absent on the last page)")))))]
 pub async fn verification_packs(
     State(s): State<AppState>,
     caller: Caller,
-) -> ApiResult<Json<Vec<PackCheck>>> {
+    uri: Uri,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Paged<PackCheck>> {
     caller.require(Role::Reader)?;
-    Ok(Json(s.ctl.verification_packs()?))
+    let req = paging::request(List::Packs, &q)?;
+    Ok(Paged::new(
+        List::Packs,
+        s.ctl.verification_packs_page(&req)?,
+        &uri,
+    ))
 }
 
 /// Start a verification of a sample of the packs now (409 while a job or maintenance runs).

@@ -5,11 +5,13 @@
 
 use crate::auth::{ApiJson, Caller};
 use crate::error::{ApiError, ApiResult};
+use crate::paging::{self, List, Paged};
 use crate::AppState;
-use axum::extract::State;
+use axum::extract::{Query, State};
+use axum::http::Uri;
 use axum::Json;
 use ibs_controller::component_api;
-use ibs_types::{ComponentRequest, ComponentView, LocationUpdate, LocationView, Role};
+use ibs_types::{ComponentRequest, ComponentView, LocationUpdate, LocationView, PageQuery, Role};
 
 /// Show the backup location settings (secrets are never returned).
 #[utoipa::path(get, path = "/api/v1/location", tag = "location",
@@ -48,16 +50,28 @@ pub async fn clear(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<
     Ok(Json(s.ctl.clear_location(&caller.actor())?))
 }
 
-/// List components (hooks, commands and passwords appear only as `*_set` flags).
+/// List components (hooks, commands and passwords appear only as `*_set` flags), in their
+/// configured order (paged).
 #[utoipa::path(get, path = "/api/v1/components", tag = "location",
     extensions(("x-ibs-role" = json!("reader"))),
-    responses((status = 200, description = "The components", body = Vec<ComponentView>)))]
+    params(PageQuery),
+    responses((status = 200, description = "One page of the components", body = Vec<ComponentView>,
+        headers(
+            ("x-next-cursor" = String, description = "The cursor of the next page (absent on the last page)"),
+            ("link" = String, description = "`<URL>; rel=\"next\"` (RFC 8288) of the next page (absent on the last page)")))))]
 pub async fn get_components(
     State(s): State<AppState>,
     caller: Caller,
-) -> ApiResult<Json<Vec<ComponentView>>> {
+    uri: Uri,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Paged<ComponentView>> {
     caller.require(Role::Reader)?;
-    Ok(Json(s.ctl.components_view()?))
+    let req = paging::request(List::Components, &q)?;
+    Ok(Paged::new(
+        List::Components,
+        s.ctl.components_page(&req)?,
+        &uri,
+    ))
 }
 
 /// Replace the components.

@@ -7,11 +7,12 @@ use crate::alerts::{Alert, AlertKind};
 use crate::context::META_MAINTENANCE;
 use crate::db::AuditRecord;
 use crate::model::{
-    GateKind, Maintenance, MaintenanceOp, MaintenanceOutcome, MaintenanceState, Role,
+    GateKind, JobStatus, Maintenance, MaintenanceOp, MaintenanceOutcome, MaintenanceState, Role,
 };
 use crate::tokens::{TokenIdentity, TokenInfo};
 use crate::{ControllerError, Result};
 use ibs_repo::layout;
+use ibs_types::OperationKind;
 
 pub use ibs_types::admin::PruneReport;
 
@@ -92,6 +93,12 @@ impl Controller {
             started_by: actor.into(),
         };
         self.ctx.db.set_meta(META_MAINTENANCE, &m)?;
+        self.ctx.db.op_begin(
+            OperationKind::Maintenance,
+            m.started_at,
+            actor,
+            Some(op.as_str()),
+        )?;
         self.ctx.db.audit(
             self.now(),
             actor,
@@ -118,6 +125,13 @@ impl Controller {
             "maintenance.end",
             &[format!("{}:{:?}", m.operation.as_str(), outcome)],
         )?;
+        let status = match outcome {
+            MaintenanceOutcome::Succeeded => JobStatus::Succeeded,
+            MaintenanceOutcome::Failed => JobStatus::Failed,
+        };
+        self.ctx
+            .db
+            .op_end_running(OperationKind::Maintenance, status, now, None)?;
         match outcome {
             MaintenanceOutcome::Succeeded => {
                 self.ctx.db.delete_meta(META_MAINTENANCE)?;
@@ -141,6 +155,12 @@ impl Controller {
     /// An admin clears a failed (or stuck) maintenance operation.
     pub fn clear_maintenance(&self, actor: &str) -> Result<()> {
         self.ctx.db.delete_meta(META_MAINTENANCE)?;
+        self.ctx.db.op_end_running(
+            OperationKind::Maintenance,
+            JobStatus::Interrupted,
+            self.now(),
+            Some(&format!("cleared by {actor}")),
+        )?;
         self.ctx
             .db
             .audit(self.now(), actor, "maintenance.clear", &[])?;
@@ -192,7 +212,18 @@ impl Controller {
             // Deleting while a backup writes could remove its temporaries' neighbours: take the gate.
             let _g =
                 self.take_gate(&format!("store-prune-{}", self.now()), GateKind::StorePrune)?;
-            return self.prune_inner(&target, false, actor).await;
+            let db = &self.ctx.db;
+            let op = db.op_begin(OperationKind::StorePrune, self.now(), actor, None)?;
+            let r = self.prune_inner(&target, false, actor).await;
+            let (status, detail) = match &r {
+                Ok(rep) => (
+                    JobStatus::Succeeded,
+                    format!("deleted {} file(s)", rep.paths.len()),
+                ),
+                Err(e) => (JobStatus::Failed, e.to_string()),
+            };
+            db.op_end(op, status, self.now(), Some(&detail))?;
+            return r;
         }
         self.prune_inner(&target, true, actor).await
     }

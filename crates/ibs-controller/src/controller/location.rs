@@ -173,6 +173,13 @@ impl Controller {
         db.set_meta(settings::META_KEY, &cleared)?;
         db.delete_meta(META_CAPACITY)?;
         db.audit(now, actor, "location.clear", &fields)?;
+        let op = db.op_begin(ibs_types::OperationKind::LocationClear, now, actor, None)?;
+        db.op_end(
+            op,
+            crate::model::JobStatus::Succeeded,
+            now,
+            Some(&format!("reset: {}", fields.join(", "))),
+        )?;
         self.evaluate_conditions()?;
         // Last: if the rewrite fails (the database busy), the clear is already stored and
         // audited, and repeating it repeats the rewrite.

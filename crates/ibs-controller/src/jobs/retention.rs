@@ -44,26 +44,26 @@ pub fn expected_backups(backups: &[Job], repo_id: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// One retention cleanup: forget, then prune. Records the outcome as an alert.
-pub(crate) async fn cleanup(ctx: &JobContext) {
+/// One retention cleanup: forget, then prune. Records the outcome as an alert and returns it (the
+/// backups removed, or why it failed).
+pub(crate) async fn cleanup(ctx: &JobContext) -> Result<usize, String> {
     let now = ctx.now();
     let result = run(ctx).await;
     let alerts = &ctx.alerts;
-    let r = match result {
+    let r = match &result {
         Ok(n) => {
             tracing::info!("retention cleanup removed {n} backup(s)");
             alerts.close_kind(AlertKind::RetentionFailed, "a later cleanup succeeded", now)
         }
         Err(m) => {
             tracing::warn!("retention cleanup failed: {m}");
-            alerts
-                .raise(AlertKind::RetentionFailed, &m, now)
-                .map(|_| ())
+            alerts.raise(AlertKind::RetentionFailed, m, now).map(|_| ())
         }
     };
     if let Err(e) = r {
         tracing::error!("recording the retention outcome: {e}");
     }
+    result
 }
 
 /// Backup jobs the cleanup considers (all of them: the database keeps one row per backup).
