@@ -222,7 +222,6 @@ async fn run(
     crate::cancel::check(cancel.as_ref())?;
     let Produced {
         outcomes,
-        all_refs,
         source_refs,
         bytes_new,
         cache,
@@ -231,6 +230,10 @@ async fn run(
     // Until the manifest is committed, the new delta stores are not in force.
     let pending = DiscardOnDrop(delta_pending);
     let (chunks_new, bytes_stored) = store_index(&repo, state, &packs).await?;
+    // The new packs' entries (64 bytes per new chunk) are in the index segments now; only their
+    // count is reported, so they are not held while the manifest is sealed.
+    let packs_new = packs.len() as u64;
+    drop(packs);
     let Summary {
         summaries,
         warnings,
@@ -244,16 +247,6 @@ async fn run(
         bytes_stored,
     };
     let catalog = build_catalog(&repo, &start, &key, status, summaries, figures, &extras);
-    // Every chunk of the backup is referenced by the source that emitted it, so the union of
-    // the per-source lists is the backup's whole reference list.
-    debug_assert_eq!(
-        all_refs.len(),
-        source_refs
-            .iter()
-            .flat_map(|(_, c)| c.iter())
-            .collect::<HashSet<_>>()
-            .len()
-    );
     let manifest = Manifest::seal_with_sources(
         catalog.clone(),
         &trees,
@@ -269,7 +262,7 @@ async fn run(
         errors: trees.errors,
         warnings,
         chunks_new,
-        packs_new: packs.len() as u64,
+        packs_new,
     })
 }
 
@@ -400,10 +393,33 @@ async fn store_index(
     verify_uploaded(repo, packs).await?;
     let mut bytes_stored: u64 = packs.iter().map(|p| p.length).sum();
     let chunks_new: u64 = packs.iter().map(|p| p.entries.len() as u64).sum();
-    for group in packs.chunks(2000) {
+    for group in segment_groups(packs) {
         bytes_stored += repo.write_index(group, &state.keys.metadata).await?.1;
     }
     Ok((chunks_new, bytes_stored))
+}
+
+/// Most packs an index segment lists.
+const SEGMENT_MAX_PACKS: usize = 2000;
+/// A segment is closed once it lists this many entries (about 4 MB of body), so encoding one
+/// never holds more than a few MB beside the packs' records. A pack's entries are never split.
+const SEGMENT_MAX_ENTRIES: usize = 1 << 16;
+
+/// Splits the new packs into the groups written as one index segment each.
+pub(crate) fn segment_groups(packs: &[PackRecord]) -> Vec<&[PackRecord]> {
+    let mut groups = Vec::new();
+    let (mut start, mut entries) = (0, 0);
+    for (i, p) in packs.iter().enumerate() {
+        entries += p.entries.len();
+        if i + 1 - start >= SEGMENT_MAX_PACKS || entries >= SEGMENT_MAX_ENTRIES {
+            groups.push(&packs[start..=i]);
+            (start, entries) = (i + 1, 0);
+        }
+    }
+    if start < packs.len() {
+        groups.push(&packs[start..]);
+    }
+    groups
 }
 
 /// Commits the backup: the manifest, then (the backup is committed) the writer's ledger, files
@@ -526,4 +542,43 @@ async fn verify_uploaded(repo: &Repository, packs: &[PackRecord]) -> Result<(), 
 /// The index as loaded for a backup (exposed for tests and tools).
 pub async fn load_index(repo: &Repository, state: &WriterState) -> Result<Index, EngineError> {
     Ok(repo.load_index(&state.keys.metadata).await?.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ibs_repo::ids::{ChunkId, PackId};
+    use ibs_repo::pack::PackEntry;
+
+    fn pack(n: u8, entries: usize) -> PackRecord {
+        let e = PackEntry {
+            id: ChunkId([n; 32]),
+            offset: 8,
+            length: 1,
+            raw_length: 1,
+            encoding: 0,
+            key_id: KeyId([0; 16]),
+        };
+        PackRecord {
+            id: PackId([n; 32]),
+            length: 100,
+            entries: vec![e; entries],
+        }
+    }
+
+    #[test]
+    fn segments_close_at_the_entry_or_pack_limit_and_never_split_a_pack() {
+        let big = [
+            pack(1, 40_000),
+            pack(2, 40_000),
+            pack(3, 70_000),
+            pack(4, 1),
+        ];
+        let sizes: Vec<usize> = segment_groups(&big).iter().map(|g| g.len()).collect();
+        assert_eq!(sizes, vec![2, 1, 1]);
+        let many: Vec<PackRecord> = (0..4500).map(|i| pack((i % 250) as u8, 1)).collect();
+        let sizes: Vec<usize> = segment_groups(&many).iter().map(|g| g.len()).collect();
+        assert_eq!(sizes, vec![2000, 2000, 500]);
+        assert!(segment_groups(&[]).is_empty());
+    }
 }

@@ -152,31 +152,35 @@ fn build(
     index
 }
 
-/// Loads the index as loaded segment records, and builds it with `damaged`.
-async fn load(
+/// Builds the index from the segments on storage, one segment at a time (no list of every record
+/// is held beside the index).
+async fn load_build(
     repo: &Repository,
     metadata_key: &ibs_repo::crypto::SymKey,
-) -> Result<(HashSet<ibs_repo::ids::PackId>, Vec<PackRecord>), EngineError> {
-    let damaged = repo.damaged_packs().await?;
-    let records = repo
-        .load_segments(metadata_key)
-        .await?
-        .into_iter()
-        .flat_map(|(_, r)| r)
-        .collect();
-    Ok((damaged, records))
+    damaged: &HashSet<ibs_repo::ids::PackId>,
+    preferred: Option<HashSet<KeyId>>,
+) -> Result<Index, EngineError> {
+    let mut index = build(damaged, &[], preferred);
+    repo.for_each_segment(metadata_key, |_, records| {
+        records.iter().for_each(|r| index.add_pack(r))
+    })
+    .await?;
+    Ok(index)
 }
 
 /// The index a backup deduplicates against: only chunks under keys the writer may depend on
-/// ([`writer_keys`]), each at its best such location.
+/// ([`writer_keys`]), each at its best such location. Where some chunk has copies under several
+/// keys (after a certificate change) the segments are read a second time with the preference.
 pub async fn writer_index(repo: &Repository, state: &WriterState) -> Result<Index, EngineError> {
-    let (damaged, records) = load(repo, &state.keys.metadata).await?;
-    let index = build(&damaged, &records, None);
+    let damaged = repo.damaged_packs().await?;
+    let metadata = &state.keys.metadata;
+    let index = load_build(repo, metadata, &damaged, None).await?;
     let Some(keys) = writer_keys(repo, state, index.key_ids()).await? else {
         return Ok(index);
     };
     let mut index = if index.mixed_keys() {
-        build(&damaged, &records, Some(keys.clone()))
+        drop(index);
+        load_build(repo, metadata, &damaged, Some(keys.clone())).await?
     } else {
         index
     };
@@ -215,13 +219,16 @@ pub async fn reader_index(
     metadata_key: &ibs_repo::crypto::SymKey,
     unlock: &Unlock,
 ) -> Result<Index, EngineError> {
-    let (damaged, records) = load(repo, metadata_key).await?;
-    let index = build(&damaged, &records, None);
+    let damaged = repo.damaged_packs().await?;
+    let index = load_build(repo, metadata_key, &damaged, None).await?;
     if !index.mixed_keys() {
         return Ok(index);
     }
     Ok(match reader_keys(repo, unlock, index.key_ids()).await? {
-        Some(keys) => build(&damaged, &records, Some(keys)),
+        Some(keys) => {
+            drop(index);
+            load_build(repo, metadata_key, &damaged, Some(keys)).await?
+        }
         None => index,
     })
 }

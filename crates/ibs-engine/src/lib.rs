@@ -24,6 +24,7 @@ mod produce;
 pub mod progress;
 pub mod provenance;
 pub mod prune;
+pub mod refs;
 pub mod restore;
 pub mod retention;
 mod special;

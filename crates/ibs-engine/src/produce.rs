@@ -12,6 +12,7 @@ use crate::cache::{FilesCache, PathKey};
 use crate::delta::PendingStore;
 use crate::exclude::Excludes;
 use crate::progress::Progress;
+use crate::refs::BackupRefs;
 use crate::state::WriterState;
 use crate::walk::{Emitter, SourceReader, SourceStats, Work};
 use crate::{EngineError, SourceSpec};
@@ -20,7 +21,6 @@ use ibs_repo::crypto::SymKey;
 use ibs_repo::ids::ChunkId;
 use ibs_repo::index::Index;
 use ibs_repo::Repository;
-use std::collections::HashSet;
 use std::sync::Arc;
 
 /// The running sealing threads and the two ends of the pipeline around them.
@@ -76,8 +76,6 @@ pub(crate) struct SourceOutcome {
 /// What the producer hands back once every source is read.
 pub(crate) struct Produced {
     pub outcomes: Vec<SourceOutcome>,
-    /// Every chunk the backup references.
-    pub all_refs: HashSet<ChunkId>,
     /// Each source's referenced chunks, sorted.
     pub source_refs: Vec<(String, Vec<ChunkId>)>,
     /// Bytes of chunks new to the repository (before compression).
@@ -121,8 +119,7 @@ pub(crate) fn spawn_producer(
         let mut em = Emitter {
             dedup,
             index,
-            refs: HashSet::new(),
-            source_refs: HashSet::new(),
+            refs: BackupRefs::default(),
             tx: work_tx,
             bytes_new: 0,
             closed: false,
@@ -132,7 +129,6 @@ pub(crate) fn spawn_producer(
             delta_pending: Vec::new(),
         };
         let mut outcomes = Vec::new();
-        let mut source_refs: Vec<(String, Vec<ChunkId>)> = Vec::new();
         for src in sources {
             crate::cancel::check(em.cancel.as_ref())?;
             let mut reader = SourceReader {
@@ -152,9 +148,7 @@ pub(crate) fn spawn_producer(
             if matches!(tree, Err(EngineError::Cancelled)) {
                 return Err(EngineError::Cancelled);
             }
-            let mut mine: Vec<ChunkId> = std::mem::take(&mut em.source_refs).into_iter().collect();
-            mine.sort_unstable();
-            source_refs.push((src.name.clone(), mine));
+            em.refs.finish_source(&src.name);
             outcomes.push(SourceOutcome {
                 name: src.name,
                 kind,
@@ -167,8 +161,7 @@ pub(crate) fn spawn_producer(
         drop(em.tx);
         Ok(Produced {
             outcomes,
-            all_refs: em.refs,
-            source_refs,
+            source_refs: em.refs.into_lists(),
             bytes_new,
             cache,
             delta_pending: em.delta_pending,

@@ -29,7 +29,8 @@
 use crate::state::WriterState;
 use crate::EngineError;
 use futures::StreamExt;
-use ibs_repo::ids::{ChunkId, KeyId, PackId};
+use ibs_repo::ids::{KeyId, PackId};
+use ibs_repo::idset::ChunkIdSet;
 use ibs_repo::index::{Index, PackRecord};
 use ibs_repo::lock::LockKind;
 use ibs_repo::pack::{verify_pack, PackBuilder, PackEntry};
@@ -93,12 +94,14 @@ pub struct Listed {
     pub settled: bool,
 }
 
-/// Decides what prune does. `records` are the index's packs; `listed` what storage holds;
-/// `envelopes` the data-key envelopes storage holds. Only listed, settled objects are deleted.
+/// Decides what prune does. `records` are the index's packs (consumed: each becomes, trimmed to its
+/// live entries, one of the returned records, so the two are never both held whole); `listed` what
+/// storage holds; `envelopes` the data-key envelopes storage holds. Only listed, settled objects
+/// are deleted.
 pub fn plan_prune(
-    records: &[PackRecord],
+    records: Vec<PackRecord>,
     index: &Index,
-    used: &HashSet<ChunkId>,
+    used: &ChunkIdSet,
     listed: &HashMap<PackId, Listed>,
     manifest_keys: &HashSet<KeyId>,
     envelopes: &HashMap<KeyId, Listed>,
@@ -128,7 +131,7 @@ pub fn plan_prune(
             plan.young_packs.push(rec.id);
             plan.keep += 1;
             live_keys.extend(rec.entries.iter().map(|e| e.key_id));
-            live_records.push(rec.clone());
+            live_records.push(rec);
             continue;
         }
         let live_bytes: u64 = live.iter().map(|e| e.length as u64).sum();
@@ -229,8 +232,19 @@ async fn prune_locked(
     let mk = &state.keys.metadata;
     let ids = repo.list_backup_ids().await?;
     check_expected(&ids, &opts.expected)?;
-    let mut refs: Vec<(String, Vec<ChunkId>)> = Vec::new();
+    // The index first, segment by segment (records moved, not copied), then the backups' references
+    // one manifest at a time into one set: no backup's list is held beside another's.
+    let mut records: Vec<PackRecord> = Vec::new();
+    let old_segments = repo.for_each_segment(mk, |_, r| records.extend(r)).await?;
+    let damaged = repo.damaged_packs().await?;
+    // Where a chunk has copies under several data keys (a backup after a certificate change
+    // sealed it again), the copy kept is the one new backups depend on (keysel).
+    let index = crate::keysel::prune_index(repo, state, &damaged, &records).await?;
+    let mut used = ChunkIdSet::new();
     let mut manifest_keys = HashSet::new();
+    // A referenced chunk the index does not know means segments are missing from the listing
+    // (or lost): deleting "unindexed" packs could then delete that chunk's only copy.
+    let mut unindexed_refs: Vec<String> = Vec::new();
     for id in ids {
         let opened = match repo.read_manifest(&id).await {
             Ok(m) => m.open_refs(mk).map(|r| (m, r)),
@@ -240,32 +254,20 @@ async fn prune_locked(
             backup: id.clone(),
             cause: e,
         })?;
-        refs.push((id, r));
         manifest_keys.insert(KeyId::from_hex(&m.catalog.data_key_id)?);
+        if r.iter().any(|c| !index.contains(c)) {
+            unindexed_refs.push(id);
+        }
+        r.into_iter().for_each(|c| {
+            used.insert(c);
+        });
     }
-    let segments = repo.load_segments(mk).await?;
-    let records: Vec<PackRecord> = segments
-        .iter()
-        .flat_map(|(_, r)| r.iter().cloned())
-        .collect();
-    let damaged = repo.damaged_packs().await?;
-    // Where a chunk has copies under several data keys (a backup after a certificate change
-    // sealed it again), the copy kept is the one new backups depend on (keysel).
-    let index = crate::keysel::prune_index(repo, state, &damaged, &records).await?;
-    // A referenced chunk the index does not know means segments are missing from the listing
-    // (or lost): deleting "unindexed" packs could then delete that chunk's only copy.
-    let unindexed_refs: Vec<&String> = refs
-        .iter()
-        .filter(|(_, r)| r.iter().any(|c| !index.contains(c)))
-        .map(|(id, _)| id)
-        .collect();
     if let Some(first) = unindexed_refs.first() {
         return Err(EngineError::IndexIncomplete {
             backups: unindexed_refs.len(),
-            first: (*first).clone(),
+            first: first.clone(),
         });
     }
-    let used: HashSet<ChunkId> = refs.into_iter().flat_map(|(_, r)| r).collect();
     let now = repo.clock().now_unix();
     let grace = opts.grace.as_secs() as i64;
     let listing = |o: &ibs_storage::ObjectInfo| Listed {
@@ -289,7 +291,8 @@ async fn prune_locked(
         .filter_map(|o| layout::parse_data_key(&o.key).map(|k| (k, listing(o))))
         .collect();
     let (mut plan, mut live) =
-        plan_prune(&records, &index, &used, &listed, &manifest_keys, &envelopes);
+        plan_prune(records, &index, &used, &listed, &manifest_keys, &envelopes);
+    drop(used);
     let indexed: HashSet<PackId> = index.packs().map(|(p, _)| p).collect();
     plan.delete_markers = damaged
         .iter()
@@ -364,9 +367,8 @@ async fn prune_locked(
     live.extend(new_records);
 
     // 2. One new segment for everything that stays, then 3. drop the old segments.
-    let old_segments: Vec<String> = segments.into_iter().map(|(n, _)| n).collect();
     let mut new_names = HashSet::new();
-    for group in live.chunks(2000) {
+    for group in crate::backup::segment_groups(&live) {
         new_names.insert(repo.write_index(group, mk).await?.0);
     }
     for name in old_segments.iter().filter(|n| !new_names.contains(*n)) {

@@ -12,6 +12,7 @@ use crate::chunker::Chunker;
 use crate::delta::{DeltaSession, PendingStore};
 use crate::fileio::HoleSkipping;
 use crate::progress::Progress;
+use crate::refs::BackupRefs;
 use crate::walker::{base_entry, sorted_names, stamp, FileItem, Item, Walker, WALK_AHEAD};
 use crate::{EngineError, SourceError};
 use ibs_repo::config::ChunkerParams;
@@ -19,7 +20,6 @@ use ibs_repo::crypto::SymKey;
 use ibs_repo::ids::ChunkId;
 use ibs_repo::index::Index;
 use ibs_repo::tree::{header_line, EntryCounts, EntryKind, TreeEntry};
-use std::collections::HashSet;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -37,9 +37,8 @@ pub struct Work {
 pub struct Emitter {
     pub dedup: SymKey,
     pub index: Arc<Index>,
-    pub refs: HashSet<ChunkId>,
-    /// The chunks the source being read references (taken after each source: per-source refs).
-    pub source_refs: HashSet<ChunkId>,
+    /// Every chunk each source of the backup references (see [`BackupRefs`]).
+    pub refs: BackupRefs,
     pub tx: crossbeam_channel::Sender<Work>,
     pub bytes_new: u64,
     pub closed: bool,
@@ -78,7 +77,6 @@ impl Emitter {
             }
         }
         ids.push(id);
-        self.source_refs.insert(id);
         if self.refs.insert(id) && !self.index.contains(&id) {
             self.send(id, data.to_vec(), false);
         }
@@ -108,9 +106,6 @@ impl Emitter {
                 let rid = self.dedup.chunk_id(&recipe);
                 ids.push(rid);
                 // The recipe needs its base: both are referenced, so prune keeps both.
-                for c in [rid, base] {
-                    self.source_refs.insert(c);
-                }
                 self.refs.insert(base);
                 if self.refs.insert(rid) && !self.index.contains(&rid) {
                     self.send(rid, recipe, true);
@@ -252,7 +247,6 @@ impl SourceReader<'_> {
         if let Some(ids) = cached.filter(|ids| self.em.has_all(ids)) {
             for id in &ids {
                 self.em.refs.insert(*id);
-                self.em.source_refs.insert(*id);
             }
             let _ = self.cache.record(self.name, &entry.path, &st, &ids);
             entry.chunks = ids;

@@ -13,6 +13,7 @@ pub mod damaged;
 pub mod delta;
 mod error;
 pub mod ids;
+pub mod idset;
 pub mod index;
 pub mod inflate;
 pub mod keyring;

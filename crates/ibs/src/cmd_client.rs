@@ -386,7 +386,7 @@ fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
     // Given before the restore writes anything (older target server, --allow-newer).
     if !json {
         for w in &j.warnings {
-            eprintln!("warning: {w}");
+            errln!("warning: {w}");
         }
     }
     let j = if a.no_wait {

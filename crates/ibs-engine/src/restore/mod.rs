@@ -489,6 +489,11 @@ fn dispatch(
             seen.folders
                 .create(&rel, 0o700)
                 .map_err(|e| e.to_string())?;
+            // Kept until the end for its metadata: `rel` names it, so its path bytes go.
+            let mut entry = entry;
+            entry.path = Vec::new();
+            let mut rel = rel;
+            rel.shrink_to_fit();
             seen.dirs.push((rel, entry));
         }
         EntryKind::Symlink => seen.links.push((rel, entry)),

@@ -353,8 +353,9 @@ impl Manifest {
         let id = &catalog.backup_id;
         let tree_json = serde_json::to_vec(tree).expect("tree part serializes");
         let tree_sealed = data_key.seal(&tree_v2_aad(id, &catalog_bytes), &tree_json);
-        let body = encode_refs_v2(sources);
-        let compressed = zstd::bulk::compress(&body, 3).expect("zstd of an in-memory buffer");
+        // The plain body (36 bytes per reference) is freed before sealing.
+        let compressed =
+            zstd::bulk::compress(&encode_refs_v2(sources), 3).expect("zstd of an in-memory buffer");
         let refs_sealed = metadata_key.seal(&refs_v3_aad(id, &catalog_bytes), &compressed);
         Manifest {
             catalog,

@@ -333,16 +333,15 @@ impl Repository {
     // ---- index and packs ----
 
     /// Loads every index segment. Returns the index and the segment names. The index knows the
-    /// damaged packs (markers listed first), so it prefers healthy copies of every chunk.
+    /// damaged packs (markers listed first), so it prefers healthy copies of every chunk. Segments
+    /// are read one at a time, so only one segment's records are held beside the index.
     pub async fn load_index(&self, metadata_key: &SymKey) -> Result<(Index, Vec<String>)> {
         let mut index = Index::with_damaged(self.damaged_packs().await?);
-        let mut names = Vec::new();
-        for (name, records) in self.load_segments(metadata_key).await? {
-            for rec in &records {
-                index.add_pack(rec);
-            }
-            names.push(name);
-        }
+        let names = self
+            .for_each_segment(metadata_key, |_, records| {
+                records.iter().for_each(|rec| index.add_pack(rec))
+            })
+            .await?;
         Ok((index, names))
     }
 
@@ -352,14 +351,35 @@ impl Repository {
         metadata_key: &SymKey,
     ) -> Result<Vec<(String, Vec<PackRecord>)>> {
         let mut out = Vec::new();
-        for obj in self.storage.list(layout::INDEX).await? {
-            let name = obj.key.name().to_owned();
-            let bytes = self.storage.get(&obj.key).await?;
-            let records = decode_segment(&name, &bytes, metadata_key)?;
-            out.push((name, records));
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        self.for_each_segment(metadata_key, |name, records| {
+            out.push((name.to_owned(), records))
+        })
+        .await?;
         Ok(out)
+    }
+
+    /// Reads the index segments one at a time in name order, handing each one's records to `f`.
+    /// Returns the segment names.
+    pub async fn for_each_segment(
+        &self,
+        metadata_key: &SymKey,
+        mut f: impl FnMut(&str, Vec<PackRecord>),
+    ) -> Result<Vec<String>> {
+        let mut names: Vec<_> = self
+            .storage
+            .list(layout::INDEX)
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        names.sort_by(|a, b| a.name().cmp(b.name()));
+        for key in &names {
+            let bytes = self.storage.get(key).await?;
+            let records = decode_segment(key.name(), &bytes, metadata_key)?;
+            drop(bytes);
+            f(key.name(), records);
+        }
+        Ok(names.iter().map(|k| k.name().to_owned()).collect())
     }
 
     /// Writes one index segment; returns its name and size.
