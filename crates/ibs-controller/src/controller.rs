@@ -15,6 +15,7 @@ mod admin;
 pub mod bootstrap;
 mod lists;
 mod location;
+mod queries;
 mod tick;
 
 pub use admin::PruneReport;
@@ -477,74 +478,6 @@ impl Controller {
             }
         }
         j
-    }
-
-    pub fn job(&self, id: &str) -> Result<Job> {
-        self.ctx
-            .db
-            .job(id)?
-            .map(|j| self.with_progress(j))
-            .ok_or_else(|| ControllerError::NotFound(format!("job {id}")))
-    }
-
-    pub fn jobs(&self, limit: u32) -> Result<Vec<Job>> {
-        Ok(self
-            .ctx
-            .db
-            .jobs(None, limit)?
-            .into_iter()
-            .map(|j| self.with_progress(j))
-            .collect())
-    }
-
-    pub fn backups(&self, limit: u32) -> Result<Vec<Job>> {
-        Ok(self
-            .ctx
-            .db
-            .backups(limit)?
-            .into_iter()
-            .map(|j| self.with_progress(j))
-            .collect())
-    }
-
-    pub fn backup(&self, id: &str) -> Result<Job> {
-        self.ctx
-            .db
-            .find_backup(id)?
-            .filter(|j| j.kind == JobKind::Backup)
-            .map(|j| self.with_progress(j))
-            .ok_or_else(|| ControllerError::NotFound(format!("backup {id}")))
-    }
-
-    /// Verification status, coverage and the damaged packs.
-    pub fn verification_status(&self) -> Result<jobs::verify::VerificationStatus> {
-        jobs::verify::status(&self.ctx)
-    }
-
-    /// The per-pack verification records, least recently verified first.
-    pub fn verification_packs(&self) -> Result<Vec<crate::db_verify::PackCheck>> {
-        let mut v: Vec<_> = self.ctx.db.pack_checks()?.into_values().collect();
-        v.sort_by(|a, b| (a.verified_at, &a.pack).cmp(&(b.verified_at, &b.pack)));
-        Ok(v)
-    }
-
-    /// Backup counts and durations for `/metrics`.
-    pub fn backup_stats(&self, buckets_secs: &[f64]) -> Result<crate::BackupStats> {
-        self.ctx.db.backup_stats(buckets_secs)
-    }
-
-    pub fn maintenance(&self) -> Result<Option<Maintenance>> {
-        self.ctx.maintenance()
-    }
-
-    pub fn readiness(&self) -> Result<Readiness> {
-        let busy = self.busy();
-        Ok(Readiness {
-            backup_running: busy.is_some(),
-            running_job: busy.as_ref().map(|b| b.0.clone()),
-            running_kind: busy.map(|b| b.1),
-            maintenance: self.maintenance()?,
-        })
     }
 
     /// Waits until no job holds the gate (tests, shutdown).

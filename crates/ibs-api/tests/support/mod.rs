@@ -6,6 +6,7 @@
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{header, Method, Request, StatusCode};
+use base64::Engine as _;
 use http_body_util::BodyExt;
 use ibs_controller::model::Role;
 use ibs_controller::testing::{self, TestController};
@@ -139,4 +140,34 @@ impl Api {
     ) -> (StatusCode, Value) {
         self.call_json(method, path, Some(token), body).await
     }
+}
+
+// Call shapes shared by api.rs and bad_input.rs.
+impl Api {
+    pub async fn call_text(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let c = Call::new(method, path, token);
+        match body {
+            Some(text) => self.send(c.json(text)).await,
+            None => self.send(c).await,
+        }
+    }
+    pub async fn put_location(&self, body: Value) -> (StatusCode, Value) {
+        self.call_text(
+            Method::PUT,
+            "/api/v1/location",
+            Some(&self.admin),
+            Some(&body.to_string()),
+        )
+        .await
+    }
+}
+
+pub fn cert_b64() -> String {
+    base64::engine::general_purpose::STANDARD.encode(testing::identity().certificate().der())
 }
