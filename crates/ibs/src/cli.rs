@@ -225,6 +225,10 @@ pub enum RepoCmd {
         /// is refused, exit 6, and nothing is written; identical files are never a conflict).
         #[arg(long)]
         overwrite: bool,
+        /// Restore a backup written by a newer ibs version or repository format revision than
+        /// this one (refused otherwise, exit 15: this build may not restore it correctly).
+        #[arg(long)]
+        allow_newer: bool,
     },
     /// Verify the repository: structure; --read-data re-hashes every pack; --pfx decrypts every chunk.
     Check {

@@ -336,9 +336,7 @@ fn backup(a: BackupArgs, json: bool, quiet: bool) -> Result<i32> {
             json,
             quiet,
         ),
-        BackupCmd::Cancel { id, no_wait } => {
-            crate::cmd_cancel::backup_cancel(&c, &id, no_wait, json)
-        }
+        BackupCmd::Cancel { id, no_wait } => crate::cmd_cancel::cancel_job(&c, &id, no_wait, json),
         BackupCmd::Show { id } => {
             let j: Job = c.get(&format!("/backups/{id}"))?;
             if json {

@@ -260,6 +260,7 @@ pub async fn validate(args: ValidateArgs, json: bool, quiet: bool) -> Result<i32
             lock_wait: Duration::from_secs(args.lock_wait),
             progress,
             scratch_in: None,
+            cancel: None,
         },
     )
     .await;

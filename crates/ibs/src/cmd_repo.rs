@@ -143,6 +143,7 @@ pub async fn run(args: RepoArgs, json: bool, quiet: bool) -> Result<i32> {
             unlock: u,
             threads,
             overwrite,
+            allow_newer,
         } => {
             let opts = RestoreOptions {
                 backup_id: backup,
@@ -151,8 +152,9 @@ pub async fn run(args: RepoArgs, json: bool, quiet: bool) -> Result<i32> {
                 threads,
                 progress: Arc::new(Progress::default()),
                 lock_wait: ctx.lock_wait,
+                cancel: None,
             };
-            restore(&ctx, loc, opts, u, overwrite).await
+            restore(&ctx, loc, opts, u, overwrite, allow_newer).await
         }
         RepoCmd::Check {
             loc,
@@ -184,13 +186,16 @@ pub async fn run(args: RepoArgs, json: bool, quiet: bool) -> Result<i32> {
 
 /// `ibs repo restore`: restores a backup (or one source of it) into a folder.
 /// Without `overwrite`, refuses (exit 6, nothing written) when a file at the target differs from
-/// the backup's; see `ibs_engine::restore::conflicts`.
+/// the backup's; see `ibs_engine::restore::conflicts`. A backup written by a newer ibs version or
+/// format revision is refused (exit 15) unless `allow_newer` (the version rule,
+/// `ibs_engine::provenance`), before anything is written.
 async fn restore(
     ctx: &Ctx,
     loc: Location,
     opts: RestoreOptions,
     u: UnlockArgs,
     overwrite: bool,
+    allow_newer: bool,
 ) -> Result<i32> {
     let mut opts = opts;
     let repo = Arc::new(open_repo(&loc).await?);
@@ -198,6 +203,16 @@ async fn restore(
     opts.backup_id = id;
     if opts.source.is_none() {
         opts.source = source;
+    }
+    let catalog = repo.read_catalog(&opts.backup_id).await?;
+    match ibs_engine::provenance::check_not_newer(&catalog, allow_newer) {
+        Ok(None) => {}
+        Ok(Some(warning)) => errln!("warning: {warning}"),
+        Err(refused) => return Err(crate::errors::coded(
+            exit::NEWER_BACKUP,
+            format!("{refused}; nothing was restored"),
+            "restore it with this ibs version or newer, or pass --allow-newer to restore anyway",
+        )),
     }
     let unlock = Arc::new(unlock(&u)?);
     if !overwrite {
