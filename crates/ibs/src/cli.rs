@@ -71,6 +71,27 @@ pub enum Command {
     /// Prove a backup restorable: check every chunk, restore into a scratch area and temporary
     /// databases, write a JSON and an HTML report.
     Validate(crate::cmd_recover::ValidateArgs),
+    /// Print a shell completion script to stdout (e.g. `ibs completions bash > /etc/bash_completion.d/ibs`).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Write man pages generated from this CLI: `ibs.1` to stdout, or with --dir one page per
+    /// command (`ibs.1`, `ibs-repo.1`, `ibs-repo-ls.1`, …) into a folder.
+    Manpage {
+        /// The folder to write every page into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// The shells `ibs completions` writes scripts for.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Subcommand)]
@@ -291,6 +312,67 @@ pub enum RepoCmd {
         /// The certificate (.cer, public key only) new backups are encrypted for.
         #[arg(long, value_name = "FILE")]
         cert: PathBuf,
+    },
+    /// List a folder of a backup without restoring it (mode, owner uid:gid, size in bytes,
+    /// modification time, name); names that are not printable UTF-8 are shown escaped (`\xNN`).
+    Ls {
+        #[command(flatten)]
+        loc: Location,
+        /// The backup: an id, `latest`, `ID:SOURCE` or `latest:SOURCE` (then PATH is inside that
+        /// source; without a source the top level holds one folder per source).
+        #[arg(value_name = "BACKUP")]
+        backup: String,
+        /// The folder (or file) to list; default the top of the backup or source.
+        #[arg(value_name = "PATH")]
+        path: Option<PathBuf>,
+        /// List everything below PATH, not only its direct entries.
+        #[arg(long, short = 'R')]
+        recursive: bool,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
+    /// Find entries whose name (a pattern without `/`) or SOURCE/PATH (a pattern with `/`)
+    /// matches a glob, in every backup or one.
+    Find {
+        #[command(flatten)]
+        loc: Location,
+        /// A glob: `*.conf` matches names at any depth; `data/etc/*` matches SOURCE/PATH
+        /// (`*` stops at `/`, `**` crosses folders).
+        #[arg(value_name = "PATTERN")]
+        pattern: String,
+        /// Search only this backup (an id, `latest` or `latest:SOURCE`); default every backup.
+        #[arg(long, value_name = "ID")]
+        backup: Option<String>,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
+    /// Write one file of a backup to stdout; a folder is written as a tar stream.
+    Dump {
+        #[command(flatten)]
+        loc: Location,
+        /// The backup: an id, `latest`, `ID:SOURCE` or `latest:SOURCE`.
+        #[arg(value_name = "BACKUP")]
+        backup: String,
+        /// The file or folder (SOURCE/PATH, or PATH inside the source BACKUP names); `/` is
+        /// the whole backup or source, as tar.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
+    /// What changed from backup A to backup B: entries added, removed, modified (content, type
+    /// or link target) and changed in metadata only (mode, owner, time), with sizes.
+    Diff {
+        #[command(flatten)]
+        loc: Location,
+        /// The older backup: an id, `latest`, `ID:SOURCE` or `latest:SOURCE`.
+        #[arg(value_name = "A")]
+        a: String,
+        /// The newer backup, in the same forms (give a source on both or on neither).
+        #[arg(value_name = "B")]
+        b: String,
+        #[command(flatten)]
+        unlock: UnlockArgs,
     },
     /// Rebuild this machine's writer state from the repository and the .pfx (or legacy key file).
     Adopt {

@@ -1,5 +1,7 @@
 //! `ibs repo …`: the engine's operations on a repository, without the controller.
 
+mod browse;
+mod dump;
 mod keys;
 mod maintain;
 
@@ -179,6 +181,26 @@ pub async fn run(args: RepoArgs, json: bool, quiet: bool) -> Result<i32> {
         } => keys::rewrap(&ctx, loc, pfx, pfx_password_file, cert, keep_old).await,
         RepoCmd::SetCert { loc, cert } => keys::set_cert(&ctx, loc, cert).await,
         RepoCmd::Adopt { loc, unlock: u } => keys::adopt(&ctx, loc, u).await,
+        RepoCmd::Ls {
+            loc,
+            backup,
+            path,
+            recursive,
+            unlock: u,
+        } => browse::ls(&ctx, loc, backup, path, recursive, u).await,
+        RepoCmd::Find {
+            loc,
+            pattern,
+            backup,
+            unlock: u,
+        } => browse::find(&ctx, loc, pattern, backup, u).await,
+        RepoCmd::Dump {
+            loc,
+            backup,
+            path,
+            unlock: u,
+        } => dump::dump(&ctx, loc, backup, path, u).await,
+        RepoCmd::Diff { loc, a, b, unlock: u } => dump::diff(&ctx, loc, a, b, u).await,
     }
 }
 
