@@ -160,6 +160,36 @@ pub struct Location {
     /// File holding the share password (first line; else $IBS_SHARE_PASSWORD, else a prompt).
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+    /// Limit uploads of repository data to RATE: a number of KiB/s (`512`), or with a unit
+    /// (`20MiB/s`, `1GiB/s`, `800KiB/s`); default unlimited.
+    #[arg(long, value_name = "RATE", value_parser = rate_arg)]
+    pub limit_upload: Option<u64>,
+    /// Limit downloads of repository data to RATE, in the same forms as --limit-upload;
+    /// default unlimited.
+    #[arg(long, value_name = "RATE", value_parser = rate_arg)]
+    pub limit_download: Option<u64>,
+}
+
+/// A bandwidth limit in bytes per second: `N` (KiB/s) or `N` with `KiB`, `MiB`, `GiB` (or `K`,
+/// `M`, `G`), with or without `/s`; at least 1 KiB/s.
+pub fn rate_arg(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t);
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("expected a rate such as 512, 800KiB/s or 20MiB/s, got {s:?}"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        u => return Err(format!("unknown unit {u:?} in {s:?}: use KiB/s, MiB/s or GiB/s")),
+    };
+    match n.checked_mul(mult) {
+        Some(0) | None => Err(format!("{s:?}: give a rate from 1 KiB/s up")),
+        Some(v) => Ok(v),
+    }
 }
 
 /// How to unlock backup contents: .pfx file(s) (password from $IBS_PFX_PASSWORD, --pfx-password-file or a prompt), or a legacy key file.
@@ -407,6 +437,18 @@ mod tests {
         }
         for sub in cmd.get_subcommands() {
             walk(sub, &format!("{path} {}", sub.get_name()), f);
+        }
+    }
+
+    #[test]
+    fn rates_parse_as_kib_by_default_and_with_units() {
+        use super::rate_arg;
+        assert_eq!(rate_arg("512"), Ok(512 << 10));
+        assert_eq!(rate_arg("20MiB/s"), Ok(20 << 20));
+        assert_eq!(rate_arg("800KiB/s"), Ok(800 << 10));
+        assert_eq!(rate_arg("1G"), Ok(1 << 30));
+        for bad in ["0", "", "fast", "10MB/s", "-5", "99999999999999999999GiB"] {
+            assert!(rate_arg(bad).is_err(), "{bad:?} accepted");
         }
     }
 

@@ -46,7 +46,15 @@ pub async fn open(loc: &Location, create: bool) -> Result<DynStorage> {
     for w in ibs_location::warnings(&loc.repo) {
         errln!("warning: {w}");
     }
-    Ok(ibs_location::open(&loc.repo, loc.username.as_deref(), password, create).await?)
+    let storage = ibs_location::open(&loc.repo, loc.username.as_deref(), password, create).await?;
+    // Outermost: each operation is paced once, whatever the layers below retry.
+    Ok(ibs_storage::ThrottleStorage::wrap(
+        storage,
+        ibs_storage::Limits {
+            upload: loc.limit_upload,
+            download: loc.limit_download,
+        },
+    ))
 }
 
 /// For `init` on a local folder: refuses a folder at or below a mount point of `/etc/fstab` that is
