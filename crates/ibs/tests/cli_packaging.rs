@@ -67,7 +67,7 @@ fn man_pages_are_generated_for_every_command() {
     let page = dir.path().join("ibs.1");
     std::fs::write(&page, &out.stdout).unwrap();
     let r = Command::new("groff")
-        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .args(["-K", "utf8", "-man", "-Tutf8", "-ww", "-z"])
         .arg(&page)
         .output()
         .expect("groff must be installed (apt-get install groff-base)");
