@@ -107,7 +107,10 @@ impl Config {
         }
         for (key, v) in [
             ("limit_upload_kib_per_second", c.limit_upload_kib_per_second),
-            ("limit_download_kib_per_second", c.limit_download_kib_per_second),
+            (
+                "limit_download_kib_per_second",
+                c.limit_download_kib_per_second,
+            ),
         ] {
             if let Some(v) = v {
                 if !(1..=(u64::MAX >> 10)).contains(&v) {
@@ -162,7 +165,10 @@ mod tests {
         let c = Config::parse("limit_upload_kib_per_second = 2048\n").unwrap();
         assert_eq!(c.limit_upload_kib_per_second, Some(2048));
         let e = Config::parse("limit_download_kib_per_second = 0\n").unwrap_err();
-        assert!(e.to_string().contains("limit_download_kib_per_second"), "{e}");
+        assert!(
+            e.to_string().contains("limit_download_kib_per_second"),
+            "{e}"
+        );
         let c = Config::parse("storage_timeout_seconds = 30\n").unwrap();
         assert_eq!(c.storage_timeout_seconds, Some(30));
         for bad in ["0", "86401"] {

@@ -122,7 +122,11 @@ impl ThrottleStorage {
         if limits == Limits::default() {
             return inner;
         }
-        Arc::new(Self::new(inner, limits, Arc::new(TokioPaceClock::default())))
+        Arc::new(Self::new(
+            inner,
+            limits,
+            Arc::new(TokioPaceClock::default()),
+        ))
     }
 
     async fn pace(&self, bucket: &Option<Bucket>, bytes: u64) {
@@ -249,7 +253,10 @@ mod tests {
         let (_, end) = run_puts(rate, 64 << 10, 320).await;
         let achieved = (320u64 * (64 << 10)) as f64 / end.as_secs_f64();
         let ratio = achieved / rate as f64;
-        assert!((0.9..=1.1).contains(&ratio), "achieved {achieved} B/s for a limit of {rate}: {ratio}");
+        assert!(
+            (0.9..=1.1).contains(&ratio),
+            "achieved {achieved} B/s for a limit of {rate}: {ratio}"
+        );
     }
 
     #[tokio::test]
@@ -277,14 +284,20 @@ mod tests {
         // After paying, and two idle seconds, the bucket holds only its capacity again.
         assert_eq!(b.take(0, Duration::from_secs(1)), Duration::ZERO);
         assert_eq!(b.take(500, Duration::from_secs(3)), Duration::ZERO);
-        assert_eq!(b.take(100, Duration::from_secs(3)), Duration::from_millis(100));
+        assert_eq!(
+            b.take(100, Duration::from_secs(3)),
+            Duration::from_millis(100)
+        );
     }
 
     #[tokio::test]
     async fn downloads_are_paced_and_skip_the_blocking_path() {
         let dir = tempfile::tempdir().unwrap();
         let inner: Arc<dyn Storage> = Arc::new(crate::LocalStorage::create(dir.path()).unwrap());
-        inner.put(&key(0), Bytes::from(vec![1u8; 3000])).await.unwrap();
+        inner
+            .put(&key(0), Bytes::from(vec![1u8; 3000]))
+            .await
+            .unwrap();
         let clock = Arc::new(VirtualClock::default());
         let t = ThrottleStorage::new(
             inner,
@@ -300,7 +313,9 @@ mod tests {
         assert_eq!(t.get_range(&key(0), 0, 1000).await.unwrap().len(), 1000);
         assert_eq!(clock.now(), Duration::from_millis(3500));
         // Uploads are not limited by a download limit.
-        t.put(&key(1), Bytes::from(vec![2u8; 100_000])).await.unwrap();
+        t.put(&key(1), Bytes::from(vec![2u8; 100_000]))
+            .await
+            .unwrap();
         assert_eq!(clock.now(), Duration::from_millis(3500));
     }
 }

@@ -184,7 +184,11 @@ pub fn rate_arg(s: &str) -> Result<u64, String> {
         "" | "K" | "KiB" | "k" => 1 << 10,
         "M" | "MiB" => 1 << 20,
         "G" | "GiB" => 1 << 30,
-        u => return Err(format!("unknown unit {u:?} in {s:?}: use KiB/s, MiB/s or GiB/s")),
+        u => {
+            return Err(format!(
+                "unknown unit {u:?} in {s:?}: use KiB/s, MiB/s or GiB/s"
+            ))
+        }
     };
     match n.checked_mul(mult) {
         Some(0) | None => Err(format!("{s:?}: give a rate from 1 KiB/s up")),

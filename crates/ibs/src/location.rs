@@ -112,7 +112,12 @@ fn unmounted_mount_point(path: &Path, fstab: &str, mountinfo: &str) -> Option<Pa
 /// A path as fstab and mountinfo write it: space, tab, newline and backslash as octal escapes.
 fn unescape(s: &str) -> PathBuf {
     let mut out = s.to_string();
-    for (esc, c) in [("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")] {
+    for (esc, c) in [
+        ("\\040", " "),
+        ("\\011", "\t"),
+        ("\\012", "\n"),
+        ("\\134", "\\"),
+    ] {
         out = out.replace(esc, c);
     }
     PathBuf::from(out)
@@ -155,11 +160,23 @@ mod tests {
     #[test]
     fn mounted_or_unrelated_folders_are_not_refused() {
         let mounted = mounts(&["/", "/mnt/nas", "/srv/usb\\040disk"]);
-        assert_eq!(unmounted_mount_point(Path::new("/mnt/nas/ibs"), FSTAB, &mounted), None);
-        assert_eq!(unmounted_mount_point(Path::new("/srv/usb disk/a"), FSTAB, &mounted), None);
+        assert_eq!(
+            unmounted_mount_point(Path::new("/mnt/nas/ibs"), FSTAB, &mounted),
+            None
+        );
+        assert_eq!(
+            unmounted_mount_point(Path::new("/srv/usb disk/a"), FSTAB, &mounted),
+            None
+        );
         let none = mounts(&["/"]);
         // `/` is always there; a sibling whose name merely starts the same is not below it.
-        assert_eq!(unmounted_mount_point(Path::new("/srv/backup"), FSTAB, &none), None);
-        assert_eq!(unmounted_mount_point(Path::new("/mnt/nasty"), FSTAB, &none), None);
+        assert_eq!(
+            unmounted_mount_point(Path::new("/srv/backup"), FSTAB, &none),
+            None
+        );
+        assert_eq!(
+            unmounted_mount_point(Path::new("/mnt/nasty"), FSTAB, &none),
+            None
+        );
     }
 }

@@ -160,7 +160,10 @@ fn folder_that_does_not_exist_exits_12() {
         .arg(&shared_cert(0).cer)
         .run()
         .ok();
-    assert!(nested.join("MASBackup").is_dir(), "init creates the folder and the repository");
+    assert!(
+        nested.join("MASBackup").is_dir(),
+        "init creates the folder and the repository"
+    );
     ibs(["repo", "list", "--repo"]).arg(&nested).run().ok();
 }
 

@@ -65,11 +65,7 @@ fn world() -> World {
 impl World {
     /// `ibs repo SUB … --pfx PFX` with the password in the environment.
     fn cmd(&self, sub: &str) -> Ibs {
-        self.fx
-            .repo_cmd(sub)
-            .arg("--pfx")
-            .arg(&self.cert.pfx)
-            .pw()
+        self.fx.repo_cmd(sub).arg("--pfx").arg(&self.cert.pfx).pw()
     }
 
     /// Runs `ibs repo SUB ARGS… --pfx PFX` with raw (byte) arguments; returns (code, stdout, stderr).
@@ -133,7 +129,10 @@ fn ls_lists_long_with_escaped_names_symlinks_and_hard_links() {
     assert_eq!(plain[2], "6", "{out}");
     assert_eq!(plain[3], "2023-11-14T22:13:20Z", "{out}");
     assert!(plain[1].contains(':'), "owner is uid:gid: {out}");
-    assert!(r[3][0].starts_with('l') && r[7][0].starts_with('d'), "{out}");
+    assert!(
+        r[3][0].starts_with('l') && r[7][0].starts_with('d'),
+        "{out}"
+    );
 
     // The hard link's second name, in a subfolder, recursively.
     let out = w.cmd("ls").arg(&w.a).arg("data/sub").run().ok();
@@ -146,7 +145,13 @@ fn ls_lists_long_with_escaped_names_symlinks_and_hard_links() {
     );
     // The whole backup's top: one folder per source; `latest` works; -R goes all the way down.
     let out = w.cmd("ls").arg("latest").run().ok();
-    assert_eq!(rows(&out, 5).iter().map(|c| c[4].clone()).collect::<Vec<_>>(), ["data"]);
+    assert_eq!(
+        rows(&out, 5)
+            .iter()
+            .map(|c| c[4].clone())
+            .collect::<Vec<_>>(),
+        ["data"]
+    );
     let out = w.cmd("ls").arg("latest").arg("-R").run().ok();
     assert!(out.stdout.contains("data/sub/deep.bin"), "{out}");
     assert!(out.stdout.contains("data/added.txt"), "{out}");
@@ -193,17 +198,34 @@ fn dump_writes_exact_bytes_of_a_file_even_a_non_utf8_name() {
     let w = world();
     let (code, out, err) = w.raw("dump", &[w.a.as_bytes(), b"data/sub/deep.bin"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out == w.deep, "dumped bytes differ ({} vs {})", out.len(), w.deep.len());
+    assert!(
+        out == w.deep,
+        "dumped bytes differ ({} vs {})",
+        out.len(),
+        w.deep.len()
+    );
     // The second name of the hard-linked file gives the same bytes.
     let (code, out, err) = w.raw("dump", &[w.a.as_bytes(), b"data/sub/twin.bin"]);
     assert_eq!((code, out == w.deep), (0, true), "{err}");
     let name = [b"data/".as_slice(), LATIN1].concat();
     let (code, out, err) = w.raw("dump", &[w.a.as_bytes(), &name]);
-    assert_eq!((code, out.as_slice()), (0, b"latin-1 name\n".as_slice()), "{err}");
+    assert_eq!(
+        (code, out.as_slice()),
+        (0, b"latin-1 name\n".as_slice()),
+        "{err}"
+    );
     let (code, out, err) = w.raw("dump", &[b"latest:data", b"plain.txt"]);
-    assert_eq!((code, out.as_slice()), (0, b"hello, changed\n".as_slice()), "{err}");
+    assert_eq!(
+        (code, out.as_slice()),
+        (0, b"hello, changed\n".as_slice()),
+        "{err}"
+    );
     let (code, out, err) = w.raw("dump", &[w.a.as_bytes(), b"data/new\nline"]);
-    assert_eq!((code, out.as_slice()), (0, b"newline name\n".as_slice()), "{err}");
+    assert_eq!(
+        (code, out.as_slice()),
+        (0, b"newline name\n".as_slice()),
+        "{err}"
+    );
     // A symlink is not followed (not dumped); `..` never leaves the backup; missing is 8.
     let (code, out, _) = w.raw("dump", &[w.a.as_bytes(), b"data/link"]);
     assert_eq!((code, out.len()), (2, 0));
@@ -230,12 +252,22 @@ fn dump_of_a_folder_is_a_tar_with_names_links_and_bytes_kept() {
         seen.insert(name, (kind, link, data));
     }
     let get = |n: &[u8]| {
-        seen.get(n)
-            .unwrap_or_else(|| panic!("{:?} not in the tar: {:?}", String::from_utf8_lossy(n), seen.keys().map(|k| String::from_utf8_lossy(k)).collect::<Vec<_>>()))
+        seen.get(n).unwrap_or_else(|| {
+            panic!(
+                "{:?} not in the tar: {:?}",
+                String::from_utf8_lossy(n),
+                seen.keys()
+                    .map(|k| String::from_utf8_lossy(k))
+                    .collect::<Vec<_>>()
+            )
+        })
     };
     assert_eq!(get(b"data/plain.txt").2, b"hello\n");
     assert_eq!(get(b"data/new\nline").2, b"newline name\n");
-    assert_eq!(get(&[b"data/".as_slice(), LATIN1].concat()).2, b"latin-1 name\n");
+    assert_eq!(
+        get(&[b"data/".as_slice(), LATIN1].concat()).2,
+        b"latin-1 name\n"
+    );
     assert_eq!(get(b"data/..evil").2, b"dots\n");
     let link = get(b"data/link");
     assert!(link.0.is_symlink(), "the symlink stays a symlink");
@@ -260,7 +292,10 @@ fn dump_of_a_folder_is_a_tar_with_names_links_and_bytes_kept() {
     tar::Archive::new(out.as_slice()).unpack(&dest).unwrap();
     assert!(std::fs::read(dest.join("sub/deep.bin")).unwrap() == w.deep);
     assert!(std::fs::read(dest.join("sub/twin.bin")).unwrap() == w.deep);
-    let names: Vec<PathBuf> = std::fs::read_dir(&dest).unwrap().map(|e| e.unwrap().path()).collect();
+    let names: Vec<PathBuf> = std::fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(names, [dest.join("sub")]);
 }
 
@@ -275,15 +310,19 @@ fn dump_into_a_closed_pipe_ends_quietly() {
         .spawn()
         .unwrap();
     let mut head = [0u8; 10];
-    child.stdout.as_mut().unwrap().read_exact(&mut head).unwrap();
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut head)
+        .unwrap();
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr: {err}");
     assert!(!err.contains("panicked"), "{err}");
     // Its shared lock was released: a prune (exclusive lock, no waiting) is not refused.
-    w.fx
-        .repo_cmd("prune")
+    w.fx.repo_cmd("prune")
         .args(["--dry-run", "--trust-listing"])
         .run()
         .ok();
@@ -306,19 +345,36 @@ fn find_matches_names_or_paths_across_backups() {
             "{id} {name} not found:\n{out}"
         );
     }
-    assert!(!hits.contains(&(w.a.clone(), "data/added.txt".into())), "{out}");
+    assert!(
+        !hits.contains(&(w.a.clone(), "data/added.txt".into())),
+        "{out}"
+    );
     // A pattern with `/` is a path; `*` stops at folders, `**` crosses them.
     let out = w.cmd("find").arg("data/*.bin").run().ok();
     assert_eq!(rows(&out, 5).len(), 0, "{out}");
-    let out = w.cmd("find").arg("data/**/*.bin").args(["--backup", &w.b]).run().ok();
+    let out = w
+        .cmd("find")
+        .arg("data/**/*.bin")
+        .args(["--backup", &w.b])
+        .run()
+        .ok();
     assert_eq!(rows(&out, 5).len(), 2, "{out}");
     // Names with a newline are found and printed on one line.
-    let out = w.cmd("find").arg("new?line").args(["--backup", "latest"]).run().ok();
+    let out = w
+        .cmd("find")
+        .arg("new?line")
+        .args(["--backup", "latest"])
+        .run()
+        .ok();
     assert_eq!(rows(&out, 5)[0][4], "data/new\\nline", "{out}");
     let out = w.cmd("find").arg("nothing-like-this").run().ok();
     assert_eq!(out.stdout, "", "{out}");
     w.cmd("find").arg("[").run().code(2);
-    w.cmd("find").arg("*").args(["--backup", "20200101T000000Z-00000000"]).run().code(8);
+    w.cmd("find")
+        .arg("*")
+        .args(["--backup", "20200101T000000Z-00000000"])
+        .run()
+        .code(8);
 }
 
 #[test]
@@ -330,7 +386,12 @@ fn diff_names_added_removed_modified_and_metadata_changes() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["change"].as_str().unwrap().into(), c["path"].as_str().unwrap().into()))
+        .map(|c| {
+            (
+                c["change"].as_str().unwrap().into(),
+                c["path"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     got.sort();
     assert_eq!(
@@ -345,16 +406,35 @@ fn diff_names_added_removed_modified_and_metadata_changes() {
     );
     let out = w.cmd("diff").arg(&w.a).arg(&w.b).run().ok();
     assert!(
-        out.stdout.contains("1 added, 1 removed, 1 modified, 1 changed in metadata only"),
+        out.stdout
+            .contains("1 added, 1 removed, 1 modified, 1 changed in metadata only"),
         "{out}"
     );
-    let modified = out.stdout.lines().find(|l| l.contains("plain.txt")).unwrap();
-    assert!(modified.contains("6 B") && modified.contains("15 B"), "{out}");
+    let modified = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("plain.txt"))
+        .unwrap();
+    assert!(
+        modified.contains("6 B") && modified.contains("15 B"),
+        "{out}"
+    );
     // The same backup twice: nothing changed.
     let out = w.cmd("diff").arg(&w.b).arg("latest").run().ok();
-    assert!(out.stdout.contains("0 added, 0 removed, 0 modified"), "{out}");
-    w.cmd("diff").arg(format!("{}:data", w.a)).arg(&w.b).run().code(2);
-    w.cmd("diff").arg(&w.a).arg("20200101T000000Z-00000000").run().code(8);
+    assert!(
+        out.stdout.contains("0 added, 0 removed, 0 modified"),
+        "{out}"
+    );
+    w.cmd("diff")
+        .arg(format!("{}:data", w.a))
+        .arg(&w.b)
+        .run()
+        .code(2);
+    w.cmd("diff")
+        .arg(&w.a)
+        .arg("20200101T000000Z-00000000")
+        .run()
+        .code(8);
 }
 
 #[test]

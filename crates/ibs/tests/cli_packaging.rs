@@ -19,7 +19,11 @@ fn bash_completion_is_valid_bash_and_completes_subcommands_and_flags() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("ibs.bash");
     std::fs::write(&script, &out.stdout).unwrap();
-    let st = Command::new("bash").arg("-n").arg(&script).status().unwrap();
+    let st = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
     assert!(st.success(), "bash -n rejects the completion script");
     // Complete `ibs repo l` and `ibs repo ls --p` as bash would.
     let probe = format!(
@@ -35,22 +39,40 @@ _ibs ibs --p ls; echo "B:${{COMPREPLY[*]}}""#,
     let line = |p: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(p))
-            .unwrap_or_else(|| panic!("no {p} line: {text} {}", String::from_utf8_lossy(&res.stderr)))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {p} line: {text} {}",
+                    String::from_utf8_lossy(&res.stderr)
+                )
+            })
             .split_whitespace()
             .map(str::to_owned)
             .collect::<Vec<_>>()
     };
     let a = line("A:");
-    assert!(a.contains(&"ls".to_string()) && a.contains(&"list".to_string()), "{a:?}");
+    assert!(
+        a.contains(&"ls".to_string()) && a.contains(&"list".to_string()),
+        "{a:?}"
+    );
     let b = line("B:");
-    assert!(b.contains(&"--pfx".to_string()) && b.contains(&"--pfx-password-file".to_string()), "{b:?}");
+    assert!(
+        b.contains(&"--pfx".to_string()) && b.contains(&"--pfx-password-file".to_string()),
+        "{b:?}"
+    );
 }
 
 #[test]
 fn zsh_and_fish_completions_name_every_top_level_command() {
     for shell in ["zsh", "fish"] {
         let out = ibs(["completions", shell]).run().ok();
-        for cmd in ["repo", "serve", "backup", "restore", "completions", "manpage"] {
+        for cmd in [
+            "repo",
+            "serve",
+            "backup",
+            "restore",
+            "completions",
+            "manpage",
+        ] {
             assert!(out.stdout.contains(cmd), "{shell} script lacks {cmd}");
         }
     }
@@ -60,7 +82,11 @@ fn zsh_and_fish_completions_name_every_top_level_command() {
 #[test]
 fn man_pages_are_generated_for_every_command() {
     let out = ibs(["manpage"]).run().ok();
-    assert!(out.stdout.contains(".TH ibs 1"), "{}", &out.stdout[..200.min(out.stdout.len())]);
+    assert!(
+        out.stdout.contains(".TH ibs 1"),
+        "{}",
+        &out.stdout[..200.min(out.stdout.len())]
+    );
     assert!(out.stdout.contains("SYNOPSIS"));
     // groff renders it without warnings.
     let dir = tempfile::tempdir().unwrap();
@@ -71,12 +97,23 @@ fn man_pages_are_generated_for_every_command() {
         .arg(&page)
         .output()
         .expect("groff must be installed (apt-get install groff-base)");
-    assert!(r.status.success() && r.stderr.is_empty(), "groff: {}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        r.status.success() && r.stderr.is_empty(),
+        "groff: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
 
     let pages = dir.path().join("man1");
     let out = ibs(["manpage", "--dir"]).arg(&pages).run().ok();
     assert!(out.stdout.contains("man pages into"), "{out}");
-    for p in ["ibs.1", "ibs-repo.1", "ibs-repo-ls.1", "ibs-repo-dump.1", "ibs-serve.1", "ibs-completions.1"] {
+    for p in [
+        "ibs.1",
+        "ibs-repo.1",
+        "ibs-repo-ls.1",
+        "ibs-repo-dump.1",
+        "ibs-serve.1",
+        "ibs-completions.1",
+    ] {
         let text = std::fs::read_to_string(pages.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
         assert!(text.contains(".TH"), "{p}");
     }
@@ -124,7 +161,9 @@ fn systemd_unit_runs_serve_hardened_with_only_the_read_capability() {
     }
     let exec = &keys["ExecStart"];
     assert!(
-        exec.contains(" serve ") && exec.contains("--config /etc/ibs/ibs.toml") && exec.contains("--data /var/lib/ibs"),
+        exec.contains(" serve ")
+            && exec.contains("--config /etc/ibs/ibs.toml")
+            && exec.contains("--data /var/lib/ibs"),
         "{exec}"
     );
     // The flags the unit passes exist in this build.

@@ -253,7 +253,14 @@ fn first_run_log_pipes_json_errors_exit_codes_and_restore_overwrite() {
     // A failed operation: an operator cannot end it again (that is clearing it, exit 9) nor clear
     // it; an admin clears it.
     let op = s.ibs(
-        &["token", "create", "--role", "operator", "--data", data.to_str().unwrap()],
+        &[
+            "token",
+            "create",
+            "--role",
+            "operator",
+            "--data",
+            data.to_str().unwrap(),
+        ],
         &[],
     );
     assert!(op.status.success(), "{}", text(&op));

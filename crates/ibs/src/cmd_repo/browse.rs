@@ -6,7 +6,7 @@
 //! never mangled and never breaks a line. The commands hold a shared repository lock while they
 //! read, as restore does, so a concurrent prune cannot remove what they read.
 
-use super::{open_repo, resolve_backup, unlock, Ctx};
+use super::{open_repo, unlock, Ctx};
 use crate::cli::{Location, UnlockArgs};
 use crate::errors::{coded, usage};
 use crate::output::{exit, table};
@@ -30,6 +30,47 @@ pub(super) struct Named {
 pub(super) struct Found {
     pub vpath: Vec<u8>,
     pub entry: TreeEntry,
+}
+
+/// A `--backup` value as a backup id: an id as is; `latest` is the newest backup that did not
+/// fail; `latest:NAME` the newest such backup with source NAME (then restored alone, unless
+/// `--source` says otherwise).
+pub(super) async fn resolve_backup(repo: &Repository, spec: &str) -> Result<(String, Option<String>)> {
+    let Some(rest) = spec.strip_prefix("latest") else {
+        return Ok((spec.to_string(), None));
+    };
+    let source = match rest {
+        "" => None,
+        r => match r.strip_prefix(':') {
+            Some(name) if !name.is_empty() => Some(name.to_string()),
+            _ => {
+                return Err(crate::errors::usage(format!(
+                    "--backup {spec:?}: expected an id, latest or latest:SOURCE"
+                )))
+            }
+        },
+    };
+    let mut ids = repo.list_backup_ids().await?;
+    ids.sort();
+    for id in ids.iter().rev() {
+        let Ok(c) = repo.read_catalog(id).await else {
+            continue;
+        };
+        let has = source
+            .as_deref()
+            .is_none_or(|n| c.sources.iter().any(|s| s.name == n));
+        if c.status != BackupStatus::Failed && has {
+            return Ok((id.clone(), source));
+        }
+    }
+    Err(crate::errors::coded(
+        exit::NOT_FOUND,
+        match &source {
+            Some(n) => format!("no backup with source {n:?} in this repository"),
+            None => "no backup in this repository".to_string(),
+        },
+        "list them with `ibs repo list`",
+    ))
 }
 
 /// Resolves `ID`, `ID:SOURCE`, `latest` or `latest:SOURCE`.
@@ -62,14 +103,15 @@ pub(super) async fn locked<T: Send + 'static>(
     repo: &Repository,
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    let lock = repo
-        .lock(LockKind::Shared, "browse", ctx.lock_wait)
-        .await?;
+    let lock = repo.lock(LockKind::Shared, "browse", ctx.lock_wait).await?;
     let result = tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| anyhow::anyhow!("internal error: {e}"))
         .and_then(|r| r);
-    Ok(lock.finish(result.map_err(Wrapped)).await.map_err(|w| w.0)?)
+    Ok(lock
+        .finish(result.map_err(Wrapped))
+        .await
+        .map_err(|w| w.0)?)
 }
 
 /// An anyhow error carried through [`ibs_repo::lock::LockGuard::finish`], which wants a
@@ -195,12 +237,13 @@ pub(super) fn mode_string(e: &TreeEntry) -> String {
     };
     let m = e.mode;
     let bit = |mask: u32, c: char| if m & mask != 0 { c } else { '-' };
-    let special = |x: u32, special: u32, lower: char, upper: char| match (m & x != 0, m & special != 0) {
-        (true, true) => lower,
-        (false, true) => upper,
-        (true, false) => 'x',
-        (false, false) => '-',
-    };
+    let special =
+        |x: u32, special: u32, lower: char, upper: char| match (m & x != 0, m & special != 0) {
+            (true, true) => lower,
+            (false, true) => upper,
+            (true, false) => 'x',
+            (false, false) => '-',
+        };
     [
         t,
         bit(0o400, 'r'),
@@ -299,7 +342,11 @@ pub(super) async fn ls(
             format!(
                 "backup {} has no {}",
                 named.id,
-                if dir.is_empty() { "entries".to_string() } else { escape(&dir) }
+                if dir.is_empty() {
+                    "entries".to_string()
+                } else {
+                    escape(&dir)
+                }
             ),
             format!("list the backup's folders with `ibs repo ls {backup}`"),
         ));

@@ -74,7 +74,11 @@ pub(super) async fn dump(
             }
             k => Err(coded(
                 exit::USAGE,
-                format!("{} is a {}: only files and folders are dumped", escape(&d), kind_name(k)),
+                format!(
+                    "{} is a {}: only files and folders are dumped",
+                    escape(&d),
+                    kind_name(k)
+                ),
                 format!("see it with `ibs repo ls {backup} PATH`"),
             )),
         }
@@ -126,10 +130,14 @@ fn append_file(
     std::thread::scope(|s| {
         let (tx, rx) = sync_channel::<Vec<u8>>(4);
         let reading = s.spawn(move || {
-            r.read_file(e, |d| tx.send(d.to_vec()).map_err(|_| "stopped".to_string()))
+            r.read_file(e, |d| {
+                tx.send(d.to_vec()).map_err(|_| "stopped".to_string())
+            })
         });
         let written = b.append_data(h, name, Pipe(rx, Vec::new(), 0));
-        let read = reading.join().map_err(|_| anyhow!("internal error: reader panicked"))?;
+        let read = reading
+            .join()
+            .map_err(|_| anyhow!("internal error: reader panicked"))?;
         read?;
         Ok(written?)
     })
@@ -164,7 +172,10 @@ fn tar(
             continue;
         }
         if let Some(err) = &e.error {
-            errln!("skipped {}: unreadable at backup time: {err}", escape(&f.vpath));
+            errln!(
+                "skipped {}: unreadable at backup time: {err}",
+                escape(&f.vpath)
+            );
             skipped += 1;
             continue;
         }
@@ -178,7 +189,8 @@ fn tar(
         let written: Result<()> = match e.kind {
             EntryKind::Dir => {
                 h.set_entry_type(tar::EntryType::Directory);
-                b.append_data(&mut h, name, std::io::empty()).map_err(Into::into)
+                b.append_data(&mut h, name, std::io::empty())
+                    .map_err(Into::into)
             }
             EntryKind::File => {
                 if e.link_leader {
@@ -201,7 +213,10 @@ fn tar(
                             .map_err(Into::into)
                     }
                     (None, Some(l)) => append_file(r, &mut b, &mut h, name, l),
-                    (None, None) => Err(anyhow!("{}: its file is not in the backup", escape(&f.vpath))),
+                    (None, None) => Err(anyhow!(
+                        "{}: its file is not in the backup",
+                        escape(&f.vpath)
+                    )),
                 }
             }
             EntryKind::Fifo | EntryKind::CharDevice | EntryKind::BlockDevice => {
@@ -213,7 +228,8 @@ fn tar(
                 let (major, minor) = (libc_major(e.rdev), libc_minor(e.rdev));
                 h.set_device_major(major)?;
                 h.set_device_minor(minor)?;
-                b.append_data(&mut h, name, std::io::empty()).map_err(Into::into)
+                b.append_data(&mut h, name, std::io::empty())
+                    .map_err(Into::into)
             }
         };
         if stdout_closed() {
