@@ -35,7 +35,10 @@ pub(super) struct Found {
 /// A `--backup` value as a backup id: an id as is; `latest` is the newest backup that did not
 /// fail; `latest:NAME` the newest such backup with source NAME (then restored alone, unless
 /// `--source` says otherwise).
-pub(super) async fn resolve_backup(repo: &Repository, spec: &str) -> Result<(String, Option<String>)> {
+pub(super) async fn resolve_backup(
+    repo: &Repository,
+    spec: &str,
+) -> Result<(String, Option<String>)> {
     let Some(rest) = spec.strip_prefix("latest") else {
         return Ok((spec.to_string(), None));
     };
@@ -108,10 +111,7 @@ pub(super) async fn locked<T: Send + 'static>(
         .await
         .map_err(|e| anyhow::anyhow!("internal error: {e}"))
         .and_then(|r| r);
-    Ok(lock
-        .finish(result.map_err(Wrapped))
-        .await
-        .map_err(|w| w.0)?)
+    lock.finish(result.map_err(Wrapped)).await.map_err(|w| w.0)
 }
 
 /// An anyhow error carried through [`ibs_repo::lock::LockGuard::finish`], which wants a
