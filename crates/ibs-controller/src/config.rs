@@ -151,6 +151,17 @@ mod tests {
     }
 
     #[test]
+    fn bandwidth_limits_are_read_and_at_least_one_kib() {
+        let c = Config::parse("limit_upload_kib_per_second = 2048\n").unwrap();
+        assert_eq!(c.limit_upload_kib_per_second, Some(2048));
+        let e = Config::parse("limit_download_kib_per_second = 0\n").unwrap_err();
+        assert!(
+            e.to_string().contains("limit_download_kib_per_second"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn job_timeout_seconds_is_read_and_bounded() {
         let c = Config::parse("job_timeout_seconds = 7200\n").unwrap();
         assert_eq!(c.job_timeout_seconds, Some(7200));
@@ -162,13 +173,6 @@ mod tests {
                 "{m}"
             );
         }
-        let c = Config::parse("limit_upload_kib_per_second = 2048\n").unwrap();
-        assert_eq!(c.limit_upload_kib_per_second, Some(2048));
-        let e = Config::parse("limit_download_kib_per_second = 0\n").unwrap_err();
-        assert!(
-            e.to_string().contains("limit_download_kib_per_second"),
-            "{e}"
-        );
         let c = Config::parse("storage_timeout_seconds = 30\n").unwrap();
         assert_eq!(c.storage_timeout_seconds, Some(30));
         for bad in ["0", "86401"] {
