@@ -76,10 +76,12 @@ pub trait StorageOpener: Send + Sync + fmt::Debug {
 /// Opens real locations (local folders, SMB shares) through [`ibs_location`]. The stored
 /// (decrypted) share password is handed over in memory, never through the environment or argv.
 /// Every storage operation is bounded by `timeouts` (the config file's `storage_timeout_seconds`,
-/// else the per-kind defaults of [`ibs_location::OpTimeouts`]).
+/// else the per-kind defaults of [`ibs_location::OpTimeouts`]); object data moves within
+/// `limits` (the config file's `limit_upload_kib_per_second` / `limit_download_kib_per_second`).
 #[derive(Debug, Default)]
 pub struct LocationOpener {
     pub timeouts: ibs_location::OpTimeouts,
+    pub limits: ibs_storage::Limits,
 }
 
 #[async_trait]
@@ -99,7 +101,9 @@ impl StorageOpener for LocationOpener {
             }
         }
         let user = target.username.as_deref();
-        Ok(ibs_location::open_with(&target.path, user, password, create, self.timeouts).await?)
+        let storage =
+            ibs_location::open_with(&target.path, user, password, create, self.timeouts).await?;
+        Ok(ibs_storage::ThrottleStorage::wrap(storage, self.limits))
     }
 }
 

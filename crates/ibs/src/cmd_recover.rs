@@ -90,6 +90,8 @@ async fn open(loc: &LocationArg) -> Result<Arc<Repository>> {
         repo: loc.location.clone(),
         username: loc.username.clone(),
         password_file: loc.password_file.clone(),
+        limit_upload: None,
+        limit_download: None,
     };
     let storage = crate::location::open(&l, false).await?;
     Ok(Arc::new(

@@ -186,6 +186,10 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
                 .storage_timeout_seconds
                 .map(|s| ibs_location::OpTimeouts::uniform(Duration::from_secs(s)))
                 .unwrap_or_default(),
+            limits: ibs_storage::Limits {
+                upload: config.limit_upload_kib_per_second.map(|k| k << 10),
+                download: config.limit_download_kib_per_second.map(|k| k << 10),
+            },
         }),
         alert_sink: match webhook {
             Some(url) => Some(Arc::new(Webhook::new(url)?) as Arc<dyn AlertSink>),
