@@ -169,7 +169,7 @@ pub async fn close_alert(
     p: Post<Empty>,
 ) -> PageResult {
     let s = &p.signed;
-    or_page(
+    let _closed = or_page(
         s,
         admin::close_alert(State(st.api.clone()), s.caller.clone(), Path(id)).await,
     )?;
@@ -205,6 +205,15 @@ fn number(field: &str, text: &str) -> Result<i64, (String, String)> {
     })
 }
 
+/// The stored location, as the API shows it to this caller.
+async fn current(st: &ConsoleState, s: &Signed) -> Result<ibs_types::LocationView, Response> {
+    or_page(
+        s,
+        location::get(State(st.api.clone()), s.caller.clone()).await,
+    )
+    .map(|j| j.0)
+}
+
 /// Applies frequency, retention and the scheduler switch through `PUT /api/v1/location`. An
 /// invalid field re-shows the form with the API's message beside it (nothing is saved); a
 /// retention that would delete backups asks for confirmation, listing them.
@@ -213,16 +222,13 @@ pub async fn settings(State(st): State<ConsoleState>, p: Post<SettingsForm>) -> 
     let f = &p.form;
     let fields = number("frequency_hours", &f.frequency_hours)
         .and_then(|fh| number("retention_days", &f.retention_days).map(|r| (fh, r)));
-    let current = || async {
-        or_page(s, location::get(State(st.api.clone()), s.caller.clone()).await).map(|j| j.0)
-    };
     let (frequency, retention) = match fields {
         Ok(v) => v,
         Err(err) => {
             // The role check comes first, as in the API: a reader's forged POST is 403 even
             // when its numbers are wrong.
             or_page(s, s.caller.require(ibs_types::Role::Admin))?;
-            let loc = current().await?;
+            let loc = current(&st, s).await?;
             return Ok(render(
                 StatusCode::OK,
                 "settings.html",
@@ -240,7 +246,7 @@ pub async fn settings(State(st): State<ConsoleState>, p: Post<SettingsForm>) -> 
     match location::put(State(st.api.clone()), s.caller.clone(), ApiJson(update)).await {
         Ok(_) => Ok(Redirect::to("/settings").into_response()),
         Err(e) if e.status == StatusCode::BAD_REQUEST && e.field.is_some() => {
-            let loc = current().await?;
+            let loc = current(&st, s).await?;
             let field = e.field.clone().unwrap_or_default();
             Ok(render(
                 StatusCode::OK,
