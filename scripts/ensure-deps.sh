@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, idempotently: openssl (certificate interop tests), Samba and
 # smbclient (the SMB share tests run a private smbd on loopback), acl (setfacl/getfacl) and
-# libcap2-bin (setcap/getcap) for the metadata-fidelity tests, chromium and chromium-driver for the web
-# console's browser tests, and openapi-spec-validator (PyPI) for
+# libcap2-bin (setcap/getcap) for the metadata-fidelity tests, chromium, chromium-driver and selenium (PyPI)
+# for the web console's browser tests, and openapi-spec-validator (PyPI) for
 # the API document's test. Exits non-zero, loudly, if anything
 # cannot be installed: a missing dependency is a failure, never a skip.
 set -euo pipefail
@@ -26,6 +26,11 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get install -y -qq "${need[@]}"
   fi
 fi
+if ! python3 -c 'import selenium' 2>/dev/null; then
+  echo "ensure-deps: installing selenium (pip), for the web console's browser tests"
+  python3 -m pip install --quiet 'selenium>=4.20,<5'
+fi
+python3 -c 'import selenium' || { echo "ensure-deps: selenium is still missing" >&2; exit 1; }
 if ! command -v openapi-spec-validator >/dev/null; then
   echo "ensure-deps: installing openapi-spec-validator (pip)"
   python3 -m pip install --quiet 'openapi-spec-validator>=0.7,<1'

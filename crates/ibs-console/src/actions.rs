@@ -61,7 +61,10 @@ impl<T: DeserializeOwned> FromRequest<ConsoleState> for Post<T> {
         let field = serde_urlencoded::from_bytes::<CsrfField>(&body)
             .ok()
             .and_then(|f| f.csrf);
-        if !csrf_matches(&signed.session, field.as_deref().or(header_token.as_deref())) {
+        if !csrf_matches(
+            &signed.session,
+            field.as_deref().or(header_token.as_deref()),
+        ) {
             return Err(error_page(
                 Some(&signed),
                 &ApiError::new(
@@ -262,7 +265,11 @@ pub async fn settings(State(st): State<ConsoleState>, p: Post<SettingsForm>) -> 
                 .and_then(|v| v.as_array())
                 .map(|a| {
                     a.iter()
-                        .map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string()))
+                        .map(|x| {
+                            x.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| x.to_string())
+                        })
                         .collect()
                 })
                 .unwrap_or_default();

@@ -17,10 +17,7 @@ const HISTORY: u32 = 1000;
 pub fn series(name: &str, jobs: &[Job]) -> Option<(&'static str, &'static str, Vec<f64>)> {
     let done = jobs.iter().rev().filter(|j| {
         j.kind == JobKind::Backup
-            && matches!(
-                j.status,
-                JobStatus::Succeeded | JobStatus::PartialSucceeded
-            )
+            && matches!(j.status, JobStatus::Succeeded | JobStatus::PartialSucceeded)
     });
     match name {
         "duration.svg" => Some((

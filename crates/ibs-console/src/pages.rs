@@ -51,14 +51,20 @@ pub async fn signin() -> Response {
 
 pub async fn overview(State(st): State<ConsoleState>, s: Signed) -> PageResult {
     let now = st.api.ctl.now();
-    let loc = or_page(&s, location::get(State(st.api.clone()), s.caller.clone()).await)?.0;
-    let ready = or_page(&s, admin::readiness(State(st.api.clone()), s.caller.clone()).await)?.0;
+    let loc = or_page(
+        &s,
+        location::get(State(st.api.clone()), s.caller.clone()).await,
+    )?
+    .0;
+    let ready = or_page(
+        &s,
+        admin::readiness(State(st.api.clone()), s.caller.clone()).await,
+    )?
+    .0;
     let (recent, _) = list_backups(&st, &s, 100, None).await?;
     let last_good = recent.iter().find(|j| {
-        matches!(
-            j.status,
-            JobStatus::Succeeded | JobStatus::PartialSucceeded
-        ) && j.corrupted.is_none()
+        matches!(j.status, JobStatus::Succeeded | JobStatus::PartialSucceeded)
+            && j.corrupted.is_none()
     });
     let alerts = or_page(
         &s,
@@ -218,7 +224,11 @@ pub async fn alerts(
 }
 
 pub async fn settings(State(st): State<ConsoleState>, s: Signed) -> PageResult {
-    let loc = or_page(&s, location::get(State(st.api.clone()), s.caller.clone()).await)?.0;
+    let loc = or_page(
+        &s,
+        location::get(State(st.api.clone()), s.caller.clone()).await,
+    )?
+    .0;
     let ctx = settings_ctx(&s, &loc, None, None);
     Ok(render(StatusCode::OK, "settings.html", ctx))
 }
