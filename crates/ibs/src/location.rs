@@ -1,5 +1,5 @@
 //! Turns a LOCATION argument into storage through [`ibs_location`]; this file only adds the CLI's
-//! share-password sources and prints the location's warnings to stderr.
+//! share-password and S3-credential sources and prints the location's warnings to stderr.
 
 use crate::cli::Location;
 use anyhow::Result;
@@ -30,7 +30,7 @@ pub async fn open(loc: &Location, create: bool) -> Result<DynStorage> {
     }
     // `init` does not create a missing local folder: an unmounted share's mount point must not
     // silently become a repository on the local disk. It says what to do instead.
-    if create && !ibs_location::is_smb(&loc.repo) && !std::path::Path::new(&loc.repo).exists() {
+    if create && !ibs_location::is_remote(&loc.repo) && !std::path::Path::new(&loc.repo).exists() {
         return Err(crate::errors::coded(
             crate::output::exit::PATH,
             format!("the folder {} does not exist", loc.repo),
@@ -41,16 +41,19 @@ pub async fn open(loc: &Location, create: bool) -> Result<DynStorage> {
             ),
         ));
     }
-    let password = if ibs_location::is_smb(&loc.repo) {
-        Some(crate::secrets::share_password(
-            loc.password_file.as_deref(),
-            Some("--password-file"),
-        )?)
+    let (username, password) = if ibs_location::is_s3(&loc.repo) {
+        let (key, secret) =
+            crate::secrets::s3_credentials(loc.username.as_deref(), loc.password_file.as_deref())?;
+        (Some(key), Some(secret))
+    } else if ibs_location::is_smb(&loc.repo) {
+        let password =
+            crate::secrets::share_password(loc.password_file.as_deref(), Some("--password-file"))?;
+        (loc.username.clone(), Some(password))
     } else {
-        None
+        (None, None)
     };
     for w in ibs_location::warnings(&loc.repo) {
         errln!("warning: {w}");
     }
-    Ok(ibs_location::open(&loc.repo, loc.username.as_deref(), password, create).await?)
+    Ok(ibs_location::open(&loc.repo, username.as_deref(), password, create).await?)
 }
