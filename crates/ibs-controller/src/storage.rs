@@ -87,8 +87,8 @@ pub struct LocationOpener {
 #[async_trait]
 impl StorageOpener for LocationOpener {
     async fn open(&self, target: &StorageTarget, create: bool) -> Result<DynStorage, OpenError> {
-        let password =
-            ibs_location::is_smb(&target.path).then(|| target.password.clone().unwrap_or_default());
+        let password = ibs_location::is_remote(&target.path)
+            .then(|| target.password.clone().unwrap_or_default());
         // Each warning is logged once per path and daemon, not on every opening (which is every
         // job); `ibs location show` and `location set` show it to the operator as well.
         static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());

@@ -146,18 +146,23 @@ pub struct RepoArgs {
     pub lock_wait: u64,
 }
 
-/// A repository location: a local folder, `\\host.fqdn\share\folder` or `smb://host[:port]/share/folder`.
-/// The repository lives in its `MASBackup` subfolder.
+/// A repository location: a local folder, `\\host.fqdn\share\folder`, `smb://host[:port]/share/folder`
+/// or `s3://host[:port]/bucket/prefix` (`s3+http://` for plain http). The repository lives in its
+/// `MASBackup` subfolder (prefix).
 #[derive(Args, Clone)]
 pub struct Location {
-    /// Where the repository is: a local folder, \\host.fqdn\share\folder or
-    /// smb://host[:port]/share/folder (the repository lives in its MASBackup subfolder).
+    /// Where the repository is: a local folder, \\host.fqdn\share\folder,
+    /// smb://host[:port]/share/folder or s3://host[:port]/bucket/prefix (s3+http:// for plain
+    /// http; options ?addressing=virtual, ?region=NAME); the repository lives in its MASBackup
+    /// subfolder.
     #[arg(long = "repo", value_name = "LOCATION")]
     pub repo: String,
     /// Share user (`user` or `DOMAIN\user`); the password comes from $IBS_SHARE_PASSWORD, --password-file or a prompt.
+    /// For S3: the access key id (default $AWS_ACCESS_KEY_ID).
     #[arg(long)]
     pub username: Option<String>,
     /// File holding the share password (first line; else $IBS_SHARE_PASSWORD, else a prompt).
+    /// For S3: an AWS credentials file, or the secret key alone (else $AWS_SECRET_ACCESS_KEY).
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
     /// Limit uploads of repository data to RATE: a number of KiB/s (`512`), or with a unit

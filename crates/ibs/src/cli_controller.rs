@@ -132,7 +132,8 @@ pub enum LocationCmd {
     Show,
     /// Change the backup location settings (Set-AzsBackupConfiguration). The share password comes from $IBS_SHARE_PASSWORD.
     Set {
-        /// A UNC path (\\host.fqdn\share\folder) or an absolute local folder.
+        /// A UNC path (\\host.fqdn\share\folder), an absolute local folder, or an S3 bucket
+        /// (s3://host/bucket/prefix; keys from $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY).
         #[arg(long)]
         path: Option<String>,
         /// Share user (`user` or `DOMAIN\user`); the password comes from $IBS_SHARE_PASSWORD or a prompt.

@@ -1,7 +1,8 @@
 //! Turns a LOCATION argument into storage through [`ibs_location`]; this file only adds the CLI's
-//! share-password sources, prints the location's warnings to stderr, and lets `repo init` create a
-//! missing local folder — but never below an `/etc/fstab` mount point that is not mounted, so an
-//! unmounted share's mount point does not silently become a repository on the local disk.
+//! share-password and S3-credential sources, prints the location's warnings to stderr, and lets
+//! `repo init` create a missing local folder — but never below an `/etc/fstab` mount point that is
+//! not mounted, so an unmounted share's mount point does not silently become a repository on the
+//! local disk.
 
 use crate::cli::Location;
 use anyhow::Result;
@@ -32,21 +33,24 @@ pub async fn open(loc: &Location, create: bool) -> Result<DynStorage> {
             ),
         ));
     }
-    if create && !ibs_location::is_smb(&loc.repo) {
+    if create && !ibs_location::is_remote(&loc.repo) {
         prepare_local_folder(Path::new(&loc.repo))?;
     }
-    let password = if ibs_location::is_smb(&loc.repo) {
-        Some(crate::secrets::share_password(
-            loc.password_file.as_deref(),
-            Some("--password-file"),
-        )?)
+    let (username, password) = if ibs_location::is_s3(&loc.repo) {
+        let (key, secret) =
+            crate::secrets::s3_credentials(loc.username.as_deref(), loc.password_file.as_deref())?;
+        (Some(key), Some(secret))
+    } else if ibs_location::is_smb(&loc.repo) {
+        let password =
+            crate::secrets::share_password(loc.password_file.as_deref(), Some("--password-file"))?;
+        (loc.username.clone(), Some(password))
     } else {
-        None
+        (None, None)
     };
     for w in ibs_location::warnings(&loc.repo) {
         errln!("warning: {w}");
     }
-    let storage = ibs_location::open(&loc.repo, loc.username.as_deref(), password, create).await?;
+    let storage = ibs_location::open(&loc.repo, username.as_deref(), password, create).await?;
     // Outermost: each operation is paced once, whatever the layers below retry.
     Ok(ibs_storage::ThrottleStorage::wrap(
         storage,
