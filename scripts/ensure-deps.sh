@@ -4,7 +4,7 @@
 # libcap2-bin (setcap/getcap) for the metadata-fidelity tests, Ceph's monitor, OSD, RADOS Gateway and
 # CLI plus curl (the S3 tests run a throw-away cluster on loopback, scripts/ceph-rgw.sh), chromium,
 # chromium-driver and selenium (PyPI) for the web console's browser tests, and openapi-spec-validator
-# (PyPI) for the API document's test. Exits non-zero, loudly, if anything
+# (PyPI) for the API document's test, and systemd-analyze (the service unit's check). Exits non-zero, loudly, if anything
 # cannot be installed: a missing dependency is a failure, never a skip.
 set -euo pipefail
 
@@ -23,6 +23,8 @@ command -v ceph-osd >/dev/null || need+=(ceph-osd)
 command -v radosgw >/dev/null || need+=(radosgw)
 command -v ceph >/dev/null || need+=(ceph-common)
 command -v curl >/dev/null || need+=(curl)
+# The service unit's test runs `systemd-analyze verify` (no systemd needs to run).
+command -v systemd-analyze >/dev/null || need+=(systemd)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "ensure-deps: installing ${need[*]}"
@@ -42,7 +44,7 @@ if ! command -v openapi-spec-validator >/dev/null; then
   python3 -m pip install --quiet 'openapi-spec-validator>=0.7,<1'
 fi
 for tool in openssl smbd smbclient setfacl getfacl setcap getcap ceph-mon ceph-osd radosgw radosgw-admin \
-    ceph curl chromium chromedriver openapi-spec-validator; do
+    ceph curl chromium chromedriver systemd-analyze openapi-spec-validator; do
   command -v "$tool" >/dev/null || { echo "ensure-deps: $tool is still missing" >&2; exit 1; }
 done
 cargo fmt --version >/dev/null
