@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, idempotently: openssl (certificate interop tests), Samba and
 # smbclient (the SMB share tests run a private smbd on loopback), acl (setfacl/getfacl) and
-# libcap2-bin (setcap/getcap) for the metadata-fidelity tests, and openapi-spec-validator (PyPI) for
-# the API document's test. Exits non-zero, loudly, if anything
+# libcap2-bin (setcap/getcap) for the metadata-fidelity tests, Ceph's monitor, OSD, RADOS Gateway and
+# CLI plus curl (the S3 tests run a throw-away cluster on loopback, scripts/ceph-rgw.sh), chromium,
+# chromium-driver and selenium (PyPI) for the web console's browser tests, and openapi-spec-validator
+# (PyPI) for the API document's test. Exits non-zero, loudly, if anything
 # cannot be installed: a missing dependency is a failure, never a skip.
 set -euo pipefail
 
@@ -13,20 +15,34 @@ command -v smbclient >/dev/null || need+=(smbclient)
 command -v mount >/dev/null || need+=(mount)
 command -v setfacl >/dev/null || need+=(acl)
 command -v setcap >/dev/null || need+=(libcap2-bin)
+# The web console's browser tests drive Debian's headless Chromium through chromedriver.
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
+command -v ceph-mon >/dev/null || need+=(ceph-mon)
+command -v ceph-osd >/dev/null || need+=(ceph-osd)
+command -v radosgw >/dev/null || need+=(radosgw)
+command -v ceph >/dev/null || need+=(ceph-common)
+command -v curl >/dev/null || need+=(curl)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "ensure-deps: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  if ! apt-get install -y -qq "${need[@]}" >/dev/null 2>&1; then
+  if ! apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1; then
     apt-get update -qq
-    apt-get install -y -qq "${need[@]}"
+    apt-get install -y -qq --no-install-recommends "${need[@]}"
   fi
 fi
+if ! python3 -c 'import selenium' 2>/dev/null; then
+  echo "ensure-deps: installing selenium (pip), for the web console's browser tests"
+  python3 -m pip install --quiet 'selenium>=4.20,<5'
+fi
+python3 -c 'import selenium' || { echo "ensure-deps: selenium is still missing" >&2; exit 1; }
 if ! command -v openapi-spec-validator >/dev/null; then
   echo "ensure-deps: installing openapi-spec-validator (pip)"
   python3 -m pip install --quiet 'openapi-spec-validator>=0.7,<1'
 fi
-for tool in openssl smbd smbclient setfacl getfacl setcap getcap openapi-spec-validator; do
+for tool in openssl smbd smbclient setfacl getfacl setcap getcap ceph-mon ceph-osd radosgw radosgw-admin \
+    ceph curl chromium chromedriver openapi-spec-validator; do
   command -v "$tool" >/dev/null || { echo "ensure-deps: $tool is still missing" >&2; exit 1; }
 done
 cargo fmt --version >/dev/null

@@ -38,3 +38,4 @@ echo
 echo "Everything is in $work: repository $work/share/MASBackup, writer state $work/state."
 echo "NOTICE: $work/backup.pfx is the private key. In production it must never stay on the backup host."
 echo "List backups: IBS_STATE_DIR=$work/state $ibs repo list --repo $work/share"
+echo "Web console and API: \"$ibs\" serve --data \"$work/controller\" starts the backup controller and prints the console's URL (sign in with the admin token it prints)."

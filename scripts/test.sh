@@ -6,10 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
 [ -x scripts/ensure-services.sh ] && scripts/ensure-services.sh
-# The SMB tests start a private smbd on loopback; stop it however the run ends.
-trap 'bash scripts/samba-test-server.sh stop /tmp/ibs-samba >/dev/null 2>&1 || true' EXIT
+# The SMB tests start a private smbd on loopback, the S3 tests a throw-away Ceph cluster with its
+# RADOS Gateway; stop them however the run ends.
+trap 'bash scripts/samba-test-server.sh stop /tmp/ibs-samba >/dev/null 2>&1 || true
+bash scripts/ceph-rgw.sh stop /tmp/ibs-rgw >/dev/null 2>&1 || true' EXIT
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The S3 tests (ibs_testing::rgw) use this gateway; they start it themselves when it is not running.
+export IBS_TEST_RGW_DIR=/tmp/ibs-rgw
+bash scripts/ceph-rgw.sh start "$IBS_TEST_RGW_DIR" >/dev/null
 cargo test --workspace --locked --no-fail-fast
 # Every fuzz target for a bounded time from the committed corpus (long mode: scripts/fuzz.sh 600).
 scripts/fuzz.sh 10

@@ -123,6 +123,11 @@ impl<T> Paged<T> {
             next,
         }
     }
+
+    /// The rows and the next page's cursor (for in-process callers such as the web console).
+    pub fn into_parts(self) -> (Vec<T>, Option<String>) {
+        (self.items, self.next.map(|(cursor, _)| cursor))
+    }
 }
 
 impl<T: Serialize> IntoResponse for Paged<T> {

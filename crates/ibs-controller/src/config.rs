@@ -33,6 +33,10 @@ pub struct Config {
     /// for data transfers and listings, 120 for small requests; 1 second to 1 day). A timed-out
     /// operation is retried, then fails the job with the connectivity alert.
     pub storage_timeout_seconds: Option<u64>,
+    /// Bandwidth limits for object data written to / read from the location, in KiB/s (default
+    /// unlimited; at least 1). See `ibs_storage::ThrottleStorage`.
+    pub limit_upload_kib_per_second: Option<u64>,
+    pub limit_download_kib_per_second: Option<u64>,
     /// Closed alerts are purged (into the audit trail) this many days after closing (default 7).
     pub closed_alert_retention_days: Option<u32>,
     /// Folders an API restore may write beneath (default `DATA/restores`); see
@@ -101,6 +105,22 @@ impl Config {
                 ));
             }
         }
+        for (key, v) in [
+            ("limit_upload_kib_per_second", c.limit_upload_kib_per_second),
+            (
+                "limit_download_kib_per_second",
+                c.limit_download_kib_per_second,
+            ),
+        ] {
+            if let Some(v) = v {
+                if !(1..=(u64::MAX >> 10)).contains(&v) {
+                    return Err(ControllerError::invalid(
+                        key,
+                        format!("{v} is out of range: give at least 1 (KiB/s)"),
+                    ));
+                }
+            }
+        }
         if c.tick_seconds == Some(0) {
             return Err(ControllerError::invalid(
                 "tick_seconds",
@@ -128,6 +148,17 @@ mod tests {
         assert_eq!(c.closed_alert_retention_days, Some(30));
         let e = Config::parse("closed_alert_retention_days = 0\n").unwrap_err();
         assert!(e.to_string().contains("closed_alert_retention_days"), "{e}");
+    }
+
+    #[test]
+    fn bandwidth_limits_are_read_and_at_least_one_kib() {
+        let c = Config::parse("limit_upload_kib_per_second = 2048\n").unwrap();
+        assert_eq!(c.limit_upload_kib_per_second, Some(2048));
+        let e = Config::parse("limit_download_kib_per_second = 0\n").unwrap_err();
+        assert!(
+            e.to_string().contains("limit_download_kib_per_second"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -193,45 +193,27 @@ impl Controller {
 
     // ---- the gate and starting jobs ---------------------------------------------------------
 
-    /// Takes the gate for job `job` (as `kind`), records it, registers its live progress, and runs
-    /// `work` on its own thread with the gate held until it ends, however it ends.
-    pub(crate) fn launch<W, F>(
-        &self,
-        kind: GateKind,
-        job: Job,
-        work: W,
-    ) -> Result<(Job, tokio::task::JoinHandle<()>)>
-    where
-        W: FnOnce(Arc<JobContext>, Job, Arc<Progress>) -> F + Send + 'static,
-        F: Future<Output = ()>,
-    {
-        let guard = self.gate.take(&job.id, kind)?;
-        self.launch_held(guard, job, None, work)
-    }
-
-    /// [`Controller::launch`] with the gate already taken (checks that must hold it came first).
-    /// A job given a `stop` can be cancelled ([`Controller::cancel_job`]) and is stopped after
-    /// the job timeout.
+    /// Records `job` as Running and runs `work` on it with the gate `guard` already taken (checks
+    /// that must hold it came first). Every job gets a [`JobStop`]: it can be cancelled
+    /// ([`Controller::cancel_job`]) and is stopped after the job timeout.
     pub(crate) fn launch_held<W, F>(
         &self,
         guard: GateGuard,
         job: Job,
-        stop: Option<Arc<JobStop>>,
         work: W,
     ) -> Result<(Job, tokio::task::JoinHandle<()>)>
     where
-        W: FnOnce(Arc<JobContext>, Job, Arc<Progress>) -> F + Send + 'static,
+        W: FnOnce(Arc<JobContext>, Job, Arc<Progress>, Arc<JobStop>) -> F + Send + 'static,
         F: Future<Output = ()>,
     {
         self.ctx.db.put_job(&job)?;
+        let stop = JobStop::new();
         let progress = self.gate.track_live(
             &job.id,
             job.started_at.unwrap_or(job.created_at),
             stop.clone(),
         );
-        if let Some(s) = &stop {
-            s.arm_timeout(self.job_timeout);
-        }
+        stop.arm_timeout(self.job_timeout);
         let ctx = self.ctx.clone();
         let record = job.clone();
         // One log line when a job starts and one when it ends (the operator's view of the daemon
@@ -245,7 +227,7 @@ impl Controller {
         let handle = spawn_job(move || async move {
             let _guard = guard;
             let id = record.id.clone();
-            work(ctx.clone(), record, progress).await;
+            work(ctx.clone(), record, progress, stop).await;
             log_end(&ctx, &id);
         });
         Ok((job, handle))
@@ -288,10 +270,8 @@ impl Controller {
         let id = ibs_repo::clock::new_backup_id(now);
         let job = Self::running_job(id, JobKind::Backup, trigger, now);
         let guard = self.gate.take(&job.id, GateKind::Backup)?;
-        let stop = JobStop::new();
-        let held = stop.clone();
-        self.launch_held(guard, job, Some(stop), |ctx, job, progress| async move {
-            jobs::backup::run_backup(&ctx, job, progress, held).await
+        self.launch_held(guard, job, |ctx, job, progress, stop| async move {
+            jobs::backup::run_backup(&ctx, job, progress, stop).await
         })
     }
 
@@ -320,8 +300,8 @@ impl Controller {
                 format!("target:{}", prepared.target().display()),
             ],
         )?;
-        self.launch_held(guard, job, None, |ctx, job, progress| async move {
-            jobs::restore::run(&ctx, job, prepared, progress).await
+        self.launch_held(guard, job, |ctx, job, progress, stop| async move {
+            jobs::restore::run(&ctx, job, prepared, progress, stop).await
         })
     }
 
@@ -352,8 +332,8 @@ impl Controller {
             "backup.validate",
             &[format!("backup:{}", backup.id), format!("job:{job_id}")],
         )?;
-        self.launch_held(guard, job, None, |ctx, job, progress| async move {
-            jobs::validate::run(&ctx, job, prepared, progress).await
+        self.launch_held(guard, job, |ctx, job, progress, stop| async move {
+            jobs::validate::run(&ctx, job, prepared, progress, stop).await
         })
     }
 
@@ -379,11 +359,10 @@ impl Controller {
     ) -> Result<(Job, tokio::task::JoinHandle<()>)> {
         let now = self.now();
         let job = Self::running_job(jobs::verify::job_id(now), JobKind::Verify, trigger, now);
-        self.launch(
-            GateKind::Verification,
-            job,
-            |ctx, job, progress| async move { jobs::verify::run(&ctx, job, progress).await },
-        )
+        let guard = self.gate.take(&job.id, GateKind::Verification)?;
+        self.launch_held(guard, job, |ctx, job, progress, stop| async move {
+            jobs::verify::run(&ctx, job, progress, stop).await
+        })
     }
 
     /// Starts the retention cleanup now (forget + prune) unless a job runs.
@@ -409,10 +388,10 @@ impl Controller {
         }))
     }
 
-    /// Cancels running job `id` on behalf of `actor` (recorded in the audit trail). Returns the
-    /// job as it is now (still Running: it ends Canceled within seconds, unless it had already
-    /// committed its backup). 404 for an unknown job, 409 naming the status of a job that already
-    /// ended, 409 for a running job of a kind that cannot be cancelled.
+    /// Cancels running job `id` (a backup, restore, verification or validation) on behalf of
+    /// `actor` (recorded in the audit trail). Returns the job as it is now (still Running: it ends
+    /// Canceled within seconds, unless it had already completed, e.g. committed its backup). 404
+    /// for an unknown job, 409 naming the status of a job that already ended.
     pub fn cancel_job(&self, id: &str, actor: &str) -> Result<Job> {
         let job = self.job(id)?;
         let ended = |j: &Job| ControllerError::Conflict {
@@ -427,7 +406,7 @@ impl Controller {
             return Err(ended(&job));
         }
         match self.gate.stop_of(id) {
-            Some(Some(stop)) => {
+            Some(stop) => {
                 if stop.stop(StopReason::Canceled {
                     by: actor.to_string(),
                 }) {
@@ -438,13 +417,6 @@ impl Controller {
                 }
                 self.job(id)
             }
-            Some(None) => Err(ControllerError::conflict(format!(
-                "job {id} is a {} job; only backup jobs can be canceled",
-                serde_json::to_value(job.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default()
-            ))),
             None => {
                 // It ended between the two reads, or it is a record left by another process.
                 let now = self.job(id)?;

@@ -23,8 +23,7 @@ struct Busy {
 struct Live {
     progress: Arc<Progress>,
     started: i64,
-    /// `None`: the job cannot be stopped.
-    stop: Option<Arc<JobStop>>,
+    stop: Arc<JobStop>,
 }
 
 #[derive(Default)]
@@ -63,12 +62,7 @@ impl Gate {
     }
 
     /// Registers a job's live progress (shown by the API while the job runs).
-    pub fn track_live(
-        &self,
-        job_id: &str,
-        started: i64,
-        stop: Option<Arc<JobStop>>,
-    ) -> Arc<Progress> {
+    pub fn track_live(&self, job_id: &str, started: i64, stop: Arc<JobStop>) -> Arc<Progress> {
         let progress = Arc::new(Progress::default());
         lock(&self.live).insert(
             job_id.into(),
@@ -81,9 +75,8 @@ impl Gate {
         progress
     }
 
-    /// A running job's stop signal: `None` when the job is not running here, `Some(None)` when
-    /// it runs but cannot be stopped.
-    pub fn stop_of(&self, job_id: &str) -> Option<Option<Arc<JobStop>>> {
+    /// A running job's stop signal: `None` when the job is not running here.
+    pub fn stop_of(&self, job_id: &str) -> Option<Arc<JobStop>> {
         lock(&self.live).get(job_id).map(|l| l.stop.clone())
     }
 

@@ -158,8 +158,15 @@ impl ValidatedUpdate {
 }
 
 /// Checks a location path; returns warnings (an IP address instead of an FQDN). The rule is
-/// [`ibs_types::location::validate_path`]; its refusal becomes [`ControllerError::Invalid`].
+/// [`ibs_types::location::validate_path`], or [`ibs_location::S3Location::parse`] for an S3
+/// location; a refusal becomes [`ControllerError::Invalid`].
 pub fn validate_path(p: &str) -> Result<Vec<String>> {
+    // S3 locations follow the one parser that also opens them.
+    if ibs_location::is_s3(p) {
+        return ibs_location::S3Location::parse(p)
+            .map(|_| Vec::new())
+            .map_err(|e| ControllerError::invalid("path", e.to_string()));
+    }
     ibs_types::location::validate_path(p).map_err(|e| ControllerError::invalid(e.field, e.message))
 }
 

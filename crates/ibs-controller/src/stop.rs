@@ -1,12 +1,16 @@
 //! Stopping a running job: the operator's cancel (`POST /jobs/{id}/cancel`) and the job timeout.
-//! A [`JobStop`] is created for each job that can be stopped (backups), kept in the gate's live
-//! registry beside its progress, and handed to the job, which passes its [`CancelToken`] to the
-//! engine and to its sources. The first reason given wins; the job reads it when it ends to record
-//! `Canceled` (an operator's cancel) or `Failed` with "timed out after …" (the timeout).
+//! A [`JobStop`] is created for every job (backup, restore, verification, validation), kept in the
+//! gate's live registry beside its progress, and handed to the job, which passes its
+//! [`CancelToken`] to the engine and to its sources. The first reason given wins; the job reads it
+//! when it ends ([`settle`]) to record `Canceled` (an operator's cancel) or `Failed` with "timed out
+//! after …" and the general class (the timeout).
 //!
-//! A stop takes effect only before the backup's manifest is committed; a job that committed
-//! records its real outcome (see ADR 0022).
+//! A stop takes effect only before a backup's manifest is committed; a job that completed records
+//! its real outcome (see ADR 0022). A stopped restore keeps the whole files it put in place (no
+//! file is left with partial bytes); a stopped verification records no verdicts; a stopped
+//! validation writes no report.
 
+use crate::model::{Job, JobStatus};
 use ibs_engine::CancelToken;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -103,6 +107,38 @@ impl JobStop {
     }
 }
 
+/// Records how a job that was stopped before it completed ends: `Canceled` with "canceled by …"
+/// for an operator's cancel, `Failed` with "timed out after …" and the general class for the
+/// timeout, `note` appended to the message; components that had not ended take the same status.
+/// A job that was not stopped, or that completed (`Succeeded`) before the stop reached it, keeps
+/// its outcome. Returns whether the stop decided the outcome.
+pub(crate) fn settle(stop: &JobStop, job: &mut Job, note: &str) -> bool {
+    let Some(reason) = stop.reason() else {
+        return false;
+    };
+    if job.status == JobStatus::Succeeded {
+        return false;
+    }
+    let status = match reason {
+        StopReason::Canceled { .. } => {
+            job.alert_class = None;
+            JobStatus::Canceled
+        }
+        StopReason::TimedOut { .. } => {
+            job.alert_class = Some(ibs_storage::AlertClass::General.as_str().into());
+            JobStatus::Failed
+        }
+    };
+    job.status = status;
+    job.error = Some(format!("{}{note}", reason.message()));
+    for c in &mut job.components {
+        if !matches!(c.status, JobStatus::Succeeded | JobStatus::PartialSucceeded) {
+            c.status = status;
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +157,68 @@ mod tests {
         assert_eq!(human(DEFAULT_JOB_TIMEOUT), "4h");
         assert_eq!(human(Duration::from_secs(5400)), "1h 30m");
         assert_eq!(human(Duration::from_secs(2)), "2s");
+    }
+
+    fn job_with(components: &[JobStatus], status: JobStatus) -> Job {
+        let mut j = Job::new(
+            "restore-1".into(),
+            crate::model::JobKind::Restore,
+            crate::model::Trigger::OnDemand,
+            status,
+            0,
+        );
+        j.components = components
+            .iter()
+            .enumerate()
+            .map(|(i, st)| {
+                serde_json::from_value(serde_json::json!({
+                    "name": format!("c{i}"), "kind": "files", "status": st,
+                    "essential_for_recovery": true,
+                }))
+                .unwrap()
+            })
+            .collect();
+        j
+    }
+
+    #[test]
+    fn settle_records_the_stop_unless_the_job_completed() {
+        // Not stopped: the outcome stays.
+        let mut j = job_with(&[JobStatus::Failed], JobStatus::Failed);
+        assert!(!settle(&JobStop::new(), &mut j, "; note"));
+        assert_eq!(j.status, JobStatus::Failed);
+
+        // Canceled: the job and its unfinished components, no alert class; finished ones stay.
+        let s = JobStop::new();
+        s.stop(StopReason::Canceled { by: "admin".into() });
+        let mut j = job_with(
+            &[JobStatus::Succeeded, JobStatus::Failed],
+            JobStatus::Failed,
+        );
+        j.alert_class = Some("general".into());
+        assert!(settle(&s, &mut j, "; partial"));
+        assert_eq!(j.status, JobStatus::Canceled);
+        assert_eq!(j.error.as_deref(), Some("canceled by admin; partial"));
+        assert_eq!(j.alert_class, None);
+        assert_eq!(j.components[0].status, JobStatus::Succeeded);
+        assert_eq!(j.components[1].status, JobStatus::Canceled);
+
+        // Timed out: Failed with the reason and the general class.
+        let s = JobStop::new();
+        s.stop(StopReason::TimedOut {
+            after: Duration::from_secs(90),
+        });
+        let mut j = job_with(&[JobStatus::Running], JobStatus::Failed);
+        assert!(settle(&s, &mut j, ""));
+        assert_eq!(j.status, JobStatus::Failed);
+        assert_eq!(j.error.as_deref(), Some("timed out after 1m 30s"));
+        assert_eq!(j.alert_class.as_deref(), Some("general"));
+        assert_eq!(j.components[0].status, JobStatus::Failed);
+
+        // A job that completed before the stop reached it keeps its outcome.
+        let mut j = job_with(&[JobStatus::Succeeded], JobStatus::Succeeded);
+        assert!(!settle(&s, &mut j, ""));
+        assert_eq!(j.status, JobStatus::Succeeded);
+        assert_eq!(j.error, None);
     }
 }

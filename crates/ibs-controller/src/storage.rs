@@ -76,17 +76,19 @@ pub trait StorageOpener: Send + Sync + fmt::Debug {
 /// Opens real locations (local folders, SMB shares) through [`ibs_location`]. The stored
 /// (decrypted) share password is handed over in memory, never through the environment or argv.
 /// Every storage operation is bounded by `timeouts` (the config file's `storage_timeout_seconds`,
-/// else the per-kind defaults of [`ibs_location::OpTimeouts`]).
+/// else the per-kind defaults of [`ibs_location::OpTimeouts`]); object data moves within
+/// `limits` (the config file's `limit_upload_kib_per_second` / `limit_download_kib_per_second`).
 #[derive(Debug, Default)]
 pub struct LocationOpener {
     pub timeouts: ibs_location::OpTimeouts,
+    pub limits: ibs_storage::Limits,
 }
 
 #[async_trait]
 impl StorageOpener for LocationOpener {
     async fn open(&self, target: &StorageTarget, create: bool) -> Result<DynStorage, OpenError> {
-        let password =
-            ibs_location::is_smb(&target.path).then(|| target.password.clone().unwrap_or_default());
+        let password = ibs_location::is_remote(&target.path)
+            .then(|| target.password.clone().unwrap_or_default());
         // Each warning is logged once per path and daemon, not on every opening (which is every
         // job); `ibs location show` and `location set` show it to the operator as well.
         static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
@@ -99,7 +101,9 @@ impl StorageOpener for LocationOpener {
             }
         }
         let user = target.username.as_deref();
-        Ok(ibs_location::open_with(&target.path, user, password, create, self.timeouts).await?)
+        let storage =
+            ibs_location::open_with(&target.path, user, password, create, self.timeouts).await?;
+        Ok(ibs_storage::ThrottleStorage::wrap(storage, self.limits))
     }
 }
 

@@ -217,4 +217,8 @@ pub enum RestoreError {
     TreeUnreadable { detail: String },
     #[error("the backup's tree ends in the middle of an entry")]
     TreeTruncated,
+    /// A file of the backup cannot be read back (not a file, unreadable at backup time, or a chunk
+    /// missing, unreadable or failing verification).
+    #[error("{path}: {detail}")]
+    FileUnreadable { path: String, detail: String },
 }

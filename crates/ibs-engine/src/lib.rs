@@ -5,6 +5,7 @@
 //! compression, sealing, restore writes) run on dedicated threads fed by bounded channels.
 
 pub mod backup;
+pub mod browse;
 pub mod cache;
 pub mod cancel;
 pub mod check;

@@ -45,6 +45,7 @@ async fn writer_state_and_repository_without_the_pfx_cannot_restore_contents() {
             threads: 1,
             progress: Default::default(),
             lock_wait: Default::default(),
+            cancel: None,
         },
     )
     .await
@@ -125,6 +126,7 @@ async fn wrong_pfx_names_both_thumbprints() {
             threads: 1,
             progress: Default::default(),
             lock_wait: Default::default(),
+            cancel: None,
         },
     )
     .await
@@ -197,6 +199,7 @@ async fn restore_with(
             threads: 2,
             progress: Default::default(),
             lock_wait: Default::default(),
+            cancel: None,
         },
     )
     .await

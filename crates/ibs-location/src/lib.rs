@@ -1,6 +1,7 @@
 //! Turns a configured backup location into opened storage: a local folder becomes `LocalStorage`
 //! on `<folder>/MASBackup`, an SMB location (`\\host.fqdn\share\folder…`, `smb://host[:port]/…`)
-//! becomes `SmbStorage` through ibs's own client. Every backend is wrapped here, the one place ibs
+//! becomes `SmbStorage` through ibs's own client, an S3 location (`s3://host/bucket/prefix`,
+//! `s3+http://…`, parsed in [`s3`]) becomes `S3Storage` on `prefix/MASBackup`. Every backend is wrapped here, the one place ibs
 //! assembles storage decorators: `RetryStorage(TimeoutStorage(backend))`, so each attempt of an
 //! operation is bounded by its kind's timeout ([`OpTimeouts`]) and a timed-out attempt is retried.
 //!
@@ -9,15 +10,20 @@
 //! an exit code and the controller to an alert, neither by inspecting message text.
 //!
 //! Credentials are handed over in memory by the caller (a prompt, a password file, the controller's
-//! sealed setting); this crate reads no files and no environment.
+//! sealed setting); this crate reads no files and no environment. For S3 the `username` is the
+//! access key id and the `password` the secret access key.
+
+pub mod s3;
 
 use ibs_repo::layout::ROOT_FOLDER;
+use ibs_s3::{S3Credentials, S3Storage};
 use ibs_smb::{SmbCredentials, SmbLocation, SmbOptions, SmbStorage};
 pub use ibs_storage::OpTimeouts;
 use ibs_storage::{
     AlertClass, DynStorage, ErrorKind, LocalStorage, RetryPolicy, RetryStorage, Storage,
     StorageError, TimeoutStorage,
 };
+pub use s3::{is_s3, S3Location, S3LocationError};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -41,6 +47,10 @@ pub enum LocationError {
     /// An SMB location was given without a share password.
     #[error("{location}: no share password (set $IBS_SHARE_PASSWORD or --password-file)")]
     MissingPassword { location: String },
+
+    /// An S3 location was given without an access key id or without its secret.
+    #[error("{location}: no S3 credentials (set $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY, or give a credentials file)")]
+    MissingS3Credentials { location: String },
 }
 
 impl LocationError {
@@ -50,7 +60,8 @@ impl LocationError {
             LocationError::Storage(e) => e.class(),
             LocationError::NotARepository { .. }
             | LocationError::MissingUsername { .. }
-            | LocationError::MissingPassword { .. } => AlertClass::General,
+            | LocationError::MissingPassword { .. }
+            | LocationError::MissingS3Credentials { .. } => AlertClass::General,
         }
     }
 
@@ -73,9 +84,20 @@ pub fn is_smb(location: &str) -> bool {
     location.starts_with("\\\\") || location.starts_with("smb://") || location.starts_with("//")
 }
 
-/// Operator warnings about `location` (an SMB host given as an IP address); none for a local
+/// Whether `location` needs credentials (an SMB share or an S3 bucket), unlike a local folder.
+pub fn is_remote(location: &str) -> bool {
+    is_smb(location) || is_s3(location)
+}
+
+/// Operator warnings about `location` (an SMB host given as an IP address, plain http to a remote
+/// S3 gateway); none for a local
 /// folder or a location that does not parse (opening it reports that).
 pub fn warnings(location: &str) -> Vec<String> {
+    if is_s3(location) {
+        return S3Location::parse(location)
+            .map(|l| l.warnings())
+            .unwrap_or_default();
+    }
     if !is_smb(location) {
         return Vec::new();
     }
@@ -105,7 +127,9 @@ pub async fn open_with(
     create: bool,
     timeouts: OpTimeouts,
 ) -> Result<DynStorage, LocationError> {
-    let inner: Arc<dyn Storage> = if is_smb(location) {
+    let inner: Arc<dyn Storage> = if is_s3(location) {
+        open_s3(location, username, password, create).await?
+    } else if is_smb(location) {
         open_smb(location, username, password, create).await?
     } else {
         Arc::new(open_local(location, create)?)
@@ -140,6 +164,31 @@ async fn connect(
         ..SmbOptions::default()
     };
     SmbStorage::connect(at, creds.clone(), options).await
+}
+
+/// An S3 location: the bucket must exist and the credentials list it; `PREFIX/MASBackup` holds the
+/// repository (S3 has no folders: without `create`, an empty `MASBackup` prefix is no repository).
+async fn open_s3(
+    location: &str,
+    access_key: Option<&str>,
+    secret: Option<String>,
+    create: bool,
+) -> Result<Arc<dyn Storage>, LocationError> {
+    let at = S3Location::parse(location).map_err(path_error)?;
+    let (Some(access_key), Some(secret)) = (access_key, secret) else {
+        return Err(LocationError::MissingS3Credentials {
+            location: location.to_owned(),
+        });
+    };
+    let creds = S3Credentials::new(access_key, secret);
+    S3Storage::new(at.config(), &creds).probe().await?;
+    let root = S3Storage::new(at.config().join(ROOT_FOLDER), &creds);
+    if !create && root.is_empty().await? {
+        return Err(LocationError::NotARepository {
+            location: location.to_owned(),
+        });
+    }
+    Ok(Arc::new(root))
 }
 
 /// An SMB location: the region folder must exist; `MASBackup` in it is created or must exist.
@@ -242,5 +291,29 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(e.class(), AlertClass::Path, "{e}");
+    }
+
+    #[tokio::test]
+    async fn s3_locations_need_credentials_and_a_valid_form() {
+        let e = open("s3://s3.example.com/bucket/p", Some("AKID"), None, false)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e, LocationError::MissingS3Credentials { .. }),
+            "{e}"
+        );
+        let e = open(
+            "s3://s3.example.com/Bad_Bucket",
+            Some("AKID"),
+            Some("s".into()),
+            false,
+        )
+        .await
+        .err()
+        .unwrap();
+        assert_eq!(e.class(), AlertClass::Path, "{e}");
+        assert!(e.to_string().contains("bucket name"), "{e}");
+        assert!(is_remote("s3+http://h/b") && is_remote("smb://h/s") && !is_remote("/srv/x"));
     }
 }

@@ -138,28 +138,47 @@ pub fn match_plan<'a>(plan: &'a Plan, catalog: &Catalog) -> Result<(Matched<'a>,
     Ok((matched, skipped))
 }
 
-/// Restores one source of a backup into `dest`. A storage failure is returned as `Err`; anything
-/// else (damaged data, unwritable target) as `Ok(Err(message))`.
+/// What every source restore of one recover or validate run shares.
+pub(crate) struct RestoreRun<'a> {
+    pub lock_wait: Duration,
+    pub progress: &'a Arc<Progress>,
+    /// Stops the run at the next file (validation jobs; `ibs recover` runs to the end).
+    pub cancel: Option<&'a ibs_engine::CancelToken>,
+}
+
+impl<'a> RestoreRun<'a> {
+    fn of(opts: &'a RecoverOptions) -> Self {
+        Self {
+            lock_wait: opts.lock_wait,
+            progress: &opts.progress,
+            cancel: None,
+        }
+    }
+}
+
+/// Restores one source of a backup into `dest`. A storage failure or a cancel is returned as
+/// `Err`; anything else (damaged data, unwritable target) as `Ok(Err(message))`.
 pub(crate) async fn restore_source(
     repo: &Arc<Repository>,
     unlock: &Arc<Unlock>,
     backup_id: &str,
     source: Option<&str>,
     dest: &Path,
-    lock_wait: Duration,
-    progress: &Arc<Progress>,
+    run: &RestoreRun<'_>,
 ) -> Result<std::result::Result<ibs_engine::RestoreReport, String>> {
     let opts = RestoreOptions {
         backup_id: backup_id.into(),
         target: dest.to_path_buf(),
         source: source.map(String::from),
         threads: 0,
-        progress: progress.clone(),
-        lock_wait,
+        progress: run.progress.clone(),
+        lock_wait: run.lock_wait,
+        cancel: run.cancel.cloned(),
     };
     match ibs_engine::restore(repo.clone(), unlock.clone(), opts).await {
         Ok(r) => Ok(Ok(r)),
         Err(e) if e.storage_class().is_some() => Err(e.into()),
+        Err(e @ EngineError::Cancelled) => Err(e.into()),
         Err(e @ EngineError::Repo(ibs_repo::RepoError::Locked { .. })) => Err(e.into()),
         Err(e) => Ok(Err(e.to_string())),
     }
@@ -292,8 +311,7 @@ async fn restore_files(
             &cat.backup_id,
             Some(s),
             &dest,
-            opts.lock_wait,
-            &opts.progress,
+            &RestoreRun::of(opts),
         )
         .await?
         {
@@ -350,8 +368,7 @@ async fn restore_service(
             &cat.backup_id,
             Some(s),
             &staged.join(s),
-            opts.lock_wait,
-            &opts.progress,
+            &RestoreRun::of(opts),
         )
         .await?
         {

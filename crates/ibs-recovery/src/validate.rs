@@ -18,7 +18,7 @@
 //! (nothing failed, but some component could not be validated).
 
 use crate::plan::{base_name, sources_of, Plan};
-use crate::recover::{open_keys, restore_source, verify_counts};
+use crate::recover::{open_keys, restore_source, verify_counts, RestoreRun};
 use crate::{RecoveryError, Result};
 use ibs_engine::check::CheckOptions;
 use ibs_engine::Progress;
@@ -40,6 +40,9 @@ pub struct ValidateOptions {
     pub progress: Arc<Progress>,
     /// Where the scratch area is made (default: the system's temporary folder).
     pub scratch_in: Option<PathBuf>,
+    /// Stops the validation at the next file or component with [`ibs_engine::EngineError::Cancelled`]
+    /// (the controller's cancel and job timeout); nothing is reported for a stopped run.
+    pub cancel: Option<ibs_engine::CancelToken>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -263,6 +266,7 @@ pub async fn validate(
     }
     let mut components = Vec::new();
     for (name, sources) in groups {
+        ibs_engine::cancel::check(opts.cancel.as_ref())?;
         let planned = plan.get(&name);
         let mut checks = Vec::new();
         let mut sniffed: Option<&'static str> = None;
@@ -290,8 +294,11 @@ pub async fn validate(
                 &cat.backup_id,
                 Some(s),
                 &dest,
-                opts.lock_wait,
-                &opts.progress,
+                &RestoreRun {
+                    lock_wait: opts.lock_wait,
+                    progress: &opts.progress,
+                    cancel: opts.cancel.as_ref(),
+                },
             )
             .await?;
             let (figures, r) = match r {

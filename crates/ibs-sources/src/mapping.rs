@@ -28,8 +28,8 @@ pub struct MapFailure {
 
 /// Maps component `c` of backup job `job_id` to its engine sources. A service export that has to
 /// stage a copy (SQLite) stages it under `tmp_dir`, which the caller removes after the backup.
-/// A `command`'s process group is killed when `cancel` is cancelled; a service export's tool is
-/// killed when the engine, seeing the cancel, drops its reader.
+/// A `command`'s process group is killed when `cancel` is cancelled, and so is a service export's
+/// running tool (even one blocked on a database lock, which produces nothing to read).
 pub fn engine_sources(
     c: &Component,
     job_id: &str,
@@ -64,6 +64,7 @@ pub fn engine_sources(
                 }
                 None => return Err(plain("unsupported component kind".into())),
             };
+            plan.log.lock().unwrap_or_else(|p| p.into_inner()).cancel = cancel.cloned();
             let sources = plan
                 .exports
                 .into_iter()

@@ -1,6 +1,6 @@
 //! The storage layer of ibs: one small async trait that every backend (local folder, SMB share, later S3)
 //! implements, the typed error kinds that are part of its API, decorators that add cross-cutting
-//! behaviour (retry with backoff; per-operation timeouts; fault injection for tests), and the
+//! behaviour (retry with backoff; per-operation timeouts; bandwidth limits; fault injection for tests), and the
 //! conformance suite every backend
 //! must pass.
 //!
@@ -16,6 +16,7 @@ mod error;
 mod key;
 mod local;
 mod retry;
+mod throttle;
 mod timeout;
 
 #[cfg(feature = "testing")]
@@ -29,6 +30,7 @@ pub use error::{AlertClass, ErrorKind, StorageError};
 pub use key::{ObjectKey, TEMP_PREFIX};
 pub use local::LocalStorage;
 pub use retry::{RetryPolicy, RetryStorage};
+pub use throttle::{Bucket, Limits, PaceClock, ThrottleStorage, TokioPaceClock, BURST_SECONDS};
 pub use timeout::{OpTimeouts, TimeoutStorage};
 
 use async_trait::async_trait;

@@ -14,12 +14,15 @@
 //! - [`manifest`]: a snapshot as JSON (the committed expected contents of a fixture) and the
 //!   comparison of a restored tree with it.
 //! - [`samba`]: the private Samba servers (`scripts/samba-test-server.sh`) and share regions.
+//! - [`rgw`] (feature `rgw`): the Ceph RADOS Gateway (`scripts/ceph-rgw.sh`) and fresh buckets.
 //!
 //! The comparison is written independently of the engine (its own walk and xattr reads), so it is
 //! an oracle for the engine's fidelity, not a copy of it.
 
 pub mod db;
 pub mod manifest;
+#[cfg(feature = "rgw")]
+pub mod rgw;
 pub mod samba;
 mod snapshot;
 mod tree;

@@ -71,6 +71,27 @@ pub enum Command {
     /// Prove a backup restorable: check every chunk, restore into a scratch area and temporary
     /// databases, write a JSON and an HTML report.
     Validate(crate::cmd_recover::ValidateArgs),
+    /// Print a shell completion script to stdout (e.g. `ibs completions bash > /etc/bash_completion.d/ibs`).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Write man pages generated from this CLI: `ibs.1` to stdout, or with --dir one page per
+    /// command (`ibs.1`, `ibs-repo.1`, `ibs-repo-ls.1`, …) into a folder.
+    Manpage {
+        /// The folder to write every page into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// The shells `ibs completions` writes scripts for.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Subcommand)]
@@ -125,20 +146,59 @@ pub struct RepoArgs {
     pub lock_wait: u64,
 }
 
-/// A repository location: a local folder, `\\host.fqdn\share\folder` or `smb://host[:port]/share/folder`.
-/// The repository lives in its `MASBackup` subfolder.
+/// A repository location: a local folder, `\\host.fqdn\share\folder`, `smb://host[:port]/share/folder`
+/// or `s3://host[:port]/bucket/prefix` (`s3+http://` for plain http). The repository lives in its
+/// `MASBackup` subfolder (prefix).
 #[derive(Args, Clone)]
 pub struct Location {
-    /// Where the repository is: a local folder, \\host.fqdn\share\folder or
-    /// smb://host[:port]/share/folder (the repository lives in its MASBackup subfolder).
+    /// Where the repository is: a local folder, \\host.fqdn\share\folder,
+    /// smb://host[:port]/share/folder or s3://host[:port]/bucket/prefix (s3+http:// for plain
+    /// http; options ?addressing=virtual, ?region=NAME); the repository lives in its MASBackup
+    /// subfolder.
     #[arg(long = "repo", value_name = "LOCATION")]
     pub repo: String,
     /// Share user (`user` or `DOMAIN\user`); the password comes from $IBS_SHARE_PASSWORD, --password-file or a prompt.
+    /// For S3: the access key id (default $AWS_ACCESS_KEY_ID).
     #[arg(long)]
     pub username: Option<String>,
     /// File holding the share password (first line; else $IBS_SHARE_PASSWORD, else a prompt).
+    /// For S3: an AWS credentials file, or the secret key alone (else $AWS_SECRET_ACCESS_KEY).
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+    /// Limit uploads of repository data to RATE: a number of KiB/s (`512`), or with a unit
+    /// (`20MiB/s`, `1GiB/s`, `800KiB/s`); default unlimited.
+    #[arg(long, value_name = "RATE", value_parser = rate_arg)]
+    pub limit_upload: Option<u64>,
+    /// Limit downloads of repository data to RATE, in the same forms as --limit-upload;
+    /// default unlimited.
+    #[arg(long, value_name = "RATE", value_parser = rate_arg)]
+    pub limit_download: Option<u64>,
+}
+
+/// A bandwidth limit in bytes per second: `N` (KiB/s) or `N` with `KiB`, `MiB`, `GiB` (or `K`,
+/// `M`, `G`), with or without `/s`; at least 1 KiB/s.
+pub fn rate_arg(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t);
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("expected a rate such as 512, 800KiB/s or 20MiB/s, got {s:?}"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        u => {
+            return Err(format!(
+                "unknown unit {u:?} in {s:?}: use KiB/s, MiB/s or GiB/s"
+            ))
+        }
+    };
+    match n.checked_mul(mult) {
+        Some(0) | None => Err(format!("{s:?}: give a rate from 1 KiB/s up")),
+        Some(v) => Ok(v),
+    }
 }
 
 /// How to unlock backup contents: .pfx file(s) (password from $IBS_PFX_PASSWORD, --pfx-password-file or a prompt), or a legacy key file.
@@ -225,6 +285,10 @@ pub enum RepoCmd {
         /// is refused, exit 6, and nothing is written; identical files are never a conflict).
         #[arg(long)]
         overwrite: bool,
+        /// Restore a backup written by a newer ibs version or repository format revision than
+        /// this one (refused otherwise, exit 15: this build may not restore it correctly).
+        #[arg(long)]
+        allow_newer: bool,
     },
     /// Verify the repository: structure; --read-data re-hashes every pack; --pfx decrypts every chunk.
     Check {
@@ -292,6 +356,67 @@ pub enum RepoCmd {
         #[arg(long, value_name = "FILE")]
         cert: PathBuf,
     },
+    /// List a folder of a backup without restoring it (mode, owner uid:gid, size in bytes,
+    /// modification time, name); names that are not printable UTF-8 are shown escaped (`\xNN`).
+    Ls {
+        #[command(flatten)]
+        loc: Location,
+        /// The backup: an id, `latest`, `ID:SOURCE` or `latest:SOURCE` (then PATH is inside that
+        /// source; without a source the top level holds one folder per source).
+        #[arg(value_name = "BACKUP")]
+        backup: String,
+        /// The folder (or file) to list; default the top of the backup or source.
+        #[arg(value_name = "PATH")]
+        path: Option<PathBuf>,
+        /// List everything below PATH, not only its direct entries.
+        #[arg(long, short = 'R')]
+        recursive: bool,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
+    /// Find entries whose name (a pattern without `/`) or SOURCE/PATH (a pattern with `/`)
+    /// matches a glob, in every backup or one.
+    Find {
+        #[command(flatten)]
+        loc: Location,
+        /// A glob: `*.conf` matches names at any depth; `data/etc/*` matches SOURCE/PATH
+        /// (`*` stops at `/`, `**` crosses folders).
+        #[arg(value_name = "PATTERN")]
+        pattern: String,
+        /// Search only this backup (an id, `latest` or `latest:SOURCE`); default every backup.
+        #[arg(long, value_name = "ID")]
+        backup: Option<String>,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
+    /// Write one file of a backup to stdout; a folder is written as a tar stream.
+    Dump {
+        #[command(flatten)]
+        loc: Location,
+        /// The backup: an id, `latest`, `ID:SOURCE` or `latest:SOURCE`.
+        #[arg(value_name = "BACKUP")]
+        backup: String,
+        /// The file or folder (SOURCE/PATH, or PATH inside the source BACKUP names); `/` is
+        /// the whole backup or source, as tar.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
+    /// What changed from backup A to backup B: entries added, removed, modified (content, type
+    /// or link target) and changed in metadata only (mode, owner, time), with sizes.
+    Diff {
+        #[command(flatten)]
+        loc: Location,
+        /// The older backup: an id, `latest`, `ID:SOURCE` or `latest:SOURCE`.
+        #[arg(value_name = "A")]
+        a: String,
+        /// The newer backup, in the same forms (give a source on both or on neither).
+        #[arg(value_name = "B")]
+        b: String,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
     /// Rebuild this machine's writer state from the repository and the .pfx (or legacy key file).
     Adopt {
         #[command(flatten)]
@@ -325,6 +450,18 @@ mod tests {
         }
         for sub in cmd.get_subcommands() {
             walk(sub, &format!("{path} {}", sub.get_name()), f);
+        }
+    }
+
+    #[test]
+    fn rates_parse_as_kib_by_default_and_with_units() {
+        use super::rate_arg;
+        assert_eq!(rate_arg("512"), Ok(512 << 10));
+        assert_eq!(rate_arg("20MiB/s"), Ok(20 << 20));
+        assert_eq!(rate_arg("800KiB/s"), Ok(800 << 10));
+        assert_eq!(rate_arg("1G"), Ok(1 << 30));
+        for bad in ["0", "", "fast", "10MB/s", "-5", "99999999999999999999GiB"] {
+            assert!(rate_arg(bad).is_err(), "{bad:?} accepted");
         }
     }
 

@@ -132,7 +132,8 @@ pub enum LocationCmd {
     Show,
     /// Change the backup location settings (Set-AzsBackupConfiguration). The share password comes from $IBS_SHARE_PASSWORD.
     Set {
-        /// A UNC path (\\host.fqdn\share\folder) or an absolute local folder.
+        /// A UNC path (\\host.fqdn\share\folder), an absolute local folder, or an S3 bucket
+        /// (s3://host/bucket/prefix; keys from $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY).
         #[arg(long)]
         path: Option<String>,
         /// Share user (`user` or `DOMAIN\user`); the password comes from $IBS_SHARE_PASSWORD or a prompt.
@@ -205,9 +206,10 @@ pub enum BackupCmd {
         #[arg(long)]
         no_wait: bool,
     },
-    /// Cancel a running backup job: it stops within seconds, ends Canceled, and commits nothing.
-    /// Waits until the job has ended unless --no-wait. Unknown id: exit 8; a job that already
-    /// ended: exit 6 naming its status.
+    /// Cancel a running job (a backup, restore, verification or validation; the same as `ibs jobs
+    /// cancel`): it stops within seconds and ends Canceled; a backup commits nothing. Waits until
+    /// the job has ended unless --no-wait. Unknown id: exit 8; a job that already ended: exit 6
+    /// naming its status.
     Cancel {
         /// The job id (as `ibs backup start` printed it).
         id: String,
@@ -251,6 +253,16 @@ pub enum JobsCmd {
     Show {
         /// The job id (from `ibs jobs list`).
         id: String,
+    },
+    /// Cancel a running job of any kind (as `ibs backup cancel`): it stops within seconds and ends
+    /// Canceled; a restore keeps the whole files it already wrote. Waits for the end unless
+    /// --no-wait. Unknown id: exit 8; a job that already ended: exit 6 naming its status.
+    Cancel {
+        /// The job id (from `ibs jobs list`).
+        id: String,
+        /// Return once the cancel is requested instead of waiting for the job to end.
+        #[arg(long)]
+        no_wait: bool,
     },
 }
 

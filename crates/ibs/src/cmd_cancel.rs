@@ -1,4 +1,5 @@
-//! `ibs backup cancel ID`: asks the controller to stop a running backup (ADR 0022) and, unless
+//! `ibs backup cancel ID` and `ibs jobs cancel ID`: ask the controller to stop a running job (a
+//! backup, restore, verification or validation; ADR 0022) and, unless
 //! `--no-wait`, follows the job to its end. Exit 0 when the job ended Canceled (or, with
 //! `--no-wait`, still runs); 1 when it committed before the cancel took effect. Refusals (unknown
 //! id, a job that already ended) come back as API errors and take the exit-code table's codes.
@@ -10,7 +11,7 @@ use crate::api_client::{parse, Client};
 use crate::cmd_client::{print_json, wait_job};
 use crate::output::exit;
 
-pub(crate) fn backup_cancel(c: &Client, id: &str, no_wait: bool, json: bool) -> Result<i32> {
+pub(crate) fn cancel_job(c: &Client, id: &str, no_wait: bool, json: bool) -> Result<i32> {
     let path = format!("/jobs/{id}/cancel");
     let j: Job = parse(&path, &c.post_empty(&path)?)?;
     let j = if no_wait {
@@ -21,10 +22,7 @@ pub(crate) fn backup_cancel(c: &Client, id: &str, no_wait: bool, json: bool) -> 
     if json {
         print_json(&j)?;
     } else if no_wait {
-        errln!(
-            "cancel requested; follow it with `ibs backup show {}`",
-            j.id
-        );
+        errln!("cancel requested; follow it with `ibs jobs show {}`", j.id);
     } else {
         errln!(
             "job {}: {}{}",

@@ -92,7 +92,14 @@ fn location(a: LocationArgs, json: bool) -> Result<i32> {
                 scheduler_enabled: scheduler.map(|s| s == "on"),
                 ..LocationUpdate::default()
             };
-            if let Some(u) = username {
+            let s3 = body.path.as_deref().is_some_and(ibs_location::is_s3);
+            if s3 && username.is_none() {
+                // An S3 location's access key id and secret travel as the location's user name
+                // and password, from the AWS variables (or a prompt), never from argv.
+                let (key, secret) = secrets::s3_credentials(None, None)?;
+                body.username = Some(key);
+                body.password = Some(SecretText::new(secret));
+            } else if let Some(u) = username {
                 body.username = Some(u);
                 body.password = Some(SecretText::new(secrets::share_password(None, None)?));
             } else if let Ok(p) = std::env::var("IBS_SHARE_PASSWORD") {
@@ -336,9 +343,7 @@ fn backup(a: BackupArgs, json: bool, quiet: bool) -> Result<i32> {
             json,
             quiet,
         ),
-        BackupCmd::Cancel { id, no_wait } => {
-            crate::cmd_cancel::backup_cancel(&c, &id, no_wait, json)
-        }
+        BackupCmd::Cancel { id, no_wait } => crate::cmd_cancel::cancel_job(&c, &id, no_wait, json),
         BackupCmd::Show { id } => {
             let j: Job = c.get(&format!("/backups/{id}"))?;
             if json {

@@ -200,6 +200,7 @@ pub fn jobs(a: JobsArgs, json: bool) -> Result<i32> {
             }
             Ok(exit::OK)
         }
+        JobsCmd::Cancel { id, no_wait } => crate::cmd_cancel::cancel_job(&c, &id, no_wait, json),
     }
 }
 

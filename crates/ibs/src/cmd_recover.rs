@@ -90,6 +90,8 @@ async fn open(loc: &LocationArg) -> Result<Arc<Repository>> {
         repo: loc.location.clone(),
         username: loc.username.clone(),
         password_file: loc.password_file.clone(),
+        limit_upload: None,
+        limit_download: None,
     };
     let storage = crate::location::open(&l, false).await?;
     Ok(Arc::new(
@@ -260,6 +262,7 @@ pub async fn validate(args: ValidateArgs, json: bool, quiet: bool) -> Result<i32
             lock_wait: Duration::from_secs(args.lock_wait),
             progress,
             scratch_in: None,
+            cancel: None,
         },
     )
     .await;

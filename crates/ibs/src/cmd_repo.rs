@@ -1,5 +1,7 @@
 //! `ibs repo …`: the engine's operations on a repository, without the controller.
 
+mod browse;
+mod dump;
 mod keys;
 mod maintain;
 
@@ -143,6 +145,7 @@ pub async fn run(args: RepoArgs, json: bool, quiet: bool) -> Result<i32> {
             unlock: u,
             threads,
             overwrite,
+            allow_newer,
         } => {
             let opts = RestoreOptions {
                 backup_id: backup,
@@ -151,8 +154,9 @@ pub async fn run(args: RepoArgs, json: bool, quiet: bool) -> Result<i32> {
                 threads,
                 progress: Arc::new(Progress::default()),
                 lock_wait: ctx.lock_wait,
+                cancel: None,
             };
-            restore(&ctx, loc, opts, u, overwrite).await
+            restore(&ctx, loc, opts, u, overwrite, allow_newer).await
         }
         RepoCmd::Check {
             loc,
@@ -179,25 +183,63 @@ pub async fn run(args: RepoArgs, json: bool, quiet: bool) -> Result<i32> {
         } => keys::rewrap(&ctx, loc, pfx, pfx_password_file, cert, keep_old).await,
         RepoCmd::SetCert { loc, cert } => keys::set_cert(&ctx, loc, cert).await,
         RepoCmd::Adopt { loc, unlock: u } => keys::adopt(&ctx, loc, u).await,
+        RepoCmd::Ls {
+            loc,
+            backup,
+            path,
+            recursive,
+            unlock: u,
+        } => browse::ls(&ctx, loc, backup, path, recursive, u).await,
+        RepoCmd::Find {
+            loc,
+            pattern,
+            backup,
+            unlock: u,
+        } => browse::find(&ctx, loc, pattern, backup, u).await,
+        RepoCmd::Dump {
+            loc,
+            backup,
+            path,
+            unlock: u,
+        } => dump::dump(&ctx, loc, backup, path, u).await,
+        RepoCmd::Diff {
+            loc,
+            a,
+            b,
+            unlock: u,
+        } => dump::diff(&ctx, loc, a, b, u).await,
     }
 }
 
 /// `ibs repo restore`: restores a backup (or one source of it) into a folder.
 /// Without `overwrite`, refuses (exit 6, nothing written) when a file at the target differs from
-/// the backup's; see `ibs_engine::restore::conflicts`.
+/// the backup's; see `ibs_engine::restore::conflicts`. A backup written by a newer ibs version or
+/// format revision is refused (exit 15) unless `allow_newer` (the version rule,
+/// `ibs_engine::provenance`), before anything is written.
 async fn restore(
     ctx: &Ctx,
     loc: Location,
     opts: RestoreOptions,
     u: UnlockArgs,
     overwrite: bool,
+    allow_newer: bool,
 ) -> Result<i32> {
     let mut opts = opts;
     let repo = Arc::new(open_repo(&loc).await?);
-    let (id, source) = resolve_backup(&repo, &opts.backup_id).await?;
+    let (id, source) = browse::resolve_backup(&repo, &opts.backup_id).await?;
     opts.backup_id = id;
     if opts.source.is_none() {
         opts.source = source;
+    }
+    let catalog = repo.read_catalog(&opts.backup_id).await?;
+    match ibs_engine::provenance::check_not_newer(&catalog, allow_newer) {
+        Ok(None) => {}
+        Ok(Some(warning)) => errln!("warning: {warning}"),
+        Err(refused) => return Err(crate::errors::coded(
+            exit::NEWER_BACKUP,
+            format!("{refused}; nothing was restored"),
+            "restore it with this ibs version or newer, or pass --allow-newer to restore anyway",
+        )),
     }
     let unlock = Arc::new(unlock(&u)?);
     if !overwrite {
@@ -247,47 +289,6 @@ async fn restore(
     } else {
         exit::PARTIAL
     })
-}
-
-/// A `--backup` value as a backup id: an id as is; `latest` is the newest backup that did not
-/// fail; `latest:NAME` the newest such backup with source NAME (then restored alone, unless
-/// `--source` says otherwise).
-async fn resolve_backup(repo: &Repository, spec: &str) -> Result<(String, Option<String>)> {
-    let Some(rest) = spec.strip_prefix("latest") else {
-        return Ok((spec.to_string(), None));
-    };
-    let source = match rest {
-        "" => None,
-        r => match r.strip_prefix(':') {
-            Some(name) if !name.is_empty() => Some(name.to_string()),
-            _ => {
-                return Err(crate::errors::usage(format!(
-                    "--backup {spec:?}: expected an id, latest or latest:SOURCE"
-                )))
-            }
-        },
-    };
-    let mut ids = repo.list_backup_ids().await?;
-    ids.sort();
-    for id in ids.iter().rev() {
-        let Ok(c) = repo.read_catalog(id).await else {
-            continue;
-        };
-        let has = source
-            .as_deref()
-            .is_none_or(|n| c.sources.iter().any(|s| s.name == n));
-        if c.status != BackupStatus::Failed && has {
-            return Ok((id.clone(), source));
-        }
-    }
-    Err(crate::errors::coded(
-        exit::NOT_FOUND,
-        match &source {
-            Some(n) => format!("no backup with source {n:?} in this repository"),
-            None => "no backup in this repository".to_string(),
-        },
-        "list them with `ibs repo list`",
-    ))
 }
 
 /// `ibs repo check`: verifies the repository at the depth the keys and `--read-data` allow.

@@ -186,6 +186,10 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
                 .storage_timeout_seconds
                 .map(|s| ibs_location::OpTimeouts::uniform(Duration::from_secs(s)))
                 .unwrap_or_default(),
+            limits: ibs_storage::Limits {
+                upload: config.limit_upload_kib_per_second.map(|k| k << 10),
+                download: config.limit_download_kib_per_second.map(|k| k << 10),
+            },
         }),
         alert_sink: match webhook {
             Some(url) => Some(Arc::new(Webhook::new(url)?) as Arc<dyn AlertSink>),
@@ -233,6 +237,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         notice(&report, &data)?;
     }
     outln!("ibs controller: data {}, API {url}/api/v1 (OpenAPI: {url}/api/v1/openapi.json, metrics: {url}/metrics)", data.display());
+    outln!("Web console:    {url}/ (sign in with an API token)");
     let ibs = command_name();
     outln!("List backups:   IBS_SERVER={url} IBS_TOKEN=<token> {ibs} backup list");
     if !first {
@@ -253,7 +258,9 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
             }
         })
     };
-    let app = ibs_api::router(ibs_api::AppState::new(ctl.clone()));
+    let api = ibs_api::AppState::new(ctl.clone());
+    let console = ibs_console::ConsoleState::new(api.clone(), tls.is_some());
+    let app = ibs_api::router(api).merge(ibs_console::router(console));
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     crate::listen::serve(listener, app, acceptor, shutdown_signal()).await;
     ticker.abort();

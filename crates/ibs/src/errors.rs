@@ -157,6 +157,9 @@ pub fn code_for(err: &anyhow::Error) -> i32 {
         if let Some(e) = cause.downcast_ref::<EngineError>() {
             return match e {
                 EngineError::Repo(r) => repo_code(r),
+                EngineError::Restore(ibs_engine::RestoreError::NoSuchSource { .. }) => {
+                    exit::NOT_FOUND
+                }
                 _ => exit::FAILURE,
             };
         }

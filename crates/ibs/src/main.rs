@@ -9,6 +9,7 @@ mod cli_controller;
 mod client_guard;
 mod cmd_cancel;
 mod cmd_client;
+mod cmd_docs;
 mod cmd_keys;
 mod cmd_lists;
 mod cmd_recover;
@@ -76,6 +77,8 @@ fn main() {
             cli::Command::Token { cmd } => cmd_token::token(cmd, json),
             cli::Command::Recover(args) => cmd_recover::recover(args, json, cli.quiet).await,
             cli::Command::Validate(args) => cmd_recover::validate(args, json, cli.quiet).await,
+            cli::Command::Completions { shell } => cmd_docs::completions(shell),
+            cli::Command::Manpage { dir } => cmd_docs::manpage(dir.as_deref(), json, cli.quiet),
             other => cmd_client::run(other, json, cli.quiet),
         }
     });

@@ -56,6 +56,35 @@ pub fn err_line(line: &str) {
     write_line(std::io::stderr().lock(), &STDERR_CLOSED, line);
 }
 
+/// Raw bytes to stdout (`ibs repo dump`): after a failed write (a closed pipe) every later write
+/// fails at once with `BrokenPipe`, and [`stdout_closed`] says so.
+pub struct RawStdout;
+
+impl Write for RawStdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if STDOUT_CLOSED.load(Ordering::Relaxed) {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        }
+        std::io::stdout().lock().write(buf).inspect_err(|_| {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        })
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if STDOUT_CLOSED.load(Ordering::Relaxed) {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        }
+        std::io::stdout().lock().flush().inspect_err(|_| {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        })
+    }
+}
+
+/// Whether a write to stdout failed (the reader went away).
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::Relaxed)
+}
+
 pub mod exit {
     //! The one exit-code table (docs/operator-guide.md §Exit codes, ADR 0027): every command, `ibs
     //! repo …` and the controller client commands alike, exits with these.

@@ -4,12 +4,13 @@
 //!   the ibs version and the format revision in the catalog, where `ibs repo list` shows them.
 //! - A backup whose authenticated catalog claims a newer ibs (99.0.0) and a newer PostgreSQL
 //!   (99.1) is written with the library (the catalog is re-sealed with the real keys, as a newer
-//!   build would have written it); `ibs recover` refuses it (exit 9, both versions and the
-//!   override named, nothing written), and with `--allow-newer` recovers it into the real local
-//!   PostgreSQL after warning that the server's major version is older.
+//!   build would have written it); `ibs recover` and `ibs repo restore` refuse it (exit 15, both
+//!   versions and the override named, nothing written), and with `--allow-newer` `ibs recover`
+//!   recovers it into the real local PostgreSQL after warning that the server's major version is
+//!   older, and `ibs repo restore` restores its files after the same warning.
 //! - The controller (`ibs serve`, real PostgreSQL, MariaDB and Redis components): each
 //!   component's server version recorded in the job and in the repository equals what the server
-//!   reports; `ibs restore` of the re-sealed backup is refused (exit 6) until `--allow-newer`, and
+//!   reports; `ibs restore` of the re-sealed backup is refused (exit 15) until `--allow-newer`, and
 //!   the older-server warning is shown by the CLI, kept on the restore job and logged.
 
 mod common;
@@ -181,6 +182,32 @@ fn recover_refuses_a_backup_from_a_newer_build_unless_allowed_and_warns_about_ol
         ),
         "0"
     );
+
+    // `ibs repo restore` applies the same rule, before it writes anything.
+    let plain = fx.path("repo-restore");
+    let restore = |extra: &[&str]| {
+        fx.restore_cmd(&id, &plain, &[&cert.pfx])
+            .args(["--source", "files"])
+            .args(extra)
+            .run()
+    };
+    let refused = restore(&[]).code(15);
+    for needle in [
+        "ibs 99.0.0",
+        &format!("ibs {VERSION}"),
+        "nothing was restored",
+        "--allow-newer",
+    ] {
+        assert!(refused.stderr.contains(needle), "{needle}:\n{refused}");
+    }
+    assert!(!plain.exists(), "nothing is written when refused");
+    let ok = restore(&["--allow-newer"]).ok();
+    assert!(
+        ok.stderr
+            .contains("warning: restoring despite the version rule (--allow-newer)"),
+        "{ok}"
+    );
+    assert_eq!(std::fs::read(plain.join("a.txt")).unwrap(), b"metadata\n");
 
     let server = psql("postgres", "SHOW server_version");
     let ok = recover(&["--allow-newer"]).ok();

@@ -250,6 +250,40 @@ fn first_run_log_pipes_json_errors_exit_codes_and_restore_overwrite() {
         "{o}"
     );
 
+    // A failed operation: an operator cannot end it again (that is clearing it, exit 9) nor clear
+    // it; an admin clears it.
+    let op = s.ibs(
+        &[
+            "token",
+            "create",
+            "--role",
+            "operator",
+            "--data",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(op.status.success(), "{}", text(&op));
+    let op_token = last_line(&op);
+    let as_op = [("IBS_TOKEN", op_token.as_str())];
+    let out = s.ibs(&["maintenance", "begin", "--operation", "fru"], &as_op);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = s.ibs(&["maintenance", "end", "--outcome", "failed"], &as_op);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = s.ibs(&["maintenance", "end", "--outcome", "succeeded"], &as_op);
+    assert_eq!(out.status.code(), Some(9), "{}", text(&out));
+    assert!(text(&out).contains("maintenance clear"), "{}", text(&out));
+    let out = s.ibs(&["maintenance", "clear"], &as_op);
+    assert_eq!(out.status.code(), Some(9), "{}", text(&out));
+    let out = s.ibs(&["maintenance", "clear"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = s.ibs(&["maintenance", "status"], &[]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no maintenance operation is active"),
+        "{}",
+        text(&out)
+    );
+
     // token create on a directory with no controller data: refused, nothing created.
     let wrong = tmp.path().join("not-the-data");
     let out = Command::new(BIN)

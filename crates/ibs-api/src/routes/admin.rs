@@ -1,5 +1,5 @@
 //! Maintenance gate (`POST /maintenance` begin, `DELETE /maintenance` or `POST /maintenance/end`
-//! end: operator; `POST /maintenance/clear`: admin), readiness, alerts (list: reader; close:
+//! end: operator; `POST /maintenance/clear`, and ending an operation that already failed: admin), readiness, alerts (list: reader; close:
 //! admin), store prune (admin), tokens (create, list, revoke: admin) and the audit log (admin).
 
 use crate::auth::{ApiJson, Caller};
@@ -41,7 +41,9 @@ pub async fn begin(
     Ok(Json(s.ctl.begin_maintenance(b.operation, &caller.actor())?))
 }
 
-/// End the maintenance operation (`POST /maintenance/end` is the same).
+/// End the active maintenance operation (`POST /maintenance/end` is the same). An operation that
+/// already failed is not ended again: removing it is clearing it, which is the admin's
+/// (`POST /maintenance/clear`), whichever path is used.
 #[utoipa::path(delete, path = "/api/v1/maintenance", tag = "admin",
     extensions(("x-ibs-role" = json!("operator"))),
     request_body = EndMaintenance,
@@ -52,6 +54,19 @@ pub async fn end(
     ApiJson(b): ApiJson<EndMaintenance>,
 ) -> ApiResult<Json<Option<Maintenance>>> {
     caller.require(Role::Operator)?;
+    let failed = s
+        .ctl
+        .maintenance()?
+        .is_some_and(|m| m.state == ibs_types::MaintenanceState::Failed);
+    if failed && caller.require(Role::Admin).is_err() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            "the maintenance operation already failed; clearing it needs the admin role \
+             (ibs maintenance clear with an admin token)"
+                .to_string(),
+        ));
+    }
     Ok(Json(s.ctl.end_maintenance(b.outcome, &caller.actor())?))
 }
 

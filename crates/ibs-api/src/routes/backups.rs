@@ -110,19 +110,20 @@ pub async fn job(
     Ok(Json(s.ctl.job(&id)?))
 }
 
-/// Cancel a running job (backups).
+/// Cancel a running job (backup, restore, verification or validation).
 ///
-/// The job stops within seconds and ends `Canceled`; nothing of it is committed (no backup is
-/// listed for it). A backup whose manifest was already being committed ends with its real outcome.
-/// The cancel is recorded in the audit trail with the caller. 404 for an unknown job; 409 naming
-/// the status of a job that already ended, or for a running job that cannot be canceled.
+/// The job stops within seconds and ends `Canceled`. Of a backup nothing is committed (no backup is
+/// listed for it); a backup whose manifest was already being committed ends with its real outcome.
+/// A restore keeps the whole files it already put in place; a verification records no verdicts; a
+/// validation writes no report. The cancel is recorded in the audit trail with the caller. 404 for
+/// an unknown job; 409 naming the status of a job that already ended.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "backups", operation_id = "cancel_job",
     extensions(("x-ibs-role" = json!("operator"))),
     params(("id" = String, Path, description = "The job's id")),
     responses(
         (status = 202, description = "Cancel requested; the job as it is now (poll it until it ends)", body = Job),
         (status = 404, description = "No such job", body = ErrorBody),
-        (status = 409, description = "The job has already ended (its status is named), or cannot be canceled", body = ErrorBody)))]
+        (status = 409, description = "The job has already ended (its status is named)", body = ErrorBody)))]
 pub async fn cancel(
     State(s): State<AppState>,
     caller: Caller,

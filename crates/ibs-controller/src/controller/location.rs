@@ -80,7 +80,7 @@ impl Controller {
             next.path = Some(p.clone());
             // A local folder takes no credentials: switching to one drops the share's, so
             // `location show` does not go on naming the old share user.
-            if !ibs_location::is_smb(p) && v.username.is_none() && v.password.is_none() {
+            if !ibs_location::is_remote(p) && v.username.is_none() && v.password.is_none() {
                 next.username = None;
                 next.password_sealed = None;
             }

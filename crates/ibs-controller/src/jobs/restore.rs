@@ -19,8 +19,9 @@
 use crate::component::ComponentKind;
 use crate::context::{Failure, JobContext};
 use crate::model::{ComponentResult, Job, JobKind, JobOutcome, JobStatus, Trigger};
+use crate::stop::{settle, JobStop};
 use crate::{ControllerError, Result};
-use ibs_engine::{Progress, RestoreOptions};
+use ibs_engine::{CancelToken, Progress, RestoreOptions};
 use ibs_keys::PrivateIdentity;
 use ibs_repo::keyring::Unlock;
 use std::path::{Path, PathBuf};
@@ -306,19 +307,18 @@ pub(crate) fn new_job(job_id: String, backup: &Job, p: &Prepared, now: i64) -> J
 
 /// Runs restore job `job` (recorded as Running by the caller) and records how it ended. The
 /// private identities are dropped when it returns.
-pub(crate) async fn run(ctx: &JobContext, mut job: Job, p: Prepared, progress: Arc<Progress>) {
+/// A cancel or the job timeout ([`JobStop`]) stops it at the next file or component; the whole
+/// files already restored stay, which the job's error says.
+pub(crate) async fn run(
+    ctx: &JobContext,
+    mut job: Job,
+    mut p: Prepared,
+    progress: Arc<Progress>,
+    stop: Arc<JobStop>,
+) {
     let began = std::time::Instant::now();
-    let unlock = Arc::new(Unlock::Identities(p.identities));
-    let outcome = execute(
-        ctx,
-        &mut job,
-        unlock,
-        &p.target,
-        p.single,
-        p.force,
-        progress.clone(),
-    )
-    .await;
+    let unlock = Arc::new(Unlock::Identities(std::mem::take(&mut p.identities)));
+    let outcome = execute(ctx, &mut job, unlock, &p, progress.clone(), stop.token()).await;
     // For a restore, `bytes_read` is what it read back out of the repository: the bytes restored.
     job.bytes_read = progress.snapshot().bytes_done;
     job.finished_at = Some(ctx.now());
@@ -336,6 +336,12 @@ pub(crate) async fn run(ctx: &JobContext, mut job: Job, p: Prepared, progress: A
         }
         Ok(()) => job.status = JobStatus::roll_up(job.components.iter().map(|c| c.status)),
     }
+    settle(
+        &stop,
+        &mut job,
+        "; files restored before the stop remain in the target (each whole), later ones were not \
+         written",
+    );
     if let Err(e) = ctx.db.put_job(&job) {
         tracing::error!("recording restore job {}: {e}", job.id);
     }
@@ -346,11 +352,11 @@ async fn execute(
     ctx: &JobContext,
     job: &mut Job,
     unlock: Arc<Unlock>,
-    target: &Path,
-    single: bool,
-    force: bool,
+    p: &Prepared,
     progress: Arc<Progress>,
+    cancel: &CancelToken,
 ) -> Result<(), Failure> {
+    let (target, single, force) = (p.target.as_path(), p.single, p.force);
     let (repo, _state) = ctx.open_repository(false).await?;
     let backup_id = job.backup_id.clone().unwrap_or_default();
     let configured = ctx.components().unwrap_or_default();
@@ -390,6 +396,7 @@ async fn execute(
                 threads: 0,
                 progress: progress.clone(),
                 lock_wait: ctx.lock_wait,
+                cancel: Some(cancel.clone()),
             };
             let found = ibs_engine::restore::conflicts(repo.clone(), unlock.clone(), &opts, 1)
                 .await
@@ -404,6 +411,9 @@ async fn execute(
         }
     }
     for i in 0..job.components.len() {
+        if cancel.is_cancelled() {
+            break;
+        }
         let c = job.components[i].clone();
         let base = if single {
             target.to_path_buf()
@@ -417,6 +427,7 @@ async fn execute(
             threads: 0,
             progress: progress.clone(),
             lock_wait: ctx.lock_wait,
+            cancel: Some(cancel.clone()),
         };
         let service = configured
             .iter()

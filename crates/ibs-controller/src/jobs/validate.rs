@@ -27,14 +27,14 @@
 
 use crate::context::{Failure, JobContext};
 use crate::model::{ComponentResult, Job, JobKind, JobStatus, Trigger};
+use crate::stop::{settle, JobStop};
 use crate::{ControllerError, Result};
-use ibs_engine::Progress;
+use ibs_engine::{CancelToken, Progress};
 use ibs_keys::{KeyError, PrivateIdentity};
 use ibs_recovery::plan::Plan;
 use ibs_recovery::validate::{write_reports, Status, ValidateOptions, ValidationReport};
 use ibs_recovery::RecoveryError;
 use ibs_repo::keyring::Unlock;
-use std::path::Path;
 use std::sync::Arc;
 
 /// The largest .pfx accepted (a 8192-bit RSA key with a certificate chain is a few KiB).
@@ -135,23 +135,23 @@ pub(crate) fn new_job(job_id: String, backup: &Job, now: i64) -> Job {
 
 /// Runs validation job `record` with its scratch folder `DATA/tmp/<job>` (removed afterwards,
 /// however the job ends) and records how it ended.
-pub(crate) async fn run(ctx: &JobContext, mut record: Job, p: Prepared, progress: Arc<Progress>) {
+/// A cancel or the job timeout ([`JobStop`]) stops it at the next file or component, with no
+/// report written.
+pub(crate) async fn run(
+    ctx: &JobContext,
+    mut record: Job,
+    p: Prepared,
+    progress: Arc<Progress>,
+    stop: Arc<JobStop>,
+) {
     let began = std::time::Instant::now();
     let scratch = ctx.tmp_dir(&record.id);
     let outcome = match std::fs::create_dir_all(&scratch) {
         Ok(()) => {
             let unlock = Arc::new(Unlock::Identities(vec![p.identity]));
             let job_id = record.id.clone();
-            work(
-                ctx,
-                &job_id,
-                &p.backup_id,
-                unlock,
-                p.plan,
-                progress,
-                &scratch,
-            )
-            .await
+            let cancel = stop.token().clone();
+            work(ctx, &job_id, &p.backup_id, unlock, p.plan, progress, cancel).await
         }
         Err(e) => Err(Failure::general(format!(
             "creating the scratch folder {}: {e}",
@@ -173,6 +173,7 @@ pub(crate) async fn run(ctx: &JobContext, mut record: Job, p: Prepared, progress
             record.error = Some(f.message);
         }
     }
+    settle(&stop, &mut record, "; no report was written");
     if let Err(e) = ctx.db.put_job(&record) {
         tracing::error!("recording job {}: {e}", record.id);
     }
@@ -187,8 +188,9 @@ async fn work(
     unlock: Arc<Unlock>,
     plan: Plan,
     progress: Arc<Progress>,
-    scratch: &Path,
+    cancel: CancelToken,
 ) -> std::result::Result<Outcome, Failure> {
+    let scratch = ctx.tmp_dir(job_id);
     let repo = ctx.open_repository_read().await?;
     let fail = |e: RecoveryError| match e {
         RecoveryError::Engine(e) => Failure::from_engine(&e),
@@ -205,7 +207,8 @@ async fn work(
             plan: Some(plan),
             lock_wait: ctx.lock_wait,
             progress,
-            scratch_in: Some(scratch.to_path_buf()),
+            scratch_in: Some(scratch),
+            cancel: Some(cancel),
         },
     )
     .await

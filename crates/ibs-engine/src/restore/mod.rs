@@ -21,6 +21,9 @@
 //!   into place only after all its chunks decrypted and verified, its mode, owner and times already
 //!   applied to the open descriptor: a damaged chunk never leaves wrong bytes under the file's name.
 //! - Folders are created 0700 and get their own mode, owner and times after their contents.
+//! - A cancel ([`RestoreOptions::cancel`]) stops the walk at the next entry and the workers at their
+//!   next file or piece; a file being written is not put in place (its temporary is removed), so a
+//!   cancelled restore leaves whole files only, and returns [`EngineError::Cancelled`].
 //! - Entries are counted as they are put in place with [`EntryCounts`], the definition the backup
 //!   counted the catalog's `files` and `dirs` with, so the two can be compared.
 //! - Extended attributes are applied after the owner (a `chown` clears `security.capability`); an
@@ -61,6 +64,8 @@ pub struct RestoreOptions {
     pub threads: usize,
     pub progress: Arc<Progress>,
     pub lock_wait: Duration,
+    /// Stops the restore early ([`crate::cancel`]); files already in place stay.
+    pub cancel: Option<crate::CancelToken>,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -151,9 +156,14 @@ struct Shared {
     files: AtomicU64,
     bytes: AtomicU64,
     seq: AtomicU64,
+    cancel: Option<crate::CancelToken>,
 }
 
 impl Shared {
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c.is_cancelled())
+    }
+
     fn error(&self, path: &Path, e: String) {
         self.errors
             .lock()
@@ -252,6 +262,7 @@ pub async fn restore(
         files: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
         seq: AtomicU64::new(0),
+        cancel: opts.cancel.clone(),
     });
     let threads = if opts.threads == 0 {
         4.max(
@@ -268,6 +279,7 @@ pub async fn restore(
         let mut report = RestoreReport::default();
         let root = TargetDir::open_root(&target).map_err(RestoreError::Target)?;
         for (src, sub) in sources {
+            crate::cancel::check(sh.cancel.as_ref())?;
             let ids = src
                 .tree
                 .iter()
@@ -323,6 +335,8 @@ fn restore_source(
                 let mut opener = ChunkOpener::default();
                 for job in rx {
                     match job {
+                        // Cancelled: the rest of the queue is drained without writing.
+                        Job::File { .. } if sh.cancelled() => {}
                         Job::File { entry, dest } => {
                             if let Err(e) = restore_file(&sh, &entry, &dest, &mut opener) {
                                 sh.error(&dest.path, e);
@@ -358,6 +372,9 @@ fn restore_source(
         tree,
         &mut opener,
         |data| {
+            if sh.cancelled() {
+                return Err("cancelled".into());
+            }
             pending.extend_from_slice(data);
             let mut start = 0;
             while let Some(nl) = pending[start..].iter().position(|b| *b == b'\n') {
@@ -378,6 +395,7 @@ fn restore_source(
     for w in workers {
         let _ = w.join();
     }
+    crate::cancel::check(sh.cancel.as_ref())?;
     walk.map_err(|detail| RestoreError::TreeUnreadable { detail })?;
     if !pending.is_empty() {
         return Err(RestoreError::TreeTruncated.into());

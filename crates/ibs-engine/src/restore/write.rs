@@ -79,6 +79,9 @@ pub(super) fn restore_piece(
     opener: &mut ChunkOpener,
 ) {
     let lock = || f.failed.lock().unwrap_or_else(|p| p.into_inner());
+    if sh.cancelled() {
+        lock().get_or_insert_with(|| "cancelled".into());
+    }
     if lock().is_none() {
         if let Err(e) = write_chunks(sh, &f.file, &f.entry.chunks[chunks], offset, opener) {
             lock().get_or_insert(e);

@@ -133,6 +133,7 @@ pub async fn restore(
             threads: 3,
             progress: Arc::new(Progress::default()),
             lock_wait: Duration::ZERO,
+            cancel: None,
         },
     )
     .await

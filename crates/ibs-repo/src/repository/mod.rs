@@ -498,9 +498,20 @@ impl Repository {
     }
 
     /// Reads just the catalog of a backup (a ranged read of the manifest's head when possible).
+    /// A malformed id is `NotABackupId` and a missing backup `NoSuchBackup`, as for
+    /// [`Repository::read_manifest`].
     pub async fn read_catalog(&self, id: &str) -> Result<Catalog> {
+        if !layout::is_backup_id(id) {
+            return Err(RepoError::NotABackupId { id: id.to_owned() });
+        }
         let key = layout::backup(id);
-        let size = self.storage.stat(&key).await?.size;
+        let size = match self.storage.stat(&key).await {
+            Ok(m) => m.size,
+            Err(e) if e.is_not_found() => {
+                return Err(RepoError::NoSuchBackup { id: id.to_owned() })
+            }
+            Err(e) => return Err(e.into()),
+        };
         let head = self.storage.get_range(&key, 0, size.min(64 << 10)).await?;
         match Manifest::parse_catalog(id, &head)? {
             Ok(c) => Ok(c),

@@ -147,6 +147,10 @@ pub use ibs_types::component::ExportInfo;
 pub struct ExportLog {
     pub done: Vec<ExportInfo>,
     pub failures: Vec<ComponentError>,
+    /// The backup's stop signal: at its cancel, every export tool of the plan that is still
+    /// running is killed (a tool blocked on a database lock produces no output, so the engine
+    /// could not otherwise notice the cancel).
+    pub cancel: Option<ibs_engine::CancelToken>,
 }
 
 pub type SharedLog = Arc<Mutex<ExportLog>>;

@@ -11,6 +11,7 @@ use super::{Cause, ComponentError, ExportInfo, Secret, SharedLog};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 const STDERR_CAP: usize = 64 * 1024;
 
@@ -181,6 +182,7 @@ impl Tool {
             child,
             stdout,
             stderr: Some(stderr),
+            killable: Arc::new(Mutex::new(true)),
         })
     }
 }
@@ -216,6 +218,30 @@ struct Running {
     child: Child,
     stdout: ChildStdout,
     stderr: Option<std::thread::JoinHandle<String>>,
+    /// Whether the child may still be signalled: cleared (under its lock) before it is reaped,
+    /// so a cancel hook never signals a process id that was reused.
+    killable: Arc<Mutex<bool>>,
+}
+
+impl Running {
+    /// Reaps the child; a cancel that comes later no longer signals its process id.
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        *self.killable.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        self.child.wait()
+    }
+
+    /// Kills the child at the first cancel of `cancel` (at once if it was already cancelled).
+    fn kill_on(&self, cancel: &ibs_engine::CancelToken) {
+        let killable = self.killable.clone();
+        let pid = self.child.id();
+        cancel.on_cancel(move || {
+            let alive = killable.lock().unwrap_or_else(|p| p.into_inner());
+            if *alive {
+                use nix::sys::signal::{kill, Signal};
+                let _ = kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        });
+    }
 }
 
 type Prepare = Box<dyn FnOnce(&mut ExportInfo) -> Result<(), ComponentError> + Send>;
@@ -276,7 +302,7 @@ impl ExportReader {
         let Some(mut r) = self.running.take() else {
             return Ok(());
         };
-        let status = match r.child.wait() {
+        let status = match r.wait() {
             Ok(s) => s,
             Err(e) => return Err(self.fail(self.tool.err(Cause::Other, e.to_string()))),
         };
@@ -314,7 +340,18 @@ impl Read for ExportReader {
                 }
             }
             match self.tool.spawn() {
-                Ok(r) => self.running = Some(r),
+                Ok(r) => {
+                    let cancel = self
+                        .log
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .cancel
+                        .clone();
+                    if let Some(c) = cancel {
+                        r.kill_on(&c);
+                    }
+                    self.running = Some(r)
+                }
                 Err(e) => return Err(self.fail(e)),
             }
         }
@@ -332,7 +369,7 @@ impl Drop for ExportReader {
     fn drop(&mut self) {
         if let Some(mut r) = self.running.take() {
             let _ = r.child.kill();
-            let _ = r.child.wait();
+            let _ = r.wait();
         }
     }
 }

@@ -154,6 +154,8 @@ impl Ibs {
             "XDG_STATE_HOME",
             "IBS_SHARE_PASSWORD",
             "IBS_LOG",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
         ] {
             cmd.env_remove(k);
         }

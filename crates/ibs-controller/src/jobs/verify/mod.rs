@@ -22,10 +22,11 @@ use crate::context::{Failure, JobContext};
 use crate::db_verify::PackCheck;
 use crate::model::{Job, JobKind, JobStatus, VerifySummary};
 use crate::scheduler::ScheduleState;
+use crate::stop::{settle, JobStop};
 use crate::{ControllerError, Result};
 use ibs_engine::check::{verify_packs, PackProblemKind};
 use ibs_engine::damage::record_verdicts;
-use ibs_engine::Progress;
+use ibs_engine::{CancelToken, Progress};
 use ibs_repo::ids::PackId;
 use ibs_repo::lock::LockKind;
 use ibs_repo::Repository;
@@ -102,9 +103,15 @@ pub(crate) fn job_id(now: i64) -> String {
 }
 
 /// Runs verification job `job` (recorded as Running by the caller) and records how it ended.
-pub(crate) async fn run(ctx: &JobContext, mut job: Job, progress: Arc<Progress>) {
+/// A cancel or the job timeout ([`JobStop`]) stops it before its verdicts are recorded.
+pub(crate) async fn run(
+    ctx: &JobContext,
+    mut job: Job,
+    progress: Arc<Progress>,
+    stop: Arc<JobStop>,
+) {
     let began = std::time::Instant::now();
-    let outcome = execute(ctx, &job, &progress).await;
+    let outcome = execute(ctx, &job, &progress, stop.token()).await;
     job.finished_at = Some(ctx.now());
     job.duration_ms = Some(crate::model::elapsed_ms(began));
     match outcome {
@@ -119,6 +126,7 @@ pub(crate) async fn run(ctx: &JobContext, mut job: Job, progress: Arc<Progress>)
             job.error = Some(f.message);
         }
     }
+    settle(&stop, &mut job, "; no verdicts were recorded");
     if let Err(e) = ctx.db.put_job(&job) {
         tracing::error!("recording verification job {}: {e}", job.id);
     }
@@ -129,6 +137,7 @@ async fn execute(
     ctx: &JobContext,
     job: &Job,
     progress: &Progress,
+    cancel: &CancelToken,
 ) -> std::result::Result<VerifySummary, Failure> {
     let percent = ctx
         .stored_location()
@@ -139,7 +148,11 @@ async fn execute(
         .lock(LockKind::Shared, "verify", ctx.lock_wait)
         .await
         .map_err(|e| Failure::from_engine(&e.into()))?;
-    let result = verify_locked(ctx, job, &repo, &state.keys, percent, progress).await;
+    let result = tokio::select! {
+        r = verify_locked(ctx, job, &repo, &state.keys, percent, progress) => r,
+        // Dropping the verification reads nothing further and records nothing.
+        () = cancel.cancelled() => Err(Failure::general("the verification was stopped")),
+    };
     let released = guard.release().await;
     if let Err(e @ ibs_repo::RepoError::LockLost { .. }) = released {
         return Err(Failure::from_engine(&e.into()));
