@@ -10,17 +10,16 @@
 //! chunk and source, and before the index and the manifest are written.
 
 use crate::cache::FilesCache;
-use crate::packing::Packing;
+use crate::packing::{Packing, Uploaded};
 use crate::produce::{spawn_producer, start_sealers, Produced, ProducerRun, Sealing};
 use crate::progress::{estimate, Progress};
 use crate::state::WriterState;
 use crate::summary::{build_catalog, summarise, DataKey, Figures, Start, Summary};
 use crate::{EngineError, SourceError, StateError};
-use futures::StreamExt;
 use ibs_repo::config::Encryption;
 use ibs_repo::crypto::SymKey;
 use ibs_repo::ids::KeyId;
-use ibs_repo::index::{Index, PackRecord};
+use ibs_repo::index::Index;
 use ibs_repo::lock::LockKind;
 use ibs_repo::manifest::{Catalog, Manifest};
 use ibs_repo::Repository;
@@ -217,7 +216,7 @@ async fn run(
     let cancel = extras.cancel.clone();
     crate::cancel::check(cancel.as_ref())?;
     let key = new_data_key(&repo, state).await?;
-    let (packs, produced) =
+    let (uploaded, produced) =
         run_pipeline(&repo, state, opts, index, &key, start.unix, cancel.clone()).await?;
     crate::cancel::check(cancel.as_ref())?;
     let Produced {
@@ -229,11 +228,8 @@ async fn run(
     } = produced;
     // Until the manifest is committed, the new delta stores are not in force.
     let pending = DiscardOnDrop(delta_pending);
-    let (chunks_new, bytes_stored) = store_index(&repo, state, &packs).await?;
-    // The new packs' entries (64 bytes per new chunk) are in the index segments now; only their
-    // count is reported, so they are not held while the manifest is sealed.
-    let packs_new = packs.len() as u64;
-    drop(packs);
+    let packs_new = uploaded.packs;
+    let (chunks_new, bytes_stored) = store_index(&repo, state, uploaded).await?;
     let Summary {
         summaries,
         warnings,
@@ -254,6 +250,8 @@ async fn run(
         &key.key,
         &state.keys.metadata,
     );
+    // Sealed: the sorted lists (32 bytes per reference) are not held while the manifest is stored.
+    drop(source_refs);
     // The last point a cancel stops the backup: from here on the manifest is being committed.
     crate::cancel::check(cancel.as_ref())?;
     commit(&repo, state, &manifest, cache, pending).await?;
@@ -313,7 +311,7 @@ async fn run_pipeline(
     key: &DataKey,
     started_unix: i64,
     cancel: Option<crate::cancel::CancelToken>,
-) -> Result<(Vec<PackRecord>, Produced), EngineError> {
+) -> Result<(Uploaded, Produced), EngineError> {
     spawn_totals(&opts);
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism()
@@ -383,43 +381,19 @@ fn spawn_totals(opts: &BackupOptions) {
     });
 }
 
-/// Confirms the new packs are stored whole, then writes the index segments that reference them.
-/// Returns the number of new chunks and the bytes stored (packs and segments).
+/// Writes the index segment of the stored packs that no segment lists yet (the uploader wrote
+/// the full ones as it went: `crate::packing`), after confirming them stored whole. Returns the
+/// number of new chunks and the bytes stored (packs and segments).
 async fn store_index(
     repo: &Repository,
     state: &WriterState,
-    packs: &[PackRecord],
+    uploaded: Uploaded,
 ) -> Result<(u64, u64), EngineError> {
-    verify_uploaded(repo, packs).await?;
-    let mut bytes_stored: u64 = packs.iter().map(|p| p.length).sum();
-    let chunks_new: u64 = packs.iter().map(|p| p.entries.len() as u64).sum();
-    for group in segment_groups(packs) {
-        bytes_stored += repo.write_index(group, &state.keys.metadata).await?.1;
+    let mut bytes_stored = uploaded.bytes;
+    for group in crate::packing::segment_groups(&uploaded.rest) {
+        bytes_stored += crate::packing::write_segment(repo, group, &state.keys.metadata).await?;
     }
-    Ok((chunks_new, bytes_stored))
-}
-
-/// Most packs an index segment lists.
-const SEGMENT_MAX_PACKS: usize = 2000;
-/// A segment is closed once it lists this many entries (about 4 MB of body), so encoding one
-/// never holds more than a few MB beside the packs' records. A pack's entries are never split.
-const SEGMENT_MAX_ENTRIES: usize = 1 << 16;
-
-/// Splits the new packs into the groups written as one index segment each.
-pub(crate) fn segment_groups(packs: &[PackRecord]) -> Vec<&[PackRecord]> {
-    let mut groups = Vec::new();
-    let (mut start, mut entries) = (0, 0);
-    for (i, p) in packs.iter().enumerate() {
-        entries += p.entries.len();
-        if i + 1 - start >= SEGMENT_MAX_PACKS || entries >= SEGMENT_MAX_ENTRIES {
-            groups.push(&packs[start..=i]);
-            (start, entries) = (i + 1, 0);
-        }
-    }
-    if start < packs.len() {
-        groups.push(&packs[start..]);
-    }
-    groups
+    Ok((uploaded.chunks, bytes_stored))
 }
 
 /// Commits the backup: the manifest, then (the backup is committed) the writer's ledger, files
@@ -513,72 +487,7 @@ async fn preflight_capacity(repo: &Repository, sources: &[SourceSpec]) -> Result
     Ok(())
 }
 
-/// Confirms every new pack is on storage with its full length before anything references it, so a
-/// storage that acknowledged a write it did not (fully) keep can never lead to a committed manifest
-/// that points at missing data.
-async fn verify_uploaded(repo: &Repository, packs: &[PackRecord]) -> Result<(), EngineError> {
-    let mut checks = futures::stream::iter(packs)
-        .map(|p| async move { (p, repo.storage().stat(&ibs_repo::layout::pack(&p.id)).await) })
-        .buffer_unordered(8);
-    while let Some((p, stat)) = checks.next().await {
-        let size = stat?.size;
-        if size != p.length {
-            return Err(EngineError::Repo(ibs_repo::RepoError::Storage(
-                ibs_storage::StorageError::new(
-                    ibs_storage::ErrorKind::Other,
-                    "verify",
-                    Some(ibs_repo::layout::pack(&p.id).as_str()),
-                    format!(
-                        "storage kept {size} of {} bytes; the backup was not committed",
-                        p.length
-                    ),
-                ),
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// The index as loaded for a backup (exposed for tests and tools).
 pub async fn load_index(repo: &Repository, state: &WriterState) -> Result<Index, EngineError> {
     Ok(repo.load_index(&state.keys.metadata).await?.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ibs_repo::ids::{ChunkId, PackId};
-    use ibs_repo::pack::PackEntry;
-
-    fn pack(n: u8, entries: usize) -> PackRecord {
-        let e = PackEntry {
-            id: ChunkId([n; 32]),
-            offset: 8,
-            length: 1,
-            raw_length: 1,
-            encoding: 0,
-            key_id: KeyId([0; 16]),
-        };
-        PackRecord {
-            id: PackId([n; 32]),
-            length: 100,
-            entries: vec![e; entries],
-        }
-    }
-
-    #[test]
-    fn segments_close_at_the_entry_or_pack_limit_and_never_split_a_pack() {
-        let big = [
-            pack(1, 40_000),
-            pack(2, 40_000),
-            pack(3, 70_000),
-            pack(4, 1),
-        ];
-        let sizes: Vec<usize> = segment_groups(&big).iter().map(|g| g.len()).collect();
-        assert_eq!(sizes, vec![2, 1, 1]);
-        let many: Vec<PackRecord> = (0..4500).map(|i| pack((i % 250) as u8, 1)).collect();
-        let sizes: Vec<usize> = segment_groups(&many).iter().map(|g| g.len()).collect();
-        assert_eq!(sizes, vec![2000, 2000, 500]);
-        assert!(segment_groups(&[]).is_empty());
-    }
 }

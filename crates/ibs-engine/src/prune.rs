@@ -368,7 +368,7 @@ async fn prune_locked(
 
     // 2. One new segment for everything that stays, then 3. drop the old segments.
     let mut new_names = HashSet::new();
-    for group in crate::backup::segment_groups(&live) {
+    for group in crate::packing::segment_groups(&live) {
         new_names.insert(repo.write_index(group, mk).await?.0);
     }
     for name in old_segments.iter().filter(|n| !new_names.contains(*n)) {
