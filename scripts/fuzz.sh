@@ -8,13 +8,16 @@
 #
 # The machine's toolchain is stable: RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its nightly flags. The
 # sanitizer defaults to address; FUZZ_SANITIZER=none builds without it (libFuzzer's coverage guidance
-# still applies) where -Zsanitizer is unavailable. New inputs found during a run go to target/fuzz-corpus/<target>/
-# (not committed); crashes go to fuzz/artifacts/<target>/. Prints executions per target.
+# still applies) where -Zsanitizer is unavailable. Builds go to ~/.cache/ibs/fuzz-target (FUZZ_TARGET_DIR
+# overrides). New inputs found during a run go to fuzz-corpus/<target>/ beside that folder (not
+# committed); crashes go to fuzz/artifacts/<target>/. Prints executions per target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET="${1:-20}"
 SANITIZER="${FUZZ_SANITIZER:-address}"
-TARGET_DIR="${FUZZ_TARGET_DIR:-$PWD/target/fuzz}"
+# The sanitizer build of every dependency is the slow part: it is kept in a per-user cache outside
+# the checkout, so a later run (another clone, CI on the same machine) rebuilds only what changed.
+TARGET_DIR="${FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ibs/fuzz-target}"
 export RUSTC_BOOTSTRAP=1
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
