@@ -6,7 +6,6 @@
 //! the backup with the connectivity alert (the timeout decorator's typed error).
 
 use axum::http::{Method, StatusCode};
-use base64::Engine as _;
 use ibs_controller::testing;
 use ibs_storage::faulty::FaultyStorage;
 use ibs_storage::{OpTimeouts, TimeoutStorage};
@@ -15,39 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod support;
-use support::Api;
-
-fn cert_b64() -> String {
-    base64::engine::general_purpose::STANDARD.encode(testing::identity().certificate().der())
-}
-
-/// Processes whose command line contains `marker`.
-fn processes_with(marker: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(marker) {
-                found.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
-            }
-        }
-    }
-    found
-}
-
-async fn job(a: &Api, id: &str) -> Value {
-    a.call(Method::GET, &format!("/api/v1/jobs/{id}"), &a.reader, None)
-        .await
-        .1
-}
-
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use support::{cert_b64, processes_with, wait_until, Api};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_a_running_backup_through_the_api() {
@@ -73,7 +40,10 @@ async fn cancel_a_running_backup_through_the_api() {
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{started}");
     let id = started["id"].as_str().unwrap().to_string();
-    wait_until("the export to run", || !processes_with(&marker).is_empty()).await;
+    wait_until("the export to run", || {
+        !processes_with(&[&marker]).is_empty()
+    })
+    .await;
 
     // A reader may not cancel.
     let path = format!("/api/v1/jobs/{id}/cancel");
@@ -88,7 +58,7 @@ async fn cancel_a_running_backup_through_the_api() {
     })
     .await;
     assert!(asked.elapsed() < Duration::from_secs(30));
-    let j = job(&a, &id).await;
+    let j = a.job(&id).await;
     assert_eq!(j["status"], json!("Canceled"), "{j}");
     assert_eq!(j["backup_id"], Value::Null, "nothing committed: {j}");
     assert!(
@@ -97,7 +67,7 @@ async fn cancel_a_running_backup_through_the_api() {
     );
     assert_eq!(j["components"][0]["status"], json!("Canceled"), "{j}");
     wait_until("the export process to be killed", || {
-        processes_with(&marker).is_empty()
+        processes_with(&[&marker]).is_empty()
     })
     .await;
 
@@ -149,7 +119,7 @@ async fn cancel_a_running_backup_through_the_api() {
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{next}");
     assert!(a.t.ctl.wait_idle(Duration::from_secs(60)).await);
-    let next = job(&a, next["id"].as_str().unwrap()).await;
+    let next = a.job(next["id"].as_str().unwrap()).await;
     assert_eq!(next["status"], json!("Succeeded"), "{next}");
     assert_eq!(store.list("backups/").await.unwrap().len(), 1);
     // A succeeded job cannot be canceled either.
@@ -200,7 +170,7 @@ async fn a_storage_operation_that_never_answers_fails_the_backup_as_connectivity
         .await;
     assert_eq!(s, StatusCode::ACCEPTED);
     assert!(a.t.ctl.wait_idle(Duration::from_secs(60)).await);
-    let j = job(&a, started["id"].as_str().unwrap()).await;
+    let j = a.job(started["id"].as_str().unwrap()).await;
     assert_eq!(j["status"], json!("Failed"), "{j}");
     assert_eq!(j["alert_class"], json!("connectivity"), "{j}");
     assert!(j["error"].as_str().unwrap().contains("TimedOut"), "{j}");

@@ -6,39 +6,13 @@
 //! row.
 
 use axum::http::{Method, StatusCode};
-use base64::Engine as _;
-use ibs_controller::testing;
 use ibs_testing::db::{ensure_services, mariadb, mysql, psql, unique, MyDrop, PgDrop};
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod support;
-use support::Api;
-
-/// Processes whose command line and environment together contain every needle (`pg_dump` is given
-/// its database in `PGDATABASE`).
-fn processes_with(needles: &[&str]) -> Vec<String> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(mut cmd) = std::fs::read(e.path().join("cmdline")) {
-            cmd.extend(std::fs::read(e.path().join("environ")).unwrap_or_default());
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if needles.iter().all(|n| cmd.contains(n)) {
-                found.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
-            }
-        }
-    }
-    found
-}
-
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use support::{processes_with, wait_until, Api};
 
 /// A session holding a lock until it is dropped: the client is killed, then `end` ends its
 /// server-side session (a server does not notice a gone client while it sleeps).
@@ -56,24 +30,8 @@ impl Drop for Holder {
 async fn api_with(component: Value) -> Api {
     let c: ibs_controller::component::ComponentConfig = serde_json::from_value(component).unwrap();
     let a = Api::with(vec![c]);
-    let cert =
-        base64::engine::general_purpose::STANDARD.encode(testing::identity().certificate().der());
-    let (s, v) = a
-        .call(
-            Method::PUT,
-            "/api/v1/location",
-            &a.admin,
-            Some(json!({"path": "/mem/share", "certificate": cert})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    a.use_location("/mem/share").await;
     a
-}
-
-async fn job(a: &Api, id: &str) -> Value {
-    a.call(Method::GET, &format!("/api/v1/jobs/{id}"), &a.reader, None)
-        .await
-        .1
 }
 
 /// Starts a backup, waits until `blocked` says the export waits on the lock, cancels it, and checks
@@ -91,24 +49,9 @@ async fn cancel_blocked_backup(a: &Api, tool: &str, db: &str, blocked: impl Fn()
     );
     // Blocked: still running a moment later.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(job(a, &id).await["status"], "Running");
+    assert_eq!(a.job(&id).await["status"], "Running");
 
-    let (s, v) = a
-        .call(
-            Method::POST,
-            &format!("/api/v1/jobs/{id}/cancel"),
-            &a.operator,
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let asked = Instant::now();
-    assert!(
-        a.t.ctl.wait_idle(Duration::from_secs(30)).await,
-        "the canceled backup ended"
-    );
-    let took = asked.elapsed();
-    let j = job(a, &id).await;
+    let (j, took) = a.cancel_and_wait(&id).await;
     assert_eq!(j["status"], "Canceled", "{j}");
     assert!(
         j["error"].as_str().unwrap().starts_with("canceled by "),
@@ -136,7 +79,7 @@ async fn cancel_blocked_backup(a: &Api, tool: &str, db: &str, blocked: impl Fn()
 async fn backup_succeeds(a: &Api) -> Value {
     let (job_rec, handle) = a.t.ctl.start_backup().unwrap();
     handle.await.unwrap();
-    let j = job(a, &job_rec.id).await;
+    let j = a.job(&job_rec.id).await;
     assert_eq!(j["status"], "Succeeded", "{j}");
     j
 }

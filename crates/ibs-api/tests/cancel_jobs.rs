@@ -15,10 +15,10 @@ use ibs_storage::faulty::FaultyStorage;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod support;
-use support::Api;
+use support::{wait_until, Api};
 
 const PFX_PASSWORD: &str = "Cancel-Jobs-Pfx-51c2";
 const FILES: usize = 200;
@@ -52,55 +52,12 @@ async fn fixture() -> (Api, Arc<FaultyStorage>, tempfile::TempDir, String) {
         ibs_storage::memory::MemoryStorage::new(),
     )));
     a.t.opener.insert("/mem/slow", slow.clone());
-    let cert = b64(testing::identity().certificate().der());
-    let (s, v) = a
-        .call(
-            Method::PUT,
-            "/api/v1/location",
-            &a.admin,
-            Some(json!({"path": "/mem/slow", "certificate": cert})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    a.use_location("/mem/slow").await;
     let (job, handle) = a.t.ctl.start_backup().unwrap();
     handle.await.unwrap();
     let b = a.t.ctl.backup(&job.id).unwrap();
     assert_eq!(b.status.as_str(), "Succeeded", "{b:?}");
     (a, slow, src, job.id)
-}
-
-async fn job(a: &Api, id: &str) -> Value {
-    a.call(Method::GET, &format!("/api/v1/jobs/{id}"), &a.reader, None)
-        .await
-        .1
-}
-
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Cancels job `id` as the operator and waits for it to end; returns the final record and how
-/// long the end took after the cancel was accepted.
-async fn cancel_and_wait(a: &Api, id: &str) -> (Value, Duration) {
-    let (s, v) = a
-        .call(
-            Method::POST,
-            &format!("/api/v1/jobs/{id}/cancel"),
-            &a.operator,
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let asked = Instant::now();
-    assert!(
-        a.t.ctl.wait_idle(Duration::from_secs(60)).await,
-        "job ended"
-    );
-    (job(a, id).await, asked.elapsed())
 }
 
 fn names(dir: &Path) -> Vec<String> {
@@ -140,7 +97,7 @@ async fn a_restore_canceled_midway_leaves_only_whole_files_and_the_next_one_comp
     let done = |d: &Path| names(d).into_iter().filter(|n| n.ends_with(".bin")).count();
     wait_until("the first file to be restored", || done(target.path()) > 0).await;
 
-    let (j, took) = cancel_and_wait(&a, &id).await;
+    let (j, took) = a.cancel_and_wait(&id).await;
     assert_eq!(j["status"], "Canceled", "{j}");
     let error = j["error"].as_str().unwrap();
     assert!(error.starts_with("canceled by "), "{j}");
@@ -178,7 +135,7 @@ async fn a_restore_canceled_midway_leaves_only_whole_files_and_the_next_one_comp
     let (s, started) = restore(&a, &backup, again.path()).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{started}");
     assert!(a.t.ctl.wait_idle(Duration::from_secs(60)).await);
-    let j = job(&a, started["id"].as_str().unwrap()).await;
+    let j = a.job(started["id"].as_str().unwrap()).await;
     assert_eq!(j["status"], "Succeeded", "{j}");
     assert_eq!(
         ibs_testing::snapshot(again.path()),
@@ -195,7 +152,7 @@ async fn a_canceled_verification_records_nothing_and_the_next_one_completes() {
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{started}");
     let id = started["id"].as_str().unwrap().to_string();
-    let (j, _) = cancel_and_wait(&a, &id).await;
+    let (j, _) = a.cancel_and_wait(&id).await;
     assert_eq!(j["status"], "Canceled", "{j}");
     assert!(
         j["error"]
@@ -215,7 +172,7 @@ async fn a_canceled_verification_records_nothing_and_the_next_one_completes() {
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{started}");
     assert!(a.t.ctl.wait_idle(Duration::from_secs(60)).await);
-    let j = job(&a, started["id"].as_str().unwrap()).await;
+    let j = a.job(started["id"].as_str().unwrap()).await;
     assert_eq!(j["status"], "Succeeded", "{j}");
     let (_, packs) = a
         .call(Method::GET, "/api/v1/verification/packs", &a.reader, None)
@@ -244,7 +201,7 @@ async fn a_canceled_validation_writes_no_report_and_leaves_no_scratch() {
         walk_files(&scratch) > 0
     })
     .await;
-    let (j, took) = cancel_and_wait(&a, &id).await;
+    let (j, took) = a.cancel_and_wait(&id).await;
     assert_eq!(j["status"], "Canceled", "{j}");
     assert!(
         j["error"]

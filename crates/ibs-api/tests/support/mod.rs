@@ -14,6 +14,10 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use tower::ServiceExt;
 
+pub mod jobs;
+#[allow(unused_imports)] // each test file uses some of them
+pub use jobs::{processes_with, wait_until};
+
 /// The test controllers' clock at start.
 pub const T0: i64 = 1_800_000_000;
 
