@@ -11,7 +11,7 @@
 use crate::chunkread::{read_chunks, KeyCache};
 use crate::{EngineError, RestoreError};
 use ibs_repo::chunk::ChunkOpener;
-use ibs_repo::ids::{ChunkId, KeyId};
+use ibs_repo::ids::ChunkId;
 use ibs_repo::index::Index;
 use ibs_repo::keyring::Unlock;
 use ibs_repo::manifest::Catalog;
@@ -70,15 +70,7 @@ impl Reader {
     /// Reads and opens backup `id`'s manifest (not-found is [`ibs_repo::RepoError::NoSuchBackup`]).
     pub async fn backup(&self, id: &str) -> Result<BackupView, EngineError> {
         let manifest = self.repo.read_manifest(id).await?;
-        let cat = &manifest.catalog;
-        let data_key = self
-            .keys
-            .data_key(
-                &KeyId::from_hex(&cat.data_key_id)?,
-                cat.certificate_thumbprint.as_deref(),
-            )
-            .await?;
-        let tree = manifest.open_tree(&data_key)?;
+        let tree = self.keys.open_tree(&manifest).await?;
         let mut sources = Vec::new();
         for s in &tree.sources {
             let ids = s

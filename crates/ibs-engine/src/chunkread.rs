@@ -42,6 +42,21 @@ impl KeyCache {
         })
     }
 
+    /// Opens `manifest`'s tree part with its data key (for the certificate its catalog names).
+    pub(crate) async fn open_tree(
+        &self,
+        manifest: &ibs_repo::manifest::Manifest,
+    ) -> Result<ibs_repo::manifest::TreePart, EngineError> {
+        let cat = &manifest.catalog;
+        let data_key = self
+            .data_key(
+                &KeyId::from_hex(&cat.data_key_id)?,
+                cat.certificate_thumbprint.as_deref(),
+            )
+            .await?;
+        Ok(manifest.open_tree(&data_key)?)
+    }
+
     /// [`KeyCache::data_key`] from a blocking thread: a key already opened costs no runtime call.
     pub(crate) fn data_key_blocking(
         &self,

@@ -14,7 +14,7 @@ use super::safe_components;
 use crate::chunkread::{read_chunks, KeyCache};
 use crate::{EngineError, RestoreOptions};
 use ibs_repo::chunk::ChunkOpener;
-use ibs_repo::ids::{ChunkId, KeyId};
+use ibs_repo::ids::ChunkId;
 use ibs_repo::keyring::Unlock;
 use ibs_repo::tree::{parse_header, EntryKind, TreeEntry};
 use ibs_repo::Repository;
@@ -36,14 +36,7 @@ pub async fn conflicts(
     }
     let keys = KeyCache::open(repo.clone(), unlock.clone()).await?;
     let manifest = repo.read_manifest(&opts.backup_id).await?;
-    let cat = &manifest.catalog;
-    let data_key = keys
-        .data_key(
-            &KeyId::from_hex(&cat.data_key_id)?,
-            cat.certificate_thumbprint.as_deref(),
-        )
-        .await?;
-    let tree = manifest.open_tree(&data_key)?;
+    let tree = keys.open_tree(&manifest).await?;
     let mut sources = Vec::new();
     for s in &tree.sources {
         if opts.source.as_deref().is_some_and(|n| n != s.name) {

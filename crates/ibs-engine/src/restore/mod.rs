@@ -40,7 +40,7 @@ use crate::progress::Progress;
 use crate::target::{apply_metadata, Metadata, TargetDir};
 use crate::{EngineError, RestoreError};
 use ibs_repo::chunk::ChunkOpener;
-use ibs_repo::ids::{ChunkId, KeyId};
+use ibs_repo::ids::ChunkId;
 use ibs_repo::index::Index;
 use ibs_repo::keyring::Unlock;
 use ibs_repo::lock::LockKind;
@@ -213,13 +213,7 @@ pub async fn restore(
     let keys = KeyCache::open(repo.clone(), unlock.clone()).await?;
     let manifest = repo.read_manifest(&opts.backup_id).await?;
     let cat = &manifest.catalog;
-    let data_key = keys
-        .data_key(
-            &KeyId::from_hex(&cat.data_key_id)?,
-            cat.certificate_thumbprint.as_deref(),
-        )
-        .await?;
-    let tree = manifest.open_tree(&data_key)?;
+    let tree = keys.open_tree(&manifest).await?;
     // Each source with the folder it goes to below the target: `None` is the target itself.
     let sources: Vec<_> = match &opts.source {
         Some(name) => {
