@@ -212,7 +212,9 @@ pub async fn undelete(
     if dry_run {
         run.await
     } else {
-        let guard = repo.lock(LockKind::Exclusive, "undelete", lock_wait).await?;
+        let guard = repo
+            .lock(LockKind::Exclusive, "undelete", lock_wait)
+            .await?;
         let result = run.await;
         guard.finish(result).await
     }

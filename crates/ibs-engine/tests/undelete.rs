@@ -105,13 +105,19 @@ async fn prune_moves_into_the_grace_area_and_undelete_brings_the_backup_back() {
     let clock = Arc::new(ManualClock::new(SystemClock.now_unix()));
     let repo = at(&env, &clock).await;
     let plan = prune_at(&env, &repo, &[&kept], DEFAULT_DELETE_DELAY).await;
-    assert!(!plan.delete.is_empty(), "the forgotten backup's packs are unused");
+    assert!(
+        !plan.delete.is_empty(),
+        "the forgotten backup's packs are unused"
+    );
     let batch = plan.grace_batch.clone().expect("a grace batch");
     assert_eq!(plan.purged.batches, 0, "nothing is old enough to purge");
     let packs_after = keys_under(&env, layout::PACKS).await;
     for p in &plan.delete {
         let k = layout::pack(p);
-        assert!(!packs_after.contains(&k.as_str().to_owned()), "{k} still in packs/");
+        assert!(
+            !packs_after.contains(&k.as_str().to_owned()),
+            "{k} still in packs/"
+        );
         env.repo
             .storage()
             .stat(&layout::trash(&batch, &k))
@@ -119,21 +125,38 @@ async fn prune_moves_into_the_grace_area_and_undelete_brings_the_backup_back() {
             .unwrap_or_else(|e| panic!("{k} is not in the grace area: {e}"));
     }
     let listed = trash::batches(&env.repo).await.unwrap();
-    assert_eq!(listed.len(), 2, "the forget's batch and the prune's: {listed:?}");
-    assert_eq!(listed.iter().flat_map(|b| b.backups.clone()).collect::<Vec<_>>(), vec![gone.clone()]);
+    assert_eq!(
+        listed.len(),
+        2,
+        "the forget's batch and the prune's: {listed:?}"
+    );
+    assert_eq!(
+        listed
+            .iter()
+            .flat_map(|b| b.backups.clone())
+            .collect::<Vec<_>>(),
+        vec![gone.clone()]
+    );
     // The kept backup is whole while the other waits in the grace area.
     let t = env.path("t-kept");
     restore(&env, &kept, &t, None).await.unwrap();
     assert_same_tree(&two, &t.join("data"));
     assert_eq!(problems(&env).await, Vec::<String>::new());
 
-    let dry = trash::undelete(&env.repo, Duration::ZERO, true).await.unwrap();
+    let dry = trash::undelete(&env.repo, Duration::ZERO, true)
+        .await
+        .unwrap();
     assert_eq!(dry.backups, vec![gone.clone()]);
-    assert!(restore(&env, &gone, &env.path("t-no"), None).await.is_err(), "a dry run moved nothing");
+    assert!(
+        restore(&env, &gone, &env.path("t-no"), None).await.is_err(),
+        "a dry run moved nothing"
+    );
 
-    let done = trash::undelete(&env.repo, Duration::ZERO, false).await.unwrap();
+    let done = trash::undelete(&env.repo, Duration::ZERO, false)
+        .await
+        .unwrap();
     assert_eq!(done.backups, vec![gone.clone()]);
-    assert!(done.restored >= plan.delete.len() + 1, "{done:?}");
+    assert!(done.restored > plan.delete.len(), "{done:?}");
     assert_eq!(keys_under(&env, layout::PACKS).await, {
         let mut all = packs_before.clone();
         all.extend(packs_after.iter().cloned());
@@ -150,7 +173,12 @@ async fn prune_moves_into_the_grace_area_and_undelete_brings_the_backup_back() {
         vec![stray.as_str().to_owned()],
         "only the stray object stays, untouched and not moved"
     );
-    assert!(env.repo.storage().stat(&ObjectKey::new("notes.txt").unwrap()).await.is_err());
+    assert!(env
+        .repo
+        .storage()
+        .stat(&ObjectKey::new("notes.txt").unwrap())
+        .await
+        .is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,7 +210,10 @@ async fn a_batch_is_purged_only_after_the_delete_delay_by_the_pruners_clock() {
     let early = prune_at(&env, &repo, &[&kept], DEFAULT_DELETE_DELAY).await;
     assert_eq!(early.purged.batches, 0, "{early:?}");
     let after_early = keys_under(&env, layout::TRASH).await;
-    assert!(held.iter().all(|k| after_early.contains(k)), "{held:?} {after_early:?}");
+    assert!(
+        held.iter().all(|k| after_early.contains(k)),
+        "{held:?} {after_early:?}"
+    );
 
     // 25 h later: those two are purged, the 2 h old batch stays; the forgotten backup is gone
     // for good and undelete cannot bring it back.
@@ -199,8 +230,12 @@ async fn a_batch_is_purged_only_after_the_delete_delay_by_the_pruners_clock() {
         .map(|b| b.name)
         .collect();
     assert_eq!(names.len(), 2, "the +23 h and +25 h batches: {names:?}");
-    assert!(names.iter().all(|n| n.as_str() > held[0].as_str().split('/').nth(1).unwrap()));
-    let back = trash::undelete(&env.repo, Duration::ZERO, false).await.unwrap();
+    assert!(names
+        .iter()
+        .all(|n| n.as_str() > held[0].as_str().split('/').nth(1).unwrap()));
+    let back = trash::undelete(&env.repo, Duration::ZERO, false)
+        .await
+        .unwrap();
     assert_eq!(back.backups, Vec::<String>::new());
     assert!(restore(&env, &gone, &env.path("t"), None).await.is_err());
     let t = env.path("t-kept");
@@ -222,7 +257,11 @@ async fn a_zero_delay_deletes_at_once_and_empties_the_grace_area() {
     forget_backups(&env.repo, std::slice::from_ref(&gone), Duration::ZERO)
         .await
         .unwrap();
-    assert_eq!(keys_under(&env, layout::TRASH).await.len(), 1, "the forgotten manifest");
+    assert_eq!(
+        keys_under(&env, layout::TRASH).await.len(),
+        1,
+        "the forgotten manifest"
+    );
     let clock = Arc::new(ManualClock::new(SystemClock.now_unix()));
     let repo = at(&env, &clock).await;
     let plan = prune_at(&env, &repo, &[&kept], Duration::ZERO).await;

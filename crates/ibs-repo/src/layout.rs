@@ -156,7 +156,10 @@ mod tests {
         assert!(is_ibs_object(&damaged(&p)));
         assert!(!is_ibs_object(&ObjectKey::new("damaged/notes").unwrap()));
         let t = trash("20261204T210000Z-0a1b2c3d", &pack(&p));
-        assert_eq!(parse_trash(&t), Some(("20261204T210000Z-0a1b2c3d", pack(&p))));
+        assert_eq!(
+            parse_trash(&t),
+            Some(("20261204T210000Z-0a1b2c3d", pack(&p)))
+        );
         assert!(is_ibs_object(&t));
         for bad in [
             "trash/20261204T210000Z-0a1b2c3d/notes.txt",

@@ -296,7 +296,9 @@ impl SmbStorage {
             disposition: m::DISPOSITION_OPEN,
             options: m::OPT_NON_DIRECTORY,
         };
-        let f = s.create(&self.path(from.as_str()), &p, Stage::Object).await?;
+        let f = s
+            .create(&self.path(from.as_str()), &p, Stage::Object)
+            .await?;
         let target = self.path(to.as_str());
         let mut r = s.rename(f.file_id, &target, true).await;
         if let (Err(e), Some((dir, _))) = (&r, to.as_str().rsplit_once('/')) {

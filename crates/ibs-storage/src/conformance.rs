@@ -123,8 +123,14 @@ async fn renames(s: &dyn Storage) {
     let data = random_bytes(70_000, 9);
     s.put(&key("mv/src"), data.clone()).await.expect("put");
     let to = key("mv/new/deeper/dst");
-    s.rename(&key("mv/src"), &to).await.expect("rename into a new folder");
-    assert_eq!(s.get(&to).await.expect("get renamed"), data, "the bytes move");
+    s.rename(&key("mv/src"), &to)
+        .await
+        .expect("rename into a new folder");
+    assert_eq!(
+        s.get(&to).await.expect("get renamed"),
+        data,
+        "the bytes move"
+    );
     assert_eq!(
         s.stat(&key("mv/src")).await.expect_err("source gone").kind,
         ErrorKind::NotFound,
@@ -132,10 +138,19 @@ async fn renames(s: &dyn Storage) {
     );
     let other = random_bytes(10, 10);
     s.put(&key("mv/src2"), other.clone()).await.expect("put");
-    s.rename(&key("mv/src2"), &to).await.expect("rename over an object");
-    assert_eq!(s.get(&to).await.expect("get"), other, "rename replaces the target");
+    s.rename(&key("mv/src2"), &to)
+        .await
+        .expect("rename over an object");
     assert_eq!(
-        s.rename(&key("mv/none"), &to).await.expect_err("missing source").kind,
+        s.get(&to).await.expect("get"),
+        other,
+        "rename replaces the target"
+    );
+    assert_eq!(
+        s.rename(&key("mv/none"), &to)
+            .await
+            .expect_err("missing source")
+            .kind,
         ErrorKind::NotFound,
         "renaming a missing object is NotFound"
     );
@@ -147,7 +162,11 @@ async fn renames(s: &dyn Storage) {
         .into_iter()
         .map(|o| o.key.as_str().to_owned())
         .collect();
-    assert_eq!(names, vec!["mv/new/deeper/dst".to_owned()], "only the target is listed");
+    assert_eq!(
+        names,
+        vec!["mv/new/deeper/dst".to_owned()],
+        "only the target is listed"
+    );
     s.delete(&to).await.expect("delete");
 }
 

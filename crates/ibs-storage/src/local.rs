@@ -465,7 +465,10 @@ impl Storage for LocalStorage {
         let root = self.root.clone();
         self.blocking("rename", move || {
             LocalStorage::check_root(&root, "rename")?;
-            if !fs::metadata(&src).map_err(io_err("rename", &from))?.is_file() {
+            if !fs::metadata(&src)
+                .map_err(io_err("rename", &from))?
+                .is_file()
+            {
                 return Err(StorageError::not_found("rename", from.as_str()));
             }
             let dir = dst.parent().unwrap_or(&root).to_path_buf();

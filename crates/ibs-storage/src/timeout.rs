@@ -137,8 +137,13 @@ impl Storage for TimeoutStorage {
 
     async fn rename(&self, from: &ObjectKey, to: &ObjectKey) -> Result<()> {
         let k = Some(from.as_str());
-        self.run("rename", k, self.limits.metadata, self.inner.rename(from, to))
-            .await
+        self.run(
+            "rename",
+            k,
+            self.limits.metadata,
+            self.inner.rename(from, to),
+        )
+        .await
     }
 
     async fn space(&self) -> Result<Option<SpaceInfo>> {

@@ -163,13 +163,19 @@ fn forget_prune_and_undelete_on_an_smb_location() {
         .run()
         .ok();
     let trash = region_dir.join("MASBackup/trash");
-    assert!(dir_size(&trash) > 5 << 20, "the forgotten data waits in the grace area");
+    assert!(
+        dir_size(&trash) > 5 << 20,
+        "the forgotten data waits in the grace area"
+    );
 
     let dry = smb_cmd("undelete", &loc, &fx.state)
         .arg("--dry-run")
         .run()
         .ok();
-    assert!(dry.stdout.contains(&id1) && dry.stdout.contains("would bring back"), "{dry}");
+    assert!(
+        dry.stdout.contains(&id1) && dry.stdout.contains("would bring back"),
+        "{dry}"
+    );
     let done = smb_cmd("undelete", &loc, &fx.state).run().ok();
     assert!(done.stdout.contains(&id1), "{done}");
     assert_eq!(dir_size(&trash), 0, "undelete empties the grace area");
@@ -205,7 +211,10 @@ fn forget_prune_and_undelete_on_an_smb_location() {
     let none = smb_cmd("undelete", &loc, &fx.state).run().ok();
     assert!(none.stdout.contains("nothing to undelete"), "{none}");
     let listed = smb_cmd("list", &loc, &fx.state).run().ok();
-    assert!(!listed.stdout.contains(&id1) && listed.stdout.contains(&id2), "{listed}");
+    assert!(
+        !listed.stdout.contains(&id1) && listed.stdout.contains(&id2),
+        "{listed}"
+    );
 }
 
 #[test]

@@ -124,7 +124,10 @@ pub(super) async fn undelete(ctx: &Ctx, loc: Location, dry_run: bool) -> Result<
         }
     }
     if ctx.json {
-        outln!("{}", serde_json::json!({"batches": batches, "result": done}));
+        outln!(
+            "{}",
+            serde_json::json!({"batches": batches, "result": done})
+        );
         return Ok(exit::OK);
     }
     if batches.is_empty() {
@@ -141,7 +144,11 @@ pub(super) async fn undelete(ctx: &Ctx, loc: Location, dry_run: bool) -> Result<
             count(b.backups.len() as u64, "backup")
         );
     }
-    let verb = if dry_run { "would bring back" } else { "brought back" };
+    let verb = if dry_run {
+        "would bring back"
+    } else {
+        "brought back"
+    };
     outln!(
         "{verb} {} and {} ({})",
         count(done.restored as u64, "object"),
