@@ -208,11 +208,13 @@ pub async fn backup_with(
 /// An exclusive advisory lock on `<writer state>/backup.lock`, held (by the open file) while a
 /// backup of this writer state runs; waits up to `wait`. The lock ends with the process.
 async fn state_lock(state: &WriterState, wait: Duration) -> Result<std::fs::File, EngineError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = state.dir.join("backup.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|e| EngineError::from(crate::StateError::io(&path)(e)))?;
     let deadline = tokio::time::Instant::now() + wait;
