@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 mod support;
-use support::{processes_with, wait_until, Api};
+use support::{tool_processes, wait_until, Api};
 
 /// A session holding a lock until it is dropped: the client is killed, then `end` ends its
 /// server-side session (a server does not notice a gone client while it sleeps).
@@ -44,7 +44,7 @@ async fn cancel_blocked_backup(a: &Api, tool: &str, db: &str, blocked: impl Fn()
     let id = started["id"].as_str().unwrap().to_string();
     wait_until(&format!("{tool} to wait on the lock"), &blocked).await;
     assert!(
-        !processes_with(&[tool, db]).is_empty(),
+        !tool_processes(tool, &[db]).is_empty(),
         "{tool} runs for {db}"
     );
     // Blocked: still running a moment later.
@@ -59,7 +59,7 @@ async fn cancel_blocked_backup(a: &Api, tool: &str, db: &str, blocked: impl Fn()
     );
     assert!(took < Duration::from_secs(10), "stopped in {took:?}");
     wait_until(&format!("{tool} to be gone"), || {
-        processes_with(&[tool, db]).is_empty()
+        tool_processes(tool, &[db]).is_empty()
     })
     .await;
     let (_, backups) = a

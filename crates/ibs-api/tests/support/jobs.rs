@@ -15,11 +15,17 @@ pub async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// Processes whose command line and environment together contain every needle (`pg_dump` is
-/// given its database in `PGDATABASE`).
+/// Processes other than this test's own whose command line and environment together contain
+/// every needle (`pg_dump` is given its database in `PGDATABASE`). The test process is left out:
+/// a runner that starts one process per test (nextest) puts the test's name, which may name the
+/// tool, on its command line.
 pub fn processes_with(needles: &[&str]) -> Vec<String> {
     let mut found = Vec::new();
+    let me = std::process::id().to_string();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if e.file_name().to_string_lossy() == me {
+            continue;
+        }
         if let Ok(mut cmd) = std::fs::read(e.path().join("cmdline")) {
             cmd.extend(std::fs::read(e.path().join("environ")).unwrap_or_default());
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
@@ -29,6 +35,22 @@ pub fn processes_with(needles: &[&str]) -> Vec<String> {
         }
     }
     found
+}
+
+/// Processes of the program `tool` (the file name of their `argv[0]`) whose command line and
+/// environment contain every needle. Only the tool itself counts: a helper this test started
+/// inherits the runner's environment, which may name the tool (nextest's test name).
+pub fn tool_processes(tool: &str, needles: &[&str]) -> Vec<String> {
+    let mut all = needles.to_vec();
+    all.push(tool);
+    processes_with(&all)
+        .into_iter()
+        .filter(|line| {
+            let argv0 = line.split_once(": ").map_or("", |(_, c)| c);
+            let argv0 = argv0.split(' ').next().unwrap_or("");
+            argv0.rsplit('/').next() == Some(tool)
+        })
+        .collect()
 }
 
 impl Api {

@@ -16,7 +16,7 @@ use tower::ServiceExt;
 
 pub mod jobs;
 #[allow(unused_imports)] // each test file uses some of them
-pub use jobs::{processes_with, wait_until};
+pub use jobs::{processes_with, tool_processes, wait_until};
 
 /// The test controllers' clock at start.
 pub const T0: i64 = 1_800_000_000;
