@@ -35,6 +35,7 @@ mod summary;
 pub mod target;
 pub mod walk;
 mod walker;
+pub mod worm;
 pub mod xattrs;
 
 pub use backup::{
