@@ -80,6 +80,15 @@ impl S3Storage {
         Ok(on)
     }
 
+    /// `Unsupported` unless the bucket has object lock.
+    pub(crate) async fn require_lock(&self, op: &'static str, key: &ObjectKey) -> Result<()> {
+        if self.lock_enabled().await? {
+            Ok(())
+        } else {
+            Err(StorageError::unsupported(op, Some(key.as_str())))
+        }
+    }
+
     fn is_write_once(&self, rel: &str) -> bool {
         self.config.write_once.iter().any(|p| rel.starts_with(p))
     }

@@ -508,14 +508,17 @@ impl Storage for S3Storage {
     }
 
     async fn put_locked(&self, key: &ObjectKey, data: Bytes, retention: Retention) -> Result<()> {
+        self.require_lock("put_locked", key).await?;
         self.put_with(key, data, Some(retention)).await
     }
 
     async fn extend_lock(&self, key: &ObjectKey, retention: Retention) -> Result<()> {
+        self.require_lock("extend_lock", key).await?;
         self.extend(key.as_str(), retention).await
     }
 
     async fn lock_until(&self, key: &ObjectKey) -> Result<Option<i64>> {
+        self.require_lock("lock_until", key).await?;
         self.locked_until("lock_until", key.as_str()).await
     }
 
