@@ -6,6 +6,7 @@
 //!
 //! Enabled by the `rgw` feature, so only the crates whose tests speak S3 build the SDK here.
 
+pub use aws_sdk_s3;
 use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation};
 use std::path::PathBuf;
 use std::process::Command;

@@ -130,7 +130,13 @@ async fn check_rewritten(
     refs: &BTreeMap<String, Vec<ChunkId>>,
     r: &mut CheckReport,
 ) -> Result<(), EngineError> {
-    for prefix in [layout::PACKS, layout::INDEX, layout::BACKUPS, layout::DATA_KEYS] {
+    for prefix in [
+        layout::CONFIG,
+        layout::PACKS,
+        layout::INDEX,
+        layout::BACKUPS,
+        layout::DATA_KEYS,
+    ] {
         for key in repo.storage().rewritten(prefix).await? {
             let backups = match key.as_str().strip_prefix(layout::BACKUPS) {
                 Some(id) if refs.contains_key(id) => vec![id.to_owned()],
