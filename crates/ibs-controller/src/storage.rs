@@ -129,7 +129,10 @@ pub async fn probe(storage: &DynStorage) -> Result<(), OpenError> {
     // probe object stays behind (it is small and unlocked; a maintenance prune of foreign files
     // or a lifecycle rule removes it).
     let deleted = match storage.delete(&key).await {
-        Err(e) if storage.lock_policy().is_some() && e.kind == ibs_storage::ErrorKind::Authentication => {
+        Err(e)
+            if storage.lock_policy().is_some()
+                && e.kind == ibs_storage::ErrorKind::Authentication =>
+        {
             tracing::info!("accessibility probe: the key may not delete on this object-lock bucket (append-only writer); probe object {key} left in place");
             Ok(())
         }

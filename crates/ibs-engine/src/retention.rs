@@ -187,7 +187,10 @@ pub async fn forget_backups(
             .filter(|id| wanted.contains(id))
             .collect();
         let kept = delete_manifests(repo, &present).await?;
-        Ok(present.into_iter().filter(|id| !kept.contains(id)).collect())
+        Ok(present
+            .into_iter()
+            .filter(|id| !kept.contains(id))
+            .collect())
     })
     .await
 }

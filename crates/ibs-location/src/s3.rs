@@ -183,7 +183,8 @@ impl S3Location {
                     } else {
                         &mut lock.margin
                     };
-                    let d = parse_duration(v).ok_or_else(|| S3LocationError::BadOption(opt.to_owned()))?;
+                    let d = parse_duration(v)
+                        .ok_or_else(|| S3LocationError::BadOption(opt.to_owned()))?;
                     if slot.replace(d).is_some() {
                         return Err(S3LocationError::BadOption(opt.to_owned()));
                     }

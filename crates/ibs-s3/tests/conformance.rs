@@ -82,7 +82,9 @@ async fn write_once_keys_read_their_first_version_after_an_overwrite() {
     s.put(&pack, Bytes::from_static(b"the pack ibs wrote"))
         .await
         .unwrap();
-    s.put(&other, Bytes::from_static(b"config v1")).await.unwrap();
+    s.put(&other, Bytes::from_static(b"config v1"))
+        .await
+        .unwrap();
     assert!(s.rewritten("").await.unwrap().is_empty());
     // The same bytes again (a retried put) is no rewrite.
     s.put(&pack, Bytes::from_static(b"the pack ibs wrote"))

@@ -414,8 +414,15 @@ pub async fn object_lock(s: &dyn Storage, hold: i64) {
         "object lock: locked until {until}, asked for {}",
         start + hold
     );
-    let e = s.delete(&k).await.expect_err("a locked object must not delete");
-    assert_eq!(e.kind, ErrorKind::Locked, "object lock: refused delete kind: {e}");
+    let e = s
+        .delete(&k)
+        .await
+        .expect_err("a locked object must not delete");
+    assert_eq!(
+        e.kind,
+        ErrorKind::Locked,
+        "object lock: refused delete kind: {e}"
+    );
     assert_eq!(s.get(&k).await.expect("still there"), data);
     // Extending never shortens.
     s.extend_lock(&k, lock(start + 1))
@@ -426,14 +433,20 @@ pub async fn object_lock(s: &dyn Storage, hold: i64) {
         .await
         .expect("extend_lock");
     let longer = s.lock_until(&k).await.unwrap().unwrap();
-    assert!(longer >= start + hold + 1, "object lock: extended to {longer}");
+    assert!(
+        longer >= start + hold + 1,
+        "object lock: extended to {longer}"
+    );
     let missing = key("lock/missing");
     assert_eq!(
         s.lock_until(&missing).await.unwrap_err().kind,
         ErrorKind::NotFound
     );
     assert_eq!(
-        s.extend_lock(&missing, lock(start + hold)).await.unwrap_err().kind,
+        s.extend_lock(&missing, lock(start + hold))
+            .await
+            .unwrap_err()
+            .kind,
         ErrorKind::NotFound
     );
     // An unlocked object on the same location deletes as usual.
@@ -482,7 +495,10 @@ pub async fn no_object_lock(s: &dyn Storage) {
         s.extend_lock(&k, r).await.unwrap_err().kind,
         ErrorKind::Unsupported
     );
-    assert_eq!(s.lock_until(&k).await.unwrap_err().kind, ErrorKind::Unsupported);
+    assert_eq!(
+        s.lock_until(&k).await.unwrap_err().kind,
+        ErrorKind::Unsupported
+    );
     assert!(s.rewritten("").await.unwrap().is_empty());
     s.delete(&k).await.unwrap();
 }

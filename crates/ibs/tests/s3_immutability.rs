@@ -8,13 +8,13 @@
 //! what is still locked without failing, and remove it once the lock expired.
 
 mod common;
-use ibs_testing::rgw::aws_sdk_s3;
 use aws_sdk_s3::types::{
     BucketVersioningStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
     ObjectLockLegalHold, ObjectLockLegalHoldStatus, ObjectLockRetention, ObjectLockRetentionMode,
     VersioningConfiguration,
 };
 use common::*;
+use ibs_testing::rgw::aws_sdk_s3;
 use ibs_testing::rgw::{self, Gateway, Keys};
 use std::path::Path;
 
@@ -50,7 +50,11 @@ fn versions(gw: &Gateway, bucket: &str) -> Vec<(String, String)> {
             .send()
             .await
             .expect("list versions");
-        assert_ne!(out.is_truncated(), Some(true), "test repositories are small");
+        assert_ne!(
+            out.is_truncated(),
+            Some(true),
+            "test repositories are small"
+        );
         out.versions()
             .iter()
             .map(|v| {
@@ -128,7 +132,10 @@ fn an_attacker_with_the_writer_key_cannot_destroy_backups() {
         let (until, mode) = lock_of(gw, &bucket, key);
         let until = until.unwrap_or_else(|| panic!("{key} is not locked"));
         assert_eq!(mode.as_deref(), Some("COMPLIANCE"), "{key}");
-        assert!(until > now() + 3000 && until <= now() + 3700, "{key}: {until}");
+        assert!(
+            until > now() + 3000 && until <= now() + 3700,
+            "{key}: {until}"
+        );
     }
 
     let w = rgw::client(gw, &gw.writer);
@@ -140,7 +147,10 @@ fn an_attacker_with_the_writer_key_cannot_destroy_backups() {
         // Repository locks (`locks/`) are the one thing the writer may delete (the policy allows it).
         for (key, version) in all.iter().filter(|(k, _)| !k.contains("/locks/")) {
             let r = w.delete_object().bucket(&bucket).key(key).send().await;
-            refused("delete (delete marker)", r.map(|_| ()).map_err(|e| format!("{e:?}")));
+            refused(
+                "delete (delete marker)",
+                r.map(|_| ()).map_err(|e| format!("{e:?}")),
+            );
             let r = w
                 .delete_object()
                 .bucket(&bucket)
@@ -149,7 +159,10 @@ fn an_attacker_with_the_writer_key_cannot_destroy_backups() {
                 .bypass_governance_retention(true)
                 .send()
                 .await;
-            refused("delete a version", r.map(|_| ()).map_err(|e| format!("{e:?}")));
+            refused(
+                "delete a version",
+                r.map(|_| ()).map_err(|e| format!("{e:?}")),
+            );
             for mode in [
                 ObjectLockRetentionMode::Compliance,
                 ObjectLockRetentionMode::Governance,
@@ -170,7 +183,10 @@ fn an_attacker_with_the_writer_key_cannot_destroy_backups() {
                     )
                     .send()
                     .await;
-                refused("shorten a lock", r.map(|_| ()).map_err(|e| format!("{e:?}")));
+                refused(
+                    "shorten a lock",
+                    r.map(|_| ()).map_err(|e| format!("{e:?}")),
+                );
             }
             let r = w
                 .put_object_legal_hold()
@@ -183,17 +199,26 @@ fn an_attacker_with_the_writer_key_cannot_destroy_backups() {
                 )
                 .send()
                 .await;
-            refused("change a legal hold", r.map(|_| ()).map_err(|e| format!("{e:?}")));
+            refused(
+                "change a legal hold",
+                r.map(|_| ()).map_err(|e| format!("{e:?}")),
+            );
         }
         let r = w.delete_bucket_policy().bucket(&bucket).send().await;
-        refused("delete the policy", r.map(|_| ()).map_err(|e| format!("{e:?}")));
+        refused(
+            "delete the policy",
+            r.map(|_| ()).map_err(|e| format!("{e:?}")),
+        );
         let r = w
             .put_bucket_policy()
             .bucket(&bucket)
             .policy(r#"{"Version":"2012-10-17","Statement":[]}"#)
             .send()
             .await;
-        refused("replace the policy", r.map(|_| ()).map_err(|e| format!("{e:?}")));
+        refused(
+            "replace the policy",
+            r.map(|_| ()).map_err(|e| format!("{e:?}")),
+        );
         let r = w
             .put_bucket_versioning()
             .bucket(&bucket)
@@ -204,7 +229,10 @@ fn an_attacker_with_the_writer_key_cannot_destroy_backups() {
             )
             .send()
             .await;
-        refused("suspend versioning", r.map(|_| ()).map_err(|e| format!("{e:?}")));
+        refused(
+            "suspend versioning",
+            r.map(|_| ()).map_err(|e| format!("{e:?}")),
+        );
         let rule = LifecycleRule::builder()
             .id("expire")
             .status(aws_sdk_s3::types::ExpirationStatus::Enabled)
@@ -223,9 +251,15 @@ fn an_attacker_with_the_writer_key_cannot_destroy_backups() {
             )
             .send()
             .await;
-        refused("expire objects by lifecycle", r.map(|_| ()).map_err(|e| format!("{e:?}")));
+        refused(
+            "expire objects by lifecycle",
+            r.map(|_| ()).map_err(|e| format!("{e:?}")),
+        );
         let r = w.delete_bucket().bucket(&bucket).send().await;
-        refused("delete the bucket", r.map(|_| ()).map_err(|e| format!("{e:?}")));
+        refused(
+            "delete the bucket",
+            r.map(|_| ()).map_err(|e| format!("{e:?}")),
+        );
 
         // Overwrites and truncations succeed as new versions on top: harmless to ibs.
         for part in ["/packs/", "/backups/", "/index/", "/keys/data/", "/config"] {
@@ -281,7 +315,10 @@ fn an_attacker_with_the_writer_key_cannot_destroy_backups() {
         .code(4);
     for part in ["packs/", "backups/", "index/", "keys/data/", "config"] {
         assert!(
-            out.stdout.lines().chain(out.stderr.lines()).any(|l| l.contains(part) && l.contains("overwritten")),
+            out.stdout
+                .lines()
+                .chain(out.stderr.lines())
+                .any(|l| l.contains(part) && l.contains("overwritten")),
             "check must name the overwritten {part} object: {out}"
         );
     }
@@ -302,7 +339,11 @@ fn an_attacker_with_the_writer_key_cannot_destroy_backups() {
         .pw()
         .run()
         .ok();
-    ibs_testing::assert_restored(&expected[1], &out.join("files"), "a backup after the attack");
+    ibs_testing::assert_restored(
+        &expected[1],
+        &out.join("files"),
+        "a backup after the attack",
+    );
     // The writer may not run retention: nothing is deleted, prune says so (partial).
     s3_cmd("prune", &loc, &fx.state, &gw.writer)
         .args(["--grace-hours", "0"])
@@ -356,6 +397,9 @@ fn prune_extends_locks_keeps_locked_objects_and_removes_them_once_expired() {
             .count()
     };
     let packs_before = packs(gw);
+    let manifest = format!("r/MASBackup/backups/{new}");
+    let until_before = lock_of(gw, &bucket, &manifest).0.unwrap();
+    next_second();
     // Forget the old backup with the maintenance key while it is still locked: it stays.
     let out = s3_cmd("forget", &loc, &fx.state, &gw.maintenance)
         .args(["--keep-days", "0", "--json"])
@@ -371,11 +415,10 @@ fn prune_extends_locks_keeps_locked_objects_and_removes_them_once_expired() {
         .ok();
     let plan = &out.json()["plan"];
     assert!(plan["locks_checked"].as_u64().unwrap() > 0, "{out}");
-    let manifest = format!("r/MASBackup/backups/{new}");
-    let (until, _) = lock_of(gw, &bucket, &manifest);
+    let until = lock_of(gw, &bucket, &manifest).0.unwrap();
     assert!(
-        until.unwrap() >= now() + HOLD - 5,
-        "the newest backup's lock is extended from now: {until:?}"
+        until > until_before && until >= now() + HOLD - 5,
+        "the newest backup's lock is extended from now: {until_before} -> {until}"
     );
     assert_eq!(packs(gw), packs_before, "nothing locked was deleted");
     // Once the old backup's locks expired, forget and prune remove it and its data.
@@ -384,20 +427,28 @@ fn prune_extends_locks_keeps_locked_objects_and_removes_them_once_expired() {
         .args(["--keep-days", "0", "--json"])
         .run()
         .ok();
-    assert_eq!(out.json()["plan"]["locked"], serde_json::Value::Null, "{out}");
+    assert_eq!(
+        out.json()["plan"]["locked"],
+        serde_json::Value::Null,
+        "{out}"
+    );
     let out = s3_cmd("prune", &loc, &fx.state, &gw.maintenance)
         .args(["--grace-hours", "0", "--json"])
         .run()
         .ok();
     let plan = &out.json()["plan"];
     assert!(
-        plan["delete"].as_array().unwrap().len() + plan["unindexed"].as_array().unwrap().len()
-            > 0,
+        plan["delete"].as_array().unwrap().len() + plan["unindexed"].as_array().unwrap().len() > 0,
         "the old backup's packs go: {out}"
     );
     assert!(packs(gw) < packs_before, "{out}");
     assert_eq!(
-        s3_cmd("list", &loc, &fx.state, &gw.maintenance).run().ok().stdout.matches(&old).count(),
+        s3_cmd("list", &loc, &fx.state, &gw.maintenance)
+            .run()
+            .ok()
+            .stdout
+            .matches(&old)
+            .count(),
         0
     );
     let out_dir = fx.path("out");

@@ -96,7 +96,7 @@ async fn run(ctx: &JobContext) -> Result<usize, String> {
         .await
         .map_err(|e| format!("forget: {e}"))?;
     let expected = expected_backups(&jobs, &repo.config().id);
-    ibs_engine::retention::prune(
+    let plan = ibs_engine::retention::prune(
         &repo,
         &state,
         PruneOptions {
@@ -108,6 +108,21 @@ async fn run(ctx: &JobContext) -> Result<usize, String> {
     )
     .await
     .map_err(|e| format!("prune: {e}"))?;
+    // On object-lock storage (ADR 0035) what is still locked stays until a later cleanup; with an
+    // append-only writer key nothing can be deleted here: prune runs with the maintenance key
+    // (`ibs repo prune` on a trusted host).
+    if !plan.refused.is_empty() {
+        tracing::warn!(
+            "retention: the storage refused {} deletes (this key may not delete); run `ibs repo prune` with the maintenance credential",
+            plan.refused.len()
+        );
+    }
+    if !plan.locked.is_empty() {
+        tracing::info!(
+            "retention: {} objects are still under object lock and stay until a later cleanup",
+            plan.locked.len()
+        );
+    }
     ctx.record_capacity(repo.storage()).await;
     Ok(remove.len())
 }

@@ -199,12 +199,21 @@ impl Storage for FencedStorage {
         self.inner.lock_policy()
     }
 
-    async fn put_locked(&self, key: &ObjectKey, data: Bytes, r: ibs_storage::Retention) -> ibs_storage::Result<()> {
+    async fn put_locked(
+        &self,
+        key: &ObjectKey,
+        data: Bytes,
+        r: ibs_storage::Retention,
+    ) -> ibs_storage::Result<()> {
         self.gate("put", Some(key.as_str()))?;
         self.inner.put_locked(key, data, r).await
     }
 
-    async fn extend_lock(&self, key: &ObjectKey, r: ibs_storage::Retention) -> ibs_storage::Result<()> {
+    async fn extend_lock(
+        &self,
+        key: &ObjectKey,
+        r: ibs_storage::Retention,
+    ) -> ibs_storage::Result<()> {
         self.gate("extend_lock", Some(key.as_str()))?;
         self.inner.extend_lock(key, r).await
     }
