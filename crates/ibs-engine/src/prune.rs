@@ -332,6 +332,16 @@ async fn prune_locked(
         .iter()
         .filter_map(|o| layout::parse_data_key(&o.key).map(|k| (k, listing(o))))
         .collect();
+    // The data keys of each pack's chunks, for packs a locked index segment keeps (below).
+    let mut pack_keys: HashMap<PackId, Vec<KeyId>> = HashMap::new();
+    for rec in &records {
+        let keys = pack_keys.entry(rec.id).or_default();
+        for e in &rec.entries {
+            if !keys.contains(&e.key_id) {
+                keys.push(e.key_id);
+            }
+        }
+    }
     let (mut plan, mut live) =
         plan_prune(records, &index, &used, &listed, &manifest_keys, &envelopes);
     drop(used);
@@ -438,6 +448,9 @@ async fn prune_locked(
         .collect();
     for id in doomed {
         if still_indexed.contains(&id) {
+            // Still named by the index, so still readable: its chunks' data keys stay too.
+            let keys = pack_keys.get(&id).map(Vec::as_slice).unwrap_or_default();
+            plan.delete_keys.retain(|k| !keys.contains(k));
             plan.kept_for_index.push(id);
             continue;
         }

@@ -157,8 +157,8 @@ impl S3Storage {
             .versions(op, rel)
             .await?
             .into_iter()
-            .filter(|v| v.key == rel && !v.marker)
-            .last()
+            .rev()
+            .find(|v| v.key == rel && !v.marker)
             .ok_or_else(|| StorageError::not_found(op, rel))?;
         self.first_cache().insert(rel.to_owned(), first.id.clone());
         Ok(Some(first.id))
