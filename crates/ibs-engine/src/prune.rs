@@ -15,6 +15,9 @@
 //!   show survives. A grace period of zero disables the age test (tests, and an operator who
 //!   knows the store is quiet).
 //!
+//! Nothing is deleted outright: what prune removes goes into one grace-area batch
+//! ([`crate::trash`]), and batches older than the delete delay are purged at the end of the run.
+//!
 //! Crash safety: new packs → new full index segment → delete old segments → delete packs →
 //! delete unused data-key envelopes. At every point the index on storage covers every chunk that
 //! any manifest references.
@@ -34,6 +37,7 @@
 //! and so is its marker. Markers of packs that are neither indexed nor stored are removed.
 
 use crate::state::WriterState;
+use crate::trash::{Purged, Retire};
 use crate::worm::{self, Deleted, NeededUntil};
 use crate::EngineError;
 use futures::StreamExt;
@@ -69,6 +73,10 @@ pub struct PruneOptions {
     pub expected: Expected,
     /// Packs and envelopes younger than this are never deleted ([`DEFAULT_GRACE`]).
     pub grace: Duration,
+    /// How long what prune removes stays in the grace area, where `undelete` can bring it back
+    /// ([`crate::trash::DEFAULT_DELETE_DELAY`]); batches older than this are purged. Zero deletes
+    /// at once.
+    pub delete_delay: Duration,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -100,6 +108,11 @@ pub struct PrunePlan {
     pub refused: Vec<String>,
     /// Unused packs kept because an old index segment that names them could not be deleted.
     pub kept_for_index: Vec<PackId>,
+    /// The grace-area batch this run moved what it removed into (none in a dry run, or with a
+    /// delete delay of zero).
+    pub grace_batch: Option<String>,
+    /// Older batches this run deleted for good.
+    pub purged: Purged,
 }
 
 /// A pack is repacked when more than this share of its bytes is unused.
@@ -425,8 +438,10 @@ async fn prune_locked(
             worm::extend_locks(repo, policy, &mut needed, &live, &fresh, now).await?;
     }
 
-    // 2. One new segment for everything that stays, then 3. drop the old segments. A segment
-    //    that cannot be deleted (locked) keeps every pack it names.
+    let retire = Retire::new(repo, opts.delete_delay);
+    plan.grace_batch = retire.batch().map(str::to_owned);
+    // 2. One new segment for everything that stays, then 3. drop the old segments (into the
+    //    grace area). A segment that cannot be removed (locked) keeps every pack it names.
     let mut new_names = HashSet::new();
     for group in crate::packing::segment_groups(&live) {
         new_names.insert(repo.write_index(group, mk).await?.0);
@@ -434,7 +449,7 @@ async fn prune_locked(
     let mut still_indexed: HashSet<PackId> = HashSet::new();
     for name in old_segments.iter().filter(|n| !new_names.contains(*n)) {
         let key = layout::index(name);
-        if !record(&mut plan, &key, worm::try_delete(repo, &key).await?) {
+        if !record(&mut plan, &key, worm::try_remove(repo, &retire, &key).await?) {
             still_indexed.extend(segment_packs.remove(name).unwrap_or_default());
         }
     }
@@ -455,7 +470,7 @@ async fn prune_locked(
             continue;
         }
         let key = layout::pack(&id);
-        record(&mut plan, &key, worm::try_delete(repo, &key).await?);
+        record(&mut plan, &key, worm::try_remove(repo, &retire, &key).await?);
     }
     // 5. Markers of damaged packs that are gone (after their pack: a crash in between leaves a
     //    marker without a pack, which the next prune removes).
@@ -465,8 +480,10 @@ async fn prune_locked(
     // 6. Envelopes of data keys no chunk and no manifest uses.
     for k in plan.delete_keys.clone() {
         let key = layout::data_key(&k);
-        record(&mut plan, &key, worm::try_delete(repo, &key).await?);
+        record(&mut plan, &key, worm::try_remove(repo, &retire, &key).await?);
     }
+    // 7. Batches whose delete delay has passed, this run's included when the delay is zero.
+    plan.purged = crate::trash::purge(repo, opts.delete_delay).await?;
     let _ = repo
         .storage()
         .remove_stale_temporaries(Duration::from_secs(3600))

@@ -111,12 +111,15 @@ async fn exclusive<T>(
     guard.finish(result).await
 }
 
-/// Deletes the manifests of `ids`; returns those the storage refused to delete (locked, or no
-/// delete permission), which stay.
+/// Removes the manifests of `ids` (into a grace-area batch: `ibs repo undelete` can bring them
+/// back until a prune purges the batch after the delete delay); returns those the storage refused
+/// to remove (locked, or no delete permission), which stay.
 async fn delete_manifests(repo: &Repository, ids: &[String]) -> Result<Vec<String>, EngineError> {
+    let retire = crate::trash::Retire::new(repo, crate::trash::DEFAULT_DELETE_DELAY);
     let mut kept = Vec::new();
     for id in ids {
-        if crate::worm::try_delete(repo, &layout::backup(id)).await? != crate::worm::Deleted::Yes {
+        let key = layout::backup(id);
+        if crate::worm::try_remove(repo, &retire, &key).await? != crate::worm::Deleted::Yes {
             kept.push(id.clone());
         }
     }

@@ -10,6 +10,7 @@
 //!   next prune tries again. An index segment that stays keeps every pack it names (see prune):
 //!   the index never points at a deleted pack.
 
+use crate::trash::Retire;
 use crate::EngineError;
 use futures::{StreamExt, TryStreamExt};
 use ibs_repo::ids::{KeyId, PackId};
@@ -103,9 +104,14 @@ pub enum Deleted {
     Refused,
 }
 
-/// Deletes `key`, turning a lock or a refused permission into a result.
-pub async fn try_delete(repo: &Repository, key: &ObjectKey) -> Result<Deleted, EngineError> {
-    match repo.storage().delete(key).await {
+/// Removes `key` as `retire` says (into the grace area, or for good), turning a lock or a refused
+/// permission into a result.
+pub async fn try_remove(
+    repo: &Repository,
+    retire: &Retire,
+    key: &ObjectKey,
+) -> Result<Deleted, EngineError> {
+    match retire.remove_raw(repo, key).await {
         Ok(()) => Ok(Deleted::Yes),
         Err(e) if e.is_not_found() => Ok(Deleted::Yes),
         Err(e) if e.kind == ErrorKind::Locked => Ok(Deleted::Locked),

@@ -102,6 +102,7 @@ fn opts(ids: &[&str]) -> PruneOptions {
         lock_wait: Duration::ZERO,
         expected: Expected::Backups(ids.iter().map(|s| s.to_string()).collect()),
         grace: Duration::ZERO,
+        delete_delay: Duration::ZERO,
     }
 }
 
