@@ -449,7 +449,11 @@ async fn prune_locked(
     let mut still_indexed: HashSet<PackId> = HashSet::new();
     for name in old_segments.iter().filter(|n| !new_names.contains(*n)) {
         let key = layout::index(name);
-        if !record(&mut plan, &key, worm::try_remove(repo, &retire, &key).await?) {
+        if !record(
+            &mut plan,
+            &key,
+            worm::try_remove(repo, &retire, &key).await?,
+        ) {
             still_indexed.extend(segment_packs.remove(name).unwrap_or_default());
         }
     }
@@ -470,7 +474,11 @@ async fn prune_locked(
             continue;
         }
         let key = layout::pack(&id);
-        record(&mut plan, &key, worm::try_remove(repo, &retire, &key).await?);
+        record(
+            &mut plan,
+            &key,
+            worm::try_remove(repo, &retire, &key).await?,
+        );
     }
     // 5. Markers of damaged packs that are gone (after their pack: a crash in between leaves a
     //    marker without a pack, which the next prune removes).
@@ -480,7 +488,11 @@ async fn prune_locked(
     // 6. Envelopes of data keys no chunk and no manifest uses.
     for k in plan.delete_keys.clone() {
         let key = layout::data_key(&k);
-        record(&mut plan, &key, worm::try_remove(repo, &retire, &key).await?);
+        record(
+            &mut plan,
+            &key,
+            worm::try_remove(repo, &retire, &key).await?,
+        );
     }
     // 7. Batches whose delete delay has passed, this run's included when the delay is zero.
     plan.purged = crate::trash::purge(repo, opts.delete_delay).await?;

@@ -66,7 +66,8 @@ async fn rgw_object_lock_bucket_passes_conformance_and_the_lock_clause() {
         &writer(),
     );
     run_all(&s, 20 << 20).await;
-    object_lock(&s, 3).await;
+    object_lock(&s, 3, ibs_storage::LockMode::Compliance).await;
+    object_lock(&s, 2, ibs_storage::LockMode::Governance).await;
 }
 
 /// On an object-lock bucket an overwrite adds a version on top; reads of write-once keys keep

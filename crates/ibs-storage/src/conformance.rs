@@ -440,9 +440,10 @@ async fn delete_all(s: &dyn Storage) {
 
 /// The object-lock clause (ADR 0035), for a location that enforces object lock (an S3 bucket
 /// created with it). `hold` is how long the lock of the test object lasts at first, in seconds
-/// (a few: the check waits for it to expire). Uses keys under `lock/`; leaves none behind.
-pub async fn object_lock(s: &dyn Storage, hold: i64) {
-    use crate::{now_unix, LockMode, Retention};
+/// (a few: the check waits for it to expire); `mode` the lock mode (ibs never bypasses a
+/// GOVERNANCE lock, so both modes refuse its deletes). Uses keys under `lock/`; leaves none behind.
+pub async fn object_lock(s: &dyn Storage, hold: i64, mode: crate::LockMode) {
+    use crate::{now_unix, Retention};
     assert!(
         s.object_lock_enabled().await.expect("object_lock_enabled"),
         "object lock: the location must report object lock"
@@ -450,10 +451,7 @@ pub async fn object_lock(s: &dyn Storage, hold: i64) {
     let k = key("lock/a");
     let data = random_bytes(1000, 41);
     let start = now_unix();
-    let lock = |until| Retention {
-        mode: LockMode::Compliance,
-        until,
-    };
+    let lock = |until| Retention { mode, until };
     s.put_locked(&k, data.clone(), lock(start + hold))
         .await
         .expect("put_locked");
