@@ -75,6 +75,15 @@ async fn run(ctx: &JobContext) -> Result<usize, String> {
         .map_err(|e| e.to_string())?
         .retention_days;
     let (repo, state) = ctx.open_repository(false).await.map_err(|f| f.message)?;
+    // On object-lock storage the location's lock must cover the retention (ADR 0035).
+    if let Some(p) = repo.storage().lock_policy() {
+        if p.retention.as_secs() < days as u64 * 86_400 {
+            tracing::warn!(
+                "retention: the location locks objects for {} s (lock_retention), less than the {days} days backups are kept; raise lock_retention",
+                p.retention.as_secs()
+            );
+        }
+    }
     let db = &ctx.db;
     let mut jobs = db
         .jobs(Some(JobKind::Backup), MAX_BACKUP_RECORDS)
