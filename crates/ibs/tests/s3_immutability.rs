@@ -362,7 +362,7 @@ fn an_attacker_with_the_writer_key_cannot_destroy_backups() {
 fn prune_extends_locks_keeps_locked_objects_and_removes_them_once_expired() {
     let gw = rgw::gateway();
     let bucket = block_on(rgw::append_only_bucket("prune"));
-    const HOLD: i64 = 20;
+    const HOLD: i64 = 12;
     let loc = format!(
         "s3+http://{}/{bucket}/r?lock_retention={HOLD}s&lock_margin=0s",
         gw.host_port()
