@@ -125,7 +125,19 @@ pub async fn probe(storage: &DynStorage) -> Result<(), OpenError> {
         .await
         .map_err(|e| fail("write", e))?;
     let back = storage.get(&key).await.map_err(|e| fail("read", e));
-    let deleted = storage.delete(&key).await.map_err(|e| fail("delete", e));
+    // An append-only writer key on an object-lock bucket may not delete (ADR 0035): there the
+    // probe object stays behind (it is small and unlocked; a maintenance prune of foreign files
+    // or a lifecycle rule removes it).
+    let deleted = match storage.delete(&key).await {
+        Err(e)
+            if storage.lock_policy().is_some()
+                && e.kind == ibs_storage::ErrorKind::Authentication =>
+        {
+            tracing::info!("accessibility probe: the key may not delete on this object-lock bucket (append-only writer); probe object {key} left in place");
+            Ok(())
+        }
+        other => other.map_err(|e| fail("delete", e)),
+    };
     if back?.as_ref() != data.as_slice() {
         return Err(OpenError::new(
             AlertClass::General,

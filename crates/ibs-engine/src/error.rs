@@ -50,6 +50,10 @@ pub enum EngineError {
     /// The thread walking a source tree panicked.
     #[error("internal error: the tree walker panicked")]
     WalkerPanicked,
+    /// A certificate change (set-cert, rewrap) on object-lock storage: the config is a write-once
+    /// object there (reads take its first version, ADR 0035), so a new version would be ignored.
+    #[error("{op} refused: the repository is on object-lock storage, where the config is written once and a changed config would be ignored (ADR 0035); nothing was changed")]
+    ConfigIsWriteOnce { op: &'static str },
     /// A failure of the calling layer surfacing through an engine callback (its message).
     #[error("internal error: {0}")]
     Internal(String),

@@ -116,6 +116,9 @@ pub async fn set_cert(
     cert: &Certificate,
     lock_wait: Duration,
 ) -> Result<(), EngineError> {
+    if repo.storage().lock_policy().is_some() {
+        return Err(EngineError::ConfigIsWriteOnce { op: "set-cert" });
+    }
     crate::backup::check_state(repo, state)?;
     let guard = repo
         .lock(LockKind::Exclusive, "set-cert", lock_wait)
@@ -172,6 +175,9 @@ pub async fn rewrap(
     keep_old: bool,
     lock_wait: Duration,
 ) -> Result<RewrapReport, EngineError> {
+    if repo.storage().lock_policy().is_some() {
+        return Err(EngineError::ConfigIsWriteOnce { op: "rewrap" });
+    }
     let guard = repo.lock(LockKind::Exclusive, "rewrap", lock_wait).await?;
     let result = rewrap_locked(repo, old, new, keep_old).await;
     guard.finish(result).await

@@ -36,6 +36,7 @@ pub mod target;
 pub mod trash;
 pub mod walk;
 mod walker;
+pub mod worm;
 pub mod xattrs;
 
 pub use backup::{

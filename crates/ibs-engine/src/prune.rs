@@ -22,6 +22,13 @@
 //! delete unused data-key envelopes. At every point the index on storage covers every chunk that
 //! any manifest references.
 //!
+//! On WORM storage (object lock, `crate::worm`): before deleting, prune extends the lock of every
+//! object a kept backup still needs; a delete the store refuses (a lock that has not expired, a
+//! key without delete permission) keeps the object and is named in the plan ([`PrunePlan::locked`],
+//! [`PrunePlan::refused`]); an old index segment that stays keeps every pack it names
+//! ([`PrunePlan::kept_for_index`]), so the index on storage never points at a deleted pack. A
+//! later prune, once the locks expired, removes what is left.
+//!
 //! Damaged packs (those with a `damaged/` marker): prune builds its index knowing them, so a chunk
 //! with a healthy copy (stored again by a self-healing backup) is kept only in the healthy pack. A
 //! damaged pack none of whose still-referenced chunks lacks a healthy copy therefore has nothing
@@ -31,12 +38,15 @@
 
 use crate::state::WriterState;
 use crate::trash::{Purged, Retire};
+use crate::worm::{self, Deleted, NeededUntil};
 use crate::EngineError;
 use futures::StreamExt;
+use ibs_repo::clock::parse_rfc3339;
 use ibs_repo::ids::{KeyId, PackId};
 use ibs_repo::idset::ChunkIdSet;
 use ibs_repo::index::{Index, PackRecord};
 use ibs_repo::lock::LockKind;
+use ibs_repo::manifest::BackupStatus;
 use ibs_repo::pack::{verify_pack, PackBuilder, PackEntry};
 use ibs_repo::{layout, Repository};
 use serde::Serialize;
@@ -89,6 +99,15 @@ pub struct PrunePlan {
     pub young_packs: Vec<PackId>,
     /// Unused data-key envelopes younger than the grace period: kept.
     pub young_keys: Vec<KeyId>,
+    /// Objects whose lock prune made sure lasts as long as kept backups need them (object-lock
+    /// storage only).
+    pub locks_checked: usize,
+    /// Objects prune would have deleted but that are still locked: kept for a later prune.
+    pub locked: Vec<String>,
+    /// Objects whose delete the storage refused for lack of permission: kept.
+    pub refused: Vec<String>,
+    /// Unused packs kept because an old index segment that names them could not be deleted.
+    pub kept_for_index: Vec<PackId>,
     /// The grace-area batch this run moved what it removed into (none in a dry run, or with a
     /// delete delay of zero).
     pub grace_batch: Option<String>,
@@ -243,12 +262,19 @@ async fn prune_locked(
     opts: &PruneOptions,
 ) -> Result<PrunePlan, EngineError> {
     let mk = &state.keys.metadata;
-    let ids = repo.list_backup_ids().await?;
+    let mut ids = repo.list_backup_ids().await?;
     check_expected(&ids, &opts.expected)?;
+    let now = repo.clock().now_unix();
     // The index first, segment by segment (records moved, not copied), then the backups' references
     // one manifest at a time into one set: no backup's list is held beside another's.
     let mut records: Vec<PackRecord> = Vec::new();
-    let old_segments = repo.for_each_segment(mk, |_, r| records.extend(r)).await?;
+    let mut segment_packs: HashMap<String, Vec<PackId>> = HashMap::new();
+    let old_segments = repo
+        .for_each_segment(mk, |name, r| {
+            segment_packs.insert(name.to_owned(), r.iter().map(|p| p.id).collect());
+            records.extend(r)
+        })
+        .await?;
     let damaged = repo.damaged_packs().await?;
     // Where a chunk has copies under several data keys (a backup after a certificate change
     // sealed it again), the copy kept is the one new backups depend on (keysel).
@@ -258,6 +284,11 @@ async fn prune_locked(
     // A referenced chunk the index does not know means segments are missing from the listing
     // (or lost): deleting "unindexed" packs could then delete that chunk's only copy.
     let mut unindexed_refs: Vec<String> = Vec::new();
+    // Newest first (ids begin with their start time), so the first successful one is the backup
+    // retention never removes: its objects are needed from now on.
+    ids.sort_by(|a, b| b.cmp(a));
+    let mut needed = NeededUntil::default();
+    let mut newest_ok = false;
     for id in ids {
         let opened = match repo.read_manifest(&id).await {
             Ok(m) => m.open_refs(mk).map(|r| (m, r)),
@@ -267,11 +298,23 @@ async fn prune_locked(
             backup: id.clone(),
             cause: e,
         })?;
-        manifest_keys.insert(KeyId::from_hex(&m.catalog.data_key_id)?);
+        let data_key = KeyId::from_hex(&m.catalog.data_key_id)?;
+        manifest_keys.insert(data_key);
+        // The authenticated catalog's finish time (an unreadable one counts as now).
+        let mut t = parse_rfc3339(&m.catalog.finished).unwrap_or(now).min(now);
+        if !newest_ok && m.catalog.status == BackupStatus::Succeeded {
+            newest_ok = true;
+            t = now;
+        }
+        needed.manifests.push((id.clone(), t));
+        needed.key(data_key, t);
         if r.iter().any(|c| !index.contains(c)) {
             unindexed_refs.push(id);
         }
         r.into_iter().for_each(|c| {
+            if let Some(l) = index.get(&c) {
+                needed.pack(l.pack, t);
+            }
             used.insert(c);
         });
     }
@@ -281,7 +324,6 @@ async fn prune_locked(
             first: first.clone(),
         });
     }
-    let now = repo.clock().now_unix();
     let grace = opts.grace.as_secs() as i64;
     let listing = |o: &ibs_storage::ObjectInfo| Listed {
         size: o.size,
@@ -303,6 +345,16 @@ async fn prune_locked(
         .iter()
         .filter_map(|o| layout::parse_data_key(&o.key).map(|k| (k, listing(o))))
         .collect();
+    // The data keys of each pack's chunks, for packs a locked index segment keeps (below).
+    let mut pack_keys: HashMap<PackId, Vec<KeyId>> = HashMap::new();
+    for rec in &records {
+        let keys = pack_keys.entry(rec.id).or_default();
+        for e in &rec.entries {
+            if !keys.contains(&e.key_id) {
+                keys.push(e.key_id);
+            }
+        }
+    }
     let (mut plan, mut live) =
         plan_prune(records, &index, &used, &listed, &manifest_keys, &envelopes);
     drop(used);
@@ -325,7 +377,7 @@ async fn prune_locked(
     let repack: HashSet<PackId> = plan.repack.iter().copied().collect();
     let target = repo.config().pack_target_size as usize;
     let mut builder = PackBuilder::new(target);
-    let mut new_records = Vec::new();
+    let mut new_records: Vec<PackRecord> = Vec::new();
     let mut kept_damaged = Vec::new();
     let mut fetched = futures::stream::iter(
         live.iter()
@@ -377,26 +429,56 @@ async fn prune_locked(
     plan.damaged = kept_damaged;
     let repacked: HashSet<PackId> = plan.repack.iter().copied().collect();
     live.retain(|r| !repacked.contains(&r.id));
+    let fresh: HashSet<PackId> = new_records.iter().map(|r| r.id).collect();
     live.extend(new_records);
+
+    // 1b. On object-lock storage: every object kept backups need stays locked long enough.
+    if let Some(policy) = repo.storage().lock_policy() {
+        plan.locks_checked =
+            worm::extend_locks(repo, policy, &mut needed, &live, &fresh, now).await?;
+    }
 
     let retire = Retire::new(repo, opts.delete_delay);
     plan.grace_batch = retire.batch().map(str::to_owned);
-    // 2. One new segment for everything that stays, then 3. drop the old segments.
+    // 2. One new segment for everything that stays, then 3. drop the old segments (into the
+    //    grace area). A segment that cannot be removed (locked) keeps every pack it names.
     let mut new_names = HashSet::new();
     for group in crate::packing::segment_groups(&live) {
         new_names.insert(repo.write_index(group, mk).await?.0);
     }
+    let mut still_indexed: HashSet<PackId> = HashSet::new();
     for name in old_segments.iter().filter(|n| !new_names.contains(*n)) {
-        retire.remove(repo, &layout::index(name)).await?;
+        let key = layout::index(name);
+        if !record(
+            &mut plan,
+            &key,
+            worm::try_remove(repo, &retire, &key).await?,
+        ) {
+            still_indexed.extend(segment_packs.remove(name).unwrap_or_default());
+        }
     }
     // 4. Packs nothing needs any more.
-    for id in plan
+    let doomed: Vec<PackId> = plan
         .delete
         .iter()
         .chain(plan.repack.iter())
         .chain(plan.unindexed.iter())
-    {
-        retire.remove(repo, &layout::pack(id)).await?;
+        .copied()
+        .collect();
+    for id in doomed {
+        if still_indexed.contains(&id) {
+            // Still named by the index, so still readable: its chunks' data keys stay too.
+            let keys = pack_keys.get(&id).map(Vec::as_slice).unwrap_or_default();
+            plan.delete_keys.retain(|k| !keys.contains(k));
+            plan.kept_for_index.push(id);
+            continue;
+        }
+        let key = layout::pack(&id);
+        record(
+            &mut plan,
+            &key,
+            worm::try_remove(repo, &retire, &key).await?,
+        );
     }
     // 5. Markers of damaged packs that are gone (after their pack: a crash in between leaves a
     //    marker without a pack, which the next prune removes).
@@ -404,8 +486,13 @@ async fn prune_locked(
         repo.delete_damage_marker(id).await?;
     }
     // 6. Envelopes of data keys no chunk and no manifest uses.
-    for k in &plan.delete_keys {
-        retire.remove(repo, &layout::data_key(k)).await?;
+    for k in plan.delete_keys.clone() {
+        let key = layout::data_key(&k);
+        record(
+            &mut plan,
+            &key,
+            worm::try_remove(repo, &retire, &key).await?,
+        );
     }
     // 7. Batches whose delete delay has passed, this run's included when the delay is zero.
     plan.purged = crate::trash::purge(repo, opts.delete_delay).await?;
@@ -414,4 +501,14 @@ async fn prune_locked(
         .remove_stale_temporaries(Duration::from_secs(3600))
         .await;
     Ok(plan)
+}
+
+/// Notes a refused delete in the plan; true when the object is gone.
+fn record(plan: &mut PrunePlan, key: &ibs_storage::ObjectKey, d: Deleted) -> bool {
+    match d {
+        Deleted::Yes => return true,
+        Deleted::Locked => plan.locked.push(key.to_string()),
+        Deleted::Refused => plan.refused.push(key.to_string()),
+    }
+    false
 }

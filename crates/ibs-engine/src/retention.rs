@@ -31,6 +31,11 @@ pub struct ForgetPlan {
     pub keep: Vec<String>,
     /// The backup kept because it is the newest successful one, even if older than the limit.
     pub protected: Option<String>,
+    /// Of `remove`, the manifests the storage would not delete yet (an object lock that has not
+    /// expired, or a key without delete permission): forgotten, but still on storage until a
+    /// later forget. Their data stays referenced, so prune keeps it.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub locked: Vec<String>,
 }
 
 /// One backup as the retention rule sees it.
@@ -72,6 +77,7 @@ pub fn plan_retention(records: &[RetentionRecord], keep_days: u32, now: i64) -> 
         remove: Vec::new(),
         keep: Vec::new(),
         protected: protected.clone(),
+        locked: Vec::new(),
     };
     for r in records {
         if r.finished < cutoff && Some(&r.id) != protected.as_ref() {
@@ -105,14 +111,19 @@ async fn exclusive<T>(
     guard.finish(result).await
 }
 
-/// Moves forgotten manifests into a grace-area batch: `ibs repo undelete` can bring them back
-/// until a prune purges the batch after the delete delay.
-async fn delete_manifests(repo: &Repository, ids: &[String]) -> Result<(), EngineError> {
+/// Removes the manifests of `ids` (into a grace-area batch: `ibs repo undelete` can bring them
+/// back until a prune purges the batch after the delete delay); returns those the storage refused
+/// to remove (locked, or no delete permission), which stay.
+async fn delete_manifests(repo: &Repository, ids: &[String]) -> Result<Vec<String>, EngineError> {
     let retire = crate::trash::Retire::new(repo, crate::trash::DEFAULT_DELETE_DELAY);
+    let mut kept = Vec::new();
     for id in ids {
-        retire.remove(repo, &layout::backup(id)).await?;
+        let key = layout::backup(id);
+        if crate::worm::try_remove(repo, &retire, &key).await? != crate::worm::Deleted::Yes {
+            kept.push(id.clone());
+        }
     }
-    Ok(())
+    Ok(kept)
 }
 
 /// Forgets the backups older than `keep_days` by their catalogs. With `writer`, catalogs are
@@ -133,12 +144,12 @@ pub async fn forget(
                 Err(e) => tracing::warn!("forget: keeping backups/{id}: {e}"),
             }
         }
-        let plan = plan_forget(&catalogs, keep_days, repo.clock().now_unix());
+        let mut plan = plan_forget(&catalogs, keep_days, repo.clock().now_unix());
         if !dry_run {
             if let Some(w) = writer {
                 Ledger::of(w).record_forgotten(&plan.remove)?;
             }
-            delete_manifests(repo, &plan.remove).await?;
+            plan.locked = delete_manifests(repo, &plan.remove).await?;
         }
         Ok(plan)
     };
@@ -178,8 +189,11 @@ pub async fn forget_backups(
             .into_iter()
             .filter(|id| wanted.contains(id))
             .collect();
-        delete_manifests(repo, &present).await?;
-        Ok(present)
+        let kept = delete_manifests(repo, &present).await?;
+        Ok(present
+            .into_iter()
+            .filter(|id| !kept.contains(id))
+            .collect())
     })
     .await
 }

@@ -36,10 +36,15 @@ pub struct Retire {
 }
 
 impl Retire {
-    /// A new batch at the repository clock's time, or immediate deletion for a zero delay.
+    /// A new batch at the repository clock's time, or immediate deletion for a zero delay. On
+    /// object-lock storage (ADR 0035) there is no grace area either: an object can only be
+    /// removed once its lock expired, and the lock lasts the margin beyond the last backup that
+    /// needed it, which is the grace period there; moving it would copy it (a new, locked object)
+    /// and then fail to delete the original.
     pub fn new(repo: &Repository, delay: Duration) -> Self {
+        let keep = !delay.is_zero() && repo.storage().lock_policy().is_none();
         Retire {
-            batch: (!delay.is_zero()).then(|| new_backup_id(repo.clock().now_unix())),
+            batch: keep.then(|| new_backup_id(repo.clock().now_unix())),
         }
     }
 
@@ -51,13 +56,17 @@ impl Retire {
     /// Removes `key` from the repository: into the batch, or for good. A key already gone is not
     /// an error (a crashed earlier run, or another path removed it).
     pub async fn remove(&self, repo: &Repository, key: &ObjectKey) -> Result<(), EngineError> {
-        let r = match &self.batch {
-            Some(b) => repo.storage().rename(key, &layout::trash(b, key)).await,
-            None => repo.storage().delete(key).await,
-        };
-        match r {
+        match self.remove_raw(repo, key).await {
             Err(e) if !e.is_not_found() => Err(e.into()),
             _ => Ok(()),
+        }
+    }
+
+    /// [`Retire::remove`] with the storage's own error (a missing key is `NotFound`).
+    pub async fn remove_raw(&self, repo: &Repository, key: &ObjectKey) -> ibs_storage::Result<()> {
+        match &self.batch {
+            Some(b) => repo.storage().rename(key, &layout::trash(b, key)).await,
+            None => repo.storage().delete(key).await,
         }
     }
 }

@@ -15,17 +15,33 @@
 
 pub mod s3;
 
-use ibs_repo::layout::ROOT_FOLDER;
+use ibs_repo::layout::{self, ROOT_FOLDER};
 use ibs_s3::{S3Credentials, S3Storage};
 use ibs_smb::{SmbCredentials, SmbLocation, SmbOptions, SmbStorage};
 pub use ibs_storage::OpTimeouts;
 use ibs_storage::{
-    AlertClass, DynStorage, ErrorKind, LocalStorage, RetryPolicy, RetryStorage, Storage,
-    StorageError, TimeoutStorage,
+    AlertClass, DynStorage, ErrorKind, LocalStorage, LockedWrites, RetryPolicy, RetryStorage,
+    Storage, StorageError, TimeoutStorage,
 };
-pub use s3::{is_s3, S3Location, S3LocationError};
+pub use s3::{is_s3, LockOptions, S3Location, S3LocationError, DEFAULT_LOCK_RETENTION};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// Key prefixes of objects the repository writes exactly once (content-addressed packs, index
+/// segments, manifests, data-key envelopes, and on object-lock storage the config, which refuses
+/// certificate changes there): on an object-lock bucket their reads take the first version, so an
+/// overwrite by a writer key is never read (ADR 0035).
+pub const WRITE_ONCE: [&str; 5] = [
+    layout::CONFIG,
+    layout::PACKS,
+    layout::INDEX,
+    layout::BACKUPS,
+    layout::DATA_KEYS,
+];
+
+/// Names of the controller's accessibility probe objects (written and deleted at once: never
+/// locked).
+pub const PROBE_PREFIX: &str = "ibs-probe-";
 
 /// Why a location could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +64,10 @@ pub enum LocationError {
     #[error("{location}: no share password (set $IBS_SHARE_PASSWORD or --password-file)")]
     MissingPassword { location: String },
 
+    /// Lock options were given for a bucket that has no object lock.
+    #[error("{location}: lock options were given, but the bucket has no object lock (create it with object lock enabled, or drop the lock_* options)")]
+    NoObjectLock { location: String },
+
     /// An S3 location was given without an access key id or without its secret.
     #[error("{location}: no S3 credentials (set $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY, or give a credentials file)")]
     MissingS3Credentials { location: String },
@@ -61,7 +81,8 @@ impl LocationError {
             LocationError::NotARepository { .. }
             | LocationError::MissingUsername { .. }
             | LocationError::MissingPassword { .. }
-            | LocationError::MissingS3Credentials { .. } => AlertClass::General,
+            | LocationError::MissingS3Credentials { .. }
+            | LocationError::NoObjectLock { .. } => AlertClass::General,
         }
     }
 
@@ -182,13 +203,34 @@ async fn open_s3(
     };
     let creds = S3Credentials::new(access_key, secret);
     S3Storage::new(at.config(), &creds).probe().await?;
-    let root = S3Storage::new(at.config().join(ROOT_FOLDER), &creds);
+    let mut config = at.config().join(ROOT_FOLDER);
+    config.write_once = WRITE_ONCE.iter().map(|p| p.to_string()).collect();
+    let root = S3Storage::new(config, &creds);
     if !create && root.is_empty().await? {
         return Err(LocationError::NotARepository {
             location: location.to_owned(),
         });
     }
-    Ok(Arc::new(root))
+    if !root.object_lock_enabled().await? {
+        if !at.lock.is_empty() {
+            return Err(LocationError::NoObjectLock {
+                location: location.to_owned(),
+            });
+        }
+        return Ok(Arc::new(root));
+    }
+    // Every object ibs writes is locked, except repository locks, damage markers and accessibility
+    // probes, which ibs deletes itself (markers are hints that prune removes with their pack).
+    let exempt = vec![
+        layout::LOCKS.to_owned(),
+        layout::DAMAGED.to_owned(),
+        PROBE_PREFIX.to_owned(),
+    ];
+    Ok(Arc::new(LockedWrites::new(
+        Arc::new(root),
+        at.lock.policy(),
+        exempt,
+    )))
 }
 
 /// An SMB location: the region folder must exist; `MASBackup` in it is created or must exist.

@@ -3,11 +3,60 @@
 //! path-style unless `?addressing=virtual`; `?region=NAME` sets the signing region (default
 //! `us-east-1`). The repository lives in `PREFIX/MASBackup`.
 //!
+//! On a bucket with object lock, `?lock_retention=DURATION` (the backup retention, default
+//! [`DEFAULT_LOCK_RETENTION`]), `?lock_margin=DURATION` (default 7 days) and
+//! `?lock_mode=compliance|governance` (default compliance) set how long every object ibs writes is
+//! locked (ADR 0035). A DURATION is a whole number with a unit: `30d`, `12h`, `90m`, `45s`.
+//!
 //! The parser refuses, with a message naming the fault, anything it cannot map one to one: user
 //! info (credentials never go in a location), fragments, empty or `.`/`..` prefix components, a
 //! bucket name S3 would not accept, unknown or repeated options.
 
 use ibs_s3::{Addressing, S3Config, DEFAULT_REGION};
+use ibs_storage::{LockMode, LockPolicy, DEFAULT_LOCK_MARGIN};
+use std::time::Duration;
+
+/// The backup retention a lock covers when the location does not say: the controller's default
+/// retention (7 days) would leave too little room for an operator who raises it, so 30 days.
+pub const DEFAULT_LOCK_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+
+/// The lock options of an S3 location (all optional; they apply only to a bucket with object
+/// lock, and opening refuses them on a bucket without).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LockOptions {
+    pub retention: Option<Duration>,
+    pub margin: Option<Duration>,
+    pub mode: Option<LockMode>,
+}
+
+impl LockOptions {
+    pub fn is_empty(&self) -> bool {
+        *self == LockOptions::default()
+    }
+
+    /// The policy with the defaults filled in.
+    pub fn policy(&self) -> LockPolicy {
+        LockPolicy {
+            mode: self.mode.unwrap_or_default(),
+            retention: self.retention.unwrap_or(DEFAULT_LOCK_RETENTION),
+            margin: self.margin.unwrap_or(DEFAULT_LOCK_MARGIN),
+        }
+    }
+}
+
+/// `30d`, `12h`, `90m`, `45s` (a whole number, then one unit).
+fn parse_duration(v: &str) -> Option<Duration> {
+    let unit = v.chars().last()?;
+    let n: u64 = v[..v.len() - unit.len_utf8()].parse().ok()?;
+    let secs = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(secs).map(Duration::from_secs)
+}
 
 /// Why an S3 location does not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -31,7 +80,7 @@ pub enum S3LocationError {
     BadBucket(String),
     #[error("S3 prefix {0:?} is invalid: components must be non-empty, not '.' or '..', without control characters or backslashes")]
     BadPrefix(String),
-    #[error("S3 location option {0:?} is unknown (known: addressing=path|virtual, region=NAME)")]
+    #[error("S3 location option {0:?} is unknown (known: addressing=path|virtual, region=NAME, lock_retention=DURATION, lock_margin=DURATION, lock_mode=compliance|governance)")]
     UnknownOption(String),
     #[error("S3 location option {0:?} has an invalid or repeated value")]
     BadOption(String),
@@ -52,6 +101,7 @@ pub struct S3Location {
     pub prefix: String,
     pub addressing: Addressing,
     pub region: String,
+    pub lock: LockOptions,
 }
 
 /// Whether `location` is written as an S3 location (whether or not it parses).
@@ -105,6 +155,7 @@ impl S3Location {
         }
         let mut addressing = None;
         let mut region = None;
+        let mut lock = LockOptions::default();
         for opt in query.unwrap_or("").split('&').filter(|o| !o.is_empty()) {
             let (k, v) = opt.split_once('=').unwrap_or((opt, ""));
             match k {
@@ -126,6 +177,28 @@ impl S3Location {
                         return Err(S3LocationError::BadOption(opt.to_owned()));
                     }
                 }
+                "lock_retention" | "lock_margin" => {
+                    let slot = if k == "lock_retention" {
+                        &mut lock.retention
+                    } else {
+                        &mut lock.margin
+                    };
+                    let d = parse_duration(v)
+                        .ok_or_else(|| S3LocationError::BadOption(opt.to_owned()))?;
+                    if slot.replace(d).is_some() {
+                        return Err(S3LocationError::BadOption(opt.to_owned()));
+                    }
+                }
+                "lock_mode" => {
+                    let m = match v {
+                        "compliance" => LockMode::Compliance,
+                        "governance" => LockMode::Governance,
+                        _ => return Err(S3LocationError::BadOption(opt.to_owned())),
+                    };
+                    if lock.mode.replace(m).is_some() {
+                        return Err(S3LocationError::BadOption(opt.to_owned()));
+                    }
+                }
                 _ => return Err(S3LocationError::UnknownOption(k.to_owned())),
             }
         }
@@ -137,6 +210,7 @@ impl S3Location {
             prefix: prefix.to_owned(),
             addressing: addressing.unwrap_or_default(),
             region: region.unwrap_or_else(|| DEFAULT_REGION.to_owned()),
+            lock,
         })
     }
 
@@ -272,6 +346,32 @@ mod tests {
         assert_eq!(warned("s3+http://[::1]:7480/bkt"), 0);
         assert_eq!(warned("s3://rgw.example.com/bkt"), 0);
         assert_eq!(warned("s3+http://rgw.example.com/bkt"), 1);
+    }
+
+    #[test]
+    fn lock_options_parse_with_defaults() {
+        let l = S3Location::parse("s3://h/bkt/p").unwrap();
+        assert!(l.lock.is_empty());
+        assert_eq!(l.lock.policy().horizon(), Duration::from_secs(37 * 86_400));
+        let l = S3Location::parse(
+            "s3://h/bkt/p?lock_retention=20s&lock_margin=0s&lock_mode=governance",
+        )
+        .unwrap();
+        let p = l.lock.policy();
+        assert_eq!(p.horizon(), Duration::from_secs(20));
+        assert_eq!(p.mode, LockMode::Governance);
+        assert_eq!(
+            S3Location::parse("s3://h/bkt/p?lock_retention=2w").unwrap_err(),
+            E::BadOption("lock_retention=2w".into())
+        );
+        assert_eq!(
+            S3Location::parse("s3://h/bkt/p?lock_mode=off").unwrap_err(),
+            E::BadOption("lock_mode=off".into())
+        );
+        assert_eq!(
+            S3Location::parse("s3://h/bkt/p?lock_margin=1d&lock_margin=2d").unwrap_err(),
+            E::BadOption("lock_margin=2d".into())
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! | connection refused/reset, DNS, TLS, timeouts, a cut response | Connectivity | yes |
 //! | `QuotaExceeded`, `EntityTooLarge`, `InsufficientStorage`/507 | Capacity | no |
 //! | `NoSuchBucket` | Path | no |
+//! | `AccessDenied` whose message names an object lock or a retention | Locked | no |
 //! | `SignatureDoesNotMatch`, `AccessDenied`, `InvalidAccessKeyId`, other 401/403 | Authentication | no |
 //! | `NoSuchKey`, `NoSuchUpload`, a bare 404 | NotFound | no |
 //! | `InvalidRange`/416 | Invalid | no |
@@ -65,7 +66,10 @@ where
             let status = ctx.raw().status().as_u16();
             let e = ctx.err();
             let code = e.code().unwrap_or("");
-            let (kind, transient) = classify_code(code, status);
+            let (mut kind, transient) = classify_code(code, status);
+            if code == "AccessDenied" && is_lock_refusal(e.message().unwrap_or("")) {
+                kind = ErrorKind::Locked;
+            }
             let code = if code.is_empty() { "(no code)" } else { code };
             let mut out = StorageError::new(
                 kind,
@@ -124,6 +128,14 @@ where
     }
 }
 
+/// Whether an `AccessDenied` message says an object lock refused the request (Ceph RGW: "forbidden
+/// by object lock", "… shortens an existing retention period …"; AWS: "… protected by object
+/// lock").
+pub fn is_lock_refusal(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("object lock") || m.contains("retention")
+}
+
 /// The error and its sources, `a: b: c`.
 fn source_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -167,6 +179,11 @@ mod tests {
             ("", 507, ErrorKind::Capacity, false),
             ("BucketAlreadyExists", 409, ErrorKind::Other, false),
         ];
+        assert!(is_lock_refusal("forbidden by object lock"));
+        assert!(is_lock_refusal(
+            "proposed retain-until date shortens an existing retention period"
+        ));
+        assert!(!is_lock_refusal(""));
         for (code, status, kind, transient) in cases {
             assert_eq!(
                 classify_code(code, status),

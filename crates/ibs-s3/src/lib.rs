@@ -16,6 +16,7 @@
 //! This crate takes typed options and credentials in memory; it reads no files and no environment.
 
 pub mod error;
+mod lock;
 mod storage;
 
 pub use storage::S3Storage;
@@ -50,6 +51,11 @@ pub struct S3Config {
     pub part_size: u64,
     /// Parts of one upload sent at a time.
     pub part_concurrency: usize,
+    /// Key prefixes (relative to `prefix`) whose objects the caller writes exactly once. On a
+    /// bucket with object lock (hence versioning) reads of these keys take the key's *first*
+    /// version, so an overwrite (a new version put by someone holding write access) is never read;
+    /// [`ibs_storage::Storage::rewritten`] reports it.
+    pub write_once: Vec<String>,
 }
 
 /// The default signing region.
@@ -72,6 +78,7 @@ impl S3Config {
             multipart_threshold: 16 << 20,
             part_size: 16 << 20,
             part_concurrency: 4,
+            write_once: Vec::new(),
         }
     }
 

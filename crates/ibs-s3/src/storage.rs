@@ -2,6 +2,10 @@
 //! keys under the prefix (`PREFIX/packs/ab/…`); listing walks `ListObjectsV2` pages; `delete`
 //! checks existence first because S3 deletes of missing keys succeed and the contract says
 //! `NotFound`.
+//!
+//! On a bucket with object lock (see [`crate::lock`]) deletes remove object *versions* (a plain
+//! delete would only add a delete marker and free nothing), and reads of write-once keys take the
+//! key's first version.
 
 use crate::error::classify;
 use crate::{Addressing, S3Config, S3Credentials};
@@ -18,8 +22,10 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use ibs_storage::{
     check_deletable_foreign, Capabilities, ErrorKind, ForeignFile, ObjectInfo, ObjectKey, Result,
-    SpaceInfo, Storage, StorageError, TEMP_PREFIX,
+    Retention, SpaceInfo, Storage, StorageError, TEMP_PREFIX,
 };
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// S3 refuses parts below 5 MiB (except the last one).
@@ -29,10 +35,14 @@ const MAX_PARTS: u64 = 10_000;
 
 /// A bucket and prefix on an S3-compatible store.
 pub struct S3Storage {
-    client: Client,
-    config: S3Config,
+    pub(crate) client: Client,
+    pub(crate) config: S3Config,
     /// `prefix/`, or empty at the bucket's root.
-    root: String,
+    pub(crate) root: String,
+    /// Whether the bucket has object lock, once asked.
+    pub(crate) lock: OnceLock<bool>,
+    /// First version id of write-once keys already looked up (relative key → version id).
+    pub(crate) first: Mutex<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for S3Storage {
@@ -85,6 +95,8 @@ impl S3Storage {
             client: Client::from_conf(conf),
             config,
             root,
+            lock: OnceLock::new(),
+            first: Mutex::new(HashMap::new()),
         }
     }
 
@@ -122,7 +134,7 @@ impl S3Storage {
         Ok(out.contents().is_empty())
     }
 
-    fn full(&self, key: &str) -> String {
+    pub(crate) fn full(&self, key: &str) -> String {
         format!("{}{key}", self.root)
     }
 
@@ -149,13 +161,20 @@ impl S3Storage {
         Ok(out)
     }
 
-    async fn put_multipart(&self, key: &ObjectKey, data: Bytes) -> Result<()> {
+    async fn put_multipart(
+        &self,
+        key: &ObjectKey,
+        data: Bytes,
+        lock: Option<Retention>,
+    ) -> Result<()> {
         let full = self.full(key.as_str());
         let started = self
             .client
             .create_multipart_upload()
             .bucket(&self.config.bucket)
             .key(&full)
+            .set_object_lock_mode(lock.map(|r| crate::lock::mode(r.mode)))
+            .set_object_lock_retain_until_date(lock.map(|r| crate::lock::date(r.until)))
             .send()
             .await
             .map_err(|e| classify("put", Some(key.as_str()), e))?;
@@ -241,12 +260,37 @@ impl S3Storage {
         Ok(())
     }
 
+    /// Writes `key`, locked by `lock` if given.
+    pub(crate) async fn put_with(
+        &self,
+        key: &ObjectKey,
+        data: Bytes,
+        lock: Option<Retention>,
+    ) -> Result<()> {
+        if data.len() as u64 > self.config.multipart_threshold {
+            return self.put_multipart(key, data, lock).await;
+        }
+        self.client
+            .put_object()
+            .bucket(&self.config.bucket)
+            .key(self.full(key.as_str()))
+            .set_object_lock_mode(lock.map(|r| crate::lock::mode(r.mode)))
+            .set_object_lock_retain_until_date(lock.map(|r| crate::lock::date(r.until)))
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| classify("put", Some(key.as_str()), e))?;
+        Ok(())
+    }
+
     async fn read(&self, op: &'static str, key: &str, range: Option<String>) -> Result<Bytes> {
+        let version = self.read_version(op, key).await?;
         let out = self
             .client
             .get_object()
             .bucket(&self.config.bucket)
             .key(self.full(key))
+            .set_version_id(version)
             .set_range(range)
             .send()
             .await
@@ -265,11 +309,13 @@ impl S3Storage {
 
     /// Size and time of the S3 object at `rel` (relative to the root).
     async fn head(&self, op: &'static str, rel: &str) -> Result<(u64, Option<i64>)> {
+        let version = self.read_version(op, rel).await?;
         let out = self
             .client
             .head_object()
             .bucket(&self.config.bucket)
             .key(self.full(rel))
+            .set_version_id(version)
             .send()
             .await
             .map_err(|e| classify(op, Some(rel), e))?;
@@ -280,6 +326,9 @@ impl S3Storage {
     }
 
     async fn delete_raw(&self, op: &'static str, rel: &str) -> Result<()> {
+        if self.lock_enabled().await? {
+            return self.delete_versions(op, rel).await;
+        }
         // S3 answers a delete of a missing key with success; the contract wants NotFound.
         self.head(op, rel).await?;
         self.client
@@ -311,18 +360,7 @@ impl Storage for S3Storage {
     }
 
     async fn put(&self, key: &ObjectKey, data: Bytes) -> Result<()> {
-        if data.len() as u64 > self.config.multipart_threshold {
-            return self.put_multipart(key, data).await;
-        }
-        self.client
-            .put_object()
-            .bucket(&self.config.bucket)
-            .key(self.full(key.as_str()))
-            .body(ByteStream::from(data))
-            .send()
-            .await
-            .map_err(|e| classify("put", Some(key.as_str()), e))?;
-        Ok(())
+        self.put_with(key, data, None).await
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
@@ -478,6 +516,29 @@ impl Storage for S3Storage {
     async fn delete_foreign(&self, path: &str) -> Result<()> {
         check_deletable_foreign(path)?;
         self.delete_raw("delete_foreign", path).await
+    }
+
+    async fn object_lock_enabled(&self) -> Result<bool> {
+        self.lock_enabled().await
+    }
+
+    async fn put_locked(&self, key: &ObjectKey, data: Bytes, retention: Retention) -> Result<()> {
+        self.require_lock("put_locked", key).await?;
+        self.put_with(key, data, Some(retention)).await
+    }
+
+    async fn extend_lock(&self, key: &ObjectKey, retention: Retention) -> Result<()> {
+        self.require_lock("extend_lock", key).await?;
+        self.extend(key.as_str(), retention).await
+    }
+
+    async fn lock_until(&self, key: &ObjectKey) -> Result<Option<i64>> {
+        self.require_lock("lock_until", key).await?;
+        self.locked_until("lock_until", key.as_str()).await
+    }
+
+    async fn rewritten(&self, prefix: &str) -> Result<Vec<ObjectKey>> {
+        self.rewritten_keys(prefix).await
     }
 }
 

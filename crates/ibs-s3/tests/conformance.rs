@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use ibs_s3::{S3Config, S3Credentials, S3Storage};
-use ibs_storage::conformance::{foreign_files, run_all};
+use ibs_storage::conformance::{foreign_files, no_object_lock, object_lock, run_all};
 use ibs_storage::{AlertClass, ErrorKind, ObjectKey, Storage};
 use ibs_testing::rgw;
 
@@ -53,6 +53,65 @@ async fn rgw_bucket_with_a_prefix_passes_conformance() {
 async fn rgw_bucket_root_passes_conformance() {
     let (s, _) = storage("root", "").await;
     run_all(&s, 2 << 20).await;
+    no_object_lock(&s).await;
+}
+
+/// A bucket with object lock is versioned: deletes remove versions and the contract still holds;
+/// the lock clause holds with a lock of a few seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rgw_object_lock_bucket_passes_conformance_and_the_lock_clause() {
+    let bucket = rgw::lock_bucket("worm").await;
+    let s = S3Storage::new(
+        S3Config::new(&rgw::gateway().endpoint, &bucket, "r/MASBackup"),
+        &writer(),
+    );
+    run_all(&s, 20 << 20).await;
+    object_lock(&s, 3, ibs_storage::LockMode::Compliance).await;
+    object_lock(&s, 2, ibs_storage::LockMode::Governance).await;
+}
+
+/// On an object-lock bucket an overwrite adds a version on top; reads of write-once keys keep
+/// taking the first version and `rewritten` names the key. Other keys read their newest version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_once_keys_read_their_first_version_after_an_overwrite() {
+    let bucket = rgw::lock_bucket("first").await;
+    let mut config = S3Config::new(&rgw::gateway().endpoint, &bucket, "r");
+    config.write_once = vec!["packs/".into()];
+    let s = S3Storage::new(config, &writer());
+    let pack = ObjectKey::new("packs/ab/abcd").unwrap();
+    let other = ObjectKey::new("config").unwrap();
+    s.put(&pack, Bytes::from_static(b"the pack ibs wrote"))
+        .await
+        .unwrap();
+    s.put(&other, Bytes::from_static(b"config v1"))
+        .await
+        .unwrap();
+    assert!(s.rewritten("").await.unwrap().is_empty());
+    // The same bytes again (a retried put) is no rewrite.
+    s.put(&pack, Bytes::from_static(b"the pack ibs wrote"))
+        .await
+        .unwrap();
+    assert!(s.rewritten("packs/").await.unwrap().is_empty());
+    let gw = rgw::gateway();
+    let raw = rgw::client(gw, &gw.writer);
+    for (k, body) in [("r/packs/ab/abcd", "evil"), ("r/config", "config v2")] {
+        raw.put_object()
+            .bucket(&bucket)
+            .key(k)
+            .body(body.as_bytes().to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(&s.get(&pack).await.unwrap()[..], b"the pack ibs wrote");
+    assert_eq!(&s.get_range(&pack, 4, 4).await.unwrap()[..], b"pack");
+    assert_eq!(s.stat(&pack).await.unwrap().size, 18);
+    assert_eq!(&s.get(&other).await.unwrap()[..], b"config v2");
+    assert_eq!(s.rewritten("packs/").await.unwrap(), vec![pack.clone()]);
+    // A delete removes every version.
+    s.delete(&pack).await.unwrap();
+    assert_eq!(s.get(&pack).await.unwrap_err().kind, ErrorKind::NotFound);
+    assert!(s.rewritten("packs/").await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -437,3 +437,117 @@ async fn delete_all(s: &dyn Storage) {
         "after deleting everything the store lists empty"
     );
 }
+
+/// The object-lock clause (ADR 0035), for a location that enforces object lock (an S3 bucket
+/// created with it). `hold` is how long the lock of the test object lasts at first, in seconds
+/// (a few: the check waits for it to expire); `mode` the lock mode (ibs never bypasses a
+/// GOVERNANCE lock, so both modes refuse its deletes). Uses keys under `lock/`; leaves none behind.
+pub async fn object_lock(s: &dyn Storage, hold: i64, mode: crate::LockMode) {
+    use crate::{now_unix, Retention};
+    assert!(
+        s.object_lock_enabled().await.expect("object_lock_enabled"),
+        "object lock: the location must report object lock"
+    );
+    let k = key("lock/a");
+    let data = random_bytes(1000, 41);
+    let start = now_unix();
+    let lock = |until| Retention { mode, until };
+    s.put_locked(&k, data.clone(), lock(start + hold))
+        .await
+        .expect("put_locked");
+    assert_eq!(s.get(&k).await.expect("get a locked object"), data);
+    let until = s
+        .lock_until(&k)
+        .await
+        .expect("lock_until")
+        .expect("object lock: put_locked must lock the object");
+    assert!(
+        until >= start + hold - 1,
+        "object lock: locked until {until}, asked for {}",
+        start + hold
+    );
+    let e = s
+        .delete(&k)
+        .await
+        .expect_err("a locked object must not delete");
+    assert_eq!(
+        e.kind,
+        ErrorKind::Locked,
+        "object lock: refused delete kind: {e}"
+    );
+    assert_eq!(s.get(&k).await.expect("still there"), data);
+    // Extending never shortens.
+    s.extend_lock(&k, lock(start + 1))
+        .await
+        .expect("extend_lock to an earlier date is a no-op");
+    assert_eq!(s.lock_until(&k).await.unwrap(), Some(until));
+    s.extend_lock(&k, lock(start + hold + 2))
+        .await
+        .expect("extend_lock");
+    let longer = s.lock_until(&k).await.unwrap().unwrap();
+    assert!(longer > start + hold, "object lock: extended to {longer}");
+    let missing = key("lock/missing");
+    assert_eq!(
+        s.lock_until(&missing).await.unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        s.extend_lock(&missing, lock(start + hold))
+            .await
+            .unwrap_err()
+            .kind,
+        ErrorKind::NotFound
+    );
+    // An unlocked object on the same location deletes as usual.
+    let free = key("lock/free");
+    s.put(&free, Bytes::from_static(b"free")).await.unwrap();
+    s.delete(&free).await.expect("an unlocked object deletes");
+    assert_eq!(s.get(&free).await.unwrap_err().kind, ErrorKind::NotFound);
+    // Once the lock expired the object deletes, and is gone.
+    let deadline = longer + 30;
+    loop {
+        match s.delete(&k).await {
+            Ok(()) => break,
+            Err(e) if e.kind == ErrorKind::Locked && now_unix() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await
+            }
+            Err(e) => panic!("object lock: delete after the lock expired: {e}"),
+        }
+    }
+    assert_eq!(s.get(&k).await.unwrap_err().kind, ErrorKind::NotFound);
+    assert!(s.list("lock/").await.unwrap().is_empty());
+}
+
+/// The object-lock clause for a backend or location without object lock: it says so, and every
+/// lock operation is `Unsupported` (never a silent success).
+pub async fn no_object_lock(s: &dyn Storage) {
+    use crate::{LockMode, Retention};
+    assert!(!s.object_lock_enabled().await.expect("object_lock_enabled"));
+    assert!(s.lock_policy().is_none());
+    let k = key("nolock/a");
+    let r = Retention {
+        mode: LockMode::Compliance,
+        until: i64::MAX / 2,
+    };
+    let e = s
+        .put_locked(&k, Bytes::from_static(b"x"), r)
+        .await
+        .expect_err("put_locked without object lock");
+    assert_eq!(e.kind, ErrorKind::Unsupported, "{e}");
+    assert_eq!(
+        s.get(&k).await.unwrap_err().kind,
+        ErrorKind::NotFound,
+        "a refused put_locked writes nothing"
+    );
+    s.put(&k, Bytes::from_static(b"x")).await.unwrap();
+    assert_eq!(
+        s.extend_lock(&k, r).await.unwrap_err().kind,
+        ErrorKind::Unsupported
+    );
+    assert_eq!(
+        s.lock_until(&k).await.unwrap_err().kind,
+        ErrorKind::Unsupported
+    );
+    assert!(s.rewritten("").await.unwrap().is_empty());
+    s.delete(&k).await.unwrap();
+}

@@ -26,6 +26,11 @@ pub enum ErrorKind {
     Authentication,
     /// The request itself was wrong (bad key, read past the end).
     Invalid,
+    /// The object is under an object-lock retention or legal hold that has not expired: the store
+    /// refuses to delete it or to shorten its lock. Expected on WORM storage; not a fault.
+    Locked,
+    /// The backend does not offer the operation (object lock on a local folder or SMB share).
+    Unsupported,
     /// Anything else.
     Other,
 }
@@ -130,6 +135,16 @@ impl StorageError {
         Self::new(ErrorKind::NotFound, op, Some(key), "object not found")
     }
 
+    /// The operation is not offered by this backend (see [`ErrorKind::Unsupported`]).
+    pub fn unsupported(op: &'static str, key: Option<&str>) -> Self {
+        Self::new(
+            ErrorKind::Unsupported,
+            op,
+            key,
+            "this storage has no object lock",
+        )
+    }
+
     pub fn is_not_found(&self) -> bool {
         self.kind == ErrorKind::NotFound
     }
@@ -144,6 +159,8 @@ impl StorageError {
             ErrorKind::NotFound
             | ErrorKind::AlreadyExists
             | ErrorKind::Invalid
+            | ErrorKind::Locked
+            | ErrorKind::Unsupported
             | ErrorKind::Other => AlertClass::General,
         }
     }

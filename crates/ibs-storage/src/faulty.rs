@@ -306,4 +306,28 @@ impl Storage for FaultyStorage {
     async fn delete_foreign(&self, path: &str) -> Result<()> {
         self.inner.delete_foreign(path).await
     }
+
+    async fn object_lock_enabled(&self) -> Result<bool> {
+        self.inner.object_lock_enabled().await
+    }
+
+    fn lock_policy(&self) -> Option<crate::LockPolicy> {
+        self.inner.lock_policy()
+    }
+
+    async fn put_locked(&self, key: &ObjectKey, data: Bytes, r: crate::Retention) -> Result<()> {
+        self.inner.put_locked(key, data, r).await
+    }
+
+    async fn extend_lock(&self, key: &ObjectKey, r: crate::Retention) -> Result<()> {
+        self.inner.extend_lock(key, r).await
+    }
+
+    async fn lock_until(&self, key: &ObjectKey) -> Result<Option<i64>> {
+        self.inner.lock_until(key).await
+    }
+
+    async fn rewritten(&self, prefix: &str) -> Result<Vec<ObjectKey>> {
+        self.inner.rewritten(prefix).await
+    }
 }

@@ -15,6 +15,7 @@
 mod error;
 mod key;
 mod local;
+mod lock;
 mod retry;
 mod throttle;
 mod timeout;
@@ -29,6 +30,7 @@ pub mod memory;
 pub use error::{AlertClass, ErrorKind, StorageError};
 pub use key::{ObjectKey, TEMP_PREFIX};
 pub use local::LocalStorage;
+pub use lock::{now_unix, LockMode, LockPolicy, LockedWrites, Retention, DEFAULT_LOCK_MARGIN};
 pub use retry::{RetryPolicy, RetryStorage};
 pub use throttle::{Bucket, Limits, PaceClock, ThrottleStorage, TokioPaceClock, BURST_SECONDS};
 pub use timeout::{OpTimeouts, TimeoutStorage};
@@ -180,6 +182,47 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Deletes one file returned by [`Storage::list_foreign`]. A path that fails
     /// [`is_deletable_foreign`] is `Invalid`; a missing file is `NotFound`.
     async fn delete_foreign(&self, path: &str) -> Result<()>;
+
+    // Object lock (WORM retention), an optional capability (ADR 0035, `docs/design/storage-
+    // contract.md` "Object lock"). Backends without it keep the defaults: no lock, every lock
+    // operation `Unsupported`. Decorators forward all of them.
+
+    /// Whether the location enforces object lock (an S3 bucket created with object lock). Asked
+    /// once when a location is opened.
+    async fn object_lock_enabled(&self) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// The lock every `put` through this handle gives its object ([`LockedWrites`]); `None` when
+    /// writes are not locked.
+    fn lock_policy(&self) -> Option<LockPolicy> {
+        None
+    }
+
+    /// [`Storage::put`], with the new object locked by `retention`.
+    async fn put_locked(&self, key: &ObjectKey, _data: Bytes, _retention: Retention) -> Result<()> {
+        Err(StorageError::unsupported("put_locked", Some(key.as_str())))
+    }
+
+    /// Makes the object's lock last at least until `retention.until`. Never shortens a lock: a
+    /// lock that already lasts longer is left as it is. A missing object is `NotFound`.
+    async fn extend_lock(&self, key: &ObjectKey, _retention: Retention) -> Result<()> {
+        Err(StorageError::unsupported("extend_lock", Some(key.as_str())))
+    }
+
+    /// Until when (Unix seconds) the object is locked: `None` when it is not locked, `i64::MAX`
+    /// for a legal hold. A missing object is `NotFound`.
+    async fn lock_until(&self, key: &ObjectKey) -> Result<Option<i64>> {
+        Err(StorageError::unsupported("lock_until", Some(key.as_str())))
+    }
+
+    /// Keys under `prefix` whose history on a versioned store shows a write after the first one
+    /// (an overwrite or a delete marker). ibs writes each such key once, so any of them is
+    /// tampering; readers of a versioned store read the first version (see the S3 backend).
+    /// Backends without history return an empty list.
+    async fn rewritten(&self, _prefix: &str) -> Result<Vec<ObjectKey>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Shared handle used across the engine.

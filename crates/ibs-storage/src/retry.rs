@@ -125,4 +125,31 @@ impl Storage for RetryStorage {
         self.run("delete_foreign", || self.inner.delete_foreign(path))
             .await
     }
+
+    async fn object_lock_enabled(&self) -> Result<bool> {
+        self.run("object_lock_enabled", || self.inner.object_lock_enabled())
+            .await
+    }
+
+    fn lock_policy(&self) -> Option<crate::LockPolicy> {
+        self.inner.lock_policy()
+    }
+
+    async fn put_locked(&self, key: &ObjectKey, data: Bytes, r: crate::Retention) -> Result<()> {
+        self.run("put_locked", || self.inner.put_locked(key, data.clone(), r))
+            .await
+    }
+
+    async fn extend_lock(&self, key: &ObjectKey, r: crate::Retention) -> Result<()> {
+        self.run("extend_lock", || self.inner.extend_lock(key, r))
+            .await
+    }
+
+    async fn lock_until(&self, key: &ObjectKey) -> Result<Option<i64>> {
+        self.run("lock_until", || self.inner.lock_until(key)).await
+    }
+
+    async fn rewritten(&self, prefix: &str) -> Result<Vec<ObjectKey>> {
+        self.run("rewritten", || self.inner.rewritten(prefix)).await
+    }
 }

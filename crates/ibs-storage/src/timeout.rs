@@ -167,4 +167,37 @@ impl Storage for TimeoutStorage {
         self.run("delete_foreign", Some(path), self.limits.metadata, f)
             .await
     }
+
+    async fn object_lock_enabled(&self) -> Result<bool> {
+        let f = self.inner.object_lock_enabled();
+        self.run("object_lock_enabled", None, self.limits.metadata, f)
+            .await
+    }
+
+    fn lock_policy(&self) -> Option<crate::LockPolicy> {
+        self.inner.lock_policy()
+    }
+
+    async fn put_locked(&self, key: &ObjectKey, data: Bytes, r: crate::Retention) -> Result<()> {
+        let k = Some(key.as_str());
+        let f = self.inner.put_locked(key, data, r);
+        self.run("put_locked", k, self.limits.data, f).await
+    }
+
+    async fn extend_lock(&self, key: &ObjectKey, r: crate::Retention) -> Result<()> {
+        let k = Some(key.as_str());
+        let f = self.inner.extend_lock(key, r);
+        self.run("extend_lock", k, self.limits.metadata, f).await
+    }
+
+    async fn lock_until(&self, key: &ObjectKey) -> Result<Option<i64>> {
+        let k = Some(key.as_str());
+        let f = self.inner.lock_until(key);
+        self.run("lock_until", k, self.limits.metadata, f).await
+    }
+
+    async fn rewritten(&self, prefix: &str) -> Result<Vec<ObjectKey>> {
+        let f = self.inner.rewritten(prefix);
+        self.run("rewritten", None, self.limits.listing, f).await
+    }
 }

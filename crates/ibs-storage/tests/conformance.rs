@@ -1,7 +1,7 @@
 //! Every in-tree backend that needs no server passes the conformance suite; the decorators pass it too
 //! when they inject nothing.
 
-use ibs_storage::conformance::{foreign_files, run_all};
+use ibs_storage::conformance::{foreign_files, no_object_lock, run_all};
 use ibs_storage::faulty::{Fault, FaultyStorage, Op};
 use ibs_storage::memory::MemoryStorage;
 use ibs_storage::{ErrorKind, LocalStorage, ObjectKey, RetryPolicy, RetryStorage, Storage};
@@ -13,6 +13,7 @@ async fn local_folder_passes_conformance() {
     let dir = tempfile::tempdir().unwrap();
     let s = LocalStorage::open(dir.path()).unwrap();
     run_all(&s, 24 << 20).await;
+    no_object_lock(&s).await;
     let root = dir.path().to_path_buf();
     foreign_files(&s, &|rel, data| {
         let p = root.join(rel);
@@ -44,13 +45,16 @@ async fn local_delete_foreign_never_leaves_the_folder() {
 #[tokio::test]
 async fn memory_passes_conformance() {
     run_all(&MemoryStorage::new(), 4 << 20).await;
+    no_object_lock(&MemoryStorage::new()).await;
 }
 
 #[tokio::test]
 async fn retry_and_faulty_decorators_pass_conformance_when_idle() {
     let inner: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
     let faulty: Arc<dyn Storage> = Arc::new(FaultyStorage::new(inner));
-    run_all(&RetryStorage::new(faulty, RetryPolicy::default()), 1 << 20).await;
+    let s = RetryStorage::new(faulty, RetryPolicy::default());
+    run_all(&s, 1 << 20).await;
+    no_object_lock(&s).await;
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //!
 //! Enabled by the `rgw` feature, so only the crates whose tests speak S3 build the SDK here.
 
+pub use aws_sdk_s3;
 use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation};
 use std::path::PathBuf;
 use std::process::Command;
@@ -156,6 +157,70 @@ pub fn client(gw: &Gateway, keys: &Keys) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
+/// A bucket name `ibs-TAG-PID-RANDOM`.
+fn bucket_name(tag: &str) -> String {
+    let tag: String = tag
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(24)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    format!(
+        "ibs-{tag}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// A fresh bucket with object lock enabled (hence versioned) owned by the writer user, without a
+/// default retention; returns its name.
+pub async fn lock_bucket(tag: &str) -> String {
+    let gw = gateway();
+    let name = bucket_name(tag);
+    client(gw, &gw.writer)
+        .create_bucket()
+        .bucket(&name)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create object-lock bucket {name}: {e:?}"));
+    name
+}
+
+/// The append-only bucket policy of the operator guide (`docs/policies/s3-append-only-bucket-
+/// policy.json`) for `bucket` on the test gateway's users.
+pub fn append_only_policy(bucket: &str) -> String {
+    let path = crate::workspace_root().join("docs/policies/s3-append-only-bucket-policy.json");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .replace("${BUCKET}", bucket)
+        .replace("${WRITER}", "arn:aws:iam:::user/writer")
+        .replace("${MAINTENANCE}", "arn:aws:iam:::user/maintenance")
+}
+
+/// The ransomware-resistant setup of the operator guide: a fresh bucket with object lock, owned
+/// by the maintenance user, with the append-only policy for the writer user; returns its name.
+pub async fn append_only_bucket(tag: &str) -> String {
+    let gw = gateway();
+    let name = bucket_name(tag);
+    let maint = client(gw, &gw.maintenance);
+    maint
+        .create_bucket()
+        .bucket(&name)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create object-lock bucket {name}: {e:?}"));
+    maint
+        .put_bucket_policy()
+        .bucket(&name)
+        .policy(append_only_policy(&name))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("put the append-only policy on {name}: {e:?}"));
+    name
+}
+
 /// A fresh, empty bucket `ibs-TAG-PID-RANDOM` on the shared gateway, owned by the writer user;
 /// returns its name.
 pub async fn bucket(tag: &str) -> String {
@@ -164,17 +229,7 @@ pub async fn bucket(tag: &str) -> String {
 
 /// [`bucket`] on any gateway.
 pub async fn bucket_on(gw: &Gateway, tag: &str) -> String {
-    let tag: String = tag
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .take(24)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    let name = format!(
-        "ibs-{tag}-{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    );
+    let name = bucket_name(tag);
     client(gw, &gw.writer)
         .create_bucket()
         .bucket(&name)

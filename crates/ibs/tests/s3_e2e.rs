@@ -283,10 +283,51 @@ fn radosgw_stopped_mid_backup_fails_it_as_connectivity_and_loses_nothing() {
 /// is saved; a backup then goes to the bucket.
 #[test]
 fn the_controller_takes_an_s3_location_after_the_accessibility_test() {
-    use common::daemon::{free_port, last_line, statuses, Server};
     let gw = rgw::gateway();
     let bucket = block_on(rgw::bucket("ctl"));
     let loc = location(gw, &bucket, "ctl");
+    controller_backs_up_to(gw, &bucket, &loc);
+}
+
+/// The ransomware-resistant setup through the controller (ADR 0035): a bucket with object lock
+/// and the append-only policy, the writer key only. The accessibility test passes (the policy lets
+/// the writer remove its probe), backups succeed, and what they write is locked in COMPLIANCE mode.
+#[test]
+fn the_controller_backs_up_with_an_append_only_key_to_an_object_lock_bucket() {
+    let gw = rgw::gateway();
+    let bucket = block_on(rgw::append_only_bucket("ctlworm"));
+    let loc = format!(
+        "{}?lock_retention=1h&lock_margin=0s",
+        location(gw, &bucket, "ctl")
+    );
+    controller_backs_up_to(gw, &bucket, &loc);
+    let pack = keys_in(gw, &bucket)
+        .into_iter()
+        .find(|k| k.starts_with("ctl/MASBackup/packs/"))
+        .unwrap();
+    let head = block_on(
+        rgw::client(gw, &gw.maintenance)
+            .head_object()
+            .bucket(&bucket)
+            .key(&pack)
+            .send(),
+    )
+    .unwrap();
+    assert_eq!(
+        head.object_lock_mode().map(|m| m.as_str()),
+        Some("COMPLIANCE"),
+        "{pack} is locked"
+    );
+    assert!(
+        keys_in(gw, &bucket)
+            .iter()
+            .all(|k| !k.contains("ibs-probe-")),
+        "the accessibility probe was removed"
+    );
+}
+
+fn controller_backs_up_to(gw: &Gateway, bucket: &str, loc: &str) {
+    use common::daemon::{free_port, last_line, statuses, Server};
     let tmp = tempfile::tempdir().unwrap();
     let sample = tmp.path().join("sample");
     std::fs::create_dir_all(&sample).unwrap();
@@ -307,7 +348,7 @@ fn the_controller_takes_an_s3_location_after_the_accessibility_test() {
     });
     let set = |secret: &str| {
         s.ibs(
-            &["location", "set", "--path", &loc],
+            &["location", "set", "--path", loc],
             &[
                 ("AWS_ACCESS_KEY_ID", &gw.writer.access_key),
                 ("AWS_SECRET_ACCESS_KEY", secret),
@@ -329,7 +370,7 @@ fn the_controller_takes_an_s3_location_after_the_accessibility_test() {
         String::from_utf8_lossy(&out.stderr)
     );
     let shown = s.json(&["location", "show"]);
-    assert_eq!(shown["path"], serde_json::Value::String(loc.clone()));
+    assert_eq!(shown["path"], serde_json::Value::String(loc.to_owned()));
     assert!(!shown.to_string().contains(&gw.writer.secret_key));
     let end = std::time::Instant::now() + std::time::Duration::from_secs(90);
     let out = loop {
@@ -347,7 +388,7 @@ fn the_controller_takes_an_s3_location_after_the_accessibility_test() {
     let id = last_line(&out);
     assert_eq!(s.json(&["backup", "show", &id])["status"], "Succeeded");
     assert!(
-        keys_in(gw, &bucket)
+        keys_in(gw, bucket)
             .iter()
             .any(|k| k.starts_with("ctl/MASBackup/packs/")),
         "the backup's packs are in the bucket"

@@ -75,6 +75,15 @@ async fn run(ctx: &JobContext) -> Result<usize, String> {
         .map_err(|e| e.to_string())?
         .retention_days;
     let (repo, state) = ctx.open_repository(false).await.map_err(|f| f.message)?;
+    // On object-lock storage the location's lock must cover the retention (ADR 0035).
+    if let Some(p) = repo.storage().lock_policy() {
+        if p.retention.as_secs() < days as u64 * 86_400 {
+            tracing::warn!(
+                "retention: the location locks objects for {} s (lock_retention), less than the {days} days backups are kept; raise lock_retention",
+                p.retention.as_secs()
+            );
+        }
+    }
     let db = &ctx.db;
     let mut jobs = db
         .jobs(Some(JobKind::Backup), MAX_BACKUP_RECORDS)
@@ -96,7 +105,7 @@ async fn run(ctx: &JobContext) -> Result<usize, String> {
         .await
         .map_err(|e| format!("forget: {e}"))?;
     let expected = expected_backups(&jobs, &repo.config().id);
-    ibs_engine::retention::prune(
+    let plan = ibs_engine::retention::prune(
         &repo,
         &state,
         PruneOptions {
@@ -109,6 +118,21 @@ async fn run(ctx: &JobContext) -> Result<usize, String> {
     )
     .await
     .map_err(|e| format!("prune: {e}"))?;
+    // On object-lock storage (ADR 0035) what is still locked stays until a later cleanup; with an
+    // append-only writer key nothing can be deleted here: prune runs with the maintenance key
+    // (`ibs repo prune` on a trusted host).
+    if !plan.refused.is_empty() {
+        tracing::warn!(
+            "retention: the storage refused {} deletes (this key may not delete); run `ibs repo prune` with the maintenance credential",
+            plan.refused.len()
+        );
+    }
+    if !plan.locked.is_empty() {
+        tracing::info!(
+            "retention: {} objects are still under object lock and stay until a later cleanup",
+            plan.locked.len()
+        );
+    }
     ctx.record_capacity(repo.storage()).await;
     Ok(remove.len())
 }

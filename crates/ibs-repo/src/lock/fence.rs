@@ -194,4 +194,39 @@ impl Storage for FencedStorage {
         self.gate("delete_foreign", Some(path))?;
         self.inner.delete_foreign(path).await
     }
+
+    async fn object_lock_enabled(&self) -> ibs_storage::Result<bool> {
+        self.inner.object_lock_enabled().await
+    }
+
+    fn lock_policy(&self) -> Option<ibs_storage::LockPolicy> {
+        self.inner.lock_policy()
+    }
+
+    async fn put_locked(
+        &self,
+        key: &ObjectKey,
+        data: Bytes,
+        r: ibs_storage::Retention,
+    ) -> ibs_storage::Result<()> {
+        self.gate("put", Some(key.as_str()))?;
+        self.inner.put_locked(key, data, r).await
+    }
+
+    async fn extend_lock(
+        &self,
+        key: &ObjectKey,
+        r: ibs_storage::Retention,
+    ) -> ibs_storage::Result<()> {
+        self.gate("extend_lock", Some(key.as_str()))?;
+        self.inner.extend_lock(key, r).await
+    }
+
+    async fn lock_until(&self, key: &ObjectKey) -> ibs_storage::Result<Option<i64>> {
+        self.inner.lock_until(key).await
+    }
+
+    async fn rewritten(&self, prefix: &str) -> ibs_storage::Result<Vec<ObjectKey>> {
+        self.inner.rewritten(prefix).await
+    }
 }

@@ -36,6 +36,12 @@ pub(super) async fn forget(ctx: &Ctx, loc: Location, keep_days: u32, dry_run: bo
             plan.remove.len(),
             plan.keep.len()
         );
+        if !plan.locked.is_empty() {
+            outln!(
+                "{} forgotten backups stay on storage until their object lock expires (or the key may not delete); a later forget removes them",
+                plan.locked.len()
+            );
+        }
     }
     Ok(exit::OK)
 }
@@ -104,6 +110,26 @@ pub(super) async fn prune(
         for d in &plan.damaged {
             errln!("warning: pack {d} is damaged and was not repacked; run `ibs repo check --read-data`");
         }
+        if plan.locks_checked > 0 {
+            outln!(
+                "object lock: made sure {} objects stay locked as long as kept backups need them",
+                plan.locks_checked
+            );
+        }
+        if !plan.locked.is_empty() || !plan.kept_for_index.is_empty() {
+            outln!(
+                "kept {} objects whose object lock has not expired (and {} packs a locked index segment names); a later prune removes them",
+                plan.locked.len(),
+                plan.kept_for_index.len()
+            );
+        }
+    }
+    if !plan.refused.is_empty() {
+        errln!(
+            "warning: the storage refused to delete {} objects (access denied): this key may not delete; run prune with the maintenance credential",
+            plan.refused.len()
+        );
+        return Ok(exit::PARTIAL);
     }
     Ok(exit::OK)
 }
