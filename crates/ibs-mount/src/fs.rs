@@ -116,7 +116,7 @@ impl BackupFs {
         st.table.get(ino).map(|n| n.attr).ok_or(Errno::ENOENT)
     }
 
-    fn entry<'s>(st: &'s State, ino: u64) -> Result<&'s TreeEntry, Errno> {
+    fn entry(st: &State, ino: u64) -> Result<&TreeEntry, Errno> {
         match st.table.get(ino).map(|n| &n.body) {
             Some(Body::Entry(e)) => Ok(e),
             Some(_) => Err(Errno::ENODATA),

@@ -420,7 +420,7 @@ pub enum RepoCmd {
     /// Show every backup as a read-only folder (FUSE) at MOUNTPOINT:
     /// MOUNTPOINT/<backup id>/<source>/<path>, and MOUNTPOINT/latest for the newest backup. Stays
     /// in the foreground until Ctrl-C, SIGTERM or `umount MOUNTPOINT`, then unmounts. Holds a
-    /// shared repository lock meanwhile (backups, forget and prune wait for it).
+    /// shared repository lock meanwhile: backups, forget and prune cannot run until then.
     Mount {
         #[command(flatten)]
         loc: Location,

@@ -53,7 +53,7 @@ pub(super) async fn mount(
             mountpoint.display()
         );
         outln!(
-            "Ctrl-C or `umount {}` unmounts; backups, forget and prune wait until then",
+            "Ctrl-C or `umount {}` unmounts; backups, forget and prune cannot run until then",
             mountpoint.display()
         );
     }
