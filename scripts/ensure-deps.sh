@@ -4,8 +4,10 @@
 # libcap2-bin (setcap/getcap) for the metadata-fidelity tests, Ceph's monitor, OSD, RADOS Gateway and
 # CLI plus curl (the S3 tests run a throw-away cluster on loopback, scripts/ceph-rgw.sh), chromium,
 # chromium-driver and selenium (PyPI) for the web console's browser tests, and openapi-spec-validator
-# (PyPI) for the API document's test, and systemd-analyze (the service unit's check). Exits non-zero, loudly, if anything
-# cannot be installed: a missing dependency is a failure, never a skip.
+# (PyPI) for the API document's test, and systemd-analyze (the service unit's check), fuse3
+# (fusermount3, for `ibs repo mount`'s test), dpkg-dev and cargo-deb (the Debian package's test).
+# Exits non-zero, loudly, if anything cannot be installed: a missing dependency is a failure, never
+# a skip.
 set -euo pipefail
 
 need=()
@@ -25,6 +27,10 @@ command -v ceph >/dev/null || need+=(ceph-common)
 command -v curl >/dev/null || need+=(curl)
 # The service unit's test runs `systemd-analyze verify` (no systemd needs to run).
 command -v systemd-analyze >/dev/null || need+=(systemd)
+# `ibs repo mount` (FUSE): fusermount3 mounts for non-root users; the test needs it and /dev/fuse.
+command -v fusermount3 >/dev/null || need+=(fuse3)
+# cargo-deb reads the package's library dependencies with dpkg-shlibdeps.
+command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "ensure-deps: installing ${need[*]}"
@@ -43,8 +49,15 @@ if ! command -v openapi-spec-validator >/dev/null; then
   echo "ensure-deps: installing openapi-spec-validator (pip)"
   python3 -m pip install --quiet 'openapi-spec-validator>=0.7,<1'
 fi
+# The Debian package is built with cargo-deb (packaging/build-deb.sh); it compiles in a few minutes,
+# once per machine.
+if ! command -v cargo-deb >/dev/null; then
+  echo "ensure-deps: installing cargo-deb (cargo install), for the Debian package's test"
+  cargo install cargo-deb --locked --version 3.8.0 --quiet
+fi
 for tool in openssl smbd smbclient setfacl getfacl setcap getcap ceph-mon ceph-osd radosgw radosgw-admin \
-    ceph curl chromium chromedriver systemd-analyze openapi-spec-validator; do
+    ceph curl chromium chromedriver systemd-analyze openapi-spec-validator fusermount3 dpkg-shlibdeps \
+    cargo-deb setpriv; do
   command -v "$tool" >/dev/null || { echo "ensure-deps: $tool is still missing" >&2; exit 1; }
 done
 cargo fmt --version >/dev/null

@@ -6,7 +6,12 @@
 //! The blocking calls ([`Reader::walk`], [`Reader::read_file`]) must run on a non-runtime thread
 //! (e.g. `tokio::task::spawn_blocking`): they wait for the runtime the reader was opened on. A caller
 //! that wants the packs it reads kept from a concurrent prune holds a shared repository lock while
-//! it browses.
+//! it browses. [`FileCursor`] ([`Reader::open_file`], [`Reader::read_at`]) reads a file at any
+//! offset, for `ibs repo mount`.
+
+mod cursor;
+
+pub use cursor::FileCursor;
 
 use crate::chunkread::{read_chunks, KeyCache};
 use crate::{EngineError, RestoreError};

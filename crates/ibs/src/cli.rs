@@ -434,6 +434,19 @@ pub enum RepoCmd {
         #[command(flatten)]
         unlock: UnlockArgs,
     },
+    /// Show every backup as a read-only folder (FUSE) at MOUNTPOINT:
+    /// MOUNTPOINT/<backup id>/<source>/<path>, and MOUNTPOINT/latest for the newest backup. Stays
+    /// in the foreground until Ctrl-C, SIGTERM or `umount MOUNTPOINT`, then unmounts. Holds a
+    /// shared repository lock meanwhile: backups, forget and prune cannot run until then.
+    Mount {
+        #[command(flatten)]
+        loc: Location,
+        /// An existing, empty folder to mount on.
+        #[arg(value_name = "MOUNTPOINT")]
+        mountpoint: PathBuf,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
     /// Rebuild this machine's writer state from the repository and the .pfx (or legacy key file).
     Adopt {
         #[command(flatten)]

@@ -4,6 +4,7 @@ mod browse;
 mod dump;
 mod keys;
 mod maintain;
+mod mount;
 
 use crate::cli::{Location, RepoArgs, RepoCmd, UnlockArgs};
 use crate::cmd_keys::load_cert;
@@ -216,6 +217,11 @@ pub async fn run(args: RepoArgs, json: bool, quiet: bool) -> Result<i32> {
             b,
             unlock: u,
         } => dump::diff(&ctx, loc, a, b, u).await,
+        RepoCmd::Mount {
+            loc,
+            mountpoint,
+            unlock: u,
+        } => mount::mount(&ctx, loc, mountpoint, u).await,
     }
 }
 

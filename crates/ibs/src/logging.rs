@@ -21,8 +21,10 @@ pub enum LogFormat {
 
 /// Installs the global subscriber.
 pub fn init(default_level: &str, format: LogFormat) {
+    // fuser (`ibs repo mount`) logs its own housekeeping at warn (e.g. a second unmount of a
+    // mount already gone); only its errors are the operator's business.
     let filter = tracing_subscriber::EnvFilter::try_from_env("IBS_LOG")
-        .unwrap_or_else(|_| default_level.into());
+        .unwrap_or_else(|_| format!("{default_level},fuser=error").into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

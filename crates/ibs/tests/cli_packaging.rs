@@ -189,7 +189,7 @@ fn systemd_analyze_verify_accepts_the_unit() {
     assert!(found.status.success());
     let dir = tempfile::tempdir().unwrap();
     let unit = dir.path().join("ibs.service");
-    std::fs::write(&unit, unit_text().replace("/usr/local/bin/ibs", ibs_bin())).unwrap();
+    std::fs::write(&unit, unit_text().replace("/usr/bin/ibs", ibs_bin())).unwrap();
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(&unit)
