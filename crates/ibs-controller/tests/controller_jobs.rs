@@ -100,7 +100,7 @@ async fn restore_files_and_command_components_and_exclusion() {
     let mut wrong = req(None, out_dir.path().join("x"));
     wrong.pfx_password = "nope".into();
     assert!(
-        matches!(t.ctl.start_restore(&b.id, wrong, "admin").await, Err(ControllerError::Invalid { ref field, .. }) if field == "pfx")
+        matches!(t.ctl.start_restore(&b.id, wrong, "admin").await, Err(ControllerError::Invalid { ref field, .. }) if field == "pfx_password")
     );
     assert!(matches!(
         t.ctl

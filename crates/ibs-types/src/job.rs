@@ -112,7 +112,8 @@ pub struct BackupMetadata {
     pub format_revision: u32,
 }
 
-/// Live progress of a running job (from `ibs_engine::Progress`).
+/// Live progress of a running job (from `ibs_engine::Progress`); a finished restore keeps its final
+/// counts (the files and bytes it restored).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema, Default)]
 pub struct JobProgress {
     pub bytes_done: u64,
@@ -147,6 +148,10 @@ pub struct Job {
     pub error: Option<String>,
     /// The alert class of a failure (`capacity`, `connectivity`, `path`, `authentication`, `general`).
     pub alert_class: Option<String>,
+    /// A failure that is a refusal rather than a fault: set instead of `alert_class` (and raising
+    /// no alert) when the job refused to act, e.g. a restore whose target holds files that differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<JobErrorCode>,
     /// The repository backup id (the manifest name) once committed.
     pub backup_id: Option<String>,
     /// The id of the repository the backup was committed to (absent in records older than it).
@@ -170,6 +175,16 @@ pub struct Job {
     /// older server major version, or a backup from a newer build restored with `allow_newer`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// Why a job refused to act. Clients map it like the HTTP status it stands for
+/// (`conflict`: 409, the CLI's exit code 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobErrorCode {
+    /// A restore target holds a file that differs from the backup's and `force` (`--overwrite`)
+    /// was not given; `error` names the first such file. Nothing was written.
+    Conflict,
 }
 
 /// Why a backup is marked Corrupted.
@@ -228,6 +243,7 @@ impl Job {
             progress: None,
             error: None,
             alert_class: None,
+            error_code: None,
             backup_id: None,
             repository_id: None,
             source_job: None,
