@@ -63,7 +63,16 @@ fn first_run_log_pipes_json_errors_exit_codes_and_restore_overwrite() {
     let id = list[0]["id"].as_str().unwrap().to_string();
 
     // The banner: every URL it prints answers, and the hint names a command that runs.
-    let log = std::fs::read_to_string(Server::log_path(&data, port)).unwrap();
+    // The job's end is logged just after its record is written: wait for that line.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let log = loop {
+        let log = std::fs::read_to_string(Server::log_path(&data, port)).unwrap();
+        if log.lines().any(|l| l.contains("job ended") && l.contains(&id)) {
+            break log;
+        }
+        assert!(std::time::Instant::now() < end, "no job end line:\n{log}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     let banner = log
         .lines()
         .find(|l| l.starts_with("ibs controller:"))
