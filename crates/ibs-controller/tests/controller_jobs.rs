@@ -29,7 +29,7 @@ async fn failing_command_gives_partial_success_and_recovery_readiness() {
     assert_eq!(export.status, JobStatus::Failed);
     assert!(export.message.as_deref().unwrap().contains("exited"));
     assert!(
-        j.is_cloud_recovery_ready,
+        j.recovery_ready,
         "the failed component is not essential"
     );
     assert!(t.ctl.alerts().is_open(AlertKind::PartialSucceeded).unwrap());
@@ -45,7 +45,7 @@ async fn failing_command_gives_partial_success_and_recovery_readiness() {
         .unwrap();
     let (j, h) = t.ctl.start_backup().unwrap();
     h.await.unwrap();
-    assert!(!t.ctl.job(&j.id).unwrap().is_cloud_recovery_ready);
+    assert!(!t.ctl.job(&j.id).unwrap().recovery_ready);
 }
 
 #[tokio::test(flavor = "multi_thread")]

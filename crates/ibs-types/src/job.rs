@@ -142,7 +142,12 @@ pub struct Job {
     pub bytes_read: u64,
     pub bytes_stored: u64,
     pub certificate_thumbprint: Option<String>,
-    pub is_cloud_recovery_ready: bool,
+    /// Every component marked `essential_for_recovery` succeeded: the backup can rebuild the
+    /// deployment (`ibs recover`). The same name as the repository catalog's `recovery_ready`
+    /// and the CLI's RECOVERY-READY column; records stored before the rename used
+    /// `is_cloud_recovery_ready`, still read.
+    #[serde(alias = "is_cloud_recovery_ready")]
+    pub recovery_ready: bool,
     pub progress: Option<JobProgress>,
     /// Why the job failed or was skipped (never contains a secret).
     pub error: Option<String>,
@@ -239,7 +244,7 @@ impl Job {
             bytes_read: 0,
             bytes_stored: 0,
             certificate_thumbprint: None,
-            is_cloud_recovery_ready: false,
+            recovery_ready: false,
             progress: None,
             error: None,
             alert_class: None,
@@ -253,5 +258,35 @@ impl Job {
             metadata: None,
             warnings: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_stored_before_the_rename_read_recovery_ready_and_no_error_code() {
+        let mut old = serde_json::to_value(Job::new(
+            "j".into(),
+            JobKind::Backup,
+            Trigger::OnDemand,
+            JobStatus::Succeeded,
+            1,
+        ))
+        .unwrap();
+        let o = old.as_object_mut().unwrap();
+        o.remove("recovery_ready");
+        o.remove("error_code");
+        o.insert("is_cloud_recovery_ready".into(), true.into());
+        let j: Job = serde_json::from_value(old).unwrap();
+        assert!(j.recovery_ready);
+        assert_eq!(j.error_code, None);
+        let v = serde_json::to_value(&j).unwrap();
+        assert_eq!(v["recovery_ready"], true);
+        assert!(v.get("is_cloud_recovery_ready").is_none() && v.get("error_code").is_none());
+        let mut j = j;
+        j.error_code = Some(JobErrorCode::Conflict);
+        assert_eq!(serde_json::to_value(&j).unwrap()["error_code"], "conflict");
     }
 }

@@ -143,7 +143,7 @@ fn location(a: LocationArgs, json: bool) -> Result<i32> {
         vec!["frequency".into(), count(v.frequency_hours, "hour")],
         vec!["retention".into(), count(v.retention_days, "day")],
         vec![
-            "scheduler".into(),
+            "scheduler enabled".into(),
             if v.scheduler_enabled { "on" } else { "OFF" }.into(),
         ],
         vec![
@@ -230,8 +230,8 @@ pub(crate) fn show_job(j: &Job) {
             j.certificate_thumbprint.clone().unwrap_or("-".into()),
         ],
         vec![
-            "cloud recovery ready".into(),
-            j.is_cloud_recovery_ready.to_string(),
+            "recovery ready".into(),
+            j.recovery_ready.to_string(),
         ],
         vec![
             "repository backup".into(),
