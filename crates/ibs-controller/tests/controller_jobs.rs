@@ -28,10 +28,7 @@ async fn failing_command_gives_partial_success_and_recovery_readiness() {
     let export = j.components.iter().find(|c| c.name == "export").unwrap();
     assert_eq!(export.status, JobStatus::Failed);
     assert!(export.message.as_deref().unwrap().contains("exited"));
-    assert!(
-        j.recovery_ready,
-        "the failed component is not essential"
-    );
+    assert!(j.recovery_ready, "the failed component is not essential");
     assert!(t.ctl.alerts().is_open(AlertKind::PartialSucceeded).unwrap());
 
     t.ctl

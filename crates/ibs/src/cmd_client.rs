@@ -16,9 +16,9 @@ use anyhow::{Context, Result};
 use base64::Engine as _;
 use ibs_engine::Progress;
 use ibs_types::{
-    Alert, BeginMaintenance, EndMaintenance, Job, JobErrorCode, JobProgress, JobStatus, LocationUpdate,
-    LocationView, Maintenance, PfxBody, PruneReport, PruneRequest, Readiness, RestoreBody,
-    SecretText,
+    Alert, BeginMaintenance, EndMaintenance, Job, JobErrorCode, JobProgress, JobStatus,
+    LocationUpdate, LocationView, Maintenance, PfxBody, PruneReport, PruneRequest, Readiness,
+    RestoreBody, SecretText,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -229,10 +229,7 @@ pub(crate) fn show_job(j: &Job) {
             "certificate".into(),
             j.certificate_thumbprint.clone().unwrap_or("-".into()),
         ],
-        vec![
-            "recovery ready".into(),
-            j.recovery_ready.to_string(),
-        ],
+        vec!["recovery ready".into(), j.recovery_ready.to_string()],
         vec![
             "repository backup".into(),
             j.backup_id.clone().unwrap_or("-".into()),

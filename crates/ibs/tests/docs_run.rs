@@ -121,7 +121,9 @@ fn blocks(text: &str, whole: bool) -> Result<Vec<Block>, String> {
         }
         if !t.is_empty() {
             if let Some((at, _)) = marker {
-                return Err(format!("line {at}: docs-test marker not followed by a block"));
+                return Err(format!(
+                    "line {at}: docs-test marker not followed by a block"
+                ));
             }
         }
         i += 1;
@@ -304,9 +306,9 @@ impl Daemon {
                 .unwrap();
             let list: serde_json::Value =
                 serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-            let ended = list.as_array().is_some_and(|a| {
-                !a.is_empty() && a.iter().all(|j| j["status"] != "Running")
-            });
+            let ended = list
+                .as_array()
+                .is_some_and(|a| !a.is_empty() && a.iter().all(|j| j["status"] != "Running"));
             if ended {
                 return d;
             }
@@ -506,8 +508,16 @@ fn the_runner_reports_the_failing_command_and_honours_markers() {
     // Outside the quick reference nothing runs; a marker there is an error, as is a typo.
     assert!(blocks("```sh\nfalse\n```\n", false).unwrap().is_empty());
     assert!(blocks("<!-- docs-test: skip: x -->\n```sh\nfalse\n```\n", false).is_err());
-    assert!(blocks("## Quick reference\n<!-- docs-test: skipp -->\n```sh\n```\n", false).is_err());
-    assert!(blocks("## Quick reference\n<!-- docs-test: skip: -->\n```sh\n```\n", false).is_err());
+    assert!(blocks(
+        "## Quick reference\n<!-- docs-test: skipp -->\n```sh\n```\n",
+        false
+    )
+    .is_err());
+    assert!(blocks(
+        "## Quick reference\n<!-- docs-test: skip: -->\n```sh\n```\n",
+        false
+    )
+    .is_err());
 }
 
 #[test]
@@ -521,7 +531,10 @@ fn example_paths_map_into_the_sandbox_only_as_whole_paths() {
         ),
         "ibs repo backup --repo /tmp/sb/srv/backup --source etc=/tmp/sb/etc --target '/tmp/sb/restore'"
     );
-    assert_eq!(map_paths("/etcetera /usr/srv x/etc", sb, None), "/etcetera /usr/srv x/etc");
+    assert_eq!(
+        map_paths("/etcetera /usr/srv x/etc", sb, None),
+        "/etcetera /usr/srv x/etc"
+    );
     assert_eq!(
         map_paths("http://127.0.0.1:9440/api", sb, Some(5)),
         "http://127.0.0.1:5/api"

@@ -67,7 +67,10 @@ fn first_run_log_pipes_json_errors_exit_codes_and_restore_overwrite() {
     let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let log = loop {
         let log = std::fs::read_to_string(Server::log_path(&data, port)).unwrap();
-        if log.lines().any(|l| l.contains("job ended") && l.contains(&id)) {
+        if log
+            .lines()
+            .any(|l| l.contains("job ended") && l.contains(&id))
+        {
             break log;
         }
         assert!(std::time::Instant::now() < end, "no job end line:\n{log}");

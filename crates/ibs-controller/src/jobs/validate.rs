@@ -30,7 +30,7 @@ use crate::model::{ComponentResult, Job, JobKind, JobStatus, Trigger};
 use crate::stop::{settle, JobStop};
 use crate::{ControllerError, Result};
 use ibs_engine::{CancelToken, Progress};
-use ibs_keys::{PrivateIdentity};
+use ibs_keys::PrivateIdentity;
 use ibs_recovery::plan::Plan;
 use ibs_recovery::validate::{write_reports, Status, ValidateOptions, ValidationReport};
 use ibs_recovery::RecoveryError;
