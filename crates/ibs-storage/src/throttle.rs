@@ -9,10 +9,13 @@
 //! of `T` seconds at most `rate × (T + BURST_SECONDS)` bytes plus one request start: with requests
 //! no larger than half a second's worth, no one-second window sees more than twice the limit.
 //! Downloads keep to that for objects of any size: one larger than half a second's worth (a
-//! 16 MiB pack under a 1 MiB/s limit) is read as paced ranges of that size. Uploads cannot: the
-//! storage trait's `put` takes a whole object, and a backend writes it at its own speed, so a
-//! pack larger than half a second's worth is one burst (paid for before it is sent, so the
-//! average holds); the repository's pack size (`init --pack-size`) bounds it. Time comes from a [`PaceClock`], so tests drive it deterministically.
+//! 16 MiB pack under a 1 MiB/s limit) is read as paced ranges of that size. Uploads cannot be
+//! sliced (`put` takes a whole object, which a backend writes at its own speed), so the throttle
+//! asks writers for smaller objects instead: its [`Capabilities::put_size_hint`] is a quarter
+//! second of the limit (at least [`MIN_PUT_HINT`]), and a backup closes its packs there. A pack
+//! still ends with the chunk that crosses the hint, and a put larger than half a second's worth
+//! (a pack with a large chunk under a low limit, prune's repacked packs at the repository's pack
+//! size) is one burst, paid for before it is sent, so the average holds. Time comes from a [`PaceClock`], so tests drive it deterministically.
 //! Metadata operations (`stat`, `list`, `delete`, …) are not limited. `get_range_blocking` is
 //! declined while a download limit is set (callers then use the async `get_range`, which waits).
 
@@ -24,6 +27,11 @@ use std::time::Duration;
 
 /// How many seconds of the rate the bucket holds when full.
 pub const BURST_SECONDS: f64 = 0.5;
+
+/// The smallest pack size the upload throttle asks writers for ([`Capabilities::put_size_hint`]):
+/// a quarter of a second of the limit, but no less than this, so a very low limit does not make
+/// a pack of every chunk.
+pub const MIN_PUT_HINT: u64 = 256 << 10;
 
 /// The smallest slice a large download is read in (a limit below 32 KiB/s reads 16 KiB slices,
 /// each more than half a second's worth).
@@ -180,7 +188,12 @@ impl Storage for ThrottleStorage {
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+        let mut c = self.inner.capabilities();
+        if let Some(b) = &self.up {
+            let hint = ((b.capacity / 2.0) as u64).max(MIN_PUT_HINT);
+            c.put_size_hint = Some(c.put_size_hint.map_or(hint, |h| h.min(hint)));
+        }
+        c
     }
 
     async fn put(&self, key: &ObjectKey, data: Bytes) -> Result<()> {
@@ -446,22 +459,39 @@ mod tests {
     /// burst (see the module doc), which the table shows and the test does not hide.
     #[tokio::test]
     async fn bandwidth_benchmark_table() {
-        let rate: u64 = 1 << 20;
+        const MIB: u64 = 1 << 20;
+        // The pack a backup writes under `rate`: closed at the throttle's hint, plus the chunk
+        // that crosses it (1 MiB on average).
+        let pack = |rate: u64| {
+            let dir = tempfile::tempdir().unwrap();
+            let inner: Arc<dyn Storage> =
+                Arc::new(crate::LocalStorage::create(dir.path()).unwrap());
+            let limits = Limits {
+                upload: Some(rate),
+                download: None,
+            };
+            let t = ThrottleStorage::new(inner, limits, Arc::new(VirtualClock::default()));
+            (t.capabilities().put_size_hint.unwrap() + MIB) as usize
+        };
         println!("| direction | object | limit | achieved / limit | max 1 s window / limit |");
         println!("|---|---:|---:|---:|---:|");
-        for (upload, size, n) in [
-            (false, 256usize << 10, 40usize),
-            (false, 16 << 20, 3),
-            (true, 256 << 10, 40),
-            (true, 16 << 20, 3),
+        for (upload, rate, size, n) in [
+            (false, MIB, 256usize << 10, 40usize),
+            (false, MIB, 16 << 20, 3),
+            (true, 8 * MIB, pack(8 * MIB), 40),
+            (true, MIB, pack(MIB), 12),
+            (true, MIB, 16 << 20, 3),
         ] {
             let (achieved, window) = measure(upload, rate, size, n).await;
             let (a, w) = (achieved / rate as f64, window as f64 / rate as f64);
             println!(
-                "| {} | {} KiB | 1 MiB/s | {a:.2} | {w:.2} |",
+                "| {} | {} KiB | {} MiB/s | {a:.2} | {w:.2} |",
                 if upload { "upload" } else { "download" },
-                size >> 10
+                size >> 10,
+                rate / MIB
             );
+            // The bound holds for downloads of any size, and for uploads of objects of at
+            // most half a second's worth; the average holds always.
             if !upload || size as u64 <= rate / 2 {
                 assert!(w <= 2.0, "a 1 s window moved {w:.2}× the limit");
                 assert!((0.9..=1.1).contains(&a), "achieved {a:.2}× the limit");
