@@ -330,7 +330,7 @@ async fn run_pipeline(
         sealed_rx,
         key.id,
         state.keys.metadata.clone(),
-        pack_target(&repo),
+        pack_target(repo),
     );
     let producer = spawn_producer(
         repo,
