@@ -460,14 +460,17 @@ fn run_doc(rel: &str, whole: bool, min_commands: usize) {
     let text = std::fs::read_to_string(root.join(rel)).unwrap();
     let report = run_blocks(rel, &text, whole).unwrap_or_else(|e| panic!("{e}"));
     let commands: usize = report.run.iter().map(|(_, n)| n).sum();
-    println!(
-        "{rel}: {} block(s) run ({commands} commands), {} skipped",
+    // Written to the process's stderr itself, not through the test harness's capture, so the
+    // counts and every skipped block show in CI's log also when the test passes.
+    let mut line = format!(
+        "docs test: {rel}: {} block(s) run ({commands} commands), {} not run\n",
         report.run.len(),
         report.skipped.len()
     );
     for (n, reason) in &report.skipped {
-        println!("{rel}: block {n} not run: {reason}");
+        line.push_str(&format!("docs test: {rel}: block {n} not run: {reason}\n"));
     }
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     assert!(
         commands >= min_commands,
         "{rel}: only {commands} commands run; the blocks in scope are missing or not found"
