@@ -12,10 +12,10 @@
 //! 16 MiB pack under a 1 MiB/s limit) is read as paced ranges of that size. Uploads cannot be
 //! sliced (`put` takes a whole object, which a backend writes at its own speed), so the throttle
 //! asks writers for smaller objects instead: its [`Capabilities::put_size_hint`] is a quarter
-//! second of the limit (at least [`MIN_PUT_HINT`]), and a backup closes its packs there. A pack
-//! still ends with the chunk that crosses the hint, and a put larger than half a second's worth
-//! (a pack with a large chunk under a low limit, prune's repacked packs at the repository's pack
-//! size) is one burst, paid for before it is sent, so the average holds. Time comes from a [`PaceClock`], so tests drive it deterministically.
+//! second of the limit (at least [`MIN_PUT_HINT`]), and a backup and prune's repacking close
+//! their packs there. A pack still ends with the chunk that crosses the hint, and a put larger
+//! than half a second's worth (a pack with a large chunk under a low limit) is one burst, paid
+//! for before it is sent, so the average holds. Time comes from a [`PaceClock`], so tests drive it deterministically.
 //! Metadata operations (`stat`, `list`, `delete`, …) are not limited. `get_range_blocking` is
 //! declined while a download limit is set (callers then use the async `get_range`, which waits).
 

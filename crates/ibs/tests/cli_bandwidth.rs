@@ -1,7 +1,8 @@
 //! Bandwidth limits as an operator uses them (issue 17 "what to add" 2): `ibs repo backup
 //! --limit-upload` closes packs at the throttle's size hint (a quarter second of the limit), so
 //! no upload is one large burst, and takes at least as long as the limit allows; `ibs repo restore
-//! --limit-download` reads at the limit and restores the same bytes. Only lower bounds on time are
+//! --limit-download` reads at the limit and restores the same bytes; `ibs repo prune
+//! --limit-upload` repacks into packs of the same small size. Only lower bounds on time are
 //! asserted (the throttle guarantees them; a slow machine can only take longer).
 
 mod common;
@@ -103,4 +104,28 @@ fn limited_backups_write_small_packs_and_limited_transfers_keep_to_the_rate() {
         );
     }
     assert!(took >= 1.4, "4 MiB came down in {took:.2} s at 2 MiB/s");
+
+    // Prune under the limit repacks into packs of the same small size: the unlimited repository's
+    // one 4 MiB pack, half unused once only f0 and f1 are kept, becomes small packs, not one of
+    // 2 MiB.
+    std::fs::remove_file(src.path().join("f2.bin")).unwrap();
+    std::fs::remove_file(src.path().join("f3.bin")).unwrap();
+    next_second();
+    free.backup(&[("data", src.path())]);
+    free.repo_cmd("forget")
+        .args(["--keep-days", "0"])
+        .run()
+        .ok();
+    free.repo_cmd("prune")
+        .args(["--grace-hours", "0", "--delete-delay-hours", "0"])
+        .args(["--limit-upload", "2MiB/s"])
+        .run()
+        .ok();
+    let sizes = packs(&free.mas());
+    println!("after a prune at 2 MiB/s: packs of {sizes:?} bytes");
+    assert!(sizes.iter().sum::<u64>() >= 2 * MIB, "{sizes:?}");
+    assert!(
+        sizes.len() >= 2 && sizes.iter().all(|s| *s <= 2 * MIB - (256 << 10)),
+        "prune did not repack into small packs: {sizes:?}"
+    );
 }
