@@ -9,8 +9,8 @@ pub use ibs_types::admin::{
     GateKind, Maintenance, MaintenanceOp, MaintenanceOutcome, MaintenanceState, Role,
 };
 pub use ibs_types::job::{
-    BackupMetadata, ComponentResult, Corruption, Job, JobKind, JobProgress, JobStatus, Trigger,
-    VerifySummary,
+    BackupMetadata, ComponentResult, Corruption, Job, JobErrorCode, JobKind, JobProgress,
+    JobStatus, Trigger, VerifySummary,
 };
 pub use ibs_types::location::{
     DEFAULT_FREQUENCY_HOURS, DEFAULT_RETENTION_DAYS, DEFAULT_VERIFY_EVERY_HOURS,

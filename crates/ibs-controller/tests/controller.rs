@@ -25,7 +25,7 @@ async fn interval_runs_and_on_demand_does_not_shift_schedule() {
     let j = &t.ctl.backups(10).unwrap()[0];
     assert_eq!(j.status, JobStatus::Succeeded);
     assert_eq!(j.trigger, Trigger::Scheduled);
-    assert!(j.backup_id.is_some() && j.is_cloud_recovery_ready);
+    assert!(j.backup_id.is_some() && j.recovery_ready);
     assert_eq!(
         j.certificate_thumbprint.as_deref(),
         Some(testing::identity().certificate().thumbprint())

@@ -28,10 +28,7 @@ async fn failing_command_gives_partial_success_and_recovery_readiness() {
     let export = j.components.iter().find(|c| c.name == "export").unwrap();
     assert_eq!(export.status, JobStatus::Failed);
     assert!(export.message.as_deref().unwrap().contains("exited"));
-    assert!(
-        j.is_cloud_recovery_ready,
-        "the failed component is not essential"
-    );
+    assert!(j.recovery_ready, "the failed component is not essential");
     assert!(t.ctl.alerts().is_open(AlertKind::PartialSucceeded).unwrap());
 
     t.ctl
@@ -45,7 +42,7 @@ async fn failing_command_gives_partial_success_and_recovery_readiness() {
         .unwrap();
     let (j, h) = t.ctl.start_backup().unwrap();
     h.await.unwrap();
-    assert!(!t.ctl.job(&j.id).unwrap().is_cloud_recovery_ready);
+    assert!(!t.ctl.job(&j.id).unwrap().recovery_ready);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -100,7 +97,7 @@ async fn restore_files_and_command_components_and_exclusion() {
     let mut wrong = req(None, out_dir.path().join("x"));
     wrong.pfx_password = "nope".into();
     assert!(
-        matches!(t.ctl.start_restore(&b.id, wrong, "admin").await, Err(ControllerError::Invalid { ref field, .. }) if field == "pfx")
+        matches!(t.ctl.start_restore(&b.id, wrong, "admin").await, Err(ControllerError::Invalid { ref field, .. }) if field == "pfx_password")
     );
     assert!(matches!(
         t.ctl

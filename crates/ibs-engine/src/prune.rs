@@ -375,7 +375,7 @@ async fn prune_locked(
 
     // 1. Repack: copy the live sealed chunks of partly used packs into new packs.
     let repack: HashSet<PackId> = plan.repack.iter().copied().collect();
-    let target = repo.config().pack_target_size as usize;
+    let target = crate::backup::pack_target(repo);
     let mut builder = PackBuilder::new(target);
     let mut new_records: Vec<PackRecord> = Vec::new();
     let mut kept_damaged = Vec::new();

@@ -59,6 +59,11 @@ pub struct Capabilities {
     /// Every operation is a local system call, not a network round trip (a local folder, memory):
     /// overlapping requests gains little, so a writer keeps fewer of them, and less memory, in flight.
     pub local: bool,
+    /// The size a writer should keep the objects it composes (packs) under, when it is smaller than
+    /// its own target: set by the upload throttle to a fraction of a second of the limit, because
+    /// `put` moves a whole object at once and a larger one leaves as one burst. `None`: no
+    /// preference.
+    pub put_size_hint: Option<u64>,
 }
 
 /// One object as listed.

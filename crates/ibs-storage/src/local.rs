@@ -381,6 +381,7 @@ impl Storage for LocalStorage {
             verifies_writes: false,
             max_object_size: u64::MAX,
             ranged_reads: true,
+            put_size_hint: None,
             local: true,
         }
     }

@@ -112,7 +112,8 @@ pub struct BackupMetadata {
     pub format_revision: u32,
 }
 
-/// Live progress of a running job (from `ibs_engine::Progress`).
+/// Live progress of a running job (from `ibs_engine::Progress`); a finished restore keeps its final
+/// counts (the files and bytes it restored).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema, Default)]
 pub struct JobProgress {
     pub bytes_done: u64,
@@ -141,12 +142,21 @@ pub struct Job {
     pub bytes_read: u64,
     pub bytes_stored: u64,
     pub certificate_thumbprint: Option<String>,
-    pub is_cloud_recovery_ready: bool,
+    /// Every component marked `essential_for_recovery` succeeded: the backup can rebuild the
+    /// deployment (`ibs recover`). The same name as the repository catalog's `recovery_ready`
+    /// and the CLI's RECOVERY-READY column; records stored before the rename used
+    /// `is_cloud_recovery_ready`, still read.
+    #[serde(alias = "is_cloud_recovery_ready")]
+    pub recovery_ready: bool,
     pub progress: Option<JobProgress>,
     /// Why the job failed or was skipped (never contains a secret).
     pub error: Option<String>,
     /// The alert class of a failure (`capacity`, `connectivity`, `path`, `authentication`, `general`).
     pub alert_class: Option<String>,
+    /// A failure that is a refusal rather than a fault: set instead of `alert_class` (and raising
+    /// no alert) when the job refused to act, e.g. a restore whose target holds files that differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<JobErrorCode>,
     /// The repository backup id (the manifest name) once committed.
     pub backup_id: Option<String>,
     /// The id of the repository the backup was committed to (absent in records older than it).
@@ -170,6 +180,16 @@ pub struct Job {
     /// older server major version, or a backup from a newer build restored with `allow_newer`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// Why a job refused to act. Clients map it like the HTTP status it stands for
+/// (`conflict`: 409, the CLI's exit code 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobErrorCode {
+    /// A restore target holds a file that differs from the backup's and `force` (`--overwrite`)
+    /// was not given; `error` names the first such file. Nothing was written.
+    Conflict,
 }
 
 /// Why a backup is marked Corrupted.
@@ -224,10 +244,11 @@ impl Job {
             bytes_read: 0,
             bytes_stored: 0,
             certificate_thumbprint: None,
-            is_cloud_recovery_ready: false,
+            recovery_ready: false,
             progress: None,
             error: None,
             alert_class: None,
+            error_code: None,
             backup_id: None,
             repository_id: None,
             source_job: None,
@@ -237,5 +258,35 @@ impl Job {
             metadata: None,
             warnings: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_stored_before_the_rename_read_recovery_ready_and_no_error_code() {
+        let mut old = serde_json::to_value(Job::new(
+            "j".into(),
+            JobKind::Backup,
+            Trigger::OnDemand,
+            JobStatus::Succeeded,
+            1,
+        ))
+        .unwrap();
+        let o = old.as_object_mut().unwrap();
+        o.remove("recovery_ready");
+        o.remove("error_code");
+        o.insert("is_cloud_recovery_ready".into(), true.into());
+        let j: Job = serde_json::from_value(old).unwrap();
+        assert!(j.recovery_ready);
+        assert_eq!(j.error_code, None);
+        let v = serde_json::to_value(&j).unwrap();
+        assert_eq!(v["recovery_ready"], true);
+        assert!(v.get("is_cloud_recovery_ready").is_none() && v.get("error_code").is_none());
+        let mut j = j;
+        j.error_code = Some(JobErrorCode::Conflict);
+        assert_eq!(serde_json::to_value(&j).unwrap()["error_code"], "conflict");
     }
 }

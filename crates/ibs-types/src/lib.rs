@@ -36,8 +36,8 @@ pub use admin::{
 pub use component::{Cause, ComponentRequest, ComponentView, ExportInfo};
 pub use error::{ErrorBody, ErrorDetail};
 pub use job::{
-    BackupMetadata, ComponentResult, Corruption, Job, JobKind, JobProgress, JobStatus, Trigger,
-    VerifySummary,
+    BackupMetadata, ComponentResult, Corruption, Job, JobErrorCode, JobKind, JobProgress,
+    JobStatus, Trigger, VerifySummary,
 };
 pub use location::{CertificateInfo, LocationUpdate, LocationView, SecretText};
 pub use paging::{Operation, OperationKind, OperationsQuery, PageQuery};

@@ -33,8 +33,9 @@ pub fn default_verify_sample() -> u32 {
 pub struct CertificateInfo {
     pub thumbprint: String,
     pub subject: String,
-    /// Unix seconds.
+    /// Unix seconds (an integer, like every `*_at` time of the API's records).
     pub not_after: i64,
+    /// The same instant as `not_after`, as an RFC 3339 string in UTC, for display.
     pub expires: String,
     pub key_bits: usize,
 }

@@ -151,8 +151,9 @@ pub enum LocationCmd {
         /// Days backups are kept before retention deletes them (1 to 90; default 7).
         #[arg(long, value_name = "DAYS")]
         retention_days: Option<i64>,
-        /// Automatic backups on or off (default on once a location is set).
-        #[arg(long, value_parser = ["on", "off"])]
+        /// Automatic backups on or off (default on once a location is set); the API's
+        /// `scheduler_enabled`, shown as "scheduler enabled" by `ibs location show`.
+        #[arg(long, visible_alias = "scheduler-enabled", value_parser = ["on", "off"])]
         scheduler: Option<String>,
         /// Apply a retention change even though it deletes existing backups.
         #[arg(long)]

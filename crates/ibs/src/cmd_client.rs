@@ -16,9 +16,9 @@ use anyhow::{Context, Result};
 use base64::Engine as _;
 use ibs_engine::Progress;
 use ibs_types::{
-    Alert, BeginMaintenance, EndMaintenance, Job, JobProgress, JobStatus, LocationUpdate,
-    LocationView, Maintenance, PfxBody, PruneReport, PruneRequest, Readiness, RestoreBody,
-    SecretText,
+    Alert, BeginMaintenance, EndMaintenance, Job, JobErrorCode, JobProgress, JobStatus,
+    LocationUpdate, LocationView, Maintenance, PfxBody, PruneReport, PruneRequest, Readiness,
+    RestoreBody, SecretText,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -143,7 +143,7 @@ fn location(a: LocationArgs, json: bool) -> Result<i32> {
         vec!["frequency".into(), count(v.frequency_hours, "hour")],
         vec!["retention".into(), count(v.retention_days, "day")],
         vec![
-            "scheduler".into(),
+            "scheduler enabled".into(),
             if v.scheduler_enabled { "on" } else { "OFF" }.into(),
         ],
         vec![
@@ -168,6 +168,8 @@ pub(crate) fn job_code(j: &Job) -> i32 {
     match j.status {
         JobStatus::Succeeded => exit::OK,
         JobStatus::PartialSucceeded => exit::PARTIAL,
+        // A refusal (a restore target holding files that differ) is 6, as HTTP 409 is.
+        _ if j.error_code == Some(JobErrorCode::Conflict) => exit::LOCKED,
         _ => match j.alert_class.as_deref() {
             // `general` stays 1 here: a job's own failure, as before the table was shared.
             Some(c) if c != "general" => {
@@ -227,10 +229,7 @@ pub(crate) fn show_job(j: &Job) {
             "certificate".into(),
             j.certificate_thumbprint.clone().unwrap_or("-".into()),
         ],
-        vec![
-            "cloud recovery ready".into(),
-            j.is_cloud_recovery_ready.to_string(),
-        ],
+        vec!["recovery ready".into(), j.recovery_ready.to_string()],
         vec![
             "repository backup".into(),
             j.backup_id.clone().unwrap_or("-".into()),
@@ -402,10 +401,15 @@ fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
     if json {
         print_json(&j)?;
     } else {
-        let done = if j.status.is_final() {
-            format!(" — {} restored", human(j.bytes_read))
-        } else {
-            String::new()
+        let done = match (&j.progress, j.status) {
+            (_, JobStatus::Failed | JobStatus::Canceled) if j.bytes_read == 0 => String::new(),
+            (Some(p), s) if s.is_final() => format!(
+                " — {}, {} restored",
+                count(p.files_done, "file"),
+                human(j.bytes_read)
+            ),
+            (None, s) if s.is_final() => format!(" — {} restored", human(j.bytes_read)),
+            _ => String::new(),
         };
         errln!(
             "restore {} of backup {} into {}: {}{done}",

@@ -109,12 +109,7 @@ pub fn backup_list(c: &Client, page: &PageArgs, json: bool) -> Result<i32> {
                 time(j.started_at),
                 duration(j.duration_ms),
                 human(j.bytes_stored),
-                if j.is_cloud_recovery_ready {
-                    "yes"
-                } else {
-                    "no"
-                }
-                .into(),
+                if j.recovery_ready { "yes" } else { "no" }.into(),
             ]
         },
     )

@@ -125,7 +125,14 @@ fn print_backups(rows: &[BackupRow]) {
         })
         .collect();
     table(
-        &["ID", "FINISHED", "STATUS", "SOURCES", "READY", "WRITTEN BY"],
+        &[
+            "ID",
+            "FINISHED",
+            "STATUS",
+            "SOURCES",
+            "RECOVERY-READY",
+            "WRITTEN BY",
+        ],
         &rows,
     );
 }

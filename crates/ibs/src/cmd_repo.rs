@@ -571,7 +571,7 @@ async fn list(ctx: &Ctx, loc: &Location) -> Result<i32> {
                 "READ",
                 "STORED",
                 "CERTIFICATE",
-                "READY",
+                "RECOVERY-READY",
                 "WRITTEN BY",
             ],
             &rows,

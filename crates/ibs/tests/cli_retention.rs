@@ -196,12 +196,12 @@ fn prune_refuses_when_a_known_backup_is_not_listed_or_the_ledger_is_missing() {
     );
     std::fs::rename(&aside, &manifest).unwrap();
 
+    // The repository's folder of the state (beside files such as `deployment-id`).
     let repo_id = std::fs::read_dir(&fx.state)
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap();
     std::fs::remove_file(repo_id.join("backups.ledger")).unwrap();
     let before = listing(&fx.mas());
     fx.repo_cmd("prune")

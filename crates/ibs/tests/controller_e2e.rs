@@ -30,7 +30,7 @@ fn serve_backup_restore_and_alerts_end_to_end() {
         statuses(v).iter().any(|x| x == "Succeeded")
     });
     assert_eq!(list[0]["trigger"], "scheduled");
-    assert_eq!(list[0]["is_cloud_recovery_ready"], true);
+    assert_eq!(list[0]["recovery_ready"], true);
 
     // On-demand with --wait: the last line is the backup id, and it is final.
     let out = s.ibs(&["backup", "start", "--wait"], &[]);

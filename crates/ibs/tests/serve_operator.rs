@@ -63,7 +63,19 @@ fn first_run_log_pipes_json_errors_exit_codes_and_restore_overwrite() {
     let id = list[0]["id"].as_str().unwrap().to_string();
 
     // The banner: every URL it prints answers, and the hint names a command that runs.
-    let log = std::fs::read_to_string(Server::log_path(&data, port)).unwrap();
+    // The job's end is logged just after its record is written: wait for that line.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let log = loop {
+        let log = std::fs::read_to_string(Server::log_path(&data, port)).unwrap();
+        if log
+            .lines()
+            .any(|l| l.contains("job ended") && l.contains(&id))
+        {
+            break log;
+        }
+        assert!(std::time::Instant::now() < end, "no job end line:\n{log}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     let banner = log
         .lines()
         .find(|l| l.starts_with("ibs controller:"))
@@ -192,7 +204,8 @@ fn first_run_log_pipes_json_errors_exit_codes_and_restore_overwrite() {
     assert!(out.status.success(), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!("into {}", target.display())) && err.contains("14 B restored"),
+        err.contains(&format!("into {}", target.display()))
+            && err.contains("2 files, 14 B restored"),
         "{}",
         text(&out)
     );
@@ -202,8 +215,9 @@ fn first_run_log_pipes_json_errors_exit_codes_and_restore_overwrite() {
     // An edited file: refused before anything is written, naming the file and the flag.
     std::fs::write(target.join("hello.txt"), b"edited\n").unwrap();
     std::fs::remove_file(target.join("nested/two.txt")).unwrap();
+    // A refusal, as HTTP 409 is: exit 6, and the job records the kind (`error_code`), no alert.
     let out = restore(&pfx, pw.trim(), &[]);
-    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&target.join("hello.txt").display().to_string())
@@ -211,6 +225,24 @@ fn first_run_log_pipes_json_errors_exit_codes_and_restore_overwrite() {
         "{}",
         text(&out)
     );
+    let refused = last_line(&out);
+    assert!(refused.starts_with("restore-"), "{}", text(&out));
+    let job = s.json(&["jobs", "show", &refused]);
+    assert_eq!(job["status"], "Failed", "{job}");
+    assert_eq!(job["error_code"], "conflict", "{job}");
+    assert!(job["alert_class"].is_null(), "{job}");
+    // `ibs backup show` on a restore's id says which command shows it.
+    let out = s.ibs(&["backup", "show", &refused], &[]);
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("ibs jobs show {refused}")),
+        "{}",
+        text(&out)
+    );
+    let out = restore(&pfx, pw.trim(), &["--json"]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error_code"], "conflict", "{v}");
     assert_eq!(
         std::fs::read(target.join("hello.txt")).unwrap(),
         b"edited\n"
@@ -221,6 +253,13 @@ fn first_run_log_pipes_json_errors_exit_codes_and_restore_overwrite() {
     );
     let out = restore(&pfx, pw.trim(), &["--overwrite"]);
     assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("into {}", target.display()))
+            && err.contains("2 files, 14 B restored"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(
         std::fs::read(target.join("hello.txt")).unwrap(),
         b"hello ibs\n"

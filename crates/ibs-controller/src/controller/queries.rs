@@ -37,12 +37,16 @@ impl Controller {
     }
 
     pub fn backup(&self, id: &str) -> Result<Job> {
-        self.ctx
-            .db
-            .find_backup(id)?
-            .filter(|j| j.kind == JobKind::Backup)
-            .map(|j| self.with_progress(j))
-            .ok_or_else(|| ControllerError::NotFound(format!("backup {id}")))
+        match self.ctx.db.find_backup(id)? {
+            Some(j) if j.kind == JobKind::Backup => Ok(self.with_progress(j)),
+            // Another kind's job id (a restore prints its own): say where it is shown.
+            Some(j) => Err(ControllerError::NotFound(format!(
+                "backup {id}: {id} is a {} job, not a backup; GET /api/v1/jobs/{id} \
+                 (`ibs jobs show {id}`) shows it",
+                crate::db_jobs::kind_str(j.kind)
+            ))),
+            None => Err(ControllerError::NotFound(format!("backup {id}"))),
+        }
     }
 
     /// Verification status, coverage and the damaged packs.

@@ -18,7 +18,9 @@
 
 use crate::component::ComponentKind;
 use crate::context::{Failure, JobContext};
-use crate::model::{ComponentResult, Job, JobKind, JobOutcome, JobStatus, Trigger};
+use crate::model::{
+    ComponentResult, Job, JobErrorCode, JobKind, JobOutcome, JobProgress, JobStatus, Trigger,
+};
 use crate::stop::{settle, JobStop};
 use crate::{ControllerError, Result};
 use ibs_engine::{CancelToken, Progress, RestoreOptions};
@@ -169,8 +171,12 @@ pub(crate) fn prepare(
         }
         None => crate::restore_roots::check(&ctx.restore_roots, &req.target)?,
     }
-    let mut identities = vec![PrivateIdentity::from_pfx(&req.pfx, &req.pfx_password)
-        .map_err(|e| ControllerError::invalid("pfx", e.to_string()))?];
+    let mut identities = vec![super::open_pfx(
+        &req.pfx,
+        &req.pfx_password,
+        "pfx",
+        "pfx_password",
+    )?];
     for (i, k) in req.more_keys.iter().enumerate() {
         identities.push(PrivateIdentity::from_pfx(&k.pfx, &k.password).map_err(|e| {
             ControllerError::invalid("more_pfx", format!(".pfx {} of more_pfx: {e}", i + 1))
@@ -320,13 +326,26 @@ pub(crate) async fn run(
     let unlock = Arc::new(Unlock::Identities(std::mem::take(&mut p.identities)));
     let outcome = execute(ctx, &mut job, unlock, &p, progress.clone(), stop.token()).await;
     // For a restore, `bytes_read` is what it read back out of the repository: the bytes restored.
-    job.bytes_read = progress.snapshot().bytes_done;
+    // The final counts stay on the record, so a client can say how many files it restored.
+    let done = progress.snapshot();
+    job.bytes_read = done.bytes_done;
+    job.progress = Some(JobProgress {
+        bytes_done: done.bytes_done,
+        bytes_total: done.bytes_total,
+        files_done: done.files_done,
+        files_total: done.files_total,
+        percent: done.percent(),
+        eta_seconds: None,
+    });
     job.finished_at = Some(ctx.now());
     job.duration_ms = Some(crate::model::elapsed_ms(began));
     match outcome {
         Err(f) => {
             job.status = JobStatus::Failed;
-            job.alert_class = Some(f.class.as_str().into());
+            // A refusal (`error_code` set by `execute`) is no storage fault: no alert class.
+            if job.error_code.is_none() {
+                job.alert_class = Some(f.class.as_str().into());
+            }
             job.error = Some(f.message);
             for c in &mut job.components {
                 if !c.status.is_final() {
@@ -402,6 +421,7 @@ async fn execute(
                 .await
                 .map_err(|e| Failure::from_engine(&e))?;
             if let Some(p) = found.first() {
+                job.error_code = Some(JobErrorCode::Conflict);
                 return Err(Failure::general(format!(
                     "{} exists and differs from the backup's; nothing was restored (restore with \
                      --overwrite to replace such files, or into an empty folder)",

@@ -30,7 +30,7 @@ use crate::model::{ComponentResult, Job, JobKind, JobStatus, Trigger};
 use crate::stop::{settle, JobStop};
 use crate::{ControllerError, Result};
 use ibs_engine::{CancelToken, Progress};
-use ibs_keys::{KeyError, PrivateIdentity};
+use ibs_keys::PrivateIdentity;
 use ibs_recovery::plan::Plan;
 use ibs_recovery::validate::{write_reports, Status, ValidateOptions, ValidationReport};
 use ibs_recovery::RecoveryError;
@@ -102,13 +102,7 @@ pub(crate) fn prepare(
             format!("larger than {MAX_PFX_BYTES} bytes: not a .pfx"),
         ));
     }
-    let identity = PrivateIdentity::from_pfx(&req.pfx, &req.pfx_password).map_err(|e| {
-        let field = match e {
-            KeyError::WrongPfxPassword | KeyError::PfxDecrypt { .. } => "pfx_password",
-            _ => "pfx",
-        };
-        ControllerError::invalid(field, e.to_string())
-    })?;
+    let identity = super::open_pfx(&req.pfx, &req.pfx_password, "pfx", "pfx_password")?;
     drop(req);
     Ok(Prepared {
         backup_id,

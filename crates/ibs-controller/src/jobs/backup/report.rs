@@ -122,7 +122,7 @@ pub(super) fn summarise(job: &mut Job, report: &BackupReport) {
     job.bytes_stored = cat.bytes_stored;
     job.certificate_thumbprint = cat.certificate_thumbprint.clone();
     job.metadata = Some(metadata_of(cat));
-    job.is_cloud_recovery_ready = job
+    job.recovery_ready = job
         .components
         .iter()
         .filter(|c| c.essential_for_recovery)
