@@ -17,6 +17,10 @@ use tower::ServiceExt;
 #[path = "console_http/more.rs"]
 mod more;
 
+/// The pages' times with 1,000 backups (ignored by default: a benchmark printing a table).
+#[path = "console_http/bench.rs"]
+mod bench;
+
 const T0: i64 = 1_800_000_000;
 
 fn all() -> ibs_controller::PageRequest {

@@ -3,12 +3,19 @@
 //! against a real `ibs serve` with a real repository started here. A missing chromium,
 //! chromedriver or Selenium is a failure, never a skip (`scripts/ensure-deps.sh` installs them).
 //!
-//! Flows: sign in; the overview shows the latest backup; "Backup now" and watch it complete; an
-//! invalid frequency shows an inline error and saves nothing; lowering retention asks for
-//! confirmation listing the backups it deletes; close an alert; a reader sees no write controls
-//! and a forged POST with a reader's session gets 403; sign out, after which the session no
-//! longer works; no browser console errors on any page. Each page's screenshot is written to
-//! `target/console-screenshots/` (and to `docs/console/` with `IBS_UPDATE_SCREENSHOTS=1`).
+//! Flows: sign in (the form's login-CSRF guard included); the overview shows the latest backup;
+//! times in the browser's zone with the UTC value on hover; Tab to "Backup now", press Enter and
+//! watch it complete; validate that backup with its .pfx (a wrong password refused beside the
+//! field) and download the report; restore one component with the .pfx and compare the restored
+//! file; an invalid frequency shows an inline error and saves nothing; lowering retention asks for
+//! confirmation listing the backups it deletes; close and reopen an alert; maintenance begin and
+//! end; the verification view and "Verify now"; the components view shows no hook or command; a
+//! .pfx uploaded as the certificate is refused as a private key, a bad path beside its field, a
+//! new folder passes the accessibility test; a reader sees no write controls on any page and a
+//! forged POST with a reader's session gets 403; sign out, after which the session no longer
+//! works; each main page at phone width without sideways scrolling; no browser console errors on
+//! any page. Each page's screenshot is written to `target/console-screenshots/` (and to
+//! `docs/console/` with `IBS_UPDATE_SCREENSHOTS=1`).
 
 mod common;
 
@@ -44,6 +51,8 @@ fn the_console_in_chromium() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let shots = root.join("target/console-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
+    let downloads = tmp.path().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
     let mut cmd = Command::new("python3");
     cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console_browser.py"))
         .env("IBS_URL", &s.url)
@@ -51,7 +60,10 @@ fn the_console_in_chromium() {
         .env("IBS_READER", &reader)
         .env("IBS_DATA", &data)
         .env("IBS_FIRST", first[0]["id"].as_str().unwrap())
-        .env("IBS_SHOTS", &shots);
+        .env("IBS_SHOTS", &shots)
+        .env("IBS_RESTORE_TARGET", tmp.path().join("restored"))
+        .env("IBS_LOCATION2", tmp.path().join("location2"))
+        .env("IBS_DOWNLOADS", &downloads);
     if std::env::var_os("IBS_UPDATE_SCREENSHOTS").is_some() {
         let docs = root.join("docs/console");
         std::fs::create_dir_all(&docs).unwrap();
