@@ -216,7 +216,11 @@ pub async fn job(State(st): State<ConsoleState>, s: Signed, Path(id): Path<Strin
         warnings => j.warnings.clone(),
         verification => j.verification.as_ref().map(|v| serde_json::to_value(v).unwrap_or_default()),
         report => report,
-        ..user_ctx(&s, "restore")
+        ..user_ctx(&s, match j.kind {
+            JobKind::Backup => "backups",
+            JobKind::Verify => "verification",
+            JobKind::Restore | JobKind::Validate => "restore",
+        })
     };
     Ok(render(StatusCode::OK, "job.html", ctx))
 }

@@ -14,7 +14,8 @@
 //! new folder passes the accessibility test; a reader sees no write controls on any page and a
 //! forged POST with a reader's session gets 403; sign out, after which the session no longer
 //! works; each main page at phone width without sideways scrolling; no browser console errors on
-//! any page. Each page's screenshot is written to `target/console-screenshots/` (and to
+//! any page; the typed .pfx password is in neither the data directory nor the daemon's log.
+//! Each page's screenshot is written to `target/console-screenshots/` (and to
 //! `docs/console/` with `IBS_UPDATE_SCREENSHOTS=1`).
 
 mod common;
@@ -88,4 +89,10 @@ fn the_console_in_chromium() {
             .join("\n")
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("console flows: all passed"));
+    // The .pfx password the flows typed into the restore and validate forms is not in the log.
+    let password = std::fs::read_to_string(data.join("certs/ibs-backup.pfx.password")).unwrap();
+    assert!(
+        !log.contains(password.trim()),
+        "the .pfx password is in the daemon's log"
+    );
 }
