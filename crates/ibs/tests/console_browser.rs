@@ -34,7 +34,18 @@ fn the_console_in_chromium() {
     std::fs::write(sample.join("big.bin"), &big).unwrap();
     let data = tmp.path().join("data");
     let port = free_port();
-    let s = Server::start(&data, port, &["--sample", sample.to_str().unwrap()]);
+    // The component has a hook: the components page must say it is set and never show it.
+    let config = tmp.path().join("ibs.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[component]]\nname = \"sample\"\nkind = \"files\"\npaths = [\"{}\"]\n\
+             pre_hook = \"true CONSOLE-PRE-HOOK-MARKER\"\n",
+            sample.display()
+        ),
+    )
+    .unwrap();
+    let s = Server::start(&data, port, &["--config", config.to_str().unwrap()]);
     let first = s.wait_for("the first backup", |v| {
         statuses(v).iter().any(|x| x == "Succeeded")
     });
