@@ -31,7 +31,7 @@ step "unchanged, same certificate"
 "$B" repo set-cert "${R[@]}" --cert "$W/new.cer" >/dev/null
 step "unchanged, first after set-cert"
 step "unchanged, second after set-cert"
-"$B" repo prune "${R[@]}" >/dev/null
+"$B" repo prune "${R[@]}" --delete-delay-hours 0 >/dev/null
 printf '| after prune | - | %.1f | - |\n' "$(echo "$(du -sb "$W/repo" | cut -f1)/1048576" | bc -l)"
 last=$(head -n 1 "$W/out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["catalog"]["backup_id"])')
 "$B" repo restore "${R[@]}" --backup "$last" --target "$W/out-tree" --pfx "$W/new.pfx" >/dev/null

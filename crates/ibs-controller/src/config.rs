@@ -25,6 +25,10 @@ pub struct Config {
     /// Prune's grace period in hours: packs and data-key envelopes younger than this are never
     /// deleted (default 24).
     pub prune_grace_hours: Option<u64>,
+    /// What retention removes stays this many hours in the repository's grace area, where
+    /// `ibs repo undelete` brings it back, before a later prune deletes it (default 24; 0 deletes
+    /// at once).
+    pub delete_delay_hours: Option<u64>,
     /// A backup job running longer than this many seconds is stopped (nothing is committed) and
     /// recorded Failed "timed out after …" with the general alert (default 14400: 4 hours; 1 second
     /// to 7 days).

@@ -74,6 +74,8 @@ pub struct JobContext {
     pub lock_wait: Duration,
     /// Prune's grace period.
     pub prune_grace: Duration,
+    /// How long what retention removes stays in the grace area (`ibs repo undelete`).
+    pub delete_delay: Duration,
     /// Folders an API restore may write beneath ([`crate::restore_roots`]).
     pub restore_roots: Vec<std::path::PathBuf>,
 }

@@ -56,6 +56,9 @@ pub struct ControllerOptions {
     pub lock_wait: Duration,
     /// Prune's grace period (`ibs_engine::retention::DEFAULT_GRACE` unless configured).
     pub prune_grace: Duration,
+    /// How long what retention removes stays in the grace area
+    /// (`ibs_engine::trash::DEFAULT_DELETE_DELAY` unless configured).
+    pub delete_delay: Duration,
     /// Closed alerts are purged this many days after closing
     /// ([`crate::alert_purge::DEFAULT_CLOSED_ALERT_RETENTION_DAYS`] unless configured).
     pub closed_alert_retention_days: u32,
@@ -165,6 +168,7 @@ impl Controller {
                 alerts,
                 lock_wait: opts.lock_wait,
                 prune_grace: opts.prune_grace,
+                delete_delay: opts.delete_delay,
                 restore_roots: opts.restore_roots,
             }),
             gate: Arc::new(Gate::default()),

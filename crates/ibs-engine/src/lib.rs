@@ -33,6 +33,7 @@ pub mod state;
 pub mod status;
 mod summary;
 pub mod target;
+pub mod trash;
 pub mod walk;
 mod walker;
 pub mod xattrs;

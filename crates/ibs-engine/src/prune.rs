@@ -15,6 +15,9 @@
 //!   show survives. A grace period of zero disables the age test (tests, and an operator who
 //!   knows the store is quiet).
 //!
+//! Nothing is deleted outright: what prune removes goes into one grace-area batch
+//! ([`crate::trash`]), and batches older than the delete delay are purged at the end of the run.
+//!
 //! Crash safety: new packs → new full index segment → delete old segments → delete packs →
 //! delete unused data-key envelopes. At every point the index on storage covers every chunk that
 //! any manifest references.
@@ -27,6 +30,7 @@
 //! and so is its marker. Markers of packs that are neither indexed nor stored are removed.
 
 use crate::state::WriterState;
+use crate::trash::{Purged, Retire};
 use crate::EngineError;
 use futures::StreamExt;
 use ibs_repo::ids::{KeyId, PackId};
@@ -59,6 +63,10 @@ pub struct PruneOptions {
     pub expected: Expected,
     /// Packs and envelopes younger than this are never deleted ([`DEFAULT_GRACE`]).
     pub grace: Duration,
+    /// How long what prune removes stays in the grace area, where `undelete` can bring it back
+    /// ([`crate::trash::DEFAULT_DELETE_DELAY`]); batches older than this are purged. Zero deletes
+    /// at once.
+    pub delete_delay: Duration,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -81,6 +89,11 @@ pub struct PrunePlan {
     pub young_packs: Vec<PackId>,
     /// Unused data-key envelopes younger than the grace period: kept.
     pub young_keys: Vec<KeyId>,
+    /// The grace-area batch this run moved what it removed into (none in a dry run, or with a
+    /// delete delay of zero).
+    pub grace_batch: Option<String>,
+    /// Older batches this run deleted for good.
+    pub purged: Purged,
 }
 
 /// A pack is repacked when more than this share of its bytes is unused.
@@ -366,13 +379,15 @@ async fn prune_locked(
     live.retain(|r| !repacked.contains(&r.id));
     live.extend(new_records);
 
+    let retire = Retire::new(repo, opts.delete_delay);
+    plan.grace_batch = retire.batch().map(str::to_owned);
     // 2. One new segment for everything that stays, then 3. drop the old segments.
     let mut new_names = HashSet::new();
     for group in crate::packing::segment_groups(&live) {
         new_names.insert(repo.write_index(group, mk).await?.0);
     }
     for name in old_segments.iter().filter(|n| !new_names.contains(*n)) {
-        delete_ok(repo, &layout::index(name)).await?;
+        retire.remove(repo, &layout::index(name)).await?;
     }
     // 4. Packs nothing needs any more.
     for id in plan
@@ -381,7 +396,7 @@ async fn prune_locked(
         .chain(plan.repack.iter())
         .chain(plan.unindexed.iter())
     {
-        delete_ok(repo, &layout::pack(id)).await?;
+        retire.remove(repo, &layout::pack(id)).await?;
     }
     // 5. Markers of damaged packs that are gone (after their pack: a crash in between leaves a
     //    marker without a pack, which the next prune removes).
@@ -390,19 +405,13 @@ async fn prune_locked(
     }
     // 6. Envelopes of data keys no chunk and no manifest uses.
     for k in &plan.delete_keys {
-        delete_ok(repo, &layout::data_key(k)).await?;
+        retire.remove(repo, &layout::data_key(k)).await?;
     }
+    // 7. Batches whose delete delay has passed, this run's included when the delay is zero.
+    plan.purged = crate::trash::purge(repo, opts.delete_delay).await?;
     let _ = repo
         .storage()
         .remove_stale_temporaries(Duration::from_secs(3600))
         .await;
     Ok(plan)
-}
-
-async fn delete_ok(repo: &Repository, key: &ibs_storage::ObjectKey) -> Result<(), EngineError> {
-    match repo.storage().delete(key).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.is_not_found() => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }

@@ -105,13 +105,12 @@ async fn exclusive<T>(
     guard.finish(result).await
 }
 
+/// Moves forgotten manifests into a grace-area batch: `ibs repo undelete` can bring them back
+/// until a prune purges the batch after the delete delay.
 async fn delete_manifests(repo: &Repository, ids: &[String]) -> Result<(), EngineError> {
+    let retire = crate::trash::Retire::new(repo, crate::trash::DEFAULT_DELETE_DELAY);
     for id in ids {
-        match repo.storage().delete(&layout::backup(id)).await {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
+        retire.remove(repo, &layout::backup(id)).await?;
     }
     Ok(())
 }

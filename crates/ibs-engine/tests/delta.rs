@@ -127,6 +127,7 @@ async fn scattered_row_changes_store_a_small_fraction_and_restore_byte_identical
                     .collect(),
             ),
             grace: Duration::ZERO,
+            delete_delay: Duration::ZERO,
         },
     )
     .await

@@ -325,6 +325,7 @@ async fn after_set_cert_each_backup_restores_with_its_own_pfx_alone() {
                 lock_wait: Default::default(),
                 expected: ibs_engine::retention::Expected::TrustListing,
                 grace: Default::default(),
+                delete_delay: Default::default(),
             },
         )
         .await

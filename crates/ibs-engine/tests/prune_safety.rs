@@ -73,6 +73,7 @@ fn opts(expected: Expected, grace: Duration) -> PruneOptions {
         lock_wait: Duration::ZERO,
         expected,
         grace,
+        delete_delay: ibs_engine::trash::DEFAULT_DELETE_DELAY,
     }
 }
 

@@ -62,6 +62,19 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         .map(|t| t.unix_timestamp())
 }
 
+/// The time at the head of an id made by [`new_backup_id`] (whole seconds, UTC).
+pub fn id_unix(id: &str) -> Option<i64> {
+    let b = id.get(..16)?.as_bytes();
+    if b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| std::str::from_utf8(&b[r]).ok()?.parse::<i64>().ok();
+    let month = time::Month::try_from(n(4..6)? as u8).ok()?;
+    let date = time::Date::from_calendar_date(n(0..4)? as i32, month, n(6..8)? as u8).ok()?;
+    let t = time::Time::from_hms(n(9..11)? as u8, n(11..13)? as u8, n(13..15)? as u8).ok()?;
+    Some(date.with_time(t).assume_utc().unix_timestamp())
+}
+
 /// A backup id for a start time: `YYYYMMDDTHHMMSSZ-` and 8 random hex digits.
 pub fn new_backup_id(unix: i64) -> String {
     let t =
@@ -78,4 +91,19 @@ pub fn new_backup_id(unix: i64) -> String {
         t.second(),
         hex::encode(r)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_carry_their_time() {
+        for t in [0, 1_764_882_000, 4_102_444_799] {
+            assert_eq!(id_unix(&new_backup_id(t)), Some(t));
+        }
+        assert_eq!(id_unix("20261304T210000Z-0a1b2c3d"), None);
+        assert_eq!(id_unix("2026120XT210000Z-0a1b2c3d"), None);
+        assert_eq!(id_unix("short"), None);
+    }
 }

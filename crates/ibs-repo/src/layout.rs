@@ -17,6 +17,9 @@ pub const CERTS: &str = "keys/certs/";
 pub const REPO_KEYS: &str = "keys/repo-";
 /// Damage markers, one per pack that failed verification (see `damaged.rs`).
 pub const DAMAGED: &str = "damaged/";
+/// The grace area: what prune and forget removed, kept until the delete delay has passed so
+/// `undelete` can bring it back. `trash/<batch>/<original key>`, one batch per operation.
+pub const TRASH: &str = "trash/";
 
 fn key(s: String) -> ObjectKey {
     // Every name built here is made of hex, digits, letters, '-', '.', '/' only.
@@ -58,6 +61,21 @@ pub fn repo_key(thumbprint: &str) -> ObjectKey {
 
 pub fn damaged(id: &PackId) -> ObjectKey {
     key(format!("{DAMAGED}{}", id.to_hex()))
+}
+
+/// Where `original` waits in the grace area while `batch` (a [`is_backup_id`]-shaped name: the
+/// operation's time and a random part) is not purged.
+pub fn trash(batch: &str, original: &ObjectKey) -> ObjectKey {
+    key(format!("{TRASH}{batch}/{}", original.as_str()))
+}
+
+/// Parses a grace-area key back to (batch, original key). Only originals that ibs itself creates
+/// are accepted, so `undelete` can never write a name of a trash object's choosing elsewhere.
+pub fn parse_trash(k: &ObjectKey) -> Option<(&str, ObjectKey)> {
+    let (batch, rest) = k.as_str().strip_prefix(TRASH)?.split_once('/')?;
+    let original = ObjectKey::new(rest).ok()?;
+    (is_backup_id(batch) && !original.as_str().starts_with(TRASH) && is_ibs_object(&original))
+        .then_some((batch, original))
 }
 
 /// Parses a damage-marker key back to the pack id it names (`damaged/<64 hex>`).
@@ -110,6 +128,7 @@ pub fn is_ibs_object(k: &ObjectKey) -> bool {
         || s.strip_prefix(REPO_KEYS)
             .and_then(|n| n.strip_suffix(".p7m"))
             .is_some_and(is_thumbprint)
+        || (s.starts_with(TRASH) && parse_trash(k).is_some())
 }
 
 fn is_thumbprint(s: &str) -> bool {
@@ -136,5 +155,18 @@ mod tests {
         assert_eq!(parse_damaged(&damaged(&p)), Some(p));
         assert!(is_ibs_object(&damaged(&p)));
         assert!(!is_ibs_object(&ObjectKey::new("damaged/notes").unwrap()));
+        let t = trash("20261204T210000Z-0a1b2c3d", &pack(&p));
+        assert_eq!(
+            parse_trash(&t),
+            Some(("20261204T210000Z-0a1b2c3d", pack(&p)))
+        );
+        assert!(is_ibs_object(&t));
+        for bad in [
+            "trash/20261204T210000Z-0a1b2c3d/notes.txt",
+            "trash/notabatch/config",
+            "trash/20261204T210000Z-0a1b2c3d/trash/20261204T210000Z-0a1b2c3d/config",
+        ] {
+            assert_eq!(parse_trash(&ObjectKey::new(bad).unwrap()), None, "{bad}");
+        }
     }
 }

@@ -391,6 +391,21 @@ impl Storage for S3Storage {
         self.delete_raw("delete", key.as_str()).await
     }
 
+    /// A server-side copy, then the delete of `from`: no object bytes cross the network.
+    async fn rename(&self, from: &ObjectKey, to: &ObjectKey) -> Result<()> {
+        self.head("rename", from.as_str()).await?;
+        let source = copy_source(&self.config.bucket, &self.full(from.as_str()));
+        self.client
+            .copy_object()
+            .bucket(&self.config.bucket)
+            .key(self.full(to.as_str()))
+            .copy_source(source)
+            .send()
+            .await
+            .map_err(|e| classify("rename", Some(to.as_str()), e))?;
+        self.delete_raw("rename", from.as_str()).await
+    }
+
     /// S3 does not tell free space (quotas surface as `Capacity` errors on write).
     async fn space(&self) -> Result<Option<SpaceInfo>> {
         Ok(None)
@@ -464,4 +479,17 @@ impl Storage for S3Storage {
         check_deletable_foreign(path)?;
         self.delete_raw("delete_foreign", path).await
     }
+}
+
+/// `x-amz-copy-source`: `bucket/key`, percent-encoded but for `/` and the unreserved characters.
+fn copy_source(bucket: &str, key: &str) -> String {
+    let mut out = String::with_capacity(bucket.len() + key.len() + 1);
+    for b in format!("{bucket}/{key}").bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

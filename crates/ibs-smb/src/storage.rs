@@ -234,24 +234,7 @@ impl SmbStorage {
         };
         let created = match s.create(&tmp_path, &params, Stage::Object).await {
             Err(e) if e.nt_status() == Some(NtStatus::OBJECT_PATH_NOT_FOUND) && !dir.is_empty() => {
-                // Create the missing parent folders one by one, then retry.
-                let mut p = String::new();
-                for c in dir.split('/') {
-                    if !p.is_empty() {
-                        p.push('/');
-                    }
-                    p.push_str(c);
-                    match s.mkdir_if_missing(&self.path(&p), Stage::Object).await {
-                        Err(e) if e.nt_status() == Some(NtStatus::OBJECT_PATH_NOT_FOUND) => {
-                            return Err(SmbError::status(
-                                "create folder",
-                                Stage::Root,
-                                NtStatus::OBJECT_PATH_NOT_FOUND,
-                            ))
-                        }
-                        r => r?,
-                    }
-                }
+                self.mkdirs(s, dir).await?;
                 s.create(&tmp_path, &params, Stage::Object).await?
             }
             Err(e) if e.nt_status() == Some(NtStatus::OBJECT_PATH_NOT_FOUND) => {
@@ -278,6 +261,57 @@ impl SmbStorage {
                 Err(e)
             }
         }
+    }
+
+    /// Creates the missing folders of `dir` (a `/`-separated key folder) one by one. A missing
+    /// root is a path fault, not an object one.
+    async fn mkdirs(&self, s: &Session, dir: &str) -> SmbResult<()> {
+        let mut p = String::new();
+        for c in dir.split('/') {
+            if !p.is_empty() {
+                p.push('/');
+            }
+            p.push_str(c);
+            match s.mkdir_if_missing(&self.path(&p), Stage::Object).await {
+                Err(e) if e.nt_status() == Some(NtStatus::OBJECT_PATH_NOT_FOUND) => {
+                    return Err(SmbError::status(
+                        "create folder",
+                        Stage::Root,
+                        NtStatus::OBJECT_PATH_NOT_FOUND,
+                    ))
+                }
+                r => r?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Renames `from` over `to` on the server (one SET_INFO), creating `to`'s folders when the
+    /// server says they are missing.
+    async fn rename_inner(&self, s: &Session, from: &ObjectKey, to: &ObjectKey) -> SmbResult<()> {
+        let p = CreateParams {
+            access: m::DELETE | m::FILE_READ_ATTRIBUTES,
+            attributes: 0,
+            share: m::SHARE_ALL,
+            disposition: m::DISPOSITION_OPEN,
+            options: m::OPT_NON_DIRECTORY,
+        };
+        let f = s
+            .create(&self.path(from.as_str()), &p, Stage::Object)
+            .await?;
+        let target = self.path(to.as_str());
+        let mut r = s.rename(f.file_id, &target, true).await;
+        if let (Err(e), Some((dir, _))) = (&r, to.as_str().rsplit_once('/')) {
+            if e.nt_status() == Some(NtStatus::OBJECT_PATH_NOT_FOUND) {
+                r = match self.mkdirs(s, dir).await {
+                    Ok(()) => s.rename(f.file_id, &target, true).await,
+                    Err(e) => Err(e),
+                };
+            }
+        }
+        let c = s.close(f.file_id).await;
+        r?;
+        c
     }
 
     async fn write_verify_publish(
@@ -491,6 +525,15 @@ impl Storage for SmbStorage {
         self.handles.forget(&path).await;
         self.run("delete", Some(key.as_str()), |s| async move {
             delete_path(&s, &path).await.map_err(not_a_file)
+        })
+        .await
+    }
+
+    async fn rename(&self, from: &ObjectKey, to: &ObjectKey) -> Result<()> {
+        self.handles.forget(&self.path(from.as_str())).await;
+        self.handles.forget(&self.path(to.as_str())).await;
+        self.run("rename", Some(from.as_str()), |s| async move {
+            self.rename_inner(&s, from, to).await.map_err(not_a_file)
         })
         .await
     }

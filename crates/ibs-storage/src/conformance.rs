@@ -33,6 +33,7 @@ pub async fn run_all(s: &dyn Storage, large: usize) {
     empty_object(s).await;
     large_object(s, large).await;
     concurrent_puts(s).await;
+    renames(s).await;
     space_is_sane(s).await;
     delete_all(s).await;
 }
@@ -114,6 +115,59 @@ async fn put_get_roundtrip(s: &dyn Storage) {
         1000,
         "stat reports the stored size"
     );
+}
+
+/// `rename` moves an object into a folder that does not exist yet, replaces an existing target,
+/// and answers a missing source with `NotFound` without touching the target.
+async fn renames(s: &dyn Storage) {
+    let data = random_bytes(70_000, 9);
+    s.put(&key("mv/src"), data.clone()).await.expect("put");
+    let to = key("mv/new/deeper/dst");
+    s.rename(&key("mv/src"), &to)
+        .await
+        .expect("rename into a new folder");
+    assert_eq!(
+        s.get(&to).await.expect("get renamed"),
+        data,
+        "the bytes move"
+    );
+    assert_eq!(
+        s.stat(&key("mv/src")).await.expect_err("source gone").kind,
+        ErrorKind::NotFound,
+        "the source is gone after a rename"
+    );
+    let other = random_bytes(10, 10);
+    s.put(&key("mv/src2"), other.clone()).await.expect("put");
+    s.rename(&key("mv/src2"), &to)
+        .await
+        .expect("rename over an object");
+    assert_eq!(
+        s.get(&to).await.expect("get"),
+        other,
+        "rename replaces the target"
+    );
+    assert_eq!(
+        s.rename(&key("mv/none"), &to)
+            .await
+            .expect_err("missing source")
+            .kind,
+        ErrorKind::NotFound,
+        "renaming a missing object is NotFound"
+    );
+    assert_eq!(s.get(&to).await.expect("target intact"), other);
+    let names: Vec<String> = s
+        .list("mv/")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|o| o.key.as_str().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["mv/new/deeper/dst".to_owned()],
+        "only the target is listed"
+    );
+    s.delete(&to).await.expect("delete");
 }
 
 async fn overwrite_replaces(s: &dyn Storage) {

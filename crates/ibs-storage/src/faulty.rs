@@ -278,6 +278,19 @@ impl Storage for FaultyStorage {
         self.inner.delete(key).await
     }
 
+    /// Faults as a delete: the move removes `from`.
+    async fn rename(&self, from: &ObjectKey, to: &ObjectKey) -> Result<()> {
+        if let Some(Fault::Error { kind, transient }) = self.before(Op::Delete).await {
+            return Err(injected_error(
+                kind,
+                transient,
+                "rename",
+                Some(from.as_str()),
+            ));
+        }
+        self.inner.rename(from, to).await
+    }
+
     async fn space(&self) -> Result<Option<SpaceInfo>> {
         self.inner.space().await
     }

@@ -154,6 +154,17 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Removes an object. Removing a missing object is `ErrorKind::NotFound`.
     async fn delete(&self, key: &ObjectKey) -> Result<()>;
 
+    /// Moves the object `from` to `to`, replacing `to` if it exists. A missing `from` is
+    /// `ErrorKind::NotFound`. When this returns `Ok`, `to` holds exactly the bytes `from` held and
+    /// `from` is gone; on an error `from` is never gone without `to` being whole (a crash may leave
+    /// both). Backends that can move on the server (a file rename, a server-side copy) override
+    /// this default, which reads, writes and deletes through `self`.
+    async fn rename(&self, from: &ObjectKey, to: &ObjectKey) -> Result<()> {
+        let data = self.get(from).await?;
+        self.put(to, data).await?;
+        self.delete(from).await
+    }
+
     /// Free and total space, if the backend can tell.
     async fn space(&self) -> Result<Option<SpaceInfo>>;
 

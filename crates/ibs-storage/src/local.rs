@@ -459,6 +459,32 @@ impl Storage for LocalStorage {
         .await
     }
 
+    async fn rename(&self, from: &ObjectKey, to: &ObjectKey) -> Result<()> {
+        let (src, dst) = (self.path_of(from), self.path_of(to));
+        let (from, to) = (from.clone(), to.clone());
+        let root = self.root.clone();
+        self.blocking("rename", move || {
+            LocalStorage::check_root(&root, "rename")?;
+            if !fs::metadata(&src)
+                .map_err(io_err("rename", &from))?
+                .is_file()
+            {
+                return Err(StorageError::not_found("rename", from.as_str()));
+            }
+            let dir = dst.parent().unwrap_or(&root).to_path_buf();
+            fs::create_dir_all(&dir).map_err(io_err("rename", &to))?;
+            fs::rename(&src, &dst).map_err(io_err("rename", &from))?;
+            // Both folders' entries must be durable: the new name, and the old one gone.
+            for d in [dir.as_path(), src.parent().unwrap_or(&root)] {
+                File::open(d)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io_err("rename", &to))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn space(&self) -> Result<Option<SpaceInfo>> {
         let root = self.root.clone();
         self.blocking("space", move || {

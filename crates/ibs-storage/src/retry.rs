@@ -102,6 +102,10 @@ impl Storage for RetryStorage {
         self.run("delete", || self.inner.delete(key)).await
     }
 
+    async fn rename(&self, from: &ObjectKey, to: &ObjectKey) -> Result<()> {
+        self.run("rename", || self.inner.rename(from, to)).await
+    }
+
     async fn space(&self) -> Result<Option<SpaceInfo>> {
         self.run("space", || self.inner.space()).await
     }

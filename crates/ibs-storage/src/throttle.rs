@@ -184,6 +184,11 @@ impl Storage for ThrottleStorage {
         self.inner.delete(key).await
     }
 
+    /// A move on the server transfers no object bytes over the throttled link.
+    async fn rename(&self, from: &ObjectKey, to: &ObjectKey) -> Result<()> {
+        self.inner.rename(from, to).await
+    }
+
     async fn space(&self) -> Result<Option<SpaceInfo>> {
         self.inner.space().await
     }

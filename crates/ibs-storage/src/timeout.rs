@@ -135,6 +135,17 @@ impl Storage for TimeoutStorage {
             .await
     }
 
+    async fn rename(&self, from: &ObjectKey, to: &ObjectKey) -> Result<()> {
+        let k = Some(from.as_str());
+        self.run(
+            "rename",
+            k,
+            self.limits.metadata,
+            self.inner.rename(from, to),
+        )
+        .await
+    }
+
     async fn space(&self) -> Result<Option<SpaceInfo>> {
         self.run("space", None, self.limits.metadata, self.inner.space())
             .await

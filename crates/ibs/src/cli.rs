@@ -300,7 +300,8 @@ pub enum RepoCmd {
         #[command(flatten)]
         unlock: UnlockArgs,
     },
-    /// Remove backups older than N days (never the newest successful one).
+    /// Remove backups older than N days (never the newest successful one). Their manifests go
+    /// into the grace area, where `ibs repo undelete` brings them back until a prune purges them.
     Forget {
         #[command(flatten)]
         loc: Location,
@@ -315,7 +316,9 @@ pub enum RepoCmd {
     ///
     /// Prune refuses (deleting nothing) when the storage listing lacks a backup that this writer
     /// committed and did not forget (its ledger in the writer state), and never deletes a pack or
-    /// data-key envelope younger than the grace period.
+    /// data-key envelope younger than the grace period. What it removes goes into the grace area
+    /// (`trash/` in the repository) and is deleted by a later prune after the delete delay;
+    /// `ibs repo undelete` brings it back until then.
     Prune {
         #[command(flatten)]
         loc: Location,
@@ -325,11 +328,25 @@ pub enum RepoCmd {
         /// Packs and data-key envelopes written less than this many hours ago are kept.
         #[arg(long, default_value_t = 24, value_name = "HOURS")]
         grace_hours: u64,
+        /// What prune removes stays this many hours in the grace area before a later prune
+        /// deletes it; batches older than this are deleted now. 0 deletes at once (and empties
+        /// the grace area).
+        #[arg(long, default_value_t = 24, value_name = "HOURS")]
+        delete_delay_hours: u64,
         /// Trust the storage listing as complete: needed when the writer state has no ledger of
         /// backups (adopted, or older than the ledger), or to accept backups removed outside
         /// this writer. Check `ibs repo list` first.
         #[arg(long)]
         trust_listing: bool,
+    },
+    /// Bring back everything forget and prune moved into the grace area and no prune has
+    /// deleted yet: the backups they removed reappear.
+    Undelete {
+        #[command(flatten)]
+        loc: Location,
+        /// Only list what the grace area holds.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Re-wrap every envelope the old .pfx opens for a new certificate.
     Rewrap {

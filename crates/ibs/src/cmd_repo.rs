@@ -172,8 +172,16 @@ pub async fn run(args: RepoArgs, json: bool, quiet: bool) -> Result<i32> {
             loc,
             dry_run,
             grace_hours,
+            delete_delay_hours,
             trust_listing,
-        } => maintain::prune(&ctx, loc, dry_run, grace_hours, trust_listing).await,
+        } => {
+            let hours = maintain::PruneHours {
+                grace: grace_hours,
+                delete_delay: delete_delay_hours,
+            };
+            maintain::prune(&ctx, loc, dry_run, hours, trust_listing).await
+        }
+        RepoCmd::Undelete { loc, dry_run } => maintain::undelete(&ctx, loc, dry_run).await,
         RepoCmd::Rewrap {
             loc,
             pfx,

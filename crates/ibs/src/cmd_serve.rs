@@ -201,6 +201,10 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
             .prune_grace_hours
             .map(|h| Duration::from_secs(h.saturating_mul(3600)))
             .unwrap_or(ibs_engine::retention::DEFAULT_GRACE),
+        delete_delay: config
+            .delete_delay_hours
+            .map(|h| Duration::from_secs(h.saturating_mul(3600)))
+            .unwrap_or(ibs_engine::trash::DEFAULT_DELETE_DELAY),
         closed_alert_retention_days: config
             .closed_alert_retention_days
             .unwrap_or(ibs_controller::alert_purge::DEFAULT_CLOSED_ALERT_RETENTION_DAYS),

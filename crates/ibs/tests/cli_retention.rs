@@ -119,11 +119,27 @@ fn prune_dry_run_changes_nothing_and_prune_frees_forgotten_data() {
         "prune --dry-run changed the repository"
     );
 
-    fx.repo_cmd("prune").args(["--grace-hours", "0"]).run().ok();
+    // By default what prune removes waits in the grace area for a day: the packs leave packs/,
+    // the repository keeps their bytes under trash/.
+    let packs_before = dir_size(&fx.mas().join("packs"));
+    let out = fx.repo_cmd("prune").args(["--grace-hours", "0"]).run().ok();
+    assert!(out.stdout.contains("grace area"), "{out}");
+    let packs_after = dir_size(&fx.mas().join("packs"));
+    assert!(
+        packs_after + (5 << 20) < packs_before,
+        "prune freed too little: {packs_before} -> {packs_after} bytes (6 MiB of unique data was forgotten)"
+    );
+    assert!(dir_size(&fx.mas().join("trash")) > 5 << 20);
+    // A zero delete delay deletes at once and empties the grace area.
+    fx.repo_cmd("prune")
+        .args(["--grace-hours", "0", "--delete-delay-hours", "0"])
+        .run()
+        .ok();
+    assert_eq!(dir_size(&fx.mas().join("trash")), 0);
     let size_after = dir_size(&fx.mas());
     assert!(
         size_after + (5 << 20) < size_before,
-        "prune freed too little: {size_before} -> {size_after} bytes (6 MiB of unique data was forgotten)"
+        "prune freed too little: {size_before} -> {size_after} bytes"
     );
     let t = fx.path("t");
     fx.restore_cmd(&s2, &t, &[&cert.pfx])

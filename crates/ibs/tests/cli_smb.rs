@@ -122,6 +122,101 @@ fn repo_commands_work_on_an_smb_location() {
         .stderr_has("connectivity");
 }
 
+/// Delayed delete on a share: forget and prune move what they remove into `MASBackup/trash` with
+/// server-side renames, `undelete` brings the forgotten backup back whole, and a zero delete delay
+/// empties the grace area.
+#[test]
+fn forget_prune_and_undelete_on_an_smb_location() {
+    shared_server();
+    let fx = Fx::new();
+    let cert = shared_cert(0);
+    let (region_dir, loc) = region(&Path::new(DIR).join("share"), "backup", PORT);
+    let src = fx.path("src");
+    data(&src, 6, 7);
+    smb_cmd("init", &loc, &fx.state)
+        .arg("--cert")
+        .arg(&cert.cer)
+        .run()
+        .ok();
+    let first = snapshot(&src);
+    let backup = || {
+        smb_cmd("backup", &loc, &fx.state)
+            .arg("--source")
+            .arg(format!("data={}", src.display()))
+            .run()
+            .ok()
+            .last_line()
+    };
+    let id1 = backup();
+    next_second();
+    data(&src, 6, 8);
+    let id2 = backup();
+    next_second();
+    smb_cmd("forget", &loc, &fx.state)
+        .args(["--keep-days", "0"])
+        .run()
+        .ok();
+    let listed = smb_cmd("list", &loc, &fx.state).run().ok();
+    assert!(!listed.stdout.contains(&id1), "{listed}");
+    smb_cmd("prune", &loc, &fx.state)
+        .args(["--grace-hours", "0"])
+        .run()
+        .ok();
+    let trash = region_dir.join("MASBackup/trash");
+    assert!(
+        dir_size(&trash) > 5 << 20,
+        "the forgotten data waits in the grace area"
+    );
+
+    let dry = smb_cmd("undelete", &loc, &fx.state)
+        .arg("--dry-run")
+        .run()
+        .ok();
+    assert!(
+        dry.stdout.contains(&id1) && dry.stdout.contains("would bring back"),
+        "{dry}"
+    );
+    let done = smb_cmd("undelete", &loc, &fx.state).run().ok();
+    assert!(done.stdout.contains(&id1), "{done}");
+    assert_eq!(dir_size(&trash), 0, "undelete empties the grace area");
+    let out = fx.path("out");
+    smb_cmd("restore", &loc, &fx.state)
+        .args(["--backup", &id1])
+        .arg("--target")
+        .arg(&out)
+        .arg("--pfx")
+        .arg(&cert.pfx)
+        .pw()
+        .run()
+        .ok();
+    assert_tree(&first, &out.join("data"), "an undeleted backup restores");
+    smb_cmd("check", &loc, &fx.state)
+        .arg("--read-data")
+        .arg("--pfx")
+        .arg(&cert.pfx)
+        .pw()
+        .run()
+        .ok();
+
+    // Forget again and prune with no delay: deleted at once, the grace area is empty.
+    smb_cmd("forget", &loc, &fx.state)
+        .args(["--keep-days", "0"])
+        .run()
+        .ok();
+    smb_cmd("prune", &loc, &fx.state)
+        .args(["--grace-hours", "0", "--delete-delay-hours", "0"])
+        .run()
+        .ok();
+    assert_eq!(dir_size(&trash), 0);
+    let none = smb_cmd("undelete", &loc, &fx.state).run().ok();
+    assert!(none.stdout.contains("nothing to undelete"), "{none}");
+    let listed = smb_cmd("list", &loc, &fx.state).run().ok();
+    assert!(
+        !listed.stdout.contains(&id1) && listed.stdout.contains(&id2),
+        "{listed}"
+    );
+}
+
 #[test]
 fn smb_faults_map_to_the_five_classes_with_their_exit_codes() {
     shared_server();

@@ -353,3 +353,69 @@ fn the_controller_takes_an_s3_location_after_the_accessibility_test() {
         "the backup's packs are in the bucket"
     );
 }
+
+/// Delayed delete on a bucket: prune moves what it removes under `trash/` with server-side
+/// copies, `undelete` brings the forgotten backup back whole, a zero delay empties `trash/`.
+#[test]
+fn forget_prune_and_undelete_on_rgw() {
+    let gw = rgw::gateway();
+    let bucket = block_on(rgw::bucket("grace"));
+    let loc = location(gw, &bucket, "r");
+    let fx = Fx::new();
+    let cert = shared_cert(0);
+    let cmd = |sub: &str| s3_cmd(sub, &loc, &fx.state, &gw.writer);
+    cmd("init").arg("--cert").arg(&cert.cer).run().ok();
+    let src = fx.path("src");
+    write(&src.join("a.bin"), &pseudo_random(31, 3 << 20));
+    let first = snapshot(&src);
+    let backup = || {
+        cmd("backup")
+            .arg("--source")
+            .arg(format!("data={}", src.display()))
+            .run()
+            .ok()
+            .last_line()
+    };
+    let id1 = backup();
+    next_second();
+    write(&src.join("a.bin"), &pseudo_random(32, 3 << 20));
+    backup();
+    next_second();
+    cmd("forget").args(["--keep-days", "0"]).run().ok();
+    cmd("prune").args(["--grace-hours", "0"]).run().ok();
+    let trash = |keys: Vec<String>| -> usize {
+        keys.iter()
+            .filter(|k| k.starts_with("r/MASBackup/trash/"))
+            .count()
+    };
+    assert!(
+        trash(keys_in(gw, &bucket)) >= 3,
+        "manifest, pack, index in the grace area"
+    );
+    let done = cmd("undelete").run().ok();
+    assert!(done.stdout.contains(&id1), "{done}");
+    assert_eq!(trash(keys_in(gw, &bucket)), 0);
+    let out = fx.path("out");
+    cmd("restore")
+        .args(["--backup", &id1])
+        .arg("--target")
+        .arg(&out)
+        .arg("--pfx")
+        .arg(&cert.pfx)
+        .pw()
+        .run()
+        .ok();
+    assert_tree(
+        &first,
+        &out.join("data"),
+        "an undeleted backup restores from RGW",
+    );
+    cmd("forget").args(["--keep-days", "0"]).run().ok();
+    cmd("prune")
+        .args(["--grace-hours", "0", "--delete-delay-hours", "0"])
+        .run()
+        .ok();
+    assert_eq!(trash(keys_in(gw, &bucket)), 0);
+    let listed = cmd("list").run().ok();
+    assert!(!listed.stdout.contains(&id1), "{listed}");
+}

@@ -104,6 +104,7 @@ async fn run(ctx: &JobContext) -> Result<usize, String> {
             lock_wait: ctx.lock_wait,
             expected: Expected::Backups(expected),
             grace: ctx.prune_grace,
+            delete_delay: ctx.delete_delay,
         },
     )
     .await

@@ -176,6 +176,10 @@ impl Storage for FencedStorage {
         self.gate("delete", Some(key.as_str()))?;
         self.inner.delete(key).await
     }
+    async fn rename(&self, from: &ObjectKey, to: &ObjectKey) -> ibs_storage::Result<()> {
+        self.gate("rename", Some(from.as_str()))?;
+        self.inner.rename(from, to).await
+    }
     async fn space(&self) -> ibs_storage::Result<Option<SpaceInfo>> {
         self.inner.space().await
     }

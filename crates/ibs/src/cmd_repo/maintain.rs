@@ -2,7 +2,7 @@
 
 use super::{open_repo, Ctx};
 use crate::cli::Location;
-use crate::output::{exit, human};
+use crate::output::{count, exit, human};
 use anyhow::{bail, Result};
 use ibs_engine::ledger::Ledger;
 use ibs_engine::retention::{Expected, PruneOptions};
@@ -40,14 +40,21 @@ pub(super) async fn forget(ctx: &Ctx, loc: Location, keep_days: u32, dry_run: bo
     Ok(exit::OK)
 }
 
+/// Prune's two periods, in hours.
+pub(super) struct PruneHours {
+    pub grace: u64,
+    pub delete_delay: u64,
+}
+
 /// `ibs repo prune`: deletes and repacks what no backup references, checked against the ledger.
 pub(super) async fn prune(
     ctx: &Ctx,
     loc: Location,
     dry_run: bool,
-    grace_hours: u64,
+    hours: PruneHours,
     trust_listing: bool,
 ) -> Result<i32> {
+    let grace_hours = hours.grace;
     let repo = open_repo(&loc).await?;
     let state = WriterState::load(&ctx.state_root, &repo.config().id)?;
     let expected = match (trust_listing, Ledger::of(&state).expected()?) {
@@ -62,6 +69,7 @@ pub(super) async fn prune(
         lock_wait: ctx.lock_wait,
         expected,
         grace: Duration::from_secs(grace_hours.saturating_mul(3600)),
+        delete_delay: Duration::from_secs(hours.delete_delay.saturating_mul(3600)),
     };
     let plan = ibs_engine::retention::prune(&repo, &state, opts).await?;
     if ctx.json {
@@ -79,9 +87,76 @@ pub(super) async fn prune(
                 plan.young_keys.len()
             );
         }
+        if let Some(b) = &plan.grace_batch {
+            outln!(
+                "moved what was removed into the grace area (batch {b}); `ibs repo undelete` brings it back for {} h",
+                hours.delete_delay
+            );
+        }
+        if plan.purged.batches > 0 {
+            outln!(
+                "deleted {} from the grace area ({}, older than {} h)",
+                human(plan.purged.bytes),
+                count(plan.purged.batches as u64, "batch|batches"),
+                hours.delete_delay
+            );
+        }
         for d in &plan.damaged {
             errln!("warning: pack {d} is damaged and was not repacked; run `ibs repo check --read-data`");
         }
+    }
+    Ok(exit::OK)
+}
+
+/// `ibs repo undelete`: moves everything in the grace area back; the writer's ledger expects the
+/// backups that return.
+pub(super) async fn undelete(ctx: &Ctx, loc: Location, dry_run: bool) -> Result<i32> {
+    let repo = open_repo(&loc).await?;
+    let batches = ibs_engine::trash::batches(&repo).await?;
+    let done = ibs_engine::trash::undelete(&repo, ctx.lock_wait, dry_run).await?;
+    if !dry_run && WriterState::exists(&ctx.state_root, &repo.config().id) {
+        let state = WriterState::load(&ctx.state_root, &repo.config().id)?;
+        let ledger = Ledger::of(&state);
+        if ledger.exists() {
+            for id in &done.backups {
+                ledger.record_written(id)?;
+            }
+        }
+    }
+    if ctx.json {
+        outln!(
+            "{}",
+            serde_json::json!({"batches": batches, "result": done})
+        );
+        return Ok(exit::OK);
+    }
+    if batches.is_empty() {
+        outln!("the grace area is empty: nothing to undelete");
+        return Ok(exit::OK);
+    }
+    for b in &batches {
+        outln!(
+            "batch {} ({}): {}, {}, {}",
+            b.name,
+            ibs_repo::clock::rfc3339(b.time),
+            count(b.objects as u64, "object"),
+            human(b.bytes),
+            count(b.backups.len() as u64, "backup")
+        );
+    }
+    let verb = if dry_run {
+        "would bring back"
+    } else {
+        "brought back"
+    };
+    outln!(
+        "{verb} {} and {} ({})",
+        count(done.restored as u64, "object"),
+        count(done.backups.len() as u64, "backup"),
+        human(done.bytes)
+    );
+    for id in &done.backups {
+        outln!("  {id}");
     }
     Ok(exit::OK)
 }
