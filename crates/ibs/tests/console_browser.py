@@ -21,9 +21,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
-from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import (StaleElementReferenceException, TimeoutException,
+                                        WebDriverException)
 
 URL = os.environ["IBS_URL"]
 ADMIN = os.environ["IBS_ADMIN"]
@@ -125,7 +125,16 @@ def click(css):
     old = d.find_element(By.TAG_NAME, "html")
     e.click()
     if navigates:
-        WebDriverWait(d, 60).until(EC.staleness_of(old))
+        WebDriverWait(d, 60).until(lambda _: gone(old))
+
+
+def gone(element):
+    """Whether `element` left the document (chromedriver says so in two ways mid-navigation)."""
+    try:
+        element.is_enabled()
+        return False
+    except (StaleElementReferenceException, WebDriverException):
+        return True
 
 
 def fill(css, value):
