@@ -1,6 +1,9 @@
 //! The web console (issue 15, ADR 0030): server-rendered HTML pages served by `ibs serve` under
-//! `/` on the API's port. This crate owns the pages, the console's sessions and CSRF tokens
-//! ([`session`]), the SVG charts ([`charts`]) and the security headers of every console response.
+//! `/` on the API's port. This crate owns the pages ([`pages`]; [`ops`]: maintenance,
+//! verification, components; [`recovery`]: restore, validate, job pages and report downloads;
+//! [`settings`]), the actions ([`actions`]), forms with uploads held in memory ([`form`]), the
+//! console's sessions, CSRF tokens and sign-in guard ([`session`]), the SVG charts ([`charts`]) and
+//! the security headers of every console response.
 //!
 //! The console is a view over the API, not a second API: every page and every action calls the
 //! API's own handler (`ibs_api::routes`) with the signed-in token's [`Caller`], so the role rules,
