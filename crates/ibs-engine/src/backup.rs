@@ -195,11 +195,49 @@ pub async fn backup_with(
 ) -> Result<BackupReport, EngineError> {
     validate(&opts)?;
     check_state(repo.as_ref(), state)?;
+    // Backups of several writers run together (the append lock); two of one writer state would
+    // share its files cache and signature stores, so they take turns on this host.
+    let _local = state_lock(state, opts.lock_wait).await?;
     let lock = repo
-        .lock(LockKind::Exclusive, "backup", opts.lock_wait)
+        .lock(LockKind::Append, "backup", opts.lock_wait)
         .await?;
     let result = run(repo.clone(), state, opts, extras).await;
     lock.finish(result).await
+}
+
+/// An exclusive advisory lock on `<writer state>/backup.lock`, held (by the open file) while a
+/// backup of this writer state runs; waits up to `wait`. The lock ends with the process.
+async fn state_lock(state: &WriterState, wait: Duration) -> Result<std::fs::File, EngineError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state.dir.join("backup.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| EngineError::from(crate::StateError::io(&path)(e)))?;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(ibs_repo::RepoError::Locked {
+                    holder: format!(
+                        "another backup with this writer state ({}) is running on this host",
+                        state.dir.display()
+                    ),
+                }
+                .into())
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(crate::StateError::io(&path)(e).into())
+            }
+        }
+    }
 }
 
 /// The backup under the exclusive lock: prepare the index and a data key, run the pipeline, store

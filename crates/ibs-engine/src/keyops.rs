@@ -56,6 +56,8 @@ pub async fn init_with(
         legacy,
     );
     state.save()?;
+    // The new writer has written no backup yet, and knows it: prune may run before its first one.
+    crate::ledger::Ledger::of(&state).start()?;
     let repo = pending.commit().await?;
     Ok((repo, state))
 }

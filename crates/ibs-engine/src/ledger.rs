@@ -51,6 +51,17 @@ impl Ledger {
         f.sync_all().map_err(io)
     }
 
+    /// Starts an empty ledger (a writer state that has seen every backup it wrote: none yet).
+    pub fn start(&self) -> Result<(), EngineError> {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&self.path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| StateError::io(&self.path)(e).into())
+    }
+
     /// Records a committed backup.
     pub fn record_written(&self, id: &str) -> Result<(), EngineError> {
         self.append('+', &[id.to_owned()])

@@ -1,8 +1,9 @@
-//! Lock stress with real processes: rounds of 4 `ibs repo backup` (exclusive) and 2 `ibs repo
-//! check` (shared) started at once on one local repository. Every process records, through the
-//! lock module's `IBS_LOCK_TRACE` hook, the moment it entered and the moment it left its critical
-//! section; no exclusive interval may overlap any other interval, every process succeeds, and no
-//! process removes another's lock (all of them are alive).
+//! Lock stress with real processes: rounds of 4 `ibs repo backup` (append, from 4 writer states)
+//! and 2 `ibs repo check` (shared) started at once on one local repository, then a prune. Every
+//! process records, through the lock module's `IBS_LOCK_TRACE` hook, the moment it entered and the
+//! moment it left its critical section; only shared with shared and append with append may
+//! overlap (and backups of different writers do), every process succeeds, and no process removes
+//! another's lock (all of them are alive).
 
 mod common;
 
@@ -58,6 +59,25 @@ fn four_backups_and_two_checks_at_once_never_overlap_and_never_break_a_live_lock
             &pseudo_random(i, 200_000 + i as usize * 1000),
         );
     }
+    // Four writers: the one that created the repository and three that joined with the .pfx.
+    let states: Vec<std::path::PathBuf> = std::iter::once(fx.state.clone())
+        .chain((1..4).map(|i| fx.path(&format!("state{i}"))))
+        .collect();
+    let with_state = |sub: &str, state: &std::path::Path| {
+        ibs(["repo", sub])
+            .arg("--state")
+            .arg(state)
+            .arg("--repo")
+            .arg(&fx.repo)
+    };
+    for s in &states[1..] {
+        with_state("adopt", s)
+            .arg("--pfx")
+            .arg(&cert.pfx)
+            .pw()
+            .run()
+            .ok();
+    }
     let trace = fx.path("lock-trace");
     let rounds = 3;
     for round in 0..rounds {
@@ -67,13 +87,19 @@ fn four_backups_and_two_checks_at_once_never_overlap_and_never_break_a_live_lock
         );
         let outs: Vec<Out> = std::thread::scope(|s| {
             let mut handles = Vec::new();
-            for _ in 0..4 {
-                let c = fx
-                    .backup_cmd(&[("data", &src)])
+            for state in &states {
+                let c = with_state("backup", state)
+                    .arg("--source")
+                    .arg(format!("data={}", src.display()))
                     .args(["--lock-wait", "300"])
                     .env("IBS_LOCK_TRACE", trace.to_str().unwrap());
                 handles.push(s.spawn(move || c.run()));
             }
+            let c = fx
+                .repo_cmd("prune")
+                .args(["--lock-wait", "300", "--grace-hours", "0"])
+                .env("IBS_LOCK_TRACE", trace.to_str().unwrap());
+            handles.push(s.spawn(move || c.run()));
             for _ in 0..2 {
                 let c = fx
                     .repo_cmd("check")
@@ -93,12 +119,16 @@ fn four_backups_and_two_checks_at_once_never_overlap_and_never_break_a_live_lock
         }
     }
     let all = intervals(&std::fs::read_to_string(&trace).unwrap());
-    assert_eq!(all.len(), rounds as usize * 6, "every process entered once");
-    let exclusive = all.iter().filter(|i| i.kind == "Exclusive").count();
-    assert_eq!(exclusive, rounds as usize * 4);
+    assert_eq!(all.len(), rounds as usize * 7, "every process entered once");
+    let count = |k: &str| all.iter().filter(|i| i.kind == k).count();
+    assert_eq!(count("Append"), rounds as usize * 4);
+    assert_eq!(count("Exclusive"), rounds as usize);
+    let mut appends_overlapped = false;
     for (x, a) in all.iter().enumerate() {
         for b in &all[x + 1..] {
-            if a.kind == "Shared" && b.kind == "Shared" {
+            let overlap = !(a.exit <= b.enter || b.exit <= a.enter);
+            if a.kind == b.kind && a.kind != "Exclusive" {
+                appends_overlapped |= overlap && a.kind == "Append";
                 continue;
             }
             assert!(
@@ -115,6 +145,10 @@ fn four_backups_and_two_checks_at_once_never_overlap_and_never_break_a_live_lock
             );
         }
     }
+    assert!(
+        appends_overlapped,
+        "backups of different writers never ran at the same time: they waited for each other"
+    );
     assert_eq!(fx.list_ids().len(), rounds as usize * 4);
     fx.check_full(&cert.pfx);
     assert!(

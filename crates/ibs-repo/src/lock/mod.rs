@@ -3,10 +3,17 @@
 //! it needs nothing from storage beyond atomic `put`, `get`, `list` and `delete` of uniquely named
 //! objects, no compare-and-swap.
 //!
-//! | holder \ wants | shared (restore, check) | exclusive (backup, forget, prune, rewrap, set-cert) |
-//! |---|---|---|
-//! | shared    | granted | waits / fails |
-//! | exclusive | waits / fails | waits / fails |
+//! | holder \ wants | shared (restore, check, verify) | append (backup) | exclusive (forget, prune, undelete, rewrap, set-cert) |
+//! |---|---|---|---|
+//! | shared    | granted | waits / fails | waits / fails |
+//! | append    | waits / fails | granted | waits / fails |
+//! | exclusive | waits / fails | waits / fails | waits / fails |
+//!
+//! Backups only add objects under names no other writer uses (random pack ids, content-addressed
+//! index segments, per-backup manifests and data keys), so any number of them, from any number of
+//! writers, run together; readers that judge the whole repository (check, verify) and restores,
+//! which should not meet half-written backups, wait for them, and every operation that deletes
+//! waits for everyone.
 //!
 //! Acquisition is Lamport's bakery over lock objects: a contender publishes its lock in the
 //! `choosing` phase, reads every lock, takes the ticket `1 + max(tickets seen)`, publishes it
@@ -49,6 +56,8 @@ pub const SETTLE_MILLIS: u64 = 200;
 #[serde(rename_all = "lowercase")]
 pub enum LockKind {
     Shared,
+    /// Adds objects only: compatible with other appends (several writers back up at once).
+    Append,
     Exclusive,
 }
 
@@ -92,6 +101,7 @@ impl LockInfo {
             "{} lock {} by {} (pid {} on host {}) since {}",
             match self.kind {
                 LockKind::Shared => "shared",
+                LockKind::Append => "append",
                 LockKind::Exclusive => "exclusive",
             },
             match self.phase {
@@ -145,8 +155,10 @@ impl Default for LockConfig {
     }
 }
 
-fn conflicts(a: LockKind, b: LockKind) -> bool {
-    a == LockKind::Exclusive || b == LockKind::Exclusive
+/// Two locks may be held together only when they are of the same kind and that kind is not
+/// exclusive (the table in the module doc).
+pub fn conflicts(a: LockKind, b: LockKind) -> bool {
+    a != b || a == LockKind::Exclusive
 }
 
 /// Our own lock object and how to rewrite it.
