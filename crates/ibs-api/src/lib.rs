@@ -10,7 +10,7 @@
 //! or with more than 100 headers is answered 431 and the connection closed.
 //!
 //! Roles: **reader** may GET everything; **operator** also starts backups and begins/ends
-//! maintenance; **admin** also changes settings and components, restores, validates, closes alerts, prunes the
+//! maintenance; **admin** also changes settings and components, restores, validates, closes and reopens alerts, prunes the
 //! store, creates, lists and revokes tokens and reads the audit log. No role can make the daemon run a
 //! command or read a host file or environment variable it names: those come only from the host's
 //! configuration (see `ibs_controller::component_api`).
@@ -134,6 +134,7 @@ fn routes() -> Routes {
     .op(M::GET, "/api/v1/readiness", admin::readiness)
     .op(M::GET, "/api/v1/alerts", admin::alerts)
     .op(M::POST, "/api/v1/alerts/{id}/close", admin::close_alert)
+    .op(M::POST, "/api/v1/alerts/{id}/reopen", admin::reopen_alert)
     .op(M::POST, "/api/v1/store/prune", admin::prune)
     .op(M::GET, "/api/v1/tokens", admin::list_tokens)
     .op(M::POST, "/api/v1/tokens", admin::create_token)

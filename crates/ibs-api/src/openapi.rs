@@ -23,7 +23,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         backups::verification, backups::start_verification, backups::verification_packs,
         operations::list,
         admin::maintenance, admin::begin, admin::end, admin::end_post, admin::clear,
-        admin::readiness, admin::alerts, admin::close_alert, admin::prune,
+        admin::readiness, admin::alerts, admin::close_alert, admin::reopen_alert, admin::prune,
         admin::list_tokens, admin::create_token, admin::revoke_token, admin::audit,
         document, crate::index, crate::healthz, crate::metrics::metrics,
     ),

@@ -459,3 +459,110 @@ async fn verification_status_start_and_roles() {
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_alert_is_reopened_by_an_admin_unless_another_of_its_kind_is_open() {
+    use ibs_controller::alerts::AlertKind;
+    use ibs_storage::AlertClass;
+    use support::T0;
+    let a = api();
+    let alerts = a.t.ctl.alerts();
+    let first = alerts
+        .raise(AlertKind::BackupFailed(AlertClass::Connectivity), "one", T0)
+        .unwrap()
+        .id;
+    let close = format!("/api/v1/alerts/{first}/close");
+    let reopen = format!("/api/v1/alerts/{first}/reopen");
+    assert_eq!(
+        a.call_text(Method::POST, &close, Some(&a.admin), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // The same role as closing: an operator or a reader is refused, and nothing changes.
+    for t in [&a.operator, &a.reader] {
+        let (s, v) = a.call_text(Method::POST, &reopen, Some(t), None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    }
+    let (s, v) = a
+        .call_text(Method::POST, &reopen, Some(&a.admin), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], json!("open"));
+    assert_eq!(v["closed_at"], json!(null));
+    // Reopening an open alert changes nothing.
+    let (s, v) = a
+        .call_text(Method::POST, &reopen, Some(&a.admin), None)
+        .await;
+    assert_eq!((s, v["state"].clone()), (StatusCode::OK, json!("open")));
+
+    // A newer failure of another class supersedes it; reopening the old one would break the
+    // one-failed-alert rule: 409 naming the open one.
+    let second = alerts
+        .raise(AlertKind::BackupFailed(AlertClass::Capacity), "two", T0 + 5)
+        .unwrap()
+        .id;
+    let (s, v) = a
+        .call_text(Method::POST, &reopen, Some(&a.admin), None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("alert {second}")),
+        "{v}"
+    );
+    assert_eq!(a.t.ctl.alert_list(true).unwrap().len(), 1);
+    let (s, _) = a
+        .call_text(
+            Method::POST,
+            "/api/v1/alerts/999999/reopen",
+            Some(&a.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let audit = a.t.ctl.audit_page(&ibs_controller::PageRequest {
+        limit: 100,
+        after: None,
+    });
+    assert!(audit
+        .unwrap()
+        .items
+        .iter()
+        .any(|r| r.action == "alert.reopen"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pfx_given_as_the_location_certificate_is_refused_as_a_private_key() {
+    use base64::Engine as _;
+    let a = api();
+    let pfx = testing::identity().to_pfx("pw").unwrap();
+    let pem_key = "-----BEGIN PRIVATE KEY-----\nMIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7AgEAAkEA\n-----END PRIVATE KEY-----\n";
+    for cert in [
+        base64::engine::general_purpose::STANDARD.encode(&pfx),
+        pem_key.to_string(),
+    ] {
+        let body = json!({"path": "/srv/b", "certificate": cert}).to_string();
+        let (s, v) = a
+            .call_text(Method::PUT, "/api/v1/location", Some(&a.admin), Some(&body))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["error"]["field"], json!("certificate"));
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("private key"),
+            "{v}"
+        );
+    }
+    assert!(a.t.ctl.location().unwrap().path.is_none(), "nothing saved");
+    // The certificate itself is accepted.
+    let body = json!({"path": "/srv/b", "certificate": cert_b64()}).to_string();
+    let (s, v) = a
+        .call_text(Method::PUT, "/api/v1/location", Some(&a.admin), Some(&body))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}

@@ -1,6 +1,9 @@
 //! The web console (issue 15, ADR 0030): server-rendered HTML pages served by `ibs serve` under
-//! `/` on the API's port. This crate owns the pages, the console's sessions and CSRF tokens
-//! ([`session`]), the SVG charts ([`charts`]) and the security headers of every console response.
+//! `/` on the API's port. This crate owns the pages ([`pages`]; [`ops`]: maintenance,
+//! verification, components; [`recovery`]: restore, validate, job pages and report downloads;
+//! [`settings`]), the actions ([`actions`]), forms with uploads held in memory ([`form`]), the
+//! console's sessions, CSRF tokens and sign-in guard ([`session`]), the SVG charts ([`charts`]) and
+//! the security headers of every console response.
 //!
 //! The console is a view over the API, not a second API: every page and every action calls the
 //! API's own handler (`ibs_api::routes`) with the signed-in token's [`Caller`], so the role rules,
@@ -15,8 +18,12 @@
 
 pub mod actions;
 pub mod charts;
+pub mod form;
+pub mod ops;
 pub mod pages;
+pub mod recovery;
 pub mod session;
+pub mod settings;
 mod view;
 
 use axum::extract::{FromRequestParts, Request};
@@ -67,6 +74,20 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("alerts.html", include_str!("../templates/alerts.html")),
         ("settings.html", include_str!("../templates/settings.html")),
         ("confirm.html", include_str!("../templates/confirm.html")),
+        (
+            "maintenance.html",
+            include_str!("../templates/maintenance.html"),
+        ),
+        (
+            "verification.html",
+            include_str!("../templates/verification.html"),
+        ),
+        (
+            "components.html",
+            include_str!("../templates/components.html"),
+        ),
+        ("restore.html", include_str!("../templates/restore.html")),
+        ("job.html", include_str!("../templates/job.html")),
         ("error.html", include_str!("../templates/error.html")),
     ] {
         env.add_template(name, text)
@@ -229,12 +250,32 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/jobs/{id}/progress.json", get(pages::progress))
         .route("/alerts", get(pages::alerts))
         .route("/alerts/{id}/close", post(actions::close_alert))
-        .route("/settings", get(pages::settings).post(actions::settings))
+        .route("/alerts/{id}/reopen", post(actions::reopen_alert))
+        .route("/settings", get(settings::page).post(settings::schedule))
+        .route("/settings/location", post(settings::location))
+        .route("/maintenance", get(ops::maintenance))
+        .route("/maintenance/begin", post(ops::begin))
+        .route("/maintenance/end", post(ops::end))
+        .route("/maintenance/clear", post(ops::clear))
+        .route(
+            "/verification",
+            get(ops::verification).post(ops::verify_now),
+        )
+        .route("/components", get(ops::components))
+        .route(
+            "/restore",
+            get(recovery::restore_page).post(recovery::restore),
+        )
+        .route("/validate", post(recovery::validate))
+        .route("/jobs/{id}", get(recovery::job))
+        .route("/jobs/{id}/report.json", get(recovery::report_json))
+        .route("/jobs/{id}/report.html", get(recovery::report_html))
         .route("/charts/{name}", get(charts::chart))
         .route("/static/console.js", get(script))
         .route("/static/console.css", get(stylesheet))
         .route("/static/icon.svg", get(icon))
         .route("/favicon.ico", get(icon))
+        .layer(axum::extract::DefaultBodyLimit::max(form::MAX_UPLOAD_BYTES))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
 }

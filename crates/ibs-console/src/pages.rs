@@ -1,4 +1,4 @@
-//! The console's pages (GET): sign-in, overview, backups and one backup, alerts, settings, and the
+//! The console's pages (GET): sign-in, overview, backups and one backup, alerts, and the
 //! running job's progress as JSON for the page script. Each reads through the API's handlers with
 //! the session's caller, so a page shows exactly what the token may read.
 
@@ -45,8 +45,28 @@ pub(crate) async fn list_backups(
     Ok(or_page(s, r)?.into_parts())
 }
 
-pub async fn signin() -> Response {
-    render(StatusCode::OK, "signin.html", context! {})
+pub async fn signin(State(st): State<ConsoleState>) -> Response {
+    signin_page(&st, StatusCode::OK, None)
+}
+
+/// The sign-in page with a fresh login-CSRF guard in its form and its cookie.
+pub(crate) fn signin_page(
+    st: &ConsoleState,
+    status: StatusCode,
+    error: Option<String>,
+) -> Response {
+    let guard = crate::session::new_signin_guard();
+    let mut resp = render(
+        status,
+        "signin.html",
+        context! { signin_csrf => guard.clone(), error => error },
+    );
+    if let Ok(v) =
+        axum::http::HeaderValue::from_str(&crate::session::signin_cookie(&guard, st.secure))
+    {
+        resp.headers_mut().insert(axum::http::header::SET_COOKIE, v);
+    }
+    resp
 }
 
 pub async fn overview(State(st): State<ConsoleState>, s: Signed) -> PageResult {
@@ -221,46 +241,4 @@ pub async fn alerts(
     .0;
     let ctx = context! { alerts => list, all => all, ..user_ctx(&s, "alerts") };
     Ok(render(StatusCode::OK, "alerts.html", ctx))
-}
-
-pub async fn settings(State(st): State<ConsoleState>, s: Signed) -> PageResult {
-    let loc = or_page(
-        &s,
-        location::get(State(st.api.clone()), s.caller.clone()).await,
-    )?
-    .0;
-    let ctx = settings_ctx(&s, &loc, None, None);
-    Ok(render(StatusCode::OK, "settings.html", ctx))
-}
-
-/// The settings page: the stored values, or the submitted ones with the API's error beside
-/// its field.
-pub(crate) fn settings_ctx(
-    s: &Signed,
-    loc: &ibs_types::LocationView,
-    submitted: Option<&crate::actions::SettingsForm>,
-    error: Option<(String, String)>,
-) -> minijinja::Value {
-    let (freq, ret, sched) = match submitted {
-        Some(f) => (
-            f.frequency_hours.clone(),
-            f.retention_days.clone(),
-            f.scheduler_enabled,
-        ),
-        None => (
-            loc.frequency_hours.to_string(),
-            loc.retention_days.to_string(),
-            loc.scheduler_enabled,
-        ),
-    };
-    let (error_field, error_message) = error.unzip();
-    context! {
-        loc => serde_json::to_value(loc).unwrap_or_default(),
-        frequency_hours => freq,
-        retention_days => ret,
-        scheduler_enabled => sched,
-        error_field => error_field,
-        error_message => error_message,
-        ..user_ctx(s, "settings")
-    }
 }

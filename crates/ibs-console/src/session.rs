@@ -163,15 +163,52 @@ pub fn clear_cookie(secure: bool) -> String {
 
 /// The session id in a request's `Cookie` headers.
 pub fn cookie_value(headers: &axum::http::HeaderMap) -> Option<String> {
+    named_cookie(headers, COOKIE)
+}
+
+/// The pre-session cookie of the sign-in form (login CSRF): a random value the sign-in page sets
+/// (`HttpOnly; SameSite=Strict`, path `/signin`, ten minutes) and also puts in the form; a
+/// sign-in POST must carry both, equal. A cross-site page can make a browser post the form but
+/// cannot read the value nor, being another site, have the strict cookie sent with its post.
+pub const SIGNIN_COOKIE: &str = "ibs_signin";
+const SIGNIN_TTL_SECS: i64 = 600;
+
+/// A fresh sign-in guard value.
+pub fn new_signin_guard() -> String {
+    random_hex()
+}
+
+/// The `Set-Cookie` value of a sign-in guard.
+pub fn signin_cookie(value: &str, secure: bool) -> String {
+    cookie::Cookie::build((SIGNIN_COOKIE, value.to_string()))
+        .http_only(true)
+        .same_site(cookie::SameSite::Strict)
+        .secure(secure)
+        .path("/signin")
+        .max_age(cookie::time::Duration::seconds(SIGNIN_TTL_SECS))
+        .build()
+        .to_string()
+}
+
+/// The value of cookie `name` in a request's `Cookie` headers.
+pub fn named_cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(cookie::Cookie::split_parse)
         .filter_map(Result::ok)
-        .find(|c| c.name() == COOKIE)
+        .find(|c| c.name() == name)
         .map(|c| c.value().to_string())
         .filter(|v| !v.is_empty())
+}
+
+/// Whether a sign-in form's guard matches its cookie (both present, equal; compared as digests).
+pub fn signin_guard_matches(cookie: Option<&str>, field: Option<&str>) -> bool {
+    match (cookie, field) {
+        (Some(c), Some(f)) if !c.is_empty() => Sha256::digest(c.as_bytes()) == Sha256::digest(f),
+        _ => false,
+    }
 }
 
 /// Whether a presented CSRF token is the session's (compared as digests, so the time taken says
@@ -249,6 +286,20 @@ mod tests {
         assert!(tls.contains("; Secure"), "{tls}");
         let gone = clear_cookie(true);
         assert!(gone.contains("Max-Age=0") && gone.starts_with("ibs_session=;"));
+    }
+
+    #[test]
+    fn the_signin_guard_needs_the_cookie_and_the_field_equal() {
+        let g = new_signin_guard();
+        assert!(signin_guard_matches(Some(&g), Some(&g)));
+        assert!(!signin_guard_matches(None, Some(&g)));
+        assert!(!signin_guard_matches(Some(&g), None));
+        assert!(!signin_guard_matches(Some(""), Some("")));
+        assert!(!signin_guard_matches(Some(&g), Some(&new_signin_guard())));
+        let c = signin_cookie(&g, false);
+        for attr in ["HttpOnly", "SameSite=Strict", "Path=/signin", "Max-Age=600"] {
+            assert!(c.contains(attr), "{attr} missing in {c}");
+        }
     }
 
     #[test]

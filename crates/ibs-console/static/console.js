@@ -6,7 +6,8 @@ document.addEventListener("DOMContentLoaded", function () {
   document.querySelectorAll("time[datetime]").forEach(function (t) {
     var d = new Date(t.getAttribute("datetime"));
     if (!isNaN(d.getTime())) {
-      t.title = t.getAttribute("datetime") + " (UTC)";
+      // The UTC value on hover, as "YYYY-MM-DD HH:MM:SS UTC".
+      t.title = d.toISOString().slice(0, 19).replace("T", " ") + " UTC";
       t.textContent = d.toLocaleString();
     }
   });

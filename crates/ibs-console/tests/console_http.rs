@@ -2,7 +2,8 @@
 //! the console merged, as `ibs serve` builds it, over a real test controller): the session cookie's
 //! attributes, the CSP header on every page, CSRF refusal, role refusal of a forged POST, session
 //! expiry on the controller's clock, sign-out, token revocation, and the settings form's inline
-//! error that saves nothing.
+//! error that saves nothing; in `console_http/more.rs`: login CSRF, maintenance, verification,
+//! components, reopening an alert and the location form.
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
@@ -11,6 +12,14 @@ use ibs_console::{ConsoleState, CSP};
 use ibs_controller::model::Role;
 use ibs_controller::testing::{self, TestController};
 use tower::ServiceExt;
+
+/// Maintenance, verification, components, alerts reopen, the location form, login CSRF.
+#[path = "console_http/more.rs"]
+mod more;
+
+/// The pages' times with 1,000 backups (ignored by default: a benchmark printing a table).
+#[path = "console_http/bench.rs"]
+mod bench;
 
 const T0: i64 = 1_800_000_000;
 
@@ -52,7 +61,11 @@ impl Resp {
 
 impl Console {
     fn new(secure: bool) -> Console {
-        let t = testing::controller(T0, vec![]);
+        Console::with(secure, vec![])
+    }
+
+    fn with(secure: bool, components: Vec<ibs_controller::component::ComponentConfig>) -> Console {
+        let t = testing::controller(T0, components);
         let api = ibs_api::AppState::new(t.ctl.clone());
         let app =
             ibs_api::router(api.clone()).merge(ibs_console::router(ConsoleState::new(api, secure)));
@@ -72,9 +85,21 @@ impl Console {
         cookie: Option<&str>,
         form: Option<&str>,
     ) -> Resp {
+        let cookie = cookie.map(|c| format!("ibs_session={c}"));
+        self.send_raw(method, path, cookie.as_deref(), form).await
+    }
+
+    /// A request with a whole `Cookie` header.
+    async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        cookie: Option<&str>,
+        form: Option<&str>,
+    ) -> Resp {
         let mut b = Request::builder().method(method).uri(path);
         if let Some(c) = cookie {
-            b = b.header(header::COOKIE, format!("ibs_session={c}"));
+            b = b.header(header::COOKIE, c);
         }
         let req = match form {
             Some(f) => b
@@ -94,16 +119,77 @@ impl Console {
         }
     }
 
+    /// A `multipart/form-data` POST of `fields` (name, file name for a file, bytes).
+    async fn send_multipart(
+        &self,
+        path: &str,
+        sid: &str,
+        fields: &[(&str, Option<&str>, &[u8])],
+    ) -> Resp {
+        let boundary = "----ibs-test-boundary-7d3f";
+        let mut body = Vec::new();
+        for (name, file, data) in fields {
+            body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+            match file {
+                Some(f) => body.extend_from_slice(
+                    format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+                ),
+                None => body.extend_from_slice(
+                    format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
+                ),
+            }
+            body.extend_from_slice(data);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(header::COOKIE, format!("ibs_session={sid}"))
+            .header(
+                header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(Body::from(body))
+            .unwrap();
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Resp {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into(),
+        }
+    }
+
+    /// The sign-in form's guard: (its cookie, its field), as a browser gets them from the page.
+    async fn signin_guard(&self) -> (String, String) {
+        let page = self.send(Method::GET, "/signin", None, None).await;
+        let cookie = page.headers[header::SET_COOKIE].to_str().unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_string();
+        let (_, rest) = page
+            .body
+            .split_once("name=\"signin_csrf\" value=\"")
+            .expect("a guard field");
+        (cookie, rest.split('"').next().unwrap().to_string())
+    }
+
+    /// Posts the sign-in form with `token`, as the page would.
+    async fn post_signin(&self, token: &str) -> Resp {
+        let (cookie, field) = self.signin_guard().await;
+        self.send_raw(
+            Method::POST,
+            "/signin",
+            Some(&cookie),
+            Some(&format!("signin_csrf={field}&token={token}")),
+        )
+        .await
+    }
+
     /// Signs in with `token`; the session id from the cookie.
     async fn sign_in(&self, token: &str) -> String {
-        let r = self
-            .send(
-                Method::POST,
-                "/signin",
-                None,
-                Some(&format!("token={token}")),
-            )
-            .await;
+        let r = self.post_signin(token).await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
         let c = r.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
         c.strip_prefix("ibs_session=")
@@ -129,14 +215,7 @@ async fn sign_in_sets_a_strict_httponly_cookie_and_every_page_has_the_csp() {
     assert_eq!(page.headers[header::CONTENT_SECURITY_POLICY], CSP);
     assert!(!page.body.contains("<script>"), "no inline script");
 
-    let signin = c
-        .send(
-            Method::POST,
-            "/signin",
-            None,
-            Some(&format!("token={}", c.admin)),
-        )
-        .await;
+    let signin = c.post_signin(&c.admin).await;
     let cookie = signin.headers[header::SET_COOKIE].to_str().unwrap();
     for attr in ["HttpOnly", "SameSite=Strict", "Max-Age=28800", "Path=/"] {
         assert!(cookie.contains(attr), "{attr} missing: {cookie}");
@@ -152,6 +231,10 @@ async fn sign_in_sets_a_strict_httponly_cookie_and_every_page_has_the_csp() {
         "/backups",
         "/alerts",
         "/settings",
+        "/maintenance",
+        "/verification",
+        "/components",
+        "/restore",
         "/charts/duration.svg",
         "/static/console.js",
     ] {
@@ -167,14 +250,7 @@ async fn sign_in_sets_a_strict_httponly_cookie_and_every_page_has_the_csp() {
     assert_eq!(api.status, StatusCode::UNAUTHORIZED);
 
     let tls = Console::new(true);
-    let r = tls
-        .send(
-            Method::POST,
-            "/signin",
-            None,
-            Some(&format!("token={}", tls.admin)),
-        )
-        .await;
+    let r = tls.post_signin(&tls.admin).await;
     assert!(r.headers[header::SET_COOKIE]
         .to_str()
         .unwrap()
@@ -184,11 +260,15 @@ async fn sign_in_sets_a_strict_httponly_cookie_and_every_page_has_the_csp() {
 #[tokio::test]
 async fn a_wrong_token_gets_no_session() {
     let c = Console::new(false);
-    let r = c
-        .send(Method::POST, "/signin", None, Some("token=nope"))
-        .await;
+    let r = c.post_signin("nope").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r.headers.get(header::SET_COOKIE).is_none());
+    assert!(
+        r.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .all(|v| !v.to_str().unwrap().starts_with("ibs_session=")),
+        "no session cookie"
+    );
     assert!(r.body.contains("not valid"), "{}", r.body);
 }
 

@@ -423,6 +423,50 @@ impl Alerts {
         self.close_row(id, by, now)
     }
 
+    /// An admin reopens a closed alert (closed by mistake): it is open again with its details,
+    /// and is notified as raised. Keeps the lifecycle's one-open rules: refused (Conflict) while
+    /// another alert of its kind is open, and for a backup-failed or partial-success alert while
+    /// any backup-failed or partial-success alert is open. A condition alert whose cause has gone
+    /// is closed again by the next tick's evaluation, as when it was first raised.
+    pub fn reopen(&self, id: i64, now: i64) -> Result<Alert> {
+        let a = self
+            .get(id)?
+            .ok_or_else(|| ControllerError::NotFound(format!("alert {id}")))?;
+        if a.state == "open" {
+            return Ok(a);
+        }
+        let backup_kinds: Vec<String> = ALL_CLASSES
+            .iter()
+            .map(|c| AlertKind::BackupFailed(*c).as_str())
+            .chain([AlertKind::PartialSucceeded.as_str()])
+            .collect();
+        let blockers: Vec<String> = if backup_kinds.contains(&a.kind) {
+            backup_kinds
+        } else {
+            vec![a.kind.clone()]
+        };
+        for k in &blockers {
+            if let Some(open) = self.open_of(k)? {
+                return Err(ControllerError::Conflict {
+                    message: format!(
+                        "alert {id} cannot be reopened: alert {} ({}) is open and takes its place",
+                        open.id, open.title
+                    ),
+                    details: Some(serde_json::json!({ "open_alert": open.id })),
+                });
+            }
+        }
+        self.db.conn().execute(
+            "UPDATE alerts SET state = 'open', closed_at = NULL, closed_by = NULL, updated_at = ?1 WHERE id = ?2 AND state = 'closed'",
+            params![now, id],
+        )?;
+        let a = self
+            .get(id)?
+            .ok_or_else(|| ControllerError::NotFound(format!("alert {id}")))?;
+        self.notify("raised", &a);
+        Ok(a)
+    }
+
     /// Sets a condition alert open or closed.
     pub fn set_condition(
         &self,

@@ -346,6 +346,11 @@ impl Controller {
         jobs::validate::report(&self.ctx, id, &self.job(id)?, ext)
     }
 
+    /// The folders an API restore may write beneath ([`crate::restore_roots`]).
+    pub fn restore_roots(&self) -> &[PathBuf] {
+        &self.ctx.restore_roots
+    }
+
     /// Starts a verification now; 409 during maintenance or while another job runs.
     pub fn start_verification(&self) -> Result<(Job, tokio::task::JoinHandle<()>)> {
         self.refuse_during_maintenance()?;

@@ -192,8 +192,34 @@ pub fn parse_certificate(text: &str) -> Result<Certificate> {
             )
         })?
     };
+    if holds_private_key(&bytes) {
+        return Err(ControllerError::invalid(
+            "certificate",
+            "this is a private key (a .pfx/PKCS#12 file or a PEM private key), not a certificate; \
+             upload the certificate (.cer) only and keep the .pfx and its password off this host",
+        ));
+    }
     Certificate::from_bytes(&bytes)
         .map_err(|e| ControllerError::invalid("certificate", e.to_string()))
+}
+
+/// Whether an upload meant as a certificate is a private key instead: a PEM private-key block, or
+/// a DER PKCS#12 file (a SEQUENCE whose first element is `INTEGER 3`, the PFX version, where a
+/// certificate's first element is its to-be-signed SEQUENCE).
+pub fn holds_private_key(bytes: &[u8]) -> bool {
+    if bytes.windows(11).any(|w| w == b"PRIVATE KEY") {
+        return true;
+    }
+    if bytes.first() != Some(&0x30) || bytes.len() < 2 {
+        return false;
+    }
+    // Skip the outer SEQUENCE's length (short form, or long form of 1–4 bytes).
+    let body = match bytes[1] {
+        n if n < 0x80 => 2,
+        n @ 0x81..=0x84 => 2 + usize::from(n - 0x80),
+        _ => return false,
+    };
+    bytes.get(body..body + 3) == Some(&[0x02, 0x01, 0x03])
 }
 
 /// Validates an update against the current settings. Pure: no I/O.

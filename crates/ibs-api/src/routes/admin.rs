@@ -1,6 +1,6 @@
 //! Maintenance gate (`POST /maintenance` begin, `DELETE /maintenance` or `POST /maintenance/end`
-//! end: operator; `POST /maintenance/clear`, and ending an operation that already failed: admin), readiness, alerts (list: reader; close:
-//! admin), store prune (admin), tokens (create, list, revoke: admin) and the audit log (admin).
+//! end: operator; `POST /maintenance/clear`, and ending an operation that already failed: admin), readiness, alerts (list: reader; close
+//! and reopen: admin), store prune (admin), tokens (create, list, revoke: admin) and the audit log (admin).
 
 use crate::auth::{ApiJson, Caller};
 use crate::error::{ApiError, ApiResult};
@@ -150,6 +150,25 @@ pub async fn close_alert(
 ) -> ApiResult<Json<Alert>> {
     caller.require(Role::Admin)?;
     Ok(Json(s.ctl.close_alert(id, &caller.actor())?))
+}
+
+/// Reopen a closed alert (closed by mistake). The same role as closing it. 409 while another
+/// alert of its kind is open (for backup-failed and partial-success alerts: any of them), naming
+/// it; a condition alert whose cause has gone is closed again at the next evaluation.
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/reopen", tag = "admin",
+    extensions(("x-ibs-role" = json!("admin"))),
+    params(("id" = i64, Path, description = "The alert's id")),
+    responses(
+        (status = 200, description = "The reopened alert", body = Alert),
+        (status = 404, description = "No such alert", body = ErrorBody),
+        (status = 409, description = "Another alert of its kind is open", body = ErrorBody)))]
+pub async fn reopen_alert(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Alert>> {
+    caller.require(Role::Admin)?;
+    Ok(Json(s.ctl.reopen_alert(id, &caller.actor())?))
 }
 
 /// Delete (or with `dry_run` list) files under MASBackup that ibs did not create.

@@ -175,6 +175,15 @@ impl Controller {
         Ok(a)
     }
 
+    /// Reopens a closed alert ([`crate::alerts::Alerts::reopen`]), audited as `alert.reopen`.
+    pub fn reopen_alert(&self, id: i64, actor: &str) -> Result<Alert> {
+        let a = self.ctx.alerts.reopen(id, self.now())?;
+        self.ctx
+            .db
+            .audit(self.now(), actor, "alert.reopen", &[format!("alert:{id}")])?;
+        Ok(a)
+    }
+
     /// Purges now the alerts closed at least `closed_alert_retention_days` ago, each into the
     /// audit trail ([`crate::alert_purge`]); returns them.
     pub fn purge_closed_alerts(&self) -> Result<Vec<Alert>> {
