@@ -55,9 +55,14 @@ if ! command -v cargo-deb >/dev/null; then
   echo "ensure-deps: installing cargo-deb (cargo install), for the Debian package's test"
   cargo install cargo-deb --locked --version 3.8.0 --quiet
 fi
+# The suite runs under cargo-nextest (one process per test, test binaries in parallel).
+if ! command -v cargo-nextest >/dev/null; then
+  echo "ensure-deps: installing cargo-nextest (cargo install), the test runner"
+  cargo install cargo-nextest --locked --quiet
+fi
 for tool in openssl smbd smbclient setfacl getfacl setcap getcap ceph-mon ceph-osd radosgw radosgw-admin \
     ceph curl chromium chromedriver systemd-analyze openapi-spec-validator fusermount3 dpkg-shlibdeps \
-    cargo-deb setpriv; do
+    cargo-deb cargo-nextest setpriv; do
   command -v "$tool" >/dev/null || { echo "ensure-deps: $tool is still missing" >&2; exit 1; }
 done
 cargo fmt --version >/dev/null
