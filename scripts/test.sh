@@ -15,7 +15,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The S3 tests (ibs_testing::rgw) use this gateway; they start it themselves when it is not running.
 export IBS_TEST_RGW_DIR=/tmp/ibs-rgw
 bash scripts/ceph-rgw.sh start "$IBS_TEST_RGW_DIR" >/dev/null
-cargo test --workspace --locked --no-fail-fast
+# One process per test and test binaries side by side (cargo-nextest); the suite has no doctests
+# that run (its code blocks in docs are diagrams), so none are lost.
+cargo nextest run --workspace --locked --no-fail-fast
 # Every fuzz target for a bounded time from the committed corpus (long mode: scripts/fuzz.sh 600).
 scripts/fuzz.sh 10
 # API latency while a backup runs: p99 under 100 ms for 50 clients over 30 s (on the test build).
