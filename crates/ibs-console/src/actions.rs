@@ -201,7 +201,7 @@ pub async fn close_alert(
     Ok(Redirect::to("/alerts").into_response())
 }
 
-/// Reopens a closed alert through `POST /api/v1/alerts/{id}/reopen` (admin, as closing).
+/// Reopens a closed alert through `POST /api/v1/alerts/{id}/reopen` (operator, as closing).
 pub async fn reopen_alert(
     State(st): State<ConsoleState>,
     Path(id): Path<i64>,

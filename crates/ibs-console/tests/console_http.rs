@@ -34,6 +34,7 @@ struct Console {
     t: TestController,
     app: axum::Router,
     admin: String,
+    operator: String,
     reader: String,
 }
 
@@ -72,6 +73,7 @@ impl Console {
         let db = t.ctl.db().clone();
         Console {
             admin: db.create_token(Role::Admin, "a", T0).unwrap(),
+            operator: db.create_token(Role::Operator, "o", T0).unwrap(),
             reader: db.create_token(Role::Reader, "r", T0).unwrap(),
             t,
             app,

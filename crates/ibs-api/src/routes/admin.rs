@@ -1,6 +1,6 @@
 //! Maintenance gate (`POST /maintenance` begin, `DELETE /maintenance` or `POST /maintenance/end`
 //! end: operator; `POST /maintenance/clear`, and ending an operation that already failed: admin), readiness, alerts (list: reader; close
-//! and reopen: admin), store prune (admin), tokens (create, list, revoke: admin) and the audit log (admin).
+//! and reopen: operator), store prune (admin), tokens (create, list, revoke: admin) and the audit log (admin).
 
 use crate::auth::{ApiJson, Caller};
 use crate::error::{ApiError, ApiResult};
@@ -138,7 +138,7 @@ pub async fn alerts(
 
 /// Close an alert (it comes back if the cause persists).
 #[utoipa::path(post, path = "/api/v1/alerts/{id}/close", tag = "admin",
-    extensions(("x-ibs-role" = json!("admin"))),
+    extensions(("x-ibs-role" = json!("operator"))),
     params(("id" = i64, Path, description = "The alert's id")),
     responses(
         (status = 200, description = "The closed alert", body = Alert),
@@ -148,7 +148,7 @@ pub async fn close_alert(
     caller: Caller,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Alert>> {
-    caller.require(Role::Admin)?;
+    caller.require(Role::Operator)?;
     Ok(Json(s.ctl.close_alert(id, &caller.actor())?))
 }
 
@@ -156,7 +156,7 @@ pub async fn close_alert(
 /// alert of its kind is open (for backup-failed and partial-success alerts: any of them), naming
 /// it; a condition alert whose cause has gone is closed again at the next evaluation.
 #[utoipa::path(post, path = "/api/v1/alerts/{id}/reopen", tag = "admin",
-    extensions(("x-ibs-role" = json!("admin"))),
+    extensions(("x-ibs-role" = json!("operator"))),
     params(("id" = i64, Path, description = "The alert's id")),
     responses(
         (status = 200, description = "The reopened alert", body = Alert),
@@ -167,7 +167,7 @@ pub async fn reopen_alert(
     caller: Caller,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Alert>> {
-    caller.require(Role::Admin)?;
+    caller.require(Role::Operator)?;
     Ok(Json(s.ctl.reopen_alert(id, &caller.actor())?))
 }
 

@@ -172,7 +172,7 @@ async fn the_components_page_never_shows_a_hook_or_command_and_verification_is_f
 }
 
 #[tokio::test]
-async fn a_closed_alert_can_be_reopened_by_an_admin_only() {
+async fn an_operator_closes_and_reopens_an_alert_and_a_reader_cannot() {
     let c = Console::new(false);
     let a =
         c.t.ctl
@@ -184,7 +184,7 @@ async fn a_closed_alert_can_be_reopened_by_an_admin_only() {
             )
             .unwrap()
             .id;
-    let admin = c.sign_in(&c.admin).await;
+    let admin = c.sign_in(&c.operator).await;
     let csrf = c
         .send(Method::GET, "/alerts", Some(&admin), None)
         .await

@@ -124,6 +124,8 @@ async fn execute(
         cancel: Some(stop.token().clone()),
         deployment_id: Some(deployment_id),
         server_versions: staged.server_versions,
+        // One backup, one id: the manifest is committed under the job's id.
+        backup_id: Some(job.id.clone()),
     };
     let result = match stopped() {
         // Dropping the staged sources kills the exports they started.
