@@ -132,7 +132,7 @@ pub async fn overview(State(st): State<ConsoleState>, s: Signed) -> PageResult {
     let ctx = context! {
         last_good => last_good.map(job_row),
         last_good_age => last_good.and_then(|j| j.finished_at).map(|t| view::age(t, now)),
-        next_backup => loc.next_backup_time.clone(),
+        next_backup => loc.next_backup_time,
         no_next => no_next,
         location_path => loc.path.clone(),
         certificate => loc.certificate.as_ref().map(|c| serde_json::to_value(c).unwrap_or_default()),

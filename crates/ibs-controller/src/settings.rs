@@ -126,7 +126,6 @@ pub fn certificate_info(c: &Certificate) -> CertificateInfo {
         thumbprint: c.thumbprint().into(),
         subject: c.subject().into(),
         not_after: c.not_after(),
-        expires: ibs_repo::clock::rfc3339(c.not_after()),
         key_bits: c.key_bits(),
     }
 }

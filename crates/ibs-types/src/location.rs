@@ -33,10 +33,9 @@ pub fn default_verify_sample() -> u32 {
 pub struct CertificateInfo {
     pub thumbprint: String,
     pub subject: String,
-    /// Unix seconds (an integer, like every `*_at` time of the API's records).
+    /// When the certificate expires: Unix seconds (an integer, like every `*_at` time of the
+    /// API's records); one instant, one representation.
     pub not_after: i64,
-    /// The same instant as `not_after`, as an RFC 3339 string in UTC, for display.
-    pub expires: String,
     pub key_bits: usize,
 }
 
@@ -54,9 +53,12 @@ pub struct LocationView {
     pub scheduler_enabled: bool,
     pub available_bytes: Option<u64>,
     pub total_bytes: Option<u64>,
-    pub next_backup_time: Option<String>,
-    pub last_backup_time: Option<String>,
-    pub updated_at: Option<String>,
+    /// Unix seconds, as every time of the API.
+    pub next_backup_time: Option<i64>,
+    /// Unix seconds.
+    pub last_backup_time: Option<i64>,
+    /// Unix seconds.
+    pub updated_at: Option<i64>,
     #[serde(default)]
     pub warnings: Vec<String>,
     #[serde(default = "default_verify_every")]

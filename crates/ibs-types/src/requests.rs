@@ -86,7 +86,8 @@ pub struct PackCheck {
 pub struct VerificationStatus {
     pub verify_every_hours: u32,
     pub verify_sample_percent: u32,
-    pub next_verification_time: Option<String>,
+    /// Unix seconds, as every time of the API.
+    pub next_verification_time: Option<i64>,
     /// The last verification job that ran (not skipped).
     pub last_run: Option<Job>,
     /// Packs with a verification record.
@@ -95,8 +96,10 @@ pub struct VerificationStatus {
     pub packs_total: u64,
     pub coverage_ever: f64,
     pub coverage_window: f64,
-    pub oldest_verified_at: Option<String>,
-    pub newest_verified_at: Option<String>,
+    /// Unix seconds.
+    pub oldest_verified_at: Option<i64>,
+    /// Unix seconds.
+    pub newest_verified_at: Option<i64>,
     /// Packs whose last verification found damage.
     pub damaged: Vec<PackCheck>,
     /// Backup job ids currently marked Corrupted.

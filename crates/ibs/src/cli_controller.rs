@@ -60,8 +60,9 @@ pub struct ServeArgs {
 pub enum TokenCmd {
     /// Create an API token on the server host; the token is the last line of stdout.
     Create {
-        /// What the token may do: reader (read everything but secrets), operator (+ start
-        /// backups, maintenance begin/end) or admin (+ settings, restore, tokens, alerts, store).
+        /// What the token may do: reader (read everything but secrets), operator (+ start and
+        /// cancel backups, maintenance begin/end, close and reopen alerts) or admin (+ settings,
+        /// restore, validate, tokens, store, audit).
         #[arg(long, value_enum)]
         role: RoleArg,
         /// A note shown by `ibs token list` (default: "created with ibs token create (ROLE)").

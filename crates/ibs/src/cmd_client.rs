@@ -125,6 +125,10 @@ fn location(a: LocationArgs, json: bool) -> Result<i32> {
         return print_json(&v).map(|_| exit::OK);
     }
     let s = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+    let when = |t: Option<i64>| {
+        t.map(ibs_repo::clock::rfc3339)
+            .unwrap_or_else(|| "-".into())
+    };
     let rows: Vec<Vec<String>> = vec![
         vec!["path".into(), s(&v.path)],
         vec!["username".into(), s(&v.username)],
@@ -137,7 +141,10 @@ fn location(a: LocationArgs, json: bool) -> Result<i32> {
             "certificate".into(),
             v.certificate
                 .as_ref()
-                .map(|c| format!("{} ({}, expires {})", c.thumbprint, c.subject, c.expires))
+                .map(|c| {
+                    let expires = ibs_repo::clock::rfc3339(c.not_after);
+                    format!("{} ({}, expires {expires})", c.thumbprint, c.subject)
+                })
                 .unwrap_or("-".into()),
         ],
         vec!["frequency".into(), count(v.frequency_hours, "hour")],
@@ -154,8 +161,8 @@ fn location(a: LocationArgs, json: bool) -> Result<i32> {
             "total".into(),
             v.total_bytes.map(human).unwrap_or("-".into()),
         ],
-        vec!["next backup".into(), s(&v.next_backup_time)],
-        vec!["last backup".into(), s(&v.last_backup_time)],
+        vec!["next backup".into(), when(v.next_backup_time)],
+        vec!["last backup".into(), when(v.last_backup_time)],
     ];
     table(&["SETTING", "VALUE"], &rows);
     for w in &v.warnings {

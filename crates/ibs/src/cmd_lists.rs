@@ -303,7 +303,10 @@ pub fn verification(a: VerificationArgs, json: bool, quiet: bool) -> Result<i32>
                 return print_json(&v).map(|_| exit::OK);
             }
             let pct = |f: f64| format!("{:.0}%", f * 100.0);
-            let s = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+            let s = |o: &Option<i64>| {
+                o.map(ibs_repo::clock::rfc3339)
+                    .unwrap_or_else(|| "-".into())
+            };
             let rows = vec![
                 vec!["every".into(), format!("{} h", v.verify_every_hours)],
                 vec!["sample".into(), format!("{}%", v.verify_sample_percent)],

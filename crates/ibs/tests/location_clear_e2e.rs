@@ -116,7 +116,7 @@ fn location_clear_through_the_cli_refused_while_running_then_reconfigured() {
     let v = s.json(&["location", "show"]);
     assert_eq!(v["path"], Value::String(path));
     assert_eq!(v["scheduler_enabled"], Value::Bool(true));
-    assert!(v["next_backup_time"].is_string());
+    assert!(v["next_backup_time"].is_i64());
     let out = retry_while_busy(&s, &["backup", "start", "--wait"]);
     assert!(
         out.status.success(),

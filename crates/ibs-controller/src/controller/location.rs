@@ -10,7 +10,6 @@ use crate::model::{GateKind, JobStatus};
 use crate::scheduler::{self, ScheduleState};
 use crate::settings::{self, LocationUpdate, LocationView, StoredLocation};
 use crate::{ControllerError, Result};
-use ibs_repo::clock::rfc3339;
 
 impl Controller {
     pub fn stored_location(&self) -> Result<StoredLocation> {
@@ -59,10 +58,10 @@ impl Controller {
             available_bytes: cap.map(|c| c.available),
             total_bytes: cap.map(|c| c.total),
             next_backup_time: (s.scheduler_enabled && s.path.is_some())
-                .then(|| self.schedule().ok().map(|x| rfc3339(x.next_due)))
+                .then(|| self.schedule().ok().map(|x| x.next_due))
                 .flatten(),
-            last_backup_time: last.map(rfc3339),
-            updated_at: (s.updated_at > 0).then(|| rfc3339(s.updated_at)),
+            last_backup_time: last,
+            updated_at: (s.updated_at > 0).then_some(s.updated_at),
             warnings: Vec::new(),
             verify_every_hours: s.verify_every_hours,
             verify_sample_percent: s.verify_sample_percent,

@@ -80,7 +80,7 @@ pub fn status(ctx: &JobContext) -> Result<VerificationStatus> {
         .db
         .get_meta::<ScheduleState>(META_VERIFY_SCHEDULE)?
         .filter(|_| s.path.is_some())
-        .map(|st| ibs_repo::clock::rfc3339(st.next_due));
+        .map(|st| st.next_due);
     Ok(VerificationStatus {
         verify_every_hours: s.verify_every_hours,
         verify_sample_percent: s.verify_sample_percent,
@@ -89,8 +89,8 @@ pub fn status(ctx: &JobContext) -> Result<VerificationStatus> {
         packs_total: summary.as_ref().map(|v| v.packs_total).unwrap_or(0),
         coverage_ever: summary.as_ref().map(|v| v.coverage_ever).unwrap_or(0.0),
         coverage_window: summary.as_ref().map(|v| v.coverage_window).unwrap_or(0.0),
-        oldest_verified_at: times.iter().min().map(|t| ibs_repo::clock::rfc3339(*t)),
-        newest_verified_at: times.iter().max().map(|t| ibs_repo::clock::rfc3339(*t)),
+        oldest_verified_at: times.iter().min().copied(),
+        newest_verified_at: times.iter().max().copied(),
         last_run,
         damaged,
         corrupted_backups,
