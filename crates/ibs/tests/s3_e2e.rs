@@ -5,26 +5,9 @@
 //! gateway fails these tests.
 
 mod common;
+use common::s3::{block_on, s3_cmd};
 use common::*;
 use ibs_testing::rgw::{self, Gateway, Keys};
-use std::path::Path;
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-/// `ibs repo SUB --repo LOC --state STATE` with the writer's keys in the AWS variables.
-fn s3_cmd(sub: &str, loc: &str, state: &Path, keys: &Keys) -> Ibs {
-    ibs(["repo", sub, "--repo", loc])
-        .arg("--state")
-        .arg(state)
-        .env("AWS_ACCESS_KEY_ID", &keys.access_key)
-        .env("AWS_SECRET_ACCESS_KEY", &keys.secret_key)
-}
 
 fn location(gw: &Gateway, bucket: &str, prefix: &str) -> String {
     format!("s3+http://{}/{bucket}/{prefix}", gw.host_port())

@@ -13,26 +13,11 @@ use aws_sdk_s3::types::{
     ObjectLockLegalHold, ObjectLockLegalHoldStatus, ObjectLockRetention, ObjectLockRetentionMode,
     VersioningConfiguration,
 };
+use common::s3::{block_on, s3_cmd};
 use common::*;
 use ibs_testing::rgw::aws_sdk_s3;
-use ibs_testing::rgw::{self, Gateway, Keys};
+use ibs_testing::rgw::{self, Gateway};
 use std::path::Path;
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-fn s3_cmd(sub: &str, loc: &str, state: &Path, keys: &Keys) -> Ibs {
-    ibs(["repo", sub, "--repo", loc])
-        .arg("--state")
-        .arg(state)
-        .env("AWS_ACCESS_KEY_ID", &keys.access_key)
-        .env("AWS_SECRET_ACCESS_KEY", &keys.secret_key)
-}
 
 fn now() -> i64 {
     std::time::SystemTime::now()

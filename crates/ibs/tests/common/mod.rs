@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod s3;
 mod trees;
 
 #[allow(unused_imports)]
