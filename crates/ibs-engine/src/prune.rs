@@ -307,6 +307,7 @@ async fn prune_locked(
         };
         let m = repo.read_manifest(&id).await.map_err(unreadable)?;
         let part = m.open_refs_part(mk).map_err(unreadable)?;
+        let data_key = KeyId::from_hex(&m.catalog.data_key_id)?;
         manifest_keys.insert(data_key);
         // The authenticated catalog's finish time (an unreadable one counts as now).
         let mut t = parse_rfc3339(&m.catalog.finished).unwrap_or(now).min(now);

@@ -157,6 +157,11 @@ async fn three_backups(env: &Env) -> ([String; 3], PathBuf, PathBuf) {
         .filter(|(n, _)| !before.contains(n))
         .collect();
     let growth = total(&after_same) - total(&after_full);
+    eprintln!(
+        "full: {} bytes, {} segments; no-change growth {growth} bytes: {added:?}",
+        total(&after_full),
+        segs_full.len()
+    );
     // The manifest (catalog, tree-stream ids, ~20 segment ids) and the data-key envelope.
     assert!(
         growth < 24 << 10,
@@ -173,6 +178,7 @@ async fn three_backups(env: &Env) -> ([String; 3], PathBuf, PathBuf) {
     std::fs::write(&changed, "key = changed\n").unwrap();
     let third = backup(env, &[("etc", &src)]).await.catalog.backup_id;
     let new_segs = segments(env).await.difference(&segs_full).count();
+    eprintln!("one changed file: {new_segs} new segments");
     assert!(
         (1..=6).contains(&new_segs),
         "one changed file stores a few segments, not {new_segs}"
