@@ -34,7 +34,7 @@ const ID_CONTEXT: &str = "ibs refs segment id v1";
 
 /// True when a segment ends after `id`.
 pub fn is_boundary(id: &ChunkId) -> bool {
-    u16::from_le_bytes([id.0[30], id.0[31]]) % SEGMENT_DIVISOR == 0
+    u16::from_le_bytes([id.0[30], id.0[31]]).is_multiple_of(SEGMENT_DIVISOR)
 }
 
 /// Cuts a sorted, distinct list into segments (see the module doc). Empty input, no segments.

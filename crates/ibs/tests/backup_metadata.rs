@@ -127,7 +127,11 @@ fn recover_refuses_a_backup_from_a_newer_build_unless_allowed_and_warns_about_ol
     assert!(
         human
             .stdout
-            .contains(&format!("ibs {VERSION} r1 @{}", &deployment[..8])),
+            .contains(&format!(
+                "ibs {VERSION} r{} @{}",
+                ibs_repo::manifest::FORMAT_REVISION,
+                &deployment[..8]
+            )),
         "{human}"
     );
     // A second backup keeps the same deployment id.
