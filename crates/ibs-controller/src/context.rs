@@ -204,12 +204,28 @@ impl JobContext {
     /// Records which repository the location `s` holds (best effort), for
     /// [`CurrentLocation::is_previous`].
     fn note_repository(&self, s: &StoredLocation, repo: &Repository) {
+        self.note_location(s.path.clone(), Some(repo.config().id.to_string()));
+    }
+
+    fn note_location(&self, path: Option<String>, repository_id: Option<String>) {
         let here = CurrentLocation {
-            path: s.path.clone(),
-            repository_id: Some(repo.config().id.to_string()),
+            path,
+            repository_id,
         };
         if let Err(e) = self.db.set_meta(META_LOCATION_REPOSITORY, &here) {
             tracing::warn!("recording the location's repository id: {e}");
+        }
+    }
+
+    /// After a location passed its accessibility test: records which repository `storage` holds
+    /// (none yet, for an empty location), so backups elsewhere are marked at once and a path
+    /// spelled anew (other S3 lock options, say) over the same repository is not.
+    pub async fn learn_location(&self, path: Option<String>, storage: &DynStorage) {
+        match Repository::open(storage.clone(), self.clock.clone()).await {
+            Ok(repo) => self.note_location(path, Some(repo.config().id.to_string())),
+            Err(RepoError::NotARepository { .. }) => self.note_location(path, None),
+            // Unknown (unreadable now): the next job that opens it records it.
+            Err(_) => {}
         }
     }
 
@@ -290,19 +306,21 @@ pub struct CurrentLocation {
 }
 
 impl CurrentLocation {
-    /// True when backup `j` is at another location than this one: it was committed to another
-    /// path, or to another repository than the one this path now holds. A record that names
-    /// neither (older than both fields) is taken to be here.
+    /// True when backup `j` is at another location than this one. The repository decides when
+    /// both ids are known (the same repository under a path spelled anew is here; another
+    /// repository under the same path, a re-initialised share, is not); otherwise the path. A
+    /// record that names neither (older than both fields) is taken to be here.
     pub fn is_previous(&self, j: &Job) -> bool {
-        let other_path = j
-            .location
-            .as_deref()
-            .is_some_and(|l| self.path.as_deref() != Some(l));
-        let other_repo = match (&j.repository_id, &self.repository_id) {
+        if j.kind != JobKind::Backup {
+            return false;
+        }
+        match (&j.repository_id, &self.repository_id) {
             (Some(theirs), Some(ours)) => theirs != ours,
-            _ => false,
-        };
-        j.kind == JobKind::Backup && (other_path || other_repo)
+            _ => j
+                .location
+                .as_deref()
+                .is_some_and(|l| self.path.as_deref() != Some(l)),
+        }
     }
 }
 
@@ -332,6 +350,8 @@ mod tests {
         };
         assert!(!here.is_previous(&backup(Some("/new"), Some("r2"))));
         assert!(here.is_previous(&backup(Some("/old"), Some("r1"))));
+        // The same repository under a path spelled anew (S3 lock options changed, say).
+        assert!(!here.is_previous(&backup(Some("/new/"), Some("r2"))));
         // Same path, but the share now holds another repository (re-initialised).
         assert!(here.is_previous(&backup(Some("/new"), Some("r1"))));
         // Records older than `location`: told by the repository id alone.
@@ -346,6 +366,7 @@ mod tests {
         };
         assert!(unknown.is_previous(&backup(Some("/old"), Some("r1"))));
         assert!(!unknown.is_previous(&backup(Some("/new"), Some("r9"))));
+        assert!(!unknown.is_previous(&backup(None, Some("r1"))));
         // No location at all (cleared): every backup with a known location is elsewhere.
         let cleared = CurrentLocation {
             path: None,
