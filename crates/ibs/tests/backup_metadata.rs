@@ -125,13 +125,11 @@ fn recover_refuses_a_backup_from_a_newer_build_unless_allowed_and_warns_about_ol
     assert!(c["sources"][1].get("server_version").is_none(), "{c:#}");
     let human = fx.repo_cmd("list").run().ok();
     assert!(
-        human
-            .stdout
-            .contains(&format!(
-                "ibs {VERSION} r{} @{}",
-                ibs_repo::manifest::FORMAT_REVISION,
-                &deployment[..8]
-            )),
+        human.stdout.contains(&format!(
+            "ibs {VERSION} r{} @{}",
+            ibs_repo::manifest::FORMAT_REVISION,
+            &deployment[..8]
+        )),
         "{human}"
     );
     // A second backup keeps the same deployment id.
