@@ -161,8 +161,10 @@ fn an_attacker_with_the_writer_key_cannot_destroy_backups() {
                     .retention(
                         ObjectLockRetention::builder()
                             .mode(mode)
+                            // Shorter than the lock (~1 h), yet still in the future when a
+                            // loaded machine sends the request a few seconds later.
                             .retain_until_date(aws_sdk_s3::primitives::DateTime::from_secs(
-                                now() + 1,
+                                now() + 120,
                             ))
                             .build(),
                     )
