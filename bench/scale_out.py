@@ -18,8 +18,11 @@ per-file coefficients measured on Ceph RGW:
   checked against the 1/2/4-writer runs;
 - cost of one index segment at backup start: the slope of the segments experiment (no-change
   backup time and GETs against the number of segments);
-- writer memory: peak RSS at 10,000 and 100,000 files (linear fit) plus 57 bytes per chunk of the
-  other writers in the index (docs/design/memory.md); prune: 32 bytes per reference per backup.
+- writer memory: the measured peak of a no-change backup of 1 M files (130.7 MiB, bench/README.md)
+  plus 57 bytes per chunk of the other writers in the index (docs/design/memory.md); the RSS fit
+  between 10,000 and 100,000 files is printed for reference only (it overestimates: the fixed
+  tables fill first); prune: the index plus a set of every referenced chunk (~33 bytes each),
+  reading the manifests one at a time.
 
 Standard library only. Prints a table; JSON in bench/results/scale-out.json.
 """
@@ -37,7 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # From the format and docs/design/memory.md (bytes).
 REF_BYTES = 36  # refs body v2: chunk id (32) + one u32 position per source reference; ids do not compress
 INDEX_MEM_PER_CHUNK = 57  # ChunkIdMap<Slot> in a writer, restore, check and prune
-PRUNE_MEM_PER_REF = 32  # prune holds every retained backup's sorted reference list
+USED_SET_PER_CHUNK = 33  # prune's ChunkIdSet of every chunk any retained backup references (one manifest at a time)
 SEGMENT_MAX_ENTRIES = 65536  # a backup writes a segment per 65,536 new entries (or 2000 packs)
 PACK_BYTES = 16 << 20
 MULTIPART_THRESHOLD = 16 << 20  # ibs-s3: objects above it go as multipart uploads of 16 MiB parts
@@ -147,8 +150,11 @@ def model(c: dict, a: argparse.Namespace) -> dict:
     req_backup = sum(per_backup.values())
     # packs: every writer's first backup (less what others stored) plus a retention period of changes
     total_packs = W * F * (c["pack_bytes_per_file"] * (1 - s) + c["new_pack_bytes_per_file_day"] * R) / PACK_BYTES
-    writer_rss = (c["rss_nochange_mib"]["fixed"] + c["rss_nochange_mib"]["per_file"] * F
-                  + INDEX_MEM_PER_CHUNK * (union - chunks) / 2**20)
+    # the writer's own part: measured at 1 M files (local folder, release build: bench/README.md,
+    # "Memory at 1 M files"), scaled by files; the other writers' chunks come on top in the index
+    own = a.own_rss_mib * F / 1_000_000 if F < 1_000_000 else a.own_rss_mib + INDEX_MEM_PER_CHUNK * (
+        F - 1_000_000) * c["chunks_per_file"] / 2**20
+    writer_rss = own + INDEX_MEM_PER_CHUNK * (union - chunks) / 2**20
     out = {
         "assumptions": {"writers": W, "files_per_writer": F, "backups_per_day": 1, "retention_backups": R,
                         "prune_every_days": P, "backup_window_hours": H, "shared_fraction": s,
@@ -188,7 +194,7 @@ def model(c: dict, a: argparse.Namespace) -> dict:
             "list_pages": math.ceil(W * R / LIST_PAGE) + math.ceil(seg_max / LIST_PAGE)
                           + math.ceil(max(total_packs, 1) / LIST_PAGE),
             "manifest_bytes_read": W * R * manifest,
-            "rss_mib_refs": PRUNE_MEM_PER_REF * chunks * W * R / 2**20,
+            "rss_mib_refs": USED_SET_PER_CHUNK * union / 2**20,
             "rss_mib_index": INDEX_MEM_PER_CHUNK * union / 2**20,
         },
         "locks_synchronized_start": {
@@ -230,7 +236,7 @@ def table(c: dict, m: dict) -> str:
         ("manifest bytes written per day", human(pd["manifest_bytes_written"])),
         ("new pack bytes per day", human(pd["new_pack_bytes"])),
         ("prune: list pages / manifest bytes read", f"{pr['list_pages']:,} / {human(pr['manifest_bytes_read'])}"),
-        ("prune: RSS for references / for the index", f"{pr['rss_mib_refs']:,.0f} MiB / {pr['rss_mib_index']:,.0f} MiB"),
+        ("prune: RSS for the referenced-chunk set / for the index", f"{pr['rss_mib_refs']:,.0f} MiB / {pr['rss_mib_index']:,.0f} MiB"),
         ("locks, all writers starting at once: requests per acquisition / refresh requests per s",
          f"{lk['requests_per_acquisition']:,} / {lk['refresh_requests_per_s']:,.0f}"),
     ]
@@ -252,6 +258,8 @@ def main(argv=None) -> int:
                    help="fraction of a writer's chunks another writer also has (measured 0.02 on gen_scale seeds)")
     p.add_argument("--backup-s", type=float, default=90.0,
                    help="duration of a daily backup (1 M files: 64-107 s measured locally, bench/README.md)")
+    p.add_argument("--own-rss-mib", type=float, default=130.7,
+                   help="peak RSS of a no-change backup of the writer's own 1 M files (bench/README.md)")
     p.add_argument("--single-read", dest="mixed_keys", action="store_false",
                    help="index read once per backup (no chunk under two writers' data keys)")
     p.add_argument("--measured", default=os.path.join(HERE, "results", "s3-scale.json"))
