@@ -222,7 +222,7 @@ def writers_round(args, gw, work, trees, cert, dropper, rnd) -> tuple[list[dict]
     rows, ok = [], True
     sizes = [bench.tree_bytes(t)[0] for t in trees]
     ibs = args.ibs_bin
-    for n in (1, len(trees)):
+    for n in sorted({1, len(trees)}):
         wdir = os.path.join(work, f"writers{n}")
         shutil.rmtree(wdir, ignore_errors=True)
         os.makedirs(os.path.join(wdir, "logs"))
