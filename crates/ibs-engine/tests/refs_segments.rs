@@ -94,7 +94,7 @@ async fn problems(env: &Env) -> Vec<(String, String, Vec<String>)> {
             unlock: None,
             state: Some(env.state.clone()),
             progress: Default::default(),
-            lock_wait: Duration::ZERO,
+            lock_wait: Duration::from_secs(60),
         },
     )
     .await
@@ -111,7 +111,7 @@ async fn try_prune(env: &Env, keep: &[&str]) -> Result<PrunePlan, EngineError> {
         &env.state,
         PruneOptions {
             dry_run: false,
-            lock_wait: Duration::ZERO,
+            lock_wait: Duration::from_secs(60),
             expected: Expected::Backups(keep.iter().map(|s| s.to_string()).collect()),
             grace: Duration::ZERO,
             delete_delay: DEFAULT_DELETE_DELAY,
