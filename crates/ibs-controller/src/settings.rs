@@ -3,7 +3,7 @@
 //! field it concerns). Applying an update (accessibility test, retention confirmation, audit) is in
 //! [`crate::controller`].
 //!
-//! Secrets (share password, legacy key) are stored sealed by [`crate::secretbox`] and never leave
+//! Secrets (share password, maintenance secret, legacy key) are stored sealed by [`crate::secretbox`] and never leave
 //! this crate except to open storage; the certificate is public but only its thumbprint, subject and
 //! expiry are shown.
 
@@ -39,7 +39,17 @@ pub struct StoredLocation {
     /// Share of the packs each verification reads, in percent.
     #[serde(default = "default_verify_sample")]
     pub verify_sample_percent: u32,
+    /// An S3 location's maintenance credential (ADR 0040): the access key id retention and prune
+    /// use instead of `username`; absent in settings stored before it existed.
+    #[serde(default)]
+    pub maintenance_username: Option<String>,
+    /// Its secret, sealed with purpose [`MAINTENANCE_PURPOSE`].
+    #[serde(default)]
+    pub maintenance_password_sealed: Option<String>,
 }
+
+/// The secret box purpose of the maintenance credential's secret.
+pub const MAINTENANCE_PURPOSE: &str = "maintenance-password";
 
 use ibs_types::location::{default_verify_every, default_verify_sample};
 
@@ -57,6 +67,8 @@ impl Default for StoredLocation {
             updated_at: 0,
             verify_every_hours: DEFAULT_VERIFY_EVERY_HOURS,
             verify_sample_percent: DEFAULT_VERIFY_SAMPLE_PERCENT,
+            maintenance_username: None,
+            maintenance_password_sealed: None,
         }
     }
 }
@@ -83,6 +95,14 @@ impl StoredLocation {
             ("path", self.path != next.path),
             ("username", self.username != next.username),
             ("password", self.password_sealed != next.password_sealed),
+            (
+                "maintenance_username",
+                self.maintenance_username != next.maintenance_username,
+            ),
+            (
+                "maintenance_password",
+                self.maintenance_password_sealed != next.maintenance_password_sealed,
+            ),
             ("certificate", self.certificate_der != next.certificate_der),
             (
                 "legacy_key",
@@ -130,12 +150,28 @@ pub fn certificate_info(c: &Certificate) -> CertificateInfo {
     }
 }
 
+/// A change of the maintenance credential (ADR 0040).
+#[derive(Debug, Clone)]
+pub enum MaintenanceChange {
+    /// Store this user and secret (`password: None` keeps the stored secret of the same user).
+    Set {
+        username: String,
+        password: Option<SecretText>,
+    },
+    /// Delete the stored credential.
+    Clear,
+}
+
+/// What the location update warns when the controller is given the maintenance credential.
+pub const MAINTENANCE_WARNING: &str = "maintenance credential: this controller can now delete backups once their object locks expire (and, in GOVERNANCE mode, bypass locks if the key may); a ransomware-resistant setup keeps the maintenance key off the controller and runs `ibs repo prune` on a trusted host (operator guide, Ransomware-resistant setup)";
+
 /// An update that passed validation: what to change, and the names of the changed fields.
 #[derive(Debug, Clone)]
 pub struct ValidatedUpdate {
     pub path: Option<String>,
     pub username: Option<String>,
     pub password: Option<SecretText>,
+    pub maintenance: Option<MaintenanceChange>,
     pub certificate: Option<Certificate>,
     pub legacy_key: Option<SecretText>,
     pub frequency_hours: Option<u32>,
@@ -153,6 +189,12 @@ impl ValidatedUpdate {
     /// True when the share must pass the accessibility test before the change is saved.
     pub fn touches_share(&self) -> bool {
         self.path.is_some() || self.username.is_some() || self.password.is_some()
+    }
+
+    /// True when the maintenance credential must pass the accessibility test before the change
+    /// is saved (it is set, or the location it serves changes).
+    pub fn touches_maintenance(&self) -> bool {
+        matches!(self.maintenance, Some(MaintenanceChange::Set { .. })) || self.path.is_some()
     }
 }
 
@@ -227,6 +269,7 @@ pub fn validate(u: &LocationUpdate, current: &StoredLocation, now: i64) -> Resul
         path: None,
         username: None,
         password: None,
+        maintenance: None,
         certificate: None,
         legacy_key: None,
         frequency_hours: None,
@@ -273,6 +316,27 @@ pub fn validate(u: &LocationUpdate, current: &StoredLocation, now: i64) -> Resul
         }
         v.password = Some(pw.clone());
         v.fields.push("password".into());
+    }
+    v.maintenance = validate_maintenance(u, current)?;
+    match &v.maintenance {
+        Some(MaintenanceChange::Set { username, password }) => {
+            if current.maintenance_username.as_deref() != Some(username.as_str()) {
+                v.fields.push("maintenance_username".into());
+            }
+            if password.is_some() {
+                v.fields.push("maintenance_password".into());
+            }
+            v.warnings.push(MAINTENANCE_WARNING.into());
+        }
+        Some(MaintenanceChange::Clear) => {
+            if current.maintenance_username.is_some() {
+                v.fields.push("maintenance_username".into());
+            }
+            if current.maintenance_password_sealed.is_some() {
+                v.fields.push("maintenance_password".into());
+            }
+        }
+        None => {}
     }
     match (&u.certificate, &u.legacy_key) {
         (Some(_), Some(_)) => {
@@ -347,6 +411,71 @@ pub fn validate(u: &LocationUpdate, current: &StoredLocation, now: i64) -> Resul
     Ok(v)
 }
 
+/// The maintenance credential part of an update: only for an S3 location (the one given, else
+/// the stored one), a user with a secret (the stored secret serves only the same user), and not
+/// set and cleared at once.
+fn validate_maintenance(
+    u: &LocationUpdate,
+    current: &StoredLocation,
+) -> Result<Option<MaintenanceChange>> {
+    let given = u.maintenance_username.is_some() || u.maintenance_password.is_some();
+    if u.maintenance_clear {
+        if given {
+            return Err(ControllerError::invalid(
+                "maintenance_clear",
+                "give a maintenance credential or clear it, not both",
+            ));
+        }
+        return Ok(Some(MaintenanceChange::Clear));
+    }
+    if !given {
+        return Ok(None);
+    }
+    let path = u.path.as_deref().or(current.path.as_deref());
+    if !path.is_some_and(ibs_location::is_s3) {
+        return Err(ControllerError::invalid(
+            "maintenance_username",
+            "a maintenance credential applies to S3 locations only (s3:// or s3+http://)",
+        ));
+    }
+    if let Some(pw) = &u.maintenance_password {
+        if pw.expose().is_empty() {
+            return Err(ControllerError::invalid(
+                "maintenance_password",
+                "must not be empty",
+            ));
+        }
+    }
+    let username = match (&u.maintenance_username, &current.maintenance_username) {
+        (Some(n), _) if n.trim().is_empty() => {
+            return Err(ControllerError::invalid(
+                "maintenance_username",
+                "must not be empty",
+            ))
+        }
+        (Some(n), _) => n.clone(),
+        (None, Some(n)) => n.clone(),
+        (None, None) => {
+            return Err(ControllerError::invalid(
+                "maintenance_username",
+                "a maintenance user (access key id) is required with a maintenance secret",
+            ))
+        }
+    };
+    let same = current.maintenance_username.as_deref() == Some(username.as_str());
+    if u.maintenance_password.is_none() && (!same || current.maintenance_password_sealed.is_none())
+    {
+        return Err(ControllerError::invalid(
+            "maintenance_password",
+            "a maintenance secret is required with a maintenance user (send it in the request body; it is never returned)",
+        ));
+    }
+    Ok(Some(MaintenanceChange::Set {
+        username,
+        password: u.maintenance_password.clone(),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,6 +540,93 @@ mod tests {
             validate(&u(r#"{"username":"u","password":"hunter2"}"#), &cur, 0).unwrap()
         )
         .contains("hunter2"));
+    }
+
+    #[test]
+    fn maintenance_credential_rules() {
+        let u = |f: &str| -> LocationUpdate { serde_json::from_str(f).unwrap() };
+        let s3 = StoredLocation {
+            path: Some("s3+http://127.0.0.1:7480/b/r".into()),
+            ..StoredLocation::default()
+        };
+        let local = StoredLocation {
+            path: Some("/srv/b".into()),
+            ..StoredLocation::default()
+        };
+        let set = r#"{"maintenance_username":"MK","maintenance_password":"msecret-9"}"#;
+        let ok = validate(&u(set), &s3, 0).unwrap();
+        assert_eq!(ok.fields, ["maintenance_username", "maintenance_password"]);
+        assert!(ok.warnings.iter().any(|w| w == MAINTENANCE_WARNING));
+        assert!(!format!("{ok:?}").contains("msecret-9"));
+        // S3 only: the stored path, or the one given with it.
+        assert_eq!(
+            field_of(validate(&u(set), &local, 0).unwrap_err()),
+            "maintenance_username"
+        );
+        let moving = r#"{"path":"s3://rgw.contoso.com/b/r","maintenance_username":"MK","maintenance_password":"x"}"#;
+        assert!(validate(&u(moving), &local, 0).is_ok());
+        // A user needs a secret; a secret needs a user; neither may be empty.
+        assert_eq!(
+            field_of(validate(&u(r#"{"maintenance_username":"MK"}"#), &s3, 0).unwrap_err()),
+            "maintenance_password"
+        );
+        assert_eq!(
+            field_of(validate(&u(r#"{"maintenance_password":"x"}"#), &s3, 0).unwrap_err()),
+            "maintenance_username"
+        );
+        assert_eq!(
+            field_of(
+                validate(
+                    &u(r#"{"maintenance_username":" ","maintenance_password":"x"}"#),
+                    &s3,
+                    0
+                )
+                .unwrap_err()
+            ),
+            "maintenance_username"
+        );
+        assert_eq!(
+            field_of(
+                validate(
+                    &u(r#"{"maintenance_username":"MK","maintenance_password":""}"#),
+                    &s3,
+                    0
+                )
+                .unwrap_err()
+            ),
+            "maintenance_password"
+        );
+        // Stored: a new secret alone, or the same user alone, is fine; another user is not.
+        let stored = StoredLocation {
+            maintenance_username: Some("MK".into()),
+            maintenance_password_sealed: Some("sealed".into()),
+            ..s3.clone()
+        };
+        let v = validate(&u(r#"{"maintenance_password":"new"}"#), &stored, 0).unwrap();
+        assert_eq!(v.fields, ["maintenance_password"]);
+        assert!(validate(&u(r#"{"maintenance_username":"MK"}"#), &stored, 0)
+            .unwrap()
+            .fields
+            .is_empty());
+        assert_eq!(
+            field_of(validate(&u(r#"{"maintenance_username":"OTHER"}"#), &stored, 0).unwrap_err()),
+            "maintenance_password"
+        );
+        // Clear: exclusive with a credential; names what it removes.
+        assert_eq!(
+            field_of(
+                validate(
+                    &u(r#"{"maintenance_clear":true,"maintenance_username":"MK"}"#),
+                    &stored,
+                    0
+                )
+                .unwrap_err()
+            ),
+            "maintenance_clear"
+        );
+        let v = validate(&u(r#"{"maintenance_clear":true}"#), &stored, 0).unwrap();
+        assert_eq!(v.fields, ["maintenance_username", "maintenance_password"]);
+        assert!(matches!(v.maintenance, Some(MaintenanceChange::Clear)));
     }
 
     #[test]
