@@ -239,6 +239,11 @@ fn scenario(root: &Path, loc: &Loc) {
         .ok();
     let union = ((SHARED_MIB + WRITERS * OWN_MIB) << 20) as u64;
     let packs = packs_size(loc);
+    eprintln!(
+        "{}: {packs} bytes of packs for a union of {union} bytes ({:.3}x)",
+        loc.arg,
+        packs as f64 / union as f64
+    );
     assert!(
         packs < union + union / 5,
         "the repository holds {packs} bytes of packs for a union of {union} bytes: cross-writer deduplication failed"
