@@ -127,6 +127,8 @@ pub struct LocationArgs {
     pub server: Server,
 }
 
+// Parsed once per process: the size of `Set` next to `Show` costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum LocationCmd {
     /// Show the backup location settings (Get-AzsBackupConfiguration).
