@@ -546,7 +546,7 @@ mod tests {
     fn maintenance_credential_rules() {
         let u = |f: &str| -> LocationUpdate { serde_json::from_str(f).unwrap() };
         let s3 = StoredLocation {
-            path: Some("s3+http://127.0.0.1:7480/b/r".into()),
+            path: Some("s3+http://127.0.0.1:7480/azs-backups/r".into()),
             ..StoredLocation::default()
         };
         let local = StoredLocation {
@@ -563,8 +563,10 @@ mod tests {
             field_of(validate(&u(set), &local, 0).unwrap_err()),
             "maintenance_username"
         );
-        let moving = r#"{"path":"s3://rgw.contoso.com/b/r","maintenance_username":"MK","maintenance_password":"x"}"#;
-        assert!(validate(&u(moving), &local, 0).is_ok());
+        let moving = r#"{"path":"s3://rgw.contoso.com/azs-backups/r","maintenance_username":"MK","maintenance_password":"x"}"#;
+        if let Err(e) = validate(&u(moving), &local, 0) {
+            panic!("{e}");
+        }
         // A user needs a secret; a secret needs a user; neither may be empty.
         assert_eq!(
             field_of(validate(&u(r#"{"maintenance_username":"MK"}"#), &s3, 0).unwrap_err()),
