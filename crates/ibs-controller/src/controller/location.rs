@@ -128,7 +128,8 @@ impl Controller {
             let target = self.ctx.target(&next)?.ok_or_else(|| {
                 ControllerError::invalid("path", "a path is required with credentials")
             })?;
-            self.accessibility_test(&target, "share").await?;
+            let storage = self.accessibility_test(&target, "share").await?;
+            self.ctx.learn_location(next.path.clone(), &storage).await;
         }
         if v.touches_maintenance() {
             if let Some(target) = self.ctx.maintenance_target(&next)? {
@@ -190,8 +191,13 @@ impl Controller {
     }
 
     /// The accessibility test of `target` (`what` names it in the refusal): open (creating
-    /// `MASBackup` if needed), write, read back, delete a probe; records the capacity.
-    async fn accessibility_test(&self, target: &StorageTarget, what: &str) -> Result<()> {
+    /// `MASBackup` if needed), write, read back, delete a probe; records the capacity. Returns the
+    /// opened storage.
+    async fn accessibility_test(
+        &self,
+        target: &StorageTarget,
+        what: &str,
+    ) -> Result<ibs_storage::DynStorage> {
         let storage =
             self.ctx
                 .opener
@@ -214,7 +220,7 @@ impl Controller {
                 },
             })?;
         self.ctx.record_capacity(&storage).await;
-        Ok(())
+        Ok(storage)
     }
 
     /// Clears the location configuration: the defaults with no share, credentials and legacy key
