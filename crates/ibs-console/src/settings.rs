@@ -5,7 +5,8 @@
 //!   (passed with the capacity and warnings, or refused beside the path field with the alert's
 //!   remediation). A .pfx given as the certificate is refused by the API's validation as a private
 //!   key. The password is never shown back: the page says only whether one is set, and a refused
-//!   form is shown again with the password field empty.
+//!   form is shown again with the password field empty. An S3 location's maintenance key (access
+//!   key id and secret, ADR 0040) is set in the same form; its secret is never shown either.
 //! - **Schedule and retention** (`POST /settings`): frequency, retention and the scheduler switch;
 //!   a retention that would delete backups asks for confirmation, listing them.
 //!
@@ -182,6 +183,8 @@ pub async fn location(State(st): State<ConsoleState>, up: Upload) -> PageResult 
     let cur = current(&st, s).await?;
     let (path, username) = (up.text("path"), up.text("username"));
     let password = up.secret("password");
+    let maintenance_user = up.text("maintenance_username");
+    let maintenance_secret = up.secret("maintenance_password");
     let certificate = up
         .file("certificate")
         .map(|f| base64::engine::general_purpose::STANDARD.encode(&f.data[..]));
@@ -191,6 +194,15 @@ pub async fn location(State(st): State<ConsoleState>, up: Upload) -> PageResult 
         path: (!path.is_empty() || cur.path.is_some()).then(|| path.clone()),
         username: Some(username.clone()).filter(|u| !u.is_empty()),
         password: Some(password.as_str())
+            .filter(|p| !p.is_empty())
+            .map(|p| SecretText::new(p.to_string())),
+        // The maintenance key (ADR 0040): sent when a secret is given or the user changes.
+        maintenance_username: Some(maintenance_user.clone()).filter(|u| {
+            !u.is_empty()
+                && (!maintenance_secret.is_empty()
+                    || cur.maintenance_username.as_deref() != Some(u.as_str()))
+        }),
+        maintenance_password: Some(maintenance_secret.as_str())
             .filter(|p| !p.is_empty())
             .map(|p| SecretText::new(p.to_string())),
         certificate,

@@ -40,6 +40,10 @@ pub enum AlertKind {
     /// A scheduled backup was due with no location (share and encryption) configured; closed when
     /// one is configured or automatic backups are turned off.
     ShareNotConfigured,
+    /// On object-lock storage: evidence that someone with write access tampered with what ibs
+    /// wrote (overwritten or hidden write-once objects, unlocked objects, deletes refused to the
+    /// maintenance credential); closed when a later verification finds none (ADR 0040).
+    RepositoryTampered,
 }
 
 pub const CATEGORY_BACKUP_FAILED: &str = "backup-failed";
@@ -66,6 +70,7 @@ impl AlertKind {
             AlertKind::SkippedMaintenanceFailed => "backup-skipped-maintenance-failed".into(),
             AlertKind::BackupsCorrupted => "backups-corrupted".into(),
             AlertKind::ShareNotConfigured => "share-not-configured".into(),
+            AlertKind::RepositoryTampered => "repository-tampered".into(),
         }
     }
 
@@ -83,7 +88,8 @@ impl AlertKind {
             | AlertKind::RetentionFailed
             | AlertKind::SkippedMaintenanceFailed
             | AlertKind::BackupsCorrupted
-            | AlertKind::ShareNotConfigured => "Critical",
+            | AlertKind::ShareNotConfigured
+            | AlertKind::RepositoryTampered => "Critical",
             _ => "Warning",
         }
     }
@@ -142,6 +148,11 @@ impl AlertKind {
                 "A scheduled backup was due, but no file share path or no encryption certificate is configured, so the backup controller can't export backup files.",
                 "Configure the backup location with the share's path and an encryption certificate (`ibs location set --path PATH --cert FILE`), or turn automatic backups off if backups are not wanted.",
             ),
+            AlertKind::RepositoryTampered => (
+                "The backup repository was tampered with.",
+                "On the object-lock bucket, objects that ibs writes once were overwritten or hidden by a delete marker after ibs wrote them, objects are not locked, or deletes the maintenance credential may make were refused. The details name the objects. Reads keep using the versions ibs wrote, so backups stay restorable, but someone with write access to the bucket (the writer key, or this host) tried to destroy or alter backups.",
+                "Treat the controller host and its writer key as compromised: rotate the writer key and check the host. Run `ibs repo check --read-data` with the .pfx on a trusted host to confirm every backup restores. Review the bucket policy and object-lock configuration with the bucket owner. The alert closes when a later verification finds no tampering; the extra object versions stay until their locks expire.",
+            ),
         }
     }
 
@@ -161,6 +172,7 @@ impl AlertKind {
             AlertKind::SkippedMaintenanceFailed,
             AlertKind::BackupsCorrupted,
             AlertKind::ShareNotConfigured,
+            AlertKind::RepositoryTampered,
         ]);
         all.into_iter().find(|k| k.as_str() == s)
     }

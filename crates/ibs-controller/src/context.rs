@@ -60,6 +60,14 @@ impl Failure {
     }
 }
 
+/// Which of the location's credentials opens it: backups, restores and verification use the
+/// writer's; retention and prune the maintenance credential when one is stored (ADR 0040).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    Writer,
+    Maintenance,
+}
+
 /// What a job may use; see the module doc.
 pub struct JobContext {
     /// The data directory: writer state in `DATA/state`, temporary files in `DATA/tmp`, reports
@@ -131,6 +139,23 @@ impl JobContext {
         }))
     }
 
+    /// Where the stored location is, reached with its maintenance credential (ADR 0040; `None`:
+    /// no location, or no maintenance credential stored).
+    pub fn maintenance_target(&self, s: &StoredLocation) -> Result<Option<StorageTarget>> {
+        let (Some(path), Some(user), Some(sealed)) = (
+            &s.path,
+            &s.maintenance_username,
+            &s.maintenance_password_sealed,
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(StorageTarget {
+            path: path.clone(),
+            username: Some(user.clone()),
+            password: Some(self.secrets.open(settings::MAINTENANCE_PURPOSE, sealed)?),
+        }))
+    }
+
     pub fn components_config(&self) -> Result<Vec<ComponentConfig>> {
         Ok(self.db.get_meta(META_COMPONENTS)?.unwrap_or_default())
     }
@@ -157,16 +182,26 @@ impl JobContext {
 
     /// Opens the configured location's storage (with `create`, a location that holds no
     /// repository yet is opened for one) and records its capacity.
+    /// With `role` [`Credential::Maintenance`], the maintenance credential is used when one is
+    /// stored (else the writer's).
     async fn open_location(
         &self,
         create: bool,
+        role: Credential,
     ) -> Result<(StoredLocation, StorageTarget, DynStorage), Failure> {
         let general = |e: crate::ControllerError| Failure::general(e.to_string());
         let s = self.stored_location().map_err(general)?;
-        let target = self
-            .target(&s)
-            .map_err(general)?
-            .ok_or_else(|| Failure::general("no backup location is configured"))?;
+        let maintenance = match role {
+            Credential::Maintenance => self.maintenance_target(&s).map_err(general)?,
+            Credential::Writer => None,
+        };
+        let target = match maintenance {
+            Some(t) => t,
+            None => self
+                .target(&s)
+                .map_err(general)?
+                .ok_or_else(|| Failure::general("no backup location is configured"))?,
+        };
         let opened = match self.opener.open(&target, false).await {
             Err(e) if e.not_a_repository && create => self.opener.open(&target, true).await,
             other => other,
@@ -193,7 +228,7 @@ impl JobContext {
     /// Opens the configured repository to read it only: no writer state is loaded, nothing is
     /// initialised (validation).
     pub async fn open_repository_read(&self) -> Result<Arc<Repository>, Failure> {
-        let (s, _, storage) = self.open_location(false).await?;
+        let (s, _, storage) = self.open_location(false, Credential::Writer).await?;
         let repo = Repository::open(storage, self.clock.clone())
             .await
             .map_err(Failure::from_repo)?;
@@ -247,7 +282,24 @@ impl JobContext {
         &self,
         init: bool,
     ) -> Result<(Arc<Repository>, WriterState), Failure> {
-        let (s, target, storage) = self.open_location(init).await?;
+        self.open_repository_as(init, Credential::Writer).await
+    }
+
+    /// [`JobContext::open_repository`] for retention and prune: with the maintenance credential
+    /// when one is stored (ADR 0040), else with the writer's.
+    pub async fn open_repository_for_maintenance(
+        &self,
+    ) -> Result<(Arc<Repository>, WriterState), Failure> {
+        self.open_repository_as(false, Credential::Maintenance)
+            .await
+    }
+
+    async fn open_repository_as(
+        &self,
+        init: bool,
+        role: Credential,
+    ) -> Result<(Arc<Repository>, WriterState), Failure> {
+        let (s, target, storage) = self.open_location(init, role).await?;
         let state_root = self.state_root();
         let clock = self.clock.clone();
         let repo = match Repository::open(storage.clone(), clock.clone()).await {

@@ -428,7 +428,7 @@ impl Controller {
         Ok(spawn_job(move || async move {
             let _guard = guard;
             let (status, detail) = match jobs::retention::cleanup(&ctx).await {
-                Ok(n) => (JobStatus::Succeeded, format!("removed {n} backup(s)")),
+                Ok(n) => (JobStatus::Succeeded, n.to_string()),
                 Err(m) => (JobStatus::Failed, m),
             };
             if let Err(e) = ctx.db.op_end(op, status, ctx.now(), Some(&detail)) {

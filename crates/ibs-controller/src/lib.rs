@@ -59,6 +59,7 @@ pub mod db_ops;
 pub mod db_verify;
 mod gate;
 pub mod jobs;
+pub mod maintenance_key;
 pub mod model;
 pub mod paging;
 pub mod redact;

@@ -3,7 +3,7 @@
 //! field it concerns). Applying an update (accessibility test, retention confirmation, audit) is in
 //! [`crate::controller`].
 //!
-//! Secrets (share password, legacy key) are stored sealed by [`crate::secretbox`] and never leave
+//! Secrets (share password, maintenance secret, legacy key) are stored sealed by [`crate::secretbox`] and never leave
 //! this crate except to open storage; the certificate is public but only its thumbprint, subject and
 //! expiry are shown.
 
@@ -39,7 +39,17 @@ pub struct StoredLocation {
     /// Share of the packs each verification reads, in percent.
     #[serde(default = "default_verify_sample")]
     pub verify_sample_percent: u32,
+    /// An S3 location's maintenance credential (ADR 0040): the access key id retention and prune
+    /// use instead of `username`; absent in settings stored before it existed.
+    #[serde(default)]
+    pub maintenance_username: Option<String>,
+    /// Its secret, sealed with purpose [`MAINTENANCE_PURPOSE`].
+    #[serde(default)]
+    pub maintenance_password_sealed: Option<String>,
 }
+
+use crate::maintenance_key::validate_maintenance;
+pub use crate::maintenance_key::{MaintenanceChange, MAINTENANCE_PURPOSE, MAINTENANCE_WARNING};
 
 use ibs_types::location::{default_verify_every, default_verify_sample};
 
@@ -57,6 +67,8 @@ impl Default for StoredLocation {
             updated_at: 0,
             verify_every_hours: DEFAULT_VERIFY_EVERY_HOURS,
             verify_sample_percent: DEFAULT_VERIFY_SAMPLE_PERCENT,
+            maintenance_username: None,
+            maintenance_password_sealed: None,
         }
     }
 }
@@ -83,6 +95,14 @@ impl StoredLocation {
             ("path", self.path != next.path),
             ("username", self.username != next.username),
             ("password", self.password_sealed != next.password_sealed),
+            (
+                "maintenance_username",
+                self.maintenance_username != next.maintenance_username,
+            ),
+            (
+                "maintenance_password",
+                self.maintenance_password_sealed != next.maintenance_password_sealed,
+            ),
             ("certificate", self.certificate_der != next.certificate_der),
             (
                 "legacy_key",
@@ -136,6 +156,7 @@ pub struct ValidatedUpdate {
     pub path: Option<String>,
     pub username: Option<String>,
     pub password: Option<SecretText>,
+    pub maintenance: Option<MaintenanceChange>,
     pub certificate: Option<Certificate>,
     pub legacy_key: Option<SecretText>,
     pub frequency_hours: Option<u32>,
@@ -153,6 +174,12 @@ impl ValidatedUpdate {
     /// True when the share must pass the accessibility test before the change is saved.
     pub fn touches_share(&self) -> bool {
         self.path.is_some() || self.username.is_some() || self.password.is_some()
+    }
+
+    /// True when the maintenance credential must pass the accessibility test before the change
+    /// is saved (it is set, or the location it serves changes).
+    pub fn touches_maintenance(&self) -> bool {
+        matches!(self.maintenance, Some(MaintenanceChange::Set { .. })) || self.path.is_some()
     }
 }
 
@@ -227,6 +254,7 @@ pub fn validate(u: &LocationUpdate, current: &StoredLocation, now: i64) -> Resul
         path: None,
         username: None,
         password: None,
+        maintenance: None,
         certificate: None,
         legacy_key: None,
         frequency_hours: None,
@@ -273,6 +301,27 @@ pub fn validate(u: &LocationUpdate, current: &StoredLocation, now: i64) -> Resul
         }
         v.password = Some(pw.clone());
         v.fields.push("password".into());
+    }
+    v.maintenance = validate_maintenance(u, current)?;
+    match &v.maintenance {
+        Some(MaintenanceChange::Set { username, password }) => {
+            if current.maintenance_username.as_deref() != Some(username.as_str()) {
+                v.fields.push("maintenance_username".into());
+            }
+            if password.is_some() {
+                v.fields.push("maintenance_password".into());
+            }
+            v.warnings.push(MAINTENANCE_WARNING.into());
+        }
+        Some(MaintenanceChange::Clear) => {
+            if current.maintenance_username.is_some() {
+                v.fields.push("maintenance_username".into());
+            }
+            if current.maintenance_password_sealed.is_some() {
+                v.fields.push("maintenance_password".into());
+            }
+        }
+        None => {}
     }
     match (&u.certificate, &u.legacy_key) {
         (Some(_), Some(_)) => {

@@ -107,13 +107,32 @@ pub fn controller_with(
     components: Vec<ComponentConfig>,
     local: Option<Arc<LocalOpener>>,
 ) -> TestController {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = Arc::new(ManualClock::new(now));
     let opener = Arc::new(MemOpener::default());
     let chosen: Arc<dyn StorageOpener> = match local {
         Some(l) => l,
         None => opener.clone(),
     };
+    build(now, components, opener, chosen)
+}
+
+/// Like [`controller`], opening locations with `chosen` (e.g. the daemon's
+/// [`crate::storage::LocationOpener`] for a real S3 gateway).
+pub fn controller_opening(
+    now: i64,
+    components: Vec<ComponentConfig>,
+    chosen: Arc<dyn StorageOpener>,
+) -> TestController {
+    build(now, components, Arc::new(MemOpener::default()), chosen)
+}
+
+fn build(
+    now: i64,
+    components: Vec<ComponentConfig>,
+    opener: Arc<MemOpener>,
+    chosen: Arc<dyn StorageOpener>,
+) -> TestController {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(now));
     let db = Arc::new(Db::open(&dir.path().join("state.sqlite")).expect("db"));
     let ctl = Controller::open(ControllerOptions {
         data_dir: dir.path().to_path_buf(),

@@ -45,6 +45,13 @@ pub struct LocationView {
     pub path: Option<String>,
     pub username: Option<String>,
     pub password_set: bool,
+    /// The maintenance credential's user (an S3 access key id) that retention and prune use
+    /// instead of the location's writer key; `None`: they use the writer key.
+    #[serde(default)]
+    pub maintenance_username: Option<String>,
+    /// Whether the maintenance credential's secret is stored (write-only: never returned).
+    #[serde(default)]
+    pub maintenance_password_set: bool,
     pub certificate: Option<CertificateInfo>,
     pub legacy_key_set: bool,
     pub encryption_mode: Option<String>,
@@ -82,6 +89,17 @@ pub struct LocationUpdate {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, write_only)]
     pub password: Option<SecretText>,
+    /// An S3 location's maintenance credential: the access key id that retention and prune use
+    /// (the bucket owner of the ransomware-resistant setup). Needs `maintenance_password`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance_username: Option<String>,
+    /// Write-only: the maintenance credential's secret access key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, write_only)]
+    pub maintenance_password: Option<SecretText>,
+    /// Delete the stored maintenance credential (retention and prune use the writer key again).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub maintenance_clear: bool,
     /// A `.cer`: base64 of its DER or PEM bytes, or PEM text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,

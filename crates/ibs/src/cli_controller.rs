@@ -127,6 +127,8 @@ pub struct LocationArgs {
     pub server: Server,
 }
 
+// Parsed once per process: the size of `Set` next to `Show` costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum LocationCmd {
     /// Show the backup location settings (Get-AzsBackupConfiguration).
@@ -140,6 +142,19 @@ pub enum LocationCmd {
         /// Share user (`user` or `DOMAIN\user`); the password comes from $IBS_SHARE_PASSWORD or a prompt.
         #[arg(long)]
         username: Option<String>,
+        /// An S3 location's maintenance credential (the bucket owner's key) for retention and
+        /// prune: its access key id. The secret comes from --maintenance-key-file,
+        /// $IBS_MAINTENANCE_SECRET_KEY or a prompt. A controller holding it can delete backups
+        /// once their locks expire: see the operator guide's "Ransomware-resistant setup".
+        #[arg(long, value_name = "ACCESS_KEY_ID")]
+        maintenance_user: Option<String>,
+        /// The maintenance credential in a file (`-`: stdin): an AWS credentials file
+        /// (aws_access_key_id, aws_secret_access_key) or the secret alone on its first line.
+        #[arg(long, value_name = "FILE")]
+        maintenance_key_file: Option<PathBuf>,
+        /// Delete the stored maintenance credential (retention and prune use the writer key).
+        #[arg(long, conflicts_with_all = ["maintenance_user", "maintenance_key_file"])]
+        maintenance_clear: bool,
         /// The encryption certificate (.cer, public key only).
         #[arg(long, conflicts_with = "key_file")]
         cert: Option<PathBuf>,

@@ -77,6 +77,9 @@ fn location(a: LocationArgs, json: bool) -> Result<i32> {
         LocationCmd::Set {
             path,
             username,
+            maintenance_user,
+            maintenance_key_file,
+            maintenance_clear,
             cert,
             key_file,
             frequency_hours,
@@ -105,6 +108,15 @@ fn location(a: LocationArgs, json: bool) -> Result<i32> {
             } else if let Ok(p) = std::env::var("IBS_SHARE_PASSWORD") {
                 body.password = Some(SecretText::new(p));
             }
+            if maintenance_user.is_some() || maintenance_key_file.is_some() {
+                let (key, secret) = secrets::maintenance_credentials(
+                    maintenance_user.as_deref(),
+                    maintenance_key_file.as_deref(),
+                )?;
+                body.maintenance_username = Some(key);
+                body.maintenance_password = Some(SecretText::new(secret));
+            }
+            body.maintenance_clear = maintenance_clear;
             if let Some(f) = cert {
                 // Checked here first: a .pfx given by mistake is refused before it leaves this host.
                 crate::cmd_keys::load_cert(&f)?;
@@ -135,6 +147,14 @@ fn location(a: LocationArgs, json: bool) -> Result<i32> {
         vec![
             "password".into(),
             if v.password_set { "(set)" } else { "-" }.into(),
+        ],
+        vec![
+            "maintenance credential".into(),
+            match (&v.maintenance_username, v.maintenance_password_set) {
+                (Some(u), true) => format!("{u} (secret set): retention and prune use it"),
+                (Some(u), false) => format!("{u} (no secret)"),
+                (None, _) => "- (retention and prune use the writer key)".into(),
+            },
         ],
         vec!["encryption".into(), s(&v.encryption_mode)],
         vec![

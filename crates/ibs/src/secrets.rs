@@ -103,6 +103,62 @@ pub fn s3_credentials(username: Option<&str>, file: Option<&Path>) -> Result<(St
     Ok((access_key, secret_key))
 }
 
+/// The access key id and secret of an S3 location's maintenance credential (ADR 0040), for
+/// `ibs location set`. From `file` (`-`: stdin) when given: an AWS-style credentials file, or a
+/// file whose first line is the secret alone (the key id from `user`); else the key id from
+/// `user` and the secret from `$IBS_MAINTENANCE_SECRET_KEY` or a prompt. Never from argv, never
+/// the writer's `$AWS_*` variables (they hold the writer key); neither is printed.
+pub fn maintenance_credentials(
+    user: Option<&str>,
+    file: Option<&Path>,
+) -> Result<(String, String)> {
+    let text =
+        match file {
+            Some(f) if f == Path::new("-") => {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+                    .context("reading the maintenance credential from stdin")?;
+                Some(t)
+            }
+            Some(f) => Some(std::fs::read_to_string(f).with_context(|| {
+                format!("reading the maintenance credential from {}", f.display())
+            })?),
+            None => None,
+        };
+    let (file_key, file_secret) = match &text {
+        Some(t) => parse_aws_credentials(t),
+        None => (None, None),
+    };
+    let key = file_key
+        .or_else(|| user.map(str::to_owned))
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            crate::errors::coded(
+                crate::output::exit::USAGE,
+                "no maintenance access key id",
+                "pass --maintenance-user, or put aws_access_key_id in the --maintenance-key-file credentials file",
+            )
+        })?;
+    let secret_key = match file_secret {
+        Some(s) => s,
+        None => secret(
+            "maintenance secret access key",
+            "IBS_MAINTENANCE_SECRET_KEY",
+            (Some("--maintenance-key-file"), crate::output::exit::USAGE),
+            None,
+            false,
+        )?,
+    };
+    if secret_key.is_empty() {
+        return Err(crate::errors::coded(
+            crate::output::exit::USAGE,
+            "the maintenance secret access key is empty",
+            "put the secret in the --maintenance-key-file file",
+        ));
+    }
+    Ok((key, secret_key))
+}
+
 /// `(access key, secret)` from an AWS credentials file (the `[default]` profile, else the first),
 /// or `(None, first line)` from a file that holds only the secret.
 fn parse_aws_credentials(text: &str) -> (Option<String>, Option<String>) {

@@ -1,12 +1,15 @@
 //! Several writers, one repository: four writers (each joined with the .pfx, each with its own
 //! writer state) back up overlapping trees into one repository at the same time, on a local
-//! folder and on a real Samba share. Backups hold the append lock, so with `--lock-wait 0` none
+//! folder, on a real Samba share and on a real Ceph RADOS Gateway bucket. Backups hold the append lock, so with `--lock-wait 0` none
 //! of them may fail on another's lock; then more rounds run while prune runs between them. Every
 //! backup succeeds, `check --read-data` passes, each backup restores exactly, and the repository
-//! after a final prune is close to the size of the union of the trees.
+//! after a final prune is close to the size of the union of the trees: at least the union and
+//! less than 1.2 times it (packs are compressed and encrypted; the trees are incompressible).
 
 mod common;
+use common::s3::block_on;
 use common::*;
+use ibs_testing::rgw::{self, Gateway};
 use ibs_testing::samba::{region, shared_server, DIR, PORT, USER};
 use std::path::{Path, PathBuf};
 use std::sync::Barrier;
@@ -18,20 +21,62 @@ const OWN_MIB: usize = 2;
 /// Where the repository is and how to reach it.
 struct Loc {
     arg: String,
-    smb: bool,
-    /// The folder holding `MASBackup` on this machine's disk.
-    dir: PathBuf,
+    kind: Kind,
+}
+
+enum Kind {
+    /// A local folder or a Samba share: `dir` holds `MASBackup` on this machine's disk.
+    Folder { smb: bool, dir: PathBuf },
+    /// A bucket on the test gateway, with `MASBackup` under `prefix`.
+    S3 {
+        gw: Gateway,
+        bucket: String,
+        prefix: String,
+    },
 }
 
 fn cmd(loc: &Loc, sub: &str, state: &Path) -> Ibs {
     let c = ibs(["repo", sub, "--repo", &loc.arg])
         .arg("--state")
         .arg(state);
-    if loc.smb {
-        c.args(["--username", USER])
-            .env("IBS_SHARE_PASSWORD", &ibs_testing::samba::password())
-    } else {
-        c
+    match &loc.kind {
+        Kind::Folder { smb: true, .. } => c
+            .args(["--username", USER])
+            .env("IBS_SHARE_PASSWORD", &ibs_testing::samba::password()),
+        Kind::Folder { smb: false, .. } => c,
+        Kind::S3 { gw, .. } => c
+            .env("AWS_ACCESS_KEY_ID", &gw.writer.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &gw.writer.secret_key),
+    }
+}
+
+/// The bytes of every pack in the repository.
+fn packs_size(loc: &Loc) -> u64 {
+    match &loc.kind {
+        Kind::Folder { dir, .. } => dir_size(&dir.join("MASBackup/packs")),
+        Kind::S3 { gw, bucket, prefix } => block_on(async {
+            let c = rgw::client(gw, &gw.writer);
+            let (mut total, mut token) = (0u64, None);
+            loop {
+                let out = c
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(format!("{prefix}/MASBackup/packs/"))
+                    .set_continuation_token(token)
+                    .send()
+                    .await
+                    .expect("list packs");
+                total += out
+                    .contents()
+                    .iter()
+                    .map(|o| o.size().unwrap_or(0) as u64)
+                    .sum::<u64>();
+                token = out.next_continuation_token().map(str::to_owned);
+                if token.is_none() {
+                    return total;
+                }
+            }
+        }),
     }
 }
 
@@ -193,7 +238,12 @@ fn scenario(root: &Path, loc: &Loc) {
         .run()
         .ok();
     let union = ((SHARED_MIB + WRITERS * OWN_MIB) << 20) as u64;
-    let packs = dir_size(&loc.dir.join("MASBackup/packs"));
+    let packs = packs_size(loc);
+    eprintln!(
+        "{}: {packs} bytes of packs for a union of {union} bytes ({:.3}x)",
+        loc.arg,
+        packs as f64 / union as f64
+    );
     assert!(
         packs < union + union / 5,
         "the repository holds {packs} bytes of packs for a union of {union} bytes: cross-writer deduplication failed"
@@ -218,8 +268,10 @@ fn four_writers_back_up_one_local_repository_at_once() {
     std::fs::create_dir(&repo).unwrap();
     let loc = Loc {
         arg: repo.display().to_string(),
-        smb: false,
-        dir: repo,
+        kind: Kind::Folder {
+            smb: false,
+            dir: repo,
+        },
     };
     scenario(tmp.path(), &loc);
 }
@@ -234,8 +286,26 @@ fn four_writers_back_up_one_smb_repository_at_once() {
     let (dir, arg) = region(&Path::new(DIR).join("share"), "backup", PORT);
     let loc = Loc {
         arg,
-        smb: true,
-        dir,
+        kind: Kind::Folder { smb: true, dir },
+    };
+    scenario(tmp.path(), &loc);
+}
+
+#[test]
+fn four_writers_back_up_one_s3_repository_at_once() {
+    let gw = rgw::gateway().clone();
+    let bucket = block_on(rgw::bucket("writers"));
+    let tmp = tempfile::Builder::new()
+        .prefix("ibs-writers-s3-")
+        .tempdir()
+        .unwrap();
+    let loc = Loc {
+        arg: format!("s3+http://{}/{bucket}/r", gw.host_port()),
+        kind: Kind::S3 {
+            gw,
+            bucket,
+            prefix: "r".into(),
+        },
     };
     scenario(tmp.path(), &loc);
 }

@@ -283,7 +283,8 @@ fn the_controller_backs_up_with_an_append_only_key_to_an_object_lock_bucket() {
         "{}?lock_retention=1h&lock_margin=0s",
         location(gw, &bucket, "ctl")
     );
-    controller_backs_up_to(gw, &bucket, &loc);
+    let (s, tmp) = controller_backs_up_to(gw, &bucket, &loc);
+    maintenance_credential_is_tested_and_never_shown(gw, &s, tmp.path());
     let pack = keys_in(gw, &bucket)
         .into_iter()
         .find(|k| k.starts_with("ctl/MASBackup/packs/"))
@@ -309,7 +310,114 @@ fn the_controller_backs_up_with_an_append_only_key_to_an_object_lock_bucket() {
     );
 }
 
-fn controller_backs_up_to(gw: &Gateway, bucket: &str, loc: &str) {
+/// The maintenance credential through the CLI and the API (ADR 0040): from a credentials file,
+/// tested before it is stored (a wrong secret is refused as authentication, nothing saved), shown
+/// as its key id only, with the warning of what holding it costs; the secret is in no output,
+/// no API response and no daemon log line; `--maintenance-clear` drops it.
+fn maintenance_credential_is_tested_and_never_shown(
+    gw: &Gateway,
+    s: &common::daemon::Server,
+    tmp: &std::path::Path,
+) {
+    let file = tmp.join("maintenance.credentials");
+    let write = |secret: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "[default]\naws_access_key_id = {}\naws_secret_access_key = {secret}\n",
+                gw.maintenance.access_key
+            ),
+        )
+        .unwrap()
+    };
+    let set = || {
+        s.ibs(
+            &[
+                "location",
+                "set",
+                "--maintenance-key-file",
+                file.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let wrong = "MaintWr0ngSecretThatMustNotLeak000000000";
+    write(wrong);
+    let out = set();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(13), "{stderr}");
+    assert!(
+        stderr.contains("maintenance credential accessibility test failed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(wrong), "{stderr}");
+    assert_eq!(
+        s.json(&["location", "show"])["maintenance_password_set"],
+        false
+    );
+
+    let secret = &gw.maintenance.secret_key;
+    write(secret);
+    let out = set();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("maintenance credential: this controller can now delete backups"),
+        "{text}"
+    );
+    let shown = s.json(&["location", "show"]);
+    assert_eq!(
+        shown["maintenance_username"],
+        gw.maintenance.access_key.as_str()
+    );
+    assert_eq!(shown["maintenance_password_set"], true);
+    let human = s.ibs(&["location", "show"], &[]);
+    let human = String::from_utf8_lossy(&human.stdout).into_owned();
+    assert!(human.contains("(secret set)"), "{human}");
+    let audit = s.json(&["audit"]);
+    for (what, t) in [
+        ("set output", text),
+        ("location show --json", shown.to_string()),
+        ("location show", human),
+        ("audit", audit.to_string()),
+    ] {
+        assert!(
+            !t.contains(secret.as_str()),
+            "{what} shows the maintenance secret: {t}"
+        );
+    }
+    let out = s.ibs(&["location", "set", "--maintenance-clear"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = s.json(&["location", "show"]);
+    assert_eq!(shown["maintenance_username"], serde_json::Value::Null);
+    assert_eq!(shown["maintenance_password_set"], false);
+    // The daemon's log, at info, never had it either.
+    for e in std::fs::read_dir(tmp).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "log") {
+            let log = std::fs::read_to_string(&p).unwrap_or_default();
+            assert!(
+                !log.contains(secret.as_str()) && !log.contains(wrong),
+                "{}",
+                p.display()
+            );
+        }
+    }
+}
+
+fn controller_backs_up_to(
+    gw: &Gateway,
+    bucket: &str,
+    loc: &str,
+) -> (common::daemon::Server, tempfile::TempDir) {
     use common::daemon::{free_port, last_line, statuses, Server};
     let tmp = tempfile::tempdir().unwrap();
     let sample = tmp.path().join("sample");
@@ -376,6 +484,7 @@ fn controller_backs_up_to(gw: &Gateway, bucket: &str, loc: &str) {
             .any(|k| k.starts_with("ctl/MASBackup/packs/")),
         "the backup's packs are in the bucket"
     );
+    (s, tmp)
 }
 
 /// Delayed delete on a bucket: prune moves what it removes under `trash/` with server-side

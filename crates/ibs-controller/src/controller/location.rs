@@ -8,7 +8,8 @@ use crate::component_api::{self, ComponentRequest, ComponentView};
 use crate::context::{Capacity, META_CAPACITY, META_COMPONENTS, META_HOST_COMPONENTS};
 use crate::model::{GateKind, JobStatus};
 use crate::scheduler::{self, ScheduleState};
-use crate::settings::{self, LocationUpdate, LocationView, StoredLocation};
+use crate::settings::{self, LocationUpdate, LocationView, MaintenanceChange, StoredLocation};
+use crate::storage::StorageTarget;
 use crate::{ControllerError, Result};
 
 impl Controller {
@@ -43,6 +44,8 @@ impl Controller {
             path: s.path.clone(),
             username: s.username.clone(),
             password_set: s.password_sealed.is_some(),
+            maintenance_username: s.maintenance_username.clone(),
+            maintenance_password_set: s.maintenance_password_sealed.is_some(),
             certificate: cert.as_ref().map(settings::certificate_info),
             legacy_key_set: s.legacy_key_sealed.is_some(),
             encryption_mode: if cert.is_some() {
@@ -73,7 +76,7 @@ impl Controller {
     pub async fn update_location(&self, u: LocationUpdate, actor: &str) -> Result<LocationView> {
         let now = self.now();
         let cur = self.stored_location()?;
-        let v = settings::validate(&u, &cur, now)?;
+        let mut v = settings::validate(&u, &cur, now)?;
         let mut next = cur.clone();
         if let Some(p) = &v.path {
             next.path = Some(p.clone());
@@ -90,26 +93,49 @@ impl Controller {
         if let Some(p) = &v.password {
             next.password_sealed = Some(self.ctx.secrets.seal("share-password", p.expose()));
         }
+        match &v.maintenance {
+            Some(MaintenanceChange::Set { username, password }) => {
+                next.maintenance_username = Some(username.clone());
+                if let Some(p) = password {
+                    next.maintenance_password_sealed = Some(
+                        self.ctx
+                            .secrets
+                            .seal(settings::MAINTENANCE_PURPOSE, p.expose()),
+                    );
+                }
+            }
+            Some(MaintenanceChange::Clear) => {
+                next.maintenance_username = None;
+                next.maintenance_password_sealed = None;
+            }
+            None => {}
+        }
+        // The maintenance credential serves S3 locations only: a move elsewhere drops it.
+        if v.path.is_some() && !next.path.as_deref().is_some_and(ibs_location::is_s3) {
+            for f in ["maintenance_username", "maintenance_password"] {
+                let had = match f {
+                    "maintenance_username" => next.maintenance_username.is_some(),
+                    _ => next.maintenance_password_sealed.is_some(),
+                };
+                if had && !v.fields.iter().any(|x| x == f) {
+                    v.fields.push(f.into());
+                }
+            }
+            next.maintenance_username = None;
+            next.maintenance_password_sealed = None;
+        }
         if v.touches_share() {
             let target = self.ctx.target(&next)?.ok_or_else(|| {
                 ControllerError::invalid("path", "a path is required with credentials")
             })?;
-            let storage = self.ctx.opener.open(&target, true).await.map_err(|e| {
-                ControllerError::Storage {
-                    class: e.class,
-                    message: format!(
-                        "share accessibility test failed: {e}; the change was not saved"
-                    ),
-                }
-            })?;
-            crate::storage::probe(&storage)
-                .await
-                .map_err(|e| ControllerError::Storage {
-                    class: e.class,
-                    message: e.message,
-                })?;
-            self.ctx.record_capacity(&storage).await;
+            let storage = self.accessibility_test(&target, "share").await?;
             self.ctx.learn_location(next.path.clone(), &storage).await;
+        }
+        if v.touches_maintenance() {
+            if let Some(target) = self.ctx.maintenance_target(&next)? {
+                self.accessibility_test(&target, "maintenance credential")
+                    .await?;
+            }
         }
         if let Some(r) = v.retention_days {
             if r < cur.retention_days {
@@ -162,6 +188,39 @@ impl Controller {
         let mut view = self.location()?;
         view.warnings = v.warnings;
         Ok(view)
+    }
+
+    /// The accessibility test of `target` (`what` names it in the refusal): open (creating
+    /// `MASBackup` if needed), write, read back, delete a probe; records the capacity. Returns the
+    /// opened storage.
+    async fn accessibility_test(
+        &self,
+        target: &StorageTarget,
+        what: &str,
+    ) -> Result<ibs_storage::DynStorage> {
+        let storage =
+            self.ctx
+                .opener
+                .open(target, true)
+                .await
+                .map_err(|e| ControllerError::Storage {
+                    class: e.class,
+                    message: format!(
+                        "{what} accessibility test failed: {e}; the change was not saved"
+                    ),
+                })?;
+        crate::storage::probe(&storage)
+            .await
+            .map_err(|e| ControllerError::Storage {
+                class: e.class,
+                message: if what == "share" {
+                    e.message
+                } else {
+                    format!("{what}: {}", e.message)
+                },
+            })?;
+        self.ctx.record_capacity(&storage).await;
+        Ok(storage)
     }
 
     /// Clears the location configuration: the defaults with no share, credentials and legacy key

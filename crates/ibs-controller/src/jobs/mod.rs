@@ -4,11 +4,13 @@
 //! and spawns it; the job does the work and records how it ended.
 //!
 //! Dependencies point one way: facade → jobs → context. Among the jobs, `backup` uses
-//! `verify::corruption` (Corrupted marks are recomputed after a backup); nothing uses `backup`.
+//! `verify::corruption` (Corrupted marks are recomputed after a backup); `verify` and `retention`
+//! use `tamper` (tamper evidence on object-lock storage); nothing uses `backup`.
 
 pub mod backup;
 pub mod restore;
 pub mod retention;
+pub mod tamper;
 pub mod validate;
 pub mod verify;
 

@@ -8,9 +8,16 @@
 //! deletion still listed), then prunes with the set of backups the database says exist in this
 //! repository, so a listing that hides manifests makes prune refuse rather than delete their data.
 //! A cleanup failure raises the "retention deletion failed" alert; a success closes it.
+//!
+//! Credentials (ADR 0040): the cleanup opens the location with its maintenance credential when
+//! one is stored, else with the writer key. With the writer key on object-lock storage the
+//! deletes are refused: the run deletes nothing and says why (log and the operation's detail).
+//! With the maintenance credential, a refused delete is tamper evidence, and so is a rewritten
+//! write-once object ([`super::tamper`]): both raise `repository-tampered`.
 
 use crate::alerts::AlertKind;
 use crate::context::JobContext;
+use crate::jobs::tamper;
 use crate::model::{Job, JobKind, JobOutcome};
 use ibs_engine::retention::{Expected, PruneOptions, RetentionRecord};
 use ibs_repo::manifest::BackupStatus;
@@ -44,15 +51,36 @@ pub fn expected_backups(backups: &[Job], repo_id: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// What a cleanup did: the backups it removed from the records, and what the operator should
+/// know (deletes the storage refused, and why).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cleaned {
+    pub removed: usize,
+    pub note: Option<String>,
+}
+
+impl std::fmt::Display for Cleaned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "removed {} backup(s)", self.removed)?;
+        match &self.note {
+            Some(n) => write!(f, "; {n}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The note of a cleanup whose deletes the writer key may not make (ADR 0040).
+pub const WRITER_KEY_NOTE: &str = "this key may not delete on the object-lock bucket (an append-only writer key), so nothing was deleted: store the maintenance credential (`ibs location set --maintenance-key-file FILE`) or run `ibs repo prune` with the maintenance credential on a trusted host";
+
 /// One retention cleanup: forget, then prune. Records the outcome as an alert and returns it (the
 /// backups removed, or why it failed).
-pub(crate) async fn cleanup(ctx: &JobContext) -> Result<usize, String> {
+pub(crate) async fn cleanup(ctx: &JobContext) -> Result<Cleaned, String> {
     let now = ctx.now();
     let result = run(ctx).await;
     let alerts = &ctx.alerts;
     let r = match &result {
         Ok(n) => {
-            tracing::info!("retention cleanup removed {n} backup(s)");
+            tracing::info!("retention cleanup {n}");
             alerts.close_kind(AlertKind::RetentionFailed, "a later cleanup succeeded", now)
         }
         Err(m) => {
@@ -69,12 +97,14 @@ pub(crate) async fn cleanup(ctx: &JobContext) -> Result<usize, String> {
 /// Backup jobs the cleanup considers (all of them: the database keeps one row per backup).
 const MAX_BACKUP_RECORDS: u32 = 1_000_000;
 
-async fn run(ctx: &JobContext) -> Result<usize, String> {
-    let days = ctx
-        .stored_location()
-        .map_err(|e| e.to_string())?
-        .retention_days;
-    let (repo, state) = ctx.open_repository(false).await.map_err(|f| f.message)?;
+async fn run(ctx: &JobContext) -> Result<Cleaned, String> {
+    let stored = ctx.stored_location().map_err(|e| e.to_string())?;
+    let days = stored.retention_days;
+    let maintenance = stored.maintenance_username.is_some();
+    let (repo, state) = ctx
+        .open_repository_for_maintenance()
+        .await
+        .map_err(|f| f.message)?;
     // On object-lock storage the location's lock must cover the retention (ADR 0035).
     if let Some(p) = repo.storage().lock_policy() {
         if p.retention.as_secs() < days as u64 * 86_400 {
@@ -101,7 +131,7 @@ async fn run(ctx: &JobContext) -> Result<usize, String> {
         .filter(|j| j.deleted_at.is_some())
         .filter_map(|j| j.backup_id.clone())
         .collect();
-    ibs_engine::retention::forget_backups(&repo, &forgotten, ctx.lock_wait)
+    let deleted = ibs_engine::retention::forget_backups(&repo, &forgotten, ctx.lock_wait)
         .await
         .map_err(|e| format!("forget: {e}"))?;
     let expected = expected_backups(&jobs, &repo.config().id);
@@ -120,12 +150,18 @@ async fn run(ctx: &JobContext) -> Result<usize, String> {
     .map_err(|e| format!("prune: {e}"))?;
     // On object-lock storage (ADR 0035) what is still locked stays until a later cleanup; with an
     // append-only writer key nothing can be deleted here: prune runs with the maintenance key
-    // (`ibs repo prune` on a trusted host).
-    if !plan.refused.is_empty() {
+    // (stored in the controller, or `ibs repo prune` on a trusted host).
+    let mut note = None;
+    if !plan.refused.is_empty() && !maintenance {
         tracing::warn!(
-            "retention: the storage refused {} deletes (this key may not delete); run `ibs repo prune` with the maintenance credential",
+            "retention: the storage refused {} deletes: {WRITER_KEY_NOTE}",
             plan.refused.len()
         );
+        note = Some(format!(
+            "the storage refused {} deletes ({} backup(s) deleted from storage): {WRITER_KEY_NOTE}",
+            plan.refused.len(),
+            deleted.len()
+        ));
     }
     if !plan.locked.is_empty() {
         tracing::info!(
@@ -133,8 +169,27 @@ async fn run(ctx: &JobContext) -> Result<usize, String> {
             plan.locked.len()
         );
     }
+    if tamper::applies(repo.storage()) {
+        let findings = tamper::Findings {
+            rewritten: tamper::rewritten(repo.storage())
+                .await
+                .map_err(|e| format!("tamper scan: {e}"))?,
+            unlocked: Vec::new(),
+            // The maintenance credential may delete every version of what prune removes: a
+            // refusal means someone weakened it or the bucket (policy, legal hold).
+            refused: if maintenance {
+                plan.refused.clone()
+            } else {
+                Vec::new()
+            },
+        };
+        tamper::record(ctx, &findings, "retention", false);
+    }
     ctx.record_capacity(repo.storage()).await;
-    Ok(remove.len())
+    Ok(Cleaned {
+        removed: remove.len(),
+        note,
+    })
 }
 
 #[cfg(test)]

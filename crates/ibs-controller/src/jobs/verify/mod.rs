@@ -17,6 +17,9 @@
 //!   components, in the `backups-corrupted` alert. This is recomputed after every verification
 //!   and after every backup while markers exist, so self-healed backups lose the mark and the
 //!   alert closes once nothing is affected.
+//! - Tampering (object-lock storage only, ADR 0040): every write-once object overwritten or hidden
+//!   after ibs wrote it, and every sampled pack without a lock, raise `repository-tampered`
+//!   ([`super::tamper`]); a run that finds none closes it.
 
 use crate::context::{Failure, JobContext};
 use crate::db_verify::PackCheck;
@@ -95,6 +98,40 @@ pub fn status(ctx: &JobContext) -> Result<VerificationStatus> {
         damaged,
         corrupted_backups,
     })
+}
+
+/// The tamper scan of a verification (object-lock storage only): every write-once prefix's
+/// history, and the lock of each sampled pack that is there. Raises the alert on evidence, closes
+/// it on none; a scan that cannot finish is logged and changes nothing.
+async fn scan_tampering(
+    ctx: &JobContext,
+    repo: &Arc<Repository>,
+    verdicts: &[ibs_engine::check::PackVerdict],
+) {
+    let storage = repo.storage();
+    if !super::tamper::applies(storage) {
+        return;
+    }
+    let sampled: Vec<ibs_storage::ObjectKey> = verdicts
+        .iter()
+        .filter(|v| {
+            !v.problem
+                .as_ref()
+                .is_some_and(|p| p.kind == PackProblemKind::Missing)
+        })
+        .map(|v| ibs_repo::layout::pack(&v.pack))
+        .collect();
+    let scan = async {
+        Ok::<_, ibs_storage::StorageError>(super::tamper::Findings {
+            rewritten: super::tamper::rewritten(storage).await?,
+            unlocked: super::tamper::unlocked(storage, &sampled).await?,
+            refused: Vec::new(),
+        })
+    };
+    match scan.await {
+        Ok(f) => super::tamper::record(ctx, &f, "verification", true),
+        Err(e) => tracing::warn!("verification: the tamper scan could not finish: {e}"),
+    }
 }
 
 /// A verification job's id.
@@ -229,6 +266,7 @@ async fn verify_locked(
             .map_err(db)?;
     }
     record_verdicts(repo, &verdicts).await.map_err(engine)?;
+    scan_tampering(ctx, repo, &verdicts).await;
     let corrupted = corruption::refresh(ctx, repo, &keys.metadata)
         .await
         .map_err(engine)?;
