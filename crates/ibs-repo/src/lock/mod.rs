@@ -3,17 +3,22 @@
 //! it needs nothing from storage beyond atomic `put`, `get`, `list` and `delete` of uniquely named
 //! objects, no compare-and-swap.
 //!
-//! | holder \ wants | shared (restore, check, verify) | append (backup) | exclusive (forget, prune, undelete, rewrap, set-cert) |
-//! |---|---|---|---|
-//! | shared    | granted | waits / fails | waits / fails |
-//! | append    | waits / fails | granted | waits / fails |
-//! | exclusive | waits / fails | waits / fails | waits / fails |
+//! | holder \ wants | shared (restore, check, verify) | append (backup) | prune (prune, forget) | exclusive (undelete, rewrap, set-cert) |
+//! |---|---|---|---|---|
+//! | shared    | granted | waits / fails | waits / fails | waits / fails |
+//! | append    | waits / fails | granted | granted | waits / fails |
+//! | prune     | waits / fails | granted | waits / fails | waits / fails |
+//! | exclusive | waits / fails | waits / fails | waits / fails | waits / fails |
 //!
 //! Backups only add objects under names no other writer uses (random pack ids, content-addressed
 //! index segments, per-backup manifests and data keys), so any number of them, from any number of
 //! writers, run together; readers that judge the whole repository (check, verify) and restores,
 //! which should not meet half-written backups, wait for them, and every operation that deletes
-//! waits for everyone.
+//! waits for everyone, except prune and forget: they run beside backups under the two-phase prune
+//! protocol (`docs/design/repository-format.md` §19, ADR 0039). A backup's lock names the prune
+//! plans it read ([`LockInfo::plans`], read between publishing the lock and holding it), which is
+//! what lets a sweep tell the backups that honour its plan from those that may not
+//! ([`appends_unaware_of`]).
 //!
 //! Acquisition is Lamport's bakery over lock objects: a contender publishes its lock in the
 //! `choosing` phase, reads every lock, takes the ticket `1 + max(tickets seen)`, publishes it
@@ -58,6 +63,10 @@ pub enum LockKind {
     Shared,
     /// Adds objects only: compatible with other appends (several writers back up at once).
     Append,
+    /// Prune and forget: compatible with append (the two-phase prune plan keeps backups safe),
+    /// not with shared, another prune or exclusive. Builds before it read such a lock as
+    /// unreadable, i.e. exclusive.
+    Prune,
     Exclusive,
 }
 
@@ -93,6 +102,14 @@ pub struct LockInfo {
     pub ticket: u64,
     #[serde(default)]
     pub phase: Phase,
+    /// The prune plans (`plans/<name>`, names) this holder read after publishing its lock and
+    /// before holding it: an append holder deduplicates against nothing they mark. Absent: none,
+    /// or a build before plans (whose backups a sweep waits for).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plans: Vec<String>,
+    /// Not stored: the object did not parse (a foreign file, a newer format).
+    #[serde(skip)]
+    pub unreadable: bool,
 }
 
 impl LockInfo {
@@ -102,6 +119,7 @@ impl LockInfo {
             match self.kind {
                 LockKind::Shared => "shared",
                 LockKind::Append => "append",
+                LockKind::Prune => "prune",
                 LockKind::Exclusive => "exclusive",
             },
             match self.phase {
@@ -155,10 +173,14 @@ impl Default for LockConfig {
     }
 }
 
-/// Two locks may be held together only when they are of the same kind and that kind is not
-/// exclusive (the table in the module doc).
+/// Two locks may be held together only when both are shared, or both append, or one append and
+/// one prune (the table in the module doc).
 pub fn conflicts(a: LockKind, b: LockKind) -> bool {
-    a != b || a == LockKind::Exclusive
+    use LockKind::*;
+    !matches!(
+        (a, b),
+        (Shared, Shared) | (Append, Append) | (Append, Prune) | (Prune, Append)
+    )
 }
 
 /// Our own lock object and how to rewrite it.
@@ -233,6 +255,24 @@ pub async fn acquire_with(
     wait: Duration,
     cfg: &LockConfig,
 ) -> Result<LockGuard> {
+    acquire_noting(storage, clock, kind, operation, wait, cfg, false).await
+}
+
+/// [`acquire_with`]; with `note_plans`, the names under `plans/` are listed once the lock may be
+/// entered, after it was first published, and recorded in it ([`LockInfo::plans`],
+/// [`LockGuard::plans`]) by the write that makes it held. Invariant (§19): a sweep that sees
+/// this lock naming its plan knows the holder read that plan before loading anything it
+/// deduplicates against; a sweep that does not see the lock at all ran its lock listing before
+/// the lock was published, hence after writing its plan, which the holder's listing then shows.
+pub async fn acquire_noting(
+    storage: &DynStorage,
+    clock: Arc<dyn Clock>,
+    kind: LockKind,
+    operation: &str,
+    wait: Duration,
+    cfg: &LockConfig,
+    note_plans: bool,
+) -> Result<LockGuard> {
     let t = &cfg.timing;
     let me = &cfg.identity;
     let deadline = Instant::now()
@@ -257,10 +297,16 @@ pub async fn acquire_with(
             seq: 0,
             ticket: 0,
             phase: Phase::Choosing,
+            plans: Vec::new(),
+            unreadable: false,
         },
         written: bytes::Bytes::new(),
     };
     let result = contend(&mut own, me, t, deadline).await;
+    let result = match result {
+        Ok(()) if note_plans => list_plans(storage).await.map(|p| own.info.plans = p),
+        other => other,
+    };
     match result {
         Ok(()) => {}
         Err(e) => {
@@ -277,6 +323,7 @@ pub async fn acquire_with(
     let state = LockState::new(operation, t.valid, began);
     trace("enter", &format!("{kind:?}"), own.name());
     let key = own.key.clone();
+    let plans = own.info.plans.clone();
     let refresher = tokio::spawn(refresh_loop(own, me.clone(), t.clone(), state.clone()));
     Ok(LockGuard {
         storage: storage.clone(),
@@ -284,7 +331,20 @@ pub async fn acquire_with(
         state,
         refresher,
         armed: None,
+        plans,
     })
+}
+
+/// The names of the prune plans on storage, sorted.
+pub async fn list_plans(storage: &DynStorage) -> Result<Vec<String>> {
+    let mut names: Vec<String> = storage
+        .list(layout::PLANS)
+        .await?
+        .into_iter()
+        .filter_map(|o| layout::parse_plan(&o.key).map(str::to_owned))
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 /// The bakery: doorway, then wait for our turn. On `Ok` we may enter; on `Err` our lock is still
@@ -404,9 +464,20 @@ pub struct LockGuard {
     state: Arc<LockState>,
     refresher: tokio::task::JoinHandle<()>,
     armed: Option<(Arc<FenceSlot>, u64)>,
+    plans: Vec<String>,
 }
 
 impl LockGuard {
+    /// The prune plans recorded in this lock ([`acquire_noting`]).
+    pub fn plans(&self) -> &[String] {
+        &self.plans
+    }
+
+    /// This lock's object name (`locks/<name>`).
+    pub fn name(&self) -> &str {
+        self.key.name()
+    }
+
     /// Ok while the lock is valid; [`RepoError::LockLost`] once it may not be.
     pub fn check(&self) -> Result<()> {
         self.state.check()
@@ -469,4 +540,35 @@ pub async fn list(storage: &DynStorage, _clock: &dyn Clock) -> Result<Vec<LockIn
     )
     .await?;
     Ok(view.others.into_iter().map(|(_, l)| l).collect())
+}
+
+/// The live locks a sweep of the prune plans `plans` must wait for: every append lock, in any
+/// phase, that does not name all of them (a backup that may have loaded the index before the
+/// plans existed, or a build that does not read plans), and every lock object that does not
+/// parse (it may be a newer build's backup). Stale locks (the lock rules, as observed by this
+/// process with `timing`) are left out, not removed; `own` (the sweeper's lock) is skipped.
+pub async fn appends_unaware_of(
+    storage: &DynStorage,
+    plans: &[String],
+    own: Option<&str>,
+    timing: &LockTiming,
+) -> Result<Vec<(String, LockInfo)>> {
+    let own = own.map(layout::lock);
+    let view = observe::look(
+        storage,
+        &Identity::current(),
+        own.as_ref(),
+        timing.stale,
+        false,
+    )
+    .await?;
+    Ok(view
+        .others
+        .into_iter()
+        .filter(|(_, l)| {
+            l.unreadable
+                || (l.kind == LockKind::Append && !plans.iter().all(|p| l.plans.contains(p)))
+        })
+        .map(|(k, l)| (k.name().to_owned(), l))
+        .collect())
 }
