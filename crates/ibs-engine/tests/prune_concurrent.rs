@@ -173,7 +173,10 @@ async fn after_the_mark(ignore_plans: bool) -> (Env, PathBuf, BackupReport, Prun
 
     let (early, early_go) = paused_backup(&env, &second, &other, false).await;
     let marked = prune_now(&env).await;
-    let plan = marked.pending_plan.clone().expect("pending while a backup runs");
+    let plan = marked
+        .pending_plan
+        .clone()
+        .expect("pending while a backup runs");
 
     let (late, late_go) = paused_backup(&env, &env.state, &src, ignore_plans).await;
     early_go.wait().await;

@@ -172,6 +172,13 @@ mod tests {
         assert_eq!(parse_damaged(&damaged(&p)), Some(p));
         assert!(is_ibs_object(&damaged(&p)));
         assert!(!is_ibs_object(&ObjectKey::new("damaged/notes").unwrap()));
+        let plan_key = plan("0123456789abcdef0123456789abcdef");
+        assert_eq!(
+            parse_plan(&plan_key),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+        assert!(is_ibs_object(&plan_key));
+        assert!(!is_ibs_object(&ObjectKey::new("plans/notes").unwrap()));
         let t = trash("20261204T210000Z-0a1b2c3d", &pack(&p));
         assert_eq!(
             parse_trash(&t),

@@ -58,7 +58,9 @@ impl Marks {
 
     /// Adds one plan's marks.
     pub fn add(&mut self, plan: &PrunePlanObject) -> Result<()> {
-        let bad = |what: &str, e: String| RepoError::corrupt(format!("plans/{}", plan.name), format!("{what}: {e}"));
+        let bad = |what: &str, e: String| {
+            RepoError::corrupt(format!("plans/{}", plan.name), format!("{what}: {e}"))
+        };
         for p in &plan.packs {
             self.packs
                 .insert(PackId::from_hex(p).map_err(|e| bad("pack id", e.to_string()))?);

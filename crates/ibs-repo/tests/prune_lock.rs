@@ -62,15 +62,36 @@ async fn prune_runs_beside_backups_but_not_beside_another_prune_or_a_reader() {
     let s: DynStorage = Arc::new(MemoryStorage::new());
     let c = clock();
     let cfg = cfg();
-    let a = acquire_with(&s, c.clone(), LockKind::Append, "backup", Duration::ZERO, &cfg)
-        .await
-        .unwrap();
-    let p = acquire_with(&s, c.clone(), LockKind::Prune, "prune", Duration::ZERO, &cfg)
-        .await
-        .expect("prune beside a backup");
-    let a2 = acquire_with(&s, c.clone(), LockKind::Append, "backup", Duration::ZERO, &cfg)
-        .await
-        .expect("a backup beside prune");
+    let a = acquire_with(
+        &s,
+        c.clone(),
+        LockKind::Append,
+        "backup",
+        Duration::ZERO,
+        &cfg,
+    )
+    .await
+    .unwrap();
+    let p = acquire_with(
+        &s,
+        c.clone(),
+        LockKind::Prune,
+        "prune",
+        Duration::ZERO,
+        &cfg,
+    )
+    .await
+    .expect("prune beside a backup");
+    let a2 = acquire_with(
+        &s,
+        c.clone(),
+        LockKind::Append,
+        "backup",
+        Duration::ZERO,
+        &cfg,
+    )
+    .await
+    .expect("a backup beside prune");
     for (kind, op) in [
         (LockKind::Prune, "prune"),
         (LockKind::Shared, "check"),
@@ -101,9 +122,16 @@ async fn an_append_lock_names_the_plans_listed_after_it_was_published() {
     let c = clock();
     let cfg = cfg();
     // A reader holds the repository, so the backup's lock is published and then waits.
-    let reader = acquire_with(&s, c.clone(), LockKind::Shared, "check", Duration::ZERO, &cfg)
-        .await
-        .unwrap();
+    let reader = acquire_with(
+        &s,
+        c.clone(),
+        LockKind::Shared,
+        "check",
+        Duration::ZERO,
+        &cfg,
+    )
+    .await
+    .unwrap();
     let reader_name = reader.name().to_owned();
     let backup = {
         let (s, c, cfg) = (s.clone(), c.clone(), cfg.clone());

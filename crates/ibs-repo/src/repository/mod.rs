@@ -89,7 +89,11 @@ impl Repository {
     /// The append lock of a backup, recording the prune plans it read (§19): the names listed
     /// after the lock was published and before it is held. The caller reads them with
     /// [`Repository::read_marks`] before it loads the index.
-    pub async fn lock_append(&self, operation: &str, wait: std::time::Duration) -> Result<LockGuard> {
+    pub async fn lock_append(
+        &self,
+        operation: &str,
+        wait: std::time::Duration,
+    ) -> Result<LockGuard> {
         let mut guard = crate::lock::acquire_noting(
             &self.raw,
             self.clock.clone(),
@@ -114,7 +118,10 @@ impl Repository {
     pub async fn put_plan(&self, plan: &PrunePlanObject, metadata_key: &SymKey) -> Result<()> {
         Ok(self
             .storage
-            .put(&layout::plan(&plan.name), plan.to_bytes(metadata_key).into())
+            .put(
+                &layout::plan(&plan.name),
+                plan.to_bytes(metadata_key).into(),
+            )
             .await?)
     }
 

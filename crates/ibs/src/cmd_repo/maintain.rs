@@ -95,10 +95,7 @@ pub(super) async fn prune(
             );
         }
         if !plan.swept_plans.is_empty() {
-            outln!(
-                "{p}sweep prune plan {}",
-                plan.swept_plans.join(", ")
-            );
+            outln!("{p}sweep prune plan {}", plan.swept_plans.join(", "));
         }
         if let Some(pending) = &plan.pending_plan {
             outln!(
