@@ -1,9 +1,10 @@
 //! Several writers, one repository: four writers (each joined with the .pfx, each with its own
 //! writer state) back up overlapping trees into one repository at the same time, on a local
 //! folder and on a real Samba share. Backups hold the append lock, so with `--lock-wait 0` none
-//! of them may fail on another's lock; then more rounds run while prune runs between them. Every
-//! backup succeeds, `check --read-data` passes, each backup restores exactly, and the repository
-//! after a final prune is close to the size of the union of the trees.
+//! of them may fail on another's lock; then more rounds run while forget and prune run in a loop
+//! beside them (two-phase prune, format spec §19). Every backup succeeds, `check --read-data`
+//! passes, each backup still listed restores exactly, and the repository after a final prune is
+//! close to the size of the union of what the listed backups hold.
 
 mod common;
 use common::*;
@@ -16,6 +17,8 @@ const WRITERS: usize = 4;
 const SHARED_MIB: usize = 8;
 const OWN_MIB: usize = 2;
 const ROUND_MIB: usize = 1;
+/// Rounds beside forget and prune; forgetting stops once every writer finished the one before last.
+const ROUNDS: usize = 4;
 
 /// Where the repository is and how to reach it.
 struct Loc {
@@ -23,12 +26,15 @@ struct Loc {
     smb: bool,
     /// The folder holding `MASBackup` on this machine's disk.
     dir: PathBuf,
+    /// Every command appends its lock enter/exit lines here (`IBS_LOCK_TRACE`).
+    trace: PathBuf,
 }
 
 fn cmd(loc: &Loc, sub: &str, state: &Path) -> Ibs {
     let c = ibs(["repo", sub, "--repo", &loc.arg])
         .arg("--state")
-        .arg(state);
+        .arg(state)
+        .env("IBS_LOCK_TRACE", loc.trace.to_str().unwrap());
     if loc.smb {
         c.args(["--username", USER])
             .env("IBS_SHARE_PASSWORD", &ibs_testing::samba::password())
@@ -75,6 +81,38 @@ fn backup(loc: &Loc, state: &Path, src: &Path, lock_wait: u64) -> Out {
         .run()
 }
 
+/// From `IBS_LOCK_TRACE` lines (`enter KIND PID NAME NS`, `exit - PID NAME NS`): how many prune-lock
+/// intervals (forget, prune) overlapped an append-lock interval (a backup), and how many there were.
+fn prunes_beside_backups(trace: &Path) -> (usize, usize) {
+    let text = std::fs::read_to_string(trace).unwrap();
+    let mut open: std::collections::HashMap<&str, (&str, u128)> = Default::default();
+    let mut intervals: Vec<(&str, u128, u128)> = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let ns: u128 = f[4].parse().unwrap();
+        match f[0] {
+            "enter" => {
+                open.insert(f[3], (f[1], ns));
+            }
+            _ => {
+                if let Some((kind, start)) = open.remove(f[3]) {
+                    intervals.push((kind, start, ns));
+                }
+            }
+        }
+    }
+    let prunes: Vec<_> = intervals.iter().filter(|i| i.0 == "Prune").collect();
+    let beside = prunes
+        .iter()
+        .filter(|p| {
+            intervals
+                .iter()
+                .any(|a| a.0 == "Append" && a.1 < p.2 && p.1 < a.2)
+        })
+        .count();
+    (beside, prunes.len())
+}
+
 fn scenario(root: &Path, loc: &Loc) {
     let cert = shared_cert(0);
     let states: Vec<PathBuf> = (0..WRITERS)
@@ -119,13 +157,13 @@ fn scenario(root: &Path, loc: &Loc) {
     });
     done.extend(round0);
 
-    // Rounds 1 to 3 while forget and prune run in a loop beside them (the prune lock is
+    // Rounds 1 to ROUNDS while forget and prune run in a loop beside them (the prune lock is
     // compatible with append: no backup waits for them, so backups still use --lock-wait 0).
-    // Each writer's `round.bin` alternates between two contents, so a round-3 backup holds what
-    // round-1 backups held, and those are forgotten: prune marks their chunks while backups that
+    // Each writer's `round.bin` alternates between two contents, so a backup of round r holds what
+    // round r - 2 backups held, and those are forgotten: prune marks their chunks while backups that
     // want them again are running (the race of format spec §19). Forgetting stops once every
-    // writer finished round 2, so every round-3 backup is still there to restore.
-    let round2_done = AtomicUsize::new(0);
+    // writer finished the round before last, so every last-round backup is still there to restore.
+    let next_to_last_done = AtomicUsize::new(0);
     let writers_done = AtomicUsize::new(0);
     let mut prune_log: Vec<serde_json::Value> = Vec::new();
     let more: Vec<(String, Snapshot)> = std::thread::scope(|sc| {
@@ -134,7 +172,7 @@ fn scenario(root: &Path, loc: &Loc) {
             let mut n = 0;
             while writers_done.load(Ordering::SeqCst) < WRITERS || n < 3 {
                 n += 1;
-                if round2_done.load(Ordering::SeqCst) < WRITERS {
+                if next_to_last_done.load(Ordering::SeqCst) < WRITERS {
                     cmd(loc, "forget", &states[0])
                         .args(["--keep-days", "0", "--lock-wait", "60"])
                         .run()
@@ -158,10 +196,11 @@ fn scenario(root: &Path, loc: &Loc) {
         });
         let hs: Vec<_> = (0..WRITERS)
             .map(|i| {
-                let (states, round2_done, writers_done) = (&states, &round2_done, &writers_done);
+                let (states, next_to_last_done, writers_done) =
+                    (&states, &next_to_last_done, &writers_done);
                 sc.spawn(move || {
                     let mut out = Vec::new();
-                    for round in 1..=3 {
+                    for round in 1..=ROUNDS {
                         let src = tree(root, i, round);
                         let want = snapshot(&src);
                         let o = backup(loc, &states[i], &src, 0);
@@ -170,8 +209,8 @@ fn scenario(root: &Path, loc: &Loc) {
                             "writer {i} round {round} failed beside forget and prune:\n{o}"
                         );
                         out.push((o.last_line(), want));
-                        if round == 2 {
-                            round2_done.fetch_add(1, Ordering::SeqCst);
+                        if round == ROUNDS - 1 {
+                            next_to_last_done.fetch_add(1, Ordering::SeqCst);
                         }
                     }
                     writers_done.fetch_add(1, Ordering::SeqCst);
@@ -196,8 +235,12 @@ fn scenario(root: &Path, loc: &Loc) {
         prune_log.len()
     );
     assert!(swept > 0, "no prune run swept anything: {prune_log:?}");
+    // Prune really ran beside backups: lock intervals from every process's trace.
+    let (beside, prunes) = prunes_beside_backups(&loc.trace);
+    eprintln!("{beside} of {prunes} forget/prune lock intervals overlapped a running backup");
+    assert!(beside > 0, "no forget or prune ran while a backup did");
 
-    // What is still listed: every round-3 backup, and whatever forget left of rounds 0 to 2.
+    // What is still listed: every last-round backup, and whatever forget left of the others.
     let listed = cmd(loc, "list", &states[0]).arg("--json").run().ok().json();
     let listed: std::collections::BTreeSet<String> = listed
         .as_array()
@@ -205,10 +248,15 @@ fn scenario(root: &Path, loc: &Loc) {
         .iter()
         .map(|c| c["backup_id"].as_str().unwrap().to_owned())
         .collect();
-    let round3: Vec<&String> = more.iter().skip(2).step_by(3).map(|(id, _)| id).collect();
-    assert_eq!(round3.len(), WRITERS);
-    for id in &round3 {
-        assert!(listed.contains(*id), "round-3 backup {id} is not listed");
+    let last: Vec<&String> = more
+        .iter()
+        .skip(ROUNDS - 1)
+        .step_by(ROUNDS)
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(last.len(), WRITERS);
+    for id in &last {
+        assert!(listed.contains(*id), "last-round backup {id} is not listed");
     }
     // Which writer and round each backup is, for the union below.
     let mut meta: std::collections::HashMap<String, (usize, usize)> = done
@@ -217,7 +265,7 @@ fn scenario(root: &Path, loc: &Loc) {
         .map(|(i, (id, _))| (id.clone(), (i, 0)))
         .collect();
     for (n, (id, _)) in more.iter().enumerate() {
-        meta.insert(id.clone(), (n / 3, n % 3 + 1));
+        meta.insert(id.clone(), (n / ROUNDS, n % ROUNDS + 1));
     }
     done.extend(more);
     done.retain(|(id, _)| listed.contains(id));
@@ -305,6 +353,7 @@ fn four_writers_back_up_one_local_repository_at_once() {
         arg: repo.display().to_string(),
         smb: false,
         dir: repo,
+        trace: tmp.path().join("locks.trace"),
     };
     scenario(tmp.path(), &loc);
 }
@@ -321,6 +370,7 @@ fn four_writers_back_up_one_smb_repository_at_once() {
         arg,
         smb: true,
         dir,
+        trace: tmp.path().join("locks.trace"),
     };
     scenario(tmp.path(), &loc);
 }
