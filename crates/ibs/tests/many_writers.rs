@@ -81,6 +81,15 @@ fn backup(loc: &Loc, state: &Path, src: &Path, lock_wait: u64) -> Out {
         .run()
 }
 
+/// Adds one to its counter when dropped (a writer thread that ends, or panics).
+struct Finished<'a>(&'a AtomicUsize);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// From `IBS_LOCK_TRACE` lines (`enter KIND PID NAME NS`, `exit - PID NAME NS`): how many prune-lock
 /// intervals (forget, prune) overlapped an append-lock interval (a backup), and how many there were.
 fn prunes_beside_backups(trace: &Path) -> (usize, usize) {
@@ -199,6 +208,8 @@ fn scenario(root: &Path, loc: &Loc) {
                 let (states, next_to_last_done, writers_done) =
                     (&states, &next_to_last_done, &writers_done);
                 sc.spawn(move || {
+                    // Counted however the thread ends, so the pruner's loop ends too.
+                    let _done = Finished(writers_done);
                     let mut out = Vec::new();
                     for round in 1..=ROUNDS {
                         let src = tree(root, i, round);
@@ -213,7 +224,6 @@ fn scenario(root: &Path, loc: &Loc) {
                             next_to_last_done.fetch_add(1, Ordering::SeqCst);
                         }
                     }
-                    writers_done.fetch_add(1, Ordering::SeqCst);
                     out
                 })
             })

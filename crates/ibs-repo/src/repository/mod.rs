@@ -434,26 +434,52 @@ impl Repository {
 
     /// Reads the index segments one at a time in name order, handing each one's records to `f`.
     /// Returns the segment names.
+    ///
+    /// A segment listed and gone when read was retired by a prune's sweep running beside this
+    /// reader (a backup, §19); the sweep wrote the full segment replacing it first, so the listing
+    /// is taken again and the segments not yet read are read (until a listing shows no segment
+    /// that vanished). Readers holding the shared or prune lock never see this.
     pub async fn for_each_segment(
         &self,
         metadata_key: &SymKey,
         mut f: impl FnMut(&str, Vec<PackRecord>),
     ) -> Result<Vec<String>> {
-        let mut names: Vec<_> = self
-            .storage
-            .list(layout::INDEX)
-            .await?
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
-        names.sort_by(|a, b| a.name().cmp(b.name()));
-        for key in &names {
-            let bytes = self.storage.get(key).await?;
-            let records = decode_segment(key.name(), &bytes, metadata_key)?;
-            drop(bytes);
-            f(key.name(), records);
+        let mut done: Vec<String> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        for attempt in 0.. {
+            let mut names: Vec<_> = self
+                .storage
+                .list(layout::INDEX)
+                .await?
+                .into_iter()
+                .map(|o| o.key)
+                .filter(|k| !seen.contains(k.name()))
+                .collect();
+            names.sort_by(|a, b| a.name().cmp(b.name()));
+            let mut vanished = 0;
+            for key in &names {
+                let bytes = match self.storage.get(key).await {
+                    Ok(b) => b,
+                    Err(e) if e.is_not_found() && attempt < 10 => {
+                        vanished += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let records = decode_segment(key.name(), &bytes, metadata_key)?;
+                drop(bytes);
+                seen.insert(key.name().to_owned());
+                done.push(key.name().to_owned());
+                f(key.name(), records);
+            }
+            if vanished == 0 {
+                break;
+            }
+            tracing::info!(
+                "{vanished} index segments were replaced while being read; reading the new ones"
+            );
         }
-        Ok(names.iter().map(|k| k.name().to_owned()).collect())
+        Ok(done)
     }
 
     /// Writes one index segment; returns its name and size.
