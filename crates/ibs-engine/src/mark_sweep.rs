@@ -5,22 +5,22 @@
 //! - **Mark.** Under the `prune` lock (compatible with `append`), compute what is unreferenced
 //!   (packs to delete or repack, unindexed packs, unused data-key envelopes) and write it as a
 //!   sealed plan `plans/<name>`. Nothing is retired.
-//! - **Backups** list `plans/` after publishing their append lock and before holding it, record the
-//!   names in the lock, read the plans, and build their index without any marked pack, so they
-//!   never depend on a marked chunk (they store it again).
-//! - **Sweep.** Only once every live append lock names every plan on storage
+//! - **Backups** list `plans/` right after their append lock becomes held, record the names in the
+//!   lock, read the plans, and build their index without any marked pack, so they never depend on
+//!   a marked chunk (they store it again).
+//! - **Sweep.** Only once every held append lock names every plan on storage
 //!   ([`ibs_repo::lock::appends_unaware_of`] is empty): a backup that does not is one that may
 //!   have loaded the index before the plan existed, or a build that does not read plans. Then one
 //!   pass re-reads every manifest (those committed since the mark included) and retires only
 //!   marked objects that are still unreferenced; every unmarked pack is kept whole. Then the plans
 //!   are dropped.
 //!
-//! Invariant (why the order is safe): a prune writes its plan *before* it lists the locks, and a
-//! backup publishes its lock *before* it lists the plans. So for any backup, either the sweep's
-//! lock listing shows its lock (and the sweep waits unless the lock names the plan), or the
-//! backup's plan listing shows the plan; a backup whose lock is gone committed its manifest before
-//! releasing it (the sweep reads it) or lost its lock (and stopped writing before anyone could
-//! judge it stale).
+//! Invariant (why the order is safe): a prune writes its plan *before* it reads the locks, and a
+//! backup makes its lock held *before* it lists the plans. So for any backup, either the sweep
+//! reads its lock held (and waits unless the lock names the plan), or it read the lock before the
+//! held write, so the backup's plan listing comes after the plan was written and shows it; a
+//! backup whose lock is gone committed its manifest before releasing it (the sweep reads it) or
+//! lost its lock (and stopped writing before anyone could judge it stale).
 //!
 //! A run: sweep the plans an earlier run left if that is allowed now or becomes allowed before
 //! `lock_wait` ends (otherwise report them pending and stop); then mark, and sweep at once when no
@@ -165,7 +165,20 @@ async fn sweep(
     let mut pass = prune_pass(repo, state, opts, Some(marks)).await?;
     if !opts.dry_run {
         for n in &marks.names {
-            repo.delete_plan(n).await?;
+            // On object-lock storage the plan may be locked (or the key may not delete): it stays
+            // until a later sweep can delete it; sweeping it again is harmless (it recomputes).
+            let key = ibs_repo::layout::plan(n);
+            match repo.storage().delete(&key).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) if e.kind == ibs_storage::ErrorKind::Locked => {
+                    pass.locked.push(key.to_string())
+                }
+                Err(e) if e.kind == ibs_storage::ErrorKind::Authentication => {
+                    pass.refused.push(key.to_string())
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     pass.swept_plans = marks.names.clone();

@@ -113,9 +113,9 @@ async fn prune_runs_beside_backups_but_not_beside_another_prune_or_a_reader() {
     assert!(lock_names(&s).await.is_empty());
 }
 
-/// The ordering invariant: a plan written after a backup's lock is published and before the lock
-/// is held is named by the held lock; a sweep waits for the lock while it does not name the plan
-/// (published, waiting), not once it does, and again for a plan written after the lock was held.
+/// The ordering invariant: a plan written while a backup's lock is published but not yet held is
+/// named by the held lock; a sweep does not wait for the lock before it is held nor once it names
+/// the plan, and does wait for a held lock that does not name a plan (written after it was held).
 #[tokio::test]
 async fn an_append_lock_names_the_plans_listed_after_it_was_published() {
     let s: DynStorage = Arc::new(MemoryStorage::new());
@@ -161,11 +161,13 @@ async fn an_append_lock_names_the_plans_listed_after_it_was_published() {
     .await
     .unwrap();
     let timing = cfg.timing.clone();
+    // A backup not yet holding its lock does not hold the sweep back (it lists the plans once it
+    // holds the lock): otherwise a sweep could wait for a backup that waits for a reader queued
+    // behind the sweeper.
     let unaware = appends_unaware_of(&s, std::slice::from_ref(&plan), None, &timing)
         .await
         .unwrap();
-    assert_eq!(unaware.len(), 1, "the waiting backup holds the sweep back");
-    assert!(unaware[0].1.plans.is_empty());
+    assert!(unaware.is_empty(), "{unaware:?}");
     reader.release().await.unwrap();
     let guard = backup.await.unwrap().unwrap();
     assert_eq!(guard.plans(), std::slice::from_ref(&plan));

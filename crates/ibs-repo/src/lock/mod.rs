@@ -16,8 +16,8 @@
 //! which should not meet half-written backups, wait for them, and every operation that deletes
 //! waits for everyone, except prune and forget: they run beside backups under the two-phase prune
 //! protocol (`docs/design/repository-format.md` §19, ADR 0039). A backup's lock names the prune
-//! plans it read ([`LockInfo::plans`], read between publishing the lock and holding it), which is
-//! what lets a sweep tell the backups that honour its plan from those that may not
+//! plans it read ([`LockInfo::plans`], listed right after the lock became held), which is what
+//! lets a sweep tell the backups that honour its plan from those that may not
 //! ([`appends_unaware_of`]).
 //!
 //! Acquisition is Lamport's bakery over lock objects: a contender publishes its lock in the
@@ -102,9 +102,9 @@ pub struct LockInfo {
     pub ticket: u64,
     #[serde(default)]
     pub phase: Phase,
-    /// The prune plans (`plans/<name>`, names) this holder read after publishing its lock and
-    /// before holding it: an append holder deduplicates against nothing they mark. Absent: none,
-    /// or a build before plans (whose backups a sweep waits for).
+    /// The prune plans (`plans/<name>`, names) this holder listed right after its lock became
+    /// held: an append holder deduplicates against nothing they mark. Absent: none, or a build
+    /// before plans (whose held backups a sweep waits for).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plans: Vec<String>,
     /// Not stored: the object did not parse (a foreign file, a newer format).
@@ -258,12 +258,13 @@ pub async fn acquire_with(
     acquire_noting(storage, clock, kind, operation, wait, cfg, false).await
 }
 
-/// [`acquire_with`]; with `note_plans`, the names under `plans/` are listed once the lock may be
-/// entered, after it was first published, and recorded in it ([`LockInfo::plans`],
-/// [`LockGuard::plans`]) by the write that makes it held. Invariant (§19): a sweep that sees
-/// this lock naming its plan knows the holder read that plan before loading anything it
-/// deduplicates against; a sweep that does not see the lock at all ran its lock listing before
-/// the lock was published, hence after writing its plan, which the holder's listing then shows.
+/// [`acquire_with`]; with `note_plans`, the names under `plans/` are listed right after the write
+/// that makes the lock held, and recorded in it by one more write ([`LockInfo::plans`],
+/// [`LockGuard::plans`]). Invariant (§19): a sweep that reads this lock held and naming its plan
+/// knows the holder read that plan before loading anything it deduplicates against; one that
+/// reads it held without the plan waits; one that reads it not yet held (or not at all) read it
+/// before the held write, so after writing its plan, and the holder's listing, which follows the
+/// held write, shows the plan.
 pub async fn acquire_noting(
     storage: &DynStorage,
     clock: Arc<dyn Clock>,
@@ -303,10 +304,6 @@ pub async fn acquire_noting(
         written: bytes::Bytes::new(),
     };
     let result = contend(&mut own, me, t, deadline).await;
-    let result = match result {
-        Ok(()) if note_plans => list_plans(storage).await.map(|p| own.info.plans = p),
-        other => other,
-    };
     match result {
         Ok(()) => {}
         Err(e) => {
@@ -319,6 +316,21 @@ pub async fn acquire_noting(
     if let Err(e) = own.write().await {
         own.remove().await;
         return Err(e);
+    }
+    // Only after the write that makes the lock held: a sweep that read it not yet held knows
+    // this listing comes later (§19).
+    if note_plans {
+        let noted = match list_plans(storage).await {
+            Ok(p) => {
+                own.info.plans = p;
+                own.write().await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = noted {
+            own.remove().await;
+            return Err(e);
+        }
     }
     let state = LockState::new(operation, t.valid, began);
     trace("enter", &format!("{kind:?}"), own.name());
@@ -542,11 +554,15 @@ pub async fn list(storage: &DynStorage, _clock: &dyn Clock) -> Result<Vec<LockIn
     Ok(view.others.into_iter().map(|(_, l)| l).collect())
 }
 
-/// The live locks a sweep of the prune plans `plans` must wait for: every append lock, in any
-/// phase, that does not name all of them (a backup that may have loaded the index before the
-/// plans existed, or a build that does not read plans), and every lock object that does not
-/// parse (it may be a newer build's backup). Stale locks (the lock rules, as observed by this
-/// process with `timing`) are left out, not removed; `own` (the sweeper's lock) is skipped.
+/// The live locks a sweep of the prune plans `plans` must wait for: every *held* append lock that
+/// does not name all of them (a backup that may have loaded the index before the plans existed,
+/// or a build that does not read plans), and every lock object that does not parse (it may be a
+/// newer build's backup). An append lock not yet held does not count: its holder lists the plans
+/// after it becomes held, hence after this look (and a build that predates plans waits for the
+/// sweeper's prune lock, which it reads as exclusive). Not counting them is what keeps a sweep
+/// from waiting on a backup that itself waits, through the bakery, for a reader queued behind the
+/// sweeper. Stale locks (the lock rules, as observed by this process with `timing`) are left
+/// out, not removed; `own` (the sweeper's lock) is skipped.
 pub async fn appends_unaware_of(
     storage: &DynStorage,
     plans: &[String],
@@ -567,7 +583,9 @@ pub async fn appends_unaware_of(
         .into_iter()
         .filter(|(_, l)| {
             l.unreadable
-                || (l.kind == LockKind::Append && !plans.iter().all(|p| l.plans.contains(p)))
+                || (l.kind == LockKind::Append
+                    && l.phase == Phase::Held
+                    && !plans.iter().all(|p| l.plans.contains(p)))
         })
         .map(|(k, l)| (k.name().to_owned(), l))
         .collect())
