@@ -1,5 +1,5 @@
 //! Manifests: `parse_catalog` and `Manifest::from_bytes` on the raw object, then `open_tree` /
-//! `open_refs` with the fixed key, both on the parsed object and on parts made of the input sealed
+//! `open_refs_part` (and reference segments' `refseg::decode`) with the fixed key, both on the parsed object and on parts made of the input sealed
 //! with the key (tree JSON parser, refs zstd and length checks).
 #![no_main]
 use ibs_repo::crypto::SymKey;
@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = Manifest::parse_catalog(ID, data);
     if let Ok(m) = Manifest::from_bytes(ID, data) {
         let _ = m.open_tree(&key);
-        let _ = m.open_refs(&key);
+        let _ = m.open_refs_part(&key);
     }
     let compressed = zstd::bulk::compress(data, 1).expect("zstd");
     let m = Manifest::from_sealed_v1(
@@ -46,12 +46,22 @@ fuzz_target!(|data: &[u8]| {
         key.seal(&refs_aad(ID), data),
     );
     let _ = m.open_tree(&key);
-    let _ = m.open_refs(&key);
+    let _ = m.open_refs_part(&key);
     let m = Manifest::from_sealed_v1(
         catalog(),
         key.seal(&tree_aad(ID), data),
         key.seal(&refs_aad(ID), &compressed),
     );
-    let _ = m.open_refs(&key);
+    let _ = m.open_refs_part(&key);
     let _ = Manifest::from_bytes(ID, &m.to_bytes());
+    // A reference segment (manifest version 3) made of the input, and one sealed around it.
+    let seg = ibs_repo::ids::SegmentId([9u8; 32]);
+    let _ = ibs_repo::refseg::decode(&seg, data, &key);
+    let sealed = [
+        ibs_repo::refseg::SEGMENT_MAGIC.as_slice(),
+        &ibs_repo::refseg::SEGMENT_VERSION.to_le_bytes(),
+        &key.seal(&ibs_repo::refseg::segment_aad(&seg), data),
+    ]
+    .concat();
+    let _ = ibs_repo::refseg::decode(&seg, &sealed, &key);
 });

@@ -67,7 +67,6 @@ impl From<ControllerError> for ApiError {
                 field: Some("path".into()),
                 details: Some(json!({
                     "alert_class": class.as_str(),
-                    "title": class.title(),
                     "description": class.description(),
                     "remediation": class.remediation(),
                 })),

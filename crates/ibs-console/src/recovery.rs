@@ -30,10 +30,14 @@ pub struct ChooseQuery {
 }
 
 /// A backup a restore or validation can use: it ended with data and retention has not deleted it.
+/// A backup this controller can restore: it succeeded (at least partly), retention has not
+/// removed it, and it is at the current location (one at a previous location is refused; its
+/// page says where it is).
 fn usable(j: &Job) -> bool {
     j.kind == JobKind::Backup
         && matches!(j.status, JobStatus::Succeeded | JobStatus::PartialSucceeded)
         && j.deleted_at.is_none()
+        && !j.previous_location
 }
 
 /// The error shown beside one field of the restore or validation form.
@@ -54,6 +58,7 @@ async fn recovery_page(
 ) -> PageResult {
     let (recent, _) = list_backups(st, s, 100, None).await?;
     let backups: Vec<&Job> = recent.iter().filter(|j| usable(j)).collect();
+    let elsewhere = recent.iter().filter(|j| j.previous_location).count();
     let pick = chosen
         .as_deref()
         .and_then(|id| backups.iter().find(|j| j.id == id))
@@ -73,6 +78,7 @@ async fn recovery_page(
     let ctx = context! {
         backups => backups.iter().map(|j| job_row(j)).collect::<Vec<_>>(),
         chosen => pick.map(|j| j.id.clone()),
+        elsewhere => elsewhere,
         components => components,
         component => component.unwrap_or_default(),
         target => target.or(default_target).unwrap_or_default(),

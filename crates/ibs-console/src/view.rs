@@ -106,7 +106,12 @@ pub fn job_row(j: &Job) -> serde_json::Value {
         "duration": duration(j.duration_ms),
         "size": bytes(j.bytes_stored),
         "read": bytes(j.bytes_read),
-        "location": j.repository_id.clone().unwrap_or_else(|| "—".into()),
+        "location": j
+            .location
+            .clone()
+            .or_else(|| j.repository_id.clone())
+            .unwrap_or_else(|| "—".into()),
+        "previous_location": j.previous_location,
         "deleted": j.deleted_at.is_some(),
         "error": j.error,
         "running": matches!(j.status, JobStatus::Queued | JobStatus::Running),

@@ -10,7 +10,7 @@
 use crate::alerts::Alerts;
 use crate::component::{self, Component, ComponentConfig};
 use crate::db::Db;
-use crate::model::Maintenance;
+use crate::model::{Job, JobKind, Maintenance};
 use crate::secretbox::SecretBox;
 use crate::settings::{self, StoredLocation};
 use crate::storage::{StorageOpener, StorageTarget};
@@ -193,11 +193,52 @@ impl JobContext {
     /// Opens the configured repository to read it only: no writer state is loaded, nothing is
     /// initialised (validation).
     pub async fn open_repository_read(&self) -> Result<Arc<Repository>, Failure> {
-        let (_, _, storage) = self.open_location(false).await?;
-        Repository::open(storage, self.clock.clone())
+        let (s, _, storage) = self.open_location(false).await?;
+        let repo = Repository::open(storage, self.clock.clone())
             .await
-            .map(Arc::new)
-            .map_err(Failure::from_repo)
+            .map_err(Failure::from_repo)?;
+        self.note_repository(&s, &repo);
+        Ok(Arc::new(repo))
+    }
+
+    /// Records which repository the location `s` holds (best effort), for
+    /// [`CurrentLocation::is_previous`].
+    fn note_repository(&self, s: &StoredLocation, repo: &Repository) {
+        self.note_location(s.path.clone(), Some(repo.config().id.to_string()));
+    }
+
+    fn note_location(&self, path: Option<String>, repository_id: Option<String>) {
+        let here = CurrentLocation {
+            path,
+            repository_id,
+        };
+        if let Err(e) = self.db.set_meta(META_LOCATION_REPOSITORY, &here) {
+            tracing::warn!("recording the location's repository id: {e}");
+        }
+    }
+
+    /// After a location passed its accessibility test: records which repository `storage` holds
+    /// (none yet, for an empty location), so backups elsewhere are marked at once and a path
+    /// spelled anew (other S3 lock options, say) over the same repository is not.
+    pub async fn learn_location(&self, path: Option<String>, storage: &DynStorage) {
+        match Repository::open(storage.clone(), self.clock.clone()).await {
+            Ok(repo) => self.note_location(path, Some(repo.config().id.to_string())),
+            Err(RepoError::NotARepository { .. }) => self.note_location(path, None),
+            // Unknown (unreadable now): the next job that opens it records it.
+            Err(_) => {}
+        }
+    }
+
+    /// The current location and, when known, the id of the repository it holds.
+    pub fn current_location(&self) -> Result<CurrentLocation> {
+        let path = self.stored_location()?.path;
+        let seen: Option<CurrentLocation> = self.db.get_meta(META_LOCATION_REPOSITORY)?;
+        Ok(CurrentLocation {
+            repository_id: seen
+                .filter(|c| c.path == path)
+                .and_then(|c| c.repository_id),
+            path,
+        })
     }
 
     /// Opens the configured repository and this controller's writer state. With `init`, a
@@ -241,12 +282,100 @@ impl JobContext {
                     repo.config().id,
                     target.path
                 );
+                self.note_repository(&s, &repo);
                 return Ok((Arc::new(repo), state));
             }
             Err(e) => return Err(Failure::from_repo(e)),
         };
         let state = WriterState::load(&state_root, &repo.config().id)
             .map_err(|e| Failure::from_engine(&e))?;
+        self.note_repository(&s, &repo);
         Ok((Arc::new(repo), state))
+    }
+}
+
+/// Meta key of the last repository seen at the configured location ([`CurrentLocation`]).
+const META_LOCATION_REPOSITORY: &str = "location_repository";
+
+/// Where backups go now: the configured location's path, and the id of the repository last
+/// opened there (unknown until a job opens it after the location was set).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CurrentLocation {
+    pub path: Option<String>,
+    pub repository_id: Option<String>,
+}
+
+impl CurrentLocation {
+    /// True when backup `j` is at another location than this one. The repository decides when
+    /// both ids are known (the same repository under a path spelled anew is here; another
+    /// repository under the same path, a re-initialised share, is not); otherwise the path. A
+    /// record that names neither (older than both fields) is taken to be here.
+    pub fn is_previous(&self, j: &Job) -> bool {
+        if j.kind != JobKind::Backup {
+            return false;
+        }
+        match (&j.repository_id, &self.repository_id) {
+            (Some(theirs), Some(ours)) => theirs != ours,
+            _ => j
+                .location
+                .as_deref()
+                .is_some_and(|l| self.path.as_deref() != Some(l)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{JobStatus, Trigger};
+
+    fn backup(location: Option<&str>, repo: Option<&str>) -> Job {
+        let mut j = Job::new(
+            "b".into(),
+            JobKind::Backup,
+            Trigger::Scheduled,
+            JobStatus::Succeeded,
+            0,
+        );
+        j.location = location.map(String::from);
+        j.repository_id = repo.map(String::from);
+        j
+    }
+
+    #[test]
+    fn a_backup_is_previous_when_its_path_or_its_repository_is_not_the_current_one() {
+        let here = CurrentLocation {
+            path: Some("/new".into()),
+            repository_id: Some("r2".into()),
+        };
+        assert!(!here.is_previous(&backup(Some("/new"), Some("r2"))));
+        assert!(here.is_previous(&backup(Some("/old"), Some("r1"))));
+        // The same repository under a path spelled anew (S3 lock options changed, say).
+        assert!(!here.is_previous(&backup(Some("/new/"), Some("r2"))));
+        // Same path, but the share now holds another repository (re-initialised).
+        assert!(here.is_previous(&backup(Some("/new"), Some("r1"))));
+        // Records older than `location`: told by the repository id alone.
+        assert!(here.is_previous(&backup(None, Some("r1"))));
+        assert!(!here.is_previous(&backup(None, Some("r2"))));
+        // Records older than both: taken to be here.
+        assert!(!here.is_previous(&backup(None, None)));
+        // The current repository not yet known (no job opened the new path): the path decides.
+        let unknown = CurrentLocation {
+            path: Some("/new".into()),
+            repository_id: None,
+        };
+        assert!(unknown.is_previous(&backup(Some("/old"), Some("r1"))));
+        assert!(!unknown.is_previous(&backup(Some("/new"), Some("r9"))));
+        assert!(!unknown.is_previous(&backup(None, Some("r1"))));
+        // No location at all (cleared): every backup with a known location is elsewhere.
+        let cleared = CurrentLocation {
+            path: None,
+            repository_id: None,
+        };
+        assert!(cleared.is_previous(&backup(Some("/old"), None)));
+        // Other job kinds are never marked.
+        let mut restore = backup(Some("/old"), Some("r1"));
+        restore.kind = JobKind::Restore;
+        assert!(!here.is_previous(&restore));
     }
 }

@@ -247,6 +247,44 @@ impl Controller {
         self.gate.holder()
     }
 
+    /// Refuses (409) to `action` a backup at a previous location, naming the location it needs
+    /// and the two ways to reach it.
+    fn refuse_previous_location(&self, backup: &Job, action: &str) -> Result<()> {
+        if !backup.previous_location {
+            return Ok(());
+        }
+        let here = self.ctx.current_location()?;
+        let current = here
+            .path
+            .as_deref()
+            .unwrap_or("none (the location was cleared)");
+        let repo_id = backup.repository_id.as_deref().unwrap_or("unknown");
+        let message = match &backup.location {
+            Some(at) => format!(
+                "cannot {action} backup {id}: it is at a previous location, {at} (repository \
+                 {repo_id}), not at the current location, {current}; set the location back to \
+                 restore it from this controller (ibs location set --path '{at}'), or restore it \
+                 on any host with ibs repo restore --repo '{at}' --backup {bid} and the .pfx",
+                id = backup.id,
+                bid = backup.backup_id.as_deref().unwrap_or(&backup.id),
+            ),
+            None => format!(
+                "cannot {action} backup {id}: it is in repository {repo_id}, which the current \
+                 location, {current}, does not hold (the location was changed since the backup); \
+                 set the location back to the one that holds that repository",
+                id = backup.id,
+            ),
+        };
+        Err(ControllerError::Conflict {
+            message,
+            details: Some(serde_json::json!({
+                "location": backup.location,
+                "repository_id": backup.repository_id,
+                "current_location": here.path,
+            })),
+        })
+    }
+
     fn refuse_during_maintenance(&self) -> Result<()> {
         match self.maintenance()?.filter(Maintenance::is_active) {
             Some(m) => Err(ControllerError::conflict(m.skip_reason())),
@@ -289,6 +327,7 @@ impl Controller {
         actor: &str,
     ) -> Result<(Job, tokio::task::JoinHandle<()>)> {
         let backup = self.backup(id)?;
+        self.refuse_previous_location(&backup, "restore")?;
         let mut prepared = jobs::restore::prepare(&self.ctx, id, &backup, req)?;
         jobs::restore::preflight(&self.ctx, &backup, &mut prepared).await?;
         let now = self.now();
@@ -319,6 +358,7 @@ impl Controller {
         actor: &str,
     ) -> Result<(Job, tokio::task::JoinHandle<()>)> {
         let backup = self.backup(id)?;
+        self.refuse_previous_location(&backup, "validate")?;
         let prepared = jobs::validate::prepare(&self.ctx, id, &backup, req)?;
         if let Some(m) = self.maintenance()?.filter(Maintenance::is_active) {
             return Err(ControllerError::Conflict {
@@ -442,7 +482,10 @@ impl Controller {
 
     // ---- queries ----------------------------------------------------------------------------
 
-    fn with_progress(&self, mut j: Job) -> Job {
+    /// A job record as served: live progress while it runs, and whether a backup is at a
+    /// previous location (`here` is [`crate::context::JobContext::current_location`]).
+    fn served(&self, here: &crate::context::CurrentLocation, mut j: Job) -> Job {
+        j.previous_location = here.is_previous(&j);
         if j.status == JobStatus::Running {
             if let Some((s, started)) = self.gate.live(&j.id) {
                 let elapsed = (self.now() - started).max(0) as u64;

@@ -305,21 +305,30 @@ async fn run(
         bytes_read,
     } = summarise(outcomes, &extras);
     let status = crate::status::roll_up(summaries.iter().map(|s| s.status));
+    // The reference segments go to storage before the manifest that lists them; a no-change
+    // backup finds every one there and stores none.
+    let (segments, refs_written) = repo.put_refs(&source_refs, &state.keys.metadata).await?;
+    // Stored: the sorted lists (32 bytes per reference) are not held while the manifest is stored.
+    drop(source_refs);
+    tracing::debug!(
+        "reference segments: {} listed, {} new ({} bytes)",
+        refs_written.segments,
+        refs_written.new,
+        refs_written.bytes
+    );
     let figures = Figures {
         bytes_read,
         bytes_new,
-        bytes_stored,
+        bytes_stored: bytes_stored + refs_written.bytes,
     };
     let catalog = build_catalog(&repo, &start, &key, status, summaries, figures, &extras);
-    let manifest = Manifest::seal_with_sources(
+    let manifest = Manifest::seal_with_segments(
         catalog.clone(),
         &trees,
-        &source_refs,
+        &segments,
         &key.key,
         &state.keys.metadata,
     );
-    // Sealed: the sorted lists (32 bytes per reference) are not held while the manifest is stored.
-    drop(source_refs);
     // The last point a cancel stops the backup: from here on the manifest is being committed.
     crate::cancel::check(cancel.as_ref())?;
     commit(&repo, state, &manifest, cache, pending).await?;

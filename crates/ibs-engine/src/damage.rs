@@ -96,11 +96,14 @@ pub async fn assess(repo: &Repository, metadata_key: &SymKey) -> Result<Assessme
     }
     let (index, _) = repo.load_index(metadata_key).await?;
     for id in repo.list_backup_ids().await? {
-        let refs = match repo
-            .read_manifest(&id)
-            .await
-            .and_then(|m| Ok((m.open_refs_detailed(metadata_key)?, m.catalog)))
-        {
+        let opened = match repo.read_manifest(&id).await {
+            Ok(m) => repo
+                .open_refs_detailed(&m, metadata_key)
+                .await
+                .map(|r| (r, m.catalog)),
+            Err(e) => Err(e),
+        };
+        let refs = match opened {
             Ok(r) => r,
             Err(e) => {
                 out.unreadable.push((id, e.to_string()));

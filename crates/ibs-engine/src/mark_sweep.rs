@@ -102,7 +102,10 @@ async fn run(
         .chain(&candidates.unindexed)
         .copied()
         .collect();
-    if packs.is_empty() && candidates.delete_keys.is_empty() {
+    if packs.is_empty()
+        && candidates.delete_keys.is_empty()
+        && candidates.delete_segments.is_empty()
+    {
         // Nothing unreferenced: one pass that keeps every pack whole still merges the index
         // segments, removes markers of vanished packs and purges old grace-area batches.
         let pass = if opts.dry_run {
@@ -128,6 +131,11 @@ async fn run(
     )
     .await?;
     plan.observed_appends = observed.iter().map(|(n, _)| n.clone()).collect();
+    plan.segments = candidates
+        .delete_segments
+        .iter()
+        .map(|g| g.to_hex())
+        .collect();
     let mut marks = Marks::default();
     marks.add(&plan)?;
     if opts.dry_run {
@@ -242,6 +250,8 @@ fn absorb(into: &mut PrunePlan, p: PrunePlan) {
     into.repack.extend(p.repack);
     into.unindexed.extend(p.unindexed);
     into.delete_keys.extend(p.delete_keys);
+    into.delete_segments.extend(p.delete_segments);
+    into.young_segments = p.young_segments;
     into.damaged.extend(p.damaged);
     into.delete_markers.extend(p.delete_markers);
     into.locked.extend(p.locked);

@@ -13,7 +13,7 @@
 //! catalog is not authenticated, and its `deployment_id`, `format_revision` and server versions are
 //! ignored ([`Provenance::of`]): no build that wrote version 1 wrote them, so they can only be forged.
 
-use ibs_repo::manifest::{Catalog, FORMAT_REVISION, MANIFEST_VERSION};
+use ibs_repo::manifest::{Catalog, FORMAT_REVISION, MANIFEST_V2};
 use serde::Serialize;
 
 /// The version of this build.
@@ -33,9 +33,9 @@ pub struct Provenance {
 
 impl Provenance {
     /// The provenance `catalog` records. Fields beyond `ibs_version` count only in an
-    /// authenticated (version-2) catalog.
+    /// authenticated (version-2 or later) catalog.
     pub fn of(catalog: &Catalog) -> Provenance {
-        let authenticated = catalog.format_version >= MANIFEST_VERSION as u32;
+        let authenticated = catalog.format_version >= MANIFEST_V2 as u32;
         Provenance {
             ibs_version: catalog.ibs_version.clone(),
             format_revision: if authenticated { catalog.revision() } else { 0 },

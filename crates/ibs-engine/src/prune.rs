@@ -8,7 +8,7 @@
 //!   refuses with [`EngineError::ListingIncomplete`];
 //! - every manifest listed must open (its refs and authenticated catalog), and every chunk they
 //!   reference must be in the index, or prune refuses;
-//! - a pack or data-key envelope is deleted (or repacked) only if the listing shows it and its
+//! - a pack, data-key envelope or reference segment is deleted (or repacked) only if the listing shows it and its
 //!   age, by the listing's modification time against the repository's clock, is at least the
 //!   grace period ([`DEFAULT_GRACE`], 24 h). Anything younger, or not listed, is kept whole with
 //!   its index entries, so data written by a backup whose manifest the listing does not (yet)
@@ -19,7 +19,7 @@
 //! ([`crate::trash`]), and batches older than the delete delay are purged at the end of the run.
 //!
 //! Crash safety: new packs → new full index segment → delete old segments → delete packs →
-//! delete unused data-key envelopes. At every point the index on storage covers every chunk that
+//! delete unused data-key envelopes → delete reference segments no manifest lists. At every point the index on storage covers every chunk that
 //! any manifest references.
 //!
 //! On WORM storage (object lock, `crate::worm`): before deleting, prune extends the lock of every
@@ -42,10 +42,10 @@ use crate::worm::{self, Deleted, NeededUntil};
 use crate::EngineError;
 use futures::StreamExt;
 use ibs_repo::clock::parse_rfc3339;
-use ibs_repo::ids::{KeyId, PackId};
+use ibs_repo::ids::{ChunkId, KeyId, PackId, SegmentId};
 use ibs_repo::idset::ChunkIdSet;
 use ibs_repo::index::{Index, PackRecord};
-use ibs_repo::manifest::BackupStatus;
+use ibs_repo::manifest::{BackupStatus, RefsPart};
 use ibs_repo::pack::{verify_pack, PackBuilder, PackEntry};
 use ibs_repo::plan::Marks;
 use ibs_repo::{layout, Repository};
@@ -99,6 +99,12 @@ pub struct PrunePlan {
     pub young_packs: Vec<PackId>,
     /// Unused data-key envelopes younger than the grace period: kept.
     pub young_keys: Vec<KeyId>,
+    /// Reference segments (`refs/`) kept backups list.
+    pub segments_kept: usize,
+    /// Reference segments no kept backup lists: retired into the grace area.
+    pub delete_segments: Vec<SegmentId>,
+    /// Unlisted reference segments younger than the grace period: kept.
+    pub young_segments: usize,
     /// Objects whose lock prune made sure lasts as long as kept backups need them (object-lock
     /// storage only).
     pub locks_checked: usize,
@@ -301,15 +307,18 @@ pub(crate) async fn prune_pass(
     ids.sort_by(|a, b| b.cmp(a));
     let mut needed = NeededUntil::default();
     let mut newest_ok = false;
+    // Reference segments (manifest version 3) kept backups list, with the newest time a kept
+    // backup needs each; a segment already read with a time at least as new is not read again
+    // (its chunks are in `used` already).
+    let mut segments_read: HashMap<SegmentId, i64> = HashMap::new();
+    let (mut delete_segments, mut young_segments) = (Vec::new(), 0usize);
     for id in ids {
-        let opened = match repo.read_manifest(&id).await {
-            Ok(m) => m.open_refs(mk).map(|r| (m, r)),
-            Err(e) => Err(e),
-        };
-        let (m, r) = opened.map_err(|e| EngineError::ManifestUnreadable {
+        let unreadable = |e| EngineError::ManifestUnreadable {
             backup: id.clone(),
             cause: e,
-        })?;
+        };
+        let m = repo.read_manifest(&id).await.map_err(unreadable)?;
+        let part = m.open_refs_part(mk).map_err(unreadable)?;
         let data_key = KeyId::from_hex(&m.catalog.data_key_id)?;
         manifest_keys.insert(data_key);
         // The authenticated catalog's finish time (an unreadable one counts as now).
@@ -320,15 +329,32 @@ pub(crate) async fn prune_pass(
         }
         needed.manifests.push((id.clone(), t));
         needed.key(data_key, t);
-        if r.iter().any(|c| !index.contains(c)) {
+        let mut unindexed = false;
+        let mut take = |r: &[ChunkId]| {
+            for c in r {
+                match index.get(c) {
+                    Some(l) => needed.pack(l.pack, t),
+                    None => unindexed = true,
+                }
+                used.insert(*c);
+            }
+        };
+        match part {
+            RefsPart::Inline(r) => take(&r.all),
+            RefsPart::Segmented(sources) => {
+                for seg in sources.iter().flat_map(|s| s.segments.iter()) {
+                    if segments_read.get(seg).is_some_and(|&seen| seen >= t) {
+                        continue;
+                    }
+                    segments_read.insert(*seg, t);
+                    let ids = repo.read_ref_segment(seg, mk).await.map_err(unreadable)?;
+                    take(&ids);
+                }
+            }
+        }
+        if unindexed {
             unindexed_refs.push(id);
         }
-        r.into_iter().for_each(|c| {
-            if let Some(l) = index.get(&c) {
-                needed.pack(l.pack, t);
-            }
-            used.insert(c);
-        });
     }
     if let Some(first) = unindexed_refs.first() {
         return Err(EngineError::IndexIncomplete {
@@ -369,6 +395,24 @@ pub(crate) async fn prune_pass(
             (k, Listed { settled, ..l })
         })
         .collect();
+    // Reference segments no kept backup lists (left by backups that were forgotten or never
+    // committed): retired once settled, like packs.
+    for o in repo.storage().list(layout::REFS).await? {
+        let Some(seg) = layout::parse_refs_segment(&o.key) else {
+            continue;
+        };
+        if !segments_read.contains_key(&seg) {
+            // In a sweep, only marked segments: a backup running beside it may have written
+            // the others and not yet committed its manifest (§19).
+            if listing(&o).settled && marks.is_none_or(|m| m.segments.contains(&seg)) {
+                delete_segments.push(seg);
+            } else {
+                young_segments += 1;
+            }
+        }
+    }
+    delete_segments.sort();
+    needed.segments = segments_read;
     // The data keys of each pack's chunks, for packs a locked index segment keeps (below).
     let mut pack_keys: HashMap<PackId, Vec<KeyId>> = HashMap::new();
     for rec in &records {
@@ -381,6 +425,9 @@ pub(crate) async fn prune_pass(
     }
     let (mut plan, mut live) =
         plan_prune(records, &index, &used, &listed, &manifest_keys, &envelopes);
+    plan.segments_kept = needed.segments.len();
+    plan.delete_segments = delete_segments;
+    plan.young_segments = young_segments;
     drop(used);
     let indexed: HashSet<PackId> = index.packs().map(|(p, _)| p).collect();
     plan.delete_markers = damaged
@@ -512,6 +559,15 @@ pub(crate) async fn prune_pass(
     // 6. Envelopes of data keys no chunk and no manifest uses.
     for k in plan.delete_keys.clone() {
         let key = layout::data_key(&k);
+        record(
+            &mut plan,
+            &key,
+            worm::try_remove(repo, &retire, &key).await?,
+        );
+    }
+    // 6b. Reference segments no kept backup lists.
+    for seg in plan.delete_segments.clone() {
+        let key = layout::refs_segment(&seg);
         record(
             &mut plan,
             &key,

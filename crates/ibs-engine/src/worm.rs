@@ -13,7 +13,7 @@
 use crate::trash::Retire;
 use crate::EngineError;
 use futures::{StreamExt, TryStreamExt};
-use ibs_repo::ids::{KeyId, PackId};
+use ibs_repo::ids::{KeyId, PackId, SegmentId};
 use ibs_repo::index::PackRecord;
 use ibs_repo::{layout, Repository};
 use ibs_storage::{ErrorKind, LockPolicy, ObjectKey};
@@ -28,6 +28,8 @@ pub struct NeededUntil {
     pub packs: HashMap<PackId, i64>,
     pub manifests: Vec<(String, i64)>,
     pub keys: HashMap<KeyId, i64>,
+    /// Reference segments (`refs/`) the kept manifests list.
+    pub segments: HashMap<SegmentId, i64>,
 }
 
 impl NeededUntil {
@@ -43,7 +45,7 @@ impl NeededUntil {
 }
 
 /// Extends the locks of every object kept backups need: the packs of `live` (except those in
-/// `fresh`, just written and locked), the kept manifests, the data-key envelopes they and the live
+/// `fresh`, just written and locked), the kept manifests and the reference segments they list, the data-key envelopes they and the live
 /// chunks use, and the repository's certificates, key envelopes and config (needed by every
 /// backup: until `now` plus the horizon). Returns how many objects it asked about.
 pub async fn extend_locks(
@@ -67,6 +69,9 @@ pub async fn extend_locks(
     }
     for (k, t) in &needed.keys {
         work.push((layout::data_key(k), *t));
+    }
+    for (g, t) in &needed.segments {
+        work.push((layout::refs_segment(g), *t));
     }
     work.push((layout::config(), now));
     for o in repo.storage().list("keys/").await? {

@@ -28,13 +28,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Key prefixes of objects the repository writes exactly once (content-addressed packs, index
-/// segments, manifests, data-key envelopes, and on object-lock storage the config, which refuses
-/// certificate changes there): on an object-lock bucket their reads take the first version, so an
-/// overwrite by a writer key is never read (ADR 0035).
-pub const WRITE_ONCE: [&str; 5] = [
+/// and reference segments, manifests, data-key envelopes, and on object-lock storage the config,
+/// which refuses certificate changes there): on an object-lock bucket their reads take the first
+/// version, so an overwrite by a writer key is never read (ADR 0035, ADR 0038).
+pub const WRITE_ONCE: [&str; 6] = [
     layout::CONFIG,
     layout::PACKS,
     layout::INDEX,
+    layout::REFS,
     layout::BACKUPS,
     layout::DATA_KEYS,
 ];

@@ -73,3 +73,9 @@ fixed_id!(
     /// A repository's id: 16 random bytes chosen at `init`.
     RepoId, 16
 );
+fixed_id!(
+    /// A reference segment's id (`refs/<id>`): BLAKE3 keyed with a key derived from the metadata
+    /// key, over the segment's plaintext body, so equal lists have equal names and a name says
+    /// nothing to anyone without the key.
+    SegmentId, 32
+);

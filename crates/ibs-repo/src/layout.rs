@@ -1,7 +1,7 @@
 //! Object names in the repository. All names are built here and nowhere else; `docs/design/
 //! repository-format.md` §Layout is the normative list.
 
-use crate::ids::{KeyId, PackId};
+use crate::ids::{KeyId, PackId, SegmentId};
 use ibs_storage::ObjectKey;
 
 /// The folder ibs creates under the configured location and writes nothing outside of.
@@ -11,6 +11,8 @@ pub const CONFIG: &str = "config";
 pub const PACKS: &str = "packs/";
 pub const INDEX: &str = "index/";
 pub const BACKUPS: &str = "backups/";
+/// Reference segments (manifest version 3): `refs/<segment id hex>`, see `refseg.rs`.
+pub const REFS: &str = "refs/";
 pub const LOCKS: &str = "locks/";
 pub const DATA_KEYS: &str = "keys/data/";
 pub const CERTS: &str = "keys/certs/";
@@ -39,6 +41,21 @@ pub fn pack(id: &PackId) -> ObjectKey {
 
 pub fn index(name: &str) -> ObjectKey {
     key(format!("{INDEX}{name}"))
+}
+
+pub fn refs_segment(id: &SegmentId) -> ObjectKey {
+    key(format!("{REFS}{}", id.to_hex()))
+}
+
+/// Parses a reference segment key back to its id (`refs/<64 hex>`).
+pub fn parse_refs_segment(k: &ObjectKey) -> Option<SegmentId> {
+    let name = k.as_str().strip_prefix(REFS)?;
+    (name.len() == 64
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)))
+    .then(|| SegmentId::from_hex(name).ok())
+    .flatten()
 }
 
 pub fn backup(id: &str) -> ObjectKey {
@@ -135,6 +152,7 @@ pub fn is_ibs_object(k: &ObjectKey) -> bool {
         || parse_data_key(k).is_some()
         || parse_damaged(k).is_some()
         || parse_plan(k).is_some()
+        || parse_refs_segment(k).is_some()
         || s.strip_prefix(INDEX)
             .is_some_and(|n| n.len() == 64 && n.bytes().all(|c| c.is_ascii_hexdigit()))
         || s.strip_prefix(BACKUPS).is_some_and(is_backup_id)
@@ -170,6 +188,17 @@ mod tests {
         assert!(is_ibs_object(&backup("20261126T135000Z-0a1b2c3d")));
         assert!(!is_ibs_object(&ObjectKey::new("notes.txt").unwrap()));
         assert_eq!(parse_damaged(&damaged(&p)), Some(p));
+        let s = SegmentId([0xcd; 32]);
+        assert_eq!(parse_refs_segment(&refs_segment(&s)), Some(s));
+        assert!(is_ibs_object(&refs_segment(&s)));
+        assert!(is_ibs_object(&trash(
+            "20261204T210000Z-0a1b2c3d",
+            &refs_segment(&s)
+        )));
+        assert!(!is_ibs_object(&ObjectKey::new("refs/notes").unwrap()));
+        assert!(!is_ibs_object(
+            &ObjectKey::new(format!("refs/{}", "CD".repeat(32))).unwrap()
+        ));
         assert!(is_ibs_object(&damaged(&p)));
         assert!(!is_ibs_object(&ObjectKey::new("damaged/notes").unwrap()));
         let plan_key = plan("0123456789abcdef0123456789abcdef");

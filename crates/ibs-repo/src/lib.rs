@@ -22,8 +22,9 @@ pub mod lock;
 pub mod manifest;
 pub mod pack;
 pub mod plan;
+pub mod refseg;
 mod repository;
 pub mod tree;
 
 pub use error::{MissingKey, RepoError, Result};
-pub use repository::{InitKeys, PendingInit, Repository};
+pub use repository::{InitKeys, PendingInit, RefsWritten, Repository};

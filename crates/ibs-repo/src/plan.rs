@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! "IBSPLN" u16le version=1 ‖ sealed(metadata key, aad = "ibs-prune-plan\0" ‖ name, JSON body)
-//! body: {"name", "created", "host", "packs": [hex], "keys": [hex], "observed_appends": [lock]}
+//! body: {"name", "created", "host", "packs": [hex], "keys": [hex], "segments": [hex],
+//!        "observed_appends": [lock]}
 //! ```
 //!
 //! The body is sealed under the metadata key, so only a holder of a writer state can write a plan
@@ -16,7 +17,7 @@
 
 use crate::crypto::SymKey;
 use crate::error::{RepoError, Result};
-use crate::ids::{KeyId, PackId};
+use crate::ids::{KeyId, PackId, SegmentId};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
@@ -36,6 +37,9 @@ pub struct PrunePlanObject {
     pub host: String,
     pub packs: Vec<String>,
     pub keys: Vec<String>,
+    /// Reference segments (`refs/`) no listed manifest names.
+    #[serde(default)]
+    pub segments: Vec<String>,
     /// Names of the append locks live when the mark began (for people: the sweep's rule is the
     /// `plans` field of every live append lock, storage-contract "Locks").
     #[serde(default)]
@@ -49,6 +53,7 @@ pub struct Marks {
     pub names: Vec<String>,
     pub packs: HashSet<PackId>,
     pub keys: HashSet<KeyId>,
+    pub segments: HashSet<SegmentId>,
 }
 
 impl Marks {
@@ -69,6 +74,10 @@ impl Marks {
             self.keys
                 .insert(KeyId::from_hex(k).map_err(|e| bad("key id", e.to_string()))?);
         }
+        for g in &plan.segments {
+            self.segments
+                .insert(SegmentId::from_hex(g).map_err(|e| bad("segment id", e.to_string()))?);
+        }
         self.names.push(plan.name.clone());
         self.names.sort();
         Ok(())
@@ -84,6 +93,7 @@ impl PrunePlanObject {
             host,
             packs: packs.iter().map(PackId::to_hex).collect(),
             keys: keys.iter().map(KeyId::to_hex).collect(),
+            segments: Vec::new(),
             observed_appends: Vec::new(),
         }
     }

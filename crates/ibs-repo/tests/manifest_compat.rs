@@ -3,7 +3,7 @@
 
 use ibs_repo::crypto::SymKey;
 use ibs_repo::ids::ChunkId;
-use ibs_repo::manifest::{BackupStatus, Manifest, MANIFEST_V1};
+use ibs_repo::manifest::{BackupStatus, Manifest, RefsPart, MANIFEST_V1};
 
 const ID: &str = "20261203T094500Z-0a1b2c3d";
 const FIXTURE: &[u8] = include_bytes!("fixtures/manifest-v1.bin");
@@ -25,7 +25,9 @@ fn a_format_1_manifest_still_reads() {
     assert_eq!(c.hostname, "host-a");
     assert_eq!(c.status, BackupStatus::Succeeded);
     assert_eq!(c.sources[0].files, 3);
-    let refs = m.open_refs_detailed(&mk).unwrap();
+    let RefsPart::Inline(refs) = m.open_refs_part(&mk).unwrap() else {
+        panic!("a v1 manifest has inline refs")
+    };
     assert_eq!(refs.all, vec![ChunkId([8; 32]), ChunkId([9; 32])]);
     let s = refs.sources.unwrap();
     assert_eq!(s[0].name, "etc");
@@ -38,5 +40,150 @@ fn a_format_1_manifest_still_reads() {
     let at = edited.windows(6).position(|w| w == b"host-a").unwrap();
     edited[at..at + 6].copy_from_slice(b"host-b");
     let e = Manifest::from_bytes(ID, &edited).unwrap();
-    assert!(e.open_refs(&mk).is_ok());
+    assert!(e.open_refs_part(&mk).is_ok());
+}
+
+/// The version-3 fixture (`fixtures/manifest-v3/`): a manifest and the reference segments it
+/// lists, sealed with the fixed keys above by the build that introduced version 3.
+mod v3 {
+    use super::*;
+    use ibs_repo::ids::SegmentId;
+    use ibs_repo::manifest::{Catalog, SourceSummary, SourceTree, TreePart};
+    use ibs_repo::refseg;
+    use std::path::PathBuf;
+
+    const ID3: &str = "20261205T001500Z-0b1c2d3e";
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/manifest-v3")
+    }
+
+    fn keys() -> (SymKey, SymKey) {
+        (
+            SymKey::from_bytes(&[0x11; 32]).unwrap(),
+            SymKey::from_bytes(&[0x22; 32]).unwrap(),
+        )
+    }
+
+    /// The references the fixture holds: source "etc" 1500 ids (two segments or more),
+    /// source "db" 3 ids, source "empty" none.
+    fn lists() -> Vec<(String, Vec<ChunkId>)> {
+        let make = |seed: u8, n: u32| {
+            let mut v: Vec<ChunkId> = (0..n)
+                .map(|i| {
+                    ChunkId(*blake3::hash(&[&[seed][..], &i.to_le_bytes()].concat()).as_bytes())
+                })
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        vec![
+            ("etc".into(), make(1, 1500)),
+            ("db".into(), make(2, 3)),
+            ("empty".into(), vec![]),
+        ]
+    }
+
+    #[test]
+    fn a_format_3_manifest_and_its_segments_still_read() {
+        let (dk, mk) = keys();
+        let bytes = std::fs::read(dir().join("manifest.bin")).unwrap();
+        let m = Manifest::from_bytes(ID3, &bytes).unwrap();
+        assert_eq!(m.version(), 3);
+        assert!(m.catalog_authenticated());
+        assert_eq!(m.catalog.hostname, "host-c");
+        assert_eq!(m.catalog.format_revision, Some(2));
+        assert_eq!(m.open_tree(&dk).unwrap().sources[0].origin, "/etc");
+        let RefsPart::Segmented(sources) = m.open_refs_part(&mk).unwrap() else {
+            panic!("version 3 lists segments")
+        };
+        let want = lists();
+        assert_eq!(sources.len(), want.len());
+        for (s, (name, ids)) in sources.iter().zip(&want) {
+            assert_eq!((&s.name, s.chunks), (name, ids.len() as u64));
+            let mut got = Vec::new();
+            for seg in &s.segments {
+                let obj = std::fs::read(dir().join(seg.to_hex())).unwrap();
+                got.extend(refseg::decode(seg, &obj, &mk).unwrap());
+            }
+            assert_eq!(&got, ids, "{name}");
+            // The cutting rule of this build gives the segments the fixture's writer gave.
+            let now: Vec<SegmentId> = refseg::split(ids)
+                .into_iter()
+                .map(|p| refseg::id_of(p, &mk))
+                .collect();
+            assert_eq!(now, s.segments, "{name}");
+        }
+        assert!(sources[0].segments.len() >= 2);
+        assert_eq!(m.to_bytes(), bytes);
+    }
+
+    /// Writes the fixture (once: it refuses to overwrite). `cargo test -p ibs-repo --test
+    /// manifest_compat -- --ignored generate`
+    #[test]
+    #[ignore]
+    fn generate() {
+        let d = dir();
+        assert!(!d.exists(), "a fixture is never regenerated");
+        std::fs::create_dir_all(&d).unwrap();
+        let (dk, mk) = keys();
+        let mut segs = Vec::new();
+        for (name, ids) in lists() {
+            let mut ss = Vec::new();
+            for part in refseg::split(&ids) {
+                let (id, obj) = refseg::encode(part, &mk);
+                std::fs::write(d.join(id.to_hex()), obj).unwrap();
+                ss.push(id);
+            }
+            segs.push(ibs_repo::manifest::SourceSegments {
+                name,
+                chunks: ids.len() as u64,
+                segments: ss,
+            });
+        }
+        let catalog = Catalog {
+            format_version: 3,
+            backup_id: ID3.into(),
+            repository_id: "00112233445566778899aabbccddeeff".into(),
+            started: "2026-12-05T00:15:00Z".into(),
+            finished: "2026-12-05T00:16:40Z".into(),
+            duration_ms: 100_000,
+            status: BackupStatus::Succeeded,
+            sources: vec![SourceSummary {
+                name: "etc".into(),
+                kind: "dir".into(),
+                status: BackupStatus::Succeeded,
+                files: 1500,
+                dirs: 1,
+                bytes: 150_000,
+                errors: 0,
+                changed_while_read: 0,
+                essential: true,
+                skipped: 0,
+                server_version: None,
+            }],
+            encryption_mode: "certificate".into(),
+            certificate_thumbprint: Some("AB".repeat(20)),
+            data_key_id: "0123456789abcdef0123456789abcdef".into(),
+            bytes_read: 150_000,
+            bytes_new: 150_000,
+            bytes_stored: 200_000,
+            hostname: "host-c".into(),
+            ibs_version: "0.1.0".into(),
+            recovery_ready: Some(true),
+            deployment_id: Some("9f".repeat(16)),
+            format_revision: Some(2),
+        };
+        let tree = TreePart {
+            sources: vec![SourceTree {
+                name: "etc".into(),
+                kind: "dir".into(),
+                origin: "/etc".into(),
+                tree: vec![ChunkId([7; 32]).to_hex()],
+            }],
+            errors: vec![],
+        };
+        let m = Manifest::seal_with_segments(catalog, &tree, &segs, &dk, &mk);
+        std::fs::write(d.join("manifest.bin"), m.to_bytes()).unwrap();
+    }
 }

@@ -162,6 +162,15 @@ pub struct Job {
     /// The id of the repository the backup was committed to (absent in records older than it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository_id: Option<String>,
+    /// For a backup job: the location (share UNC path, S3 location or local folder) the backup
+    /// was written to, as configured when it started (absent in records older than it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// For a backup job: the backup is at a location other than the current one (the location was
+    /// changed since), so the controller cannot restore or validate it until the location is set
+    /// back; `location` names where it is. Computed when the record is served, never stored.
+    #[serde(default)]
+    pub previous_location: bool,
     /// For a restore job: the backup job it restores.
     pub source_job: Option<String>,
     /// Set when retention removed this backup from the store.
@@ -251,6 +260,8 @@ impl Job {
             error_code: None,
             backup_id: None,
             repository_id: None,
+            location: None,
+            previous_location: false,
             source_job: None,
             deleted_at: None,
             corrupted: None,

@@ -265,10 +265,12 @@ fn http_error(status: u16, text: &str, no_token: bool) -> HttpError {
             let ids: Vec<_> = list.iter().filter_map(|v| v.as_str()).collect();
             message.push_str(&format!("\nwould delete: {}", ids.join(", ")));
         }
+        // A location that fails its test is no failed backup: the class's description, never
+        // the backup-failed alert's title.
         if let Some(r) = d["remediation"].as_str() {
             message.push_str(&format!(
                 "\n{} Remediation: {r}",
-                d["title"].as_str().unwrap_or("")
+                d["description"].as_str().unwrap_or("")
             ));
         }
     }

@@ -223,6 +223,20 @@ pub(crate) fn status_text(j: &Job) -> String {
     }
 }
 
+/// Where a backup is: its location, marked when it is not the current one.
+pub(crate) fn location_text(j: &Job) -> String {
+    let at = j
+        .location
+        .clone()
+        .or_else(|| j.repository_id.as_ref().map(|r| format!("repository {r}")))
+        .unwrap_or_else(|| "-".into());
+    if j.previous_location {
+        format!("{at} (previous location)")
+    } else {
+        at
+    }
+}
+
 pub(crate) fn show_job(j: &Job) {
     let mut rows = vec![
         vec!["id".into(), j.id.clone()],
@@ -241,8 +255,17 @@ pub(crate) fn show_job(j: &Job) {
             "repository backup".into(),
             j.backup_id.clone().unwrap_or("-".into()),
         ],
+        vec!["location".into(), location_text(j)],
         vec!["error".into(), j.error.clone().unwrap_or("-".into())],
     ];
+    if j.previous_location {
+        rows.push(vec![
+            "note".into(),
+            "the location was changed since this backup: set it back to restore or validate it \
+             from the controller, or use `ibs repo restore --repo LOCATION` with the .pfx"
+                .into(),
+        ]);
+    }
     if let Some(m) = &j.metadata {
         rows.push(vec!["ibs version".into(), m.ibs_version.clone()]);
         rows.push(vec![

@@ -100,6 +100,7 @@ pub fn backup_list(c: &Client, page: &PageArgs, json: bool) -> Result<i32> {
             "DURATION",
             "STORED",
             "RECOVERY-READY",
+            "LOCATION",
         ],
         |j| {
             vec![
@@ -110,6 +111,7 @@ pub fn backup_list(c: &Client, page: &PageArgs, json: bool) -> Result<i32> {
                 duration(j.duration_ms),
                 human(j.bytes_stored),
                 if j.recovery_ready { "yes" } else { "no" }.into(),
+                crate::cmd_client::location_text(j),
             ]
         },
     )

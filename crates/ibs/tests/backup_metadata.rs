@@ -18,7 +18,7 @@ mod common;
 use common::daemon::{free_port, last_line, Server};
 use common::{ibs, shared_cert, Fx, PASSWORD};
 use ibs_repo::keyring::Unlock;
-use ibs_repo::manifest::{Catalog, Manifest};
+use ibs_repo::manifest::{Catalog, Manifest, RefsPart};
 use ibs_repo::Repository;
 use ibs_testing::db::{ensure_services, mysql, pg_dump, psql, redis, MyDrop, PgDrop};
 use std::path::Path;
@@ -55,16 +55,13 @@ fn reseal(mas: &Path, pfx: &Path, password: &str, id: &str, edit: impl FnOnce(&m
             .await
             .unwrap();
         let tree = m.open_tree(&data_key).unwrap();
-        let refs = m.open_refs_detailed(&keys.metadata).unwrap();
-        let sources: Vec<_> = refs
-            .sources
-            .unwrap()
-            .into_iter()
-            .map(|s| (s.name, s.chunks))
-            .collect();
         let mut catalog = m.catalog.clone();
         edit(&mut catalog);
-        let new = Manifest::seal_with_sources(catalog, &tree, &sources, &data_key, &keys.metadata);
+        // The same reference segments, listed by a manifest sealed around the edited catalog.
+        let RefsPart::Segmented(sources) = m.open_refs_part(&keys.metadata).unwrap() else {
+            panic!("new backups write manifest version 3")
+        };
+        let new = Manifest::seal_with_segments(catalog, &tree, &sources, &data_key, &keys.metadata);
         repo.put_manifest(&new).await.unwrap();
     })
 }
@@ -124,13 +121,15 @@ fn recover_refuses_a_backup_from_a_newer_build_unless_allowed_and_warns_about_ol
     assert_eq!(deployment.len(), 32);
     assert_eq!(c["deployment_id"], deployment.as_str(), "{c:#}");
     assert_eq!(c["ibs_version"], VERSION);
-    assert_eq!(c["format_revision"], 1);
+    assert_eq!(c["format_revision"], ibs_repo::manifest::FORMAT_REVISION);
     assert!(c["sources"][1].get("server_version").is_none(), "{c:#}");
     let human = fx.repo_cmd("list").run().ok();
     assert!(
-        human
-            .stdout
-            .contains(&format!("ibs {VERSION} r1 @{}", &deployment[..8])),
+        human.stdout.contains(&format!(
+            "ibs {VERSION} r{} @{}",
+            ibs_repo::manifest::FORMAT_REVISION,
+            &deployment[..8]
+        )),
         "{human}"
     );
     // A second backup keeps the same deployment id.
@@ -338,7 +337,10 @@ fn controller_records_server_versions_and_applies_the_version_rule() {
     let deployment = deployment_file(&data.join("state"));
     assert_eq!(j["metadata"]["deployment_id"], deployment.as_str(), "{j:#}");
     assert_eq!(j["metadata"]["ibs_version"], VERSION);
-    assert_eq!(j["metadata"]["format_revision"], 1);
+    assert_eq!(
+        j["metadata"]["format_revision"],
+        ibs_repo::manifest::FORMAT_REVISION
+    );
 
     // The same metadata lives in the repository, with the backup.
     let repo_dir = data.join("backups");

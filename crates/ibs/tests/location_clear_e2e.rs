@@ -7,21 +7,7 @@ mod common;
 
 use common::daemon::{free_port, last_line, statuses, Server};
 use serde_json::Value;
-use std::process::Output;
-use std::time::{Duration, Instant};
-
-/// Runs `args` again while it exits 6 (409): the hourly retention cleanup starts at the tick after
-/// a backup or a location change and holds the gate for a moment.
-fn retry_while_busy(s: &Server, args: &[&str]) -> Output {
-    let end = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = s.ibs(args, &[]);
-        if out.status.code() != Some(6) || Instant::now() > end {
-            return out;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
+use std::time::Duration;
 
 #[test]
 fn location_clear_through_the_cli_refused_while_running_then_reconfigured() {
@@ -69,7 +55,7 @@ fn location_clear_through_the_cli_refused_while_running_then_reconfigured() {
         statuses(v).iter().all(|x| x != "Running") && !statuses(v).is_empty()
     });
 
-    let out = retry_while_busy(&s, &["location", "clear"]);
+    let out = s.ibs_when_idle(&["location", "clear"], &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -117,7 +103,7 @@ fn location_clear_through_the_cli_refused_while_running_then_reconfigured() {
     assert_eq!(v["path"], Value::String(path));
     assert_eq!(v["scheduler_enabled"], Value::Bool(true));
     assert!(v["next_backup_time"].is_i64());
-    let out = retry_while_busy(&s, &["backup", "start", "--wait"]);
+    let out = s.ibs_when_idle(&["backup", "start", "--wait"], &[]);
     assert!(
         out.status.success(),
         "{}",

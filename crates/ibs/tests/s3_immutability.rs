@@ -161,8 +161,10 @@ fn an_attacker_with_the_writer_key_cannot_destroy_backups() {
                     .retention(
                         ObjectLockRetention::builder()
                             .mode(mode)
+                            // Shorter than the lock (~1 h), yet still in the future when a
+                            // loaded machine sends the request a few seconds later.
                             .retain_until_date(aws_sdk_s3::primitives::DateTime::from_secs(
-                                now() + 1,
+                                now() + 120,
                             ))
                             .build(),
                     )
@@ -247,7 +249,14 @@ fn an_attacker_with_the_writer_key_cannot_destroy_backups() {
         );
 
         // Overwrites and truncations succeed as new versions on top: harmless to ibs.
-        for part in ["/packs/", "/backups/", "/index/", "/keys/data/", "/config"] {
+        for part in [
+            "/packs/",
+            "/backups/",
+            "/index/",
+            "/refs/",
+            "/keys/data/",
+            "/config",
+        ] {
             let key = first_key(&all, part);
             let orig = w
                 .get_object()
@@ -298,7 +307,14 @@ fn an_attacker_with_the_writer_key_cannot_destroy_backups() {
         .pw()
         .run()
         .code(4);
-    for part in ["packs/", "backups/", "index/", "keys/data/", "config"] {
+    for part in [
+        "packs/",
+        "backups/",
+        "index/",
+        "refs/",
+        "keys/data/",
+        "config",
+    ] {
         assert!(
             out.stdout
                 .lines()
@@ -307,6 +323,14 @@ fn an_attacker_with_the_writer_key_cannot_destroy_backups() {
             "check must name the overwritten {part} object: {out}"
         );
     }
+    // ... and reads the versions ibs wrote: the overwritten reference segment still opens.
+    assert!(
+        !out.stdout
+            .lines()
+            .chain(out.stderr.lines())
+            .any(|l| l.contains("refs/") && !l.contains("overwritten")),
+        "check must read the first version of the reference segment: {out}"
+    );
     // A new backup by the writer still succeeds and dedups against the versions ibs wrote.
     let id = s3_cmd("backup", &loc, &fx.state, &gw.writer)
         .arg("--source")

@@ -49,6 +49,8 @@ fn backup(i: i64) -> Job {
         error_code: None,
         backup_id: Some(format!("{:064x}", i)),
         repository_id: Some("bench-repository".into()),
+        location: Some(r"\\fs.contoso.com\backups\nyc".into()),
+        previous_location: false,
         source_job: None,
         deleted_at: None,
         corrupted: None,

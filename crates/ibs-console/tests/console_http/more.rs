@@ -341,3 +341,102 @@ async fn the_location_form_refuses_a_pfx_as_a_private_key_and_never_shows_the_pa
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
 }
+
+/// A finished backup job written to `location` (in repository `repo`), as the backup runner
+/// records it.
+fn backup_at(id: &str, location: &str, repo: &str) -> ibs_types::Job {
+    let mut j = ibs_types::Job::new(
+        id.into(),
+        ibs_types::JobKind::Backup,
+        ibs_types::Trigger::OnDemand,
+        ibs_types::JobStatus::Succeeded,
+        T0 - 60,
+    );
+    j.started_at = Some(T0 - 60);
+    j.finished_at = Some(T0 - 30);
+    j.location = Some(location.into());
+    j.repository_id = Some(repo.into());
+    j.backup_id = Some(id.into());
+    j
+}
+
+#[tokio::test]
+async fn backups_at_a_previous_location_are_tagged_and_left_out_of_the_restore_form() {
+    let c = Console::new(false);
+    let db = c.t.ctl.db().clone();
+    db.put_job(&backup_at(
+        "20261205T000000Z-aaaaaaaa",
+        "/srv/old-share",
+        "r-old",
+    ))
+    .unwrap();
+    db.put_job(&backup_at(
+        "20261205T010000Z-bbbbbbbb",
+        "/srv/new-share",
+        "r-new",
+    ))
+    .unwrap();
+    let mut loc = db
+        .get_meta::<ibs_controller::settings::StoredLocation>(ibs_controller::settings::META_KEY)
+        .unwrap()
+        .unwrap_or_default();
+    loc.path = Some("/srv/new-share".into());
+    db.set_meta(ibs_controller::settings::META_KEY, &loc)
+        .unwrap();
+
+    let sid = c.sign_in(&c.admin).await;
+    let list = c.send(Method::GET, "/backups", Some(&sid), None).await;
+    assert_eq!(list.status, StatusCode::OK);
+    let row = |id: &str| {
+        list.body
+            .split("<tr>")
+            .find(|r| r.contains(&format!("/backups/{id}\"")))
+            .unwrap_or_else(|| panic!("no row for {id}: {}", list.body))
+            .to_string()
+    };
+    let (old, new) = (
+        row("20261205T000000Z-aaaaaaaa"),
+        row("20261205T010000Z-bbbbbbbb"),
+    );
+    assert!(
+        old.contains("old-share") && old.contains("previous location"),
+        "{old}"
+    );
+    assert!(
+        new.contains("new-share") && !new.contains("previous location"),
+        "{new}"
+    );
+
+    let page = c
+        .send(
+            Method::GET,
+            "/backups/20261205T000000Z-aaaaaaaa",
+            Some(&sid),
+            None,
+        )
+        .await;
+    assert!(
+        page.body.contains("id=\"previous-location\""),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("old-share"), "{}", page.body);
+
+    let restore = c.send(Method::GET, "/restore", Some(&sid), None).await;
+    assert_eq!(restore.status, StatusCode::OK);
+    assert!(
+        restore.body.contains("value=\"20261205T010000Z-bbbbbbbb\""),
+        "{}",
+        restore.body
+    );
+    assert!(
+        !restore.body.contains("value=\"20261205T000000Z-aaaaaaaa\""),
+        "a backup at a previous location is offered for restore: {}",
+        restore.body
+    );
+    assert!(
+        restore.body.contains("id=\"elsewhere\""),
+        "{}",
+        restore.body
+    );
+}

@@ -17,20 +17,22 @@ use ibs_types::{ComponentView, Operation, OperationKind, Trigger};
 impl Controller {
     /// A page of the jobs (every kind), newest first.
     pub fn jobs_page(&self, req: &PageRequest) -> Result<Page<Job>> {
+        let here = self.ctx.current_location()?;
         Ok(self
             .ctx
             .db
             .jobs_page(None, req)?
-            .map(|j| self.with_progress(j)))
+            .map(|j| self.served(&here, j)))
     }
 
     /// A page of the backups (backup jobs not skipped), newest first.
     pub fn backups_page(&self, req: &PageRequest) -> Result<Page<Job>> {
+        let here = self.ctx.current_location()?;
         Ok(self
             .ctx
             .db
             .backups_page(req)?
-            .map(|j| self.with_progress(j)))
+            .map(|j| self.served(&here, j)))
     }
 
     /// A page of the alerts (open first, newest first), or of the open ones.
@@ -67,12 +69,13 @@ impl Controller {
         filter: OperationFilter,
         req: &PageRequest,
     ) -> Result<Page<Operation>> {
+        let here = self.ctx.current_location()?;
         Ok(self
             .ctx
             .db
             .operations_page(filter, req)?
             .map(|row| match row {
-                OperationRow::Job(j) => job_operation(self.with_progress(*j)),
+                OperationRow::Job(j) => job_operation(self.served(&here, *j)),
                 OperationRow::Other(o) => o,
             }))
     }

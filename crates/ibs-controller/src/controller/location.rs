@@ -109,6 +109,7 @@ impl Controller {
                     message: e.message,
                 })?;
             self.ctx.record_capacity(&storage).await;
+            self.ctx.learn_location(next.path.clone(), &storage).await;
         }
         if let Some(r) = v.retention_days {
             if r < cur.retention_days {

@@ -9,36 +9,40 @@ use ibs_types::admin::Readiness;
 
 impl Controller {
     pub fn job(&self, id: &str) -> Result<Job> {
+        let here = self.ctx.current_location()?;
         self.ctx
             .db
             .job(id)?
-            .map(|j| self.with_progress(j))
+            .map(|j| self.served(&here, j))
             .ok_or_else(|| ControllerError::NotFound(format!("job {id}")))
     }
 
     pub fn jobs(&self, limit: u32) -> Result<Vec<Job>> {
+        let here = self.ctx.current_location()?;
         Ok(self
             .ctx
             .db
             .jobs(None, limit)?
             .into_iter()
-            .map(|j| self.with_progress(j))
+            .map(|j| self.served(&here, j))
             .collect())
     }
 
     pub fn backups(&self, limit: u32) -> Result<Vec<Job>> {
+        let here = self.ctx.current_location()?;
         Ok(self
             .ctx
             .db
             .backups(limit)?
             .into_iter()
-            .map(|j| self.with_progress(j))
+            .map(|j| self.served(&here, j))
             .collect())
     }
 
     pub fn backup(&self, id: &str) -> Result<Job> {
+        let here = self.ctx.current_location()?;
         match self.ctx.db.find_backup(id)? {
-            Some(j) if j.kind == JobKind::Backup => Ok(self.with_progress(j)),
+            Some(j) if j.kind == JobKind::Backup => Ok(self.served(&here, j)),
             // Another kind's job id (a restore prints its own): say where it is shown.
             Some(j) => Err(ControllerError::NotFound(format!(
                 "backup {id}: {id} is a {} job, not a backup; GET /api/v1/jobs/{id} \

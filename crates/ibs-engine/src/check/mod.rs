@@ -134,6 +134,7 @@ async fn check_rewritten(
         layout::CONFIG,
         layout::PACKS,
         layout::INDEX,
+        layout::REFS,
         layout::BACKUPS,
         layout::DATA_KEYS,
     ] {
@@ -200,7 +201,7 @@ async fn check_manifests(
         match repo.read_manifest(&id).await {
             Ok(m) => {
                 if let Some(k) = keys {
-                    match m.open_refs(&k.metadata) {
+                    match repo.open_refs(&m, &k.metadata).await {
                         Ok(c) => {
                             refs.insert(id.clone(), c);
                         }

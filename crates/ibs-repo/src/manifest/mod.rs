@@ -1,7 +1,7 @@
 //! Backup manifests (`backups/<backup-id>`): one object in three parts.
 //!
 //! ```text
-//! "IBSMAN" u16 version (2; 1 is still read)
+//! "IBSMAN" u16 version (3; 1 and 2 are still read)
 //! u32 len ‖ catalog      cleartext JSON: id, times, status, per-source counts, thumbprint, data key id
 //! u32 len ‖ tree part    sealed under the backup's data key:
 //!                        JSON {sources: [{name, kind, origin, tree: [chunk ids]}], errors: […]}
@@ -10,33 +10,42 @@
 //!   refs v2: u16 version=2, u32 n, n × chunk id (sorted, distinct),
 //!            u32 s, s × {u16 name_len, name, u32 k, k × u32 position in the list above}
 //!            — the same list, plus which of its chunks each source references
+//!   refs v3: u16 version=3, u32 s, s × {u16 name_len, name, u64 chunks, u32 k, k × segment id}
+//!            — per source, the reference segments (`refs/<id>`, see `refseg.rs`) that hold its
+//!            sorted chunk list, in order
 //! ```
 //! Associated data (which also tells the versions apart, authenticated, so they cannot be confused):
 //! ```text
+//! version 3: tree "ibs.manifest.v3.tree\0" ‖ id ‖ "\0" ‖ BLAKE3(catalog bytes)
+//!            refs "ibs.manifest.v3.refs\0" ‖ id ‖ "\0" ‖ BLAKE3(catalog bytes)   (refs v3 body)
 //! version 2: tree "ibs.manifest.v2.tree\0" ‖ id ‖ "\0" ‖ BLAKE3(catalog bytes)
 //!            refs "ibs.manifest.v2.refs\0" ‖ id ‖ "\0" ‖ BLAKE3(catalog bytes)   (refs v2 body)
 //! version 1: tree "ibs.manifest.tree.v1\0" ‖ id
 //!            refs "ibs.manifest.refs.v1\0" ‖ id (refs v1) or "ibs.manifest.refs.v2\0" ‖ id (refs v2)
 //! ```
-//! In version 2 the catalog is authenticated: its exact bytes are bound into both sealed parts, so
-//! a catalog edited on storage (times, hostname, status, counts) makes the refs part fail to open
-//! with the metadata key (writer state or .pfx) and the tree part with the data key (.pfx). Without
-//! a key nothing can tell an edited catalog from a genuine one. Version 1 catalogs are not
-//! authenticated; a version-2 manifest cannot be passed off as version 1 (its parts do not open
-//! with the version-1 associated data). v1 refs cannot attribute a chunk to a source: callers
+//! In versions 2 and 3 the catalog is authenticated: its exact bytes are bound into both sealed
+//! parts, so a catalog edited on storage (times, hostname, status, counts) makes the refs part fail
+//! to open with the metadata key (writer state or .pfx) and the tree part with the data key (.pfx).
+//! Without a key nothing can tell an edited catalog from a genuine one. Version 1 catalogs are not
+//! authenticated; a newer manifest cannot be passed off as an older version (its parts do not open
+//! with the older associated data). v1 refs cannot attribute a chunk to a source: callers
 //! then say "all components of that backup".
 //! The catalog lets anyone list backups with no key; the refs let forget, prune and check run with
 //! only the writer's metadata key; file names and contents need the data key, hence the .pfx.
-//! The manifest is the commit point of a backup: it is written last, after its packs and index.
+//! The manifest is the commit point of a backup: it is written last, after its packs, index and
+//! reference segments. A version-3 refs part only names segments: [`Manifest::open_refs_part`]
+//! returns them, and `Repository::open_refs` / `for_each_ref_segment` read them from storage.
 
 use crate::crypto::SymKey;
 use crate::error::{RepoError, Result};
-use crate::ids::ChunkId;
+use crate::ids::{ChunkId, SegmentId};
 use serde::{Deserialize, Serialize};
 
 pub const MANIFEST_MAGIC: &[u8; 6] = b"IBSMAN";
-/// The version new manifests are written in (catalog authenticated).
-pub const MANIFEST_VERSION: u16 = 2;
+/// The version new manifests are written in (catalog authenticated, refs in segments).
+pub const MANIFEST_VERSION: u16 = 3;
+/// The second version (catalog authenticated, every reference inline), still read.
+pub const MANIFEST_V2: u16 = 2;
 /// The first version (catalog not authenticated), still read.
 pub const MANIFEST_V1: u16 = 1;
 /// The repository format revision this build writes and reads: one number for the whole
@@ -44,8 +53,8 @@ pub const MANIFEST_V1: u16 = 1;
 /// (`docs/design/repository-format.md` §14). Revision 1: config 1, manifest 2, tree 2, chunk
 /// encodings 1 and 2, catalogs with `deployment_id`, `format_revision` and `server_version`.
 /// Every later format change bumps it; a backup with a higher revision was written by a newer
-/// build and restores refuse it unless overridden.
-pub const FORMAT_REVISION: u32 = 1;
+/// build and restores refuse it unless overridden. Revision 2: manifest 3 (reference segments).
+pub const FORMAT_REVISION: u32 = 2;
 /// Upper bound of a catalog (a hostile length field cannot make a reader allocate more).
 pub const MAX_CATALOG: usize = 4 << 20;
 
@@ -171,6 +180,23 @@ pub struct Refs {
     pub sources: Option<Vec<SourceRefs>>,
 }
 
+/// One source of a version-3 refs part: its reference segments, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceSegments {
+    pub name: String,
+    /// How many chunk ids the segments hold together (checked when they are read).
+    pub chunks: u64,
+    pub segments: Vec<SegmentId>,
+}
+
+/// An opened refs part: the references themselves (refs v1, v2) or the segments that hold them
+/// (refs v3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefsPart {
+    Inline(Refs),
+    Segmented(Vec<SourceSegments>),
+}
+
 /// A manifest with its sealed parts still sealed.
 pub struct Manifest {
     /// The parsed catalog. What is written and authenticated are `catalog_bytes`, fixed when the
@@ -217,92 +243,18 @@ fn bound_aad(label: &[u8], id: &str, catalog_bytes: &[u8]) -> Vec<u8> {
     .concat()
 }
 
-pub const REFS_V2: u16 = 2;
-
-fn encode_refs_v2(sources: &[(String, Vec<ChunkId>)]) -> Vec<u8> {
-    let mut all: Vec<ChunkId> = sources
-        .iter()
-        .flat_map(|(_, c)| c.iter().copied())
-        .collect();
-    all.sort_unstable();
-    all.dedup();
-    let mut b = REFS_V2.to_le_bytes().to_vec();
-    b.extend_from_slice(&(all.len() as u32).to_le_bytes());
-    all.iter().for_each(|c| b.extend_from_slice(&c.0));
-    b.extend_from_slice(&(sources.len() as u32).to_le_bytes());
-    for (name, chunks) in sources {
-        let name = &name.as_bytes()[..name.len().min(u16::MAX as usize)];
-        b.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        b.extend_from_slice(name);
-        let mut pos: Vec<u32> = chunks
-            .iter()
-            .map(|c| all.binary_search(c).expect("every chunk is in the list") as u32)
-            .collect();
-        pos.sort_unstable();
-        pos.dedup();
-        b.extend_from_slice(&(pos.len() as u32).to_le_bytes());
-        pos.iter()
-            .for_each(|p| b.extend_from_slice(&p.to_le_bytes()));
-    }
-    b
+/// Associated data of a version-3 manifest's tree part: binds the exact catalog bytes.
+pub fn tree_v3_aad(id: &str, catalog_bytes: &[u8]) -> Vec<u8> {
+    bound_aad(b"ibs.manifest.v3.tree\0", id, catalog_bytes)
 }
 
-struct Cursor<'a> {
-    b: &'a [u8],
-    pos: usize,
+/// Associated data of a version-3 manifest's refs part: binds the exact catalog bytes.
+pub fn refs_v3_body_aad(id: &str, catalog_bytes: &[u8]) -> Vec<u8> {
+    bound_aad(b"ibs.manifest.v3.refs\0", id, catalog_bytes)
 }
 
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
-        let s = self.b.get(self.pos..self.pos + n).ok_or("truncated")?;
-        self.pos += n;
-        Ok(s)
-    }
-}
-
-fn decode_refs_v2(b: &[u8]) -> std::result::Result<Refs, String> {
-    let mut cur = Cursor { b, pos: 0 };
-    let mut take = |n: usize| cur.take(n);
-    let version = u16::from_le_bytes(take(2)?.try_into().expect("2"));
-    if version != REFS_V2 {
-        return Err(format!("unknown refs version {version}"));
-    }
-    let n = u32::from_le_bytes(take(4)?.try_into().expect("4")) as usize;
-    if n > b.len() / 32 {
-        return Err("chunk count exceeds the part".into());
-    }
-    let all: Vec<ChunkId> = take(n * 32)?
-        .chunks_exact(32)
-        .map(|c| ChunkId::from_slice(c).expect("32 bytes"))
-        .collect();
-    let s = u32::from_le_bytes(take(4)?.try_into().expect("4")) as usize;
-    if s > b.len() / 6 {
-        return Err("source count exceeds the part".into());
-    }
-    let mut sources = Vec::with_capacity(s);
-    for _ in 0..s {
-        let len = u16::from_le_bytes(take(2)?.try_into().expect("2")) as usize;
-        let name =
-            String::from_utf8(take(len)?.to_vec()).map_err(|_| "source name is not UTF-8")?;
-        let k = u32::from_le_bytes(take(4)?.try_into().expect("4")) as usize;
-        if k > b.len() / 4 {
-            return Err("reference count exceeds the part".into());
-        }
-        let mut chunks = Vec::with_capacity(k);
-        for p in take(k * 4)?.chunks_exact(4) {
-            let p = u32::from_le_bytes(p.try_into().expect("4")) as usize;
-            chunks.push(*all.get(p).ok_or("reference position out of range")?);
-        }
-        sources.push(SourceRefs { name, chunks });
-    }
-    if cur.pos != b.len() {
-        return Err("trailing bytes".into());
-    }
-    Ok(Refs {
-        all,
-        sources: Some(sources),
-    })
-}
+use refs_body::{decode_refs_v2, decode_refs_v3, encode_refs_v2, encode_refs_v3};
+pub use refs_body::{REFS_V2, REFS_V3};
 
 impl Manifest {
     /// Seals a version-1 manifest with a v1 refs part (no per-source references, catalog not
@@ -338,9 +290,10 @@ impl Manifest {
         }
     }
 
-    /// Seals a current (version 2) manifest: a v2 refs part with the chunks each source
-    /// references (the union is the backup's reference list), and the catalog's bytes bound into
-    /// both sealed parts. New backups are written this way.
+    /// Seals a version-2 manifest: a v2 refs part with the chunks each source references (the
+    /// union is the backup's reference list), and the catalog's bytes bound into both sealed
+    /// parts. How backups were written before reference segments; kept so tests and fixtures can
+    /// make such objects.
     pub fn seal_with_sources(
         mut catalog: Catalog,
         tree: &TreePart,
@@ -348,7 +301,7 @@ impl Manifest {
         data_key: &SymKey,
         metadata_key: &SymKey,
     ) -> Self {
-        catalog.format_version = MANIFEST_VERSION as u32;
+        catalog.format_version = MANIFEST_V2 as u32;
         let catalog_bytes = serde_json::to_vec(&catalog).expect("catalog serializes");
         let id = &catalog.backup_id;
         let tree_json = serde_json::to_vec(tree).expect("tree part serializes");
@@ -362,11 +315,38 @@ impl Manifest {
             tree_sealed,
             refs_sealed,
             catalog_bytes,
+            version: MANIFEST_V2,
+        }
+    }
+
+    /// Seals a current (version 3) manifest: a v3 refs part naming each source's reference
+    /// segments (already stored, see `Repository::put_refs`), and the catalog's bytes bound into
+    /// both sealed parts. New backups are written this way.
+    pub fn seal_with_segments(
+        mut catalog: Catalog,
+        tree: &TreePart,
+        sources: &[SourceSegments],
+        data_key: &SymKey,
+        metadata_key: &SymKey,
+    ) -> Self {
+        catalog.format_version = MANIFEST_VERSION as u32;
+        let catalog_bytes = serde_json::to_vec(&catalog).expect("catalog serializes");
+        let id = &catalog.backup_id;
+        let tree_json = serde_json::to_vec(tree).expect("tree part serializes");
+        let tree_sealed = data_key.seal(&tree_v3_aad(id, &catalog_bytes), &tree_json);
+        let compressed =
+            zstd::bulk::compress(&encode_refs_v3(sources), 3).expect("zstd of an in-memory buffer");
+        let refs_sealed = metadata_key.seal(&refs_v3_body_aad(id, &catalog_bytes), &compressed);
+        Manifest {
+            catalog,
+            tree_sealed,
+            refs_sealed,
+            catalog_bytes,
             version: MANIFEST_VERSION,
         }
     }
 
-    /// The manifest's format version (1 or 2).
+    /// The manifest's format version (1, 2 or 3).
     pub fn version(&self) -> u16 {
         self.version
     }
@@ -374,7 +354,7 @@ impl Manifest {
     /// Whether the catalog is bound into the sealed parts (version 2), so that opening them
     /// authenticates it.
     pub fn catalog_authenticated(&self) -> bool {
-        self.version >= MANIFEST_VERSION
+        self.version >= MANIFEST_V2
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -398,7 +378,7 @@ impl Manifest {
             return Err(RepoError::corrupt(what, "missing manifest magic"));
         }
         let version = u16::from_le_bytes([prefix[6], prefix[7]]);
-        if version != MANIFEST_VERSION && version != MANIFEST_V1 {
+        if !(MANIFEST_V1..=MANIFEST_VERSION).contains(&version) {
             return Err(RepoError::UnsupportedVersion {
                 object: what,
                 found: version as u32,
@@ -468,7 +448,11 @@ impl Manifest {
         let id = &self.catalog.backup_id;
         let (aad, why) = if self.catalog_authenticated() {
             (
-                tree_v2_aad(id, &self.catalog_bytes),
+                if self.version == MANIFEST_V2 {
+                    tree_v2_aad(id, &self.catalog_bytes)
+                } else {
+                    tree_v3_aad(id, &self.catalog_bytes)
+                },
                 "tree part does not open with the backup's data key: the catalog was changed after the backup was written, or the part is damaged",
             )
         } else {
@@ -484,13 +468,9 @@ impl Manifest {
             .map_err(|e| RepoError::corrupt(format!("backups/{id}"), format!("tree part: {e}")))
     }
 
-    /// Every chunk the backup needs (either refs version).
-    pub fn open_refs(&self, metadata_key: &SymKey) -> Result<Vec<ChunkId>> {
-        Ok(self.open_refs_detailed(metadata_key)?.all)
-    }
-
-    /// The refs part with per-source references where the manifest records them (v2).
-    pub fn open_refs_detailed(&self, metadata_key: &SymKey) -> Result<Refs> {
+    /// Opens the refs part: the references themselves (refs v1 and v2) or, in a version-3
+    /// manifest, the reference segments that hold them (`Repository::open_refs` reads those).
+    pub fn open_refs_part(&self, metadata_key: &SymKey) -> Result<RefsPart> {
         let id = &self.catalog.backup_id;
         let what = format!("backups/{id}");
         // A decompression bomb stops at the metadata cap (crate::inflate owns it).
@@ -498,20 +478,29 @@ impl Manifest {
             crate::inflate::decompress_metadata(&compressed)
                 .map_err(|e| RepoError::corrupt(&what, format!("refs: {e}")))
         };
+        let tampered = "the catalog (times, hostname, status, counts) does not match the one sealed with the backup: it was changed after the backup was written, or the refs part is damaged";
+        if self.version == MANIFEST_VERSION {
+            let compressed = metadata_key
+                .open(
+                    &refs_v3_body_aad(id, &self.catalog_bytes),
+                    &self.refs_sealed,
+                )
+                .ok_or_else(|| RepoError::corrupt(&what, tampered))?;
+            return decode_refs_v3(&unzip(compressed)?)
+                .map(RefsPart::Segmented)
+                .map_err(|d| RepoError::corrupt(&what, format!("refs: {d}")));
+        }
         if self.catalog_authenticated() {
             let compressed = metadata_key
                 .open(&refs_v3_aad(id, &self.catalog_bytes), &self.refs_sealed)
-                .ok_or_else(|| {
-                    RepoError::corrupt(
-                        &what,
-                        "the catalog (times, hostname, status, counts) does not match the one sealed with the backup: it was changed after the backup was written, or the refs part is damaged",
-                    )
-                })?;
+                .ok_or_else(|| RepoError::corrupt(&what, tampered))?;
             return decode_refs_v2(&unzip(compressed)?)
+                .map(RefsPart::Inline)
                 .map_err(|d| RepoError::corrupt(&what, format!("refs: {d}")));
         }
         if let Some(compressed) = metadata_key.open(&refs_v2_aad(id), &self.refs_sealed) {
             return decode_refs_v2(&unzip(compressed)?)
+                .map(RefsPart::Inline)
                 .map_err(|d| RepoError::corrupt(&what, format!("refs: {d}")));
         }
         let compressed = metadata_key
@@ -526,15 +515,16 @@ impl Manifest {
                 "refs length is not a multiple of 32",
             ));
         }
-        Ok(Refs {
+        Ok(RefsPart::Inline(Refs {
             all: flat
                 .chunks_exact(32)
                 .map(|c| ChunkId::from_slice(c).expect("32 bytes"))
                 .collect(),
             sources: None,
-        })
+        }))
     }
 }
 
+mod refs_body;
 #[cfg(test)]
 mod tests;

@@ -25,6 +25,14 @@ fn catalog(id: &str) -> Catalog {
     }
 }
 
+/// The inline references of a v1 or v2 manifest.
+fn inline(m: &Manifest, mk: &SymKey) -> Result<Refs> {
+    match m.open_refs_part(mk)? {
+        RefsPart::Inline(r) => Ok(r),
+        RefsPart::Segmented(_) => panic!("segmented refs"),
+    }
+}
+
 #[test]
 fn refs_v1_and_v2_both_open() {
     let (dk, mk) = (SymKey::random(), SymKey::random());
@@ -38,7 +46,7 @@ fn refs_v1_and_v2_both_open() {
         &mk,
     );
     let back = Manifest::from_bytes(id, &m.to_bytes()).unwrap();
-    let r = back.open_refs_detailed(&mk).unwrap();
+    let r = inline(&back, &mk).unwrap();
     assert_eq!(r.all, vec![a, b, c]);
     let s = r.sources.unwrap();
     assert_eq!(
@@ -49,12 +57,12 @@ fn refs_v1_and_v2_both_open() {
         (s[1].name.as_str(), s[1].chunks.clone()),
         ("logs", vec![a, b])
     );
-    assert_eq!(back.open_refs(&mk).unwrap(), vec![a, b, c]);
+
     // A v1 manifest (written before per-source refs) still opens, without attribution.
     let old = Manifest::seal(catalog(id), &TreePart::default(), &mut vec![b, a], &dk, &mk);
-    let r = old.open_refs_detailed(&mk).unwrap();
+    let r = inline(&old, &mk).unwrap();
     assert_eq!((r.all, r.sources), (vec![a, b], None));
-    assert!(old.open_refs_detailed(&SymKey::random()).is_err());
+    assert!(old.open_refs_part(&SymKey::random()).is_err());
     // Hostile v2 bodies are refused without large allocations.
     assert!(decode_refs_v2(&[2, 0, 255, 255, 255, 255]).is_err());
     let mut body = encode_refs_v2(&[("x".into(), vec![a])]);
@@ -73,11 +81,11 @@ fn a_v2_catalog_is_authenticated_by_both_sealed_parts() {
     let sources = [("docs".to_string(), vec![ChunkId([1; 32])])];
     let m = Manifest::seal_with_sources(c, &TreePart::default(), &sources, &dk, &mk);
     let bytes = m.to_bytes();
-    assert_eq!(u16::from_le_bytes([bytes[6], bytes[7]]), MANIFEST_VERSION);
+    assert_eq!(u16::from_le_bytes([bytes[6], bytes[7]]), MANIFEST_V2);
     let back = Manifest::from_bytes(id, &bytes).unwrap();
     assert!(back.catalog_authenticated());
     assert_eq!(back.catalog.format_version, 2);
-    back.open_refs(&mk).unwrap();
+    back.open_refs_part(&mk).unwrap();
     back.open_tree(&dk).unwrap();
     let edit = |from: &str, to: &str| {
         let (from, to) = (from.as_bytes(), to.as_bytes());
@@ -91,7 +99,7 @@ fn a_v2_catalog_is_authenticated_by_both_sealed_parts() {
         edit("2027-01-01T00:00:00Z", "2020-01-01T00:00:00Z"),
     ] {
         let f = Manifest::from_bytes(id, &forged).unwrap();
-        let e = f.open_refs(&mk).unwrap_err().to_string();
+        let e = f.open_refs_part(&mk).unwrap_err().to_string();
         assert!(e.contains("changed after the backup was written"), "{e}");
         assert!(f.open_tree(&dk).is_err());
     }
@@ -100,7 +108,7 @@ fn a_v2_catalog_is_authenticated_by_both_sealed_parts() {
     down[6..8].copy_from_slice(&MANIFEST_V1.to_le_bytes());
     let d = Manifest::from_bytes(id, &down).unwrap();
     assert!(!d.catalog_authenticated());
-    assert!(d.open_refs(&mk).is_err() && d.open_tree(&dk).is_err());
+    assert!(d.open_refs_part(&mk).is_err() && d.open_tree(&dk).is_err());
 }
 
 #[test]
@@ -126,6 +134,64 @@ fn a_refs_decompression_bomb_is_refused_at_the_metadata_cap() {
         dk.seal(&tree_aad(id), b"{}"),
         mk.seal(&refs_aad(id), &bomb),
     );
-    let e = m.open_refs(&mk).unwrap_err().to_string();
+    let e = m.open_refs_part(&mk).unwrap_err().to_string();
     assert!(e.contains("more than 1073741824 bytes"), "{e}");
+}
+
+#[test]
+fn a_v3_manifest_names_its_segments_and_binds_its_catalog() {
+    let (dk, mk) = (SymKey::random(), SymKey::random());
+    let id = "20270101T000000Z-0a1b2c3d";
+    let mut c = catalog(id);
+    c.hostname = "host-a".into();
+    let sources = vec![
+        SourceSegments {
+            name: "docs".into(),
+            chunks: 5000,
+            segments: vec![SegmentId([1; 32]), SegmentId([2; 32])],
+        },
+        SourceSegments {
+            name: "empty".into(),
+            chunks: 0,
+            segments: vec![],
+        },
+    ];
+    let m = Manifest::seal_with_segments(c, &TreePart::default(), &sources, &dk, &mk);
+    let bytes = m.to_bytes();
+    assert_eq!(u16::from_le_bytes([bytes[6], bytes[7]]), MANIFEST_VERSION);
+    let back = Manifest::from_bytes(id, &bytes).unwrap();
+    assert_eq!((back.version(), back.catalog.format_version), (3, 3));
+    assert!(back.catalog_authenticated());
+    assert_eq!(
+        back.open_refs_part(&mk).unwrap(),
+        RefsPart::Segmented(sources.clone())
+    );
+    back.open_tree(&dk).unwrap();
+    // An edited catalog, or the manifest passed off as version 2, does not open.
+    let at = bytes.windows(6).position(|w| w == b"host-a").unwrap();
+    let mut forged = bytes.clone();
+    forged[at..at + 6].copy_from_slice(b"host-b");
+    let f = Manifest::from_bytes(id, &forged).unwrap();
+    assert!(f.open_refs_part(&mk).is_err() && f.open_tree(&dk).is_err());
+    let at = bytes
+        .windows(18)
+        .position(|w| w == b"\"format_version\":3")
+        .unwrap();
+    let mut down = bytes.clone();
+    down[at + 17] = b'2';
+    down[6..8].copy_from_slice(&MANIFEST_V2.to_le_bytes());
+    let d = Manifest::from_bytes(id, &down).unwrap();
+    assert!(d.open_refs_part(&mk).is_err() && d.open_tree(&dk).is_err());
+    // A version this build does not know is refused by name.
+    let mut newer = bytes.clone();
+    newer[6..8].copy_from_slice(&4u16.to_le_bytes());
+    assert!(matches!(
+        Manifest::from_bytes(id, &newer),
+        Err(RepoError::UnsupportedVersion { found: 4, .. })
+    ));
+    // Hostile v3 bodies are refused without large allocations.
+    assert!(decode_refs_v3(&[3, 0, 255, 255, 255, 255]).is_err());
+    let mut body = encode_refs_v3(&sources[..1]);
+    body.truncate(body.len() - 1);
+    assert!(decode_refs_v3(&body).is_err());
 }

@@ -2,8 +2,10 @@
 //! that turns object kinds into storage calls; the engine composes these calls into operations.
 
 mod init;
+mod refs;
 
 pub use init::PendingInit;
+pub use refs::RefsWritten;
 
 use crate::chunk::MAX_CHUNK;
 use crate::clock::Clock;

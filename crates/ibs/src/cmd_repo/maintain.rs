@@ -87,6 +87,13 @@ pub(super) async fn prune(
             "{p}delete {} unused packs and {} unindexed packs, {p}repack {} packs, keep {}; {p}free about {}; {} used / {} unused chunks; {p}delete {} data-key envelopes",
             plan.delete.len(), plan.unindexed.len(), plan.repack.len(), plan.keep, human(plan.bytes_freed_estimate), plan.chunks_used, plan.chunks_unused, plan.delete_keys.len()
         );
+        if !plan.delete_segments.is_empty() {
+            outln!(
+                "{p}delete {} reference segments no backup lists (keep {})",
+                plan.delete_segments.len(),
+                plan.segments_kept
+            );
+        }
         if !plan.young_packs.is_empty() || !plan.young_keys.is_empty() {
             outln!(
                 "kept {} packs and {} data-key envelopes younger than the grace period ({grace_hours} h) or not marked by a prune plan",

@@ -183,6 +183,10 @@ async fn prepare(
     if components.is_empty() {
         return Err(Failure::general("no components are configured"));
     }
+    job.location = ctx
+        .stored_location()
+        .map_err(|e| Failure::general(e.to_string()))?
+        .path;
     let (repo, state) = ctx.open_repository(true).await?;
     let (repo, state) = rotate_certificate(ctx, repo, state).await?;
     job.components = components.iter().map(report::result_of).collect();

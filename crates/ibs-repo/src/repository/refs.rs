@@ -1,0 +1,225 @@
+//! Reference segments on storage (manifest version 3, format §10.1): writing a backup's reference
+//! set as the segments storage does not hold yet, and reading any manifest's references (inline
+//! in versions 1 and 2, through its segments in version 3).
+//!
+//! Invariants:
+//! - A writer stores every segment its manifest lists before the manifest (the commit point).
+//! - A segment already on storage is not written again; a put that fails because the name exists
+//!   (an append-only key that may not overwrite, or another writer that stored it first) counts
+//!   as written once a stat shows the object. Whichever copy stays is valid: the name is the keyed
+//!   hash of the content, which every reader checks.
+//! - A reader checks each source's segments against the manifest: ids strictly ascending across
+//!   segments and as many as the manifest says. At most [`READ_AHEAD`] segments are in memory
+//!   beside what the caller keeps.
+
+use super::Repository;
+use crate::crypto::SymKey;
+use crate::error::{RepoError, Result};
+use crate::ids::{ChunkId, SegmentId};
+use crate::layout;
+use crate::manifest::{Manifest, Refs, RefsPart, SourceRefs, SourceSegments};
+use crate::refseg;
+use futures::{StreamExt, TryStreamExt};
+use std::collections::HashSet;
+
+/// Segment reads and writes in flight.
+const READ_AHEAD: usize = 4;
+
+/// What [`Repository::put_refs`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefsWritten {
+    /// Segments the manifest lists (over all sources).
+    pub segments: usize,
+    /// Segments this call stored (the others were on storage already).
+    pub new: usize,
+    /// Bytes of the segments stored.
+    pub bytes: u64,
+}
+
+impl Repository {
+    /// Every reference segment on storage.
+    pub async fn list_ref_segments(&self) -> Result<HashSet<SegmentId>> {
+        Ok(self
+            .storage
+            .list(layout::REFS)
+            .await?
+            .iter()
+            .filter_map(|o| layout::parse_refs_segment(&o.key))
+            .collect())
+    }
+
+    /// Cuts each source's sorted, distinct references into segments and stores those that storage
+    /// does not hold yet. Returns each source's segment list (for
+    /// [`Manifest::seal_with_segments`]) and what was written.
+    pub async fn put_refs(
+        &self,
+        sources: &[(String, Vec<ChunkId>)],
+        metadata_key: &SymKey,
+    ) -> Result<(Vec<SourceSegments>, RefsWritten)> {
+        let present = self.list_ref_segments().await?;
+        let mut out = Vec::with_capacity(sources.len());
+        let mut todo: Vec<&[ChunkId]> = Vec::new();
+        let mut planned: HashSet<SegmentId> = HashSet::new();
+        let mut written = RefsWritten::default();
+        for (name, chunks) in sources {
+            let parts = refseg::split(chunks);
+            let mut segments = Vec::with_capacity(parts.len());
+            for part in parts {
+                let id = refseg::id_of(part, metadata_key);
+                if !present.contains(&id) && planned.insert(id) {
+                    todo.push(part);
+                }
+                segments.push(id);
+            }
+            written.segments += segments.len();
+            out.push(SourceSegments {
+                name: name.clone(),
+                chunks: chunks.len() as u64,
+                segments,
+            });
+        }
+        written.new = todo.len();
+        // Sealed as they are stored: at most READ_AHEAD sealed segments in memory.
+        let sizes: Vec<u64> = futures::stream::iter(todo)
+            .map(|part| async move {
+                let (id, obj) = refseg::encode(part, metadata_key);
+                let len = obj.len() as u64;
+                self.put_segment(&id, obj).await.map(|()| len)
+            })
+            .buffer_unordered(READ_AHEAD)
+            .try_collect()
+            .await?;
+        written.bytes = sizes.iter().sum();
+        Ok((out, written))
+    }
+
+    async fn put_segment(&self, id: &SegmentId, obj: Vec<u8>) -> Result<()> {
+        let key = layout::refs_segment(id);
+        match self.storage.put(&key, obj.into()).await {
+            Ok(()) => Ok(()),
+            // The name exists (another writer stored it, or this key may not overwrite): any
+            // copy under this name is valid.
+            Err(e) => match self.storage.stat(&key).await {
+                Ok(_) => Ok(()),
+                Err(_) => Err(e.into()),
+            },
+        }
+    }
+
+    /// Reads and opens one reference segment. A missing one is corruption naming it.
+    pub async fn read_ref_segment(
+        &self,
+        id: &SegmentId,
+        metadata_key: &SymKey,
+    ) -> Result<Vec<ChunkId>> {
+        let key = layout::refs_segment(id);
+        let bytes = match self.storage.get(&key).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
+                return Err(RepoError::corrupt(
+                    key.to_string(),
+                    "reference segment is missing",
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        refseg::decode(id, &bytes, metadata_key)
+    }
+
+    /// Hands every reference of backup `m` to `f`, one source's run at a time: `f(source, ids)`
+    /// with `source` `None` for a v1 refs part (no attribution). Version-3 segments are read
+    /// [`READ_AHEAD`] at a time and checked against the manifest (order, counts); an error names
+    /// the segment and the backup.
+    pub async fn for_each_ref(
+        &self,
+        m: &Manifest,
+        metadata_key: &SymKey,
+        mut f: impl FnMut(Option<&str>, &[ChunkId]),
+    ) -> Result<()> {
+        let sources = match m.open_refs_part(metadata_key)? {
+            RefsPart::Inline(r) => {
+                match r.sources {
+                    Some(s) => s.iter().for_each(|s| f(Some(&s.name), &s.chunks)),
+                    None => f(None, &r.all),
+                }
+                return Ok(());
+            }
+            RefsPart::Segmented(s) => s,
+        };
+        let backup = &m.catalog.backup_id;
+        let in_backup = |e: RepoError| match e {
+            RepoError::Corrupt { object, detail } => {
+                RepoError::corrupt(object, format!("{detail} (listed by backup {backup})"))
+            }
+            other => other,
+        };
+        for src in &sources {
+            let mut reads = futures::stream::iter(src.segments.iter())
+                .map(|id| self.read_ref_segment(id, metadata_key))
+                .buffered(READ_AHEAD);
+            let mut count = 0u64;
+            let mut last: Option<ChunkId> = None;
+            while let Some(ids) = reads.next().await {
+                let ids = ids.map_err(in_backup)?;
+                if last.is_some_and(|l| ids[0] <= l) {
+                    return Err(RepoError::corrupt(
+                        format!("backups/{backup}"),
+                        format!(
+                            "refs: the segments of source {:?} are out of order",
+                            src.name
+                        ),
+                    ));
+                }
+                last = ids.last().copied();
+                count += ids.len() as u64;
+                f(Some(&src.name), &ids);
+            }
+            if count != src.chunks {
+                return Err(RepoError::corrupt(
+                    format!("backups/{backup}"),
+                    format!(
+                        "refs: the segments of source {:?} hold {count} references, the manifest says {}",
+                        src.name, src.chunks
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The references of backup `m` with per-source attribution where the manifest records it
+    /// (refs v2 and v3).
+    pub async fn open_refs_detailed(&self, m: &Manifest, metadata_key: &SymKey) -> Result<Refs> {
+        let mut sources: Vec<SourceRefs> = Vec::new();
+        let mut flat: Option<Vec<ChunkId>> = None;
+        self.for_each_ref(m, metadata_key, |name, ids| match name {
+            None => flat = Some(ids.to_vec()),
+            Some(n) => match sources.last_mut() {
+                Some(s) if s.name == n => s.chunks.extend_from_slice(ids),
+                _ => sources.push(SourceRefs {
+                    name: n.to_owned(),
+                    chunks: ids.to_vec(),
+                }),
+            },
+        })
+        .await?;
+        if let Some(all) = flat {
+            return Ok(Refs { all, sources: None });
+        }
+        let mut all: Vec<ChunkId> = sources
+            .iter()
+            .flat_map(|s| s.chunks.iter().copied())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        Ok(Refs {
+            all,
+            sources: Some(sources),
+        })
+    }
+
+    /// Every chunk backup `m` needs, sorted and distinct.
+    pub async fn open_refs(&self, m: &Manifest, metadata_key: &SymKey) -> Result<Vec<ChunkId>> {
+        Ok(self.open_refs_detailed(m, metadata_key).await?.all)
+    }
+}
