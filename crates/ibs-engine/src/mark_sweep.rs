@@ -252,6 +252,7 @@ fn absorb(into: &mut PrunePlan, p: PrunePlan) {
     into.delete_keys.extend(p.delete_keys);
     into.delete_segments.extend(p.delete_segments);
     into.young_segments = p.young_segments;
+    into.segments_kept = p.segments_kept;
     into.damaged.extend(p.damaged);
     into.delete_markers.extend(p.delete_markers);
     into.locked.extend(p.locked);

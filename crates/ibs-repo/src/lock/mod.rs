@@ -321,6 +321,8 @@ pub async fn acquire_noting(
     // this listing comes later (§19).
     if note_plans {
         let noted = match list_plans(storage).await {
+            // No plan: the held lock already says so, no second write.
+            Ok(p) if p.is_empty() => Ok(()),
             Ok(p) => {
                 own.info.plans = p;
                 own.write().await
