@@ -20,7 +20,6 @@ use ibs_repo::config::Encryption;
 use ibs_repo::crypto::SymKey;
 use ibs_repo::ids::KeyId;
 use ibs_repo::index::Index;
-use ibs_repo::lock::LockKind;
 use ibs_repo::manifest::{Catalog, Manifest};
 use ibs_repo::Repository;
 use std::collections::HashSet;
@@ -181,6 +180,14 @@ pub struct BackupExtras {
     /// id, so one backup has one id); must be a valid backup id not used in the repository. `None`:
     /// a new id from the start time.
     pub backup_id: Option<String>,
+    /// Test hook: once the backup has loaded its index, it waits on this barrier twice (the test
+    /// waits once to know the index is loaded, then once more to let the backup go on).
+    #[doc(hidden)]
+    pub pause_after_index: Option<Arc<tokio::sync::Barrier>>,
+    /// Test hook, never set outside tests: deduplicate against packs that prune plans mark, i.e.
+    /// behave like a backup that does not know prune plans (the race §19 exists to prevent).
+    #[doc(hidden)]
+    pub unsafe_ignore_prune_plans: bool,
 }
 
 pub async fn backup(
@@ -202,10 +209,11 @@ pub async fn backup_with(
     // Backups of several writers run together (the append lock); two of one writer state would
     // share its files cache and signature stores, so they take turns on this host.
     let _local = state_lock(state, opts.lock_wait).await?;
-    let lock = repo
-        .lock(LockKind::Append, "backup", opts.lock_wait)
-        .await?;
-    let result = run(repo.clone(), state, opts, extras).await;
+    // The lock names the prune plans listed after it was published (§19); the index is loaded
+    // without what they mark.
+    let lock = repo.lock_append("backup", opts.lock_wait).await?;
+    let plans = lock.plans().to_vec();
+    let result = run(repo.clone(), state, opts, extras, &plans).await;
     lock.finish(result).await
 }
 
@@ -251,12 +259,27 @@ async fn run(
     state: &WriterState,
     opts: BackupOptions,
     extras: BackupExtras,
+    plans: &[String],
 ) -> Result<BackupReport, EngineError> {
     let start = match &extras.backup_id {
         Some(id) => Start::with_id(&repo, id).await?,
         None => Start::now(&repo),
     };
-    let index = writer_index(&repo, state).await?;
+    let mut marks = repo.read_marks(plans, &state.keys.metadata).await?;
+    if extras.unsafe_ignore_prune_plans {
+        marks.packs.clear();
+    }
+    if !marks.packs.is_empty() {
+        tracing::info!(
+            "a prune plan marks {} packs; this backup stores again what it needs of them",
+            marks.packs.len()
+        );
+    }
+    let index = writer_index(&repo, state, &marks.packs).await?;
+    if let Some(b) = &extras.pause_after_index {
+        b.wait().await;
+        b.wait().await;
+    }
     preflight_capacity(&repo, &opts.sources).await?;
     let cancel = extras.cancel.clone();
     crate::cancel::check(cancel.as_ref())?;
@@ -321,8 +344,12 @@ async fn run(
 /// The index this writer dedups against: only chunks under keys wrapped for its certificate count
 /// as present (keysel), and a chunk whose only copies are in damaged packs counts as absent, so a
 /// source that still has it stores it again (self-heal, in a new pack indexed by this backup).
-async fn writer_index(repo: &Repository, state: &WriterState) -> Result<Arc<Index>, EngineError> {
-    let mut index = crate::keysel::writer_index(repo, state).await?;
+async fn writer_index(
+    repo: &Repository,
+    state: &WriterState,
+    marked: &HashSet<ibs_repo::ids::PackId>,
+) -> Result<Arc<Index>, EngineError> {
+    let mut index = crate::keysel::writer_index(repo, state, marked).await?;
     let healing = index.forget_damaged();
     if healing > 0 {
         tracing::info!("{healing} chunks have copies only in damaged packs; they are stored again if a source still has them");

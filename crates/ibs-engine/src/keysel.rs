@@ -160,27 +160,47 @@ async fn load_build(
     damaged: &HashSet<ibs_repo::ids::PackId>,
     preferred: Option<HashSet<KeyId>>,
 ) -> Result<Index, EngineError> {
+    load_build_without(repo, metadata_key, damaged, preferred, &HashSet::new()).await
+}
+
+/// [`load_build`] leaving out the records of the packs in `skip`.
+async fn load_build_without(
+    repo: &Repository,
+    metadata_key: &ibs_repo::crypto::SymKey,
+    damaged: &HashSet<ibs_repo::ids::PackId>,
+    preferred: Option<HashSet<KeyId>>,
+    skip: &HashSet<ibs_repo::ids::PackId>,
+) -> Result<Index, EngineError> {
     let mut index = build(damaged, &[], preferred);
     repo.for_each_segment(metadata_key, |_, records| {
-        records.iter().for_each(|r| index.add_pack(r))
+        records
+            .iter()
+            .filter(|r| !skip.contains(&r.id))
+            .for_each(|r| index.add_pack(r))
     })
     .await?;
     Ok(index)
 }
 
 /// The index a backup deduplicates against: only chunks under keys the writer may depend on
-/// ([`writer_keys`]), each at its best such location. Where some chunk has copies under several
-/// keys (after a certificate change) the segments are read a second time with the preference.
-pub async fn writer_index(repo: &Repository, state: &WriterState) -> Result<Index, EngineError> {
+/// ([`writer_keys`]), each at its best such location, and nothing in a pack a prune plan marks
+/// (`marked`, §19: such a chunk counts as absent and is stored again). Where some chunk has copies
+/// under several keys (after a certificate change) the segments are read a second time with the
+/// preference.
+pub async fn writer_index(
+    repo: &Repository,
+    state: &WriterState,
+    marked: &HashSet<ibs_repo::ids::PackId>,
+) -> Result<Index, EngineError> {
     let damaged = repo.damaged_packs().await?;
     let metadata = &state.keys.metadata;
-    let index = load_build(repo, metadata, &damaged, None).await?;
+    let index = load_build_without(repo, metadata, &damaged, None, marked).await?;
     let Some(keys) = writer_keys(repo, state, index.key_ids()).await? else {
         return Ok(index);
     };
     let mut index = if index.mixed_keys() {
         drop(index);
-        load_build(repo, metadata, &damaged, Some(keys.clone())).await?
+        load_build_without(repo, metadata, &damaged, Some(keys.clone()), marked).await?
     } else {
         index
     };

@@ -20,6 +20,7 @@ pub mod folders;
 pub mod keyops;
 pub mod keysel;
 pub mod ledger;
+pub mod mark_sweep;
 mod packing;
 mod produce;
 pub mod progress;

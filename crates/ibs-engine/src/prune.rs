@@ -45,9 +45,9 @@ use ibs_repo::clock::parse_rfc3339;
 use ibs_repo::ids::{ChunkId, KeyId, PackId, SegmentId};
 use ibs_repo::idset::ChunkIdSet;
 use ibs_repo::index::{Index, PackRecord};
-use ibs_repo::lock::LockKind;
 use ibs_repo::manifest::{BackupStatus, RefsPart};
 use ibs_repo::pack::{verify_pack, PackBuilder, PackEntry};
+use ibs_repo::plan::Marks;
 use ibs_repo::{layout, Repository};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -119,6 +119,17 @@ pub struct PrunePlan {
     pub grace_batch: Option<String>,
     /// Older batches this run deleted for good.
     pub purged: Purged,
+    /// The prune plans (§19) this run swept and dropped.
+    pub swept_plans: Vec<String>,
+    /// A plan on storage that this run wrote, or found, and did not sweep because backups that
+    /// may not honour it still run: a later prune sweeps it. In a dry run, the plan a real run
+    /// would leave.
+    pub pending_plan: Option<String>,
+    /// Packs and data-key envelopes the pending plan marks.
+    pub marked_packs: usize,
+    pub marked_keys: usize,
+    /// The locks of the backups the pending plan's sweep waits for.
+    pub waiting_for: Vec<String>,
 }
 
 /// A pack is repacked when more than this share of its bytes is unused.
@@ -228,17 +239,13 @@ pub fn plan_prune(
     (plan, live_records)
 }
 
+/// Prune in two phases beside running backups (mark, then sweep): see [`crate::mark_sweep`].
 pub async fn prune(
     repo: &Repository,
     state: &WriterState,
     opts: PruneOptions,
 ) -> Result<PrunePlan, EngineError> {
-    repo.check_keys(&state.keys)?;
-    let guard = repo
-        .lock(LockKind::Exclusive, "prune", opts.lock_wait)
-        .await?;
-    let result = prune_locked(repo, state, &opts).await;
-    guard.finish(result).await
+    crate::mark_sweep::prune(repo, state, opts).await
 }
 
 /// Refuses unless the listing shows every backup the caller expects.
@@ -262,10 +269,15 @@ fn check_expected(listed: &[String], expected: &Expected) -> Result<(), EngineEr
     }
 }
 
-async fn prune_locked(
+/// One pass of prune under the prune lock. With `marks = None` it computes the candidates (a mark;
+/// the caller passes `dry_run`); with marks it is a sweep: only marked packs and envelopes count as
+/// settled, so every other pack is kept whole with its index entries and data keys, and only
+/// marked objects that are still unreferenced (and old enough) are retired.
+pub(crate) async fn prune_pass(
     repo: &Repository,
     state: &WriterState,
     opts: &PruneOptions,
+    marks: Option<&Marks>,
 ) -> Result<PrunePlan, EngineError> {
     let mk = &state.keys.metadata;
     let mut ids = repo.list_backup_ids().await?;
@@ -357,12 +369,20 @@ async fn prune_locked(
         // counts as young.
         settled: grace == 0 || o.modified.is_some_and(|m| now - m >= grace),
     };
+    // In a sweep, what the plan did not mark is young whatever its age: a backup that honours the
+    // plan may depend on any of it (§19).
+    let marked_pack = |id: &PackId| marks.is_none_or(|m| m.packs.contains(id));
+    let marked_key = |k: &KeyId| marks.is_none_or(|m| m.keys.contains(k));
     let listed: HashMap<PackId, Listed> = repo
         .storage()
         .list(layout::PACKS)
         .await?
         .iter()
         .filter_map(|o| layout::parse_pack(&o.key).map(|id| (id, listing(o))))
+        .map(|(id, l)| {
+            let settled = l.settled && marked_pack(&id);
+            (id, Listed { settled, ..l })
+        })
         .collect();
     let envelopes: HashMap<KeyId, Listed> = repo
         .storage()
@@ -370,6 +390,10 @@ async fn prune_locked(
         .await?
         .iter()
         .filter_map(|o| layout::parse_data_key(&o.key).map(|k| (k, listing(o))))
+        .map(|(k, l)| {
+            let settled = l.settled && marked_key(&k);
+            (k, Listed { settled, ..l })
+        })
         .collect();
     // Reference segments no kept backup lists (left by backups that were forgotten or never
     // committed): retired once settled, like packs.
@@ -378,7 +402,9 @@ async fn prune_locked(
             continue;
         };
         if !segments_read.contains_key(&seg) {
-            if listing(&o).settled {
+            // In a sweep, only marked segments: a backup running beside it may have written
+            // the others and not yet committed its manifest (§19).
+            if listing(&o).settled && marks.is_none_or(|m| m.segments.contains(&seg)) {
                 delete_segments.push(seg);
             } else {
                 young_segments += 1;

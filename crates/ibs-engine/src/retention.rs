@@ -106,7 +106,9 @@ async fn exclusive<T>(
     lock_wait: Duration,
     op: impl std::future::Future<Output = Result<T, EngineError>>,
 ) -> Result<T, EngineError> {
-    let guard = repo.lock(LockKind::Exclusive, what, lock_wait).await?;
+    // Forget only removes manifests: it runs beside backups (the prune lock, §19), and prune's
+    // sweep re-reads the manifests, so what a running backup needs stays.
+    let guard = repo.lock(LockKind::Prune, what, lock_wait).await?;
     let result = op.await;
     guard.finish(result).await
 }

@@ -22,6 +22,8 @@ pub const DAMAGED: &str = "damaged/";
 /// The grace area: what prune and forget removed, kept until the delete delay has passed so
 /// `undelete` can bring it back. `trash/<batch>/<original key>`, one batch per operation.
 pub const TRASH: &str = "trash/";
+/// Prune plans (§19): `plans/<32 hex>`, the objects a prune marked and a later sweep may retire.
+pub const PLANS: &str = "plans/";
 
 fn key(s: String) -> ObjectKey {
     // Every name built here is made of hex, digits, letters, '-', '.', '/' only.
@@ -74,6 +76,20 @@ pub fn cert(thumbprint: &str) -> ObjectKey {
 
 pub fn repo_key(thumbprint: &str) -> ObjectKey {
     key(format!("{REPO_KEYS}{thumbprint}.p7m"))
+}
+
+pub fn plan(name: &str) -> ObjectKey {
+    key(format!("{PLANS}{name}"))
+}
+
+/// Parses a prune-plan key back to its name (`plans/<32 lower-case hex>`).
+pub fn parse_plan(k: &ObjectKey) -> Option<&str> {
+    let name = k.as_str().strip_prefix(PLANS)?;
+    (name.len() == 32
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)))
+    .then_some(name)
 }
 
 pub fn damaged(id: &PackId) -> ObjectKey {
@@ -135,6 +151,7 @@ pub fn is_ibs_object(k: &ObjectKey) -> bool {
         || parse_pack(k).is_some()
         || parse_data_key(k).is_some()
         || parse_damaged(k).is_some()
+        || parse_plan(k).is_some()
         || parse_refs_segment(k).is_some()
         || s.strip_prefix(INDEX)
             .is_some_and(|n| n.len() == 64 && n.bytes().all(|c| c.is_ascii_hexdigit()))
@@ -184,6 +201,13 @@ mod tests {
         ));
         assert!(is_ibs_object(&damaged(&p)));
         assert!(!is_ibs_object(&ObjectKey::new("damaged/notes").unwrap()));
+        let plan_key = plan("0123456789abcdef0123456789abcdef");
+        assert_eq!(
+            parse_plan(&plan_key),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+        assert!(is_ibs_object(&plan_key));
+        assert!(!is_ibs_object(&ObjectKey::new("plans/notes").unwrap()));
         let t = trash("20261204T210000Z-0a1b2c3d", &pack(&p));
         assert_eq!(
             parse_trash(&t),

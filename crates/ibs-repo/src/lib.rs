@@ -21,6 +21,7 @@ pub mod layout;
 pub mod lock;
 pub mod manifest;
 pub mod pack;
+pub mod plan;
 pub mod refseg;
 mod repository;
 pub mod tree;

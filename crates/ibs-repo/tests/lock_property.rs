@@ -77,7 +77,10 @@ fn hook(id: usize, world: Shared, seed: u64, max_delay_ms: u64) -> lock_support:
 /// The table of the lock module's doc, written out independently of its `conflicts`.
 fn conflicts(a: LockKind, b: LockKind) -> bool {
     use LockKind::*;
-    !matches!((a, b), (Shared, Shared) | (Append, Append))
+    !matches!(
+        (a, b),
+        (Shared, Shared) | (Append, Append) | (Append, Prune) | (Prune, Append)
+    )
 }
 
 async fn contender(id: usize, store: DynStorage, world: Shared, seed: u64, rounds: usize) {
@@ -96,7 +99,8 @@ async fn contender(id: usize, store: DynStorage, world: Shared, seed: u64, round
     };
     for round in 0..rounds {
         let kind = match rng.gen_range(0..10) {
-            0..=4 => LockKind::Exclusive,
+            0..=3 => LockKind::Exclusive,
+            4 => LockKind::Prune,
             5..=7 => LockKind::Append,
             _ => LockKind::Shared,
         };

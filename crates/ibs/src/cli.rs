@@ -319,6 +319,10 @@ pub enum RepoCmd {
     /// data-key envelope younger than the grace period. What it removes goes into the grace area
     /// (`trash/` in the repository) and is deleted by a later prune after the delete delay;
     /// `ibs repo undelete` brings it back until then.
+    ///
+    /// Prune runs beside backups, in two phases: it marks what is unreferenced (a prune plan in
+    /// the repository), and removes it once the backups that were already running have finished,
+    /// at once when none were, or after waiting up to --lock-wait; otherwise the next prune does.
     Prune {
         #[command(flatten)]
         loc: Location,

@@ -163,6 +163,14 @@ async fn run(ctx: &JobContext) -> Result<Cleaned, String> {
             deleted.len()
         ));
     }
+    if let Some(p) = &plan.pending_plan {
+        tracing::info!(
+            "retention: prune marked {} packs and {} data-key envelopes (plan {p}); the next cleanup sweeps them once the {} backups running now have finished",
+            plan.marked_packs,
+            plan.marked_keys,
+            plan.waiting_for.len()
+        );
+    }
     if !plan.locked.is_empty() {
         tracing::info!(
             "retention: {} objects are still under object lock and stay until a later cleanup",

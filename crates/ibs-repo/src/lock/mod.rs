@@ -3,17 +3,22 @@
 //! it needs nothing from storage beyond atomic `put`, `get`, `list` and `delete` of uniquely named
 //! objects, no compare-and-swap.
 //!
-//! | holder \ wants | shared (restore, check, verify) | append (backup) | exclusive (forget, prune, undelete, rewrap, set-cert) |
-//! |---|---|---|---|
-//! | shared    | granted | waits / fails | waits / fails |
-//! | append    | waits / fails | granted | waits / fails |
-//! | exclusive | waits / fails | waits / fails | waits / fails |
+//! | holder \ wants | shared (restore, check, verify) | append (backup) | prune (prune, forget) | exclusive (undelete, rewrap, set-cert) |
+//! |---|---|---|---|---|
+//! | shared    | granted | waits / fails | waits / fails | waits / fails |
+//! | append    | waits / fails | granted | granted | waits / fails |
+//! | prune     | waits / fails | granted | waits / fails | waits / fails |
+//! | exclusive | waits / fails | waits / fails | waits / fails | waits / fails |
 //!
 //! Backups only add objects under names no other writer uses (random pack ids, content-addressed
 //! index segments, per-backup manifests and data keys), so any number of them, from any number of
 //! writers, run together; readers that judge the whole repository (check, verify) and restores,
 //! which should not meet half-written backups, wait for them, and every operation that deletes
-//! waits for everyone.
+//! waits for everyone, except prune and forget: they run beside backups under the two-phase prune
+//! protocol (`docs/design/repository-format.md` §19, ADR 0039). A backup's lock names the prune
+//! plans it read ([`LockInfo::plans`], listed right after the lock became held), which is what
+//! lets a sweep tell the backups that honour its plan from those that may not
+//! ([`appends_unaware_of`]).
 //!
 //! Acquisition is Lamport's bakery over lock objects: a contender publishes its lock in the
 //! `choosing` phase, reads every lock, takes the ticket `1 + max(tickets seen)`, publishes it
@@ -58,6 +63,10 @@ pub enum LockKind {
     Shared,
     /// Adds objects only: compatible with other appends (several writers back up at once).
     Append,
+    /// Prune and forget: compatible with append (the two-phase prune plan keeps backups safe),
+    /// not with shared, another prune or exclusive. Builds before it read such a lock as
+    /// unreadable, i.e. exclusive.
+    Prune,
     Exclusive,
 }
 
@@ -93,6 +102,14 @@ pub struct LockInfo {
     pub ticket: u64,
     #[serde(default)]
     pub phase: Phase,
+    /// The prune plans (`plans/<name>`, names) this holder listed right after its lock became
+    /// held: an append holder deduplicates against nothing they mark. Absent: none, or a build
+    /// before plans (whose held backups a sweep waits for).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plans: Vec<String>,
+    /// Not stored: the object did not parse (a foreign file, a newer format).
+    #[serde(skip)]
+    pub unreadable: bool,
 }
 
 impl LockInfo {
@@ -102,6 +119,7 @@ impl LockInfo {
             match self.kind {
                 LockKind::Shared => "shared",
                 LockKind::Append => "append",
+                LockKind::Prune => "prune",
                 LockKind::Exclusive => "exclusive",
             },
             match self.phase {
@@ -155,10 +173,14 @@ impl Default for LockConfig {
     }
 }
 
-/// Two locks may be held together only when they are of the same kind and that kind is not
-/// exclusive (the table in the module doc).
+/// Two locks may be held together only when both are shared, or both append, or one append and
+/// one prune (the table in the module doc).
 pub fn conflicts(a: LockKind, b: LockKind) -> bool {
-    a != b || a == LockKind::Exclusive
+    use LockKind::*;
+    !matches!(
+        (a, b),
+        (Shared, Shared) | (Append, Append) | (Append, Prune) | (Prune, Append)
+    )
 }
 
 /// Our own lock object and how to rewrite it.
@@ -233,6 +255,25 @@ pub async fn acquire_with(
     wait: Duration,
     cfg: &LockConfig,
 ) -> Result<LockGuard> {
+    acquire_noting(storage, clock, kind, operation, wait, cfg, false).await
+}
+
+/// [`acquire_with`]; with `note_plans`, the names under `plans/` are listed right after the write
+/// that makes the lock held, and recorded in it by one more write ([`LockInfo::plans`],
+/// [`LockGuard::plans`]). Invariant (§19): a sweep that reads this lock held and naming its plan
+/// knows the holder read that plan before loading anything it deduplicates against; one that
+/// reads it held without the plan waits; one that reads it not yet held (or not at all) read it
+/// before the held write, so after writing its plan, and the holder's listing, which follows the
+/// held write, shows the plan.
+pub async fn acquire_noting(
+    storage: &DynStorage,
+    clock: Arc<dyn Clock>,
+    kind: LockKind,
+    operation: &str,
+    wait: Duration,
+    cfg: &LockConfig,
+    note_plans: bool,
+) -> Result<LockGuard> {
     let t = &cfg.timing;
     let me = &cfg.identity;
     let deadline = Instant::now()
@@ -257,6 +298,8 @@ pub async fn acquire_with(
             seq: 0,
             ticket: 0,
             phase: Phase::Choosing,
+            plans: Vec::new(),
+            unreadable: false,
         },
         written: bytes::Bytes::new(),
     };
@@ -274,9 +317,27 @@ pub async fn acquire_with(
         own.remove().await;
         return Err(e);
     }
+    // Only after the write that makes the lock held: a sweep that read it not yet held knows
+    // this listing comes later (§19).
+    if note_plans {
+        let noted = match list_plans(storage).await {
+            // No plan: the held lock already says so, no second write.
+            Ok(p) if p.is_empty() => Ok(()),
+            Ok(p) => {
+                own.info.plans = p;
+                own.write().await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = noted {
+            own.remove().await;
+            return Err(e);
+        }
+    }
     let state = LockState::new(operation, t.valid, began);
     trace("enter", &format!("{kind:?}"), own.name());
     let key = own.key.clone();
+    let plans = own.info.plans.clone();
     let refresher = tokio::spawn(refresh_loop(own, me.clone(), t.clone(), state.clone()));
     Ok(LockGuard {
         storage: storage.clone(),
@@ -284,7 +345,20 @@ pub async fn acquire_with(
         state,
         refresher,
         armed: None,
+        plans,
     })
+}
+
+/// The names of the prune plans on storage, sorted.
+pub async fn list_plans(storage: &DynStorage) -> Result<Vec<String>> {
+    let mut names: Vec<String> = storage
+        .list(layout::PLANS)
+        .await?
+        .into_iter()
+        .filter_map(|o| layout::parse_plan(&o.key).map(str::to_owned))
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 /// The bakery: doorway, then wait for our turn. On `Ok` we may enter; on `Err` our lock is still
@@ -404,9 +478,20 @@ pub struct LockGuard {
     state: Arc<LockState>,
     refresher: tokio::task::JoinHandle<()>,
     armed: Option<(Arc<FenceSlot>, u64)>,
+    plans: Vec<String>,
 }
 
 impl LockGuard {
+    /// The prune plans recorded in this lock ([`acquire_noting`]).
+    pub fn plans(&self) -> &[String] {
+        &self.plans
+    }
+
+    /// This lock's object name (`locks/<name>`).
+    pub fn name(&self) -> &str {
+        self.key.name()
+    }
+
     /// Ok while the lock is valid; [`RepoError::LockLost`] once it may not be.
     pub fn check(&self) -> Result<()> {
         self.state.check()
@@ -469,4 +554,41 @@ pub async fn list(storage: &DynStorage, _clock: &dyn Clock) -> Result<Vec<LockIn
     )
     .await?;
     Ok(view.others.into_iter().map(|(_, l)| l).collect())
+}
+
+/// The live locks a sweep of the prune plans `plans` must wait for: every *held* append lock that
+/// does not name all of them (a backup that may have loaded the index before the plans existed,
+/// or a build that does not read plans), and every lock object that does not parse (it may be a
+/// newer build's backup). An append lock not yet held does not count: its holder lists the plans
+/// after it becomes held, hence after this look (and a build that predates plans waits for the
+/// sweeper's prune lock, which it reads as exclusive). Not counting them is what keeps a sweep
+/// from waiting on a backup that itself waits, through the bakery, for a reader queued behind the
+/// sweeper. Stale locks (the lock rules, as observed by this process with `timing`) are left
+/// out, not removed; `own` (the sweeper's lock) is skipped.
+pub async fn appends_unaware_of(
+    storage: &DynStorage,
+    plans: &[String],
+    own: Option<&str>,
+    timing: &LockTiming,
+) -> Result<Vec<(String, LockInfo)>> {
+    let own = own.map(layout::lock);
+    let view = observe::look(
+        storage,
+        &Identity::current(),
+        own.as_ref(),
+        timing.stale,
+        false,
+    )
+    .await?;
+    Ok(view
+        .others
+        .into_iter()
+        .filter(|(_, l)| {
+            l.unreadable
+                || (l.kind == LockKind::Append
+                    && l.phase == Phase::Held
+                    && !plans.iter().all(|p| l.plans.contains(p)))
+        })
+        .map(|(k, l)| (k.name().to_owned(), l))
+        .collect())
 }

@@ -73,6 +73,8 @@ fn unreadable(key: &ObjectKey) -> LockInfo {
         seq: 0,
         ticket: 0,
         phase: Phase::Held,
+        plans: Vec::new(),
+        unreadable: true,
     }
 }
 

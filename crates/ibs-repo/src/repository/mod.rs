@@ -19,6 +19,7 @@ use crate::keyring::{decode_data_key, encode_data_key, RepoKeys, Unlock};
 use crate::layout;
 use crate::lock::{FenceSlot, FencedStorage, LockGuard, LockKind};
 use crate::manifest::{Catalog, Manifest};
+use crate::plan::{Marks, PrunePlanObject};
 use bytes::Bytes;
 use ibs_keys::{Certificate, KeyError, LegacyKey};
 use ibs_storage::DynStorage;
@@ -85,6 +86,79 @@ impl Repository {
             crate::lock::acquire(&self.raw, self.clock.clone(), kind, operation, wait).await?;
         guard.arm(self.fence.clone());
         Ok(guard)
+    }
+
+    /// The append lock of a backup, recording the prune plans it read (§19): the names listed
+    /// after the lock was published and before it is held. The caller reads them with
+    /// [`Repository::read_marks`] before it loads the index.
+    pub async fn lock_append(
+        &self,
+        operation: &str,
+        wait: std::time::Duration,
+    ) -> Result<LockGuard> {
+        let mut guard = crate::lock::acquire_noting(
+            &self.raw,
+            self.clock.clone(),
+            LockKind::Append,
+            operation,
+            wait,
+            &crate::lock::LockConfig::default(),
+            true,
+        )
+        .await?;
+        guard.arm(self.fence.clone());
+        Ok(guard)
+    }
+
+    // ---- prune plans (§19) ----
+
+    /// The names of the prune plans on storage, sorted.
+    pub async fn list_plans(&self) -> Result<Vec<String>> {
+        crate::lock::list_plans(&self.storage).await
+    }
+
+    pub async fn put_plan(&self, plan: &PrunePlanObject, metadata_key: &SymKey) -> Result<()> {
+        Ok(self
+            .storage
+            .put(
+                &layout::plan(&plan.name),
+                plan.to_bytes(metadata_key).into(),
+            )
+            .await?)
+    }
+
+    /// Reads and authenticates one plan; `None` if it is gone (swept since it was listed).
+    pub async fn read_plan(
+        &self,
+        name: &str,
+        metadata_key: &SymKey,
+    ) -> Result<Option<PrunePlanObject>> {
+        match self.storage.get(&layout::plan(name)).await {
+            Ok(b) => PrunePlanObject::from_bytes(name, &b, metadata_key).map(Some),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The marks of the plans `names`. A plan that is gone was swept and dropped, so what it
+    /// marked is no longer indexed by anything read after this call; a plan that does not
+    /// authenticate or parse fails the call.
+    pub async fn read_marks(&self, names: &[String], metadata_key: &SymKey) -> Result<Marks> {
+        let mut marks = Marks::default();
+        for n in names {
+            if let Some(p) = self.read_plan(n, metadata_key).await? {
+                marks.add(&p)?;
+            }
+        }
+        Ok(marks)
+    }
+
+    pub async fn delete_plan(&self, name: &str) -> Result<()> {
+        match self.storage.delete(&layout::plan(name)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Creates a repository. Refuses a location that already holds one.
@@ -362,26 +436,52 @@ impl Repository {
 
     /// Reads the index segments one at a time in name order, handing each one's records to `f`.
     /// Returns the segment names.
+    ///
+    /// A segment listed and gone when read was retired by a prune's sweep running beside this
+    /// reader (a backup, §19); the sweep wrote the full segment replacing it first, so the listing
+    /// is taken again and the segments not yet read are read (until a listing shows no segment
+    /// that vanished). Readers holding the shared or prune lock never see this.
     pub async fn for_each_segment(
         &self,
         metadata_key: &SymKey,
         mut f: impl FnMut(&str, Vec<PackRecord>),
     ) -> Result<Vec<String>> {
-        let mut names: Vec<_> = self
-            .storage
-            .list(layout::INDEX)
-            .await?
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
-        names.sort_by(|a, b| a.name().cmp(b.name()));
-        for key in &names {
-            let bytes = self.storage.get(key).await?;
-            let records = decode_segment(key.name(), &bytes, metadata_key)?;
-            drop(bytes);
-            f(key.name(), records);
+        let mut done: Vec<String> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        for attempt in 0.. {
+            let mut names: Vec<_> = self
+                .storage
+                .list(layout::INDEX)
+                .await?
+                .into_iter()
+                .map(|o| o.key)
+                .filter(|k| !seen.contains(k.name()))
+                .collect();
+            names.sort_by(|a, b| a.name().cmp(b.name()));
+            let mut vanished = 0;
+            for key in &names {
+                let bytes = match self.storage.get(key).await {
+                    Ok(b) => b,
+                    Err(e) if e.is_not_found() && attempt < 10 => {
+                        vanished += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let records = decode_segment(key.name(), &bytes, metadata_key)?;
+                drop(bytes);
+                seen.insert(key.name().to_owned());
+                done.push(key.name().to_owned());
+                f(key.name(), records);
+            }
+            if vanished == 0 {
+                break;
+            }
+            tracing::info!(
+                "{vanished} index segments were replaced while being read; reading the new ones"
+            );
         }
-        Ok(names.iter().map(|k| k.name().to_owned()).collect())
+        Ok(done)
     }
 
     /// Writes one index segment; returns its name and size.

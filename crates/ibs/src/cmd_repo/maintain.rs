@@ -52,7 +52,8 @@ pub(super) struct PruneHours {
     pub delete_delay: u64,
 }
 
-/// `ibs repo prune`: deletes and repacks what no backup references, checked against the ledger.
+/// `ibs repo prune`: deletes and repacks what no backup references, checked against the ledger;
+/// beside running backups in two phases (mark now, sweep once they finished: ADR 0039).
 pub(super) async fn prune(
     ctx: &Ctx,
     loc: Location,
@@ -95,10 +96,24 @@ pub(super) async fn prune(
         }
         if !plan.young_packs.is_empty() || !plan.young_keys.is_empty() {
             outln!(
-                "kept {} packs and {} data-key envelopes younger than the grace period ({grace_hours} h)",
+                "kept {} packs and {} data-key envelopes younger than the grace period ({grace_hours} h) or not marked by a prune plan",
                 plan.young_packs.len(),
                 plan.young_keys.len()
             );
+        }
+        if !plan.swept_plans.is_empty() {
+            outln!("{p}sweep prune plan {}", plan.swept_plans.join(", "));
+        }
+        if let Some(pending) = &plan.pending_plan {
+            outln!(
+                "{}marked {} packs and {} data-key envelopes (prune plan {pending}); sweep at the next prune after the running backups finish:",
+                if dry_run { "would have " } else { "" },
+                plan.marked_packs,
+                plan.marked_keys
+            );
+            for w in &plan.waiting_for {
+                outln!("  {w}");
+            }
         }
         if let Some(b) = &plan.grace_batch {
             outln!(

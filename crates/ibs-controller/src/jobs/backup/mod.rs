@@ -126,6 +126,7 @@ async fn execute(
         server_versions: staged.server_versions,
         // One backup, one id: the manifest is committed under the job's id.
         backup_id: Some(job.id.clone()),
+        ..Default::default()
     };
     let result = match stopped() {
         // Dropping the staged sources kills the exports they started.
