@@ -268,6 +268,7 @@ async fn run(
     let mut marks = repo.read_marks(plans, &state.keys.metadata).await?;
     if extras.unsafe_ignore_prune_plans {
         marks.packs.clear();
+        marks.segments.clear();
     }
     if !marks.packs.is_empty() {
         tracing::info!(
@@ -307,7 +308,9 @@ async fn run(
     let status = crate::status::roll_up(summaries.iter().map(|s| s.status));
     // The reference segments go to storage before the manifest that lists them; a no-change
     // backup finds every one there and stores none.
-    let (segments, refs_written) = repo.put_refs(&source_refs, &state.keys.metadata).await?;
+    let (segments, refs_written) = repo
+        .put_refs(&source_refs, &state.keys.metadata, &marks.segments)
+        .await?;
     // Stored: the sorted lists (32 bytes per reference) are not held while the manifest is stored.
     drop(source_refs);
     tracing::debug!(

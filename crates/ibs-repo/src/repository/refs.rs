@@ -36,6 +36,33 @@ pub struct RefsWritten {
     pub bytes: u64,
 }
 
+/// Appends `part` with its id to `out`, or, when a prune plan marks that id, its halves (and so on
+/// down): no piece pushed is in `marked`. A single reference whose segment is marked cannot be cut
+/// further; that needs a segment this backup does not write, so it is refused (the backup can run
+/// again once the plan is swept).
+fn cut_unmarked<'a>(
+    part: &'a [ChunkId],
+    key: &SymKey,
+    marked: &HashSet<SegmentId>,
+    out: &mut Vec<(&'a [ChunkId], SegmentId)>,
+) -> Result<()> {
+    let id = refseg::id_of(part, key);
+    if !marked.contains(&id) {
+        out.push((part, id));
+        return Ok(());
+    }
+    if part.len() < 2 {
+        return Err(RepoError::corrupt(
+            layout::refs_segment(&id).to_string(),
+            "a prune plan marks this one-reference segment, which this backup needs; run the \
+             backup again after the next prune",
+        ));
+    }
+    let (a, b) = part.split_at(part.len() / 2);
+    cut_unmarked(a, key, marked, out)?;
+    cut_unmarked(b, key, marked, out)
+}
+
 impl Repository {
     /// Every reference segment on storage.
     pub async fn list_ref_segments(&self) -> Result<HashSet<SegmentId>> {
@@ -51,10 +78,17 @@ impl Repository {
     /// Cuts each source's sorted, distinct references into segments and stores those that storage
     /// does not hold yet. Returns each source's segment list (for
     /// [`Manifest::seal_with_segments`]) and what was written.
+    ///
+    /// `marked` are the segments the prune plans this backup honours mark (§19): a sweep may
+    /// retire them before this backup commits, so none is listed. A run that would be one is cut
+    /// again, in halves until no piece is marked (readers take any cut; only the name must match
+    /// the content), and the pieces are stored under their own names, as a backup stores a marked
+    /// pack's chunks again.
     pub async fn put_refs(
         &self,
         sources: &[(String, Vec<ChunkId>)],
         metadata_key: &SymKey,
+        marked: &HashSet<SegmentId>,
     ) -> Result<(Vec<SourceSegments>, RefsWritten)> {
         let present = self.list_ref_segments().await?;
         let mut out = Vec::with_capacity(sources.len());
@@ -62,10 +96,12 @@ impl Repository {
         let mut planned: HashSet<SegmentId> = HashSet::new();
         let mut written = RefsWritten::default();
         for (name, chunks) in sources {
-            let parts = refseg::split(chunks);
+            let mut parts = Vec::new();
+            for part in refseg::split(chunks) {
+                cut_unmarked(part, metadata_key, marked, &mut parts)?;
+            }
             let mut segments = Vec::with_capacity(parts.len());
-            for part in parts {
-                let id = refseg::id_of(part, metadata_key);
+            for (part, id) in parts {
                 if !present.contains(&id) && planned.insert(id) {
                     todo.push(part);
                 }
