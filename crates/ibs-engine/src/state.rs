@@ -169,9 +169,11 @@ pub fn deployment_id(state_root: &Path) -> Result<String, EngineError> {
     }
 }
 
-/// Writes `bytes` to `path` atomically (a 0600 temporary renamed over it).
+/// Writes `bytes` to `path` atomically (a 0600 temporary renamed over it). The temporary's name
+/// is unique, so two processes sharing a writer state (a backup and a prune on one host) that
+/// write one file at once each rename a whole file of their own: the last rename wins.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(format!("tmp.{}", ibs_repo::ids::KeyId::random().to_hex()));
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -183,7 +185,10 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
         file.sync_all()?;
         std::fs::rename(&tmp, path)
     };
-    write().map_err(state_io(path))
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        state_io(path)(e)
+    })
 }
 
 impl WriterState {
