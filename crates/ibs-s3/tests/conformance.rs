@@ -129,7 +129,10 @@ async fn write_once_keys_read_their_first_version_after_an_overwrite() {
     // A delete removes every version.
     s.delete(&pack).await.unwrap();
     assert_eq!(s.get(&pack).await.unwrap_err().kind, ErrorKind::NotFound);
-    assert_eq!(s.history(&pack).await.unwrap_err().kind, ErrorKind::NotFound);
+    assert_eq!(
+        s.history(&pack).await.unwrap_err().kind,
+        ErrorKind::NotFound
+    );
     assert!(s.rewritten("packs/").await.unwrap().is_empty());
 }
 
