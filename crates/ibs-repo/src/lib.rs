@@ -27,4 +27,4 @@ mod repository;
 pub mod tree;
 
 pub use error::{MissingKey, RepoError, Result};
-pub use repository::{InitKeys, PendingInit, RefsWritten, Repository};
+pub use repository::{span_ok, InitKeys, PendingInit, RefsWritten, Repository};

@@ -62,8 +62,9 @@ pub struct S3Config {
 pub const DEFAULT_REGION: &str = "us-east-1";
 
 impl S3Config {
-    /// A configuration with the default region, path-style addressing and a 16 MiB multipart
-    /// threshold and part size.
+    /// A configuration with the default region, path-style addressing, a 64 MiB multipart
+    /// threshold (above a pack: 16 MiB plus its last chunk of up to 16 MiB, so a pack is one
+    /// `PutObject`) and 16 MiB parts.
     pub fn new(
         endpoint: impl Into<String>,
         bucket: impl Into<String>,
@@ -75,7 +76,7 @@ impl S3Config {
             bucket: bucket.into(),
             prefix: prefix.into(),
             addressing: Addressing::Path,
-            multipart_threshold: 16 << 20,
+            multipart_threshold: 64 << 20,
             part_size: 16 << 20,
             part_concurrency: 4,
             write_once: Vec::new(),

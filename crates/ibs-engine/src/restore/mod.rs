@@ -38,7 +38,7 @@ mod write;
 
 pub use conflicts::conflicts;
 
-use crate::chunkread::{read_chunks, KeyCache};
+use crate::chunkread::{read_chunks, KeyCache, ReadBudget};
 use crate::folders::Folders;
 use crate::progress::Progress;
 use crate::target::{apply_metadata, Metadata, TargetDir};
@@ -59,7 +59,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use write::{create_temp, pieces, restore_file, restore_piece, restore_symlink};
+use write::{create_temp, pieces, restore_batch, restore_file, restore_piece, restore_symlink};
 
 pub struct RestoreOptions {
     pub backup_id: String,
@@ -135,6 +135,19 @@ const SPLIT_MIN: u64 = 16 << 20;
 /// A piece covers whole chunks and at least this many bytes (the last one may be shorter).
 const PIECE: u64 = 8 << 20;
 
+/// On storage read through the runtime (a share, an object store), files up to this size are
+/// restored in batches: one worker fetches a batch's chunks with as few range reads as the packs
+/// allow ([`crate::chunkread::prefetch`]), then writes its files one by one. One request per small
+/// file would otherwise bound the restore by round trips (5,029 GETs for the 1 GiB bench tree).
+const BATCH_FILE_MAX: u64 = 1 << 20;
+/// A batch is sent once its files hold this many bytes ...
+const BATCH_BYTES: u64 = 4 << 20;
+/// ... or this many files.
+const BATCH_FILES: usize = 512;
+/// Sealed bytes a restore from such storage holds in flight across all its workers
+/// ([`ReadBudget`]).
+const READ_BUDGET: u32 = 64 << 20;
+
 /// Where a file goes: its folder's handle and its name in it.
 struct Dest {
     dir: Arc<TargetDir>,
@@ -148,6 +161,8 @@ struct Dest {
 enum Job {
     /// A whole file, restored by one worker.
     File { entry: TreeEntry, dest: Dest },
+    /// Small files restored by one worker after one prefetch of their chunks.
+    Batch(Vec<(TreeEntry, Dest)>),
     /// A range of a large file's chunks and the offset of its first byte; the worker that ends the
     /// last piece puts the file in place.
     Piece {
@@ -182,6 +197,10 @@ struct Shared {
     bytes: AtomicU64,
     seq: AtomicU64,
     cancel: Option<crate::CancelToken>,
+    /// Bounds the sealed bytes in flight on storage read through the runtime; `None` on a local
+    /// folder (read on the workers' threads, one chunk at a time). Its presence also turns on
+    /// batches of small files.
+    budget: Option<ReadBudget>,
 }
 
 impl Shared {
@@ -286,6 +305,7 @@ pub async fn restore(
         bytes: AtomicU64::new(0),
         seq: AtomicU64::new(0),
         cancel: opts.cancel.clone(),
+        budget: (!repo.storage().capabilities().local).then(|| ReadBudget::new(READ_BUDGET)),
     });
     let threads = if opts.threads == 0 {
         default_threads(
@@ -352,6 +372,7 @@ fn restore_source(
     report: &mut RestoreReport,
 ) -> Result<(), EngineError> {
     let (tx, rx) = crossbeam_channel::bounded::<Job>(threads * 4);
+    let mut tx = Queue::new(tx, sh.budget.is_some());
     let workers: Vec<_> = (0..threads)
         .map(|_| {
             let (rx, sh) = (rx.clone(), sh.clone());
@@ -362,10 +383,11 @@ fn restore_source(
                         // Cancelled: the rest of the queue is drained without writing.
                         Job::File { .. } if sh.cancelled() => {}
                         Job::File { entry, dest } => {
-                            if let Err(e) = restore_file(&sh, &entry, &dest, &mut opener) {
+                            if let Err(e) = restore_file(&sh, &entry, &dest, &mut opener, None) {
                                 sh.error(&dest.path, e);
                             }
                         }
+                        Job::Batch(files) => restore_batch(&sh, files, &mut opener),
                         Job::Piece {
                             file,
                             chunks,
@@ -409,18 +431,22 @@ fn restore_source(
                     continue;
                 };
                 let entry = TreeEntry::parse_line_in(line, format).map_err(|e| e.to_string())?;
-                dispatch(sh, entry, &mut seen, &tx, report)?;
+                dispatch(sh, entry, &mut seen, &mut tx, report)?;
             }
             pending.drain(..start);
             Ok(())
         },
     );
+    // Files batched but not yet sent go now (also after a failed walk: what was dispatched is
+    // restored, as without batches).
+    let flushed = tx.flush();
     drop(tx);
     for w in workers {
         let _ = w.join();
     }
     crate::cancel::check(sh.cancel.as_ref())?;
-    walk.map_err(|detail| RestoreError::TreeUnreadable { detail })?;
+    walk.and(flushed)
+        .map_err(|detail| RestoreError::TreeUnreadable { detail })?;
     if !pending.is_empty() {
         return Err(RestoreError::TreeTruncated.into());
     }
@@ -511,7 +537,7 @@ fn dispatch(
     sh: &Shared,
     entry: TreeEntry,
     seen: &mut Seen,
-    tx: &crossbeam_channel::Sender<Job>,
+    tx: &mut Queue,
     report: &mut RestoreReport,
 ) -> Result<(), String> {
     let comps = safe_components(&entry.path)?;
@@ -605,6 +631,58 @@ fn dispatch(
         }
     }
     Ok(())
+}
+
+/// The restore's workers are gone (they stop only once the queue is dropped, or by panicking).
+struct WorkersStopped;
+
+/// The walking thread's side of the workers' queue: on storage read through the runtime, small
+/// whole files are gathered into [`Job::Batch`]es; everything else is sent as it comes.
+struct Queue {
+    tx: crossbeam_channel::Sender<Job>,
+    batching: bool,
+    batch: Vec<(TreeEntry, Dest)>,
+    batch_bytes: u64,
+}
+
+impl Queue {
+    fn new(tx: crossbeam_channel::Sender<Job>, batching: bool) -> Self {
+        Queue {
+            tx,
+            batching,
+            batch: Vec::new(),
+            batch_bytes: 0,
+        }
+    }
+
+    /// Queues `job`; `Err` once the workers are gone.
+    fn send(&mut self, job: Job) -> Result<(), WorkersStopped> {
+        match job {
+            Job::File { entry, dest } if self.batching && entry.size <= BATCH_FILE_MAX => {
+                self.batch_bytes += entry.size;
+                self.batch.push((entry, dest));
+                if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_FILES {
+                    self.send_batch()?;
+                }
+                Ok(())
+            }
+            job => self.tx.send(job).map_err(|_| WorkersStopped),
+        }
+    }
+
+    fn send_batch(&mut self) -> Result<(), WorkersStopped> {
+        self.batch_bytes = 0;
+        match std::mem::take(&mut self.batch) {
+            b if b.is_empty() => Ok(()),
+            b => self.tx.send(Job::Batch(b)).map_err(|_| WorkersStopped),
+        }
+    }
+
+    /// Sends the batch being gathered.
+    fn flush(&mut self) -> Result<(), String> {
+        self.send_batch()
+            .map_err(|_| "restore workers stopped".to_string())
+    }
 }
 
 #[cfg(test)]

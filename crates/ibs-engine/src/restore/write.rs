@@ -4,6 +4,7 @@
 //! [`super`]).
 
 use super::*;
+use crate::chunkread::{prefetch, read_chunks_via, Prefetched, ReadVia};
 
 /// How to restore `e` in pieces (chunk ranges and the offset each starts at), or `None` to restore
 /// it whole: it is small, has a delta chunk (whose length is known only once its base is read), or
@@ -45,20 +46,29 @@ pub(super) fn create_temp(
 }
 
 /// Writes `chunks` (decrypted and verified) into `file` from `offset` on; returns the end offset.
+/// Chunks in `prefetched` are taken from it; others are read under the restore's read budget.
 pub(super) fn write_chunks(
     sh: &Shared,
     file: &std::fs::File,
     chunks: &[ChunkId],
     mut offset: u64,
     opener: &mut ChunkOpener,
+    prefetched: Option<&Prefetched>,
 ) -> Result<u64, String> {
-    read_chunks(
+    // A batch's worker holds budget for its prefetched chunks: what it reads beyond them is not
+    // counted, so it never waits for budget while holding some.
+    let via = ReadVia {
+        prefetched,
+        budget: sh.budget.as_ref().filter(|_| prefetched.is_none()),
+    };
+    read_chunks_via(
         &sh.rt,
         &sh.repo,
         &sh.keys,
         &sh.index,
         chunks,
         opener,
+        via,
         |data| {
             crate::fileio::write_sparse(file, offset, data)
                 .map_err(|err| format!("write: {err}"))?;
@@ -83,7 +93,7 @@ pub(super) fn restore_piece(
         lock().get_or_insert_with(|| "cancelled".into());
     }
     if lock().is_none() {
-        if let Err(e) = write_chunks(sh, &f.file, &f.entry.chunks[chunks], offset, opener) {
+        if let Err(e) = write_chunks(sh, &f.file, &f.entry.chunks[chunks], offset, opener, None) {
             lock().get_or_insert(e);
         }
     }
@@ -121,14 +131,38 @@ pub(super) fn put_in_place(
     Ok(())
 }
 
+/// Restores a batch of small files: their chunks are fetched first with as few range reads as
+/// their packs allow, then each file is written as [`restore_file`] does (a chunk the prefetch
+/// could not get is read again alone, so its file reports what is wrong with it). A cancel stops
+/// the batch at its next file.
+pub(super) fn restore_batch(sh: &Shared, files: Vec<(TreeEntry, Dest)>, opener: &mut ChunkOpener) {
+    if sh.cancelled() {
+        return;
+    }
+    let ids: Vec<ChunkId> = files
+        .iter()
+        .flat_map(|(e, _)| e.chunks.iter().copied())
+        .collect();
+    let pre = prefetch(&sh.rt, &sh.repo, &sh.index, &ids, sh.budget.as_ref());
+    for (entry, dest) in &files {
+        if sh.cancelled() {
+            return;
+        }
+        if let Err(e) = restore_file(sh, entry, dest, opener, Some(&pre)) {
+            sh.error(&dest.path, e);
+        }
+    }
+}
+
 pub(super) fn restore_file(
     sh: &Shared,
     e: &TreeEntry,
     dest: &Dest,
     opener: &mut ChunkOpener,
+    prefetched: Option<&Prefetched>,
 ) -> Result<(), String> {
     let (tmp, file) = create_temp(sh, &dest.dir)?;
-    let result = write_chunks(sh, &file, &e.chunks, 0, opener).and_then(|end| {
+    let result = write_chunks(sh, &file, &e.chunks, 0, opener, prefetched).and_then(|end| {
         if end != e.size {
             return Err(format!(
                 "restored {end} bytes but the backup recorded {}",

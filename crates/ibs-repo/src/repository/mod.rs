@@ -3,18 +3,19 @@
 
 mod init;
 mod refs;
+mod sealed;
 
 pub use init::PendingInit;
 pub use refs::RefsWritten;
+pub use sealed::span_ok;
 
-use crate::chunk::MAX_CHUNK;
 use crate::clock::Clock;
 use crate::config::{Encryption, RepoConfig};
 use crate::crypto::SymKey;
 use crate::damaged::DamageMarker;
 use crate::error::{MissingKey, RepoError, Result};
 use crate::ids::{KeyId, PackId, RepoId};
-use crate::index::{decode_segment, encode_segment, ChunkLocation, Index, PackRecord};
+use crate::index::{decode_segment, encode_segment, Index, PackRecord};
 use crate::keyring::{decode_data_key, encode_data_key, RepoKeys, Unlock};
 use crate::layout;
 use crate::lock::{FenceSlot, FencedStorage, LockGuard, LockKind};
@@ -511,34 +512,6 @@ impl Repository {
         Ok(self.storage.put(&layout::pack(id), bytes).await?)
     }
 
-    /// Fetches one sealed chunk by its location.
-    pub async fn read_sealed(&self, loc: &ChunkLocation) -> Result<Bytes> {
-        check_location(loc)?;
-        let got = self
-            .storage
-            .get_range(
-                &layout::pack(&loc.pack),
-                loc.offset as u64,
-                loc.length as u64,
-            )
-            .await;
-        sealed_result(loc, got)
-    }
-
-    /// [`Repository::read_sealed`] on the calling thread, when the storage can read without the
-    /// async runtime (`Storage::get_range_blocking`); otherwise `None`.
-    pub fn read_sealed_blocking(&self, loc: &ChunkLocation) -> Option<Result<Bytes>> {
-        if let Err(e) = check_location(loc) {
-            return Some(Err(e));
-        }
-        let got = self.storage.get_range_blocking(
-            &layout::pack(&loc.pack),
-            loc.offset as u64,
-            loc.length as u64,
-        )?;
-        Some(sealed_result(loc, got))
-    }
-
     // ---- damage markers ----
 
     /// The packs that carry a damage marker (names only; no marker body is read).
@@ -649,25 +622,4 @@ impl Repository {
             .await?;
         Ok(len)
     }
-}
-
-fn check_location(loc: &ChunkLocation) -> Result<()> {
-    if loc.raw_length > MAX_CHUNK {
-        return Err(RepoError::corrupt(
-            format!("pack {}", loc.pack),
-            "chunk length out of range",
-        ));
-    }
-    Ok(())
-}
-
-/// A read of a chunk's bytes: a range past the pack's end or a missing pack is corruption.
-fn sealed_result(loc: &ChunkLocation, got: ibs_storage::Result<Bytes>) -> Result<Bytes> {
-    got.map_err(|e| {
-        if e.kind == ibs_storage::ErrorKind::Invalid || e.is_not_found() {
-            RepoError::corrupt(format!("pack {}", loc.pack), e.to_string())
-        } else {
-            e.into()
-        }
-    })
 }
