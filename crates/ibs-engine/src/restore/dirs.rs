@@ -13,8 +13,9 @@
 //!   made after every file, so the folder keeps a compact record ([`DirMeta`]) until then, and
 //!   so does each folder above it.
 //!
-//! What is held is therefore bounded by the depth of the tree, the file jobs in flight and the
-//! deferred folders, not by the number of folders: a folder applied early is forgotten.
+//! What is held is therefore bounded by the depth of the tree, the file jobs in flight (twice that
+//! between two scans for ready folders) and the deferred folders, not by the number of folders: a
+//! folder applied early is forgotten.
 
 use crate::target::Metadata;
 use ibs_repo::tree::{TreeEntry, Xattr};
@@ -99,7 +100,16 @@ pub(super) struct Dirs {
     waiting: Vec<Closed>,
     /// In the order the walk left them; applied by the caller after the deferred entries are made.
     deferred: Vec<(PathBuf, DirMeta)>,
+    /// `waiting` is scanned for ready folders once it holds this many: twice what the last scan
+    /// left, at least `scan_min`. Each scan is paid for by as many closes as it looks at, however
+    /// many file jobs are in flight (a restore from remote storage sends batches of up to 512
+    /// files), and `waiting` stays within twice the folders really waiting plus `scan_min`.
+    scan_at: usize,
+    scan_min: usize,
 }
+
+/// See [`Dirs::scan_at`].
+const SCAN_MIN: usize = 32;
 
 impl Dirs {
     pub fn new() -> Dirs {
@@ -113,6 +123,8 @@ impl Dirs {
             }],
             waiting: Vec::new(),
             deferred: Vec::new(),
+            scan_at: SCAN_MIN,
+            scan_min: SCAN_MIN,
         }
     }
 
@@ -201,7 +213,10 @@ impl Dirs {
             token: o.token,
             parent: o.parent,
         });
-        self.apply_ready(apply);
+        if self.waiting.len() >= self.scan_at {
+            self.apply_ready(apply);
+            self.scan_at = (2 * self.waiting.len()).max(self.scan_min);
+        }
     }
 
     /// Applies every waiting folder nothing holds any more; one pass, as a child waits before its
@@ -239,9 +254,11 @@ mod tests {
 
     /// Walks `entries` (folder paths in tree order) as the restore does, returning the order of
     /// applications.
+    /// Scanning from the first close on.
     fn dirs() -> Dirs {
         let mut d = Dirs::new();
         d.root(meta(0o755));
+        (d.scan_at, d.scan_min) = (1, 1);
         d
     }
 
@@ -285,6 +302,16 @@ mod tests {
         assert_eq!(applied[0], "h00/d00");
         assert_eq!(applied[50], "h00");
         assert_eq!(applied.last().unwrap(), "");
+
+        // As the restore runs it, scanning for ready folders now and then.
+        let mut d = Dirs::new();
+        let mut max = 0;
+        for a in 0..1000 {
+            walk(&mut d, &[&format!("h{a:03}")], &mut applied);
+            let (o, w, def) = d.held();
+            max = max.max(o + w + def);
+        }
+        assert!(max <= SCAN_MIN + 2, "held up to {max} folders");
     }
 
     #[test]
@@ -297,10 +324,13 @@ mod tests {
         // a/b waits for its file, a for a/b.
         assert!(applied.is_empty());
         drop(job);
+        // The next scan (the waiting list doubled since the last: a/b, a, c, e) applies them.
         walk(&mut d, &["e"], &mut applied);
-        assert_eq!(applied, ["a/b", "a", "c"]);
+        assert!(applied.is_empty());
+        walk(&mut d, &["f"], &mut applied);
+        assert_eq!(applied, ["a/b", "a", "c", "e"]);
         d.finish(&mut |p, _| applied.push(p.display().to_string()));
-        assert_eq!(applied, ["a/b", "a", "c", "e", ""]);
+        assert_eq!(applied, ["a/b", "a", "c", "e", "f", ""]);
     }
 
     #[test]
