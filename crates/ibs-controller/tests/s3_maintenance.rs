@@ -13,174 +13,14 @@
 //! manual clock follows the real one, except that the first backup is recorded days back so that
 //! retention removes it.
 
-use base64::Engine as _;
-use ibs_controller::alerts::{Alert, AlertKind};
-use ibs_controller::model::{Job, JobStatus};
-use ibs_controller::paging::PageRequest;
+mod s3_support;
+
+use ibs_controller::model::Job;
 use ibs_controller::settings::{LocationUpdate, MAINTENANCE_WARNING};
-use ibs_controller::storage::LocationOpener;
-use ibs_controller::testing::{self, files, TestController};
-use ibs_controller::RestoreRequest;
-use ibs_testing::rgw::{self, aws_sdk_s3, Gateway};
+use ibs_testing::rgw::{self, aws_sdk_s3};
 use ibs_types::SecretText;
-use std::path::Path;
-use std::sync::Arc;
+use s3_support::*;
 use std::time::Duration;
-
-const DAY: i64 = 86_400;
-
-fn real_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-/// One object version: key, version id, delete marker.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Version {
-    key: String,
-    id: String,
-    marker: bool,
-}
-
-/// Every version and delete marker in the bucket, as the bucket owner sees them.
-async fn versions(gw: &Gateway, bucket: &str) -> Vec<Version> {
-    let out = rgw::client(gw, &gw.maintenance)
-        .list_object_versions()
-        .bucket(bucket)
-        .send()
-        .await
-        .expect("list versions");
-    assert_ne!(out.is_truncated(), Some(true), "test buckets are small");
-    let mut v: Vec<Version> = out
-        .versions()
-        .iter()
-        .map(|v| Version {
-            key: v.key().unwrap().to_owned(),
-            id: v.version_id().unwrap().to_owned(),
-            marker: false,
-        })
-        .chain(out.delete_markers().iter().map(|m| Version {
-            key: m.key().unwrap().to_owned(),
-            id: m.version_id().unwrap().to_owned(),
-            marker: true,
-        }))
-        .collect();
-    v.sort();
-    v
-}
-
-/// What ibs keeps in the bucket: not repository locks, not accessibility probes.
-fn repository_objects(v: &[Version]) -> Vec<Version> {
-    v.iter()
-        .filter(|v| !v.key.contains("/locks/") && !v.key.contains("ibs-probe-"))
-        .cloned()
-        .collect()
-}
-
-fn write_data(dir: &Path, seed: u8) {
-    std::fs::write(dir.join("a.txt"), [seed; 1000]).unwrap();
-    std::fs::write(
-        dir.join("b.bin"),
-        (0..400_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ seed)
-            .collect::<Vec<u8>>(),
-    )
-    .unwrap();
-}
-
-async fn controller(
-    gw: &Gateway,
-    loc: &str,
-    src: &Path,
-    now: i64,
-    retention_days: i64,
-) -> TestController {
-    let t = testing::controller_opening(
-        now,
-        vec![files("data", &[src])],
-        Arc::new(LocationOpener::default()),
-    );
-    t.ctl
-        .update_location(
-            LocationUpdate {
-                path: Some(loc.to_owned()),
-                username: Some(gw.writer.access_key.clone()),
-                password: Some(SecretText::from(gw.writer.secret_key.as_str())),
-                certificate: Some(
-                    base64::engine::general_purpose::STANDARD
-                        .encode(testing::identity().certificate().der()),
-                ),
-                retention_days: Some(retention_days),
-                verify_sample_percent: Some(100),
-                ..Default::default()
-            },
-            "test",
-        )
-        .await
-        .expect("configure the S3 location with the writer key");
-    t
-}
-
-async fn backup(t: &TestController) -> Job {
-    let (j, h) = t.ctl.start_backup().expect("start backup");
-    h.await.unwrap();
-    let j = t.ctl.job(&j.id).unwrap();
-    assert_eq!(j.status, JobStatus::Succeeded, "{j:?}");
-    j
-}
-
-async fn verify(t: &TestController) -> Job {
-    let (j, h) = t.ctl.start_verification().expect("start verification");
-    h.await.unwrap();
-    let j = t.ctl.job(&j.id).unwrap();
-    assert_eq!(j.status, JobStatus::Succeeded, "{j:?}");
-    j
-}
-
-/// Runs the retention cleanup now; returns the operation's detail.
-async fn retention(t: &TestController) -> String {
-    t.ctl.start_retention().unwrap().await.unwrap();
-    let ops = t
-        .ctl
-        .operations_page(Default::default(), &PageRequest::first(50))
-        .unwrap();
-    let op = ops
-        .items
-        .iter()
-        .find(|o| o.kind == ibs_types::OperationKind::RetentionCleanup)
-        .expect("the cleanup is recorded");
-    assert_eq!(op.status, JobStatus::Succeeded, "{op:?}");
-    op.detail.clone().unwrap_or_default()
-}
-
-fn tamper_alert(t: &TestController) -> Option<Alert> {
-    t.ctl
-        .alerts()
-        .list(true)
-        .unwrap()
-        .into_iter()
-        .find(|a| a.kind == AlertKind::RepositoryTampered.as_str())
-}
-
-async fn restores_exactly(t: &TestController, backup: &Job, want: &ibs_testing::Snapshot) {
-    let out = tempfile::tempdir().unwrap();
-    let req = RestoreRequest {
-        component: Some("data".into()),
-        target: out.path().join("r"),
-        force: false,
-        pfx: testing::identity().to_pfx("pw").unwrap(),
-        pfx_password: "pw".into(),
-        more_keys: Vec::new(),
-        allow_newer: false,
-    };
-    let (r, h) = t.ctl.start_restore(&backup.id, req, "test").await.unwrap();
-    h.await.unwrap();
-    let r = t.ctl.job(&r.id).unwrap();
-    assert_eq!(r.status, JobStatus::Succeeded, "{r:?}");
-    ibs_testing::assert_restored(want, &out.path().join("r"), &backup.id);
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_deletes_with_the_maintenance_key_and_nothing_with_the_writer_key() {
@@ -392,7 +232,6 @@ async fn tampering_with_the_writer_key_raises_an_alert_and_every_backup_still_re
         "reads take the versions ibs wrote: {v:?}"
     );
     let alert = tamper_alert(&t).expect("the tamper alert is open");
-    let rel = |k: &str| k.trim_start_matches("r/MASBackup/").to_owned();
     for k in [&pack.key, &index.key] {
         assert!(alert.details.contains(&rel(k)), "{k} not named: {alert:?}");
     }

@@ -17,6 +17,7 @@ mod error;
 pub mod exclude;
 pub mod fileio;
 pub mod folders;
+pub mod history;
 pub mod keyops;
 pub mod keysel;
 pub mod ledger;

@@ -113,19 +113,33 @@ async fn exclusive<T>(
     guard.finish(result).await
 }
 
+/// What [`forget_backups`] did with each backup it was asked to forget that the listing showed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Forgotten {
+    /// Backup ids whose manifest is gone.
+    pub deleted: Vec<String>,
+    /// Backup ids whose manifest is still under an object lock: kept until a later forget.
+    pub locked: Vec<String>,
+    /// Backup ids whose manifest's delete the storage refused for lack of permission: kept.
+    pub refused: Vec<String>,
+}
+
 /// Removes the manifests of `ids` (into a grace-area batch: `ibs repo undelete` can bring them
-/// back until a prune purges the batch after the delete delay); returns those the storage refused
-/// to remove (locked, or no delete permission), which stay.
-async fn delete_manifests(repo: &Repository, ids: &[String]) -> Result<Vec<String>, EngineError> {
+/// back until a prune purges the batch after the delete delay); those the storage would not remove
+/// (locked, or no delete permission) stay.
+async fn delete_manifests(repo: &Repository, ids: &[String]) -> Result<Forgotten, EngineError> {
     let retire = crate::trash::Retire::new(repo, crate::trash::DEFAULT_DELETE_DELAY);
-    let mut kept = Vec::new();
+    let mut out = Forgotten::default();
     for id in ids {
         let key = layout::backup(id);
-        if crate::worm::try_remove(repo, &retire, &key).await? != crate::worm::Deleted::Yes {
-            kept.push(id.clone());
-        }
+        let into = match crate::worm::try_remove(repo, &retire, &key).await? {
+            crate::worm::Deleted::Yes => &mut out.deleted,
+            crate::worm::Deleted::Locked => &mut out.locked,
+            crate::worm::Deleted::Refused => &mut out.refused,
+        };
+        into.push(id.clone());
     }
-    Ok(kept)
+    Ok(out)
 }
 
 /// Forgets the backups older than `keep_days` by their catalogs. With `writer`, catalogs are
@@ -151,7 +165,8 @@ pub async fn forget(
             if let Some(w) = writer {
                 Ledger::of(w).record_forgotten(&plan.remove)?;
             }
-            plan.locked = delete_manifests(repo, &plan.remove).await?;
+            let f = delete_manifests(repo, &plan.remove).await?;
+            plan.locked = f.locked.into_iter().chain(f.refused).collect();
         }
         Ok(plan)
     };
@@ -179,12 +194,12 @@ async fn read_catalog(
 }
 
 /// Forgets exactly the backups `ids` that the listing shows (the caller decided by its own
-/// records). Returns those deleted.
+/// records).
 pub async fn forget_backups(
     repo: &Repository,
     ids: &[String],
     lock_wait: Duration,
-) -> Result<Vec<String>, EngineError> {
+) -> Result<Forgotten, EngineError> {
     exclusive(repo, "forget", lock_wait, async {
         let wanted: HashSet<&String> = ids.iter().collect();
         let present: Vec<String> = repo
@@ -193,11 +208,7 @@ pub async fn forget_backups(
             .into_iter()
             .filter(|id| wanted.contains(id))
             .collect();
-        let kept = delete_manifests(repo, &present).await?;
-        Ok(present
-            .into_iter()
-            .filter(|id| !kept.contains(id))
-            .collect())
+        delete_manifests(repo, &present).await
     })
     .await
 }

@@ -121,7 +121,7 @@ async fn forgotten_backup_of(env: &Env, src: &Path) {
     let gone = forget_backups(&env.repo, std::slice::from_ref(&x), Duration::ZERO)
         .await
         .unwrap();
-    assert_eq!(gone, vec![x]);
+    assert_eq!(gone.deleted, vec![x]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

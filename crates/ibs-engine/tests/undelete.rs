@@ -99,7 +99,8 @@ async fn prune_moves_into_the_grace_area_and_undelete_brings_the_backup_back() {
     assert_eq!(
         forget_backups(&env.repo, std::slice::from_ref(&gone), Duration::ZERO)
             .await
-            .unwrap(),
+            .unwrap()
+            .deleted,
         vec![gone.clone()]
     );
     let clock = Arc::new(ManualClock::new(SystemClock.now_unix()));

@@ -27,18 +27,10 @@ pub use s3::{is_s3, LockOptions, S3Location, S3LocationError, DEFAULT_LOCK_RETEN
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Key prefixes of objects the repository writes exactly once (content-addressed packs, index
-/// and reference segments, manifests, data-key envelopes, and on object-lock storage the config,
-/// which refuses certificate changes there): on an object-lock bucket their reads take the first
-/// version, so an overwrite by a writer key is never read (ADR 0035, ADR 0038).
-pub const WRITE_ONCE: [&str; 6] = [
-    layout::CONFIG,
-    layout::PACKS,
-    layout::INDEX,
-    layout::REFS,
-    layout::BACKUPS,
-    layout::DATA_KEYS,
-];
+/// Key prefixes of objects the repository writes exactly once ([`layout::WRITE_ONCE`]): on an
+/// object-lock bucket their reads take the first version, so an overwrite by a writer key is never
+/// read (ADR 0035, ADR 0038).
+pub const WRITE_ONCE: [&str; 6] = layout::WRITE_ONCE;
 
 /// Names of the controller's accessibility probe objects (written and deleted at once: never
 /// locked).

@@ -25,6 +25,12 @@ pub const TRASH: &str = "trash/";
 /// Prune plans (§19): `plans/<32 hex>`, the objects a prune marked and a later sweep may retire.
 pub const PLANS: &str = "plans/";
 
+/// Key prefixes of the objects the repository writes exactly once (content-addressed packs, index
+/// and reference segments, manifests, data-key envelopes, and on object-lock storage the config,
+/// which refuses certificate changes there). On a versioned store a later version of any of them is
+/// never read and is tamper evidence unless it holds the same content (ADR 0035, ADR 0040).
+pub const WRITE_ONCE: [&str; 6] = [CONFIG, PACKS, INDEX, REFS, BACKUPS, DATA_KEYS];
+
 fn key(s: String) -> ObjectKey {
     // Every name built here is made of hex, digits, letters, '-', '.', '/' only.
     ObjectKey::new(s).expect("layout builds valid object keys")

@@ -8,8 +8,9 @@
 //! backend deletes every version of a key by its version id, which the store refuses while a
 //! version is locked; that refusal is [`ErrorKind::Locked`]. And a `PutObject` on an existing key
 //! only adds a new version on top: for keys under [`crate::S3Config::write_once`] reads take the
-//! key's first (oldest) version, which is the one ibs wrote, and [`S3Storage::rewritten_keys`]
-//! names every key with more than one version or a delete marker.
+//! key's first (oldest) version, which is the one ibs wrote, [`S3Storage::rewritten_keys`]
+//! names every key with versions of different ETags or a delete marker, and
+//! [`S3Storage::key_history`] reads every version of one key.
 
 use crate::error::classify;
 use crate::storage::S3Storage;
@@ -261,6 +262,48 @@ impl S3Storage {
             .await
             .map_err(|e| classify("extend_lock", Some(rel), e))?;
         Ok(())
+    }
+
+    /// Every version of `rel`, oldest first: its bytes, `None` for a delete marker.
+    pub(crate) async fn key_history(&self, rel: &str) -> Result<Vec<Option<bytes::Bytes>>> {
+        let mut versions: Vec<Version> = self
+            .versions("history", rel)
+            .await?
+            .into_iter()
+            .filter(|v| v.key == rel)
+            .collect();
+        if versions.is_empty() {
+            return Err(StorageError::not_found("history", rel));
+        }
+        // S3 lists the versions of a key newest first.
+        versions.reverse();
+        let mut out = Vec::with_capacity(versions.len());
+        for v in versions {
+            if v.marker {
+                out.push(None);
+                continue;
+            }
+            let got = self
+                .client
+                .get_object()
+                .bucket(&self.config.bucket)
+                .key(self.full(rel))
+                .version_id(&v.id)
+                .send()
+                .await
+                .map_err(|e| classify("history", Some(rel), e))?;
+            let body = got.body.collect().await.map_err(|e| {
+                StorageError::new(
+                    ErrorKind::Connectivity,
+                    "history",
+                    Some(rel),
+                    format!("S3 response body of version {} was cut: {e}", v.id),
+                )
+                .transient()
+            })?;
+            out.push(Some(body.into_bytes()));
+        }
+        Ok(out)
     }
 
     /// Keys under `prefix` with versions of different content, or with a delete marker. (Two

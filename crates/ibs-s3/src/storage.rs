@@ -541,6 +541,10 @@ impl Storage for S3Storage {
     async fn rewritten(&self, prefix: &str) -> Result<Vec<ObjectKey>> {
         self.rewritten_keys(prefix).await
     }
+
+    async fn history(&self, key: &ObjectKey) -> Result<Vec<Option<Bytes>>> {
+        self.key_history(key.as_str()).await
+    }
 }
 
 /// `x-amz-copy-source`: `bucket/key`, percent-encoded but for `/` and the unreserved characters.

@@ -110,9 +110,29 @@ async fn write_once_keys_read_their_first_version_after_an_overwrite() {
     assert_eq!(s.stat(&pack).await.unwrap().size, 18);
     assert_eq!(&s.get(&other).await.unwrap()[..], b"config v2");
     assert_eq!(s.rewritten("packs/").await.unwrap(), vec![pack.clone()]);
+    // The history reads every version, oldest first.
+    let history: Vec<Option<Vec<u8>>> = s
+        .history(&pack)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.map(|b| b.to_vec()))
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            Some(b"the pack ibs wrote".to_vec()),
+            Some(b"the pack ibs wrote".to_vec()),
+            Some(b"evil".to_vec())
+        ]
+    );
     // A delete removes every version.
     s.delete(&pack).await.unwrap();
     assert_eq!(s.get(&pack).await.unwrap_err().kind, ErrorKind::NotFound);
+    assert_eq!(
+        s.history(&pack).await.unwrap_err().kind,
+        ErrorKind::NotFound
+    );
     assert!(s.rewritten("packs/").await.unwrap().is_empty());
 }
 

@@ -330,4 +330,8 @@ impl Storage for FaultyStorage {
     async fn rewritten(&self, prefix: &str) -> Result<Vec<ObjectKey>> {
         self.inner.rewritten(prefix).await
     }
+
+    async fn history(&self, key: &ObjectKey) -> Result<Vec<Option<Bytes>>> {
+        self.inner.history(key).await
+    }
 }

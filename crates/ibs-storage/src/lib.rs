@@ -228,6 +228,14 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     async fn rewritten(&self, _prefix: &str) -> Result<Vec<ObjectKey>> {
         Ok(Vec::new())
     }
+
+    /// The history of `key` on a versioned store, oldest first: each version's bytes, `None` for
+    /// a delete marker (what a caller of [`Storage::rewritten`] reads to tell a rewrite from a
+    /// second put of the same content). A key without versions is `NotFound`; backends without
+    /// history are `Unsupported`.
+    async fn history(&self, key: &ObjectKey) -> Result<Vec<Option<Bytes>>> {
+        Err(StorageError::unsupported("history", Some(key.as_str())))
+    }
 }
 
 /// Shared handle used across the engine.

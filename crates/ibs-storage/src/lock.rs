@@ -161,6 +161,10 @@ impl Storage for LockedWrites {
     async fn rewritten(&self, prefix: &str) -> Result<Vec<ObjectKey>> {
         self.inner.rewritten(prefix).await
     }
+
+    async fn history(&self, key: &ObjectKey) -> Result<Vec<Option<Bytes>>> {
+        self.inner.history(key).await
+    }
 }
 
 #[cfg(test)]

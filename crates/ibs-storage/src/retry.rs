@@ -152,4 +152,8 @@ impl Storage for RetryStorage {
     async fn rewritten(&self, prefix: &str) -> Result<Vec<ObjectKey>> {
         self.run("rewritten", || self.inner.rewritten(prefix)).await
     }
+
+    async fn history(&self, key: &ObjectKey) -> Result<Vec<Option<Bytes>>> {
+        self.run("history", || self.inner.history(key)).await
+    }
 }

@@ -200,4 +200,10 @@ impl Storage for TimeoutStorage {
         let f = self.inner.rewritten(prefix);
         self.run("rewritten", None, self.limits.listing, f).await
     }
+
+    async fn history(&self, key: &ObjectKey) -> Result<Vec<Option<Bytes>>> {
+        let f = self.inner.history(key);
+        self.run("history", Some(key.as_str()), self.limits.data, f)
+            .await
+    }
 }

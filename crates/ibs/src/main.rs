@@ -21,6 +21,7 @@ mod errors;
 mod listen;
 mod location;
 mod logging;
+mod malloc;
 mod secrets;
 mod tls;
 
@@ -58,6 +59,7 @@ fn parse() -> cli::Cli {
 }
 
 fn main() {
+    malloc::bound_freed_buffers();
     let cli = parse();
     match &cli.command {
         cli::Command::Serve(a) => logging::init("info", a.log_format),

@@ -131,7 +131,7 @@ async fn run(ctx: &JobContext) -> Result<Cleaned, String> {
         .filter(|j| j.deleted_at.is_some())
         .filter_map(|j| j.backup_id.clone())
         .collect();
-    let deleted = ibs_engine::retention::forget_backups(&repo, &forgotten, ctx.lock_wait)
+    let forgot = ibs_engine::retention::forget_backups(&repo, &forgotten, ctx.lock_wait)
         .await
         .map_err(|e| format!("forget: {e}"))?;
     let expected = expected_backups(&jobs, &repo.config().id);
@@ -151,16 +151,22 @@ async fn run(ctx: &JobContext) -> Result<Cleaned, String> {
     // On object-lock storage (ADR 0035) what is still locked stays until a later cleanup; with an
     // append-only writer key nothing can be deleted here: prune runs with the maintenance key
     // (stored in the controller, or `ibs repo prune` on a trusted host).
+    let refused: Vec<String> = forgot
+        .refused
+        .iter()
+        .map(|id| ibs_repo::layout::backup(id).to_string())
+        .chain(plan.refused.iter().cloned())
+        .collect();
     let mut note = None;
-    if !plan.refused.is_empty() && !maintenance {
+    if !refused.is_empty() && !maintenance {
         tracing::warn!(
             "retention: the storage refused {} deletes: {WRITER_KEY_NOTE}",
-            plan.refused.len()
+            refused.len()
         );
         note = Some(format!(
             "the storage refused {} deletes ({} backup(s) deleted from storage): {WRITER_KEY_NOTE}",
-            plan.refused.len(),
-            deleted.len()
+            refused.len(),
+            forgot.deleted.len()
         ));
     }
     if let Some(p) = &plan.pending_plan {
@@ -179,17 +185,14 @@ async fn run(ctx: &JobContext) -> Result<Cleaned, String> {
     }
     if tamper::applies(repo.storage()) {
         let findings = tamper::Findings {
-            rewritten: tamper::rewritten(repo.storage())
+            rewritten: tamper::rewritten(&repo, &state.keys.metadata)
                 .await
                 .map_err(|e| format!("tamper scan: {e}"))?,
             unlocked: Vec::new(),
+            shortened: Vec::new(),
             // The maintenance credential may delete every version of what prune removes: a
             // refusal means someone weakened it or the bucket (policy, legal hold).
-            refused: if maintenance {
-                plan.refused.clone()
-            } else {
-                Vec::new()
-            },
+            refused: if maintenance { refused } else { Vec::new() },
         };
         tamper::record(ctx, &findings, "retention", false);
     }

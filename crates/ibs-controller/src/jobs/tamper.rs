@@ -3,9 +3,13 @@
 //!
 //! On an object-lock bucket an attacker holding the writer key cannot destroy what ibs wrote, but
 //! every attempt that leaves a trace is evidence worth an alert:
-//! - a write-once object (config, pack, index segment, manifest, data-key envelope) with a later
-//!   version of different content or a delete marker ([`ibs_storage::Storage::rewritten`]);
+//! - a write-once object (config, pack, index or reference segment, manifest, data-key envelope)
+//!   with a later version of different content or a delete marker ([`ibs_engine::history`]: two
+//!   writers storing the same content-addressed object at once is no evidence);
 //! - a pack ibs wrote through the locking decorator that carries no lock at all;
+//! - a pack whose lock ends before the one ibs gave it: ibs locked it at least until its first
+//!   version's write time plus the policy's horizon (extensions only lengthen a lock), so an
+//!   earlier retain-until date means someone with GOVERNANCE bypass rights re-locked it shorter;
 //! - a delete the maintenance credential should have been allowed to make but the storage
 //!   refused (a changed bucket policy, a legal hold, or a weakened maintenance key).
 //!
@@ -16,20 +20,27 @@
 
 use crate::alerts::AlertKind;
 use crate::context::JobContext;
-use ibs_repo::layout;
-use ibs_storage::{DynStorage, ObjectKey, StorageError};
+use ibs_repo::clock::rfc3339;
+use ibs_repo::crypto::SymKey;
+use ibs_repo::Repository;
+use ibs_storage::{DynStorage, LockPolicy, ObjectKey, StorageError};
 
 /// How many object names an alert's details list before "and N more".
 pub const NAMED: usize = 5;
 
-/// The prefixes of the objects ibs writes exactly once (the S3 backend reads their first version).
-pub const WRITE_ONCE: [&str; 5] = [
-    layout::CONFIG,
-    layout::PACKS,
-    layout::INDEX,
-    layout::BACKUPS,
-    layout::DATA_KEYS,
-];
+/// How far a lock may end before the write time plus the horizon without counting as shortened:
+/// the writer set the date by its own clock, the storage stamps the write time by its clock.
+pub const CLOCK_TOLERANCE: i64 = 15 * 60;
+
+/// A pack locked for less time than ibs locked it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shortened {
+    pub key: String,
+    /// Its retain-until date now (Unix seconds).
+    pub until: i64,
+    /// The earliest date ibs locked it until (Unix seconds): its write time plus the horizon.
+    pub expected: i64,
+}
 
 /// What one scan found; empty when nothing points at tampering.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -38,19 +49,36 @@ pub struct Findings {
     pub rewritten: Vec<String>,
     /// Objects ibs wrote locked that carry no lock.
     pub unlocked: Vec<String>,
+    /// Objects whose lock ends before the date ibs locked them until.
+    pub shortened: Vec<Shortened>,
     /// Deletes the maintenance credential should have been allowed that the storage refused.
     pub refused: Vec<String>,
 }
 
 impl Findings {
     pub fn is_empty(&self) -> bool {
-        self.rewritten.is_empty() && self.unlocked.is_empty() && self.refused.is_empty()
+        self.rewritten.is_empty()
+            && self.unlocked.is_empty()
+            && self.shortened.is_empty()
+            && self.refused.is_empty()
     }
 
-    /// The alert's details: per kind of evidence, the count and the first [`NAMED`] objects.
+    /// The alert's details: per kind of evidence, the count and the first [`NAMED`] objects (a
+    /// shortened lock with its date and the date ibs set).
     pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        for (objects, what) in [
+        let shortened: Vec<String> = self
+            .shortened
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} (locked until {}, ibs locked it until at least {})",
+                    s.key,
+                    rfc3339(s.until),
+                    rfc3339(s.expected)
+                )
+            })
+            .collect();
+        [
             (
                 &self.rewritten,
                 "overwritten or hidden by a delete marker after ibs wrote them",
@@ -60,19 +88,19 @@ impl Findings {
                 "carry no object lock although ibs locked them",
             ),
             (
+                &shortened,
+                "carry a lock shorter than ibs set (re-locked by someone with governance bypass rights)",
+            ),
+            (
                 &self.refused,
                 "could not be deleted by the maintenance credential (the storage refused)",
             ),
-        ] {
-            if !objects.is_empty() {
-                parts.push(format!(
-                    "{} object(s) {what}: {}",
-                    objects.len(),
-                    name_some(objects)
-                ));
-            }
-        }
-        parts.join("; ")
+        ]
+        .into_iter()
+        .filter(|(objects, _)| !objects.is_empty())
+        .map(|(objects, what)| format!("{} object(s) {what}: {}", objects.len(), name_some(objects)))
+        .collect::<Vec<_>>()
+        .join("; ")
     }
 }
 
@@ -95,34 +123,54 @@ pub fn applies(storage: &DynStorage) -> bool {
     storage.lock_policy().is_some()
 }
 
-/// Every write-once object overwritten or hidden after ibs wrote it (one version listing per
-/// write-once prefix).
-pub async fn rewritten(storage: &DynStorage) -> Result<Vec<String>, StorageError> {
-    let mut out = Vec::new();
-    for prefix in WRITE_ONCE {
-        for key in storage.rewritten(prefix).await? {
-            out.push(key.as_str().to_owned());
-        }
-    }
-    Ok(out)
+/// Every write-once object (`layout::WRITE_ONCE`) overwritten or hidden after ibs wrote it, less
+/// second puts of the same content (one version listing per prefix; [`ibs_engine::history`]).
+pub async fn rewritten(
+    repo: &Repository,
+    metadata_key: &SymKey,
+) -> Result<Vec<String>, ibs_engine::EngineError> {
+    Ok(ibs_engine::history::rewritten(repo, Some(metadata_key))
+        .await?
+        .into_iter()
+        .map(|k| k.as_str().to_owned())
+        .collect())
 }
 
-/// Those of `keys` that carry no lock (a missing object is not this check's finding: the
-/// verification reports it as damage).
-pub async fn unlocked(
+/// Those of `keys` that carry no lock, and those whose lock ends more than [`CLOCK_TOLERANCE`]
+/// before their write time plus `policy`'s horizon (a missing object is not this check's finding:
+/// the verification reports it as damage).
+pub async fn locks(
     storage: &DynStorage,
+    policy: LockPolicy,
     keys: &[ObjectKey],
-) -> Result<Vec<String>, StorageError> {
-    let mut out = Vec::new();
+) -> Result<(Vec<String>, Vec<Shortened>), StorageError> {
+    let (mut unlocked, mut shortened) = (Vec::new(), Vec::new());
     for key in keys {
-        match storage.lock_until(key).await {
-            Ok(None) => out.push(key.as_str().to_owned()),
-            Ok(Some(_)) => {}
-            Err(e) if e.kind == ibs_storage::ErrorKind::NotFound => {}
+        let until = match storage.lock_until(key).await {
+            Ok(None) => {
+                unlocked.push(key.as_str().to_owned());
+                continue;
+            }
+            Ok(Some(u)) => u,
+            Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e),
+        };
+        let written = match storage.stat(key).await {
+            Ok(info) => info.modified,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        };
+        if let Some(expected) = written.map(|w| policy.retention_from(w).until) {
+            if until < expected.saturating_sub(CLOCK_TOLERANCE) {
+                shortened.push(Shortened {
+                    key: key.as_str().to_owned(),
+                    until,
+                    expected,
+                });
+            }
         }
     }
-    Ok(out)
+    Ok((unlocked, shortened))
 }
 
 /// Raises (or refreshes) the alert when `f` holds evidence; with `close_when_clean`, closes it
@@ -159,6 +207,7 @@ mod tests {
         let f = Findings {
             rewritten: (0..7).map(|i| format!("packs/p{i}")).collect(),
             unlocked: vec![],
+            shortened: vec![],
             refused: vec!["index/s1".into()],
         };
         let d = f.describe();
@@ -172,5 +221,25 @@ mod tests {
         assert!(!d.contains("carry no object lock"), "{d}");
         assert!(Findings::default().is_empty());
         assert!(!f.is_empty());
+    }
+
+    #[test]
+    fn a_shortened_lock_names_the_object_and_both_dates() {
+        let f = Findings {
+            shortened: vec![Shortened {
+                key: "packs/ab/abcd".into(),
+                until: 1_700_000_000,
+                expected: 1_700_086_400,
+            }],
+            refused: vec!["backups/b1".into()],
+            ..Default::default()
+        };
+        let d = f.describe();
+        assert!(!f.is_empty());
+        assert!(
+            d.starts_with("1 object(s) carry a lock shorter than ibs set (re-locked by someone with governance bypass rights): packs/ab/abcd (locked until 2023-11-14T22:13:20Z, ibs locked it until at least 2023-11-15T22:13:20Z); 1 object(s) could not be deleted"),
+            "{d}"
+        );
+        assert!(!d.contains("carry no object lock"), "{d}");
     }
 }

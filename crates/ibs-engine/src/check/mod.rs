@@ -100,7 +100,7 @@ async fn run(repo: &Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport,
     let index = check_index(repo, keys.as_ref(), &refs, &mut r).await?;
     let listed = check_packs_listed(repo, &index, &refs, keys.is_some(), &mut r).await?;
     check_certificates(repo, &mut r).await?;
-    check_rewritten(repo, &refs, &mut r).await?;
+    check_rewritten(repo, keys.as_ref(), &refs, &mut r).await?;
     check_data_key_envelopes(repo, &manifests, &index, &refs, &mut r).await?;
     if let Some(kc) = &key_cache {
         check_trees(kc, &manifests, &mut r).await;
@@ -123,32 +123,25 @@ async fn run(repo: &Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport,
 }
 
 /// On versioned (object-lock) storage: every write-once object that was overwritten or hidden by
-/// a delete marker after ibs wrote it. Reads take the first version, so backups still restore;
-/// the problem names the tampering (ADR 0035).
+/// a delete marker after ibs wrote it (a second put of the same content is none, see
+/// [`crate::history`]). Reads take the first version, so backups still restore; the problem names
+/// the tampering (ADR 0035).
 async fn check_rewritten(
     repo: &Arc<Repository>,
+    keys: Option<&RepoKeys>,
     refs: &BTreeMap<String, Vec<ChunkId>>,
     r: &mut CheckReport,
 ) -> Result<(), EngineError> {
-    for prefix in [
-        layout::CONFIG,
-        layout::PACKS,
-        layout::INDEX,
-        layout::REFS,
-        layout::BACKUPS,
-        layout::DATA_KEYS,
-    ] {
-        for key in repo.storage().rewritten(prefix).await? {
-            let backups = match key.as_str().strip_prefix(layout::BACKUPS) {
-                Some(id) if refs.contains_key(id) => vec![id.to_owned()],
-                _ => Vec::new(),
-            };
-            r.problem(
-                key.as_str(),
-                "overwritten or deleted on storage after ibs wrote it: someone with write access to the bucket tampered with it (reads keep using the version ibs wrote)",
-                backups,
-            );
-        }
+    for key in crate::history::rewritten(repo, keys.map(|k| &k.metadata)).await? {
+        let backups = match key.as_str().strip_prefix(layout::BACKUPS) {
+            Some(id) if refs.contains_key(id) => vec![id.to_owned()],
+            _ => Vec::new(),
+        };
+        r.problem(
+            key.as_str(),
+            "overwritten or deleted on storage after ibs wrote it: someone with write access to the bucket tampered with it (reads keep using the version ibs wrote)",
+            backups,
+        );
     }
     Ok(())
 }

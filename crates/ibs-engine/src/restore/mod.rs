@@ -113,11 +113,10 @@ pub fn safe_components(path: &[u8]) -> Result<Vec<&OsStr>, String> {
 }
 
 /// File workers of a restore without `--threads`: two per core, at least four, on a local folder;
-/// at least sixteen on any other storage. A worker reads a small file's single chunk with one
-/// request and waits for it, so against an object store or a share the round trips, not the CPU,
-/// bound the restore: on loopback Ceph RGW (2 cores, loaded) the 1 GiB bench tree (5,029 GETs)
-/// restored in 50.1 s with 4 workers, 17.3 s with 16 and 12.6 s with 32 (peak RSS 76, 182 and
-/// 237 MiB: each worker keeps up to `FETCH_AHEAD` sealed chunks in flight); `bench/README.md`, "S3".
+/// at least sixteen on any other storage, where a worker spends most of its time waiting for a
+/// range read: with reads coalesced and small files batched (ADR 0041) the 1 GiB bench tree takes
+/// ~600 reads on loopback Ceph RGW, and the workers keep enough of them in flight. Memory does not
+/// grow with the count: the sealed bytes in flight are bounded by [`READ_BUDGET`] in all.
 fn default_threads(local: bool, cores: usize) -> usize {
     let per_core = 4.max(2 * cores);
     if local {
@@ -146,7 +145,7 @@ const BATCH_BYTES: u64 = 4 << 20;
 const BATCH_FILES: usize = 512;
 /// Sealed bytes a restore from such storage holds in flight across all its workers
 /// ([`ReadBudget`]).
-const READ_BUDGET: u32 = 64 << 20;
+const READ_BUDGET: u32 = 32 << 20;
 
 /// Where a file goes: its folder's handle and its name in it.
 struct Dest {

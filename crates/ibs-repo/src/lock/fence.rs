@@ -229,4 +229,8 @@ impl Storage for FencedStorage {
     async fn rewritten(&self, prefix: &str) -> ibs_storage::Result<Vec<ObjectKey>> {
         self.inner.rewritten(prefix).await
     }
+
+    async fn history(&self, key: &ObjectKey) -> ibs_storage::Result<Vec<Option<Bytes>>> {
+        self.inner.history(key).await
+    }
 }

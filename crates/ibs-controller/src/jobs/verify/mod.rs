@@ -18,8 +18,8 @@
 //!   and after every backup while markers exist, so self-healed backups lose the mark and the
 //!   alert closes once nothing is affected.
 //! - Tampering (object-lock storage only, ADR 0040): every write-once object overwritten or hidden
-//!   after ibs wrote it, and every sampled pack without a lock, raise `repository-tampered`
-//!   ([`super::tamper`]); a run that finds none closes it.
+//!   after ibs wrote it, every sampled pack without a lock or with a lock shorter than ibs set,
+//!   raise `repository-tampered` ([`super::tamper`]); a run that finds none closes it.
 
 use crate::context::{Failure, JobContext};
 use crate::db_verify::PackCheck;
@@ -106,12 +106,13 @@ pub fn status(ctx: &JobContext) -> Result<VerificationStatus> {
 async fn scan_tampering(
     ctx: &JobContext,
     repo: &Arc<Repository>,
+    metadata_key: &ibs_repo::crypto::SymKey,
     verdicts: &[ibs_engine::check::PackVerdict],
 ) {
     let storage = repo.storage();
-    if !super::tamper::applies(storage) {
+    let Some(policy) = storage.lock_policy() else {
         return;
-    }
+    };
     let sampled: Vec<ibs_storage::ObjectKey> = verdicts
         .iter()
         .filter(|v| {
@@ -122,9 +123,15 @@ async fn scan_tampering(
         .map(|v| ibs_repo::layout::pack(&v.pack))
         .collect();
     let scan = async {
-        Ok::<_, ibs_storage::StorageError>(super::tamper::Findings {
-            rewritten: super::tamper::rewritten(storage).await?,
-            unlocked: super::tamper::unlocked(storage, &sampled).await?,
+        let (unlocked, shortened) = super::tamper::locks(storage, policy, &sampled)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(super::tamper::Findings {
+            rewritten: super::tamper::rewritten(repo, metadata_key)
+                .await
+                .map_err(|e| e.to_string())?,
+            unlocked,
+            shortened,
             refused: Vec::new(),
         })
     };
@@ -266,7 +273,7 @@ async fn verify_locked(
             .map_err(db)?;
     }
     record_verdicts(repo, &verdicts).await.map_err(engine)?;
-    scan_tampering(ctx, repo, &verdicts).await;
+    scan_tampering(ctx, repo, &keys.metadata, &verdicts).await;
     let corrupted = corruption::refresh(ctx, repo, &keys.metadata)
         .await
         .map_err(engine)?;
