@@ -7,11 +7,14 @@ use fastcdc::v2020::{cut, select_masks, Normalization};
 use ibs_repo::config::ChunkerParams;
 
 pub struct Chunker {
-    /// Working buffer; bytes `start..end` are pending. Allocated (and zeroed) once, then reused for
-    /// every file of a source, so reading costs no allocation, no zero-fill and no page faults.
+    /// Working buffer; bytes `start..end` are pending. Allocated once, then reused for every file
+    /// of a source, so reading costs no allocation and no zero-fill; its pages become resident as
+    /// they are first written (only the first few for a source of small files).
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// Room kept beyond `max` pending bytes: the buffer is `max + room` plus the largest read.
+    room: usize,
     min: u32,
     avg: u32,
     max: u32,
@@ -21,7 +24,19 @@ pub struct Chunker {
 }
 
 impl Chunker {
+    /// A chunker for file data: room for `max` bytes beyond the pending ones, so pending bytes
+    /// are moved to the front at most once per `max` bytes read.
     pub fn new(p: &ChunkerParams) -> Self {
+        Self::with_room(p, p.max_size as usize)
+    }
+
+    /// A chunker for a tree stream, fed a line at a time: a smaller buffer (`max` plus 1 MiB),
+    /// whose pending bytes are moved more often, which costs little at the tree's rate.
+    pub fn for_lines(p: &ChunkerParams) -> Self {
+        Self::with_room(p, 1 << 20)
+    }
+
+    fn with_room(p: &ChunkerParams, room: usize) -> Self {
         let (mask_s, mask_l) = select_masks(p.avg_size as usize, Normalization::Level1);
         Chunker {
             mask_s,
@@ -29,6 +44,7 @@ impl Chunker {
             buf: Vec::new(),
             start: 0,
             end: 0,
+            room,
             min: p.min_size,
             avg: p.avg_size,
             max: p.max_size,
@@ -57,8 +73,12 @@ impl Chunker {
             self.start = 0;
         }
         if self.end + want > self.buf.len() {
-            let size = (self.end + want).max(2 * self.max as usize + want);
-            self.buf.resize(size, 0);
+            let size = (self.end + want).max(self.max as usize + self.room + want);
+            // Zeroed by the allocator (fresh pages, mapped on first touch), not written here: a
+            // chunker that only ever sees small files keeps only its first pages resident.
+            let mut buf = vec![0u8; size];
+            buf[..self.end].copy_from_slice(&self.buf[..self.end]);
+            self.buf = buf;
         }
     }
 
@@ -144,15 +164,26 @@ mod tests {
         )
         .map(|c| c.length)
         .collect();
-        for piece in [1000, 65536, 3 << 20] {
-            let mut ch = Chunker::new(&p);
+        // The tree stream's smaller buffer moves pending bytes more often: the same cuts.
+        for (piece, lines) in [
+            (1000, false),
+            (65536, false),
+            (3 << 20, false),
+            (100, true),
+            (3 << 20, true),
+        ] {
+            let mut ch = if lines {
+                Chunker::for_lines(&p)
+            } else {
+                Chunker::new(&p)
+            };
             let mut got = Vec::new();
             for part in d.chunks(piece) {
                 ch.push(part);
                 ch.drain(false, |c| got.push(c.len()));
             }
             ch.drain(true, |c| got.push(c.len()));
-            assert_eq!(got, whole, "piece size {piece}");
+            assert_eq!(got, whole, "piece size {piece}, lines {lines}");
             // The same chunker, reused through spare/filled, cuts a second stream identically.
             ch.reset();
             let mut again = Vec::new();

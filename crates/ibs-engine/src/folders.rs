@@ -95,6 +95,26 @@ impl Folders {
         self.open.push((rel, dir));
     }
 
+    /// Forgets the folder `rel` (never the root): nothing more may be created or opened in it, and
+    /// the restore keeps no record of it. Folders held are then those still to be finished, not
+    /// every folder of the tree.
+    pub fn forget(&mut self, rel: &Path) {
+        if rel.as_os_str().is_empty() {
+            return;
+        }
+        self.verified.remove(rel);
+        if let Some(i) = self.open.iter().position(|(p, _)| p == rel) {
+            // Its descendants in the chain go with it: they could only be reached through it.
+            self.open.truncate(i.max(1));
+        }
+    }
+
+    /// Folders recorded as created or checked (the root included).
+    #[cfg(test)]
+    pub fn verified_len(&self) -> usize {
+        self.verified.len()
+    }
+
     /// Opens the verified folder `rel` afresh from the root (`RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS`)
     /// and checks it is the very folder verified there.
     pub fn reopen(&self, rel: &Path) -> Result<TargetDir, TargetError> {
@@ -139,5 +159,32 @@ mod tests {
             f.get(Path::new("n/m")),
             Err(TargetError::Replaced { .. })
         ));
+    }
+
+    #[test]
+    fn a_forgotten_folder_is_no_longer_part_of_the_restore() {
+        let t = tempfile::tempdir().unwrap();
+        let mut f = Folders::new(TargetDir::open_root(&t.path().join("root")).unwrap());
+        f.create(Path::new("a"), 0o700).unwrap();
+        f.create(Path::new("a/b"), 0o700).unwrap();
+        f.create(Path::new("c"), 0o700).unwrap();
+        f.forget(Path::new("a/b"));
+        f.forget(Path::new("a"));
+        f.forget(Path::new(""));
+        assert_eq!(f.verified_len(), 2);
+        assert!(f.is_verified(Path::new("")) && f.is_verified(Path::new("c")));
+        assert!(matches!(
+            f.reopen(Path::new("a")),
+            Err(TargetError::NotInRestore { .. })
+        ));
+        assert!(matches!(
+            f.get(Path::new("a/b")),
+            Err(TargetError::NotInRestore { .. })
+        ));
+        assert!(matches!(
+            f.create(Path::new("a/x"), 0o700),
+            Err(TargetError::NotInRestore { .. })
+        ));
+        f.get(Path::new("c")).unwrap();
     }
 }

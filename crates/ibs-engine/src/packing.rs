@@ -90,7 +90,9 @@ pub(crate) fn start(
         let mut builder = next();
         for s in sealed_rx {
             builder.add(s.id, s.encoding, s.raw_length, key_id, &s.sealed);
-            if builder.len() >= pack_target {
+            // Counted with its header, so a pack of small chunks stays near the target (and within
+            // the buffer's capacity) instead of growing by a header of 61 bytes per chunk.
+            if builder.finished_len() >= pack_target {
                 // Waiting for the slot first lets the upload that frees it hand its buffer back.
                 let Ok(slot) = futures::executor::block_on(slots.clone().acquire_owned()) else {
                     return;

@@ -181,7 +181,7 @@ pub struct TreeWriter {
 impl TreeWriter {
     pub fn new(params: &ChunkerParams, em: &mut Emitter) -> Self {
         let mut t = TreeWriter {
-            chunker: Chunker::new(params),
+            chunker: Chunker::for_lines(params),
             chunks: Vec::new(),
             counts: EntryCounts::default(),
         };

@@ -287,13 +287,27 @@ async fn entries_through_a_symlink_entry_of_the_same_tree_are_refused() {
         err.contains("the source's own entry is not a directory"),
         "{err}"
     );
-    // A symlink entry with the name of a folder of the same tree: the folder and its file stay, the
-    // symlink is reported.
+    // A symlink entry with the name of a folder of the same tree, between the folder and its file:
+    // the folder's subtree no longer follows it directly, and the file is refused.
     let entries = vec![
         entry(b"", EntryKind::Dir),
         entry(b"d", EntryKind::Dir),
         link(b"d"),
         entry(b"d/f", EntryKind::File),
+    ];
+    let id = crafted_backup(&env, &entries, &[(b"d/f", b"inside")]).await;
+    let err = restore(&env, &id, &env.path("t4"), Some("evil"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("malformed manifest"), "{err}");
+    // The same symlink after the folder's subtree: the folder and its file stay, the symlink is
+    // reported.
+    let entries = vec![
+        entry(b"", EntryKind::Dir),
+        entry(b"d", EntryKind::Dir),
+        entry(b"d/f", EntryKind::File),
+        link(b"d"),
     ];
     let id = crafted_backup(&env, &entries, &[(b"d/f", b"inside")]).await;
     let t3 = env.path("t3");

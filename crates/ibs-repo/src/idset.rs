@@ -1,6 +1,6 @@
 //! Compact in-memory sets and maps keyed by [`ChunkId`]: one sorted array of fixed-size entries,
 //! found through a bucket table on the ids' leading bits, plus a small hash table of recent
-//! insertions that is merged into the array whenever it reaches an eighth of it.
+//! insertions that is merged into the array whenever it is full at about an eighth of it.
 //!
 //! Why: a `HashMap<ChunkId, _>` of a million entries costs about twice its payload (buckets are
 //! powers of two, at most 7/8 full, and a growing table briefly holds the old one too), so the
@@ -15,8 +15,20 @@
 use crate::ids::ChunkId;
 use std::collections::{HashMap, HashSet};
 
-/// The recent table is merged when it holds this many entries or an eighth of the sorted array.
+/// The recent table is merged once it holds about this many entries or an eighth of the sorted
+/// array ([`merge_at`]).
 const MERGE_MIN: usize = 1 << 16;
+
+/// How many entries the recent table holds when it is merged into a sorted array of `sorted`
+/// entries: the largest full hash table (7/8 of a power of two buckets, the most `std`'s tables
+/// hold before they double) not above `MERGE_MIN` or an eighth of the array. A threshold just
+/// past a full table would double it to hold a few more entries: at 65,536 entries the table had
+/// 131,072 buckets, half of them never used (7.5 MB for the index's, 4.3 MB for the references').
+fn merge_at(sorted: usize) -> usize {
+    let want = MERGE_MIN.max(sorted / 8);
+    let buckets = (want * 8 / 7 + 1).next_power_of_two() / 2;
+    buckets / 8 * 7
+}
 
 /// The bucket table over a sorted slice of ids.
 #[derive(Default, Clone)]
@@ -133,7 +145,7 @@ impl ChunkIdSet {
         if self.in_sorted(&id) || !self.recent.insert(id) {
             return false;
         }
-        if self.recent.len() >= MERGE_MIN.max(self.sorted.len() / 8) {
+        if self.recent.len() >= merge_at(self.sorted.len()) {
             self.merge();
         }
         true
@@ -141,7 +153,7 @@ impl ChunkIdSet {
 
     fn merge(&mut self) {
         let mut add: Vec<ChunkId> = self.recent.drain().collect();
-        self.recent.shrink_to(MERGE_MIN.max(self.sorted.len() / 8));
+        self.recent.shrink_to(merge_at(self.sorted.len()));
         add.sort_unstable();
         merge_into(&mut self.sorted, add, |c| c);
         self.buckets = Buckets::build(self.sorted.len(), |i| &self.sorted[i]);
@@ -206,14 +218,14 @@ impl<V: Copy> ChunkIdMap<V> {
     /// Inserts an id that is not in the map (the caller checked with [`Self::get`]).
     pub(crate) fn insert_new(&mut self, id: ChunkId, v: V) {
         self.recent.insert(id, v);
-        if self.recent.len() >= MERGE_MIN.max(self.sorted.len() / 8) {
+        if self.recent.len() >= merge_at(self.sorted.len()) {
             self.merge();
         }
     }
 
     fn merge(&mut self) {
         let mut add: Vec<(ChunkId, V)> = self.recent.drain().collect();
-        self.recent.shrink_to(MERGE_MIN.max(self.sorted.len() / 8));
+        self.recent.shrink_to(merge_at(self.sorted.len()));
         add.sort_unstable_by_key(|a| a.0);
         merge_into(&mut self.sorted, add, |e| &e.0);
         self.rebuild();
@@ -244,6 +256,27 @@ mod tests {
 
     fn id(n: u64) -> ChunkId {
         ChunkId(*blake3::hash(&n.to_le_bytes()).as_bytes())
+    }
+
+    #[test]
+    fn the_recent_table_is_merged_when_full_never_doubled() {
+        for n in [0, 1000, 1 << 19, 1 << 20, 650_000, 10_000_000] {
+            let at = merge_at(n);
+            assert!(
+                at <= MERGE_MIN.max(n / 8) && at > MERGE_MIN.max(n / 8) / 2,
+                "{n}: {at}"
+            );
+            // A table of `at` entries is full, not half empty.
+            let t: HashSet<u64> = (0..at as u64).collect();
+            assert_eq!(t.capacity(), at, "{n}");
+        }
+        let mut set = ChunkIdSet::new();
+        let mut most = 0;
+        for n in 0..300_000u64 {
+            set.insert(id(n));
+            most = most.max(set.recent.capacity());
+        }
+        assert_eq!(most, merge_at(0));
     }
 
     #[test]

@@ -20,7 +20,10 @@
 //! - A file is written to a temporary name (`O_CREAT|O_EXCL|O_NOFOLLOW`, in its folder) and renamed
 //!   into place only after all its chunks decrypted and verified, its mode, owner and times already
 //!   applied to the open descriptor: a damaged chunk never leaves wrong bytes under the file's name.
-//! - Folders are created 0700 and get their own mode, owner and times after their contents.
+//! - Folders are created 0700 and get their own mode, owner and times after their contents: as soon
+//!   as the walk has left a folder and its files and sub-folders are done, or at the very end for a
+//!   folder with a symlink, hard-link name, FIFO or device below it ([`dirs`]). A tree stream whose
+//!   folder's subtree does not follow the folder directly (depth-first) is refused as malformed.
 //! - A cancel ([`RestoreOptions::cancel`]) stops the walk at the next entry and the workers at their
 //!   next file or piece; a file being written is not put in place (its temporary is removed), so a
 //!   cancelled restore leaves whole files only, and returns [`EngineError::Cancelled`].
@@ -30,6 +33,7 @@
 //!   attribute the target refuses is a warning naming the entry, never dropped silently.
 
 mod conflicts;
+mod dirs;
 mod write;
 
 pub use conflicts::conflicts;
@@ -39,6 +43,7 @@ use crate::folders::Folders;
 use crate::progress::Progress;
 use crate::target::{apply_metadata, Metadata, TargetDir};
 use crate::{EngineError, RestoreError};
+use dirs::{DirMeta, Dirs, Pending};
 use ibs_repo::chunk::ChunkOpener;
 use ibs_repo::ids::ChunkId;
 use ibs_repo::index::Index;
@@ -148,6 +153,8 @@ struct Dest {
     name: OsString,
     /// The full path, for messages only.
     path: PathBuf,
+    /// Holds the folder's metadata back until the file is in place (or failed) and this is dropped.
+    _folder: Pending,
 }
 
 enum Job {
@@ -219,6 +226,10 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .add(e);
+    }
+
+    fn count_dir(&self) {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).dirs += 1;
     }
 
     /// A fresh temporary name (unique in this process; `O_EXCL` guards against anything else).
@@ -390,7 +401,7 @@ fn restore_source(
 
     let mut seen = Seen {
         folders: Folders::new(dest),
-        dirs: Vec::new(),
+        dirs: Dirs::new(),
         links: Vec::new(),
         later: Vec::new(),
         leaders: std::collections::HashSet::new(),
@@ -439,13 +450,14 @@ fn restore_source(
         return Err(RestoreError::TreeTruncated.into());
     }
     let Seen {
-        folders,
-        dirs,
+        mut folders,
+        mut dirs,
         links,
         later,
         leaders,
     } = seen;
-    let root = folders.root();
+    let deferred = dirs.finish(&mut |rel, m| apply_dir(sh, &mut folders, report, rel, m));
+    let root = folders.root().clone();
     for (rel, e) in later {
         let path = root.path().join(&rel);
         match crate::special::restore(&|| sh.temp_name(), &folders, &rel, &e, &leaders) {
@@ -471,24 +483,37 @@ fn restore_source(
             Err(err) => report.errors.push(format!("{}: {err}", path.display())),
         }
     }
-    for (rel, e) in dirs.iter().rev() {
-        // Best effort, as for files; but a folder that is no longer the one restored is reported.
-        match folders.reopen(rel) {
-            Ok(dir) => {
-                let _ = apply_metadata(dir.fd(), &metadata(e));
-                sh.warn(
-                    &root.path().join(rel),
-                    crate::xattrs::apply_fd(dir.fd(), &e.xattrs),
-                );
-                sh.count(e);
-            }
-            Err(err) => report
-                .errors
-                .push(format!("folder metadata not applied: {err}")),
-        }
+    for (rel, m) in &deferred {
+        apply_dir(sh, &mut folders, report, rel, m);
     }
-    report.dirs += dirs.len() as u64;
     Ok(())
+}
+
+/// Applies a folder's metadata once nothing more is written into it ([`dirs`]), then forgets the
+/// folder: no later entry may be under it. Best effort, as for files; but a folder that is no longer
+/// the one restored is reported.
+fn apply_dir(
+    sh: &Shared,
+    folders: &mut Folders,
+    report: &mut RestoreReport,
+    rel: &Path,
+    m: &DirMeta,
+) {
+    report.dirs += 1;
+    match folders.reopen(rel) {
+        Ok(dir) => {
+            let _ = apply_metadata(dir.fd(), &m.metadata());
+            sh.warn(
+                &folders.root().path().join(rel),
+                crate::xattrs::apply_fd(dir.fd(), &m.xattrs),
+            );
+            sh.count_dir();
+        }
+        Err(err) => report
+            .errors
+            .push(format!("folder metadata not applied: {err}")),
+    }
+    folders.forget(rel);
 }
 
 /// What the walking thread keeps while it reads a source's tree. Paths are relative to the source's
@@ -496,8 +521,8 @@ fn restore_source(
 struct Seen {
     /// Folders created or checked, and handles on the way to the last entry.
     folders: Folders,
-    /// Folders, for their metadata once their contents are in place.
-    dirs: Vec<(PathBuf, TreeEntry)>,
+    /// Folders whose metadata is still to be applied.
+    dirs: Dirs,
     /// Symlinks, created after every file and folder.
     links: Vec<(PathBuf, TreeEntry)>,
     /// Hard-link names, FIFOs and devices, created after every file ([`crate::special`]).
@@ -519,7 +544,7 @@ fn dispatch(
     let path = seen.folders.root().path().join(&rel);
     let (Some(name), Some(parent)) = (comps.last(), rel.parent()) else {
         if entry.kind == EntryKind::Dir {
-            seen.dirs.push((rel, entry));
+            seen.dirs.root(DirMeta::of(entry));
             return Ok(());
         }
         return Err(format!(
@@ -530,6 +555,14 @@ fn dispatch(
     if !seen.folders.is_verified(parent) {
         return Err(format!(
             "{}: its parent directory is not part of the restore (unsafe or malformed manifest)",
+            path.display()
+        ));
+    }
+    let mut apply = |rel: &Path, m: &DirMeta| apply_dir(sh, &mut seen.folders, report, rel, m);
+    if seen.dirs.walk_to(parent, &mut apply).is_err() {
+        return Err(format!(
+            "{}: not directly after its parent directory's other entries (tree stream out of \
+             depth-first order: malformed manifest)",
             path.display()
         ));
     }
@@ -545,19 +578,20 @@ fn dispatch(
             seen.folders
                 .create(&rel, 0o700)
                 .map_err(|e| e.to_string())?;
-            // Kept until the end for its metadata: `rel` names it, so its path bytes go.
-            let mut entry = entry;
-            entry.path = Vec::new();
-            let mut rel = rel;
-            rel.shrink_to_fit();
-            seen.dirs.push((rel, entry));
+            seen.dirs.enter(rel, DirMeta::of(entry));
         }
-        EntryKind::Symlink => seen.links.push((rel, entry)),
+        EntryKind::Symlink => {
+            seen.dirs.defer();
+            seen.links.push((rel, entry))
+        }
         EntryKind::HardLink | EntryKind::Fifo | EntryKind::CharDevice | EntryKind::BlockDevice => {
+            seen.dirs.defer();
             seen.later.push((rel, entry))
         }
         EntryKind::File => {
             if entry.link_leader {
+                // Its later names are linked from its folder at the end.
+                seen.dirs.defer();
                 seen.leaders.insert(rel.clone());
             }
             let parent = seen.folders.get(parent).map_err(|e| e.to_string())?;
@@ -566,6 +600,7 @@ fn dispatch(
                 dir: parent,
                 name: name.to_os_string(),
                 path,
+                _folder: seen.dirs.pending(),
             };
             match pieces(&sh.index, &entry) {
                 None => tx.send(Job::File { entry, dest }).map_err(stopped)?,
