@@ -20,7 +20,14 @@ const SHARED_MIB: usize = 8;
 const OWN_MIB: usize = 2;
 const ROUND_MIB: usize = 1;
 /// Rounds beside forget and prune; forgetting stops once every writer finished the one before last.
-const ROUNDS: usize = 4;
+/// A local folder gets more: its backups take milliseconds, and in 4 rounds no forget or prune lock
+/// sometimes fell inside a backup's.
+fn rounds(loc: &Loc) -> usize {
+    match loc.kind {
+        Kind::Folder { smb: false, .. } => 10,
+        _ => 4,
+    }
+}
 
 /// Where the repository is and how to reach it.
 struct Loc {
@@ -167,6 +174,7 @@ fn prunes_beside_backups(trace: &Path) -> (usize, usize) {
 }
 
 fn scenario(root: &Path, loc: &Loc) {
+    let rounds = rounds(loc);
     let cert = shared_cert(0);
     let states: Vec<PathBuf> = (0..WRITERS)
         .map(|i| root.join(format!("state{i}")))
@@ -210,7 +218,7 @@ fn scenario(root: &Path, loc: &Loc) {
     });
     done.extend(round0);
 
-    // Rounds 1 to ROUNDS while forget and prune run in a loop beside them (the prune lock is
+    // Rounds 1 to `rounds` while forget and prune run in a loop beside them (the prune lock is
     // compatible with append: no backup waits for them, so backups still use --lock-wait 0).
     // Each writer's `round.bin` alternates between two contents, so a backup of round r holds what
     // round r - 2 backups held, and those are forgotten: prune marks their chunks while backups that
@@ -218,6 +226,9 @@ fn scenario(root: &Path, loc: &Loc) {
     // writer finished the round before last, so every last-round backup is still there to restore.
     let next_to_last_done = AtomicUsize::new(0);
     let writers_done = AtomicUsize::new(0);
+    // Writers start their rounds only once the pruner is about to start its first forget: on a
+    // fast local folder they could otherwise all be done before it took its first lock.
+    let pruner_started = std::sync::atomic::AtomicBool::new(false);
     let mut prune_log: Vec<serde_json::Value> = Vec::new();
     let more: Vec<(String, Snapshot)> = std::thread::scope(|sc| {
         let pruner = sc.spawn(|| {
@@ -225,6 +236,7 @@ fn scenario(root: &Path, loc: &Loc) {
             let mut n = 0;
             while writers_done.load(Ordering::SeqCst) < WRITERS || n < 3 {
                 n += 1;
+                pruner_started.store(true, Ordering::SeqCst);
                 if next_to_last_done.load(Ordering::SeqCst) < WRITERS {
                     cmd(loc, "forget", &states[0])
                         .args(["--keep-days", "0", "--lock-wait", "60"])
@@ -249,13 +261,16 @@ fn scenario(root: &Path, loc: &Loc) {
         });
         let hs: Vec<_> = (0..WRITERS)
             .map(|i| {
-                let (states, next_to_last_done, writers_done) =
-                    (&states, &next_to_last_done, &writers_done);
+                let (states, next_to_last_done, writers_done, pruner_started) =
+                    (&states, &next_to_last_done, &writers_done, &pruner_started);
                 sc.spawn(move || {
+                    while !pruner_started.load(Ordering::SeqCst) {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
                     // Counted however the thread ends, so the pruner's loop ends too.
                     let _done = Finished(writers_done);
                     let mut out = Vec::new();
-                    for round in 1..=ROUNDS {
+                    for round in 1..=rounds {
                         let src = tree(root, i, round);
                         let want = snapshot(&src);
                         let o = backup(loc, &states[i], &src, 0);
@@ -264,7 +279,7 @@ fn scenario(root: &Path, loc: &Loc) {
                             "writer {i} round {round} failed beside forget and prune:\n{o}"
                         );
                         out.push((o.last_line(), want));
-                        if round == ROUNDS - 1 {
+                        if round == rounds - 1 {
                             next_to_last_done.fetch_add(1, Ordering::SeqCst);
                         }
                     }
@@ -304,8 +319,8 @@ fn scenario(root: &Path, loc: &Loc) {
         .collect();
     let last: Vec<&String> = more
         .iter()
-        .skip(ROUNDS - 1)
-        .step_by(ROUNDS)
+        .skip(rounds - 1)
+        .step_by(rounds)
         .map(|(id, _)| id)
         .collect();
     assert_eq!(last.len(), WRITERS);
@@ -319,7 +334,7 @@ fn scenario(root: &Path, loc: &Loc) {
         .map(|(i, (id, _))| (id.clone(), (i, 0)))
         .collect();
     for (n, (id, _)) in more.iter().enumerate() {
-        meta.insert(id.clone(), (n / ROUNDS, n % ROUNDS + 1));
+        meta.insert(id.clone(), (n / rounds, n % rounds + 1));
     }
     done.extend(more);
     done.retain(|(id, _)| listed.contains(id));
