@@ -106,7 +106,12 @@ async fn contender(id: usize, store: DynStorage, world: Shared, seed: u64, round
         };
         // Often no wait at all (fail and come back soon), so contenders meet in the doorway
         // again and again; sometimes long enough to outlast a crashed holder.
-        let wait = if rng.gen_bool(0.5) {
+        // The first round always waits, so that the property below (someone gets in) is about the
+        // protocol's progress, not about every contender giving up at once: with no wait, all of
+        // them can meet in the doorway, see each other and back off, which is allowed.
+        let wait = if round == 0 {
+            Duration::from_secs(rng.gen_range(60..400))
+        } else if rng.gen_bool(0.5) {
             Duration::ZERO
         } else {
             Duration::from_secs(rng.gen_range(0..400))
