@@ -3,7 +3,11 @@
 //! Run (release): `cargo run --release -p ibs-smb --example smb_bench`
 //! Environment: IBS_BENCH_URL (default smb://127.0.0.1:4455/backup), IBS_BENCH_USER (ibsuser),
 //! IBS_TEST_SMB_PASSWORD (password; default S3cret!pw), IBS_BENCH_MIB (512), IBS_BENCH_IN_FLIGHT (8),
-//! IBS_BENCH_ROUNDS (3). Prints medians and the ibs-smb / smbclient ratios.
+//! IBS_BENCH_ROUNDS (3), IBS_BENCH_ONLY (run only the rows whose label contains one of these
+//! comma-separated words, e.g. `GMAC,encrypted` or `smbclient`; for profiling one case).
+//! IBS_BENCH_SMBD_PID (the test server's main smbd pid, from its pidfile: adds the CPU seconds per
+//! GiB that smbd and the client spent in each step, read from /proc; the client's include
+//! smbclient's as a reaped child). Prints medians and the ibs-smb / smbclient ratios.
 //! The password is read from the environment only and handed to smbclient via its PASSWD variable.
 
 use bytes::Bytes;
@@ -21,6 +25,56 @@ fn mibs(bytes: usize, t: Duration) -> f64 {
     bytes as f64 / (1 << 20) as f64 / t.as_secs_f64()
 }
 
+/// utime + stime + cutime + cstime of one process, in clock ticks (100 per second on Linux).
+fn proc_ticks(pid: &str) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the parenthesised command name: state is field 3; utime is field 14.
+    let rest = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    (11..15)
+        .filter_map(|i| f.get(i).and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
+/// A process and its live descendants (smbd forks one child per connection).
+fn tree_ticks(root: &str) -> u64 {
+    let mut total = proc_ticks(root);
+    let children =
+        std::fs::read_to_string(format!("/proc/{root}/task/{root}/children")).unwrap_or_default();
+    for c in children.split_whitespace() {
+        total += tree_ticks(c);
+    }
+    total
+}
+
+/// CPU seconds (client, server) spent so far.
+#[derive(Clone, Copy)]
+struct Cpu(f64, f64);
+
+impl Cpu {
+    fn now() -> Cpu {
+        let server = std::env::var("IBS_BENCH_SMBD_PID")
+            .map(|p| tree_ticks(p.trim()))
+            .unwrap_or(0);
+        Cpu(proc_ticks("self") as f64 / 100.0, server as f64 / 100.0)
+    }
+    /// CPU seconds per GiB moved since `self`.
+    fn per_gib(self, bytes: usize) -> Cpu {
+        let n = Cpu::now();
+        let gib = bytes as f64 / (1u64 << 30) as f64;
+        Cpu((n.0 - self.0) / gib, (n.1 - self.1) / gib)
+    }
+}
+
+/// One measured step: MiB/s and CPU seconds per GiB.
+#[derive(Clone, Copy)]
+struct Step {
+    mibs: f64,
+    cpu: Cpu,
+}
+
 async fn ours(
     loc: &SmbLocation,
     user: &str,
@@ -29,7 +83,7 @@ async fn ours(
     in_flight: usize,
     encrypt: bool,
     gmac: bool,
-) -> (f64, f64) {
+) -> (Step, Step) {
     let params = SessionParams {
         host: loc.host.clone(),
         port: loc.port,
@@ -52,13 +106,16 @@ async fn ours(
         disposition: m::DISPOSITION_OVERWRITE_IF,
         options: m::OPT_NON_DIRECTORY,
     };
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), Cpu::now());
     let f = s.create(path, &p, Stage::Object).await.unwrap();
     s.write_all(f.file_id, data, in_flight).await.unwrap();
     s.flush(f.file_id).await.unwrap();
     s.close(f.file_id).await.unwrap();
-    let w = mibs(data.len(), t.elapsed());
-    let t = Instant::now();
+    let w = Step {
+        mibs: mibs(data.len(), t.elapsed()),
+        cpu: c.per_gib(data.len()),
+    };
+    let (t, c) = (Instant::now(), Cpu::now());
     let f = s
         .open_existing(path, m::GENERIC_READ | m::DELETE, Stage::Object)
         .await
@@ -67,7 +124,10 @@ async fn ours(
         .read_exact(f.file_id, 0, f.end_of_file, in_flight)
         .await
         .unwrap();
-    let r = mibs(back.len(), t.elapsed());
+    let r = Step {
+        mibs: mibs(back.len(), t.elapsed()),
+        cpu: c.per_gib(back.len()),
+    };
     assert!(back == *data, "read-back differs");
     s.set_delete_pending(f.file_id).await.unwrap();
     s.close(f.file_id).await.unwrap();
@@ -81,8 +141,9 @@ fn smbclient(
     local: &str,
     cmd: &str,
     protection: &str,
-) -> Duration {
-    let t = Instant::now();
+    size: usize,
+) -> Step {
+    let (t, c) = (Instant::now(), Cpu::now());
     let out = std::process::Command::new("smbclient")
         .arg(format!("//{}/{}", loc.host, loc.share))
         .args([
@@ -103,7 +164,12 @@ fn smbclient(
         "smbclient {cmd}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    t.elapsed()
+    let elapsed = t.elapsed();
+    std::thread::sleep(Duration::from_millis(100)); // let smbd reap the connection's child
+    Step {
+        mibs: mibs(size, elapsed),
+        cpu: c.per_gib(size),
+    }
 }
 
 #[tokio::main]
@@ -133,14 +199,22 @@ async fn main() {
         .to_string();
 
     let rounds: usize = env("IBS_BENCH_ROUNDS", "3").parse().unwrap();
+    let only = env("IBS_BENCH_ONLY", "");
+    let wanted = |label: &str| {
+        only.is_empty()
+            || only
+                .split(',')
+                .any(|w| !w.is_empty() && label.contains(w.trim()))
+    };
     println!(
         "{} MiB, {in_flight} x 1 MiB in flight, {}, median of {rounds} rounds (ours and smbclient alternate)",
         size >> 20,
         loc
     );
-    // label -> (write MiB/s, read MiB/s) per round
-    let mut rows: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    let mut record = |label: String, w: f64, r: f64| match rows.iter_mut().find(|x| x.0 == label) {
+    // label -> (write, read) per round
+    let mut rows: Vec<(String, Vec<(Step, Step)>)> = Vec::new();
+    let mut record = |label: String, w: Step, r: Step| match rows.iter_mut().find(|x| x.0 == label)
+    {
         Some(x) => x.1.push((w, r)),
         None => rows.push((label, vec![(w, r)])),
     };
@@ -154,8 +228,14 @@ async fn main() {
                 &[(", AES-CMAC", false), (", AES-GMAC", true)]
             };
             for (alg, gmac) in variants {
+                if !wanted(&format!("ibs-smb ({label}{alg})")) {
+                    continue;
+                }
                 let (w, r) = ours(&loc, &user, &pw, &data, in_flight, encrypt, *gmac).await;
                 record(format!("ibs-smb ({label}{alg})"), w, r);
+            }
+            if !wanted(&format!("smbclient --client-protection={protection}")) {
+                continue;
             }
             let tw = smbclient(
                 &loc,
@@ -164,6 +244,7 @@ async fn main() {
                 &local,
                 &format!("put {name} ibs-bench-smbclient.bin"),
                 protection,
+                size,
             );
             std::fs::remove_file(&local).unwrap();
             let tr = smbclient(
@@ -173,6 +254,7 @@ async fn main() {
                 &local,
                 &format!("get ibs-bench-smbclient.bin {name}"),
                 protection,
+                size,
             );
             assert_eq!(std::fs::metadata(&local).unwrap().len() as usize, size);
             smbclient(
@@ -182,11 +264,12 @@ async fn main() {
                 &local,
                 "del ibs-bench-smbclient.bin",
                 protection,
+                0,
             );
             record(
                 format!("smbclient --client-protection={protection}"),
-                mibs(size, tw),
-                mibs(size, tr),
+                tw,
+                tr,
             );
         }
     }
@@ -196,16 +279,20 @@ async fn main() {
     };
     let mut med = std::collections::HashMap::new();
     println!();
-    println!("| client | write MiB/s | read MiB/s |");
-    println!("|---|---:|---:|");
+    println!(
+        "| client | write MiB/s | read MiB/s | write CPU s/GiB client + smbd | read CPU s/GiB client + smbd |"
+    );
+    println!("|---|---:|---:|---:|---:|");
     for (label, v) in &rows {
-        let w = median(&mut v.iter().map(|x| x.0).collect());
-        let r = median(&mut v.iter().map(|x| x.1).collect());
-        println!("| {label} | {w:.0} | {r:.0} |");
+        let m = |f: fn(&(Step, Step)) -> f64| median(&mut v.iter().map(f).collect());
+        let (w, r) = (m(|x| x.0.mibs), m(|x| x.1.mibs));
+        let (wc, ws) = (m(|x| x.0.cpu.0), m(|x| x.0.cpu.1));
+        let (rc, rs) = (m(|x| x.1.cpu.0), m(|x| x.1.cpu.1));
+        println!("| {label} | {w:.0} | {r:.0} | {wc:.2} + {ws:.2} | {rc:.2} + {rs:.2} |");
         med.insert(label.clone(), (w, r));
     }
     println!();
-    println!("| ibs-smb / smbclient (target ≥ 0.7) | write | read |");
+    println!("| ibs-smb / smbclient (target ≥ 0.9) | write | read |");
     println!("|---|---:|---:|");
     for (ours, theirs) in [
         (
@@ -217,7 +304,9 @@ async fn main() {
             "smbclient --client-protection=encrypt",
         ),
     ] {
-        let (a, b) = (med[ours], med[theirs]);
+        let (Some(a), Some(b)) = (med.get(ours), med.get(theirs)) else {
+            continue;
+        };
         println!("| {ours} | {:.2} | {:.2} |", a.0 / b.0, a.1 / b.1);
     }
     let _ = std::fs::remove_file(&local);

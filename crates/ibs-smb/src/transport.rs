@@ -13,8 +13,14 @@
 //!   one) kills the connection as tampered: every pending and later request fails with
 //!   `SmbError::Integrity`. Only interim STATUS_PENDING replies are consumed here unverified (they
 //!   carry credits, no result); every other reply goes to its request, whose session verifies it.
+//! - One reader task reads frames in order. A frame of [`OFFLOAD_MIN`] bytes or more (a READ reply
+//!   with data) is handed to a blocking worker, at most [`Shared::workers`] at once, which decrypts
+//!   it (or, for a signed plaintext reply, checks its signature under the session's keys and marks
+//!   the response `verified`), then grants its credits and dispatches it exactly as the reader does
+//!   for small frames. Replies may thus be dispatched out of order (MessageIds route them). A worker
+//!   that finds a frame tampered kills the connection and wakes the reader, which stops.
 
-use crate::crypto::Keys;
+use crate::crypto::{Keys, TRANSFORM_LEN};
 use crate::error::{SmbError, SmbResult};
 use crate::ntstatus::NtStatus;
 use crate::wire::{Command, Header, FLAG_ASYNC, FLAG_SIGNED, HEADER_LEN, PROTO_TRANSFORM};
@@ -25,11 +31,14 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio::time::Instant;
 
 /// Largest frame accepted from the server (8 MiB payload plus headers).
 const MAX_FRAME: usize = 16 << 20;
+
+/// Frames at least this large are decrypted / verified on a blocking worker, off the reader.
+pub const OFFLOAD_MIN: usize = 64 << 10;
 
 /// A received response.
 #[derive(Debug)]
@@ -38,6 +47,9 @@ pub struct Response {
     /// The whole SMB2 message (header included), decrypted if it came encrypted.
     pub msg: bytes::BytesMut,
     pub encrypted: bool,
+    /// A plaintext reply whose signature the transport already checked under the session's keys
+    /// (large replies, on a worker). `false` means "not checked here", never "bad".
+    pub verified: bool,
 }
 
 /// How to send one request.
@@ -83,10 +95,18 @@ impl Death {
 struct Shared {
     state: Mutex<State>,
     credits: Semaphore,
-    /// Keys to decrypt TRANSFORM_HEADER messages (set once the session is established).
-    decrypt: RwLock<Option<(u64, Arc<Keys>)>>,
+    /// Keys to decrypt TRANSFORM_HEADER messages and check signatures (set once the session is
+    /// established).
+    keys: RwLock<Option<(u64, Arc<Keys>)>>,
     /// STATUS_PENDING interim responses seen (diagnostics and tests).
     interims: AtomicU64,
+    /// Woken by `kill`, so that a reader blocked on the socket stops when a worker (or the owner)
+    /// killed the connection.
+    closed: Notify,
+    /// Bounds the frames being decrypted / verified on blocking workers at once.
+    workers: Arc<Semaphore>,
+    /// Frames handed to workers so far (diagnostics and tests).
+    offloaded: AtomicU64,
 }
 
 impl Shared {
@@ -97,9 +117,14 @@ impl Shared {
             (st.pending.drain().map(|(_, w)| w).collect(), d)
         };
         self.credits.close();
+        self.closed.notify_one();
         for w in waiters {
             let _ = w.send(Err(death.error()));
         }
+    }
+
+    fn is_dead(&self) -> bool {
+        self.state.lock().map(|s| s.dead.is_some()).unwrap_or(true)
     }
 
     fn dead_error(&self) -> SmbError {
@@ -200,8 +225,11 @@ impl Connection {
                 dead: None,
             }),
             credits: Semaphore::new(1),
-            decrypt: RwLock::new(None),
+            keys: RwLock::new(None),
             interims: AtomicU64::new(0),
+            closed: Notify::new(),
+            workers: Arc::new(Semaphore::new(worker_count())),
+            offloaded: AtomicU64::new(0),
         });
         let reader = tokio::spawn(read_loop(r, shared.clone()));
         let (tx, rx) = mpsc::unbounded_channel();
@@ -216,11 +244,7 @@ impl Connection {
     }
 
     pub fn is_alive(&self) -> bool {
-        self.shared
-            .state
-            .lock()
-            .map(|s| s.dead.is_none())
-            .unwrap_or(false)
+        !self.shared.is_dead()
     }
 
     /// Fails every pending request and makes the connection unusable.
@@ -239,16 +263,17 @@ impl Connection {
     }
 
     pub fn set_decryption(&self, session_id: u64, keys: Arc<Keys>) {
-        *self
-            .shared
-            .decrypt
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Some((session_id, keys));
+        *self.shared.keys.write().unwrap_or_else(|p| p.into_inner()) = Some((session_id, keys));
     }
 
     /// STATUS_PENDING interim responses received so far.
     pub fn interim_responses(&self) -> u64 {
         self.shared.interims.load(Ordering::Relaxed)
+    }
+
+    /// Frames decrypted / verified on a worker so far.
+    pub fn offloaded_frames(&self) -> u64 {
+        self.shared.offloaded.load(Ordering::Relaxed)
     }
 
     /// Currently available credits (for tests and diagnostics).
@@ -306,33 +331,34 @@ impl Connection {
             h.flags |= FLAG_SIGNED;
         }
         let body_len: usize = out.body.iter().map(|b| b.len()).sum();
-        let mut msg = crate::wire::W::with_capacity(4 + HEADER_LEN + body_len);
+        // An encrypted frame keeps room for the TRANSFORM_HEADER in front of the message, which is
+        // then encrypted in place: the payload is copied once, into this buffer.
+        let room = if out.encrypt.is_some() {
+            TRANSFORM_LEN
+        } else {
+            0
+        };
+        let mut msg = crate::wire::W::with_capacity(4 + room + HEADER_LEN + body_len);
         msg.u32(0);
+        msg.zeros(room);
         h.encode(&mut msg);
         for b in out.body {
             msg.bytes(b);
         }
         let mut frame = msg.0;
+        let start = 4 + room;
         if let (Some(k), None) = (out.sign, out.encrypt) {
-            k.sign(&mut frame[4..]);
+            k.sign(&mut frame[start..]);
         }
-        let sent = out.keep_sent.then(|| frame[4..].to_vec());
+        let sent = out.keep_sent.then(|| frame[start..].to_vec());
         if let Some(k) = out.encrypt {
-            let mut enc = match k.encrypt(out.session_id, frame[4..].to_vec()) {
-                Ok(e) => e,
-                Err(e) => {
-                    self.kill("encryption failed");
-                    return Err(e);
-                }
-            };
-            let mut f = Vec::with_capacity(4 + enc.len());
-            f.extend_from_slice(&(enc.len() as u32).to_be_bytes());
-            f.append(&mut enc);
-            frame = f;
-        } else {
-            let len = (frame.len() - 4) as u32;
-            frame[..4].copy_from_slice(&len.to_be_bytes());
+            if let Err(e) = k.encrypt_in_place(out.session_id, &mut frame[4..]) {
+                self.kill("encryption failed");
+                return Err(e);
+            }
         }
+        let len = (frame.len() - 4) as u32;
+        frame[..4].copy_from_slice(&len.to_be_bytes());
         if self.writer.send(frame).is_err() {
             return Err(self.shared.dead_error());
         }
@@ -401,76 +427,125 @@ async fn read_frame(r: &mut OwnedReadHalf) -> std::io::Result<bytes::BytesMut> {
     Ok(buf)
 }
 
+fn worker_count() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 4)
+}
+
 async fn read_loop(mut r: OwnedReadHalf, shared: Arc<Shared>) {
     let death = loop {
-        let frame = match read_frame(&mut r).await {
+        let frame = tokio::select! {
+            biased;
+            // Killed elsewhere (a worker found a tampered frame, or the owner): nothing more is
+            // read or dispatched.
+            _ = shared.closed.notified() => return,
+            f = read_frame(&mut r) => f,
+        };
+        let frame = match frame {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 break Death::Lost("server closed the connection".to_owned())
             }
             Err(e) => break Death::Lost(format!("receive failed: {e}")),
         };
-        let (msg, encrypted) = if frame.starts_with(&PROTO_TRANSFORM) {
-            let keys = shared
-                .decrypt
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            let Some((sid, keys)) = keys else {
-                break Death::Tampered("encrypted message before session keys".to_owned());
-            };
-            match keys.decrypt(sid, frame) {
-                Ok(m) => (m, true),
-                // Nothing but the server holds the key: a message that does not decrypt was
-                // forged or altered on the way.
-                Err(e) => break Death::Tampered(format!("encrypted reply rejected: {e}")),
+        if shared.is_dead() {
+            return;
+        }
+        if frame.len() < OFFLOAD_MIN {
+            if let Err(death) = process(&shared, frame, false) {
+                break death;
             }
-        } else {
-            (frame, false)
+            continue;
+        }
+        let Ok(permit) = shared.workers.clone().acquire_owned().await else {
+            return;
         };
-        let header = match Header::decode(&msg) {
-            Ok(h) => h,
-            Err(e) => break Death::Lost(e.to_string()),
-        };
-        if header.next_command != 0 {
-            break Death::Lost("compound responses are not supported".to_owned());
-        }
-        // Credits granted by ANY response, interim ones included, go back into the pool.
-        if header.credits > 0 {
-            shared.credits.add_permits(usize::from(header.credits));
-        }
-        if header.status() == NtStatus::PENDING && header.flags & FLAG_ASYNC != 0 {
-            shared.interims.fetch_add(1, Ordering::Relaxed);
-            tracing::trace!(
-                mid = header.message_id,
-                granted = header.credits,
-                "interim response"
-            );
-            continue; // the final response follows; the request keeps waiting
-        }
-        if header.message_id == u64::MAX {
-            continue; // unsolicited (oplock/lease break): we never ask for oplocks
-        }
-        let waiter = shared
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pending
-            .remove(&header.message_id);
-        match waiter {
-            Some(w) => {
-                let _ = w.send(Ok(Response {
-                    header,
-                    msg,
-                    encrypted,
-                }));
+        shared.offloaded.fetch_add(1, Ordering::Relaxed);
+        let sh = shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            if let Err(death) = process(&sh, frame, true) {
+                tracing::debug!(?death, "SMB connection closed by a worker");
+                sh.kill(death);
             }
-            None => tracing::debug!(
-                mid = header.message_id,
-                "response for an unknown request ignored"
-            ),
-        }
+        });
     };
     tracing::debug!(?death, "SMB connection closed");
     shared.kill(death);
+}
+
+/// Decrypts (or, when `verify`, checks the signature of) one received frame, grants its credits
+/// and hands it to its request. An error is the reason the connection must die.
+fn process(shared: &Shared, frame: bytes::BytesMut, verify: bool) -> Result<(), Death> {
+    let keys = shared
+        .keys
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let (mut msg, encrypted) = if frame.starts_with(&PROTO_TRANSFORM) {
+        let Some((sid, keys)) = &keys else {
+            return Err(Death::Tampered(
+                "encrypted message before session keys".to_owned(),
+            ));
+        };
+        match keys.decrypt(*sid, frame) {
+            Ok(m) => (m, true),
+            // Nothing but the server holds the key: a message that does not decrypt was
+            // forged or altered on the way.
+            Err(e) => return Err(Death::Tampered(format!("encrypted reply rejected: {e}"))),
+        }
+    } else {
+        (frame, false)
+    };
+    let header = Header::decode(&msg).map_err(|e| Death::Lost(e.to_string()))?;
+    if header.next_command != 0 {
+        return Err(Death::Lost(
+            "compound responses are not supported".to_owned(),
+        ));
+    }
+    // Credits granted by ANY response, interim ones included, go back into the pool.
+    if header.credits > 0 {
+        shared.credits.add_permits(usize::from(header.credits));
+    }
+    if header.status() == NtStatus::PENDING && header.flags & FLAG_ASYNC != 0 {
+        shared.interims.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(
+            mid = header.message_id,
+            granted = header.credits,
+            "interim response"
+        );
+        return Ok(()); // the final response follows; the request keeps waiting
+    }
+    if header.message_id == u64::MAX {
+        return Ok(()); // unsolicited (oplock/lease break): we never ask for oplocks
+    }
+    // The session still decides whether a reply had to be signed; a failed check here only
+    // leaves `verified` false, and the session's own check then fails the request.
+    let verified = verify
+        && !encrypted
+        && header.flags & FLAG_SIGNED != 0
+        && keys.is_some_and(|(_, k)| k.verify(&mut msg));
+    let waiter = shared
+        .state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .pending
+        .remove(&header.message_id);
+    match waiter {
+        Some(w) => {
+            let _ = w.send(Ok(Response {
+                header,
+                msg,
+                encrypted,
+                verified,
+            }));
+        }
+        None => tracing::debug!(
+            mid = header.message_id,
+            "response for an unknown request ignored"
+        ),
+    }
+    Ok(())
 }

@@ -107,6 +107,70 @@ async fn forged_not_found_is_never_a_not_found() {
     assert_eq!(s.stat(&key("backups/a")).await.unwrap().size, 3000);
 }
 
+/// Content that differs at every offset of a 1 MiB read (a shifted copy would not match).
+fn pattern(len: usize, seed: u32) -> Bytes {
+    (0..len)
+        .map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 11) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+const BIG: usize = (3 << 20) + 12_345;
+
+/// A large READ reply is verified on a transport worker, not by the requester: a flipped byte
+/// there must fail the read all the same, and the connection must not be used again.
+#[tokio::test]
+async fn flipped_byte_in_a_large_signed_read_fails_on_the_worker() {
+    let (proxy, s) = populated("backup", "mitm-flip-big").await;
+    let data = pattern(BIG, 1);
+    s.put(&key("backups/big"), data.clone()).await.unwrap();
+    let attacked = s.client().session().await.unwrap();
+    assert!(!attacked.is_encrypted());
+    let before = attacked.offloaded_frames();
+    proxy.set(Tamper::FlipSignedReply { command: CMD_READ });
+    assert_integrity(
+        s.get(&key("backups/big")).await,
+        "get with a flipped large READ reply",
+    );
+    assert!(proxy.hits() > 0);
+    assert!(
+        attacked.offloaded_frames() > before,
+        "the large READ replies were not verified on a worker"
+    );
+    assert!(
+        !attacked.is_alive(),
+        "the tampered connection is still used"
+    );
+    proxy.set(Tamper::Off);
+    assert!(s.get(&key("backups/big")).await.unwrap() == data);
+}
+
+/// A large encrypted READ reply is decrypted on a transport worker: one that does not decrypt
+/// kills the connection as tampered (Integrity), exactly as on the reader.
+#[tokio::test]
+async fn tampered_large_encrypted_read_fails_on_the_worker() {
+    let (proxy, s) = populated("enc", "mitm-enc-big").await;
+    let data = pattern(BIG, 2);
+    s.put(&key("backups/big"), data.clone()).await.unwrap();
+    let attacked = s.client().session().await.unwrap();
+    assert!(attacked.is_encrypted(), "the enc share encrypts");
+    let before = attacked.offloaded_frames();
+    proxy.set(Tamper::FlipLargeEncryptedReply { min_len: 64 << 10 });
+    assert_integrity(
+        s.get(&key("backups/big")).await,
+        "get with a tampered large encrypted READ reply",
+    );
+    assert!(proxy.hits() > 0, "the proxy never altered a large reply");
+    assert!(attacked.offloaded_frames() > before);
+    assert!(
+        !attacked.is_alive(),
+        "the tampered connection is still used"
+    );
+    proxy.set(Tamper::Off);
+    assert!(s.get(&key("backups/big")).await.unwrap() == data);
+    assert_eq!(s.list("backups/").await.unwrap().len(), 4);
+}
+
 #[tokio::test]
 async fn flipped_byte_in_a_signed_reply_fails_the_operation() {
     let (proxy, s) = populated("backup", "mitm-flip").await;

@@ -38,6 +38,9 @@ pub enum Tamper {
     StripFinalSessionSetupSignature,
     /// Flip a byte of the nonce in every encrypted (TRANSFORM_HEADER) reply.
     FlipTransformHeader,
+    /// Flip the last ciphertext byte of every encrypted reply of at least `min_len` bytes (READ
+    /// replies with data); smaller replies pass unaltered.
+    FlipLargeEncryptedReply { min_len: usize },
     /// Replace every encrypted reply with plaintext, unsigned error replies carrying `status`, one
     /// for each MessageId below 4096 (the attacker cannot see which one the request has).
     PlaintextForEncrypted { status: u32 },
@@ -210,6 +213,13 @@ fn rewrite(t: Tamper, dir: Dir, body: &mut Vec<u8>) -> bool {
         if t == Tamper::FlipTransformHeader && dir == Dir::ToClient {
             body[20] ^= 0x01; // first nonce byte: authenticated data of the AEAD
             return true;
+        }
+        if let (Tamper::FlipLargeEncryptedReply { min_len }, Dir::ToClient) = (t, dir) {
+            if body.len() >= min_len {
+                let last = body.len() - 1;
+                body[last] ^= 0x01;
+                return true;
+            }
         }
         return false;
     }
