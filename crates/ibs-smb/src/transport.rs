@@ -14,7 +14,9 @@
 //!   `SmbError::Integrity`. Only interim STATUS_PENDING replies are consumed here unverified (they
 //!   carry credits, no result); every other reply goes to its request, whose session verifies it.
 //! - One reader task reads frames in order. A frame of [`OFFLOAD_MIN`] bytes or more (a READ reply
-//!   with data) is handed to a blocking worker, at most [`Shared::workers`] at once, which decrypts
+//!   with data) is handed to one of the connection's worker threads (2-4, by core count; their own
+//!   threads, not the runtime's blocking pool, so a pool full of callers waiting for SMB replies
+//!   cannot starve the replies), at most one frame per worker at once, which decrypts
 //!   it (or, for a signed plaintext reply, checks its signature under the session's keys and marks
 //!   the response `verified`), then grants its credits and dispatches it exactly as the reader does
 //!   for small frames. Replies may thus be dispatched out of order (MessageIds route them). A worker
@@ -103,7 +105,7 @@ struct Shared {
     /// Woken by `kill`, so that a reader blocked on the socket stops when a worker (or the owner)
     /// killed the connection.
     closed: Notify,
-    /// Bounds the frames being decrypted / verified on blocking workers at once.
+    /// Bounds the frames queued for or being decrypted / verified on worker threads.
     workers: Arc<Semaphore>,
     /// Frames handed to workers so far (diagnostics and tests).
     offloaded: AtomicU64,
@@ -231,7 +233,8 @@ impl Connection {
             workers: Arc::new(Semaphore::new(worker_count())),
             offloaded: AtomicU64::new(0),
         });
-        let reader = tokio::spawn(read_loop(r, shared.clone()));
+        let jobs = spawn_workers(&shared);
+        let reader = tokio::spawn(read_loop(r, jobs, shared.clone()));
         let (tx, rx) = mpsc::unbounded_channel();
         let writer_task = tokio::spawn(write_loop(w, rx, shared.clone()));
         Connection {
@@ -434,7 +437,35 @@ fn worker_count() -> usize {
         .clamp(2, 4)
 }
 
-async fn read_loop(mut r: OwnedReadHalf, shared: Arc<Shared>) {
+/// A large frame for a worker, with the permit it holds until it is dispatched.
+type Job = (bytes::BytesMut, tokio::sync::OwnedSemaphorePermit);
+
+/// Starts the connection's worker threads. They end when the reader drops the sender (the reader
+/// stopped or was aborted). If no thread can be started, sends fail and the reader does the work.
+fn spawn_workers(shared: &Arc<Shared>) -> std::sync::mpsc::Sender<Job> {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..worker_count() {
+        let (rx, shared) = (rx.clone(), shared.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("ibs-smb-rx{i}"))
+            .spawn(move || loop {
+                let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                let Ok((frame, permit)) = job else { return };
+                if let Err(death) = process(&shared, frame, true) {
+                    tracing::debug!(?death, "SMB connection closed by a worker");
+                    shared.kill(death);
+                }
+                drop(permit);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start an SMB receive worker: {e}");
+        }
+    }
+    tx
+}
+
+async fn read_loop(mut r: OwnedReadHalf, jobs: std::sync::mpsc::Sender<Job>, shared: Arc<Shared>) {
     let death = loop {
         let frame = tokio::select! {
             biased;
@@ -463,14 +494,12 @@ async fn read_loop(mut r: OwnedReadHalf, shared: Arc<Shared>) {
             return;
         };
         shared.offloaded.fetch_add(1, Ordering::Relaxed);
-        let sh = shared.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            if let Err(death) = process(&sh, frame, true) {
-                tracing::debug!(?death, "SMB connection closed by a worker");
-                sh.kill(death);
+        if let Err(std::sync::mpsc::SendError((frame, _permit))) = jobs.send((frame, permit)) {
+            // No worker thread: verify and dispatch here.
+            if let Err(death) = process(&shared, frame, true) {
+                break death;
             }
-        });
+        }
     };
     tracing::debug!(?death, "SMB connection closed");
     shared.kill(death);
