@@ -13,6 +13,11 @@ use crate::wire::{rd_u32, rd_u64, Command};
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 
+/// Reads of at least this many bytes land in an anonymous mapping whose pages are populated one
+/// part at a time (MADV_POPULATE_WRITE, one call per 1 MiB) instead of a heap buffer that takes a
+/// page fault per 4 KiB as it is filled: ~0.17 CPU s/GiB less for a large read (ADR 0045).
+const PREFAULT_MIN: u64 = 8 << 20;
+
 /// Free and total bytes of the share's volume.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FsSize {
@@ -139,6 +144,27 @@ impl Session {
         }
         // Copy each part as it arrives, in order, so its receive buffer is freed at once and
         // reused for the next response (no fresh pages per response).
+        if len >= PREFAULT_MIN {
+            if let Ok(mut out) = memmap2::MmapOptions::new().len(len as usize).map_anon() {
+                let mut at = 0;
+                let mut next = Some(first);
+                while let Some(p) = next {
+                    // Populate the part's pages in one call (a kernel without
+                    // MADV_POPULATE_WRITE faults them in on the copy instead).
+                    let _ = out.advise_range(memmap2::Advice::PopulateWrite, at, p.len());
+                    out[at..at + p.len()].copy_from_slice(&p);
+                    at += p.len();
+                    drop(p);
+                    next = parts.try_next().await?;
+                }
+                return match out.make_read_only() {
+                    Ok(ro) => Ok(Bytes::from_owner(ro)),
+                    Err(e) => Err(SmbError::Invalid(format!(
+                        "cannot seal the read buffer: {e}"
+                    ))),
+                };
+            }
+        }
         let mut out = BytesMut::with_capacity(len as usize);
         out.extend_from_slice(&first);
         drop(first);

@@ -13,14 +13,15 @@
 //!   one) kills the connection as tampered: every pending and later request fails with
 //!   `SmbError::Integrity`. Only interim STATUS_PENDING replies are consumed here unverified (they
 //!   carry credits, no result); every other reply goes to its request, whose session verifies it.
-//! - One reader task reads frames in order. A frame of [`OFFLOAD_MIN`] bytes or more (a READ reply
-//!   with data) is handed to one of the connection's worker threads (2-4, by core count; their own
-//!   threads, not the runtime's blocking pool, so a pool full of callers waiting for SMB replies
-//!   cannot starve the replies), at most one frame per worker at once, which decrypts
-//!   it (or, for a signed plaintext reply, checks its signature under the session's keys and marks
-//!   the response `verified`), then grants its credits and dispatches it exactly as the reader does
-//!   for small frames. Replies may thus be dispatched out of order (MessageIds route them). A worker
-//!   that finds a frame tampered kills the connection and wakes the reader, which stops.
+//! - One reader task reads frames in order and handles small ones itself. A frame of
+//!   [`OFFLOAD_MIN`] bytes or more (a READ reply with data) goes to one of the connection's worker
+//!   threads (2-4 by core count, at most one frame queued per worker), which decrypts it, or for a
+//!   signed plaintext reply checks its signature under the session's keys and marks it `verified`,
+//!   then grants its credits and dispatches it exactly as the reader would. Replies may thus be
+//!   dispatched out of order (MessageIds route them). A worker that finds a frame tampered kills
+//!   the connection and wakes the reader, which stops. The workers are the connection's own
+//!   threads, not the runtime's blocking pool, so callers blocked waiting for replies cannot
+//!   starve the replies.
 
 use crate::crypto::{Keys, TRANSFORM_LEN};
 use crate::error::{SmbError, SmbResult};
