@@ -157,12 +157,7 @@ impl Session {
                     drop(p);
                     next = parts.try_next().await?;
                 }
-                return match out.make_read_only() {
-                    Ok(ro) => Ok(Bytes::from_owner(ro)),
-                    Err(e) => Err(SmbError::Invalid(format!(
-                        "cannot seal the read buffer: {e}"
-                    ))),
-                };
+                return Ok(Bytes::from_owner(out)); // unmapped when the last slice drops
             }
         }
         let mut out = BytesMut::with_capacity(len as usize);
