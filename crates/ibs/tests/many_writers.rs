@@ -250,8 +250,9 @@ fn scenario(root: &Path, loc: &Loc) {
     // would otherwise be forgotten. Every last-round backup is therefore still there to restore.
     let next_to_last_done = AtomicUsize::new(0);
     let forget_stopped = AtomicBool::new(false);
-    // Set by a writer thread that panics, so the others stop waiting for `forget_stopped`.
+    // Set by a writer or pruner thread that panics, so the writers stop waiting for `forget_stopped`.
     let failed = AtomicBool::new(false);
+    let pruners_done = AtomicUsize::new(0);
     let writers_done = AtomicUsize::new(0);
     // Writers start their rounds only once the pruner is about to start its first forget: on a
     // fast local folder they could otherwise all be done before it took its first lock.
@@ -259,6 +260,8 @@ fn scenario(root: &Path, loc: &Loc) {
     let mut prune_log: Vec<serde_json::Value> = Vec::new();
     let more: Vec<(String, Snapshot)> = std::thread::scope(|sc| {
         let pruner = sc.spawn(|| {
+            // A pruner that panics releases the writers waiting for `forget_stopped`.
+            let _done = Finished(&pruners_done, &failed);
             let mut log = Vec::new();
             let mut n = 0;
             while writers_done.load(Ordering::SeqCst) < WRITERS || n < 3 {
