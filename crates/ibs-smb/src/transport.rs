@@ -40,7 +40,7 @@ use tokio::time::Instant;
 /// Largest frame accepted from the server (8 MiB payload plus headers).
 const MAX_FRAME: usize = 16 << 20;
 
-/// Frames at least this large are decrypted / verified on a blocking worker, off the reader.
+/// Frames at least this large are decrypted / verified on a worker thread, off the reader.
 pub const OFFLOAD_MIN: usize = 64 << 10;
 
 /// A received response.
