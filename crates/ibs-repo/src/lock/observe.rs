@@ -74,6 +74,7 @@ fn unreadable(key: &ObjectKey) -> LockInfo {
         ticket: 0,
         phase: Phase::Held,
         plans: Vec::new(),
+        sweeping: None,
         unreadable: true,
     }
 }
