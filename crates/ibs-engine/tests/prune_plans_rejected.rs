@@ -212,8 +212,11 @@ async fn a_backup_that_could_not_open_a_plan_holds_the_sweep_back() {
     early_go.wait().await;
     early.await.unwrap();
 
-    // The sweeper opens the plan; the late backup's lock does not name it: no sweep.
+    // The sweeper opens the plan; the late backup's lock does not name it: no sweep. (The
+    // backup is let go before the assertions, so that a failing one fails instead of hanging.)
     let held = prune_on(&env.repo, &env.state).await;
+    late_go.wait().await;
+    let report = late.await.unwrap();
     assert_eq!(
         held.pending_plan.as_deref(),
         Some(plan.as_str()),
@@ -225,9 +228,6 @@ async fn a_backup_that_could_not_open_a_plan_holds_the_sweep_back() {
     );
     assert_eq!(held.waiting_for.len(), 1, "{held:?}");
     assert!(held.rejected_plans.is_empty());
-
-    late_go.wait().await;
-    let report = late.await.unwrap();
     assert!(
         report.warnings.iter().any(|w| w.contains(&plan)),
         "{:?}",
