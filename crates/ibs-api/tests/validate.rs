@@ -147,6 +147,9 @@ async fn validation_passes_and_serves_both_reports_without_secrets() {
     assert_eq!(job["status"], "Succeeded", "{job:#}");
     assert_eq!(job["source_job"], backup.as_str());
     assert_eq!(job["error"], Value::Null, "{job:#}");
+    // What it read back: at least the tree's largest file (300,000 bytes) and the note.
+    let read = job["bytes_read"].as_u64().unwrap_or(0);
+    assert!(read >= 300_011, "bytes_read {read}: {job:#}");
     let comps = job["components"].as_array().unwrap();
     assert_eq!(comps.len(), 1, "{job:#}");
     assert_eq!(comps[0]["name"], "docs");

@@ -153,22 +153,15 @@ async fn retention_deletes_with_the_maintenance_key_and_nothing_with_the_writer_
 #[tokio::test(flavor = "multi_thread")]
 async fn tampering_with_the_writer_key_raises_an_alert_and_every_backup_still_restores() {
     let gw = rgw::gateway();
-    let bucket = rgw::append_only_bucket("ctl-tamper").await;
-    let loc = format!(
-        "s3+http://{}/{bucket}/r?lock_retention=1h&lock_margin=0s",
-        gw.host_port()
-    );
-    let src = tempfile::tempdir().unwrap();
-    write_data(src.path(), 1);
-    let want_a = ibs_testing::snapshot(src.path());
-    let t = controller(gw, &loc, src.path(), real_now(), 7).await;
-    let a = backup(&t).await;
-    t.clock.set(real_now());
-    write_data(src.path(), 2);
-    let want_b = ibs_testing::snapshot(src.path());
-    let b = backup(&t).await;
-    verify(&t).await;
-    assert!(tamper_alert(&t).is_none(), "{:?}", tamper_alert(&t));
+    let TwoBackups {
+        bucket,
+        src: _src,
+        t,
+        a,
+        want_a,
+        b,
+        want_b,
+    } = two_verified_backups(gw, "ctl-tamper", "lock_retention=1h&lock_margin=0s").await;
 
     // The attacker holds the writer key: overwrite a pack (truncated) and an index segment, and
     // try to delete a manifest (a delete marker, then its version).

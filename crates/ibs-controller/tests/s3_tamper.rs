@@ -20,22 +20,20 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pack_relocked_shorter_or_stripped_of_its_lock_raises_the_alert() {
     let gw = rgw::gateway();
-    let bucket = rgw::append_only_bucket("ctl-relock").await;
-    let loc = format!(
-        "s3+http://{}/{bucket}/r?lock_retention=1h&lock_margin=0s&lock_mode=governance",
-        gw.host_port()
-    );
-    let src = tempfile::tempdir().unwrap();
-    write_data(src.path(), 1);
-    let want_a = ibs_testing::snapshot(src.path());
-    let t = controller(gw, &loc, src.path(), real_now(), 7).await;
-    let a = backup(&t).await;
-    t.clock.set(real_now());
-    write_data(src.path(), 2);
-    let want_b = ibs_testing::snapshot(src.path());
-    let b = backup(&t).await;
-    verify(&t).await;
-    assert!(tamper_alert(&t).is_none(), "{:?}", tamper_alert(&t));
+    let TwoBackups {
+        bucket,
+        src: _src,
+        t,
+        a,
+        want_a,
+        b,
+        want_b,
+    } = two_verified_backups(
+        gw,
+        "ctl-relock",
+        "lock_retention=1h&lock_margin=0s&lock_mode=governance",
+    )
+    .await;
 
     let packs: Vec<Version> = repository_objects(&versions(gw, &bucket).await)
         .into_iter()

@@ -148,9 +148,12 @@ fn classify_status(stage: Stage, s: NtStatus) -> (ErrorKind, bool) {
         },
         NtStatus::DISK_FULL | NtStatus::QUOTA_EXCEEDED => (ErrorKind::Capacity, false),
         NtStatus::OBJECT_NAME_COLLISION => (ErrorKind::AlreadyExists, false),
-        NtStatus::IO_TIMEOUT | NtStatus::INSUFFICIENT_RESOURCES | NtStatus::SHARING_VIOLATION => {
-            (ErrorKind::Other, true)
-        }
+        // DELETE_PENDING: another client is deleting the object and still holds it open (the name
+        // stays taken until it closes): retried, a read then finds it gone and a create succeeds.
+        NtStatus::IO_TIMEOUT
+        | NtStatus::INSUFFICIENT_RESOURCES
+        | NtStatus::SHARING_VIOLATION
+        | NtStatus::DELETE_PENDING => (ErrorKind::Other, true),
         _ => (ErrorKind::Other, false),
     }
 }
@@ -218,6 +221,8 @@ mod tests {
             k(Stage::Object, NtStatus::INVALID_PARAMETER),
             ErrorKind::Other
         );
+        let pending = SmbError::status("create", Stage::Object, NtStatus::DELETE_PENDING);
+        assert_eq!(pending.classify(), (ErrorKind::Other, true));
         let refused = SmbError::Connect {
             addr: "x".into(),
             source: io::ErrorKind::ConnectionRefused.into(),

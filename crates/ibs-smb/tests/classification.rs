@@ -204,3 +204,52 @@ async fn stale_temporaries_are_removed_by_age() {
     assert!(temps_under(&dir).is_empty());
     assert_eq!(s.list("").await.unwrap().len(), 1);
 }
+
+/// Another client is deleting an object and still holds it open (delete-on-close set): the server
+/// answers every open of that name with STATUS_DELETE_PENDING until the handle closes. That is a
+/// transient error (seen in four writers beside a prune reading a lock being released): through
+/// the retry layer a read then finds the object gone and a put of the same name succeeds.
+#[tokio::test]
+async fn an_object_being_deleted_is_retried_until_its_delete_completes() {
+    use ibs_smb::messages as m;
+    let (st, folder) = storage("backup", "delete-pending", options()).await;
+    let st = std::sync::Arc::new(st);
+    let key = ObjectKey::new("locks/abc").unwrap();
+    st.put(&key, Bytes::from_static(b"held")).await.unwrap();
+
+    // The deleting client: open with DELETE access, mark it, keep the handle.
+    let s = st.client().session().await.unwrap();
+    let path = format!("ibs-tests\\{folder}\\locks\\abc");
+    let p = m::CreateParams {
+        access: m::DELETE | m::FILE_READ_ATTRIBUTES,
+        attributes: 0,
+        share: m::SHARE_ALL,
+        disposition: m::DISPOSITION_OPEN,
+        options: m::OPT_NON_DIRECTORY,
+    };
+    let f = s
+        .create(&path, &p, ibs_smb::Stage::Object)
+        .await
+        .expect("open for delete");
+    s.set_delete_pending(f.file_id).await.expect("mark deleted");
+
+    let e = st.get(&key).await.expect_err("the name is delete-pending");
+    assert_eq!((e.kind, e.transient), (ErrorKind::Other, true), "{e}");
+    assert!(e.to_string().contains("DELETE_PENDING"), "{e}");
+
+    let retrying = ibs_storage::RetryStorage::new(st.clone(), Default::default());
+    let read = async {
+        let r = retrying.get(&key).await;
+        let again = retrying.put(&key, Bytes::from_static(b"new")).await;
+        (r, again)
+    };
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.close(f.file_id).await.expect("close the deleting handle");
+    };
+    let ((r, again), ()) = tokio::join!(read, release);
+    let e = r.expect_err("the object was deleted");
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    again.expect("a put of the same name succeeds once the delete completed");
+    assert_eq!(&st.get(&key).await.unwrap()[..], b"new");
+}

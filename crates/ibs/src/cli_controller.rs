@@ -417,6 +417,11 @@ pub enum AlertsCmd {
         /// The alert id, as `ibs alerts list` shows it.
         id: i64,
     },
+    /// Reopen a closed alert (refused while another alert of its kind is open).
+    Reopen {
+        /// The alert id, as `ibs alerts list --all` shows it.
+        id: i64,
+    },
 }
 
 #[derive(Args)]

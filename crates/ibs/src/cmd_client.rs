@@ -1,5 +1,5 @@
-//! The API client commands: `location`, `backup`, `restore`, `maintenance`, `alerts`, `store` (the
-//! paged lists and job commands are in `cmd_lists`). They
+//! The API client commands: `location`, `backup`, `restore`, `maintenance` (`alerts` and `store`
+//! are in `cmd_alerts`, the paged lists and job commands in `cmd_lists`). They
 //! map the brief's PowerShell cmdlets one to one and talk to `ibs serve` over HTTP (`--server` or
 //! $IBS_SERVER; the token from $IBS_TOKEN, never argv). `--json` prints the API's JSON; otherwise
 //! aligned tables. Exit codes are the one table of `output::exit`, chosen in `crate::errors`
@@ -16,9 +16,8 @@ use anyhow::{Context, Result};
 use base64::Engine as _;
 use ibs_engine::Progress;
 use ibs_types::{
-    Alert, BeginMaintenance, EndMaintenance, Job, JobErrorCode, JobProgress, JobStatus,
-    LocationUpdate, LocationView, Maintenance, PfxBody, PruneReport, PruneRequest, Readiness,
-    RestoreBody, SecretText,
+    BeginMaintenance, EndMaintenance, Job, JobErrorCode, JobProgress, JobStatus, LocationUpdate,
+    LocationView, Maintenance, PfxBody, Readiness, RestoreBody, SecretText,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -52,8 +51,8 @@ pub fn run(cmd: Command, json: bool, quiet: bool) -> Result<i32> {
         Command::Backup(a) => backup(a, json, quiet),
         Command::Restore(a) => restore(a, json, quiet),
         Command::Maintenance(a) => maintenance(a, json),
-        Command::Alerts(a) => alerts(a, json),
-        Command::Store(a) => store(a, json),
+        Command::Alerts(a) => crate::cmd_alerts::alerts(a, json),
+        Command::Store(a) => crate::cmd_alerts::store(a, json),
         Command::Jobs(a) => crate::cmd_lists::jobs(a, json),
         Command::Operations(a) => crate::cmd_lists::operations(a, json),
         Command::Audit(a) => crate::cmd_lists::audit(a, json),
@@ -559,72 +558,4 @@ fn maintenance_table(m: Option<&Maintenance>) {
             m.started_by.clone(),
         ]],
     );
-}
-
-fn alerts(a: AlertsArgs, json: bool) -> Result<i32> {
-    let c = Client::new(&a.server);
-    match a.cmd {
-        AlertsCmd::List { all } => {
-            let list: Vec<Alert> = c.get(if all { "/alerts?state=all" } else { "/alerts" })?;
-            if json {
-                return print_json(&list).map(|_| exit::OK);
-            }
-            let rows: Vec<Vec<String>> = list
-                .iter()
-                .map(|x| {
-                    vec![
-                        x.id.to_string(),
-                        x.severity.clone(),
-                        x.state.clone(),
-                        time(Some(x.raised_at)),
-                        x.kind.clone(),
-                        x.title.clone(),
-                    ]
-                })
-                .collect();
-            table(
-                &["ID", "SEVERITY", "STATE", "RAISED", "KIND", "TITLE"],
-                &rows,
-            );
-            for x in list.iter().filter(|x| x.state == "open") {
-                outln!(
-                    "\n[{}] {}\n  {}\n  Details: {}\n  Remediation: {}",
-                    x.id,
-                    x.title,
-                    x.description,
-                    x.details,
-                    x.remediation
-                );
-            }
-        }
-        AlertsCmd::Close { id } => {
-            let path = format!("/alerts/{id}/close");
-            let x: Alert = parse(&path, &c.post_empty(&path)?)?;
-            if json {
-                print_json(&x)?;
-            } else {
-                outln!(
-                    "alert {} closed (it comes back if its cause persists)",
-                    x.id
-                );
-            }
-        }
-    }
-    Ok(exit::OK)
-}
-
-fn store(a: StoreArgs, json: bool) -> Result<i32> {
-    let c = Client::new(&a.server);
-    let StoreCmd::Prune { dry_run } = a.cmd;
-    let v: PruneReport = c.post("/store/prune", &PruneRequest { dry_run })?;
-    if json {
-        return print_json(&v).map(|_| exit::OK);
-    }
-    if v.paths.is_empty() {
-        outln!("no unrecognised files");
-    }
-    for p in &v.paths {
-        outln!("{} {p}", if dry_run { "would delete" } else { "deleted" });
-    }
-    Ok(exit::OK)
 }

@@ -7,6 +7,7 @@ mod api_client;
 mod cli;
 mod cli_controller;
 mod client_guard;
+mod cmd_alerts;
 mod cmd_cancel;
 mod cmd_client;
 mod cmd_docs;

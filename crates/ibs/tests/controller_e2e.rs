@@ -91,6 +91,22 @@ fn serve_backup_restore_and_alerts_end_to_end() {
         alerts[0]["title"],
         "Backup failed due to a fault in the path."
     );
+    // An operator closes it and reopens it through the CLI; an unknown id is not found (exit 8).
+    let id = alerts[0]["id"].as_i64().unwrap().to_string();
+    let closed = s.json(&["alerts", "close", &id]);
+    assert_eq!(closed["state"], "closed", "{closed}");
+    assert_eq!(s.json(&["alerts", "list"]), serde_json::json!([]));
+    let reopened = s.json(&["alerts", "reopen", &id]);
+    assert_eq!(reopened["state"], "open", "{reopened}");
+    let open = s.json(&["alerts", "list"]);
+    assert_eq!(open[0]["id"].as_i64().unwrap().to_string(), id, "{open}");
+    let out = s.ibs(&["alerts", "reopen", "987654"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(8),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // It comes back: the next backup succeeds and closes the alert.
     std::fs::rename(&moved, &loc).unwrap();

@@ -12,7 +12,7 @@ use common::*;
 use ibs_testing::rgw::{self, Gateway};
 use ibs_testing::samba::{region, shared_server, DIR, PORT, USER};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Barrier;
 
 const WRITERS: usize = 4;
@@ -132,12 +132,33 @@ fn backup(loc: &Loc, state: &Path, src: &Path, lock_wait: u64) -> Out {
         .run()
 }
 
-/// Adds one to its counter when dropped (a writer thread that ends, or panics).
-struct Finished<'a>(&'a AtomicUsize);
+/// Adds one to its counter when dropped (a writer thread that ends, or panics), and sets the flag
+/// when it panics.
+struct Finished<'a>(&'a AtomicUsize, &'a AtomicBool);
 
 impl Drop for Finished<'_> {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.1.store(true, Ordering::SeqCst);
+        }
         self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits until `flag` is set; panics once `failed` is (another writer failed, so the flag may never
+/// be set), or after ten minutes, naming `what`.
+fn wait_for(flag: &AtomicBool, failed: &AtomicBool, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while !flag.load(Ordering::SeqCst) {
+        assert!(
+            !failed.load(Ordering::SeqCst),
+            "another writer failed while this one waited for {what}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 10 minutes for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
@@ -223,15 +244,24 @@ fn scenario(root: &Path, loc: &Loc) {
     // Each writer's `round.bin` alternates between two contents, so a backup of round r holds what
     // round r - 2 backups held, and those are forgotten: prune marks their chunks while backups that
     // want them again are running (the race of format spec §19). Forgetting stops once every
-    // writer finished the round before last, so every last-round backup is still there to restore.
+    // writer finished the round before last, and no writer starts its last round before the pruner
+    // has stopped forgetting (`forget_stopped`): `forget --keep-days 0` keeps only the newest backup
+    // of all, so a last-round backup made while another writer was still in the round before last
+    // would otherwise be forgotten. Every last-round backup is therefore still there to restore.
     let next_to_last_done = AtomicUsize::new(0);
+    let forget_stopped = AtomicBool::new(false);
+    // Set by a writer or pruner thread that panics, so the writers stop waiting for `forget_stopped`.
+    let failed = AtomicBool::new(false);
+    let pruners_done = AtomicUsize::new(0);
     let writers_done = AtomicUsize::new(0);
     // Writers start their rounds only once the pruner is about to start its first forget: on a
     // fast local folder they could otherwise all be done before it took its first lock.
-    let pruner_started = std::sync::atomic::AtomicBool::new(false);
+    let pruner_started = AtomicBool::new(false);
     let mut prune_log: Vec<serde_json::Value> = Vec::new();
     let more: Vec<(String, Snapshot)> = std::thread::scope(|sc| {
         let pruner = sc.spawn(|| {
+            // A pruner that panics releases the writers waiting for `forget_stopped`.
+            let _done = Finished(&pruners_done, &failed);
             let mut log = Vec::new();
             let mut n = 0;
             while writers_done.load(Ordering::SeqCst) < WRITERS || n < 3 {
@@ -242,6 +272,9 @@ fn scenario(root: &Path, loc: &Loc) {
                         .args(["--keep-days", "0", "--lock-wait", "60"])
                         .run()
                         .ok();
+                } else {
+                    // No forget runs now, and none will: the last rounds may start.
+                    forget_stopped.store(true, Ordering::SeqCst);
                 }
                 let out = cmd(loc, "prune", &states[0])
                     .args([
@@ -263,14 +296,18 @@ fn scenario(root: &Path, loc: &Loc) {
             .map(|i| {
                 let (states, next_to_last_done, writers_done, pruner_started) =
                     (&states, &next_to_last_done, &writers_done, &pruner_started);
+                let (forget_stopped, failed) = (&forget_stopped, &failed);
                 sc.spawn(move || {
                     while !pruner_started.load(Ordering::SeqCst) {
                         std::thread::sleep(std::time::Duration::from_millis(5));
                     }
                     // Counted however the thread ends, so the pruner's loop ends too.
-                    let _done = Finished(writers_done);
+                    let _done = Finished(writers_done, failed);
                     let mut out = Vec::new();
                     for round in 1..=rounds {
+                        if round == rounds {
+                            wait_for(forget_stopped, failed, "the pruner to stop forgetting");
+                        }
                         let src = tree(root, i, round);
                         let want = snapshot(&src);
                         let o = backup(loc, &states[i], &src, 0);

@@ -145,7 +145,16 @@ pub(crate) async fn run(
             let unlock = Arc::new(Unlock::Identities(vec![p.identity]));
             let job_id = record.id.clone();
             let cancel = stop.token().clone();
-            work(ctx, &job_id, &p.backup_id, unlock, p.plan, progress, cancel).await
+            work(
+                ctx,
+                &job_id,
+                &p.backup_id,
+                unlock,
+                p.plan,
+                progress.clone(),
+                cancel,
+            )
+            .await
         }
         Err(e) => Err(Failure::general(format!(
             "creating the scratch folder {}: {e}",
@@ -153,6 +162,8 @@ pub(crate) async fn run(
         ))),
     };
     let _ = std::fs::remove_dir_all(&scratch);
+    // What it read back out of the repository: the bytes restored into the scratch folder.
+    record.bytes_read = progress.snapshot().bytes_done;
     record.finished_at = Some(ctx.now());
     record.duration_ms = Some(crate::model::elapsed_ms(began));
     match outcome {

@@ -208,3 +208,41 @@ pub async fn object_bytes(gw: &Gateway, keys: &rgw::Keys, bucket: &str, key: &st
 pub fn rel(k: &str) -> String {
     k.trim_start_matches("r/MASBackup/").to_owned()
 }
+
+/// Two backups (data seeds 1 and 2) by a controller with the writer key on a new append-only
+/// object-lock bucket named after `name`, at `r?{query}`, verified with no tamper alert.
+pub struct TwoBackups {
+    pub bucket: String,
+    /// The source folder; it lives as long as the controller backs it up.
+    pub src: tempfile::TempDir,
+    pub t: TestController,
+    pub a: Job,
+    pub want_a: ibs_testing::Snapshot,
+    pub b: Job,
+    pub want_b: ibs_testing::Snapshot,
+}
+
+pub async fn two_verified_backups(gw: &Gateway, name: &str, query: &str) -> TwoBackups {
+    let bucket = rgw::append_only_bucket(name).await;
+    let loc = format!("s3+http://{}/{bucket}/r?{query}", gw.host_port());
+    let src = tempfile::tempdir().unwrap();
+    write_data(src.path(), 1);
+    let want_a = ibs_testing::snapshot(src.path());
+    let t = controller(gw, &loc, src.path(), real_now(), 7).await;
+    let a = backup(&t).await;
+    t.clock.set(real_now());
+    write_data(src.path(), 2);
+    let want_b = ibs_testing::snapshot(src.path());
+    let b = backup(&t).await;
+    verify(&t).await;
+    assert!(tamper_alert(&t).is_none(), "{:?}", tamper_alert(&t));
+    TwoBackups {
+        bucket,
+        src,
+        t,
+        a,
+        want_a,
+        b,
+        want_b,
+    }
+}

@@ -34,6 +34,7 @@
 
 mod conflicts;
 mod dirs;
+mod queue;
 mod write;
 
 pub use conflicts::conflicts;
@@ -43,7 +44,7 @@ use crate::folders::Folders;
 use crate::progress::Progress;
 use crate::target::{apply_metadata, Metadata, TargetDir};
 use crate::{EngineError, RestoreError};
-use dirs::{DirMeta, Dirs, Pending};
+use dirs::{DirMeta, Dirs};
 use ibs_repo::chunk::ChunkOpener;
 use ibs_repo::ids::ChunkId;
 use ibs_repo::index::Index;
@@ -52,6 +53,7 @@ use ibs_repo::lock::LockKind;
 use ibs_repo::pack::encoding;
 use ibs_repo::tree::{parse_header, EntryCounts, EntryKind, TreeEntry};
 use ibs_repo::Repository;
+use queue::{Dest, Job, Queue, SplitFile};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
@@ -129,59 +131,9 @@ fn default_threads(local: bool, cores: usize) -> usize {
 /// See [`default_threads`].
 const REMOTE_MIN_THREADS: usize = 16;
 
-/// Files at least this large are restored in pieces by several workers at once.
-const SPLIT_MIN: u64 = 16 << 20;
-/// A piece covers whole chunks and at least this many bytes (the last one may be shorter).
-const PIECE: u64 = 8 << 20;
-
-/// On storage read through the runtime (a share, an object store), files up to this size are
-/// restored in batches: one worker fetches a batch's chunks with as few range reads as the packs
-/// allow ([`crate::chunkread::prefetch`]), then writes its files one by one. One request per small
-/// file would otherwise bound the restore by round trips (5,029 GETs for the 1 GiB bench tree).
-const BATCH_FILE_MAX: u64 = 1 << 20;
-/// A batch is sent once its files hold this many bytes ...
-const BATCH_BYTES: u64 = 4 << 20;
-/// ... or this many files.
-const BATCH_FILES: usize = 512;
 /// Sealed bytes a restore from such storage holds in flight across all its workers
 /// ([`ReadBudget`]).
 const READ_BUDGET: u32 = 32 << 20;
-
-/// Where a file goes: its folder's handle and its name in it.
-struct Dest {
-    dir: Arc<TargetDir>,
-    name: OsString,
-    /// The full path, for messages only.
-    path: PathBuf,
-    /// Holds the folder's metadata back until the file is in place (or failed) and this is dropped.
-    _folder: Pending,
-}
-
-enum Job {
-    /// A whole file, restored by one worker.
-    File { entry: TreeEntry, dest: Dest },
-    /// Small files restored by one worker after one prefetch of their chunks.
-    Batch(Vec<(TreeEntry, Dest)>),
-    /// A range of a large file's chunks and the offset of its first byte; the worker that ends the
-    /// last piece puts the file in place.
-    Piece {
-        file: Arc<SplitFile>,
-        chunks: std::ops::Range<usize>,
-        offset: u64,
-    },
-}
-
-/// A large file being restored in pieces, into its temporary name in its folder.
-struct SplitFile {
-    entry: TreeEntry,
-    dest: Dest,
-    tmp: OsString,
-    file: std::fs::File,
-    /// Pieces not yet ended.
-    left: AtomicUsize,
-    /// The first failure of any piece; later pieces are then skipped.
-    failed: Mutex<Option<String>>,
-}
 
 struct Shared {
     rt: tokio::runtime::Handle,
@@ -630,58 +582,6 @@ fn dispatch(
         }
     }
     Ok(())
-}
-
-/// The restore's workers are gone (they stop only once the queue is dropped, or by panicking).
-struct WorkersStopped;
-
-/// The walking thread's side of the workers' queue: on storage read through the runtime, small
-/// whole files are gathered into [`Job::Batch`]es; everything else is sent as it comes.
-struct Queue {
-    tx: crossbeam_channel::Sender<Job>,
-    batching: bool,
-    batch: Vec<(TreeEntry, Dest)>,
-    batch_bytes: u64,
-}
-
-impl Queue {
-    fn new(tx: crossbeam_channel::Sender<Job>, batching: bool) -> Self {
-        Queue {
-            tx,
-            batching,
-            batch: Vec::new(),
-            batch_bytes: 0,
-        }
-    }
-
-    /// Queues `job`; `Err` once the workers are gone.
-    fn send(&mut self, job: Job) -> Result<(), WorkersStopped> {
-        match job {
-            Job::File { entry, dest } if self.batching && entry.size <= BATCH_FILE_MAX => {
-                self.batch_bytes += entry.size;
-                self.batch.push((entry, dest));
-                if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_FILES {
-                    self.send_batch()?;
-                }
-                Ok(())
-            }
-            job => self.tx.send(job).map_err(|_| WorkersStopped),
-        }
-    }
-
-    fn send_batch(&mut self) -> Result<(), WorkersStopped> {
-        self.batch_bytes = 0;
-        match std::mem::take(&mut self.batch) {
-            b if b.is_empty() => Ok(()),
-            b => self.tx.send(Job::Batch(b)).map_err(|_| WorkersStopped),
-        }
-    }
-
-    /// Sends the batch being gathered.
-    fn flush(&mut self) -> Result<(), String> {
-        self.send_batch()
-            .map_err(|_| "restore workers stopped".to_string())
-    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! place only once its chunks are verified and its metadata applied (the invariants of
 //! [`super`]).
 
+use super::queue::{PIECE, SPLIT_MIN};
 use super::*;
 use crate::chunkread::{prefetch, read_chunks_via, Prefetched, ReadVia};
 
