@@ -150,7 +150,7 @@ impl AlertKind {
             ),
             AlertKind::RepositoryTampered => (
                 "The backup repository was tampered with.",
-                "On the object-lock bucket, objects that ibs writes once were overwritten or hidden by a delete marker after ibs wrote them, objects are not locked, or deletes the maintenance credential may make were refused. The details name the objects. Reads keep using the versions ibs wrote, so backups stay restorable, but someone with write access to the bucket (the writer key, or this host) tried to destroy or alter backups.",
+                "On the object-lock bucket, objects that ibs writes once were overwritten or hidden by a delete marker after ibs wrote them, objects are not locked, deletes the maintenance credential may make were refused, or objects under plans/ that do not open under the metadata key were put there (backups and prune ignore them). The details name the objects. Reads keep using the versions ibs wrote, so backups stay restorable, but someone with write access to the bucket (the writer key, or this host) tried to destroy or alter backups.",
                 "Treat the controller host and its writer key as compromised: rotate the writer key and check the host. Run `ibs repo check --read-data` with the .pfx on a trusted host to confirm every backup restores. Review the bucket policy and object-lock configuration with the bucket owner. The alert closes when a later verification finds no tampering; the extra object versions stay until their locks expire.",
             ),
         }

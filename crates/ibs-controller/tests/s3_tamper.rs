@@ -8,6 +8,8 @@
 //! - A bucket policy that refuses the maintenance credential the delete of an expired backup's
 //!   manifest: retention with the maintenance credential raises the alert naming it, and the
 //!   retained backup still restores.
+//! - An object under `plans/` put and locked with the writer key that does not open under the
+//!   metadata key (ADR 0044): backups still succeed, the verification raises the alert naming it.
 
 mod s3_support;
 
@@ -311,4 +313,56 @@ async fn a_second_put_of_the_same_content_is_no_tampering_and_other_content_is()
         "{alert:?}"
     );
     restores_exactly(&t, &a, &want).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_planted_prune_plan_stops_no_backup_and_raises_the_alert() {
+    let gw = rgw::gateway();
+    let bucket = rgw::append_only_bucket("ctl-plan").await;
+    let loc = format!(
+        "s3+http://{}/{bucket}/r?lock_retention=1h&lock_margin=0s",
+        gw.host_port()
+    );
+    let src = tempfile::tempdir().unwrap();
+    write_data(src.path(), 1);
+    let want_a = ibs_testing::snapshot(src.path());
+    let t = controller(gw, &loc, src.path(), real_now(), 7).await;
+    let a = backup(&t).await;
+    verify(&t).await;
+    assert!(tamper_alert(&t).is_none(), "{:?}", tamper_alert(&t));
+
+    // The writer key puts garbage under plans/ and locks it for a day in COMPLIANCE mode.
+    let planted = "r/MASBackup/plans/0123456789abcdef0123456789abcdef";
+    rgw::client(gw, &gw.writer)
+        .put_object()
+        .bucket(&bucket)
+        .key(planted)
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(
+            b"IBSPLN\x01\x00stall",
+        ))
+        .object_lock_mode(aws_sdk_s3::types::ObjectLockMode::Compliance)
+        .object_lock_retain_until_date(aws_sdk_s3::primitives::DateTime::from_secs(
+            real_now() + 86_400,
+        ))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("the writer adds a locked object: {e:?}"));
+
+    t.clock.set(real_now());
+    write_data(src.path(), 2);
+    let want_b = ibs_testing::snapshot(src.path());
+    let b = backup(&t).await;
+    t.clock.set(real_now());
+    verify(&t).await;
+    let alert = tamper_alert(&t).expect("the tamper alert is open");
+    assert!(
+        alert.details.contains(&format!(
+            "1 object(s) under plans/ do not open under the metadata key (put there by someone with storage access; backups and prune ignore them): {}",
+            rel(planted)
+        )),
+        "{alert:?}"
+    );
+    assert_eq!(alert.severity, "Critical");
+    restores_exactly(&t, &a, &want_a).await;
+    restores_exactly(&t, &b, &want_b).await;
 }

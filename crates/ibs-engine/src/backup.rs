@@ -21,6 +21,7 @@ use ibs_repo::crypto::SymKey;
 use ibs_repo::ids::KeyId;
 use ibs_repo::index::Index;
 use ibs_repo::manifest::{Catalog, Manifest};
+use ibs_repo::plan::PlanReading;
 use ibs_repo::Repository;
 use std::collections::HashSet;
 use std::io::Read;
@@ -209,11 +210,13 @@ pub async fn backup_with(
     // Backups of several writers run together (the append lock); two of one writer state would
     // share its files cache and signature stores, so they take turns on this host.
     let _local = state_lock(state, opts.lock_wait).await?;
-    // The lock names the prune plans listed after it was published (§19); the index is loaded
-    // without what they mark.
-    let lock = repo.lock_append("backup", opts.lock_wait).await?;
-    let plans = lock.plans().to_vec();
-    let result = run(repo.clone(), state, opts, extras, &plans).await;
+    // The lock names the prune plans listed and opened after it became held (§19); the index is
+    // loaded without what they mark. Plans that do not open are honoured by nobody (ADR 0044).
+    let lock = repo
+        .lock_append("backup", opts.lock_wait, &state.keys.metadata)
+        .await?;
+    let plans = lock.plan_reading().clone();
+    let result = run(repo.clone(), state, opts, extras, plans).await;
     lock.finish(result).await
 }
 
@@ -259,13 +262,16 @@ async fn run(
     state: &WriterState,
     opts: BackupOptions,
     extras: BackupExtras,
-    plans: &[String],
+    plans: PlanReading,
 ) -> Result<BackupReport, EngineError> {
     let start = match &extras.backup_id {
         Some(id) => Start::with_id(&repo, id).await?,
         None => Start::now(&repo),
     };
-    let mut marks = repo.read_marks(plans, &state.keys.metadata).await?;
+    let PlanReading {
+        mut marks,
+        rejected,
+    } = plans;
     if extras.unsafe_ignore_prune_plans {
         marks.packs.clear();
         marks.segments.clear();
@@ -301,10 +307,17 @@ async fn run(
     let (chunks_new, bytes_stored) = store_index(&repo, state, uploaded).await?;
     let Summary {
         summaries,
-        warnings,
+        mut warnings,
         trees,
         bytes_read,
     } = summarise(outcomes, &extras);
+    // First: a repository-level warning must not drown among per-file ones.
+    warnings.splice(0..0, rejected.iter().map(|r| {
+        format!(
+            "prune plan plans/{} was ignored: it does not open under the metadata key ({}): someone with storage access put it there, or it was damaged in storage or in transit (operator guide, \"A prune plan that fails authentication\")",
+            r.name, r.reason
+        )
+    }));
     let status = crate::status::roll_up(summaries.iter().map(|s| s.status));
     // The reference segments go to storage before the manifest that lists them; a no-change
     // backup finds every one there and stores none.

@@ -5,22 +5,29 @@
 //! - **Mark.** Under the `prune` lock (compatible with `append`), compute what is unreferenced
 //!   (packs to delete or repack, unindexed packs, unused data-key envelopes) and write it as a
 //!   sealed plan `plans/<name>`. Nothing is retired.
-//! - **Backups** list `plans/` right after their append lock becomes held, record the names in the
-//!   lock, read the plans, and build their index without any marked pack, so they never depend on
-//!   a marked chunk (they store it again).
-//! - **Sweep.** Only once every held append lock names every plan on storage
-//!   ([`ibs_repo::lock::appends_unaware_of`] is empty): a backup that does not is one that may
-//!   have loaded the index before the plan existed, or a build that does not read plans. Then one
-//!   pass re-reads every manifest (those committed since the mark included) and retires only
-//!   marked objects that are still unreferenced; every unmarked pack is kept whole. Then the plans
-//!   are dropped.
+//! - **Backups** list and read `plans/` right after their append lock becomes held, record the
+//!   names of the plans that open in the lock, and build their index without any marked pack, so
+//!   they never depend on a marked chunk (they store it again).
+//! - **Sweep.** "The plans" are the plans that open under the metadata key for the sweeper; one
+//!   that does not is honoured by nobody, reported ([`PrunePlan::rejected_plans`]), never blocks,
+//!   and is deleted after a sweep where the storage allows it (ADR 0044). The sweeper announces the
+//!   plans in its prune lock ([`ibs_repo::lock::LockGuard::announce_sweep`]), then sweeps only
+//!   once every held append lock names all of them ([`ibs_repo::lock::appends_unaware_of`] is
+//!   empty): a backup that does not is one that may have loaded the index before the plan
+//!   existed, could not open it, or a build that does not read plans. Then one pass re-reads
+//!   every manifest (those committed since the mark included) and retires only marked objects
+//!   that are still unreferenced; every unmarked pack is kept whole. Then the plans are dropped; a
+//!   plan whose delete is refused or locked stays and is swept again (idempotent) by later runs,
+//!   which still mark.
 //!
 //! Invariant (why the order is safe): a prune writes its plan *before* it reads the locks, and a
 //! backup makes its lock held *before* it lists the plans. So for any backup, either the sweep
 //! reads its lock held (and waits unless the lock names the plan), or it read the lock before the
 //! held write, so the backup's plan listing comes after the plan was written and shows it; a
 //! backup whose lock is gone committed its manifest before releasing it (the sweep reads it) or
-//! lost its lock (and stopped writing before anyone could judge it stale).
+//! lost its lock (and stopped writing before anyone could judge it stale). A backup whose look at
+//! the plans follows the sweeper's check and cannot open a plan the sweeper opened sees the
+//! sweeper's announcement, which precedes that check, and stops.
 //!
 //! A run: sweep the plans an earlier run left if that is allowed now or becomes allowed before
 //! `lock_wait` ends (otherwise report them pending and stop); then mark, and sweep at once when no
@@ -34,8 +41,8 @@
 use crate::prune::{prune_pass, PruneOptions, PrunePlan};
 use crate::state::WriterState;
 use crate::EngineError;
-use ibs_repo::lock::{appends_unaware_of, LockKind, LockTiming};
-use ibs_repo::plan::{Marks, PrunePlanObject};
+use ibs_repo::lock::{appends_unaware_of, LockGuard, LockKind, LockTiming};
+use ibs_repo::plan::{Marks, PrunePlanObject, RejectedPlan};
 use ibs_repo::Repository;
 use tokio::time::Instant;
 
@@ -49,8 +56,7 @@ pub async fn prune(
         .checked_add(opts.lock_wait)
         .unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(100 * 365 * 86_400));
     let guard = repo.lock(LockKind::Prune, "prune", opts.lock_wait).await?;
-    let own = guard.name().to_owned();
-    let result = run(repo, state, &opts, &own, deadline).await;
+    let result = run(repo, state, &opts, &guard, deadline).await;
     guard.finish(result).await
 }
 
@@ -58,9 +64,10 @@ async fn run(
     repo: &Repository,
     state: &WriterState,
     opts: &PruneOptions,
-    own: &str,
+    guard: &LockGuard,
     deadline: Instant,
 ) -> Result<PrunePlan, EngineError> {
+    let own = guard.name();
     let mk = &state.keys.metadata;
     let deadline = if opts.dry_run {
         Instant::now()
@@ -69,19 +76,27 @@ async fn run(
     };
     let mut out = PrunePlan::default();
 
-    // 1. Plans an earlier mark left.
-    let names = repo.list_plans().await?;
-    if !names.is_empty() {
-        let marks = repo.read_marks(&names, mk).await?;
+    // 1. Plans an earlier mark left: those that open; the others are honoured by nobody.
+    let reading = repo.read_plans(&repo.list_plans().await?, mk).await?;
+    let mut rejected = reading.rejected;
+    out.rejected_plans.clone_from(&rejected);
+    let marks = reading.marks;
+    if !marks.is_empty() {
+        let names = marks.names.clone();
+        if !opts.dry_run {
+            guard.announce_sweep(&names).await?;
+        }
         let waiting = wait_sweepable(repo, &names, own, deadline).await?;
         if !waiting.is_empty() {
             pending(&mut out, &marks, names.join(","), waiting);
             return finish_unswept(repo, opts, out).await;
         }
-        absorb(&mut out, sweep(repo, state, opts, &marks).await?);
+        absorb(&mut out, sweep(repo, state, opts, &marks, &rejected).await?);
         if opts.dry_run {
             return Ok(out);
         }
+        // Dropped (or left, locked) with the plans just swept.
+        rejected.clear();
     }
 
     // 2. Mark.
@@ -111,7 +126,9 @@ async fn run(
         let pass = if opts.dry_run {
             candidates
         } else {
-            prune_pass(repo, state, opts, Some(&Marks::default())).await?
+            let mut pass = prune_pass(repo, state, opts, Some(&Marks::default())).await?;
+            drop_plans(repo, rejected.iter().map(|r| &r.name), &mut pass).await?;
+            pass
         };
         absorb(&mut out, pass);
         return Ok(out);
@@ -147,6 +164,9 @@ async fn run(
         }
         return Ok(out);
     }
+    // Announced before it is written: a backup that becomes held after this run's check of the
+    // locks and cannot open the plan sees the announcement and stops.
+    guard.announce_sweep(&marks.names).await?;
     repo.put_plan(&plan, mk).await?;
     tracing::info!(
         "prune marked {} packs and {} data-key envelopes (plan {})",
@@ -159,38 +179,50 @@ async fn run(
         pending(&mut out, &marks, plan.name.clone(), waiting);
         return finish_unswept(repo, opts, out).await;
     }
-    absorb(&mut out, sweep(repo, state, opts, &marks).await?);
+    absorb(&mut out, sweep(repo, state, opts, &marks, &rejected).await?);
     Ok(out)
 }
 
-/// One sweep pass over `marks`, then (not in a dry run) the plans are dropped.
+/// One sweep pass over `marks`, then (not in a dry run) the plans are dropped, and with them the
+/// plans `rejected` that opened for nobody.
 async fn sweep(
     repo: &Repository,
     state: &WriterState,
     opts: &PruneOptions,
     marks: &Marks,
+    rejected: &[RejectedPlan],
 ) -> Result<PrunePlan, EngineError> {
     let mut pass = prune_pass(repo, state, opts, Some(marks)).await?;
     if !opts.dry_run {
-        for n in &marks.names {
-            // On object-lock storage the plan may be locked (or the key may not delete): it stays
-            // until a later sweep can delete it; sweeping it again is harmless (it recomputes).
-            let key = ibs_repo::layout::plan(n);
-            match repo.storage().delete(&key).await {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) if e.kind == ibs_storage::ErrorKind::Locked => {
-                    pass.locked.push(key.to_string())
-                }
-                Err(e) if e.kind == ibs_storage::ErrorKind::Authentication => {
-                    pass.refused.push(key.to_string())
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let names = marks.names.iter().chain(rejected.iter().map(|r| &r.name));
+        drop_plans(repo, names, &mut pass).await?;
     }
     pass.swept_plans = marks.names.clone();
     Ok(pass)
+}
+
+/// Deletes the plans `names`. A delete that a lock or a missing permission refuses is a result
+/// (`locked`, `refused`), not a failure: such a plan stays, and a later run sweeps it again (a
+/// sweep recomputes) or, if it does not open, ignores it again; either way it blocks no mark.
+async fn drop_plans<'a>(
+    repo: &Repository,
+    names: impl Iterator<Item = &'a String>,
+    pass: &mut PrunePlan,
+) -> Result<(), EngineError> {
+    for n in names {
+        let key = ibs_repo::layout::plan(n);
+        match repo.storage().delete(&key).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) if e.kind == ibs_storage::ErrorKind::Locked => pass.locked.push(key.to_string()),
+            Err(e) if e.kind == ibs_storage::ErrorKind::Authentication => {
+                tracing::warn!("prune: delete of {key} refused: {e}");
+                pass.refused.push(key.to_string())
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// The descriptions of the locks a sweep of `plans` waits for, once `deadline` has passed (empty:
@@ -259,6 +291,11 @@ fn absorb(into: &mut PrunePlan, p: PrunePlan) {
     into.refused.extend(p.refused);
     into.kept_for_index.extend(p.kept_for_index);
     into.swept_plans.extend(p.swept_plans);
+    for r in p.rejected_plans {
+        if !into.rejected_plans.contains(&r) {
+            into.rejected_plans.push(r);
+        }
+    }
     into.bytes_freed_estimate += p.bytes_freed_estimate;
     into.locks_checked += p.locks_checked;
     into.purged.batches += p.purged.batches;

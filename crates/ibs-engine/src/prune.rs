@@ -121,6 +121,9 @@ pub struct PrunePlan {
     pub purged: Purged,
     /// The prune plans (§19) this run swept and dropped.
     pub swept_plans: Vec<String>,
+    /// Objects under `plans/` that do not open under the metadata key: honoured by nobody, and
+    /// deleted after a sweep where the storage allows it (ADR 0044).
+    pub rejected_plans: Vec<ibs_repo::plan::RejectedPlan>,
     /// A plan on storage that this run wrote, or found, and did not sweep because backups that
     /// may not honour it still run: a later prune sweeps it. In a dry run, the plan a real run
     /// would leave.

@@ -212,11 +212,15 @@ async fn open_s3(
         }
         return Ok(Arc::new(root));
     }
-    // Every object ibs writes is locked, except repository locks, damage markers and accessibility
-    // probes, which ibs deletes itself (markers are hints that prune removes with their pack).
+    // Every object ibs writes is locked, except repository locks, damage markers, prune plans and
+    // accessibility probes, which ibs deletes itself (markers are hints that prune removes with
+    // their pack; a plan is dropped by the sweep that retires what it marks, ADR 0044: a lock on
+    // it would protect nothing, since deleting a plan only makes backups deduplicate more and the
+    // next mark start over, and would keep swept plans, and their marks, for the whole horizon).
     let exempt = vec![
         layout::LOCKS.to_owned(),
         layout::DAMAGED.to_owned(),
+        layout::PLANS.to_owned(),
         PROBE_PREFIX.to_owned(),
     ];
     Ok(Arc::new(LockedWrites::new(

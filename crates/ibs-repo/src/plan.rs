@@ -10,11 +10,13 @@
 //!
 //! The body is sealed under the metadata key, so only a holder of a writer state can write a plan
 //! that readers accept, and the name is bound as associated data, so a plan cannot be replayed
-//! under another name. A reader refuses another version ([`RepoError::UnsupportedVersion`]) and a
-//! plan that does not open or whose body names another plan ([`RepoError::Corrupt`]): a backup
-//! never proceeds on a plan it cannot read, since ignoring one could let it depend on a chunk the
-//! sweep retires.
-
+//! under another name. A plan that does not open (bad magic, bad seal, a body naming another
+//! plan or not parsing) is *honoured by nobody* ([`PlanReading::rejected`], ADR 0044): no sweep
+//! acts on marks nobody can read, and a backup that skips a plan some sweeper can open is held
+//! back by the sweep condition and by the sweeper's announcement (§19). Only a plan that opens
+//! and whose sealed body carries the newer version of its header is refused
+//! ([`RepoError::UnsupportedVersion`]): the version in the header alone is not authenticated, so
+//! it alone never stops anyone.
 use crate::crypto::SymKey;
 use crate::error::{RepoError, Result};
 use crate::ids::{KeyId, PackId, SegmentId};
@@ -56,28 +58,68 @@ pub struct Marks {
     pub segments: HashSet<SegmentId>,
 }
 
+/// A plan that did not open under the metadata key: honoured by nobody, reported, and retired by
+/// the next sweep that may delete it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RejectedPlan {
+    /// The object's name under `plans/`.
+    pub name: String,
+    /// Why it does not open (no secret in it).
+    pub reason: String,
+}
+
+/// The plans read for use: the marks of those that opened and the ones honoured by nobody.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlanReading {
+    pub marks: Marks,
+    pub rejected: Vec<RejectedPlan>,
+}
+
+impl PlanReading {
+    /// Takes one plan as read: its marks if it opened, a rejection if it did not open (or marks
+    /// ids that do not parse); a newer version that opened, or any other error, is returned.
+    pub fn take(&mut self, name: &str, read: Result<PrunePlanObject>) -> Result<()> {
+        let rejected = match read.and_then(|p| self.marks.add(&p)) {
+            Ok(()) => return Ok(()),
+            Err(RepoError::Corrupt { detail, .. }) => detail,
+            Err(e) => return Err(e),
+        };
+        self.rejected.push(RejectedPlan {
+            name: name.to_owned(),
+            reason: rejected,
+        });
+        Ok(())
+    }
+}
+
 impl Marks {
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
 
-    /// Adds one plan's marks.
+    /// Adds one plan's marks; all or, if one id does not parse, none.
     pub fn add(&mut self, plan: &PrunePlanObject) -> Result<()> {
         let bad = |what: &str, e: String| {
             RepoError::corrupt(format!("plans/{}", plan.name), format!("{what}: {e}"))
         };
-        for p in &plan.packs {
-            self.packs
-                .insert(PackId::from_hex(p).map_err(|e| bad("pack id", e.to_string()))?);
-        }
-        for k in &plan.keys {
-            self.keys
-                .insert(KeyId::from_hex(k).map_err(|e| bad("key id", e.to_string()))?);
-        }
-        for g in &plan.segments {
-            self.segments
-                .insert(SegmentId::from_hex(g).map_err(|e| bad("segment id", e.to_string()))?);
-        }
+        let packs = plan
+            .packs
+            .iter()
+            .map(|p| PackId::from_hex(p).map_err(|e| bad("pack id", e.to_string())))
+            .collect::<Result<Vec<_>>>()?;
+        let keys = plan
+            .keys
+            .iter()
+            .map(|k| KeyId::from_hex(k).map_err(|e| bad("key id", e.to_string())))
+            .collect::<Result<Vec<_>>>()?;
+        let segments = plan
+            .segments
+            .iter()
+            .map(|g| SegmentId::from_hex(g).map_err(|e| bad("segment id", e.to_string())))
+            .collect::<Result<Vec<_>>>()?;
+        self.packs.extend(packs);
+        self.keys.extend(keys);
+        self.segments.extend(segments);
         self.names.push(plan.name.clone());
         self.names.sort();
         Ok(())
@@ -110,25 +152,38 @@ impl PrunePlanObject {
         out
     }
 
-    /// Parses and authenticates `plans/<name>`.
+    /// Parses and authenticates `plans/<name>`. [`RepoError::Corrupt`]: it does not open (bad
+    /// magic, bad seal, a body that does not parse or names another plan, a header version its
+    /// sealed body does not repeat). [`RepoError::UnsupportedVersion`]: it opens under the
+    /// metadata key and its sealed body carries the newer version of its header (§19: every
+    /// version keeps this envelope and repeats its number as `"version"` in the body).
     pub fn from_bytes(name: &str, bytes: &[u8], metadata_key: &SymKey) -> Result<Self> {
         let object = format!("plans/{name}");
         if bytes.len() < 8 || &bytes[..6] != PLAN_MAGIC {
             return Err(RepoError::corrupt(object, "not a prune plan (bad magic)"));
         }
         let version = u16::from_le_bytes([bytes[6], bytes[7]]);
+        let body = metadata_key
+            .open(&Self::aad(name), &bytes[8..])
+            .ok_or_else(|| {
+                RepoError::corrupt(&object, "does not authenticate under the metadata key")
+            })?;
         if version != PLAN_VERSION {
+            let sealed = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("version").and_then(serde_json::Value::as_u64));
+            if sealed != Some(u64::from(version)) {
+                return Err(RepoError::corrupt(
+                    object,
+                    format!("version {version} in its header is not the version its sealed body carries"),
+                ));
+            }
             return Err(RepoError::UnsupportedVersion {
                 object,
                 found: version.into(),
                 supported: PLAN_VERSION.into(),
             });
         }
-        let body = metadata_key
-            .open(&Self::aad(name), &bytes[8..])
-            .ok_or_else(|| {
-                RepoError::corrupt(&object, "does not authenticate under the metadata key")
-            })?;
         let plan: PrunePlanObject = serde_json::from_slice(&body)
             .map_err(|e| RepoError::corrupt(&object, format!("body: {e}")))?;
         if plan.name != name {
@@ -191,10 +246,24 @@ mod tests {
         // Another repository's metadata key.
         let e = PrunePlanObject::from_bytes(&p.name, &bytes, &SymKey::random()).unwrap_err();
         assert!(matches!(e, RepoError::Corrupt { .. }), "{e}");
-        // A newer version is refused by number, before any attempt to open it.
+        // A header that claims a newer version is not believed on its own: the version must be
+        // repeated inside the sealed body, else the plan is honoured by nobody (Corrupt).
         let mut t = bytes.clone();
         t[6..8].copy_from_slice(&2u16.to_le_bytes());
-        match PrunePlanObject::from_bytes(&p.name, &t, &k).unwrap_err() {
+        let e = PrunePlanObject::from_bytes(&p.name, &t, &k).unwrap_err();
+        assert!(matches!(e, RepoError::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("version 2 in its header"), "{e}");
+        // A garbage body under a newer header: Corrupt, not UnsupportedVersion.
+        let e = PrunePlanObject::from_bytes(&p.name, b"IBSPLN\x02\x00garbage", &k).unwrap_err();
+        assert!(matches!(e, RepoError::Corrupt { .. }), "{e}");
+        // A sealed body of a newer version that says so: refused by number.
+        let mut newer = PLAN_MAGIC.to_vec();
+        newer.extend_from_slice(&2u16.to_le_bytes());
+        newer.extend_from_slice(&k.seal(
+            &PrunePlanObject::aad(&p.name),
+            br#"{"version": 2, "name": "x", "what": "a newer build knows"}"#,
+        ));
+        match PrunePlanObject::from_bytes(&p.name, &newer, &k).unwrap_err() {
             RepoError::UnsupportedVersion {
                 found, supported, ..
             } => assert_eq!((found, supported), (2, 1)),
@@ -213,5 +282,38 @@ mod tests {
         assert!(e.to_string().contains("names plan"), "{e}");
         // Not a plan at all.
         assert!(PrunePlanObject::from_bytes(&p.name, b"IBSDMG\x01\x00{}", &k).is_err());
+    }
+
+    #[test]
+    fn a_reading_keeps_the_plans_that_open_and_rejects_the_others() {
+        let k = SymKey::random();
+        let p = sample();
+        let mut reading = PlanReading::default();
+        reading
+            .take(
+                &p.name,
+                PrunePlanObject::from_bytes(&p.name, &p.to_bytes(&k), &k),
+            )
+            .unwrap();
+        let junk = "0".repeat(32);
+        reading
+            .take(&junk, PrunePlanObject::from_bytes(&junk, b"garbage", &k))
+            .unwrap();
+        // An authenticated plan whose ids do not parse marks nothing at all.
+        let mut odd = sample();
+        odd.packs.push("not hex".into());
+        reading.take(&odd.name, Ok(odd.clone())).unwrap();
+        assert_eq!(reading.marks.names, vec![p.name.clone()]);
+        assert_eq!(reading.marks.packs.len(), 2);
+        let rejected: Vec<_> = reading.rejected.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(rejected, [junk.as_str(), odd.name.as_str()]);
+        assert!(reading.rejected[0].reason.contains("bad magic"));
+        // A newer version that opens, and storage errors, are not rejections.
+        let newer = RepoError::UnsupportedVersion {
+            object: "plans/x".into(),
+            found: 2,
+            supported: 1,
+        };
+        assert!(reading.take("x", Err(newer)).is_err());
     }
 }

@@ -297,3 +297,62 @@ async fn a_holder_whose_refresh_hangs_stops_before_others_may_take_over() {
     let err = slot.check().unwrap_err();
     assert!(matches!(err, RepoError::LockLost { .. }), "{err}");
 }
+
+/// Someone with write access plants an object under `locks/` that is no lock and puts it under an
+/// object lock (or a policy refuses its delete). It counts as an exclusive lock until it is stale;
+/// then its refused delete leaves it in place, out of every view, instead of failing every
+/// operation of the repository from then on.
+#[tokio::test(start_paused = true)]
+async fn a_planted_lock_whose_delete_is_refused_stops_nothing_once_stale() {
+    for kind in [ErrorKind::Locked, ErrorKind::Authentication] {
+        let (mem, clock) = setup();
+        let faulty = Arc::new(FaultyStorage::new(mem));
+        let s: DynStorage = faulty.clone();
+        let planted = format!("planted-{kind:?}");
+        s.put(
+            &ObjectKey::new(format!("locks/{planted}")).unwrap(),
+            b"not a lock, locked until 2099".to_vec().into(),
+        )
+        .await
+        .unwrap();
+        faulty.refuse_deletes_under(&format!("locks/{planted}"), kind);
+        let err = acquire(
+            &s,
+            clock.clone(),
+            LockKind::Append,
+            "backup",
+            Duration::ZERO,
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("unreadable lock object"), "{err}");
+        let g = acquire(
+            &s,
+            clock.clone(),
+            LockKind::Exclusive,
+            "check",
+            Duration::from_secs(STALE_SECS + 60),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?}: a stale planted lock whose delete is refused: {e}"));
+        assert!(exists(&s, &planted).await, "its delete was refused");
+        let live = list(&s, clock.as_ref()).await.unwrap();
+        assert!(
+            live.iter().all(|l| !l.unreadable && l.operation == "check"),
+            "only the holder's own lock is live: {live:?}"
+        );
+        g.release().await.unwrap();
+        // Every later operation of this process gets in at once.
+        let g = acquire(
+            &s,
+            clock.clone(),
+            LockKind::Append,
+            "backup",
+            Duration::ZERO,
+        )
+        .await
+        .expect("the planted object is known stale");
+        g.release().await.unwrap();
+    }
+}

@@ -1,12 +1,15 @@
 //! The prune lock kind and the lock side of the two-phase prune (format spec §19): prune is
-//! compatible with append and with nothing else; an append lock names the plans listed after it
-//! was published; a sweep waits for every append lock that does not name its plans.
+//! compatible with append and with nothing else; an append lock names the plans listed and opened
+//! after it was published; a sweep waits for every append lock that does not name its plans; a
+//! backup that cannot open a plan a sweeper announces stops (ADR 0044).
 
 use ibs_repo::clock::ManualClock;
+use ibs_repo::crypto::SymKey;
 use ibs_repo::lock::{
     acquire_noting, acquire_with, appends_unaware_of, conflicts, Identity, LockConfig, LockKind,
     LockTiming,
 };
+use ibs_repo::plan::PrunePlanObject;
 use ibs_repo::RepoError;
 use ibs_storage::memory::MemoryStorage;
 use ibs_storage::{DynStorage, ObjectKey};
@@ -35,6 +38,21 @@ async fn lock_names(s: &DynStorage) -> Vec<String> {
         .into_iter()
         .map(|o| o.key.name().to_owned())
         .collect()
+}
+
+async fn put_raw_plan(s: &DynStorage, name: &str, bytes: &[u8]) {
+    s.put(
+        &ObjectKey::new(format!("plans/{name}")).unwrap(),
+        bytes.to_vec().into(),
+    )
+    .await
+    .unwrap();
+}
+
+async fn put_plan(s: &DynStorage, name: &str, mk: &SymKey) {
+    let mut p = PrunePlanObject::new(1_800_000_000, "h".into(), &[], &[]);
+    p.name = name.to_owned();
+    put_raw_plan(s, name, &p.to_bytes(mk)).await;
 }
 
 #[test]
@@ -133,8 +151,9 @@ async fn an_append_lock_names_the_plans_listed_after_it_was_published() {
     .await
     .unwrap();
     let reader_name = reader.name().to_owned();
+    let mk = SymKey::random();
     let backup = {
-        let (s, c, cfg) = (s.clone(), c.clone(), cfg.clone());
+        let (s, c, cfg, mk) = (s.clone(), c.clone(), cfg.clone(), mk.clone());
         tokio::spawn(async move {
             acquire_noting(
                 &s,
@@ -143,7 +162,7 @@ async fn an_append_lock_names_the_plans_listed_after_it_was_published() {
                 "backup",
                 Duration::from_secs(60),
                 &cfg,
-                true,
+                Some(&mk),
             )
             .await
         })
@@ -154,12 +173,10 @@ async fn an_append_lock_names_the_plans_listed_after_it_was_published() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let plan = "0123456789abcdef0123456789abcdef".to_owned();
-    s.put(
-        &ObjectKey::new(format!("plans/{plan}")).unwrap(),
-        b"IBSPLN".to_vec().into(),
-    )
-    .await
-    .unwrap();
+    put_plan(&s, &plan, &mk).await;
+    // And one that does not open: honoured by nobody, named by no lock.
+    let junk = "00000000000000000000000000000bad".to_owned();
+    put_raw_plan(&s, &junk, b"IBSPLN\x01\x00not sealed").await;
     let timing = cfg.timing.clone();
     // A backup not yet holding its lock does not hold the sweep back (it lists the plans once it
     // holds the lock): otherwise a sweep could wait for a backup that waits for a reader queued
@@ -171,6 +188,9 @@ async fn an_append_lock_names_the_plans_listed_after_it_was_published() {
     reader.release().await.unwrap();
     let guard = backup.await.unwrap().unwrap();
     assert_eq!(guard.plans(), std::slice::from_ref(&plan));
+    let rejected = &guard.plan_reading().rejected;
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0].name, junk);
     assert!(!lock_names(&s).await.contains(&reader_name));
     let unaware = appends_unaware_of(&s, std::slice::from_ref(&plan), None, &timing)
         .await
@@ -201,4 +221,87 @@ async fn an_unreadable_lock_holds_the_sweep_back() {
         .unwrap();
     assert_eq!(unaware.len(), 1);
     assert!(unaware[0].1.unreadable);
+}
+
+/// A plan the sweeper opens and a backup cannot (a transport fault, a server lying to one client):
+/// the backup does not name it, so a sweep waits for it; and a backup that becomes held after the
+/// sweeper's check sees the sweeper's announcement and stops instead of deduplicating against
+/// what the plan may mark. A plan announced by nobody does not stop it.
+#[tokio::test]
+async fn a_backup_that_cannot_open_a_plan_a_sweeper_announces_stops() {
+    let s: DynStorage = Arc::new(MemoryStorage::new());
+    let (c, cfg) = (clock(), cfg());
+    let plan = "0123456789abcdef0123456789abcdef".to_owned();
+    // Sealed under a key the backup does not hold: to it, the plan does not open.
+    let sweeper_key = SymKey::random();
+    put_plan(&s, &plan, &sweeper_key).await;
+    let backup_key = SymKey::random();
+    let backup = |wait| {
+        let (s, c, cfg, k) = (s.clone(), c.clone(), cfg.clone(), backup_key.clone());
+        async move { acquire_noting(&s, c, LockKind::Append, "backup", wait, &cfg, Some(&k)).await }
+    };
+    let prune = acquire_with(
+        &s,
+        c.clone(),
+        LockKind::Prune,
+        "prune",
+        Duration::ZERO,
+        &cfg,
+    )
+    .await
+    .unwrap();
+    // Before the announcement: the backup skips the plan, and a sweep of it waits for the backup.
+    let b = backup(Duration::ZERO).await.unwrap();
+    assert!(b.plans().is_empty());
+    assert_eq!(b.plan_reading().rejected[0].name, plan);
+    let unaware = appends_unaware_of(
+        &s,
+        std::slice::from_ref(&plan),
+        Some(prune.name()),
+        &cfg.timing,
+    )
+    .await
+    .unwrap();
+    assert_eq!(unaware.len(), 1, "{unaware:?}");
+    b.release().await.unwrap();
+    // Another plan announced: no reason to stop.
+    prune
+        .announce_sweep(&["fedcba9876543210fedcba9876543210".to_owned()])
+        .await
+        .unwrap();
+    backup(Duration::ZERO)
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    // This plan announced: a backup that cannot open it stops, naming the sweeper and the plan,
+    // and leaves no lock behind.
+    prune
+        .announce_sweep(std::slice::from_ref(&plan))
+        .await
+        .unwrap();
+    let e = backup(Duration::ZERO).await.err().expect("must stop");
+    assert!(matches!(e, RepoError::Locked { .. }), "{e}");
+    let m = e.to_string();
+    assert!(
+        m.contains("sweeping prune plan") && m.contains(&plan),
+        "{m}"
+    );
+    assert_eq!(lock_names(&s).await, vec![prune.name().to_owned()]);
+    // A backup that opens the plan honours it and is not stopped.
+    let honours = acquire_noting(
+        &s,
+        c.clone(),
+        LockKind::Append,
+        "backup",
+        Duration::ZERO,
+        &cfg,
+        Some(&sweeper_key),
+    )
+    .await
+    .unwrap();
+    assert_eq!(honours.plans(), std::slice::from_ref(&plan));
+    honours.release().await.unwrap();
+    prune.release().await.unwrap();
 }

@@ -1,7 +1,9 @@
 //! A fault-injecting decorator for tests, usable over any backend: an error on the k-th operation,
 //! torn writes (a prefix lands, then the call fails), silently short writes (a broken share that
 //! acknowledges what it did not store), latency, listings that lag behind writes, listings that
-//! hide every key under a prefix (a lying server or a man in the middle), and a full disk.
+//! hide every key under a prefix (a lying server or a man in the middle), reads of the keys under a
+//! prefix that arrive with a flipped byte (a transport fault), deletes under a prefix that a lock
+//! or a policy refuses, and a full disk.
 
 use crate::{
     Capabilities, ErrorKind, ObjectInfo, ObjectKey, Result, SpaceInfo, Storage, StorageError,
@@ -48,6 +50,10 @@ struct Plan {
     hidden: Vec<String>,
     /// Bytes that puts may add before they fail with `Capacity`.
     capacity_left: Option<u64>,
+    /// `get` of a key under one of these prefixes returns its bytes with the last one flipped.
+    corrupted: Vec<String>,
+    /// `delete` of a key under the prefix fails with the kind, leaving the object.
+    undeletable: Vec<(String, ErrorKind)>,
 }
 
 #[derive(Debug)]
@@ -90,6 +96,20 @@ impl FaultyStorage {
         p.latency = None;
         p.list_lag = 0;
         p.hidden.clear();
+        p.corrupted.clear();
+        p.undeletable.clear();
+    }
+
+    /// From now on every `get` of a key under `prefix` returns the object with its last byte
+    /// flipped (a transport fault; the object itself is intact).
+    pub fn corrupt_reads_under(&self, prefix: &str) {
+        self.plan().corrupted.push(prefix.to_owned());
+    }
+
+    /// From now on every `delete` of a key under `prefix` fails with `kind` (e.g. `Locked`: an
+    /// object lock) and leaves the object.
+    pub fn refuse_deletes_under(&self, prefix: &str, kind: ErrorKind) {
+        self.plan().undeletable.push((prefix.to_owned(), kind));
     }
 
     /// From now on `list` omits every key under `prefix`, as a lying server would; the objects
@@ -227,7 +247,19 @@ impl Storage for FaultyStorage {
         if let Some(Fault::Error { kind, transient }) = self.before(Op::Get).await {
             return Err(injected_error(kind, transient, "get", Some(key.as_str())));
         }
-        self.inner.get(key).await
+        let bytes = self.inner.get(key).await?;
+        let corrupt = self
+            .plan()
+            .corrupted
+            .iter()
+            .any(|p| key.as_str().starts_with(p.as_str()));
+        if corrupt && !bytes.is_empty() {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+            let mut b = bytes.to_vec();
+            *b.last_mut().expect("not empty") ^= 1;
+            return Ok(b.into());
+        }
+        Ok(bytes)
     }
 
     async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes> {
@@ -267,6 +299,16 @@ impl Storage for FaultyStorage {
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        let refused = self
+            .plan()
+            .undeletable
+            .iter()
+            .find(|(p, _)| key.as_str().starts_with(p.as_str()))
+            .map(|(_, k)| *k);
+        if let Some(kind) = refused {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+            return Err(injected_error(kind, false, "delete", Some(key.as_str())));
+        }
         if let Some(Fault::Error { kind, transient }) = self.before(Op::Delete).await {
             return Err(injected_error(
                 kind,

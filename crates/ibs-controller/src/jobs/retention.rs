@@ -193,6 +193,11 @@ async fn run(ctx: &JobContext) -> Result<Cleaned, String> {
             // The maintenance credential may delete every version of what prune removes: a
             // refusal means someone weakened it or the bucket (policy, legal hold).
             refused: if maintenance { refused } else { Vec::new() },
+            rejected_plans: plan
+                .rejected_plans
+                .iter()
+                .map(|r| format!("plans/{}", r.name))
+                .collect(),
         };
         tamper::record(ctx, &findings, "retention", false);
     }

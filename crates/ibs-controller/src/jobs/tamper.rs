@@ -11,7 +11,9 @@
 //!   version's write time plus the policy's horizon (extensions only lengthen a lock), so an
 //!   earlier retain-until date means someone with GOVERNANCE bypass rights re-locked it shorter;
 //! - a delete the maintenance credential should have been allowed to make but the storage
-//!   refused (a changed bucket policy, a legal hold, or a weakened maintenance key).
+//!   refused (a changed bucket policy, a legal hold, or a weakened maintenance key);
+//! - an object under `plans/` that does not open under the metadata key (ADR 0044): honoured by
+//!   nobody, so harmless to backups and prune, but only someone with storage access puts one.
 //!
 //! Invariants: the scan only runs where writes are locked (`lock_policy()` is some), so other
 //! storage never pays for it or raises the alert; verification closes the alert when it finds
@@ -53,6 +55,8 @@ pub struct Findings {
     pub shortened: Vec<Shortened>,
     /// Deletes the maintenance credential should have been allowed that the storage refused.
     pub refused: Vec<String>,
+    /// Objects under `plans/` that do not open under the metadata key.
+    pub rejected_plans: Vec<String>,
 }
 
 impl Findings {
@@ -61,6 +65,7 @@ impl Findings {
             && self.unlocked.is_empty()
             && self.shortened.is_empty()
             && self.refused.is_empty()
+            && self.rejected_plans.is_empty()
     }
 
     /// The alert's details: per kind of evidence, the count and the first [`NAMED`] objects (a
@@ -94,6 +99,10 @@ impl Findings {
             (
                 &self.refused,
                 "could not be deleted by the maintenance credential (the storage refused)",
+            ),
+            (
+                &self.rejected_plans,
+                "under plans/ do not open under the metadata key (put there by someone with storage access; backups and prune ignore them)",
             ),
         ]
         .into_iter()
@@ -133,6 +142,21 @@ pub async fn rewritten(
         .await?
         .into_iter()
         .map(|k| k.as_str().to_owned())
+        .collect())
+}
+
+/// The objects under `plans/` that do not open under the metadata key, as `plans/<name>`.
+pub async fn rejected_plans(
+    repo: &Repository,
+    metadata_key: &SymKey,
+) -> Result<Vec<String>, ibs_repo::RepoError> {
+    let names = repo.list_plans().await?;
+    Ok(repo
+        .read_plans(&names, metadata_key)
+        .await?
+        .rejected
+        .into_iter()
+        .map(|r| format!("plans/{}", r.name))
         .collect())
 }
 
@@ -209,6 +233,7 @@ mod tests {
             unlocked: vec![],
             shortened: vec![],
             refused: vec!["index/s1".into()],
+            rejected_plans: vec![],
         };
         let d = f.describe();
         assert!(d.starts_with("7 object(s) overwritten or hidden"), "{d}");
@@ -219,8 +244,21 @@ mod tests {
         assert!(!d.contains("packs/p5"), "{d}");
         assert!(d.contains("1 object(s) could not be deleted by the maintenance credential"));
         assert!(!d.contains("carry no object lock"), "{d}");
+        assert!(!d.contains("plans/"), "{d}");
         assert!(Findings::default().is_empty());
         assert!(!f.is_empty());
+        let planted = Findings {
+            rejected_plans: vec!["plans/00ff".into()],
+            ..Default::default()
+        };
+        assert!(!planted.is_empty());
+        assert!(
+            planted
+                .describe()
+                .starts_with("1 object(s) under plans/ do not open under the metadata key"),
+            "{}",
+            planted.describe()
+        );
     }
 
     #[test]

@@ -16,9 +16,11 @@
 //! which should not meet half-written backups, wait for them, and every operation that deletes
 //! waits for everyone, except prune and forget: they run beside backups under the two-phase prune
 //! protocol (`docs/design/repository-format.md` §19, ADR 0039). A backup's lock names the prune
-//! plans it read ([`LockInfo::plans`], listed right after the lock became held), which is what
-//! lets a sweep tell the backups that honour its plan from those that may not
-//! ([`appends_unaware_of`]).
+//! plans it read and could open ([`LockInfo::plans`], listed and read right after the lock became
+//! held), which is what lets a sweep tell the backups that honour its plan from those that may not
+//! ([`appends_unaware_of`]); a prune lock announces the plans its holder is about to sweep
+//! ([`LockInfo::sweeping`], [`LockGuard::announce_sweep`]), which is what stops a backup that
+//! could not open one of them ([`plans`]).
 //!
 //! Acquisition is Lamport's bakery over lock objects: a contender publishes its lock in the
 //! `choosing` phase, reads every lock, takes the ticket `1 + max(tickets seen)`, publishes it
@@ -29,15 +31,21 @@
 //! [`identity`]. Invariant: a holder writes only while [`fence::LockState::check`] passes.
 
 mod fence;
+mod guard;
 mod identity;
 mod observe;
+mod plans;
 
 pub use fence::{FenceSlot, FencedStorage, LockState};
+pub use guard::LockGuard;
 pub use identity::{hostname, process_start, Identity};
+pub use plans::{list_plans, read_plans};
 
 use crate::clock::Clock;
+use crate::crypto::SymKey;
 use crate::error::{RepoError, Result};
 use crate::layout;
+use crate::plan::PlanReading;
 use ibs_storage::{DynStorage, ObjectKey};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -102,11 +110,17 @@ pub struct LockInfo {
     pub ticket: u64,
     #[serde(default)]
     pub phase: Phase,
-    /// The prune plans (`plans/<name>`, names) this holder listed right after its lock became
-    /// held: an append holder deduplicates against nothing they mark. Absent: none, or a build
-    /// before plans (whose held backups a sweep waits for).
+    /// The prune plans (`plans/<name>`, names) this holder listed and read right after its lock
+    /// became held, those that opened under the metadata key: an append holder deduplicates
+    /// against nothing they mark. Absent: none, or a build before plans (whose held backups a
+    /// sweep waits for).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plans: Vec<String>,
+    /// Prune locks only: the plans the holder sweeps or waits to sweep (announced before it reads
+    /// the locks for the sweep condition). Absent on a prune lock: a build before ADR 0044, which
+    /// may be sweeping any plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweeping: Option<Vec<String>>,
     /// Not stored: the object did not parse (a foreign file, a newer format).
     #[serde(skip)]
     pub unreadable: bool,
@@ -255,16 +269,18 @@ pub async fn acquire_with(
     wait: Duration,
     cfg: &LockConfig,
 ) -> Result<LockGuard> {
-    acquire_noting(storage, clock, kind, operation, wait, cfg, false).await
+    acquire_noting(storage, clock, kind, operation, wait, cfg, None).await
 }
 
-/// [`acquire_with`]; with `note_plans`, the names under `plans/` are listed right after the write
-/// that makes the lock held, and recorded in it by one more write ([`LockInfo::plans`],
-/// [`LockGuard::plans`]). Invariant (§19): a sweep that reads this lock held and naming its plan
-/// knows the holder read that plan before loading anything it deduplicates against; one that
-/// reads it held without the plan waits; one that reads it not yet held (or not at all) read it
-/// before the held write, so after writing its plan, and the holder's listing, which follows the
-/// held write, shows the plan.
+/// [`acquire_with`]; with `note_plans` (the metadata key), the plans under `plans/` are listed and
+/// read right after the write that makes the lock held, and those that open are recorded in it by
+/// one more write ([`LockInfo::plans`], [`LockGuard::plan_reading`]). Invariant (§19): a sweep
+/// that reads this lock held and naming its plan knows the holder read that plan before loading
+/// anything it deduplicates against; one that reads it held without the plan waits; one that
+/// reads it not yet held (or not at all) read it before the held write, so after writing its plan
+/// and announcing its sweep: the holder's listing, which follows the held write, shows the plan,
+/// and if the holder cannot open it, its look at the locks shows the announcement and it stops
+/// ([`RepoError::Locked`]). A plan of a newer version that opens fails the acquisition.
 pub async fn acquire_noting(
     storage: &DynStorage,
     clock: Arc<dyn Clock>,
@@ -272,7 +288,7 @@ pub async fn acquire_noting(
     operation: &str,
     wait: Duration,
     cfg: &LockConfig,
-    note_plans: bool,
+    note_plans: Option<&SymKey>,
 ) -> Result<LockGuard> {
     let t = &cfg.timing;
     let me = &cfg.identity;
@@ -299,6 +315,7 @@ pub async fn acquire_noting(
             ticket: 0,
             phase: Phase::Choosing,
             plans: Vec::new(),
+            sweeping: (kind == LockKind::Prune).then(Vec::new),
             unreadable: false,
         },
         written: bytes::Bytes::new(),
@@ -319,12 +336,17 @@ pub async fn acquire_noting(
     }
     // Only after the write that makes the lock held: a sweep that read it not yet held knows
     // this listing comes later (§19).
-    if note_plans {
-        let noted = match list_plans(storage).await {
-            // No plan: the held lock already says so, no second write.
-            Ok(p) if p.is_empty() => Ok(()),
-            Ok(p) => {
-                own.info.plans = p;
+    let mut reading = PlanReading::default();
+    if let Some(mk) = note_plans {
+        let noted = match plans::note(storage, mk, me, t, &own.key).await {
+            // No plan opened: the held lock already says so, no second write.
+            Ok(r) if r.marks.names.is_empty() => {
+                reading = r;
+                Ok(())
+            }
+            Ok(r) => {
+                own.info.plans = r.marks.names.clone();
+                reading = r;
                 own.write().await
             }
             Err(e) => Err(e),
@@ -337,28 +359,22 @@ pub async fn acquire_noting(
     let state = LockState::new(operation, t.valid, began);
     trace("enter", &format!("{kind:?}"), own.name());
     let key = own.key.clone();
-    let plans = own.info.plans.clone();
-    let refresher = tokio::spawn(refresh_loop(own, me.clone(), t.clone(), state.clone()));
+    let own = Arc::new(tokio::sync::Mutex::new(own));
+    let refresher = tokio::spawn(refresh_loop(
+        own.clone(),
+        me.clone(),
+        t.clone(),
+        state.clone(),
+    ));
     Ok(LockGuard {
         storage: storage.clone(),
         key,
         state,
         refresher,
         armed: None,
-        plans,
+        reading,
+        own,
     })
-}
-
-/// The names of the prune plans on storage, sorted.
-pub async fn list_plans(storage: &DynStorage) -> Result<Vec<String>> {
-    let mut names: Vec<String> = storage
-        .list(layout::PLANS)
-        .await?
-        .into_iter()
-        .filter_map(|o| layout::parse_plan(&o.key).map(str::to_owned))
-        .collect();
-    names.sort();
-    Ok(names)
 }
 
 /// The bakery: doorway, then wait for our turn. On `Ok` we may enter; on `Err` our lock is still
@@ -413,9 +429,15 @@ async fn contend(own: &mut Own, me: &Identity, t: &LockTiming, deadline: Instant
 /// Rewrites the held lock every `refresh`. Before each rewrite it checks that the object is still
 /// the one it wrote last and that no conflicting lock with a smaller key has appeared (which only
 /// a protocol violation elsewhere can cause); any failure loses the lock for good.
-async fn refresh_loop(mut own: Own, me: Identity, t: LockTiming, state: Arc<LockState>) {
+async fn refresh_loop(
+    own: Arc<tokio::sync::Mutex<Own>>,
+    me: Identity,
+    t: LockTiming,
+    state: Arc<LockState>,
+) {
     loop {
         tokio::time::sleep(t.refresh).await;
+        let mut own = own.lock().await;
         let began = Instant::now();
         let verdict: std::result::Result<(), String> = async {
             let view = observe::look(&own.storage, &me, Some(&own.key), t.stale, false)
@@ -466,80 +488,6 @@ fn trace(what: &str, kind: &str, name: &str) {
         .open(path)
     {
         let _ = f.write_all(line.as_bytes());
-    }
-}
-
-/// A held lock. Dropping it without [`LockGuard::release`] stops its refreshes and leaves the
-/// object behind: this host's next acquirer removes it once this process is gone, another host's
-/// once it has seen it unchanged for the stale timeout.
-pub struct LockGuard {
-    storage: DynStorage,
-    key: ObjectKey,
-    state: Arc<LockState>,
-    refresher: tokio::task::JoinHandle<()>,
-    armed: Option<(Arc<FenceSlot>, u64)>,
-    plans: Vec<String>,
-}
-
-impl LockGuard {
-    /// The prune plans recorded in this lock ([`acquire_noting`]).
-    pub fn plans(&self) -> &[String] {
-        &self.plans
-    }
-
-    /// This lock's object name (`locks/<name>`).
-    pub fn name(&self) -> &str {
-        self.key.name()
-    }
-
-    /// Ok while the lock is valid; [`RepoError::LockLost`] once it may not be.
-    pub fn check(&self) -> Result<()> {
-        self.state.check()
-    }
-
-    /// From now on, writes through the repository behind `slot` are refused once this lock is lost.
-    pub fn arm(&mut self, slot: Arc<FenceSlot>) {
-        let id = slot.arm(self.state.clone());
-        self.armed = Some((slot, id));
-    }
-
-    /// Removes the lock. If it was lost while held, fails with [`RepoError::LockLost`] (after
-    /// removing it all the same).
-    pub async fn release(mut self) -> Result<()> {
-        self.refresher.abort();
-        if let Some((slot, id)) = self.armed.take() {
-            slot.disarm(id);
-        }
-        let lost = self.state.check();
-        trace("exit", "-", self.key.name());
-        let removed = match self.storage.delete(&self.key).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e.into()),
-        };
-        lost.and(removed)
-    }
-
-    /// Releases the lock and returns `result`, unless the lock was lost meanwhile: then
-    /// [`RepoError::LockLost`], whatever the operation itself returned.
-    pub async fn finish<T, E: From<RepoError>>(
-        self,
-        result: std::result::Result<T, E>,
-    ) -> std::result::Result<T, E> {
-        match self.release().await {
-            Ok(()) => result,
-            Err(e @ RepoError::LockLost { .. }) => Err(e.into()),
-            Err(e) => result.and_then(|_| Err(e.into())),
-        }
-    }
-}
-
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        self.refresher.abort();
-        if let Some((slot, id)) = self.armed.take() {
-            slot.disarm(id);
-        }
     }
 }
 

@@ -20,7 +20,7 @@ use crate::keyring::{decode_data_key, encode_data_key, RepoKeys, Unlock};
 use crate::layout;
 use crate::lock::{FenceSlot, FencedStorage, LockGuard, LockKind};
 use crate::manifest::{Catalog, Manifest};
-use crate::plan::{Marks, PrunePlanObject};
+use crate::plan::{PlanReading, PrunePlanObject};
 use bytes::Bytes;
 use ibs_keys::{Certificate, KeyError, LegacyKey};
 use ibs_storage::DynStorage;
@@ -89,13 +89,14 @@ impl Repository {
         Ok(guard)
     }
 
-    /// The append lock of a backup, recording the prune plans it read (§19): the names listed
-    /// after the lock was published and before it is held. The caller reads them with
-    /// [`Repository::read_marks`] before it loads the index.
+    /// The append lock of a backup, recording the prune plans it read (§19): listed and read
+    /// after the lock became held, the names of those that open under `metadata_key`. The caller
+    /// builds its index without what [`LockGuard::plan_reading`] marks.
     pub async fn lock_append(
         &self,
         operation: &str,
         wait: std::time::Duration,
+        metadata_key: &SymKey,
     ) -> Result<LockGuard> {
         let mut guard = crate::lock::acquire_noting(
             &self.raw,
@@ -104,7 +105,7 @@ impl Repository {
             operation,
             wait,
             &crate::lock::LockConfig::default(),
-            true,
+            Some(metadata_key),
         )
         .await?;
         guard.arm(self.fence.clone());
@@ -141,17 +142,10 @@ impl Repository {
         }
     }
 
-    /// The marks of the plans `names`. A plan that is gone was swept and dropped, so what it
-    /// marked is no longer indexed by anything read after this call; a plan that does not
-    /// authenticate or parse fails the call.
-    pub async fn read_marks(&self, names: &[String], metadata_key: &SymKey) -> Result<Marks> {
-        let mut marks = Marks::default();
-        for n in names {
-            if let Some(p) = self.read_plan(n, metadata_key).await? {
-                marks.add(&p)?;
-            }
-        }
-        Ok(marks)
+    /// The plans `names` as read now: the marks of those that open, and those honoured by nobody
+    /// ([`crate::lock::read_plans`]).
+    pub async fn read_plans(&self, names: &[String], metadata_key: &SymKey) -> Result<PlanReading> {
+        crate::lock::read_plans(&self.storage, names, metadata_key).await
     }
 
     pub async fn delete_plan(&self, name: &str) -> Result<()> {

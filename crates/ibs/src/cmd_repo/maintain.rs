@@ -79,6 +79,13 @@ pub(super) async fn prune(
         delete_delay: Duration::from_secs(hours.delete_delay.saturating_mul(3600)),
     };
     let plan = ibs_engine::retention::prune(&repo, &state, opts).await?;
+    for r in &plan.rejected_plans {
+        errln!(
+            "warning: prune plan plans/{} does not open under the metadata key ({}): honoured by nobody and ignored; a sweep deletes it where storage allows. See the operator guide, \"A prune plan that fails authentication\"",
+            r.name,
+            r.reason
+        );
+    }
     if ctx.json {
         outln!("{}", serde_json::json!({"dry_run": dry_run, "plan": plan}));
     } else {

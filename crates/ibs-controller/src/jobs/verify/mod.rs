@@ -133,6 +133,9 @@ async fn scan_tampering(
             unlocked,
             shortened,
             refused: Vec::new(),
+            rejected_plans: super::tamper::rejected_plans(repo, metadata_key)
+                .await
+                .map_err(|e| e.to_string())?,
         })
     };
     match scan.await {
