@@ -352,6 +352,15 @@ async fn a_planted_prune_plan_stops_no_backup_and_raises_the_alert() {
     write_data(src.path(), 2);
     let want_b = ibs_testing::snapshot(src.path());
     let b = backup(&t).await;
+    assert!(
+        b.warnings.len() == 1
+            && b.warnings[0].starts_with(
+                "prune plan plans/0123456789abcdef0123456789abcdef was ignored: it does not open"
+            ),
+        "the backup's record names the ignored plan: {:?}",
+        b.warnings
+    );
+    assert!(a.warnings.is_empty(), "{:?}", a.warnings);
     t.clock.set(real_now());
     verify(&t).await;
     let alert = tamper_alert(&t).expect("the tamper alert is open");

@@ -70,8 +70,11 @@ pub struct BackupReport {
     pub catalog: Catalog,
     pub errors: Vec<String>,
     /// Entries left out of the backup and why (sockets), up to 1000; their count is in each
-    /// source's `skipped` in the catalog.
+    /// source's `skipped` in the catalog. The repository-level warnings come first.
     pub warnings: Vec<String>,
+    /// Warnings about the repository rather than an entry (a prune plan that does not open and
+    /// was ignored, ADR 0044); also at the head of `warnings`.
+    pub repository_warnings: Vec<String>,
     pub chunks_new: u64,
     pub packs_new: u64,
 }
@@ -311,13 +314,14 @@ async fn run(
         trees,
         bytes_read,
     } = summarise(outcomes, &extras);
-    // First: a repository-level warning must not drown among per-file ones.
-    warnings.splice(0..0, rejected.iter().map(|r| {
+    let repository_warnings: Vec<String> = rejected.iter().map(|r| {
         format!(
             "prune plan plans/{} was ignored: it does not open under the metadata key ({}): someone with storage access put it there, or it was damaged in storage or in transit (operator guide, \"A prune plan that fails authentication\")",
             r.name, r.reason
         )
-    }));
+    }).collect();
+    // First: a repository-level warning must not drown among per-file ones.
+    warnings.splice(0..0, repository_warnings.iter().cloned());
     let status = crate::status::roll_up(summaries.iter().map(|s| s.status));
     // The reference segments go to storage before the manifest that lists them; a no-change
     // backup finds every one there and stores none.
@@ -352,6 +356,7 @@ async fn run(
         catalog,
         errors: trees.errors,
         warnings,
+        repository_warnings,
         chunks_new,
         packs_new,
     })

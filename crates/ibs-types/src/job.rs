@@ -187,6 +187,8 @@ pub struct Job {
     pub metadata: Option<BackupMetadata>,
     /// For a restore job: warnings given before it started (e.g. a database restored into an
     /// older server major version, or a backup from a newer build restored with `allow_newer`).
+    /// For a backup job: warnings about the repository (a prune plan that does not open under the
+    /// metadata key was ignored, ADR 0044).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }

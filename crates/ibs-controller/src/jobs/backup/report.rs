@@ -122,6 +122,7 @@ pub(super) fn summarise(job: &mut Job, report: &BackupReport) {
     job.bytes_stored = cat.bytes_stored;
     job.certificate_thumbprint = cat.certificate_thumbprint.clone();
     job.metadata = Some(metadata_of(cat));
+    job.warnings.clone_from(&report.repository_warnings);
     job.recovery_ready = job
         .components
         .iter()
