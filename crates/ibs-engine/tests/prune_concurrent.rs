@@ -11,24 +11,13 @@
 
 mod common;
 
+use common::prune::{check_data, paused_backup, source};
 use common::*;
-use ibs_engine::check::{check, CheckOptions, CheckReport};
 use ibs_engine::retention::{forget_backups, prune, Expected, PruneOptions, PrunePlan};
 use ibs_engine::state::WriterState;
-use ibs_engine::{BackupExtras, BackupOptions, BackupReport, Progress, SourceOrigin, SourceSpec};
+use ibs_engine::BackupReport;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Barrier;
-use tokio::task::JoinHandle;
-
-fn source(env: &Env, name: &str, seed: u64) -> PathBuf {
-    let src = env.path(name);
-    std::fs::create_dir_all(src.join("d")).unwrap();
-    std::fs::write(src.join("a.txt"), format!("{name}\n")).unwrap();
-    std::fs::write(src.join("d/b.bin"), bytes(seed, 3 << 20)).unwrap();
-    src
-}
 
 async fn prune_now(env: &Env) -> PrunePlan {
     prune(
@@ -40,64 +29,6 @@ async fn prune_now(env: &Env) -> PrunePlan {
             expected: Expected::TrustListing,
             grace: Duration::ZERO,
             delete_delay: Duration::ZERO,
-        },
-    )
-    .await
-    .unwrap()
-}
-
-/// Starts a backup of `src` that stops once its index is loaded; returns it and its barrier
-/// (after the first `wait` the index is loaded, the second lets it go on).
-async fn paused_backup(
-    env: &Env,
-    state: &WriterState,
-    src: &Path,
-    ignore_plans: bool,
-) -> (JoinHandle<BackupReport>, Arc<Barrier>) {
-    let barrier = Arc::new(Barrier::new(2));
-    let (repo, state, src) = (env.repo.clone(), state.clone(), src.to_path_buf());
-    let b = barrier.clone();
-    // Its own thread and runtime: the backup's future holds its sources, which are not `Sync`.
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(ibs_engine::backup_with(
-            repo,
-            &state,
-            BackupOptions {
-                sources: vec![SourceSpec {
-                    name: "data".into(),
-                    origin: SourceOrigin::Path(src),
-                }],
-                threads: 2,
-                lock_wait: Duration::ZERO,
-                progress: Arc::new(Progress::default()),
-            },
-            BackupExtras {
-                pause_after_index: Some(b),
-                unsafe_ignore_prune_plans: ignore_plans,
-                ..Default::default()
-            },
-        ))
-        .unwrap()
-    });
-    let task = tokio::task::spawn_blocking(move || thread.join().unwrap());
-    barrier.wait().await;
-    (task, barrier)
-}
-
-async fn check_data(env: &Env) -> CheckReport {
-    check(
-        env.repo.clone(),
-        CheckOptions {
-            read_data: true,
-            unlock: Some(env.unlock()),
-            state: Some(env.state.clone()),
-            progress: Default::default(),
-            lock_wait: Duration::ZERO,
         },
     )
     .await
@@ -131,7 +62,7 @@ async fn a_backup_running_at_the_mark_holds_the_sweep_back() {
     forgotten_backup_of(&env, &src).await;
 
     // The backup has loaded an index in which the forgotten backup's chunks are present.
-    let (task, go) = paused_backup(&env, &env.state, &src, false).await;
+    let (task, go) = paused_backup(env.repo.clone(), &env.state, &src, false).await;
     let plan = prune_now(&env).await;
     let pending = plan.pending_plan.clone().expect("the mark is left pending");
     assert!(plan.marked_packs > 0, "{plan:?}");
@@ -171,14 +102,14 @@ async fn after_the_mark(ignore_plans: bool) -> (Env, PathBuf, BackupReport, Prun
     forgotten_backup_of(&env, &src).await;
     let second = second_writer(&env).await;
 
-    let (early, early_go) = paused_backup(&env, &second, &other, false).await;
+    let (early, early_go) = paused_backup(env.repo.clone(), &second, &other, false).await;
     let marked = prune_now(&env).await;
     let plan = marked
         .pending_plan
         .clone()
         .expect("pending while a backup runs");
 
-    let (late, late_go) = paused_backup(&env, &env.state, &src, ignore_plans).await;
+    let (late, late_go) = paused_backup(env.repo.clone(), &env.state, &src, ignore_plans).await;
     early_go.wait().await;
     early.await.unwrap();
 
@@ -249,7 +180,7 @@ async fn a_dry_run_reports_the_pending_mark_and_writes_nothing() {
     // Quiet: the dry run is the sweep a run would do at once.
     let quiet = dry_prune(&env).await;
     assert!(quiet.pending_plan.is_none() && !quiet.delete.is_empty());
-    let (task, go) = paused_backup(&env, &second, &other, false).await;
+    let (task, go) = paused_backup(env.repo.clone(), &second, &other, false).await;
     let busy = dry_prune(&env).await;
     assert!(busy.pending_plan.is_some() && busy.delete.is_empty());
     assert_eq!(busy.marked_packs, quiet.delete.len() + quiet.repack.len());

@@ -4,28 +4,17 @@
 
 mod common;
 
+use common::prune::{check_data, paused_backup, source};
 use common::*;
-use ibs_engine::check::{check, CheckOptions, CheckReport};
 use ibs_engine::retention::{forget_backups, prune, Expected, PruneOptions, PrunePlan};
 use ibs_engine::state::WriterState;
-use ibs_engine::{BackupExtras, BackupOptions, BackupReport, Progress, SourceOrigin, SourceSpec};
 use ibs_repo::clock::SystemClock;
 use ibs_repo::Repository;
 use ibs_storage::faulty::FaultyStorage;
 use ibs_storage::{DynStorage, ErrorKind, LocalStorage, ObjectKey};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Barrier;
-use tokio::task::JoinHandle;
-
-fn source(env: &Env, name: &str, seed: u64) -> PathBuf {
-    let src = env.path(name);
-    std::fs::create_dir_all(src.join("d")).unwrap();
-    std::fs::write(src.join("a.txt"), format!("{name}\n")).unwrap();
-    std::fs::write(src.join("d/b.bin"), bytes(seed, 3 << 20)).unwrap();
-    src
-}
 
 fn opts(dry_run: bool) -> PruneOptions {
     PruneOptions {
@@ -39,21 +28,6 @@ fn opts(dry_run: bool) -> PruneOptions {
 
 async fn prune_on(repo: &Repository, state: &WriterState) -> PrunePlan {
     prune(repo, state, opts(false)).await.unwrap()
-}
-
-async fn check_data(env: &Env) -> CheckReport {
-    check(
-        env.repo.clone(),
-        CheckOptions {
-            read_data: true,
-            unlock: Some(env.unlock()),
-            state: Some(env.state.clone()),
-            progress: Default::default(),
-            lock_wait: Duration::ZERO,
-        },
-    )
-    .await
-    .unwrap()
 }
 
 /// The repository of `env` seen through a fault-injecting decorator.
@@ -76,45 +50,6 @@ async fn put_plan_object(env: &Env, name: &str, bytes: &[u8]) {
         )
         .await
         .unwrap();
-}
-
-/// A backup of `src` through `repo` that stops once its index is loaded; the barrier's first
-/// `wait` returns when it is loaded, the second lets it go on.
-async fn paused_backup(
-    repo: Arc<Repository>,
-    state: &WriterState,
-    src: &Path,
-) -> (JoinHandle<BackupReport>, Arc<Barrier>) {
-    let barrier = Arc::new(Barrier::new(2));
-    let (state, src, b) = (state.clone(), src.to_path_buf(), barrier.clone());
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(ibs_engine::backup_with(
-            repo,
-            &state,
-            BackupOptions {
-                sources: vec![SourceSpec {
-                    name: "data".into(),
-                    origin: SourceOrigin::Path(src),
-                }],
-                threads: 2,
-                lock_wait: Duration::ZERO,
-                progress: Arc::new(Progress::default()),
-            },
-            BackupExtras {
-                pause_after_index: Some(b),
-                ..Default::default()
-            },
-        ))
-        .unwrap()
-    });
-    let task = tokio::task::spawn_blocking(move || thread.join().unwrap());
-    barrier.wait().await;
-    (task, barrier)
 }
 
 async fn forgotten_backup_of(env: &Env, src: &Path) {
@@ -201,14 +136,14 @@ async fn a_backup_that_could_not_open_a_plan_holds_the_sweep_back() {
         .unwrap();
 
     // A backup running at the mark keeps the plan pending.
-    let (early, early_go) = paused_backup(env.repo.clone(), &second, &other).await;
+    let (early, early_go) = paused_backup(env.repo.clone(), &second, &other, false).await;
     let marked = prune_on(&env.repo, &env.state).await;
     let plan = marked.pending_plan.clone().expect("pending");
 
     // A backup whose reads of the plan are corrupted in transit.
     let (faulty_repo, faulty) = faulty_repo(&env).await;
     faulty.corrupt_reads_under("plans/");
-    let (late, late_go) = paused_backup(faulty_repo, &env.state, &src).await;
+    let (late, late_go) = paused_backup(faulty_repo, &env.state, &src, false).await;
     early_go.wait().await;
     early.await.unwrap();
 

@@ -2,6 +2,8 @@
 //! identity, plus tree comparison and hand-crafted backups for hostile-input tests.
 #![allow(dead_code)]
 
+pub mod prune;
+
 use ibs_engine::state::WriterState;
 use ibs_engine::{
     BackupOptions, BackupReport, Progress, RestoreOptions, RestoreReport, SourceOrigin, SourceSpec,
