@@ -324,17 +324,21 @@ async fn run(
     warnings.splice(0..0, repository_warnings.iter().cloned());
     let status = crate::status::roll_up(summaries.iter().map(|s| s.status));
     // The reference segments go to storage before the manifest that lists them; a no-change
-    // backup finds every one there and stores none.
+    // backup finds every one there and stores none. A source that changed little is written as
+    // its parent's segments and an inline delta (ADR 0046), so it stores none either.
+    let bases = parent_bases(&repo, state).await;
     let (segments, refs_written) = repo
-        .put_refs(&source_refs, &state.keys.metadata, &marks.segments)
+        .put_refs_with_bases(&source_refs, &state.keys.metadata, &marks.segments, &bases)
         .await?;
     // Stored: the sorted lists (32 bytes per reference) are not held while the manifest is stored.
     drop(source_refs);
     tracing::debug!(
-        "reference segments: {} listed, {} new ({} bytes)",
+        "reference segments: {} listed, {} new ({} bytes); {} sources as deltas ({} ids inline)",
         refs_written.segments,
         refs_written.new,
-        refs_written.bytes
+        refs_written.bytes,
+        refs_written.delta_sources,
+        refs_written.delta_ids
     );
     let figures = Figures {
         bytes_read,
@@ -360,6 +364,39 @@ async fn run(
         chunks_new,
         packs_new,
     })
+}
+
+/// The segment list of each source of this writer's parent backup: the backup it committed last
+/// and has not forgotten (its ledger; the backup its files cache describes), as a base for
+/// reference deltas (ADR 0046). A version-4 parent gives its base segments (never its delta, so
+/// chains stay of length one), a version-3 parent its segments; a version-1 or -2 parent, none.
+/// No ledger, a parent that is gone or does not open: no bases (every source is cut afresh).
+async fn parent_bases(
+    repo: &Repository,
+    state: &WriterState,
+) -> std::collections::HashMap<String, Vec<ibs_repo::ids::SegmentId>> {
+    let parent = match crate::ledger::Ledger::of(state).latest() {
+        Ok(Some(id)) => id,
+        Ok(None) => return Default::default(),
+        Err(e) => {
+            tracing::warn!("reading the writer's ledger for the parent backup: {e}");
+            return Default::default();
+        }
+    };
+    let part = match repo.read_manifest(&parent).await {
+        Ok(m) => m.open_refs_part(&state.keys.metadata),
+        Err(e) => Err(e),
+    };
+    match part {
+        Ok(ibs_repo::manifest::RefsPart::Segmented(sources)) => {
+            sources.into_iter().map(|s| (s.name, s.segments)).collect()
+        }
+        Ok(ibs_repo::manifest::RefsPart::Inline(_)) => Default::default(),
+        Err(e) => {
+            tracing::info!("parent backup {parent} gives no reference base: {e}");
+            Default::default()
+        }
+    }
 }
 
 /// The index this writer dedups against: only chunks under keys wrapped for its certificate count

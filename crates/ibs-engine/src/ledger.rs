@@ -74,12 +74,45 @@ impl Ledger {
 
     /// The backups this writer committed and has not forgotten; `None` if there is no ledger.
     pub fn expected(&self) -> Result<Option<BTreeSet<String>>, EngineError> {
+        Ok(self.events()?.map(|events| {
+            let mut set = BTreeSet::new();
+            for (written, id) in events {
+                if written {
+                    set.insert(id);
+                } else {
+                    set.remove(&id);
+                }
+            }
+            set
+        }))
+    }
+
+    /// The backup this writer committed last and has not forgotten (the one its files cache
+    /// describes; a backup's parent for reference deltas, ADR 0046); `None` without one.
+    pub fn latest(&self) -> Result<Option<String>, EngineError> {
+        let Some(events) = self.events()? else {
+            return Ok(None);
+        };
+        let mut forgotten = BTreeSet::new();
+        for (written, id) in events.into_iter().rev() {
+            if !written {
+                forgotten.insert(id);
+            } else if !forgotten.contains(&id) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The ledger's events in order: (`true` written / `false` forgotten, backup id); `None` if
+    /// there is no ledger.
+    fn events(&self) -> Result<Option<Vec<(bool, String)>>, EngineError> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StateError::io(&self.path)(e).into()),
         };
-        let mut set = BTreeSet::new();
+        let mut out = Vec::new();
         // Only complete lines: a crash may have torn the last one.
         for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
             let line = line.trim_end();
@@ -88,12 +121,12 @@ impl Ledger {
                 continue;
             }
             match sign {
-                "+" => set.insert(id.to_owned()),
-                "-" => set.remove(id),
-                _ => false,
-            };
+                "+" => out.push((true, id.to_owned())),
+                "-" => out.push((false, id.to_owned())),
+                _ => {}
+            }
         }
-        Ok(Some(set))
+        Ok(Some(out))
     }
 }
 
@@ -132,5 +165,22 @@ mod tests {
                 .permissions(),
         );
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn latest_is_the_last_written_not_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = WriterState::new(dir.path(), "r", RepoKeys::random(), None, None);
+        std::fs::create_dir_all(&st.dir).unwrap();
+        let l = Ledger::of(&st);
+        assert_eq!(l.latest().unwrap(), None);
+        let (a, b) = ("20270101T000000Z-0a1b2c3d", "20270102T000000Z-0a1b2c3e");
+        l.record_written(a).unwrap();
+        l.record_written(b).unwrap();
+        assert_eq!(l.latest().unwrap().as_deref(), Some(b));
+        l.record_forgotten(&[b.to_owned()]).unwrap();
+        assert_eq!(l.latest().unwrap().as_deref(), Some(a));
+        l.record_forgotten(&[a.to_owned()]).unwrap();
+        assert_eq!(l.latest().unwrap(), None);
     }
 }

@@ -310,9 +310,12 @@ pub(crate) async fn prune_pass(
     ids.sort_by(|a, b| b.cmp(a));
     let mut needed = NeededUntil::default();
     let mut newest_ok = false;
-    // Reference segments (manifest version 3) kept backups list, with the newest time a kept
-    // backup needs each; a segment already read with a time at least as new is not read again
-    // (its chunks are in `used` already).
+    // Reference segments (manifest versions 3 and 4) kept backups list, with the newest time a
+    // kept backup needs each (`segments_listed`). A segment whose every id was taken with a time at least
+    // as new is not read again (`segments_read`: its chunks are in `used` already). A version-4
+    // source's removed ids are not its references: its base segments are read without them (and
+    // then do not count as wholly taken), its added ids are taken as they are.
+    let mut segments_listed: HashMap<SegmentId, i64> = HashMap::new();
     let mut segments_read: HashMap<SegmentId, i64> = HashMap::new();
     let (mut delete_segments, mut young_segments) = (Vec::new(), 0usize);
     for id in ids {
@@ -345,13 +348,26 @@ pub(crate) async fn prune_pass(
         match part {
             RefsPart::Inline(r) => take(&r.all),
             RefsPart::Segmented(sources) => {
-                for seg in sources.iter().flat_map(|s| s.segments.iter()) {
-                    if segments_read.get(seg).is_some_and(|&seen| seen >= t) {
-                        continue;
+                for s in &sources {
+                    for seg in &s.segments {
+                        let l = segments_listed.entry(*seg).or_insert(t);
+                        *l = (*l).max(t);
+                        if segments_read.get(seg).is_some_and(|&seen| seen >= t) {
+                            continue;
+                        }
+                        let ids = repo.read_ref_segment(seg, mk).await.map_err(unreadable)?;
+                        if s.removed.is_empty() {
+                            segments_read.insert(*seg, t);
+                            take(&ids);
+                        } else {
+                            let kept: Vec<ChunkId> = ids
+                                .into_iter()
+                                .filter(|c| s.removed.binary_search(c).is_err())
+                                .collect();
+                            take(&kept);
+                        }
                     }
-                    segments_read.insert(*seg, t);
-                    let ids = repo.read_ref_segment(seg, mk).await.map_err(unreadable)?;
-                    take(&ids);
+                    take(&s.added);
                 }
             }
         }
@@ -404,7 +420,7 @@ pub(crate) async fn prune_pass(
         let Some(seg) = layout::parse_refs_segment(&o.key) else {
             continue;
         };
-        if !segments_read.contains_key(&seg) {
+        if !segments_listed.contains_key(&seg) {
             // In a sweep, only marked segments: a backup running beside it may have written
             // the others and not yet committed its manifest (§19).
             if listing(&o).settled && marks.is_none_or(|m| m.segments.contains(&seg)) {
@@ -415,7 +431,7 @@ pub(crate) async fn prune_pass(
         }
     }
     delete_segments.sort();
-    needed.segments = segments_read;
+    needed.segments = segments_listed;
     // The data keys of each pack's chunks, for packs a locked index segment keeps (below).
     let mut pack_keys: HashMap<PackId, Vec<KeyId>> = HashMap::new();
     for rec in &records {

@@ -11,7 +11,7 @@ pub const CONFIG: &str = "config";
 pub const PACKS: &str = "packs/";
 pub const INDEX: &str = "index/";
 pub const BACKUPS: &str = "backups/";
-/// Reference segments (manifest version 3): `refs/<segment id hex>`, see `refseg.rs`.
+/// Reference segments (manifest versions 3 and 4): `refs/<segment id hex>`, see `refseg.rs`.
 pub const REFS: &str = "refs/";
 pub const LOCKS: &str = "locks/";
 pub const DATA_KEYS: &str = "keys/data/";

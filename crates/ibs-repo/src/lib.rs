@@ -27,4 +27,7 @@ mod repository;
 pub mod tree;
 
 pub use error::{MissingKey, RepoError, Result};
-pub use repository::{span_ok, InitKeys, PendingInit, RefsWritten, Repository};
+pub use repository::{
+    delta_bound, span_ok, Delta, InitKeys, PendingInit, RefsWritten, Repository, DELTA_DIVISOR,
+    DELTA_MAX_IDS, DELTA_MIN_IDS,
+};

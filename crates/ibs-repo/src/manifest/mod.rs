@@ -1,7 +1,7 @@
 //! Backup manifests (`backups/<backup-id>`): one object in three parts.
 //!
 //! ```text
-//! "IBSMAN" u16 version (3; 1 and 2 are still read)
+//! "IBSMAN" u16 version (4; 1, 2 and 3 are still read)
 //! u32 len ‖ catalog      cleartext JSON: id, times, status, per-source counts, thumbprint, data key id
 //! u32 len ‖ tree part    sealed under the backup's data key:
 //!                        JSON {sources: [{name, kind, origin, tree: [chunk ids]}], errors: […]}
@@ -13,9 +13,15 @@
 //!   refs v3: u16 version=3, u32 s, s × {u16 name_len, name, u64 chunks, u32 k, k × segment id}
 //!            — per source, the reference segments (`refs/<id>`, see `refseg.rs`) that hold its
 //!            sorted chunk list, in order
+//!   refs v4: u16 version=4, u32 s, s × {u16 name_len, name, u64 chunks, u32 k, k × segment id,
+//!            u32 a, a × added id, u32 r, r × removed id}
+//!            — per source, base segments (as v3, usually the parent backup's) and an inline
+//!            delta: the references are base − removed ∪ added (ADR 0046)
 //! ```
 //! Associated data (which also tells the versions apart, authenticated, so they cannot be confused):
 //! ```text
+//! version 4: tree "ibs.manifest.v4.tree\0" ‖ id ‖ "\0" ‖ BLAKE3(catalog bytes)
+//!            refs "ibs.manifest.v4.refs\0" ‖ id ‖ "\0" ‖ BLAKE3(catalog bytes)   (refs v4 body)
 //! version 3: tree "ibs.manifest.v3.tree\0" ‖ id ‖ "\0" ‖ BLAKE3(catalog bytes)
 //!            refs "ibs.manifest.v3.refs\0" ‖ id ‖ "\0" ‖ BLAKE3(catalog bytes)   (refs v3 body)
 //! version 2: tree "ibs.manifest.v2.tree\0" ‖ id ‖ "\0" ‖ BLAKE3(catalog bytes)
@@ -23,7 +29,7 @@
 //! version 1: tree "ibs.manifest.tree.v1\0" ‖ id
 //!            refs "ibs.manifest.refs.v1\0" ‖ id (refs v1) or "ibs.manifest.refs.v2\0" ‖ id (refs v2)
 //! ```
-//! In versions 2 and 3 the catalog is authenticated: its exact bytes are bound into both sealed
+//! In versions 2 to 4 the catalog is authenticated: its exact bytes are bound into both sealed
 //! parts, so a catalog edited on storage (times, hostname, status, counts) makes the refs part fail
 //! to open with the metadata key (writer state or .pfx) and the tree part with the data key (.pfx).
 //! Without a key nothing can tell an edited catalog from a genuine one. Version 1 catalogs are not
@@ -33,8 +39,9 @@
 //! The catalog lets anyone list backups with no key; the refs let forget, prune and check run with
 //! only the writer's metadata key; file names and contents need the data key, hence the .pfx.
 //! The manifest is the commit point of a backup: it is written last, after its packs, index and
-//! reference segments. A version-3 refs part only names segments: [`Manifest::open_refs_part`]
-//! returns them, and `Repository::open_refs` / `for_each_ref_segment` read them from storage.
+//! reference segments. A version-3 or -4 refs part names segments (and in version 4 a delta
+//! against them): [`Manifest::open_refs_part`] returns them, and `Repository::open_refs` /
+//! `Repository::for_each_ref` read the segments from storage and apply the delta.
 
 use crate::crypto::SymKey;
 use crate::error::{RepoError, Result};
@@ -42,8 +49,11 @@ use crate::ids::{ChunkId, SegmentId};
 use serde::{Deserialize, Serialize};
 
 pub const MANIFEST_MAGIC: &[u8; 6] = b"IBSMAN";
-/// The version new manifests are written in (catalog authenticated, refs in segments).
-pub const MANIFEST_VERSION: u16 = 3;
+/// The version new manifests are written in (catalog authenticated, refs in segments with an
+/// inline delta).
+pub const MANIFEST_VERSION: u16 = 4;
+/// The third version (catalog authenticated, refs in segments, no delta), still read.
+pub const MANIFEST_V3: u16 = 3;
 /// The second version (catalog authenticated, every reference inline), still read.
 pub const MANIFEST_V2: u16 = 2;
 /// The first version (catalog not authenticated), still read.
@@ -54,7 +64,8 @@ pub const MANIFEST_V1: u16 = 1;
 /// encodings 1 and 2, catalogs with `deployment_id`, `format_revision` and `server_version`.
 /// Every later format change bumps it; a backup with a higher revision was written by a newer
 /// build and restores refuse it unless overridden. Revision 2: manifest 3 (reference segments).
-pub const FORMAT_REVISION: u32 = 2;
+/// Revision 3: manifest 4 (reference segments with an inline delta, ADR 0046).
+pub const FORMAT_REVISION: u32 = 3;
 /// Upper bound of a catalog (a hostile length field cannot make a reader allocate more).
 pub const MAX_CATALOG: usize = 4 << 20;
 
@@ -180,17 +191,30 @@ pub struct Refs {
     pub sources: Option<Vec<SourceRefs>>,
 }
 
-/// One source of a version-3 refs part: its reference segments, in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One source of a version-3 or -4 refs part: its reference segments, in order, and (version 4)
+/// the delta against them. The source's references are the segments' ids − `removed` ∪ `added`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct SourceSegments {
     pub name: String,
-    /// How many chunk ids the segments hold together (checked when they are read).
+    /// How many references the source has (the segments' ids − removed ∪ added; checked when the
+    /// segments are read).
     pub chunks: u64,
     pub segments: Vec<SegmentId>,
+    /// References not in the segments, strictly ascending (empty in version 3).
+    pub added: Vec<ChunkId>,
+    /// Ids of the segments that are not references, strictly ascending (empty in version 3).
+    pub removed: Vec<ChunkId>,
+}
+
+impl SourceSegments {
+    /// Whether the source carries a delta (only version 4 can).
+    pub fn has_delta(&self) -> bool {
+        !self.added.is_empty() || !self.removed.is_empty()
+    }
 }
 
 /// An opened refs part: the references themselves (refs v1, v2) or the segments that hold them
-/// (refs v3).
+/// (refs v3, v4).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RefsPart {
     Inline(Refs),
@@ -253,8 +277,18 @@ pub fn refs_v3_body_aad(id: &str, catalog_bytes: &[u8]) -> Vec<u8> {
     bound_aad(b"ibs.manifest.v3.refs\0", id, catalog_bytes)
 }
 
+/// Associated data of a version-4 manifest's tree part: binds the exact catalog bytes.
+pub fn tree_v4_aad(id: &str, catalog_bytes: &[u8]) -> Vec<u8> {
+    bound_aad(b"ibs.manifest.v4.tree\0", id, catalog_bytes)
+}
+
+/// Associated data of a version-4 manifest's refs part: binds the exact catalog bytes.
+pub fn refs_v4_body_aad(id: &str, catalog_bytes: &[u8]) -> Vec<u8> {
+    bound_aad(b"ibs.manifest.v4.refs\0", id, catalog_bytes)
+}
+
 use refs_body::{decode_refs_v2, decode_refs_v3, encode_refs_v2, encode_refs_v3};
-pub use refs_body::{REFS_V2, REFS_V3};
+pub use refs_body::{decode_refs_v4, encode_refs_v4, REFS_V2, REFS_V3, REFS_V4};
 
 impl Manifest {
     /// Seals a version-1 manifest with a v1 refs part (no per-source references, catalog not
@@ -319,34 +353,105 @@ impl Manifest {
         }
     }
 
-    /// Seals a current (version 3) manifest: a v3 refs part naming each source's reference
-    /// segments (already stored, see `Repository::put_refs`), and the catalog's bytes bound into
-    /// both sealed parts. New backups are written this way.
+    /// Seals a current (version 4) manifest: a v4 refs part naming each source's reference
+    /// segments (already stored, see `Repository::put_refs`) and its inline delta, and the
+    /// catalog's bytes bound into both sealed parts. New backups are written this way.
     pub fn seal_with_segments(
-        mut catalog: Catalog,
+        catalog: Catalog,
         tree: &TreePart,
         sources: &[SourceSegments],
         data_key: &SymKey,
         metadata_key: &SymKey,
     ) -> Self {
-        catalog.format_version = MANIFEST_VERSION as u32;
+        Self::seal_segmented(
+            catalog,
+            tree,
+            &encode_refs_v4(sources),
+            MANIFEST_VERSION,
+            data_key,
+            metadata_key,
+        )
+    }
+
+    /// Seals a version-3 manifest (segments, no delta: `added` and `removed` must be empty). How
+    /// backups were written before reference deltas; kept so tests and fixtures can make such
+    /// objects.
+    pub fn seal_with_segments_v3(
+        catalog: Catalog,
+        tree: &TreePart,
+        sources: &[SourceSegments],
+        data_key: &SymKey,
+        metadata_key: &SymKey,
+    ) -> Self {
+        assert!(
+            sources.iter().all(|s| !s.has_delta()),
+            "a version-3 manifest has no delta"
+        );
+        Self::seal_segmented(
+            catalog,
+            tree,
+            &encode_refs_v3(sources),
+            MANIFEST_V3,
+            data_key,
+            metadata_key,
+        )
+    }
+
+    /// Seals a version-4 manifest around a refs body given as bytes (tests build hostile bodies
+    /// this way: the reader, not the sealer, must refuse them).
+    pub fn seal_with_refs_body_v4(
+        catalog: Catalog,
+        tree: &TreePart,
+        body: &[u8],
+        data_key: &SymKey,
+        metadata_key: &SymKey,
+    ) -> Self {
+        Self::seal_segmented(
+            catalog,
+            tree,
+            body,
+            MANIFEST_VERSION,
+            data_key,
+            metadata_key,
+        )
+    }
+
+    fn seal_segmented(
+        mut catalog: Catalog,
+        tree: &TreePart,
+        body: &[u8],
+        version: u16,
+        data_key: &SymKey,
+        metadata_key: &SymKey,
+    ) -> Self {
+        catalog.format_version = version as u32;
         let catalog_bytes = serde_json::to_vec(&catalog).expect("catalog serializes");
         let id = &catalog.backup_id;
+        let (tree_aad, refs_aad) = if version == MANIFEST_V3 {
+            (
+                tree_v3_aad(id, &catalog_bytes),
+                refs_v3_body_aad(id, &catalog_bytes),
+            )
+        } else {
+            (
+                tree_v4_aad(id, &catalog_bytes),
+                refs_v4_body_aad(id, &catalog_bytes),
+            )
+        };
         let tree_json = serde_json::to_vec(tree).expect("tree part serializes");
-        let tree_sealed = data_key.seal(&tree_v3_aad(id, &catalog_bytes), &tree_json);
-        let compressed =
-            zstd::bulk::compress(&encode_refs_v3(sources), 3).expect("zstd of an in-memory buffer");
-        let refs_sealed = metadata_key.seal(&refs_v3_body_aad(id, &catalog_bytes), &compressed);
+        let tree_sealed = data_key.seal(&tree_aad, &tree_json);
+        let compressed = zstd::bulk::compress(body, 3).expect("zstd of an in-memory buffer");
+        let refs_sealed = metadata_key.seal(&refs_aad, &compressed);
         Manifest {
             catalog,
             tree_sealed,
             refs_sealed,
             catalog_bytes,
-            version: MANIFEST_VERSION,
+            version,
         }
     }
 
-    /// The manifest's format version (1, 2 or 3).
+    /// The manifest's format version (1 to 4).
     pub fn version(&self) -> u16 {
         self.version
     }
@@ -448,10 +553,10 @@ impl Manifest {
         let id = &self.catalog.backup_id;
         let (aad, why) = if self.catalog_authenticated() {
             (
-                if self.version == MANIFEST_V2 {
-                    tree_v2_aad(id, &self.catalog_bytes)
-                } else {
-                    tree_v3_aad(id, &self.catalog_bytes)
+                match self.version {
+                    MANIFEST_V2 => tree_v2_aad(id, &self.catalog_bytes),
+                    MANIFEST_V3 => tree_v3_aad(id, &self.catalog_bytes),
+                    _ => tree_v4_aad(id, &self.catalog_bytes),
                 },
                 "tree part does not open with the backup's data key: the catalog was changed after the backup was written, or the part is damaged",
             )
@@ -468,8 +573,10 @@ impl Manifest {
             .map_err(|e| RepoError::corrupt(format!("backups/{id}"), format!("tree part: {e}")))
     }
 
-    /// Opens the refs part: the references themselves (refs v1 and v2) or, in a version-3
-    /// manifest, the reference segments that hold them (`Repository::open_refs` reads those).
+    /// Opens the refs part: the references themselves (refs v1 and v2) or, in a version-3 or -4
+    /// manifest, the reference segments that hold them and the delta against them
+    /// (`Repository::open_refs` reads those). A v4 delta is checked here as far as it can be
+    /// without the segments (order, counts); membership in the segments when they are read.
     pub fn open_refs_part(&self, metadata_key: &SymKey) -> Result<RefsPart> {
         let id = &self.catalog.backup_id;
         let what = format!("backups/{id}");
@@ -480,6 +587,17 @@ impl Manifest {
         };
         let tampered = "the catalog (times, hostname, status, counts) does not match the one sealed with the backup: it was changed after the backup was written, or the refs part is damaged";
         if self.version == MANIFEST_VERSION {
+            let compressed = metadata_key
+                .open(
+                    &refs_v4_body_aad(id, &self.catalog_bytes),
+                    &self.refs_sealed,
+                )
+                .ok_or_else(|| RepoError::corrupt(&what, tampered))?;
+            return decode_refs_v4(&unzip(compressed)?)
+                .map(RefsPart::Segmented)
+                .map_err(|d| RepoError::corrupt(&what, format!("refs: {d}")));
+        }
+        if self.version == MANIFEST_V3 {
             let compressed = metadata_key
                 .open(
                     &refs_v3_body_aad(id, &self.catalog_bytes),

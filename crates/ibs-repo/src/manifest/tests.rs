@@ -149,16 +149,18 @@ fn a_v3_manifest_names_its_segments_and_binds_its_catalog() {
             name: "docs".into(),
             chunks: 5000,
             segments: vec![SegmentId([1; 32]), SegmentId([2; 32])],
+            ..SourceSegments::default()
         },
         SourceSegments {
             name: "empty".into(),
             chunks: 0,
             segments: vec![],
+            ..SourceSegments::default()
         },
     ];
-    let m = Manifest::seal_with_segments(c, &TreePart::default(), &sources, &dk, &mk);
+    let m = Manifest::seal_with_segments_v3(c, &TreePart::default(), &sources, &dk, &mk);
     let bytes = m.to_bytes();
-    assert_eq!(u16::from_le_bytes([bytes[6], bytes[7]]), MANIFEST_VERSION);
+    assert_eq!(u16::from_le_bytes([bytes[6], bytes[7]]), MANIFEST_V3);
     let back = Manifest::from_bytes(id, &bytes).unwrap();
     assert_eq!((back.version(), back.catalog.format_version), (3, 3));
     assert!(back.catalog_authenticated());
@@ -182,16 +184,93 @@ fn a_v3_manifest_names_its_segments_and_binds_its_catalog() {
     down[6..8].copy_from_slice(&MANIFEST_V2.to_le_bytes());
     let d = Manifest::from_bytes(id, &down).unwrap();
     assert!(d.open_refs_part(&mk).is_err() && d.open_tree(&dk).is_err());
-    // A version this build does not know is refused by name.
-    let mut newer = bytes.clone();
-    newer[6..8].copy_from_slice(&4u16.to_le_bytes());
-    assert!(matches!(
-        Manifest::from_bytes(id, &newer),
-        Err(RepoError::UnsupportedVersion { found: 4, .. })
-    ));
     // Hostile v3 bodies are refused without large allocations.
     assert!(decode_refs_v3(&[3, 0, 255, 255, 255, 255]).is_err());
     let mut body = encode_refs_v3(&sources[..1]);
     body.truncate(body.len() - 1);
     assert!(decode_refs_v3(&body).is_err());
+}
+
+fn v4_sources() -> Vec<SourceSegments> {
+    vec![
+        SourceSegments {
+            name: "docs".into(),
+            chunks: 5001,
+            segments: vec![SegmentId([1; 32]), SegmentId([2; 32])],
+            added: vec![ChunkId([7; 32]), ChunkId([9; 32])],
+            removed: vec![ChunkId([8; 32])],
+        },
+        SourceSegments {
+            name: "empty".into(),
+            ..SourceSegments::default()
+        },
+    ]
+}
+
+#[test]
+fn a_v4_manifest_carries_its_delta_and_binds_its_catalog() {
+    let (dk, mk) = (SymKey::random(), SymKey::random());
+    let id = "20270101T000000Z-0a1b2c3d";
+    let mut c = catalog(id);
+    c.hostname = "host-a".into();
+    let sources = v4_sources();
+    let m = Manifest::seal_with_segments(c, &TreePart::default(), &sources, &dk, &mk);
+    let bytes = m.to_bytes();
+    assert_eq!(u16::from_le_bytes([bytes[6], bytes[7]]), MANIFEST_VERSION);
+    let back = Manifest::from_bytes(id, &bytes).unwrap();
+    assert_eq!((back.version(), back.catalog.format_version), (4, 4));
+    assert_eq!(
+        back.open_refs_part(&mk).unwrap(),
+        RefsPart::Segmented(sources.clone())
+    );
+    back.open_tree(&dk).unwrap();
+    // An edited catalog, or the manifest passed off as version 3, does not open.
+    let at = bytes.windows(6).position(|w| w == b"host-a").unwrap();
+    let mut forged = bytes.clone();
+    forged[at..at + 6].copy_from_slice(b"host-b");
+    let f = Manifest::from_bytes(id, &forged).unwrap();
+    assert!(f.open_refs_part(&mk).is_err() && f.open_tree(&dk).is_err());
+    let at = bytes
+        .windows(18)
+        .position(|w| w == b"\"format_version\":4")
+        .unwrap();
+    let mut down = bytes.clone();
+    down[at + 17] = b'3';
+    down[6..8].copy_from_slice(&MANIFEST_V3.to_le_bytes());
+    let d = Manifest::from_bytes(id, &down).unwrap();
+    assert!(d.open_refs_part(&mk).is_err() && d.open_tree(&dk).is_err());
+    // A version this build does not know is refused by name.
+    let mut newer = bytes.clone();
+    newer[6..8].copy_from_slice(&5u16.to_le_bytes());
+    assert!(matches!(
+        Manifest::from_bytes(id, &newer),
+        Err(RepoError::UnsupportedVersion { found: 5, .. })
+    ));
+}
+
+#[test]
+fn hostile_v4_bodies_are_refused_before_the_segments_are_read() {
+    let good = v4_sources();
+    assert_eq!(decode_refs_v4(&encode_refs_v4(&good)).unwrap(), good);
+    // Huge counts, truncation.
+    assert!(decode_refs_v4(&[4, 0, 255, 255, 255, 255]).is_err());
+    let mut body = encode_refs_v4(&good);
+    body.truncate(body.len() - 1);
+    assert!(decode_refs_v4(&body).is_err());
+    let refused = |f: &dyn Fn(&mut SourceSegments)| {
+        let mut s = good.clone();
+        f(&mut s[0]);
+        decode_refs_v4(&encode_refs_v4(&s)).unwrap_err()
+    };
+    let e = refused(&|s| s.added.reverse());
+    assert!(e.contains("added ids are not strictly ascending"), "{e}");
+    let e = refused(&|s| s.removed = vec![ChunkId([8; 32]), ChunkId([8; 32])]);
+    assert!(e.contains("removed ids are not strictly ascending"), "{e}");
+    // More added ids than references, and a base too large or too small for its segments.
+    let e = refused(&|s| s.chunks = 0);
+    assert!(e.contains("more added ids than references"), "{e}");
+    let e = refused(&|s| s.chunks = 2 * 4096 + 2);
+    assert!(e.contains("do not fit 2 segments"), "{e}");
+    let e = refused(&|s| s.chunks = 2);
+    assert!(e.contains("do not fit 2 segments"), "{e}");
 }

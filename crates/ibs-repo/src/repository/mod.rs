@@ -3,10 +3,12 @@
 
 mod init;
 mod refs;
+mod refs_delta;
 mod sealed;
 
 pub use init::PendingInit;
 pub use refs::RefsWritten;
+pub use refs_delta::{delta_bound, Delta, DELTA_DIVISOR, DELTA_MAX_IDS, DELTA_MIN_IDS};
 pub use sealed::span_ok;
 
 use crate::clock::Clock;

@@ -1,6 +1,7 @@
-//! Reference segments on storage (manifest version 3, format §10.1): writing a backup's reference
-//! set as the segments storage does not hold yet, and reading any manifest's references (inline
-//! in versions 1 and 2, through its segments in version 3).
+//! Reference segments on storage (manifest versions 3 and 4, format §10.1): writing a backup's
+//! reference set as the segments storage does not hold yet, or as a delta against its parent's
+//! segments (version 4, `refs_delta`), and reading any manifest's references (inline in versions
+//! 1 and 2, through its segments in version 3, and with the delta applied in version 4).
 //!
 //! Invariants:
 //! - A writer stores every segment its manifest lists before the manifest (the commit point).
@@ -9,9 +10,10 @@
 //!   as written once a stat shows the object. Whichever copy stays is valid: the name is the keyed
 //!   hash of the content, which every reader checks.
 //! - A reader checks each source's segments against the manifest: ids strictly ascending across
-//!   segments and as many as the manifest says. At most [`READ_AHEAD`] segments are in memory
-//!   beside what the caller keeps.
+//!   segments, the delta fits them (see `refs_delta`), and as many references as the manifest
+//!   says. At most [`READ_AHEAD`] segments are in memory beside what the caller keeps.
 
+use super::refs_delta::{delta_bound, Applier};
 use super::Repository;
 use crate::crypto::SymKey;
 use crate::error::{RepoError, Result};
@@ -20,7 +22,7 @@ use crate::layout;
 use crate::manifest::{Manifest, Refs, RefsPart, SourceRefs, SourceSegments};
 use crate::refseg;
 use futures::{StreamExt, TryStreamExt};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// Segment reads and writes in flight.
 const READ_AHEAD: usize = 4;
@@ -34,6 +36,10 @@ pub struct RefsWritten {
     pub new: usize,
     /// Bytes of the segments stored.
     pub bytes: u64,
+    /// Sources written as a delta against their parent's segments.
+    pub delta_sources: usize,
+    /// Added and removed ids those deltas carry inline.
+    pub delta_ids: usize,
 }
 
 /// Appends `part` with its id to `out`, or, when a prune plan marks that id, its halves (and so on
@@ -90,12 +96,56 @@ impl Repository {
         metadata_key: &SymKey,
         marked: &HashSet<SegmentId>,
     ) -> Result<(Vec<SourceSegments>, RefsWritten)> {
+        self.put_refs_with_bases(sources, metadata_key, marked, &HashMap::new())
+            .await
+    }
+
+    /// As [`Repository::put_refs`], but a source that has a base (by name: its parent backup's
+    /// segment list) is written as that base plus a delta (manifest version 4) when every base
+    /// segment is on storage, none is marked, the base reads, and the delta holds at most
+    /// [`delta_bound`] ids; otherwise it is cut afresh.
+    pub async fn put_refs_with_bases(
+        &self,
+        sources: &[(String, Vec<ChunkId>)],
+        metadata_key: &SymKey,
+        marked: &HashSet<SegmentId>,
+        bases: &HashMap<String, Vec<SegmentId>>,
+    ) -> Result<(Vec<SourceSegments>, RefsWritten)> {
         let present = self.list_ref_segments().await?;
         let mut out = Vec::with_capacity(sources.len());
         let mut todo: Vec<&[ChunkId]> = Vec::new();
         let mut planned: HashSet<SegmentId> = HashSet::new();
         let mut written = RefsWritten::default();
         for (name, chunks) in sources {
+            let usable = |base: &&Vec<SegmentId>| {
+                !base.is_empty()
+                    && base
+                        .iter()
+                        .all(|g| present.contains(g) && !marked.contains(g))
+            };
+            if let Some(base) = bases.get(name).filter(usable) {
+                let bound = delta_bound(chunks.len());
+                match self.delta_against(base, chunks, bound, metadata_key).await {
+                    Ok(Some(d)) => {
+                        written.segments += base.len();
+                        written.delta_sources += 1;
+                        written.delta_ids += d.len();
+                        out.push(SourceSegments {
+                            name: name.clone(),
+                            chunks: chunks.len() as u64,
+                            segments: base.clone(),
+                            added: d.added,
+                            removed: d.removed,
+                        });
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(
+                        "source {name}: the parent backup's reference segments do not read ({e}); \
+                         cutting the source's references afresh"
+                    ),
+                }
+            }
             let mut parts = Vec::new();
             for part in refseg::split(chunks) {
                 cut_unmarked(part, metadata_key, marked, &mut parts)?;
@@ -112,6 +162,7 @@ impl Repository {
                 name: name.clone(),
                 chunks: chunks.len() as u64,
                 segments,
+                ..SourceSegments::default()
             });
         }
         written.new = todo.len();
@@ -163,9 +214,10 @@ impl Repository {
     }
 
     /// Hands every reference of backup `m` to `f`, one source's run at a time: `f(source, ids)`
-    /// with `source` `None` for a v1 refs part (no attribution). Version-3 segments are read
-    /// [`READ_AHEAD`] at a time and checked against the manifest (order, counts); an error names
-    /// the segment and the backup.
+    /// with `source` `None` for a v1 refs part (no attribution), each source's runs in ascending
+    /// order. Segments (versions 3 and 4) are read [`READ_AHEAD`] at a time, a version-4 delta is
+    /// applied as they stream by, and both are checked against the manifest (order, the delta's
+    /// fit, counts); an error names the segment or the backup, and always the backup.
     pub async fn for_each_ref(
         &self,
         m: &Manifest,
@@ -189,35 +241,30 @@ impl Repository {
             }
             other => other,
         };
+        let bad = |src: &SourceSegments, why: String| {
+            RepoError::corrupt(
+                format!("backups/{backup}"),
+                format!("refs: source {:?}: {why}", src.name),
+            )
+        };
+        let mut run = Vec::new();
         for src in &sources {
             let mut reads = futures::stream::iter(src.segments.iter())
                 .map(|id| self.read_ref_segment(id, metadata_key))
                 .buffered(READ_AHEAD);
-            let mut count = 0u64;
-            let mut last: Option<ChunkId> = None;
+            let mut apply = Applier::new(&src.added, &src.removed);
             while let Some(ids) = reads.next().await {
                 let ids = ids.map_err(in_backup)?;
-                if last.is_some_and(|l| ids[0] <= l) {
-                    return Err(RepoError::corrupt(
-                        format!("backups/{backup}"),
-                        format!(
-                            "refs: the segments of source {:?} are out of order",
-                            src.name
-                        ),
-                    ));
+                apply.segment(&ids, &mut run).map_err(|w| bad(src, w))?;
+                if !run.is_empty() {
+                    f(Some(&src.name), &run);
                 }
-                last = ids.last().copied();
-                count += ids.len() as u64;
-                f(Some(&src.name), &ids);
             }
-            if count != src.chunks {
-                return Err(RepoError::corrupt(
-                    format!("backups/{backup}"),
-                    format!(
-                        "refs: the segments of source {:?} hold {count} references, the manifest says {}",
-                        src.name, src.chunks
-                    ),
-                ));
+            apply
+                .finish(src.chunks, &mut run)
+                .map_err(|w| bad(src, w))?;
+            if !run.is_empty() {
+                f(Some(&src.name), &run);
             }
         }
         Ok(())
