@@ -7,8 +7,9 @@ Steps, interleaved across tools so every tool backs up the very same tree:
   changed         after day 1's changes (`gen_scale.py --day 1`)
   restore         of the last backup into an empty folder (verified with --verify)
   backup N        days 2 … N-1: one backup after each day's changes (repository growth per day)
-  forget          all but the newest backup (ibs: `repo forget --keep-days 0`; restic: `forget --keep-last 1`)
-  prune           ibs: `repo prune --grace-hours 0`; restic: `prune`
+  forget          the older half of the backups (both tools: `forget --keep-last N/2`)
+  prune           ibs: `repo prune --grace-hours 0 --delete-delay-hours 0` (deletes at once, as restic's
+                  prune does, instead of keeping what it removes in the grace area for 24 h); restic: `prune`
   check           `check --read-data` (ibs with the .pfx: every chunk decrypted and verified, as restic does)
 plus `stat walk`: a cold `find DATASET -printf '%s %T@ %i\\n'` (the floor of a no-change backup).
 
@@ -47,11 +48,12 @@ class Ibs(B.Ibs):
     def run(self, step, cmd):
         return B.run_measured(cmd, self.env(), None, os.path.join(self.logs, f"{step}-{self.name}"), self.timeout)
 
-    def forget(self):
-        return self.run("forget", [self.bin, "repo", "forget", "--repo", self.repo, "--keep-days", "0"])
+    def forget(self, keep):
+        return self.run("forget", [self.bin, "repo", "forget", "--repo", self.repo, "--keep-last", str(keep)])
 
     def prune(self):
-        return self.run("prune", [self.bin, "repo", "prune", "--repo", self.repo, "--grace-hours", "0"])
+        return self.run("prune", [self.bin, "repo", "prune", "--repo", self.repo, "--grace-hours", "0",
+                                     "--delete-delay-hours", "0"])
 
     def check(self):
         return self.run("check", [self.bin, "repo", "check", "--repo", self.repo, "--read-data", "--pfx", self.pfx])
@@ -66,8 +68,8 @@ class Restic(B.Restic):
         return B.run_measured(["restic"] + args + self.common(), self.env(), None,
                               os.path.join(self.logs, f"{step}-{self.name}"), self.timeout)
 
-    def forget(self):
-        return self.run("forget", ["forget", "--keep-last", "1"])
+    def forget(self, keep):
+        return self.run("forget", ["forget", "--keep-last", str(keep)])
 
     def prune(self):
         return self.run("prune", ["prune"])
@@ -113,7 +115,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", help="an existing pristine tree of this point and seed (it is changed)")
     ap.add_argument("--tools", default="ibs,restic")
     ap.add_argument("--tool-bin", action="append", default=[], help="NAME=PATH: an ibs binary under a tool name")
-    ap.add_argument("--backups", type=int, default=6, help="backups before forget+prune (≥ 3)")
+    ap.add_argument("--backups", type=int, default=30, help="backups before forget+prune of the older half (≥ 3)")
     ap.add_argument("--verify", action="store_true", help="compare each restored tree with the source")
     ap.add_argument("--results", default=None)
     a = ap.parse_args(argv)
@@ -183,7 +185,7 @@ def main(argv=None) -> int:
     for day in range(2, a.backups):
         mut.append(gen(dataset, a.point, a.seed, day=day, hosts=a.hosts))
         each(f"backup {day + 1}", lambda t: t.backup(f"backup{day + 1}"))
-    each("forget", lambda t: t.forget())
+    each("forget", lambda t: t.forget(max(1, a.backups // 2)))
     each("prune", lambda t: t.prune())
     each("check", lambda t: t.check())
 

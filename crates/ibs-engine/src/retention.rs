@@ -1,4 +1,4 @@
-//! Retention: `forget` drops manifests by age, never the newest successful backup. The rule is
+//! Retention: `forget` drops manifests by age and count, never the newest successful backup. The rule is
 //! owned here ([`plan_retention`]); the controller applies it to its own database records, the
 //! CLI to the catalogs it lists. `prune` (crate::prune, re-exported here) then deletes what no
 //! manifest references. Both are a pure *plan* step followed by an *execute* step, so `--dry-run`
@@ -59,11 +59,28 @@ impl RetentionRecord {
     }
 }
 
-/// The retention rule: a backup is removed when it finished before `now - keep_days`, except the
-/// newest successful backup (or, if none succeeded, the newest partially successful one), which is
-/// never removed. Pure: the same inputs always give the same plan.
-pub fn plan_retention(records: &[RetentionRecord], keep_days: u32, now: i64) -> ForgetPlan {
-    let cutoff = now - keep_days as i64 * 86_400;
+/// What a retention keeps: backups younger than `days`, and the newest `last` usable backups
+/// (succeeded or partially succeeded; failed ones are not restore points and do not count).
+/// A backup either rule keeps is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Keep {
+    pub days: u32,
+    pub last: u32,
+}
+
+impl Keep {
+    /// Keep by age only (the controller's policy).
+    pub fn days(days: u32) -> Self {
+        Keep { days, last: 0 }
+    }
+}
+
+/// The retention rule: a backup is removed when it finished before `now - keep.days` and is not
+/// one of the newest `keep.last` usable backups, except the newest successful backup (or, if none
+/// succeeded, the newest partially successful one), which is never removed. "Newest" orders by
+/// finish time, then id. Pure: the same inputs always give the same plan.
+pub fn plan_retention(records: &[RetentionRecord], keep: Keep, now: i64) -> ForgetPlan {
+    let cutoff = now - keep.days as i64 * 86_400;
     let newest = |status: BackupStatus| {
         records
             .iter()
@@ -73,6 +90,16 @@ pub fn plan_retention(records: &[RetentionRecord], keep_days: u32, now: i64) -> 
     let protected = newest(BackupStatus::Succeeded)
         .or_else(|| newest(BackupStatus::PartialSucceeded))
         .map(|r| r.id.clone());
+    let mut usable: Vec<&RetentionRecord> = records
+        .iter()
+        .filter(|r| r.status != BackupStatus::Failed)
+        .collect();
+    usable.sort_by(|a, b| (b.finished, &b.id).cmp(&(a.finished, &a.id)));
+    let last: HashSet<&str> = usable
+        .iter()
+        .take(keep.last as usize)
+        .map(|r| r.id.as_str())
+        .collect();
     let mut plan = ForgetPlan {
         remove: Vec::new(),
         keep: Vec::new(),
@@ -80,10 +107,13 @@ pub fn plan_retention(records: &[RetentionRecord], keep_days: u32, now: i64) -> 
         locked: Vec::new(),
     };
     for r in records {
-        if r.finished < cutoff && Some(&r.id) != protected.as_ref() {
-            plan.remove.push(r.id.clone());
-        } else {
+        let kept = r.finished >= cutoff
+            || last.contains(r.id.as_str())
+            || Some(&r.id) == protected.as_ref();
+        if kept {
             plan.keep.push(r.id.clone());
+        } else {
+            plan.remove.push(r.id.clone());
         }
     }
     plan.remove.sort();
@@ -92,12 +122,12 @@ pub fn plan_retention(records: &[RetentionRecord], keep_days: u32, now: i64) -> 
 }
 
 /// [`plan_retention`] over catalogs (an unreadable finish time counts as the future: kept).
-pub fn plan_forget(catalogs: &[Catalog], keep_days: u32, now: i64) -> ForgetPlan {
+pub fn plan_forget(catalogs: &[Catalog], keep: Keep, now: i64) -> ForgetPlan {
     let records: Vec<RetentionRecord> = catalogs
         .iter()
         .map(|c| RetentionRecord::new(c.backup_id.clone(), parse_rfc3339(&c.finished), c.status))
         .collect();
-    plan_retention(&records, keep_days, now)
+    plan_retention(&records, keep, now)
 }
 
 async fn exclusive<T>(
@@ -142,12 +172,12 @@ async fn delete_manifests(repo: &Repository, ids: &[String]) -> Result<Forgotten
     Ok(out)
 }
 
-/// Forgets the backups older than `keep_days` by their catalogs. With `writer`, catalogs are
+/// Forgets the backups that `keep` does not keep, by their catalogs. With `writer`, catalogs are
 /// authenticated first (see the module doc) and the ledger records what is forgotten before it is
 /// deleted.
 pub async fn forget(
     repo: &Repository,
-    keep_days: u32,
+    keep: Keep,
     dry_run: bool,
     lock_wait: Duration,
     writer: Option<&WriterState>,
@@ -160,7 +190,7 @@ pub async fn forget(
                 Err(e) => tracing::warn!("forget: keeping backups/{id}: {e}"),
             }
         }
-        let mut plan = plan_forget(&catalogs, keep_days, repo.clock().now_unix());
+        let mut plan = plan_forget(&catalogs, keep, repo.clock().now_unix());
         if !dry_run {
             if let Some(w) = writer {
                 Ledger::of(w).record_forgotten(&plan.remove)?;
@@ -253,12 +283,12 @@ mod tests {
             cat("newest-ok-but-old", now - 10 * DAY, BackupStatus::Succeeded),
             cat("recent-failed", now - DAY, BackupStatus::Failed),
         ];
-        let p = plan_forget(&c, 7, now);
+        let p = plan_forget(&c, Keep::days(7), now);
         assert_eq!(p.remove, vec!["old-failed", "old-ok"]);
         assert_eq!(p.protected.as_deref(), Some("newest-ok-but-old"));
         assert_eq!(p.keep, vec!["newest-ok-but-old", "recent-failed"]);
         // Keeping 0 days removes everything but the newest successful backup.
-        let p = plan_forget(&c, 0, now);
+        let p = plan_forget(&c, Keep::days(0), now);
         assert_eq!(p.keep, vec!["newest-ok-but-old"]);
     }
 
@@ -269,8 +299,47 @@ mod tests {
             cat("a", now - 30 * DAY, BackupStatus::PartialSucceeded),
             cat("b", now - 20 * DAY, BackupStatus::Failed),
         ];
-        let p = plan_forget(&c, 7, now);
+        let p = plan_forget(&c, Keep::days(7), now);
         assert_eq!(p.remove, vec!["b"]);
         assert_eq!(p.protected.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn keep_last_keeps_the_newest_usable_backups_beside_the_age_rule() {
+        let now = 100 * DAY;
+        let c = vec![
+            cat("d1", now - 40 * DAY, BackupStatus::Succeeded),
+            cat("d2", now - 30 * DAY, BackupStatus::PartialSucceeded),
+            cat("d3", now - 25 * DAY, BackupStatus::Failed),
+            cat("d4", now - 20 * DAY, BackupStatus::Succeeded),
+            cat("d5", now - 2 * DAY, BackupStatus::Succeeded),
+        ];
+        // The newest two usable: d5 and d4 (the failed d3 does not count, is not kept).
+        let p = plan_forget(&c, Keep { days: 0, last: 2 }, now);
+        assert_eq!(p.keep, vec!["d4", "d5"]);
+        assert_eq!(p.remove, vec!["d1", "d2", "d3"]);
+        // Three reaches past the failed one to the partial d2.
+        let p = plan_forget(&c, Keep { days: 0, last: 3 }, now);
+        assert_eq!(p.keep, vec!["d2", "d4", "d5"]);
+        // Either rule keeps: 26 days keep d3, d4 and d5; last 1 adds nothing more.
+        let p = plan_forget(&c, Keep { days: 26, last: 1 }, now);
+        assert_eq!(p.keep, vec!["d3", "d4", "d5"]);
+        // A count above the number of backups keeps every usable one.
+        let p = plan_forget(&c, Keep { days: 0, last: 50 }, now);
+        assert_eq!(p.remove, vec!["d3"]);
+    }
+
+    #[test]
+    fn keep_last_orders_by_finish_time_then_id() {
+        let now = 100 * DAY;
+        let c = vec![
+            cat("b", now - DAY, BackupStatus::Succeeded),
+            cat("a", now - DAY, BackupStatus::Succeeded),
+            cat("c", now - 3 * DAY, BackupStatus::Succeeded),
+        ];
+        let p = plan_forget(&c, Keep { days: 0, last: 1 }, now);
+        assert_eq!(p.keep, vec!["b"]);
+        let p = plan_forget(&c, Keep { days: 0, last: 2 }, now);
+        assert_eq!(p.keep, vec!["a", "b"]);
     }
 }

@@ -300,14 +300,19 @@ pub enum RepoCmd {
         #[command(flatten)]
         unlock: UnlockArgs,
     },
-    /// Remove backups older than N days (never the newest successful one). Their manifests go
-    /// into the grace area, where `ibs repo undelete` brings them back until a prune purges them.
+    /// Remove backups older than N days and beyond the newest N (never the newest successful
+    /// one). Their manifests go into the grace area, where `ibs repo undelete` brings them back
+    /// until a prune purges them. A backup either rule keeps is kept.
+    #[command(group(clap::ArgGroup::new("keep").required(true).multiple(true).args(["keep_days", "keep_last"])))]
     Forget {
         #[command(flatten)]
         loc: Location,
         /// Keep backups younger than this many days (0 keeps only the newest successful one).
         #[arg(long, value_name = "DAYS")]
-        keep_days: u32,
+        keep_days: Option<u32>,
+        /// Keep the newest N backups that succeeded or partially succeeded (failed ones do not count).
+        #[arg(long, value_name = "N")]
+        keep_last: Option<u32>,
         /// Only print what would be removed.
         #[arg(long)]
         dry_run: bool,

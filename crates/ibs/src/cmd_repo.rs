@@ -167,8 +167,15 @@ pub async fn run(args: RepoArgs, json: bool, quiet: bool) -> Result<i32> {
         RepoCmd::Forget {
             loc,
             keep_days,
+            keep_last,
             dry_run,
-        } => maintain::forget(&ctx, loc, keep_days, dry_run).await,
+        } => {
+            let keep = ibs_engine::retention::Keep {
+                days: keep_days.unwrap_or(0),
+                last: keep_last.unwrap_or(0),
+            };
+            maintain::forget(&ctx, loc, keep, dry_run).await
+        }
         RepoCmd::Prune {
             loc,
             dry_run,

@@ -220,3 +220,40 @@ fn prune_refuses_when_a_known_backup_is_not_listed_or_the_ledger_is_missing() {
         .run()
         .ok();
 }
+
+#[test]
+fn forget_keep_last_keeps_the_newest_n_and_a_missing_rule_is_a_usage_error() {
+    let fx = Fx::new();
+    let cert = shared_cert(0);
+    fx.init_cert(&cert.cer);
+    let src = fx.path("src");
+    let mut ids = Vec::new();
+    for i in 0..3u64 {
+        write(&src.join("f.bin"), &pseudo_random(300 + i, 64 << 10));
+        ids.push(fx.backup(&[("data", &src)]));
+        next_second();
+    }
+    // No rule at all: refused before anything is opened, naming both options.
+    let none = fx.repo_cmd("forget").run().code(2);
+    assert!(
+        none.stderr.contains("--keep-days") && none.stderr.contains("--keep-last"),
+        "{none}"
+    );
+    assert_eq!(fx.list_ids().len(), 3);
+
+    let out = fx.repo_cmd("forget").args(["--keep-last", "2"]).run().ok();
+    assert!(out.stdout.contains(&format!("removed {}", ids[0])), "{out}");
+    assert!(out.stdout.contains("removed 1 backups, kept 2"), "{out}");
+    let mut want = vec![ids[1].clone(), ids[2].clone()];
+    want.sort();
+    let mut have = fx.list_ids();
+    have.sort();
+    assert_eq!(have, want);
+    // Either rule keeps: a day of age keeps both, whatever the count says.
+    let out = fx
+        .repo_cmd("forget")
+        .args(["--keep-last", "1", "--keep-days", "1"])
+        .run()
+        .ok();
+    assert!(out.stdout.contains("removed 0 backups, kept 2"), "{out}");
+}

@@ -38,7 +38,8 @@ pub fn would_delete(backups: &[Job], days: u32, now: i64) -> Vec<String> {
             outcome(j).map(|status| RetentionRecord::new(j.id.clone(), j.finished_at, status))
         })
         .collect();
-    ibs_engine::retention::plan_retention(&records, days, now).remove
+    ibs_engine::retention::plan_retention(&records, ibs_engine::retention::Keep::days(days), now)
+        .remove
 }
 
 /// The backups the database says exist in repository `repo_id`: committed there, not deleted.

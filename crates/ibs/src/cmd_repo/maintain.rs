@@ -5,12 +5,12 @@ use crate::cli::Location;
 use crate::output::{count, exit, human};
 use anyhow::{bail, Result};
 use ibs_engine::ledger::Ledger;
-use ibs_engine::retention::{Expected, PruneOptions};
+use ibs_engine::retention::{Expected, Keep, PruneOptions};
 use ibs_engine::state::WriterState;
 use std::time::Duration;
 
-/// `ibs repo forget`: removes backups older than the retention (never the newest successful one).
-pub(super) async fn forget(ctx: &Ctx, loc: Location, keep_days: u32, dry_run: bool) -> Result<i32> {
+/// `ibs repo forget`: removes the backups the retention does not keep (never the newest successful one).
+pub(super) async fn forget(ctx: &Ctx, loc: Location, keep: Keep, dry_run: bool) -> Result<i32> {
     let repo = open_repo(&loc).await?;
     // With the writer state, catalogs are authenticated and the ledger learns what goes.
     let state = if WriterState::exists(&ctx.state_root, &repo.config().id) {
@@ -19,8 +19,7 @@ pub(super) async fn forget(ctx: &Ctx, loc: Location, keep_days: u32, dry_run: bo
         None
     };
     let plan =
-        ibs_engine::retention::forget(&repo, keep_days, dry_run, ctx.lock_wait, state.as_ref())
-            .await?;
+        ibs_engine::retention::forget(&repo, keep, dry_run, ctx.lock_wait, state.as_ref()).await?;
     if ctx.json {
         outln!("{}", serde_json::json!({"dry_run": dry_run, "plan": plan}));
     } else {
