@@ -313,8 +313,9 @@ pub(crate) async fn prune_pass(
     // Reference segments (manifest versions 3 and 4) kept backups list, with the newest time a
     // kept backup needs each (`segments_listed`). A segment whose every id was taken with a time at least
     // as new is not read again (`segments_read`: its chunks are in `used` already). A version-4
-    // source's removed ids are not its references: its base segments are read without them (and
-    // then do not count as wholly taken), its added ids are taken as they are.
+    // source's delta segments are listed (kept) too; its removed ids are not its references: its
+    // base segments are read without them (and then do not count as wholly taken), its added ids
+    // are taken as they are.
     let mut segments_listed: HashMap<SegmentId, i64> = HashMap::new();
     let mut segments_read: HashMap<SegmentId, i64> = HashMap::new();
     let (mut delete_segments, mut young_segments) = (Vec::new(), 0usize);
@@ -349,25 +350,29 @@ pub(crate) async fn prune_pass(
             RefsPart::Inline(r) => take(&r.all),
             RefsPart::Segmented(sources) => {
                 for s in &sources {
-                    for seg in &s.segments {
+                    // Base and delta segments alike are kept (and locked) while listed.
+                    for seg in s.listed() {
                         let l = segments_listed.entry(*seg).or_insert(t);
                         *l = (*l).max(t);
+                    }
+                    let delta = repo.read_delta(&id, s, mk).await.map_err(unreadable)?;
+                    for seg in &s.segments {
                         if segments_read.get(seg).is_some_and(|&seen| seen >= t) {
                             continue;
                         }
                         let ids = repo.read_ref_segment(seg, mk).await.map_err(unreadable)?;
-                        if s.removed.is_empty() {
+                        if delta.removed.is_empty() {
                             segments_read.insert(*seg, t);
                             take(&ids);
                         } else {
                             let kept: Vec<ChunkId> = ids
                                 .into_iter()
-                                .filter(|c| s.removed.binary_search(c).is_err())
+                                .filter(|c| delta.removed.binary_search(c).is_err())
                                 .collect();
                             take(&kept);
                         }
                     }
-                    take(&s.added);
+                    take(&delta.added);
                 }
             }
         }

@@ -1,7 +1,8 @@
 //! Reference deltas (manifest version 4, ADR 0046) end to end: a backup with scattered changes
-//! lists its parent's segments plus an inline delta, stores no segment and restores exactly;
-//! check --read-data passes; prune after forgetting the parent keeps the base segments the child
-//! lists and the chunks it adds, and drops the chunks only its removed list named.
+//! lists its parent's segments plus a delta stored as a few segments, and restores exactly; a
+//! no-change backup after it lists the same delta segments and stores none; check --read-data
+//! passes; prune after forgetting the parent keeps the base and delta segments the child lists
+//! and the chunks it adds, and drops the chunks only its removed list named.
 
 mod common;
 
@@ -11,6 +12,7 @@ use ibs_engine::retention::{forget_backups, prune, Expected, PruneOptions, Prune
 use ibs_engine::trash::DEFAULT_DELETE_DELAY;
 use ibs_repo::ids::SegmentId;
 use ibs_repo::manifest::{RefsPart, SourceSegments};
+use ibs_repo::Delta;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -83,6 +85,21 @@ async fn sources_of(env: &Env, id: &str) -> Vec<SourceSegments> {
     }
 }
 
+/// The delta a backup's source carries, read from its segments.
+async fn delta_of(env: &Env, id: &str, s: &SourceSegments) -> Delta {
+    env.repo
+        .read_delta(id, s, &env.state.keys.metadata)
+        .await
+        .unwrap()
+}
+
+/// Size of a backup's manifest object.
+fn manifest_bytes(env: &Env, id: &str) -> u64 {
+    std::fs::metadata(env.repo_dir().join("backups").join(id))
+        .unwrap()
+        .len()
+}
+
 async fn problems(env: &Env) -> Vec<(String, String, Vec<String>)> {
     check(
         env.reopen().await,
@@ -119,7 +136,7 @@ async fn prune_keeping(env: &Env, keep: &[&str]) -> PrunePlan {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backup_with_scattered_changes_stores_no_segment_and_restores_exactly() {
+async fn a_backup_with_scattered_changes_stores_only_a_few_delta_segments_and_restores_exactly() {
     let env = env().await;
     const FILES: usize = 20_000;
     let src = tree(&env, FILES);
@@ -132,7 +149,6 @@ async fn a_backup_with_scattered_changes_stores_no_segment_and_restores_exactly(
     let changed = change_scattered(&src, FILES, 100);
     assert_eq!(changed, 200);
     let second = backup(&env, &[("etc", &src)]).await.catalog.backup_id;
-    assert_eq!(segments(&env).await, segs, "no new segment");
     let parent = sources_of(&env, &first).await;
     let child = sources_of(&env, &second).await;
     assert_eq!(
@@ -140,15 +156,32 @@ async fn a_backup_with_scattered_changes_stores_no_segment_and_restores_exactly(
         "the parent's segments are the base"
     );
     assert!(!parent[0].has_delta());
+    // The only new segments are the delta's (about 1,024 ids per segment: one or two per list).
+    let delta_segs: BTreeSet<SegmentId> = child[0]
+        .added_segments
+        .iter()
+        .chain(&child[0].removed_segments)
+        .copied()
+        .collect();
+    let now = segments(&env).await;
+    assert_eq!(
+        now.difference(&segs).copied().collect::<BTreeSet<_>>(),
+        delta_segs,
+        "new segments"
+    );
+    assert!(
+        (2..=4).contains(&delta_segs.len()),
+        "{} delta segments",
+        delta_segs.len()
+    );
     // Each changed file: its old chunk removed, its new one added (plus a few tree chunks).
-    let (a, r) = (child[0].added.len(), child[0].removed.len());
+    let d2 = delta_of(&env, &second, &child[0]).await;
+    let (a, r) = (d2.added.len(), d2.removed.len());
     assert!(
         (200..260).contains(&a) && (200..260).contains(&r),
         "{a} added, {r} removed"
     );
-    let manifest = std::fs::metadata(env.repo_dir().join("backups").join(&second))
-        .unwrap()
-        .len();
+    let manifest = manifest_bytes(&env, &second);
     eprintln!("refs of the full backup: {refs_bytes} bytes; the changed backup's manifest: {manifest} bytes");
     assert!(
         manifest * 20 < refs_bytes,
@@ -170,7 +203,7 @@ async fn a_backup_with_scattered_changes_stores_no_segment_and_restores_exactly(
     let t3 = sources_of(&env, &third).await;
     assert_eq!(t3[0].segments, parent[0].segments);
     assert!(
-        t3[0].added.len() > a,
+        delta_of(&env, &third, &t3[0]).await.added.len() > a,
         "the delta is against the base, not the second's list"
     );
 
@@ -202,11 +235,14 @@ async fn prune_after_forgetting_the_parent_keeps_the_base_and_drops_only_removed
     change_scattered(&src, FILES, 3);
     let second = backup(&env, &[("etc", &src)]).await.catalog.backup_id;
     let child = sources_of(&env, &second).await.remove(0);
+    let delta = delta_of(&env, &second, &child).await;
     assert!(
-        child.removed.len() >= 1000 && child.added.len() >= 1000,
+        delta.removed.len() >= 1000 && delta.added.len() >= 1000,
         "a delta: {child:?}"
     );
-    let base: BTreeSet<SegmentId> = child.segments.iter().copied().collect();
+    // Kept while the child lists them: its base and its delta segments.
+    let listed: BTreeSet<SegmentId> = child.listed().copied().collect();
+    assert!(listed.len() > child.segments.len());
 
     let plan = prune_keeping(&env, &[&first, &second]).await;
     assert!(plan.delete_segments.is_empty(), "{plan:?}");
@@ -219,12 +255,13 @@ async fn prune_after_forgetting_the_parent_keeps_the_base_and_drops_only_removed
     .await
     .unwrap();
     let plan = prune_keeping(&env, &[&second]).await;
-    // The base segments the child lists stay; its removed ids are no kept backup's references.
+    // The base and delta segments the child lists stay; its removed ids are no kept backup's
+    // references.
     assert!(plan.delete_segments.is_empty(), "{plan:?}");
-    assert_eq!(plan.segments_kept, base.len());
-    assert_eq!(segments(&env).await, base);
+    assert_eq!(plan.segments_kept, listed.len());
+    assert_eq!(segments(&env).await, listed);
     assert_eq!(plan.chunks_used as u64, child.chunks);
-    assert_eq!(plan.chunks_unused, child.removed.len());
+    assert_eq!(plan.chunks_unused, delta.removed.len());
     assert!(
         !plan.repack.is_empty() || !plan.delete.is_empty(),
         "{plan:?}"
@@ -233,11 +270,11 @@ async fn prune_after_forgetting_the_parent_keeps_the_base_and_drops_only_removed
         .await
         .unwrap();
     assert!(
-        child.removed.iter().all(|c| index.get(c).is_none()),
+        delta.removed.iter().all(|c| index.get(c).is_none()),
         "removed chunks are gone"
     );
     assert!(
-        child.added.iter().all(|c| index.get(c).is_some()),
+        delta.added.iter().all(|c| index.get(c).is_some()),
         "added chunks stay"
     );
     assert_eq!(problems(&env).await, vec![]);
@@ -247,4 +284,43 @@ async fn prune_after_forgetting_the_parent_keeps_the_base_and_drops_only_removed
     // Nothing more to drop.
     let plan = prune_keeping(&env, &[&second]).await;
     assert_eq!((plan.chunks_unused, plan.delete_segments.len()), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_change_backup_after_a_changed_one_stores_no_segment_and_a_small_manifest() {
+    let env = env().await;
+    const FILES: usize = 10_000;
+    let src = tree(&env, FILES);
+    backup(&env, &[("etc", &src)]).await;
+    change_scattered(&src, FILES, 50);
+    let changed = backup(&env, &[("etc", &src)]).await.catalog.backup_id;
+    let c = sources_of(&env, &changed).await.remove(0);
+    let d = delta_of(&env, &changed, &c).await;
+    assert!(
+        c.has_delta() && d.added.len() >= 200 && d.removed.len() >= 200,
+        "the changed backup carries a delta: {} added, {} removed",
+        d.added.len(),
+        d.removed.len()
+    );
+    let before = segments(&env).await;
+    let refs_before = bytes_under(&env, "refs");
+
+    let same = backup(&env, &[("etc", &src)]).await.catalog.backup_id;
+    assert_eq!(segments(&env).await, before, "no new segment");
+    assert_eq!(bytes_under(&env, "refs"), refs_before);
+    let n = sources_of(&env, &same).await.remove(0);
+    assert_eq!(
+        (&n.segments, &n.added_segments, &n.removed_segments),
+        (&c.segments, &c.added_segments, &c.removed_segments),
+        "the no-change backup lists the changed one's base and delta segments"
+    );
+    let manifest = manifest_bytes(&env, &same);
+    eprintln!(
+        "no-change backup after a changed one: 0 new segments, manifest {manifest} bytes \
+         (delta {} ids in {} segments)",
+        d.len(),
+        c.added_segments.len() + c.removed_segments.len()
+    );
+    assert!(manifest < 16 * 1024, "manifest {manifest} bytes");
+    assert_eq!(problems(&env).await, vec![]);
 }

@@ -190,8 +190,8 @@ mod v3 {
 }
 
 /// The version-4 fixture (`fixtures/manifest-v4/`): a manifest whose source "etc" lists base
-/// segments (the v3 fixture's cut of its list) and an inline delta, "db" segments without a
-/// delta, "empty" nothing, and the segments it lists, sealed with the fixed keys above by the
+/// segments (the v3 fixture's cut of its list) and a delta stored as added and removed
+/// segments, "db" segments without a delta, "empty" nothing, and the segments it lists, sealed with the fixed keys above by the
 /// build that introduced version 4 (ADR 0046).
 mod v4 {
     use super::v3::{keys, lists};
@@ -226,17 +226,22 @@ mod v4 {
         (now, added, removed)
     }
 
-    fn read_source(s: &SourceSegments, mk: &SymKey) -> Vec<ChunkId> {
-        let mut base = Vec::new();
-        for seg in &s.segments {
+    fn read_list(segs: &[SegmentId], mk: &SymKey) -> Vec<ChunkId> {
+        let mut out = Vec::new();
+        for seg in segs {
             let obj = std::fs::read(dir().join(seg.to_hex())).unwrap();
-            base.extend(refseg::decode(seg, &obj, mk).unwrap());
+            out.extend(refseg::decode(seg, &obj, mk).unwrap());
         }
-        for r in &s.removed {
+        out
+    }
+
+    fn read_source(s: &SourceSegments, mk: &SymKey) -> Vec<ChunkId> {
+        let mut base = read_list(&s.segments, mk);
+        for r in &read_list(&s.removed_segments, mk) {
             let at = base.binary_search(r).expect("a removed id is in the base");
             base.remove(at);
         }
-        for a in &s.added {
+        for a in &read_list(&s.added_segments, mk) {
             let at = base
                 .binary_search(a)
                 .expect_err("an added id is not in the base");
@@ -262,7 +267,13 @@ mod v4 {
         let mut want = lists();
         want[0].1 = etc;
         assert_eq!(sources.len(), want.len());
-        assert_eq!((&sources[0].added, &sources[0].removed), (&added, &removed));
+        assert_eq!(
+            (
+                read_list(&sources[0].added_segments, &mk),
+                read_list(&sources[0].removed_segments, &mk)
+            ),
+            (added, removed)
+        );
         assert!(sources[1..].iter().all(|s| !s.has_delta()));
         for (s, (name, ids)) in sources.iter().zip(&want) {
             assert_eq!((&s.name, s.chunks), (name, ids.len() as u64));
@@ -304,8 +315,17 @@ mod v4 {
         }
         let (etc, added, removed) = etc_now();
         segs[0].chunks = etc.len() as u64;
-        segs[0].added = added;
-        segs[0].removed = removed;
+        let etc = &mut segs[0];
+        for (list, out) in [
+            (added, &mut etc.added_segments),
+            (removed, &mut etc.removed_segments),
+        ] {
+            for part in refseg::split(&list) {
+                let (id, obj) = refseg::encode(part, &mk);
+                std::fs::write(d.join(id.to_hex()), obj).unwrap();
+                out.push(id);
+            }
+        }
         let catalog = Catalog {
             format_version: 4,
             backup_id: ID4.into(),

@@ -1,8 +1,8 @@
 //! Reference deltas (manifest version 4, ADR 0046): a writer given its parent's segments writes a
-//! source that changed little as those segments plus an inline delta, stores no segment, and a
-//! reader gets back exactly the new list; past the bound, or with a base segment missing or
-//! marked, the source is cut afresh; a delta that does not fit its base is corrupt, naming the
-//! backup.
+//! source that changed little as those segments plus a delta stored as a few segments, and a
+//! reader gets back exactly the new list; the same delta again stores nothing; a delta segment a
+//! prune plan marks is cut further; past the bound, or with a base segment missing or marked, the
+//! source is cut afresh; a delta that does not fit its base is corrupt, naming the backup.
 
 use ibs_keys::LegacyKey;
 use ibs_repo::clock::SystemClock;
@@ -11,7 +11,7 @@ use ibs_repo::ids::{ChunkId, SegmentId};
 use ibs_repo::manifest::{
     encode_refs_v4, BackupStatus, Catalog, Manifest, SourceSegments, TreePart,
 };
-use ibs_repo::{delta_bound, layout, InitKeys, Repository};
+use ibs_repo::{delta_bound, layout, refseg, InitKeys, Repository, DELTA_MAX_IDS};
 use ibs_storage::faulty::{FaultyStorage, Op};
 use ibs_storage::memory::MemoryStorage;
 use std::collections::{HashMap, HashSet};
@@ -100,7 +100,7 @@ async fn commit_and_read(repo: &Repository, mk: &SymKey, segs: &[SourceSegments]
 }
 
 #[tokio::test]
-async fn a_scattered_change_is_a_delta_that_stores_no_segment_and_reads_back_whole() {
+async fn a_scattered_change_is_a_delta_of_a_few_segments_that_reads_back_whole() {
     let (repo, faulty, mk) = counted_repo().await;
     let old = ids(1, 50_000);
     let (first, w1) = repo
@@ -126,13 +126,17 @@ async fn a_scattered_change_is_a_delta_that_stores_no_segment_and_reads_back_who
         )
         .await
         .unwrap();
-    assert_eq!(
-        (w.new, w.bytes, w.delta_sources, w.delta_ids),
-        (0, 0, 1, 1000)
-    );
+    assert_eq!((w.delta_sources, w.delta_ids), (1, 1000));
     assert_eq!(segs[0].segments, first[0].segments);
-    assert_eq!((segs[0].added.len(), segs[0].removed.len()), (500, 500));
-    // The manifest carries ~32 KiB of ids inline, where a re-cut stored ~1.6 MB of segments.
+    // 500 ids per list, about 1,024 per segment: one or two segments each, all new.
+    let k = segs[0].added_segments.len() + segs[0].removed_segments.len();
+    assert!((2..=4).contains(&k), "{segs:?}");
+    assert_eq!((w.new, w.delta_segments), (k, k));
+    assert_eq!(w.segments, first[0].segments.len() + k);
+    let d = repo.read_delta(ID, &segs[0], &mk).await.unwrap();
+    assert_eq!((d.added.len(), d.removed.len()), (500, 500));
+    // ~32 KiB of delta segments and a manifest of ids of segments, where a re-cut stored
+    // ~1.6 MB of segments.
     let m = Manifest::seal_with_segments(
         catalog(ID),
         &TreePart::default(),
@@ -141,12 +145,22 @@ async fn a_scattered_change_is_a_delta_that_stores_no_segment_and_reads_back_who
         &mk,
     );
     let size = m.to_bytes().len() as u64;
-    assert!(
-        size < 40_000 && size * 20 < recut.bytes,
-        "{size} vs {}",
-        recut.bytes
-    );
+    assert!(size < 4_000, "manifest {size} bytes");
+    assert!(w.bytes * 20 < recut.bytes, "{} vs {}", w.bytes, recut.bytes);
     assert_eq!(commit_and_read(&repo, &mk, &segs).await, new);
+    // The same list again (a no-change backup after the changed one): the same delta segments,
+    // none stored.
+    let (again, w) = repo
+        .put_refs_with_bases(
+            &[("etc".into(), new.clone())],
+            &mk,
+            &HashSet::new(),
+            &bases("etc", &segs),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, segs);
+    assert_eq!((w.new, w.bytes, w.delta_segments), (0, 0, k));
     // Unchanged against its base: no delta at all, and no base segment read (the fresh cut
     // reproduces every one of them).
     let gets = faulty.count(Op::Get);
@@ -159,9 +173,45 @@ async fn a_scattered_change_is_a_delta_that_stores_no_segment_and_reads_back_who
         )
         .await
         .unwrap();
-    assert_eq!((w.new, w.delta_ids), (0, 0));
+    assert_eq!((w.new, w.delta_ids, w.delta_segments), (0, 0, 0));
     assert!(!same[0].has_delta());
     assert_eq!(faulty.count(Op::Get), gets);
+}
+
+#[tokio::test]
+async fn a_delta_segment_a_prune_plan_marks_is_not_listed_again() {
+    let (repo, mk) = repo().await;
+    let old = ids(11, 30_000);
+    let (first, _) = repo
+        .put_refs(&[("etc".into(), old.clone())], &mk, &HashSet::new())
+        .await
+        .unwrap();
+    let b = bases("etc", &first);
+    let new = scattered(&old, 100, 12, 300);
+    let (segs, _) = repo
+        .put_refs_with_bases(&[("etc".into(), new.clone())], &mk, &HashSet::new(), &b)
+        .await
+        .unwrap();
+    // A plan marks every delta segment (say, the backup that listed them was forgotten): the
+    // next backup with the same delta lists none of them and stores its runs cut further.
+    let marked: HashSet<SegmentId> = segs[0]
+        .added_segments
+        .iter()
+        .chain(&segs[0].removed_segments)
+        .copied()
+        .collect();
+    let (again, w) = repo
+        .put_refs_with_bases(&[("etc".into(), new.clone())], &mk, &marked, &b)
+        .await
+        .unwrap();
+    assert_eq!(again[0].segments, first[0].segments);
+    assert!(again[0].has_delta());
+    assert!(
+        again[0].listed().all(|g| !marked.contains(g)),
+        "{again:?}"
+    );
+    assert!(w.new > marked.len(), "{w:?}");
+    assert_eq!(commit_and_read(&repo, &mk, &again).await, new);
 }
 
 #[tokio::test]
@@ -210,6 +260,16 @@ async fn past_the_bound_or_without_a_usable_base_the_source_is_cut_afresh() {
     assert_eq!((w.delta_sources, segs[0].has_delta()), (0, false));
 }
 
+/// Stores `list` as one reference segment (a writer would cut it; readers accept any cut).
+async fn store(repo: &Repository, mk: &SymKey, list: &[ChunkId]) -> SegmentId {
+    let (id, obj) = refseg::encode(list, mk);
+    repo.storage()
+        .put(&layout::refs_segment(&id), obj.into())
+        .await
+        .unwrap();
+    id
+}
+
 /// Deltas a genuine writer never makes, sealed with the real key (only a key holder could): each
 /// is refused as corruption naming the backup.
 #[tokio::test]
@@ -227,36 +287,61 @@ async fn a_forged_delta_is_corrupt_and_names_the_backup() {
         ..Default::default()
     };
     let outside = ids(7, 2);
-    let cases: Vec<(&str, SourceSegments)> = vec![
+    let o0 = store(&repo, &mk, &outside[..1]).await;
+    let o1 = store(&repo, &mk, &outside[1..]).await;
+    let in_base = store(&repo, &mk, &old[10..11]).await;
+    // Past the bound: 32,769 ids in segments of 4,096.
+    let mut huge = Vec::new();
+    for part in ids(8, DELTA_MAX_IDS + 1).chunks(4096) {
+        huge.push(store(&repo, &mk, part).await);
+    }
+    let missing = SegmentId([9; 32]);
+    let cases: Vec<(String, SourceSegments)> = vec![
         (
-            "removed id",
+            "removed id".into(),
             SourceSegments {
-                removed: vec![outside[0]],
+                removed_segments: vec![o0],
                 chunks: old.len() as u64 - 1,
                 ..genuine.clone()
             },
         ),
         (
-            "added id",
+            "added id".into(),
             SourceSegments {
-                added: vec![old[10]],
+                added_segments: vec![in_base],
                 chunks: old.len() as u64 + 1,
                 ..genuine.clone()
             },
         ),
         (
-            "not strictly ascending",
+            "added ids are not strictly ascending".into(),
             SourceSegments {
-                added: vec![outside[1], outside[0]],
+                added_segments: vec![o1, o0],
                 chunks: old.len() as u64 + 2,
                 ..genuine.clone()
             },
         ),
         (
-            "the manifest says",
+            "the manifest says".into(),
             SourceSegments {
-                added: vec![outside[0]],
+                added_segments: vec![o0],
                 chunks: old.len() as u64 + 2,
+                ..genuine.clone()
+            },
+        ),
+        (
+            format!("more than {DELTA_MAX_IDS} ids"),
+            SourceSegments {
+                added_segments: huge,
+                chunks: old.len() as u64 + DELTA_MAX_IDS as u64 + 1,
+                ..genuine.clone()
+            },
+        ),
+        (
+            format!("refs/{missing}"),
+            SourceSegments {
+                removed_segments: vec![missing],
+                chunks: old.len() as u64 - 1,
                 ..genuine.clone()
             },
         ),
@@ -273,7 +358,7 @@ async fn a_forged_delta_is_corrupt_and_names_the_backup() {
         repo.put_manifest(&m).await.unwrap();
         let m = repo.read_manifest(ID).await.unwrap();
         let e = repo.open_refs(&m, &mk).await.unwrap_err().to_string();
-        assert!(e.contains(ID) && e.contains(why), "{why}: {e}");
+        assert!(e.contains(ID) && e.contains(&why), "{why}: {e}");
     }
     // The genuine one reads.
     let m = Manifest::seal_with_segments(

@@ -14,9 +14,9 @@
 //!            — per source, the reference segments (`refs/<id>`, see `refseg.rs`) that hold its
 //!            sorted chunk list, in order
 //!   refs v4: u16 version=4, u32 s, s × {u16 name_len, name, u64 chunks, u32 k, k × segment id,
-//!            u32 a, a × added id, u32 r, r × removed id}
-//!            — per source, base segments (as v3, usually the parent backup's) and an inline
-//!            delta: the references are base − removed ∪ added (ADR 0046)
+//!            u32 ka, ka × added-segment id, u32 kr, kr × removed-segment id}
+//!            — per source, base segments (as v3, usually the parent backup's) and a delta
+//!            stored as segments too: the references are base − removed ∪ added (ADR 0046)
 //! ```
 //! Associated data (which also tells the versions apart, authenticated, so they cannot be confused):
 //! ```text
@@ -191,25 +191,38 @@ pub struct Refs {
     pub sources: Option<Vec<SourceRefs>>,
 }
 
-/// One source of a version-3 or -4 refs part: its reference segments, in order, and (version 4)
-/// the delta against them. The source's references are the segments' ids − `removed` ∪ `added`.
+/// One source of a version-3 or -4 refs part: its base reference segments, in order, and
+/// (version 4) the segments of the delta against them. The source's references are the base
+/// segments' ids − the removed segments' ids ∪ the added segments' ids.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct SourceSegments {
     pub name: String,
-    /// How many references the source has (the segments' ids − removed ∪ added; checked when the
-    /// segments are read).
+    /// How many references the source has (base − removed ∪ added; checked when the segments
+    /// are read).
     pub chunks: u64,
+    /// The base segments.
     pub segments: Vec<SegmentId>,
-    /// References not in the segments, strictly ascending (empty in version 3).
-    pub added: Vec<ChunkId>,
-    /// Ids of the segments that are not references, strictly ascending (empty in version 3).
-    pub removed: Vec<ChunkId>,
+    /// Segments whose concatenated ids (strictly ascending) are references not in the base
+    /// (empty in version 3).
+    pub added_segments: Vec<SegmentId>,
+    /// Segments whose concatenated ids (strictly ascending) are base ids that are not references
+    /// (empty in version 3).
+    pub removed_segments: Vec<SegmentId>,
 }
 
 impl SourceSegments {
     /// Whether the source carries a delta (only version 4 can).
     pub fn has_delta(&self) -> bool {
-        !self.added.is_empty() || !self.removed.is_empty()
+        !self.added_segments.is_empty() || !self.removed_segments.is_empty()
+    }
+
+    /// Every segment the source lists: base, added and removed. Whatever keeps, locks, checks or
+    /// restores "the segments a manifest lists" goes through this.
+    pub fn listed(&self) -> impl Iterator<Item = &SegmentId> {
+        self.segments
+            .iter()
+            .chain(&self.added_segments)
+            .chain(&self.removed_segments)
     }
 }
 
@@ -354,7 +367,7 @@ impl Manifest {
     }
 
     /// Seals a current (version 4) manifest: a v4 refs part naming each source's reference
-    /// segments (already stored, see `Repository::put_refs`) and its inline delta, and the
+    /// segments and delta segments (already stored, see `Repository::put_refs`), and the
     /// catalog's bytes bound into both sealed parts. New backups are written this way.
     pub fn seal_with_segments(
         catalog: Catalog,

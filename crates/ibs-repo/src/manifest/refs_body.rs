@@ -1,6 +1,6 @@
 //! The refs part's bodies (format §10): version 2 (every reference, with per-source positions),
 //! version 3 (per source, the reference segments that hold its references) and version 4 (per
-//! source, base segments and an inline delta of added and removed ids, ADR 0046). Decoders check
+//! source, base segments and the segments of a delta of added and removed ids, ADR 0046). Decoders check
 //! every count against the bytes that remain before allocating, so a hostile body cannot make a
 //! reader allocate more than its own size.
 
@@ -63,13 +63,14 @@ pub(super) fn decode_refs_v3(b: &[u8]) -> std::result::Result<Vec<SourceSegments
     Ok(sources)
 }
 
-fn put_ids(b: &mut Vec<u8>, ids: &[ChunkId]) {
+fn put_segments(b: &mut Vec<u8>, ids: &[SegmentId]) {
     b.extend_from_slice(&(ids.len() as u32).to_le_bytes());
-    ids.iter().for_each(|c| b.extend_from_slice(&c.0));
+    ids.iter().for_each(|g| b.extend_from_slice(&g.0));
 }
 
-/// Encodes a version-4 refs body. Writers pass deltas that meet §10 (ascending, disjoint from
-/// each other); tests pass others on purpose, to check that readers refuse them.
+/// Encodes a version-4 refs body. Writers pass delta segments that meet §10 (each list's ids
+/// ascending, disjoint from each other); tests pass others on purpose, to check that readers
+/// refuse them.
 pub fn encode_refs_v4(sources: &[SourceSegments]) -> Vec<u8> {
     let mut b = REFS_V4.to_le_bytes().to_vec();
     b.extend_from_slice(&(sources.len() as u32).to_le_bytes());
@@ -78,19 +79,18 @@ pub fn encode_refs_v4(sources: &[SourceSegments]) -> Vec<u8> {
         b.extend_from_slice(&(name.len() as u16).to_le_bytes());
         b.extend_from_slice(name);
         b.extend_from_slice(&s.chunks.to_le_bytes());
-        b.extend_from_slice(&(s.segments.len() as u32).to_le_bytes());
-        s.segments.iter().for_each(|g| b.extend_from_slice(&g.0));
-        put_ids(&mut b, &s.added);
-        put_ids(&mut b, &s.removed);
+        put_segments(&mut b, &s.segments);
+        put_segments(&mut b, &s.added_segments);
+        put_segments(&mut b, &s.removed_segments);
     }
     b
 }
 
 /// Decodes a version-4 refs body and checks what it can without the segments: every count fits
-/// the bytes that remain, the added and removed ids are strictly ascending, and `chunks` is
-/// consistent with the segment count (the base, `chunks` − added + removed ids, is at least one
-/// id per segment and at most [`crate::refseg::MAX_SEGMENT_IDS`] per segment). That the removed
-/// ids are in the base and the added ones are not is checked when the segments are read.
+/// the bytes that remain, and the delta lists no more segments than
+/// [`crate::repository::DELTA_MAX_IDS`] (each segment holds at least one id). That the delta's
+/// lists are ascending, the removed ids are in the base, the added ones are not, and the count
+/// is `chunks` is checked when the segments are read.
 pub fn decode_refs_v4(b: &[u8]) -> std::result::Result<Vec<SourceSegments>, String> {
     let mut cur = Cursor { b, pos: 0 };
     let version = u16::from_le_bytes(cur.take(2)?.try_into().expect("2"));
@@ -107,33 +107,22 @@ pub fn decode_refs_v4(b: &[u8]) -> std::result::Result<Vec<SourceSegments>, Stri
         let name =
             String::from_utf8(cur.take(len)?.to_vec()).map_err(|_| "source name is not UTF-8")?;
         let chunks = u64::from_le_bytes(cur.take(8)?.try_into().expect("8"));
-        let k = u32::from_le_bytes(cur.take(4)?.try_into().expect("4")) as usize;
-        if k > b.len() / 32 {
-            return Err("segment count exceeds the part".into());
-        }
-        let segments = cur
-            .take(k * 32)?
-            .chunks_exact(32)
-            .map(|c| SegmentId::from_slice(c).expect("32 bytes"))
-            .collect();
-        let added = take_ids(&mut cur, &name, "added")?;
-        let removed = take_ids(&mut cur, &name, "removed")?;
-        let base = (chunks as u128 + removed.len() as u128)
-            .checked_sub(added.len() as u128)
-            .ok_or_else(|| format!("source {name:?}: more added ids than references"))?;
-        if base < k as u128 || base > (k * crate::refseg::MAX_SEGMENT_IDS) as u128 {
+        let segments = take_segments(&mut cur, &name, "base")?;
+        let added_segments = take_segments(&mut cur, &name, "added")?;
+        let removed_segments = take_segments(&mut cur, &name, "removed")?;
+        let delta = added_segments.len() + removed_segments.len();
+        if delta > crate::repository::DELTA_MAX_IDS {
             return Err(format!(
-                "source {name:?}: {chunks} references with {} added and {} removed ids do not fit {k} segments",
-                added.len(),
-                removed.len()
+                "source {name:?}: the delta lists {delta} segments, more than its bound of {} ids allows",
+                crate::repository::DELTA_MAX_IDS
             ));
         }
         sources.push(SourceSegments {
             name,
             chunks,
             segments,
-            added,
-            removed,
+            added_segments,
+            removed_segments,
         });
     }
     if cur.pos != b.len() {
@@ -142,27 +131,23 @@ pub fn decode_refs_v4(b: &[u8]) -> std::result::Result<Vec<SourceSegments>, Stri
     Ok(sources)
 }
 
-/// A `u32 n ‖ n × id` list that must be strictly ascending.
-fn take_ids(
+/// A `u32 n ‖ n × segment id` list.
+fn take_segments(
     cur: &mut Cursor,
     source: &str,
     what: &str,
-) -> std::result::Result<Vec<ChunkId>, String> {
+) -> std::result::Result<Vec<SegmentId>, String> {
     let n = u32::from_le_bytes(cur.take(4)?.try_into().expect("4")) as usize;
     if n > cur.b.len() / 32 {
-        return Err(format!("{what} id count exceeds the part"));
-    }
-    let ids: Vec<ChunkId> = cur
-        .take(n * 32)?
-        .chunks_exact(32)
-        .map(|c| ChunkId::from_slice(c).expect("32 bytes"))
-        .collect();
-    if ids.windows(2).any(|w| w[0] >= w[1]) {
         return Err(format!(
-            "source {source:?}: the {what} ids are not strictly ascending"
+            "source {source:?}: {what} segment count exceeds the part"
         ));
     }
-    Ok(ids)
+    Ok(cur
+        .take(n * 32)?
+        .chunks_exact(32)
+        .map(|c| SegmentId::from_slice(c).expect("32 bytes"))
+        .collect())
 }
 
 pub(super) fn encode_refs_v2(sources: &[(String, Vec<ChunkId>)]) -> Vec<u8> {

@@ -1,7 +1,8 @@
 //! Reference segments on storage (manifest versions 3 and 4, format §10.1): writing a backup's
 //! reference set as the segments storage does not hold yet, or as a delta against its parent's
-//! segments (version 4, `refs_delta`), and reading any manifest's references (inline in versions
-//! 1 and 2, through its segments in version 3, and with the delta applied in version 4).
+//! segments whose added and removed lists are segments too (version 4, `refs_delta`), and reading
+//! any manifest's references (inline in versions 1 and 2, through its segments in version 3, and
+//! with the delta's segments applied in version 4).
 //!
 //! Invariants:
 //! - A writer stores every segment its manifest lists before the manifest (the commit point).
@@ -11,9 +12,10 @@
 //!   hash of the content, which every reader checks.
 //! - A reader checks each source's segments against the manifest: ids strictly ascending across
 //!   segments, the delta fits them (see `refs_delta`), and as many references as the manifest
-//!   says. At most [`READ_AHEAD`] segments are in memory beside what the caller keeps.
+//!   says. At most [`READ_AHEAD`] segments are in memory beside the source's delta (at most
+//!   1 MiB) and what the caller keeps.
 
-use super::refs_delta::{delta_bound, Applier};
+use super::refs_delta::{delta_bound, Applier, Delta};
 use super::Repository;
 use crate::crypto::SymKey;
 use crate::error::{RepoError, Result};
@@ -38,8 +40,10 @@ pub struct RefsWritten {
     pub bytes: u64,
     /// Sources written as a delta against their parent's segments.
     pub delta_sources: usize,
-    /// Added and removed ids those deltas carry inline.
+    /// Added and removed ids those deltas carry.
     pub delta_ids: usize,
+    /// Segments those deltas list (added and removed lists; included in `segments`).
+    pub delta_segments: usize,
 }
 
 /// Appends `part` with its id to `out`, or, when a prune plan marks that id, its halves (and so on
@@ -67,6 +71,32 @@ fn cut_unmarked<'a>(
     let (a, b) = part.split_at(part.len() / 2);
     cut_unmarked(a, key, marked, out)?;
     cut_unmarked(b, key, marked, out)
+}
+
+/// Cuts a sorted, distinct list by the §10.1 rule (and [`cut_unmarked`]) and returns its segment
+/// ids; the runs that storage does not hold and no earlier list of this backup planned go to
+/// `todo`.
+fn cut<'a>(
+    list: &'a [ChunkId],
+    key: &SymKey,
+    marked: &HashSet<SegmentId>,
+    present: &HashSet<SegmentId>,
+    planned: &mut HashSet<SegmentId>,
+    todo: &mut Vec<&'a [ChunkId]>,
+) -> Result<Vec<SegmentId>> {
+    let mut parts = Vec::new();
+    for part in refseg::split(list) {
+        cut_unmarked(part, key, marked, &mut parts)?;
+    }
+    Ok(parts
+        .into_iter()
+        .map(|(part, id)| {
+            if !present.contains(&id) && planned.insert(id) {
+                todo.push(part);
+            }
+            id
+        })
+        .collect())
 }
 
 impl Repository {
@@ -103,7 +133,9 @@ impl Repository {
     /// As [`Repository::put_refs`], but a source that has a base (by name: its parent backup's
     /// segment list) is written as that base plus a delta (manifest version 4) when every base
     /// segment is on storage, none is marked, the base reads, and the delta holds at most
-    /// [`delta_bound`] ids; otherwise it is cut afresh.
+    /// [`delta_bound`] ids; otherwise it is cut afresh. The delta's added and removed lists are
+    /// cut by the §10.1 rule like any list and stored as segments: a backup whose delta equals
+    /// its parent's lists the parent's delta segments and stores none.
     pub async fn put_refs_with_bases(
         &self,
         sources: &[(String, Vec<ChunkId>)],
@@ -113,6 +145,8 @@ impl Repository {
     ) -> Result<(Vec<SourceSegments>, RefsWritten)> {
         let present = self.list_ref_segments().await?;
         let mut out = Vec::with_capacity(sources.len());
+        // Sources written as deltas (by position in `out`), cut once every merge is done.
+        let mut deltas: Vec<(usize, Delta)> = Vec::new();
         let mut todo: Vec<&[ChunkId]> = Vec::new();
         let mut planned: HashSet<SegmentId> = HashSet::new();
         let mut written = RefsWritten::default();
@@ -130,12 +164,12 @@ impl Repository {
                         written.segments += base.len();
                         written.delta_sources += 1;
                         written.delta_ids += d.len();
+                        deltas.push((out.len(), d));
                         out.push(SourceSegments {
                             name: name.clone(),
                             chunks: chunks.len() as u64,
                             segments: base.clone(),
-                            added: d.added,
-                            removed: d.removed,
+                            ..SourceSegments::default()
                         });
                         continue;
                     }
@@ -146,17 +180,7 @@ impl Repository {
                     ),
                 }
             }
-            let mut parts = Vec::new();
-            for part in refseg::split(chunks) {
-                cut_unmarked(part, metadata_key, marked, &mut parts)?;
-            }
-            let mut segments = Vec::with_capacity(parts.len());
-            for (part, id) in parts {
-                if !present.contains(&id) && planned.insert(id) {
-                    todo.push(part);
-                }
-                segments.push(id);
-            }
+            let segments = cut(chunks, metadata_key, marked, &present, &mut planned, &mut todo)?;
             written.segments += segments.len();
             out.push(SourceSegments {
                 name: name.clone(),
@@ -164,6 +188,14 @@ impl Repository {
                 segments,
                 ..SourceSegments::default()
             });
+        }
+        for (i, d) in &deltas {
+            let added = cut(&d.added, metadata_key, marked, &present, &mut planned, &mut todo)?;
+            let removed = cut(&d.removed, metadata_key, marked, &present, &mut planned, &mut todo)?;
+            written.delta_segments += added.len() + removed.len();
+            written.segments += added.len() + removed.len();
+            out[*i].added_segments = added;
+            out[*i].removed_segments = removed;
         }
         written.new = todo.len();
         // Sealed as they are stored: at most READ_AHEAD sealed segments in memory.
@@ -215,8 +247,8 @@ impl Repository {
 
     /// Hands every reference of backup `m` to `f`, one source's run at a time: `f(source, ids)`
     /// with `source` `None` for a v1 refs part (no attribution), each source's runs in ascending
-    /// order. Segments (versions 3 and 4) are read [`READ_AHEAD`] at a time, a version-4 delta is
-    /// applied as they stream by, and both are checked against the manifest (order, the delta's
+    /// order. Segments (versions 3 and 4) are read [`READ_AHEAD`] at a time, a version-4 delta
+    /// (its segments read first, at most [`super::DELTA_MAX_IDS`] ids) is applied as they stream by, and both are checked against the manifest (order, the delta's
     /// fit, counts); an error names the segment or the backup, and always the backup.
     pub async fn for_each_ref(
         &self,
@@ -249,10 +281,11 @@ impl Repository {
         };
         let mut run = Vec::new();
         for src in &sources {
+            let delta = self.read_delta(backup, src, metadata_key).await?;
             let mut reads = futures::stream::iter(src.segments.iter())
                 .map(|id| self.read_ref_segment(id, metadata_key))
                 .buffered(READ_AHEAD);
-            let mut apply = Applier::new(&src.added, &src.removed);
+            let mut apply = Applier::new(&delta.added, &delta.removed);
             while let Some(ids) = reads.next().await {
                 let ids = ids.map_err(in_backup)?;
                 apply.segment(&ids, &mut run).map_err(|w| bad(src, w))?;

@@ -1,7 +1,8 @@
 //! Reference deltas (manifest version 4, format §10, ADR 0046): a source lists base segments
-//! (the parent backup's) and an inline list of added and removed ids instead of segments cut
-//! afresh. This module owns the bound past which a writer re-cuts, the writer's stream merge of a
-//! new reference list against the base segments, and the reader's merge that applies a delta.
+//! (the parent backup's) and a list of added and removed ids, each stored as reference segments
+//! (§10.1) the manifest lists, instead of segments cut afresh. This module owns the bound past
+//! which a writer re-cuts, the writer's stream merge of a new reference list against the base
+//! segments, the reader's loading of a delta's segments, and the merge that applies a delta.
 //!
 //! Invariants:
 //! - A delta is against base segments only, never against another manifest's delta (chains of
@@ -11,7 +12,9 @@
 //!   reads only the base segments its fresh cut does not reproduce (a no-change backup reads
 //!   none) and stops as soon as the delta passes the bound.
 //! - The reader checks what a genuine writer guarantees: added ids are not in the base, removed
-//!   ids are, both are strictly ascending, and the result is strictly ascending.
+//!   ids are, both lists are strictly ascending across their segments, together they hold at most
+//!   [`DELTA_MAX_IDS`] ids (so a reader holds at most 1 MiB of delta), and the result is strictly
+//!   ascending.
 
 use super::Repository;
 use crate::crypto::SymKey;
@@ -23,14 +26,15 @@ use std::collections::HashMap;
 
 /// Segment reads in flight while a writer merges against a base.
 const READ_AHEAD: usize = 4;
-/// A source may always carry a delta of this many ids (128 KiB inline).
+/// A source may always carry a delta of this many ids (128 KiB of delta segments).
 pub const DELTA_MIN_IDS: usize = 4096;
-/// A source never carries a delta of more ids than this (1 MiB inline).
+/// A source never carries a delta of more ids than this (1 MiB of delta segments); readers refuse
+/// a larger one.
 pub const DELTA_MAX_IDS: usize = 32768;
 /// Between the two, a delta may hold one id per this many references.
 pub const DELTA_DIVISOR: usize = 16;
 
-/// The most added plus removed ids a writer keeps inline for a source of `chunks` references;
+/// The most added plus removed ids a writer keeps as a delta for a source of `chunks` references;
 /// past it the source is cut into segments afresh (ADR 0046 gives the reasoning).
 pub fn delta_bound(chunks: usize) -> usize {
     (chunks / DELTA_DIVISOR).clamp(DELTA_MIN_IDS, DELTA_MAX_IDS)
@@ -137,6 +141,62 @@ impl<'a> Applier<'a> {
 }
 
 impl Repository {
+    /// Reads the delta of source `src` of backup `backup`: the added and the removed segments,
+    /// each list's ids concatenated in order. Each list must be strictly ascending across its
+    /// segments and the two together hold at most [`DELTA_MAX_IDS`] ids (reading stops once they
+    /// pass it). Errors are corruption naming the backup, and the segment where one is at fault.
+    pub async fn read_delta(
+        &self,
+        backup: &str,
+        src: &crate::manifest::SourceSegments,
+        metadata_key: &SymKey,
+    ) -> Result<Delta> {
+        let bad = |why: String| {
+            RepoError::corrupt(
+                format!("backups/{backup}"),
+                format!("refs: source {:?}: {why}", src.name),
+            )
+        };
+        let mut d = Delta::default();
+        for (what, segs) in [
+            ("added", &src.added_segments),
+            ("removed", &src.removed_segments),
+        ] {
+            let mut reads = futures::stream::iter(segs.iter())
+                .map(|id| self.read_ref_segment(id, metadata_key))
+                .buffered(READ_AHEAD);
+            let mut list: Vec<ChunkId> = Vec::new();
+            for g in segs {
+                let ids = match reads.next().await.expect("one read per segment") {
+                    Ok(ids) => ids,
+                    Err(RepoError::Corrupt { object, detail }) => {
+                        return Err(RepoError::corrupt(
+                            object,
+                            format!("{detail} (listed by backup {backup})"),
+                        ))
+                    }
+                    Err(e) => return Err(e),
+                };
+                if list.last().is_some_and(|l| ids[0] <= *l) {
+                    return Err(bad(format!(
+                        "the {what} ids are not strictly ascending at segment {g}"
+                    )));
+                }
+                if d.len() + list.len() + ids.len() > DELTA_MAX_IDS {
+                    return Err(bad(format!(
+                        "the delta holds more than {DELTA_MAX_IDS} ids (at {what} segment {g})"
+                    )));
+                }
+                list.extend_from_slice(&ids);
+            }
+            match what {
+                "added" => d.added = list,
+                _ => d.removed = list,
+            }
+        }
+        Ok(d)
+    }
+
     /// The delta of `new` (sorted, distinct) against the ids of `base`; `None` as soon as it has
     /// more than `bound` ids. A base segment equal to a run of `new` cut by the §10.1 rule (same
     /// name) is not read: its ids are that run. The others are read [`READ_AHEAD`] at a time and
