@@ -1,7 +1,8 @@
 #!/bin/bash
 # Repository growth per backup (issue 18 item 2, ADR 0038): a full backup of DATASET into a fresh
 # repository under WORK (deleted first), a no-change backup, then DAY_CMD (e.g.
-# `gen_scale.py … --day 1`, when set) and a changed backup. Prints, per step, the repository size
+# `gen_scale.py … --day 1`, when set), a changed backup and another no-change backup (the steady
+# state after a change: with reference deltas it lists the changed backup's delta segments). Prints, per step, the repository size
 # after it and its growth (`du -sb`, lock objects excluded), the reference segments (`refs/`)
 # on storage and added, and the size of the step's manifest. Sizes do not depend on the build type,
 # so a debug binary measures the same bytes as a release one.
@@ -17,7 +18,7 @@ M="$W/repo/MASBackup"
 size() { du -sb --exclude=locks "$M" | cut -f1; }
 segs() { find "$M/refs" -type f 2>/dev/null | wc -l; }
 steps="full nochange"
-[ -n "${DAY_CMD:-}" ] && steps="$steps changed"
+[ -n "${DAY_CMD:-}" ] && steps="$steps changed nochange2"
 before=$(size); sb=$(segs)
 printf '%-9s %14s %12s %6s %6s %10s %7s\n' step repo_bytes growth refs new_refs manifest wall_s
 for step in $steps; do

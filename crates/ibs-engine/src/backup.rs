@@ -325,7 +325,9 @@ async fn run(
     let status = crate::status::roll_up(summaries.iter().map(|s| s.status));
     // The reference segments go to storage before the manifest that lists them; a no-change
     // backup finds every one there and stores none. A source that changed little is written as
-    // its parent's segments and an inline delta (ADR 0046), so it stores none either.
+    // its parent's segments and a delta (ADR 0046) whose added and removed lists are cut into
+    // segments too: it stores only the delta segments storage does not hold (none when the delta
+    // is its parent's).
     let bases = parent_bases(&repo, state).await;
     let (segments, refs_written) = repo
         .put_refs_with_bases(&source_refs, &state.keys.metadata, &marks.segments, &bases)
@@ -333,12 +335,14 @@ async fn run(
     // Stored: the sorted lists (32 bytes per reference) are not held while the manifest is stored.
     drop(source_refs);
     tracing::debug!(
-        "reference segments: {} listed, {} new ({} bytes); {} sources as deltas ({} ids inline)",
+        "reference segments: {} listed, {} new ({} bytes); {} sources as deltas ({} ids in {} \
+         segments)",
         refs_written.segments,
         refs_written.new,
         refs_written.bytes,
         refs_written.delta_sources,
-        refs_written.delta_ids
+        refs_written.delta_ids,
+        refs_written.delta_segments
     );
     let figures = Figures {
         bytes_read,

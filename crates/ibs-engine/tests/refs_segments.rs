@@ -177,7 +177,7 @@ async fn three_backups(env: &Env) -> ([String; 3], PathBuf, PathBuf) {
     let changed = src.join("d042/f007.conf");
     std::fs::write(&changed, "key = changed\n").unwrap();
     // Without a ledger the writer knows no parent, so the third backup cuts its references
-    // afresh (with one, it would list the second's segments and an inline delta, ADR 0046:
+    // afresh (with one, it would list the second's segments and a delta, ADR 0046:
     // `tests/refs_delta.rs`). These tests are about segments a cut changes.
     std::fs::remove_file(env.state.dir.join("backups.ledger")).unwrap();
     let third = backup(env, &[("etc", &src)]).await.catalog.backup_id;

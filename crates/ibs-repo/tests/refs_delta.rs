@@ -206,10 +206,7 @@ async fn a_delta_segment_a_prune_plan_marks_is_not_listed_again() {
         .unwrap();
     assert_eq!(again[0].segments, first[0].segments);
     assert!(again[0].has_delta());
-    assert!(
-        again[0].listed().all(|g| !marked.contains(g)),
-        "{again:?}"
-    );
+    assert!(again[0].listed().all(|g| !marked.contains(g)), "{again:?}");
     assert!(w.new > marked.len(), "{w:?}");
     assert_eq!(commit_and_read(&repo, &mk, &again).await, new);
 }

@@ -49,8 +49,8 @@ use crate::ids::{ChunkId, SegmentId};
 use serde::{Deserialize, Serialize};
 
 pub const MANIFEST_MAGIC: &[u8; 6] = b"IBSMAN";
-/// The version new manifests are written in (catalog authenticated, refs in segments with an
-/// inline delta).
+/// The version new manifests are written in (catalog authenticated, refs in segments with a
+/// delta whose lists are segments too).
 pub const MANIFEST_VERSION: u16 = 4;
 /// The third version (catalog authenticated, refs in segments, no delta), still read.
 pub const MANIFEST_V3: u16 = 3;
@@ -64,7 +64,7 @@ pub const MANIFEST_V1: u16 = 1;
 /// encodings 1 and 2, catalogs with `deployment_id`, `format_revision` and `server_version`.
 /// Every later format change bumps it; a backup with a higher revision was written by a newer
 /// build and restores refuse it unless overridden. Revision 2: manifest 3 (reference segments).
-/// Revision 3: manifest 4 (reference segments with an inline delta, ADR 0046).
+/// Revision 3: manifest 4 (reference segments with a delta stored as segments, ADR 0046).
 pub const FORMAT_REVISION: u32 = 3;
 /// Upper bound of a catalog (a hostile length field cannot make a reader allocate more).
 pub const MAX_CATALOG: usize = 4 << 20;

@@ -180,7 +180,14 @@ impl Repository {
                     ),
                 }
             }
-            let segments = cut(chunks, metadata_key, marked, &present, &mut planned, &mut todo)?;
+            let segments = cut(
+                chunks,
+                metadata_key,
+                marked,
+                &present,
+                &mut planned,
+                &mut todo,
+            )?;
             written.segments += segments.len();
             out.push(SourceSegments {
                 name: name.clone(),
@@ -190,8 +197,22 @@ impl Repository {
             });
         }
         for (i, d) in &deltas {
-            let added = cut(&d.added, metadata_key, marked, &present, &mut planned, &mut todo)?;
-            let removed = cut(&d.removed, metadata_key, marked, &present, &mut planned, &mut todo)?;
+            let added = cut(
+                &d.added,
+                metadata_key,
+                marked,
+                &present,
+                &mut planned,
+                &mut todo,
+            )?;
+            let removed = cut(
+                &d.removed,
+                metadata_key,
+                marked,
+                &present,
+                &mut planned,
+                &mut todo,
+            )?;
             written.delta_segments += added.len() + removed.len();
             written.segments += added.len() + removed.len();
             out[*i].added_segments = added;
