@@ -323,4 +323,23 @@ async fn a_no_change_backup_after_a_changed_one_stores_no_segment_and_a_small_ma
     );
     assert!(manifest < 16 * 1024, "manifest {manifest} bytes");
     assert_eq!(problems(&env).await, vec![]);
+
+    // A delta segment is a listed segment like any other: check reads it, and a missing one is a
+    // problem of both backups that list it, naming it.
+    let gone = c.removed_segments[0];
+    let file = env
+        .repo_dir()
+        .join(ibs_repo::layout::refs_segment(&gone).as_str());
+    let kept = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let p = problems(&env).await;
+    let named: BTreeSet<String> = p.iter().flat_map(|p| p.2.clone()).collect();
+    assert_eq!(named, [changed.clone(), same.clone()].into(), "{p:?}");
+    assert!(
+        p.iter()
+            .all(|p| p.1.contains(&format!("refs/{gone}")) && p.1.contains("missing")),
+        "{p:?}"
+    );
+    std::fs::write(&file, kept).unwrap();
+    assert_eq!(problems(&env).await, vec![]);
 }
