@@ -157,44 +157,55 @@ impl Repository {
                 format!("refs: source {:?}: {why}", src.name),
             )
         };
-        let mut d = Delta::default();
-        for (what, segs) in [
-            ("added", &src.added_segments),
-            ("removed", &src.removed_segments),
-        ] {
-            let mut reads = futures::stream::iter(segs.iter())
-                .map(|id| self.read_ref_segment(id, metadata_key))
-                .buffered(READ_AHEAD);
-            let mut list: Vec<ChunkId> = Vec::new();
-            for g in segs {
-                let ids = match reads.next().await.expect("one read per segment") {
-                    Ok(ids) => ids,
-                    Err(RepoError::Corrupt { object, detail }) => {
-                        return Err(RepoError::corrupt(
-                            object,
-                            format!("{detail} (listed by backup {backup})"),
-                        ))
-                    }
-                    Err(e) => return Err(e),
-                };
-                if list.last().is_some_and(|l| ids[0] <= *l) {
-                    return Err(bad(format!(
-                        "the {what} ids are not strictly ascending at segment {g}"
-                    )));
+        let added = self
+            .read_delta_list(backup, &src.added_segments, 0, metadata_key)
+            .await?
+            .map_err(|w| bad(format!("the added {w}")))?;
+        let removed = self
+            .read_delta_list(backup, &src.removed_segments, added.len(), metadata_key)
+            .await?
+            .map_err(|w| bad(format!("the removed {w}")))?;
+        Ok(Delta { added, removed })
+    }
+
+    /// One delta list: `segs` read in order and concatenated, checked strictly ascending across
+    /// segments and, with `before` ids already read, within [`DELTA_MAX_IDS`]. The inner error is
+    /// the reason (after "the added"/"the removed"); a segment that does not read is the outer.
+    async fn read_delta_list(
+        &self,
+        backup: &str,
+        segs: &[SegmentId],
+        before: usize,
+        metadata_key: &SymKey,
+    ) -> Result<std::result::Result<Vec<ChunkId>, String>> {
+        let mut reads = futures::stream::iter(segs.iter())
+            .map(|id| self.read_ref_segment(id, metadata_key))
+            .buffered(READ_AHEAD);
+        let mut list: Vec<ChunkId> = Vec::new();
+        for g in segs {
+            let ids = match reads.next().await.expect("one read per segment") {
+                Ok(ids) => ids,
+                Err(RepoError::Corrupt { object, detail }) => {
+                    return Err(RepoError::corrupt(
+                        object,
+                        format!("{detail} (listed by backup {backup})"),
+                    ))
                 }
-                if d.len() + list.len() + ids.len() > DELTA_MAX_IDS {
-                    return Err(bad(format!(
-                        "the delta holds more than {DELTA_MAX_IDS} ids (at {what} segment {g})"
-                    )));
-                }
-                list.extend_from_slice(&ids);
+                Err(e) => return Err(e),
+            };
+            if list.last().is_some_and(|l| ids[0] <= *l) {
+                return Ok(Err(format!(
+                    "ids are not strictly ascending at segment {g}"
+                )));
             }
-            match what {
-                "added" => d.added = list,
-                _ => d.removed = list,
+            if before + list.len() + ids.len() > DELTA_MAX_IDS {
+                return Ok(Err(format!(
+                    "ids pass the delta's limit: more than {DELTA_MAX_IDS} ids (at segment {g})"
+                )));
             }
+            list.extend_from_slice(&ids);
         }
-        Ok(d)
+        Ok(Ok(list))
     }
 
     /// The delta of `new` (sorted, distinct) against the ids of `base`; `None` as soon as it has
