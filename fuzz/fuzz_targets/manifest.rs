@@ -64,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
     ]
     .concat();
     let _ = ibs_repo::refseg::decode(&seg, &sealed, &key);
-    // A version-4 refs body (base segments and an inline delta) made of the input, and a
+    // A version-4 refs body (base segments and delta segments) made of the input, and a
     // version-4 manifest sealed around it.
     let _ = ibs_repo::manifest::decode_refs_v4(data);
     let m = Manifest::seal_with_refs_body_v4(catalog(), &Default::default(), data, &key, &key);
