@@ -455,7 +455,7 @@ async fn run_pipeline(
     started_unix: i64,
     cancel: Option<crate::cancel::CancelToken>,
 ) -> Result<(Uploaded, Produced), EngineError> {
-    spawn_totals(&opts);
+    start_totals(repo, state, &opts).await;
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -519,12 +519,32 @@ pub(crate) fn pack_target(repo: &Repository) -> usize {
     hint.map_or(configured, |h| h.min(configured)) as usize
 }
 
-fn spawn_totals(opts: &BackupOptions) {
-    let roots: Vec<PathBuf> = opts
-        .sources
-        .iter()
-        .filter_map(|s| s.origin.path().map(|p| p.to_path_buf()))
-        .collect();
+/// Starts the progress totals (for percent and ETA). A source that the writer's parent backup
+/// also had counts that backup's files and bytes: no second walk of the tree runs beside the
+/// backup's own, which on a large tree costs as much as the walk of a no-change backup. Any other
+/// path source is walked for its sizes on a thread of its own. The parent's catalog is read as
+/// stored: these totals only feed the progress display.
+async fn start_totals(repo: &Repository, state: &WriterState, opts: &BackupOptions) {
+    let parent = match crate::ledger::Ledger::of(state).latest() {
+        Ok(Some(id)) => repo.read_catalog(&id).await.ok(),
+        _ => None,
+    };
+    let mut roots: Vec<PathBuf> = Vec::new();
+    for s in &opts.sources {
+        let Some(path) = s.origin.path() else {
+            continue;
+        };
+        let known = parent
+            .as_ref()
+            .and_then(|c| c.sources.iter().find(|p| p.name == s.name));
+        match known {
+            Some(p) => opts.progress.add_total(p.bytes, p.files),
+            None => roots.push(path.to_path_buf()),
+        }
+    }
+    if roots.is_empty() {
+        return;
+    }
     let totals = opts.progress.clone();
     std::thread::spawn(move || {
         for r in roots {

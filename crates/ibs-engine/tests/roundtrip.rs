@@ -374,3 +374,41 @@ async fn a_callers_backup_id_names_the_backup_and_a_bad_one_is_refused() {
         vec![id.to_owned()]
     );
 }
+
+#[tokio::test]
+async fn a_source_the_parent_backup_had_takes_its_progress_totals_from_that_backup() {
+    let env = env().await;
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    for i in 0..5 {
+        fs::write(src.join(format!("d/f{i}")), vec![i as u8; 1000]).unwrap();
+    }
+    let run = |progress: std::sync::Arc<ibs_engine::progress::Progress>| {
+        let spec = ibs_engine::SourceSpec {
+            name: "s".into(),
+            origin: ibs_engine::SourceOrigin::Path(src.clone()),
+        };
+        ibs_engine::backup(
+            env.repo.clone(),
+            &env.state,
+            ibs_engine::BackupOptions {
+                sources: vec![spec],
+                threads: 1,
+                lock_wait: Default::default(),
+                progress,
+            },
+        )
+    };
+    let first = run(Default::default()).await.unwrap();
+    let parent = &first.catalog.sources[0];
+    assert_eq!(parent.files, 5);
+    // The tree grows; the next backup's totals are the parent's (no second walk of the tree beside
+    // the backup's own), set before it reads anything, while its done counts are what it read.
+    fs::write(src.join("d/new"), vec![9u8; 50_000]).unwrap();
+    let progress: std::sync::Arc<ibs_engine::progress::Progress> = Default::default();
+    let second = run(progress.clone()).await.unwrap();
+    let p = progress.snapshot();
+    assert_eq!((p.files_total, p.bytes_total), (parent.files, parent.bytes));
+    assert_eq!(second.catalog.sources[0].files, 6);
+    assert_eq!(p.files_done, 6);
+}
