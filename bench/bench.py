@@ -121,17 +121,24 @@ class CacheDropper:
 
 
 def run_measured(cmd: list[str], env: dict, cwd: str | None, logbase: str, timeout: float) -> dict:
-    """Runs one tool process; wall time and the child's own peak RSS (wait4 ru_maxrss)."""
+    """Runs one tool process; wall time, CPU and the tool's own peak RSS.
+
+    The peak RSS is what `/usr/bin/time` reports for the tool, its child. A process forked from
+    this Python process directly would report at least Python's own resident size (Linux keeps a
+    process's peak across fork and exec), which at a large tree is more than a small step uses."""
     with open(logbase + ".out", "wb") as out, open(logbase + ".err", "wb") as err:
         load = os.getloadavg()[0]
+        rss_file = logbase + ".rss"
+        timed = ["/usr/bin/time", "-f", "%M", "-o", rss_file] + list(cmd)
         t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        p = subprocess.Popen(timed, env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
         killed = []
 
         def kill():
             killed.append(True)
             try:
-                p.kill()
+                os.killpg(p.pid, 9)  # the tool too, not only /usr/bin/time
             except OSError:
                 pass
 
@@ -147,7 +154,12 @@ def run_measured(cmd: list[str], env: dict, cwd: str | None, logbase: str, timeo
         stdout = f.read().decode(errors="replace")
     with open(logbase + ".err", "rb") as f:
         stderr = f.read().decode(errors="replace")
-    return {"cmd": cmd, "rc": p.returncode, "wall": wall, "maxrss_kib": ru.ru_maxrss,
+    try:
+        with open(rss_file) as f:
+            maxrss = int(f.read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        maxrss = 0
+    return {"cmd": cmd, "rc": p.returncode, "wall": wall, "maxrss_kib": maxrss,
             "user": ru.ru_utime, "sys": ru.ru_stime, "stdout": stdout, "stderr": stderr,
             "timed_out": bool(killed), "load1_before": load}
 
