@@ -245,61 +245,10 @@ pub struct Manifest {
     version: u16,
 }
 
-/// Associated data of a manifest's tree part (public so fuzz targets can seal crafted parts).
-pub fn tree_aad(id: &str) -> Vec<u8> {
-    [b"ibs.manifest.tree.v1\0".as_slice(), id.as_bytes()].concat()
-}
-
-/// Associated data of a manifest's v1 refs part (public so fuzz targets can seal crafted parts).
-pub fn refs_aad(id: &str) -> Vec<u8> {
-    [b"ibs.manifest.refs.v1\0".as_slice(), id.as_bytes()].concat()
-}
-
-/// Associated data of a manifest's v2 refs part (per-source references).
-pub fn refs_v2_aad(id: &str) -> Vec<u8> {
-    [b"ibs.manifest.refs.v2\0".as_slice(), id.as_bytes()].concat()
-}
-
-/// Associated data of a version-2 manifest's tree part: binds the exact catalog bytes.
-pub fn tree_v2_aad(id: &str, catalog_bytes: &[u8]) -> Vec<u8> {
-    bound_aad(b"ibs.manifest.v2.tree\0", id, catalog_bytes)
-}
-
-/// Associated data of a version-2 manifest's refs part: binds the exact catalog bytes.
-pub fn refs_v3_aad(id: &str, catalog_bytes: &[u8]) -> Vec<u8> {
-    bound_aad(b"ibs.manifest.v2.refs\0", id, catalog_bytes)
-}
-
-fn bound_aad(label: &[u8], id: &str, catalog_bytes: &[u8]) -> Vec<u8> {
-    [
-        label,
-        id.as_bytes(),
-        b"\0",
-        blake3::hash(catalog_bytes).as_bytes(),
-    ]
-    .concat()
-}
-
-/// Associated data of a version-3 manifest's tree part: binds the exact catalog bytes.
-pub fn tree_v3_aad(id: &str, catalog_bytes: &[u8]) -> Vec<u8> {
-    bound_aad(b"ibs.manifest.v3.tree\0", id, catalog_bytes)
-}
-
-/// Associated data of a version-3 manifest's refs part: binds the exact catalog bytes.
-pub fn refs_v3_body_aad(id: &str, catalog_bytes: &[u8]) -> Vec<u8> {
-    bound_aad(b"ibs.manifest.v3.refs\0", id, catalog_bytes)
-}
-
-/// Associated data of a version-4 manifest's tree part: binds the exact catalog bytes.
-pub fn tree_v4_aad(id: &str, catalog_bytes: &[u8]) -> Vec<u8> {
-    bound_aad(b"ibs.manifest.v4.tree\0", id, catalog_bytes)
-}
-
-/// Associated data of a version-4 manifest's refs part: binds the exact catalog bytes.
-pub fn refs_v4_body_aad(id: &str, catalog_bytes: &[u8]) -> Vec<u8> {
-    bound_aad(b"ibs.manifest.v4.refs\0", id, catalog_bytes)
-}
-
+pub use aad::{
+    refs_aad, refs_v2_aad, refs_v3_aad, refs_v3_body_aad, refs_v4_body_aad, tree_aad, tree_v2_aad,
+    tree_v3_aad, tree_v4_aad,
+};
 use refs_body::{decode_refs_v2, decode_refs_v3, encode_refs_v2, encode_refs_v3};
 pub use refs_body::{decode_refs_v4, encode_refs_v4, REFS_V2, REFS_V3, REFS_V4};
 
@@ -599,25 +548,17 @@ impl Manifest {
                 .map_err(|e| RepoError::corrupt(&what, format!("refs: {e}")))
         };
         let tampered = "the catalog (times, hostname, status, counts) does not match the one sealed with the backup: it was changed after the backup was written, or the refs part is damaged";
-        if self.version == MANIFEST_VERSION {
+        type Decode = fn(&[u8]) -> std::result::Result<Vec<SourceSegments>, String>;
+        let segmented: Option<(Vec<u8>, Decode)> = match self.version {
+            MANIFEST_VERSION => Some((refs_v4_body_aad(id, &self.catalog_bytes), decode_refs_v4)),
+            MANIFEST_V3 => Some((refs_v3_body_aad(id, &self.catalog_bytes), decode_refs_v3)),
+            _ => None,
+        };
+        if let Some((aad, decode)) = segmented {
             let compressed = metadata_key
-                .open(
-                    &refs_v4_body_aad(id, &self.catalog_bytes),
-                    &self.refs_sealed,
-                )
+                .open(&aad, &self.refs_sealed)
                 .ok_or_else(|| RepoError::corrupt(&what, tampered))?;
-            return decode_refs_v4(&unzip(compressed)?)
-                .map(RefsPart::Segmented)
-                .map_err(|d| RepoError::corrupt(&what, format!("refs: {d}")));
-        }
-        if self.version == MANIFEST_V3 {
-            let compressed = metadata_key
-                .open(
-                    &refs_v3_body_aad(id, &self.catalog_bytes),
-                    &self.refs_sealed,
-                )
-                .ok_or_else(|| RepoError::corrupt(&what, tampered))?;
-            return decode_refs_v3(&unzip(compressed)?)
+            return decode(&unzip(compressed)?)
                 .map(RefsPart::Segmented)
                 .map_err(|d| RepoError::corrupt(&what, format!("refs: {d}")));
         }
@@ -656,6 +597,7 @@ impl Manifest {
     }
 }
 
+mod aad;
 mod refs_body;
 #[cfg(test)]
 mod tests;
