@@ -20,7 +20,7 @@ use crate::EngineError;
 use futures::StreamExt;
 use ibs_keys::Certificate;
 use ibs_repo::ids::KeyId;
-use ibs_repo::index::{Index, PackRecord};
+use ibs_repo::index::Index;
 use ibs_repo::keyring::{recipient_id, Unlock};
 use ibs_repo::Repository;
 use serde::{Deserialize, Serialize};
@@ -139,17 +139,11 @@ pub async fn reader_keys(
     Ok(Some(listing_any(repo, ids.iter().copied(), &rids).await?))
 }
 
-fn build(
-    damaged: &HashSet<ibs_repo::ids::PackId>,
-    records: &[PackRecord],
-    preferred: Option<HashSet<KeyId>>,
-) -> Index {
-    let mut index = match preferred {
+fn empty(damaged: &HashSet<ibs_repo::ids::PackId>, preferred: Option<HashSet<KeyId>>) -> Index {
+    match preferred {
         Some(p) => Index::with_preference(damaged.clone(), p),
         None => Index::with_damaged(damaged.clone()),
-    };
-    records.iter().for_each(|r| index.add_pack(r));
-    index
+    }
 }
 
 /// Builds the index from the segments on storage, one segment at a time (no list of every record
@@ -171,7 +165,7 @@ async fn load_build_without(
     preferred: Option<HashSet<KeyId>>,
     skip: &HashSet<ibs_repo::ids::PackId>,
 ) -> Result<Index, EngineError> {
-    let mut index = build(damaged, &[], preferred);
+    let mut index = empty(damaged, preferred);
     repo.for_each_segment(metadata_key, |_, records| {
         records
             .iter()
@@ -214,22 +208,18 @@ pub async fn writer_index(
     Ok(index)
 }
 
-/// The index prune works from: where a chunk has copies under several keys, the copy the writer
-/// may depend on is the one kept.
-pub async fn prune_index(
+/// The data keys prune prefers where a chunk has copies under several keys (the copy the writer
+/// may depend on is the one kept): `None` when no chunk of `index` has copies under two keys, or
+/// in legacy-key mode. Prune then builds its index again, reading the segments with the preference.
+pub async fn prune_preference(
     repo: &Repository,
     state: &WriterState,
-    damaged: &HashSet<ibs_repo::ids::PackId>,
-    records: &[PackRecord],
-) -> Result<Index, EngineError> {
-    let index = build(damaged, records, None);
+    index: &Index,
+) -> Result<Option<HashSet<KeyId>>, EngineError> {
     if !index.mixed_keys() {
-        return Ok(index);
+        return Ok(None);
     }
-    Ok(match writer_keys(repo, state, index.key_ids()).await? {
-        Some(keys) => build(damaged, records, Some(keys)),
-        None => index,
-    })
+    writer_keys(repo, state, index.key_ids()).await
 }
 
 /// The index a restore or check reads through: where a chunk has copies under several keys, a

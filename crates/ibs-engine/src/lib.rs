@@ -28,6 +28,7 @@ pub mod progress;
 pub mod provenance;
 pub mod prune;
 pub mod refs;
+pub mod repack;
 pub mod restore;
 pub mod retention;
 mod special;

@@ -18,9 +18,14 @@
 //! Nothing is deleted outright: what prune removes goes into one grace-area batch
 //! ([`crate::trash`]), and batches older than the delete delay are purged at the end of the run.
 //!
-//! Crash safety: new packs → new full index segment → delete old segments → delete packs →
-//! delete unused data-key envelopes → delete reference segments no manifest lists. At every point the index on storage covers every chunk that
-//! any manifest references.
+//! Crash safety: new packs → new index segments listing everything that stays → (on WORM storage)
+//! extended locks → delete old segments → delete packs → delete unused data-key envelopes → delete
+//! reference segments no manifest lists. At every point the index on storage covers every chunk
+//! that any manifest references.
+//!
+//! Memory: no list of every index entry is held (issue 18). The index is built from the segments
+//! one at a time, cut down to the referenced chunks once the manifests are read, and the plan and
+//! the rewrite read the same segments again pack by pack ([`crate::repack`]).
 //!
 //! On WORM storage (object lock, `crate::worm`): before deleting, prune extends the lock of every
 //! object a kept backup still needs; a delete the store refuses (a lock that has not expired, a
@@ -36,17 +41,15 @@
 //! some referenced chunk is kept as it is (never repacked: its bytes cannot be trusted as a whole),
 //! and so is its marker. Markers of packs that are neither indexed nor stored are removed.
 
+use crate::repack::{read_segment, Fate, Planner};
 use crate::state::WriterState;
 use crate::trash::{Purged, Retire};
 use crate::worm::{self, Deleted, NeededUntil};
 use crate::EngineError;
-use futures::StreamExt;
 use ibs_repo::clock::parse_rfc3339;
 use ibs_repo::ids::{ChunkId, KeyId, PackId, SegmentId};
-use ibs_repo::idset::ChunkIdSet;
-use ibs_repo::index::{Index, PackRecord};
+use ibs_repo::index::Index;
 use ibs_repo::manifest::{BackupStatus, RefsPart};
-use ibs_repo::pack::{verify_pack, PackBuilder, PackEntry};
 use ibs_repo::plan::Marks;
 use ibs_repo::{layout, Repository};
 use serde::Serialize;
@@ -146,102 +149,6 @@ pub struct Listed {
     pub settled: bool,
 }
 
-/// Decides what prune does. `records` are the index's packs (consumed: each becomes, trimmed to its
-/// live entries, one of the returned records, so the two are never both held whole); `listed` what
-/// storage holds; `envelopes` the data-key envelopes storage holds. Only listed, settled objects
-/// are deleted.
-pub fn plan_prune(
-    records: Vec<PackRecord>,
-    index: &Index,
-    used: &ChunkIdSet,
-    listed: &HashMap<PackId, Listed>,
-    manifest_keys: &HashSet<KeyId>,
-    envelopes: &HashMap<KeyId, Listed>,
-) -> (PrunePlan, Vec<PackRecord>) {
-    let mut plan = PrunePlan {
-        packs_total: listed.len(),
-        ..Default::default()
-    };
-    let mut seen = HashSet::new();
-    let mut live_records = Vec::new();
-    let mut live_keys: HashSet<KeyId> = manifest_keys.clone();
-    for rec in records {
-        if !seen.insert(rec.id) {
-            continue;
-        }
-        let live: Vec<PackEntry> = rec
-            .entries
-            .iter()
-            .filter(|e| used.contains(&e.id) && index.get(&e.id).is_some_and(|l| l.pack == rec.id))
-            .copied()
-            .collect();
-        plan.chunks_used += live.len();
-        plan.chunks_unused += rec.entries.len() - live.len();
-        let settled = listed.get(&rec.id).is_some_and(|l| l.settled);
-        if !settled && live.len() < rec.entries.len() {
-            // Young or unlisted: kept whole, every entry indexed, every key live.
-            plan.young_packs.push(rec.id);
-            plan.keep += 1;
-            live_keys.extend(rec.entries.iter().map(|e| e.key_id));
-            live_records.push(rec);
-            continue;
-        }
-        let live_bytes: u64 = live.iter().map(|e| e.length as u64).sum();
-        if live.is_empty() {
-            plan.delete.push(rec.id);
-            plan.bytes_freed_estimate += rec.length;
-        } else if !index.is_damaged(&rec.id)
-            && (rec.length - live_bytes.min(rec.length)) as f64
-                > REPACK_UNUSED_RATIO * rec.length as f64
-        {
-            plan.repack.push(rec.id);
-            plan.bytes_freed_estimate += rec.length - live_bytes;
-            live_keys.extend(live.iter().map(|e| e.key_id));
-            live_records.push(PackRecord {
-                id: rec.id,
-                length: rec.length,
-                entries: live,
-            });
-        } else {
-            plan.keep += 1;
-            live_keys.extend(live.iter().map(|e| e.key_id));
-            live_records.push(PackRecord {
-                id: rec.id,
-                length: rec.length,
-                entries: live,
-            });
-        }
-    }
-    for (id, l) in listed {
-        if !seen.contains(id) {
-            if l.settled {
-                plan.unindexed.push(*id);
-                plan.bytes_freed_estimate += l.size;
-            } else {
-                plan.young_packs.push(*id);
-            }
-        }
-    }
-    plan.delete.sort();
-    plan.repack.sort();
-    plan.unindexed.sort();
-    plan.young_packs.sort();
-    // Listed envelopes no kept chunk and no manifest uses, including those of backups that died
-    // before committing anything.
-    for (k, l) in envelopes {
-        if !live_keys.contains(k) {
-            if l.settled {
-                plan.delete_keys.push(*k);
-            } else {
-                plan.young_keys.push(*k);
-            }
-        }
-    }
-    plan.delete_keys.sort();
-    plan.young_keys.sort();
-    (plan, live_records)
-}
-
 /// Prune in two phases beside running backups (mark, then sweep): see [`crate::mark_sweep`].
 pub async fn prune(
     repo: &Repository,
@@ -286,21 +193,30 @@ pub(crate) async fn prune_pass(
     let mut ids = repo.list_backup_ids().await?;
     check_expected(&ids, &opts.expected)?;
     let now = repo.clock().now_unix();
-    // The index first, segment by segment (records moved, not copied), then the backups' references
-    // one manifest at a time into one set: no backup's list is held beside another's.
-    let mut records: Vec<PackRecord> = Vec::new();
+    // The index first, one segment at a time, and the names of the segments it came from: every
+    // later pass reads exactly these (a backup beside this run may add others; their packs are
+    // young or unmarked, hence kept).
+    let damaged = repo.damaged_packs().await?;
+    let mut index = Index::with_damaged(damaged.clone());
     let mut segment_packs: HashMap<String, Vec<PackId>> = HashMap::new();
     let old_segments = repo
         .for_each_segment(mk, |name, r| {
             segment_packs.insert(name.to_owned(), r.iter().map(|p| p.id).collect());
-            records.extend(r)
+            r.iter().for_each(|p| index.add_pack(p));
         })
         .await?;
-    let damaged = repo.damaged_packs().await?;
     // Where a chunk has copies under several data keys (a backup after a certificate change
-    // sealed it again), the copy kept is the one new backups depend on (keysel).
-    let index = crate::keysel::prune_index(repo, state, &damaged, &records).await?;
-    let mut used = ChunkIdSet::new();
+    // sealed it again), the copy kept is the one new backups depend on (keysel): the segments are
+    // read a second time with that preference.
+    if let Some(keys) = crate::keysel::prune_preference(repo, state, &index).await? {
+        drop(index);
+        index = Index::with_preference(damaged.clone(), keys);
+        for name in &old_segments {
+            for rec in read_segment(repo, name, mk).await? {
+                index.add_pack(&rec);
+            }
+        }
+    }
     let mut manifest_keys = HashSet::new();
     // A referenced chunk the index does not know means segments are missing from the listing
     // (or lost): deleting "unindexed" packs could then delete that chunk's only copy.
@@ -312,7 +228,7 @@ pub(crate) async fn prune_pass(
     let mut newest_ok = false;
     // Reference segments (manifest versions 3 and 4) kept backups list, with the newest time a
     // kept backup needs each (`segments_listed`). A segment whose every id was taken with a time at least
-    // as new is not read again (`segments_read`: its chunks are in `used` already). A version-4
+    // as new is not read again (`segments_read`: its chunks are marked already). A version-4
     // source's delta segments are listed (kept) too; its removed ids are not its references: its
     // base segments are read without them (and then do not count as wholly taken), its added ids
     // are taken as they are.
@@ -339,11 +255,10 @@ pub(crate) async fn prune_pass(
         let mut unindexed = false;
         let mut take = |r: &[ChunkId]| {
             for c in r {
-                match index.get(c) {
-                    Some(l) => needed.pack(l.pack, t),
+                match index.mark(c) {
+                    Some(pack) => needed.pack(pack, t),
                     None => unindexed = true,
                 }
-                used.insert(*c);
             }
         };
         match part {
@@ -437,22 +352,19 @@ pub(crate) async fn prune_pass(
     }
     delete_segments.sort();
     needed.segments = segments_listed;
-    // The data keys of each pack's chunks, for packs a locked index segment keeps (below).
-    let mut pack_keys: HashMap<PackId, Vec<KeyId>> = HashMap::new();
-    for rec in &records {
-        let keys = pack_keys.entry(rec.id).or_default();
-        for e in &rec.entries {
-            if !keys.contains(&e.key_id) {
-                keys.push(e.key_id);
-            }
+    // From here on the index holds only what is referenced: a pack's live entries are those it
+    // locates in that pack (crate::repack).
+    index.retain_marked();
+    let mut planner = Planner::new(&index, &listed, &manifest_keys);
+    for name in &old_segments {
+        for rec in read_segment(repo, name, mk).await? {
+            planner.add(&rec);
         }
     }
-    let (mut plan, mut live) =
-        plan_prune(records, &index, &used, &listed, &manifest_keys, &envelopes);
+    let (mut plan, facts) = planner.finish(&envelopes);
     plan.segments_kept = needed.segments.len();
     plan.delete_segments = delete_segments;
     plan.young_segments = young_segments;
-    drop(used);
     let indexed: HashSet<PackId> = index.packs().map(|(p, _)| p).collect();
     plan.delete_markers = damaged
         .iter()
@@ -468,79 +380,28 @@ pub(crate) async fn prune_pass(
         return Ok(plan);
     }
 
-    // 1. Repack: copy the live sealed chunks of partly used packs into new packs.
-    let repack: HashSet<PackId> = plan.repack.iter().copied().collect();
-    let target = crate::backup::pack_target(repo);
-    let mut builder = PackBuilder::new(target);
-    let mut new_records: Vec<PackRecord> = Vec::new();
-    let mut kept_damaged = Vec::new();
-    let mut fetched = futures::stream::iter(
-        live.iter()
-            .filter(|r| repack.contains(&r.id))
-            .cloned()
-            .collect::<Vec<_>>(),
-    )
-    .map(|rec| async move { (repo.storage().get(&layout::pack(&rec.id)).await, rec) })
-    .buffered(2);
-    while let Some((bytes, rec)) = fetched.next().await {
-        let bytes = bytes?;
-        if verify_pack(&rec.id, &bytes, None).is_err() {
-            kept_damaged.push(rec.id);
-            continue;
-        }
-        for e in &rec.entries {
-            builder.add(
-                e.id,
-                e.encoding,
-                e.raw_length,
-                e.key_id,
-                &bytes[e.offset as usize..(e.offset + e.length) as usize],
-            );
-            if builder.len() >= target {
-                let (id, data, entries) =
-                    std::mem::replace(&mut builder, PackBuilder::new(target)).finish(mk);
-                let length = data.len() as u64;
-                repo.put_pack(&id, data).await?;
-                new_records.push(PackRecord {
-                    id,
-                    length,
-                    entries,
-                });
-            }
-        }
-    }
-    drop(fetched);
-    if !builder.is_empty() {
-        let (id, data, entries) = builder.finish(mk);
-        let length = data.len() as u64;
-        repo.put_pack(&id, data).await?;
-        new_records.push(PackRecord {
-            id,
-            length,
-            entries,
-        });
-    }
-    plan.repack.retain(|p| !kept_damaged.contains(p));
-    plan.damaged = kept_damaged;
-    let repacked: HashSet<PackId> = plan.repack.iter().copied().collect();
-    live.retain(|r| !repacked.contains(&r.id));
-    let fresh: HashSet<PackId> = new_records.iter().map(|r| r.id).collect();
-    live.extend(new_records);
+    // 1. Repack (copy the live sealed chunks of partly used packs into new packs) and 2. new index
+    //    segments for everything that stays, segment by segment.
+    let rewritten = crate::repack::rewrite(repo, mk, &old_segments, &index, &facts).await?;
+    plan.repack.retain(|p| !rewritten.damaged.contains(p));
+    plan.damaged = rewritten.damaged;
 
-    // 1b. On object-lock storage: every object kept backups need stays locked long enough.
+    // 2b. On object-lock storage, before anything is deleted: every object kept backups need
+    //     stays locked long enough (the new packs were just written, locked).
     if let Some(policy) = repo.storage().lock_policy() {
-        plan.locks_checked =
-            worm::extend_locks(repo, policy, &mut needed, &live, &fresh, now).await?;
+        let kept = facts.iter().filter(|(id, f)| {
+            !rewritten.fresh.contains(*id)
+                && (matches!(f.fate, Fate::Keep | Fate::Young) || plan.damaged.contains(*id))
+        });
+        let kept = kept.map(|(id, f)| (*id, f.live_keys.as_slice()));
+        plan.locks_checked = worm::extend_locks(repo, policy, &mut needed, kept, now).await?;
     }
 
     let retire = Retire::new(repo, opts.delete_delay);
     plan.grace_batch = retire.batch().map(str::to_owned);
-    // 2. One new segment for everything that stays, then 3. drop the old segments (into the
-    //    grace area). A segment that cannot be removed (locked) keeps every pack it names.
-    let mut new_names = HashSet::new();
-    for group in crate::packing::segment_groups(&live) {
-        new_names.insert(repo.write_index(group, mk).await?.0);
-    }
+    // 3. Drop the old segments (into the grace area). A segment that cannot be removed (locked)
+    //    keeps every pack it names.
+    let new_names = rewritten.segments;
     let mut still_indexed: HashSet<PackId> = HashSet::new();
     for name in old_segments.iter().filter(|n| !new_names.contains(*n)) {
         let key = layout::index(name);
@@ -563,7 +424,10 @@ pub(crate) async fn prune_pass(
     for id in doomed {
         if still_indexed.contains(&id) {
             // Still named by the index, so still readable: its chunks' data keys stay too.
-            let keys = pack_keys.get(&id).map(Vec::as_slice).unwrap_or_default();
+            let keys = facts
+                .get(&id)
+                .map(|f| f.keys.as_slice())
+                .unwrap_or_default();
             plan.delete_keys.retain(|k| !keys.contains(k));
             plan.kept_for_index.push(id);
             continue;

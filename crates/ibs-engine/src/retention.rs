@@ -21,8 +21,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 pub use crate::prune::{
-    plan_prune, prune, Expected, Listed, PruneOptions, PrunePlan, DEFAULT_GRACE,
-    REPACK_UNUSED_RATIO,
+    prune, Expected, Listed, PruneOptions, PrunePlan, DEFAULT_GRACE, REPACK_UNUSED_RATIO,
 };
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

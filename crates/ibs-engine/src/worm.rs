@@ -14,10 +14,9 @@ use crate::trash::Retire;
 use crate::EngineError;
 use futures::{StreamExt, TryStreamExt};
 use ibs_repo::ids::{KeyId, PackId, SegmentId};
-use ibs_repo::index::PackRecord;
 use ibs_repo::{layout, Repository};
 use ibs_storage::{ErrorKind, LockPolicy, ObjectKey};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// Requests in flight while extending locks.
 const EXTEND_CONCURRENCY: usize = 8;
@@ -44,25 +43,25 @@ impl NeededUntil {
     }
 }
 
-/// Extends the locks of every object kept backups need: the packs of `live` (except those in
-/// `fresh`, just written and locked), the kept manifests and the reference segments they list, the data-key envelopes they and the live
-/// chunks use, and the repository's certificates, key envelopes and config (needed by every
-/// backup: until `now` plus the horizon). Returns how many objects it asked about.
-pub async fn extend_locks(
+/// Extends the locks of every object kept backups need: the packs `kept` (each with the data keys
+/// of its entries that stay indexed; the caller leaves out the packs it just wrote, locked
+/// already), the kept manifests and the reference segments they list, the data-key envelopes they
+/// and the kept chunks use, and the repository's certificates, key envelopes and config (needed by
+/// every backup: until `now` plus the horizon). Returns how many objects it asked about.
+pub async fn extend_locks<'a>(
     repo: &Repository,
     policy: LockPolicy,
     needed: &mut NeededUntil,
-    live: &[PackRecord],
-    fresh: &HashSet<PackId>,
+    kept: impl IntoIterator<Item = (PackId, &'a [KeyId])>,
     now: i64,
 ) -> Result<usize, EngineError> {
     let mut work: Vec<(ObjectKey, i64)> = Vec::new();
-    for rec in live.iter().filter(|r| !fresh.contains(&r.id)) {
-        let t = needed.packs.get(&rec.id).copied().unwrap_or(now);
-        for e in &rec.entries {
-            needed.key(e.key_id, t);
+    for (pack, keys) in kept {
+        let t = needed.packs.get(&pack).copied().unwrap_or(now);
+        for k in keys {
+            needed.key(*k, t);
         }
-        work.push((layout::pack(&rec.id), t));
+        work.push((layout::pack(&pack), t));
     }
     for (id, t) in &needed.manifests {
         work.push((layout::backup(id), *t));

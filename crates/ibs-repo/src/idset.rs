@@ -241,6 +241,13 @@ impl<V: Copy> ChunkIdMap<V> {
         self.rebuild();
     }
 
+    /// [`Self::retain`], giving the freed capacity back.
+    pub(crate) fn retain_shrink(&mut self, keep: impl Fn(&V) -> bool) {
+        self.retain(keep);
+        self.sorted.shrink_to_fit();
+        self.recent.shrink_to_fit();
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.sorted.len() + self.recent.len()
     }

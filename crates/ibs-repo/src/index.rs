@@ -178,6 +178,8 @@ struct Slot {
     length: u32,
     raw_length: u32,
     encoding: u8,
+    /// Set by [`Index::mark`] (prune: referenced by a kept backup); fits in the slot's padding.
+    marked: bool,
 }
 
 /// The in-memory index: about 57 bytes per chunk (32-byte id, 24-byte slot, bucket table).
@@ -261,6 +263,24 @@ impl Index {
         before - self.chunks.len()
     }
 
+    /// Marks chunk `id` (prune: referenced by a kept backup) and returns the pack it is located in;
+    /// `None` if it is not indexed. Marks cost no memory (the slot's padding) and are never
+    /// cleared.
+    pub fn mark(&mut self, id: &ChunkId) -> Option<PackId> {
+        let slot = self.chunks.get_mut(id)?;
+        slot.marked = true;
+        let pack = slot.pack as usize;
+        Some(self.packs[pack].0)
+    }
+
+    /// Drops every chunk that is not marked, returning its memory; the packs and keys stay known.
+    /// Returns how many were dropped.
+    pub fn retain_marked(&mut self) -> usize {
+        let before = self.chunks.len();
+        self.chunks.retain_shrink(|s| s.marked);
+        before - self.chunks.len()
+    }
+
     pub fn len(&self) -> usize {
         self.chunks.len()
     }
@@ -290,6 +310,7 @@ impl Index {
                 length: e.length,
                 raw_length: e.raw_length,
                 encoding: e.encoding,
+                marked: false,
             };
             // The first location seen wins (duplicates after a crash, a repack or a heal are
             // harmless), except that a better-ranked one replaces it: healthy over damaged, then
@@ -368,6 +389,42 @@ mod tests {
             (loc.pack, loc.offset, loc.key_id),
             (PackId([3; 32]), 8, KeyId([2; 16]))
         );
+    }
+
+    #[test]
+    fn marking_keeps_only_the_marked_chunks_at_their_locations() {
+        let entry = |n: u8| PackEntry {
+            id: ChunkId([n; 32]),
+            offset: 8 + n as u32,
+            length: 50,
+            raw_length: 70,
+            encoding: 1,
+            key_id: KeyId([2; 16]),
+        };
+        let rec = PackRecord {
+            id: PackId([3; 32]),
+            length: 1 << 20,
+            entries: (0..=255).map(entry).collect(),
+        };
+        let mut idx = Index::default();
+        idx.add_pack(&rec);
+        for n in (0..=255u8).step_by(3) {
+            assert_eq!(idx.mark(&ChunkId([n; 32])), Some(rec.id));
+        }
+        assert_eq!(idx.mark(&ChunkId([9; 32])), Some(rec.id), "twice is once");
+        let mut other = [0u8; 32];
+        other[31] = 1;
+        assert_eq!(idx.mark(&ChunkId(other)), None);
+        assert_eq!(idx.retain_marked(), 256 - 86);
+        assert_eq!(idx.len(), 86);
+        for n in 0..=255u8 {
+            let loc = idx.get(&ChunkId([n; 32]));
+            assert_eq!(loc.is_some(), n % 3 == 0, "{n}");
+            if let Some(l) = loc {
+                assert_eq!((l.pack, l.offset), (rec.id, 8 + n as u32));
+            }
+        }
+        assert_eq!(idx.packs().count(), 1, "the pack stays known");
     }
 
     #[test]

@@ -1,0 +1,496 @@
+//! Prune's view of the index segments, pack by pack: which entries of a pack are live, what becomes
+//! of the pack ([`Fate`]), the plan built from the segments as they stream by ([`Planner`]), and
+//! the execute pass that reads the same segments again, copies the live chunks of partly used
+//! packs into new packs and writes the new index segments ([`rewrite`]).
+//!
+//! Memory (issue 18): no list of every index entry is held. The planner keeps a few facts per pack
+//! ([`PackFacts`]); the rewrite holds one segment's records, one segment's worth of new records
+//! (`packing::SegmentBuffer`), the pack being filled and two packs being copied.
+//!
+//! Invariants:
+//! - The index passed in holds only referenced chunks ([`ibs_repo::index::Index::retain_marked`]),
+//!   each at the location prune keeps. An entry of a pack is live iff the index locates its chunk in
+//!   that very pack; every other copy of a chunk is dead.
+//! - A pack's first record, in the order of the segment names, is the one that counts (a pack
+//!   listed again after a crashed prune, or by a segment a lock kept, is the same pack); planner
+//!   and rewrite read the same named segments in the same order, so they see the same records.
+//! - Young packs (unsettled or unlisted, and with something dead) are listed again whole, every
+//!   entry; a damaged pack is never repacked; a repacked pack whose bytes fail their hash check is
+//!   kept as it is (its live entries are listed) and reported damaged.
+
+use crate::prune::{Listed, PrunePlan, REPACK_UNUSED_RATIO};
+use crate::EngineError;
+use futures::StreamExt;
+use ibs_repo::crypto::SymKey;
+use ibs_repo::ids::{KeyId, PackId};
+use ibs_repo::index::{decode_segment, Index, PackRecord};
+use ibs_repo::pack::{verify_pack, PackBuilder, PackEntry};
+use ibs_repo::{layout, Repository};
+use std::collections::{HashMap, HashSet};
+
+/// What prune does with one indexed pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Something in it is dead, but it is younger than the grace period (or not listed, or not
+    /// marked in a sweep): kept whole, every entry indexed.
+    Young,
+    /// Nothing in it is live.
+    Delete,
+    /// More than [`REPACK_UNUSED_RATIO`] of its bytes are dead: its live chunks are copied.
+    Repack,
+    /// Kept, with its live entries indexed.
+    Keep,
+}
+
+/// What the planner learnt of one pack.
+#[derive(Debug, Clone)]
+pub struct PackFacts {
+    pub fate: Fate,
+    /// The data keys of every entry of every record of the pack.
+    pub keys: Vec<KeyId>,
+    /// The data keys of the entries that stay indexed (all of them for a young pack).
+    pub live_keys: Vec<KeyId>,
+}
+
+/// The live entries of `rec`: those whose chunk `index` (referenced chunks only) locates in it.
+pub fn live_entries(rec: &PackRecord, index: &Index) -> Vec<PackEntry> {
+    rec.entries
+        .iter()
+        .filter(|e| index.get(&e.id).is_some_and(|l| l.pack == rec.id))
+        .copied()
+        .collect()
+}
+
+/// The fate of a pack given its record and its live entries.
+pub fn fate(
+    rec: &PackRecord,
+    live: &[PackEntry],
+    index: &Index,
+    listed: &HashMap<PackId, Listed>,
+) -> Fate {
+    let settled = listed.get(&rec.id).is_some_and(|l| l.settled);
+    if !settled && live.len() < rec.entries.len() {
+        return Fate::Young;
+    }
+    if live.is_empty() {
+        return Fate::Delete;
+    }
+    let live_bytes: u64 = live.iter().map(|e| e.length as u64).sum();
+    let dead = rec.length - live_bytes.min(rec.length);
+    if !index.is_damaged(&rec.id) && dead as f64 > REPACK_UNUSED_RATIO * rec.length as f64 {
+        Fate::Repack
+    } else {
+        Fate::Keep
+    }
+}
+
+fn add_keys(keys: &mut Vec<KeyId>, entries: &[PackEntry]) {
+    for e in entries {
+        if !keys.contains(&e.key_id) {
+            keys.push(e.key_id);
+        }
+    }
+}
+
+/// Builds the plan from the index's records as they stream by (see the module's invariants).
+/// `listed` is what storage holds; only listed, settled packs are deleted or repacked.
+pub struct Planner<'a> {
+    index: &'a Index,
+    listed: &'a HashMap<PackId, Listed>,
+    plan: PrunePlan,
+    facts: HashMap<PackId, PackFacts>,
+    live_keys: HashSet<KeyId>,
+}
+
+impl<'a> Planner<'a> {
+    /// `manifest_keys`: the data keys the kept manifests name (never deleted).
+    pub fn new(
+        index: &'a Index,
+        listed: &'a HashMap<PackId, Listed>,
+        manifest_keys: &HashSet<KeyId>,
+    ) -> Self {
+        Planner {
+            index,
+            listed,
+            plan: PrunePlan {
+                packs_total: listed.len(),
+                ..Default::default()
+            },
+            facts: HashMap::new(),
+            live_keys: manifest_keys.clone(),
+        }
+    }
+
+    /// Takes one record as a segment lists it.
+    pub fn add(&mut self, rec: &PackRecord) {
+        if let Some(f) = self.facts.get_mut(&rec.id) {
+            add_keys(&mut f.keys, &rec.entries);
+            return;
+        }
+        let live = live_entries(rec, self.index);
+        let fate = fate(rec, &live, self.index, self.listed);
+        let plan = &mut self.plan;
+        plan.chunks_used += live.len();
+        plan.chunks_unused += rec.entries.len() - live.len();
+        let mut keys = Vec::new();
+        add_keys(&mut keys, &rec.entries);
+        let mut live_keys = Vec::new();
+        match fate {
+            Fate::Young => {
+                plan.young_packs.push(rec.id);
+                plan.keep += 1;
+                live_keys.clone_from(&keys);
+            }
+            Fate::Delete => {
+                plan.delete.push(rec.id);
+                plan.bytes_freed_estimate += rec.length;
+            }
+            Fate::Repack => {
+                let live_bytes: u64 = live.iter().map(|e| e.length as u64).sum();
+                plan.repack.push(rec.id);
+                plan.bytes_freed_estimate += rec.length - live_bytes;
+                add_keys(&mut live_keys, &live);
+            }
+            Fate::Keep => {
+                plan.keep += 1;
+                add_keys(&mut live_keys, &live);
+            }
+        }
+        self.live_keys.extend(live_keys.iter().copied());
+        let facts = PackFacts {
+            fate,
+            keys,
+            live_keys,
+        };
+        self.facts.insert(rec.id, facts);
+    }
+
+    /// The plan: listed packs no record names are unindexed (deleted once settled), and listed
+    /// envelopes no kept chunk and no manifest uses are deleted once settled (including those of
+    /// backups that died before committing anything).
+    pub fn finish(
+        mut self,
+        envelopes: &HashMap<KeyId, Listed>,
+    ) -> (PrunePlan, HashMap<PackId, PackFacts>) {
+        let plan = &mut self.plan;
+        for (id, l) in self.listed {
+            if !self.facts.contains_key(id) {
+                if l.settled {
+                    plan.unindexed.push(*id);
+                    plan.bytes_freed_estimate += l.size;
+                } else {
+                    plan.young_packs.push(*id);
+                }
+            }
+        }
+        for (k, l) in envelopes {
+            if !self.live_keys.contains(k) {
+                if l.settled {
+                    plan.delete_keys.push(*k);
+                } else {
+                    plan.young_keys.push(*k);
+                }
+            }
+        }
+        for v in [
+            &mut plan.delete,
+            &mut plan.repack,
+            &mut plan.unindexed,
+            &mut plan.young_packs,
+        ] {
+            v.sort();
+        }
+        plan.delete_keys.sort();
+        plan.young_keys.sort();
+        (self.plan, self.facts)
+    }
+}
+
+/// Reads one index segment by name.
+pub(crate) async fn read_segment(
+    repo: &Repository,
+    name: &str,
+    metadata_key: &SymKey,
+) -> Result<Vec<PackRecord>, EngineError> {
+    let bytes = repo.storage().get(&layout::index(name)).await?;
+    Ok(decode_segment(name, &bytes, metadata_key)?)
+}
+
+/// What [`rewrite`] wrote.
+#[derive(Debug, Default)]
+pub(crate) struct Rewritten {
+    /// The new index segments.
+    pub segments: HashSet<String>,
+    /// The new packs (just written: locked from now on).
+    pub fresh: HashSet<PackId>,
+    /// Packs to repack whose bytes failed their hash check: kept, with their live entries.
+    pub damaged: Vec<PackId>,
+}
+
+/// New records waiting for their index segment, written as soon as they fill one.
+struct Output<'a> {
+    repo: &'a Repository,
+    key: &'a SymKey,
+    buffer: crate::packing::SegmentBuffer,
+    written: HashSet<String>,
+}
+
+impl Output<'_> {
+    async fn push(&mut self, rec: PackRecord) -> Result<(), EngineError> {
+        if let Some(group) = self.buffer.push(rec) {
+            self.written
+                .insert(self.repo.write_index(&group, self.key).await?.0);
+        }
+        Ok(())
+    }
+}
+
+/// The execute pass: reads the segments `names` again in order and, for each pack's first record,
+/// lists what stays in new index segments (young packs whole, kept packs' live entries) and copies
+/// the live chunks of packs to repack into new packs (sealed bytes, no decryption), listed as they
+/// are stored. Deletes nothing: the old segments still cover every chunk when it returns.
+pub(crate) async fn rewrite(
+    repo: &Repository,
+    metadata_key: &SymKey,
+    names: &[String],
+    index: &Index,
+    facts: &HashMap<PackId, PackFacts>,
+) -> Result<Rewritten, EngineError> {
+    let target = crate::backup::pack_target(repo);
+    // As the backup's packer: room for the last chunk past the target, and the target bounds the
+    // pack with its header (a pack of small chunks has a large one).
+    let new_builder = || PackBuilder::new(target + (4 << 20));
+    let mut out = Output {
+        repo,
+        key: metadata_key,
+        buffer: Default::default(),
+        written: HashSet::new(),
+    };
+    let mut done = Rewritten::default();
+    let mut builder = new_builder();
+    let mut seen: HashSet<PackId> = HashSet::new();
+    for name in names {
+        let mut copy = Vec::new();
+        for rec in read_segment(repo, name, metadata_key).await? {
+            if !seen.insert(rec.id) {
+                continue;
+            }
+            let Some(f) = facts.get(&rec.id) else {
+                continue;
+            };
+            match f.fate {
+                Fate::Delete => {}
+                Fate::Young => out.push(rec).await?,
+                Fate::Keep | Fate::Repack => {
+                    let live = PackRecord {
+                        id: rec.id,
+                        length: rec.length,
+                        entries: live_entries(&rec, index),
+                    };
+                    if f.fate == Fate::Keep {
+                        out.push(live).await?;
+                    } else {
+                        copy.push(live);
+                    }
+                }
+            }
+        }
+        let mut fetched = futures::stream::iter(copy)
+            .map(|rec| async move { (repo.storage().get(&layout::pack(&rec.id)).await, rec) })
+            .buffered(2);
+        while let Some((bytes, rec)) = fetched.next().await {
+            let bytes = bytes?;
+            if verify_pack(&rec.id, &bytes, None).is_err() {
+                done.damaged.push(rec.id);
+                out.push(rec).await?;
+                continue;
+            }
+            for e in &rec.entries {
+                builder.add(
+                    e.id,
+                    e.encoding,
+                    e.raw_length,
+                    e.key_id,
+                    &bytes[e.offset as usize..(e.offset + e.length) as usize],
+                );
+                if builder.finished_len() >= target {
+                    let full = std::mem::replace(&mut builder, new_builder());
+                    let rec = store(repo, full, metadata_key).await?;
+                    done.fresh.insert(rec.id);
+                    out.push(rec).await?;
+                }
+            }
+        }
+    }
+    if !builder.is_empty() {
+        let rec = store(repo, builder, metadata_key).await?;
+        done.fresh.insert(rec.id);
+        out.push(rec).await?;
+    }
+    let rest = out.buffer.into_rest();
+    if !rest.is_empty() {
+        out.written
+            .insert(repo.write_index(&rest, metadata_key).await?.0);
+    }
+    done.segments = out.written;
+    Ok(done)
+}
+
+/// Seals and stores a new pack; its record.
+async fn store(
+    repo: &Repository,
+    builder: PackBuilder,
+    metadata_key: &SymKey,
+) -> Result<PackRecord, EngineError> {
+    let (id, data, entries) = builder.finish(metadata_key);
+    let length = data.len() as u64;
+    repo.put_pack(&id, data).await?;
+    Ok(PackRecord {
+        id,
+        length,
+        entries,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ibs_repo::ids::ChunkId;
+
+    fn entry(chunk: u8, key: u8, length: u32) -> PackEntry {
+        PackEntry {
+            id: ChunkId([chunk; 32]),
+            offset: 8,
+            length,
+            raw_length: length,
+            encoding: 0,
+            key_id: KeyId([key; 16]),
+        }
+    }
+
+    fn pack(id: u8, entries: Vec<PackEntry>) -> PackRecord {
+        let length = 8 + entries.iter().map(|e| e.length as u64).sum::<u64>();
+        PackRecord {
+            id: PackId([id; 32]),
+            length,
+            entries,
+        }
+    }
+
+    fn settled(packs: &[&PackRecord], yes: bool) -> HashMap<PackId, Listed> {
+        packs
+            .iter()
+            .map(|p| {
+                let l = Listed {
+                    size: p.length,
+                    settled: yes,
+                };
+                (p.id, l)
+            })
+            .collect()
+    }
+
+    /// The index of `records` (in order) holding only the `used` chunks.
+    fn index_of(records: &[&PackRecord], used: &[u8]) -> Index {
+        let mut index = Index::default();
+        records.iter().for_each(|r| index.add_pack(r));
+        for c in used {
+            index.mark(&ChunkId([*c; 32]));
+        }
+        index.retain_marked();
+        index
+    }
+
+    fn plan(
+        records: &[&PackRecord],
+        index: &Index,
+        listed: &HashMap<PackId, Listed>,
+    ) -> (PrunePlan, HashMap<PackId, PackFacts>) {
+        let mut planner = Planner::new(index, listed, &HashSet::new());
+        records.iter().for_each(|r| planner.add(r));
+        planner.finish(&HashMap::new())
+    }
+
+    #[test]
+    fn a_copy_the_index_does_not_locate_is_dead() {
+        let a = pack(1, vec![entry(1, 7, 100), entry(2, 7, 100)]);
+        let b = pack(2, vec![entry(1, 7, 100)]);
+        let index = index_of(&[&a, &b], &[1, 2]);
+        let (plan, facts) = plan(&[&a, &b], &index, &settled(&[&a, &b], true));
+        assert_eq!(facts[&a.id].fate, Fate::Keep);
+        assert_eq!(facts[&b.id].fate, Fate::Delete);
+        assert_eq!((plan.chunks_used, plan.chunks_unused), (2, 1));
+        assert_eq!(plan.delete, vec![b.id]);
+        assert_eq!(live_entries(&a, &index).len(), 2);
+        assert!(live_entries(&b, &index).is_empty());
+    }
+
+    #[test]
+    fn a_partly_used_pack_is_repacked_unless_young_or_damaged() {
+        let a = pack(1, vec![entry(1, 7, 100), entry(2, 8, 900)]);
+        let index = index_of(&[&a], &[1]);
+        let (plan, facts) = plan(&[&a], &index, &settled(&[&a], true));
+        assert_eq!(facts[&a.id].fate, Fate::Repack);
+        assert_eq!(plan.repack, vec![a.id]);
+        assert_eq!(plan.bytes_freed_estimate, a.length - 100);
+        assert_eq!(facts[&a.id].live_keys, vec![KeyId([7; 16])]);
+        assert_eq!(facts[&a.id].keys, vec![KeyId([7; 16]), KeyId([8; 16])]);
+        // Young (or unlisted): kept whole, every key live.
+        for listed in [settled(&[&a], false), HashMap::new()] {
+            let (plan, facts) = plan(&[&a], &index, &listed);
+            assert_eq!(facts[&a.id].fate, Fate::Young);
+            assert_eq!(plan.young_packs, vec![a.id]);
+            assert_eq!(facts[&a.id].live_keys, facts[&a.id].keys);
+        }
+        // Damaged: never repacked.
+        let mut damaged = Index::with_damaged([a.id].into());
+        damaged.add_pack(&a);
+        damaged.mark(&ChunkId([1; 32]));
+        damaged.retain_marked();
+        let (_, facts) = plan(&[&a], &damaged, &settled(&[&a], true));
+        assert_eq!(facts[&a.id].fate, Fate::Keep);
+    }
+
+    #[test]
+    fn a_pack_listed_again_counts_once_its_first_record_decides() {
+        let a = pack(1, vec![entry(1, 7, 100), entry(2, 7, 100)]);
+        let trimmed = pack(1, vec![entry(1, 9, 100)]);
+        let index = index_of(&[&a], &[1, 2]);
+        let (plan, facts) = plan(&[&a, &trimmed], &index, &settled(&[&a], true));
+        assert_eq!(facts[&a.id].fate, Fate::Keep);
+        assert_eq!((plan.chunks_used, plan.chunks_unused), (2, 0));
+        assert_eq!(plan.keep, 1);
+        // The data keys of every record are known (a locked segment may keep the later one).
+        assert_eq!(facts[&a.id].keys, vec![KeyId([7; 16]), KeyId([9; 16])]);
+        assert_eq!(facts[&a.id].live_keys, vec![KeyId([7; 16])]);
+    }
+
+    #[test]
+    fn unindexed_packs_and_unused_envelopes_are_deleted_once_settled() {
+        let a = pack(1, vec![entry(1, 7, 100)]);
+        let stray = pack(2, vec![]);
+        let young = pack(3, vec![]);
+        let index = index_of(&[&a], &[1]);
+        let mut listed = settled(&[&a, &stray], true);
+        listed.extend(settled(&[&young], false));
+        let keys = |k: u8, s: bool| {
+            (
+                KeyId([k; 16]),
+                Listed {
+                    size: 1,
+                    settled: s,
+                },
+            )
+        };
+        let envelopes: HashMap<KeyId, Listed> =
+            [keys(7, true), keys(8, true), keys(9, false), keys(5, true)].into();
+        let mut planner = Planner::new(&index, &listed, &[KeyId([5; 16])].into());
+        planner.add(&a);
+        let (plan, _) = planner.finish(&envelopes);
+        assert_eq!(plan.unindexed, vec![stray.id]);
+        assert_eq!(plan.young_packs, vec![young.id]);
+        assert_eq!(plan.delete_keys, vec![KeyId([8; 16])]);
+        assert_eq!(plan.young_keys, vec![KeyId([9; 16])]);
+        assert_eq!(plan.packs_total, 3);
+    }
+}
