@@ -5,7 +5,8 @@
 //!
 //! Memory (issue 18): no list of every index entry is held. The planner keeps a few facts per pack
 //! ([`PackFacts`]); the rewrite holds one segment's records, one segment's worth of new records
-//! (`packing::SegmentBuffer`), the pack being filled and two packs being copied.
+//! (`packing::SegmentBuffer`), the pack being filled, the pack being copied and one (two on network
+//! storage) read ahead.
 //!
 //! Invariants:
 //! - The index passed in holds only referenced chunks ([`ibs_repo::index::Index::retain_marked`]),
@@ -260,6 +261,13 @@ pub(crate) async fn rewrite(
     // As the backup's packer: room for the last chunk past the target, and the target bounds the
     // pack with its header (a pack of small chunks has a large one).
     let new_builder = || PackBuilder::new(target + (4 << 20));
+    // Packs read ahead while one is copied: a second read hides a network round trip, but on a
+    // local folder it only holds another pack in memory (as the backup's uploads, packing.rs).
+    let ahead = if repo.storage().capabilities().local {
+        1
+    } else {
+        2
+    };
     let mut out = Output {
         repo,
         key: metadata_key,
@@ -297,7 +305,7 @@ pub(crate) async fn rewrite(
         }
         let mut fetched = futures::stream::iter(copy)
             .map(|rec| async move { (repo.storage().get(&layout::pack(&rec.id)).await, rec) })
-            .buffered(2);
+            .buffered(ahead);
         while let Some((bytes, rec)) = fetched.next().await {
             let bytes = bytes?;
             if verify_pack(&rec.id, &bytes, None).is_err() {
