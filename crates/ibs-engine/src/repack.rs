@@ -73,6 +73,10 @@ pub fn fate(
     if !settled && live.len() < rec.entries.len() {
         return Fate::Young;
     }
+    if !settled && !live.is_empty() {
+        // Wholly live but young: never repacked (only settled packs are, module doc of prune).
+        return Fate::Keep;
+    }
     if live.is_empty() {
         return Fate::Delete;
     }
@@ -409,7 +413,7 @@ mod tests {
         index
     }
 
-    fn plan(
+    fn plan_of(
         records: &[&PackRecord],
         index: &Index,
         listed: &HashMap<PackId, Listed>,
@@ -424,7 +428,7 @@ mod tests {
         let a = pack(1, vec![entry(1, 7, 100), entry(2, 7, 100)]);
         let b = pack(2, vec![entry(1, 7, 100)]);
         let index = index_of(&[&a, &b], &[1, 2]);
-        let (plan, facts) = plan(&[&a, &b], &index, &settled(&[&a, &b], true));
+        let (plan, facts) = plan_of(&[&a, &b], &index, &settled(&[&a, &b], true));
         assert_eq!(facts[&a.id].fate, Fate::Keep);
         assert_eq!(facts[&b.id].fate, Fate::Delete);
         assert_eq!((plan.chunks_used, plan.chunks_unused), (2, 1));
@@ -437,7 +441,7 @@ mod tests {
     fn a_partly_used_pack_is_repacked_unless_young_or_damaged() {
         let a = pack(1, vec![entry(1, 7, 100), entry(2, 8, 900)]);
         let index = index_of(&[&a], &[1]);
-        let (plan, facts) = plan(&[&a], &index, &settled(&[&a], true));
+        let (plan, facts) = plan_of(&[&a], &index, &settled(&[&a], true));
         assert_eq!(facts[&a.id].fate, Fate::Repack);
         assert_eq!(plan.repack, vec![a.id]);
         assert_eq!(plan.bytes_freed_estimate, a.length - 100);
@@ -445,17 +449,25 @@ mod tests {
         assert_eq!(facts[&a.id].keys, vec![KeyId([7; 16]), KeyId([8; 16])]);
         // Young (or unlisted): kept whole, every key live.
         for listed in [settled(&[&a], false), HashMap::new()] {
-            let (plan, facts) = plan(&[&a], &index, &listed);
+            let (plan, facts) = plan_of(&[&a], &index, &listed);
             assert_eq!(facts[&a.id].fate, Fate::Young);
             assert_eq!(plan.young_packs, vec![a.id]);
             assert_eq!(facts[&a.id].live_keys, facts[&a.id].keys);
         }
+        // Wholly live but young: kept as it is, whatever its header's share of its bytes.
+        let mut all = Index::default();
+        all.add_pack(&a);
+        all.mark(&ChunkId([1; 32]));
+        all.mark(&ChunkId([2; 32]));
+        let (plan, facts) = plan_of(&[&a], &all, &settled(&[&a], false));
+        assert_eq!(facts[&a.id].fate, Fate::Keep);
+        assert!(plan.repack.is_empty() && plan.young_packs.is_empty());
         // Damaged: never repacked.
         let mut damaged = Index::with_damaged([a.id].into());
         damaged.add_pack(&a);
         damaged.mark(&ChunkId([1; 32]));
         damaged.retain_marked();
-        let (_, facts) = plan(&[&a], &damaged, &settled(&[&a], true));
+        let (_, facts) = plan_of(&[&a], &damaged, &settled(&[&a], true));
         assert_eq!(facts[&a.id].fate, Fate::Keep);
     }
 
@@ -464,7 +476,7 @@ mod tests {
         let a = pack(1, vec![entry(1, 7, 100), entry(2, 7, 100)]);
         let trimmed = pack(1, vec![entry(1, 9, 100)]);
         let index = index_of(&[&a], &[1, 2]);
-        let (plan, facts) = plan(&[&a, &trimmed], &index, &settled(&[&a], true));
+        let (plan, facts) = plan_of(&[&a, &trimmed], &index, &settled(&[&a], true));
         assert_eq!(facts[&a.id].fate, Fate::Keep);
         assert_eq!((plan.chunks_used, plan.chunks_unused), (2, 0));
         assert_eq!(plan.keep, 1);
