@@ -32,8 +32,8 @@ use std::collections::{HashMap, HashSet};
 /// What prune does with one indexed pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fate {
-    /// Something in it is dead, but it is younger than the grace period (or not listed, or not
-    /// marked in a sweep): kept whole, every entry indexed.
+    /// Something in it is dead (or its record lists nothing), but it is younger than the grace
+    /// period (or not listed, or not marked in a sweep): kept whole, every entry indexed.
     Young,
     /// Nothing in it is live.
     Delete,
@@ -69,13 +69,14 @@ pub fn fate(
     index: &Index,
     listed: &HashMap<PackId, Listed>,
 ) -> Fate {
-    let settled = listed.get(&rec.id).is_some_and(|l| l.settled);
-    if !settled && live.len() < rec.entries.len() {
-        return Fate::Young;
-    }
-    if !settled && !live.is_empty() {
-        // Wholly live but young: never repacked (only settled packs are, module doc of prune).
-        return Fate::Keep;
+    // Only settled packs are deleted or repacked (module doc of prune): a young one is kept whole,
+    // or as it is when all of it is live.
+    if !listed.get(&rec.id).is_some_and(|l| l.settled) {
+        return if live.is_empty() || live.len() < rec.entries.len() {
+            Fate::Young
+        } else {
+            Fate::Keep
+        };
     }
     if live.is_empty() {
         return Fate::Delete;
@@ -462,6 +463,10 @@ mod tests {
         let (plan, facts) = plan_of(&[&a], &all, &settled(&[&a], false));
         assert_eq!(facts[&a.id].fate, Fate::Keep);
         assert!(plan.repack.is_empty() && plan.young_packs.is_empty());
+        // A young pack whose record lists nothing is not deleted either.
+        let empty = pack(4, vec![]);
+        let (_, facts) = plan_of(&[&empty], &index, &settled(&[&empty], false));
+        assert_eq!(facts[&empty.id].fate, Fate::Young);
         // Damaged: never repacked.
         let mut damaged = Index::with_damaged([a.id].into());
         damaged.add_pack(&a);
