@@ -12,6 +12,8 @@ Steps, interleaved across tools so every tool backs up the very same tree:
                   prune does, instead of keeping what it removes in the grace area for 24 h); restic: `prune`
   check           `check --read-data` (ibs with the .pfx: every chunk decrypted and verified, as restic does)
 plus `stat walk`: a cold `find DATASET -printf '%s %T@ %i\\n'` (the floor of a no-change backup).
+With --no-change-rounds N only the stat walk, full and no-change steps run, the last two N times
+(A/B of the no-change backup: `--tools ibs-a,ibs-b --tool-bin ibs-a=… --tool-bin ibs-b=…`).
 
 Each step: wall s, user+sys CPU s, peak RSS (the child's own ru_maxrss from wait4, as `/usr/bin/time -v`
 reports it) and repository size after the step (`du -sb`). Page cache dropped before every step.
@@ -118,6 +120,9 @@ def main(argv=None) -> int:
     ap.add_argument("--backups", type=int, default=30, help="backups before forget+prune of the older half (≥ 3)")
     ap.add_argument("--verify", action="store_true", help="compare each restored tree with the source")
     ap.add_argument("--results", default=None)
+    ap.add_argument("--no-change-rounds", type=int, default=0,
+                    help="A/B of the no-change backup only: after the full backups, N rounds of a cold stat walk "
+                         "then each tool's no-change backup; no other step")
     a = ap.parse_args(argv)
 
     work = os.path.abspath(os.path.join(a.work, f"run-{a.point}"))
@@ -158,17 +163,24 @@ def main(argv=None) -> int:
             dropper.drop()
             record(step, t, fn(t))
 
-    # the floor of a no-change backup
-    dropper.drop()
-    r = B.run_measured(["find", dataset, "-printf", "%s %T@ %i\n"], dict(os.environ), None,
-                       os.path.join(work, "logs", "statwalk"), 3600)
-    r.pop("stdout", None)
-    r.pop("stderr", None)
-    rows.append(r | {"step": "stat walk", "tool": "find", "repo_bytes": 0})
-    B.log(f"stat walk: {r['wall']:.2f}s")
+    def stat_walk(n=0):
+        """The floor of a no-change backup: a cold `find -printf` of the tree."""
+        dropper.drop()
+        r = B.run_measured(["find", dataset, "-printf", "%s %T@ %i\n"], dict(os.environ), None,
+                           os.path.join(work, "logs", f"statwalk{n or ''}"), 3600)
+        r.pop("stdout", None)
+        r.pop("stderr", None)
+        rows.append(r | {"step": "stat walk", "tool": "find", "repo_bytes": 0})
+        B.log(f"stat walk: {r['wall']:.2f}s load={r['load1_before']:.2f}")
 
+    stat_walk()
     each("full", lambda t: t.backup("full"))
     each("no-change", lambda t: t.backup("no-change"))
+    for n in range(1, a.no_change_rounds):
+        stat_walk(n)
+        each("no-change", lambda t: t.backup(f"no-change{n}"))
+    if a.no_change_rounds:
+        return finish(a, meta_of(a, fig, [], tools, dropper), rows, {})
     mut = [gen(dataset, a.point, a.seed, day=1, hosts=a.hosts)]
     each("changed", lambda t: t.backup("changed"))
     verify = {}
@@ -189,11 +201,19 @@ def main(argv=None) -> int:
     each("prune", lambda t: t.prune())
     each("check", lambda t: t.check())
 
-    meta = {"point": a.point, "seed": a.seed, "dataset": fig, "mutations": mut, "backups": a.backups,
+    return finish(a, meta_of(a, fig, mut, tools, dropper), rows, verify)
+
+
+def meta_of(a, fig, mut, tools, dropper) -> dict:
+    return {"point": a.point, "seed": a.seed, "dataset": fig, "mutations": mut, "backups": a.backups,
+            "no_change_rounds": a.no_change_rounds,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": B.git_rev(),
             "cpus": os.cpu_count(), "cache": dropper.note(),
             "tools": {t.name: B.tool_version([t.bin, "--version"] if hasattr(t, "bin") else ["restic", "version"])
                       for t in tools}}
+
+
+def finish(a, meta, rows, verify) -> int:
     out = a.results or os.path.join(HERE, "results", f"scale-{a.point}.json")
     with open(out, "w") as f:
         json.dump({"meta": meta, "rows": rows, "verify": verify}, f, indent=1)

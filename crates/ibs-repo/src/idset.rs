@@ -255,6 +255,14 @@ impl<V: Copy> ChunkIdMap<V> {
     pub(crate) fn keys(&self) -> impl Iterator<Item = &ChunkId> + '_ {
         self.sorted.iter().map(|e| &e.0).chain(self.recent.keys())
     }
+
+    /// Every entry, in no particular order (a linear pass: no lookups).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&ChunkId, &V)> + '_ {
+        self.sorted
+            .iter()
+            .map(|(k, v)| (k, v))
+            .chain(self.recent.iter())
+    }
 }
 
 #[cfg(test)]

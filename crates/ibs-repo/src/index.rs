@@ -331,14 +331,32 @@ impl Index {
     }
 
     pub fn get(&self, id: &ChunkId) -> Option<ChunkLocation> {
-        self.chunks.get(id).map(|s| ChunkLocation {
+        self.chunks.get(id).map(|s| self.location(s))
+    }
+
+    fn location(&self, s: &Slot) -> ChunkLocation {
+        ChunkLocation {
             pack: self.packs[s.pack as usize].0,
             offset: s.offset,
             length: s.length,
             raw_length: s.raw_length,
             encoding: s.encoding,
             key_id: self.keys[s.key as usize],
-        })
+        }
+    }
+
+    /// Every chunk with its location, in no particular order: one linear pass, no lookups.
+    pub fn locations(&self) -> impl Iterator<Item = (ChunkId, ChunkLocation)> + '_ {
+        self.chunks.iter().map(|(id, s)| (*id, self.location(s)))
+    }
+
+    /// How many indexed chunks each pack holds.
+    pub fn chunks_per_pack(&self) -> HashMap<PackId, usize> {
+        let mut n = vec![0usize; self.packs.len()];
+        self.chunks
+            .iter()
+            .for_each(|(_, s)| n[s.pack as usize] += 1);
+        self.packs.iter().map(|p| p.0).zip(n).collect()
     }
 
     /// Every pack the index knows, with its recorded length.

@@ -28,7 +28,7 @@ use ibs_repo::lock::LockKind;
 use ibs_repo::manifest::Manifest;
 use ibs_repo::{layout, Repository};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,12 +77,61 @@ impl CheckReport {
     }
 }
 
-/// Backups whose references intersect `chunks`.
-fn affected(refs: &BTreeMap<String, Vec<ChunkId>>, chunks: &HashSet<ChunkId>) -> Vec<String> {
-    refs.iter()
-        .filter(|(_, r)| r.iter().any(|c| chunks.contains(c)))
-        .map(|(id, _)| id.clone())
-        .collect()
+/// Problems whose affected backups are found at the end, by one more pass over the references of
+/// every backup whose references opened ([`Affected::resolve`]). References are streamed, never
+/// held: a million-file backup lists a million chunk ids (32 MB), and a check held every backup's.
+#[derive(Default)]
+pub(super) struct Affected(Vec<(usize, HashSet<ChunkId>)>);
+
+impl Affected {
+    /// Records a problem whose affected backups are those referencing any of `chunks` (plus
+    /// `backups`, already known).
+    pub(super) fn problem(
+        &mut self,
+        r: &mut CheckReport,
+        object: impl Into<String>,
+        detail: impl Into<String>,
+        backups: Vec<String>,
+        chunks: HashSet<ChunkId>,
+    ) {
+        if !chunks.is_empty() {
+            self.0.push((r.problems.len(), chunks));
+        }
+        r.problem(object, detail, backups);
+    }
+
+    /// Names, in every pending problem, the backups (of `opened`) that reference its chunks.
+    async fn resolve(
+        self,
+        repo: &Repository,
+        keys: Option<&RepoKeys>,
+        opened: &[&Manifest],
+        r: &mut CheckReport,
+    ) -> Result<(), EngineError> {
+        let Some(k) = keys.filter(|_| !self.0.is_empty()) else {
+            return Ok(());
+        };
+        for m in opened {
+            let mut hit = vec![false; self.0.len()];
+            repo.for_each_ref(m, &k.metadata, |_, ids| {
+                for (h, (_, chunks)) in hit.iter_mut().zip(&self.0) {
+                    *h = *h || ids.iter().any(|c| chunks.contains(c));
+                }
+            })
+            .await?;
+            for (h, (i, _)) in hit.iter().zip(&self.0) {
+                if *h {
+                    r.problems[*i].backups.push(m.catalog.backup_id.clone());
+                }
+            }
+        }
+        for (i, _) in &self.0 {
+            let b = &mut r.problems[*i].backups;
+            b.sort();
+            b.dedup();
+        }
+        Ok(())
+    }
 }
 
 pub async fn check(repo: Arc<Repository>, opts: CheckOptions) -> Result<CheckReport, EngineError> {
@@ -96,28 +145,30 @@ pub async fn check(repo: Arc<Repository>, opts: CheckOptions) -> Result<CheckRep
 async fn run(repo: &Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport, EngineError> {
     let mut r = CheckReport::default();
     let (key_cache, keys) = open_keys(repo, opts, &mut r).await?;
-    let (refs, manifests) = check_manifests(repo, keys.as_ref(), &mut r).await?;
-    let index = check_index(repo, keys.as_ref(), &refs, &mut r).await?;
-    let listed = check_packs_listed(repo, &index, &refs, keys.is_some(), &mut r).await?;
+    let mut aff = Affected::default();
+    let index = load_index(repo, keys.as_ref(), &mut r).await?;
+    let (manifests, opened) = check_manifests(repo, keys.as_ref(), &index, &mut r).await?;
+    let opened: Vec<&Manifest> = opened.iter().map(|&i| &manifests[i]).collect();
+    let listed = check_packs_listed(repo, &index, keys.is_some(), &mut r, &mut aff).await?;
     check_certificates(repo, &mut r).await?;
-    check_rewritten(repo, keys.as_ref(), &refs, &mut r).await?;
-    check_data_key_envelopes(repo, &manifests, &index, &refs, &mut r).await?;
+    check_rewritten(repo, keys.as_ref(), &opened, &mut r).await?;
+    check_data_key_envelopes(repo, &manifests, &index, &mut r, &mut aff).await?;
     if let Some(kc) = &key_cache {
         check_trees(kc, &manifests, &mut r).await;
     }
     if opts.read_data || key_cache.is_some() {
         packs::read_packs(
             repo,
-            &mut r,
+            (&mut r, &mut aff),
             &listed,
             &index,
-            &refs,
             keys.as_ref(),
             key_cache.as_ref(),
             &opts.progress,
         )
         .await?;
     }
+    aff.resolve(repo, keys.as_ref(), &opened, &mut r).await?;
     r.problems.sort_by(|a, b| a.object.cmp(&b.object));
     Ok(r)
 }
@@ -129,12 +180,12 @@ async fn run(repo: &Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport,
 async fn check_rewritten(
     repo: &Arc<Repository>,
     keys: Option<&RepoKeys>,
-    refs: &BTreeMap<String, Vec<ChunkId>>,
+    opened: &[&Manifest],
     r: &mut CheckReport,
 ) -> Result<(), EngineError> {
     for key in crate::history::rewritten(repo, keys.map(|k| &k.metadata)).await? {
         let backups = match key.as_str().strip_prefix(layout::BACKUPS) {
-            Some(id) if refs.contains_key(id) => vec![id.to_owned()],
+            Some(id) if opened.iter().any(|m| m.catalog.backup_id == id) => vec![id.to_owned()],
             _ => Vec::new(),
         };
         r.problem(
@@ -180,53 +231,11 @@ async fn open_keys(
     Ok((key_cache, keys))
 }
 
-/// Every manifest parses; with the metadata key its refs part opens (which authenticates its
-/// catalog). Returns each backup's references and the manifests that parse.
-async fn check_manifests(
+/// Loads the index (with the metadata key): every segment must open. The index knows the damaged
+/// packs, so every chunk resolves to a healthy copy if one exists.
+async fn load_index(
     repo: &Repository,
     keys: Option<&RepoKeys>,
-    r: &mut CheckReport,
-) -> Result<(BTreeMap<String, Vec<ChunkId>>, Vec<Manifest>), EngineError> {
-    let mut refs: BTreeMap<String, Vec<ChunkId>> = BTreeMap::new();
-    let mut manifests = Vec::new();
-    for id in repo.list_backup_ids().await? {
-        r.backups += 1;
-        match repo.read_manifest(&id).await {
-            Ok(m) => {
-                if let Some(k) = keys {
-                    match repo.open_refs(&m, &k.metadata).await {
-                        Ok(c) => {
-                            refs.insert(id.clone(), c);
-                        }
-                        Err(e) => {
-                            r.problem(format!("backups/{id}"), e.to_string(), vec![id.clone()])
-                        }
-                    }
-                }
-                manifests.push(m);
-            }
-            Err(e) => r.problem(format!("backups/{id}"), e.to_string(), vec![id.clone()]),
-        }
-    }
-    let unauthenticated = manifests
-        .iter()
-        .filter(|m| !m.catalog_authenticated())
-        .count();
-    if unauthenticated > 0 {
-        r.notes.push(format!(
-            "{unauthenticated} backups use manifest format 1, whose catalog (times, hostname, status) is not authenticated"
-        ));
-    }
-    Ok((refs, manifests))
-}
-
-/// Loads the index (with the metadata key): every segment opens, and every chunk a backup
-/// references is indexed. The index knows the damaged packs, so every chunk resolves to a
-/// healthy copy if one exists.
-async fn check_index(
-    repo: &Repository,
-    keys: Option<&RepoKeys>,
-    refs: &BTreeMap<String, Vec<ChunkId>>,
     r: &mut CheckReport,
 ) -> Result<Index, EngineError> {
     let damaged = repo.damaged_packs().await?;
@@ -250,9 +259,42 @@ async fn check_index(
                 Err(e) => r.problem(obj.key.to_string(), e.to_string(), Vec::new()),
             }
         }
-        for (id, chunks) in refs {
-            let missing: Vec<&ChunkId> = chunks.iter().filter(|c| !index.contains(c)).collect();
-            if let Some(first) = missing.first() {
+    }
+    Ok(index)
+}
+
+/// Every manifest parses; with the metadata key its references stream by, which opens its refs
+/// part and authenticates its catalog, and every chunk they name must be in `index`. Returns the
+/// manifests that parse and which of them opened (positions), holding no references.
+async fn check_manifests(
+    repo: &Repository,
+    keys: Option<&RepoKeys>,
+    index: &Index,
+    r: &mut CheckReport,
+) -> Result<(Vec<Manifest>, Vec<usize>), EngineError> {
+    let mut manifests = Vec::new();
+    let mut opened = Vec::new();
+    for id in repo.list_backup_ids().await? {
+        r.backups += 1;
+        let m = match repo.read_manifest(&id).await {
+            Ok(m) => m,
+            Err(e) => {
+                r.problem(format!("backups/{id}"), e.to_string(), vec![id.clone()]);
+                continue;
+            }
+        };
+        if let Some(k) = keys {
+            let mut missing: HashSet<ChunkId> = HashSet::new();
+            let streamed = repo
+                .for_each_ref(&m, &k.metadata, |_, ids| {
+                    missing.extend(ids.iter().filter(|c| !index.contains(c)))
+                })
+                .await;
+            match streamed {
+                Ok(()) => opened.push(manifests.len()),
+                Err(e) => r.problem(format!("backups/{id}"), e.to_string(), vec![id.clone()]),
+            }
+            if let Some(first) = missing.iter().min() {
                 r.problem(
                     format!("backups/{id}"),
                     format!(
@@ -263,8 +305,18 @@ async fn check_index(
                 );
             }
         }
+        manifests.push(m);
     }
-    Ok(index)
+    let unauthenticated = manifests
+        .iter()
+        .filter(|m| !m.catalog_authenticated())
+        .count();
+    if unauthenticated > 0 {
+        r.notes.push(format!(
+            "{unauthenticated} backups use manifest format 1, whose catalog (times, hostname, status) is not authenticated"
+        ));
+    }
+    Ok((manifests, opened))
 }
 
 /// Every indexed pack is on storage with its recorded size; packs the index does not know are
@@ -272,37 +324,39 @@ async fn check_index(
 async fn check_packs_listed(
     repo: &Repository,
     index: &Index,
-    refs: &BTreeMap<String, Vec<ChunkId>>,
     keyed: bool,
     r: &mut CheckReport,
+    aff: &mut Affected,
 ) -> Result<HashMap<PackId, u64>, EngineError> {
     let listed: HashMap<PackId, u64> = repo.list_packs().await?;
     r.packs = listed.len() as u64;
-    let mut pack_chunks: HashMap<PackId, HashSet<ChunkId>> = HashMap::new();
-    for id in index.chunk_ids() {
-        if let Some(loc) = index.get(id) {
-            pack_chunks.entry(loc.pack).or_default().insert(*id);
-        }
-    }
+    let mut bad: HashMap<PackId, String> = HashMap::new();
     for (pack, len) in index.packs() {
-        let chunks = pack_chunks.get(&pack).cloned().unwrap_or_default();
         match listed.get(&pack) {
-            None => r.problem(
-                layout::pack(&pack).to_string(),
-                "pack is missing",
-                affected(refs, &chunks),
-            ),
-            Some(&size) if size != len => r.problem(
-                layout::pack(&pack).to_string(),
-                format!("pack is {size} bytes, the index says {len}"),
-                affected(refs, &chunks),
-            ),
-            _ => {}
+            None => bad.insert(pack, "pack is missing".to_string()),
+            Some(&size) if size != len => {
+                bad.insert(pack, format!("pack is {size} bytes, the index says {len}"))
+            }
+            _ => None,
+        };
+    }
+    // The chunks of the packs found wanting only (one pass over the index).
+    let mut chunks: HashMap<PackId, HashSet<ChunkId>> = HashMap::new();
+    if !bad.is_empty() {
+        for (c, loc) in index.locations().filter(|(_, l)| bad.contains_key(&l.pack)) {
+            chunks.entry(loc.pack).or_default().insert(c);
         }
     }
+    let mut bad: Vec<(PackId, String)> = bad.into_iter().collect();
+    bad.sort();
+    for (pack, detail) in bad {
+        let c = chunks.remove(&pack).unwrap_or_default();
+        aff.problem(r, layout::pack(&pack).to_string(), detail, Vec::new(), c);
+    }
+    let indexed: HashSet<PackId> = index.packs().map(|(p, _)| p).collect();
     let unindexed = listed
         .keys()
-        .filter(|p| keyed && !index.packs().any(|(q, _)| q == **p))
+        .filter(|p| keyed && !indexed.contains(p))
         .count();
     if unindexed > 0 {
         r.notes.push(format!("{unindexed} packs are not in the index (left by an interrupted backup or prune); `prune` removes them"));
@@ -343,8 +397,8 @@ async fn check_data_key_envelopes(
     repo: &Repository,
     manifests: &[Manifest],
     index: &Index,
-    refs: &BTreeMap<String, Vec<ChunkId>>,
     r: &mut CheckReport,
+    aff: &mut Affected,
 ) -> Result<(), EngineError> {
     if !matches!(repo.config().encryption, Encryption::Certificate { .. }) {
         return Ok(());
@@ -368,22 +422,19 @@ async fn check_data_key_envelopes(
     for k in index.key_ids() {
         needed.entry(*k).or_default();
     }
-    for (k, backups) in needed {
+    let mut needed: Vec<(KeyId, Vec<String>)> = needed.into_iter().collect();
+    needed.sort();
+    for (k, mut backups) in needed {
         if !envelopes.contains(&k) {
             let chunks: HashSet<ChunkId> = index
-                .chunk_ids()
-                .filter(|c| index.get(c).is_some_and(|l| l.key_id == k))
-                .copied()
+                .locations()
+                .filter(|(_, l)| l.key_id == k)
+                .map(|(c, _)| c)
                 .collect();
-            let mut b = affected(refs, &chunks);
-            b.extend(backups);
-            b.sort();
-            b.dedup();
-            r.problem(
-                layout::data_key(&k).to_string(),
-                "data key envelope is missing",
-                b,
-            );
+            backups.sort();
+            backups.dedup();
+            let object = layout::data_key(&k).to_string();
+            aff.problem(r, object, "data key envelope is missing", backups, chunks);
         }
     }
     Ok(())

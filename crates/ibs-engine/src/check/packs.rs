@@ -3,7 +3,7 @@
 //! every delta recipe must name a base the index holds in full. Packs are verified in parallel on
 //! the blocking pool; each problem names the pack and the chunks it loses.
 
-use super::{affected, CheckReport};
+use super::{Affected, CheckReport};
 use crate::chunkread::KeyCache;
 use crate::progress::Progress;
 use crate::EngineError;
@@ -15,7 +15,7 @@ use ibs_repo::index::{ChunkLocation, Index};
 use ibs_repo::keyring::RepoKeys;
 use ibs_repo::pack::verify_pack;
 use ibs_repo::{layout, Repository};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// A delta chunk's recipe must be well formed and name a base the index holds in full, and its
@@ -177,14 +177,53 @@ pub async fn verify_packs(
     data_keys: Option<Arc<HashMap<KeyId, Result<SymKey, String>>>>,
     progress: &Progress,
 ) -> Vec<PackVerdict> {
+    let keys = keys.cloned().map(Arc::new);
+    let mut out = Vec::with_capacity(packs.len());
+    for batch in batches(packs, &index.chunks_per_pack()) {
+        let verdicts = verify_batch(repo, batch, index, &keys, &data_keys, progress).await;
+        out.extend(verdicts);
+    }
+    out.sort_by_key(|a| a.pack);
+    out
+}
+
+/// At most about this many chunk locations are held at once (some 112 bytes each): packs are
+/// verified in batches whose chunks one pass over the index gathers. A pack holding more is a
+/// batch of its own. Holding every location at once cost 112 MB at a million chunks.
+const BATCH_CHUNKS: usize = 1 << 16;
+
+/// Splits `packs` into runs whose indexed chunks add up to at most [`BATCH_CHUNKS`] (a run
+/// has at least one pack), in order.
+fn batches(packs: Vec<PackId>, per_pack: &HashMap<PackId, usize>) -> Vec<Vec<PackId>> {
+    let mut out: Vec<Vec<PackId>> = Vec::new();
+    let mut held = 0usize;
+    for p in packs {
+        let n = per_pack.get(&p).copied().unwrap_or(0);
+        match out.last_mut() {
+            Some(run) if held + n <= BATCH_CHUNKS => run.push(p),
+            _ => {
+                out.push(vec![p]);
+                held = 0;
+            }
+        }
+        held += n;
+    }
+    out
+}
+
+async fn verify_batch(
+    repo: &Arc<Repository>,
+    packs: Vec<PackId>,
+    index: &Index,
+    keys: &Option<Arc<RepoKeys>>,
+    data_keys: &Option<Arc<HashMap<KeyId, Result<SymKey, String>>>>,
+    progress: &Progress,
+) -> Vec<PackVerdict> {
     let wanted: HashSet<PackId> = packs.iter().copied().collect();
     let mut pack_chunks: HashMap<PackId, Vec<(ChunkId, ChunkLocation)>> = HashMap::new();
-    for c in index.chunk_ids() {
-        if let Some(loc) = index.get(c).filter(|l| wanted.contains(&l.pack)) {
-            pack_chunks.entry(loc.pack).or_default().push((*c, loc));
-        }
+    for (c, loc) in index.locations().filter(|(_, l)| wanted.contains(&l.pack)) {
+        pack_chunks.entry(loc.pack).or_default().push((c, loc));
     }
-    let keys = keys.cloned().map(Arc::new);
     let mut outcomes = futures::stream::iter(packs)
         .map(|id| {
             let chunks = pack_chunks.remove(&id).unwrap_or_default();
@@ -281,17 +320,15 @@ pub async fn verify_packs(
         progress.add_file();
         out.push(v);
     }
-    out.sort_by_key(|a| a.pack);
     out
 }
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn read_packs(
     repo: &Arc<Repository>,
-    r: &mut CheckReport,
+    (r, aff): (&mut CheckReport, &mut Affected),
     listed: &HashMap<PackId, u64>,
     index: &Index,
-    refs: &BTreeMap<String, Vec<ChunkId>>,
     keys: Option<&RepoKeys>,
     key_cache: Option<&KeyCache>,
     progress: &Progress,
@@ -321,8 +358,53 @@ pub(super) async fn read_packs(
             r.chunks_verified += v.chunks_verified;
         }
         if let Some(p) = v.problem {
-            r.problem(obj, p.detail, affected(refs, &p.chunks));
+            aff.problem(r, obj, p.detail, Vec::new(), p.chunks);
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack(n: u8) -> PackId {
+        PackId::from_slice(&[n; 32]).expect("32 bytes")
+    }
+
+    #[test]
+    fn batches_hold_at_most_the_bound_and_a_larger_pack_alone_in_order() {
+        let packs: Vec<PackId> = (1..=6).map(pack).collect();
+        let per_pack: HashMap<PackId, usize> = [
+            (pack(1), BATCH_CHUNKS / 2),
+            (pack(2), BATCH_CHUNKS / 2),
+            (pack(3), 1),
+            (pack(4), BATCH_CHUNKS * 3),
+            (pack(5), 10),
+            // pack 6 has no indexed chunks (an unindexed pack is still read).
+        ]
+        .into_iter()
+        .collect();
+        let b = batches(packs.clone(), &per_pack);
+        assert_eq!(
+            b,
+            vec![
+                vec![pack(1), pack(2)],
+                vec![pack(3)],
+                vec![pack(4)],
+                vec![pack(5), pack(6)],
+            ]
+        );
+        assert_eq!(b.concat(), packs, "every pack once, in order");
+        for run in &b {
+            let held: usize = run
+                .iter()
+                .map(|p| per_pack.get(p).copied().unwrap_or(0))
+                .sum();
+            assert!(
+                run.len() == 1 || held <= BATCH_CHUNKS,
+                "{held} chunks in {run:?}"
+            );
+        }
+    }
 }
