@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::prune::{check_data, paused_backup, source};
+use common::prune::{check_data, paused_backup, prune_at_once, source};
 use common::*;
 use ibs_engine::retention::{forget_backups, prune, Expected, PruneOptions, PrunePlan};
 use ibs_engine::state::WriterState;
@@ -20,19 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 async fn prune_now(env: &Env) -> PrunePlan {
-    prune(
-        &env.repo,
-        &env.state,
-        PruneOptions {
-            dry_run: false,
-            lock_wait: Duration::ZERO,
-            expected: Expected::TrustListing,
-            grace: Duration::ZERO,
-            delete_delay: Duration::ZERO,
-        },
-    )
-    .await
-    .unwrap()
+    prune_at_once(env, Expected::TrustListing, Duration::ZERO).await
 }
 
 async fn plans(env: &Env) -> Vec<String> {

@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::prune::check_data;
+use common::prune::{check_data, prune_at_once};
 use common::*;
-use ibs_engine::retention::{forget_backups, prune, Expected, PruneOptions, PrunePlan};
+use ibs_engine::retention::{forget_backups, Expected, PrunePlan};
 use ibs_repo::ids::{ChunkId, PackId};
 use ibs_repo::index::PackRecord;
 use ibs_repo::layout;
@@ -27,19 +27,19 @@ fn source(env: &Env) -> PathBuf {
 }
 
 async fn prune_with(env: &Env, keep: &[&str], grace: Duration) -> PrunePlan {
-    prune(
-        &env.repo,
-        &env.state,
-        PruneOptions {
-            dry_run: false,
-            lock_wait: Duration::ZERO,
-            expected: Expected::Backups(keep.iter().map(|s| s.to_string()).collect()),
-            grace,
-            delete_delay: Duration::ZERO,
-        },
-    )
-    .await
-    .unwrap()
+    let keep = keep.iter().map(|s| s.to_string()).collect();
+    prune_at_once(env, Expected::Backups(keep), grace).await
+}
+
+/// Every chunk id the index lists, asserting that none is listed twice.
+fn indexed_once(records: &[PackRecord]) -> Vec<ChunkId> {
+    let all: Vec<ChunkId> = records
+        .iter()
+        .flat_map(|r| r.entries.iter().map(|e| e.id))
+        .collect();
+    let distinct: BTreeSet<ChunkId> = all.iter().copied().collect();
+    assert_eq!(all.len(), distinct.len(), "a chunk indexed twice");
+    all
 }
 
 /// Every record of every index segment on storage.
@@ -111,12 +111,7 @@ async fn a_partly_used_pack_is_repacked_to_exactly_its_live_chunks() {
         .filter(|r| !before.contains_key(&r.id))
         .collect();
     assert!(!new.is_empty());
-    let all: Vec<ChunkId> = after
-        .iter()
-        .flat_map(|r| r.entries.iter().map(|e| e.id))
-        .collect();
-    let distinct: BTreeSet<ChunkId> = all.iter().copied().collect();
-    assert_eq!(all.len(), distinct.len(), "a chunk indexed twice");
+    let all = indexed_once(&after);
     assert_eq!(all.len(), plan.chunks_used);
     assert!(plan.chunks_unused > 0);
     let copied: BTreeSet<ChunkId> = new.iter().flat_map(|r| ids(r)).collect();
@@ -174,12 +169,7 @@ async fn a_second_copy_of_every_chunk_in_another_pack_is_dead_and_deleted() {
     let stored = stored_packs(&env).await;
     assert!(deleted.iter().all(|p| !stored.contains(p)));
     let after = records(&env).await;
-    let all: Vec<ChunkId> = after
-        .iter()
-        .flat_map(|r| r.entries.iter().map(|e| e.id))
-        .collect();
-    let distinct: BTreeSet<ChunkId> = all.iter().copied().collect();
-    assert_eq!(all.len(), distinct.len(), "a chunk indexed twice");
+    let distinct: BTreeSet<ChunkId> = indexed_once(&after).into_iter().collect();
     assert_eq!(distinct, original.iter().flat_map(ids).collect());
     assert_eq!(plan.chunks_unused, copy.entries.len());
     assert!(check_data(&env).await.problems.is_empty());

@@ -3,6 +3,7 @@
 
 use super::{bytes, Env};
 use ibs_engine::check::{check, CheckOptions, CheckReport};
+use ibs_engine::retention::{prune, Expected, PruneOptions, PrunePlan};
 use ibs_engine::state::WriterState;
 use ibs_engine::{BackupExtras, BackupOptions, BackupReport, Progress, SourceOrigin, SourceSpec};
 use ibs_repo::Repository;
@@ -11,6 +12,24 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Barrier;
 use tokio::task::JoinHandle;
+
+/// Prunes `env`'s repository at once (no lock wait, no delete delay), expecting `expected` to be
+/// listed and keeping what is younger than `grace`.
+pub async fn prune_at_once(env: &Env, expected: Expected, grace: Duration) -> PrunePlan {
+    prune(
+        &env.repo,
+        &env.state,
+        PruneOptions {
+            dry_run: false,
+            lock_wait: Duration::ZERO,
+            expected,
+            grace,
+            delete_delay: Duration::ZERO,
+        },
+    )
+    .await
+    .unwrap()
+}
 
 /// A source folder `name` of `env`: a note naming it and 3 MiB of seeded bytes.
 pub fn source(env: &Env, name: &str, seed: u64) -> PathBuf {
