@@ -138,7 +138,8 @@ pub struct PrunePlan {
     pub waiting_for: Vec<String>,
 }
 
-/// A pack is repacked when more than this share of its bytes is unused.
+/// A pack is repacked when more than this share of its entries' bytes is unused (its header does
+/// not count: see `repack::fate`).
 pub const REPACK_UNUSED_RATIO: f64 = 0.2;
 
 /// What the listing says of one object.

@@ -37,7 +37,7 @@ pub enum Fate {
     Young,
     /// Nothing in it is live.
     Delete,
-    /// More than [`REPACK_UNUSED_RATIO`] of its bytes are dead: its live chunks are copied.
+    /// More than [`REPACK_UNUSED_RATIO`] of its entries' bytes are dead: its live chunks are copied.
     Repack,
     /// Kept, with its live entries indexed.
     Keep,
@@ -81,9 +81,13 @@ pub fn fate(
     if live.is_empty() {
         return Fate::Delete;
     }
+    // Only the entries' bytes decide: the pack's header (its entry table, a large share of a pack
+    // of small chunks) shrinks with the entries a repack copies, so counting it as dead would
+    // repack a wholly live pack of small chunks at every prune.
+    let entry_bytes: u64 = rec.entries.iter().map(|e| e.length as u64).sum();
     let live_bytes: u64 = live.iter().map(|e| e.length as u64).sum();
-    let dead = rec.length - live_bytes.min(rec.length);
-    if !index.is_damaged(&rec.id) && dead as f64 > REPACK_UNUSED_RATIO * rec.length as f64 {
+    let dead = entry_bytes.saturating_sub(live_bytes);
+    if !index.is_damaged(&rec.id) && dead as f64 > REPACK_UNUSED_RATIO * entry_bytes as f64 {
         Fate::Repack
     } else {
         Fate::Keep
@@ -474,6 +478,30 @@ mod tests {
         damaged.retain_marked();
         let (_, facts) = plan_of(&[&a], &damaged, &settled(&[&a], true));
         assert_eq!(facts[&a.id].fate, Fate::Keep);
+    }
+
+    #[test]
+    fn the_header_never_counts_as_dead_only_dead_entries_do() {
+        // Ten 10-byte chunks behind a header nine times their size (a pack of small chunks).
+        let small = |id: u8| {
+            let entries: Vec<_> = (1..=10).map(|c| entry(c, 7, 10)).collect();
+            PackRecord {
+                id: PackId([id; 32]),
+                length: 1_000,
+                entries,
+            }
+        };
+        let a = small(1);
+        let all: Vec<u8> = (1..=10).collect();
+        let (plan, facts) = plan_of(&[&a], &index_of(&[&a], &all), &settled(&[&a], true));
+        assert_eq!(facts[&a.id].fate, Fate::Keep);
+        assert!(plan.repack.is_empty());
+        // 1 of 10 dead (10 %): kept; 3 of 10 dead (30 %): repacked.
+        let (_, facts) = plan_of(&[&a], &index_of(&[&a], &all[1..]), &settled(&[&a], true));
+        assert_eq!(facts[&a.id].fate, Fate::Keep);
+        let (plan, facts) = plan_of(&[&a], &index_of(&[&a], &all[3..]), &settled(&[&a], true));
+        assert_eq!(facts[&a.id].fate, Fate::Repack);
+        assert_eq!(plan.bytes_freed_estimate, 1_000 - 70);
     }
 
     #[test]
