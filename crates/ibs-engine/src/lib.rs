@@ -32,6 +32,7 @@ pub mod repack;
 pub mod restore;
 pub mod retention;
 mod special;
+mod statahead;
 pub mod state;
 pub mod status;
 mod summary;

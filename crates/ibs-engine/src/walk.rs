@@ -399,6 +399,10 @@ impl SourceReader<'_> {
             self.cancelled()?;
             return Ok(self.finish(tree));
         };
+        walker.ahead = Some(crate::statahead::StatAhead::start(
+            root.to_owned(),
+            self.exclude.clone(),
+        ));
         let mut top = base_entry(Vec::new(), EntryKind::Dir, &m);
         match crate::xattrs::read(root) {
             Ok(x) => top.xattrs = x,

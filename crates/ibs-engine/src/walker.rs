@@ -13,6 +13,7 @@
 //! Every entry carries its extended attributes ([`crate::xattrs::read`]).
 
 use crate::cache::{FileStamp, OldCache};
+use crate::statahead::StatAhead;
 use crate::walk::SourceStats;
 use ibs_repo::ids::ChunkId;
 use ibs_repo::tree::{EntryKind, TreeEntry};
@@ -89,6 +90,8 @@ pub(crate) struct Walker<'a> {
     pub(crate) stats: SourceStats,
     /// The first name met of each multiply-linked file: `(st_dev, st_ino)` → its path.
     pub(crate) links: HashMap<(u64, u64), Vec<u8>>,
+    /// Threads warming the caches for the folders ahead (a directory source's walk only).
+    pub(crate) ahead: Option<StatAhead>,
 }
 
 impl Walker<'_> {
@@ -103,6 +106,7 @@ impl Walker<'_> {
             exclude,
             stats: SourceStats::default(),
             links: HashMap::new(),
+            ahead: None,
         }
     }
 
@@ -237,6 +241,9 @@ impl Walker<'_> {
             };
             if let Item::Ready(e) = &mut item {
                 if e.kind == EntryKind::Dir {
+                    if let Some(ahead) = &self.ahead {
+                        ahead.entered();
+                    }
                     match sorted_names(&full) {
                         Ok(names) => stack.push((full, child_rel, names)),
                         Err(err) => e.error = Some(self.error(&child_rel, err)),
@@ -250,9 +257,10 @@ impl Walker<'_> {
                     .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
                     .is_err()
             {
-                return;
+                break;
             }
         }
+        self.ahead = None;
         if !batch.is_empty() {
             let _ = tx.send(batch);
         }
