@@ -9,8 +9,9 @@
 //! takes, never what the backup holds.
 //!
 //! Invariants:
-//! - never follows a symlink: entries are stat'ed relative to their open folder without following
-//!   (`DirEntry::metadata`), and only entries the listing types as folders are descended into;
+//! - never follows a symlink it lists: entries are stat'ed relative to their open folder without
+//!   following, only entries typed as folders are descended into, and a folder is opened with
+//!   `O_NOFOLLOW` (a folder swapped for a symlink after it was listed is not opened);
 //! - descends in the walker's order (siblings in byte order of their names, depth first; the
 //!   threads share one stack, so they take the next folders in that order) and takes at most
 //!   [`AHEAD`] folders more than the walker has entered ([`StatAhead::entered`]);
@@ -153,38 +154,52 @@ fn run(shared: &Shared) {
     }
 }
 
-/// Lists `folder`, stats each entry without following it, and returns the child folders to list,
-/// last in walk order first (so the stack yields them in order). Errors end the listing quietly:
-/// the walker meets and reports them itself.
+/// Lists `folder` (opened without following a symlink in its last component), stats each entry
+/// relative to it without following, and returns the child folders to list, last in walk order
+/// first (so the stack yields them in order). Errors end the listing quietly: the walker meets
+/// and reports them itself.
 fn list(folder: &Folder, exclude: &Excludes) -> Vec<Folder> {
-    let Ok(entries) = std::fs::read_dir(&folder.full) else {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let Ok(fd) = rustix::fs::openat(rustix::fs::CWD, &folder.full, flags, Mode::empty()) else {
+        return Vec::new();
+    };
+    let Ok(mut dir) = rustix::fs::Dir::new(fd) else {
         return Vec::new();
     };
     let mut children = Vec::new();
-    for entry in entries.flatten() {
+    while let Some(Ok(entry)) = dir.next() {
         let name = entry.file_name();
+        let bytes = name.to_bytes();
+        if bytes == b"." || bytes == b".." {
+            continue;
+        }
+        let os_name = std::ffi::OsStr::from_bytes(bytes);
         let mut rel = folder.rel.clone();
         if !rel.is_empty() {
             rel.push(b'/');
         }
-        rel.extend_from_slice(name.as_bytes());
-        if exclude.matches(&rel, &name) {
+        rel.extend_from_slice(bytes);
+        if exclude.matches(&rel, os_name) {
             continue;
         }
-        let _ = entry.metadata();
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+        let stat = dir
+            .fd()
+            .and_then(|fd| rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW));
+        let is_dir = match entry.file_type() {
+            FileType::Unknown => {
+                stat.is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+            }
+            t => t == FileType::Directory,
+        };
+        if is_dir {
             children.push(Folder {
-                full: entry.path(),
+                full: folder.full.join(os_name),
                 rel,
             });
         }
     }
-    children.sort_by(|a, b| {
-        b.full
-            .as_os_str()
-            .as_bytes()
-            .cmp(a.full.as_os_str().as_bytes())
-    });
+    children.sort_by(|a, b| b.rel.cmp(&a.rel));
     children
 }
 
@@ -238,6 +253,22 @@ mod tests {
         assert_eq!(ahead.shared.state.lock().unwrap().taken, AHEAD);
         assert!(ahead.threads.iter().all(|t| !t.is_finished()));
         drop(ahead);
+    }
+
+    #[test]
+    fn a_folder_swapped_for_a_symlink_is_not_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(outside.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.path().join("swapped")).unwrap();
+        let folder = |name: &str| Folder {
+            full: dir.path().join(name),
+            rel: name.as_bytes().to_vec(),
+        };
+        let listed = list(&folder("outside"), &Excludes::default());
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].rel, b"outside/sub");
+        assert!(list(&folder("swapped"), &Excludes::default()).is_empty());
     }
 
     #[test]
