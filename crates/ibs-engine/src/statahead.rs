@@ -32,6 +32,8 @@ pub(crate) const THREADS: usize = 4;
 /// How many folders the stat-ahead may take beyond those the walker has entered: far enough to
 /// keep the threads busy, near enough that what it warms is still cached when the walker arrives.
 pub(crate) const AHEAD: u64 = 1024;
+/// The walker wakes threads waiting at the [`AHEAD`] bound once per this many folders entered.
+const WAKE_EVERY: u64 = 64;
 /// A waiting thread re-checks the walker's progress at least this often (the walker's wake-up is
 /// not synchronised with the wait, so it can be missed).
 const RECHECK: Duration = Duration::from_millis(5);
@@ -96,10 +98,14 @@ impl StatAhead {
         StatAhead { shared, threads }
     }
 
-    /// The walker entered one more folder: the stat-ahead may take one more.
+    /// The walker entered one more folder: the stat-ahead may take one more. Waiting threads are
+    /// woken once per [`WAKE_EVERY`] folders (a wake-up is a system call on the walker's thread);
+    /// between those they see the progress at their next [`RECHECK`].
     pub(crate) fn entered(&self) {
-        self.shared.entered.fetch_add(1, Ordering::Relaxed);
-        self.shared.wake.notify_one();
+        let n = self.shared.entered.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_multiple_of(WAKE_EVERY) {
+            self.shared.wake.notify_all();
+        }
     }
 }
 
@@ -175,11 +181,7 @@ fn list(folder: &Folder, exclude: &Excludes) -> Vec<Folder> {
             continue;
         }
         let os_name = std::ffi::OsStr::from_bytes(bytes);
-        let mut rel = folder.rel.clone();
-        if !rel.is_empty() {
-            rel.push(b'/');
-        }
-        rel.extend_from_slice(bytes);
+        let rel = crate::walker::child_rel(&folder.rel, bytes);
         if exclude.matches(&rel, os_name) {
             continue;
         }

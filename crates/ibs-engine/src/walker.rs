@@ -218,11 +218,7 @@ impl Walker<'_> {
                 continue;
             };
             let full = dir.join(&name);
-            let mut child_rel = rel.clone();
-            if !child_rel.is_empty() {
-                child_rel.push(b'/');
-            }
-            child_rel.extend_from_slice(name.as_bytes());
+            let child_rel = child_rel(rel, name.as_bytes());
             if self.exclude.matches(&child_rel, &name) {
                 continue;
             }
@@ -265,6 +261,17 @@ impl Walker<'_> {
             let _ = tx.send(batch);
         }
     }
+}
+
+/// The path, relative to the source root, of `name` in the folder at `parent` (empty: the root).
+pub(crate) fn child_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut rel = Vec::with_capacity(parent.len() + 1 + name.len());
+    rel.extend_from_slice(parent);
+    if !parent.is_empty() {
+        rel.push(b'/');
+    }
+    rel.extend_from_slice(name);
+    rel
 }
 
 /// A directory's entry names, sorted by bytes, reversed (so `pop` yields them in order).
