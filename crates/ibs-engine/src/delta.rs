@@ -1,8 +1,17 @@
 //! The writer's side of delta chunks (`ibs_repo::delta`, format spec §7.1): for each stream source
-//! (a database export, stdin), a local *signature store* in the writer state, and the diff that
-//! turns a changed chunk into a recipe against a chunk the repository already holds in full.
+//! (a database export, stdin) and for the tree stream of each folder source, a local *signature
+//! store* in the writer state, and the diff that turns a changed chunk into a recipe against a
+//! chunk the repository already holds in full.
 //!
-//! The store (`STATE/delta/<source>.sig`) lists, for every chunk the source's last backup held in
+//! Tree streams (ADR 0049): a day's scattered edits change a line here and there in every ~1 MiB
+//! chunk of a folder source's tree stream, so whole-chunk deduplication would store the whole tree
+//! again; as recipes only the changed lines are stored. A tree recipe is kept only while it inserts
+//! at most 1/[`TREE_LIMIT`] of its chunk (a stream recipe: 1/[`STREAM_LIMIT`]); past that the chunk
+//! is stored whole and becomes the base of the next days' recipes, so the recipes of a slowly
+//! drifting tree stay small without chains.
+//!
+//! The store (`STATE/delta/<source>.sig` for a stream, `STATE/delta/tree/<source>.sig` for a
+//! folder source's tree) lists, for every chunk the source's last backup held in
 //! full (read this time, or the base of one of its recipes), the length of each block
 //! (`ibs_repo::delta::split_blocks`) and one keyed signature per *window* of [`WINDOW`] consecutive
 //! blocks. The writer cannot read old chunks (they are sealed under older data keys), so these
@@ -22,17 +31,21 @@
 //!
 //! File format (local, not part of the repository; little-endian):
 //! ```text
-//! "IBSSIG" u16 version=2
-//! records: chunk_id[32] u32 blocks u32 windows, blocks × u32 length, windows × u128 signature
-//!          (windows = blocks - WINDOW + 1, or 0 for a chunk of fewer blocks: it is never a base)
+//! "IBSSIG" u16 version=3
+//! records: chunk_id[32] u32 blocks u32 windows, blocks × u32 length, windows × u128 signature,
+//!          u128 mac   (windows = blocks - WINDOW + 1, or 0 for a chunk of fewer blocks: it is
+//!                      never a base; mac = a keyed hash of the record's bytes before it)
 //! ```
-//! A version 1 store (one signature per block) is not read: the first backup after an upgrade
-//! stores changed chunks whole and writes a version 2 store.
+//! The mac makes a damaged record (a flipped length would turn every later copy of a recipe into
+//! the wrong bytes, found only at restore) unusable instead of misleading: a record whose mac does
+//! not match is never a base and never carried. It does not stop whoever holds the writer state's
+//! keys, who can write bad backups anyway (threat model). Version 1 and 2 stores are not read: the
+//! first backup after an upgrade stores changed chunks whole and writes a version 3 store.
 //!
 //! Choosing a base: one window in 32 (by signature) is an *anchor*; a new chunk's anchors vote for
 //! the stored chunks that hold them, and the chunk with most votes (at least two) is the base. A
-//! recipe is kept only if it inserts at most half of the chunk; otherwise the chunk is stored in
-//! full and becomes a base itself. Bases are always full chunks, so a restore never follows chains.
+//! recipe is kept only if it inserts at most its limit (half of the chunk for streams, an eighth for
+//! trees); otherwise the chunk is stored in full and becomes a base itself. Bases are always full chunks, so a restore never follows chains.
 
 use ibs_repo::delta::{split_blocks, RecipeBuilder, RecipeHeader, SigKey};
 use ibs_repo::ids::ChunkId;
@@ -45,12 +58,18 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 6] = b"IBSSIG";
-const VERSION: u16 = 2;
+const VERSION: u16 = 3;
 const SIG_LEN: usize = 16;
+/// The most blocks a chunk can have (a block is at least `BLOCK_MIN` bytes, but the last).
+const MAX_BLOCKS: usize = ibs_repo::chunk::MAX_CHUNK as usize / ibs_repo::delta::BLOCK_MIN + 1;
 /// Blocks per signature window (see the module doc).
 pub const WINDOW: usize = 4;
 /// One block in this many is an anchor.
 const ANCHOR_EVERY: u64 = 32;
+/// A stream source's recipe is kept while it inserts at most 1/`STREAM_LIMIT` of its chunk.
+pub const STREAM_LIMIT: usize = 2;
+/// A tree stream's recipe is kept while it inserts at most 1/`TREE_LIMIT` of its chunk.
+pub const TREE_LIMIT: usize = 8;
 
 /// Hashes a signature for a `HashMap` by taking its high 64 bits: signatures are already keyed
 /// BLAKE3 output, uniformly distributed, so rehashing them (SipHash by default) is wasted work.
@@ -81,9 +100,13 @@ fn is_anchor(sig: u128) -> bool {
 /// The signatures of the previous backup of one source.
 struct OldStore {
     file: File,
+    /// Checks each record's mac (the session's record key).
+    mac: SigKey,
     /// Per record: chunk id, file offset of its lengths, block count, window count.
     records: Vec<(ChunkId, u64, u32, u32)>,
     anchors: SigMap<u32>,
+    /// Record index by chunk id, to carry a known chunk's record without hashing it again.
+    by_id: HashMap<ChunkId, u32>,
 }
 
 /// One stored chunk's record: its block lengths and window signatures.
@@ -117,7 +140,7 @@ fn windows_of(blocks: usize) -> usize {
 }
 
 impl OldStore {
-    fn open(path: &Path) -> std::io::Result<Option<Self>> {
+    fn open(path: &Path, mac: SigKey) -> std::io::Result<Option<Self>> {
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -127,52 +150,81 @@ impl OldStore {
         let mut head = [0u8; 8];
         r.read_exact(&mut head)?;
         if &head[..6] != MAGIC || u16::from_le_bytes([head[6], head[7]]) != VERSION {
-            return Err(std::io::Error::other("not a version 2 signature store"));
+            return Err(std::io::Error::other("not a version 3 signature store"));
         }
         let mut s = OldStore {
             file,
+            mac,
             records: Vec::new(),
             anchors: SigMap::default(),
+            by_id: HashMap::new(),
         };
         let mut pos = 8u64;
-        let mut rec = [0u8; 40];
-        let mut sig = [0u8; SIG_LEN];
-        let mut len = [0u8; 4];
+        let mut buf = Vec::new();
+        let mut bad = 0u64;
         loop {
-            match r.read_exact(&mut rec) {
+            buf.resize(40, 0);
+            match r.read_exact(&mut buf) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
                 Err(e) => return Err(e),
             }
-            let id = ChunkId::from_slice(&rec[..32]).expect("32 bytes");
-            let blocks = u32::from_le_bytes(rec[32..36].try_into().expect("4 bytes"));
-            let windows = u32::from_le_bytes(rec[36..40].try_into().expect("4 bytes"));
-            if windows as usize != windows_of(blocks as usize) {
-                return Err(std::io::Error::other("a record's window count is wrong"));
+            let id = ChunkId::from_slice(&buf[..32]).expect("32 bytes");
+            let blocks = u32::from_le_bytes(buf[32..36].try_into().expect("4 bytes"));
+            let windows = u32::from_le_bytes(buf[36..40].try_into().expect("4 bytes"));
+            if windows as usize != windows_of(blocks as usize) || blocks as usize > MAX_BLOCKS {
+                return Err(std::io::Error::other(
+                    "a record's block or window count is wrong",
+                ));
+            }
+            let body = blocks as usize * 4 + windows as usize * SIG_LEN;
+            buf.resize(40 + body + SIG_LEN, 0);
+            r.read_exact(&mut buf[40..])?;
+            let (record, tag) = buf.split_at(40 + body);
+            let here = pos + 40;
+            pos += (40 + body + SIG_LEN) as u64;
+            if s.mac.block(record).to_le_bytes() != tag {
+                bad += 1;
+                continue;
             }
             let idx = s.records.len() as u32;
-            pos += 40;
-            for _ in 0..blocks {
-                r.read_exact(&mut len)?;
-            }
-            for _ in 0..windows {
-                r.read_exact(&mut sig)?;
-                let h = u128::from_le_bytes(sig);
+            for w in record[40 + blocks as usize * 4..].chunks_exact(SIG_LEN) {
+                let h = u128::from_le_bytes(w.try_into().expect("16 bytes"));
                 if is_anchor(h) {
                     s.anchors.entry(h).or_insert(idx);
                 }
             }
-            s.records.push((id, pos, blocks, windows));
-            pos += blocks as u64 * 4 + windows as u64 * SIG_LEN as u64;
+            s.by_id.entry(id).or_insert(idx);
+            s.records.push((id, here, blocks, windows));
+        }
+        if bad > 0 {
+            tracing::warn!(
+                "{}: {bad} damaged records skipped (their chunks are not used as delta bases)",
+                path.display()
+            );
         }
         Ok(Some(s))
     }
 
-    /// The raw lengths and signatures of record `idx`, as stored.
+    /// The raw lengths and signatures of record `idx`, as stored, checked against its mac again
+    /// (the file may have changed since it was opened).
     fn read(&self, idx: u32) -> std::io::Result<Vec<u8>> {
-        let (_, off, blocks, windows) = self.records[idx as usize];
-        let mut buf = vec![0u8; blocks as usize * 4 + windows as usize * SIG_LEN];
-        self.file.read_exact_at(&mut buf, off)?;
+        let (id, off, blocks, windows) = self.records[idx as usize];
+        let body = blocks as usize * 4 + windows as usize * SIG_LEN;
+        let mut buf = vec![0u8; 40 + body + SIG_LEN];
+        self.file.read_exact_at(&mut buf, off - 40)?;
+        let mut head = [0u8; 40];
+        head[..32].copy_from_slice(&id.0);
+        head[32..36].copy_from_slice(&blocks.to_le_bytes());
+        head[36..40].copy_from_slice(&windows.to_le_bytes());
+        let (record, tag) = buf.split_at(40 + body);
+        if record[..40] != head || self.mac.block(record).to_le_bytes() != tag {
+            return Err(std::io::Error::other(
+                "a signature record changed since the store was opened",
+            ));
+        }
+        buf.truncate(40 + body);
+        buf.drain(..40);
         Ok(buf)
     }
 }
@@ -208,6 +260,8 @@ pub struct DeltaStats {
 /// The delta state of one stream source while it is backed up.
 pub struct DeltaSession {
     key: SigKey,
+    /// Keys the records' macs (see the module doc).
+    mac: SigKey,
     old: Option<OldStore>,
     new: BufWriter<File>,
     pending: PendingStore,
@@ -217,16 +271,51 @@ pub struct DeltaSession {
     cur: Vec<(u128, u32, u32)>,
     /// Window signatures of the chunk being emitted (window `i` covers blocks `i..i + WINDOW`).
     win: Vec<u128>,
+    /// A recipe is kept while it inserts at most 1/`limit` of its chunk.
+    limit: usize,
     pub stats: DeltaStats,
 }
 
 impl DeltaSession {
-    /// Opens the store of `source` under `dir` (created if missing). An unreadable old store is
-    /// logged and ignored.
+    /// Opens the store of stream source `source` under `dir` (created if missing). An unreadable
+    /// old store is logged and ignored.
     pub fn open(
         dir: &Path,
         source: &str,
         dedup_key: &ibs_repo::crypto::SymKey,
+    ) -> std::io::Result<Self> {
+        Self::open_at(
+            dir,
+            source,
+            dedup_key,
+            b"ibs delta source key v2\0",
+            STREAM_LIMIT,
+        )
+    }
+
+    /// Opens the store of folder source `source`'s tree stream, under `dir/tree` (its own
+    /// signature key, so a tree's signatures never match a stream's).
+    pub fn open_tree(
+        dir: &Path,
+        source: &str,
+        dedup_key: &ibs_repo::crypto::SymKey,
+    ) -> std::io::Result<Self> {
+        let dir = dir.join("tree");
+        Self::open_at(
+            &dir,
+            source,
+            dedup_key,
+            b"ibs delta tree key v1\0",
+            TREE_LIMIT,
+        )
+    }
+
+    fn open_at(
+        dir: &Path,
+        source: &str,
+        dedup_key: &ibs_repo::crypto::SymKey,
+        label: &[u8],
+        limit: usize,
     ) -> std::io::Result<Self> {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -234,7 +323,17 @@ impl DeltaSession {
             .create(dir)?;
         let path = dir.join(format!("{source}.sig"));
         let tmp = dir.join(format!("{source}.sig.new"));
-        let old = match OldStore::open(&path) {
+        // A key of this source's own (derived from the dedup key, the label and the source name),
+        // and from it the key of the records' macs.
+        let mut label = label.to_vec();
+        label.extend_from_slice(source.as_bytes());
+        let source_key =
+            ibs_repo::crypto::SymKey::from_bytes(&dedup_key.chunk_id(&label).0).expect("32 bytes");
+        let mac_key = ibs_repo::crypto::SymKey::from_bytes(
+            &source_key.chunk_id(b"ibs delta record mac v1").0,
+        )
+        .expect("32 bytes");
+        let old = match OldStore::open(&path, SigKey::derive(&mac_key)) {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(
@@ -254,21 +353,56 @@ impl DeltaSession {
         let mut new = BufWriter::with_capacity(1 << 20, file);
         new.write_all(MAGIC)?;
         new.write_all(&VERSION.to_le_bytes())?;
-        // A key of this source's own (derived from the dedup key and the source name).
-        let mut label = b"ibs delta source key v2\0".to_vec();
-        label.extend_from_slice(source.as_bytes());
-        let source_key =
-            ibs_repo::crypto::SymKey::from_bytes(&dedup_key.chunk_id(&label).0).expect("32 bytes");
         Ok(DeltaSession {
             key: SigKey::derive(&source_key),
+            mac: SigKey::derive(&mac_key),
             old,
             new,
             pending: PendingStore { tmp, path },
             written: HashSet::new(),
             cur: Vec::new(),
             win: Vec::new(),
+            limit,
             stats: DeltaStats::default(),
         })
+    }
+
+    /// Records chunk `id`, which the repository holds in full, by carrying its record from the
+    /// previous store (the same id under the same key has the same signatures), without hashing
+    /// its blocks again. False when the previous store has no record of it: the caller prepares
+    /// the chunk and records it with [`Self::record_full`].
+    pub fn carry(&mut self, id: ChunkId) -> std::io::Result<bool> {
+        if self.written.contains(&id) {
+            return Ok(true);
+        }
+        let Some(old) = &self.old else {
+            return Ok(false);
+        };
+        let Some(&idx) = old.by_id.get(&id) else {
+            return Ok(false);
+        };
+        let (_, _, blocks, windows) = old.records[idx as usize];
+        let raw = old.read(idx)?;
+        self.written.insert(id);
+        self.write_record(id, blocks, windows, &raw)?;
+        Ok(true)
+    }
+
+    /// Writes one record and its mac to the new store.
+    fn write_record(
+        &mut self,
+        id: ChunkId,
+        blocks: u32,
+        windows: u32,
+        body: &[u8],
+    ) -> std::io::Result<()> {
+        let mut rec = Vec::with_capacity(40 + body.len());
+        rec.extend_from_slice(&id.0);
+        rec.extend_from_slice(&blocks.to_le_bytes());
+        rec.extend_from_slice(&windows.to_le_bytes());
+        rec.extend_from_slice(body);
+        self.new.write_all(&rec)?;
+        self.new.write_all(&self.mac.block(&rec).to_le_bytes())
     }
 
     /// Computes the blocks and window signatures of the chunk about to be emitted.
@@ -293,16 +427,15 @@ impl DeltaSession {
         if !self.written.insert(id) {
             return Ok(());
         }
-        self.new.write_all(&id.0)?;
-        self.new.write_all(&(self.cur.len() as u32).to_le_bytes())?;
-        self.new.write_all(&(self.win.len() as u32).to_le_bytes())?;
+        let mut body = Vec::with_capacity(self.cur.len() * 4 + self.win.len() * SIG_LEN);
         for (_, _, len) in &self.cur {
-            self.new.write_all(&len.to_le_bytes())?;
+            body.extend_from_slice(&len.to_le_bytes());
         }
         for sig in &self.win {
-            self.new.write_all(&sig.to_le_bytes())?;
+            body.extend_from_slice(&sig.to_le_bytes());
         }
-        Ok(())
+        let (blocks, windows) = (self.cur.len() as u32, self.win.len() as u32);
+        self.write_record(id, blocks, windows, &body)
     }
 
     /// Carries the old store's record of `base` (raw, as read) into the new store.
@@ -310,12 +443,8 @@ impl DeltaSession {
         if !self.written.insert(base) {
             return Ok(());
         }
-        self.new.write_all(&base.0)?;
-        self.new
-            .write_all(&(rec.lengths.len() as u32).to_le_bytes())?;
-        self.new
-            .write_all(&(rec.windows.len() as u32).to_le_bytes())?;
-        self.new.write_all(raw)
+        let (blocks, windows) = (rec.lengths.len() as u32, rec.windows.len() as u32);
+        self.write_record(base, blocks, windows, raw)
     }
 
     /// Tries to express the prepared chunk (`data`, content id `target`) as a recipe against a
@@ -383,7 +512,7 @@ impl DeltaSession {
             target,
             target_length: data.len() as u32,
         });
-        let limit = data.len() / 2;
+        let limit = data.len() / self.limit;
         for ((_, start, len), cov) in self.cur.iter().zip(&covered) {
             match cov {
                 Some(bb) => b.copy(offsets[*bb], u64::from(*len)),
@@ -410,3 +539,6 @@ impl DeltaSession {
         Ok(self.pending)
     }
 }
+
+#[cfg(test)]
+mod tests;

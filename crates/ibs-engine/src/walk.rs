@@ -90,8 +90,8 @@ impl Emitter {
     }
 
     /// With a delta session: a chunk the repository lacks is stored as a recipe when a base is
-    /// found (returns true); otherwise the chunk's signatures are kept for the next backup and the
-    /// caller stores it whole.
+    /// found (returns true); otherwise the chunk's signatures are kept for the next backup (carried
+    /// from the previous store when it is already held whole) and the caller stores it whole.
     fn emit_delta(
         &mut self,
         data: &[u8],
@@ -99,19 +99,24 @@ impl Emitter {
         ids: &mut Vec<ChunkId>,
     ) -> std::io::Result<bool> {
         let d = self.delta.as_mut().expect("checked by the caller");
-        d.prepare(data);
         let known = self.refs.contains(&id) || self.index.contains(&id);
-        if !known {
-            if let Some((base, recipe)) = d.diff(data, id, &self.index)? {
-                let rid = self.dedup.chunk_id(&recipe);
-                ids.push(rid);
-                // The recipe needs its base: both are referenced, so prune keeps both.
-                self.refs.insert(base);
-                if self.refs.insert(rid) && !self.index.contains(&rid) {
-                    self.send(rid, recipe, true);
-                }
-                return Ok(true);
+        if known {
+            if !d.carry(id)? {
+                d.prepare(data);
+                d.record_full(id)?;
             }
+            return Ok(false);
+        }
+        d.prepare(data);
+        if let Some((base, recipe)) = d.diff(data, id, &self.index)? {
+            let rid = self.dedup.chunk_id(&recipe);
+            ids.push(rid);
+            // The recipe needs its base: both are referenced, so prune keeps both.
+            self.refs.insert(base);
+            if self.refs.insert(rid) && !self.index.contains(&rid) {
+                self.send(rid, recipe, true);
+            }
+            return Ok(true);
         }
         d.record_full(id)?;
         Ok(false)
@@ -176,6 +181,9 @@ pub struct TreeWriter {
     pub chunks: Vec<ChunkId>,
     /// The entries written so far.
     pub counts: EntryCounts,
+    /// The tree's delta session (a folder source's; `crate::delta`, ADR 0049): changed tree
+    /// chunks are stored as recipes against the previous backup's.
+    delta: Option<DeltaSession>,
 }
 
 impl TreeWriter {
@@ -184,6 +192,7 @@ impl TreeWriter {
             chunker: Chunker::for_lines(params),
             chunks: Vec::new(),
             counts: EntryCounts::default(),
+            delta: None,
         };
         t.chunker.push(&header_line());
         t.flush(false, em);
@@ -198,12 +207,46 @@ impl TreeWriter {
 
     fn flush(&mut self, end: bool, em: &mut Emitter) {
         let chunks = &mut self.chunks;
+        if self.delta.is_none() {
+            self.chunker.drain(end, |c| em.emit(c, chunks));
+            return;
+        }
+        // The emitter's session is a stream source's, which is never open while a tree is
+        // written; the tree's own session stands in for the drain.
+        let saved = std::mem::replace(&mut em.delta, self.delta.take());
+        let saved_error = em.delta_error.take();
         self.chunker.drain(end, |c| em.emit(c, chunks));
+        self.delta = std::mem::replace(&mut em.delta, saved);
+        if let Some(e) = std::mem::replace(&mut em.delta_error, saved_error) {
+            tracing::warn!(
+                "the tree's delta signatures failed ({e}); the rest of the tree is stored without deltas"
+            );
+        }
     }
 
-    /// Ends the stream: its chunk ids and the entries it holds.
+    /// Ends the stream: its chunk ids and the entries it holds. A delta session's new signature
+    /// store waits for the manifest in `em.delta_pending`.
     pub fn finish(mut self, em: &mut Emitter) -> (Vec<ChunkId>, EntryCounts) {
         self.flush(true, em);
+        if let Some(d) = self.delta.take() {
+            let st = d.stats;
+            if st.chunks > 0 {
+                tracing::info!(
+                    "{} changed tree chunks ({} bytes) stored as delta recipes of {} bytes",
+                    st.chunks,
+                    st.content_bytes,
+                    st.recipe_bytes
+                );
+            }
+            match d.finish() {
+                Ok(p) => em.delta_pending.push(p),
+                Err(e) => {
+                    tracing::warn!(
+                        "the tree's new delta signature store could not be written ({e})"
+                    )
+                }
+            }
+        }
         (self.chunks, self.counts)
     }
 }
@@ -403,6 +446,15 @@ impl SourceReader<'_> {
             root.to_owned(),
             self.exclude.clone(),
         ));
+        if let Some(dir) = self.delta_dir {
+            match DeltaSession::open_tree(dir, self.name, &self.em.dedup) {
+                Ok(d) => tree.delta = Some(d),
+                Err(e) => tracing::warn!(
+                    "source {}: tree delta signatures unavailable ({e}); changed tree chunks are stored in full",
+                    self.name
+                ),
+            }
+        }
         let mut top = base_entry(Vec::new(), EntryKind::Dir, &m);
         match crate::xattrs::read(root) {
             Ok(x) => top.xattrs = x,

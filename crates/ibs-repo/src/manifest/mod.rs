@@ -65,7 +65,8 @@ pub const MANIFEST_V1: u16 = 1;
 /// Every later format change bumps it; a backup with a higher revision was written by a newer
 /// build and restores refuse it unless overridden. Revision 2: manifest 3 (reference segments).
 /// Revision 3: manifest 4 (reference segments with a delta stored as segments, ADR 0046).
-pub const FORMAT_REVISION: u32 = 3;
+/// Revision 4: a tree stream's chunks may be delta recipes (ADR 0049).
+pub const FORMAT_REVISION: u32 = 4;
 /// Upper bound of a catalog (a hostile length field cannot make a reader allocate more).
 pub const MAX_CATALOG: usize = 4 << 20;
 
