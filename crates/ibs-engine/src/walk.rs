@@ -129,6 +129,26 @@ impl Emitter {
     }
 }
 
+/// Ends a delta session (of `what`): logs what it stored as recipes and queues its new signature
+/// store, which replaces the old one once the manifest is committed.
+fn close_delta(d: DeltaSession, what: &str, pending: &mut Vec<PendingStore>) {
+    let st = d.stats;
+    if st.chunks > 0 {
+        tracing::info!(
+            "{what}: {} changed chunks ({} bytes) stored as delta recipes of {} bytes",
+            st.chunks,
+            st.content_bytes,
+            st.recipe_bytes
+        );
+    }
+    match d.finish() {
+        Ok(p) => pending.push(p),
+        Err(e) => {
+            tracing::warn!("{what}: the new delta signature store could not be written ({e})")
+        }
+    }
+}
+
 /// Per-source figures collected while walking.
 #[derive(Default, Debug, Clone)]
 pub struct SourceStats {
@@ -184,6 +204,8 @@ pub struct TreeWriter {
     /// The tree's delta session (a folder source's; `crate::delta`, ADR 0049): changed tree
     /// chunks are stored as recipes against the previous backup's.
     delta: Option<DeltaSession>,
+    /// Names the tree in the delta session's messages.
+    delta_label: String,
 }
 
 impl TreeWriter {
@@ -193,6 +215,7 @@ impl TreeWriter {
             chunks: Vec::new(),
             counts: EntryCounts::default(),
             delta: None,
+            delta_label: String::new(),
         };
         t.chunker.push(&header_line());
         t.flush(false, em);
@@ -219,7 +242,8 @@ impl TreeWriter {
         self.delta = std::mem::replace(&mut em.delta, saved);
         if let Some(e) = std::mem::replace(&mut em.delta_error, saved_error) {
             tracing::warn!(
-                "the tree's delta signatures failed ({e}); the rest of the tree is stored without deltas"
+                "{}: delta signatures failed ({e}); the rest of the tree is stored without deltas",
+                self.delta_label
             );
         }
     }
@@ -229,23 +253,7 @@ impl TreeWriter {
     pub fn finish(mut self, em: &mut Emitter) -> (Vec<ChunkId>, EntryCounts) {
         self.flush(true, em);
         if let Some(d) = self.delta.take() {
-            let st = d.stats;
-            if st.chunks > 0 {
-                tracing::info!(
-                    "{} changed tree chunks ({} bytes) stored as delta recipes of {} bytes",
-                    st.chunks,
-                    st.content_bytes,
-                    st.recipe_bytes
-                );
-            }
-            match d.finish() {
-                Ok(p) => em.delta_pending.push(p),
-                Err(e) => {
-                    tracing::warn!(
-                        "the tree's new delta signature store could not be written ({e})"
-                    )
-                }
-            }
+            close_delta(d, &self.delta_label, &mut em.delta_pending);
         }
         (self.chunks, self.counts)
     }
@@ -373,25 +381,12 @@ impl SourceReader<'_> {
                 self.name
             );
         }
-        let Some(d) = self.em.delta.take() else {
-            return;
-        };
-        let st = d.stats;
-        if st.chunks > 0 {
-            tracing::info!(
-                "source {}: {} changed chunks ({} bytes) stored as delta recipes of {} bytes",
-                self.name,
-                st.chunks,
-                st.content_bytes,
-                st.recipe_bytes
+        if let Some(d) = self.em.delta.take() {
+            close_delta(
+                d,
+                &format!("source {}", self.name),
+                &mut self.em.delta_pending,
             );
-        }
-        match d.finish() {
-            Ok(p) => self.em.delta_pending.push(p),
-            Err(e) => tracing::warn!(
-                "source {}: the new delta signature store could not be written ({e})",
-                self.name
-            ),
         }
     }
 
@@ -448,7 +443,10 @@ impl SourceReader<'_> {
         ));
         if let Some(dir) = self.delta_dir {
             match DeltaSession::open_tree(dir, self.name, &self.em.dedup) {
-                Ok(d) => tree.delta = Some(d),
+                Ok(d) => {
+                    tree.delta = Some(d);
+                    tree.delta_label = format!("source {} (its tree)", self.name);
+                }
                 Err(e) => tracing::warn!(
                     "source {}: tree delta signatures unavailable ({e}); changed tree chunks are stored in full",
                     self.name

@@ -3,8 +3,8 @@
 //! .pfx, and keeps restoring after the backup that holds the bases is forgotten and pruned.
 
 mod common;
+use common::prune::{check_data, prune_at_once};
 use common::*;
-use ibs_engine::check::{check, CheckOptions};
 use ibs_engine::{BackupOptions, BackupReport, Progress, SourceOrigin, SourceSpec};
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,21 +59,6 @@ async fn restored(env: &Env, id: &str) -> Vec<u8> {
     std::fs::read(target.join("app.sql")).unwrap()
 }
 
-async fn check_with_pfx(env: &Env) -> ibs_engine::check::CheckReport {
-    check(
-        env.reopen().await,
-        CheckOptions {
-            read_data: true,
-            unlock: Some(env.unlock()),
-            state: Some(env.state.clone()),
-            progress: Default::default(),
-            lock_wait: Default::default(),
-        },
-    )
-    .await
-    .unwrap()
-}
-
 const ROWS: usize = 120_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +88,7 @@ async fn scattered_row_changes_store_a_small_fraction_and_restore_byte_identical
     assert_eq!(restored(&env, &second.catalog.backup_id).await, v2);
     assert_eq!(restored(&env, &third.catalog.backup_id).await, v3);
 
-    let report = check_with_pfx(&env).await;
+    let report = check_data(&env).await;
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert!(report.chunks_verified > 0);
 
@@ -114,28 +99,21 @@ async fn scattered_row_changes_store_a_small_fraction_and_restore_byte_identical
         .delete(&ibs_repo::layout::backup(&first.catalog.backup_id))
         .await
         .unwrap();
-    let plan = ibs_engine::retention::prune(
-        &env.repo,
-        &env.state,
-        ibs_engine::retention::PruneOptions {
-            dry_run: false,
-            lock_wait: Duration::ZERO,
-            expected: ibs_engine::retention::Expected::Backups(
-                [&second, &third]
-                    .iter()
-                    .map(|r| r.catalog.backup_id.clone())
-                    .collect(),
-            ),
-            grace: Duration::ZERO,
-            delete_delay: Duration::ZERO,
-        },
+    let plan = prune_at_once(
+        &env,
+        ibs_engine::retention::Expected::Backups(
+            [&second, &third]
+                .iter()
+                .map(|r| r.catalog.backup_id.clone())
+                .collect(),
+        ),
+        Duration::ZERO,
     )
-    .await
-    .unwrap();
+    .await;
     assert!(plan.chunks_used > 0);
     assert_eq!(restored(&env, &second.catalog.backup_id).await, v2);
     assert_eq!(restored(&env, &third.catalog.backup_id).await, v3);
-    let report = check_with_pfx(&env).await;
+    let report = check_data(&env).await;
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 

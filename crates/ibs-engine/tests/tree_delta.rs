@@ -5,8 +5,8 @@
 //! loses nothing.
 
 mod common;
+use common::prune::{check_data, prune_at_once};
 use common::*;
-use ibs_engine::check::{check, CheckOptions};
 use std::path::Path;
 use std::time::Duration;
 
@@ -21,21 +21,6 @@ fn write_file(root: &Path, i: usize, generation: u32) {
         format!("# host {} file {i}\nvalue = {generation}\n", i / 100),
     )
     .unwrap();
-}
-
-async fn check_with_pfx(env: &Env) -> ibs_engine::check::CheckReport {
-    check(
-        env.reopen().await,
-        CheckOptions {
-            read_data: true,
-            unlock: Some(env.unlock()),
-            state: Some(env.state.clone()),
-            progress: Default::default(),
-            lock_wait: Default::default(),
-        },
-    )
-    .await
-    .unwrap()
 }
 
 fn tree_store(env: &Env) -> std::path::PathBuf {
@@ -106,7 +91,7 @@ async fn a_day_of_scattered_edits_stores_the_tree_as_recipes_and_restores_exactl
         "a no-change backup after a delta day stored {} bytes",
         a3.catalog.bytes_stored
     );
-    let report = check_with_pfx(&a).await;
+    let report = check_data(&a).await;
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 
     // Forget the backup that wrote the bases and prune: the later backups reference them.
@@ -115,30 +100,23 @@ async fn a_day_of_scattered_edits_stores_the_tree_as_recipes_and_restores_exactl
         .delete(&ibs_repo::layout::backup(&a1.catalog.backup_id))
         .await
         .unwrap();
-    ibs_engine::retention::prune(
-        &a.repo,
-        &a.state,
-        ibs_engine::retention::PruneOptions {
-            dry_run: false,
-            lock_wait: Duration::ZERO,
-            expected: ibs_engine::retention::Expected::Backups(
-                [&a2, &a3]
-                    .iter()
-                    .map(|r| r.catalog.backup_id.clone())
-                    .collect(),
-            ),
-            grace: Duration::ZERO,
-            delete_delay: Duration::ZERO,
-        },
+    prune_at_once(
+        &a,
+        ibs_engine::retention::Expected::Backups(
+            [&a2, &a3]
+                .iter()
+                .map(|r| r.catalog.backup_id.clone())
+                .collect(),
+        ),
+        Duration::ZERO,
     )
-    .await
-    .unwrap();
+    .await;
     let after = a.path("after-prune");
     let r = restore(&a, &a3.catalog.backup_id, &after, Some("data"))
         .await
         .unwrap();
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_same_tree(&src, &after);
-    let report = check_with_pfx(&a).await;
+    let report = check_data(&a).await;
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
