@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Backup and restore of the bench dataset to a local folder vs an SMB share on loopback (the private
 # Samba test server), same release binary, page cache dropped before every step. Prints wall and CPU
-# times per round. Usage: [IBS_BIN=PATH] bench/smb_vs_local.sh [ROUNDS]   (default 3; run bench/run.sh first so the
-# dataset exists; needs root for dropping caches and for the Samba test server).
+# times per round. Usage: [IBS_BIN=PATH] [IBS_DATASET=DIR] bench/smb_vs_local.sh [ROUNDS]   (default 3;
+# run bench/run.sh first so the dataset exists, or point IBS_DATASET at another tree, e.g. a
+# `gen_scale.py --point 600k` tree; needs root for dropping caches and for the Samba test server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
 # IBS_BIN: a release binary built elsewhere (e.g. CARGO_TARGET_DIR=/work/target-release).
 if [ -z "${IBS_BIN:-}" ]; then cargo build --release -q -p ibs; fi
 B=${IBS_BIN:-$PWD/target/release/ibs}
-D=$PWD/bench/work/dataset
-[ -d "$D" ] || { echo "no dataset: run bench/run.sh first" >&2; exit 1; }
+D=${IBS_DATASET:-$PWD/bench/work/dataset}
+[ -d "$D" ] || { echo "no dataset at $D: run bench/run.sh first" >&2; exit 1; }
 W=$(mktemp -d /tmp/ibs-smb-bench.XXXXXX)
 export IBS_PFX_PASSWORD=$(head -c 12 /dev/urandom | base64)
 export IBS_SHARE_PASSWORD=${IBS_TEST_SMB_PASSWORD:-S3cret!pw}
