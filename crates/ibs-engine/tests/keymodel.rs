@@ -247,8 +247,8 @@ async fn backup_tree_and_stream(
 }
 
 /// Issue 13 finding 14: after `set-cert`, a backup that deduplicates against chunks (and delta
-/// bases) sealed under keys wrapped only for the old certificate cannot be restored with the new
-/// .pfx alone. Each backup must restore with its own certificate's .pfx alone, before and after
+/// bases, of a dump or of a tree) sealed under keys wrapped only for the old certificate cannot be
+/// restored with the new .pfx alone. Each backup must restore with its own certificate's .pfx alone, before and after
 /// a prune, and a missing key must name the certificate it is wrapped for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_set_cert_each_backup_restores_with_its_own_pfx_alone() {
@@ -259,6 +259,13 @@ async fn after_set_cert_each_backup_restores_with_its_own_pfx_alone() {
     std::fs::create_dir_all(src.join("etc")).unwrap();
     std::fs::write(src.join("big.bin"), bytes(5, 3 << 20)).unwrap();
     std::fs::write(src.join("etc/app.conf"), b"mode = one\n".repeat(300)).unwrap();
+    // Enough small files that a day's edits would store the tree as a recipe (ADR 0049).
+    let fleet = |i: usize, v: u32| {
+        let dir = src.join(format!("fleet/h{}", i / 100));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i}.conf")), format!("value = {v}\n")).unwrap();
+    };
+    (0..800).for_each(|i| fleet(i, 0));
     let b1 = backup_tree_and_stream(&env, &src, rows(60_000, |_| false)).await;
 
     let mut repo = Repository::open(env.repo.storage().clone(), env.repo.clock().clone())
@@ -274,7 +281,9 @@ async fn after_set_cert_each_backup_restores_with_its_own_pfx_alone() {
     .unwrap();
     env.repo = Arc::new(repo);
     std::fs::write(src.join("etc/app.conf"), b"mode = two\n".repeat(300)).unwrap();
-    // One row in a hundred changed: without care, stored as delta recipes against old bases.
+    (7..800).step_by(100).for_each(|i| fleet(i, 1));
+    // One row in a hundred and one file in a hundred changed: without care, the dump and the tree
+    // would be stored as delta recipes against old bases.
     let b2 = backup_tree_and_stream(&env, &src, rows(60_000, |i| i % 100 == 0)).await;
     assert_eq!(
         b2.catalog.certificate_thumbprint.as_deref(),

@@ -6,8 +6,9 @@
 //! content hashes, sparseness, link targets, hard-link groups, extended attributes), and recovers
 //! the same way through `ibs recover`, which applies the version-mismatch rule (ADR 0023).
 //!
-//! The fixture of the current format (named by its structure versions, see [`current`]) must
-//! exist: a build that bumps a version fails here until someone runs the generator,
+//! The fixture of the current format (named by its structure versions and, from format revision 4
+//! on, its revision, see [`current`]) must exist: a build that bumps a version or the revision
+//! fails here until someone runs the generator,
 //! `cargo test -p ibs --test compat_fixtures -- --ignored generate`, and commits its output next
 //! to the older fixtures, which stay.
 
@@ -17,20 +18,60 @@ use serde_json::{json, Value};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compat")
 }
 
 /// The fixture name of what this build writes: the versions of the repository config, the
-/// manifest and the tree stream.
+/// manifest and the tree stream, and the format revision (fixtures from before revision 4 carry
+/// no revision in their names).
 fn current() -> String {
     format!(
-        "repo{}-manifest{}-tree{}",
+        "repo{}-manifest{}-tree{}-rev{}",
         ibs_repo::config::FORMAT_VERSION,
         ibs_repo::manifest::MANIFEST_VERSION,
-        ibs_repo::tree::TREE_FORMAT
+        ibs_repo::tree::TREE_FORMAT,
+        ibs_repo::manifest::FORMAT_REVISION
     )
+}
+
+/// How many of backup `id`'s tree chunks, in the repository in `mas` (its `MASBackup` folder), are
+/// delta recipes (format §7.1, revision 4 on), opened with the fixture's certificates.
+fn tree_recipes(f: &Fixture, mas: &Path, id: &str) -> usize {
+    use ibs_repo::ids::{ChunkId, KeyId};
+    use ibs_repo::keyring::Unlock;
+    let certs = f.expected["certificates"].as_array().expect("certs");
+    let idents = certs
+        .iter()
+        .map(|c| {
+            let pfx = std::fs::read(f.dir.join(c["pfx"].as_str().unwrap())).unwrap();
+            let pw = std::fs::read_to_string(f.dir.join(c["password_file"].as_str().unwrap()));
+            ibs_keys::PrivateIdentity::from_pfx(&pfx, &pw.unwrap()).unwrap()
+        })
+        .collect();
+    let unlock = Unlock::Identities(idents);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let storage: ibs_storage::DynStorage =
+            Arc::new(ibs_storage::LocalStorage::open(mas).unwrap());
+        let repo = ibs_repo::Repository::open(storage, Arc::new(ibs_repo::clock::SystemClock))
+            .await
+            .unwrap();
+        let keys = repo.open_repo_keys(&unlock).await.unwrap();
+        let (index, _) = repo.load_index(&keys.metadata).await.unwrap();
+        let m = repo.read_manifest(id).await.unwrap();
+        let key_id = KeyId::from_hex(&m.catalog.data_key_id).unwrap();
+        let thumb = m.catalog.certificate_thumbprint.as_deref();
+        let dk = repo.open_data_key(&key_id, &unlock, thumb).await.unwrap();
+        let tree = m.open_tree(&dk).unwrap();
+        tree.sources
+            .iter()
+            .flat_map(|s| &s.tree)
+            .map(|h| index.get(&ChunkId::from_hex(h).unwrap()).expect("indexed"))
+            .filter(|l| l.encoding == ibs_repo::pack::encoding::DELTA)
+            .count()
+    })
 }
 
 /// One fixture's `expected.json`, with its folder.
@@ -124,6 +165,14 @@ fn every_fixture_lists_checks_and_restores_with_this_build() {
 
         for b in f.backups() {
             let id = b["id"].as_str().unwrap();
+            // The fixture still holds what it claims to (a tree stored as recipes, revision 4).
+            if let Some(n) = b.get("tree_recipes").and_then(Value::as_u64) {
+                assert_eq!(
+                    tree_recipes(f, &fx.mas(), id) as u64,
+                    n,
+                    "{name}: backup {id}"
+                );
+            }
             let target = fx.path(&format!("restore-{id}"));
             let restore = fx
                 .repo_cmd("restore")
@@ -205,9 +254,24 @@ fn first_tree(d: &Path) {
     write(&d.join("docs/copy-2.txt"), shared.as_bytes());
     write(&d.join("empty.txt"), b"");
     std::fs::create_dir_all(d.join("empty-dir")).unwrap();
+    // A fleet of small configs: enough tree lines that a day's edits store the tree as a recipe.
+    for i in 0..FLEET {
+        write(&fleet_file(d, i), fleet_text(i, 0).as_bytes());
+    }
     write(&d.join("private/secret.txt"), b"0600 in a 0700 folder\n");
     set_mode(&d.join("private/secret.txt"), 0o600);
     set_mode(&d.join("private"), 0o700);
+}
+
+/// Small config files in the first tree, under `fleet/` (1 % edited for backup 2).
+const FLEET: usize = 800;
+
+fn fleet_file(d: &Path, i: usize) -> PathBuf {
+    d.join(format!("fleet/h{}/etc/f{i}.conf", i / 100))
+}
+
+fn fleet_text(i: usize, generation: u32) -> String {
+    format!("# host {} file {i}\nvalue = {generation}\n", i / 100)
 }
 
 /// Writes `tests/fixtures/compat/<current>/`: two certificates with their .pfx and password
@@ -258,6 +322,9 @@ fn generate() {
     readme.extend_from_slice(b"a line added for backup 2\n");
     write(&data.join("readme.txt"), &readme);
     write(&data.join("docs/added.txt"), b"new in backup 2\n");
+    for i in (7..FLEET).step_by(100) {
+        write(&fleet_file(&data, i), fleet_text(i, 1).as_bytes());
+    }
     std::fs::remove_dir_all(data.join("docs/old")).unwrap();
     record(fx.backup(&[("data", &data)]), 1);
 
@@ -272,6 +339,22 @@ fn generate() {
     record(fx.backup(&[("data", &data)]), 2);
 
     ibs_testing::copy_dir(&fx.repo, &out.join("repo"));
+    // Backups 2 and 3 store their trees as recipes against backup 1's (ADR 0049).
+    let fixture = Fixture {
+        dir: out.clone(),
+        expected: json!({"certificates": [
+            {"pfx": "cert1.pfx", "password_file": "cert1.pfx.password"},
+            {"pfx": "cert2.pfx", "password_file": "cert2.pfx.password"},
+        ]}),
+    };
+    for b in backups.iter_mut() {
+        let n = tree_recipes(&fixture, &fx.mas(), b["id"].as_str().unwrap());
+        b["tree_recipes"] = json!(n);
+    }
+    assert!(
+        backups[1]["tree_recipes"].as_u64() > Some(0),
+        "backup 2 stored no tree recipe: the fixture would not cover them"
+    );
     // git keeps no empty folder; readers create `locks/` when they need it.
     let _ = std::fs::remove_dir(out.join("repo/MASBackup/locks"));
     let expected = json!({
@@ -280,6 +363,7 @@ fn generate() {
             "repository": ibs_repo::config::FORMAT_VERSION,
             "manifest": ibs_repo::manifest::MANIFEST_VERSION,
             "tree": ibs_repo::tree::TREE_FORMAT,
+            "format_revision": ibs_repo::manifest::FORMAT_REVISION,
         },
         "certificates": [
             {"pfx": "cert1.pfx", "password_file": "cert1.pfx.password"},
