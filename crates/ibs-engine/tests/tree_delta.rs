@@ -23,6 +23,13 @@ fn write_file(root: &Path, i: usize, generation: u32) {
     .unwrap();
 }
 
+/// Restores source `data` of backup `id` into `target` without errors, identical to `src`.
+async fn restores_as(env: &Env, id: &str, target: &Path, src: &Path) {
+    let r = restore(env, id, target, Some("data")).await.unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_same_tree(src, target);
+}
+
 fn tree_store(env: &Env) -> std::path::PathBuf {
     env.state_dir()
         .join(&env.repo.config().id)
@@ -44,11 +51,7 @@ async fn a_day_of_scattered_edits_stores_the_tree_as_recipes_and_restores_exactl
         tree_store(&a).display()
     );
     let day0 = a.path("day0");
-    let r = restore(&a, &a1.catalog.backup_id, &day0, Some("data"))
-        .await
-        .unwrap();
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
-    assert_same_tree(&src, &day0);
+    restores_as(&a, &a1.catalog.backup_id, &day0, &src).await;
 
     // A day: 1 % of the files edited, scattered over every host.
     for i in (7..FILES).step_by(100) {
@@ -70,9 +73,7 @@ async fn a_day_of_scattered_edits_stores_the_tree_as_recipes_and_restores_exactl
     );
     for (env, id) in [(&a, &a2.catalog.backup_id), (&b, &b2.catalog.backup_id)] {
         let t = env.path(&format!("day1-{id}"));
-        let r = restore(env, id, &t, Some("data")).await.unwrap();
-        assert!(r.errors.is_empty(), "{:?}", r.errors);
-        assert_same_tree(&src, &t);
+        restores_as(env, id, &t, &src).await;
     }
     // The first backup still holds the old contents.
     let old = a.path("day0-again");
@@ -112,11 +113,7 @@ async fn a_day_of_scattered_edits_stores_the_tree_as_recipes_and_restores_exactl
     )
     .await;
     let after = a.path("after-prune");
-    let r = restore(&a, &a3.catalog.backup_id, &after, Some("data"))
-        .await
-        .unwrap();
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
-    assert_same_tree(&src, &after);
+    restores_as(&a, &a3.catalog.backup_id, &after, &src).await;
     let report = check_data(&a).await;
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
