@@ -290,7 +290,7 @@ async fn run(
         b.wait().await;
         b.wait().await;
     }
-    preflight_capacity(&repo, &opts.sources).await?;
+    crate::preflight::preflight_capacity(&repo, &opts.sources).await?;
     let cancel = extras.cancel.clone();
     crate::cancel::check(cancel.as_ref())?;
     let key = new_data_key(&repo, state).await?;
@@ -467,6 +467,8 @@ async fn run_pipeline(
         work_tx,
         sealed_rx,
         threads: sealers,
+        chunks,
+        sealed,
     } = start_sealers(threads, repo.config().compression_level, &key.key);
     let Packing { packer, uploader } = crate::packing::start(
         repo.clone(),
@@ -474,6 +476,7 @@ async fn run_pipeline(
         key.id,
         state.keys.metadata.clone(),
         pack_target(repo),
+        sealed,
     );
     let producer = spawn_producer(
         repo,
@@ -485,6 +488,7 @@ async fn run_pipeline(
             progress: opts.progress.clone(),
             started_unix,
             cancel,
+            chunks,
         },
     );
     let joiner = tokio::task::spawn_blocking(move || {
@@ -609,55 +613,6 @@ impl Drop for DiscardOnDrop {
             s.discard();
         }
     }
-}
-
-/// Fails early, as Capacity, when the backup will not fit: the projected need is what the newest
-/// backup stored (incremental backups), or half the sources' size for a first backup (zstd and
-/// deduplication rarely do worse on infrastructure data). Storage that cannot tell its free space
-/// is not checked.
-async fn preflight_capacity(repo: &Repository, sources: &[SourceSpec]) -> Result<(), EngineError> {
-    let Some(space) = repo.storage().space().await? else {
-        return Ok(());
-    };
-    let ids = repo.list_backup_ids().await?;
-    let mut previous = None;
-    for id in ids.iter().rev().take(5) {
-        if let Ok(c) = repo.read_catalog(id).await {
-            previous = Some(c.bytes_stored);
-            break;
-        }
-    }
-    let need = match previous {
-        Some(b) => b,
-        None => {
-            let roots: Vec<PathBuf> = sources
-                .iter()
-                .filter_map(|s| s.origin.path().map(|p| p.to_path_buf()))
-                .collect();
-            let total = tokio::task::spawn_blocking(move || {
-                roots.iter().map(|r| estimate(r).0).sum::<u64>()
-            })
-            .await
-            .map_err(|cause| EngineError::Task {
-                task: "size estimate",
-                cause,
-            })?;
-            total / 2
-        }
-    };
-    if space.available < need {
-        return Err(ibs_storage::StorageError::new(
-            ibs_storage::ErrorKind::Capacity,
-            "preflight",
-            None,
-            format!(
-                "the location has {} bytes free, and this backup is projected to need about {need} bytes; nothing was written",
-                space.available
-            ),
-        )
-        .into());
-    }
-    Ok(())
 }
 
 /// The index as loaded for a backup (exposed for tests and tools).

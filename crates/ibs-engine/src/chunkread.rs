@@ -230,11 +230,11 @@ pub(crate) fn read_chunks_via(
                 .map_err(|e| e.to_string())?;
                 let key = keys.data_key_blocking(rt, &loc.key_id)?;
                 let data = open(opener, keys, id, loc, &sealed, &key)?;
-                drop(sealed);
                 if loc.encoding == encoding::DELTA {
-                    sink(&rt.block_on(rebuild(repo, keys, index, opener, &data))?)?;
+                    let recipe = data.to_vec();
+                    sink(&rt.block_on(rebuild(repo, keys, index, opener, &recipe))?)?;
                 } else {
-                    sink(&data)?;
+                    sink(data)?;
                 }
             }
             return Ok(());
@@ -273,11 +273,11 @@ pub(crate) fn read_chunks_via(
                     .await
                     .map_err(|e| e.to_string())?;
                 let data = open(opener, keys, id, loc, &sealed, &key)?;
-                drop(sealed);
                 if loc.encoding == encoding::DELTA {
-                    sink(&rebuild(repo, keys, index, opener, &data).await?)?;
+                    let recipe = data.to_vec();
+                    sink(&rebuild(repo, keys, index, opener, &recipe).await?)?;
                 } else {
-                    sink(&data)?;
+                    sink(data)?;
                 }
             }
         }
@@ -356,17 +356,17 @@ async fn fetch(
     Ok((sealed, key))
 }
 
-/// Decrypts and verifies a fetched chunk; errors name its pack.
-fn open(
-    opener: &mut ChunkOpener,
+/// Decrypts and verifies a fetched chunk (into the opener's buffer); errors name its pack.
+fn open<'a>(
+    opener: &'a mut ChunkOpener,
     keys: &KeyCache,
     id: &ChunkId,
     loc: &ChunkLocation,
     sealed: &[u8],
     key: &SymKey,
-) -> Result<Vec<u8>, String> {
+) -> Result<&'a [u8], String> {
     opener
-        .open(
+        .open_buf(
             id,
             loc.encoding,
             loc.raw_length,
@@ -400,7 +400,7 @@ async fn rebuild(
     }
     let (sealed, key) = fetch(repo, keys, &loc).await?;
     let base = open(opener, keys, &h.base, &loc, &sealed, &key)?;
-    ibs_repo::delta::apply(recipe, &base, &keys.repo_keys.dedup).map_err(|e| e.to_string())
+    ibs_repo::delta::apply(recipe, base, &keys.repo_keys.dedup).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

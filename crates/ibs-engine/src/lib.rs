@@ -6,6 +6,7 @@
 
 pub mod backup;
 pub mod browse;
+mod bufpool;
 pub mod cache;
 pub mod cancel;
 pub mod check;
@@ -23,6 +24,7 @@ pub mod keysel;
 pub mod ledger;
 pub mod mark_sweep;
 mod packing;
+mod preflight;
 mod produce;
 pub mod progress;
 pub mod provenance;

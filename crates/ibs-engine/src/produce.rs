@@ -8,6 +8,7 @@
 //! is read.
 
 use crate::backup::SourceOrigin;
+use crate::bufpool::BufPool;
 use crate::cache::{FilesCache, PathKey};
 use crate::delta::PendingStore;
 use crate::exclude::Excludes;
@@ -31,23 +32,38 @@ pub(crate) struct Sealing {
     pub sealed_rx: crossbeam_channel::Receiver<SealedChunk>,
     /// End when `work_tx` is dropped and the queue is drained (or the packer is gone).
     pub threads: Vec<std::thread::JoinHandle<()>>,
+    /// Chunk buffers: the producer fills them, the sealers give them back.
+    pub chunks: BufPool,
+    /// Sealed buffers: the sealers fill them, the packer gives them back.
+    pub sealed: BufPool,
 }
+
+/// Largest buffer the pipeline's pools keep: the default chunker's largest chunk (4 MiB) and its
+/// sealing overhead. A repository created with larger chunks allocates its largest ones afresh.
+const POOL_MAX: usize = (4 << 20) + (64 << 10);
 
 /// Starts `threads` sealing threads that compress at `level` and seal under `key`.
 pub(crate) fn start_sealers(threads: usize, level: i32, key: &SymKey) -> Sealing {
     let (work_tx, work_rx) = crossbeam_channel::bounded::<Work>(2 * threads);
     let (sealed_tx, sealed_rx) = crossbeam_channel::bounded::<SealedChunk>(2 * threads);
+    // One spare per sealer and one for the producer or packer: in flight, the buffers are in the
+    // queues; idle, the pools hold them.
+    let chunks = BufPool::new(threads + 1, POOL_MAX);
+    let sealed_pool = BufPool::new(threads + 1, POOL_MAX);
     let mut sealers = Vec::new();
     for _ in 0..threads {
         let (rx, tx, key) = (work_rx.clone(), sealed_tx.clone(), key.clone());
+        let (chunks, sealed_pool) = (chunks.clone(), sealed_pool.clone());
         sealers.push(std::thread::spawn(move || {
             let mut sealer = ChunkSealer::new(level);
             for w in rx {
+                let out = sealed_pool.take();
                 let sealed = if w.recipe {
-                    sealer.seal_recipe_into(w.id, &w.data, &key, Vec::new())
+                    sealer.seal_recipe_into(w.id, &w.data, &key, out)
                 } else {
-                    sealer.seal(w.id, &w.data, &key)
+                    sealer.seal_into(w.id, &w.data, &key, out)
                 };
+                chunks.give(w.data);
                 if tx.send(sealed).is_err() {
                     break;
                 }
@@ -58,6 +74,8 @@ pub(crate) fn start_sealers(threads: usize, level: i32, key: &SymKey) -> Sealing
         work_tx,
         sealed_rx,
         threads: sealers,
+        chunks,
+        sealed: sealed_pool,
     }
 }
 
@@ -92,6 +110,8 @@ pub(crate) struct ProducerRun {
     pub progress: Arc<Progress>,
     pub started_unix: i64,
     pub cancel: Option<crate::cancel::CancelToken>,
+    /// Where chunk buffers come from ([`Sealing::chunks`]).
+    pub chunks: BufPool,
 }
 
 /// Starts the producer on a blocking thread: reads `sources` in turn against `index`, sending
@@ -108,6 +128,7 @@ pub(crate) fn spawn_producer(
         progress,
         started_unix,
         cancel,
+        chunks,
     } = run;
     let cache_path = state.files_cache_path();
     let path_key = PathKey::derive(&state.keys.dedup);
@@ -121,6 +142,7 @@ pub(crate) fn spawn_producer(
             index,
             refs: BackupRefs::default(),
             tx: work_tx,
+            chunks,
             bytes_new: 0,
             closed: false,
             cancel,

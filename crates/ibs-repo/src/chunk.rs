@@ -168,20 +168,46 @@ impl ChunkSealer {
     }
 }
 
-/// A per-thread opener that reuses its zstd context.
+/// A per-thread opener that reuses its zstd context and, when made with
+/// [`ChunkOpener::reusing`], its buffers.
+///
+/// A chunk of 1 MiB or more lives in memory the allocator maps for it alone; opening one into fresh
+/// buffers faults in and zeroes every page of its decrypted and of its decompressed form, which
+/// was 5 % of a restore's CPU samples at 600,000 files (`bench/README.md`, "Buffers handed
+/// back"). A reusing opener keeps both buffers between chunks: at most two of the largest chunk it
+/// opened, so it suits a bounded number of workers.
+#[derive(Default)]
 pub struct ChunkOpener {
-    zstd: zstd::bulk::Decompressor<'static>,
+    zstd: Decompressor,
+    /// The decrypted payload (a zstd frame, or the chunk itself when stored raw).
+    payload: Vec<u8>,
+    /// The chunk as [`ChunkOpener::open_buf`] returns it.
+    out: Vec<u8>,
+    reuse: bool,
 }
 
-impl Default for ChunkOpener {
+/// zstd's decompression context (a newtype so [`ChunkOpener`] can derive `Default`).
+struct Decompressor(zstd::bulk::Decompressor<'static>);
+
+impl Default for Decompressor {
     fn default() -> Self {
-        ChunkOpener {
-            zstd: zstd::bulk::Decompressor::new().expect("zstd decompressor"),
-        }
+        Decompressor(zstd::bulk::Decompressor::new().expect("zstd decompressor"))
     }
 }
 
+/// Buffers at least this large are dropped between chunks by an opener that does not reuse them
+/// (smaller ones come from the allocator's heap, where reuse costs nothing either way).
+const KEEP_ALWAYS: usize = 1 << 20;
+
 impl ChunkOpener {
+    /// An opener that keeps its buffers between chunks whatever their size.
+    pub fn reusing() -> Self {
+        ChunkOpener {
+            reuse: true,
+            ..Default::default()
+        }
+    }
+
     /// Decrypts, decompresses and verifies one chunk. Errors name the chunk. For a delta chunk
     /// ([`encoding::DELTA`]) this is the recipe; `crate::delta::apply` rebuilds the content.
     pub fn open(
@@ -193,39 +219,64 @@ impl ChunkOpener {
         data_key: &SymKey,
         dedup_key: &SymKey,
     ) -> Result<Vec<u8>> {
+        self.open_buf(id, enc, raw_length, sealed, data_key, dedup_key)?;
+        Ok(std::mem::take(&mut self.out))
+    }
+
+    /// [`ChunkOpener::open`] into the opener's own buffer, valid until its next call.
+    pub fn open_buf(
+        &mut self,
+        id: &ChunkId,
+        enc: u8,
+        raw_length: u32,
+        sealed: &[u8],
+        data_key: &SymKey,
+        dedup_key: &SymKey,
+    ) -> Result<&[u8]> {
         let what = || format!("chunk {id}");
         if raw_length > MAX_CHUNK {
             return Err(RepoError::corrupt(what(), "raw length out of range"));
         }
-        let payload = data_key.open(&chunk_aad(id, enc), sealed).ok_or_else(|| {
-            RepoError::corrupt(
+        if !self.reuse {
+            for b in [&mut self.payload, &mut self.out] {
+                if b.capacity() >= KEEP_ALWAYS {
+                    *b = Vec::new();
+                }
+            }
+        }
+        if !data_key.open_into(&chunk_aad(id, enc), sealed, &mut self.payload) {
+            return Err(RepoError::corrupt(
                 what(),
                 "authentication failed (damaged data, or wrong data key)",
-            )
-        })?;
-        let data = match enc {
-            encoding::RAW => payload,
-            encoding::ZSTD | encoding::DELTA => self
-                .zstd
-                .decompress(&payload, raw_length as usize)
-                .map_err(|e| RepoError::corrupt(what(), format!("decompression: {e}")))?,
+            ));
+        }
+        match enc {
+            encoding::RAW => std::mem::swap(&mut self.payload, &mut self.out),
+            encoding::ZSTD | encoding::DELTA => {
+                self.out.clear();
+                self.out.reserve(raw_length as usize);
+                self.zstd
+                    .0
+                    .decompress_to_buffer(&self.payload, &mut self.out)
+                    .map_err(|e| RepoError::corrupt(what(), format!("decompression: {e}")))?;
+            }
             other => {
                 return Err(RepoError::corrupt(
                     what(),
                     format!("unknown encoding {other}"),
                 ))
             }
-        };
-        if data.len() != raw_length as usize {
+        }
+        if self.out.len() != raw_length as usize {
             return Err(RepoError::corrupt(what(), "length differs from the index"));
         }
-        if dedup_key.chunk_id(&data) != *id {
+        if dedup_key.chunk_id(&self.out) != *id {
             return Err(RepoError::corrupt(
                 what(),
                 "content does not hash to the chunk's id",
             ));
         }
-        Ok(data)
+        Ok(&self.out)
     }
 }
 

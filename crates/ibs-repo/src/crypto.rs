@@ -77,18 +77,29 @@ impl SymKey {
 
     /// Opens a sealed blob. Any tampering, a wrong key or a wrong `aad` gives `None`.
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.open_into(aad, sealed, &mut buf).then_some(buf)
+    }
+
+    /// Like [`SymKey::open`], into a caller's buffer (replaced), so hot loops can reuse memory.
+    /// Returns false (and leaves `buf` unspecified) where `open` gives `None`.
+    pub fn open_into(&self, aad: &[u8], sealed: &[u8], buf: &mut Vec<u8>) -> bool {
+        buf.clear();
         if sealed.len() < SEAL_OVERHEAD || sealed[0] != ALG_AES256GCM {
-            return None;
+            return false;
         }
-        let nonce = Nonce::try_assume_unique_for_key(&sealed[1..1 + NONCE_LEN]).ok()?;
-        let mut buf = sealed[1 + NONCE_LEN..].to_vec();
-        let len = self
-            .aead()
-            .open_in_place(nonce, Aad::from(aad), &mut buf)
-            .ok()?
-            .len();
-        buf.truncate(len);
-        Some(buf)
+        let Ok(nonce) = Nonce::try_assume_unique_for_key(&sealed[1..1 + NONCE_LEN]) else {
+            return false;
+        };
+        buf.extend_from_slice(&sealed[1 + NONCE_LEN..]);
+        match self.aead().open_in_place(nonce, Aad::from(aad), buf) {
+            Ok(plain) => {
+                let len = plain.len();
+                buf.truncate(len);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Keyed BLAKE3 of `data` under this key (used with the dedup key for chunk ids).

@@ -12,6 +12,7 @@
 //! - `list` returns only published objects, never temporaries.
 //! - Errors carry an [`ErrorKind`] and a `transient` flag. Only the retry decorator retries.
 
+pub mod direct;
 mod error;
 mod key;
 mod local;

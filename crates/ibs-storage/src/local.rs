@@ -134,32 +134,20 @@ fn read_range(path: &Path, key: &ObjectKey, offset: u64, len: u64) -> Result<Byt
 
 /// Objects at least this large (packs) are written past the page cache (see [`write_direct`]).
 const DIRECT_MIN: usize = 1 << 20;
-/// O_DIRECT's alignment of buffer address, file offset and length (the common logical block size;
-/// a device with larger blocks refuses, and the write falls back to the page cache).
-const DIRECT_ALIGN: usize = 4096;
-/// The aligned bounce buffer, per writing thread.
-const BOUNCE: usize = 1 << 20;
 
-thread_local! {
-    static BOUNCE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Writes `data` to the empty file `f` with O_DIRECT where the file system allows it: the
-/// 4 KiB-aligned bulk through an aligned bounce buffer, the tail (and everything, if O_DIRECT is
-/// refused at any point) through the page cache. A backup writes hundreds of MiB of packs that it
-/// will not read again soon; copying them into the page cache cost the writer about 1.7 s of CPU
-/// per GiB on the benchmark machine (fresh page-cache pages are expensive to touch in a virtual
-/// machine) and pushed the host's useful cache out. The caller still `fsync`s.
+/// Writes `data` to the empty file `f` with O_DIRECT where the file system allows it
+/// ([`crate::direct`]): the whole blocks past the page cache, the tail (and everything, if O_DIRECT
+/// is refused at any point) through it. The caller still `fsync`s.
 fn write_direct(f: &mut File, data: &[u8]) -> std::io::Result<()> {
     write_direct_skewed(f, data, 0).map(|_| ())
 }
 
-/// [`write_direct`] with the bounce buffer starting `skew` bytes past an aligned address (tests
-/// use 1 to make the kernel refuse O_DIRECT writes and exercise the fallback). Returns how many
-/// bytes went past the page cache.
+/// [`write_direct`] with the bounce buffer `skew` bytes off alignment (see
+/// [`crate::direct::write_at`]). Returns how many bytes went past the page cache.
 fn write_direct_skewed(f: &mut File, data: &[u8], skew: usize) -> std::io::Result<usize> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
     let fd = f.as_raw_fd();
     let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
     let set = |direct: bool| {
@@ -169,34 +157,10 @@ fn write_direct_skewed(f: &mut File, data: &[u8], skew: usize) -> std::io::Resul
     };
     let mut done = 0;
     if set(true).is_ok() {
-        let bulk = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
-        BOUNCE_BUF.with(|cell| {
-            let mut bounce = cell.borrow_mut();
-            if bounce.len() < BOUNCE + 2 * DIRECT_ALIGN {
-                *bounce = vec![0; BOUNCE + 2 * DIRECT_ALIGN];
-            }
-            let at = bounce.as_ptr().align_offset(DIRECT_ALIGN) + skew % DIRECT_ALIGN;
-            let buf = &mut bounce[at..at + BOUNCE];
-            while done < bulk {
-                let n = (bulk - done).min(BOUNCE);
-                buf[..n].copy_from_slice(&data[done..done + n]);
-                match f.write(&buf[..n]) {
-                    // Only whole blocks keep the offset aligned; anything else goes buffered.
-                    Ok(w) if w > 0 && w % DIRECT_ALIGN == 0 => done += w,
-                    Ok(w) => {
-                        done += w;
-                        break;
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok::<_, std::io::Error>(())
-        })?;
+        done = crate::direct::write_at(f, 0, data, skew)?;
         set(false)?;
     }
-    f.write_all(&data[done..])?;
+    f.write_all_at(&data[done..], done as u64)?;
     Ok(done)
 }
 
@@ -554,7 +518,7 @@ mod direct_tests {
             DIRECT_MIN - 1,
             DIRECT_MIN,
             DIRECT_MIN + 4097,
-            3 * BOUNCE + 123,
+            (3 << 20) + 123,
         ]
         .into_iter()
         .enumerate()
@@ -570,7 +534,7 @@ mod direct_tests {
     #[test]
     fn a_refused_direct_write_falls_back_to_the_page_cache_with_the_same_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..3 * BOUNCE + 777).map(|j| (j * 7) as u8).collect();
+        let data: Vec<u8> = (0..(3 << 20) + 777).map(|j| (j * 7) as u8).collect();
         let path = dir.path().join("skewed");
         let mut f = File::create(&path).unwrap();
         // A misaligned buffer: the kernel answers O_DIRECT writes with EINVAL.

@@ -328,7 +328,13 @@ fn restore_source(
         .map(|_| {
             let (rx, sh) = (rx.clone(), sh.clone());
             std::thread::spawn(move || {
-                let mut opener = ChunkOpener::default();
+                // On a local folder (two workers per core) each keeps its chunk buffers; the many
+                // workers of remote storage keep only small ones, so memory stays bounded.
+                let mut opener = if sh.budget.is_none() {
+                    ChunkOpener::reusing()
+                } else {
+                    ChunkOpener::default()
+                };
                 for job in rx {
                     match job {
                         // Cancelled: the rest of the queue is drained without writing.
@@ -559,11 +565,13 @@ fn dispatch(
                 Some(pieces) => match create_temp(sh, &dest.dir) {
                     Err(e) => sh.error(&dest.path, e),
                     Ok((tmp, file)) => {
+                        let direct = write::direct_for(&file, entry.size);
                         let file = Arc::new(SplitFile {
                             entry,
                             dest,
                             tmp,
                             file,
+                            direct,
                             left: AtomicUsize::new(pieces.len()),
                             failed: Mutex::new(None),
                         });

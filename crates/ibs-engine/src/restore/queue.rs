@@ -55,6 +55,8 @@ pub(super) struct SplitFile {
     pub(super) dest: Dest,
     pub(super) tmp: OsString,
     pub(super) file: std::fs::File,
+    /// `file`'s `O_DIRECT` descriptor, if it has one (`super::write::direct_for`).
+    pub(super) direct: Option<std::fs::File>,
     /// Pieces not yet ended.
     pub(super) left: AtomicUsize,
     /// The first failure of any piece; later pieces are then skipped.

@@ -46,11 +46,25 @@ pub(super) fn create_temp(
     Ok((tmp, file))
 }
 
-/// Writes `chunks` (decrypted and verified) into `file` from `offset` on; returns the end offset.
-/// Chunks in `prefetched` are taken from it; others are read under the restore's read budget.
+/// Files at least this large are written past the page cache where the file system allows it
+/// (`crate::fileio::write_sparse`): a restore's bytes are not read again soon, and copying 10 GiB
+/// into fresh page-cache pages was the largest single cost of a restore (ADR 0050).
+pub(super) const DIRECT_FILE_MIN: u64 = 1 << 20;
+
+/// The `O_DIRECT` descriptor a file of `size` bytes is written through, if any.
+pub(super) fn direct_for(file: &std::fs::File, size: u64) -> Option<std::fs::File> {
+    (size >= DIRECT_FILE_MIN)
+        .then(|| ibs_storage::direct::reopen(file))
+        .flatten()
+}
+
+/// Writes `chunks` (decrypted and verified) into `file` (or its `direct` descriptor, see
+/// [`DIRECT_FILE_MIN`]) from `offset` on; returns the end offset. Chunks in `prefetched` are taken
+/// from it; others are read under the restore's read budget.
 pub(super) fn write_chunks(
     sh: &Shared,
     file: &std::fs::File,
+    direct: Option<&std::fs::File>,
     chunks: &[ChunkId],
     mut offset: u64,
     opener: &mut ChunkOpener,
@@ -71,7 +85,7 @@ pub(super) fn write_chunks(
         opener,
         via,
         |data| {
-            crate::fileio::write_sparse(file, offset, data)
+            crate::fileio::write_sparse(file, direct, offset, data)
                 .map_err(|err| format!("write: {err}"))?;
             offset += data.len() as u64;
             sh.progress.add_bytes(data.len() as u64);
@@ -94,7 +108,9 @@ pub(super) fn restore_piece(
         lock().get_or_insert_with(|| "cancelled".into());
     }
     if lock().is_none() {
-        if let Err(e) = write_chunks(sh, &f.file, &f.entry.chunks[chunks], offset, opener, None) {
+        let direct = f.direct.as_ref();
+        let chunks = &f.entry.chunks[chunks];
+        if let Err(e) = write_chunks(sh, &f.file, direct, chunks, offset, opener, None) {
             lock().get_or_insert(e);
         }
     }
@@ -163,7 +179,10 @@ pub(super) fn restore_file(
     prefetched: Option<&Prefetched>,
 ) -> Result<(), String> {
     let (tmp, file) = create_temp(sh, &dest.dir)?;
-    let result = write_chunks(sh, &file, &e.chunks, 0, opener, prefetched).and_then(|end| {
+    let direct = direct_for(&file, e.size);
+    let written = write_chunks(sh, &file, direct.as_ref(), &e.chunks, 0, opener, prefetched);
+    drop(direct);
+    let result = written.and_then(|end| {
         if end != e.size {
             return Err(format!(
                 "restored {end} bytes but the backup recorded {}",
