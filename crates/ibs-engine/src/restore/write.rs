@@ -51,11 +51,16 @@ pub(super) fn create_temp(
 /// into fresh page-cache pages was the largest single cost of a restore (ADR 0050).
 pub(super) const DIRECT_FILE_MIN: u64 = 1 << 20;
 
-/// The `O_DIRECT` descriptor a file of `size` bytes is written through, if any.
+/// The `O_DIRECT` descriptor a file of `size` bytes is written through, if any. The file is given
+/// its size first (a hole, which the writes fill and zero runs leave): a direct write past the end
+/// of a file extends it, which ext4 serialises and journals across every file being written.
 pub(super) fn direct_for(file: &std::fs::File, size: u64) -> Option<std::fs::File> {
-    (size >= DIRECT_FILE_MIN)
-        .then(|| ibs_storage::direct::reopen(file))
-        .flatten()
+    if size < DIRECT_FILE_MIN {
+        return None;
+    }
+    let direct = ibs_storage::direct::reopen(file)?;
+    file.set_len(size).ok()?;
+    Some(direct)
 }
 
 /// Writes `chunks` (decrypted and verified) into `file` (or its `direct` descriptor, see
