@@ -20,6 +20,8 @@
 //! - A file is written to a temporary name (`O_CREAT|O_EXCL|O_NOFOLLOW`, in its folder) and renamed
 //!   into place only after all its chunks decrypted and verified, its mode, owner and times already
 //!   applied to the open descriptor: a damaged chunk never leaves wrong bytes under the file's name.
+//!   A large file's bytes may also go through a second, `O_DIRECT` descriptor of that same open
+//!   temporary file (`write::direct_for`: reopened through its `/proc/self/fd` link, never a path).
 //! - Folders are created 0700 and get their own mode, owner and times after their contents: as soon
 //!   as the walk has left a folder and its files and sub-folders are done, or at the very end for a
 //!   folder with a symlink, hard-link name, FIFO or device below it ([`dirs`]). A tree stream whose
