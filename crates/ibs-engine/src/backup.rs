@@ -467,8 +467,6 @@ async fn run_pipeline(
         work_tx,
         sealed_rx,
         threads: sealers,
-        chunks,
-        sealed,
     } = start_sealers(threads, repo.config().compression_level, &key.key);
     let Packing { packer, uploader } = crate::packing::start(
         repo.clone(),
@@ -476,7 +474,6 @@ async fn run_pipeline(
         key.id,
         state.keys.metadata.clone(),
         pack_target(repo),
-        sealed,
     );
     let producer = spawn_producer(
         repo,
@@ -488,7 +485,6 @@ async fn run_pipeline(
             progress: opts.progress.clone(),
             started_unix,
             cancel,
-            chunks,
         },
     );
     let joiner = tokio::task::spawn_blocking(move || {

@@ -6,7 +6,6 @@
 
 pub mod backup;
 pub mod browse;
-mod bufpool;
 pub mod cache;
 pub mod cancel;
 pub mod check;

@@ -67,7 +67,6 @@ pub(crate) fn start(
     key_id: KeyId,
     meta_key: SymKey,
     pack_target: usize,
-    sealed_pool: crate::bufpool::BufPool,
 ) -> Packing {
     let uploads_in_flight = if repo.storage().capabilities().local {
         UPLOADS_IN_FLIGHT_LOCAL
@@ -91,7 +90,6 @@ pub(crate) fn start(
         let mut builder = next();
         for s in sealed_rx {
             builder.add(s.id, s.encoding, s.raw_length, key_id, &s.sealed);
-            sealed_pool.give(s.sealed);
             // Counted with its header, so a pack of small chunks stays near the target (and within
             // the buffer's capacity) instead of growing by a header of 61 bytes per chunk.
             if builder.finished_len() >= pack_target {

@@ -8,7 +8,6 @@
 //! is read.
 
 use crate::backup::SourceOrigin;
-use crate::bufpool::BufPool;
 use crate::cache::{FilesCache, PathKey};
 use crate::delta::PendingStore;
 use crate::exclude::Excludes;
@@ -32,44 +31,23 @@ pub(crate) struct Sealing {
     pub sealed_rx: crossbeam_channel::Receiver<SealedChunk>,
     /// End when `work_tx` is dropped and the queue is drained (or the packer is gone).
     pub threads: Vec<std::thread::JoinHandle<()>>,
-    /// Chunk buffers: the producer fills them, the sealers give them back.
-    pub chunks: BufPool,
-    /// Sealed buffers: the sealers fill them, the packer gives them back.
-    pub sealed: BufPool,
 }
-
-/// Largest buffer the pipeline's pools keep: twice the default chunker's average chunk (1 MiB) and
-/// the sealing overhead, so most chunks of large files reuse one while the pools stay small beside
-/// the 150 MiB bound (a changed backup at 600 k files peaked at 149 MiB with 4 MiB buffers kept;
-/// ADR 0050). Larger chunks are allocated afresh.
-const POOL_MAX: usize = (2 << 20) + (64 << 10);
-/// Smallest buffer the pools serve: the allocator maps buffers this large on their own
-/// (`ibs::malloc`), smaller ones come from its heap, where a fresh one costs no page faults.
-const POOL_MIN: usize = 1 << 20;
 
 /// Starts `threads` sealing threads that compress at `level` and seal under `key`.
 pub(crate) fn start_sealers(threads: usize, level: i32, key: &SymKey) -> Sealing {
     let (work_tx, work_rx) = crossbeam_channel::bounded::<Work>(2 * threads);
     let (sealed_tx, sealed_rx) = crossbeam_channel::bounded::<SealedChunk>(2 * threads);
-    // One spare buffer each: in flight, the buffers are in the queues; a pool holds one while the
-    // queues are not full. More spares measured 5–7 MiB more peak RSS on changed backups at 600 k
-    // files, past the 150 MiB bound (ADR 0050).
-    let chunks = BufPool::new(1, POOL_MIN, POOL_MAX);
-    let sealed_pool = BufPool::new(1, POOL_MIN, POOL_MAX);
     let mut sealers = Vec::new();
     for _ in 0..threads {
         let (rx, tx, key) = (work_rx.clone(), sealed_tx.clone(), key.clone());
-        let (chunks, sealed_pool) = (chunks.clone(), sealed_pool.clone());
         sealers.push(std::thread::spawn(move || {
             let mut sealer = ChunkSealer::new(level);
             for w in rx {
-                let out = sealed_pool.take_for(w.data.len());
                 let sealed = if w.recipe {
-                    sealer.seal_recipe_into(w.id, &w.data, &key, out)
+                    sealer.seal_recipe_into(w.id, &w.data, &key, Vec::new())
                 } else {
-                    sealer.seal_into(w.id, &w.data, &key, out)
+                    sealer.seal(w.id, &w.data, &key)
                 };
-                chunks.give(w.data);
                 if tx.send(sealed).is_err() {
                     break;
                 }
@@ -80,8 +58,6 @@ pub(crate) fn start_sealers(threads: usize, level: i32, key: &SymKey) -> Sealing
         work_tx,
         sealed_rx,
         threads: sealers,
-        chunks,
-        sealed: sealed_pool,
     }
 }
 
@@ -116,8 +92,6 @@ pub(crate) struct ProducerRun {
     pub progress: Arc<Progress>,
     pub started_unix: i64,
     pub cancel: Option<crate::cancel::CancelToken>,
-    /// Where chunk buffers come from ([`Sealing::chunks`]).
-    pub chunks: BufPool,
 }
 
 /// Starts the producer on a blocking thread: reads `sources` in turn against `index`, sending
@@ -134,7 +108,6 @@ pub(crate) fn spawn_producer(
         progress,
         started_unix,
         cancel,
-        chunks,
     } = run;
     let cache_path = state.files_cache_path();
     let path_key = PathKey::derive(&state.keys.dedup);
@@ -148,7 +121,6 @@ pub(crate) fn spawn_producer(
             index,
             refs: BackupRefs::default(),
             tx: work_tx,
-            chunks,
             bytes_new: 0,
             closed: false,
             cancel,

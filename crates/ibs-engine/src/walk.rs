@@ -40,8 +40,6 @@ pub struct Emitter {
     /// Every chunk each source of the backup references (see [`BackupRefs`]).
     pub refs: BackupRefs,
     pub tx: crossbeam_channel::Sender<Work>,
-    /// Where the copies of new chunks are made ([`crate::produce::Sealing::chunks`]).
-    pub(crate) chunks: crate::bufpool::BufPool,
     pub bytes_new: u64,
     pub closed: bool,
     /// Cancelling it closes the emitter at its next chunk or check ([`Emitter::stopped`]).
@@ -80,7 +78,7 @@ impl Emitter {
         }
         ids.push(id);
         if self.refs.insert(id) && !self.index.contains(&id) {
-            self.send(id, self.chunks.copy_of(data), false);
+            self.send(id, data.to_vec(), false);
         }
     }
 
