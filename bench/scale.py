@@ -12,6 +12,9 @@ Steps, interleaved across tools so every tool backs up the very same tree:
                   prune does, instead of keeping what it removes in the grace area for 24 h); restic: `prune`
   check           `check --read-data` (ibs with the .pfx: every chunk decrypted and verified, as restic does)
 plus `stat walk`: a cold `find DATASET -printf '%s %T@ %i\\n'` (the floor of a no-change backup).
+With --stop-after-forget the run ends after forget and leaves the repositories in --work; a later
+`--resume RESULTS` (same --point, --work, --tools and --tool-bin names; a binary may be newer) runs prune
+and check on them and appends those rows to RESULTS, noting the resumed binaries and time in its meta.
 With --no-change-rounds N only the stat walk, full and no-change steps run, the last two N times
 (A/B of the no-change backup: `--tools ibs-a,ibs-b --tool-bin ibs-a=… --tool-bin ibs-b=…`).
 
@@ -123,23 +126,23 @@ def main(argv=None) -> int:
     ap.add_argument("--no-change-rounds", type=int, default=0,
                     help="A/B of the no-change backup only: after the full backups, N rounds of a cold stat walk "
                          "then each tool's no-change backup; no other step")
+    ap.add_argument("--stop-after-forget", action="store_true",
+                    help="end the run after forget, leaving each tool's repository in --work as it is before "
+                         "prune (A/B of prune on copies of it)")
+    ap.add_argument("--resume", metavar="RESULTS",
+                    help="prune and check the repositories a --stop-after-forget run left, appending to RESULTS")
     a = ap.parse_args(argv)
 
     work = os.path.abspath(os.path.join(a.work, f"run-{a.point}"))
+    if a.resume:
+        return resume(a, work)
     if os.path.exists(work):
         shutil.rmtree(work)
     os.makedirs(os.path.join(work, "logs"))
     dataset = os.path.abspath(a.dataset) if a.dataset else os.path.join(work, "dataset")
     if not a.dataset:
         gen(dataset, a.point, a.seed, hosts=a.hosts)
-    bins = dict(kv.split("=", 1) for kv in a.tool_bin)
-    tools = []
-    for name in a.tools.split(","):
-        if name == "restic":
-            tools.append(Restic(work, dataset))
-        else:
-            tools.append(Ibs(name, os.path.abspath(bins.get(name, os.path.join(HERE, "..", "target", "release", "ibs"))),
-                             work, dataset))
+    tools = make_tools(a, work, dataset)
     for t in tools:
         os.makedirs(t.logs, exist_ok=True)
         t.setup()
@@ -147,21 +150,8 @@ def main(argv=None) -> int:
     rows = []
     fig = tree_figures(dataset)
     B.log(f"dataset: {fig}")
-
-    def record(step, t, r):
-        r.pop("stdout", None)
-        r.pop("stderr", None)
-        r.update({"step": step, "tool": t.name, "repo_bytes": t.repo_size(), "load1_after": os.getloadavg()[0]})
-        rows.append(r)
-        B.log(f"{step:12} {t.name:9} rc={r['rc']} wall={r['wall']:.2f}s cpu={r.get('user', 0) + r.get('sys', 0):.2f}s "
-              f"rss={r.get('maxrss_kib', 0) / 1024:.1f}MiB repo={r['repo_bytes'] / 2**20:.1f}MiB load={r['load1_before']:.2f}")
-        if r["rc"] != 0:
-            B.log(f"  FAILED: see {os.path.join(t.logs, step + '-' + t.name)}.err")
-
-    def each(step, fn):
-        for t in tools:
-            dropper.drop()
-            record(step, t, fn(t))
+    record = recorder(rows)
+    each = stepper(tools, dropper, record)
 
     def stat_walk(n=0):
         """The floor of a no-change backup: a cold `find -printf` of the tree."""
@@ -198,10 +188,66 @@ def main(argv=None) -> int:
         mut.append(gen(dataset, a.point, a.seed, day=day, hosts=a.hosts))
         each(f"backup {day + 1}", lambda t: t.backup(f"backup{day + 1}"))
     each("forget", lambda t: t.forget(max(1, a.backups // 2)))
+    if not a.stop_after_forget:
+        each("prune", lambda t: t.prune())
+        each("check", lambda t: t.check())
+    return finish(a, meta_of(a, fig, mut, tools, dropper), rows, verify)
+
+
+def make_tools(a, work, dataset) -> list:
+    bins = dict(kv.split("=", 1) for kv in a.tool_bin)
+    tools = []
+    for name in a.tools.split(","):
+        if name == "restic":
+            tools.append(Restic(work, dataset))
+        else:
+            tools.append(Ibs(name, os.path.abspath(bins.get(name, os.path.join(HERE, "..", "target", "release", "ibs"))),
+                             work, dataset))
+    return tools
+
+
+def recorder(rows):
+    """Records one tool's step in `rows` and logs it."""
+    def record(step, t, r):
+        r.pop("stdout", None)
+        r.pop("stderr", None)
+        r.update({"step": step, "tool": t.name, "repo_bytes": t.repo_size(), "load1_after": os.getloadavg()[0]})
+        rows.append(r)
+        B.log(f"{step:12} {t.name:9} rc={r['rc']} wall={r['wall']:.2f}s cpu={r.get('user', 0) + r.get('sys', 0):.2f}s "
+              f"rss={r.get('maxrss_kib', 0) / 1024:.1f}MiB repo={r['repo_bytes'] / 2**20:.1f}MiB load={r['load1_before']:.2f}")
+        if r["rc"] != 0:
+            B.log(f"  FAILED: see {os.path.join(t.logs, step + '-' + t.name)}.err")
+    return record
+
+
+def stepper(tools, dropper, record):
+    """Runs one step for every tool in turn, page cache dropped before each."""
+    def each(step, fn):
+        for t in tools:
+            dropper.drop()
+            record(step, t, fn(t))
+    return each
+
+
+def resume(a, work) -> int:
+    """Prune and check on what a --stop-after-forget run left in `work`; rows appended to a.resume."""
+    with open(a.resume) as f:
+        done = json.load(f)
+    if any(r["step"] in ("prune", "check") for r in done["rows"]):
+        raise SystemExit(f"{a.resume} already has prune or check rows")
+    tools = make_tools(a, work, os.path.join(work, "dataset"))
+    dropper = B.CacheDropper()
+    rows = done["rows"]
+    each = stepper(tools, dropper, recorder(rows))
     each("prune", lambda t: t.prune())
     each("check", lambda t: t.check())
-
-    return finish(a, meta_of(a, fig, mut, tools, dropper), rows, verify)
+    meta = done["meta"]
+    meta["resumed"] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": B.git_rev(),
+                       "steps": ["prune", "check"], "cache": dropper.note(),
+                       "tools": {t.name: B.tool_version([t.bin, "--version"] if hasattr(t, "bin") else ["restic", "version"])
+                                 for t in tools}}
+    a.results = a.resume
+    return finish(a, meta, rows, done["verify"])
 
 
 def meta_of(a, fig, mut, tools, dropper) -> dict:

@@ -40,11 +40,17 @@ CREATE TABLE IF NOT EXISTS files (
     ctime INTEGER NOT NULL, ino INTEGER NOT NULL, chunks BLOB NOT NULL,
     PRIMARY KEY (seq, name)) WITHOUT ROWID;";
 
-/// SQLite's page cache per connection, in KiB (passed negated: a size, not a page count). The
-/// `folders` table, looked up whenever the walk changes folder, is ~27 bytes a folder with files
-/// (1.8 MB for the 66,713 of the 600 k bench tree): it stays cached with the pages being read or
-/// appended to. Two connections: at most 16 MiB of a backup's resident memory.
-const PAGE_CACHE_KIB: i64 = 8192;
+/// SQLite's page cache of the old (read) cache, in KiB (passed negated: a size, not a page count).
+/// The whole file is in the kernel's page cache already (`open_old` reads it ahead), so a miss
+/// costs a `pread`, not a disk read. What must stay cached is the `folders` table, looked up
+/// whenever the walk changes folder: ~27 bytes a folder with files (1.8 MB for the 66,713 of the
+/// 600 k bench tree); the `files` rows are read front to back and need only the current pages.
+const OLD_CACHE_KIB: i64 = 3072;
+/// The new (written) cache's page cache, in KiB: rows are appended in key order, so only the
+/// right-hand path of each B-tree is touched, and full pages are written out (no journal).
+/// Together with [`OLD_CACHE_KIB`], 4 MiB of a backup's resident memory (it was 16 MiB, two
+/// 8 MiB caches: `docs/design/memory.md`).
+const NEW_CACHE_KIB: i64 = 1024;
 
 /// The identity of a file's contents as far as the cache is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,7 +236,7 @@ fn open_old(path: &Path) -> Option<Connection> {
     // One read transaction for the whole backup: SQLite then takes its shared lock and checks
     // for a hot journal once, not around every lookup (that was about eight system calls per
     // file of an unchanged tree).
-    c.execute_batch(&format!("PRAGMA cache_size=-{PAGE_CACHE_KIB}; BEGIN"))
+    c.execute_batch(&format!("PRAGMA cache_size=-{OLD_CACHE_KIB}; BEGIN"))
         .ok()?;
     Some(c)
 }
@@ -253,7 +259,7 @@ impl FilesCache {
         crate::state::write_private_new(&new_path)?;
         let new = Connection::open(&new_path).map_err(db_err)?;
         new.execute_batch(&format!(
-            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-{PAGE_CACHE_KIB};"
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-{NEW_CACHE_KIB};"
         ))
         .map_err(db_err)?;
         new.execute_batch(SCHEMA).map_err(db_err)?;

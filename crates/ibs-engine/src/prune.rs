@@ -403,66 +403,47 @@ pub(crate) async fn prune_pass(
     // 3. Drop the old segments (into the grace area). A segment that cannot be removed (locked)
     //    keeps every pack it names.
     let new_names = rewritten.segments;
+    let old: Vec<&String> = old_segments
+        .iter()
+        .filter(|n| !new_names.contains(*n))
+        .collect();
+    let keys: Vec<_> = old.iter().map(|n| layout::index(n)).collect();
     let mut still_indexed: HashSet<PackId> = HashSet::new();
-    for name in old_segments.iter().filter(|n| !new_names.contains(*n)) {
-        let key = layout::index(name);
-        if !record(
-            &mut plan,
-            &key,
-            worm::try_remove(repo, &retire, &key).await?,
-        ) {
-            still_indexed.extend(segment_packs.remove(name).unwrap_or_default());
+    let outcomes = worm::try_remove_all(repo, &retire, &keys).await?;
+    for ((name, key), d) in old.iter().zip(&keys).zip(outcomes) {
+        if !record(&mut plan, key, d) {
+            still_indexed.extend(segment_packs.remove(*name).unwrap_or_default());
         }
     }
     // 4. Packs nothing needs any more.
-    let doomed: Vec<PackId> = plan
+    let mut doomed = Vec::new();
+    for id in plan
         .delete
         .iter()
         .chain(plan.repack.iter())
         .chain(plan.unindexed.iter())
-        .copied()
-        .collect();
-    for id in doomed {
-        if still_indexed.contains(&id) {
+    {
+        if still_indexed.contains(id) {
             // Still named by the index, so still readable: its chunks' data keys stay too.
-            let keys = facts
-                .get(&id)
-                .map(|f| f.keys.as_slice())
-                .unwrap_or_default();
+            let keys = facts.get(id).map(|f| f.keys.as_slice()).unwrap_or_default();
             plan.delete_keys.retain(|k| !keys.contains(k));
-            plan.kept_for_index.push(id);
-            continue;
+            plan.kept_for_index.push(*id);
+        } else {
+            doomed.push(layout::pack(id));
         }
-        let key = layout::pack(&id);
-        record(
-            &mut plan,
-            &key,
-            worm::try_remove(repo, &retire, &key).await?,
-        );
     }
+    record_all(&mut plan, &doomed, worm::try_remove_all(repo, &retire, &doomed).await?);
     // 5. Markers of damaged packs that are gone (after their pack: a crash in between leaves a
     //    marker without a pack, which the next prune removes).
     for id in &plan.delete_markers {
         repo.delete_damage_marker(id).await?;
     }
     // 6. Envelopes of data keys no chunk and no manifest uses.
-    for k in plan.delete_keys.clone() {
-        let key = layout::data_key(&k);
-        record(
-            &mut plan,
-            &key,
-            worm::try_remove(repo, &retire, &key).await?,
-        );
-    }
+    let keys: Vec<_> = plan.delete_keys.iter().map(layout::data_key).collect();
+    record_all(&mut plan, &keys, worm::try_remove_all(repo, &retire, &keys).await?);
     // 6b. Reference segments no kept backup lists.
-    for seg in plan.delete_segments.clone() {
-        let key = layout::refs_segment(&seg);
-        record(
-            &mut plan,
-            &key,
-            worm::try_remove(repo, &retire, &key).await?,
-        );
-    }
+    let keys: Vec<_> = plan.delete_segments.iter().map(layout::refs_segment).collect();
+    record_all(&mut plan, &keys, worm::try_remove_all(repo, &retire, &keys).await?);
     // 7. Batches whose delete delay has passed, this run's included when the delay is zero.
     plan.purged = crate::trash::purge(repo, opts.delete_delay).await?;
     let _ = repo
@@ -470,6 +451,13 @@ pub(crate) async fn prune_pass(
         .remove_stale_temporaries(Duration::from_secs(3600))
         .await;
     Ok(plan)
+}
+
+/// Notes in the plan every refused delete among `keys`' outcomes.
+fn record_all(plan: &mut PrunePlan, keys: &[ibs_storage::ObjectKey], outcomes: Vec<Deleted>) {
+    for (key, d) in keys.iter().zip(outcomes) {
+        record(plan, key, d);
+    }
 }
 
 /// Notes a refused delete in the plan; true when the object is gone.

@@ -245,7 +245,16 @@ struct Output<'a> {
     written: HashSet<String>,
 }
 
-impl Output<'_> {
+impl<'a> Output<'a> {
+    fn new(repo: &'a Repository, key: &'a SymKey) -> Self {
+        Output {
+            repo,
+            key,
+            buffer: Default::default(),
+            written: HashSet::new(),
+        }
+    }
+
     async fn push(&mut self, rec: PackRecord) -> Result<(), EngineError> {
         if let Some(group) = self.buffer.push(rec) {
             self.written
@@ -253,12 +262,31 @@ impl Output<'_> {
         }
         Ok(())
     }
+
+    /// Writes the last, partial segment; the names of every segment written.
+    async fn finish(mut self) -> Result<HashSet<String>, EngineError> {
+        let rest = self.buffer.into_rest();
+        if !rest.is_empty() {
+            self.written
+                .insert(self.repo.write_index(&rest, self.key).await?.0);
+        }
+        Ok(self.written)
+    }
 }
+
+/// New packs filled while the last one is still being stored: one, so that reading the packs to
+/// copy overlaps writing (and, on a local folder, `fsync`ing) the new ones, at the cost of one
+/// more pack in memory.
+const PACKS_QUEUED: usize = 1;
 
 /// The execute pass: reads the segments `names` again in order and, for each pack's first record,
 /// lists what stays in new index segments (young packs whole, kept packs' live entries) and copies
 /// the live chunks of packs to repack into new packs (sealed bytes, no decryption), listed as they
 /// are stored. Deletes nothing: the old segments still cover every chunk when it returns.
+///
+/// Two loops run side by side: the copier reads and fills new packs, the writer stores each full
+/// pack and lists it in its own segments (so a new pack is listed only once stored). The kept
+/// records and the new packs' records go to separate segments.
 pub(crate) async fn rewrite(
     repo: &Repository,
     metadata_key: &SymKey,
@@ -266,6 +294,42 @@ pub(crate) async fn rewrite(
     index: &Index,
     facts: &HashMap<PackId, PackFacts>,
 ) -> Result<Rewritten, EngineError> {
+    let (full_tx, mut full_rx) = tokio::sync::mpsc::channel::<PackBuilder>(PACKS_QUEUED);
+    let copier = async move {
+        let mut kept = Output::new(repo, metadata_key);
+        let damaged = copy_live(repo, metadata_key, names, index, facts, &mut kept, full_tx).await?;
+        Ok::<_, EngineError>((damaged, kept.finish().await?))
+    };
+    let writer = async {
+        let mut listed = Output::new(repo, metadata_key);
+        let mut fresh = HashSet::new();
+        while let Some(builder) = full_rx.recv().await {
+            let rec = store(repo, builder, metadata_key).await?;
+            fresh.insert(rec.id);
+            listed.push(rec).await?;
+        }
+        Ok::<_, EngineError>((fresh, listed.finish().await?))
+    };
+    let ((damaged, mut segments), (fresh, new_segments)) = tokio::try_join!(copier, writer)?;
+    segments.extend(new_segments);
+    Ok(Rewritten {
+        segments,
+        fresh,
+        damaged,
+    })
+}
+
+/// The copier of [`rewrite`]: lists what stays of the old packs in `kept` and sends each new pack
+/// it fills to the writer (the last one, partly filled, too); the packs found damaged.
+async fn copy_live(
+    repo: &Repository,
+    metadata_key: &SymKey,
+    names: &[String],
+    index: &Index,
+    facts: &HashMap<PackId, PackFacts>,
+    kept: &mut Output<'_>,
+    full_tx: tokio::sync::mpsc::Sender<PackBuilder>,
+) -> Result<Vec<PackId>, EngineError> {
     let target = crate::backup::pack_target(repo);
     // As the backup's packer: room for the last chunk past the target, and the target bounds the
     // pack with its header (a pack of small chunks has a large one).
@@ -277,13 +341,9 @@ pub(crate) async fn rewrite(
     } else {
         2
     };
-    let mut out = Output {
-        repo,
-        key: metadata_key,
-        buffer: Default::default(),
-        written: HashSet::new(),
-    };
-    let mut done = Rewritten::default();
+    // The writer is gone only when it failed: its error is the one `rewrite` reports.
+    let gone = || EngineError::Internal("prune: the pack writer stopped".into());
+    let mut damaged = Vec::new();
     let mut builder = new_builder();
     let mut seen: HashSet<PackId> = HashSet::new();
     for name in names {
@@ -297,7 +357,7 @@ pub(crate) async fn rewrite(
             };
             match f.fate {
                 Fate::Delete => {}
-                Fate::Young => out.push(rec).await?,
+                Fate::Young => kept.push(rec).await?,
                 Fate::Keep | Fate::Repack => {
                     let live = PackRecord {
                         id: rec.id,
@@ -305,7 +365,7 @@ pub(crate) async fn rewrite(
                         entries: live_entries(&rec, index),
                     };
                     if f.fate == Fate::Keep {
-                        out.push(live).await?;
+                        kept.push(live).await?;
                     } else {
                         copy.push(live);
                     }
@@ -318,8 +378,8 @@ pub(crate) async fn rewrite(
         while let Some((bytes, rec)) = fetched.next().await {
             let bytes = bytes?;
             if verify_pack(&rec.id, &bytes, None).is_err() {
-                done.damaged.push(rec.id);
-                out.push(rec).await?;
+                damaged.push(rec.id);
+                kept.push(rec).await?;
                 continue;
             }
             for e in &rec.entries {
@@ -332,25 +392,15 @@ pub(crate) async fn rewrite(
                 );
                 if builder.finished_len() >= target {
                     let full = std::mem::replace(&mut builder, new_builder());
-                    let rec = store(repo, full, metadata_key).await?;
-                    done.fresh.insert(rec.id);
-                    out.push(rec).await?;
+                    full_tx.send(full).await.map_err(|_| gone())?;
                 }
             }
         }
     }
     if !builder.is_empty() {
-        let rec = store(repo, builder, metadata_key).await?;
-        done.fresh.insert(rec.id);
-        out.push(rec).await?;
+        full_tx.send(builder).await.map_err(|_| gone())?;
     }
-    let rest = out.buffer.into_rest();
-    if !rest.is_empty() {
-        out.written
-            .insert(repo.write_index(&rest, metadata_key).await?.0);
-    }
-    done.segments = out.written;
-    Ok(done)
+    Ok(damaged)
 }
 
 /// Seals and stores a new pack; its record.

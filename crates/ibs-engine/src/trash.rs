@@ -17,6 +17,7 @@
 //!   space now).
 
 use crate::EngineError;
+use futures::{StreamExt, TryStreamExt};
 use ibs_repo::clock::{id_unix, new_backup_id};
 use ibs_repo::lock::LockKind;
 use ibs_repo::{layout, Repository};
@@ -135,6 +136,9 @@ pub struct Purged {
     pub bytes: u64,
 }
 
+/// Deletes in flight at once while purging (see `worm::try_remove_all`).
+const PURGE_CONCURRENCY: usize = 8;
+
 /// Deletes every batch whose time is at least `delay` ago by the repository clock. The caller
 /// holds the exclusive lock (prune).
 pub async fn purge(repo: &Repository, delay: Duration) -> Result<Purged, EngineError> {
@@ -145,12 +149,16 @@ pub async fn purge(repo: &Repository, delay: Duration) -> Result<Purged, EngineE
         if now.saturating_sub(b.time) < delay {
             continue;
         }
-        for k in &keys {
-            match repo.storage().delete(k).await {
-                Err(e) if !e.is_not_found() => return Err(e.into()),
-                _ => {}
-            }
-        }
+        futures::stream::iter(&keys)
+            .map(|k| async move {
+                match repo.storage().delete(k).await {
+                    Err(e) if !e.is_not_found() => Err(e),
+                    _ => Ok(()),
+                }
+            })
+            .buffer_unordered(PURGE_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
         out.batches += 1;
         out.objects += b.objects;
         out.bytes += b.bytes;

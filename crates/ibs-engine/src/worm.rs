@@ -126,3 +126,21 @@ pub async fn try_remove(
         Err(e) => Err(e.into()),
     }
 }
+
+/// Removals in flight at once: each is a round trip on network storage and a blocking `unlink`
+/// on a local folder (thousands after a large forget).
+const REMOVE_CONCURRENCY: usize = 8;
+
+/// [`try_remove`] of every key, several at once; the outcomes in the order of `keys`. The first
+/// error ends it (what was removed by then stays removed: callers remove only what may go).
+pub async fn try_remove_all(
+    repo: &Repository,
+    retire: &Retire,
+    keys: &[ObjectKey],
+) -> Result<Vec<Deleted>, EngineError> {
+    futures::stream::iter(keys)
+        .map(|k| try_remove(repo, retire, k))
+        .buffered(REMOVE_CONCURRENCY)
+        .try_collect()
+        .await
+}
