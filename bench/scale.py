@@ -43,7 +43,26 @@ class Args:
     timeout = 7200
 
 
-class Ibs(B.Ibs):
+class KeepsPassword:
+    """A tool whose throwaway bench password (ibs: the .pfx's; restic: the repository's) is kept in
+    `bench.password` (0600) beside its repository, for a later --resume or `prune_ab.py`."""
+
+    def password_file(self):
+        return os.path.join(self.dir, "bench.password")
+
+    def setup(self):
+        super().setup()
+        fd = os.open(self.password_file(), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.password)
+
+    def reopen(self):
+        """Takes the password the stopped run left."""
+        with open(self.password_file()) as f:
+            self.password = f.read()
+
+
+class Ibs(KeepsPassword, B.Ibs):
     def __init__(self, name, binary, work, dataset):
         self.name = name
         a = Args()
@@ -52,6 +71,7 @@ class Ibs(B.Ibs):
 
     def run(self, step, cmd):
         return B.run_measured(cmd, self.env(), None, os.path.join(self.logs, f"{step}-{self.name}"), self.timeout)
+
 
     def forget(self, keep):
         return self.run("forget", [self.bin, "repo", "forget", "--repo", self.repo, "--keep-last", str(keep)])
@@ -64,7 +84,7 @@ class Ibs(B.Ibs):
         return self.run("check", [self.bin, "repo", "check", "--repo", self.repo, "--read-data", "--pfx", self.pfx])
 
 
-class Restic(B.Restic):
+class Restic(KeepsPassword, B.Restic):
     def __init__(self, work, dataset):
         a = Args()
         super().__init__(a, work, dataset)
@@ -236,6 +256,8 @@ def resume(a, work) -> int:
     if any(r["step"] in ("prune", "check") for r in done["rows"]):
         raise SystemExit(f"{a.resume} already has prune or check rows")
     tools = make_tools(a, work, os.path.join(work, "dataset"))
+    for t in tools:
+        t.reopen()
     dropper = B.CacheDropper()
     rows = done["rows"]
     each = stepper(tools, dropper, recorder(rows))

@@ -25,6 +25,10 @@ pub struct Config {
     /// Prune's grace period in hours: packs and data-key envelopes younger than this are never
     /// deleted (default 24).
     pub prune_grace_hours: Option<u64>,
+    /// Retention's prune repacks partly used packs only until the dead bytes left in the packs
+    /// that stay are at most this percentage of them (0–100, default 10; 0 repacks every pack
+    /// with a dead byte).
+    pub prune_max_unused_percent: Option<u8>,
     /// What retention removes stays this many hours in the repository's grace area, where
     /// `ibs repo undelete` brings it back, before a later prune deletes it (default 24; 0 deletes
     /// at once).
@@ -98,6 +102,14 @@ impl Config {
                 return Err(ControllerError::invalid(
                     "job_timeout_seconds",
                     format!("{t} is out of range: must be {lo} to {hi} seconds (7 days)"),
+                ));
+            }
+        }
+        if let Some(p) = c.prune_max_unused_percent {
+            if p > 100 {
+                return Err(ControllerError::invalid(
+                    "prune_max_unused_percent",
+                    format!("{p} is out of range: must be 0 to 100 (percent)"),
                 ));
             }
         }
@@ -187,6 +199,26 @@ mod tests {
                 "{m}"
             );
         }
+    }
+
+    #[test]
+    fn prune_max_unused_percent_is_read_and_bounded() {
+        let c = Config::parse("prune_max_unused_percent = 25\n").unwrap();
+        assert_eq!(c.prune_max_unused_percent, Some(25));
+        for bad in ["101", "255"] {
+            let m = Config::parse(&format!("prune_max_unused_percent = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                m.contains("prune_max_unused_percent") && m.contains("out of range"),
+                "{m}"
+            );
+        }
+        // Not a percentage at all: the TOML layer names the key.
+        let m = Config::parse("prune_max_unused_percent = -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("prune_max_unused_percent"), "{m}");
     }
 
     #[test]

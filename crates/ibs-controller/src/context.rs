@@ -82,6 +82,8 @@ pub struct JobContext {
     pub lock_wait: Duration,
     /// Prune's grace period.
     pub prune_grace: Duration,
+    /// Prune's unused-space budget, in percent.
+    pub prune_max_unused_percent: u8,
     /// How long what retention removes stays in the grace area (`ibs repo undelete`).
     pub delete_delay: Duration,
     /// Folders an API restore may write beneath ([`crate::restore_roots`]).

@@ -56,6 +56,9 @@ pub struct ControllerOptions {
     pub lock_wait: Duration,
     /// Prune's grace period (`ibs_engine::retention::DEFAULT_GRACE` unless configured).
     pub prune_grace: Duration,
+    /// Prune's unused-space budget, in percent
+    /// (`ibs_engine::retention::DEFAULT_MAX_UNUSED_PERCENT` unless configured).
+    pub prune_max_unused_percent: u8,
     /// How long what retention removes stays in the grace area
     /// (`ibs_engine::trash::DEFAULT_DELETE_DELAY` unless configured).
     pub delete_delay: Duration,
@@ -168,6 +171,7 @@ impl Controller {
                 alerts,
                 lock_wait: opts.lock_wait,
                 prune_grace: opts.prune_grace,
+                prune_max_unused_percent: opts.prune_max_unused_percent,
                 delete_delay: opts.delete_delay,
                 restore_roots: opts.restore_roots,
             }),

@@ -145,6 +145,7 @@ fn build(
         lock_wait: Duration::from_secs(5),
         // The fake clock and the storage's real modification times do not agree: no grace period.
         prune_grace: Duration::ZERO,
+        prune_max_unused_percent: ibs_engine::retention::DEFAULT_MAX_UNUSED_PERCENT,
         delete_delay: ibs_engine::trash::DEFAULT_DELETE_DELAY,
         closed_alert_retention_days: crate::alert_purge::DEFAULT_CLOSED_ALERT_RETENTION_DAYS,
         // Tests restore into their own temporary folders.

@@ -297,6 +297,9 @@ fn absorb(into: &mut PrunePlan, p: PrunePlan) {
         }
     }
     into.bytes_freed_estimate += p.bytes_freed_estimate;
+    into.repack_bytes += p.repack_bytes;
+    into.used_bytes = p.used_bytes;
+    into.unused_bytes_after = p.unused_bytes_after;
     into.locks_checked += p.locks_checked;
     into.purged.batches += p.purged.batches;
     into.purged.objects += p.purged.objects;

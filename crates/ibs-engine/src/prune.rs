@@ -80,6 +80,9 @@ pub struct PruneOptions {
     /// ([`crate::trash::DEFAULT_DELETE_DELAY`]); batches older than this are purged. Zero deletes
     /// at once.
     pub delete_delay: Duration,
+    /// Dead bytes left in the packs that stay, at most, in percent ([`DEFAULT_MAX_UNUSED_PERCENT`]);
+    /// 0 repacks every pack with a dead byte, 100 repacks nothing.
+    pub max_unused_percent: u8,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -90,6 +93,11 @@ pub struct PrunePlan {
     pub unindexed: Vec<PackId>,
     pub keep: usize,
     pub bytes_freed_estimate: u64,
+    /// Live bytes the repack copies.
+    pub repack_bytes: u64,
+    /// Live entry bytes of the packs that stay, and the dead bytes left in them after the plan.
+    pub used_bytes: u64,
+    pub unused_bytes_after: u64,
     pub chunks_used: usize,
     pub chunks_unused: usize,
     pub delete_keys: Vec<KeyId>,
@@ -138,9 +146,11 @@ pub struct PrunePlan {
     pub waiting_for: Vec<String>,
 }
 
-/// A pack is repacked when more than this share of its entries' bytes is unused (its header does
-/// not count: see `repack::fate`).
-pub const REPACK_UNUSED_RATIO: f64 = 0.2;
+/// The dead bytes prune leaves in the packs that stay, at most, as a percentage of their entry
+/// bytes (live and dead; headers do not count: see `repack::fate`), unless the operator says
+/// otherwise. Packs with dead bytes are repacked, the most wasteful first, only until the rest is
+/// within it (`repack::Planner::finish`): a repack reads a whole pack to drop a part of it.
+pub const DEFAULT_MAX_UNUSED_PERCENT: u8 = 10;
 
 /// What the listing says of one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,7 +372,7 @@ pub(crate) async fn prune_pass(
             planner.add(&rec);
         }
     }
-    let (mut plan, facts) = planner.finish(&envelopes);
+    let (mut plan, facts) = planner.finish(&envelopes, opts.max_unused_percent);
     plan.segments_kept = needed.segments.len();
     plan.delete_segments = delete_segments;
     plan.young_segments = young_segments;
@@ -432,7 +442,11 @@ pub(crate) async fn prune_pass(
             doomed.push(layout::pack(id));
         }
     }
-    record_all(&mut plan, &doomed, worm::try_remove_all(repo, &retire, &doomed).await?);
+    record_all(
+        &mut plan,
+        &doomed,
+        worm::try_remove_all(repo, &retire, &doomed).await?,
+    );
     // 5. Markers of damaged packs that are gone (after their pack: a crash in between leaves a
     //    marker without a pack, which the next prune removes).
     for id in &plan.delete_markers {
@@ -440,10 +454,22 @@ pub(crate) async fn prune_pass(
     }
     // 6. Envelopes of data keys no chunk and no manifest uses.
     let keys: Vec<_> = plan.delete_keys.iter().map(layout::data_key).collect();
-    record_all(&mut plan, &keys, worm::try_remove_all(repo, &retire, &keys).await?);
+    record_all(
+        &mut plan,
+        &keys,
+        worm::try_remove_all(repo, &retire, &keys).await?,
+    );
     // 6b. Reference segments no kept backup lists.
-    let keys: Vec<_> = plan.delete_segments.iter().map(layout::refs_segment).collect();
-    record_all(&mut plan, &keys, worm::try_remove_all(repo, &retire, &keys).await?);
+    let keys: Vec<_> = plan
+        .delete_segments
+        .iter()
+        .map(layout::refs_segment)
+        .collect();
+    record_all(
+        &mut plan,
+        &keys,
+        worm::try_remove_all(repo, &retire, &keys).await?,
+    );
     // 7. Batches whose delete delay has passed, this run's included when the delay is zero.
     plan.purged = crate::trash::purge(repo, opts.delete_delay).await?;
     let _ = repo

@@ -19,7 +19,7 @@
 //!   entry; a damaged pack is never repacked; a repacked pack whose bytes fail their hash check is
 //!   kept as it is (its live entries are listed) and reported damaged.
 
-use crate::prune::{Listed, PrunePlan, REPACK_UNUSED_RATIO};
+use crate::prune::{Listed, PrunePlan};
 use crate::EngineError;
 use futures::StreamExt;
 use ibs_repo::crypto::SymKey;
@@ -37,7 +37,8 @@ pub enum Fate {
     Young,
     /// Nothing in it is live.
     Delete,
-    /// More than [`REPACK_UNUSED_RATIO`] of its entries' bytes are dead: its live chunks are copied.
+    /// Some of its entries' bytes are dead: its live chunks are copied. The planner first marks
+    /// every such pack, then keeps those the unused-space budget allows ([`Planner::finish`]).
     Repack,
     /// Kept, with its live entries indexed.
     Keep,
@@ -84,14 +85,33 @@ pub fn fate(
     // Only the entries' bytes decide: the pack's header (its entry table, a large share of a pack
     // of small chunks) shrinks with the entries a repack copies, so counting it as dead would
     // repack a wholly live pack of small chunks at every prune.
-    let entry_bytes: u64 = rec.entries.iter().map(|e| e.length as u64).sum();
-    let live_bytes: u64 = live.iter().map(|e| e.length as u64).sum();
-    let dead = entry_bytes.saturating_sub(live_bytes);
-    if !index.is_damaged(&rec.id) && dead as f64 > REPACK_UNUSED_RATIO * entry_bytes as f64 {
+    let (_, dead) = live_and_dead(rec, live);
+    if dead > 0 && !index.is_damaged(&rec.id) {
         Fate::Repack
     } else {
         Fate::Keep
     }
+}
+
+/// The live and the dead bytes of a pack's entries (its header not counted).
+fn live_and_dead(rec: &PackRecord, live: &[PackEntry]) -> (u64, u64) {
+    let entry_bytes: u64 = rec.entries.iter().map(|e| e.length as u64).sum();
+    let live_bytes: u64 = live.iter().map(|e| e.length as u64).sum();
+    (live_bytes, entry_bytes.saturating_sub(live_bytes))
+}
+
+/// A pack that could be repacked: settled, undamaged, partly live.
+struct Candidate {
+    id: PackId,
+    length: u64,
+    live: u64,
+    dead: u64,
+}
+
+/// Whether `unused` dead bytes beside `used` live ones are within `max_unused_percent` of the
+/// two together.
+fn within(unused: u64, used: u64, max_unused_percent: u8) -> bool {
+    unused as u128 * 100 <= max_unused_percent as u128 * (used as u128 + unused as u128)
 }
 
 fn add_keys(keys: &mut Vec<KeyId>, entries: &[PackEntry]) {
@@ -110,6 +130,11 @@ pub struct Planner<'a> {
     plan: PrunePlan,
     facts: HashMap<PackId, PackFacts>,
     live_keys: HashSet<KeyId>,
+    /// Packs with dead bytes that may be repacked, in the order met.
+    candidates: Vec<Candidate>,
+    /// Live and dead entry bytes of the packs that stay (kept, young, or candidates).
+    used: u64,
+    unused: u64,
 }
 
 impl<'a> Planner<'a> {
@@ -128,6 +153,9 @@ impl<'a> Planner<'a> {
             },
             facts: HashMap::new(),
             live_keys: manifest_keys.clone(),
+            candidates: Vec::new(),
+            used: 0,
+            unused: 0,
         }
     }
 
@@ -150,19 +178,33 @@ impl<'a> Planner<'a> {
                 plan.young_packs.push(rec.id);
                 plan.keep += 1;
                 live_keys.clone_from(&keys);
+                // It stays, with what it holds: counted, so that a sweep (where every pack the
+                // mark did not name is young) weighs the budget as the mark did.
+                let (live_bytes, dead) = live_and_dead(rec, &live);
+                self.used += live_bytes;
+                self.unused += dead;
             }
             Fate::Delete => {
                 plan.delete.push(rec.id);
                 plan.bytes_freed_estimate += rec.length;
             }
             Fate::Repack => {
-                let live_bytes: u64 = live.iter().map(|e| e.length as u64).sum();
-                plan.repack.push(rec.id);
-                plan.bytes_freed_estimate += rec.length - live_bytes;
+                let (live_bytes, dead) = live_and_dead(rec, &live);
+                self.candidates.push(Candidate {
+                    id: rec.id,
+                    length: rec.length,
+                    live: live_bytes,
+                    dead,
+                });
+                self.used += live_bytes;
+                self.unused += dead;
                 add_keys(&mut live_keys, &live);
             }
             Fate::Keep => {
                 plan.keep += 1;
+                let (live_bytes, dead) = live_and_dead(rec, &live);
+                self.used += live_bytes;
+                self.unused += dead;
                 add_keys(&mut live_keys, &live);
             }
         }
@@ -178,11 +220,38 @@ impl<'a> Planner<'a> {
     /// The plan: listed packs no record names are unindexed (deleted once settled), and listed
     /// envelopes no kept chunk and no manifest uses are deleted once settled (including those of
     /// backups that died before committing anything).
+    ///
+    /// Repacking costs a read of the whole pack and a write of its live part, so only as many
+    /// candidates are repacked as it takes to bring the dead bytes left in the packs that stay to
+    /// at most `max_unused_percent` of their entry bytes, the most wasteful first (the largest
+    /// share of dead bytes; then the pack id, so the choice is the same for the same records).
+    /// The rest are kept.
     pub fn finish(
         mut self,
         envelopes: &HashMap<KeyId, Listed>,
+        max_unused_percent: u8,
     ) -> (PrunePlan, HashMap<PackId, PackFacts>) {
         let plan = &mut self.plan;
+        // Most wasteful first: a/(a+b) > c/(c+d) iff a*d > c*b (no division, no rounding).
+        self.candidates.sort_by(|x, y| {
+            let wx = x.dead as u128 * y.live as u128;
+            let wy = y.dead as u128 * x.live as u128;
+            wy.cmp(&wx).then(x.id.cmp(&y.id))
+        });
+        let mut unused = self.unused;
+        for c in &self.candidates {
+            if within(unused, self.used, max_unused_percent) {
+                self.facts.get_mut(&c.id).expect("added").fate = Fate::Keep;
+                plan.keep += 1;
+                continue;
+            }
+            unused -= c.dead;
+            plan.repack.push(c.id);
+            plan.repack_bytes += c.live;
+            plan.bytes_freed_estimate += c.length - c.live;
+        }
+        plan.used_bytes = self.used;
+        plan.unused_bytes_after = unused;
         for (id, l) in self.listed {
             if !self.facts.contains_key(id) {
                 if l.settled {
@@ -297,7 +366,8 @@ pub(crate) async fn rewrite(
     let (full_tx, mut full_rx) = tokio::sync::mpsc::channel::<PackBuilder>(PACKS_QUEUED);
     let copier = async move {
         let mut kept = Output::new(repo, metadata_key);
-        let damaged = copy_live(repo, metadata_key, names, index, facts, &mut kept, full_tx).await?;
+        let damaged =
+            copy_live(repo, metadata_key, names, index, facts, &mut kept, full_tx).await?;
         Ok::<_, EngineError>((damaged, kept.finish().await?))
     };
     let writer = async {
@@ -422,6 +492,7 @@ async fn store(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prune::DEFAULT_MAX_UNUSED_PERCENT;
     use ibs_repo::ids::ChunkId;
 
     fn entry(chunk: u8, key: u8, length: u32) -> PackEntry {
@@ -475,7 +546,7 @@ mod tests {
     ) -> (PrunePlan, HashMap<PackId, PackFacts>) {
         let mut planner = Planner::new(index, listed, &HashSet::new());
         records.iter().for_each(|r| planner.add(r));
-        planner.finish(&HashMap::new())
+        planner.finish(&HashMap::new(), DEFAULT_MAX_UNUSED_PERCENT)
     }
 
     #[test]
@@ -589,11 +660,82 @@ mod tests {
             [keys(7, true), keys(8, true), keys(9, false), keys(5, true)].into();
         let mut planner = Planner::new(&index, &listed, &[KeyId([5; 16])].into());
         planner.add(&a);
-        let (plan, _) = planner.finish(&envelopes);
+        let (plan, _) = planner.finish(&envelopes, DEFAULT_MAX_UNUSED_PERCENT);
         assert_eq!(plan.unindexed, vec![stray.id]);
         assert_eq!(plan.young_packs, vec![young.id]);
         assert_eq!(plan.delete_keys, vec![KeyId([8; 16])]);
         assert_eq!(plan.young_keys, vec![KeyId([9; 16])]);
         assert_eq!(plan.packs_total, 3);
+    }
+
+    #[test]
+    fn the_most_wasteful_packs_are_repacked_until_the_rest_is_within_the_budget() {
+        // Four settled packs of 1,000 entry bytes: 90 %, 40 %, 20 % and 5 % dead (the dead
+        // entries each hold a chunk no backup references).
+        let shape = |id: u8, dead: u32| {
+            pack(
+                id,
+                vec![entry(id, 7, 1_000 - dead), entry(100 + id, 7, dead)],
+            )
+        };
+        let (a, b, c, d) = (shape(1, 900), shape(2, 400), shape(3, 200), shape(4, 50));
+        let all = [&d, &c, &a, &b];
+        let index = index_of(&all, &[1, 2, 3, 4]);
+        let listed = settled(&all, true);
+        let plan_at = |percent: u8| {
+            let mut planner = Planner::new(&index, &listed, &HashSet::new());
+            all.iter().for_each(|r| planner.add(r));
+            planner.finish(&HashMap::new(), percent)
+        };
+        // Dead 1,550 of 4,000 (38.75 %). Within 10 %: a (-900: 650 of 3,100, 21 %) and b (-400:
+        // 250 of 2,700, 9.3 %) go; c and d stay.
+        let (plan, facts) = plan_at(10);
+        assert_eq!(plan.repack, vec![a.id, b.id]);
+        assert_eq!(plan.keep, 2);
+        assert_eq!(facts[&c.id].fate, Fate::Keep);
+        assert_eq!(facts[&d.id].fate, Fate::Keep);
+        assert_eq!(plan.repack_bytes, 100 + 600);
+        assert_eq!((plan.used_bytes, plan.unused_bytes_after), (2_450, 250));
+        assert_eq!(
+            plan.bytes_freed_estimate,
+            (a.length - 100) + (b.length - 600)
+        );
+        // 0 %: every pack with a dead byte; 100 %: none.
+        let (plan, _) = plan_at(0);
+        assert_eq!(plan.repack.len(), 4);
+        assert_eq!(plan.unused_bytes_after, 0);
+        let (plan, _) = plan_at(100);
+        assert!(plan.repack.is_empty());
+        assert_eq!((plan.keep, plan.unused_bytes_after), (4, 1_550));
+        // 40 %: already within (38.75 %).
+        assert!(plan_at(40).0.repack.is_empty());
+    }
+
+    #[test]
+    fn a_sweep_over_the_marked_packs_repacks_what_the_mark_chose() {
+        // a 90 %, b 50 %, c 15 % dead, k wholly live. Within 10 %: the mark repacks a and b.
+        let a = pack(1, vec![entry(1, 7, 100), entry(101, 7, 900)]);
+        let b = pack(2, vec![entry(2, 7, 500), entry(102, 7, 500)]);
+        let c = pack(3, vec![entry(3, 7, 1_700), entry(103, 7, 300)]);
+        let k = pack(4, vec![entry(4, 7, 1_000)]);
+        let all = [&a, &b, &c, &k];
+        let index = index_of(&all, &[1, 2, 3, 4]);
+        let plan_over = |listed: &HashMap<PackId, Listed>| {
+            let mut planner = Planner::new(&index, listed, &HashSet::new());
+            all.iter().for_each(|r| planner.add(r));
+            planner.finish(&HashMap::new(), 10).0
+        };
+        let mark = plan_over(&settled(&all, true));
+        assert_eq!(mark.repack, vec![a.id, b.id]);
+        // The sweep: only the marked packs are settled, the others young (kept whole, counted).
+        let mut listed = settled(&[&a, &b], true);
+        listed.extend(settled(&[&c, &k], false));
+        let sweep = plan_over(&listed);
+        assert_eq!(sweep.repack, mark.repack);
+        assert_eq!(sweep.young_packs, vec![c.id]);
+        assert_eq!(
+            (sweep.used_bytes, sweep.unused_bytes_after),
+            (mark.used_bytes, mark.unused_bytes_after)
+        );
     }
 }

@@ -21,7 +21,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 pub use crate::prune::{
-    prune, Expected, Listed, PruneOptions, PrunePlan, DEFAULT_GRACE, REPACK_UNUSED_RATIO,
+    prune, Expected, Listed, PruneOptions, PrunePlan, DEFAULT_GRACE, DEFAULT_MAX_UNUSED_PERCENT,
 };
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

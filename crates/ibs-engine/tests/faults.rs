@@ -215,3 +215,65 @@ async fn an_init_whose_config_write_fails_can_be_repeated() {
         .unwrap();
     assert_same_tree(&src, &out);
 }
+
+/// Every file under `dir`, relative.
+fn files_under(dir: &std::path::Path) -> std::collections::BTreeSet<std::path::PathBuf> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert(e.path().strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+    }
+    out
+}
+
+/// A full share while prune writes a repacked pack: the prune fails as Capacity, every pack and
+/// index segment that was there still is, and once there is room a prune finishes and the kept
+/// backup restores. (The repack's copier and writer run side by side: the writer's failure must
+/// stop both.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_that_cannot_store_a_repacked_pack_fails_as_capacity_and_deletes_nothing() {
+    use ibs_engine::retention::{forget_backups, prune, Expected, PruneOptions};
+    let f = faulty_env().await;
+    let src = source(&f.env);
+    let b1 = backup(&f.env, &[("s", &src)]).await.catalog.backup_id;
+    std::fs::remove_file(src.join("f0")).unwrap();
+    std::fs::remove_file(src.join("f2")).unwrap();
+    let b2 = backup(&f.env, &[("s", &src)]).await.catalog.backup_id;
+    forget_backups(&f.env.repo, std::slice::from_ref(&b1), Duration::ZERO)
+        .await
+        .unwrap();
+    let opts = PruneOptions {
+        dry_run: false,
+        lock_wait: Duration::ZERO,
+        expected: Expected::TrustListing,
+        grace: Duration::ZERO,
+        delete_delay: Duration::ZERO,
+        // Every pack with a dead byte: the repack must write.
+        max_unused_percent: 0,
+    };
+    let mas = f.env.repo_dir();
+    let stored = |sub: &str| files_under(&mas.join(sub));
+    let (packs, index) = (stored("packs"), stored("index"));
+    assert!(!packs.is_empty() && !index.is_empty());
+    f.faulty.set_capacity(Some(1 << 20));
+    let err = prune(&f.env.repo, &f.env.state, opts.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.storage_class(), Some(AlertClass::Capacity), "{err}");
+    assert!(stored("packs").is_superset(&packs), "a pack was deleted");
+    assert!(stored("index").is_superset(&index), "a segment was deleted");
+
+    f.faulty.set_capacity(None);
+    let plan = prune(&f.env.repo, &f.env.state, opts).await.unwrap();
+    assert!(!plan.repack.is_empty(), "{plan:?}");
+    assert_eq!(plan.unused_bytes_after, 0, "{plan:?}");
+    let out = f.env.path("out");
+    restore(&f.env, &b2, &out, Some("s")).await.unwrap();
+    assert_same_tree(&src, &out);
+}

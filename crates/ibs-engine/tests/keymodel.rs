@@ -335,6 +335,7 @@ async fn after_set_cert_each_backup_restores_with_its_own_pfx_alone() {
                 expected: ibs_engine::retention::Expected::TrustListing,
                 grace: Default::default(),
                 delete_delay: Default::default(),
+                max_unused_percent: ibs_engine::retention::DEFAULT_MAX_UNUSED_PERCENT,
             },
         )
         .await

@@ -151,6 +151,7 @@ async fn dry_prune(env: &Env) -> PrunePlan {
             expected: Expected::TrustListing,
             grace: Duration::ZERO,
             delete_delay: Duration::ZERO,
+            max_unused_percent: ibs_engine::retention::DEFAULT_MAX_UNUSED_PERCENT,
         },
     )
     .await

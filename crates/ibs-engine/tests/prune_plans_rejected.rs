@@ -23,6 +23,7 @@ fn opts(dry_run: bool) -> PruneOptions {
         expected: Expected::TrustListing,
         grace: Duration::ZERO,
         delete_delay: Duration::ZERO,
+        max_unused_percent: ibs_engine::retention::DEFAULT_MAX_UNUSED_PERCENT,
     }
 }
 

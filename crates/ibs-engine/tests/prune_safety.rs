@@ -74,6 +74,7 @@ fn opts(expected: Expected, grace: Duration) -> PruneOptions {
         expected,
         grace,
         delete_delay: ibs_engine::trash::DEFAULT_DELETE_DELAY,
+        max_unused_percent: ibs_engine::retention::DEFAULT_MAX_UNUSED_PERCENT,
     }
 }
 

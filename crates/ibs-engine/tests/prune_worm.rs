@@ -103,6 +103,7 @@ fn opts(ids: &[&str]) -> PruneOptions {
         expected: Expected::Backups(ids.iter().map(|s| s.to_string()).collect()),
         grace: Duration::ZERO,
         delete_delay: Duration::ZERO,
+        max_unused_percent: ibs_engine::retention::DEFAULT_MAX_UNUSED_PERCENT,
     }
 }
 

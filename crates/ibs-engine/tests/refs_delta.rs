@@ -129,6 +129,7 @@ async fn prune_keeping(env: &Env, keep: &[&str]) -> PrunePlan {
             expected: Expected::Backups(keep.iter().map(|s| s.to_string()).collect()),
             grace: Duration::ZERO,
             delete_delay: DEFAULT_DELETE_DELAY,
+            max_unused_percent: ibs_engine::retention::DEFAULT_MAX_UNUSED_PERCENT,
         },
     )
     .await

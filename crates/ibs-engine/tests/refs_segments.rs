@@ -115,6 +115,7 @@ async fn try_prune(env: &Env, keep: &[&str]) -> Result<PrunePlan, EngineError> {
             expected: Expected::Backups(keep.iter().map(|s| s.to_string()).collect()),
             grace: Duration::ZERO,
             delete_delay: DEFAULT_DELETE_DELAY,
+            max_unused_percent: ibs_engine::retention::DEFAULT_MAX_UNUSED_PERCENT,
         },
     )
     .await

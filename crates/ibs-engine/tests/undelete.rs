@@ -41,6 +41,7 @@ async fn prune_at(env: &Env, repo: &Repository, keep: &[&str], delay: Duration) 
             expected: Expected::Backups(keep.iter().map(|s| s.to_string()).collect()),
             grace: Duration::ZERO,
             delete_delay: delay,
+            max_unused_percent: ibs_engine::retention::DEFAULT_MAX_UNUSED_PERCENT,
         },
     )
     .await

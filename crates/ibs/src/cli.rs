@@ -342,6 +342,13 @@ pub enum RepoCmd {
         /// the grace area).
         #[arg(long, default_value_t = 24, value_name = "HOURS")]
         delete_delay_hours: u64,
+        /// Repack partly used packs, the most wasteful first, only until the dead bytes left in
+        /// the packs that stay are at most this percentage of them. 0 repacks every pack with a
+        /// dead byte; 100 only deletes wholly unused packs.
+        #[arg(long, default_value_t = ibs_engine::retention::DEFAULT_MAX_UNUSED_PERCENT,
+              value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100),
+              allow_negative_numbers = true)]
+        max_unused: u8,
         /// Trust the storage listing as complete: needed when the writer state has no ledger of
         /// backups (adopted, or older than the ledger), or to accept backups removed outside
         /// this writer. Check `ibs repo list` first.

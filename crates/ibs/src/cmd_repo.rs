@@ -181,11 +181,13 @@ pub async fn run(args: RepoArgs, json: bool, quiet: bool) -> Result<i32> {
             dry_run,
             grace_hours,
             delete_delay_hours,
+            max_unused,
             trust_listing,
         } => {
-            let hours = maintain::PruneHours {
+            let hours = maintain::PruneSettings {
                 grace: grace_hours,
                 delete_delay: delete_delay_hours,
+                max_unused_percent: max_unused,
             };
             maintain::prune(&ctx, loc, dry_run, hours, trust_listing).await
         }

@@ -201,6 +201,9 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
             .prune_grace_hours
             .map(|h| Duration::from_secs(h.saturating_mul(3600)))
             .unwrap_or(ibs_engine::retention::DEFAULT_GRACE),
+        prune_max_unused_percent: config
+            .prune_max_unused_percent
+            .unwrap_or(ibs_engine::retention::DEFAULT_MAX_UNUSED_PERCENT),
         delete_delay: config
             .delete_delay_hours
             .map(|h| Duration::from_secs(h.saturating_mul(3600)))

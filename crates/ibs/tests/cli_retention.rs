@@ -86,6 +86,92 @@ fn forget_dry_run_then_forget_keeps_only_the_newest_successful() {
     assert_tree(&want2, &t, "kept backup");
 }
 
+/// `--max-unused` bounds what prune repacks: 100 repacks nothing (and only removes unused packs),
+/// 0 leaves no dead byte in the packs that stay; a value past 100 is a usage error that names it.
+#[test]
+fn max_unused_bounds_the_repack_and_a_bad_value_is_a_usage_error() {
+    let fx = Fx::new();
+    let cert = shared_cert(0);
+    fx.init_cert(&cert.cer);
+    let src = fx.path("src");
+    // One pack of ~3 MiB, a third of which the forgotten backup alone held.
+    write(&src.join("keep.bin"), &pseudo_random(211, 2 << 20));
+    write(&src.join("gone.bin"), &pseudo_random(212, 1 << 20));
+    let _s1 = fx.backup(&[("data", &src)]);
+    next_second();
+    std::fs::remove_file(src.join("gone.bin")).unwrap();
+    let want = snapshot(&src);
+    let s2 = fx.backup(&[("data", &src)]);
+    next_second();
+    fx.repo_cmd("forget").args(["--keep-days", "0"]).run().ok();
+
+    let plan_at = |percent: &str| {
+        let out = fx
+            .repo_cmd("prune")
+            .args([
+                "--grace-hours",
+                "0",
+                "--dry-run",
+                "--json",
+                "--max-unused",
+                percent,
+            ])
+            .run()
+            .ok();
+        out.json()["plan"].clone()
+    };
+    let none = plan_at("100");
+    assert_eq!(none["repack"].as_array().unwrap().len(), 0, "{none}");
+    assert_eq!(none["repack_bytes"], 0);
+    assert!(
+        none["unused_bytes_after"].as_u64().unwrap() >= 1 << 20,
+        "{none}"
+    );
+    let all = plan_at("0");
+    assert!(!all["repack"].as_array().unwrap().is_empty(), "{all}");
+    assert!(all["repack_bytes"].as_u64().unwrap() >= 2 << 20, "{all}");
+    assert_eq!(all["unused_bytes_after"], 0, "{all}");
+    // The text summary states the budget and what is left.
+    let text = fx
+        .repo_cmd("prune")
+        .args(["--grace-hours", "0", "--dry-run", "--max-unused", "0"])
+        .run()
+        .ok();
+    assert!(
+        text.stdout.contains("unused in the packs that stay")
+            && text.stdout.contains("at most 0 %"),
+        "{text}"
+    );
+    for bad in ["101", "-1", "ten"] {
+        fx.repo_cmd("prune")
+            .args(["--grace-hours", "0", "--max-unused", bad])
+            .run()
+            .code(2)
+            .stderr_has("--max-unused");
+    }
+    // A real prune with no repack still frees nothing live: the kept backup restores.
+    let before = listing(&fx.mas());
+    fx.repo_cmd("prune")
+        .args([
+            "--grace-hours",
+            "0",
+            "--delete-delay-hours",
+            "0",
+            "--max-unused",
+            "100",
+        ])
+        .run()
+        .ok();
+    assert_ne!(listing(&fx.mas()), before, "prune removed nothing");
+    let t = fx.path("t");
+    fx.restore_cmd(&s2, &t, &[&cert.pfx])
+        .args(["--source", "data"])
+        .run()
+        .ok();
+    assert_tree(&want, &t, "after prune --max-unused 100");
+    fx.check_full(&cert.pfx);
+}
+
 #[test]
 fn prune_dry_run_changes_nothing_and_prune_frees_forgotten_data() {
     let fx = Fx::new();

@@ -145,6 +145,7 @@ async fn run(ctx: &JobContext) -> Result<Cleaned, String> {
             expected: Expected::Backups(expected),
             grace: ctx.prune_grace,
             delete_delay: ctx.delete_delay,
+            max_unused_percent: ctx.prune_max_unused_percent,
         },
     )
     .await

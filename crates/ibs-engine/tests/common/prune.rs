@@ -25,6 +25,7 @@ pub async fn prune_at_once(env: &Env, expected: Expected, grace: Duration) -> Pr
             expected,
             grace,
             delete_delay: Duration::ZERO,
+            max_unused_percent: ibs_engine::retention::DEFAULT_MAX_UNUSED_PERCENT,
         },
     )
     .await

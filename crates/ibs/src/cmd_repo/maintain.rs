@@ -45,10 +45,11 @@ pub(super) async fn forget(ctx: &Ctx, loc: Location, keep: Keep, dry_run: bool) 
     Ok(exit::OK)
 }
 
-/// Prune's two periods, in hours.
-pub(super) struct PruneHours {
+/// Prune's two periods, in hours, and its unused-space budget, in percent.
+pub(super) struct PruneSettings {
     pub grace: u64,
     pub delete_delay: u64,
+    pub max_unused_percent: u8,
 }
 
 /// `ibs repo prune`: deletes and repacks what no backup references, checked against the ledger;
@@ -57,10 +58,11 @@ pub(super) async fn prune(
     ctx: &Ctx,
     loc: Location,
     dry_run: bool,
-    hours: PruneHours,
+    settings: PruneSettings,
     trust_listing: bool,
 ) -> Result<i32> {
-    let grace_hours = hours.grace;
+    let grace_hours = settings.grace;
+    let settings_percent = settings.max_unused_percent;
     let repo = open_repo(&loc).await?;
     let state = WriterState::load(&ctx.state_root, &repo.config().id)?;
     let expected = match (trust_listing, Ledger::of(&state).expected()?) {
@@ -75,7 +77,8 @@ pub(super) async fn prune(
         lock_wait: ctx.lock_wait,
         expected,
         grace: Duration::from_secs(grace_hours.saturating_mul(3600)),
-        delete_delay: Duration::from_secs(hours.delete_delay.saturating_mul(3600)),
+        delete_delay: Duration::from_secs(settings.delete_delay.saturating_mul(3600)),
+        max_unused_percent: settings.max_unused_percent,
     };
     let plan = ibs_engine::retention::prune(&repo, &state, opts).await?;
     for r in &plan.rejected_plans {
@@ -90,8 +93,16 @@ pub(super) async fn prune(
     } else {
         let p = if dry_run { "would " } else { "" };
         outln!(
-            "{p}delete {} unused packs and {} unindexed packs, {p}repack {} packs, keep {}; {p}free about {}; {} used / {} unused chunks; {p}delete {} data-key envelopes",
-            plan.delete.len(), plan.unindexed.len(), plan.repack.len(), plan.keep, human(plan.bytes_freed_estimate), plan.chunks_used, plan.chunks_unused, plan.delete_keys.len()
+            "{p}delete {} unused packs and {} unindexed packs, {p}repack {} packs (copying {}), keep {}; {p}free about {}; {} used / {} unused chunks; {p}delete {} data-key envelopes",
+            plan.delete.len(), plan.unindexed.len(), plan.repack.len(), human(plan.repack_bytes), plan.keep, human(plan.bytes_freed_estimate), plan.chunks_used, plan.chunks_unused, plan.delete_keys.len()
+        );
+        let stays = plan.used_bytes + plan.unused_bytes_after;
+        outln!(
+            "unused in the packs that stay: {} of {} ({:.1} %, at most {} %)",
+            human(plan.unused_bytes_after),
+            human(stays),
+            plan.unused_bytes_after as f64 * 100.0 / stays.max(1) as f64,
+            settings_percent
         );
         if !plan.delete_segments.is_empty() {
             outln!(
@@ -124,7 +135,7 @@ pub(super) async fn prune(
         if let Some(b) = &plan.grace_batch {
             outln!(
                 "moved what was removed into the grace area (batch {b}); `ibs repo undelete` brings it back for {} h",
-                hours.delete_delay
+                settings.delete_delay
             );
         }
         if plan.purged.batches > 0 {
@@ -132,7 +143,7 @@ pub(super) async fn prune(
                 "deleted {} from the grace area ({}, older than {} h)",
                 human(plan.purged.bytes),
                 count(plan.purged.batches as u64, "batch|batches"),
-                hours.delete_delay
+                settings.delete_delay
             );
         }
         for d in &plan.damaged {
