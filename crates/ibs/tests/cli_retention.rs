@@ -86,24 +86,36 @@ fn forget_dry_run_then_forget_keeps_only_the_newest_successful() {
     assert_tree(&want2, &t, "kept backup");
 }
 
-/// `--max-unused` bounds what prune repacks: 100 repacks nothing (and only removes unused packs),
-/// 0 leaves no dead byte in the packs that stay; a value past 100 is a usage error that names it.
-#[test]
-fn max_unused_bounds_the_repack_and_a_bad_value_is_a_usage_error() {
+/// A repository with two backups of `files` (under `src/`), the last file removed before the
+/// second, and the first backup forgotten: the fixture, its certificate, the second backup's tree
+/// and id.
+fn forgotten_first(files: &[(&str, Vec<u8>)]) -> (Fx, &'static Cert, Snapshot, String) {
     let fx = Fx::new();
     let cert = shared_cert(0);
     fx.init_cert(&cert.cer);
     let src = fx.path("src");
-    // One pack of ~3 MiB, a third of which the forgotten backup alone held.
-    write(&src.join("keep.bin"), &pseudo_random(211, 2 << 20));
-    write(&src.join("gone.bin"), &pseudo_random(212, 1 << 20));
+    for (name, bytes) in files {
+        write(&src.join(name), bytes);
+    }
     let _s1 = fx.backup(&[("data", &src)]);
     next_second();
-    std::fs::remove_file(src.join("gone.bin")).unwrap();
+    std::fs::remove_file(src.join(files.last().unwrap().0)).unwrap();
     let want = snapshot(&src);
     let s2 = fx.backup(&[("data", &src)]);
     next_second();
     fx.repo_cmd("forget").args(["--keep-days", "0"]).run().ok();
+    (fx, cert, want, s2)
+}
+
+/// `--max-unused` bounds what prune repacks: 100 repacks nothing (and only removes unused packs),
+/// 0 leaves no dead byte in the packs that stay; a value past 100 is a usage error that names it.
+#[test]
+fn max_unused_bounds_the_repack_and_a_bad_value_is_a_usage_error() {
+    // One pack of ~3 MiB, a third of which the forgotten backup alone held.
+    let (fx, cert, want, s2) = forgotten_first(&[
+        ("keep.bin", pseudo_random(211, 2 << 20)),
+        ("gone.bin", pseudo_random(212, 1 << 20)),
+    ]);
 
     let plan_at = |percent: &str| {
         let out = fx
@@ -174,20 +186,11 @@ fn max_unused_bounds_the_repack_and_a_bad_value_is_a_usage_error() {
 
 #[test]
 fn prune_dry_run_changes_nothing_and_prune_frees_forgotten_data() {
-    let fx = Fx::new();
-    let cert = shared_cert(0);
-    fx.init_cert(&cert.cer);
-    let src = fx.path("src");
-    write(&src.join("keep/shared.bin"), &pseudo_random(201, 2 << 20));
-    write(&src.join("keep/notes.txt"), &b"notes\n".repeat(10_000));
-    write(&src.join("unique.bin"), &pseudo_random(202, 6 << 20));
-    let _s1 = fx.backup(&[("data", &src)]);
-    next_second();
-    std::fs::remove_file(src.join("unique.bin")).unwrap();
-    let want2 = snapshot(&src);
-    let s2 = fx.backup(&[("data", &src)]);
-    next_second();
-    fx.repo_cmd("forget").args(["--keep-days", "0"]).run().ok();
+    let (fx, cert, want2, s2) = forgotten_first(&[
+        ("keep/shared.bin", pseudo_random(201, 2 << 20)),
+        ("keep/notes.txt", b"notes\n".repeat(10_000)),
+        ("unique.bin", pseudo_random(202, 6 << 20)),
+    ]);
     assert_eq!(fx.list_ids(), [s2.as_str()]);
 
     let before = listing(&fx.mas());
