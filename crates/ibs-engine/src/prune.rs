@@ -46,6 +46,7 @@ use crate::state::WriterState;
 use crate::trash::{Purged, Retire};
 use crate::worm::{self, Deleted, NeededUntil};
 use crate::EngineError;
+use futures::StreamExt;
 use ibs_repo::clock::parse_rfc3339;
 use ibs_repo::ids::{ChunkId, KeyId, PackId, SegmentId};
 use ibs_repo::index::Index;
@@ -151,6 +152,10 @@ pub struct PrunePlan {
 /// otherwise. Packs with dead bytes are repacked, the most wasteful first, only until the rest is
 /// within it (`repack::Planner::finish`): a repack reads a whole pack to drop a part of it.
 pub const DEFAULT_MAX_UNUSED_PERCENT: u8 = 10;
+
+/// Reference segments read at once while a backup's references are marked: the reads overlap
+/// each other's round trips (and, on a local folder, the disk's), and the ids are taken in order.
+const SEGMENTS_AHEAD: usize = 4;
 
 /// What the listing says of one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,13 +287,17 @@ pub(crate) async fn prune_pass(
                         *l = (*l).max(t);
                     }
                     let delta = repo.read_delta(&id, s, mk).await.map_err(unreadable)?;
-                    for seg in &s.segments {
-                        if segments_read.get(seg).is_some_and(|&seen| seen >= t) {
-                            continue;
-                        }
-                        let ids = repo.read_ref_segment(seg, mk).await.map_err(unreadable)?;
+                    let unread =
+                        |seg: &&SegmentId| segments_read.get(*seg).is_none_or(|&seen| seen < t);
+                    let wanted: Vec<SegmentId> =
+                        s.segments.iter().filter(unread).copied().collect();
+                    let mut reads = futures::stream::iter(wanted)
+                        .map(|seg| async move { (seg, repo.read_ref_segment(&seg, mk).await) })
+                        .buffered(SEGMENTS_AHEAD);
+                    while let Some((seg, ids)) = reads.next().await {
+                        let ids = ids.map_err(unreadable)?;
                         if delta.removed.is_empty() {
-                            segments_read.insert(*seg, t);
+                            segments_read.insert(seg, t);
                             take(&ids);
                         } else {
                             let kept: Vec<ChunkId> = ids

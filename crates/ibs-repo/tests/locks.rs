@@ -4,7 +4,7 @@
 use ibs_repo::clock::{Clock, ManualClock};
 use ibs_repo::lock::{
     acquire, acquire_with, list, FenceSlot, FencedStorage, Identity, LockConfig, LockKind,
-    LockTiming, STALE_SECS, VALID_SECS,
+    LockTiming, SETTLE_MILLIS, STALE_SECS, VALID_SECS,
 };
 use ibs_repo::RepoError;
 use ibs_storage::faulty::{Fault, FaultyStorage, Op};
@@ -12,6 +12,8 @@ use ibs_storage::memory::MemoryStorage;
 use ibs_storage::{DynStorage, ErrorKind, ObjectKey};
 use std::sync::Arc;
 use std::time::Duration;
+
+mod lock_support;
 
 fn setup() -> (DynStorage, Arc<ManualClock>) {
     (
@@ -355,4 +357,43 @@ async fn a_planted_lock_whose_delete_is_refused_stops_nothing_once_stale() {
         .expect("the planted object is known stale");
         g.release().await.unwrap();
     }
+}
+
+/// The settle delay is for listings that lag behind writes: a backend whose listing shows every
+/// completed put grants an uncontended lock without it, one that lags still waits it out.
+#[tokio::test(start_paused = true)]
+async fn the_settle_delay_is_waited_only_where_listings_lag() {
+    let (s, clock) = setup();
+    let t0 = tokio::time::Instant::now();
+    let g = acquire(
+        &s,
+        clock.clone(),
+        LockKind::Exclusive,
+        "prune",
+        Duration::ZERO,
+    )
+    .await
+    .expect("an uncontended lock");
+    assert!(
+        t0.elapsed() < Duration::from_millis(SETTLE_MILLIS),
+        "a consistent listing waited {:?} for an uncontended lock",
+        t0.elapsed()
+    );
+    g.release().await.unwrap();
+
+    let s = lock_support::Hooked::lagging(
+        Arc::new(MemoryStorage::new()),
+        Arc::new(|_, _| Box::pin(async {})),
+    );
+    assert!(!s.capabilities().list_after_write);
+    let t0 = tokio::time::Instant::now();
+    let g = acquire(&s, clock, LockKind::Exclusive, "prune", Duration::ZERO)
+        .await
+        .expect("an uncontended lock");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(SETTLE_MILLIS),
+        "a lagging listing was trusted after {:?}",
+        t0.elapsed()
+    );
+    g.release().await.unwrap();
 }

@@ -158,15 +158,14 @@ async fn copy_live(
             }
         }
         let mut fetched = futures::stream::iter(copy)
-            .map(|rec| async move { (repo.storage().get(&layout::pack(&rec.id)).await, rec) })
+            .map(|rec| async move { (fetch_verified(repo, rec.id).await, rec) })
             .buffered(READ_AHEAD);
-        while let Some((bytes, rec)) = fetched.next().await {
-            let bytes = bytes?;
-            if verify_pack(&rec.id, &bytes, None).is_err() {
+        while let Some((fetched, rec)) = fetched.next().await {
+            let Some(bytes) = fetched? else {
                 damaged.push(rec.id);
                 kept.push(rec).await?;
                 continue;
-            }
+            };
             for e in &rec.entries {
                 builder.add(
                     e.id,
@@ -188,13 +187,30 @@ async fn copy_live(
     Ok(damaged)
 }
 
+/// Reads a pack to repack and re-hashes it against its name on the blocking pool, so the packs
+/// read ahead are hashed on other cores while the copier fills new packs (the hash of the packs
+/// read whole is most of a repacking prune's CPU); `None` when the bytes do not match the name.
+async fn fetch_verified(
+    repo: &Repository,
+    id: PackId,
+) -> Result<Option<bytes::Bytes>, EngineError> {
+    let bytes = repo.storage().get(&layout::pack(&id)).await?;
+    tokio::task::spawn_blocking(move || verify_pack(&id, &bytes, None).is_ok().then_some(bytes))
+        .await
+        .map_err(|e| EngineError::Internal(format!("prune: the pack check of {id} stopped: {e}")))
+}
+
 /// Seals and stores a new pack; its record.
 async fn store(
     repo: &Repository,
     builder: PackBuilder,
     metadata_key: &SymKey,
 ) -> Result<PackRecord, EngineError> {
-    let (id, data, entries) = builder.finish(metadata_key);
+    // Sealing hashes the whole new pack: on the blocking pool, off the task the copier shares.
+    let key = metadata_key.clone();
+    let (id, data, entries) = tokio::task::spawn_blocking(move || builder.finish(&key))
+        .await
+        .map_err(|e| EngineError::Internal(format!("prune: sealing a new pack stopped: {e}")))?;
     let length = data.len() as u64;
     repo.put_pack(&id, data).await?;
     Ok(PackRecord {

@@ -62,7 +62,8 @@ pub const VALID_SECS: u64 = 120;
 // delayed by almost a whole refresh interval.
 const _: () = assert!(VALID_SECS + REFRESH_SECS < STALE_SECS);
 
-/// Pause between publishing a ticket and the first check, for listings that lag behind writes.
+/// Pause between publishing a ticket and the first check, for listings that lag behind writes
+/// (only on a backend without `Capabilities::list_after_write`).
 pub const SETTLE_MILLIS: u64 = 200;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -388,7 +389,11 @@ async fn contend(own: &mut Own, me: &Identity, t: &LockTiming, deadline: Instant
         own.info.phase = Phase::Waiting;
         own.write().await?;
         let mut last_write = Instant::now();
-        tokio::time::sleep(t.settle).await;
+        // A backend whose listing shows every completed put needs no settle delay: the bakery's
+        // rule holds over linearizable reads and writes (storage contract, "Acquiring").
+        if !own.storage.capabilities().list_after_write {
+            tokio::time::sleep(t.settle).await;
+        }
         loop {
             let view = observe::look(&own.storage, me, Some(&own.key), t.stale, true).await?;
             if view.own.as_ref() != Some(&own.written) {

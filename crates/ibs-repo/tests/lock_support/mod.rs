@@ -30,6 +30,8 @@ pub type Hook =
 pub struct Hooked {
     inner: DynStorage,
     hook: Hook,
+    /// Reports listings that may lag behind writes (`list_after_write: false`).
+    lagging: bool,
 }
 
 impl std::fmt::Debug for Hooked {
@@ -40,7 +42,20 @@ impl std::fmt::Debug for Hooked {
 
 impl Hooked {
     pub fn over(inner: DynStorage, hook: Hook) -> DynStorage {
-        Arc::new(Hooked { inner, hook })
+        Arc::new(Hooked {
+            inner,
+            hook,
+            lagging: false,
+        })
+    }
+
+    /// As [`Hooked::over`], claiming that listings may lag behind writes.
+    pub fn lagging(inner: DynStorage, hook: Hook) -> DynStorage {
+        Arc::new(Hooked {
+            inner,
+            hook,
+            lagging: true,
+        })
     }
 }
 
@@ -54,7 +69,9 @@ impl Storage for Hooked {
         self.inner.location()
     }
     fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+        let mut c = self.inner.capabilities();
+        c.list_after_write &= !self.lagging;
+        c
     }
     async fn put(&self, key: &ObjectKey, data: Bytes) -> Result<()> {
         (self.hook)(Op::Put, key).await;
