@@ -28,7 +28,8 @@
 //! conflicting lock is `choosing` and none has a smaller `(ticket, name)`. Every contender applies
 //! the same rule, so of two that see each other exactly one goes first; one that did not see the
 //! other chose its ticket after the other's was published, so its ticket is the larger.
-//! Staleness and liveness: see [`observe`] and [`identity`]. Invariant: a holder writes only while [`fence::LockState::check`] passes.
+//! Staleness and liveness: see [`observe`] and [`identity`]. Invariant: a holder writes only
+//! while [`fence::LockState::check`] passes.
 
 mod fence;
 mod guard;
