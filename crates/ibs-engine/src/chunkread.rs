@@ -3,6 +3,7 @@
 //! their bases). Every plaintext handed on has been authenticated (AES-GCM with the chunk id as
 //! associated data) and re-hashed to its id.
 
+use crate::openers::OpenerPool;
 use crate::EngineError;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -144,6 +145,10 @@ pub(crate) struct ReadVia<'a> {
     pub prefetched: Option<&'a Prefetched>,
     /// Bounds the bytes of this sequence's range reads in flight (a restore's workers share it).
     pub budget: Option<&'a ReadBudget>,
+    /// Openers shared with other readers, leased for each range read's chunks in turn; the
+    /// caller's own opener is used without it. Storage read on the calling thread (a local
+    /// folder) always uses the caller's opener.
+    pub openers: Option<&'a OpenerPool>,
 }
 
 /// The ranges of `locs` to read with one range read each: consecutive locations of one pack, in
@@ -266,6 +271,11 @@ pub(crate) fn read_chunks_via(
         let mut fetched = std::pin::pin!(fetched);
         while let Some(got) = fetched.next().await {
             let (r, sealed, _permit) = got?;
+            let mut lease = via.openers.map(OpenerPool::lease);
+            let opener: &mut ChunkOpener = match lease.as_mut() {
+                Some(l) => l,
+                None => &mut *opener,
+            };
             for (i, sealed) in r.zip(sealed) {
                 let (id, loc) = (&ids[i], &locs[i]);
                 let key = keys

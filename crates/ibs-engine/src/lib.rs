@@ -22,6 +22,7 @@ pub mod keyops;
 pub mod keysel;
 pub mod ledger;
 pub mod mark_sweep;
+mod openers;
 mod packing;
 mod preflight;
 mod produce;

@@ -17,6 +17,7 @@ mod error;
 mod key;
 mod local;
 mod lock;
+mod recycle;
 mod retry;
 mod throttle;
 mod timeout;

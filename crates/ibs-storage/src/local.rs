@@ -4,6 +4,7 @@
 //! btrfs, zfs). All blocking filesystem calls run on tokio's blocking pool.
 
 use crate::key::TEMP_PREFIX;
+use crate::recycle::Recycler;
 use crate::{
     check_deletable_foreign, is_deletable_foreign, Capabilities, ErrorKind, ForeignFile,
     ObjectInfo, ObjectKey, Result, SpaceInfo, Storage, StorageError,
@@ -14,12 +15,15 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// A repository in a local (or locally mounted) folder.
 #[derive(Debug)]
 pub struct LocalStorage {
     root: PathBuf,
+    /// Buffers of large reads, reused once their `Bytes` are dropped (`recycle`).
+    recycler: Arc<Recycler>,
 }
 
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -30,7 +34,10 @@ impl LocalStorage {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         match fs::metadata(&root) {
-            Ok(m) if m.is_dir() => Ok(LocalStorage { root }),
+            Ok(m) if m.is_dir() => Ok(LocalStorage {
+                root,
+                recycler: Arc::default(),
+            }),
             Ok(_) => Err(StorageError::new(
                 ErrorKind::Path,
                 "open",
@@ -101,7 +108,13 @@ fn io_err<'a>(
 }
 
 /// A ranged read of the file at `path` (`get_range` and `get_range_blocking`).
-fn read_range(path: &Path, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes> {
+fn read_range(
+    path: &Path,
+    key: &ObjectKey,
+    offset: u64,
+    len: u64,
+    recycler: &Arc<Recycler>,
+) -> Result<Bytes> {
     let f = File::open(path).map_err(io_err("get_range", key))?;
     let size = f.metadata().map_err(io_err("get_range", key))?.len();
     if offset.checked_add(len).is_none_or(|end| end > size) {
@@ -116,7 +129,7 @@ fn read_range(path: &Path, key: &ObjectKey, offset: u64, len: u64) -> Result<Byt
     let mut f = f;
     f.seek(SeekFrom::Start(offset))
         .map_err(io_err("get_range", key))?;
-    let mut buf = Vec::with_capacity(len as usize);
+    let mut buf = recycler.buffer(len as usize);
     (&mut f)
         .take(len)
         .read_to_end(&mut buf)
@@ -129,7 +142,7 @@ fn read_range(path: &Path, key: &ObjectKey, offset: u64, len: u64) -> Result<Byt
             "object shrank while it was read",
         ));
     }
-    Ok(Bytes::from(buf))
+    Ok(Recycler::bytes(recycler, buf))
 }
 
 /// Objects at least this large (packs) are written past the page cache (see [`write_direct`]).
@@ -361,6 +374,7 @@ impl Storage for LocalStorage {
         let path = self.path_of(key);
         let key = key.clone();
         let root = self.root.clone();
+        let recycler = self.recycler.clone();
         self.blocking("get", move || {
             let mut f = File::open(&path).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound && !root.is_dir() {
@@ -373,9 +387,9 @@ impl Storage for LocalStorage {
                 }
                 StorageError::from_io("get", Some(key.as_str()), &e)
             })?;
-            let mut buf = Vec::with_capacity(f.metadata().map(|m| m.len() as usize).unwrap_or(0));
+            let mut buf = recycler.buffer(f.metadata().map(|m| m.len() as usize).unwrap_or(0));
             f.read_to_end(&mut buf).map_err(io_err("get", &key))?;
-            Ok(Bytes::from(buf))
+            Ok(Recycler::bytes(&recycler, buf))
         })
         .await
     }
@@ -383,12 +397,21 @@ impl Storage for LocalStorage {
     async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes> {
         let path = self.path_of(key);
         let key = key.clone();
-        self.blocking("get_range", move || read_range(&path, &key, offset, len))
-            .await
+        let recycler = self.recycler.clone();
+        self.blocking("get_range", move || {
+            read_range(&path, &key, offset, len, &recycler)
+        })
+        .await
     }
 
     fn get_range_blocking(&self, key: &ObjectKey, offset: u64, len: u64) -> Option<Result<Bytes>> {
-        Some(read_range(&self.path_of(key), key, offset, len))
+        Some(read_range(
+            &self.path_of(key),
+            key,
+            offset,
+            len,
+            &self.recycler,
+        ))
     }
 
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {

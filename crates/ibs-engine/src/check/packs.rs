@@ -5,6 +5,7 @@
 
 use super::{Affected, CheckReport};
 use crate::chunkread::KeyCache;
+use crate::openers::OpenerPool;
 use crate::progress::Progress;
 use crate::EngineError;
 use futures::StreamExt;
@@ -50,7 +51,7 @@ fn verify_one(
     chunks: &[(ChunkId, ChunkLocation)],
     keys: Option<&RepoKeys>,
     data_keys: Option<&HashMap<KeyId, Result<SymKey, String>>>,
-    openers: &Openers,
+    openers: &OpenerPool,
 ) -> PackOutcome {
     let all = || chunks.iter().map(|(c, _)| *c).collect::<HashSet<_>>();
     let header = match verify_pack(&id, bytes, keys.map(|k| &k.metadata)) {
@@ -92,39 +93,17 @@ fn verify_one(
             recipes: Vec::new(),
         };
     };
-    let mut opener = openers.take();
-    let outcome = open_all(&mut opener, bytes, chunks, k, data_keys);
-    openers.give_back(opener);
-    outcome
+    open_all(&mut openers.lease(), bytes, chunks, k, data_keys)
 }
 
-/// Reusing openers shared by the packs being verified: one per pack verified at once, so their
-/// buffers (a chunk's decrypted and decompressed forms, up to two of the largest chunk) stay
-/// faulted in from pack to pack. A fresh buffer per chunk cost a page fault per 4 KiB written, a
-/// quarter of `check --read-data`'s CPU at the 60 k bench point; one opener per blocking-pool
-/// thread instead kept some 70 MB, because that pool runs many threads.
 /// What every pack of one [`verify_packs`] call is verified with.
 struct Verifier {
     keys: Option<Arc<RepoKeys>>,
     data_keys: Option<Arc<HashMap<KeyId, Result<SymKey, String>>>>,
-    openers: Openers,
-}
-
-#[derive(Default)]
-struct Openers(std::sync::Mutex<Vec<ChunkOpener>>);
-
-impl Openers {
-    fn take(&self) -> ChunkOpener {
-        let spare = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        spare.unwrap_or_else(ChunkOpener::reusing)
-    }
-
-    fn give_back(&self, opener: ChunkOpener) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(opener);
-    }
+    /// Reusing openers shared by the packs being verified: one per pack verified at once (their
+    /// number is bounded by the batches), so their buffers stay faulted in from pack to pack. A
+    /// fresh buffer per chunk cost a quarter of `check --read-data`'s CPU at the 60 k bench point.
+    openers: OpenerPool,
 }
 
 /// Decrypts and re-hashes every chunk of a pack whose header matched (the second half of
@@ -224,7 +203,7 @@ pub async fn verify_packs(
     let verifier = Arc::new(Verifier {
         keys: keys.cloned().map(Arc::new),
         data_keys,
-        openers: Openers::default(),
+        openers: OpenerPool::new(None),
     });
     let mut out = Vec::with_capacity(packs.len());
     for batch in batches(packs, &index.chunks_per_pack()) {

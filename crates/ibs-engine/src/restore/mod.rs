@@ -43,6 +43,7 @@ pub use conflicts::conflicts;
 
 use crate::chunkread::{read_chunks, KeyCache, ReadBudget};
 use crate::folders::Folders;
+use crate::openers::OpenerPool;
 use crate::progress::Progress;
 use crate::target::{apply_metadata, Metadata, TargetDir};
 use crate::{EngineError, RestoreError};
@@ -133,6 +134,13 @@ fn default_threads(local: bool, cores: usize) -> usize {
 /// See [`default_threads`].
 const REMOTE_MIN_THREADS: usize = 16;
 
+/// Chunk openers the workers of a restore from remote storage share ([`OpenerPool`]): two per
+/// core, 2 to 8. Opening chunks (decrypting, decompressing, hashing) and writing them is the part
+/// of a worker's time that uses a core; the rest waits for range reads.
+fn openers_at_once(cores: usize) -> usize {
+    (2 * cores).clamp(2, 8)
+}
+
 /// Sealed bytes a restore from such storage holds in flight across all its workers
 /// ([`ReadBudget`]).
 const READ_BUDGET: u32 = 32 << 20;
@@ -154,6 +162,9 @@ struct Shared {
     /// folder (read on the workers' threads, one chunk at a time). Its presence also turns on
     /// batches of small files.
     budget: Option<ReadBudget>,
+    /// The openers workers open chunks with on storage read through the runtime; `None` on a
+    /// local folder, where each worker keeps its own.
+    openers: Option<OpenerPool>,
 }
 
 impl Shared {
@@ -245,6 +256,10 @@ pub async fn restore(
         .lock(LockKind::Shared, "restore", opts.lock_wait)
         .await?;
     let index = crate::keysel::reader_index(&repo, &keys.repo_keys.metadata, &unlock).await?;
+    let local = repo.storage().capabilities().local;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let shared = Arc::new(Shared {
         rt: tokio::runtime::Handle::current(),
         repo: repo.clone(),
@@ -258,15 +273,11 @@ pub async fn restore(
         bytes: AtomicU64::new(0),
         seq: AtomicU64::new(0),
         cancel: opts.cancel.clone(),
-        budget: (!repo.storage().capabilities().local).then(|| ReadBudget::new(READ_BUDGET)),
+        budget: (!local).then(|| ReadBudget::new(READ_BUDGET)),
+        openers: (!local).then(|| OpenerPool::new(Some(openers_at_once(cores)))),
     });
     let threads = if opts.threads == 0 {
-        default_threads(
-            repo.storage().capabilities().local,
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
-        )
+        default_threads(local, cores)
     } else {
         opts.threads
     };
@@ -331,7 +342,8 @@ fn restore_source(
             let (rx, sh) = (rx.clone(), sh.clone());
             std::thread::spawn(move || {
                 // On a local folder (two workers per core) each keeps its chunk buffers; the many
-                // workers of remote storage keep only small ones, so memory stays bounded.
+                // workers of remote storage lease theirs from `sh.openers`, so memory stays
+                // bounded; their own opener is not used for file contents.
                 let mut opener = if sh.budget.is_none() {
                     ChunkOpener::reusing()
                 } else {
@@ -605,5 +617,12 @@ mod tests {
         assert_eq!(default_threads(true, 8), 16);
         assert_eq!(default_threads(false, 2), 16);
         assert_eq!(default_threads(false, 16), 32);
+    }
+
+    #[test]
+    fn remote_workers_share_two_openers_per_core() {
+        assert_eq!(openers_at_once(1), 2);
+        assert_eq!(openers_at_once(2), 4);
+        assert_eq!(openers_at_once(64), 8);
     }
 }

@@ -80,6 +80,7 @@ pub(super) fn write_chunks(
     let via = ReadVia {
         prefetched,
         budget: sh.budget.as_ref().filter(|_| prefetched.is_none()),
+        openers: sh.openers.as_ref(),
     };
     read_chunks_via(
         &sh.rt,
