@@ -194,3 +194,77 @@ async fn the_signature_store_confirms_no_guess_of_a_single_line() {
         "a whole window of lines is found: the single-line check above can see signatures"
     );
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> std::collections::BTreeSet<std::path::PathBuf> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p);
+            }
+        }
+    }
+    out
+}
+
+/// A prune keeps a young pack whole, with its index entries, though no backup references its
+/// recipes any more, and removes the old pack that holds their bases (it cannot read recipes).
+/// `check --read-data` then meets recipes whose base is not indexed: garbage, noted and not a
+/// problem (a problem only for a recipe a backup references), and the backup left restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreferenced_recipes_whose_base_a_prune_removed_are_noted_not_problems() {
+    let env = env().await;
+    let packs_dir = env.repo_dir().join("packs");
+    let first = backup_stream(&env, dump(ROWS, |_| false)).await;
+    let first_packs = files_under(&packs_dir);
+    let second = backup_stream(&env, dump(ROWS, |i| i % 100 == 0)).await;
+    assert!(
+        second.catalog.bytes_stored * 10 < first.catalog.bytes_stored,
+        "the second backup is stored as recipes against the first's chunks"
+    );
+    let other = bytes(7, 1 << 20);
+    let third = backup_stream(&env, other.clone()).await;
+    for r in [&first, &second] {
+        env.repo
+            .storage()
+            .delete(&ibs_repo::layout::backup(&r.catalog.backup_id))
+            .await
+            .unwrap();
+    }
+    // The first backup's packs (the bases) are two days old, the second's (the recipes) new.
+    let old = std::time::SystemTime::now() - Duration::from_secs(48 * 3600);
+    for p in &first_packs {
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    let third_id = third.catalog.backup_id.clone();
+    prune_at_once(
+        &env,
+        ibs_engine::retention::Expected::Backups([third_id.clone()].into_iter().collect()),
+        Duration::from_secs(24 * 3600),
+    )
+    .await;
+    let left = files_under(&packs_dir);
+    assert!(
+        first_packs.iter().all(|p| !left.contains(p)),
+        "the old packs holding the bases were removed"
+    );
+    let report = check_data(&env).await;
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert!(
+        report.notes.iter().any(|n| n
+            .contains("delta chunks no backup references name a base that is not in the index")),
+        "check met the unreferenced recipes and noted them: {:?}",
+        report.notes
+    );
+    assert_eq!(restored(&env, &third_id).await, other);
+}

@@ -191,6 +191,14 @@ async fn missing_objects_are_not_found(s: &dyn Storage) {
         "get of a missing object"
     );
     assert_eq!(
+        s.get_reusable(&k)
+            .await
+            .expect_err("get_reusable of missing")
+            .kind,
+        ErrorKind::NotFound,
+        "get_reusable of a missing object"
+    );
+    assert_eq!(
         s.stat(&k).await.expect_err("stat of missing").kind,
         ErrorKind::NotFound,
         "stat of a missing object"
@@ -391,6 +399,38 @@ async fn large_object(s: &dyn Storage, size: usize) {
     let got = s.get(&key("large/obj")).await.expect("get large");
     assert_eq!(got.len(), data.len(), "a large object keeps its length");
     assert!(got == data, "a large object keeps its bytes");
+    // Reusable reads: the same bytes, and a buffer handed back is never one still referenced.
+    let other_data = random_bytes(size, 6);
+    s.put(&key("large/other"), other_data.clone())
+        .await
+        .expect("put second large");
+    let held = s
+        .get_reusable(&key("large/obj"))
+        .await
+        .expect("get_reusable");
+    for _ in 0..3 {
+        let other = s
+            .get_reusable(&key("large/other"))
+            .await
+            .expect("get_reusable of another object");
+        assert!(
+            other == other_data,
+            "get_reusable returns the object's bytes"
+        );
+    }
+    assert!(
+        held == data,
+        "bytes held from get_reusable are not overwritten by later reads"
+    );
+    drop(held);
+    let again = s
+        .get_reusable(&key("large/obj"))
+        .await
+        .expect("get_reusable again");
+    assert!(again == data, "get_reusable after a buffer came back");
+    s.delete(&key("large/other"))
+        .await
+        .expect("delete second large");
     let mid = size / 2;
     let part = s
         .get_range(&key("large/obj"), mid as u64, 4096.min((size - mid) as u64))

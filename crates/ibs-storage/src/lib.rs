@@ -137,6 +137,14 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Reads a whole object. A missing object is `ErrorKind::NotFound`.
     async fn get(&self, key: &ObjectKey) -> Result<Bytes>;
 
+    /// [`Storage::get`] for a caller that reads many large objects in turn and drops each before
+    /// long (prune's repack and `check --read-data` reading packs): a backend may land the object
+    /// in a buffer it keeps and reuses once the returned `Bytes` are dropped. Same bytes and error
+    /// kinds as `get`. Default: `get`.
+    async fn get_reusable(&self, key: &ObjectKey) -> Result<Bytes> {
+        self.get(key).await
+    }
+
     /// Reads `len` bytes at `offset`. Reading past the end is `ErrorKind::Invalid`.
     async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes>;
 

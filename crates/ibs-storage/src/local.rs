@@ -76,6 +76,38 @@ impl LocalStorage {
         self.root.join(key.as_str())
     }
 
+    /// Reads the whole object at `key`, into a buffer of `recycler` if given (ADR 0054).
+    async fn read_whole(&self, key: &ObjectKey, recycler: Option<Arc<Recycler>>) -> Result<Bytes> {
+        let op = "get";
+        let path = self.path_of(key);
+        let key = key.clone();
+        let root = self.root.clone();
+        self.blocking(op, move || {
+            let mut f = File::open(&path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound && !root.is_dir() {
+                    return StorageError::new(
+                        ErrorKind::Path,
+                        op,
+                        Some(key.as_str()),
+                        "repository folder is gone",
+                    );
+                }
+                StorageError::from_io(op, Some(key.as_str()), &e)
+            })?;
+            let size = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
+            let mut buf = match &recycler {
+                Some(r) => r.buffer(size),
+                None => Vec::with_capacity(size),
+            };
+            f.read_to_end(&mut buf).map_err(io_err(op, &key))?;
+            Ok(match &recycler {
+                Some(r) => Recycler::bytes(r, buf),
+                None => Bytes::from(buf),
+            })
+        })
+        .await
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         op: &'static str,
@@ -108,13 +140,7 @@ fn io_err<'a>(
 }
 
 /// A ranged read of the file at `path` (`get_range` and `get_range_blocking`).
-fn read_range(
-    path: &Path,
-    key: &ObjectKey,
-    offset: u64,
-    len: u64,
-    recycler: &Arc<Recycler>,
-) -> Result<Bytes> {
+fn read_range(path: &Path, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes> {
     let f = File::open(path).map_err(io_err("get_range", key))?;
     let size = f.metadata().map_err(io_err("get_range", key))?.len();
     if offset.checked_add(len).is_none_or(|end| end > size) {
@@ -129,7 +155,7 @@ fn read_range(
     let mut f = f;
     f.seek(SeekFrom::Start(offset))
         .map_err(io_err("get_range", key))?;
-    let mut buf = recycler.buffer(len as usize);
+    let mut buf = Vec::with_capacity(len as usize);
     (&mut f)
         .take(len)
         .read_to_end(&mut buf)
@@ -142,7 +168,7 @@ fn read_range(
             "object shrank while it was read",
         ));
     }
-    Ok(Recycler::bytes(recycler, buf))
+    Ok(Bytes::from(buf))
 }
 
 /// Objects at least this large (packs) are written past the page cache (see [`write_direct`]).
@@ -371,47 +397,22 @@ impl Storage for LocalStorage {
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
-        let path = self.path_of(key);
-        let key = key.clone();
-        let root = self.root.clone();
-        let recycler = self.recycler.clone();
-        self.blocking("get", move || {
-            let mut f = File::open(&path).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound && !root.is_dir() {
-                    return StorageError::new(
-                        ErrorKind::Path,
-                        "get",
-                        Some(key.as_str()),
-                        "repository folder is gone",
-                    );
-                }
-                StorageError::from_io("get", Some(key.as_str()), &e)
-            })?;
-            let mut buf = recycler.buffer(f.metadata().map(|m| m.len() as usize).unwrap_or(0));
-            f.read_to_end(&mut buf).map_err(io_err("get", &key))?;
-            Ok(Recycler::bytes(&recycler, buf))
-        })
-        .await
+        self.read_whole(key, None).await
+    }
+
+    async fn get_reusable(&self, key: &ObjectKey) -> Result<Bytes> {
+        self.read_whole(key, Some(self.recycler.clone())).await
     }
 
     async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes> {
         let path = self.path_of(key);
         let key = key.clone();
-        let recycler = self.recycler.clone();
-        self.blocking("get_range", move || {
-            read_range(&path, &key, offset, len, &recycler)
-        })
-        .await
+        self.blocking("get_range", move || read_range(&path, &key, offset, len))
+            .await
     }
 
     fn get_range_blocking(&self, key: &ObjectKey, offset: u64, len: u64) -> Option<Result<Bytes>> {
-        Some(read_range(
-            &self.path_of(key),
-            key,
-            offset,
-            len,
-            &self.recycler,
-        ))
+        Some(read_range(&self.path_of(key), key, offset, len))
     }
 
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {

@@ -116,6 +116,9 @@ impl Storage for LockedWrites {
     async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
         self.inner.get(key).await
     }
+    async fn get_reusable(&self, key: &ObjectKey) -> Result<Bytes> {
+        self.inner.get_reusable(key).await
+    }
     async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes> {
         self.inner.get_range(key, offset, len).await
     }

@@ -80,6 +80,10 @@ impl Storage for RetryStorage {
         self.run("get", || self.inner.get(key)).await
     }
 
+    async fn get_reusable(&self, key: &ObjectKey) -> Result<Bytes> {
+        self.run("get", || self.inner.get_reusable(key)).await
+    }
+
     async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes> {
         self.run("get_range", || self.inner.get_range(key, offset, len))
             .await

@@ -108,6 +108,12 @@ impl Storage for TimeoutStorage {
             .await
     }
 
+    async fn get_reusable(&self, key: &ObjectKey) -> Result<Bytes> {
+        let k = Some(key.as_str());
+        self.run("get", k, self.limits.data, self.inner.get_reusable(key))
+            .await
+    }
+
     async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes> {
         let k = Some(key.as_str());
         let f = self.inner.get_range(key, offset, len);

@@ -19,18 +19,29 @@ use ibs_repo::{layout, Repository};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+/// Why a delta chunk's recipe does not check.
+enum RecipeFault {
+    /// Its base is not in the index: a problem only if a backup references the recipe (a prune
+    /// that keeps a pack whole keeps its unreferenced recipes indexed, and may remove their bases).
+    BaseMissing(ChunkId),
+    Other(String),
+}
+
 /// A delta chunk's recipe must be well formed and name a base the index holds in full, and its
 /// copies must lie inside that base (the content's hash is checked when a restore applies it).
-fn check_recipe(plain: &[u8], index: &Index) -> Result<(), String> {
-    let h = ibs_repo::delta::header(plain).map_err(|e| e.to_string())?;
+fn check_recipe(plain: &[u8], index: &Index) -> Result<(), RecipeFault> {
+    let h = ibs_repo::delta::header(plain).map_err(|e| RecipeFault::Other(e.to_string()))?;
     match index.get(&h.base) {
         Some(b) if b.encoding != ibs_repo::pack::encoding::DELTA => {
             ibs_repo::delta::validate(plain, b.raw_length as usize)
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(|e| RecipeFault::Other(e.to_string()))
         }
-        Some(_) => Err(format!("delta base {} is itself a delta chunk", h.base)),
-        None => Err(format!("delta base {} is missing from the index", h.base)),
+        Some(_) => Err(RecipeFault::Other(format!(
+            "delta base {} is itself a delta chunk",
+            h.base
+        ))),
+        None => Err(RecipeFault::BaseMissing(h.base)),
     }
 }
 
@@ -167,6 +178,9 @@ pub struct PackVerdict {
     pub chunks_verified: u64,
     /// What is wrong, and which chunks it touches; `None` for a sound pack.
     pub problem: Option<PackProblem>,
+    /// Delta chunks of the pack (each with the base it names) whose base is not in the index. They
+    /// are a problem only for a backup that references them; the caller decides.
+    pub baseless: Vec<(ChunkId, ChunkId)>,
 }
 
 #[derive(Debug, Clone)]
@@ -266,7 +280,7 @@ async fn verify_batch(
             let verifier = verifier.clone();
             async move {
                 let all = || chunks.iter().map(|(c, _)| *c).collect::<HashSet<_>>();
-                let bytes = match repo.storage().get(&layout::pack(&id)).await {
+                let bytes = match repo.storage().get_reusable(&layout::pack(&id)).await {
                     Ok(b) => b,
                     Err(e) => {
                         use ibs_storage::ErrorKind as K;
@@ -291,6 +305,7 @@ async fn verify_batch(
                                 detail,
                                 chunks: all(),
                             }),
+                            baseless: Vec::new(),
                         };
                     }
                 };
@@ -302,13 +317,17 @@ async fn verify_batch(
                     verify_one(id, &bytes, &chunks2, keys, data_keys, &v.openers)
                 })
                 .await;
+                let mut baseless = Vec::new();
                 let (problem, verified) = match out {
                     Ok(mut o) => {
-                        let bad: Vec<(ChunkId, String)> = o
-                            .recipes
-                            .iter()
-                            .filter_map(|(c, r)| check_recipe(r, index).err().map(|e| (*c, e)))
-                            .collect();
+                        let mut bad: Vec<(ChunkId, String)> = Vec::new();
+                        for (c, r) in &o.recipes {
+                            match check_recipe(r, index) {
+                                Ok(()) => {}
+                                Err(RecipeFault::BaseMissing(base)) => baseless.push((*c, base)),
+                                Err(RecipeFault::Other(e)) => bad.push((*c, e)),
+                            }
+                        }
                         if let Some((_, first)) = bad.first() {
                             let (detail, chunks) = o.problem.get_or_insert_with(|| {
                                 (
@@ -346,6 +365,7 @@ async fn verify_batch(
                     bytes_read: len,
                     chunks_verified: verified,
                     problem,
+                    baseless,
                 }
             }
         })
@@ -370,7 +390,7 @@ pub(super) async fn read_packs(
     keys: Option<&RepoKeys>,
     key_cache: Option<&KeyCache>,
     progress: &Progress,
-) -> Result<(), EngineError> {
+) -> Result<Vec<Baseless>, EngineError> {
     progress.add_total(listed.values().sum(), listed.len() as u64);
     // Every data key is opened once, up front; a key that does not open fails its chunks below.
     let data_keys = match key_cache {
@@ -385,7 +405,13 @@ pub(super) async fn read_packs(
     };
     let mut packs: Vec<PackId> = listed.keys().copied().collect();
     packs.sort();
+    let mut baseless = Vec::new();
     for v in verify_packs(repo, packs, index, keys, data_keys, progress).await {
+        baseless.extend(v.baseless.iter().map(|&(chunk, base)| Baseless {
+            pack: v.pack,
+            chunk,
+            base,
+        }));
         let obj = layout::pack(&v.pack).to_string();
         if v.problem
             .as_ref()
@@ -399,7 +425,14 @@ pub(super) async fn read_packs(
             aff.problem(r, obj, p.detail, Vec::new(), p.chunks);
         }
     }
-    Ok(())
+    Ok(baseless)
+}
+
+/// A delta chunk whose base is not in the index ([`PackVerdict::baseless`]).
+pub(super) struct Baseless {
+    pub pack: PackId,
+    pub chunk: ChunkId,
+    pub base: ChunkId,
 }
 
 #[cfg(test)]

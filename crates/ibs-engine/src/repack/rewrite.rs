@@ -194,7 +194,7 @@ async fn fetch_verified(
     repo: &Repository,
     id: PackId,
 ) -> Result<Option<bytes::Bytes>, EngineError> {
-    let bytes = repo.storage().get(&layout::pack(&id)).await?;
+    let bytes = repo.storage().get_reusable(&layout::pack(&id)).await?;
     tokio::task::spawn_blocking(move || verify_pack(&id, &bytes, None).is_ok().then_some(bytes))
         .await
         .map_err(|e| EngineError::Internal(format!("prune: the pack check of {id} stopped: {e}")))

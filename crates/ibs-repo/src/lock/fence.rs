@@ -150,6 +150,9 @@ impl Storage for FencedStorage {
     async fn get(&self, key: &ObjectKey) -> ibs_storage::Result<Bytes> {
         self.inner.get(key).await
     }
+    async fn get_reusable(&self, key: &ObjectKey) -> ibs_storage::Result<Bytes> {
+        self.inner.get_reusable(key).await
+    }
     async fn get_range(
         &self,
         key: &ObjectKey,
