@@ -3,6 +3,7 @@
 //! their bases). Every plaintext handed on has been authenticated (AES-GCM with the chunk id as
 //! associated data) and re-hashed to its id.
 
+use crate::blocks::PackBlocks;
 use crate::openers::OpenerPool;
 use crate::EngineError;
 use bytes::Bytes;
@@ -149,6 +150,30 @@ pub(crate) struct ReadVia<'a> {
     /// caller's own opener is used without it. Storage read on the calling thread (a local
     /// folder) always uses the caller's opener.
     pub openers: Option<&'a OpenerPool>,
+    /// Pack blocks shared with other readers: chunks are cut from them rather than read alone.
+    pub blocks: Option<&'a PackBlocks>,
+}
+
+/// Reads the sealed chunks of one span ([`spans`]): cut from `blocks` when given and they can be
+/// read, otherwise with a range read of its own (which reports what is wrong, chunk by chunk).
+async fn read_span(
+    repo: &Repository,
+    index: &Index,
+    blocks: Option<&PackBlocks>,
+    locs: &[ChunkLocation],
+) -> ibs_repo::Result<Vec<Bytes>> {
+    if let (Some(blocks), Some(first)) = (blocks, locs.first()) {
+        let sane = locs
+            .iter()
+            .all(|l| l.raw_length <= ibs_repo::chunk::MAX_CHUNK);
+        if let Some(len) = index.pack_length(&first.pack).filter(|_| sane) {
+            let read = |o, n| repo.read_pack_range(&first.pack, o, n);
+            if let Some(got) = blocks.span(locs, len, read).await {
+                return Ok(got);
+            }
+        }
+    }
+    repo.read_sealed_span(locs).await
 }
 
 /// The ranges of `locs` to read with one range read each: consecutive locations of one pack, in
@@ -260,8 +285,7 @@ pub(crate) fn read_chunks_via(
             .map(|(r, permit)| async move {
                 let sealed = match ready(r.start) {
                     Some(b) => vec![b.clone()],
-                    None => repo
-                        .read_sealed_span(&locs[r.clone()])
+                    None => read_span(repo, index, via.blocks, &locs[r.clone()])
                         .await
                         .map_err(|e| e.to_string())?,
                 };
@@ -306,6 +330,7 @@ pub(crate) fn prefetch(
     index: &Index,
     ids: &[ChunkId],
     budget: Option<&ReadBudget>,
+    blocks: Option<&PackBlocks>,
 ) -> Prefetched {
     let mut seen = std::collections::HashSet::new();
     let mut want: Vec<(ChunkId, ChunkLocation)> = ids
@@ -332,7 +357,7 @@ pub(crate) fn prefetch(
         let got: Vec<_> = futures::stream::iter(ranges)
             .map(|r| {
                 let locs = &locs[r.clone()];
-                async move { (r, repo.read_sealed_span(locs).await) }
+                async move { (r, read_span(repo, index, blocks, locs).await) }
             })
             .buffer_unordered(FETCH_AHEAD)
             .collect()

@@ -5,6 +5,7 @@
 //! compression, sealing, restore writes) run on dedicated threads fed by bounded channels.
 
 pub mod backup;
+mod blocks;
 pub mod browse;
 pub mod cache;
 pub mod cancel;

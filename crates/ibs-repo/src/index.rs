@@ -330,6 +330,13 @@ impl Index {
         }
     }
 
+    /// The length pack `id` was indexed with; `None` for a pack this index does not know.
+    pub fn pack_length(&self, id: &PackId) -> Option<u64> {
+        self.pack_slot
+            .get(id)
+            .map(|slot| self.packs[*slot as usize].1)
+    }
+
     pub fn get(&self, id: &ChunkId) -> Option<ChunkLocation> {
         self.chunks.get(id).map(|s| self.location(s))
     }

@@ -51,6 +51,10 @@ impl std::fmt::Debug for S3Storage {
     }
 }
 
+/// The most bytes a read reserves up front from the length a response announces (a larger
+/// body still arrives whole; the buffer grows): a lying server cannot make a read reserve more.
+const READ_PREALLOC_MAX: i64 = 64 << 20;
+
 impl S3Storage {
     /// A client for `config` with `credentials`. Sends no request: [`S3Storage::probe`] does.
     pub fn new(config: S3Config, credentials: &S3Credentials) -> Self {
@@ -295,7 +299,15 @@ impl S3Storage {
             .send()
             .await
             .map_err(|e| classify(op, Some(key), e))?;
-        let body = out.body.collect().await.map_err(|e| {
+        // Each frame is copied into one buffer of the announced length as it arrives and dropped:
+        // collecting the frames first held a response twice over, in many small allocations.
+        let announced = out
+            .content_length()
+            .unwrap_or(0)
+            .clamp(0, READ_PREALLOC_MAX);
+        let mut buf = bytes::BytesMut::with_capacity(announced as usize);
+        let mut body = out.body;
+        let cut = |e: aws_sdk_s3::primitives::ByteStreamError| {
             StorageError::new(
                 ErrorKind::Connectivity,
                 op,
@@ -303,8 +315,11 @@ impl S3Storage {
                 format!("S3 response body was cut: {e}"),
             )
             .transient()
-        })?;
-        Ok(body.into_bytes())
+        };
+        while let Some(frame) = body.try_next().await.map_err(cut)? {
+            buf.extend_from_slice(&frame);
+        }
+        Ok(buf.freeze())
     }
 
     /// Size and time of the S3 object at `rel` (relative to the root).

@@ -81,6 +81,7 @@ pub(super) fn write_chunks(
         prefetched,
         budget: sh.budget.as_ref().filter(|_| prefetched.is_none()),
         openers: sh.openers.as_ref(),
+        blocks: sh.blocks.as_ref(),
     };
     read_chunks_via(
         &sh.rt,
@@ -166,7 +167,8 @@ pub(super) fn restore_batch(sh: &Shared, files: Vec<(TreeEntry, Dest)>, opener: 
         .iter()
         .flat_map(|(e, _)| e.chunks.iter().copied())
         .collect();
-    let pre = prefetch(&sh.rt, &sh.repo, &sh.index, &ids, sh.budget.as_ref());
+    let (budget, blocks) = (sh.budget.as_ref(), sh.blocks.as_ref());
+    let pre = prefetch(&sh.rt, &sh.repo, &sh.index, &ids, budget, blocks);
     for (entry, dest) in &files {
         if sh.cancelled() {
             return;

@@ -9,6 +9,7 @@
 use super::Repository;
 use crate::chunk::MAX_CHUNK;
 use crate::error::{RepoError, Result};
+use crate::ids::PackId;
 use crate::index::ChunkLocation;
 use crate::layout;
 use bytes::Bytes;
@@ -81,6 +82,26 @@ impl Repository {
     }
 }
 
+impl Repository {
+    /// Reads `len` bytes of pack `pack` at `offset` with one range read, exactly: a short answer,
+    /// a range past the pack's end or a missing pack is corruption naming the pack. For a reader
+    /// that cuts chunks out of larger stretches of a pack itself (a restore's shared blocks).
+    pub async fn read_pack_range(&self, pack: &PackId, offset: u64, len: u64) -> Result<Bytes> {
+        let got = self
+            .storage
+            .get_range(&layout::pack(pack), offset, len)
+            .await
+            .map_err(|e| read_error(pack, e))?;
+        if got.len() as u64 != len {
+            return Err(RepoError::corrupt(
+                format!("pack {pack}"),
+                format!("a range read returned {} of {len} bytes", got.len()),
+            ));
+        }
+        Ok(got)
+    }
+}
+
 /// Whether `locs` can be read as one span: all in the first one's pack, each starting at or after
 /// the previous one's end.
 pub fn span_ok(locs: &[ChunkLocation]) -> bool {
@@ -101,11 +122,14 @@ fn check_location(loc: &ChunkLocation) -> Result<()> {
 
 /// A read of a chunk's bytes: a range past the pack's end or a missing pack is corruption.
 fn sealed_result(loc: &ChunkLocation, got: ibs_storage::Result<Bytes>) -> Result<Bytes> {
-    got.map_err(|e| {
-        if e.kind == ibs_storage::ErrorKind::Invalid || e.is_not_found() {
-            RepoError::corrupt(format!("pack {}", loc.pack), e.to_string())
-        } else {
-            e.into()
-        }
-    })
+    got.map_err(|e| read_error(&loc.pack, e))
+}
+
+/// A failed read of a pack's bytes: a range past its end or a missing pack is corruption.
+fn read_error(pack: &PackId, e: ibs_storage::StorageError) -> RepoError {
+    if e.kind == ibs_storage::ErrorKind::Invalid || e.is_not_found() {
+        RepoError::corrupt(format!("pack {pack}"), e.to_string())
+    } else {
+        e.into()
+    }
 }
