@@ -1,4 +1,5 @@
-//! Pack blocks that the workers of a restore from a share or an object store share (ADR 0056).
+//! Pack blocks that the workers of a restore from an object store share (ADR 0056; storage whose
+//! `Capabilities::prefers_large_reads` is set).
 //!
 //! A backup packs the chunks of the several files it reads at once side by side, so one file's
 //! chunks lie scattered through many packs, between other files' chunks. Read file by file, every

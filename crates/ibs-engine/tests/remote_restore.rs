@@ -20,10 +20,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// The local backend, reported as remote, counting range reads and the bytes they return.
+/// The local backend, reported as remote, counting range reads and the bytes they return; like a
+/// share (`blocks == false`) or like an object store, which prefers large reads.
 #[derive(Debug)]
 struct Remote {
     inner: DynStorage,
+    blocks: bool,
     ranges: AtomicU64,
     bytes: AtomicU64,
 }
@@ -36,6 +38,7 @@ impl Storage for Remote {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             local: false,
+            prefers_large_reads: self.blocks,
             ..self.inner.capabilities()
         }
     }
@@ -74,15 +77,18 @@ impl Storage for Remote {
     }
 }
 
-/// Restores `id`'s source `data` from `env`'s repository opened through [`Remote`]; returns the
-/// decorator with its counts.
+/// Restores `id`'s source `data` from `env`'s repository opened through [`Remote`] (an object
+/// store's shared blocks if `blocks`, a share's range reads otherwise); returns the decorator with
+/// its counts.
 async fn restore_remote(
     env: &Env,
     id: &str,
     target: &Path,
+    blocks: bool,
 ) -> (Arc<Remote>, ibs_engine::RestoreReport) {
     let s = Arc::new(Remote {
         inner: Arc::new(LocalStorage::open(env.repo_dir()).unwrap()),
+        blocks,
         ranges: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
     });
@@ -138,36 +144,40 @@ async fn small_files_restore_with_far_fewer_range_reads_than_chunks() {
     let src = env.path("src");
     let files = tree(&src);
     let b = backup(&env, &[("data", &src)]).await;
-    let target = env.path("out");
-    let (store, r) = restore_remote(&env, &b.catalog.backup_id, &target).await;
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
-    assert_eq!(r.files as usize, files);
-    assert_same_tree(&src, &target);
-    // Every distinct chunk read one by one would be at least one range read per non-empty small
-    // file (1,320) plus the large files' chunks; coalesced, a few per pack suffice.
-    let ranges = store.ranges.load(Ordering::Relaxed);
-    assert!(
-        ranges < 150,
-        "{ranges} range reads for {files} files (coalescing does not happen)"
-    );
-    // Workers cut their chunks from shared pack blocks of 4 MiB (ADR 0056): each block is read
-    // once (the blocks kept hold more than this repository), plus a few reads of the tree's own
-    // chunks, which the walking thread reads alone.
-    let blocks: u64 = walkdir(&env.repo_dir().join("packs"))
-        .iter()
-        .map(|p| std::fs::metadata(p).unwrap().len().div_ceil(4 << 20))
-        .sum();
-    assert!(
-        ranges <= blocks + 4,
-        "{ranges} range reads for {blocks} pack blocks"
-    );
-    // Bytes read past what was needed stay small.
-    let read = store.bytes.load(Ordering::Relaxed);
     let stored = dir_bytes(&env.repo_dir().join("packs"));
-    assert!(
-        read < stored + stored / 4,
-        "read {read} bytes of {stored} in packs"
-    );
+    for blocks in [false, true] {
+        let target = env.path(&format!("out-{blocks}"));
+        let (store, r) = restore_remote(&env, &b.catalog.backup_id, &target, blocks).await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(r.files as usize, files);
+        assert_same_tree(&src, &target);
+        // Every distinct chunk read one by one would be at least one range read per non-empty
+        // small file (1,320) plus the large files' chunks; coalesced, a few per pack suffice.
+        let ranges = store.ranges.load(Ordering::Relaxed);
+        assert!(
+            ranges < 150,
+            "{ranges} range reads for {files} files (coalescing does not happen; blocks: {blocks})"
+        );
+        if blocks {
+            // Workers cut their chunks from shared pack blocks of 4 MiB (ADR 0056): each block
+            // is read once (the blocks kept hold more than this repository), plus a few reads of
+            // the tree's own chunks, which the walking thread reads alone.
+            let blocks: u64 = walkdir(&env.repo_dir().join("packs"))
+                .iter()
+                .map(|p| std::fs::metadata(p).unwrap().len().div_ceil(4 << 20))
+                .sum();
+            assert!(
+                ranges <= blocks + 4,
+                "{ranges} range reads for {blocks} pack blocks"
+            );
+        }
+        // Bytes read past what was needed stay small.
+        let read = store.bytes.load(Ordering::Relaxed);
+        assert!(
+            read < stored + stored / 4,
+            "read {read} bytes of {stored} in packs (blocks: {blocks})"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,22 +192,25 @@ async fn a_damaged_chunk_in_a_batch_fails_only_its_own_file() {
     let mut packed = std::fs::read(&pack).unwrap();
     packed[at] ^= 0x40;
     std::fs::write(&pack, packed).unwrap();
-    let target = env.path("out");
-    let (_, r) = restore_remote(&env, &b.catalog.backup_id, &target).await;
-    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
-    assert!(r.errors[0].contains("svc-07/conf-23.ini"), "{:?}", r.errors);
-    assert_eq!(r.files as usize, files - 1);
-    assert!(!target.join("etc/svc-07/conf-23.ini").exists());
-    for f in [
-        "etc/svc-07/conf-22.ini",
-        "etc/svc-07/conf-24.ini",
-        "var/big.img",
-    ] {
-        assert_eq!(
-            std::fs::read(target.join(f)).unwrap(),
-            std::fs::read(src.join(f)).unwrap(),
-            "{f}"
-        );
+    // Both read paths: a share's range reads and an object store's shared blocks.
+    for blocks in [false, true] {
+        let target = env.path(&format!("out-{blocks}"));
+        let (_, r) = restore_remote(&env, &b.catalog.backup_id, &target, blocks).await;
+        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+        assert!(r.errors[0].contains("svc-07/conf-23.ini"), "{:?}", r.errors);
+        assert_eq!(r.files as usize, files - 1);
+        assert!(!target.join("etc/svc-07/conf-23.ini").exists());
+        for f in [
+            "etc/svc-07/conf-22.ini",
+            "etc/svc-07/conf-24.ini",
+            "var/big.img",
+        ] {
+            assert_eq!(
+                std::fs::read(target.join(f)).unwrap(),
+                std::fs::read(src.join(f)).unwrap(),
+                "{f}"
+            );
+        }
     }
 }
 
@@ -226,52 +239,54 @@ async fn a_truncated_pack_fails_only_the_files_whose_chunks_it_lost() {
     let (pack, at) = locate_chunk(&env, &victim);
     let f = std::fs::OpenOptions::new().write(true).open(&pack).unwrap();
     f.set_len(at as u64).unwrap();
-    let target = env.path("out");
-    let (_, r) = restore_remote(&env, &b.catalog.backup_id, &target).await;
-    let cut = pack.file_name().unwrap().to_string_lossy().into_owned();
-    assert!(
-        r.errors.iter().any(
-            |e| e.contains(&*victim.strip_prefix(&src).unwrap().to_string_lossy())
-                && e.contains(&cut)
-        ),
-        "the victim's error names its pack {cut}: {:?}",
-        r.errors
-    );
-    // A small file restores exactly when its chunk is intact: in another pack, or wholly before
-    // the cut (a failed range read must not take its intact neighbours with it).
-    let (index, dedup) = reader_index(&env);
-    let (mut intact, mut lost) = (0, 0);
-    for e in walkdir(&src.join("etc")) {
-        let rel = e.strip_prefix(&src).unwrap();
-        let content = std::fs::read(&e).unwrap();
-        if content.is_empty() {
-            continue;
-        }
-        let loc = index.get(&dedup.chunk_id(&content)).unwrap();
-        let whole = loc.pack.to_hex() != cut || (loc.offset + loc.length) as usize <= at;
-        match std::fs::read(target.join(rel)) {
-            Ok(got) => {
-                assert!(whole, "{} restored from a lost chunk", rel.display());
-                assert!(got == content, "{}", rel.display());
-                intact += 1;
+    // Both read paths: a share's range reads and an object store's shared blocks.
+    for blocks in [false, true] {
+        let target = env.path(&format!("out-{blocks}"));
+        let (_, r) = restore_remote(&env, &b.catalog.backup_id, &target, blocks).await;
+        let cut = pack.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            r.errors.iter().any(|e| e
+                .contains(&*victim.strip_prefix(&src).unwrap().to_string_lossy())
+                && e.contains(&cut)),
+            "the victim's error names its pack {cut}: {:?}",
+            r.errors
+        );
+        // A small file restores exactly when its chunk is intact: in another pack, or wholly before
+        // the cut (a failed range read must not take its intact neighbours with it).
+        let (index, dedup) = reader_index(&env);
+        let (mut intact, mut lost) = (0, 0);
+        for e in walkdir(&src.join("etc")) {
+            let rel = e.strip_prefix(&src).unwrap();
+            let content = std::fs::read(&e).unwrap();
+            if content.is_empty() {
+                continue;
             }
-            Err(_) => {
-                assert!(
-                    !whole,
-                    "{} lost although its chunk is intact",
-                    rel.display()
-                );
-                assert!(
-                    r.errors.iter().any(|x| x.contains(&*rel.to_string_lossy())),
-                    "{} is missing without an error",
-                    rel.display()
-                );
-                lost += 1;
+            let loc = index.get(&dedup.chunk_id(&content)).unwrap();
+            let whole = loc.pack.to_hex() != cut || (loc.offset + loc.length) as usize <= at;
+            match std::fs::read(target.join(rel)) {
+                Ok(got) => {
+                    assert!(whole, "{} restored from a lost chunk", rel.display());
+                    assert!(got == content, "{}", rel.display());
+                    intact += 1;
+                }
+                Err(_) => {
+                    assert!(
+                        !whole,
+                        "{} lost although its chunk is intact",
+                        rel.display()
+                    );
+                    assert!(
+                        r.errors.iter().any(|x| x.contains(&*rel.to_string_lossy())),
+                        "{} is missing without an error",
+                        rel.display()
+                    );
+                    lost += 1;
+                }
             }
         }
+        assert!(intact > 0 && lost > 0, "{intact} intact, {lost} lost");
+        assert_eq!(r.files as usize + r.errors.len(), files, "{:?}", r.errors);
     }
-    assert!(intact > 0 && lost > 0, "{intact} intact, {lost} lost");
-    assert_eq!(r.files as usize + r.errors.len(), files, "{:?}", r.errors);
 }
 
 /// The index a reader of `env`'s repository uses, and the key chunk ids are computed with.

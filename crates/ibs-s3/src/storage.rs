@@ -370,6 +370,7 @@ impl Storage for S3Storage {
             verifies_writes: false,
             max_object_size: self.config.part_size.max(MIN_PART) * MAX_PARTS,
             ranged_reads: true,
+            prefers_large_reads: true,
             put_size_hint: None,
             local: false,
         }

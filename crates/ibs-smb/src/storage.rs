@@ -432,6 +432,7 @@ impl Storage for SmbStorage {
             verifies_writes: self.options.verify_writes,
             max_object_size: 1 << 40,
             ranged_reads: true,
+            prefers_large_reads: false,
             put_size_hint: None,
             local: false,
         }

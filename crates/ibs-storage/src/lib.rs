@@ -61,6 +61,12 @@ pub struct Capabilities {
     /// Every operation is a local system call, not a network round trip (a local folder, memory):
     /// overlapping requests gains little, so a writer keeps fewer of them, and less memory, in flight.
     pub local: bool,
+    /// A request costs the server far more than the bytes it moves: an object store's gateway
+    /// authenticates, looks up and opens the object for every request, where an SMB server answers
+    /// a read on a handle it holds open at little more than its bytes' cost. A reader that wants
+    /// scattered stretches of one object then reads larger blocks of it with fewer requests (a
+    /// restore's shared pack blocks, ADR 0056).
+    pub prefers_large_reads: bool,
     /// The size a writer should keep the objects it composes (packs) under, when it is smaller than
     /// its own target: set by the upload throttle to a fraction of a second of the limit, because
     /// `put` moves a whole object at once and a larger one leaves as one burst. `None`: no

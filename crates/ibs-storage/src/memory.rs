@@ -64,6 +64,7 @@ impl Storage for MemoryStorage {
             verifies_writes: false,
             max_object_size: u64::MAX,
             ranged_reads: true,
+            prefers_large_reads: false,
             put_size_hint: None,
             local: true,
         }

@@ -278,7 +278,7 @@ pub enum RepoCmd {
         source: Option<String>,
         #[command(flatten)]
         unlock: UnlockArgs,
-        /// File workers; 0 means two per core (at least 4) on a local folder, three per core (6 to 24) on SMB or S3.
+        /// File workers; 0 means two per core (at least 4) on a local folder, at least 16 on SMB, three per core (6 to 24) on S3.
         #[arg(long, default_value_t = 0)]
         threads: usize,
         /// Replace files at the target that differ from the backup's (without it such a restore

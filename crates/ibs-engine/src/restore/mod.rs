@@ -118,24 +118,48 @@ pub fn safe_components(path: &[u8]) -> Result<Vec<&OsStr>, String> {
     Ok(out)
 }
 
-/// File workers of a restore without `--threads`: two per core, at least four, on a local folder;
-/// three per core, 6 to 24, on any other storage. There a worker also waits for reads, but the
-/// reads are of shared pack blocks ([`PackBlocks`], ADR 0056), [`crate::blocks::READS_AT_ONCE`]
-/// of them at once whatever the worker count; more workers only reach into more blocks at once.
-/// On the 1 GiB bench tree from loopback Ceph RGW (2 cores), 6 workers restored as fast as 8 and
-/// 16, with 10 MiB less peak memory than 8. Memory does not grow with the count beyond one block
-/// per worker: the sealed bytes in flight are bounded by [`READ_BUDGET`] in all.
-fn default_threads(local: bool, cores: usize) -> usize {
-    if local {
-        4.max(2 * cores)
-    } else {
-        (3 * cores).clamp(REMOTE_MIN_THREADS, REMOTE_MAX_THREADS)
+/// How a restore reads its chunks, from the storage's capabilities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reads {
+    /// A local folder: each worker reads its chunks one by one on its own thread.
+    Local,
+    /// A share (SMB): each worker's adjacent chunks of a pack coalesced into range reads, small
+    /// files in batches (ADR 0041).
+    Ranges,
+    /// An object store, where a request costs far more than its bytes: workers cut their chunks
+    /// from shared pack blocks ([`PackBlocks`], ADR 0056).
+    Blocks,
+}
+
+impl Reads {
+    fn of(c: ibs_storage::Capabilities) -> Self {
+        match (c.local, c.prefers_large_reads) {
+            (true, _) => Reads::Local,
+            (false, false) => Reads::Ranges,
+            (false, true) => Reads::Blocks,
+        }
     }
 }
 
-/// See [`default_threads`].
-const REMOTE_MIN_THREADS: usize = 6;
-const REMOTE_MAX_THREADS: usize = 24;
+/// File workers of a restore without `--threads`:
+/// - a local folder: two per core, at least four;
+/// - range reads (a share): at least sixteen. A worker spends most of its time waiting for its
+///   own range reads; with reads coalesced and small files batched (ADR 0041) the 1 GiB bench
+///   tree takes ~600 of them, and the workers keep enough in flight;
+/// - shared blocks (an object store): three per core, 6 to 24. The waiting happens in block
+///   reads, [`crate::blocks::READS_AT_ONCE`] at once whatever the worker count; more workers only
+///   reach into more blocks at once. From loopback Ceph RGW (2 cores), 6 workers restored the
+///   bench tree as fast as 8 and 16, with 13 MiB less peak memory than 8.
+///
+/// Memory does not grow with the count beyond one block per worker: the sealed bytes in flight
+/// are bounded by [`READ_BUDGET`] in all.
+fn default_threads(reads: Reads, cores: usize) -> usize {
+    match reads {
+        Reads::Local => 4.max(2 * cores),
+        Reads::Ranges => 16.max(2 * cores),
+        Reads::Blocks => (3 * cores).clamp(6, 24),
+    }
+}
 
 /// Chunk openers the workers of a restore from remote storage share ([`OpenerPool`]): two per
 /// core, 2 to 8. Opening chunks (decrypting, decompressing, hashing) and writing them is the part
@@ -262,12 +286,13 @@ pub async fn restore(
         .lock(LockKind::Shared, "restore", opts.lock_wait)
         .await?;
     let index = crate::keysel::reader_index(&repo, &keys.repo_keys.metadata, &unlock).await?;
-    let local = repo.storage().capabilities().local;
+    let reads = Reads::of(repo.storage().capabilities());
+    let local = reads == Reads::Local;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
     let threads = if opts.threads == 0 {
-        default_threads(local, cores)
+        default_threads(reads, cores)
     } else {
         opts.threads
     };
@@ -286,7 +311,7 @@ pub async fn restore(
         cancel: opts.cancel.clone(),
         budget: (!local).then(|| ReadBudget::new(READ_BUDGET)),
         openers: (!local).then(|| OpenerPool::new(Some(openers_at_once(cores)))),
-        blocks: (!local).then(|| PackBlocks::for_workers(threads)),
+        blocks: (reads == Reads::Blocks).then(|| PackBlocks::for_workers(threads)),
     });
     let sh = shared.clone();
     let target = opts.target.clone();
@@ -619,13 +644,32 @@ mod tests {
 
     #[test]
     fn remote_storage_gets_more_workers_than_a_local_folder_within_bounds() {
-        assert_eq!(default_threads(true, 1), 4);
-        assert_eq!(default_threads(true, 2), 4);
-        assert_eq!(default_threads(true, 8), 16);
-        assert_eq!(default_threads(false, 1), 6);
-        assert_eq!(default_threads(false, 2), 6);
-        assert_eq!(default_threads(false, 4), 12);
-        assert_eq!(default_threads(false, 16), 24);
+        assert_eq!(default_threads(Reads::Local, 1), 4);
+        assert_eq!(default_threads(Reads::Local, 2), 4);
+        assert_eq!(default_threads(Reads::Local, 8), 16);
+        assert_eq!(default_threads(Reads::Ranges, 2), 16);
+        assert_eq!(default_threads(Reads::Ranges, 16), 32);
+        assert_eq!(default_threads(Reads::Blocks, 1), 6);
+        assert_eq!(default_threads(Reads::Blocks, 2), 6);
+        assert_eq!(default_threads(Reads::Blocks, 4), 12);
+        assert_eq!(default_threads(Reads::Blocks, 16), 24);
+    }
+
+    #[test]
+    fn only_storage_that_prefers_large_reads_gets_shared_blocks() {
+        let caps = |local, prefers_large_reads| ibs_storage::Capabilities {
+            list_after_write: true,
+            verifies_writes: false,
+            max_object_size: u64::MAX,
+            ranged_reads: true,
+            prefers_large_reads,
+            local,
+            put_size_hint: None,
+        };
+        assert_eq!(Reads::of(caps(true, false)), Reads::Local);
+        assert_eq!(Reads::of(caps(true, true)), Reads::Local);
+        assert_eq!(Reads::of(caps(false, false)), Reads::Ranges);
+        assert_eq!(Reads::of(caps(false, true)), Reads::Blocks);
     }
 
     #[test]
