@@ -40,6 +40,10 @@ pub(crate) const CAPACITY: u64 = 32 << 20;
 /// Block reads under way at once: enough to keep a gateway's or a share's round trips hidden.
 pub(crate) const READS_AT_ONCE: usize = 6;
 
+/// The most bytes of read blocks kept, however many workers a restore runs: one block for each
+/// of the 24 workers a restore runs at most by default.
+pub(crate) const CAPACITY_MAX: u64 = 96 << 20;
+
 type Cell = Arc<tokio::sync::OnceCell<Bytes>>;
 
 struct Entry {
@@ -71,9 +75,11 @@ pub(crate) struct PackBlocks {
 
 impl PackBlocks {
     /// The blocks of a restore with `workers` file workers: at least [`CAPACITY`] kept, and one
-    /// block per worker beyond that, since each worker's files reach into blocks of their own.
+    /// block per worker beyond that, since each worker's files reach into blocks of their own; never
+    /// more than [`CAPACITY_MAX`], whatever `--threads` asks for.
     pub(crate) fn for_workers(workers: usize) -> Self {
-        Self::with_sizes(BLOCK, CAPACITY.max(workers as u64 * BLOCK))
+        let wanted = (workers as u64).saturating_mul(BLOCK);
+        Self::with_sizes(BLOCK, wanted.clamp(CAPACITY, CAPACITY_MAX))
     }
 
     pub(crate) fn with_sizes(block: u64, capacity: u64) -> Self {

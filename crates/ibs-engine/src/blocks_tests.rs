@@ -170,8 +170,11 @@ async fn a_small_chunk_is_copied_out_and_a_large_one_shares_its_block() {
 }
 
 #[test]
-fn more_workers_keep_more_blocks_but_never_fewer_than_the_floor() {
+fn more_workers_keep_more_blocks_between_the_floor_and_the_ceiling() {
     assert_eq!(PackBlocks::for_workers(2).capacity, CAPACITY);
     assert_eq!(PackBlocks::for_workers(8).capacity, CAPACITY.max(8 * BLOCK));
     assert_eq!(PackBlocks::for_workers(24).capacity, 24 * BLOCK);
+    // `--threads 100000` does not make the blocks kept grow with it.
+    assert_eq!(PackBlocks::for_workers(100_000).capacity, CAPACITY_MAX);
+    assert_eq!(PackBlocks::for_workers(usize::MAX).capacity, CAPACITY_MAX);
 }
