@@ -9,16 +9,19 @@
 //! while it is wanted, and every worker cuts its chunks out of the blocks it needs.
 //!
 //! Invariants:
-//! - One read per block at a time: a worker that wants a block another worker is reading waits for
-//!   that read ([`tokio::sync::OnceCell`]); a failed read is not kept, so the next one tries again.
+//! - One read per block: a worker that wants a block another worker is reading waits for that
+//!   read ([`tokio::sync::OnceCell`]). A failed read is kept as failed for the rest of the restore:
+//!   every later want of that block fails at once and its caller reads its own chunks, so a dead
+//!   or damaged pack costs one failed block read (with the storage's retries), not one per waiter.
 //! - The blocks kept after their read are at most the capacity given (least recently used leave
 //!   first); blocks being read are not counted against it, and at most [`READS_AT_ONCE`] are read
 //!   at once.
 //! - A chunk handed out never keeps a much larger block alive: a chunk under a quarter of a block
 //!   is copied out of it, and a chunk across blocks is assembled into its own buffer.
 //! - Blocks are an optimisation only: [`PackBlocks::span`] fails as a whole when any block it
-//!   needs cannot be read exactly, and its caller then reads the chunks themselves, so a damaged
-//!   or short pack is reported chunk by chunk exactly as without blocks.
+//!   needs is not what the index says ([`Miss::ReadAlone`]), and its caller then reads the chunks
+//!   themselves, so a damaged or short pack is reported chunk by chunk exactly as without blocks.
+//!   A storage failure ([`Miss::Failed`]) fails the span with the storage's error.
 
 use bytes::Bytes;
 use ibs_repo::ids::PackId;
@@ -44,13 +47,27 @@ pub(crate) const READS_AT_ONCE: usize = 6;
 /// of the 24 workers a restore runs at most by default.
 pub(crate) const CAPACITY_MAX: u64 = 96 << 20;
 
-type Cell = Arc<tokio::sync::OnceCell<Bytes>>;
+/// A block's read: its bytes, or why they could not be had.
+type Cell = Arc<tokio::sync::OnceCell<Result<Bytes, Miss>>>;
+
+/// Why chunks could not be cut from blocks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Miss {
+    /// A block is not what the index says (a short, truncated or missing pack), or a chunk lies
+    /// past the pack's indexed end: the caller reads the chunks themselves, and those reads say
+    /// which chunks are lost.
+    ReadAlone,
+    /// The storage failed the read after its own retries (it is unreachable, refuses access):
+    /// reading the chunks themselves would fail the same way, only later.
+    Failed(String),
+}
 
 struct Entry {
     cell: Cell,
     /// When it was last wanted ([`Inner::tick`]).
     used: u64,
-    /// Its length once read and counted; 0 while being read.
+    /// Its length once read and counted; 0 while being read, and for a failed read (kept to mark
+    /// the failure, never evicted).
     counted: u64,
 }
 
@@ -104,23 +121,24 @@ impl PackBlocks {
 
     /// The sealed bytes of `locs` (one pack's chunks in ascending order, as
     /// [`crate::chunkread::spans`] groups them), cut from that pack's blocks. `pack_len` is the
-    /// pack's length as indexed; `read(offset, len)` reads a stretch of the pack exactly. `None`
-    /// when a chunk lies past `pack_len` or a block could not be read: the caller reads the chunks
-    /// themselves.
-    pub(crate) async fn span<F, Fut, E>(
+    /// pack's length as indexed; `read(offset, len)` reads a stretch of the pack exactly and says
+    /// why it could not ([`Miss`]).
+    pub(crate) async fn span<F, Fut>(
         &self,
         locs: &[ChunkLocation],
         pack_len: u64,
         read: F,
-    ) -> Option<Vec<Bytes>>
+    ) -> Result<Vec<Bytes>, Miss>
     where
         F: Fn(u64, u64) -> Fut,
-        Fut: Future<Output = Result<Bytes, E>>,
+        Fut: Future<Output = Result<Bytes, Miss>>,
     {
-        let (first, last) = (locs.first()?, locs.last()?);
+        let (Some(first), Some(last)) = (locs.first(), locs.last()) else {
+            return Ok(Vec::new());
+        };
         let end = last.offset as u64 + last.length as u64;
         if end > pack_len || !ibs_repo::span_ok(locs) {
-            return None;
+            return Err(Miss::ReadAlone);
         }
         let (k0, k1) = (first.offset as u64 / self.block, (end - 1) / self.block);
         let mut got = Vec::with_capacity((k1 - k0 + 1) as usize);
@@ -128,12 +146,11 @@ impl PackBlocks {
             got.push(self.get(first.pack, k, pack_len, &read));
         }
         let got = futures::future::join_all(got).await;
-        let got: Vec<Bytes> = got.into_iter().collect::<Option<_>>()?;
-        Some(
-            locs.iter()
-                .map(|l| self.cut(&got, k0, l.offset as u64, l.length as u64))
-                .collect(),
-        )
+        let got: Vec<Bytes> = got.into_iter().collect::<Result<_, _>>()?;
+        Ok(locs
+            .iter()
+            .map(|l| self.cut(&got, k0, l.offset as u64, l.length as u64))
+            .collect())
     }
 
     /// Bytes `[offset, offset + len)` of a pack from its blocks `got` (the first is block `k0`).
@@ -161,10 +178,16 @@ impl PackBlocks {
     }
 
     /// Block `k` of `pack`: kept, being read by another worker (waited for), or read now.
-    async fn get<F, Fut, E>(&self, pack: PackId, k: u64, pack_len: u64, read: &F) -> Option<Bytes>
+    async fn get<F, Fut>(
+        &self,
+        pack: PackId,
+        k: u64,
+        pack_len: u64,
+        read: &F,
+    ) -> Result<Bytes, Miss>
     where
         F: Fn(u64, u64) -> Fut,
-        Fut: Future<Output = Result<Bytes, E>>,
+        Fut: Future<Output = Result<Bytes, Miss>>,
     {
         let cell = {
             let mut inner = self.lock();
@@ -181,40 +204,28 @@ impl PackBlocks {
         let start = k * self.block;
         let len = self.block.min(pack_len - start);
         let got = cell
-            .get_or_try_init(|| async {
-                let _reading = self.reading.acquire().await.map_err(|_| ())?;
+            .get_or_init(|| async {
+                let _reading = self.reading.acquire().await;
                 self.reads.fetch_add(1, Ordering::Relaxed);
                 match read(start, len).await {
                     Ok(b) if b.len() as u64 == len => Ok(b),
-                    _ => Err(()),
+                    Ok(_) => Err(Miss::ReadAlone),
+                    Err(miss) => Err(miss),
                 }
             })
-            .await;
+            .await
+            .clone()?;
         let mut inner = self.lock();
-        let same = |e: &Entry| Arc::ptr_eq(&e.cell, &cell);
-        match got {
-            Ok(bytes) => {
-                let bytes = bytes.clone();
-                if let Some(e) = inner.blocks.get_mut(&(pack, k)).filter(|e| same(e)) {
-                    if e.counted == 0 {
-                        e.counted = len;
-                        inner.bytes += len;
-                        self.evict(&mut inner, (pack, k));
-                    }
-                }
-                Some(bytes)
-            }
-            Err(()) => {
-                if inner
-                    .blocks
-                    .get(&(pack, k))
-                    .is_some_and(|e| same(e) && !e.cell.initialized())
-                {
-                    inner.blocks.remove(&(pack, k));
-                }
-                None
-            }
+        if let Some(e) = inner
+            .blocks
+            .get_mut(&(pack, k))
+            .filter(|e| Arc::ptr_eq(&e.cell, &cell) && e.counted == 0)
+        {
+            e.counted = len;
+            inner.bytes += len;
+            self.evict(&mut inner, (pack, k));
         }
+        Ok(got)
     }
 
     /// Drops the least recently wanted read blocks (never `keep`) until the rest fit.

@@ -34,7 +34,7 @@ impl Pack {
     }
 
     /// Reads exactly, after yielding so that concurrent callers overlap; the next `fail` reads fail.
-    async fn read(&self, offset: u64, len: u64) -> Result<Bytes, String> {
+    async fn read(&self, offset: u64, len: u64) -> Result<Bytes, Miss> {
         self.reads.lock().unwrap().push((offset, len));
         tokio::task::yield_now().await;
         if self
@@ -42,7 +42,7 @@ impl Pack {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .is_ok()
         {
-            return Err("injected".into());
+            return Err(Miss::Failed("injected".into()));
         }
         Ok(self
             .bytes
@@ -63,7 +63,11 @@ impl Pack {
     }
 }
 
-async fn span(blocks: &PackBlocks, pack: &Pack, locs: &[ChunkLocation]) -> Option<Vec<Bytes>> {
+async fn span(
+    blocks: &PackBlocks,
+    pack: &Pack,
+    locs: &[ChunkLocation],
+) -> Result<Vec<Bytes>, Miss> {
     let len = pack.bytes.len() as u64;
     blocks.span(locs, len, |o, n| pack.read(o, n)).await
 }
@@ -101,31 +105,38 @@ async fn workers_wanting_one_block_at_once_share_a_single_read() {
 }
 
 #[tokio::test]
-async fn a_failed_block_read_fails_the_span_and_is_read_again_next_time() {
+async fn a_storage_failure_fails_every_want_of_that_block_without_reading_it_again() {
     let (blocks, pack) = (PackBlocks::with_sizes(B, 10 * B), Pack::new(3500));
     pack.fail.store(1, Ordering::Relaxed);
-    let locs = [loc(10, 100)];
-    assert!(span(&blocks, &pack, &locs).await.is_none());
-    assert_eq!(span(&blocks, &pack, &locs).await.unwrap(), pack.want(&locs));
-    assert_eq!(pack.reads(), vec![(0, B), (0, B)]);
+    // Eight workers want block 0 at once: one read, and it fails for all of them.
+    let spans: Vec<[ChunkLocation; 1]> = (0..8).map(|i| [loc(i * 100, 90)]).collect();
+    let got = futures::future::join_all(spans.iter().map(|s| span(&blocks, &pack, s))).await;
+    let failed = Err(Miss::Failed("injected".into()));
+    assert!(got.iter().all(|g| *g == failed), "{got:?}");
+    // Later wants fail at once with the storage's error; other blocks still work.
+    assert_eq!(span(&blocks, &pack, &[loc(10, 100)]).await, failed);
+    let other = [loc(1010, 100)];
+    assert_eq!(
+        span(&blocks, &pack, &other).await.unwrap(),
+        pack.want(&other)
+    );
+    assert_eq!(pack.reads(), vec![(0, B), (B, B)]);
 }
 
 #[tokio::test]
-async fn a_short_read_or_a_chunk_past_the_indexed_end_fails_the_span() {
+async fn a_short_read_or_a_chunk_past_the_indexed_end_says_to_read_the_chunks_alone() {
     let blocks = PackBlocks::with_sizes(B, 10 * B);
     // The index says 3,500 bytes, the stored pack has 2,500: the last block comes back short.
     let pack = Pack::new(2500);
     let short = [loc(2100, 300)];
-    assert!(blocks
-        .span(&short, 3500, |o, n| pack.read(o, n))
-        .await
-        .is_none());
+    let got = blocks.span(&short, 3500, |o, n| pack.read(o, n)).await;
+    assert_eq!(got, Err(Miss::ReadAlone));
     // A chunk ending past the indexed length is not read at all.
     let before = pack.reads().len();
-    assert!(blocks
+    let got = blocks
         .span(&[loc(3400, 200)], 3500, |o, n| pack.read(o, n))
-        .await
-        .is_none());
+        .await;
+    assert_eq!(got, Err(Miss::ReadAlone));
     assert_eq!(pack.reads().len(), before);
 }
 
@@ -156,8 +167,9 @@ async fn a_small_chunk_is_copied_out_and_a_large_one_shares_its_block() {
     let block = blocks.lock().blocks[&(PackId([7; PackId::LEN]), 0)]
         .cell
         .get()
-        .unwrap()
-        .clone();
+        .cloned()
+        .expect("block 0 was read")
+        .expect("block 0 was read whole");
     let inside = |b: &Bytes| {
         let (p, s) = (b.as_ptr() as usize, block.as_ptr() as usize);
         p >= s && p < s + block.len()

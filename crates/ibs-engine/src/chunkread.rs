@@ -3,7 +3,7 @@
 //! their bases). Every plaintext handed on has been authenticated (AES-GCM with the chunk id as
 //! associated data) and re-hashed to its id.
 
-use crate::blocks::PackBlocks;
+use crate::blocks::{Miss, PackBlocks};
 use crate::openers::OpenerPool;
 use crate::EngineError;
 use bytes::Bytes;
@@ -154,26 +154,36 @@ pub(crate) struct ReadVia<'a> {
     pub blocks: Option<&'a PackBlocks>,
 }
 
-/// Reads the sealed chunks of one span ([`spans`]): cut from `blocks` when given and they can be
-/// read, otherwise with a range read of its own (which reports what is wrong, chunk by chunk).
+/// Reads the sealed chunks of one span ([`spans`]): cut from `blocks` when given, or with a range
+/// read of its own, also when blocks say to read alone ([`Miss::ReadAlone`]: that read reports
+/// what is wrong, chunk by chunk).
 async fn read_span(
     repo: &Repository,
     index: &Index,
     blocks: Option<&PackBlocks>,
     locs: &[ChunkLocation],
-) -> ibs_repo::Result<Vec<Bytes>> {
+) -> Result<Vec<Bytes>, String> {
     if let (Some(blocks), Some(first)) = (blocks, locs.first()) {
         let sane = locs
             .iter()
             .all(|l| l.raw_length <= ibs_repo::chunk::MAX_CHUNK);
         if let Some(len) = index.pack_length(&first.pack).filter(|_| sane) {
-            let read = |o, n| repo.read_pack_range(&first.pack, o, n);
-            if let Some(got) = blocks.span(locs, len, read).await {
-                return Ok(got);
+            let read = |o, n| async move {
+                repo.read_pack_range(&first.pack, o, n)
+                    .await
+                    .map_err(|e| match e {
+                        ibs_repo::RepoError::Corrupt { .. } => Miss::ReadAlone,
+                        e => Miss::Failed(e.to_string()),
+                    })
+            };
+            match blocks.span(locs, len, read).await {
+                Ok(got) => return Ok(got),
+                Err(Miss::Failed(e)) => return Err(e),
+                Err(Miss::ReadAlone) => {}
             }
         }
     }
-    repo.read_sealed_span(locs).await
+    repo.read_sealed_span(locs).await.map_err(|e| e.to_string())
 }
 
 /// The ranges of `locs` to read with one range read each: consecutive locations of one pack, in
@@ -285,9 +295,7 @@ pub(crate) fn read_chunks_via(
             .map(|(r, permit)| async move {
                 let sealed = match ready(r.start) {
                     Some(b) => vec![b.clone()],
-                    None => read_span(repo, index, via.blocks, &locs[r.clone()])
-                        .await
-                        .map_err(|e| e.to_string())?,
+                    None => read_span(repo, index, via.blocks, &locs[r.clone()]).await?,
                 };
                 Ok::<_, String>((r, sealed, permit))
             })
