@@ -13,8 +13,8 @@ use common::*;
 use ibs_repo::clock::SystemClock;
 use ibs_repo::Repository;
 use ibs_storage::{
-    Capabilities, DynStorage, ForeignFile, LocalStorage, ObjectInfo, ObjectKey, Result, SpaceInfo,
-    Storage,
+    Capabilities, DynStorage, ErrorKind, ForeignFile, LocalStorage, ObjectInfo, ObjectKey, Result,
+    SpaceInfo, Storage, StorageError,
 };
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +26,9 @@ use std::sync::Arc;
 struct Remote {
     inner: DynStorage,
     blocks: bool,
+    /// Range reads of more than this many bytes fail as the storage's connectivity error (a
+    /// gateway gone for good, after the retries a real location wraps around it).
+    fail_above: u64,
     ranges: AtomicU64,
     bytes: AtomicU64,
 }
@@ -50,6 +53,14 @@ impl Storage for Remote {
     }
     async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes> {
         self.ranges.fetch_add(1, Ordering::Relaxed);
+        if len > self.fail_above {
+            return Err(StorageError::new(
+                ErrorKind::Connectivity,
+                "get_range",
+                Some(key.as_str()),
+                "injected: the gateway is gone",
+            ));
+        }
         let got = self.inner.get_range(key, offset, len).await?;
         self.bytes.fetch_add(got.len() as u64, Ordering::Relaxed);
         Ok(got)
@@ -86,9 +97,21 @@ async fn restore_remote(
     target: &Path,
     blocks: bool,
 ) -> (Arc<Remote>, ibs_engine::RestoreReport) {
+    restore_failing(env, id, target, blocks, u64::MAX).await
+}
+
+/// [`restore_remote`] with range reads of more than `fail_above` bytes failing.
+async fn restore_failing(
+    env: &Env,
+    id: &str,
+    target: &Path,
+    blocks: bool,
+    fail_above: u64,
+) -> (Arc<Remote>, ibs_engine::RestoreReport) {
     let s = Arc::new(Remote {
         inner: Arc::new(LocalStorage::open(env.repo_dir()).unwrap()),
         blocks,
+        fail_above,
         ranges: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
     });
@@ -286,6 +309,60 @@ async fn a_truncated_pack_fails_only_the_files_whose_chunks_it_lost() {
         }
         assert!(intact > 0 && lost > 0, "{intact} intact, {lost} lost");
         assert_eq!(r.files as usize + r.errors.len(), files, "{:?}", r.errors);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_fails_every_block_read_fails_the_files_once_without_reading_chunks_alone() {
+    let env = env().await;
+    let src = env.path("src");
+    let files = tree(&src);
+    let b = backup(&env, &[("data", &src)]).await;
+    // The tree's own chunks are read alone (small reads); every 4 MiB block read fails.
+    let target = env.path("out");
+    let (store, r) = restore_failing(&env, &b.catalog.backup_id, &target, true, 1 << 20).await;
+    assert!(
+        !r.errors.is_empty(),
+        "nothing failed although no block can be read"
+    );
+    for e in &r.errors {
+        // A hard link's error names the file it could not link to.
+        let linked = e.contains("hard link to") && e.contains("was not restored");
+        assert!(e.contains("the gateway is gone") || linked, "{e}");
+    }
+    // Each block was asked for once: no worker repeats a failed block read, and no span falls
+    // back to reading its chunks alone, which would fail the same way.
+    let blocks: u64 = walkdir(&env.repo_dir().join("packs"))
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len().div_ceil(4 << 20))
+        .sum();
+    let ranges = store.ranges.load(Ordering::Relaxed);
+    assert!(
+        ranges <= blocks + 4,
+        "{ranges} range reads for {blocks} pack blocks"
+    );
+    // Whatever was put in place is exact: only a pack's last block under 1 MiB could be read.
+    let links = r
+        .errors
+        .iter()
+        .filter(|e| e.contains("hard link to"))
+        .count();
+    assert_eq!(
+        r.files as usize + r.errors.len() - links,
+        files,
+        "{:?}",
+        r.errors
+    );
+    for f in walkdir(&target) {
+        let rel = f.strip_prefix(&target).unwrap();
+        assert!(
+            !rel.to_string_lossy().contains(".ibs-restore-"),
+            "{rel:?} left behind"
+        );
+        assert_eq!(
+            std::fs::read(&f).unwrap(),
+            std::fs::read(src.join(rel)).unwrap()
+        );
     }
 }
 
