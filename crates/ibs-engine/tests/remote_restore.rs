@@ -185,10 +185,7 @@ async fn small_files_restore_with_far_fewer_range_reads_than_chunks() {
             // Workers cut their chunks from shared pack blocks of 4 MiB (ADR 0056): each block
             // is read once (the blocks kept hold more than this repository), plus a few reads of
             // the tree's own chunks, which the walking thread reads alone.
-            let blocks: u64 = walkdir(&env.repo_dir().join("packs"))
-                .iter()
-                .map(|p| std::fs::metadata(p).unwrap().len().div_ceil(4 << 20))
-                .sum();
+            let blocks = pack_blocks(&env);
             assert!(
                 ranges <= blocks + 4,
                 "{ranges} range reads for {blocks} pack blocks"
@@ -332,10 +329,7 @@ async fn a_gateway_that_fails_every_block_read_fails_the_files_once_without_read
     }
     // Each block was asked for once: no worker repeats a failed block read, and no span falls
     // back to reading its chunks alone, which would fail the same way.
-    let blocks: u64 = walkdir(&env.repo_dir().join("packs"))
-        .iter()
-        .map(|p| std::fs::metadata(p).unwrap().len().div_ceil(4 << 20))
-        .sum();
+    let blocks = pack_blocks(&env);
     let ranges = store.ranges.load(Ordering::Relaxed);
     assert!(
         ranges <= blocks + 4,
@@ -408,6 +402,14 @@ fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// The 4 MiB blocks (ADR 0056) of `env`'s packs: what a restore that reads each block once reads.
+fn pack_blocks(env: &Env) -> u64 {
+    walkdir(&env.repo_dir().join("packs"))
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len().div_ceil(4 << 20))
+        .sum()
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
