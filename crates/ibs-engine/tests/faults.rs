@@ -20,6 +20,7 @@ async fn faulty_env() -> Faulty {
     let local: DynStorage = Arc::new(LocalStorage::open(base.repo_dir()).unwrap());
     let faulty = Arc::new(FaultyStorage::new(local));
     let policy = RetryPolicy {
+        timed_out_attempts: 2,
         attempts: 4,
         initial_delay: Duration::from_millis(1),
         max_delay: Duration::from_millis(5),

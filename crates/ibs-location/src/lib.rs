@@ -142,14 +142,42 @@ pub async fn open_with(
     timeouts: OpTimeouts,
 ) -> Result<DynStorage, LocationError> {
     let inner: Arc<dyn Storage> = if is_s3(location) {
-        open_s3(location, username, password, create).await?
+        let opening = open_s3(location, username, password, create);
+        bound_opening(location, timeouts, opening).await?
     } else if is_smb(location) {
-        open_smb(location, username, password, create).await?
+        let opening = open_smb(location, username, password, create);
+        bound_opening(location, timeouts, opening).await?
     } else {
         Arc::new(open_local(location, create)?)
     };
     let bounded: Arc<dyn Storage> = Arc::new(TimeoutStorage::new(inner, timeouts));
     Ok(Arc::new(RetryStorage::new(bounded, RetryPolicy::default())))
+}
+
+/// Opening a remote location (its probes, the SMB session) within the small-request bound: a
+/// server that accepts a connection and never answers fails the open as `TimedOut`
+/// (Connectivity) instead of hanging it.
+async fn bound_opening<T>(
+    location: &str,
+    timeouts: OpTimeouts,
+    opening: impl std::future::Future<Output = Result<T, LocationError>>,
+) -> Result<T, LocationError> {
+    let limit = timeouts.metadata;
+    tokio::time::timeout(limit, opening)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StorageError::new(
+                ErrorKind::TimedOut,
+                "open",
+                None,
+                format!(
+                    "no answer from {location} within {} s while opening it",
+                    limit.as_secs_f64()
+                ),
+            )
+            .transient()
+            .into())
+        })
 }
 
 /// A local folder: the folder must exist; `MASBackup` under it is created or must exist.

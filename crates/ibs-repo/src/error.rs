@@ -8,7 +8,9 @@ pub type Result<T, E = RepoError> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RepoError {
-    #[error("storage: {0}")]
+    /// Transparent: the storage error names its operation, object and kind, and a prefix here
+    /// would print it twice in an error chain (`{:#}`).
+    #[error(transparent)]
     Storage(#[from] StorageError),
 
     #[error("{location} is not an ibs repository (no MASBackup/config object); run `ibs repo init` first")]
@@ -24,7 +26,7 @@ pub enum RepoError {
     #[error("{object} is damaged: {detail}")]
     Corrupt { object: String, detail: String },
 
-    #[error("key: {0}")]
+    #[error(transparent)]
     Key(#[from] ibs_keys::KeyError),
 
     #[error(

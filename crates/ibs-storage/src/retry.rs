@@ -2,8 +2,13 @@
 //! operations: backends classify errors as transient or not, and this layer acts on that flag. Every
 //! operation of the contract is idempotent (a `put` replaces, a `delete` of a missing object is
 //! `NotFound`, which callers that retry a delete treat as success), so retrying is always safe.
+//!
+//! Timed-out attempts ([`ErrorKind::TimedOut`]) have their own, smaller allowance: a server
+//! that held one request for its whole bound is not a dropped packet, and retrying it six times
+//! would turn a stalled (e.g. full) storage into an hour-long silent job. At most
+//! [`RetryPolicy::timed_out_attempts`] attempts may time out before the error is returned.
 
-use crate::{Capabilities, ObjectInfo, ObjectKey, Result, SpaceInfo, Storage};
+use crate::{Capabilities, ErrorKind, ObjectInfo, ObjectKey, Result, SpaceInfo, Storage};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::future::Future;
@@ -17,6 +22,8 @@ pub struct RetryPolicy {
     pub attempts: u32,
     pub initial_delay: Duration,
     pub max_delay: Duration,
+    /// Attempts that may end in a timeout before that timeout is returned (at least 1).
+    pub timed_out_attempts: u32,
 }
 
 impl Default for RetryPolicy {
@@ -25,6 +32,7 @@ impl Default for RetryPolicy {
             attempts: 6,
             initial_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(10),
+            timed_out_attempts: 2,
         }
     }
 }
@@ -48,9 +56,18 @@ impl RetryStorage {
     {
         let mut delay = self.policy.initial_delay;
         let mut attempt = 1;
+        let mut timed_out = 0;
         loop {
-            match f().await {
-                Err(e) if e.transient && attempt < self.policy.attempts => {
+            let r = f().await;
+            if matches!(&r, Err(e) if e.kind == ErrorKind::TimedOut) {
+                timed_out += 1;
+            }
+            match r {
+                Err(e)
+                    if e.transient
+                        && attempt < self.policy.attempts
+                        && timed_out < self.policy.timed_out_attempts =>
+                {
                     tracing::warn!(op, attempt, error = %e, "transient storage error; retrying in {delay:?}");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(self.policy.max_delay);

@@ -8,6 +8,14 @@
 //! operation is abandoned, not undone: every operation is idempotent and `put` is atomic
 //! (`docs/design/storage-contract.md`), so a put that lands after its timeout is harmless.
 //! `get_range_blocking` is passed through unbounded (a synchronous call cannot be abandoned).
+//!
+//! An operation that moves a known number of bytes (`put`, `put_locked`, `get_range`) is bounded
+//! by the small-request bound plus the time its bytes take at [`OpTimeouts::min_rate`], capped at
+//! the data bound: a stalled write of a 16 MiB pack fails after about three minutes, not ten. A
+//! full Ceph cluster does not refuse writes, it holds them; this bound, the retry decorator's
+//! cap on timed-out attempts and the message below are what turn that into a reported error.
+//! An operation still unanswered after [`OpTimeouts::warn_after`] is logged once at warn, so a
+//! stalled job is visible while it waits.
 
 use crate::{
     Capabilities, ErrorKind, ObjectInfo, ObjectKey, Result, SpaceInfo, Storage, StorageError,
@@ -25,8 +33,13 @@ pub struct OpTimeouts {
     pub data: Duration,
     /// Listings: `list`, `list_foreign`, `remove_stale_temporaries` (large folders).
     pub listing: Duration,
-    /// Small requests: `stat`, `delete`, `delete_foreign`, `space`.
+    /// Small requests: `stat`, `delete`, `delete_foreign`, `space`; also the base of a sized
+    /// operation's bound.
     pub metadata: Duration,
+    /// Bytes per second a sized operation must at least sustain beyond the `metadata` bound.
+    pub min_rate: u64,
+    /// After this long without an answer an operation is logged once at warn.
+    pub warn_after: Duration,
 }
 
 impl Default for OpTimeouts {
@@ -35,19 +48,42 @@ impl Default for OpTimeouts {
             data: Duration::from_secs(600),
             listing: Duration::from_secs(600),
             metadata: Duration::from_secs(120),
+            min_rate: 256 << 10,
+            warn_after: Duration::from_secs(60),
         }
     }
 }
 
 impl OpTimeouts {
     /// The same bound for every kind (the controller's `storage_timeout_seconds`).
+    /// A sized operation's bound is then `d` too.
     pub fn uniform(d: Duration) -> Self {
         OpTimeouts {
             data: d,
             listing: d,
             metadata: d,
+            warn_after: Duration::from_secs(60).min(d / 2),
+            ..OpTimeouts::default()
         }
     }
+
+    /// The bound for an operation that moves `bytes`: the small-request bound plus the time the
+    /// bytes take at `min_rate`, never more than the data bound.
+    pub fn sized(&self, bytes: u64) -> Duration {
+        let moving = Duration::from_secs_f64(bytes as f64 / self.min_rate.max(1) as f64);
+        (self.metadata + moving).min(self.data.max(self.metadata))
+    }
+}
+
+/// Seconds to a tenth, without a trailing `.0`.
+fn secs(d: Duration) -> String {
+    let s = format!("{:.1}", d.as_secs_f64());
+    s.strip_suffix(".0").map(str::to_owned).unwrap_or(s)
+}
+
+/// Whether an operation writes: a stalled write has its own explanation.
+fn writes(op: &str) -> bool {
+    matches!(op, "put" | "put_locked")
 }
 
 /// Wraps a backend and bounds each of its operations.
@@ -69,20 +105,46 @@ impl TimeoutStorage {
         limit: Duration,
         f: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        match tokio::time::timeout(limit, f).await {
-            Ok(r) => r,
-            Err(_) => Err(StorageError::new(
-                ErrorKind::TimedOut,
-                op,
-                key,
-                format!(
-                    "no answer from {} within {} s",
-                    self.inner.location(),
-                    limit.as_secs_f64()
-                ),
-            )
-            .transient()),
+        let bounded = tokio::time::timeout(limit, f);
+        tokio::pin!(bounded);
+        if self.limits.warn_after < limit {
+            tokio::select! {
+                r = &mut bounded => return r.unwrap_or_else(|_| Err(self.timed_out(op, key, limit))),
+                _ = tokio::time::sleep(self.limits.warn_after) => {
+                    tracing::warn!(
+                        op,
+                        key,
+                        location = %self.inner.location(),
+                        "no answer for {} s; waiting up to {} s",
+                        secs(self.limits.warn_after),
+                        secs(limit)
+                    );
+                }
+            }
         }
+        bounded
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out(op, key, limit)))
+    }
+
+    fn timed_out(&self, op: &'static str, key: Option<&str>, limit: Duration) -> StorageError {
+        let why = if writes(op) {
+            ": the storage is unreachable, or full and holding writes instead of refusing them \
+             (a full Ceph cluster does); check its free space and health"
+        } else {
+            ""
+        };
+        StorageError::new(
+            ErrorKind::TimedOut,
+            op,
+            key,
+            format!(
+                "no answer from {} within {} s{why}",
+                self.inner.location(),
+                secs(limit)
+            ),
+        )
+        .transient()
     }
 }
 
@@ -98,8 +160,8 @@ impl Storage for TimeoutStorage {
 
     async fn put(&self, key: &ObjectKey, data: Bytes) -> Result<()> {
         let k = Some(key.as_str());
-        self.run("put", k, self.limits.data, self.inner.put(key, data))
-            .await
+        let limit = self.limits.sized(data.len() as u64);
+        self.run("put", k, limit, self.inner.put(key, data)).await
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
@@ -117,7 +179,7 @@ impl Storage for TimeoutStorage {
     async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes> {
         let k = Some(key.as_str());
         let f = self.inner.get_range(key, offset, len);
-        self.run("get_range", k, self.limits.data, f).await
+        self.run("get_range", k, self.limits.sized(len), f).await
     }
 
     fn get_range_blocking(&self, key: &ObjectKey, offset: u64, len: u64) -> Option<Result<Bytes>> {
@@ -186,8 +248,9 @@ impl Storage for TimeoutStorage {
 
     async fn put_locked(&self, key: &ObjectKey, data: Bytes, r: crate::Retention) -> Result<()> {
         let k = Some(key.as_str());
+        let limit = self.limits.sized(data.len() as u64);
         let f = self.inner.put_locked(key, data, r);
-        self.run("put_locked", k, self.limits.data, f).await
+        self.run("put_locked", k, limit, f).await
     }
 
     async fn extend_lock(&self, key: &ObjectKey, r: crate::Retention) -> Result<()> {

@@ -104,6 +104,7 @@ async fn retry_recovers_from_transient_errors_and_surfaces_permanent_ones() {
     );
     faulty.fail_nth(Op::Put, 2, Fault::TornWrite);
     let policy = RetryPolicy {
+        timed_out_attempts: 2,
         attempts: 4,
         initial_delay: Duration::from_millis(1),
         max_delay: Duration::from_millis(5),

@@ -173,6 +173,11 @@ pub struct Location {
     /// default unlimited.
     #[arg(long, value_name = "RATE", value_parser = rate_arg)]
     pub limit_download: Option<u64>,
+    /// Fail a storage request that gets no answer within SECONDS (default: 120 s for a small
+    /// request plus 4 s per MiB it moves, at most 600 s); a request that timed out is retried
+    /// once. A full Ceph cluster holds writes instead of refusing them: this bounds the wait.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub storage_timeout: Option<u64>,
 }
 
 /// A bandwidth limit in bytes per second: `N` (KiB/s) or `N` with `KiB`, `MiB`, `GiB` (or `K`,

@@ -92,6 +92,7 @@ async fn open(loc: &LocationArg) -> Result<Arc<Repository>> {
         password_file: loc.password_file.clone(),
         limit_upload: None,
         limit_download: None,
+        storage_timeout: None,
     };
     let storage = crate::location::open(&l, false).await?;
     Ok(Arc::new(

@@ -50,7 +50,12 @@ pub async fn open(loc: &Location, create: bool) -> Result<DynStorage> {
     for w in ibs_location::warnings(&loc.repo) {
         errln!("warning: {w}");
     }
-    let storage = ibs_location::open(&loc.repo, username.as_deref(), password, create).await?;
+    let timeouts = loc
+        .storage_timeout
+        .map(|s| ibs_location::OpTimeouts::uniform(std::time::Duration::from_secs(s)))
+        .unwrap_or_default();
+    let storage =
+        ibs_location::open_with(&loc.repo, username.as_deref(), password, create, timeouts).await?;
     // Outermost: each operation is paced once, whatever the layers below retry.
     Ok(ibs_storage::ThrottleStorage::wrap(
         storage,
