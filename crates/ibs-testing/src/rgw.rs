@@ -129,6 +129,66 @@ impl Cluster {
     pub fn start_rgw(&self) {
         script_in(&self.dir, "start-rgw");
     }
+
+    /// Makes the cluster full as Ceph sees it (full ratio 10⁻⁵ of the OSD's memstore, 43 KB,
+    /// below what the gateway's own pools hold) or gives it its default ratios back, and waits until the monitor has
+    /// set, or cleared, the pools' `full` flag: a full cluster holds writes, as a real one does.
+    pub fn set_full(&self, full: bool) {
+        let ratios: [(&str, &str); 3] = if full {
+            [
+                ("set-nearfull-ratio", "0.000005"),
+                ("set-backfillfull-ratio", "0.000008"),
+                ("set-full-ratio", "0.00001"),
+            ]
+        } else {
+            [
+                ("set-full-ratio", "0.95"),
+                ("set-backfillfull-ratio", "0.9"),
+                ("set-nearfull-ratio", "0.85"),
+            ]
+        };
+        for (cmd, ratio) in ratios {
+            self.ceph(&["osd", cmd, ratio]);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let dump = self.ceph(&["osd", "dump", "--format", "json"]);
+            let v: serde_json::Value = serde_json::from_str(&dump).expect("osd dump is JSON");
+            let pools = v["pools"].as_array().cloned().unwrap_or_default();
+            let flagged = !pools.is_empty()
+                && pools.iter().all(|p| {
+                    p["flags_names"]
+                        .as_str()
+                        .is_some_and(|f| f.split(',').any(|n| n == "full"))
+                });
+            if flagged == full {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the monitor did not {} the pools' full flag within 120 s: {dump}",
+                if full { "set" } else { "clear" }
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+
+    /// Runs `ceph` as the cluster's admin; panics on failure.
+    fn ceph(&self, args: &[&str]) -> String {
+        let out = Command::new("ceph")
+            .arg("-c")
+            .arg(self.dir.join("ceph.conf"))
+            .args(["-n", "client.admin", "--connect-timeout", "20"])
+            .args(args)
+            .output()
+            .expect("run ceph");
+        assert!(
+            out.status.success(),
+            "ceph {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
 }
 
 impl Drop for Cluster {

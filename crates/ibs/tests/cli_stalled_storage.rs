@@ -1,9 +1,9 @@
-//! Storage that stalls instead of answering. A full Ceph cluster holds writes: radosgw reads the
-//! request and never answers it. No real gateway here can be filled for one test without stalling
-//! every other test that shares it, so this server on a loopback socket plays that part: it
-//! answers reads and listings as an empty bucket without object lock, reads every PUT's body
-//! and never answers it. Another, that accepts connections and never answers anything, plays a
-//! hung server. `ibs repo init` on either must fail within its `--storage-timeout` bound with a
+//! Storage that stalls instead of answering, on a loopback socket. A full Ceph cluster holds
+//! writes: radosgw reads the request and never answers it (`s3_full_cluster.rs` does that on a
+//! real private cluster). This server plays that part where the test must count requests: it
+//! answers reads and listings as an empty bucket without object lock, reads every PUT's body and
+//! never answers it. Another, that accepts connections and never answers anything, plays a hung
+//! server. `ibs repo init` on either must fail within its `--storage-timeout` bound with a
 //! Connectivity error (exit 11) that names the stall, warn while it waits, and try a stalled write
 //! twice, not six times.
 
