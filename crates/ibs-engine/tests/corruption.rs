@@ -45,10 +45,17 @@ fn flip(p: &Path, at: usize) {
 
 /// A pack holding no tree chunk of any of `ids`, and an offset inside one of its chunks.
 async fn data_chunk_outside_trees(env: &Env, ids: &[String]) -> (PathBuf, usize) {
+    data_chunk(env, ids, true).await
+}
+
+/// A pack and an offset inside one of its chunks that is no tree chunk of any of `ids`; with
+/// `pack_without_trees`, in a pack that holds no tree chunk at all.
+async fn data_chunk(env: &Env, ids: &[String], pack_without_trees: bool) -> (PathBuf, usize) {
     let repo = env.reopen().await;
     let (index, _) = repo.load_index(&env.state.keys.metadata).await.unwrap();
     let unlock = env.unlock();
     let mut tree_packs = std::collections::HashSet::new();
+    let mut tree_chunks = std::collections::HashSet::new();
     for id in ids {
         let m = repo.read_manifest(id).await.unwrap();
         let key_id = ibs_repo::ids::KeyId::from_hex(&m.catalog.data_key_id).unwrap();
@@ -57,18 +64,17 @@ async fn data_chunk_outside_trees(env: &Env, ids: &[String]) -> (PathBuf, usize)
             for c in &src.tree {
                 let c = ibs_repo::ids::ChunkId::from_hex(c).unwrap();
                 tree_packs.insert(index.get(&c).unwrap().pack);
+                tree_chunks.insert(c);
             }
         }
     }
-    let (pack, _) = index
-        .packs()
-        .find(|(p, _)| !tree_packs.contains(p))
-        .expect("a pack with file data only");
     let loc = index
         .chunk_ids()
+        .filter(|c| !tree_chunks.contains(*c))
         .filter_map(|c| index.get(c))
-        .find(|l| l.pack == pack)
-        .unwrap();
+        .find(|l| !pack_without_trees || !tree_packs.contains(&l.pack))
+        .expect("a file-data chunk (in a pack with file data only, if asked)");
+    let pack = loc.pack;
     let path = objects(env, "packs")
         .into_iter()
         .find(|p| p.file_name().unwrap().to_string_lossy() == pack.to_hex())
@@ -375,4 +381,46 @@ async fn large_files_restore_in_pieces_sparse_and_a_damaged_piece_leaves_no_file
         "the undamaged large file restores byte-identical"
     );
     assert_no_temporaries(&out2);
+}
+
+/// Small files are restored from memory under their own names (no temporary): a damaged chunk
+/// must still leave nothing under its file's name, and every other file byte-identical.
+#[tokio::test]
+async fn a_damaged_chunk_of_a_small_file_leaves_nothing_under_its_name() {
+    let env = env().await;
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..40 {
+        std::fs::write(src.join(format!("f{i}")), bytes(i, 48 << 10)).unwrap();
+    }
+    let id = backup(&env, &[("s", &src)]).await.catalog.backup_id;
+    let (victim, offset) = data_chunk(&env, std::slice::from_ref(&id), false).await;
+    flip(&victim, offset);
+    let out = env.path("out");
+    let report = restore(&env, &id, &out, Some("s")).await.unwrap();
+    let mut failed = 0;
+    for i in 0..40 {
+        let name = format!("f{i}");
+        let path = out.join(&name);
+        if report
+            .errors
+            .iter()
+            .any(|e| e.contains(&format!("/{name}:")))
+        {
+            assert!(!path.exists(), "{name} failed and must not exist");
+            failed += 1;
+        } else {
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                std::fs::read(src.join(&name)).unwrap(),
+                "{name} restored byte-identical"
+            );
+        }
+    }
+    assert_eq!(
+        failed, 1,
+        "one damaged chunk fails one file: {:?}",
+        report.errors
+    );
+    assert_no_temporaries(&out);
 }

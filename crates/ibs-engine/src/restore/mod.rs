@@ -17,9 +17,15 @@
 //! - Every folder on the way to an entry was created or checked by this restore (it appears earlier in
 //!   the tree); symlinks are created only after every file and folder, so no write can pass through a
 //!   symlink the manifest planted.
-//! - A file is written to a temporary name (`O_CREAT|O_EXCL|O_NOFOLLOW`, in its folder) and renamed
-//!   into place only after all its chunks decrypted and verified, its mode, owner and times already
-//!   applied to the open descriptor: a damaged chunk never leaves wrong bytes under the file's name.
+//! - No unverified byte reaches a file's name. A file of at most 1 MiB is decrypted and verified
+//!   whole in memory, then created under its own name with `O_CREAT|O_EXCL|O_NOFOLLOW` (nothing
+//!   already there is touched or followed) and written at once; a failed write removes it. A
+//!   larger file, or a small one whose name is taken, is written to a temporary name
+//!   (`O_CREAT|O_EXCL|O_NOFOLLOW`, in its folder) and renamed into place only after all its chunks
+//!   decrypted and verified, its mode, owner and times already applied to the open descriptor: a
+//!   damaged chunk never leaves wrong bytes under the file's name. (A process killed during a
+//!   small file's one write can leave that file short under its name, with the restore's time as
+//!   its mtime; a later restore reports it as differing, and `--overwrite` replaces it.)
 //!   A large file's bytes may also go through a second, `O_DIRECT` descriptor of that same open
 //!   temporary file (`write::direct_for`: reopened through its `/proc/self/fd` link, never a path).
 //! - Folders are created 0700 and get their own mode, owner and times after their contents: as soon

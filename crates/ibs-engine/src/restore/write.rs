@@ -1,9 +1,12 @@
-//! Writing one entry under the target: a whole file, a piece of a large file, a symlink. Every
-//! write goes to a temporary name in its folder (through the folder's handle) and is renamed into
-//! place only once its chunks are verified and its metadata applied (the invariants of
-//! [`super`]).
+//! Writing one entry under the target: a whole file, a piece of a large file, a symlink. A file
+//! of at most [`IN_MEMORY_MAX`] bytes is decrypted and verified whole in memory, then created under
+//! its own name (`O_CREAT|O_EXCL|O_NOFOLLOW`, so nothing already there is touched) and written at
+//! once; a larger file, and a small one whose name is taken (an `--overwrite` restore, a planted
+//! link), goes to a temporary name in its folder and is renamed into place only once its chunks
+//! are verified and its metadata applied. Either way no unverified byte reaches a file's name
+//! (the invariants of [`super`]).
 
-use super::queue::{PIECE, SPLIT_MIN};
+use super::queue::{BATCH_FILE_MAX, PIECE, SPLIT_MIN};
 use super::*;
 use crate::chunkread::{prefetch, read_chunks_via, Prefetched, ReadVia};
 
@@ -147,12 +150,84 @@ pub(super) fn put_in_place(
     dest.dir
         .rename(tmp, &dest.dir, &dest.name)
         .map_err(|err| format!("rename into place: {err}"))?;
+    restored(sh, e, dest, warnings);
+    Ok(())
+}
+
+/// Restores a small file: every chunk decrypted and verified into memory first, so a damaged
+/// chunk fails the file before anything is created. The bytes then go under the file's own name,
+/// created exclusively; if the name is taken, through a temporary and a rename that replaces what
+/// is there, never following it. A failed write removes the file it created.
+fn restore_small(
+    sh: &Shared,
+    e: &TreeEntry,
+    dest: &Dest,
+    opener: &mut ChunkOpener,
+    prefetched: Option<&Prefetched>,
+) -> Result<(), String> {
+    let mut bytes = Vec::with_capacity(e.size as usize);
+    let via = ReadVia {
+        prefetched,
+        budget: sh.budget.as_ref().filter(|_| prefetched.is_none()),
+        openers: sh.openers.as_ref(),
+        blocks: sh.blocks.as_ref(),
+    };
+    let (rt, repo, keys, index) = (&sh.rt, &sh.repo, &sh.keys, &sh.index);
+    read_chunks_via(rt, repo, keys, index, &e.chunks, opener, via, |data| {
+        if (bytes.len() + data.len()) as u64 > e.size {
+            return Err(format!(
+                "the chunks hold more than the {} bytes the backup recorded",
+                e.size
+            ));
+        }
+        bytes.extend_from_slice(data);
+        sh.progress.add_bytes(data.len() as u64);
+        Ok(())
+    })?;
+    if bytes.len() as u64 != e.size {
+        return Err(format!(
+            "restored {} bytes but the backup recorded {}",
+            bytes.len(),
+            e.size
+        ));
+    }
+    let write = |file: &std::fs::File| {
+        crate::fileio::write_sparse(file, None, 0, &bytes)
+            .and_then(|()| file.set_len(e.size))
+            .map_err(|err| format!("write: {err}"))
+    };
+    match dest.dir.create_file(&dest.name, 0o600) {
+        Ok(file) => {
+            if let Err(err) = write(&file) {
+                let _ = dest.dir.remove_file(&dest.name);
+                return Err(err);
+            }
+            let _ = apply_metadata(file.as_fd(), &metadata(e));
+            let warnings = crate::xattrs::apply_fd(file.as_fd(), &e.xattrs);
+            restored(sh, e, dest, warnings);
+            Ok(())
+        }
+        Err(crate::target::TargetError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::AlreadyExists =>
+        {
+            let (tmp, file) = create_temp(sh, &dest.dir)?;
+            let result = write(&file).and_then(|()| put_in_place(sh, e, &file, &tmp, dest));
+            if result.is_err() {
+                let _ = dest.dir.remove_file(&tmp);
+            }
+            result
+        }
+        Err(err) => Err(format!("cannot create the file: {err}")),
+    }
+}
+
+/// Counts a file that is in place under its name, with its attributes' warnings.
+fn restored(sh: &Shared, e: &TreeEntry, dest: &Dest, warnings: Vec<String>) {
     sh.warn(&dest.path, warnings);
     sh.count(e);
     sh.files.fetch_add(1, Ordering::Relaxed);
     sh.bytes.fetch_add(e.size, Ordering::Relaxed);
     sh.progress.add_file();
-    Ok(())
 }
 
 /// Restores a batch of small files: their chunks are fetched first with as few range reads as
@@ -179,6 +254,9 @@ pub(super) fn restore_batch(sh: &Shared, files: Vec<(TreeEntry, Dest)>, opener: 
     }
 }
 
+/// Files up to this size are restored from memory under their own name ([`restore_small`]).
+pub(super) const IN_MEMORY_MAX: u64 = BATCH_FILE_MAX;
+
 pub(super) fn restore_file(
     sh: &Shared,
     e: &TreeEntry,
@@ -186,6 +264,9 @@ pub(super) fn restore_file(
     opener: &mut ChunkOpener,
     prefetched: Option<&Prefetched>,
 ) -> Result<(), String> {
+    if e.size <= IN_MEMORY_MAX {
+        return restore_small(sh, e, dest, opener, prefetched);
+    }
     let (tmp, file) = create_temp(sh, &dest.dir)?;
     let direct = direct_for(&file, e.size);
     let written = write_chunks(sh, &file, direct.as_ref(), &e.chunks, 0, opener, prefetched);
