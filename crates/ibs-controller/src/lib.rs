@@ -118,10 +118,18 @@ pub enum ControllerError {
     /// The backup location failed its accessibility test or could not be opened.
     #[error("{message}")]
     Storage { class: AlertClass, message: String },
+    /// The SQLite error is shown in the message, not exposed as a source, so an error chain
+    /// (`{:#}`) prints it once.
     #[error("state database: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(rusqlite::Error),
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<rusqlite::Error> for ControllerError {
+    fn from(e: rusqlite::Error) -> Self {
+        ControllerError::Db(e)
+    }
 }
 
 impl ControllerError {

@@ -12,8 +12,16 @@ pub const MAX_METADATA_BODY: u64 = 1 << 30;
 pub enum InflateError {
     #[error("decompresses to more than {cap} bytes (refused as a decompression bomb)")]
     TooLarge { cap: u64 },
+    /// The zstd error is shown in the message, not exposed as a source, so an error chain
+    /// (`{:#}`) prints it once.
     #[error("decompression: {0}")]
-    Zstd(#[from] std::io::Error),
+    Zstd(std::io::Error),
+}
+
+impl From<std::io::Error> for InflateError {
+    fn from(e: std::io::Error) -> Self {
+        InflateError::Zstd(e)
+    }
 }
 
 /// Decompresses `compressed`, failing if the result would exceed `cap` bytes.

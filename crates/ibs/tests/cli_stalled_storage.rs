@@ -125,6 +125,16 @@ fn a_storage_that_holds_writes_fails_the_job_within_its_bound_as_connectivity() 
         .stderr_has("within 3 s")
         .stderr_has("full and holding writes")
         .stderr_has("no answer for 1.5 s; waiting up to 3 s");
+    let error_line = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("an error line: {}", out.stderr));
+    assert_eq!(
+        error_line.matches("within 3 s").count(),
+        1,
+        "the storage error is printed once: {error_line}"
+    );
     assert_eq!(
         puts.load(Ordering::SeqCst),
         2,
