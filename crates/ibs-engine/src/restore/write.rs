@@ -78,6 +78,25 @@ pub(super) fn write_chunks(
     opener: &mut ChunkOpener,
     prefetched: Option<&Prefetched>,
 ) -> Result<u64, String> {
+    read_verified(sh, chunks, opener, prefetched, |data| {
+        crate::fileio::write_sparse(file, direct, offset, data)
+            .map_err(|err| format!("write: {err}"))?;
+        offset += data.len() as u64;
+        Ok(())
+    })?;
+    Ok(offset)
+}
+
+/// Hands `chunks`, each decrypted and verified, to `sink` in order, counting their bytes as
+/// restored. Chunks in `prefetched` are taken from it; others are read under the restore's read
+/// budget.
+fn read_verified(
+    sh: &Shared,
+    chunks: &[ChunkId],
+    opener: &mut ChunkOpener,
+    prefetched: Option<&Prefetched>,
+    mut sink: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<(), String> {
     // A batch's worker holds budget for its prefetched chunks: what it reads beyond them is not
     // counted, so it never waits for budget while holding some.
     let via = ReadVia {
@@ -86,23 +105,12 @@ pub(super) fn write_chunks(
         openers: sh.openers.as_ref(),
         blocks: sh.blocks.as_ref(),
     };
-    read_chunks_via(
-        &sh.rt,
-        &sh.repo,
-        &sh.keys,
-        &sh.index,
-        chunks,
-        opener,
-        via,
-        |data| {
-            crate::fileio::write_sparse(file, direct, offset, data)
-                .map_err(|err| format!("write: {err}"))?;
-            offset += data.len() as u64;
-            sh.progress.add_bytes(data.len() as u64);
-            Ok(())
-        },
-    )?;
-    Ok(offset)
+    let (rt, repo, keys, index) = (&sh.rt, &sh.repo, &sh.keys, &sh.index);
+    read_chunks_via(rt, repo, keys, index, chunks, opener, via, |data| {
+        sink(data)?;
+        sh.progress.add_bytes(data.len() as u64);
+        Ok(())
+    })
 }
 
 /// Restores one piece of a split file; the last piece to end finishes the file.
@@ -166,14 +174,7 @@ fn restore_small(
     prefetched: Option<&Prefetched>,
 ) -> Result<(), String> {
     let mut bytes = Vec::with_capacity(e.size as usize);
-    let via = ReadVia {
-        prefetched,
-        budget: sh.budget.as_ref().filter(|_| prefetched.is_none()),
-        openers: sh.openers.as_ref(),
-        blocks: sh.blocks.as_ref(),
-    };
-    let (rt, repo, keys, index) = (&sh.rt, &sh.repo, &sh.keys, &sh.index);
-    read_chunks_via(rt, repo, keys, index, &e.chunks, opener, via, |data| {
+    read_verified(sh, &e.chunks, opener, prefetched, |data| {
         if (bytes.len() + data.len()) as u64 > e.size {
             return Err(format!(
                 "the chunks hold more than the {} bytes the backup recorded",
@@ -181,7 +182,6 @@ fn restore_small(
             ));
         }
         bytes.extend_from_slice(data);
-        sh.progress.add_bytes(data.len() as u64);
         Ok(())
     })?;
     if bytes.len() as u64 != e.size {
