@@ -18,6 +18,7 @@ use crate::summary::{build_catalog, summarise, DataKey, Figures, Start, Summary}
 use crate::{EngineError, SourceError, StateError};
 use ibs_repo::config::Encryption;
 use ibs_repo::crypto::SymKey;
+use ibs_repo::dedup::DedupSet;
 use ibs_repo::ids::KeyId;
 use ibs_repo::index::Index;
 use ibs_repo::manifest::{Catalog, Manifest};
@@ -410,13 +411,10 @@ async fn writer_index(
     repo: &Repository,
     state: &WriterState,
     marked: &HashSet<ibs_repo::ids::PackId>,
-) -> Result<Arc<Index>, EngineError> {
-    let mut index = crate::keysel::writer_index(repo, state, marked).await?;
-    let healing = index.forget_damaged();
-    if healing > 0 {
-        tracing::info!("{healing} chunks have copies only in damaged packs; they are stored again if a source still has them");
-    }
-    Ok(Arc::new(index))
+) -> Result<Arc<DedupSet>, EngineError> {
+    Ok(Arc::new(
+        crate::keysel::writer_index(repo, state, marked).await?,
+    ))
 }
 
 /// A fresh data key for this backup: in memory for this run only, persisted only inside its
@@ -450,7 +448,7 @@ async fn run_pipeline(
     repo: &Arc<Repository>,
     state: &WriterState,
     opts: BackupOptions,
-    index: Arc<Index>,
+    index: Arc<DedupSet>,
     key: &DataKey,
     started_unix: i64,
     cancel: Option<crate::cancel::CancelToken>,

@@ -47,10 +47,9 @@
 //! recipe is kept only if it inserts at most its limit (half of the chunk for streams, an eighth for
 //! trees); otherwise the chunk is stored in full and becomes a base itself. Bases are always full chunks, so a restore never follows chains.
 
+use ibs_repo::dedup::DedupSet;
 use ibs_repo::delta::{split_blocks, RecipeBuilder, RecipeHeader, SigKey};
 use ibs_repo::ids::ChunkId;
-use ibs_repo::index::Index;
-use ibs_repo::pack::encoding;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -453,7 +452,7 @@ impl DeltaSession {
         &mut self,
         data: &[u8],
         target: ChunkId,
-        index: &Index,
+        index: &DedupSet,
     ) -> std::io::Result<Option<(ChunkId, Vec<u8>)>> {
         let Some(old) = &self.old else {
             return Ok(None);
@@ -477,9 +476,8 @@ impl DeltaSession {
             return Ok(None);
         }
         // The base must be in the (writer's) index, whole, outside damaged packs.
-        match index.get(&base) {
-            Some(loc) if loc.encoding != encoding::DELTA => {}
-            _ => return Ok(None),
+        if !index.is_whole(&base) {
+            return Ok(None);
         }
         let raw = old.read(best)?;
         let rec = Record::parse(&raw, old.records[best as usize].2 as usize);

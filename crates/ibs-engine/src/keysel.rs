@@ -19,6 +19,7 @@ use crate::state::WriterState;
 use crate::EngineError;
 use futures::StreamExt;
 use ibs_keys::Certificate;
+use ibs_repo::dedup::DedupSet;
 use ibs_repo::ids::KeyId;
 use ibs_repo::index::Index;
 use ibs_repo::keyring::{recipient_id, Unlock};
@@ -154,58 +155,67 @@ async fn load_build(
     damaged: &HashSet<ibs_repo::ids::PackId>,
     preferred: Option<HashSet<KeyId>>,
 ) -> Result<Index, EngineError> {
-    load_build_without(repo, metadata_key, damaged, preferred, &HashSet::new()).await
-}
-
-/// [`load_build`] leaving out the records of the packs in `skip`.
-async fn load_build_without(
-    repo: &Repository,
-    metadata_key: &ibs_repo::crypto::SymKey,
-    damaged: &HashSet<ibs_repo::ids::PackId>,
-    preferred: Option<HashSet<KeyId>>,
-    skip: &HashSet<ibs_repo::ids::PackId>,
-) -> Result<Index, EngineError> {
     let mut index = empty(damaged, preferred);
     repo.for_each_segment(metadata_key, |_, records| {
-        records
-            .iter()
-            .filter(|r| !skip.contains(&r.id))
-            .for_each(|r| index.add_pack(r))
+        records.iter().for_each(|r| index.add_pack(r))
     })
     .await?;
     Ok(index)
 }
 
-/// The index a backup deduplicates against: only chunks under keys the writer may depend on
-/// ([`writer_keys`]), each at its best such location, and nothing in a pack a prune plan marks
-/// (`marked`, §19: such a chunk counts as absent and is stored again). Where some chunk has copies
-/// under several keys (after a certificate change) the segments are read a second time with the
-/// preference.
+/// The writer's view of the index ([`DedupSet`], ~21 bytes per chunk), from the segments on
+/// storage one at a time; locations in `skip` (damaged or marked packs) never count.
+async fn dedup_build(
+    repo: &Repository,
+    metadata_key: &ibs_repo::crypto::SymKey,
+    skip: &HashSet<ibs_repo::ids::PackId>,
+    preferred: Option<HashSet<KeyId>>,
+) -> Result<DedupSet, EngineError> {
+    let mut set = DedupSet::new(skip.clone(), preferred);
+    repo.for_each_segment(metadata_key, |_, records| {
+        records.iter().for_each(|r| set.add_pack(r))
+    })
+    .await?;
+    Ok(set)
+}
+
+/// What a backup deduplicates against: only chunks under keys the writer may depend on
+/// ([`writer_keys`]), at their best such location, and nothing in a damaged pack (such a chunk is
+/// stored again, which heals it) or in a pack a prune plan marks (`marked`, §19: such a chunk counts
+/// as absent and is stored again). Where some chunk has copies under several keys (after a
+/// certificate change) the segments are read a second time with the preference.
 pub async fn writer_index(
     repo: &Repository,
     state: &WriterState,
     marked: &HashSet<ibs_repo::ids::PackId>,
-) -> Result<Index, EngineError> {
+) -> Result<DedupSet, EngineError> {
     let damaged = repo.damaged_packs().await?;
+    if !damaged.is_empty() {
+        tracing::info!(
+            "{} packs are damaged; chunks with copies only there are stored again if a source still has them",
+            damaged.len()
+        );
+    }
+    let skip: HashSet<_> = damaged.union(marked).copied().collect();
     let metadata = &state.keys.metadata;
-    let index = load_build_without(repo, metadata, &damaged, None, marked).await?;
-    let Some(keys) = writer_keys(repo, state, index.key_ids()).await? else {
-        return Ok(index);
+    let set = dedup_build(repo, metadata, &skip, None).await?;
+    let Some(keys) = writer_keys(repo, state, set.key_ids()).await? else {
+        return Ok(set);
     };
-    let mut index = if index.mixed_keys() {
-        drop(index);
-        load_build_without(repo, metadata, &damaged, Some(keys.clone()), marked).await?
+    let mut set = if set.mixed_keys() {
+        drop(set);
+        dedup_build(repo, metadata, &skip, Some(keys.clone())).await?
     } else {
-        index
+        set
     };
-    let dropped = index.forget_keys_except(&keys);
+    let dropped = set.forget_keys_except(&keys);
     if dropped > 0 {
         tracing::info!(
             "{dropped} chunks are sealed under data keys not wrapped for the current certificate; \
              this backup seals again those it references"
         );
     }
-    Ok(index)
+    Ok(set)
 }
 
 /// The data keys prune prefers where a chunk has copies under several keys (the copy the writer

@@ -18,8 +18,8 @@ use crate::walk::{Emitter, SourceReader, SourceStats, Work};
 use crate::{EngineError, SourceSpec};
 use ibs_repo::chunk::{ChunkSealer, SealedChunk};
 use ibs_repo::crypto::SymKey;
+use ibs_repo::dedup::DedupSet;
 use ibs_repo::ids::ChunkId;
-use ibs_repo::index::Index;
 use ibs_repo::Repository;
 use std::sync::Arc;
 
@@ -99,7 +99,7 @@ pub(crate) struct ProducerRun {
 pub(crate) fn spawn_producer(
     repo: &Repository,
     state: &WriterState,
-    index: Arc<Index>,
+    index: Arc<DedupSet>,
     sources: Vec<SourceSpec>,
     work_tx: crossbeam_channel::Sender<Work>,
     run: ProducerRun,

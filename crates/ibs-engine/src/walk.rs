@@ -17,8 +17,8 @@ use crate::walker::{base_entry, sorted_names, stamp, FileItem, Item, Walker, WAL
 use crate::{EngineError, SourceError};
 use ibs_repo::config::ChunkerParams;
 use ibs_repo::crypto::SymKey;
+use ibs_repo::dedup::DedupSet;
 use ibs_repo::ids::ChunkId;
-use ibs_repo::index::Index;
 use ibs_repo::tree::{header_line, EntryCounts, EntryKind, TreeEntry};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -36,7 +36,8 @@ pub struct Work {
 /// Hashes chunks, records every reference, and forwards chunks new to the repository.
 pub struct Emitter {
     pub dedup: SymKey,
-    pub index: Arc<Index>,
+    /// What the repository holds, as far as this writer may rely on.
+    pub index: Arc<DedupSet>,
     /// Every chunk each source of the backup references (see [`BackupRefs`]).
     pub refs: BackupRefs,
     pub tx: crossbeam_channel::Sender<Work>,

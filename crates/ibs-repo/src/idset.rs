@@ -1,4 +1,5 @@
-//! Compact in-memory sets and maps keyed by [`ChunkId`]: one sorted array of fixed-size entries,
+//! Compact in-memory sets and maps keyed by [`ChunkId`] (or by another uniformly distributed key,
+//! [`SortKey`]): one sorted array of fixed-size entries,
 //! found through a bucket table on the ids' leading bits, plus a small hash table of recent
 //! insertions that is merged into the array whenever it is full at about an eighth of it.
 //!
@@ -14,6 +15,20 @@
 
 use crate::ids::ChunkId;
 use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+
+/// A key of the sorted arrays: ordered, hashable, and uniform in its leading 64 bits (keyed
+/// hashes or prefixes of them), which address the bucket table.
+pub trait SortKey: Copy + Ord + Hash {
+    /// The key's leading 64 bits, big-endian.
+    fn lead(&self) -> u64;
+}
+
+impl SortKey for ChunkId {
+    fn lead(&self) -> u64 {
+        u64::from_be_bytes(self.0[..8].try_into().expect("8 bytes"))
+    }
+}
 
 /// The recent table is merged once it holds about this many entries or an eighth of the sorted
 /// array ([`merge_at`]).
@@ -37,13 +52,9 @@ pub(crate) struct Buckets {
     starts: Vec<u32>,
 }
 
-fn prefix(id: &ChunkId) -> u64 {
-    u64::from_be_bytes(id.0[..8].try_into().expect("8 bytes"))
-}
-
 impl Buckets {
     /// Builds the table for `n` sorted ids, `key(i)` being the i-th.
-    pub(crate) fn build<'a>(n: usize, key: impl Fn(usize) -> &'a ChunkId) -> Self {
+    pub(crate) fn build<'a, K: SortKey + 'a>(n: usize, key: impl Fn(usize) -> &'a K) -> Self {
         // About four entries per bucket: 2^bits ≈ n / 4.
         let bits = (usize::BITS - (n / 4).leading_zeros())
             .saturating_sub(1)
@@ -61,12 +72,12 @@ impl Buckets {
         Buckets { bits, starts }
     }
 
-    fn bucket_of(bits: u32, id: &ChunkId) -> u64 {
-        prefix(id).checked_shr(64 - bits).unwrap_or(0)
+    fn bucket_of<K: SortKey>(bits: u32, id: &K) -> u64 {
+        id.lead().checked_shr(64 - bits).unwrap_or(0)
     }
 
     /// The range of the sorted array where `id` can be.
-    pub(crate) fn range(&self, id: &ChunkId) -> std::ops::Range<usize> {
+    pub(crate) fn range<K: SortKey>(&self, id: &K) -> std::ops::Range<usize> {
         if self.starts.is_empty() {
             return 0..0;
         }
@@ -81,7 +92,11 @@ impl Buckets {
 
 /// Merges `add` (sorted, no id in common with `base`) into the sorted `base`, in place from the
 /// back: `base` grows by `add.len()` and no second copy of it is made.
-pub(crate) fn merge_into<T: Copy>(base: &mut Vec<T>, mut add: Vec<T>, id: impl Fn(&T) -> &ChunkId) {
+pub(crate) fn merge_into<T: Copy, K: Ord>(
+    base: &mut Vec<T>,
+    mut add: Vec<T>,
+    id: impl Fn(&T) -> &K,
+) {
     if add.is_empty() {
         return;
     }
@@ -181,16 +196,19 @@ impl ChunkIdSet {
     }
 }
 
-/// A map from chunk ids to fixed-size values, built the same way; `V: Copy`.
-pub(crate) struct ChunkIdMap<V: Copy> {
-    pub(crate) sorted: Vec<(ChunkId, V)>,
+/// A map from keys to fixed-size values, built the same way; `V: Copy`.
+pub(crate) struct IdMap<K: SortKey, V: Copy> {
+    pub(crate) sorted: Vec<(K, V)>,
     buckets: Buckets,
-    pub(crate) recent: HashMap<ChunkId, V>,
+    pub(crate) recent: HashMap<K, V>,
 }
 
-impl<V: Copy> Default for ChunkIdMap<V> {
+/// The map the chunk index is made of.
+pub(crate) type ChunkIdMap<V> = IdMap<ChunkId, V>;
+
+impl<K: SortKey, V: Copy> Default for IdMap<K, V> {
     fn default() -> Self {
-        ChunkIdMap {
+        IdMap {
             sorted: Vec::new(),
             buckets: Buckets::default(),
             recent: HashMap::new(),
@@ -198,8 +216,8 @@ impl<V: Copy> Default for ChunkIdMap<V> {
     }
 }
 
-impl<V: Copy> ChunkIdMap<V> {
-    pub(crate) fn get(&self, id: &ChunkId) -> Option<&V> {
+impl<K: SortKey, V: Copy> IdMap<K, V> {
+    pub(crate) fn get(&self, id: &K) -> Option<&V> {
         let r = self.buckets.range(id);
         match self.sorted[r.clone()].binary_search_by(|e| e.0.cmp(id)) {
             Ok(i) => Some(&self.sorted[r.start + i].1),
@@ -207,7 +225,7 @@ impl<V: Copy> ChunkIdMap<V> {
         }
     }
 
-    pub(crate) fn get_mut(&mut self, id: &ChunkId) -> Option<&mut V> {
+    pub(crate) fn get_mut(&mut self, id: &K) -> Option<&mut V> {
         let r = self.buckets.range(id);
         match self.sorted[r.clone()].binary_search_by(|e| e.0.cmp(id)) {
             Ok(i) => Some(&mut self.sorted[r.start + i].1),
@@ -216,7 +234,7 @@ impl<V: Copy> ChunkIdMap<V> {
     }
 
     /// Inserts an id that is not in the map (the caller checked with [`Self::get`]).
-    pub(crate) fn insert_new(&mut self, id: ChunkId, v: V) {
+    pub(crate) fn insert_new(&mut self, id: K, v: V) {
         self.recent.insert(id, v);
         if self.recent.len() >= merge_at(self.sorted.len()) {
             self.merge();
@@ -224,7 +242,7 @@ impl<V: Copy> ChunkIdMap<V> {
     }
 
     fn merge(&mut self) {
-        let mut add: Vec<(ChunkId, V)> = self.recent.drain().collect();
+        let mut add: Vec<(K, V)> = self.recent.drain().collect();
         self.recent.shrink_to(merge_at(self.sorted.len()));
         add.sort_unstable_by_key(|a| a.0);
         merge_into(&mut self.sorted, add, |e| &e.0);
@@ -252,12 +270,12 @@ impl<V: Copy> ChunkIdMap<V> {
         self.sorted.len() + self.recent.len()
     }
 
-    pub(crate) fn keys(&self) -> impl Iterator<Item = &ChunkId> + '_ {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &K> + '_ {
         self.sorted.iter().map(|e| &e.0).chain(self.recent.keys())
     }
 
     /// Every entry, in no particular order (a linear pass: no lookups).
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&ChunkId, &V)> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> + '_ {
         self.sorted
             .iter()
             .map(|(k, v)| (k, v))

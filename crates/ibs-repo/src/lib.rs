@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod damaged;
+pub mod dedup;
 pub mod delta;
 mod error;
 pub mod ids;

@@ -4,7 +4,7 @@ use super::*;
 use ibs_repo::crypto::SymKey;
 use ibs_repo::ids::{KeyId, PackId};
 use ibs_repo::index::PackRecord;
-use ibs_repo::pack::PackEntry;
+use ibs_repo::pack::{encoding, PackEntry};
 
 /// `n` tree-like lines; line `i` carries `v` when `changed(i)`.
 fn lines(n: usize, changed: impl Fn(usize) -> bool) -> Vec<u8> {
@@ -28,8 +28,8 @@ fn key() -> SymKey {
 }
 
 /// An index holding `id` whole.
-fn index_with(id: ChunkId) -> Index {
-    let mut index = Index::default();
+fn index_with(id: ChunkId) -> DedupSet {
+    let mut index = DedupSet::new(Default::default(), None);
     index.add_pack(&PackRecord {
         id: PackId([1; PackId::LEN]),
         length: 1 << 20,
