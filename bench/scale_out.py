@@ -19,7 +19,8 @@ per-file coefficients measured on Ceph RGW:
 - cost of one index segment at backup start: the slope of the segments experiment (no-change
   backup time and GETs against the number of segments);
 - writer memory: the measured peak of a no-change backup of 1 M files (130.7 MiB, bench/README.md)
-  plus 57 bytes per chunk of the other writers in the index (docs/design/memory.md); the RSS fit
+  plus 23 bytes per chunk of the other writers in its dedup set (ADR 0059; 57, the whole index,
+  before; docs/design/memory.md); the RSS fit
   between 10,000 and 100,000 files is printed for reference only (it overestimates: the fixed
   tables fill first); prune: the index plus a set of every referenced chunk (~33 bytes each),
   reading the manifests one at a time.
@@ -39,7 +40,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # From the format and docs/design/memory.md (bytes).
 REF_BYTES = 36  # refs body v2: chunk id (32) + one u32 position per source reference; ids do not compress
-INDEX_MEM_PER_CHUNK = 57  # ChunkIdMap<Slot> in a writer, restore, check and prune
+INDEX_MEM_PER_CHUNK = 57  # ChunkIdMap<Slot> in restore, check and prune
+WRITER_MEM_PER_CHUNK = 23  # DedupSet in a backup (ADR 0059)
 USED_SET_PER_CHUNK = 33  # prune's ChunkIdSet of every chunk any retained backup references (one manifest at a time)
 SEGMENT_MAX_ENTRIES = 65536  # a backup writes a segment per 65,536 new entries (or 2000 packs)
 PACK_BYTES = 16 << 20
@@ -152,9 +154,9 @@ def model(c: dict, a: argparse.Namespace) -> dict:
     total_packs = W * F * (c["pack_bytes_per_file"] * (1 - s) + c["new_pack_bytes_per_file_day"] * R) / PACK_BYTES
     # the writer's own part: measured at 1 M files (local folder, release build: bench/README.md,
     # "Memory at 1 M files"), scaled by files; the other writers' chunks come on top in the index
-    own = a.own_rss_mib * F / 1_000_000 if F < 1_000_000 else a.own_rss_mib + INDEX_MEM_PER_CHUNK * (
+    own = a.own_rss_mib * F / 1_000_000 if F < 1_000_000 else a.own_rss_mib + WRITER_MEM_PER_CHUNK * (
         F - 1_000_000) * c["chunks_per_file"] / 2**20
-    writer_rss = own + INDEX_MEM_PER_CHUNK * (union - chunks) / 2**20
+    writer_rss = own + WRITER_MEM_PER_CHUNK * (union - chunks) / 2**20
     out = {
         "assumptions": {"writers": W, "files_per_writer": F, "backups_per_day": 1, "retention_backups": R,
                         "prune_every_days": P, "backup_window_hours": H, "shared_fraction": s,

@@ -163,7 +163,7 @@ async fn load_build(
     Ok(index)
 }
 
-/// The writer's view of the index ([`DedupSet`], ~21 bytes per chunk), from the segments on
+/// The writer's view of the index ([`DedupSet`], ~23 bytes per chunk), from the segments on
 /// storage one at a time; locations in `skip` (damaged or marked packs) never count.
 async fn dedup_build(
     repo: &Repository,

@@ -274,6 +274,14 @@ impl<K: SortKey, V: Copy> IdMap<K, V> {
         self.sorted.iter().map(|e| &e.0).chain(self.recent.keys())
     }
 
+    /// Heap bytes held (hash table buckets counted by capacity, control bytes included).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(K, V)>();
+        self.sorted.capacity() * entry
+            + self.buckets.heap_bytes()
+            + self.recent.capacity() * (entry + 1)
+    }
+
     /// Every entry, in no particular order (a linear pass: no lookups).
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> + '_ {
         self.sorted
