@@ -22,7 +22,8 @@ use crate::ids::{ChunkId, KeyId, PackId};
 use crate::idset::{IdMap, SortKey};
 use crate::index::PackRecord;
 use crate::pack::encoding;
-use std::collections::{HashMap, HashSet};
+use crate::slots::Slots;
+use std::collections::HashSet;
 
 /// The leading 128 bits of a chunk id.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -46,8 +47,7 @@ const DELTA: u32 = 1 << 31;
 /// The chunks a writer deduplicates against (see the module docs).
 pub struct DedupSet {
     chunks: IdMap<IdPrefix, u32>,
-    keys: Vec<KeyId>,
-    key_slot: HashMap<KeyId, u32>,
+    keys: Slots<KeyId>,
     /// Packs whose locations never count: damaged ones and those a prune plan marks.
     skip: HashSet<PackId>,
     preferred: Option<HashSet<KeyId>>,
@@ -60,8 +60,7 @@ impl DedupSet {
     pub fn new(skip: HashSet<PackId>, preferred: Option<HashSet<KeyId>>) -> Self {
         DedupSet {
             chunks: IdMap::default(),
-            keys: Vec::new(),
-            key_slot: HashMap::new(),
+            keys: Slots::default(),
             skip,
             preferred,
             mixed_keys: false,
@@ -73,10 +72,7 @@ impl DedupSet {
             return;
         }
         for e in &rec.entries {
-            let key = *self.key_slot.entry(e.key_id).or_insert_with(|| {
-                self.keys.push(e.key_id);
-                (self.keys.len() - 1) as u32
-            });
+            let key = self.keys.intern(e.key_id).0;
             assert!(key < DELTA, "fewer than 2^31 data keys");
             let delta = if e.encoding == encoding::DELTA {
                 DELTA
@@ -94,7 +90,7 @@ impl DedupSet {
                     let prefer = |k: u32| {
                         self.preferred
                             .as_ref()
-                            .is_some_and(|p| p.contains(&self.keys[k as usize]))
+                            .is_some_and(|p| p.contains(&self.keys.get(k)))
                     };
                     let key = if prefer(key) && !prefer(old_key) {
                         key
@@ -114,7 +110,7 @@ impl DedupSet {
 
     /// Every data key that some counted location is sealed under.
     pub fn key_ids(&self) -> &[KeyId] {
-        &self.keys
+        self.keys.values()
     }
 
     /// Drops every chunk whose chosen location is not under one of `keep`: to the writer such a
@@ -122,8 +118,7 @@ impl DedupSet {
     pub fn forget_keys_except(&mut self, keep: &HashSet<KeyId>) -> usize {
         let before = self.chunks.len();
         let keys = &self.keys;
-        self.chunks
-            .retain(|w| keep.contains(&keys[(w & !DELTA) as usize]));
+        self.chunks.retain(|w| keep.contains(&keys.get(w & !DELTA)));
         before - self.chunks.len()
     }
 
@@ -149,7 +144,7 @@ impl DedupSet {
 
     /// Heap bytes held per chunk (for memory accounting in tests and benches).
     pub fn heap_bytes(&self) -> usize {
-        self.chunks.heap_bytes() + self.keys.capacity() * 16 + self.key_slot.capacity() * 21
+        self.chunks.heap_bytes() + self.keys.heap_bytes()
     }
 }
 

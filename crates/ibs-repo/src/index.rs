@@ -29,6 +29,7 @@ use crate::error::{RepoError, Result};
 use crate::ids::{ChunkId, KeyId, PackId};
 use crate::idset::ChunkIdMap;
 use crate::pack::{PackEntry, ENTRY_LEN};
+use crate::slots::Slots;
 use std::collections::{HashMap, HashSet};
 
 pub const INDEX_MAGIC: &[u8; 6] = b"IBSIDX";
@@ -186,10 +187,10 @@ struct Slot {
 #[derive(Default)]
 pub struct Index {
     chunks: ChunkIdMap<Slot>,
-    packs: Vec<(PackId, u64)>,
-    pack_slot: HashMap<PackId, u32>,
-    keys: Vec<KeyId>,
-    key_slot: HashMap<KeyId, u32>,
+    packs: Slots<PackId>,
+    /// The recorded length of each pack, by pack slot.
+    pack_len: Vec<u64>,
+    keys: Slots<KeyId>,
     damaged: HashSet<PackId>,
     /// Data keys whose locations win over others of the same health; `None`: no preference.
     preferred: Option<HashSet<KeyId>>,
@@ -224,16 +225,16 @@ impl Index {
     pub fn forget_keys_except(&mut self, keep: &HashSet<KeyId>) -> usize {
         let before = self.chunks.len();
         let keys = &self.keys;
-        self.chunks.retain(|s| keep.contains(&keys[s.key as usize]));
+        self.chunks.retain(|s| keep.contains(&keys.get(s.key)));
         before - self.chunks.len()
     }
 
     fn rank(&self, pack: u32, key: u32) -> (bool, bool) {
         (
-            !self.damaged.contains(&self.packs[pack as usize].0),
+            !self.damaged.contains(&self.packs.get(pack)),
             self.preferred
                 .as_ref()
-                .is_some_and(|p| p.contains(&self.keys[key as usize])),
+                .is_some_and(|p| p.contains(&self.keys.get(key))),
         )
     }
 
@@ -250,7 +251,7 @@ impl Index {
     pub fn only_damaged(&self, id: &ChunkId) -> bool {
         self.chunks
             .get(id)
-            .is_some_and(|s| self.damaged.contains(&self.packs[s.pack as usize].0))
+            .is_some_and(|s| self.damaged.contains(&self.packs.get(s.pack)))
     }
 
     /// Drops every chunk whose only indexed locations are in damaged packs: to a backup, such a
@@ -259,7 +260,7 @@ impl Index {
         let before = self.chunks.len();
         let (packs, damaged) = (&self.packs, &self.damaged);
         self.chunks
-            .retain(|s| !damaged.contains(&packs[s.pack as usize].0));
+            .retain(|s| !damaged.contains(&packs.get(s.pack)));
         before - self.chunks.len()
     }
 
@@ -269,8 +270,7 @@ impl Index {
     pub fn mark(&mut self, id: &ChunkId) -> Option<PackId> {
         let slot = self.chunks.get_mut(id)?;
         slot.marked = true;
-        let pack = slot.pack as usize;
-        Some(self.packs[pack].0)
+        Some(self.packs.get(slot.pack))
     }
 
     /// Drops every chunk that is not marked, returning its memory; the packs and keys stay known.
@@ -294,15 +294,12 @@ impl Index {
     }
 
     pub fn add_pack(&mut self, rec: &PackRecord) {
-        let pack = *self.pack_slot.entry(rec.id).or_insert_with(|| {
-            self.packs.push((rec.id, rec.length));
-            (self.packs.len() - 1) as u32
-        });
+        let (pack, new) = self.packs.intern(rec.id);
+        if new {
+            self.pack_len.push(rec.length);
+        }
         for e in &rec.entries {
-            let key = *self.key_slot.entry(e.key_id).or_insert_with(|| {
-                self.keys.push(e.key_id);
-                (self.keys.len() - 1) as u32
-            });
+            let key = self.keys.intern(e.key_id).0;
             let slot = Slot {
                 pack,
                 key,
@@ -332,9 +329,9 @@ impl Index {
 
     /// The length pack `id` was indexed with; `None` for a pack this index does not know.
     pub fn pack_length(&self, id: &PackId) -> Option<u64> {
-        self.pack_slot
-            .get(id)
-            .map(|slot| self.packs[*slot as usize].1)
+        self.packs
+            .slot_of(id)
+            .map(|slot| self.pack_len[slot as usize])
     }
 
     pub fn get(&self, id: &ChunkId) -> Option<ChunkLocation> {
@@ -343,12 +340,12 @@ impl Index {
 
     fn location(&self, s: &Slot) -> ChunkLocation {
         ChunkLocation {
-            pack: self.packs[s.pack as usize].0,
+            pack: self.packs.get(s.pack),
             offset: s.offset,
             length: s.length,
             raw_length: s.raw_length,
             encoding: s.encoding,
-            key_id: self.keys[s.key as usize],
+            key_id: self.keys.get(s.key),
         }
     }
 
@@ -363,12 +360,12 @@ impl Index {
         self.chunks
             .iter()
             .for_each(|(_, s)| n[s.pack as usize] += 1);
-        self.packs.iter().map(|p| p.0).zip(n).collect()
+        self.packs.values().iter().copied().zip(n).collect()
     }
 
     /// Every pack the index knows, with its recorded length.
     pub fn packs(&self) -> impl Iterator<Item = (PackId, u64)> + '_ {
-        self.packs.iter().copied()
+        (self.packs.values().iter().copied()).zip(self.pack_len.iter().copied())
     }
 
     pub fn chunk_ids(&self) -> impl Iterator<Item = &ChunkId> + '_ {
@@ -377,7 +374,7 @@ impl Index {
 
     /// Every data key id that some indexed chunk is sealed under.
     pub fn key_ids(&self) -> &[KeyId] {
-        &self.keys
+        self.keys.values()
     }
 }
 

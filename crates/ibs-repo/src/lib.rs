@@ -25,6 +25,7 @@ pub mod pack;
 pub mod plan;
 pub mod refseg;
 mod repository;
+pub mod slots;
 pub mod tree;
 
 pub use error::{MissingKey, RepoError, Result};
