@@ -520,9 +520,13 @@ pub(crate) fn pack_target(repo: &Repository) -> usize {
 /// Starts the progress totals (for percent and ETA). A source that the writer's parent backup
 /// also had counts that backup's files and bytes: no second walk of the tree runs beside the
 /// backup's own, which on a large tree costs as much as the walk of a no-change backup. Any other
-/// path source is walked for its sizes on a thread of its own. The parent's catalog is read as
-/// stored: these totals only feed the progress display.
+/// path source is walked for its sizes on a thread of its own, unless nobody watches the progress
+/// ([`Progress::watched`]): that walk competes with the backup's own for the cores and the disk.
+/// The parent's catalog is read as stored: these totals only feed the progress display.
 async fn start_totals(repo: &Repository, state: &WriterState, opts: &BackupOptions) {
+    if !opts.progress.watched() {
+        return;
+    }
     let parent = match crate::ledger::Ledger::of(state).latest() {
         Ok(Some(id)) => repo.read_catalog(&id).await.ok(),
         _ => None,

@@ -132,13 +132,16 @@ const DIRECT_RUN_MIN: usize = 64 << 10;
 /// With `direct` (an `O_DIRECT` descriptor of the same file, [`ibs_storage::direct::reopen`]),
 /// the whole blocks of each long run of data are written through it, past the page cache; the
 /// unaligned head and tail of a run, and everything if the kernel refuses, go through `f`.
+/// Returns where the last write ended (`offset` if all of `data` was zeros): a file that was
+/// shorter than that is now exactly that long.
 pub(crate) fn write_sparse(
     f: &File,
     direct: Option<&File>,
     offset: u64,
     data: &[u8],
-) -> std::io::Result<()> {
+) -> std::io::Result<u64> {
     const BLOCK: usize = 4096;
+    let mut written_to = offset;
     let mut i = 0;
     while i < data.len() {
         let end = (i + BLOCK).min(data.len());
@@ -155,9 +158,10 @@ pub(crate) fn write_sparse(
             j = next;
         }
         write_run(f, direct, offset + i as u64, &data[i..j])?;
+        written_to = offset + j as u64;
         i = j;
     }
-    Ok(())
+    Ok(written_to)
 }
 
 fn write_run(f: &File, direct: Option<&File>, at: u64, run: &[u8]) -> std::io::Result<()> {
@@ -251,5 +255,25 @@ mod tests {
             allocated < got.len() as u64 - (1 << 20) + (64 << 10),
             "the zero run is a hole: {allocated}"
         );
+    }
+
+    #[test]
+    fn write_sparse_reports_where_its_last_write_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = File::create(dir.path().join("f")).unwrap();
+        let mut data = vec![5u8; 10_000];
+        assert_eq!(write_sparse(&f, None, 100, &data).unwrap(), 10_100);
+        assert_eq!(
+            f.metadata().unwrap().len(),
+            10_100,
+            "the file reached the end"
+        );
+        // A trailing all-zero block is a hole: the write ends before it, the file is short.
+        data[8192..].fill(0);
+        let g = File::create(dir.path().join("g")).unwrap();
+        assert_eq!(write_sparse(&g, None, 0, &data).unwrap(), 8192);
+        assert_eq!(g.metadata().unwrap().len(), 8192);
+        let h = File::create(dir.path().join("h")).unwrap();
+        assert_eq!(write_sparse(&h, None, 42, &[0u8; 5000]).unwrap(), 42);
     }
 }

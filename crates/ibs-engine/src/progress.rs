@@ -1,5 +1,7 @@
 //! Live progress counters shared between an operation and whoever watches it (the CLI's progress bar,
-//! the controller's job record). Operations only add; watchers only read.
+//! the controller's job record). Operations only add; watchers only read. Counters nobody watches
+//! ([`Progress::unwatched`]) are still kept, but an operation skips work done only for them (the
+//! first backup's size-estimate walk).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -9,6 +11,8 @@ pub struct Progress {
     bytes_done: AtomicU64,
     files_done: AtomicU64,
     files_total: AtomicU64,
+    /// Nobody reads the totals while the operation runs (a CLI run without a progress bar).
+    unwatched: bool,
 }
 
 /// A consistent-enough copy of the counters.
@@ -29,6 +33,19 @@ impl ProgressSnapshot {
 }
 
 impl Progress {
+    /// Counters nobody watches live: totals that would cost work to find are not looked for.
+    pub fn unwatched() -> Self {
+        Progress {
+            unwatched: true,
+            ..Default::default()
+        }
+    }
+
+    /// True unless made by [`Progress::unwatched`].
+    pub fn watched(&self) -> bool {
+        !self.unwatched
+    }
+
     pub fn add_bytes(&self, n: u64) {
         self.bytes_done.fetch_add(n, Relaxed);
     }

@@ -99,9 +99,11 @@ impl Metadata {
     }
 }
 
-/// Owners are restored only by root (anyone else could only give files away).
+/// Owners are restored only by root (anyone else could only give files away). Asked once per
+/// process: ibs never changes its effective user.
 fn restores_owners() -> bool {
-    nix::unistd::geteuid().is_root()
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| nix::unistd::geteuid().is_root())
 }
 
 /// Applies owner (as root), mode and times to an open file or folder, in that order (a change of

@@ -412,3 +412,43 @@ async fn a_source_the_parent_backup_had_takes_its_progress_totals_from_that_back
     assert_eq!(second.catalog.sources[0].files, 6);
     assert_eq!(p.files_done, 6);
 }
+
+#[tokio::test]
+async fn a_new_source_is_walked_for_its_totals_only_when_someone_watches_the_progress() {
+    let env = env().await;
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    for i in 0..5 {
+        fs::write(src.join(format!("d/f{i}")), vec![i as u8; 1000]).unwrap();
+    }
+    let run = |progress: std::sync::Arc<ibs_engine::progress::Progress>, name: &str| {
+        let spec = ibs_engine::SourceSpec {
+            name: name.into(),
+            origin: ibs_engine::SourceOrigin::Path(src.clone()),
+        };
+        ibs_engine::backup(
+            env.repo.clone(),
+            &env.state,
+            ibs_engine::BackupOptions {
+                sources: vec![spec],
+                threads: 1,
+                lock_wait: Default::default(),
+                progress,
+            },
+        )
+    };
+    // Nobody watches: no estimate walk runs, so the totals stay unknown; the done counts are kept.
+    let unwatched = std::sync::Arc::new(ibs_engine::progress::Progress::unwatched());
+    run(unwatched.clone(), "a").await.unwrap();
+    let p = unwatched.snapshot();
+    assert_eq!((p.files_total, p.bytes_total, p.files_done), (0, 0, 5));
+    // Watched, a source new to the writer (no parent has it) is walked on a thread of its own.
+    let watched: std::sync::Arc<ibs_engine::progress::Progress> = Default::default();
+    run(watched.clone(), "b").await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while watched.snapshot().files_total == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let p = watched.snapshot();
+    assert_eq!((p.files_total, p.bytes_total), (5, 5000));
+}

@@ -16,6 +16,7 @@ pub mod direct;
 mod error;
 mod key;
 mod local;
+mod local_reads;
 mod lock;
 mod recycle;
 mod retry;

@@ -4,6 +4,7 @@
 //! btrfs, zfs). All blocking filesystem calls run on tokio's blocking pool.
 
 use crate::key::TEMP_PREFIX;
+use crate::local_reads::ReadFiles;
 use crate::recycle::Recycler;
 use crate::{
     check_deletable_foreign, is_deletable_foreign, Capabilities, ErrorKind, ForeignFile,
@@ -12,7 +13,8 @@ use crate::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,6 +26,8 @@ pub struct LocalStorage {
     root: PathBuf,
     /// Buffers of large reads, reused once their `Bytes` are dropped (`recycle`).
     recycler: Arc<Recycler>,
+    /// Files kept open between ranged reads (`local_reads`).
+    reads: Arc<ReadFiles>,
 }
 
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -37,6 +41,7 @@ impl LocalStorage {
             Ok(m) if m.is_dir() => Ok(LocalStorage {
                 root,
                 recycler: Arc::default(),
+                reads: Arc::default(),
             }),
             Ok(_) => Err(StorageError::new(
                 ErrorKind::Path,
@@ -139,10 +144,18 @@ fn io_err<'a>(
     move |e| StorageError::from_io(op, Some(key.as_str()), &e)
 }
 
-/// A ranged read of the file at `path` (`get_range` and `get_range_blocking`).
-fn read_range(path: &Path, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes> {
-    let f = File::open(path).map_err(io_err("get_range", key))?;
-    let size = f.metadata().map_err(io_err("get_range", key))?.len();
+/// A ranged read of the object `key` at `path` (`get_range` and `get_range_blocking`), through
+/// a file kept open in `reads`.
+fn read_range(
+    reads: &ReadFiles,
+    path: &Path,
+    key: &ObjectKey,
+    offset: u64,
+    len: u64,
+) -> Result<Bytes> {
+    let (f, size) = reads
+        .get_or_open(key.as_str(), path)
+        .map_err(io_err("get_range", key))?;
     if offset.checked_add(len).is_none_or(|end| end > size) {
         return Err(StorageError::new(
             ErrorKind::Invalid,
@@ -151,16 +164,14 @@ fn read_range(path: &Path, key: &ObjectKey, offset: u64, len: u64) -> Result<Byt
             format!("range {offset}+{len} is past the end ({size} bytes)"),
         ));
     }
-    // Read into spare capacity (no zero-fill): seek, then read exactly `len` bytes.
-    let mut f = f;
-    f.seek(SeekFrom::Start(offset))
-        .map_err(io_err("get_range", key))?;
-    let mut buf = Vec::with_capacity(len as usize);
-    (&mut f)
-        .take(len)
-        .read_to_end(&mut buf)
-        .map_err(io_err("get_range", key))?;
-    if buf.len() as u64 != len {
+    // Positioned reads: the file is shared. (`calloc` hands large buffers out as fresh zero pages,
+    // so the zeroed buffer costs no extra pass.)
+    let mut buf = vec![0u8; len as usize];
+    if let Err(e) = f.read_exact_at(&mut buf, offset) {
+        if e.kind() != std::io::ErrorKind::UnexpectedEof {
+            return Err(io_err("get_range", key)(e));
+        }
+        reads.forget(key.as_str());
         return Err(StorageError::new(
             ErrorKind::Invalid,
             "get_range",
@@ -391,6 +402,7 @@ impl Storage for LocalStorage {
     }
 
     async fn put(&self, key: &ObjectKey, data: Bytes) -> Result<()> {
+        self.reads.forget(key.as_str());
         let root = self.root.clone();
         let key = key.clone();
         self.blocking("put", move || put_blocking(&root, &key, &data))
@@ -408,12 +420,21 @@ impl Storage for LocalStorage {
     async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Bytes> {
         let path = self.path_of(key);
         let key = key.clone();
-        self.blocking("get_range", move || read_range(&path, &key, offset, len))
-            .await
+        let reads = self.reads.clone();
+        self.blocking("get_range", move || {
+            read_range(&reads, &path, &key, offset, len)
+        })
+        .await
     }
 
     fn get_range_blocking(&self, key: &ObjectKey, offset: u64, len: u64) -> Option<Result<Bytes>> {
-        Some(read_range(&self.path_of(key), key, offset, len))
+        Some(read_range(
+            &self.reads,
+            &self.path_of(key),
+            key,
+            offset,
+            len,
+        ))
     }
 
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {
@@ -441,6 +462,7 @@ impl Storage for LocalStorage {
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        self.reads.forget(key.as_str());
         let path = self.path_of(key);
         let key = key.clone();
         self.blocking("delete", move || {
@@ -450,6 +472,8 @@ impl Storage for LocalStorage {
     }
 
     async fn rename(&self, from: &ObjectKey, to: &ObjectKey) -> Result<()> {
+        self.reads.forget(from.as_str());
+        self.reads.forget(to.as_str());
         let (src, dst) = (self.path_of(from), self.path_of(to));
         let (from, to) = (from.clone(), to.clone());
         let root = self.root.clone();

@@ -451,7 +451,7 @@ async fn backup(
         deployment_id: Some(ibs_engine::state::deployment_id(&ctx.state_root)?),
         ..Default::default()
     };
-    let progress = Arc::new(Progress::default());
+    let progress = Bar::progress(!ctx.quiet && !ctx.json);
     let bar = Bar::start(progress.clone(), "backup", !ctx.quiet && !ctx.json);
     let result = ibs_engine::backup_with(
         repo,

@@ -190,9 +190,24 @@ pub struct Bar {
 }
 
 impl Bar {
+    /// True if a bar asked for with `enabled` is drawn (stderr is a terminal).
+    pub fn shows(enabled: bool) -> bool {
+        enabled && std::io::stderr().is_terminal()
+    }
+
+    /// The counters for an operation whose bar is `enabled`: unwatched when no bar is drawn, so
+    /// the operation skips work that only feeds the display.
+    pub fn progress(enabled: bool) -> Arc<Progress> {
+        Arc::new(if Bar::shows(enabled) {
+            Progress::default()
+        } else {
+            Progress::unwatched()
+        })
+    }
+
     pub fn start(progress: Arc<Progress>, label: &'static str, enabled: bool) -> Bar {
         let stop = Arc::new(AtomicBool::new(false));
-        if !enabled || !std::io::stderr().is_terminal() {
+        if !Bar::shows(enabled) {
             return Bar { stop, handle: None };
         }
         let s = stop.clone();

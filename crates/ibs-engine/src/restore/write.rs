@@ -191,9 +191,16 @@ fn restore_small(
             e.size
         ));
     }
+    // The file is new (empty): it needs its length set only when it ends in a hole.
     let write = |file: &std::fs::File| {
         crate::fileio::write_sparse(file, None, 0, &bytes)
-            .and_then(|()| file.set_len(e.size))
+            .and_then(|end| {
+                if end == e.size {
+                    Ok(())
+                } else {
+                    file.set_len(e.size)
+                }
+            })
             .map_err(|err| format!("write: {err}"))
     };
     match dest.dir.create_file(&dest.name, 0o600) {
