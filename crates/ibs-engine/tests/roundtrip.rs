@@ -375,6 +375,26 @@ async fn a_callers_backup_id_names_the_backup_and_a_bad_one_is_refused() {
     );
 }
 
+/// Backs up the folder `src` as source `name`, counting progress into `progress`.
+async fn backup_reporting_to(
+    env: &Env,
+    name: &str,
+    src: &std::path::Path,
+    progress: std::sync::Arc<ibs_engine::progress::Progress>,
+) -> Result<ibs_engine::BackupReport, ibs_engine::EngineError> {
+    let spec = ibs_engine::SourceSpec {
+        name: name.into(),
+        origin: ibs_engine::SourceOrigin::Path(src.to_path_buf()),
+    };
+    let opts = ibs_engine::BackupOptions {
+        sources: vec![spec],
+        threads: 1,
+        lock_wait: Default::default(),
+        progress,
+    };
+    ibs_engine::backup(env.repo.clone(), &env.state, opts).await
+}
+
 #[tokio::test]
 async fn a_source_the_parent_backup_had_takes_its_progress_totals_from_that_backup() {
     let env = env().await;
@@ -383,22 +403,7 @@ async fn a_source_the_parent_backup_had_takes_its_progress_totals_from_that_back
     for i in 0..5 {
         fs::write(src.join(format!("d/f{i}")), vec![i as u8; 1000]).unwrap();
     }
-    let run = |progress: std::sync::Arc<ibs_engine::progress::Progress>| {
-        let spec = ibs_engine::SourceSpec {
-            name: "s".into(),
-            origin: ibs_engine::SourceOrigin::Path(src.clone()),
-        };
-        ibs_engine::backup(
-            env.repo.clone(),
-            &env.state,
-            ibs_engine::BackupOptions {
-                sources: vec![spec],
-                threads: 1,
-                lock_wait: Default::default(),
-                progress,
-            },
-        )
-    };
+    let run = |progress| backup_reporting_to(&env, "s", &src, progress);
     let first = run(Default::default()).await.unwrap();
     let parent = &first.catalog.sources[0];
     assert_eq!(parent.files, 5);
@@ -421,22 +426,7 @@ async fn a_new_source_is_walked_for_its_totals_only_when_someone_watches_the_pro
     for i in 0..5 {
         fs::write(src.join(format!("d/f{i}")), vec![i as u8; 1000]).unwrap();
     }
-    let run = |progress: std::sync::Arc<ibs_engine::progress::Progress>, name: &str| {
-        let spec = ibs_engine::SourceSpec {
-            name: name.into(),
-            origin: ibs_engine::SourceOrigin::Path(src.clone()),
-        };
-        ibs_engine::backup(
-            env.repo.clone(),
-            &env.state,
-            ibs_engine::BackupOptions {
-                sources: vec![spec],
-                threads: 1,
-                lock_wait: Default::default(),
-                progress,
-            },
-        )
-    };
+    let run = |progress, name| backup_reporting_to(&env, name, &src, progress);
     // Nobody watches: no estimate walk runs, so the totals stay unknown; the done counts are kept.
     let unwatched = std::sync::Arc::new(ibs_engine::progress::Progress::unwatched());
     run(unwatched.clone(), "a").await.unwrap();
