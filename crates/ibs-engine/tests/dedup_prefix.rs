@@ -8,12 +8,10 @@
 mod common;
 
 use common::*;
-use ibs_engine::check::{check, CheckOptions};
 use ibs_repo::ids::PackId;
 use ibs_repo::index::{decode_segment, PackRecord};
 use ibs_repo::layout;
 use ibs_repo::pack::{encoding, PackEntry};
-use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_whose_id_prefix_collides_is_reported_missing_by_check_and_never_restored_wrong() {
@@ -61,30 +59,14 @@ async fn a_chunk_whose_id_prefix_collides_is_reported_missing_by_check_and_never
     // stored it, the index would hold its id and check below would find nothing missing).
     assert_eq!(second.chunks_new, 1);
 
-    let report = check(
-        env.reopen().await,
-        CheckOptions {
-            read_data: false,
-            unlock: None,
-            state: Some(env.state.clone()),
-            progress: Default::default(),
-            lock_wait: Duration::from_secs(60),
-        },
-    )
-    .await
-    .unwrap();
-    let missing: Vec<_> = report
-        .problems
+    let problems = check_problems(&env).await;
+    let missing: Vec<_> = problems
         .iter()
-        .filter(|p| p.detail.contains("not in the index"))
+        .filter(|p| p.1.contains("not in the index"))
         .collect();
-    assert_eq!(missing.len(), 1, "{:?}", report.problems);
-    assert_eq!(missing[0].backups, vec![second_id.clone()]);
-    assert!(
-        missing[0].detail.contains(&id.to_string()),
-        "{:?}",
-        missing[0]
-    );
+    assert_eq!(missing.len(), 1, "{problems:?}");
+    assert_eq!(missing[0].2, vec![second_id.clone()]);
+    assert!(missing[0].1.contains(&id.to_string()), "{:?}", missing[0]);
 
     let target = env.path("restored");
     let restored = restore(&env, &second_id, &target, Some("s")).await.unwrap();

@@ -7,7 +7,6 @@
 mod common;
 
 use common::*;
-use ibs_engine::check::{check, CheckOptions};
 use ibs_engine::retention::{forget_backups, prune, Expected, PruneOptions, PrunePlan};
 use ibs_engine::trash::{self, DEFAULT_DELETE_DELAY};
 use ibs_engine::EngineError;
@@ -87,22 +86,7 @@ async fn listed_by(repo: &Repository, env: &Env, id: &str) -> BTreeSet<SegmentId
 }
 
 async fn problems(env: &Env) -> Vec<(String, String, Vec<String>)> {
-    check(
-        env.reopen().await,
-        CheckOptions {
-            read_data: false,
-            unlock: None,
-            state: Some(env.state.clone()),
-            progress: Default::default(),
-            lock_wait: Duration::from_secs(60),
-        },
-    )
-    .await
-    .unwrap()
-    .problems
-    .into_iter()
-    .map(|p| (p.object, p.detail, p.backups))
-    .collect()
+    check_problems(env).await
 }
 
 async fn try_prune(env: &Env, keep: &[&str]) -> Result<PrunePlan, EngineError> {

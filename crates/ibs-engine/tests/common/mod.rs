@@ -325,3 +325,24 @@ pub fn bytes(seed: u64, n: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// `check` of the repository as reopened, at the depth the writer state allows (no data read):
+/// every problem as (object, detail, backups it names).
+pub async fn check_problems(env: &Env) -> Vec<(String, String, Vec<String>)> {
+    ibs_engine::check::check(
+        env.reopen().await,
+        ibs_engine::check::CheckOptions {
+            read_data: false,
+            unlock: None,
+            state: Some(env.state.clone()),
+            progress: Default::default(),
+            lock_wait: Duration::from_secs(60),
+        },
+    )
+    .await
+    .unwrap()
+    .problems
+    .into_iter()
+    .map(|p| (p.object, p.detail, p.backups))
+    .collect()
+}
