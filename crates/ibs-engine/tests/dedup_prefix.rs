@@ -59,7 +59,7 @@ async fn a_chunk_whose_id_prefix_collides_is_reported_missing_by_check_and_never
     // stored it, the index would hold its id and check below would find nothing missing).
     assert_eq!(second.chunks_new, 1);
 
-    let problems = check_problems(&env).await;
+    let problems = check_problems(&env, false).await;
     let missing: Vec<_> = problems
         .iter()
         .filter(|p| p.1.contains("not in the index"))

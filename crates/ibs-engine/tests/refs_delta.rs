@@ -7,7 +7,6 @@
 mod common;
 
 use common::*;
-use ibs_engine::check::{check, CheckOptions};
 use ibs_engine::retention::{forget_backups, prune, Expected, PruneOptions, PrunePlan};
 use ibs_engine::trash::DEFAULT_DELETE_DELAY;
 use ibs_repo::ids::SegmentId;
@@ -101,22 +100,7 @@ fn manifest_bytes(env: &Env, id: &str) -> u64 {
 }
 
 async fn problems(env: &Env) -> Vec<(String, String, Vec<String>)> {
-    check(
-        env.reopen().await,
-        CheckOptions {
-            read_data: true,
-            unlock: Some(env.unlock()),
-            state: Some(env.state.clone()),
-            progress: Default::default(),
-            lock_wait: Duration::from_secs(60),
-        },
-    )
-    .await
-    .unwrap()
-    .problems
-    .into_iter()
-    .map(|p| (p.object, p.detail, p.backups))
-    .collect()
+    check_problems(env, true).await
 }
 
 async fn prune_keeping(env: &Env, keep: &[&str]) -> PrunePlan {

@@ -86,7 +86,7 @@ async fn listed_by(repo: &Repository, env: &Env, id: &str) -> BTreeSet<SegmentId
 }
 
 async fn problems(env: &Env) -> Vec<(String, String, Vec<String>)> {
-    check_problems(env).await
+    check_problems(env, false).await
 }
 
 async fn try_prune(env: &Env, keep: &[&str]) -> Result<PrunePlan, EngineError> {

@@ -326,14 +326,15 @@ pub fn bytes(seed: u64, n: usize) -> Vec<u8> {
         .collect()
 }
 
-/// `check` of the repository as reopened, at the depth the writer state allows (no data read):
-/// every problem as (object, detail, backups it names).
-pub async fn check_problems(env: &Env) -> Vec<(String, String, Vec<String>)> {
+/// `check` of the repository as reopened: at the depth the writer state allows, or with
+/// `read_data` every pack read and every chunk decrypted with the .pfx. Every problem as (object,
+/// detail, backups it names).
+pub async fn check_problems(env: &Env, read_data: bool) -> Vec<(String, String, Vec<String>)> {
     ibs_engine::check::check(
         env.reopen().await,
         ibs_engine::check::CheckOptions {
-            read_data: false,
-            unlock: None,
+            read_data,
+            unlock: read_data.then(|| env.unlock()),
             state: Some(env.state.clone()),
             progress: Default::default(),
             lock_wait: Duration::from_secs(60),
