@@ -1,19 +1,81 @@
-//! Regular files' bytes: for a backup, a reader that skips a sparse file's holes instead of
-//! asking the kernel for their zeros, and the read-ahead hint the walker gives for files about to
-//! be read; for a restore, a writer that leaves all-zero blocks as holes.
+//! Regular files' bytes: for a backup, how a source's files and folders are opened
+//! ([`open_source`], [`open_folder`]), a reader that skips a sparse file's holes instead of asking
+//! the kernel for their zeros, and the read-ahead hint the walker gives for files about to be
+//! read; for a restore, a writer that leaves all-zero blocks as holes.
 //!
-//! Invariant: [`HoleSkipping`] yields exactly the bytes `read` would (a hole reads as zeros), so
-//! chunk boundaries and ids do not depend on how a file is stored.
+//! Invariants:
+//! - [`HoleSkipping`] yields exactly the bytes `read` would (a hole reads as zeros), so chunk
+//!   boundaries and ids do not depend on how a file is stored;
+//! - a backup changes nothing in its source: files and folders are opened with `O_NOATIME`
+//!   wherever the kernel allows it (the owner, or `CAP_FOWNER`), so reading them leaves their
+//!   access times as they were, and never through a symlink in the last component.
 
 use nix::unistd::Whence;
+use rustix::fs::{Mode, OFlags, CWD};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 /// At most this many bytes of a file are hinted ahead (the kernel's own read-ahead takes over
 /// once the file is read sequentially).
 const HINT_MAX: u64 = 4 << 20;
+
+/// Opens `name` relative to `dir` with `flags`, never following a symlink in its last component,
+/// and with `O_NOATIME` where the kernel allows it (`EPERM` for it: the entry is neither owned by
+/// the process nor open to it by `CAP_FOWNER`; opened again without it).
+fn open_untouched(dir: BorrowedFd<'_>, name: &OsStr, flags: OFlags) -> std::io::Result<OwnedFd> {
+    let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(rustix::io::Errno::PERM) => rustix::fs::openat(dir, name, flags, Mode::empty()),
+        r => r,
+    }
+    .map_err(|e| not_followed(e.into()))
+}
+
+/// Opens a source's regular file to read it for a backup (see `open_untouched`): a file swapped
+/// for a symlink after the walk stat'ed it is refused, not followed. `path` itself is resolved as
+/// given (a source root is the operator's choice).
+pub fn open_source(path: &Path) -> std::io::Result<File> {
+    open_source_at(CWD, path.as_os_str())
+}
+
+/// [`open_source`] for the entry `name` of the open folder `dir`: reached only through that folder.
+pub fn open_source_at(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<File> {
+    open_untouched(dir, name, OFlags::RDONLY).map(File::from)
+}
+
+/// Opens a source's folder to list it, on [`open_source`]'s terms (listing a folder updates its
+/// access time as reading a file does).
+pub fn open_folder(path: &Path) -> std::io::Result<OwnedFd> {
+    open_folder_at(CWD, path.as_os_str())
+}
+
+/// [`open_folder`] for the entry `name` of the open folder `dir`.
+pub fn open_folder_at(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<OwnedFd> {
+    open_untouched(dir, name, OFlags::RDONLY | OFlags::DIRECTORY).map_err(|e| {
+        // `O_DIRECTORY` answers a symlink (not followed) or a file with ENOTDIR.
+        if e.raw_os_error() == Some(libc::ENOTDIR) {
+            std::io::Error::other(
+                "no longer a folder: replaced while the backup walked it (not followed)",
+            )
+        } else {
+            e
+        }
+    })
+}
+
+/// `ELOOP` from an `O_NOFOLLOW` open: the entry is a symlink now, though the walk found a file or
+/// a folder there.
+fn not_followed(e: std::io::Error) -> std::io::Error {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        std::io::Error::other("replaced by a symlink while the backup walked it (not followed)")
+    } else {
+        e
+    }
+}
 
 /// Asks the kernel to start reading the first bytes of `f` now (best effort; errors are ignored:
 /// the hint only changes when the bytes arrive, never what they are).
@@ -191,6 +253,26 @@ mod tests {
             }
             out.extend_from_slice(&buf[..n]);
         }
+    }
+
+    #[test]
+    fn a_symlink_is_never_opened_as_a_source_file_or_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), b"not to be read").unwrap();
+        std::fs::create_dir(dir.path().join("folder")).unwrap();
+        std::os::unix::fs::symlink("secret", dir.path().join("file-link")).unwrap();
+        std::os::unix::fs::symlink("folder", dir.path().join("folder-link")).unwrap();
+        let e = open_source(&dir.path().join("file-link")).unwrap_err();
+        assert!(e.to_string().contains("replaced by a symlink"), "{e}");
+        let e = open_folder(&dir.path().join("folder-link")).unwrap_err();
+        assert!(e.to_string().contains("no longer a folder"), "{e}");
+        // What they refuse is only the symlink: the file and the folder open.
+        assert!(open_source(&dir.path().join("secret")).is_ok());
+        assert!(open_folder(&dir.path().join("folder")).is_ok());
+        assert_eq!(
+            open_source(&dir.path().join("absent")).unwrap_err().kind(),
+            std::io::ErrorKind::NotFound
+        );
     }
 
     #[test]

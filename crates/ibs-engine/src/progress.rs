@@ -66,22 +66,46 @@ impl Progress {
     }
 }
 
-/// Sums the sizes of regular files under `root` without reading them (for percent and ETA).
+/// Sums the sizes of regular files under `root` without reading them (for percent and ETA). Walks
+/// as the backup does: through open folders, never following a symlink, access times kept
+/// ([`crate::fileio::open_folder`]).
 pub fn estimate(root: &std::path::Path) -> (u64, u64) {
-    let mut bytes = 0;
-    let mut files = 0;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let Ok(m) = std::fs::symlink_metadata(&p) else {
+    use rustix::fs::{AtFlags, FileType};
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(m) = std::fs::symlink_metadata(root) else {
+        return (0, 0);
+    };
+    if m.is_file() {
+        return (m.len(), 1);
+    }
+    let (mut bytes, mut files) = (0, 0);
+    let mut stack: Vec<_> = crate::fileio::open_folder(root).into_iter().collect();
+    while let Some(fd) = stack.pop() {
+        let Ok(mut listing) = rustix::fs::Dir::new(fd) else {
             continue;
         };
-        if m.is_dir() {
-            if let Ok(rd) = std::fs::read_dir(&p) {
-                stack.extend(rd.flatten().map(|e| e.path()));
+        while let Some(Ok(entry)) = listing.next() {
+            let name = entry.file_name();
+            if matches!(name.to_bytes(), b"." | b"..") {
+                continue;
             }
-        } else if m.is_file() {
-            bytes += m.len();
-            files += 1;
+            let Ok(dir) = listing.fd() else { break };
+            let Ok(st) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
+                continue;
+            };
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::Directory => {
+                    let name = std::ffi::OsStr::from_bytes(name.to_bytes());
+                    if let Ok(child) = crate::fileio::open_folder_at(dir, name) {
+                        stack.push(child);
+                    }
+                }
+                FileType::RegularFile => {
+                    bytes += st.st_size as u64;
+                    files += 1;
+                }
+                _ => {}
+            }
         }
     }
     (bytes, files)

@@ -10,8 +10,9 @@
 //!
 //! Invariants:
 //! - never follows a symlink it lists: entries are stat'ed relative to their open folder without
-//!   following, only entries typed as folders are descended into, and a folder is opened with
-//!   `O_NOFOLLOW` (a folder swapped for a symlink after it was listed is not opened);
+//!   following, only entries typed as folders are descended into, and a folder is opened by
+//!   [`crate::fileio::open_folder`] (a folder swapped for a symlink after it was listed is not
+//!   opened, and listing it leaves its access time alone);
 //! - descends in the walker's order (siblings in byte order of their names, depth first; the
 //!   threads share one stack, so they take the next folders in that order) and takes at most
 //!   [`AHEAD`] folders more than the walker has entered ([`StatAhead::entered`]);
@@ -165,9 +166,8 @@ fn run(shared: &Shared) {
 /// first (so the stack yields them in order). Errors end the listing quietly: the walker meets
 /// and reports them itself.
 fn list(folder: &Folder, exclude: &Excludes) -> Vec<Folder> {
-    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let Ok(fd) = rustix::fs::openat(rustix::fs::CWD, &folder.full, flags, Mode::empty()) else {
+    use rustix::fs::{AtFlags, FileType};
+    let Ok(fd) = crate::fileio::open_folder(&folder.full) else {
         return Vec::new();
     };
     let Ok(mut dir) = rustix::fs::Dir::new(fd) else {

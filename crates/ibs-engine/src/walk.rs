@@ -13,7 +13,9 @@ use crate::delta::{DeltaSession, PendingStore};
 use crate::fileio::HoleSkipping;
 use crate::progress::Progress;
 use crate::refs::BackupRefs;
-use crate::walker::{base_entry, sorted_names, stamp, FileItem, Item, Walker, WALK_AHEAD};
+use crate::walker::{
+    base_entry, sorted_names, stamp, At, FileItem, Item, Meta, Walker, WALK_AHEAD,
+};
 use crate::{EngineError, SourceError};
 use ibs_repo::config::ChunkerParams;
 use ibs_repo::crypto::SymKey;
@@ -21,6 +23,7 @@ use ibs_repo::dedup::DedupSet;
 use ibs_repo::ids::ChunkId;
 use ibs_repo::tree::{header_line, EntryCounts, EntryKind, TreeEntry};
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -292,6 +295,7 @@ impl SourceReader<'_> {
         let FileItem {
             mut entry,
             full,
+            dir,
             stamp: st,
             cached,
             opened,
@@ -309,7 +313,12 @@ impl SourceReader<'_> {
         }
         let sparse = entry.sparse;
         let result = opened
-            .unwrap_or_else(|| std::fs::File::open(&full))
+            .unwrap_or_else(|| match &dir {
+                Some(d) => {
+                    crate::fileio::open_source_at(d.as_fd(), full.file_name().unwrap_or_default())
+                }
+                None => crate::fileio::open_source(&full),
+            })
             .and_then(|mut f| {
                 let (ids, total) = if sparse {
                     self.read_chunks(&mut HoleSkipping::new(&f))?
@@ -317,7 +326,7 @@ impl SourceReader<'_> {
                     self.read_chunks(&mut f)?
                 };
                 let after = f.metadata()?;
-                Ok((ids, total, stamp(&after)))
+                Ok((ids, total, stamp(&Meta::from(&after))))
             });
         self.progress.add_file();
         match result {
@@ -413,8 +422,10 @@ impl SourceReader<'_> {
             path: root.to_owned(),
             cause,
         })?;
-        let names = if m.is_dir() {
-            Some(sorted_names(root).map_err(|cause| SourceError::List {
+        let listed = if m.is_dir() {
+            let fd_names = crate::fileio::open_folder(root)
+                .and_then(|fd| sorted_names(fd.as_fd()).map(|names| (fd, names)));
+            Some(fd_names.map_err(|cause| SourceError::List {
                 name: self.name.to_owned(),
                 path: root.to_owned(),
                 cause,
@@ -422,13 +433,14 @@ impl SourceReader<'_> {
         } else {
             None
         };
+        let m = Meta::from(&m);
         let mut walker = Walker::new(self.name, self.cache.take_old(), self.exclude.clone());
-        let Some(names) = names else {
+        let Some((root_fd, names)) = listed else {
             let name = root
                 .file_name()
                 .map(|n| n.as_bytes().to_vec())
                 .unwrap_or_else(|| self.name.as_bytes().to_vec());
-            let item = walker.item(name, root, &m);
+            let item = walker.item(name, &At::Root(root), &m);
             let (old, stats) = (walker.old, walker.stats);
             self.cache.give_back_old(old);
             self.stats.merge(stats);
@@ -455,7 +467,7 @@ impl SourceReader<'_> {
             }
         }
         let mut top = base_entry(Vec::new(), EntryKind::Dir, &m);
-        match crate::xattrs::read(root) {
+        match crate::xattrs::read_fd(root_fd.as_fd()) {
             Ok(x) => top.xattrs = x,
             Err(err) => self.stats.error(format!("{}: {err}", self.name)),
         }
@@ -463,7 +475,7 @@ impl SourceReader<'_> {
         let (tx, rx) = crossbeam_channel::bounded::<Vec<Item>>(WALK_AHEAD);
         let walker = std::thread::scope(|s| {
             let walking = s.spawn(move || {
-                walker.tree(root, names, &tx);
+                walker.tree(root, root_fd, names, &tx);
                 walker
             });
             'read: for batch in rx.iter() {

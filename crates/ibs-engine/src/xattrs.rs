@@ -2,8 +2,9 @@
 //! `security.capability`, `security.selinux`, the POSIX ACLs `system.posix_acl_access` and
 //! `system.posix_acl_default`), read at backup and applied at restore.
 //!
-//! Syscalls go through `rustix` (nix 0.29 has no xattr calls). Backup reads with
-//! `llistxattr`/`lgetxattr`, which never follow a symlink. Restore applies with `fsetxattr` on an
+//! Syscalls go through `rustix` (nix 0.29 has no xattr calls). Backup reads an open file or folder
+//! with `flistxattr`/`fgetxattr`, anything else with `llistxattr`/`lgetxattr`, which never follow a
+//! symlink, through its open folder's `/proc/self/fd` link ([`read_at`]). Restore applies with `fsetxattr` on an
 //! open descriptor of the entry ([`apply_fd`]); symlinks and device nodes, which cannot be opened
 //! for I/O without following or side effects, are opened `O_PATH|O_NOFOLLOW` relative to their
 //! folder's handle and set through that descriptor's `/proc/self/fd` link, which designates the
@@ -17,7 +18,7 @@ use ibs_repo::tree::Xattr;
 use rustix::fs::XattrFlags;
 use rustix::io::Errno;
 use std::ffi::OsStr;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -48,10 +49,54 @@ fn sized(
 /// The extended attributes of `path` (not following a symlink), sorted by name. A file system
 /// without xattr support has none. An attribute removed between listing and reading is left out.
 pub fn read(path: &Path) -> Result<Vec<Xattr>, String> {
-    let list = match sized(
+    read_with(
         || rustix::fs::llistxattr_query(path),
         |b| rustix::fs::llistxattr(path, b),
-    ) {
+        |n| rustix::fs::lgetxattr_query(path, n),
+        |n, b| rustix::fs::lgetxattr(path, n, b),
+    )
+}
+
+/// [`read`] for an open file or folder.
+pub fn read_fd(fd: BorrowedFd<'_>) -> Result<Vec<Xattr>, String> {
+    read_with(
+        || rustix::fs::flistxattr_query(fd),
+        |b| rustix::fs::flistxattr(fd, b),
+        |n| rustix::fs::fgetxattr_query(fd, n),
+        |n, b| rustix::fs::fgetxattr(fd, n, b),
+    )
+}
+
+/// [`read`] for the entry `name` of the open folder `dir`, reached only through that folder: by
+/// the path `/proc/self/fd/DIR/NAME`, whose first part is the folder's descriptor (a link the
+/// kernel resolves to the open folder itself, wherever it is now) and whose last is not followed.
+/// Without `/proc` (`None` from [`proc_fd_root`]), `full` is used, as [`read`].
+pub fn read_at(dir: BorrowedFd<'_>, name: &OsStr, full: &Path) -> Result<Vec<Xattr>, String> {
+    match proc_fd_root() {
+        Some(root) => {
+            let mut p = root.join(dir.as_raw_fd().to_string()).into_os_string();
+            p.push("/");
+            p.push(name);
+            read(Path::new(&p))
+        }
+        None => read(full),
+    }
+}
+
+/// `/proc/self/fd` if this process can use it (asked once).
+fn proc_fd_root() -> Option<&'static Path> {
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let p = Path::new("/proc/self/fd");
+    ROOT.get_or_init(|| p.is_dir()).then_some(p)
+}
+
+fn read_with(
+    list_query: impl Fn() -> rustix::io::Result<usize>,
+    list: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+    get_query: impl Fn(&OsStr) -> rustix::io::Result<usize>,
+    get: impl Fn(&OsStr, &mut [u8]) -> rustix::io::Result<usize>,
+) -> Result<Vec<Xattr>, String> {
+    let list = match sized(list_query, list) {
         Ok(l) => l,
         Err(Errno::NOTSUP) => return Ok(Vec::new()),
         Err(e) => return Err(format!("listing extended attributes: {e}")),
@@ -59,10 +104,7 @@ pub fn read(path: &Path) -> Result<Vec<Xattr>, String> {
     let mut out = Vec::new();
     for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
         let os = OsStr::from_bytes(name);
-        match sized(
-            || rustix::fs::lgetxattr_query(path, os),
-            |b| rustix::fs::lgetxattr(path, os, b),
-        ) {
+        match sized(|| get_query(os), |b| get(os, b)) {
             Ok(value) => out.push(Xattr {
                 name: name.to_vec(),
                 value,
