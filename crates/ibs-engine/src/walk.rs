@@ -25,6 +25,7 @@ use ibs_repo::tree::{header_line, EntryCounts, EntryKind, TreeEntry};
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -295,7 +296,7 @@ impl SourceReader<'_> {
         let FileItem {
             mut entry,
             full,
-            dir,
+            dev,
             stamp: st,
             cached,
             opened,
@@ -313,11 +314,15 @@ impl SourceReader<'_> {
         }
         let sparse = entry.sparse;
         let result = opened
-            .unwrap_or_else(|| match &dir {
-                Some(d) => {
-                    crate::fileio::open_source_at(d.as_fd(), full.file_name().unwrap_or_default())
+            .unwrap_or_else(|| {
+                let f = crate::fileio::open_source(&full)?;
+                let m = f.metadata()?;
+                if (m.dev(), m.ino()) != (dev, st.ino) {
+                    return Err(std::io::Error::other(
+                        "replaced by another file while the backup walked it (not read)",
+                    ));
                 }
-                None => crate::fileio::open_source(&full),
+                Ok(f)
             })
             .and_then(|mut f| {
                 let (ids, total) = if sparse {

@@ -172,10 +172,12 @@ impl At<'_> {
 /// A regular file as the walker hands it to the reader.
 pub struct FileItem {
     pub(crate) entry: TreeEntry,
-    /// For messages; the file is reached through `dir` when it has one.
+    /// For messages, and to open the file again should the files cache's chunks be gone (then only
+    /// the file the walk stat'ed is read: see `dev`).
     pub(crate) full: PathBuf,
-    /// The open folder the walk found the file in (`None`: the file is the source root).
-    pub(crate) dir: Option<Arc<OwnedFd>>,
+    /// The file's device; with `stamp.ino`, what a file opened again by `full` must be (a path can
+    /// lead elsewhere by then; a descriptor of the walk's folder is not kept per queued file).
+    pub(crate) dev: u64,
     pub(crate) stamp: FileStamp,
     /// The chunk ids the files cache has for this file, unchanged since the last backup.
     pub(crate) cached: Option<Vec<ChunkId>>,
@@ -294,10 +296,7 @@ impl Walker<'_> {
                 Item::File(FileItem {
                     entry,
                     full: at.full().to_owned(),
-                    dir: match at {
-                        At::Root(_) => None,
-                        At::In { dir, .. } => Some(Arc::clone(dir)),
-                    },
+                    dev: m.dev,
                     stamp,
                     cached,
                     opened,
