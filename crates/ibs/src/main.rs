@@ -19,6 +19,7 @@ mod cmd_serve;
 mod cmd_token;
 mod datalock;
 mod errors;
+mod limits;
 mod listen;
 mod location;
 mod logging;
@@ -61,6 +62,7 @@ fn parse() -> cli::Cli {
 
 fn main() {
     malloc::bound_freed_buffers();
+    limits::raise_open_files();
     let cli = parse();
     match &cli.command {
         cli::Command::Serve(a) => logging::init("info", a.log_format),
