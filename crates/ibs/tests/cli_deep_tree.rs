@@ -8,38 +8,37 @@
 
 mod common;
 
-use common::{ibs_bin, shared_cert, Fx, Out, PASSWORD};
-use std::path::Path;
+use common::{shared_cert, Fx, Ibs, Out};
 use std::process::Command;
 
 const DEPTH: usize = 400;
 const SOFT: u32 = 256;
 
-/// Runs `ibs ARGS` under `prlimit --nofile=SOFT:` (the soft limit only; util-linux, installed
-/// on every Debian machine), with the .pfx password in the environment.
-fn ibs_low_soft_limit(args: &[&std::ffi::OsStr]) -> Out {
-    let out = Command::new("prlimit")
-        .arg(format!("--nofile={SOFT}:"))
+/// Runs the command `c` builds under `prlimit --nofile=SOFT:` (the soft limit only; util-linux,
+/// installed on every Debian machine), with the same arguments and environment.
+fn under_low_soft_limit(c: Ibs) -> Out {
+    let inner = c.command();
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--nofile={SOFT}:"))
         .arg("--")
-        .arg(ibs_bin())
-        .args(args)
-        .env("IBS_PFX_PASSWORD", PASSWORD)
-        .env("HOME", "/nonexistent/ibs-test-home")
-        .output()
-        .expect("prlimit (util-linux) runs");
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().expect("prlimit (util-linux) runs");
     Out {
-        args: args
-            .iter()
+        args: inner
+            .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect(),
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-}
-
-fn os<P: AsRef<std::ffi::OsStr> + ?Sized>(p: &P) -> &std::ffi::OsStr {
-    p.as_ref()
 }
 
 #[test]
@@ -56,36 +55,11 @@ fn a_tree_deeper_than_the_soft_open_file_limit_backs_up_and_restores_whole() {
     }
     std::fs::write(dir.join("bottom.conf"), b"reached\n").unwrap();
 
-    let source = format!("deep={}", src.display());
-    let backup = ibs_low_soft_limit(&[
-        os("repo"),
-        os("backup"),
-        os("--repo"),
-        os(&fx.repo),
-        os("--state"),
-        os(&fx.state),
-        os("--source"),
-        os(&source),
-    ])
-    .ok();
-    let id = backup.last_line();
-
+    let id = under_low_soft_limit(fx.backup_cmd(&[("deep", &src)]))
+        .ok()
+        .last_line();
     let target = fx.path("restored");
-    ibs_low_soft_limit(&[
-        os("repo"),
-        os("restore"),
-        os("--repo"),
-        os(&fx.repo),
-        os("--state"),
-        os(&fx.state),
-        os("--backup"),
-        os(&id),
-        os("--target"),
-        os(&target),
-        os("--pfx"),
-        os(&cert.pfx),
-    ])
-    .ok();
+    under_low_soft_limit(fx.restore_cmd(&id, &target, &[&cert.pfx])).ok();
     let mut restored = target.join("deep");
     for i in 0..DEPTH {
         restored.push("d");
@@ -98,5 +72,4 @@ fn a_tree_deeper_than_the_soft_open_file_limit_backs_up_and_restores_whole() {
         std::fs::read(restored.join("bottom.conf")).unwrap(),
         b"reached\n"
     );
-    assert!(Path::new(&restored).is_dir());
 }
