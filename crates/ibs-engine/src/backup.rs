@@ -465,10 +465,12 @@ async fn run_pipeline(
         work_tx,
         sealed_rx,
         threads: sealers,
+        budget,
     } = start_sealers(threads, repo.config().compression_level, &key.key);
     let Packing { packer, uploader } = crate::packing::start(
         repo.clone(),
         sealed_rx,
+        budget.clone(),
         key.id,
         state.keys.metadata.clone(),
         pack_target(repo),
@@ -483,6 +485,7 @@ async fn run_pipeline(
             progress: opts.progress.clone(),
             started_unix,
             cancel,
+            budget,
         },
     );
     let joiner = tokio::task::spawn_blocking(move || {

@@ -19,6 +19,7 @@ pub mod exclude;
 pub mod fileio;
 pub mod folders;
 pub mod history;
+mod inflight;
 pub mod keyops;
 pub mod keysel;
 pub mod ledger;

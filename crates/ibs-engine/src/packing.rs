@@ -64,6 +64,7 @@ pub(crate) struct Uploaded {
 pub(crate) fn start(
     repo: Arc<Repository>,
     sealed_rx: crossbeam_channel::Receiver<SealedChunk>,
+    budget: Arc<crate::inflight::ByteBudget>,
     key_id: KeyId,
     meta_key: SymKey,
     pack_target: usize,
@@ -79,6 +80,7 @@ pub(crate) fn start(
     let (recycle_tx, recycle_rx) = crossbeam_channel::bounded::<Vec<u8>>(uploads_in_flight + 1);
     let pack_meta_key = meta_key.clone();
     let packer = std::thread::spawn(move || {
+        let _closer = budget.closer();
         let meta_key = pack_meta_key;
         let capacity = pack_target + (4 << 20);
         let next = || {
@@ -90,6 +92,7 @@ pub(crate) fn start(
         let mut builder = next();
         for s in sealed_rx {
             builder.add(s.id, s.encoding, s.raw_length, key_id, &s.sealed);
+            budget.give(s.raw_length as u64);
             // Counted with its header, so a pack of small chunks stays near the target (and within
             // the buffer's capacity) instead of growing by a header of 61 bytes per chunk.
             if builder.finished_len() >= pack_target {

@@ -1,6 +1,7 @@
 //! The front of the backup pipeline: the producer (walk → read → chunk → hash, one blocking task
 //! over every source in turn) and the sealing threads (compress + seal, one per core) that feed
-//! [`crate::packing`]. Both queues are bounded at twice the number of sealing threads.
+//! [`crate::packing`]. Both queues hold at most [`QUEUE_ITEMS`] chunks, and the bytes between the
+//! producer and the packer at most the pipeline's [`ByteBudget`].
 //!
 //! Invariants: every chunk a source references is recorded in that source's reference list, so the
 //! union of the per-source lists is the backup's whole reference list; a cancelled source stops the
@@ -11,6 +12,7 @@ use crate::backup::SourceOrigin;
 use crate::cache::{FilesCache, PathKey};
 use crate::delta::PendingStore;
 use crate::exclude::Excludes;
+use crate::inflight::{ByteBudget, PIPELINE_BYTES, QUEUE_ITEMS};
 use crate::progress::Progress;
 use crate::refs::BackupRefs;
 use crate::state::WriterState;
@@ -31,16 +33,21 @@ pub(crate) struct Sealing {
     pub sealed_rx: crossbeam_channel::Receiver<SealedChunk>,
     /// End when `work_tx` is dropped and the queue is drained (or the packer is gone).
     pub threads: Vec<std::thread::JoinHandle<()>>,
+    /// Taken by the producer for each chunk it sends, given back by the packer.
+    pub budget: Arc<ByteBudget>,
 }
 
 /// Starts `threads` sealing threads that compress at `level` and seal under `key`.
 pub(crate) fn start_sealers(threads: usize, level: i32, key: &SymKey) -> Sealing {
-    let (work_tx, work_rx) = crossbeam_channel::bounded::<Work>(2 * threads);
-    let (sealed_tx, sealed_rx) = crossbeam_channel::bounded::<SealedChunk>(2 * threads);
+    let (work_tx, work_rx) = crossbeam_channel::bounded::<Work>(QUEUE_ITEMS);
+    let (sealed_tx, sealed_rx) = crossbeam_channel::bounded::<SealedChunk>(QUEUE_ITEMS);
+    let budget = ByteBudget::new(PIPELINE_BYTES);
     let mut sealers = Vec::new();
     for _ in 0..threads {
         let (rx, tx, key) = (work_rx.clone(), sealed_tx.clone(), key.clone());
+        let closer = budget.closer();
         sealers.push(std::thread::spawn(move || {
+            let _closer = closer;
             let mut sealer = ChunkSealer::new(level);
             for w in rx {
                 let sealed = if w.recipe {
@@ -58,6 +65,7 @@ pub(crate) fn start_sealers(threads: usize, level: i32, key: &SymKey) -> Sealing
         work_tx,
         sealed_rx,
         threads: sealers,
+        budget,
     }
 }
 
@@ -92,6 +100,8 @@ pub(crate) struct ProducerRun {
     pub progress: Arc<Progress>,
     pub started_unix: i64,
     pub cancel: Option<crate::cancel::CancelToken>,
+    /// The pipeline's byte budget ([`Sealing::budget`]).
+    pub budget: Arc<ByteBudget>,
 }
 
 /// Starts the producer on a blocking thread: reads `sources` in turn against `index`, sending
@@ -108,6 +118,7 @@ pub(crate) fn spawn_producer(
         progress,
         started_unix,
         cancel,
+        budget,
     } = run;
     let cache_path = state.files_cache_path();
     let path_key = PathKey::derive(&state.keys.dedup);
@@ -121,6 +132,7 @@ pub(crate) fn spawn_producer(
             index,
             refs: BackupRefs::default(),
             tx: work_tx,
+            budget,
             bytes_new: 0,
             closed: false,
             cancel,

@@ -45,6 +45,8 @@ pub struct Emitter {
     /// Every chunk each source of the backup references (see [`BackupRefs`]).
     pub refs: BackupRefs,
     pub tx: crossbeam_channel::Sender<Work>,
+    /// Taken for each chunk sent (`crate::inflight`); closed when the stages downstream end.
+    pub(crate) budget: Arc<crate::inflight::ByteBudget>,
     pub bytes_new: u64,
     pub closed: bool,
     /// Cancelling it closes the emitter at its next chunk or check ([`Emitter::stopped`]).
@@ -89,7 +91,8 @@ impl Emitter {
 
     fn send(&mut self, id: ChunkId, data: Vec<u8>, recipe: bool) {
         self.bytes_new += data.len() as u64;
-        if self.tx.send(Work { id, data, recipe }).is_err() {
+        if !self.budget.take(data.len() as u64) || self.tx.send(Work { id, data, recipe }).is_err()
+        {
             self.closed = true;
         }
     }

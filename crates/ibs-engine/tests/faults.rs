@@ -92,6 +92,30 @@ async fn a_full_disk_fails_as_capacity_and_commits_nothing() {
     assert_same_tree(&src, &out);
 }
 
+/// Storage that fails while the reader is far ahead: far more bytes than the pipeline's budget
+/// (16 MiB) and a pack or two are still to be read when the packer and the sealers give up. The
+/// reader must stop and the backup end with the storage's class instead of waiting for budget
+/// that nobody will give back (ADR 0062).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_failure_far_behind_the_reader_ends_the_backup_instead_of_stalling_it() {
+    let f = faulty_env().await;
+    let src = f.env.path("big");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..6 {
+        std::fs::write(src.join(format!("f{i}")), bytes(100 + i, 16 << 20)).unwrap();
+    }
+    f.faulty.set_capacity(Some(1 << 20));
+    // Every storage call waits, so the reader is far ahead when the first pack's put fails.
+    f.faulty.set_latency(Some(Duration::from_secs(2)));
+    let err = tokio::time::timeout(Duration::from_secs(300), try_backup(&f.env, &[("s", &src)]))
+        .await
+        .expect("the backup stalled after its storage failed")
+        .unwrap_err();
+    assert_eq!(err.storage_class(), Some(AlertClass::Capacity), "{err}");
+    f.faulty.set_latency(None);
+    assert_eq!(manifests(&f.env).await, 0);
+}
+
 #[tokio::test]
 async fn a_silently_short_write_is_caught_before_the_manifest() {
     let f = faulty_env().await;
