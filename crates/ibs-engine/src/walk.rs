@@ -13,9 +13,7 @@ use crate::delta::{DeltaSession, PendingStore};
 use crate::fileio::HoleSkipping;
 use crate::progress::Progress;
 use crate::refs::BackupRefs;
-use crate::walker::{
-    base_entry, sorted_names, stamp, At, FileItem, Item, Meta, Walker, WALK_AHEAD,
-};
+use crate::walker::{base_entry, stamp, At, FileItem, Item, Meta, Walker, WALK_AHEAD};
 use crate::{EngineError, SourceError};
 use ibs_repo::config::ChunkerParams;
 use ibs_repo::crypto::SymKey;
@@ -431,8 +429,7 @@ impl SourceReader<'_> {
             cause,
         })?;
         let listed = if m.is_dir() {
-            let fd_names = crate::fileio::open_folder(root)
-                .and_then(|fd| sorted_names(fd.as_fd()).map(|names| (fd, names)));
+            let fd_names = crate::walker::open_listed(rustix::fs::CWD, root.as_os_str());
             Some(fd_names.map_err(|cause| SourceError::List {
                 name: self.name.to_owned(),
                 path: root.to_owned(),

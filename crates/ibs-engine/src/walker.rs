@@ -375,9 +375,7 @@ impl Walker<'_> {
                     if let Some(ahead) = &self.ahead {
                         ahead.entered();
                     }
-                    let listed = crate::fileio::open_folder_at(dir_fd.as_fd(), name.as_os_str())
-                        .and_then(|fd| sorted_names(fd.as_fd()).map(|names| (fd, names)));
-                    match listed {
+                    match open_listed(dir_fd.as_fd(), name.as_os_str()) {
                         Ok((fd, names)) => stack.push((Arc::new(fd), full, child_rel, names)),
                         Err(err) => e.error = Some(self.error(&child_rel, err)),
                     }
@@ -409,6 +407,17 @@ pub(crate) fn child_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
     }
     rel.extend_from_slice(name);
     rel
+}
+
+/// The folder `name` in `dir` ([`rustix::fs::CWD`] for a path), opened with
+/// [`crate::fileio::open_folder_at`], and its names ([`sorted_names`]).
+pub(crate) fn open_listed(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+) -> std::io::Result<(OwnedFd, Vec<OsString>)> {
+    let fd = crate::fileio::open_folder_at(dir, name)?;
+    let names = sorted_names(fd.as_fd())?;
+    Ok((fd, names))
 }
 
 /// The entry names of the open folder `dir`, sorted by bytes, reversed (so `pop` yields them in
