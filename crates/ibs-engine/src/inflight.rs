@@ -6,8 +6,14 @@
 //! sealers waiting on the reader or the reader on the sealers; this budget bounds their bytes, so
 //! a run of large chunks cannot hold more memory than it.
 //!
-//! Invariants: every byte taken is given back exactly once (the packer gives back each sealed
-//! chunk's `raw_length`, which is the length the producer took); a chunk larger than the whole
+//! The budget counts what is held: a chunk's plaintext until it is sealed, then its sealed bytes
+//! (at most the plaintext's length: [`held_once_sealed`]). The sealing thread gives back the
+//! difference as soon as it has sealed a chunk, and the packer the rest when the chunk reaches it,
+//! so a run of well-compressing chunks (dumps, logs) lets more of them be in flight.
+//!
+//! Invariants: every byte taken is given back exactly once (the producer takes a chunk's
+//! plaintext length, which is the sealed chunk's `raw_length`; the sealing thread gives back
+//! `raw_length - held_once_sealed`, the packer `held_once_sealed`); a chunk larger than the whole
 //! budget is let through when nothing else is in flight, so no chunk waits forever; once closed (a
 //! sealing thread or the packer ended), nothing waits again and [`ByteBudget::take`] says so, which
 //! the producer treats like a closed queue.
@@ -20,6 +26,13 @@ pub(crate) const PIPELINE_BYTES: u64 = 16 << 20;
 /// Items each queue of the pipeline holds at most (the byte budget is the tighter bound for
 /// chunks over [`PIPELINE_BYTES`] / this).
 pub(crate) const QUEUE_ITEMS: usize = 64;
+
+/// Of a chunk of `raw` plaintext bytes sealed into `sealed` bytes, what the budget still counts
+/// once it is sealed: its sealed bytes, or its plaintext length when sealing made it larger (a
+/// chunk stored raw gains a nonce and a tag), so that nothing is given back twice.
+pub(crate) fn held_once_sealed(raw: u32, sealed: usize) -> u64 {
+    (raw as u64).min(sealed as u64)
+}
 
 #[derive(Default)]
 struct State {
@@ -115,6 +128,21 @@ mod tests {
         assert!(!waiter.is_finished());
         b.give(25);
         assert!(waiter.join().unwrap());
+    }
+
+    #[test]
+    fn what_is_held_once_sealed_never_exceeds_what_was_taken() {
+        assert_eq!(
+            held_once_sealed(1000, 300),
+            300,
+            "compressed: the sealed bytes"
+        );
+        assert_eq!(
+            held_once_sealed(1000, 1028),
+            1000,
+            "stored raw: no more than taken"
+        );
+        assert_eq!(held_once_sealed(0, 28), 0);
     }
 
     #[test]

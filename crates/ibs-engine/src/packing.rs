@@ -92,7 +92,10 @@ pub(crate) fn start(
         let mut builder = next();
         for s in sealed_rx {
             builder.add(s.id, s.encoding, s.raw_length, key_id, &s.sealed);
-            budget.give(s.raw_length as u64);
+            budget.give(crate::inflight::held_once_sealed(
+                s.raw_length,
+                s.sealed.len(),
+            ));
             // Counted with its header, so a pack of small chunks stays near the target (and within
             // the buffer's capacity) instead of growing by a header of 61 bytes per chunk.
             if builder.finished_len() >= pack_target {

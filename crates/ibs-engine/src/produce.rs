@@ -12,7 +12,7 @@ use crate::backup::SourceOrigin;
 use crate::cache::{FilesCache, PathKey};
 use crate::delta::PendingStore;
 use crate::exclude::Excludes;
-use crate::inflight::{ByteBudget, PIPELINE_BYTES, QUEUE_ITEMS};
+use crate::inflight::{held_once_sealed, ByteBudget, PIPELINE_BYTES, QUEUE_ITEMS};
 use crate::progress::Progress;
 use crate::refs::BackupRefs;
 use crate::state::WriterState;
@@ -33,7 +33,7 @@ pub(crate) struct Sealing {
     pub sealed_rx: crossbeam_channel::Receiver<SealedChunk>,
     /// End when `work_tx` is dropped and the queue is drained (or the packer is gone).
     pub threads: Vec<std::thread::JoinHandle<()>>,
-    /// Taken by the producer for each chunk it sends, given back by the packer.
+    /// Taken by the producer for each chunk it sends, given back by the sealers and the packer.
     pub budget: Arc<ByteBudget>,
 }
 
@@ -45,7 +45,7 @@ pub(crate) fn start_sealers(threads: usize, level: i32, key: &SymKey) -> Sealing
     let mut sealers = Vec::new();
     for _ in 0..threads {
         let (rx, tx, key) = (work_rx.clone(), sealed_tx.clone(), key.clone());
-        let closer = budget.closer();
+        let (closer, budget) = (budget.closer(), budget.clone());
         sealers.push(std::thread::spawn(move || {
             let _closer = closer;
             let mut sealer = ChunkSealer::new(level);
@@ -55,6 +55,9 @@ pub(crate) fn start_sealers(threads: usize, level: i32, key: &SymKey) -> Sealing
                 } else {
                     sealer.seal(w.id, &w.data, &key)
                 };
+                drop(w);
+                let held = held_once_sealed(sealed.raw_length, sealed.sealed.len());
+                budget.give(sealed.raw_length as u64 - held);
                 if tx.send(sealed).is_err() {
                     break;
                 }
