@@ -1,4 +1,4 @@
-//! The byte budget of a backup's pipeline: how many plaintext bytes may be between the producer
+//! The byte budget of a backup's pipeline: how many bytes of chunks may be between the producer
 //! and the packer at once (queued for sealing, being sealed, or sealed and queued for the packer).
 //!
 //! The queues between the stages are deep in items, so that runs of small chunks (small files,
@@ -20,7 +20,8 @@
 
 use std::sync::{Arc, Condvar, Mutex};
 
-/// Plaintext bytes in flight between the producer and the packer.
+/// Bytes of chunks in flight between the producer and the packer: plaintext until sealed, then
+/// sealed bytes.
 pub(crate) const PIPELINE_BYTES: u64 = 16 << 20;
 
 /// Items each queue of the pipeline holds at most (the byte budget is the tighter bound for
